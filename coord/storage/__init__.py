@@ -1,0 +1,42 @@
+"""Durable storage for coord: a segmented write-ahead log, snapshot files, group commit.
+
+Synchronous file code (the server runs it off the event loop, e.g. via
+:class:`GroupCommitter`'s single thread). What is durable when each call returns is stated in
+its docstring; the on-disk formats are described in :mod:`coord.storage.codec` and
+:mod:`coord.storage.snapshot`.
+"""
+
+from coord.storage.codec import ENTRY, HARD_STATE, METADATA, SNAPSHOT_MARKER, Record
+from coord.storage.errors import (
+    CorruptSnapshotError,
+    CorruptWALError,
+    StorageError,
+    WALClosedError,
+    WALFailedError,
+    WALLockedError,
+)
+from coord.storage.group_commit import FlushFn, GroupCommitter
+from coord.storage.snapshot import Snapshot, SnapshotStore
+from coord.storage.wal import DEFAULT_CARRY_OVER, DEFAULT_SEGMENT_SIZE, WAL, SegmentInfo
+
+__all__ = [
+    "DEFAULT_CARRY_OVER",
+    "DEFAULT_SEGMENT_SIZE",
+    "ENTRY",
+    "HARD_STATE",
+    "METADATA",
+    "SNAPSHOT_MARKER",
+    "WAL",
+    "CorruptSnapshotError",
+    "CorruptWALError",
+    "FlushFn",
+    "GroupCommitter",
+    "Record",
+    "SegmentInfo",
+    "Snapshot",
+    "SnapshotStore",
+    "StorageError",
+    "WALClosedError",
+    "WALFailedError",
+    "WALLockedError",
+]

@@ -1,0 +1,48 @@
+"""Small file-system helpers shared by the WAL and the snapshotter (internal)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+SyncFn = Callable[[int], None]
+"""Makes a file descriptor's data durable (``os.fdatasync`` by default); injectable in tests."""
+
+
+def default_sync(fd: int) -> None:
+    """``fdatasync`` where the platform has it, else ``fsync``."""
+    fdatasync = getattr(os, "fdatasync", None)
+    if fdatasync is not None:
+        fdatasync(fd)
+    else:  # pragma: no cover - macOS
+        os.fsync(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, making creations, renames and removals of its entries durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """``os.write`` until every byte is written (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def ensure_dir(path: Path) -> None:
+    """Create ``path`` (and parents) if missing, fsyncing each parent whose entries changed."""
+    missing: list[Path] = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir(exist_ok=True)
+        fsync_dir(d.parent)

@@ -1,0 +1,169 @@
+"""Snapshot files: written atomically, verified on load, newest valid one wins.
+
+Directory layout::
+
+    <dir>/<index:016x>-<term:016x>.snap        complete snapshots
+    <dir>/<index:016x>-<term:016x>.snap.tmp    a save in progress (ignored; removed by purge)
+    <dir>/<index:016x>-<term:016x>.snap.broken a snapshot that failed its checks on load
+
+File format (little-endian)::
+
+    magic   8s   b"RCSNAP\\x00\\x01"
+    index   u64
+    term    u64
+    length  u64  payload length; the file is exactly 48 + length bytes
+    crc     u32  zlib.crc32(payload)
+    hcrc    u32  zlib.crc32 of the 36 header bytes above
+    pad     8x
+    payload
+
+Invariants:
+
+* A ``.snap`` file is only ever created by renaming a fully written and fsync'd temporary
+  file, followed by a directory fsync: when :meth:`SnapshotStore.save` returns, the snapshot
+  is durable, and a crash at any point leaves either no new ``.snap`` or a complete one.
+* :meth:`SnapshotStore.load_newest` never returns data that failed its CRC; a damaged newest
+  snapshot is renamed ``.broken`` (with a warning) and the previous valid one is used.
+* Single writer: one process saves and purges at a time (the WAL's lock guards the node).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from coord.storage._fs import SyncFn, default_sync, ensure_dir, fsync_dir, write_all
+from coord.storage.errors import CorruptSnapshotError
+
+__all__ = ["Snapshot", "SnapshotStore"]
+
+log = structlog.get_logger(__name__)
+
+_MAGIC = b"RCSNAP\x00\x01"
+_HEADER = struct.Struct("<8sQQQII8x")
+_HEADER_SIZE = _HEADER.size  # 48
+_HCRC_SPAN = 36
+_NAME_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.snap$")
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A verified snapshot: the Raft index and term it covers and the caller's payload."""
+
+    index: int
+    term: int
+    data: bytes
+
+
+def _encode_header(index: int, term: int, data: bytes) -> bytes:
+    head = _HEADER.pack(_MAGIC, index, term, len(data), zlib.crc32(data), 0)[:_HCRC_SPAN]
+    return head + zlib.crc32(head).to_bytes(4, "little") + b"\0" * 8
+
+
+def decode_snapshot(path: Path, blob: bytes) -> Snapshot:
+    """Verify and decode a snapshot file's bytes; raise :class:`CorruptSnapshotError`."""
+    if len(blob) < _HEADER_SIZE:
+        raise CorruptSnapshotError(path, f"file too short ({len(blob)} bytes)")
+    magic, index, term, length, crc, hcrc = _HEADER.unpack_from(blob, 0)
+    if magic != _MAGIC:
+        raise CorruptSnapshotError(path, "bad magic")
+    if zlib.crc32(blob[:_HCRC_SPAN]) != hcrc:
+        raise CorruptSnapshotError(path, "header CRC mismatch")
+    if len(blob) != _HEADER_SIZE + length:
+        raise CorruptSnapshotError(
+            path, f"file is {len(blob)} bytes, header says {_HEADER_SIZE + length}"
+        )
+    data = blob[_HEADER_SIZE:]
+    if zlib.crc32(data) != crc:
+        raise CorruptSnapshotError(path, "payload CRC mismatch")
+    m = _NAME_RE.match(path.name)
+    if m and (int(m.group(1), 16), int(m.group(2), 16)) != (index, term):
+        raise CorruptSnapshotError(path, f"header says index {index} term {term}, name disagrees")
+    return Snapshot(int(index), int(term), data)
+
+
+class SnapshotStore:
+    """The snapshot files of one node, in one directory (created if missing)."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, sync_fn: SyncFn | None = None):
+        self._dir = Path(directory)
+        self._sync_fn = sync_fn or default_sync
+        ensure_dir(self._dir)
+
+    @property
+    def directory(self) -> Path:
+        """The snapshot directory."""
+        return self._dir
+
+    def entries(self) -> list[tuple[int, int, Path]]:
+        """``(index, term, path)`` of every ``.snap`` file by name, oldest first (unverified)."""
+        found: list[tuple[int, int, Path]] = []
+        for entry in self._dir.iterdir():
+            m = _NAME_RE.match(entry.name)
+            if m:
+                found.append((int(m.group(1), 16), int(m.group(2), 16), entry))
+        found.sort(key=lambda t: (t[0], t[1]))
+        return found
+
+    def save(self, index: int, term: int, data: bytes) -> Path:
+        """Write the snapshot for ``(index, term)`` atomically; return its path.
+
+        When this returns the snapshot is durable (file fsync, rename, directory fsync).
+        Saving the same (index, term) again replaces the file atomically.
+        """
+        if index < 0 or term < 0:
+            raise ValueError("index and term must be non-negative")
+        final = self._dir / f"{index:016x}-{term:016x}.snap"
+        tmp = final.with_name(final.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_all(fd, _encode_header(index, term, data))
+            write_all(fd, data)
+            self._sync_fn(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+        fsync_dir(self._dir)
+        log.info("snapshot.saved", path=str(final), index=index, term=term, bytes=len(data))
+        return final
+
+    def load_newest(self) -> Snapshot | None:
+        """The newest snapshot that passes its checks, or ``None`` if there is none.
+
+        Damaged newer files are renamed to ``.broken`` (fsync'd) with a warning, so they are
+        skipped for good; temporary files are ignored.
+        """
+        for index, term, path in reversed(self.entries()):
+            try:
+                return decode_snapshot(path, path.read_bytes())
+            except CorruptSnapshotError as exc:
+                log.warning(
+                    "snapshot.corrupt_skipped", path=str(path), index=index, term=term,
+                    reason=exc.reason,
+                )
+                os.rename(path, path.with_name(path.name + ".broken"))
+                fsync_dir(self._dir)
+        return None
+
+    def purge(self, keep: int = 5) -> list[Path]:
+        """Delete all but the ``keep`` newest ``.snap`` files, and leftover ``.tmp`` files.
+
+        Returns the deleted paths; the removals are durable when it returns. Run it only
+        after the newest snapshot is known good (e.g. just after :meth:`save`).
+        """
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        doomed = [p for _, _, p in self.entries()[:-keep]]
+        doomed += sorted(self._dir.glob("*.snap.tmp"))
+        for path in doomed:
+            path.unlink()
+        if doomed:
+            fsync_dir(self._dir)
+            log.info("snapshot.purged", count=len(doomed), keep=keep)
+        return doomed
