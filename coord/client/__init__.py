@@ -1,0 +1,35 @@
+"""coord.client: the asyncio etcd-v3 client the scheduler (and tests) use."""
+
+from coord.client.client import Client, KeepAlive
+from coord.client.errors import (
+    ClientError,
+    CompactedError,
+    FutureRevisionError,
+    LeaseNotFoundError,
+    ServerError,
+    UnavailableError,
+    WatchCanceledError,
+)
+from coord.client.txn import Compare, delete, get, prefix_end, put, txn_op
+from coord.client.types import (
+    DeleteResult,
+    Event,
+    EventType,
+    KeyValue,
+    LeaseGrant,
+    LeaseTTL,
+    Member,
+    PutResult,
+    RangeResult,
+    Status,
+    TxnResult,
+    WatchBatch,
+)
+
+__all__ = [
+    "Client", "ClientError", "CompactedError", "Compare", "DeleteResult", "Event",
+    "EventType", "FutureRevisionError", "KeepAlive", "KeyValue", "LeaseGrant",
+    "LeaseNotFoundError", "LeaseTTL", "Member", "PutResult", "RangeResult", "ServerError",
+    "Status", "TxnResult", "UnavailableError", "WatchBatch", "WatchCanceledError", "delete",
+    "get", "prefix_end", "put", "txn_op",
+]
