@@ -98,9 +98,9 @@ class Record:
 def encode_frame(out: bytearray, seq: int, record: Record) -> None:
     """Append the frame for ``record`` with sequence number ``seq`` to ``out``."""
     data = record.data
-    head = _FRAME.pack(
-        _FRAME_MAGIC, record.type, 0, len(data), seq, zlib.crc32(data), 0
-    )[:_FRAME_CRC_SPAN]
+    head = _FRAME.pack(_FRAME_MAGIC, record.type, 0, len(data), seq, zlib.crc32(data), 0)[
+        :_FRAME_CRC_SPAN
+    ]
     out += head
     out += zlib.crc32(head).to_bytes(4, "little")
     out += data

@@ -144,7 +144,10 @@ class SnapshotStore:
                 return decode_snapshot(path, path.read_bytes())
             except CorruptSnapshotError as exc:
                 log.warning(
-                    "snapshot.corrupt_skipped", path=str(path), index=index, term=term,
+                    "snapshot.corrupt_skipped",
+                    path=str(path),
+                    index=index,
+                    term=term,
                     reason=exc.reason,
                 )
                 os.rename(path, path.with_name(path.name + ".broken"))

@@ -185,9 +185,16 @@ class WAL:
             seg = _create_segment(path, 0, 1, b"", sync_fn)
             fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND)
             wal = cls(
-                directory=path, lock_fd=lock_fd, segments=[seg], fd=fd,
-                segment_bytes=SEGMENT_HEADER_SIZE, last_seq=0, latest={},
-                segment_size=segment_size, sync_fn=sync_fn, carry_over=carry_over,
+                directory=path,
+                lock_fd=lock_fd,
+                segments=[seg],
+                fd=fd,
+                segment_bytes=SEGMENT_HEADER_SIZE,
+                last_seq=0,
+                latest={},
+                segment_size=segment_size,
+                sync_fn=sync_fn,
+                carry_over=carry_over,
             )
             log.info("wal.created", dir=str(path))
             return wal, []
@@ -203,9 +210,9 @@ class WAL:
                 )
             if next_seq is not None and seg.first_seq != next_seq:
                 raise CorruptWALError(
-                    seg.path, 0,
-                    f"segment starts at sequence {seg.first_seq}, previous ended at "
-                    f"{next_seq - 1}",
+                    seg.path,
+                    0,
+                    f"segment starts at sequence {seg.first_seq}, previous ended at {next_seq - 1}",
                 )
             buf = seg.path.read_bytes()
             header = decode_segment_header(buf)
@@ -213,8 +220,9 @@ class WAL:
                 raise CorruptWALError(seg.path, 0, header)
             if header != (seg.index, seg.first_seq):
                 raise CorruptWALError(
-                    seg.path, 0, f"header says segment {header[0]} first_seq {header[1]}, "
-                    "file name disagrees",
+                    seg.path,
+                    0,
+                    f"header says segment {header[0]} first_seq {header[1]}, file name disagrees",
                 )
             result = decode_frames(buf, SEGMENT_HEADER_SIZE, seg.first_seq)
             records.extend(result.records)
@@ -229,7 +237,8 @@ class WAL:
             later = find_valid_frame(buf, result.end + 1, result.next_seq)
             if later is not None:
                 raise CorruptWALError(
-                    seg.path, result.end,
+                    seg.path,
+                    result.end,
                     f"{result.problem}, followed by a valid record (sequence {later[1]} at "
                     f"offset {later[0]}): damage in the middle of the log, not a torn tail",
                 )
@@ -256,13 +265,24 @@ class WAL:
                 latest[rec.type] = rec
         fd = os.open(segments[-1].path, os.O_WRONLY | os.O_APPEND)
         wal = cls(
-            directory=path, lock_fd=lock_fd, segments=segments, fd=fd, segment_bytes=end,
-            last_seq=next_seq - 1, latest=latest,
-            segment_size=segment_size, sync_fn=sync_fn, carry_over=carry_over,
+            directory=path,
+            lock_fd=lock_fd,
+            segments=segments,
+            fd=fd,
+            segment_bytes=end,
+            last_seq=next_seq - 1,
+            latest=latest,
+            segment_size=segment_size,
+            sync_fn=sync_fn,
+            carry_over=carry_over,
         )
         log.info(
-            "wal.opened", dir=str(path), segments=len(segments), records=len(records),
-            first_seq=segments[0].first_seq, last_seq=next_seq - 1,
+            "wal.opened",
+            dir=str(path),
+            segments=len(segments),
+            records=len(records),
+            first_seq=segments[0].first_seq,
+            last_seq=next_seq - 1,
         )
         return wal, records
 
@@ -380,7 +400,9 @@ class WAL:
         self._last_seq = seq
         self._durable_seq = seq
         log.info(
-            "wal.segment_cut", path=str(seg.path), first_seq=seg.first_seq,
+            "wal.segment_cut",
+            path=str(seg.path),
+            first_seq=seg.first_seq,
             carried=len(self._latest),
         )
         return seg
@@ -423,7 +445,9 @@ class WAL:
         fsync_dir(self._dir)
         del self._segments[: len(doomed)]
         log.info(
-            "wal.segments_released", count=len(doomed), before_seq=seq,
+            "wal.segments_released",
+            count=len(doomed),
+            before_seq=seq,
             first_seq=self._segments[0].first_seq,
         )
         return [s.path for s in doomed]
