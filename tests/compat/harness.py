@@ -1,0 +1,563 @@
+"""Differential harness: the same client command against a real etcd and a target.
+
+The *reference* is always a fresh real etcd 3.4. The *target* is coord (default) or,
+with ``COMPAT_TARGET=etcd``, a second fresh real etcd — which must compare equal to
+the first, proving that normalisation hides nothing but what it should.
+
+A :class:`Case` runs every step on both servers concurrently, writes each server's
+transcript (command, exit code, stdout, stderr) after normalising it, and on exit
+fails with a unified diff ``etcd`` vs ``<target>`` if the transcripts differ.
+
+Normalisation (see :class:`Normalizer`) rewrites ONLY:
+
+* revisions, as offsets from the revision the case started at (``R+3``), since two
+  servers that have served different histories cannot be at the same revision;
+* ids: lease/member/cluster ids become ``<member>``, ``<cluster>``, ``<id1>``, ``<id2>``…
+  numbered in order of first appearance (so "the same id appears twice" survives);
+* raft terms, timestamps, durations, remaining-TTL seconds (only when plausible);
+* the server's own client and peer ports, and client-side uuids in clientv3 logs;
+* ``dbSize``/``dbSizeInUse`` and ``raftIndex``/``raftAppliedIndex`` of
+  ``endpoint status`` (storage-engine and raft-log details; only their presence and
+  sign are kept).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.helpers.procs import (
+    REPO,
+    Proc,
+    ProcessGroup,
+    start_coord,
+    start_etcd,
+    wait_until,
+)
+
+CTL_TIMEOUT = "5s"
+STEP_TIMEOUT = 20.0
+
+
+def compat_target() -> str:
+    """``coord`` (default) or ``etcd`` (a second real etcd, for developing the suite)."""
+    t = os.environ.get("COMPAT_TARGET", "coord").strip().lower()
+    if t not in {"coord", "etcd"}:
+        raise ValueError(f"COMPAT_TARGET must be coord or etcd, not {t!r}")
+    return t
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass
+class Server:
+    """One server under test and the facts normalisation needs about it."""
+
+    label: str  # "etcd" (reference) or "coord"/"etcd2" (target)
+    proc: Proc
+    peer_port: int
+    etcdctl: str
+    cluster_id: int = 0
+    member_id: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        return self.proc.endpoint
+
+    @property
+    def client_port(self) -> int:
+        return self.proc.client_port
+
+    def ctl_argv(self, args: Sequence[str]) -> list[str]:
+        return [self.etcdctl, f"--endpoints={self.endpoint}", f"--command-timeout={CTL_TIMEOUT}",
+                *args]
+
+    def ctl(self, args: Sequence[str], stdin: bytes | None = None,
+            timeout: float = STEP_TIMEOUT) -> CtlResult:
+        argv = self.ctl_argv(args)
+        try:
+            cp = subprocess.run(argv, input=stdin if stdin is not None else b"",
+                                capture_output=True, timeout=timeout,
+                                env=ctl_env(), check=False)
+        except subprocess.TimeoutExpired as e:
+            return CtlResult(e.stdout or b"", (e.stderr or b"") + b"\n[harness: timed out]", None)
+        return CtlResult(cp.stdout, cp.stderr, cp.returncode)
+
+    def learn_ids(self) -> None:
+        r = self.ctl(["get", "compat-ids", "-w", "json"])
+        hdr = json.loads(r.stdout)["header"]
+        self.cluster_id = int(hdr["cluster_id"])
+        self.member_id = int(hdr["member_id"])
+
+    def revision(self) -> int:
+        r = self.ctl(["get", "compat-revision", "-w", "json"])
+        if r.rc != 0:
+            raise RuntimeError(f"{self.label}: cannot read revision: {r.stderr!r}")
+        return int(json.loads(r.stdout)["header"]["revision"])
+
+
+def ctl_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["ETCDCTL_API"] = "3"
+    for k in list(env):
+        if k.startswith("ETCDCTL_") and k != "ETCDCTL_API":
+            del env[k]
+    return env
+
+
+@dataclass
+class CtlResult:
+    stdout: bytes
+    stderr: bytes
+    rc: int | None
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+
+def _peer_port(argv: Sequence[str]) -> int:
+    for i, a in enumerate(argv):
+        if a in ("--listen-peer-urls", "--listen-peer"):
+            return int(argv[i + 1].rsplit(":", 1)[1])
+    raise ValueError(f"no peer flag in {argv}")
+
+
+def _wait_ready(server: Server) -> None:
+    def ok() -> bool:
+        if not server.proc.alive():
+            raise RuntimeError(f"{server.label} exited:\n{server.proc.log()[-4000:]}")
+        return server.ctl(["get", "compat-ready"], timeout=10).rc == 0
+
+    wait_until(ok, 60, f"{server.label} at {server.endpoint} to serve reads", step=0.1)
+    server.learn_ids()
+
+
+def start_server(kind: str, label: str, group: ProcessGroup, etcd_bin: str,
+                 etcdctl_bin: str) -> Server:
+    """Start a fresh single-member server of ``kind`` (etcd|coord), ready for reads."""
+    if kind == "etcd":
+        proc = start_etcd(group, name="n1", etcd_bin=etcd_bin)
+    else:
+        proc = start_coord(group, name="n1")
+    server = Server(label, proc, _peer_port(proc.argv), etcdctl_bin)
+    _wait_ready(server)
+    return server
+
+
+@dataclass
+class Pair:
+    """A reference etcd and a target, both fresh, both single members named ``n1``."""
+
+    ref: Server
+    target: Server
+    workdir: Path
+
+    @property
+    def servers(self) -> tuple[Server, Server]:
+        return (self.ref, self.target)
+
+    def case(self, name: str, absolute: bool = False) -> Case:
+        return Case(self, name, absolute=absolute)
+
+
+@contextlib.contextmanager
+def start_pair(workdir: Path, etcd_bin: str, etcdctl_bin: str,
+               target: str | None = None) -> Iterator[Pair]:
+    """Start reference etcd and target concurrently, each in its own ProcessGroup."""
+    target = target or compat_target()
+    (workdir / "ref").mkdir(parents=True, exist_ok=True)
+    (workdir / "target").mkdir(parents=True, exist_ok=True)
+    gref, gtgt = ProcessGroup(workdir / "ref"), ProcessGroup(workdir / "target")
+    try:
+        with ThreadPoolExecutor(2) as ex:
+            fref = ex.submit(start_server, "etcd", "etcd", gref, etcd_bin, etcdctl_bin)
+            ftgt = ex.submit(start_server, target, "coord" if target == "coord" else "etcd2",
+                             gtgt, etcd_bin, etcdctl_bin)
+            ref, tgt = fref.result(), ftgt.result()
+        yield Pair(ref, tgt, workdir)
+    finally:
+        gref.close()
+        gtgt.close()
+
+
+# --------------------------------------------------------------------------- normalisation
+
+REV_KEYS = {"revision", "createrevision", "modrevision", "compactrevision"}
+ID_KEYS = {"id", "lease", "leader", "memberid", "clusterid"}
+TERM_KEYS = {"raftterm"}
+SIZE_KEYS = {"dbsize", "dbsizeinuse"}
+INDEX_KEYS = {"raftindex", "raftappliedindex"}
+
+_HEX16 = re.compile(r"\b[0-9a-f]{16}\b")
+_FIELDS_LINE = re.compile(r'^"(\w+)" : (-?\d+)$', re.M)
+_UUID = re.compile(r"client-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_TS = re.compile(r'"ts":"[^"]*"')
+_TOOK = re.compile(r"took = [0-9.]+[a-zµ]+")
+_COMPACTED = re.compile(r"^compacted revision (\d+)$", re.M)
+_REMAINING = re.compile(r"granted with TTL\((\d+)s\), remaining\((-?\d+)s\)")
+
+
+def _canon(key: str) -> str:
+    return key.lower().replace("_", "").replace("-", "")
+
+
+class Normalizer:
+    """Per-server, per-case rewriting of output into a comparable form."""
+
+    def __init__(self, server: Server, base: int, absolute: bool = False) -> None:
+        self.server = server
+        self.base = 0 if absolute else base
+        self.absolute = absolute
+        self.ids: dict[int, str] = {}
+        if server.cluster_id:
+            self.ids[server.cluster_id] = "<cluster>"
+        if server.member_id:
+            self.ids[server.member_id] = "<member>"
+
+    # -- scalar rules
+    def rev(self, v: int) -> str | int:
+        if v == 0:
+            return 0
+        if self.absolute:
+            return v
+        d = v - self.base
+        return f"R{d:+d}"
+
+    def ident(self, v: int) -> str | int:
+        if v == 0:
+            return 0
+        if v not in self.ids:
+            self.ids[v] = f"<id{sum(1 for s in self.ids.values() if s.startswith('<id')) + 1}>"
+        return self.ids[v]
+
+    def scalar(self, key: str, v: Any, parent: dict[str, Any] | None = None) -> Any:
+        k = _canon(key)
+        if not isinstance(v, int) or isinstance(v, bool):
+            return v
+        if k in REV_KEYS:
+            return self.rev(v)
+        if k in ID_KEYS:
+            return self.ident(v)
+        if k in TERM_KEYS:
+            return "<term>" if v > 0 else v
+        if k in SIZE_KEYS:
+            return "<size>" if v > 0 else v
+        if k in INDEX_KEYS:
+            return "<index>" if v > 0 else v
+        if k == "ttl" and parent is not None and "granted-ttl" in parent:
+            granted = parent["granted-ttl"]
+            if isinstance(granted, int) and 0 <= granted - v <= 3 and v > 0:
+                return "<remaining>"
+        return v
+
+    def tree(self, node: Any, key: str = "", parent: dict[str, Any] | None = None) -> Any:
+        if isinstance(node, dict):
+            return {k: self.tree(v, k, node) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self.tree(v, key, parent) for v in node]
+        return self.scalar(key, node, parent)
+
+    # -- text
+    def text(self, s: str) -> str:
+        srv = self.server
+        s = s.replace(f"127.0.0.1:{srv.client_port}", "127.0.0.1:<client-port>")
+        s = s.replace(f"127.0.0.1:{srv.peer_port}", "127.0.0.1:<peer-port>")
+        s = _UUID.sub("client-<uuid>", s)
+        s = _TS.sub('"ts":"<ts>"', s)
+        s = _TOOK.sub("took = <duration>", s)
+        out = []
+        for line in s.split("\n"):
+            stripped = line.strip()
+            if stripped[:1] in "{[" and stripped:
+                try:
+                    parsed = json.loads(stripped)
+                except ValueError:
+                    out.append(self._text_line(line))
+                    continue
+                out.append(json.dumps(self.tree(parsed), ensure_ascii=False))
+            else:
+                out.append(self._text_line(line))
+        return "\n".join(out)
+
+    def _text_line(self, line: str) -> str:
+        srv = self.server
+        if srv.member_id:
+            # member list prints the member id with %x (no zero padding)
+            line = re.sub(rf"\b{srv.member_id:x}\b", "<member>", line)
+        line = _HEX16.sub(lambda m: str(self.ident(int(m.group(0), 16))), line)
+        line = _FIELDS_LINE.sub(
+            lambda m: f'"{m.group(1)}" : {self.scalar(m.group(1), int(m.group(2)))}', line)
+        line = _COMPACTED.sub(lambda m: f"compacted revision {self.rev(int(m.group(1)))}", line)
+
+        def remaining(m: re.Match[str]) -> str:
+            granted, rem = int(m.group(1)), int(m.group(2))
+            shown = "<remaining>" if 0 < rem <= granted and granted - rem <= 3 else str(rem)
+            return f"granted with TTL({granted}s), remaining({shown})"
+
+        return _REMAINING.sub(remaining, line)
+
+
+# --------------------------------------------------------------------------- cases
+
+
+@dataclass
+class Rev:
+    """A revision given as an offset from the case's starting revision."""
+
+    offset: int
+
+    def resolve(self, base: int) -> str:
+        return str(base + self.offset)
+
+
+@dataclass
+class Var:
+    """A per-server value captured from an earlier step (e.g. a lease id)."""
+
+    name: str
+
+
+Arg = str | Rev | Var
+
+
+@dataclass
+class Side:
+    """One server's half of a case: raw helpers plus its transcript."""
+
+    server: Server
+    base: int
+    norm: Normalizer
+    workdir: Path
+    group: ProcessGroup
+    vars: dict[str, str] = field(default_factory=dict)
+    transcript: list[str] = field(default_factory=list)
+
+    def resolve(self, args: Sequence[Arg]) -> list[str]:
+        out = []
+        for a in args:
+            if isinstance(a, Rev):
+                out.append(a.resolve(self.base))
+            elif isinstance(a, Var):
+                out.append(self.vars[a.name])
+            else:
+                out.append(a)
+        return out
+
+    @staticmethod
+    def show_args(args: Sequence[Arg]) -> str:
+        shown = []
+        for a in args:
+            if isinstance(a, Rev):
+                shown.append(f"R{a.offset:+d}")
+            elif isinstance(a, Var):
+                shown.append(f"${a.name}")
+            else:
+                shown.append(a if len(a) < 80 else a[:60] + f"...({len(a)} chars)")
+        return " ".join(shown)
+
+    def record(self, label: str, text: str) -> None:
+        self.transcript.append(f"{label}\n{self.norm.text(text)}" if text else label)
+
+    def record_result(self, title: str, r: CtlResult) -> None:
+        self.transcript.append(f"$ {title}")
+        self.transcript.append(f"  exit={r.rc}")
+        if r.stdout:
+            self.transcript.append("  stdout:\n" + _indent(self.norm.text(_dec(r.stdout))))
+        if r.stderr:
+            self.transcript.append("  stderr:\n" + _indent(self.norm.text(_dec(r.stderr))))
+
+    def ctl(self, args: Sequence[Arg], stdin: bytes | None = None, record: bool = True,
+            timeout: float = STEP_TIMEOUT) -> CtlResult:
+        r = self.server.ctl(self.resolve(args), stdin=stdin, timeout=timeout)
+        if record:
+            title = "etcdctl " + self.show_args(args)
+            if stdin is not None:
+                title += f"   <<stdin {len(stdin)} bytes"
+            self.record_result(title, r)
+        return r
+
+    # -- long-running etcdctl (watch, lock, elect)
+    def spawn(self, name: str, args: Sequence[Arg]) -> Background:
+        err = self.workdir / f"{self.server.label}-{name}.err"
+        argv = self.server.ctl_argv(self.resolve(args))
+        # The group's log captures stdout; stderr is redirected separately by the shell.
+        shell = 'exec "$@" 2>"$COMPAT_ERR"'
+        proc = self.group.spawn(f"{self.server.label}-{name}", ["sh", "-c", shell, "sh", *argv],
+                                self.server.client_port,
+                                env={**ctl_env(), "COMPAT_ERR": str(err)})
+        return Background(self, "etcdctl " + self.show_args(args), proc, err)
+
+
+class Background:
+    """A long-running etcdctl whose stdout/stderr are polled from files."""
+
+    def __init__(self, side: Side, title: str, proc: Proc, err: Path) -> None:
+        # stdout goes to the ProcessGroup's log file, stderr to ``err``
+        self.side, self.title, self.proc, self.err = side, title, proc, err
+
+    def stdout(self) -> str:
+        return self.proc.log()
+
+    def stderr(self) -> str:
+        try:
+            return self.err.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_output(self, cond: Callable[[str], bool], what: str, timeout: float = 10.0) -> bool:
+        try:
+            wait_until(lambda: cond(self.stdout()) or not self.proc.alive(), timeout, what)
+        except TimeoutError:
+            return False
+        return cond(self.stdout())
+
+    def wait_lines(self, n: int, timeout: float = 10.0) -> bool:
+        return self.wait_output(lambda s: s.count("\n") >= n, f"{n} lines from {self.title}",
+                                timeout)
+
+    def send(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.popen.pid, sig)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int | None:
+        if self.proc.alive():
+            self.send(sig)
+        try:
+            return self.proc.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill9()
+            return None
+
+    def wait_exit(self, timeout: float = 10.0) -> int | None:
+        try:
+            return self.proc.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def record(self, rc: int | None, stdout: str | None = None) -> None:
+        out = stdout if stdout is not None else self.stdout()
+        self.side.record_result(self.title + "   (background)",
+                                CtlResult(out.encode(), self.stderr().encode(), rc))
+
+
+def _dec(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
+
+
+def _indent(s: str) -> str:
+    return "\n".join("    " + line for line in s.split("\n"))
+
+
+class CompatMismatch(AssertionError):
+    pass
+
+
+class Case:
+    """A named differential case over a :class:`Pair` (use as a context manager)."""
+
+    def __init__(self, pair: Pair, name: str, absolute: bool = False) -> None:
+        self.pair = pair
+        self.name = name
+        self.p = f"{name}/"
+        workdir = pair.workdir / "cases" / re.sub(r"[^\w.-]", "_", name)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.groups = [ProcessGroup(workdir / s.label) for s in pair.servers]
+        for g in self.groups:
+            g.workdir.mkdir(exist_ok=True)
+        bases = self.both(lambda s: s.revision())
+        self.sides = [
+            Side(s, b, Normalizer(s, b, absolute), g.workdir, g)
+            for s, b, g in zip(pair.servers, bases, self.groups, strict=True)
+        ]
+
+    # -- running steps on both servers at once
+    def both(self, fn: Callable[[Server], Any]) -> list[Any]:
+        with ThreadPoolExecutor(2) as ex:
+            futs = [ex.submit(fn, s) for s in self.pair.servers]
+            return [f.result() for f in futs]
+
+    def each(self, fn: Callable[[Side], Any]) -> list[Any]:
+        """Run ``fn(side)`` for both servers concurrently; returns both results."""
+        with ThreadPoolExecutor(2) as ex:
+            futs = [ex.submit(fn, side) for side in self.sides]
+            return [f.result() for f in futs]
+
+    def ctl(self, *args: Arg, stdin: bytes | None = None) -> list[CtlResult]:
+        return self.each(lambda side: side.ctl(args, stdin=stdin))
+
+    def ctls(self, *commands: Sequence[Arg]) -> None:
+        for c in commands:
+            self.ctl(*c)
+
+    def note(self, label: str, values: Sequence[Any] | Callable[[Side], Any]) -> None:
+        """Record a derived fact (e.g. "waiter was blocked: True") on each side."""
+        if callable(values):
+            values = self.each(values)
+        for side, v in zip(self.sides, values, strict=True):
+            side.transcript.append(f"# {label}: {v}")
+
+    def capture(self, results: Sequence[CtlResult], pattern: str, var: str) -> None:
+        """Store regex group 1 of each side's stdout as ``Var(var)`` for later steps."""
+        for side, r in zip(self.sides, results, strict=True):
+            m = re.search(pattern, r.out)
+            side.vars[var] = m.group(1) if m else f"<no match for {pattern!r}>"
+
+    def txn(self, script: str, *flags: Arg) -> list[CtlResult]:
+        return self.ctl("txn", *flags, stdin=script.encode())
+
+    # -- comparison
+    def transcripts(self) -> tuple[str, str]:
+        a, b = ("\n".join(s.transcript) + "\n" for s in self.sides)
+        return a, b
+
+    def check(self) -> None:
+        a, b = self.transcripts()
+        if os.environ.get("COMPAT_SHOW"):  # debugging aid: pytest -s shows the transcripts
+            print(f"\n===== {self.name} [{self.pair.ref.label}]\n{a}")
+        if a != b:
+            raise CompatMismatch(render_diff(self.name, self.pair.ref.label, a,
+                                             self.pair.target.label, b))
+
+    def close(self) -> None:
+        for g in self.groups:
+            g.close()
+
+    def __enter__(self) -> Case:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self.check()
+        finally:
+            self.close()
+
+
+def render_diff(name: str, la: str, a: str, lb: str, b: str, *, width: int = 400) -> str:
+    """A readable unified diff of two transcripts (long lines clipped)."""
+
+    def clip(text: str) -> list[str]:
+        return [ln if len(ln) <= width else ln[:width] + f"…(+{len(ln) - width} chars)"
+                for ln in text.splitlines()]
+
+    diff = "\n".join(difflib.unified_diff(clip(a), clip(b), fromfile=la, tofile=lb,
+                                          lineterm="", n=50))
+    return (f"compat case {name!r}: {la} and {lb} differ (- {la}, + {lb}):\n{diff}\n"
+            f"\n--- full {la} transcript ---\n" + "\n".join(clip(a)))
+
+
+def repo_python() -> str:
+    venv = REPO / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else "python3"
