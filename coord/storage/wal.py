@@ -135,7 +135,9 @@ class WAL:
         """Open (creating if needed) the WAL in ``directory`` and read every record in it.
 
         Returns the WAL, positioned to append after the last valid record, and all records
-        from the oldest retained segment on, in order. A torn tail of the last segment is
+        from the oldest retained segment on, in order. Every returned record is durable when
+        this returns (the last segment is fsync'd: its tail may have been in the page cache
+        only, written by a process killed before its fsync). A torn tail of the last segment is
         truncated (and the truncation fsync'd) with a warning; any other damage raises
         :class:`CorruptWALError` without changing the files. Raises :class:`WALLockedError`
         if the directory is already open. ``sync_fn(fd)`` replaces ``fdatasync`` (tests).
@@ -264,6 +266,14 @@ class WAL:
                 latest.pop(rec.type, None)
                 latest[rec.type] = rec
         fd = os.open(segments[-1].path, os.O_WRONLY | os.O_APPEND)
+        # What we just read may have come from the page cache only: the previous process can
+        # have been killed after write() and before its fsync. Sync it now, so that everything
+        # returned by open() really is durable before anyone acts on it (e.g. acks it).
+        try:
+            sync_fn(fd)
+        except BaseException:
+            os.close(fd)
+            raise
         wal = cls(
             directory=path,
             lock_fd=lock_fd,

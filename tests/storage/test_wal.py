@@ -416,3 +416,23 @@ def test_unexpected_wal_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "junk.wal").write_bytes(b"")
     with pytest.raises(StorageError, match=r"junk\.wal"):
         WAL.open(tmp_path)
+
+
+def test_open_syncs_the_last_segment(tmp_path: Path) -> None:
+    """Records left unsynced by a killed writer (page cache only) are fsync'd by open()
+    before they are returned as durable."""
+    wal, _ = WAL.open(tmp_path, sync_fn=lambda fd: None)  # a writer whose fsyncs never happen
+    wal.append(entries(3))
+    wal.sync()
+    wal.close()
+    synced: list[int] = []
+
+    def sync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_size)
+        os.fdatasync(fd)
+
+    wal, recs = WAL.open(tmp_path, sync_fn=sync)
+    assert recs == entries(3)
+    assert synced == [wal.segments[-1].path.stat().st_size]
+    assert wal.durable_seq == 3
+    wal.close()
