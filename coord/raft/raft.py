@@ -1,0 +1,745 @@
+"""The Raft state machine (one node): terms, roles, elections, replication, commit,
+snapshots, membership, ReadIndex and leader transfer.
+
+Structure (as etcd-io/raft): ``step(m)`` first applies the rules common to every role
+(term comparison, vote requests), then dispatches to the role's handler held in
+``self._step``; ``tick()`` calls the role's tick function held in ``self._tick``. Each
+``become_*`` swaps both and resets per-term state.
+
+Outbound messages go to two lists: ``msgs`` (may be sent at once) and
+``msgs_after_append`` (APP_RESP, VOTE_RESP, PRE_VOTE_RESP and VOTE, which depend on state
+that must first be durable). A node's messages to itself (the leader's acknowledgement of
+its own append, a candidate's vote for itself) also go to ``msgs_after_append``; the
+``RawNode`` steps them back in on ``advance()``, so a node counts itself toward a quorum
+only after its own write is durable.
+
+Invariants:
+- at most one leader per term (votes are persisted before VOTE_RESP leaves);
+- the leader never overwrites or deletes entries in its own log;
+- ``log.committed`` only grows and only covers entries replicated on a quorum, counted
+  for entries of the current term only (Raft §5.4.2);
+- ``pending_conf_index``: a leader accepts a new conf change only once every earlier one
+  is applied (and once an entry of its own term is committed, see ``become_leader``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from coord.raft.config import Config, ReadOnlyOption
+from coord.raft.errors import Compacted, ProposalDropped, RaftError, Unavailable
+from coord.raft.log import RaftLog
+from coord.raft.progress import Progress, ProgressState
+from coord.raft.quorum import VoteResult, vote_result
+from coord.raft.read_only import ReadOnly
+from coord.raft.storage import Storage
+from coord.raft.tracker import ProgressTracker
+from coord.raft.types import (
+    AFTER_PERSIST_MESSAGES,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    ReadState,
+    Snapshot,
+    SoftState,
+    StateRole,
+    entry_size,
+)
+
+NONE = 0
+#: Context of VOTE messages sent on a leader transfer: voters bypass the leader lease.
+CAMPAIGN_TRANSFER = b"transfer"
+
+MT = MessageType
+
+
+def _vote_resp_type(t: MessageType) -> MessageType:
+    return MT.VOTE_RESP if t == MT.VOTE else MT.PRE_VOTE_RESP
+
+
+class Raft:
+    """One node's consensus state. Not thread-safe; driven only through ``RawNode``."""
+
+    def __init__(self, config: Config, storage: Storage) -> None:
+        config.validate()
+        self.id = config.id
+        self.cfg = config
+        self.rng = config.rng
+        self.log = RaftLog(storage, config.max_committed_size_per_ready)
+        self.term = 0
+        self.vote = NONE
+        self.lead = NONE
+        self.state = StateRole.FOLLOWER
+        self.trk = ProgressTracker(config.max_inflight_msgs)
+        self.msgs: list[Message] = []
+        self.msgs_after_append: list[Message] = []
+        self.read_states: list[ReadState] = []
+        self.read_only = ReadOnly()
+        self.pending_read_index: list[Message] = []
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = config.election_tick
+        self.lead_transferee = NONE
+        self.pending_conf_index = 0
+        self._commit_old_term = "commit_old_term_by_count" in config.bugs
+        self._vote_shorter = "vote_for_shorter_log" in config.bugs
+        self._step: Callable[[Message], None] = self._step_follower
+        self._tick: Callable[[], None] = self._tick_election
+
+        hs, cs = storage.initial_state()
+        self.restore_conf(cs)
+        if not hs.is_empty():
+            self._load_hard_state(hs)
+        if config.applied > 0:
+            self.log.applied_to(config.applied)
+        self.become_follower(self.term, NONE)
+
+    # -- small accessors --------------------------------------------------------------------
+    def soft_state(self) -> SoftState:
+        return SoftState(self.lead, self.state)
+
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def _load_hard_state(self, hs: HardState) -> None:
+        if hs.commit < self.log.committed or hs.commit > self.log.last_index():
+            raise RaftError(
+                f"hard state commit {hs.commit} outside [{self.log.committed}, "
+                f"{self.log.last_index()}]"
+            )
+        self.log.committed = hs.commit
+        self.term = hs.term
+        self.vote = hs.vote
+
+    def promotable(self) -> bool:
+        """Only a voter with no snapshot waiting to be persisted may campaign."""
+        return self.trk.is_voter(self.id) and self.log.unstable.snapshot is None
+
+    # -- sending ----------------------------------------------------------------------------
+    def send(self, m: Message) -> None:
+        if m.term == 0 and m.type not in (MT.PROP, MT.READ_INDEX):
+            # Vote requests/responses carry their own term; everything else our term.
+            if m.type in (MT.VOTE, MT.VOTE_RESP, MT.PRE_VOTE, MT.PRE_VOTE_RESP):
+                raise RaftError(f"term must be set on {m.type.name}")
+            m = _with_term(m, self.term)
+        if m.type in AFTER_PERSIST_MESSAGES:
+            self.msgs_after_append.append(m)
+        else:
+            self.msgs.append(m)
+
+    def _send_append(self, to: int) -> None:
+        self._maybe_send_append(to, send_if_empty=True)
+
+    def _maybe_send_append(self, to: int, send_if_empty: bool) -> bool:
+        """Send an APP (or a snapshot) to ``to`` if flow control allows; True if sent."""
+        pr = self.trk.progress[to]
+        if pr.is_paused():
+            return False
+        prev_index = pr.next - 1
+        try:
+            prev_term = self.log.term(prev_index)
+        except (Compacted, Unavailable):
+            return self._maybe_send_snapshot(to, pr)
+        ents: list[Entry] = []
+        if pr.state != ProgressState.REPLICATE or not pr.inflights.full():
+            try:
+                ents = self.log.entries_from(pr.next, self.cfg.max_size_per_msg)
+            except Compacted:
+                return self._maybe_send_snapshot(to, pr)
+        if not ents and not send_if_empty:
+            return False
+        self.send(
+            Message(
+                MT.APP, to, self.id, log_term=prev_term, index=prev_index, entries=tuple(ents),
+                commit=self.log.committed,
+            )
+        )
+        pr.sent_entries(len(ents), sum(entry_size(e) for e in ents))
+        return True
+
+    def _maybe_send_snapshot(self, to: int, pr: Progress) -> bool:
+        if not pr.recent_active:
+            return False
+        snap = self.log.snapshot()
+        if snap.is_empty():
+            raise RaftError("need a snapshot but storage has none")
+        pr.become_snapshot(snap.metadata.index)
+        self.send(Message(MT.SNAP, to, self.id, snapshot=snap))
+        return True
+
+    def _send_heartbeat(self, to: int, ctx: bytes) -> None:
+        # Never tell a follower a commit index beyond what it is known to have: it may not
+        # have those entries yet (it could commit something it does not hold).
+        commit = min(self.trk.progress[to].match, self.log.committed)
+        self.send(Message(MT.HEARTBEAT, to, self.id, commit=commit, context=ctx))
+
+    def _bcast_append(self) -> None:
+        for pid in self.trk.ids():
+            if pid != self.id:
+                self._send_append(pid)
+
+    def _bcast_heartbeat(self, ctx: bytes | None = None) -> None:
+        if ctx is None:
+            ctx = self.read_only.last_pending_ctx()
+        for pid in self.trk.ids():
+            if pid != self.id:
+                self._send_heartbeat(pid, ctx)
+
+    # -- role transitions -------------------------------------------------------------------
+    def _reset(self, term: int) -> None:
+        if self.term != term:
+            self.term = term
+            self.vote = NONE
+        self.lead = NONE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._reset_randomized_election_timeout()
+        self.lead_transferee = NONE
+        self.trk.reset_votes()
+        last = self.log.last_index()
+        for pid in self.trk.ids():
+            old = self.trk.progress[pid]
+            pr = Progress(last + 1, self.cfg.max_inflight_msgs, is_learner=old.is_learner)
+            if pid == self.id:
+                pr.match = last
+            self.trk.progress[pid] = pr
+        self.pending_conf_index = 0
+        self.read_only = ReadOnly()
+        self.pending_read_index = []
+
+    def _reset_randomized_election_timeout(self) -> None:
+        et = self.cfg.election_tick
+        self.randomized_election_timeout = self.rng.randint(et, 2 * et - 1)
+
+    def become_follower(self, term: int, lead: int) -> None:
+        self._step = self._step_follower
+        self._reset(term)
+        self._tick = self._tick_election
+        self.lead = lead
+        self.state = StateRole.FOLLOWER
+
+    def become_candidate(self) -> None:
+        if self.state == StateRole.LEADER:
+            raise RaftError("invalid transition leader -> candidate")
+        self._step = self._step_candidate
+        self._reset(self.term + 1)
+        self._tick = self._tick_election
+        self.vote = self.id
+        self.state = StateRole.CANDIDATE
+
+    def become_pre_candidate(self) -> None:
+        if self.state == StateRole.LEADER:
+            raise RaftError("invalid transition leader -> pre-candidate")
+        # Term and vote are unchanged: a failed pre-vote leaves no trace.
+        self._step = self._step_candidate
+        self.trk.reset_votes()
+        self._tick = self._tick_election
+        self.lead = NONE
+        self.state = StateRole.PRE_CANDIDATE
+
+    def become_leader(self) -> None:
+        if self.state == StateRole.FOLLOWER:
+            raise RaftError("invalid transition follower -> leader")
+        self._step = self._step_leader
+        self._reset(self.term)
+        self._tick = self._tick_heartbeat
+        self.lead = self.id
+        self.state = StateRole.LEADER
+        pr = self.trk.progress[self.id]
+        pr.become_replicate()
+        pr.recent_active = True
+        # The no-op entry commits everything before it (Raft §8). No conf change is
+        # accepted until it is applied: this both serialises conf changes with any
+        # unapplied ones from earlier terms and fixes the single-server-change bug
+        # (a leader must commit an entry of its own term before changing membership).
+        self._append_entries([Entry(0, 0)])
+        self.pending_conf_index = self.log.last_index()
+
+    # -- ticks ------------------------------------------------------------------------------
+    def tick(self) -> None:
+        self._tick()
+
+    def _past_election_timeout(self) -> bool:
+        return self.election_elapsed >= self.randomized_election_timeout
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.promotable() and self._past_election_timeout():
+            self.election_elapsed = 0
+            self.step(Message(MT.HUP, self.id, self.id))
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_tick:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum:
+                self.step(Message(MT.CHECK_QUORUM, self.id, self.id))
+            if self.state == StateRole.LEADER and self.lead_transferee != NONE:
+                self.lead_transferee = NONE  # transfer did not finish in time: abort
+        if self.state != StateRole.LEADER:
+            return
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
+            self.heartbeat_elapsed = 0
+            self.step(Message(MT.BEAT, self.id, self.id))
+
+    # -- elections --------------------------------------------------------------------------
+    def _has_unapplied_conf_changes(self) -> bool:
+        if self.log.applied >= self.log.committed:
+            return False
+        try:
+            ents = self.log.slice(self.log.applied + 1, self.log.committed + 1)
+        except (Compacted, Unavailable):
+            return False
+        return any(e.type == EntryType.CONF_CHANGE for e in ents)
+
+    def _hup(self, transfer: bool = False) -> None:
+        if self.state == StateRole.LEADER or not self.promotable():
+            return
+        # A committed but unapplied conf change may change who the voters are; campaigning
+        # under the old configuration could elect a leader the new one would not.
+        if self._has_unapplied_conf_changes():
+            return
+        if transfer:
+            self._campaign(MT.VOTE, transfer=True)
+        elif self.cfg.pre_vote:
+            self._campaign(MT.PRE_VOTE)
+        else:
+            self._campaign(MT.VOTE)
+
+    def _campaign(self, kind: MessageType, transfer: bool = False) -> None:
+        if kind == MT.PRE_VOTE:
+            self.become_pre_candidate()
+            term = self.term + 1
+        else:
+            self.become_candidate()
+            term = self.term
+        last_index = self.log.last_index()
+        last_term = self.log.last_term()
+        ctx = CAMPAIGN_TRANSFER if transfer else b""
+        for pid in sorted(self.trk.voters):
+            if pid == self.id:
+                # Our own vote counts only once the Ready holding it is persisted.
+                self.send(Message(_vote_resp_type(kind), self.id, self.id, term=term))
+                continue
+            self.send(
+                Message(kind, pid, self.id, term=term, log_term=last_term, index=last_index,
+                        context=ctx)
+            )
+
+    def _poll(self, frm: int, granted: bool) -> VoteResult:
+        self.trk.record_vote(frm, granted)
+        return self.trk.tally_votes()[2]
+
+    # -- the common step --------------------------------------------------------------------
+    def step(self, m: Message) -> None:
+        """Handle one message (network or local). Raises ``ProposalDropped`` for proposals
+        that cannot be accepted."""
+        if m.term == 0:
+            pass  # local message
+        elif m.term > self.term:
+            if m.type in (MT.VOTE, MT.PRE_VOTE):
+                force = m.context == CAMPAIGN_TRANSFER
+                in_lease = (
+                    self.cfg.check_quorum
+                    and self.lead != NONE
+                    and self.election_elapsed < self.cfg.election_tick
+                )
+                if not force and in_lease:
+                    # We heard from a leader within the election timeout: this candidate
+                    # is probably a disruptive rejoining node. Ignore it (no term bump).
+                    return
+            if m.type == MT.PRE_VOTE:
+                pass  # never change our term because of a pre-vote
+            elif m.type == MT.PRE_VOTE_RESP and not m.reject:
+                pass  # granted pre-votes carry our own future term
+            elif m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):
+                self.become_follower(m.term, m.frm)
+            else:
+                self.become_follower(m.term, NONE)
+        elif m.term < self.term:
+            if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (
+                MT.HEARTBEAT, MT.APP,
+            ):
+                # A stale leader (e.g. healed after a partition) would otherwise never
+                # learn the new term when our own pre-votes/lease keep it from hearing
+                # from us; this empty response lets it step down.
+                self.send(Message(MT.APP_RESP, m.frm, self.id))
+            elif m.type == MT.PRE_VOTE:
+                self.send(
+                    Message(MT.PRE_VOTE_RESP, m.frm, self.id, term=self.term, reject=True)
+                )
+            return
+
+        if m.type == MT.HUP:
+            self._hup()
+        elif m.type in (MT.VOTE, MT.PRE_VOTE):
+            self._handle_vote_request(m)
+        else:
+            self._step(m)
+
+    def _handle_vote_request(self, m: Message) -> None:
+        can_vote = (
+            self.vote == m.frm
+            or (self.vote == NONE and self.lead == NONE)
+            or (m.type == MT.PRE_VOTE and m.term > self.term)
+        )
+        up_to_date = self._vote_shorter or self.log.is_up_to_date(m.index, m.log_term)
+        # BUG ("vote_for_shorter_log") above: skips the §5.4.1 up-to-date check.
+        if can_vote and up_to_date:
+            self.send(Message(_vote_resp_type(m.type), m.frm, self.id, term=m.term))
+            if m.type == MT.VOTE:
+                self.election_elapsed = 0
+                self.vote = m.frm
+        else:
+            self.send(
+                Message(_vote_resp_type(m.type), m.frm, self.id, term=self.term, reject=True)
+            )
+
+    # -- leader -----------------------------------------------------------------------------
+    def _append_entries(self, es: list[Entry]) -> None:
+        li = self.log.last_index()
+        ents = [Entry(self.term, li + 1 + i, e.type, e.data) for i, e in enumerate(es)]
+        li = self.log.append(ents)
+        # Self-acknowledgement, delivered back on advance() once persisted.
+        self.send(Message(MT.APP_RESP, self.id, self.id, index=li))
+
+    def _maybe_commit(self) -> bool:
+        return self.log.maybe_commit(self.trk.committed(), self.term, self._commit_old_term)
+
+    def _committed_entry_in_current_term(self) -> bool:
+        return self.log.term_or_zero(self.log.committed) == self.term
+
+    def _step_leader(self, m: Message) -> None:
+        t = m.type
+        if t == MT.BEAT:
+            self._bcast_heartbeat()
+            return
+        if t == MT.CHECK_QUORUM:
+            if not self.trk.quorum_active():
+                self.become_follower(self.term, NONE)
+            for pid, other in self.trk.progress.items():
+                if pid != self.id:
+                    other.recent_active = False
+            return
+        if t == MT.PROP:
+            self._leader_propose(m)
+            return
+        if t == MT.READ_INDEX:
+            self._leader_read_index(m)
+            return
+
+        pr = self.trk.progress.get(m.frm)
+        if pr is None:
+            return
+        if t == MT.APP_RESP:
+            self._handle_append_response(m, pr)
+        elif t == MT.HEARTBEAT_RESP:
+            pr.recent_active = True
+            pr.msg_app_paused = False
+            if pr.match < self.log.last_index() or pr.state == ProgressState.PROBE:
+                self._send_append(m.frm)
+            if self.cfg.read_only != ReadOnlyOption.SAFE or not m.context:
+                return
+            acks = self.read_only.recv_ack(m.frm, m.context)
+            if acks is None or not self._quorum_acked(acks):
+                return
+            for rs in self.read_only.advance(m.context):
+                self._respond_read_index(rs.req, rs.index)
+        elif t == MT.SNAP_STATUS:
+            if pr.state != ProgressState.SNAPSHOT:
+                return
+            if m.reject:
+                pr.pending_snapshot = 0
+            pr.become_probe()
+            # Wait for the follower's APP_RESP (success) or a heartbeat interval (failure)
+            # before the next APP.
+            pr.msg_app_paused = True
+        elif t == MT.UNREACHABLE:
+            # An APP was probably lost: stop pipelining and probe again.
+            if pr.state == ProgressState.REPLICATE:
+                pr.become_probe()
+        elif t == MT.TRANSFER_LEADER:
+            self._handle_transfer_leader(m, pr)
+
+    def _quorum_acked(self, acks: dict[int, bool]) -> bool:
+        return vote_result(self.trk.voters, acks) == VoteResult.WON
+
+    def _leader_propose(self, m: Message) -> None:
+        if not m.entries:
+            raise RaftError("empty proposal")
+        if self.id not in self.trk.progress:
+            raise ProposalDropped("this leader was removed from the configuration")
+        if self.lead_transferee != NONE:
+            raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
+        ents = list(m.entries)
+        for i, e in enumerate(ents):
+            if e.type != EntryType.CONF_CHANGE:
+                continue
+            if self.pending_conf_index > self.log.applied:
+                raise ProposalDropped(
+                    f"a conf change is pending (index {self.pending_conf_index}, applied "
+                    f"{self.log.applied})"
+                )
+            if any(x.type == EntryType.CONF_CHANGE for x in ents[i + 1 :]):
+                raise ProposalDropped("one conf change at a time")
+            self.pending_conf_index = self.log.last_index() + i + 1
+        self._append_entries(ents)
+        self._bcast_append()
+
+    def _leader_read_index(self, m: Message) -> None:
+        if self.trk.is_singleton():
+            self._respond_read_index(m, self.log.committed)
+            return
+        if not self._committed_entry_in_current_term():
+            # Our commit index may lag the true one until our no-op commits (§6.4).
+            self.pending_read_index.append(m)
+            return
+        self._send_read_index_response(m)
+
+    def _send_read_index_response(self, m: Message) -> None:
+        if self.cfg.read_only == ReadOnlyOption.SAFE:
+            self.read_only.add_request(self.log.committed, m)
+            self.read_only.recv_ack(self.id, m.context)
+            self._bcast_heartbeat(m.context)
+        else:
+            self._respond_read_index(m, self.log.committed)
+
+    def _release_pending_read_index(self) -> None:
+        if not self.pending_read_index or not self._committed_entry_in_current_term():
+            return
+        pending, self.pending_read_index = self.pending_read_index, []
+        for m in pending:
+            self._send_read_index_response(m)
+
+    def _respond_read_index(self, req: Message, index: int) -> None:
+        if req.frm in (NONE, self.id):
+            self.read_states.append(ReadState(index, req.context))
+        else:
+            self.send(Message(MT.READ_INDEX_RESP, req.frm, self.id, index=index,
+                              context=req.context))
+
+    def _handle_append_response(self, m: Message, pr: Progress) -> None:
+        pr.recent_active = True
+        if m.reject:
+            next_probe = m.reject_hint
+            if m.log_term > 0:
+                next_probe, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+            if pr.maybe_decr_to(m.index, next_probe):
+                if pr.state == ProgressState.REPLICATE:
+                    pr.become_probe()
+                self._send_append(m.frm)
+            return
+        old_paused = pr.is_paused()
+        if not (pr.maybe_update(m.index) or (
+            pr.match == m.index and pr.state == ProgressState.PROBE
+        )):
+            return
+        if pr.state == ProgressState.PROBE:
+            pr.become_replicate()
+        elif pr.state == ProgressState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
+            pr.become_probe()
+            pr.become_replicate()
+        elif pr.state == ProgressState.REPLICATE:
+            pr.inflights.free_le(m.index)
+        if self._maybe_commit():
+            self._release_pending_read_index()
+            self._bcast_append()
+        elif old_paused and m.frm != self.id:
+            self._send_append(m.frm)
+        if m.frm != self.id:
+            while self._maybe_send_append(m.frm, send_if_empty=False):
+                pass
+        if m.frm == self.lead_transferee and pr.match == self.log.last_index():
+            self.send(Message(MT.TIMEOUT_NOW, m.frm, self.id))
+
+    def _handle_transfer_leader(self, m: Message, pr: Progress) -> None:
+        transferee = m.frm
+        if pr.is_learner:
+            return
+        if self.lead_transferee != NONE:
+            if self.lead_transferee == transferee:
+                return
+            self.lead_transferee = NONE
+        if transferee == self.id:
+            return
+        # The transfer must finish within one election timeout.
+        self.election_elapsed = 0
+        self.lead_transferee = transferee
+        if pr.match == self.log.last_index():
+            self.send(Message(MT.TIMEOUT_NOW, transferee, self.id))
+        else:
+            self._send_append(transferee)
+
+    # -- candidate ----------------------------------------------------------------------------
+    def _step_candidate(self, m: Message) -> None:
+        my_resp = MT.PRE_VOTE_RESP if self.state == StateRole.PRE_CANDIDATE else MT.VOTE_RESP
+        t = m.type
+        if t == MT.PROP:
+            raise ProposalDropped("no leader (election in progress)")
+        if t == MT.APP:
+            self.become_follower(m.term, m.frm)
+            self._handle_append(m)
+        elif t == MT.HEARTBEAT:
+            self.become_follower(m.term, m.frm)
+            self._handle_heartbeat(m)
+        elif t == MT.SNAP:
+            self.become_follower(m.term, m.frm)
+            self._handle_snapshot(m)
+        elif t == my_resp:
+            res = self._poll(m.frm, not m.reject)
+            if res == VoteResult.WON:
+                if self.state == StateRole.PRE_CANDIDATE:
+                    self._campaign(MT.VOTE)
+                else:
+                    self.become_leader()
+                    self._bcast_append()
+            elif res == VoteResult.LOST:
+                self.become_follower(self.term, NONE)
+
+    # -- follower -----------------------------------------------------------------------------
+    def _step_follower(self, m: Message) -> None:
+        t = m.type
+        if t == MT.PROP:
+            if self.lead == NONE:
+                raise ProposalDropped("no leader")
+            self.send(_with_to(m, self.lead))
+        elif t in (MT.APP, MT.HEARTBEAT, MT.SNAP):
+            self.election_elapsed = 0
+            self.lead = m.frm
+            if t == MT.APP:
+                self._handle_append(m)
+            elif t == MT.HEARTBEAT:
+                self._handle_heartbeat(m)
+            else:
+                self._handle_snapshot(m)
+        elif t == MT.TRANSFER_LEADER:
+            if self.lead != NONE:
+                self.send(_with_to(m, self.lead))
+        elif t == MT.TIMEOUT_NOW:
+            self._hup(transfer=True)
+        elif t == MT.READ_INDEX:
+            if self.lead != NONE:
+                self.send(_with_to(m, self.lead))
+        elif t == MT.READ_INDEX_RESP:
+            self.read_states.append(ReadState(m.index, m.context))
+
+    def _handle_append(self, m: Message) -> None:
+        if m.index < self.log.committed:
+            self.send(Message(MT.APP_RESP, m.frm, self.id, index=self.log.committed))
+            return
+        last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last_new is not None:
+            self.send(Message(MT.APP_RESP, m.frm, self.id, index=last_new))
+            return
+        # Mismatch at m.index: hint the largest (index, term) that may match, skipping
+        # our entries whose term is above the leader's log_term (fast backtracking).
+        hint_index = min(m.index, self.log.last_index())
+        hint_index, hint_term = self.log.find_conflict_by_term(hint_index, m.log_term)
+        self.send(
+            Message(MT.APP_RESP, m.frm, self.id, index=m.index, reject=True,
+                    reject_hint=hint_index, log_term=hint_term)
+        )
+
+    def _handle_heartbeat(self, m: Message) -> None:
+        self.log.commit_to(m.commit)
+        self.send(Message(MT.HEARTBEAT_RESP, m.frm, self.id, context=m.context))
+
+    def _handle_snapshot(self, m: Message) -> None:
+        assert m.snapshot is not None
+        if self.restore(m.snapshot):
+            self.send(Message(MT.APP_RESP, m.frm, self.id, index=self.log.last_index()))
+        else:
+            self.send(Message(MT.APP_RESP, m.frm, self.id, index=self.log.committed))
+
+    def restore(self, snap: Snapshot) -> bool:
+        """Install ``snap`` if it is ahead of our commit index; False if ignored."""
+        md = snap.metadata
+        if md.index <= self.log.committed:
+            return False
+        if self.state != StateRole.FOLLOWER:
+            # Defensive: only followers install snapshots.
+            self.become_follower(self.term + 1, NONE)
+            return False
+        if self.log.match_term(md.index, md.term):
+            # We already hold the snapshot's last entry: just fast-forward the commit.
+            self.log.commit_to(md.index)
+            return False
+        self.log.restore(snap)
+        self.restore_conf(md.conf_state)
+        return True
+
+    # -- membership -----------------------------------------------------------------------------
+    def restore_conf(self, cs: ConfState) -> None:
+        self.trk = ProgressTracker(self.cfg.max_inflight_msgs)
+        nxt = self.log.last_index() + 1
+        for v in cs.voters:
+            self.trk.add(v, nxt, learner=False)
+        for lrn in cs.learners:
+            self.trk.add(lrn, nxt, learner=True)
+        if self.id in self.trk.progress:
+            self.trk.progress[self.id].match = self.log.last_index()
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """Apply a committed single-member change; returns the new configuration.
+
+        ADD_NODE adds a voter or promotes a learner; ADD_LEARNER_NODE adds a learner or
+        demotes a voter; REMOVE_NODE removes either. Changes that change nothing are no-ops.
+        """
+        nid = cc.node_id
+        trk = self.trk
+        nxt = self.log.last_index() + 1
+        if cc.type == ConfChangeType.ADD_NODE:
+            if nid in trk.learners:
+                trk.learners.discard(nid)
+                trk.voters.add(nid)
+                trk.progress[nid].is_learner = False
+            elif nid not in trk.voters:
+                trk.add(nid, nxt, learner=False)
+        elif cc.type == ConfChangeType.ADD_LEARNER_NODE:
+            if nid in trk.voters:
+                trk.voters.discard(nid)
+                trk.learners.add(nid)
+                trk.progress[nid].is_learner = True
+            elif nid not in trk.learners:
+                trk.add(nid, nxt, learner=True)
+        elif cc.type == ConfChangeType.REMOVE_NODE:
+            trk.remove(nid)
+        if nid == self.id and nid in trk.progress and self.state != StateRole.LEADER:
+            trk.progress[nid].match = self.log.last_index()
+        self._after_conf_change()
+        return trk.conf_state()
+
+    def _after_conf_change(self) -> None:
+        if self.state != StateRole.LEADER:
+            return
+        if not self.trk.is_voter(self.id):
+            # Removed (or demoted): a leader outside the configuration steps down; the
+            # remaining voters elect a new leader after an election timeout.
+            self.become_follower(self.term, NONE)
+            return
+        if self.lead_transferee != NONE and not self.trk.is_voter(self.lead_transferee):
+            self.lead_transferee = NONE
+        # The quorum changed: the commit index may move (e.g. after a removal).
+        if self._maybe_commit():
+            self._release_pending_read_index()
+            self._bcast_append()
+        else:
+            for pid in self.trk.ids():
+                if pid != self.id:
+                    self._maybe_send_append(pid, send_if_empty=False)
+
+
+def _with_term(m: Message, term: int) -> Message:
+    return Message(m.type, m.to, m.frm, term, m.log_term, m.index, m.entries, m.commit,
+                   m.snapshot, m.reject, m.reject_hint, m.context)
+
+
+def _with_to(m: Message, to: int) -> Message:
+    return Message(m.type, to, m.frm, m.term, m.log_term, m.index, m.entries, m.commit,
+                   m.snapshot, m.reject, m.reject_hint, m.context)
