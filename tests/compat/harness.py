@@ -244,6 +244,8 @@ class Normalizer:
 
     def scalar(self, key: str, v: Any, parent: dict[str, Any] | None = None) -> Any:
         k = _canon(key)
+        if k == "took" and isinstance(v, str):
+            return "<duration>"
         if not isinstance(v, int) or isinstance(v, bool):
             return v
         if k in REV_KEYS:
