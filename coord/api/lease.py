@@ -1,0 +1,71 @@
+"""etcdserverpb.Lease: grant/revoke go through the log; keepalive and TTL queries are served
+by the leader's lessor, as in etcd."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from coord.api.errors import unary
+from coord.api.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
+from coord.server.core import Core
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class LeaseService(rpc_pb2_grpc.LeaseServicer):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    @unary
+    async def LeaseGrant(self, request: rpc_pb2.LeaseGrantRequest,
+                         context: Ctx) -> rpc_pb2.LeaseGrantResponse:
+        req = rpc_pb2.LeaseGrantRequest()
+        req.CopyFrom(request)
+        if req.ID == 0:
+            req.ID = self.core.new_lease_id()
+        resp: rpc_pb2.LeaseGrantResponse = await self.core.propose(
+            internal_pb2.InternalRequest(lease_grant=req))
+        self.core.fill_header(resp.header)
+        return resp
+
+    @unary
+    async def LeaseRevoke(self, request: rpc_pb2.LeaseRevokeRequest,
+                          context: Ctx) -> rpc_pb2.LeaseRevokeResponse:
+        resp: rpc_pb2.LeaseRevokeResponse = await self.core.propose(
+            internal_pb2.InternalRequest(lease_revoke=request))
+        self.core.fill_header(resp.header)
+        return resp
+
+    async def LeaseKeepAlive(self, request_iterator: AsyncIterator[rpc_pb2.LeaseKeepAliveRequest],
+                             context: Ctx) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:
+        # One response per request. A half-closed request stream ends the loop only when
+        # the client is done sending, which is also when it stops reading.
+        async for req in request_iterator:
+            resp = rpc_pb2.LeaseKeepAliveResponse(ID=req.ID)
+            self.core.fill_header(resp.header)  # the header is taken before the renewal
+            ttl = self.core.applier.lessor.renew(req.ID, time.monotonic())
+            if ttl > 0:
+                resp.TTL = ttl
+            yield resp
+
+    @unary
+    async def LeaseTimeToLive(self, request: rpc_pb2.LeaseTimeToLiveRequest,
+                              context: Ctx) -> rpc_pb2.LeaseTimeToLiveResponse:
+        await self.core.read_barrier(serializable=False)
+        resp = self.core.applier.lessor.time_to_live(request.ID, time.monotonic(),
+                                                     request.keys)
+        self.core.fill_header(resp.header)
+        return resp
+
+    @unary
+    async def LeaseLeases(self, request: rpc_pb2.LeaseLeasesRequest,
+                          context: Ctx) -> rpc_pb2.LeaseLeasesResponse:
+        await self.core.read_barrier(serializable=False)
+        resp = rpc_pb2.LeaseLeasesResponse(
+            leases=[rpc_pb2.LeaseStatus(ID=i) for i in self.core.applier.lessor.leases()])
+        self.core.fill_header(resp.header)
+        return resp

@@ -1,0 +1,93 @@
+"""etcdserverpb.Maintenance and etcdserverpb.Cluster (what etcdctl's endpoint and member
+commands use)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from coord.api.errors import unary
+from coord.api.proto import rpc_pb2, rpc_pb2_grpc
+from coord.server.core import Core
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+VERSION = "3.4.23"
+"""The etcd API version coord implements (clients gate features on it)."""
+
+SNAPSHOT_CHUNK = 32 * 1024
+
+
+class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    @unary
+    async def Status(self, request: rpc_pb2.StatusRequest, context: Ctx) -> rpc_pb2.StatusResponse:
+        node = self.core.node
+        size = self.core.applier.approximate_size()
+        resp = rpc_pb2.StatusResponse(
+            version=VERSION, dbSize=size, dbSizeInUse=size, leader=node.leader_id,
+            raftIndex=node.committed_index, raftTerm=node.term,
+            raftAppliedIndex=node.applied_index)
+        self.core.fill_header(resp.header)
+        return resp
+
+    @unary
+    async def Alarm(self, request: rpc_pb2.AlarmRequest, context: Ctx) -> rpc_pb2.AlarmResponse:
+        return rpc_pb2.AlarmResponse()
+
+    @unary
+    async def Defragment(self, request: rpc_pb2.DefragmentRequest,
+                         context: Ctx) -> rpc_pb2.DefragmentResponse:
+        return rpc_pb2.DefragmentResponse()
+
+    @unary
+    async def HashKV(self, request: rpc_pb2.HashKVRequest, context: Ctx) -> rpc_pb2.HashKVResponse:
+        value, compact_rev = self.core.applier.hash_kv(request.revision)
+        resp = rpc_pb2.HashKVResponse(hash=value, compact_revision=compact_rev)
+        self.core.fill_header(resp.header)
+        return resp
+
+    @unary
+    async def Hash(self, request: rpc_pb2.HashRequest, context: Ctx) -> rpc_pb2.HashResponse:
+        value, _ = self.core.applier.hash_kv(0)
+        resp = rpc_pb2.HashResponse(hash=value)
+        self.core.fill_header(resp.header)
+        return resp
+
+    async def Snapshot(self, request: rpc_pb2.SnapshotRequest,
+                       context: Ctx) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
+        # etcdctl checks that the file is a multiple of 512 bytes plus a sha256 trailer.
+        blob = self.core.applier.snapshot()
+        blob += b"\0" * (-len(blob) % 512)
+        for start in range(0, len(blob), SNAPSHOT_CHUNK):
+            chunk = blob[start:start + SNAPSHOT_CHUNK]
+            resp = rpc_pb2.SnapshotResponse(blob=chunk,
+                                            remaining_bytes=len(blob) - start - len(chunk) + 32)
+            self.core.fill_header(resp.header)
+            yield resp
+        yield rpc_pb2.SnapshotResponse(blob=hashlib.sha256(blob).digest(), remaining_bytes=0)
+
+    @unary
+    async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest,
+                         context: Ctx) -> rpc_pb2.MoveLeaderResponse:
+        await self.core.transfer_leader(request.targetID)
+        resp = rpc_pb2.MoveLeaderResponse()
+        self.core.fill_header(resp.header)
+        return resp
+
+
+class ClusterService(rpc_pb2_grpc.ClusterServicer):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    @unary
+    async def MemberList(self, request: rpc_pb2.MemberListRequest,
+                         context: Ctx) -> rpc_pb2.MemberListResponse:
+        resp = rpc_pb2.MemberListResponse(members=self.core.members())
+        self.core.fill_header(resp.header, revision=False)  # etcd's carries no revision
+        return resp

@@ -1,0 +1,92 @@
+"""ServerConfig: everything a coord member needs to start, validated up front."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_CLIENT = "127.0.0.1:2379"
+DEFAULT_PEER = "127.0.0.1:2380"
+MAX_REQUEST_BYTES = 1536 * 1024  # etcd's --max-request-bytes default (1.5 MiB)
+GRPC_RECV_LIMIT = MAX_REQUEST_BYTES + 512 * 1024  # what etcd's gRPC server accepts
+
+
+class ConfigError(ValueError):
+    """A flag or combination of flags that cannot work; the message says which and why."""
+
+
+def parse_hostport(value: str, flag: str) -> tuple[str, int]:
+    v = value.removeprefix("http://")
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{flag}: expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def parse_initial_cluster(value: str) -> dict[str, str]:
+    """``n1=127.0.0.1:2380,n2=...`` → ordered ``{name: host:port}``."""
+    members: dict[str, str] = {}
+    for raw in value.split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        name, sep, addr = part.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--initial-cluster: expected NAME=HOST:PORT, got {part!r}")
+        if name in members:
+            raise ConfigError(f"--initial-cluster: member {name!r} listed twice")
+        host, port = parse_hostport(addr, "--initial-cluster")
+        members[name] = f"{host}:{port}"
+    if not members:
+        raise ConfigError("--initial-cluster: no members given")
+    return members
+
+
+def member_id_for(name: str, peer: str, cluster_token: str) -> int:
+    """A stable, non-zero 64-bit member id derived from the member's identity."""
+    digest = hashlib.sha256(f"{cluster_token}/{name}/{peer}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") or 1
+
+
+@dataclass
+class ServerConfig:
+    name: str = "default"
+    data_dir: Path = field(default_factory=lambda: Path("raftcron-data"))
+    listen_client: str = DEFAULT_CLIENT
+    listen_peer: str = DEFAULT_PEER
+    initial_cluster: dict[str, str] = field(default_factory=dict)
+    cluster_token: str = "raftcron"
+    snapshot_count: int = 10_000
+    """Applied entries between snapshots (the WAL is truncated behind each one)."""
+    tick_ms: int = 100
+    election_ticks: int = 10
+
+    def __post_init__(self) -> None:
+        parse_hostport(self.listen_client, "--listen-client")
+        parse_hostport(self.listen_peer, "--listen-peer")
+        if not self.initial_cluster:
+            self.initial_cluster = {self.name: self.listen_peer}
+        if self.name not in self.initial_cluster:
+            raise ConfigError(
+                f"--initial-cluster does not name this member ({self.name!r}); "
+                f"it lists {', '.join(self.initial_cluster)}"
+            )
+        if self.snapshot_count < 1:
+            raise ConfigError("snapshot count must be positive")
+
+    @property
+    def member_ids(self) -> dict[str, int]:
+        return {n: member_id_for(n, p, self.cluster_token)
+                for n, p in self.initial_cluster.items()}
+
+    @property
+    def member_id(self) -> int:
+        return self.member_ids[self.name]
+
+    @property
+    def cluster_id(self) -> int:
+        ids = sorted(self.member_ids.values())
+        digest = hashlib.sha256(
+            (self.cluster_token + "".join(f"{i:016x}" for i in ids)).encode()).digest()
+        return int.from_bytes(digest[:8], "big") or 1

@@ -1,0 +1,129 @@
+"""Core: what the gRPC services see of a member — the node, the applier, the lessor.
+
+It hides whether the member is a single node or a Raft cluster member: the services call
+``propose`` (a state change through the log), ``read_barrier`` (before a linearizable
+read), ``fill_header`` and the read-side accessors, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from typing import Any, Protocol
+
+import structlog
+
+from coord.api.proto import internal_pb2, rpc_pb2
+from coord.errors import CoordError
+from coord.server.apply import Applier
+from coord.server.config import ServerConfig
+
+log = structlog.get_logger("coord.core")
+
+LEASE_EXPIRY_INTERVAL = 0.25
+"""Seconds between the leader's scans for expired leases."""
+
+
+class Node(Protocol):
+    member_id: int
+    cluster_id: int
+
+    @property
+    def term(self) -> int: ...
+    @property
+    def leader_id(self) -> int: ...
+    @property
+    def is_leader(self) -> bool: ...
+    @property
+    def applied_index(self) -> int: ...
+    @property
+    def committed_index(self) -> int: ...
+    async def propose(self, req: internal_pb2.InternalRequest) -> Any: ...
+    async def read_index(self) -> None: ...
+
+
+class Core:
+    def __init__(self, node: Node, applier: Applier, config: ServerConfig) -> None:
+        self.node = node
+        self.applier = applier
+        self.config = config
+        self._rng = random.SystemRandom()
+        self._expiry_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ requests
+    def fill_header(self, header: rpc_pb2.ResponseHeader, revision: bool = True) -> None:
+        """Fill cluster_id, member_id and raft_term; with ``revision``, also the current
+        revision where the applier left it unset."""
+        header.cluster_id = self.node.cluster_id
+        header.member_id = self.node.member_id
+        header.raft_term = self.node.term
+        if revision and not header.revision:
+            header.revision = self.applier.current_revision
+
+    async def propose(self, req: internal_pb2.InternalRequest) -> Any:
+        return await self.node.propose(req)
+
+    async def read_barrier(self, serializable: bool) -> None:
+        """Wait until a read here sees every write acknowledged before the call."""
+        if not serializable:
+            await self.node.read_index()
+
+    def apply_read_only(self, req: internal_pb2.InternalRequest) -> Any:
+        """Evaluate a request that cannot write (a read-only txn) on the applied state."""
+        return self.applier.apply(req, time.monotonic())
+
+    def new_lease_id(self) -> int:
+        """A fresh positive int63 lease id not in use (ids are fixed before proposing)."""
+        while True:
+            candidate = self._rng.getrandbits(63)
+            if candidate and not self.applier.lessor.exists(candidate):
+                return candidate
+
+    def members(self) -> list[rpc_pb2.Member]:
+        ids = self.config.member_ids
+        out = []
+        for name, peer in self.config.initial_cluster.items():
+            m = rpc_pb2.Member(ID=ids[name], name=name, peerURLs=[f"http://{peer}"])
+            if name == self.config.name:
+                m.clientURLs.append(f"http://{self.config.listen_client}")
+            out.append(m)
+        return out
+
+    async def transfer_leader(self, target: int) -> None:
+        if target != self.node.member_id:
+            raise CoordError("etcdserver: bad leader transferee")
+
+    # ------------------------------------------------------------------ leases
+    def start(self) -> None:
+        self._expiry_task = asyncio.get_running_loop().create_task(self._expire_leases())
+
+    async def stop(self) -> None:
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry_task
+
+    async def _expire_leases(self) -> None:
+        """On the leader: revoke expired leases through the log, like a client revoke."""
+        was_leader = False
+        while True:
+            await asyncio.sleep(LEASE_EXPIRY_INTERVAL)
+            if not self.node.is_leader:
+                if was_leader:
+                    self.applier.lessor.demote()
+                was_leader = False
+                continue
+            now = time.monotonic()
+            if not was_leader:
+                self.applier.lessor.promote(now)
+                was_leader = True
+            expired = self.applier.lessor.expired(now)
+            if not expired:
+                continue
+            try:
+                await self.node.propose(internal_pb2.InternalRequest(
+                    lease_expire=internal_pb2.LeaseExpire(ids=expired)))
+            except Exception as err:  # noqa: BLE001 - retried on the next scan
+                log.warning("lease.expire_failed", ids=len(expired), error=repr(err))

@@ -1,0 +1,82 @@
+"""CoordServer: wires storage, node, applier, lessor, watch hub and the gRPC services."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import structlog
+
+from coord.api.kv import KVService
+from coord.api.lease import LeaseService
+from coord.api.maintenance import ClusterService, MaintenanceService
+from coord.api.proto import rpc_pb2_grpc
+from coord.api.watch import WatchService
+from coord.server.apply import Applier
+from coord.server.config import GRPC_RECV_LIMIT, ServerConfig
+from coord.server.core import Core
+from coord.server.node import LocalNode
+
+log = structlog.get_logger("coord.server")
+
+GRPC_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", GRPC_RECV_LIMIT),
+    ("grpc.max_send_message_length", 2**31 - 1),
+    # Real clients ping idle streams every 10 s (grpc-go clamps etcdctl's keepalive);
+    # without these, grpcio answers with GOAWAY too_many_pings after about a minute.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class CoordServer:
+    """One coord member serving the etcd v3 API on ``config.listen_client``."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.applier = Applier()
+        self.node = LocalNode(config, self.applier, on_applied=self._on_applied)
+        self.core = Core(self.node, self.applier, config)
+        self._grpc: grpc.aio.Server | None = None
+        self.watch = WatchService(self.core)
+
+    def _on_applied(self) -> None:
+        self.watch.notify()
+
+    async def start(self) -> None:
+        """Recover from disk, then start serving. Raises StorageError on a damaged WAL."""
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.node.recover()
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.core), server)
+        rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(self.core), server)
+        rpc_pb2_grpc.add_WatchServicer_to_server(self.watch, server)
+        rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.core), server)
+        rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.core), server)
+        port = server.add_insecure_port(self.config.listen_client)
+        if port == 0:
+            raise OSError(f"cannot listen on {self.config.listen_client}")
+        await server.start()
+        self._grpc = server
+        self.core.start()
+        log.info("coord.serving", name=self.config.name, client=self.config.listen_client,
+                 member_id=f"{self.node.member_id:x}", data_dir=str(self.config.data_dir),
+                 revision=self.applier.current_revision)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self.core.stop()
+        await self.watch.close()
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+        await self.node.stop()
+        log.info("coord.stopped", name=self.config.name)
+
+    async def serve_until(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
