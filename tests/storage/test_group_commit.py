@@ -175,3 +175,32 @@ def test_closed_committer_refuses() -> None:
             await gc.commit([rec(1)])
 
     asyncio.run(main())
+
+
+def test_cancelled_waiter_still_has_its_records_written() -> None:
+    """Cancelling a commit does not un-write it: its records go out with the batch, and
+    the other waiters of that batch are resolved normally."""
+    gate = threading.Event()
+    entered = threading.Event()
+    durable: list[Record] = []
+
+    def flush(records: Sequence[Record]) -> int:
+        entered.set()
+        gate.wait(timeout=10)
+        durable.extend(records)
+        return len(durable)
+
+    async def main() -> None:
+        gc = GroupCommitter(flush)
+        first = asyncio.create_task(gc.commit([rec(1)]))
+        other = asyncio.create_task(gc.commit([rec(2)]))
+        await asyncio.to_thread(entered.wait, 10)
+        first.cancel()
+        gate.set()
+        assert await other == 2
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await gc.close()
+
+    asyncio.run(main())
+    assert durable == [rec(1), rec(2)]
