@@ -41,8 +41,10 @@ class Node:
     id: int
     rn: RawNode
     storage: MemoryStorage
+    config: Config
     applied: list[tuple[int, bytes]] = field(default_factory=list)
     conf_state: ConfState = field(default_factory=ConfState)
+    crashed: bool = False
 
 
 def encode_sm(applied: list[tuple[int, bytes]]) -> bytes:
@@ -89,7 +91,7 @@ class Env:
                 applied = index
             rng = random.Random(nid) if jitter else FixedRandom(nid)
             config = Config(id=nid, rng=rng, applied=applied, **cfg)
-            self.nodes[nid] = Node(nid, RawNode(config, storage), storage, conf_state=cs)
+            self.nodes[nid] = Node(nid, RawNode(config, storage), storage, config, conf_state=cs)
             ids.append(nid)
         return ids
 
@@ -153,7 +155,7 @@ class Env:
             if nid is not None and m.to != nid:
                 keep.append(m)
                 continue
-            if m.to not in self.nodes or self.blocked(m.frm, m.to):
+            if m.to not in self.nodes or self.nodes[m.to].crashed or self.blocked(m.frm, m.to):
                 out.append(f"  dropped: {describe_message(m)}")
                 continue
             out.append(f"  {describe_message(m)}")
@@ -163,7 +165,7 @@ class Env:
 
     def stabilize(self, ids: list[int] | None = None, verbose: bool = True) -> list[str]:
         """Process Readys and deliver messages until nothing is left to do."""
-        ids = ids or sorted(self.nodes)
+        ids = [i for i in (ids or sorted(self.nodes)) if not self.nodes[i].crashed]
         out: list[str] = []
         while True:
             progressed = False
@@ -180,6 +182,22 @@ class Env:
                     out.extend(self.deliver(nid))
             if not progressed:
                 return out if verbose else []
+
+    def crash(self, nid: int) -> None:
+        """The node stops; everything it persisted survives (MemoryStorage)."""
+        self.nodes[nid].crashed = True
+
+    def restart(self, nid: int) -> None:
+        """Rebuild the node from its storage; the state machine restarts from the
+        storage snapshot and re-applies committed entries."""
+        node = self.nodes[nid]
+        snap = node.storage.snapshot()
+        node.applied = decode_sm(snap.data)
+        node.conf_state = snap.metadata.conf_state
+        cfg = node.config
+        cfg.applied = snap.metadata.index
+        node.rn = RawNode(cfg, node.storage)
+        node.crashed = False
 
     # -- helpers for tests ------------------------------------------------------------------
     def tick(self, nid: int, n: int = 1) -> None:
