@@ -1,0 +1,497 @@
+"""Fire instants, DST rules, @every, misfire/catch-up, rendezvous ranking, tags."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler.errors import ScheduleError
+from scheduler.plan import (
+    CronSchedule,
+    EverySchedule,
+    Timetable,
+    catch_up,
+    eligible_workers,
+    format_duration,
+    occurrence_id,
+    parse_duration,
+    parse_occurrence_id,
+    parse_schedule,
+    rank_workers,
+    rendezvous_score,
+    tags_match,
+)
+
+NY = "America/New_York"
+BERLIN = "Europe/Berlin"
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def fires(expr: str, tz: str, start: str, end: str) -> list[str]:
+    """Occurrence ids of ``expr`` in ``tz`` in (start, end], both UTC ISO strings."""
+    return [occurrence_id(x) for x in Timetable.parse(expr, tz).between(utc(start), utc(end))]
+
+
+def local(ids: list[str], tz: str) -> list[str]:
+    """The same instants as local wall time with the zone abbreviation (for readable tests)."""
+    z = ZoneInfo(tz)
+    return [parse_occurrence_id(i).astimezone(z).strftime("%m-%d %H:%M:%S %Z") for i in ids]
+
+
+# ------------------------------------------------------------------ parsing, ids, durations
+
+
+def test_parse_schedule_kinds() -> None:
+    s = parse_schedule("*/15 9-17 * * mon-fri")
+    assert isinstance(s, CronSchedule)
+    assert s.seconds == (0,)
+    assert s.minutes == (0, 15, 30, 45)
+    assert s.hours == tuple(range(9, 18))
+    assert s.weekdays == (1, 2, 3, 4, 5)
+    assert not s.fixed_time
+    assert parse_schedule("30 2 * * *").fixed_time  # type: ignore[union-attr]
+    assert not parse_schedule("@hourly").fixed_time  # type: ignore[union-attr]
+    assert parse_schedule("@daily").fixed_time  # type: ignore[union-attr]
+    assert parse_schedule("0 * * * * 7").weekdays == (0,)  # type: ignore[union-attr]
+    six = parse_schedule("*/20 * * * * *")
+    assert isinstance(six, CronSchedule)
+    assert six.seconds == (0, 20, 40)
+    assert parse_schedule("@every 1h30m") == EverySchedule("@every 1h30m", 5400)
+    with pytest.raises(ScheduleError, match="out of range"):
+        parse_schedule("0 0 32 * *")
+
+
+def test_durations_parse_and_format() -> None:
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("45") == 45
+    assert format_duration(5400) == "1h30m"
+    assert format_duration(0) == "0s"
+    assert format_duration(90061) == "1d1h1m1s"
+    for bad in ("", "1x", "m", "5m1h", "1.5h", "-5"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_occurrence_ids() -> None:
+    t = datetime(2026, 11, 22, 1, 30, 0, 999_000, tzinfo=UTC)
+    assert occurrence_id(t) == "20261122T013000Z"
+    assert occurrence_id(t.astimezone(ZoneInfo(BERLIN))) == "20261122T013000Z"
+    assert parse_occurrence_id("20261122T013000Z") == utc("2026-11-22T01:30:00")
+    with pytest.raises(ValueError):
+        parse_occurrence_id("2026-11-22T01:30:00Z")
+    with pytest.raises(ValueError):
+        occurrence_id(datetime(2026, 1, 1))  # naive instants are refused
+
+
+@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)))
+def test_occurrence_ids_sort_like_time(naive: datetime) -> None:
+    a = naive.replace(microsecond=0, tzinfo=UTC)
+    b = a + timedelta(seconds=1)
+    assert occurrence_id(a) < occurrence_id(b)
+    assert parse_occurrence_id(occurrence_id(a)) == a
+
+
+# ------------------------------------------------------------------ plain (UTC) cron
+
+
+def test_next_after_is_strict_and_in_utc() -> None:
+    tt = Timetable.parse("*/15 * * * *")
+    assert tt.next_after(utc("2026-11-22T01:30:00")) == utc("2026-11-22T01:45:00")
+    assert tt.next_after(utc("2026-11-22T01:29:59.5")) == utc("2026-11-22T01:30:00")
+    nxt = tt.next_after(utc("2026-11-22T01:30:00"))
+    assert nxt is not None
+    assert nxt.tzinfo is UTC
+
+
+def test_day_of_month_or_day_of_week_like_vixie() -> None:
+    # both restricted → either matches; 2026-11-13 is a Friday, 2026-11-15 the 15th
+    got = fires("0 0 15 * fri", "UTC", "2026-11-01", "2026-11-30")
+    assert got == ["20261106T000000Z", "20261113T000000Z", "20261115T000000Z",
+                   "20261120T000000Z", "20261127T000000Z"]
+    # day-of-month is * → only the weekday restricts
+    assert len(fires("0 0 * * fri", "UTC", "2026-11-01", "2026-11-30")) == 4
+
+
+def test_leap_day_and_macros() -> None:
+    assert fires("0 0 29 2 *", "UTC", "2026-01-01", "2029-01-01") == ["20280229T000000Z"]
+    assert fires("@yearly", "UTC", "2026-06-01", "2028-06-01") == [
+        "20270101T000000Z", "20280101T000000Z"]
+    assert fires("@weekly", "UTC", "2026-11-20", "2026-11-30") == ["20261122T000000Z",
+                                                                   "20261129T000000Z"]
+    assert len(fires("@hourly", "UTC", "2026-11-22", "2026-11-23")) == 24
+
+
+def test_six_field_seconds() -> None:
+    assert fires("*/20 * * * * *", "UTC", "2026-11-22T00:00:00", "2026-11-22T00:01:00") == [
+        "20261122T000020Z", "20261122T000040Z", "20261122T000100Z"]
+    assert fires("5 30 2 * * *", "UTC", "2026-11-22", "2026-11-23") == ["20261122T023005Z"]
+
+
+# ------------------------------------------------------------------ DST: New York
+
+
+def test_ny_spring_forward_fixed_time_fires_once_at_end_of_gap() -> None:
+    # 2026-03-08 02:00 EST → 03:00 EDT (07:00Z); 02:30 does not exist that day.
+    got = fires("30 2 * * *", NY, "2026-03-06T12:00", "2026-03-10T12:00")
+    assert local(got, NY) == ["03-07 02:30:00 EST", "03-08 03:00:00 EDT", "03-09 02:30:00 EDT",
+                              "03-10 02:30:00 EDT"]
+    assert got[1] == "20260308T070000Z"
+
+
+def test_ny_spring_forward_gap_times_collapse_into_one_run() -> None:
+    # 02:00, 02:30 (gap) and 03:00 (right after it) are all one run at 03:00 EDT
+    got = fires("0,30 2,3 * * *", NY, "2026-03-08T05:00", "2026-03-08T09:00")
+    assert local(got, NY) == ["03-08 03:00:00 EDT", "03-08 03:30:00 EDT"]
+
+
+def test_ny_spring_forward_interval_style_follows_real_time() -> None:
+    got = fires("*/15 * * * *", NY, "2026-03-08T06:00", "2026-03-08T07:30")
+    assert local(got, NY) == ["03-08 01:15:00 EST", "03-08 01:30:00 EST", "03-08 01:45:00 EST",
+                              "03-08 03:00:00 EDT", "03-08 03:15:00 EDT", "03-08 03:30:00 EDT"]
+    # every 15 real minutes: no duplicate, no hole
+    ts = [parse_occurrence_id(i) for i in got]
+    assert all(b - a == timedelta(minutes=15) for a, b in itertools.pairwise(ts))
+    # an hourly job runs every real hour; 02:00 EST simply isn't there
+    got = fires("0 * * * *", NY, "2026-03-08T04:30", "2026-03-08T08:30")
+    assert local(got, NY) == ["03-08 00:00:00 EST", "03-08 01:00:00 EST", "03-08 03:00:00 EDT",
+                              "03-08 04:00:00 EDT"]
+
+
+def test_ny_spring_forward_seconds_granularity() -> None:
+    got = fires("*/20 * * * * *", NY, "2026-03-08T06:59:00", "2026-03-08T07:01:00")
+    assert local(got, NY) == ["03-08 01:59:20 EST", "03-08 01:59:40 EST", "03-08 03:00:00 EDT",
+                              "03-08 03:00:20 EDT", "03-08 03:00:40 EDT", "03-08 03:01:00 EDT"]
+    # a fixed second in the gap fires once at the end of it
+    got = fires("15 30 2 * * *", NY, "2026-03-08T00:00", "2026-03-09T00:00")
+    assert local(got, NY) == ["03-08 03:00:00 EDT"]
+
+
+def test_ny_fall_back_fixed_time_fires_once_at_first_occurrence() -> None:
+    # 2026-11-01 02:00 EDT → 01:00 EST (06:00Z): 01:00-01:59 happens twice.
+    got = fires("30 1 * * *", NY, "2026-10-31T00:00", "2026-11-03T00:00")
+    assert local(got, NY) == ["10-31 01:30:00 EDT", "11-01 01:30:00 EDT", "11-02 01:30:00 EST"]
+    assert got[1] == "20261101T053000Z"
+    # asking from inside the second pass does not fire the repeat
+    tt = Timetable.parse("30 1 * * *", NY)
+    assert tt.next_after(utc("2026-11-01T06:10:00")) == utc("2026-11-02T06:30:00")
+    # a time outside the fold is unaffected
+    got = fires("30 2 * * *", NY, "2026-10-31T12:00", "2026-11-02T12:00")
+    assert local(got, NY) == ["11-01 02:30:00 EST", "11-02 02:30:00 EST"]
+
+
+def test_ny_fall_back_interval_style_fires_at_every_real_instant() -> None:
+    got = fires("*/15 * * * *", NY, "2026-11-01T04:50", "2026-11-01T07:20")
+    assert local(got, NY) == [
+        "11-01 01:00:00 EDT", "11-01 01:15:00 EDT", "11-01 01:30:00 EDT", "11-01 01:45:00 EDT",
+        "11-01 01:00:00 EST", "11-01 01:15:00 EST", "11-01 01:30:00 EST", "11-01 01:45:00 EST",
+        "11-01 02:00:00 EST", "11-01 02:15:00 EST"]
+    ts = [parse_occurrence_id(i) for i in got]
+    assert all(b - a == timedelta(minutes=15) for a, b in itertools.pairwise(ts))
+    got = fires("0 * * * *", NY, "2026-11-01T04:30", "2026-11-01T07:30")
+    assert got == ["20261101T050000Z", "20261101T060000Z", "20261101T070000Z"]
+
+
+def test_ny_fall_back_seconds_granularity() -> None:
+    got = fires("*/30 * * * * *", NY, "2026-11-01T05:59:00", "2026-11-01T06:01:00")
+    assert local(got, NY) == ["11-01 01:59:30 EDT", "11-01 01:00:00 EST", "11-01 01:00:30 EST",
+                              "11-01 01:01:00 EST"]
+    got = fires("10 30 1 * * *", NY, "2026-11-01T00:00", "2026-11-02T00:00")
+    assert local(got, NY) == ["11-01 01:30:10 EDT"]
+
+
+# ------------------------------------------------------------------ DST: Berlin
+
+
+def test_berlin_spring_forward() -> None:
+    # 2026-03-29 02:00 CET → 03:00 CEST at 01:00Z
+    got = fires("30 2 * * *", BERLIN, "2026-03-28T00:00", "2026-03-31T00:00")
+    assert local(got, BERLIN) == ["03-28 02:30:00 CET", "03-29 03:00:00 CEST",
+                                  "03-30 02:30:00 CEST"]
+    assert got[1] == "20260329T010000Z"
+    got = fires("*/30 * * * *", BERLIN, "2026-03-29T00:00", "2026-03-29T01:30")
+    assert local(got, BERLIN) == ["03-29 01:30:00 CET", "03-29 03:00:00 CEST",
+                                  "03-29 03:30:00 CEST"]
+    got = fires("0 * * * * *", BERLIN, "2026-03-29T00:58:30", "2026-03-29T01:01:00")
+    assert local(got, BERLIN) == ["03-29 01:59:00 CET", "03-29 03:00:00 CEST",
+                                  "03-29 03:01:00 CEST"]
+
+
+def test_berlin_fall_back() -> None:
+    # 2026-10-25 03:00 CEST → 02:00 CET at 01:00Z: 02:00-02:59 happens twice
+    got = fires("30 2 * * *", BERLIN, "2026-10-24T00:00", "2026-10-27T00:00")
+    assert local(got, BERLIN) == ["10-24 02:30:00 CEST", "10-25 02:30:00 CEST",
+                                  "10-26 02:30:00 CET"]
+    assert got[1] == "20261025T003000Z"
+    got = fires("0,30 2 * * *", BERLIN, "2026-10-24T23:00", "2026-10-25T03:00")
+    assert local(got, BERLIN) == ["10-25 02:00:00 CEST", "10-25 02:30:00 CEST"]
+    got = fires("*/30 * * * *", BERLIN, "2026-10-24T23:45", "2026-10-25T02:00")
+    assert local(got, BERLIN) == [
+        "10-25 02:00:00 CEST", "10-25 02:30:00 CEST", "10-25 02:00:00 CET",
+        "10-25 02:30:00 CET", "10-25 03:00:00 CET"]
+    got = fires("0 30 2 * * *", BERLIN, "2026-10-25T00:00", "2026-10-26T00:00")
+    assert got == ["20261025T003000Z"]
+
+
+def test_at_transition_boundaries_exactly() -> None:
+    tt = Timetable.parse("30 2 * * *", NY)
+    # one second before the gap ends → the gap run; exactly at it → already past
+    assert tt.next_after(utc("2026-03-08T06:59:59")) == utc("2026-03-08T07:00:00")
+    assert tt.next_after(utc("2026-03-08T07:00:00")) == utc("2026-03-09T06:30:00")
+    # from a wall time whose fold repeat is still ahead, interval-style fires the repeat
+    tt = Timetable.parse("5 * * * *", NY)
+    assert tt.next_after(utc("2026-11-01T05:50:00")) == utc("2026-11-01T06:05:00")
+
+
+def test_no_fire_twice_at_one_instant_and_strictly_increasing() -> None:
+    for tz in (NY, BERLIN, "Australia/Lord_Howe", "UTC"):
+        for expr in ("*/7 * * * *", "0,30 1-3 * * *", "30 2 * * *", "@hourly", "*/13 * 2 * * *"):
+            xs = list(Timetable.parse(expr, tz).between(utc("2026-03-07"), utc("2026-03-10")))
+            xs += Timetable.parse(expr, tz).between(utc("2026-03-28"), utc("2026-03-30"))
+            xs += Timetable.parse(expr, tz).between(utc("2026-10-24"), utc("2026-10-26"))
+            xs += Timetable.parse(expr, tz).between(utc("2026-10-31"), utc("2026-11-02"))
+            assert all(a < b for a, b in itertools.pairwise(xs)), (tz, expr)
+
+
+# An independent oracle for the DST rules, minute by minute over real time.
+
+def oracle(expr: str, tz: str, start: datetime, end: datetime) -> list[datetime]:
+    sched = parse_schedule(expr)
+    assert isinstance(sched, CronSchedule)
+    zone = ZoneInfo(tz)
+
+    def matches(w: datetime) -> bool:
+        return (w.month in sched.months and sched.day_matches(w) and w.hour in sched.hours
+                and w.minute in sched.minutes)
+
+    out = []
+    t = start + timedelta(minutes=1)
+    seen_walls: set[datetime] = set()
+    while t <= end:
+        prev, cur = (t - timedelta(minutes=1)).astimezone(zone), t.astimezone(zone)
+        wall = cur.replace(tzinfo=None)
+        fire = matches(wall)
+        if sched.fixed_time:
+            fire = fire and wall not in seen_walls
+            gap = cur.utcoffset() - prev.utcoffset()  # type: ignore[operator]
+            if gap > timedelta(0):  # t is the end of a gap: did a missing wall match?
+                w0 = (prev + timedelta(minutes=1)).replace(tzinfo=None)  # first missing wall
+                fire = fire or any(matches(w0 + timedelta(minutes=i))
+                                   for i in range(int(gap / timedelta(minutes=1))))
+        seen_walls.add(wall)
+        if fire:
+            out.append(t)
+        t += timedelta(minutes=1)
+    return out
+
+
+_field = st.sampled_from(["*", "*/5", "*/15", "0", "30", "0,30", "10-20/5", "59"])
+_hour = st.sampled_from(["*", "*/2", "1", "2", "3", "1-3", "0,2", "2,3", "*/3"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(minute=_field, hour=_hour, tz=st.sampled_from([NY, BERLIN]),
+       window=st.sampled_from([("2026-03-08T03:00", "2026-03-08T11:00"),
+                               ("2026-11-01T02:00", "2026-11-01T10:00"),
+                               ("2026-03-28T22:00", "2026-03-29T05:00"),
+                               ("2026-10-24T21:00", "2026-10-25T05:00")]))
+def test_dst_rules_match_minute_by_minute_oracle(minute: str, hour: str, tz: str,
+                                                 window: tuple[str, str]) -> None:
+    expr = f"{minute} {hour} * * *"
+    start, end = utc(window[0]), utc(window[1])
+    # start the oracle a day earlier so its "already seen this wall" memory is warm
+    want = [x for x in oracle(expr, tz, start - timedelta(days=1), end) if x > start]
+    assert Timetable.parse(expr, tz).between(start, end) == want
+
+
+# ------------------------------------------------------------------ @every
+
+
+def test_every_is_anchored_to_the_epoch() -> None:
+    tt = Timetable.parse("@every 7m", BERLIN)
+    a = tt.next_after(utc("2026-11-22T01:30:00"))
+    assert a is not None
+    assert int(a.timestamp()) % 420 == 0
+    assert a - utc("2026-11-22T01:30:00") <= timedelta(minutes=7)
+    # whoever asks, from wherever, gets the same instants
+    b = Timetable.parse("@every 7m", "UTC").next_after(a - timedelta(seconds=47))
+    assert a == b
+    assert fires("@every 5s", NY, "2026-11-22T00:00:00", "2026-11-22T00:00:15") == [
+        "20261122T000005Z", "20261122T000010Z", "20261122T000015Z"]
+
+
+def test_every_ignores_dst() -> None:
+    for start, end in (("2026-03-08T06:00", "2026-03-08T08:00"),
+                       ("2026-11-01T05:00", "2026-11-01T07:00")):
+        xs = Timetable.parse("@every 10m", NY).between(utc(start), utc(end))
+        assert len(xs) == 12
+        assert all(b - a == timedelta(minutes=10) for a, b in itertools.pairwise(xs))
+
+
+@given(interval=st.integers(1, 10**6), t=st.integers(0, 4 * 10**9))
+def test_every_property(interval: int, t: int) -> None:
+    tt = Timetable(EverySchedule(f"@every {interval}", interval), ZoneInfo("UTC"))
+    after = datetime.fromtimestamp(t, UTC)
+    nxt = tt.next_after(after)
+    assert nxt is not None
+    n = int(nxt.timestamp())
+    assert n % interval == 0
+    assert t < n <= t + interval
+
+
+# ------------------------------------------------------------------ misfire / catch-up
+
+
+def test_catch_up_nothing_missed() -> None:
+    tt = Timetable.parse("*/5 * * * *")
+    cu = catch_up(tt, since=utc("2026-11-22T01:00"), now=utc("2026-11-22T01:04:59"),
+                  starting_deadline=60)
+    assert cu.run is None
+    assert cu.missed == ()
+    assert not cu.more_missed
+    assert cu.next_fire == utc("2026-11-22T01:05")
+
+
+def test_catch_up_runs_latest_within_deadline_and_records_the_rest() -> None:
+    tt = Timetable.parse("*/5 * * * *")
+    cu = catch_up(tt, since=utc("2026-11-22T01:00"), now=utc("2026-11-22T01:20:30"),
+                  starting_deadline=60)
+    assert cu.run == utc("2026-11-22T01:20")
+    assert [occurrence_id(x) for x in cu.missed] == [
+        "20261122T010500Z", "20261122T011000Z", "20261122T011500Z"]
+    assert not cu.more_missed
+    assert cu.next_fire == utc("2026-11-22T01:25")
+
+
+def test_catch_up_latest_too_old_is_missed_too() -> None:
+    tt = Timetable.parse("*/5 * * * *")
+    cu = catch_up(tt, since=utc("2026-11-22T01:00"), now=utc("2026-11-22T01:12"),
+                  starting_deadline=60)
+    assert cu.run is None
+    assert cu.missed == (utc("2026-11-22T01:05"), utc("2026-11-22T01:10"))
+    # due exactly now, or exactly at the deadline, still runs
+    cu = catch_up(tt, since=utc("2026-11-22T01:00"), now=utc("2026-11-22T01:11"),
+                  starting_deadline=60)
+    assert cu.run == utc("2026-11-22T01:10")
+
+
+def test_catch_up_long_outage_is_bounded() -> None:
+    # a week of every-second occurrences: only the latest max_missed are listed (no K8s-style
+    # "too many missed" cliff: the latest still runs)
+    tt = Timetable.parse("* * * * * *")
+    cu = catch_up(tt, since=utc("2026-11-15T00:00"), now=utc("2026-11-22T00:00"),
+                  starting_deadline=10, max_missed=50)
+    assert cu.run == utc("2026-11-22T00:00")
+    assert len(cu.missed) == 50
+    assert cu.missed[-1] == utc("2026-11-21T23:59:59")
+    assert cu.more_missed
+    cu = catch_up(tt, since=utc("2026-11-21T23:59:55"), now=utc("2026-11-22T00:00"),
+                  starting_deadline=10, max_missed=4)
+    assert len(cu.missed) == 4
+    assert not cu.more_missed
+    tt = Timetable.parse("*/2 * * * * *")
+    cu = catch_up(tt, since=utc("2026-11-21T23:59:49"), now=utc("2026-11-22T00:00:01"),
+                  starting_deadline=0, max_missed=4)
+    assert cu.run is None
+    assert [x.second for x in cu.missed] == [54, 56, 58, 0]
+    assert cu.more_missed
+
+
+def test_catch_up_rare_schedule_looks_far_back() -> None:
+    tt = Timetable.parse("@yearly")
+    cu = catch_up(tt, since=utc("2020-06-01"), now=utc("2026-11-22"), starting_deadline=60)
+    assert cu.run is None
+    assert [x.year for x in cu.missed] == [2021, 2022, 2023, 2024, 2025, 2026]
+
+
+def test_edited_schedule_never_fires_retroactively() -> None:
+    # last run at 01:00; at 01:30 the schedule is edited to */5 (which "would" have fired at
+    # 01:05 ... 01:30); now is 01:30:10 — nothing before the edit may fire or be recorded.
+    tt = Timetable.parse("*/5 * * * *")
+    cu = catch_up(tt, since=utc("2026-11-22T01:00"), edited_at=utc("2026-11-22T01:30:00"),
+                  now=utc("2026-11-22T01:30:10"), starting_deadline=60)
+    assert cu.run is None
+    assert cu.missed == ()
+    assert cu.next_fire == utc("2026-11-22T01:35")
+    cu = catch_up(tt, since=utc("2026-11-22T01:00"), edited_at=utc("2026-11-22T01:30:00"),
+                  now=utc("2026-11-22T01:35:10"), starting_deadline=60)
+    assert cu.run == utc("2026-11-22T01:35")
+    assert cu.missed == ()
+
+
+def test_catch_up_since_in_future_is_a_no_op() -> None:
+    tt = Timetable.parse("*/5 * * * *")
+    cu = catch_up(tt, since=utc("2026-11-22T02:00"), now=utc("2026-11-22T01:00"),
+                  starting_deadline=60)
+    assert (cu.run, cu.missed) == (None, ())
+
+
+# ------------------------------------------------------------------ rendezvous and tags
+
+_workers = st.lists(st.from_regex(r"w[0-9a-z]{1,6}", fullmatch=True), min_size=1,
+                    max_size=12, unique=True)
+_occ = st.integers(0, 10**6).map(lambda n: occurrence_id(datetime.fromtimestamp(n * 60, UTC)))
+
+
+def test_rendezvous_is_stable_across_processes() -> None:
+    # pinned values: BLAKE2b of the inputs, never Python's randomised hash()
+    assert rendezvous_score("backup", "20261122T013000Z", "w1") == rendezvous_score(
+        "backup", "20261122T013000Z", "w1")
+    ranked = rank_workers("backup", "20261122T013000Z", ["w1", "w2", "w3"])
+    assert ranked == rank_workers("backup", "20261122T013000Z", ["w3", "w1", "w2", "w1"])
+    import subprocess
+    import sys
+    code = ("from scheduler.plan import rank_workers;"
+            "print(','.join(rank_workers('backup','20261122T013000Z',['w1','w2','w3'])))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"PYTHONHASHSEED": "123"}, cwd=".")
+    assert out.stdout.strip() == ",".join(ranked)
+
+
+@given(workers=_workers, job=st.text(min_size=1, max_size=10), occ=_occ)
+def test_rank_is_deterministic_permutation(workers: list[str], job: str, occ: str) -> None:
+    ranked = rank_workers(job, occ, workers)
+    assert sorted(ranked) == sorted(workers)
+    assert rank_workers(job, occ, list(reversed(workers))) == ranked
+
+
+@given(workers=_workers, occs=st.lists(_occ, min_size=1, max_size=30), data=st.data())
+def test_removing_a_worker_only_moves_its_items(workers: list[str], occs: list[str],
+                                                data: st.DataObject) -> None:
+    gone = data.draw(st.sampled_from(workers))
+    rest = [w for w in workers if w != gone]
+    for occ in occs:
+        before = rank_workers("job", occ, workers)
+        after = rank_workers("job", occ, rest)
+        assert after == [w for w in before if w != gone]  # others keep their relative order
+        if before[0] != gone and rest:
+            assert after[0] == before[0]
+
+
+def test_rendezvous_spreads_work() -> None:
+    workers = [f"w{i}" for i in range(4)]
+    counts = dict.fromkeys(workers, 0)
+    start = utc("2026-11-22")
+    for i in range(2000):
+        counts[rank_workers("job", occurrence_id(start + timedelta(seconds=5 * i)),
+                            workers)[0]] += 1
+    assert all(350 < c < 650 for c in counts.values()), counts
+
+
+def test_tags_match_and_eligible_workers() -> None:
+    assert tags_match({}, {})
+    assert tags_match({}, {"disk": "ssd"})
+    assert tags_match({"disk": "ssd"}, {"disk": "ssd", "zone": "a"})
+    assert not tags_match({"disk": "ssd"}, {"disk": "hdd"})
+    assert not tags_match({"disk": "ssd"}, {})
+    assert not tags_match({"disk": "ssd", "zone": "a"}, {"disk": "ssd"})
+    workers = {"w1": {"disk": "ssd"}, "w2": {}, "w3": {"disk": "ssd", "zone": "a"}}
+    assert eligible_workers({"disk": "ssd"}, workers) == ["w1", "w3"]
+    assert eligible_workers({}, workers) == ["w1", "w2", "w3"]
