@@ -305,7 +305,8 @@ class Normalizer:
 
         def remaining(m: re.Match[str]) -> str:
             granted, rem = int(m.group(1)), int(m.group(2))
-            shown = "<remaining>" if 0 < rem <= granted and granted - rem <= 3 else str(rem)
+            plausible = 0 < rem <= granted and granted - rem <= 3
+            shown = "<remaining>" if plausible else f"{rem}s"
             return f"granted with TTL({granted}s), remaining({shown})"
 
         return _REMAINING.sub(remaining, line)

@@ -1,0 +1,213 @@
+"""etcdctl watch, lock and elect (long-running etcdctl processes), etcd vs target.
+
+Each long-running etcdctl is started in the case's ProcessGroup, polled through its
+output files, and stopped with SIGINT (what a user's Ctrl-C sends); waits are bounded
+polls on an observable condition, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+
+import pytest
+
+from tests.compat.harness import Case, Rev, Side
+from tests.helpers.procs import wait_until
+
+pytestmark = pytest.mark.etcd
+
+END_VALUE = "fin"
+
+
+def end_marker(c: Case) -> str:
+    return f"{c.p}zz-end\n{END_VALUE}\n"
+
+
+def write_history(c: Case) -> None:
+    c.ctl("put", c.p + "a", "1")  # R+1
+    c.ctl("put", c.p + "b", "2")  # R+2
+    c.ctl("put", c.p + "a", "3")  # R+3
+    c.ctl("del", c.p + "a")  # R+4
+    c.txn(f"\nput {c.p}c 5\nput {c.p}d 6\ndel {c.p}b\n\n\n")  # R+5: three events
+
+
+def watch_until_marker(c: Case, args: list, *, marker_json: bool = False,
+                       live: list[list[str]] | None = None) -> None:
+    """Run ``etcdctl watch args`` on both servers, optionally doing ``live`` writes once
+    the history has arrived, then write the end marker, wait for it, stop, record."""
+    marker_key = c.p + "zz-end"
+    b64 = base64.b64encode(marker_key.encode()).decode()
+
+    def seen_marker(out: str) -> bool:
+        if marker_json:
+            return b64 in out and out.endswith("\n")
+        return end_marker(c) in out
+
+    def run(side: Side) -> None:
+        w = side.spawn("watch", ["watch", *args])
+        if live:
+            # history first: the last history event must have arrived before live writes
+            d_key = c.p + "d"
+            d_b64 = base64.b64encode(d_key.encode()).decode()
+            hist = w.wait_output(
+                lambda s: (d_b64 in s if marker_json else f"{d_key}\n6\n" in s)
+                and s.endswith("\n"), "history", 10)
+            side.transcript.append(f"# history delivered: {hist}")
+            for cmd in live:
+                side.ctl(cmd, record=False)
+        side.ctl(["put", marker_key, END_VALUE], record=False)
+        got = w.wait_output(seen_marker, "end marker", 10)
+        rc = w.stop(signal.SIGINT)
+        side.transcript.append(f"# end marker seen: {got}")
+        w.record(rc)
+
+    c.each(run)
+
+
+def test_watch_history_prefix_rev(compat) -> None:
+    with compat() as c:
+        write_history(c)
+        watch_until_marker(c, [c.p, "--prefix", "--rev", Rev(1)])
+
+
+def test_watch_history_prev_kv(compat) -> None:
+    with compat() as c:
+        write_history(c)
+        watch_until_marker(c, [c.p, "--prefix", "--rev", Rev(1), "--prev-kv"])
+
+
+def test_watch_history_json(compat) -> None:
+    with compat() as c:
+        write_history(c)
+        watch_until_marker(c, [c.p, "--prefix", "--rev", Rev(1), "-w", "json"],
+                           marker_json=True)
+
+
+def test_watch_history_then_live_events(compat) -> None:
+    with compat() as c:
+        write_history(c)
+        live = [["put", c.p + "e", "live1"], ["put", c.p + "c", "live2"],
+                ["del", c.p, "--prefix"]]
+        watch_until_marker(c, [c.p, "--prefix", "--rev", Rev(1), "--prev-kv", "-w", "json"],
+                           marker_json=True, live=live)
+
+
+def test_watch_single_key_and_range(compat) -> None:
+    with compat() as c:
+        write_history(c)
+        c.ctl("put", c.p + "zz-end", "early")  # the marker key itself, before the watch
+        watch_until_marker(c, [c.p + "c", c.p + "zz-f", "--rev", Rev(2)])
+
+
+def test_watch_future_revision(compat) -> None:
+    with compat() as c:
+        c.ctl("put", c.p + "a", "1")  # R+1
+
+        def run(side: Side) -> None:
+            w = side.spawn("watch", ["watch", c.p, "--prefix", "--rev", Rev(3)])
+            side.ctl(["put", c.p + "a", "2"], record=False)  # R+2: before the start revision
+            side.ctl(["put", c.p + "a", "3"], record=False)  # R+3: first event delivered
+            side.ctl(["put", c.p + "zz-end", END_VALUE], record=False)
+            got = w.wait_output(lambda s: end_marker(c) in s, "end marker", 10)
+            side.transcript.append(f"# end marker seen: {got}")
+            w.record(w.stop())
+
+        c.each(run)
+
+
+def test_watch_live_from_now(compat) -> None:
+    """No --rev: the watch starts "now". A sentinel key is written until the watch shows
+    it (so the watch is known to be established); output before it is not compared."""
+    with compat() as c:
+        c.ctl("put", c.p + "before", "not-seen")
+
+        def run(side: Side) -> None:
+            w = side.spawn("watch", ["watch", c.p, "--prefix", "--prev-kv"])
+            offset = -1
+            for i in range(100):
+                side.ctl(["put", c.p + "0-sentinel", f"s{i}"], record=False)
+                token = f"{c.p}0-sentinel\ns{i}\n"
+                if w.wait_output(lambda s, t=token: t in s, "sentinel", 0.3):
+                    out = w.stdout()
+                    offset = out.index(token) + len(token)
+                    break
+            side.transcript.append(f"# watch established: {offset >= 0}")
+            for cmd in (["put", c.p + "x", "1"], ["put", c.p + "x", "2"], ["del", c.p + "x"],
+                        ["put", c.p + "before", "now-seen"]):
+                side.ctl(cmd, record=False)
+            side.ctl(["put", c.p + "zz-end", END_VALUE], record=False)
+            got = w.wait_output(lambda s: end_marker(c) in s, "end marker", 10)
+            rc = w.stop()
+            side.transcript.append(f"# end marker seen: {got}")
+            w.record(rc, stdout=w.stdout()[max(offset, 0):])
+
+        c.each(run)
+
+
+def test_watch_compacted_revision(compat) -> None:
+    with compat() as c:
+        c.ctl("put", c.p + "k", "v1")  # R+1
+        c.ctl("put", c.p + "k", "v2")  # R+2
+        c.ctl("put", c.p + "k", "v3")  # R+3
+        c.ctl("compaction", Rev(3))
+        c.each(lambda side: side.ctl(["watch", c.p + "k", "--rev", Rev(1)], timeout=10))
+        c.each(lambda side: side.ctl(["watch", c.p, "--prefix", "--rev", Rev(2), "-w", "json"],
+                                     timeout=10))
+
+
+def lock_holders(side: Side, name: str) -> int:
+    r = side.ctl(["get", name, "--prefix", "--keys-only", "-w", "json"], record=False)
+    try:
+        return int(json.loads(r.stdout).get("count", 0))
+    except ValueError:
+        return -1
+
+
+def test_lock_contention_and_release(compat) -> None:
+    with compat() as c:
+        name = c.p + "L"
+
+        def run(side: Side) -> None:
+            holder = side.spawn("holder", ["lock", name])
+            side.transcript.append(f"# holder acquired: {holder.wait_lines(1)}")
+            waiter = side.spawn("waiter", ["lock", name, "--", "sh", "-c",
+                                           'echo "acquired $ETCD_LOCK_KEY"'])
+            try:
+                wait_until(lambda: lock_holders(side, name) >= 2, 10, "waiter's key")
+                queued = True
+            except TimeoutError:
+                queued = False
+            side.transcript.append(f"# waiter queued behind holder: {queued}")
+            side.transcript.append(f"# waiter still blocked: {waiter.proc.alive()}")
+            side.transcript.append(f"# waiter output while blocked: {waiter.stdout()!r}")
+            side.ctl(["get", name, "--prefix", "--keys-only", "--sort-by=CREATE"])
+            holder.record(holder.stop(signal.SIGINT))
+            waiter.record(waiter.wait_exit(10))
+            side.ctl(["get", name, "--prefix", "-w", "json"])
+
+        c.each(run)
+
+
+def test_lock_exec_command(compat) -> None:
+    with compat() as c:
+        c.ctl("lock", c.p + "L", "--", "sh", "-c", 'echo "got $ETCD_LOCK_KEY"; exit 3')
+        c.ctl("get", c.p + "L", "--prefix")
+
+
+def test_elect_and_observe(compat) -> None:
+    with compat() as c:
+        name = c.p + "E"
+
+        def run(side: Side) -> None:
+            leader = side.spawn("leader", ["elect", name, "proposal-1"])
+            side.transcript.append(f"# leader elected: {leader.wait_lines(2)}")
+            observer = side.spawn("observer", ["elect", "-l", name])
+            side.transcript.append(f"# observer saw leader: {observer.wait_lines(2)}")
+            side.ctl(["get", name, "--prefix"])
+            leader.record(leader.stop(signal.SIGINT))
+            observer.record(observer.stop(signal.SIGINT))
+            side.ctl(["get", name, "--prefix"])
+
+        c.each(run)
