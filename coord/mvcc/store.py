@@ -1,0 +1,442 @@
+"""The revisioned key-value store: key index with generations, revision log, compaction.
+
+Pure and deterministic: no I/O, no clock, no randomness. Applying the same sequence of writes
+to two empty stores yields byte-identical snapshots.
+
+Data model (chosen for memory: one tuple per key version, no per-revision dicts):
+
+* A *record* is a tuple ``(mod_rev, create_rev, version, lease, value)``. A tombstone (a
+  delete) is ``(mod_rev, 0, 0, 0, None)``. Records are immutable and shared between the key
+  index and the revision log.
+* ``_index[key]`` is the key's history: a list of records in increasing ``mod_rev`` order. A
+  *generation* is a run of live records ended by a tombstone; the newest record tells whether
+  the key currently exists. ``_keys`` is the same key set, sorted, for ranges.
+* ``_log[rev]`` is a flat tuple ``(key0, rec0, key1, rec1, ...)``: every change made at main
+  revision ``rev``, in op order (the position is etcd's sub-revision). Every revision in
+  ``[max(compact_rev, 2), current_rev]`` has an entry, because a revision only exists when
+  something changed.
+
+Invariants:
+
+* A new store is at revision 1; each committed write batch with at least one change bumps the
+  revision by exactly one; a batch with no change does not.
+* After ``compact(C)``: the log holds revisions ``>= C`` only (``_log[C]`` is kept whole, so a
+  watch opened at exactly ``C`` still sees every event of ``C``, deletes included: etcd bugs
+  #18089/#19179), and each key keeps every record with ``mod_rev >= C`` plus the newest record
+  below ``C`` when that one is live. So a read at any revision ``>= C`` is exact.
+* ``compact_rev`` starts at -1 like etcd's ``compactMainRev``.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from bisect import bisect_right
+from collections.abc import Iterable
+from operator import itemgetter
+
+from sortedcontainers import SortedList
+
+from coord.errors import Compacted, FutureRevision
+from coord.mvcc.watch import WatchHub
+
+Rec = tuple[int, int, int, int, bytes | None]
+"""``(mod_rev, create_rev, version, lease, value)``; ``value is None`` marks a tombstone."""
+
+KeyRec = tuple[bytes, Rec]
+
+_modrev = itemgetter(0)
+_SNAP_MAGIC = b"COORDMVCC1"
+_Q = struct.Struct("<q")
+_I = struct.Struct("<I")
+_REC = struct.Struct("<qqqqi")  # mod, create, version, lease, value length (-1 = tombstone)
+
+
+def rec_at(recs: list[Rec], rev: int) -> Rec | None:
+    """The newest record of a key history with ``mod_rev <= rev``, or None."""
+    last = recs[-1]
+    if last[0] <= rev:
+        return last
+    i = bisect_right(recs, rev, key=_modrev)
+    return recs[i - 1] if i else None
+
+
+class KVStore:
+    """The MVCC store. Writes happen inside an implicit batch: ``put``/``delete_range`` stage
+    changes at revision ``current_rev + 1`` (visible to reads at once, as in etcd's write txn)
+    and ``commit()`` makes them one revision; ``rollback()`` undoes a batch that failed.
+    """
+
+    __slots__ = ("_compact", "_index", "_keys", "_log", "_pending", "_rev", "watch_hub")
+
+    def __init__(self) -> None:
+        self._index: dict[bytes, list[Rec]] = {}
+        self._keys: SortedList = SortedList()
+        self._log: dict[int, tuple[bytes | Rec, ...]] = {}
+        self._pending: list[bytes | Rec] = []
+        self._rev = 1
+        self._compact = -1
+        self.watch_hub: WatchHub = WatchHub(self)
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def current_revision(self) -> int:
+        """The last committed revision (1 for a new store)."""
+        return self._rev
+
+    @property
+    def compact_revision(self) -> int:
+        """The last compaction revision, -1 if never compacted (etcd's compactMainRev)."""
+        return self._compact
+
+    @property
+    def first_revision(self) -> int:
+        """The oldest revision still readable (etcd's FirstRev, the compact revision)."""
+        return self._compact
+
+    @property
+    def in_write(self) -> bool:
+        """True while a batch has staged changes not yet committed."""
+        return bool(self._pending)
+
+    def __len__(self) -> int:
+        """Number of keys in the index (live or tombstoned, not yet compacted away)."""
+        return len(self._index)
+
+    def history(self, key: bytes) -> list[Rec]:
+        """A copy of a key's record list (for tests and debugging)."""
+        return list(self._index.get(key, ()))
+
+    def log_entry(self, rev: int) -> tuple[bytes | Rec, ...] | None:
+        """The flat change tuple of one revision, or None if compacted/absent."""
+        return self._log.get(rev)
+
+    # ------------------------------------------------------------------ reads
+    def range(
+        self,
+        key: bytes,
+        end: bytes = b"",
+        rev: int = 0,
+        limit: int = 0,
+        count_only: bool = False,
+    ) -> tuple[list[KeyRec], int, int]:
+        """Live keys in ``[key, end)`` at ``rev``, ascending by key.
+
+        ``end`` is the wire ``range_end``: empty = the single ``key``; ``b"\\0"`` = every key
+        ``>= key``; ``end <= key`` = nothing. ``rev <= 0`` = latest (inside a batch: including
+        the staged changes). Returns ``(items, count, header_rev)`` where ``count`` counts every
+        live key in range (before any limit) and ``items`` is cut at ``limit`` when > 0 (empty
+        when ``count_only``). Raises FutureRevision / Compacted (``rev == compact`` allowed).
+        """
+        cur = self._rev + 1 if self._pending else self._rev
+        if rev > cur:
+            raise FutureRevision()
+        if rev <= 0:
+            rev = cur
+        if rev < self._compact:
+            raise Compacted()
+        index = self._index
+        if not end:
+            recs = index.get(key)
+            if recs is None:
+                return [], 0, cur
+            rec = recs[-1]
+            if rec[0] > rev:
+                rec = rec_at(recs, rev)  # type: ignore[assignment]
+                if rec is None:
+                    return [], 0, cur
+            if rec[4] is None:
+                return [], 0, cur
+            return ([] if count_only else [(key, rec)]), 1, cur
+        if end == b"\0":
+            it: Iterable[bytes] = self._keys.irange(key, None, (True, False))
+        elif end <= key:
+            return [], 0, cur
+        else:
+            it = self._keys.irange(key, end, (True, False))
+        out: list[KeyRec] = []
+        count = 0
+        room = limit if limit > 0 and not count_only else (0 if count_only else -1)
+        for k in it:
+            recs = index[k]
+            rec = recs[-1]
+            if rec[0] > rev:
+                found = rec_at(recs, rev)
+                if found is None:
+                    continue
+                rec = found
+            if rec[4] is None:
+                continue
+            count += 1
+            if room:
+                out.append((k, rec))
+                room -= 1
+        return out, count, cur
+
+    def get(self, key: bytes, rev: int = 0) -> Rec | None:
+        """The live record of ``key`` at ``rev`` (0 = latest incl. staged), else None.
+
+        No revision checks: callers use it for values they know are readable.
+        """
+        recs = self._index.get(key)
+        if recs is None:
+            return None
+        rec = recs[-1] if rev <= 0 else rec_at(recs, rev)
+        if rec is None or rec[4] is None:
+            return None
+        return rec
+
+    def prev_of(self, key: bytes, rev: int) -> Rec | None:
+        """The live record of ``key`` at ``rev - 1`` (a watch event's prev_kv), or None when
+        that revision is compacted or the key did not exist then."""
+        if rev - 1 < self._compact:
+            return None
+        return self.get(key, rev - 1) if rev > 1 else None
+
+    # ------------------------------------------------------------------ writes
+    def put(self, key: bytes, value: bytes, lease: int) -> Rec | None:
+        """Stage a put at ``current + 1``; returns the previous live record (None if absent).
+
+        Version +1 and create_rev kept within a generation; a new generation starts at
+        version 1 with create_rev = the new revision.
+        """
+        rev = self._rev + 1
+        recs = self._index.get(key)
+        if recs is None:
+            rec: Rec = (rev, rev, 1, lease, value)
+            self._index[key] = [rec]
+            self._keys.add(key)
+            prev = None
+        else:
+            prev = recs[-1]
+            if prev[4] is None:
+                rec = (rev, rev, 1, lease, value)
+                prev = None
+            else:
+                rec = (rev, prev[1], prev[2] + 1, lease, value)
+            recs.append(rec)
+        pending = self._pending
+        pending.append(key)
+        pending.append(rec)
+        return prev
+
+    def delete_range(self, key: bytes, end: bytes = b"") -> list[KeyRec]:
+        """Stage deletes of every live key in ``[key, end)`` (wire ``range_end`` rules).
+
+        Returns the deleted ``(key, previous record)`` pairs in key order. One tombstone tuple
+        is shared by every key deleted in this call.
+        """
+        items, _, _ = self.range(key, end)
+        if items:
+            tomb: Rec = (self._rev + 1, 0, 0, 0, None)
+            index = self._index
+            pending = self._pending
+            for k, _rec in items:
+                index[k].append(tomb)
+                pending.append(k)
+                pending.append(tomb)
+        return items
+
+    def commit(self) -> int:
+        """End the batch: if anything was staged, it becomes revision ``current + 1`` and the
+        watch hub is notified. Returns the (possibly unchanged) current revision."""
+        pending = self._pending
+        if not pending:
+            return self._rev
+        self._rev = rev = self._rev + 1
+        changes = tuple(pending)
+        pending.clear()
+        self._log[rev] = changes
+        hub = self.watch_hub
+        if hub.active:
+            hub.notify(rev, changes)
+        return rev
+
+    def rollback(self) -> None:
+        """Undo every staged change of the current batch (used when an op fails midway)."""
+        pending = self._pending
+        index = self._index
+        for i in range(len(pending) - 2, -1, -2):
+            key = pending[i]
+            assert isinstance(key, bytes)
+            recs = index[key]
+            recs.pop()
+            if not recs:
+                del index[key]
+                self._keys.remove(key)
+        pending.clear()
+
+    # ------------------------------------------------------------------ compaction
+    def compact(self, rev: int) -> None:
+        """Physically compact at ``rev``: see the module invariants.
+
+        ``rev <= compact_rev`` → Compacted; ``rev > current`` → FutureRevision. Cost is
+        proportional to the number of changes in the compacted revisions, not the key count.
+        """
+        if rev <= self._compact:
+            raise Compacted()
+        if rev > self._rev:
+            raise FutureRevision()
+        assert not self._pending, "compact inside a write batch"
+        log = self._log
+        touched: dict[bytes, None] = {}
+        for r in range(max(self._compact, 2), rev + 1):
+            changes = log.get(r)
+            if changes is None:
+                continue
+            for k in changes[0::2]:
+                touched[k] = None  # type: ignore[index]
+            if r < rev:
+                del log[r]
+        index = self._index
+        for k in touched:
+            recs = index.get(k)
+            if recs is None:
+                continue
+            i = bisect_right(recs, rev, key=_modrev) - 1
+            if i < 0:
+                continue
+            r0 = recs[i]
+            if r0[4] is None and r0[0] != rev:
+                i += 1
+            if i >= len(recs):
+                del index[k]
+                self._keys.remove(k)
+            elif i:
+                del recs[:i]
+        self._compact = rev
+
+    # ------------------------------------------------------------------ hashing
+    def hash_kv(self, rev: int = 0) -> tuple[int, int, int]:
+        """CRC32 over every stored record with ``mod_rev <= rev`` (0 = current), keys in
+        order: equal on members with the same history and compaction. Returns
+        ``(hash, current_rev, compact_rev)``. Raises Compacted / FutureRevision like etcd
+        (``0 < rev <= compact_rev`` → Compacted)."""
+        if 0 < rev <= self._compact:
+            raise Compacted()
+        if rev > self._rev:
+            raise FutureRevision()
+        if rev <= 0:
+            rev = self._rev
+        h = zlib.crc32(b"key")
+        pack = _REC.pack
+        for k in self._keys:
+            for rec in self._index[k]:
+                if rec[0] > rev:
+                    break
+                v = rec[4]
+                h = zlib.crc32(k, h)
+                h = zlib.crc32(pack(rec[0], rec[1], rec[2], rec[3], -1 if v is None else len(v)), h)
+                if v:
+                    h = zlib.crc32(v, h)
+        return h & 0xFFFFFFFF, self._rev, self._compact
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self) -> bytes:
+        """Deterministic bytes of the whole state: base records (the kept record below the
+        compact revision of each key, key order) and the log from the compact revision on."""
+        assert not self._pending, "snapshot inside a write batch"
+        out: list[bytes] = [_SNAP_MAGIC, _Q.pack(self._rev), _Q.pack(self._compact)]
+        qpack, ipack, rpack = _Q.pack, _I.pack, _REC.pack
+        base: list[bytes] = []
+        nbase = 0
+        floor = max(self._compact, 2)
+        for k in self._keys:
+            rec = self._index[k][0]
+            if rec[0] < floor:
+                v = rec[4]
+                assert v is not None
+                base.append(ipack(len(k)))
+                base.append(k)
+                base.append(rpack(rec[0], rec[1], rec[2], rec[3], len(v)))
+                base.append(v)
+                nbase += 1
+        out.append(ipack(nbase))
+        out.extend(base)
+        first = floor if self._rev >= floor else self._rev + 1
+        out.append(qpack(first))
+        out.append(ipack(self._rev - first + 1))
+        for r in range(first, self._rev + 1):
+            changes = self._log[r]
+            out.append(ipack(len(changes) // 2))
+            for j in range(0, len(changes), 2):
+                k = changes[j]
+                crec = changes[j + 1]
+                assert isinstance(k, bytes) and isinstance(crec, tuple)
+                v = crec[4]
+                out.append(ipack(len(k)))
+                out.append(k)
+                out.append(rpack(crec[0], crec[1], crec[2], crec[3], -1 if v is None else len(v)))
+                if v:
+                    out.append(v)
+        return b"".join(out)
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a :meth:`snapshot`. Watchers stay registered and are
+        made to catch up from the restored history (or are told it was compacted)."""
+        old_rev = self._rev
+        mv = memoryview(data)
+        if bytes(mv[: len(_SNAP_MAGIC)]) != _SNAP_MAGIC:
+            raise ValueError("not an mvcc snapshot")
+        pos = len(_SNAP_MAGIC)
+        qun, iun, run = _Q.unpack_from, _I.unpack_from, _REC.unpack_from
+        (cur,) = qun(mv, pos)
+        (comp,) = qun(mv, pos + 8)
+        pos += 16
+        (nbase,) = iun(mv, pos)
+        pos += 4
+        index: dict[bytes, list[Rec]] = {}
+        keys: list[bytes] = []
+        for _ in range(nbase):
+            (kl,) = iun(mv, pos)
+            pos += 4
+            k = bytes(mv[pos : pos + kl])
+            pos += kl
+            mod, create, ver, lease, vl = run(mv, pos)
+            pos += _REC.size
+            v = bytes(mv[pos : pos + vl])
+            pos += vl
+            index[k] = [(mod, create, ver, lease, v)]
+            keys.append(k)
+        (first,) = qun(mv, pos)
+        (nlog,) = iun(mv, pos + 8)
+        pos += 12
+        log: dict[int, tuple[bytes | Rec, ...]] = {}
+        for r in range(first, first + nlog):
+            (n,) = iun(mv, pos)
+            pos += 4
+            changes: list[bytes | Rec] = []
+            tomb: Rec | None = None
+            for _ in range(n):
+                (kl,) = iun(mv, pos)
+                pos += 4
+                k = bytes(mv[pos : pos + kl])
+                pos += kl
+                mod, create, ver, lease, vl = run(mv, pos)
+                pos += _REC.size
+                rec: Rec
+                if vl < 0:
+                    if tomb is None:
+                        tomb = (mod, 0, 0, 0, None)
+                    rec = tomb
+                else:
+                    rec = (mod, create, ver, lease, bytes(mv[pos : pos + vl]))
+                    pos += vl
+                changes.append(k)
+                changes.append(rec)
+                recs = index.get(k)
+                if recs is None:
+                    index[k] = [rec]
+                    keys.append(k)
+                else:
+                    recs.append(rec)
+            log[r] = tuple(changes)
+        if pos != len(data):
+            raise ValueError("trailing bytes in mvcc snapshot")
+        self._index = index
+        self._keys = SortedList(keys)
+        self._log = log
+        self._pending = []
+        self._rev = cur
+        self._compact = comp
+        self.watch_hub.on_restore(old_rev)

@@ -1,0 +1,492 @@
+"""The deterministic applier: turns committed InternalRequests into state changes and
+etcd-shaped responses.
+
+Every member applies the same log in the same order and ends in the same state (snapshot bytes
+are identical). ``now`` is only used for lease deadlines, which are local primary state.
+
+Invariants:
+
+* A request either fully applies or raises a :class:`coord.errors.CoordError` with no state
+  change at all (every check etcd's applier makes runs before the first write; an unexpected
+  failure mid-write rolls the batch back).
+* One revision per changing request; read-only requests (and deletes that match nothing)
+  leave the revision alone.
+* ``header.revision`` is filled as etcd fills it; nested responses in a Txn carry only that
+  field, a nested TxnResponse has an empty header. The API layer adds cluster_id, member_id
+  and raft_term to the top-level header only.
+* The watch hub (``applier.watch_hub``) is notified of each new revision synchronously, in
+  the ``apply`` call that creates it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+from coord.api.proto import internal_pb2, kv_pb2, rpc_pb2
+from coord.errors import Compacted, FutureRevision, KeyNotFound, LeaseNotFound
+from coord.lease.lessor import Lessor
+from coord.mvcc.store import KeyRec, KVStore, Rec
+from coord.mvcc.watch import WatchHub
+
+_RR = rpc_pb2.RangeRequest
+_KEY, _VERSION, _CREATE, _MOD, _VALUE = (
+    _RR.KEY,
+    _RR.VERSION,
+    _RR.CREATE,
+    _RR.MOD,
+    _RR.VALUE,
+)
+_NONE, _ASCEND, _DESCEND = _RR.NONE, _RR.ASCEND, _RR.DESCEND
+_C = rpc_pb2.Compare
+_SORT_KEYS: dict[int, Any] = {
+    _VERSION: lambda kr: kr[1][2],
+    _CREATE: lambda kr: kr[1][1],
+    _MOD: lambda kr: kr[1][0],
+    _VALUE: lambda kr: kr[1][4],
+}
+_SNAP_MAGIC = b"COORDAPPLY1"
+_L = struct.Struct("<Q")
+
+Response = (
+    rpc_pb2.PutResponse
+    | rpc_pb2.DeleteRangeResponse
+    | rpc_pb2.TxnResponse
+    | rpc_pb2.CompactionResponse
+    | rpc_pb2.LeaseGrantResponse
+    | rpc_pb2.LeaseRevokeResponse
+    | rpc_pb2.RangeResponse
+)
+
+
+def _fill_kv(kv: kv_pb2.KeyValue, key: bytes, rec: Rec, keys_only: bool = False) -> None:
+    kv.key = key
+    kv.create_revision = rec[1]
+    kv.mod_revision = rec[0]
+    kv.version = rec[2]
+    if not keys_only:
+        kv.value = rec[4]  # type: ignore[assignment]
+    kv.lease = rec[3]
+
+
+def lease_id_for(request_id: int) -> int:
+    """Deterministic positive int63 lease ID derived from a proposal id (never 0)."""
+    lid = (request_id * 0x9E3779B97F4A7C15) & ((1 << 63) - 1)
+    return lid or 1
+
+
+class Applier:
+    """Applies InternalRequests to a :class:`KVStore` and a :class:`Lessor`."""
+
+    def __init__(self, store: KVStore | None = None, lessor: Lessor | None = None) -> None:
+        self.store = store if store is not None else KVStore()
+        self.lessor = lessor if lessor is not None else Lessor()
+        self._dispatch = {
+            "put": self._apply_put,
+            "delete_range": self._apply_delete_range,
+            "txn": self._apply_txn,
+            "compaction": self._apply_compaction,
+            "lease_grant": self._apply_lease_grant,
+            "lease_revoke": self._apply_lease_revoke,
+            "range": self._apply_range,
+        }
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def current_revision(self) -> int:
+        """The store's current revision."""
+        return self.store.current_revision
+
+    @property
+    def compact_revision(self) -> int:
+        """The store's compact revision (-1 if never compacted)."""
+        return self.store.compact_revision
+
+    @property
+    def watch_hub(self) -> WatchHub:
+        """The store's watch hub."""
+        return self.store.watch_hub
+
+    # ------------------------------------------------------------------ entry points
+    def apply(self, req: internal_pb2.InternalRequest, now: float) -> Response | None:
+        """Apply one committed request; returns its response (None for LeaseExpire or an
+        empty request). Raises CoordError with no state change."""
+        which = req.WhichOneof("request")
+        if which is None:
+            return None
+        if which == "lease_expire":
+            self._apply_lease_expire(req.lease_expire)
+            return None
+        if which == "lease_grant":
+            return self._apply_lease_grant(req.lease_grant, now, req.id)
+        fn = self._dispatch[which]
+        return fn(getattr(req, which))  # type: ignore[no-any-return, operator]
+
+    def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        """A read outside the log (serializable or after ReadIndex)."""
+        return self._range(req)
+
+    def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        """Apply a PutRequest directly (tests, benchmarks, single-node fast paths)."""
+        return self._apply_put(req)
+
+    def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        """Apply a TxnRequest directly."""
+        return self._apply_txn(req)
+
+    # ------------------------------------------------------------------ range
+    def _range(self, r: rpc_pb2.RangeRequest, in_txn: bool = False) -> rpc_pb2.RangeResponse:
+        limit = r.limit
+        sort_order = r.sort_order
+        sort_target = r.sort_target
+        filtered = (
+            r.min_mod_revision or r.max_mod_revision or r.min_create_revision
+            or r.max_create_revision
+        )
+        fetch = limit
+        if sort_order != _NONE or filtered:
+            fetch = 0  # fetch everything; sort and truncate afterwards
+        if fetch > 0:
+            fetch += 1  # one extra for 'more'
+        items, count, hrev = self.store.range(
+            r.key, r.range_end, r.revision, fetch, r.count_only
+        )
+        resp = rpc_pb2.RangeResponse()
+        resp.header.revision = hrev
+        resp.count = count
+        if r.count_only:
+            return resp
+        if filtered:
+            items = _prune(items, r)
+        if sort_target != _KEY and sort_order == _NONE:
+            sort_order = _ASCEND
+        if sort_order != _NONE:
+            if sort_target == _KEY:
+                if sort_order == _DESCEND:
+                    items.reverse()
+            else:
+                items.sort(key=_SORT_KEYS[sort_target], reverse=sort_order == _DESCEND)
+        if limit > 0 and len(items) > limit:
+            del items[limit:]
+            resp.more = True
+        keys_only = r.keys_only
+        add = resp.kvs.add
+        for k, rec in items:
+            _fill_kv(add(), k, rec, keys_only)
+        return resp
+
+    # ------------------------------------------------------------------ put / delete
+    def _check_put(self, p: rpc_pb2.PutRequest) -> None:
+        if (p.ignore_value or p.ignore_lease) and self.store.get(p.key) is None:
+            raise KeyNotFound()
+        if p.lease and not p.ignore_lease and p.lease not in self.lessor:
+            raise LeaseNotFound()
+
+    def _put(self, p: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        """Stage one put (checks done by the caller); response header = the new revision."""
+        store = self.store
+        key = p.key
+        value = p.value
+        lease = p.lease
+        if p.ignore_value or p.ignore_lease:
+            cur = store.get(key)
+            if cur is None:
+                raise KeyNotFound()
+            if p.ignore_value:
+                value = cur[4]  # type: ignore[assignment]
+            if p.ignore_lease:
+                lease = cur[3]
+        prev = store.put(key, value, lease)
+        resp = rpc_pb2.PutResponse()
+        resp.header.revision = store.current_revision + 1
+        if prev is not None:
+            if prev[3] != lease:
+                if prev[3]:
+                    self.lessor.detach(prev[3], key)
+                if lease:
+                    self.lessor.attach(lease, key)
+            if p.prev_kv:
+                _fill_kv(resp.prev_kv, key, prev)
+        elif lease:
+            self.lessor.attach(lease, key)
+        return resp
+
+    def _apply_put(self, p: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        self._check_put(p)
+        store = self.store
+        try:
+            resp = self._put(p)
+        except BaseException:
+            self._rollback()
+            raise
+        store.commit()
+        return resp
+
+    def _delete(self, d: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+        store = self.store
+        deleted = store.delete_range(d.key, d.range_end)
+        resp = rpc_pb2.DeleteRangeResponse()
+        resp.deleted = len(deleted)
+        resp.header.revision = store.current_revision + (1 if store.in_write else 0)
+        detach = self.lessor.detach
+        for k, rec in deleted:
+            if rec[3]:
+                detach(rec[3], k)
+        if d.prev_kv:
+            add = resp.prev_kvs.add
+            for k, rec in deleted:
+                _fill_kv(add(), k, rec)
+        return resp
+
+    def _apply_delete_range(self, d: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+        try:
+            resp = self._delete(d)
+        except BaseException:
+            self._rollback()
+            raise
+        self.store.commit()
+        return resp
+
+    def _rollback(self) -> None:
+        """Undo staged store changes and re-derive lease attachments for the touched keys."""
+        store = self.store
+        touched = [k for k in store._pending[0::2] if isinstance(k, bytes)]
+        store.rollback()
+        lessor = self.lessor
+        for lid in lessor.leases():
+            for k in touched:
+                lessor.detach(lid, k)
+        for k in touched:
+            rec = store.get(k)
+            if rec is not None and rec[3]:
+                lessor.attach(rec[3], k)
+
+    # ------------------------------------------------------------------ txn
+    def _compare(self, c: rpc_pb2.Compare) -> bool:
+        try:
+            items, _, _ = self.store.range(c.key, c.range_end)
+        except (Compacted, FutureRevision):  # pragma: no cover - latest reads never fail
+            return False
+        target = c.target
+        if not items:
+            if target == _C.VALUE:
+                return False
+            return _compare_one(c, (0, 0, 0, 0, b""))
+        return all(_compare_one(c, rec) for _, rec in items)
+
+    def _path(self, t: rpc_pb2.TxnRequest) -> list[bool]:
+        """etcd compareToPath: this txn's result then its chosen branch's nested txns (preorder),
+        all evaluated against the start state."""
+        ok = all(self._compare(c) for c in t.compare)
+        path = [ok]
+        for op in t.success if ok else t.failure:
+            if op.WhichOneof("request") == "request_txn":
+                path.extend(self._path(op.request_txn))
+        return path
+
+    def _chosen_ops(
+        self, t: rpc_pb2.TxnRequest, path: Iterator[bool]
+    ) -> Iterator[rpc_pb2.RequestOp]:
+        """Every non-txn op on the chosen paths, in execution order (consumes ``path``)."""
+        ops = t.success if next(path) else t.failure
+        for op in ops:
+            if op.WhichOneof("request") == "request_txn":
+                yield from self._chosen_ops(op.request_txn, path)
+            else:
+                yield op
+
+    def _is_readonly(self, t: rpc_pb2.TxnRequest) -> bool:
+        for ops in (t.success, t.failure):
+            for op in ops:
+                which = op.WhichOneof("request")
+                if which == "request_txn":
+                    if not self._is_readonly(op.request_txn):
+                        return False
+                elif which != "request_range":
+                    return False
+        return True
+
+    def _check_txn(self, t: rpc_pb2.TxnRequest, path: list[bool]) -> None:
+        store = self.store
+        if not self._is_readonly(t):
+            for op in self._chosen_ops(t, iter(path)):
+                if op.WhichOneof("request") == "request_put":
+                    self._check_put(op.request_put)
+        first = store.first_revision
+        cur = store.current_revision
+        for op in self._chosen_ops(t, iter(path)):
+            if op.WhichOneof("request") == "request_range":
+                rev = op.request_range.revision
+                if rev == 0:
+                    continue
+                if rev > cur:
+                    raise FutureRevision()
+                if rev < first:
+                    raise Compacted()
+
+    def _exec_txn(
+        self, t: rpc_pb2.TxnRequest, path: Iterator[bool], resp: rpc_pb2.TxnResponse
+    ) -> None:
+        ok = next(path)
+        resp.succeeded = ok
+        for op in t.success if ok else t.failure:
+            which = op.WhichOneof("request")
+            r = resp.responses.add()
+            if which == "request_range":
+                r.response_range.CopyFrom(self._range(op.request_range, True))
+            elif which == "request_put":
+                r.response_put.CopyFrom(self._put(op.request_put))
+            elif which == "request_delete_range":
+                r.response_delete_range.CopyFrom(self._delete(op.request_delete_range))
+            elif which == "request_txn":
+                sub = r.response_txn
+                sub.header.SetInParent()
+                self._exec_txn(op.request_txn, path, sub)
+
+    def _apply_txn(self, t: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        path = self._path(t)
+        self._check_txn(t, path)
+        resp = rpc_pb2.TxnResponse()
+        store = self.store
+        try:
+            self._exec_txn(t, iter(path), resp)
+        except BaseException:
+            self._rollback()
+            raise
+        resp.header.revision = store.commit()
+        return resp
+
+    # ------------------------------------------------------------------ compaction
+    def _apply_compaction(self, c: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
+        self.store.compact(c.revision)
+        resp = rpc_pb2.CompactionResponse()
+        resp.header.revision = self.store.current_revision
+        return resp
+
+    # ------------------------------------------------------------------ leases
+    def _apply_lease_grant(
+        self, g: rpc_pb2.LeaseGrantRequest, now: float = 0.0, request_id: int = 0
+    ) -> rpc_pb2.LeaseGrantResponse:
+        lid = g.ID
+        if lid == 0:
+            lid = lease_id_for(request_id)
+            while lid in self.lessor:
+                lid = lease_id_for(lid + 1)
+        lease = self.lessor.grant(lid, g.TTL, now)
+        resp = rpc_pb2.LeaseGrantResponse(ID=lease.id, TTL=lease.ttl)
+        resp.header.revision = self.store.current_revision
+        return resp
+
+    def _revoke(self, lease_id: int) -> None:
+        keys = self.lessor.revoke(lease_id)
+        if not keys:
+            return
+        store = self.store
+        try:
+            for k in keys:
+                store.delete_range(k)
+        except BaseException:  # pragma: no cover - deletes of single keys cannot fail
+            store.rollback()
+            raise
+        store.commit()
+
+    def _apply_lease_revoke(self, r: rpc_pb2.LeaseRevokeRequest) -> rpc_pb2.LeaseRevokeResponse:
+        self._revoke(r.ID)
+        resp = rpc_pb2.LeaseRevokeResponse()
+        resp.header.revision = self.store.current_revision
+        return resp
+
+    def _apply_lease_expire(self, e: internal_pb2.LeaseExpire) -> None:
+        for lid in e.ids:
+            if lid in self.lessor:
+                self._revoke(lid)
+
+    def _apply_range(self, r: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        return self._range(r)
+
+    # ------------------------------------------------------------------ snapshots / hash
+    def snapshot(self) -> bytes:
+        """Deterministic bytes of the store (with history since the compact revision) and the
+        lessor (leases with granted TTLs)."""
+        s = self.store.snapshot()
+        lz = self.lessor.snapshot()
+        return b"".join((_SNAP_MAGIC, _L.pack(len(s)), s, _L.pack(len(lz)), lz))
+
+    def restore(self, data: bytes, now: float = 0.0) -> None:
+        """Replace the whole state with a :meth:`snapshot`; lease keys are re-attached from
+        the store's live records."""
+        if not data.startswith(_SNAP_MAGIC):
+            raise ValueError("not an applier snapshot")
+        pos = len(_SNAP_MAGIC)
+        (n,) = _L.unpack_from(data, pos)
+        pos += 8
+        s = data[pos : pos + n]
+        pos += n
+        (m,) = _L.unpack_from(data, pos)
+        pos += 8
+        lz = data[pos : pos + m]
+        if pos + m != len(data):
+            raise ValueError("bad applier snapshot length")
+        self.store.restore(s)
+        self.lessor.restore(lz, now)
+        store = self.store
+        for k in store._keys:
+            rec = store.get(k)
+            if rec is not None and rec[3]:
+                self.lessor.attach(rec[3], k)
+
+    def hash_kv(self, rev: int = 0) -> tuple[int, int]:
+        """``(hash, compact_rev)`` of the store up to ``rev`` (0 = current); see
+        :meth:`KVStore.hash_kv`. Raises Compacted / FutureRevision."""
+        h, _cur, comp = self.store.hash_kv(rev)
+        return h, comp
+
+
+def _prune(items: list[KeyRec], r: rpc_pb2.RangeRequest) -> list[KeyRec]:
+    out = items
+    if r.max_mod_revision:
+        m = r.max_mod_revision
+        out = [kr for kr in out if kr[1][0] <= m]
+    if r.min_mod_revision:
+        m = r.min_mod_revision
+        out = [kr for kr in out if kr[1][0] >= m]
+    if r.max_create_revision:
+        m = r.max_create_revision
+        out = [kr for kr in out if kr[1][1] <= m]
+    if r.min_create_revision:
+        m = r.min_create_revision
+        out = [kr for kr in out if kr[1][1] >= m]
+    return out
+
+
+def _compare_one(c: rpc_pb2.Compare, rec: Rec) -> bool:
+    target = c.target
+    which = c.WhichOneof("target_union")
+    result: int
+    if target == _C.VALUE:
+        want = c.value if which == "value" else b""
+        have = rec[4] or b""
+        result = (have > want) - (have < want)
+    else:
+        if target == _C.CREATE:
+            have_i, want_i = rec[1], c.create_revision if which == "create_revision" else 0
+        elif target == _C.MOD:
+            have_i, want_i = rec[0], c.mod_revision if which == "mod_revision" else 0
+        elif target == _C.VERSION:
+            have_i, want_i = rec[2], c.version if which == "version" else 0
+        elif target == _C.LEASE:
+            have_i, want_i = rec[3], c.lease if which == "lease" else 0
+        else:
+            return True
+        result = (have_i > want_i) - (have_i < want_i)
+    res = c.result
+    if res == _C.EQUAL:
+        return result == 0
+    if res == _C.NOT_EQUAL:
+        return result != 0
+    if res == _C.GREATER:
+        return result > 0
+    if res == _C.LESS:
+        return result < 0
+    return True

@@ -1,0 +1,143 @@
+"""Pre-proposal request checks, as etcd's v3rpc layer makes them (api/v3rpc/key.go).
+
+Pure functions that raise the exact :mod:`coord.errors` etcd returns; they run before a
+request is proposed, so a rejected request never reaches the log. Checks that depend on the
+store state (missing lease, ignore_value on a missing key, revisions) happen in the applier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from google.protobuf.message import Message
+
+from coord.api.proto import rpc_pb2
+from coord.errors import (
+    DuplicateKey,
+    EmptyKey,
+    KeyNotFound,
+    LeaseProvided,
+    RequestTooLarge,
+    TooManyOps,
+    ValueProvided,
+)
+
+MAX_TXN_OPS = 128
+"""etcd's default --max-txn-ops."""
+MAX_REQUEST_BYTES = 1536 * 1024
+"""etcd's default --max-request-bytes (1.5 MiB)."""
+
+
+def check_range(r: rpc_pb2.RangeRequest) -> None:
+    """Empty key → EmptyKey."""
+    if not r.key:
+        raise EmptyKey()
+
+
+def check_put(r: rpc_pb2.PutRequest) -> None:
+    """Empty key → EmptyKey; ignore_value with a value → ValueProvided; ignore_lease with a
+    lease → LeaseProvided (in that order)."""
+    if not r.key:
+        raise EmptyKey()
+    if r.ignore_value and r.value:
+        raise ValueProvided()
+    if r.ignore_lease and r.lease:
+        raise LeaseProvided()
+
+
+def check_delete_range(r: rpc_pb2.DeleteRangeRequest) -> None:
+    """Empty key → EmptyKey."""
+    if not r.key:
+        raise EmptyKey()
+
+
+def check_txn(r: rpc_pb2.TxnRequest, max_ops: int = MAX_TXN_OPS) -> None:
+    """etcd's checkTxnRequest then checkIntervals on success and failure:
+
+    * more than ``max_ops`` in compare, success or failure (each counted alone) → TooManyOps;
+      a nested txn gets the budget ``max_ops - (its parent's largest list)``;
+    * an empty compare key → EmptyKey; an empty RequestOp → KeyNotFound; each op is checked
+      like a top-level request;
+    * two puts of one key, or a put inside a delete range, in one branch (nested txns
+      included; the same put in a nested txn's success and failure is fine) → DuplicateKey.
+    """
+    _check_txn_request(r, max_ops)
+    _check_intervals(r.success)
+    _check_intervals(r.failure)
+
+
+def check_request_size(req: Message, limit: int = MAX_REQUEST_BYTES) -> None:
+    """Encoded size above ``limit`` → RequestTooLarge (check the InternalRequest to propose)."""
+    if req.ByteSize() > limit:
+        raise RequestTooLarge()
+
+
+def _check_txn_request(r: rpc_pb2.TxnRequest, max_ops: int) -> None:
+    opc = max(len(r.compare), len(r.success), len(r.failure))
+    if opc > max_ops:
+        raise TooManyOps()
+    for c in r.compare:
+        if not c.key:
+            raise EmptyKey()
+    for ops in (r.success, r.failure):
+        for op in ops:
+            _check_op(op, max_ops - opc)
+
+
+def _check_op(op: rpc_pb2.RequestOp, max_ops: int) -> None:
+    which = op.WhichOneof("request")
+    if which == "request_range":
+        check_range(op.request_range)
+    elif which == "request_put":
+        check_put(op.request_put)
+    elif which == "request_delete_range":
+        check_delete_range(op.request_delete_range)
+    elif which == "request_txn":
+        _check_txn_request(op.request_txn, max_ops)
+    else:
+        raise KeyNotFound()
+
+
+_Interval = tuple[bytes, bytes]  # [begin, end); end == b"" means +infinity
+
+
+def _point(k: bytes) -> _Interval:
+    return (k, k + b"\0")
+
+
+def _hits(dels: list[_Interval], k: bytes) -> bool:
+    return any(begin <= k and (not end or k < end) for begin, end in dels)
+
+
+def _check_intervals(ops: Sequence[rpc_pb2.RequestOp]) -> tuple[set[bytes], list[_Interval]]:
+    """etcd checkIntervals: returns this level's (puts, deletes) for the parent."""
+    dels: list[_Interval] = []
+    for op in ops:
+        if op.WhichOneof("request") == "request_delete_range":
+            d = op.request_delete_range
+            dels.append((d.key, d.range_end) if d.range_end else _point(d.key))
+    puts: set[bytes] = set()
+    for op in ops:
+        if op.WhichOneof("request") != "request_txn":
+            continue
+        t = op.request_txn
+        puts_then, dels_then = _check_intervals(t.success)
+        puts_else, dels_else = _check_intervals(t.failure)
+        for k in puts_then:
+            if k in puts or _hits(dels, k):
+                raise DuplicateKey()
+            puts.add(k)
+        for k in puts_else:
+            if (k in puts and k not in puts_then) or _hits(dels, k):
+                raise DuplicateKey()
+            puts.add(k)
+        dels.extend(dels_then)
+        dels.extend(dels_else)
+    for op in ops:
+        if op.WhichOneof("request") != "request_put":
+            continue
+        k = op.request_put.key
+        if k in puts or _hits(dels, k):
+            raise DuplicateKey()
+        puts.add(k)
+    return puts, dels
