@@ -229,6 +229,12 @@ def cmd_restart(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
     return cmd_raft_state(env, pos, {})
 
 
+def cmd_set_election_timeout(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
+    """Pin the node's current randomized election timeout (until its next role change)."""
+    env.nodes[int(pos[0])].rn.raft.randomized_election_timeout = int(pos[1])
+    return []
+
+
 def cmd_report_unreachable(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
     env.nodes[int(pos[0])].rn.report_unreachable(int(pos[1]))
     return []
@@ -273,6 +279,7 @@ COMMANDS: dict[str, Callable[[Env, list[str], dict[str, str]], list[str]]] = {
     "crash": cmd_crash,
     "restart": cmd_restart,
     "report-unreachable": cmd_report_unreachable,
+    "set-election-timeout": cmd_set_election_timeout,
     "applied": cmd_applied,
     "leaders": cmd_leader,
 }
