@@ -56,8 +56,9 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
     async def LeaseTimeToLive(self, request: rpc_pb2.LeaseTimeToLiveRequest,
                               context: Ctx) -> rpc_pb2.LeaseTimeToLiveResponse:
         await self.core.read_barrier(serializable=False)
-        resp = self.core.applier.lessor.time_to_live(request.ID, time.monotonic(),
-                                                     request.keys)
+        ttl, granted, keys = self.core.applier.lessor.time_to_live(request.ID, time.monotonic())
+        resp = rpc_pb2.LeaseTimeToLiveResponse(ID=request.ID, TTL=ttl, grantedTTL=granted,
+                                               keys=keys if request.keys else [])
         self.core.fill_header(resp.header)
         return resp
 

@@ -28,7 +28,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     @unary
     async def Status(self, request: rpc_pb2.StatusRequest, context: Ctx) -> rpc_pb2.StatusResponse:
         node = self.core.node
-        size = self.core.applier.approximate_size()
+        size = self.core.approximate_size()
         resp = rpc_pb2.StatusResponse(
             version=VERSION, dbSize=size, dbSizeInUse=size, leader=node.leader_id,
             raftIndex=node.committed_index, raftTerm=node.term,
@@ -91,3 +91,27 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         resp = rpc_pb2.MemberListResponse(members=self.core.members())
         self.core.fill_header(resp.header, revision=False)  # etcd's carries no revision
         return resp
+
+    async def _membership_unsupported(self, context: Ctx) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "raftcron: membership changes are not supported by this member yet")
+
+    async def MemberAdd(self, request: rpc_pb2.MemberAddRequest,
+                        context: Ctx) -> rpc_pb2.MemberAddResponse:
+        await self._membership_unsupported(context)
+        raise AssertionError("unreachable")
+
+    async def MemberRemove(self, request: rpc_pb2.MemberRemoveRequest,
+                           context: Ctx) -> rpc_pb2.MemberRemoveResponse:
+        await self._membership_unsupported(context)
+        raise AssertionError("unreachable")
+
+    async def MemberUpdate(self, request: rpc_pb2.MemberUpdateRequest,
+                           context: Ctx) -> rpc_pb2.MemberUpdateResponse:
+        await self._membership_unsupported(context)
+        raise AssertionError("unreachable")
+
+    async def MemberPromote(self, request: rpc_pb2.MemberPromoteRequest,
+                            context: Ctx) -> rpc_pb2.MemberPromoteResponse:
+        await self._membership_unsupported(context)
+        raise AssertionError("unreachable")

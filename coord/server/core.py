@@ -78,8 +78,17 @@ class Core:
         """A fresh positive int63 lease id not in use (ids are fixed before proposing)."""
         while True:
             candidate = self._rng.getrandbits(63)
-            if candidate and not self.applier.lessor.exists(candidate):
+            if candidate and candidate not in self.applier.lessor:
                 return candidate
+
+    def approximate_size(self) -> int:
+        """Bytes the member keeps on disk (WAL + snapshots): what etcd reports as dbSize."""
+        total = 0
+        for path in self.config.data_dir.rglob("*"):
+            with contextlib.suppress(OSError):
+                if path.is_file():
+                    total += path.stat().st_size
+        return total
 
     def members(self) -> list[rpc_pb2.Member]:
         ids = self.config.member_ids
@@ -108,8 +117,11 @@ class Core:
     async def _expire_leases(self) -> None:
         """On the leader: revoke expired leases through the log, like a client revoke."""
         was_leader = False
+        first = True
         while True:
-            await asyncio.sleep(LEASE_EXPIRY_INTERVAL)
+            if not first:
+                await asyncio.sleep(LEASE_EXPIRY_INTERVAL)
+            first = False
             if not self.node.is_leader:
                 if was_leader:
                     self.applier.lessor.demote()

@@ -40,7 +40,7 @@ class StateMachine(Protocol):
 
     def apply(self, req: internal_pb2.InternalRequest, now: float) -> Message | None: ...
     def snapshot(self) -> bytes: ...
-    def restore(self, data: bytes) -> None: ...
+    def restore(self, data: bytes, now: float = 0.0) -> None: ...
 
 
 _Pending = tuple[internal_pb2.InternalRequest, bytes, "asyncio.Future[Message | None]"]
@@ -86,7 +86,7 @@ class LocalNode:
         snap = self._snaps.load_newest()
         base = 0
         if snap is not None:
-            self.state.restore(snap.data)
+            self.state.restore(snap.data, time.monotonic())
             base = snap.index
         wal, records = WAL.open(self.config.data_dir / "wal")
         self._wal = wal

@@ -20,7 +20,7 @@ def proto_files() -> list[Path]:
 
 
 def generate(out_dir: Path) -> None:
-    from grpc_tools import protoc  # dev dependency; imported lazily
+    from grpc_tools import protoc  # noqa: PLC0415 - a dev dependency, only needed here
 
     out_dir.mkdir(parents=True, exist_ok=True)
     # protoc finds the mypy plugins (protoc-gen-mypy*) next to this interpreter.

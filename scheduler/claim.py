@@ -1,0 +1,247 @@
+"""The claim protocol: every state change of a run is one guarded txn.
+
+Keys (``scheduler.keys``): the run record ``/cron/runs/<job>/<occurrence>`` and the job lock
+``/cron/lock/<job>`` on the worker's session lease.
+
+* **claim**: ``create_revision(run) == 0`` (this occurrence was never claimed) and, unless the
+  job allows concurrent runs, ``create_revision(lock) == 0`` — then put the run record
+  (``claimed``) and the lock. The txn's revision is the run's **fencing token**. Because the
+  run record outlives the run (until pruned well past the starting deadline), a second claim
+  of the same occurrence fails however late or skewed the second worker is.
+* **takeover** (``on_lost: rerun`` only): a run found ``lost`` while still ``claimed`` (it
+  never started) may be claimed again: ``mod_revision(run) == seen`` and the lock free.
+* **every later write** (start, finish, retry) compares ``mod_revision(run)`` with the revision
+  of this worker's own last write to it, so a run that was declared lost (or taken over)
+  cannot be written by its old holder. Finishing also deletes the lock in a nested txn that
+  compares ``create_revision(lock) == token``: a lock held by someone else is never touched.
+* **lost**: a run record still ``claimed``/``running`` whose lock is gone (its holder's
+  lease expired) is marked ``lost`` by whoever notices, guarded by its mod revision.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from coord.client import Client, Compare, KeyValue, RangeResult, TxnResult, delete, put, txn_op
+from scheduler.keys import lock_key, run_key
+
+RunStatus = Literal["claimed", "running", "succeeded", "failed", "timeout", "killed", "lost",
+                    "missed", "retrying"]
+ACTIVE: frozenset[str] = frozenset({"claimed", "running", "retrying"})
+
+
+@dataclass
+class RunRecord:
+    """The value of ``/cron/runs/<job>/<occurrence>`` (JSON)."""
+
+    job: str
+    occurrence: str
+    status: str
+    worker: str = ""
+    host: str = ""
+    pid: int = 0
+    run_id: str = ""
+    attempt: int = 0
+    fencing_token: int = 0
+    claimed_at: float = 0.0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    exit_code: int | None = None
+    signal: int | None = None
+    output_tail: str = ""
+    note: str = ""
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> RunRecord:
+        data = json.loads(raw)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class LockHolder:
+    """The value of ``/cron/lock/<job>``: who holds the job and for which run. The fencing
+    token is the lock's create revision (the claim txn's revision)."""
+
+    worker: str
+    host: str
+    pid: int
+    occurrence: str
+    run_id: str
+    started_at: float
+    lease: int = 0
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> LockHolder:
+        data = json.loads(raw)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Identity:
+    """Who is claiming: the worker's name, host, pid and session lease."""
+
+    worker: str
+    lease: int
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+
+
+@dataclass
+class Claim:
+    """A run this worker owns. ``revision`` is the mod revision of its last write to the
+    run record; every further write compares it."""
+
+    job: str
+    occurrence: str
+    token: int
+    revision: int
+    record: RunRecord
+    holds_lock: bool
+
+
+def _run_from(result: RangeResult) -> tuple[RunRecord | None, KeyValue | None]:
+    if not result.kvs:
+        return None, None
+    kv = result.kvs[0]
+    return RunRecord.decode(kv.value), kv
+
+
+class ClaimStore:
+    """The claim protocol's txns against any etcd-v3 store."""
+
+    def __init__(self, client: Client, me: Identity) -> None:
+        self.client = client
+        self.me = me
+        self.txns = 0
+        """Claim txns sent (for the claims-per-occurrence figure)."""
+
+    def _new_record(self, job: str, occurrence: str, attempt: int) -> RunRecord:
+        return RunRecord(job=job, occurrence=occurrence, status="claimed", worker=self.me.worker,
+                         host=self.me.host, pid=self.me.pid, run_id=uuid.uuid4().hex,
+                         attempt=attempt, claimed_at=time.time())
+
+    def _holder(self, rec: RunRecord) -> LockHolder:
+        return LockHolder(worker=self.me.worker, host=self.me.host, pid=self.me.pid,
+                          occurrence=rec.occurrence, run_id=rec.run_id,
+                          started_at=rec.claimed_at, lease=self.me.lease)
+
+    async def claim(self, job: str, occurrence: str, *, exclusive: bool) -> Claim | None:
+        """Try to claim (job, occurrence). ``None``: someone else has it (or the job is busy)."""
+        rec = self._new_record(job, occurrence, attempt=1)
+        rk, lk = run_key(job, occurrence), lock_key(job)
+        lock_put = put(lk, self._holder(rec).encode(), lease=self.me.lease)
+        if exclusive:
+            compare = [Compare.create(rk) == 0, Compare.create(lk) == 0]
+            success = [put(rk, rec.encode()), lock_put]
+        else:
+            # Concurrent runs allowed: the lock shows one of them, if it is free.
+            compare = [Compare.create(rk) == 0]
+            success = [put(rk, rec.encode()), txn_op([Compare.create(lk) == 0], [lock_put], [])]
+        self.txns += 1
+        res = await self.client.txn(compare, success, [])
+        if not res.succeeded:
+            return None
+        holds = exclusive or bool(res.responses[-1] and isinstance(res.responses[-1], TxnResult)
+                                  and res.responses[-1].succeeded)
+        rec.fencing_token = res.revision
+        return Claim(job, occurrence, res.revision, res.revision, rec, holds)
+
+    async def takeover(self, job: str, occurrence: str, lost: RunRecord,
+                       seen_revision: int) -> Claim | None:
+        """Claim again a run that was lost before it started (``on_lost: rerun``)."""
+        rec = self._new_record(job, occurrence, attempt=lost.attempt + 1)
+        rk, lk = run_key(job, occurrence), lock_key(job)
+        self.txns += 1
+        res = await self.client.txn(
+            [Compare.mod(rk) == seen_revision, Compare.create(lk) == 0],
+            [put(rk, rec.encode()), put(lk, self._holder(rec).encode(), lease=self.me.lease)], [])
+        if not res.succeeded:
+            return None
+        rec.fencing_token = res.revision
+        return Claim(job, occurrence, res.revision, res.revision, rec, True)
+
+    async def update(self, claim: Claim, **changes: Any) -> bool:
+        """Write new fields of the run record, fenced. False: the run is no longer ours."""
+        for k, v in changes.items():
+            setattr(claim.record, k, v)
+        res = await self.client.txn([Compare.mod(run_key(claim.job, claim.occurrence))
+                                     == claim.revision],
+                                    [put(run_key(claim.job, claim.occurrence),
+                                         claim.record.encode())], [])
+        if res.succeeded:
+            claim.revision = res.revision
+        return res.succeeded
+
+    async def finish(self, claim: Claim, **changes: Any) -> bool:
+        """Record the final state and release the lock if it is still this run's."""
+        for k, v in changes.items():
+            setattr(claim.record, k, v)
+        rk, lk = run_key(claim.job, claim.occurrence), lock_key(claim.job)
+        res = await self.client.txn(
+            [Compare.mod(rk) == claim.revision],
+            [put(rk, claim.record.encode()),
+             txn_op([Compare.create(lk) == claim.token], [delete(lk)], [])], [])
+        if res.succeeded:
+            claim.revision = res.revision
+        return res.succeeded
+
+    async def release_lock(self, claim: Claim) -> None:
+        """Delete the lock if it is this run's (used when a claim is abandoned)."""
+        lk = lock_key(claim.job)
+        await self.client.txn([Compare.create(lk) == claim.token], [delete(lk)], [])
+
+    async def mark_lost(self, job: str, occurrence: str, note: str) -> RunRecord | None:
+        """Mark an active run whose lock is gone as lost. Returns the lost record (with the
+        revision written) or None if it was not active or changed meanwhile."""
+        rk, lk = run_key(job, occurrence), lock_key(job)
+        cur = await self.client.get(rk)
+        rec, kv = _run_from(cur)
+        if rec is None or kv is None or rec.status not in ACTIVE:
+            return None
+        lock = await self.client.get(lk)
+        if lock.kvs:
+            holder = LockHolder.decode(lock.kvs[0].value)
+            if holder.run_id == rec.run_id:
+                return None  # still held: the run is alive
+        started = rec.status != "claimed"
+        rec.status = "lost"
+        rec.note = note + ("" if started else " (before it started)")
+        rec.finished_at = time.time()
+        res = await self.client.txn([Compare.mod(rk) == kv.mod_revision,
+                                     Compare.create(lk) == 0], [put(rk, rec.encode())], [])
+        if not res.succeeded:
+            return None
+        rec.fencing_token = res.revision  # the revision a takeover compares against
+        return rec
+
+    async def record_missed(self, job: str, occurrence: str) -> bool:
+        """Record an occurrence nobody ran in time (only if no record exists)."""
+        rk = run_key(job, occurrence)
+        rec = RunRecord(job=job, occurrence=occurrence, status="missed",
+                        worker=self.me.worker, finished_at=time.time(),
+                        note="not started within starting_deadline")
+        res = await self.client.txn([Compare.create(rk) == 0], [put(rk, rec.encode())], [])
+        return res.succeeded
+
+    async def run_exists(self, job: str, occurrence: str) -> bool:
+        return bool((await self.client.get(run_key(job, occurrence), count_only=True)).count)
+
+    async def get_run(self, job: str, occurrence: str) -> tuple[RunRecord | None, int]:
+        rec, kv = _run_from(await self.client.get(run_key(job, occurrence)))
+        return rec, (kv.mod_revision if kv else 0)
+
+
+__all__ = ["ACTIVE", "Claim", "ClaimStore", "Identity", "LockHolder", "RunRecord"]

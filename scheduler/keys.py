@@ -1,0 +1,38 @@
+"""The scheduler's key layout in the store (see docs: "The scheduler's keys")."""
+
+from __future__ import annotations
+
+ROOT = "/cron/"
+JOBS = "/cron/jobs/"
+LOCKS = "/cron/lock/"
+RUNS = "/cron/runs/"
+WORKERS = "/cron/workers/"
+KILLERS = "/cron/killer/"
+
+
+def job_key(job: str) -> str:
+    return f"{JOBS}{job}"
+
+
+def lock_key(job: str) -> str:
+    return f"{LOCKS}{job}"
+
+
+def runs_prefix(job: str) -> str:
+    return f"{RUNS}{job}/"
+
+
+def run_key(job: str, occurrence: str) -> str:
+    return f"{RUNS}{job}/{occurrence}"
+
+
+def worker_key(worker: str) -> str:
+    return f"{WORKERS}{worker}"
+
+
+def killer_key(job: str) -> str:
+    return f"{KILLERS}{job}"
+
+
+def name_from(key: bytes, prefix: str) -> str:
+    return key.decode()[len(prefix):]
