@@ -1,0 +1,459 @@
+"""N Raft cores, their disks and state machines, driven through the Ready contract.
+
+:class:`Cluster` owns one :class:`SimNode` per node id: a ``RawNode`` over a
+``MemoryStorage`` mirror of its simulated :class:`~tests.sim.disk.Disk`, and a
+:class:`~tests.sim.kv.KVStore` applier. Ticks, message deliveries, proposals and
+crash/restart are events on the run's :class:`~tests.sim.eventloop.EventLoop`; after each
+one the touched node's Readys are handled, one at a time, as docs/raft-api.md prescribes:
+
+1. persist snapshot, entries, hard state (disk + mirror); fsync if ``must_sync``;
+2. send ``messages``, then ``messages_after_persist``;
+3. apply the snapshot, then committed entries (conf changes via ``apply_conf_change``),
+   answer the clients whose proposals this node made, serve ReadIndex reads;
+4. ``advance()``; then maybe take a snapshot of the state machine and compact the log.
+
+Named crash points (:data:`~tests.sim.options.CRASH_POINTS`) sit between those steps; a
+seed enables some of them, each then fires with a small probability. A crash drops the
+node's volatile disk writes (or keeps a torn prefix), its pending client calls and its
+in-memory state; a restart rebuilds everything from the durable image. The
+:class:`~tests.sim.invariants.Invariants` hooks are called at each state change.
+
+Clients talk to one node each; a node proposes (a follower's proposal is forwarded to the
+leader by the core) and answers its client only after applying the entry itself; an
+unanswered call times out and is recorded as indeterminate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from coord.raft import (
+    ConfChange,
+    Config,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    MemoryStorage,
+    Message,
+    MessageType,
+    ProposalDropped,
+    RawNode,
+    Ready,
+    Snapshot,
+    StateRole,
+)
+from coord.raft.describe import describe_message, describe_ready
+from tests.sim.disk import Disk
+from tests.sim.eventloop import EventLoop, sub_rng
+from tests.sim.invariants import Invariants, Violation
+from tests.sim.kv import KVStore, Request, Result
+from tests.sim.network import NetOptions, Network
+from tests.sim.options import SimOptions
+
+
+class NodeCrashed(Exception):
+    """Raised at a crash point; the driver turns it into a crash of that node."""
+
+
+@dataclass
+class Call:
+    """A client request waiting for its answer at one node."""
+
+    client: int
+    op_id: int
+    req: Request
+
+
+@dataclass
+class SimNode:
+    id: int
+    disk: Disk = field(default_factory=Disk)
+    raw: RawNode | None = None
+    storage: MemoryStorage | None = None
+    kv: KVStore = field(default_factory=KVStore)
+    applied: int = 0
+    conf_state: ConfState = field(default_factory=ConfState)
+    hs: HardState = field(default_factory=HardState)
+    role: StateRole = StateRole.FOLLOWER
+    leader: int = 0
+    up: bool = False
+    created: bool = False
+    incarnation: int = 0
+    snap_index: int = 0
+    pending: dict[int, Call] = field(default_factory=dict)  # request id -> call
+    pending_reads: dict[bytes, Call] = field(default_factory=dict)  # ReadIndex ctx -> call
+    read_waits: list[tuple[int, Call]] = field(default_factory=list)
+
+
+Responder = Callable[[Call, Result | None, int], None]  # (call, result or None=fail, index)
+
+
+class Cluster:
+    def __init__(self, opts: SimOptions, loop: EventLoop) -> None:
+        self.opts = opts
+        self.loop = loop
+        self.trace = loop.trace
+        self.inv = Invariants()
+        self.calm = False  # liveness phase: no more injected crashes
+        self.ids = list(range(1, opts.voters + opts.spares + 1))
+        self.founders = list(range(1, opts.voters + 1))
+        self.nodes = {
+            i: SimNode(i, kv=KVStore(dedup="no_dedup" not in opts.sim_bugs)) for i in self.ids
+        }
+        self.net = Network(
+            loop,
+            sub_rng(opts.seed, "net"),
+            NetOptions(
+                loss=opts.loss, dup=opts.dup, min_delay=opts.min_delay, mean_delay=opts.mean_delay
+            ),
+            self.ids,
+            self._deliver,
+            self.is_up,
+            self._on_drop,
+        )
+        self.cp_rng = sub_rng(opts.seed, "crashpoints")
+        self.disk_rng = sub_rng(opts.seed, "disk")
+        self.tick_rng = sub_rng(opts.seed, "ticks")
+        self.respond: Responder = lambda call, res, index: None
+        self.on_crash: Callable[[int], None] = lambda nid: None
+        self.stats: dict[str, int] = {
+            "readys": 0, "crashes": 0, "crash_points": 0, "restarts": 0, "snapshots_taken": 0,
+            "snapshots_installed": 0, "conf_changes": 0, "elections": 0, "applied": 0,
+        }  # fmt: skip
+        for nid in self.founders:
+            self.start(nid, bootstrap=True)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def is_up(self, nid: int) -> bool:
+        n = self.nodes.get(nid)
+        return n is not None and n.up
+
+    def _config(self, nid: int, applied: int) -> Config:
+        n = self.nodes[nid]
+        o = self.opts
+        return Config(
+            id=nid,
+            rng=sub_rng(o.seed, f"raft{nid}.{n.incarnation}"),
+            election_tick=o.election_tick,
+            heartbeat_tick=o.heartbeat_tick,
+            applied=applied,
+            max_size_per_msg=o.max_size_per_msg,
+            max_inflight_msgs=o.max_inflight,
+            check_quorum=o.check_quorum,
+            pre_vote=o.pre_vote,
+            bugs=o.bugs,
+        )
+
+    def start(self, nid: int, *, bootstrap: bool = False) -> None:
+        """Create a node over an empty disk (a founder bootstraps, a joiner waits)."""
+        n = self.nodes[nid]
+        assert not n.created
+        n.created = True
+        n.storage = MemoryStorage()
+        n.raw = RawNode(self._config(nid, 0), n.storage)
+        if bootstrap:
+            n.raw.bootstrap(self.founders)
+        self.inv.new_node(nid)
+        n.up = True
+        self.trace.log(f"n{nid} start{' (bootstrap)' if bootstrap else ' (joining, empty)'}")
+        self.loop.after(self.tick_rng.randrange(self.opts.tick_ms), self._tick, nid, n.incarnation)
+        self.drive(n)
+
+    def crash(self, nid: int, why: str) -> None:
+        n = self.nodes[nid]
+        if not n.up:
+            return
+        n.up = False
+        n.raw = None
+        n.storage = None
+        lost = n.disk.crash(self.disk_rng, torn=self.opts.torn_writes)
+        n.pending.clear()
+        n.pending_reads.clear()
+        n.read_waits.clear()
+        n.role, n.leader = StateRole.FOLLOWER, 0
+        self.inv.leading[nid] = 0
+        n.incarnation += 1
+        self.stats["crashes"] += 1
+        self.trace.log(f"n{nid} CRASH ({why}); lost {lost} unsynced disk writes")
+        self.on_crash(nid)
+
+    def restart(self, nid: int) -> None:
+        n = self.nodes[nid]
+        if n.up or not n.created:
+            return
+        storage, hs, snap = n.disk.restore()
+        self.inv.on_restart(nid, hs)
+        self.inv.restore_chain(nid, snap, list(n.disk.durable.entries))
+        if snap is not None:
+            n.kv = KVStore.decode(snap.data, dedup="no_dedup" not in self.opts.sim_bugs)
+            n.applied = n.snap_index = snap.metadata.index
+            n.conf_state = snap.metadata.conf_state
+        else:
+            n.kv = KVStore(dedup="no_dedup" not in self.opts.sim_bugs)
+            n.applied = n.snap_index = 0
+            n.conf_state = ConfState()
+        n.storage = storage
+        n.hs = hs
+        n.raw = RawNode(self._config(nid, n.applied), storage)
+        n.up = True
+        self.stats["restarts"] += 1
+        self.trace.log(
+            f"n{nid} RESTART term={hs.term} vote={hs.vote} commit={hs.commit} "
+            f"snap={n.snap_index} last={n.disk.durable.last_index()}"
+        )
+        self.loop.after(self.tick_rng.randrange(self.opts.tick_ms), self._tick, nid, n.incarnation)
+        self.drive(n)
+
+    # -- events --------------------------------------------------------------------------
+    def _tick(self, nid: int, incarnation: int) -> None:
+        n = self.nodes[nid]
+        if not n.up or n.incarnation != incarnation or n.raw is None:
+            return
+        n.raw.tick()
+        self.drive(n)
+        self.loop.after(self.opts.tick_ms, self._tick, nid, incarnation)
+
+    def _deliver(self, msg: Message) -> None:
+        n = self.nodes[msg.to]
+        if n.raw is None:
+            return
+        if self.trace.on:
+            self.trace.log(f"deliver {describe_message(msg)}")
+        n.raw.step(msg)
+        self.drive(n)
+        if msg.type == MessageType.SNAP:
+            self.loop.after(0, self._report_snapshot, msg.frm, msg.to, True)
+
+    def _on_drop(self, msg: Message, why: str) -> None:
+        if self.trace.on:
+            self.trace.log(f"drop ({why}) {describe_message(msg)}")
+        if msg.type == MessageType.SNAP:
+            self.loop.after(0, self._report_snapshot, msg.frm, msg.to, False)
+        elif why != "lost" and msg.type in (MessageType.APP, MessageType.HEARTBEAT):
+            self.loop.after(0, self._report_unreachable, msg.frm, msg.to)
+
+    def _report_snapshot(self, frm: int, to: int, ok: bool) -> None:
+        n = self.nodes[frm]
+        if n.raw is not None:
+            n.raw.report_snapshot(to, ok)
+            self.drive(n)
+
+    def _report_unreachable(self, frm: int, to: int) -> None:
+        n = self.nodes[frm]
+        if n.raw is not None:
+            n.raw.report_unreachable(to)
+            self.drive(n)
+
+    # -- client entry points -----------------------------------------------------------
+    def propose(self, nid: int, call: Call) -> bool:
+        """Propose ``call``'s request at node ``nid``; False if refused (definitely not
+        appended: node down or ``ProposalDropped``)."""
+        n = self.nodes[nid]
+        if n.raw is None:
+            return False
+        try:
+            n.raw.propose(call.req.encode())
+        except ProposalDropped:
+            return False
+        n.pending[call.req.id] = call
+        self.drive(n)
+        return True
+
+    def read_index(self, nid: int, call: Call) -> bool:
+        n = self.nodes[nid]
+        if n.raw is None:
+            return False
+        ctx = f"r{call.req.id}".encode()
+        try:
+            n.raw.read_index(ctx)
+        except ProposalDropped:
+            return False
+        n.pending_reads[ctx] = call
+        self.drive(n)
+        return True
+
+    def local_read(self, nid: int, call: Call) -> bool:
+        """The ``stale_local_read`` bug: answer from the local state machine at once."""
+        n = self.nodes[nid]
+        if n.raw is None:
+            return False
+        self.respond(call, n.kv.read(call.req.key), 0)
+        return True
+
+    def propose_conf_change(self, nid: int, cc: ConfChange) -> bool:
+        n = self.nodes[nid]
+        if n.raw is None:
+            return False
+        try:
+            n.raw.propose_conf_change(cc)
+        except ProposalDropped:
+            return False
+        self.drive(n)
+        return True
+
+    # -- the Ready driver --------------------------------------------------------------
+    def drive(self, n: SimNode) -> None:
+        while n.raw is not None and n.raw.has_ready():
+            try:
+                self._handle_ready(n, n.raw)
+            except NodeCrashed as e:
+                self.stats["crash_points"] += 1
+                self.crash(n.id, f"crash point {e}")
+                return
+
+    def _cp(self, name: str) -> None:
+        o = self.opts
+        if not self.calm and name in o.crash_points and self.cp_rng.random() < o.crash_point_p:
+            raise NodeCrashed(name)
+
+    def _send(self, msgs: list[Message]) -> None:
+        for m in msgs:
+            if m.to in self.nodes and self.nodes[m.to].created:
+                self.net.send(m)
+
+    def _handle_ready(self, n: SimNode, raw: RawNode) -> None:
+        rd = raw.ready()
+        self.stats["readys"] += 1
+        if self.trace.on:
+            self.trace.log(f"n{n.id} ready")
+            self.trace.lines.extend(describe_ready(rd, " " * 10))
+        bugs = self.opts.sim_bugs
+        self._cp("before_persist")
+        if "ack_before_fsync" in bugs:
+            self._send(rd.messages)
+            self._send_after_persist(n, rd)
+            self._cp("after_send")
+        # 1. persist
+        if rd.snapshot is not None:
+            n.disk.write_snapshot(rd.snapshot, keep_log=False)
+            assert n.storage is not None
+            n.storage.apply_snapshot(rd.snapshot)
+        if rd.entries:
+            n.disk.write_entries(rd.entries)
+            assert n.storage is not None
+            n.storage.append(rd.entries)
+        if rd.hard_state is not None:
+            hs = rd.hard_state
+            n.disk.write_hard_state(
+                HardState(hs.term, 0, hs.commit) if "forget_vote" in bugs else hs
+            )
+            assert n.storage is not None
+            n.storage.set_hard_state(hs)
+            n.hs = hs
+        self._cp("before_fsync")
+        if rd.must_sync:
+            n.disk.fsync()
+        self.inv.on_persist(n.id, rd.snapshot, rd.entries)
+        if rd.soft_state is not None:
+            ss = rd.soft_state
+            if ss.role == StateRole.LEADER and n.role != StateRole.LEADER:
+                self.stats["elections"] += 1
+                self.trace.log(f"n{n.id} LEADER term={n.hs.term}")
+            n.role, n.leader = ss.role, ss.leader
+            self.inv.on_role(n.id, ss.role == StateRole.LEADER, n.hs.term)
+        self._cp("after_persist")
+        # 2. send
+        if "ack_before_fsync" not in bugs:
+            self._send(rd.messages)
+            self._send_after_persist(n, rd)
+            self._cp("after_send")
+        # 3. apply
+        if rd.snapshot is not None:
+            self._install_snapshot(n, rd.snapshot)
+        for e in rd.committed_entries:
+            if len(rd.committed_entries) > 1:
+                self._cp("mid_apply")
+            self._apply(n, raw, e)
+        for rs in rd.read_states:
+            call = n.pending_reads.pop(rs.request_ctx, None)
+            if call is not None:
+                n.read_waits.append((rs.index, call))
+        self._serve_reads(n)
+        self._cp("before_advance")
+        # 4. advance
+        raw.advance(rd)
+        self._maybe_snapshot(n)
+
+    def _send_after_persist(self, n: SimNode, rd: Ready) -> None:
+        if rd.messages_after_persist:
+            self.inv.on_send_after_persist(n.id, n.hs, rd.messages_after_persist)
+            self._send(rd.messages_after_persist)
+
+    def _install_snapshot(self, n: SimNode, snap: Snapshot) -> None:
+        md = snap.metadata
+        if md.index <= n.applied and n.applied > 1:
+            raise Violation(
+                f"n{n.id}: snapshot {md.index} to apply is not newer than applied {n.applied}"
+            )
+        n.kv = KVStore.decode(snap.data, dedup="no_dedup" not in self.opts.sim_bugs)
+        n.applied = n.snap_index = md.index
+        n.conf_state = md.conf_state
+        self.stats["snapshots_installed"] += 1
+        # proposals this node made may now never be applied here: their clients time out
+
+    def _apply(self, n: SimNode, raw: RawNode, e: Entry) -> None:
+        if e.index != n.applied + 1:
+            raise Violation(f"n{n.id}: applying index {e.index} after {n.applied} (not in order)")
+        self.inv.on_apply(n.id, e)
+        n.applied = e.index
+        self.stats["applied"] += 1
+        if e.type == EntryType.CONF_CHANGE:
+            cc = ConfChange.decode(e.data)
+            n.conf_state = raw.apply_conf_change(cc)
+            self.stats["conf_changes"] += 1
+            self.trace.log(
+                f"n{n.id} applied conf change {cc.type.name} {cc.node_id} at {e.index}: "
+                f"voters={n.conf_state.voters} learners={n.conf_state.learners}"
+            )
+        elif e.data:
+            req = Request.decode(e.data)
+            res = n.kv.apply(req)
+            call = n.pending.pop(req.id, None)
+            if call is not None:
+                self.respond(call, res, e.index)
+
+    def _serve_reads(self, n: SimNode) -> None:
+        if not n.read_waits:
+            return
+        keep: list[tuple[int, Call]] = []
+        for index, call in n.read_waits:
+            if n.applied >= index:
+                self.respond(call, n.kv.read(call.req.key), 0)
+            else:
+                keep.append((index, call))
+        n.read_waits = keep
+
+    def _maybe_snapshot(self, n: SimNode) -> None:
+        every = self.opts.snapshot_every
+        if not every or n.applied - n.snap_index < every or n.storage is None:
+            return
+        snap = n.storage.create_snapshot(n.applied, n.conf_state, n.kv.encode())
+        n.disk.write_snapshot(snap, keep_log=True)
+        n.disk.fsync()
+        n.snap_index = n.applied
+        compact_to = n.applied - self.opts.snapshot_keep
+        if compact_to > n.storage.first_index() - 1:
+            n.storage.compact(compact_to)
+        self.stats["snapshots_taken"] += 1
+        self.trace.log(f"n{n.id} snapshot at {n.applied}, log compacted to {compact_to}")
+
+    # -- views ---------------------------------------------------------------------------
+    def leaders(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.up and n.role == StateRole.LEADER]
+
+    def describe_nodes(self) -> list[str]:
+        out = []
+        for nid in self.ids:
+            n = self.nodes[nid]
+            if not n.created:
+                out.append(f"  n{nid}: not created")
+                continue
+            out.append(
+                f"  n{nid}: {'up' if n.up else 'DOWN'} {n.role.name} lead={n.leader} "
+                f"term={n.hs.term} vote={n.hs.vote} commit={n.hs.commit} applied={n.applied} "
+                f"snap={n.snap_index} voters={n.conf_state.voters} "
+                f"learners={n.conf_state.learners}"
+            )
+        return out

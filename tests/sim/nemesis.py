@@ -1,0 +1,154 @@
+"""Fault injection over time: crashes and restarts, partitions, membership changes.
+
+Each fault source is a self-rescheduling event with its own sub-RNG; all of them stop
+when :meth:`Nemesis.stop` is called (the liveness phase).
+
+* crashes: every ~``crash_every`` ms a random up node crashes and restarts after
+  ~``down_ms`` (crash points inside the Ready driver add crashes at precise steps);
+* partitions: every ~``partition_every`` ms one of: isolate a node (both ways, or in only,
+  or out only), split into two random groups (symmetric or not), cut one directed link;
+  healed after ~``partition_len`` ms;
+* membership (seeds with spares/removals): add each spare as a learner, promote it, then
+  remove random voters (never below 3), re-proposing until the change shows up in the
+  most advanced node's configuration.
+"""
+
+from __future__ import annotations
+
+import random
+
+from coord.raft import ConfChange, ConfChangeType
+from tests.sim.cluster import Cluster
+from tests.sim.eventloop import sub_rng
+
+
+class Nemesis:
+    def __init__(self, cluster: Cluster) -> None:
+        self.c = cluster
+        self.o = cluster.opts
+        self.loop = cluster.loop
+        self.crash_rng = sub_rng(self.o.seed, "nemesis.crash")
+        self.part_rng = sub_rng(self.o.seed, "nemesis.partition")
+        self.member_rng = sub_rng(self.o.seed, "nemesis.membership")
+        self.stopped = False
+        self.spares = [nid for nid in cluster.ids if nid not in cluster.founders]
+        self.removals_left = self.o.removals
+        self.removed: list[int] = []
+        self.removing: int | None = None
+        self.stats = {"partitions": 0, "cc_proposed": 0}
+        cluster.on_crash = self._crashed
+
+    def start(self) -> None:
+        if self.o.crash_every:
+            self.loop.after(self._exp(self.crash_rng, self.o.crash_every), self._crash)
+        if self.o.partition_every:
+            self.loop.after(self._exp(self.part_rng, self.o.partition_every), self._partition)
+        if self.spares or self.removals_left:
+            self.loop.after(50 + self.member_rng.randrange(200), self._membership)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    @staticmethod
+    def _exp(rng: random.Random, mean: float) -> int:
+        return 1 + int(rng.expovariate(1.0 / mean))
+
+    # -- crashes -----------------------------------------------------------------------
+    def _crash(self) -> None:
+        if self.stopped:
+            return
+        up = [nid for nid in self.c.ids if self.c.nodes[nid].up]
+        if up:
+            self.c.crash(self.crash_rng.choice(up), "nemesis")
+        self.loop.after(self._exp(self.crash_rng, self.o.crash_every), self._crash)
+
+    def _crashed(self, nid: int) -> None:
+        if not self.stopped:
+            self.loop.after(self._exp(self.crash_rng, self.o.down_ms), self._restart, nid)
+
+    def _restart(self, nid: int) -> None:
+        if not self.stopped:
+            self.c.restart(nid)
+
+    # -- partitions ----------------------------------------------------------------------
+    def _partition(self) -> None:
+        if self.stopped:
+            return
+        r = self.part_rng
+        ids = [nid for nid in self.c.ids if self.c.nodes[nid].created]
+        net = self.c.net
+        net.heal()
+        mode = r.choice(("isolate", "isolate", "split", "link"))
+        if mode == "isolate":
+            victim = r.choice(ids)
+            direction = r.choice(("both", "in", "out")) if self.o.asymmetric else "both"
+            net.isolate(victim, ids, inbound=direction != "out", outbound=direction != "in")
+            what = f"isolate n{victim} ({direction})"
+        elif mode == "split":
+            shuffled = list(ids)
+            r.shuffle(shuffled)
+            k = r.randint(1, len(shuffled) - 1)
+            groups = [sorted(shuffled[:k]), sorted(shuffled[k:])]
+            symmetric = not (self.o.asymmetric and r.random() < 0.5)
+            net.split(groups, symmetric=symmetric)
+            what = f"split {groups} {'symmetric' if symmetric else 'one-way'}"
+        else:
+            a, b = r.sample(ids, 2)
+            net.block(a, b)
+            what = f"cut link {a}->{b}"
+        self.stats["partitions"] += 1
+        self.c.trace.log(f"PARTITION {what}")
+        self.loop.after(self._exp(r, self.o.partition_len), self._heal)
+
+    def _heal(self) -> None:
+        if self.stopped:
+            return
+        self.c.net.heal()
+        self.c.trace.log("HEAL")
+        self.loop.after(self._exp(self.part_rng, self.o.partition_every), self._partition)
+
+    # -- membership ----------------------------------------------------------------------
+    def view(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(voters, learners) as the up node with the highest applied index sees them."""
+        best = None
+        for nid in self.c.ids:
+            n = self.c.nodes[nid]
+            if n.up and (best is None or n.applied > best.applied):
+                best = n
+        if best is None:
+            return (), ()
+        return best.conf_state.voters, best.conf_state.learners
+
+    def _membership(self) -> None:
+        if self.stopped:
+            return
+        r = self.member_rng
+        voters, learners = self.view()
+        cc: ConfChange | None = None
+        if voters:
+            learner = next((s for s in self.spares if s in learners), None)
+            joining = next((s for s in self.spares if s not in voters and s not in learners), None)
+            if learner is not None:
+                cc = ConfChange(ConfChangeType.ADD_NODE, learner)
+            elif joining is not None:
+                if not self.c.nodes[joining].created:
+                    self.c.start(joining)
+                cc = ConfChange(ConfChangeType.ADD_LEARNER_NODE, joining)
+            elif self.removing is not None:
+                if self.removing not in voters:
+                    self.removed.append(self.removing)
+                    self.removing = None
+                    self.removals_left -= 1
+                else:
+                    cc = ConfChange(ConfChangeType.REMOVE_NODE, self.removing)
+            elif self.removals_left and len(voters) > 3:
+                self.removing = r.choice(voters)
+                cc = ConfChange(ConfChangeType.REMOVE_NODE, self.removing)
+        if cc is not None:
+            leaders = [n.id for n in self.c.leaders()]
+            ups = [nid for nid in self.c.ids if self.c.nodes[nid].up]
+            target = leaders[0] if leaders else (r.choice(ups) if ups else 0)
+            if target and self.c.propose_conf_change(target, cc):
+                self.stats["cc_proposed"] += 1
+                self.c.trace.log(f"propose conf change {cc.type.name} {cc.node_id} at n{target}")
+        self.loop.after(100 + r.randrange(300), self._membership)

@@ -1,0 +1,129 @@
+"""Swarm options: every seed draws its own fault mix and cluster shape.
+
+As in TigerBeetle's VOPR, one seed decides everything: :func:`draw_options` derives the
+options from ``sub_rng(seed, "options")`` so they print with a failure and replay with the
+seed. Some seeds are calm, some brutal; each knob is sometimes off, so bugs that need one
+fault *and not another* are reachable too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from tests.sim.eventloop import sub_rng
+
+#: Named crash points of the sim's Ready driver (see cluster.py).
+CRASH_POINTS = (
+    "before_persist",  # nothing of this Ready written
+    "before_fsync",  # written, not yet durable
+    "after_persist",  # durable, nothing sent
+    "after_send",  # messages sent, nothing applied
+    "mid_apply",  # some committed entries applied
+    "before_advance",  # all applied, advance() not called
+)
+
+#: Driver / disk bugs the simulator can inject into itself (bug-injection tests).
+SIM_BUGS = frozenset(
+    {
+        "forget_vote",  # persist the HardState without the vote
+        "ack_before_fsync",  # send messages_after_persist before persisting/fsync
+        "no_dedup",  # the applier applies a duplicated proposal twice
+        "stale_local_read",  # serve reads from the local node's state, no Raft
+    }
+)
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    seed: int
+    voters: int = 3
+    spares: int = 0  # extra node ids added (as learner, then promoted) during the run
+    removals: int = 0  # voters removed during the run (never below 3 voters)
+    clients: int = 3
+    keys: int = 2
+    tick_ms: int = 10
+    election_tick: int = 10
+    heartbeat_tick: int = 2
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_size_per_msg: int = 1 << 20
+    max_inflight: int = 256
+    loss: float = 0.0
+    dup: float = 0.0
+    min_delay: int = 1
+    mean_delay: float = 4.0
+    partition_every: int = 0  # mean ms between partitions (0 = none)
+    partition_len: int = 300  # mean ms a partition lasts
+    asymmetric: bool = False
+    crash_every: int = 0  # mean ms between node crashes (0 = none)
+    down_ms: int = 200  # mean downtime of a crashed node
+    crash_points: tuple[str, ...] = ()
+    crash_point_p: float = 0.0
+    torn_writes: bool = False
+    snapshot_every: int = 0  # applied entries between snapshots (0 = never)
+    snapshot_keep: int = 0  # entries kept behind a snapshot on compaction
+    read_index: bool = False  # serve gets via ReadIndex instead of through the log
+    think_ms: int = 20  # mean client pause between ops
+    client_timeout: int = 600
+    safety_ms: int = 1500
+    liveness_ms: int = 3000
+    bugs: frozenset[str] = field(default_factory=frozenset)  # Config.bugs (core)
+    sim_bugs: frozenset[str] = field(default_factory=frozenset)
+
+    def describe(self) -> str:
+        d = asdict(self)
+        d["bugs"] = sorted(self.bugs)
+        d["sim_bugs"] = sorted(self.sim_bugs)
+        return " ".join(f"{k}={v}" for k, v in d.items())
+
+    def with_bugs(self, bugs: frozenset[str], sim_bugs: frozenset[str]) -> SimOptions:
+        return replace(self, bugs=bugs, sim_bugs=sim_bugs)
+
+
+def draw_options(seed: int) -> SimOptions:
+    r = sub_rng(seed, "options")
+
+    def maybe(p: float) -> bool:
+        return r.random() < p
+
+    voters = r.choice((3, 3, 3, 5))
+    membership = maybe(0.3)
+    spares = r.choice((1, 2)) if membership else 0
+    removals = r.choice((0, 1, 1)) if membership else 0
+    election_tick = r.choice((5, 10, 10, 20))
+    heartbeat_tick = r.choice((1, 2, 3)) if election_tick > 5 else 1
+    crash_points = tuple(p for p in CRASH_POINTS if maybe(0.3)) if maybe(0.5) else ()
+    return SimOptions(
+        seed=seed,
+        voters=voters,
+        spares=spares,
+        removals=removals,
+        clients=r.randint(1, 5),
+        keys=r.choice((1, 1, 2, 3)),
+        tick_ms=10,
+        election_tick=election_tick,
+        heartbeat_tick=heartbeat_tick,
+        pre_vote=maybe(0.7),
+        check_quorum=maybe(0.7),
+        max_size_per_msg=r.choice((1 << 20, 1 << 20, 256, 1)),
+        max_inflight=r.choice((256, 256, 4, 1)),
+        loss=r.choice((0.0, 0.0, 0.02, 0.1, 0.25)),
+        dup=r.choice((0.0, 0.0, 0.05, 0.2)),
+        min_delay=r.choice((0, 1, 2)),
+        mean_delay=r.choice((1.0, 3.0, 8.0, 25.0)),
+        partition_every=r.choice((0, 0, 200, 500, 1000)),
+        partition_len=r.choice((50, 200, 600)),
+        asymmetric=maybe(0.3),
+        crash_every=r.choice((0, 0, 150, 400, 1000)),
+        down_ms=r.choice((10, 100, 400)),
+        crash_points=crash_points,
+        crash_point_p=r.choice((0.002, 0.01, 0.03)) if crash_points else 0.0,
+        torn_writes=maybe(0.5),
+        snapshot_every=r.choice((0, 0, 3, 10, 30)),
+        snapshot_keep=r.choice((0, 0, 2, 5)),
+        read_index=maybe(0.4),
+        think_ms=r.choice((2, 10, 30)),
+        client_timeout=r.choice((200, 600, 1500)),
+        safety_ms=r.choice((800, 1200, 1800)),
+        liveness_ms=4000,
+    )
