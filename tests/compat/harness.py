@@ -272,11 +272,15 @@ class Normalizer:
         return self.scalar(key, node, parent)
 
     # -- text
-    def text(self, s: str) -> str:
+    def scrub(self, s: str) -> str:
+        """The server's own ports and clientv3's per-process uuids."""
         srv = self.server
         s = s.replace(f"127.0.0.1:{srv.client_port}", "127.0.0.1:<client-port>")
         s = s.replace(f"127.0.0.1:{srv.peer_port}", "127.0.0.1:<peer-port>")
-        s = _UUID.sub("client-<uuid>", s)
+        return _UUID.sub("client-<uuid>", s)
+
+    def text(self, s: str) -> str:
+        s = self.scrub(s)
         s = _TS.sub('"ts":"<ts>"', s)
         s = _TOOK.sub("took = <duration>", s)
         out = []

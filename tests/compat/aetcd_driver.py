@@ -1,0 +1,423 @@
+"""Drive the independent client library ``aetcd`` against one endpoint; print JSON.
+
+Run in a SUBPROCESS (aetcd's generated protos clash with coord's in one protobuf
+descriptor pool):
+
+    python tests/compat/aetcd_driver.py --endpoint 127.0.0.1:2379 --prefix P scen1 scen2 ...
+
+Prints ``{"<scenario>": {"base": <revision before>, "steps": [[label, result], ...]}}``.
+Results keep raw revisions and ids under field names the harness's normaliser knows
+(``revision``, ``create_revision``, ``mod_revision``, ``compact_revision``, ``ID``,
+``lease``, ``member_id``, ``cluster_id``, ``raft_term``, ``ttl`` next to
+``granted-ttl``); the test normalises them exactly as it does etcdctl's ``-w json``.
+Errors become ``{"error": <aetcd exception class>, "detail": <server message>}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aetcd
+import aetcd.exceptions as aexc
+from aetcd import rtypes
+
+
+def hdr(h: Any) -> dict[str, int]:
+    return {"cluster_id": h.cluster_id, "member_id": h.member_id, "revision": h.revision,
+            "raft_term": h.raft_term}
+
+
+def kv(k: Any) -> dict[str, Any] | None:
+    if k is None:
+        return None
+    return {"key": bytes(k.key).decode("utf-8", "replace"),
+            "value": bytes(k.value).decode("utf-8", "replace"),
+            "create_revision": k.create_revision, "mod_revision": k.mod_revision,
+            "version": k.version, "lease": k.lease}
+
+
+def get_range(r: Any) -> dict[str, Any]:
+    return {"header": hdr(r.header), "kvs": [kv(x) for x in r], "more": r.more, "count": r.count}
+
+
+def err(e: BaseException) -> dict[str, Any]:
+    if isinstance(e, aexc.RevisionCompactedError):
+        return {"error": type(e).__name__, "compact_revision": e.compacted_revision}
+    detail = str(e)
+    return {"error": type(e).__name__, "detail": detail}
+
+
+class Run:
+    def __init__(self, client: aetcd.Client, prefix: str) -> None:
+        self.c = client
+        self.p = prefix.encode()
+        self.steps: list[list[Any]] = []
+        self.steps_base = 0  # the store revision before the scenario's first step
+
+    def k(self, name: str) -> bytes:
+        return self.p + name.encode()
+
+    async def step(self, label: str, aw: Awaitable[Any],
+                   conv: Callable[[Any], Any] = lambda x: x) -> Any:
+        try:
+            res = await aw
+        except aexc.ClientError as e:
+            self.steps.append([label, err(e)])
+            return None
+        self.steps.append([label, conv(res)])
+        return res
+
+    def note(self, label: str, value: Any) -> None:
+        self.steps.append([label, value])
+
+    async def base(self) -> int:
+        r = await self.c.get_prefix(self.p + b"\x00base")
+        return int(r.header.revision)
+
+
+def put_res(r: Any) -> dict[str, Any]:
+    return {"header": hdr(r.header), "prev_kv": kv(r.prev_kv)}
+
+
+def del_res(r: Any) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    out: dict[str, Any] = {"header": hdr(r.header), "deleted": r.deleted}
+    if hasattr(r, "prev_kv"):
+        out["prev_kv"] = kv(r.prev_kv)
+    else:
+        out["prev_kvs"] = [kv(x) for x in r.prev_kvs]
+    return out
+
+
+def get_res(r: Any) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {"header": hdr(r.header), "kv": kv(r)}
+
+
+def txn_res(r: Any) -> dict[str, Any]:
+    ok, responses = r
+    out = []
+    for resp in responses:
+        if isinstance(resp, list):
+            out.append({"range": [[bytes(v).decode(), kv(g)] for v, g in resp]})
+        else:
+            which = resp.WhichOneof("response")
+            sub = getattr(resp, which)
+            out.append({which: {"revision": sub.header.revision}})
+    return {"succeeded": ok, "responses": out}
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+async def s_put_get(r: Run) -> None:
+    c = r.c
+    await r.step("put", c.put(r.k("k"), b"v1"), put_res)
+    await r.step("put prev_kv", c.put(r.k("k"), b"v2", prev_kv=True), put_res)
+    await r.step("put same value", c.put(r.k("k"), b"v2", prev_kv=True), put_res)
+    await r.step("get", c.get(r.k("k")), get_res)
+    await r.step("get serializable", c.get(r.k("k"), serializable=True), get_res)
+    await r.step("get missing", c.get(r.k("missing")), get_res)
+    await r.step("put non-ascii", c.put(r.k("ключ"), "значение".encode()), put_res)
+    await r.step("get non-ascii", c.get(r.k("ключ")), get_res)
+
+
+async def s_prefix_range(r: Run) -> None:
+    c = r.c
+    for name, v in [("c", b"1"), ("a", b"3"), ("b", b"2"), ("e", b"5"), ("d", b"4")]:
+        await c.put(r.k(name), v)
+    await c.put(r.p.rstrip(b"/") + b"0", b"outside")
+    await r.step("get_prefix", c.get_prefix(r.p), get_range)
+    await r.step("get_prefix desc create", c.get_prefix(r.p, sort_order="descend",
+                                                        sort_target="create"), get_range)
+    await r.step("get_prefix asc value keys_only",
+                 c.get_prefix(r.p, sort_order="ascend", sort_target="value", keys_only=True),
+                 get_range)
+    await r.step("get_range b..d", c.get_range(r.k("b"), r.k("d")), get_range)
+    await r.step("get_range d..b (empty)", c.get_range(r.k("d"), r.k("b")), get_range)
+    await r.step("get_range desc mod", c.get_range(r.k("a"), r.k("z"), sort_order="descend",
+                                                   sort_target="mod"), get_range)
+
+
+async def s_delete(r: Run) -> None:
+    c = r.c
+    for name in "abcdef":
+        await c.put(r.k(name), name.encode())
+    await r.step("delete prev_kv", c.delete(r.k("a"), prev_kv=True), del_res)
+    await r.step("delete missing", c.delete(r.k("a")), del_res)
+    await r.step("delete_range b..d prev_kv", c.delete_range(r.k("b"), r.k("d"), prev_kv=True),
+                 del_res)
+    await r.step("delete_prefix", c.delete_prefix(r.p), del_res)
+    await r.step("delete_prefix again", c.delete_prefix(r.p), del_res)
+    await r.step("get_prefix", c.get_prefix(r.p), get_range)
+
+
+async def s_txn(r: Run) -> None:
+    c = r.c
+    t = c.transactions
+    await c.put(r.k("k"), b"v1")
+    await c.put(r.k("k"), b"v2")
+    base = r.steps_base
+    cases = [
+        ("value ==", [t.value(r.k("k")) == b"v2"]),
+        ("value != ", [t.value(r.k("k")) != b"v2"]),
+        ("value on missing", [t.value(r.k("missing")) != b"x"]),
+        ("version == 2", [t.version(r.k("k")) == 2]),
+        ("version > 5", [t.version(r.k("k")) > 5]),
+        ("create == 0 on missing", [t.create(r.k("missing")) == 0]),
+        ("mod == base+2", [t.mod(r.k("k")) == base + 2]),
+        ("mod < base+2", [t.mod(r.k("k")) < base + 2]),
+        ("two compares", [t.version(r.k("k")) == 2, t.value(r.k("k")) == b"v1"]),
+    ]
+    for label, compare in cases:
+        await r.step(f"txn {label}", c.transaction(
+            compare=compare,
+            success=[t.get(r.k("k"))],
+            failure=[t.put(r.k("failed"), label.encode())]), txn_res)
+    await r.step("txn multi-op", c.transaction(
+        compare=[t.create(r.k("new")) == 0],
+        success=[t.put(r.k("new"), b"n"), t.put(r.k("new2"), b"m"), t.delete(r.k("failed")),
+                 t.get(r.k("new"))],
+        failure=[]), txn_res)
+    await r.step("txn duplicate key", c.transaction(
+        compare=[], success=[t.put(r.k("d"), b"1"), t.put(r.k("d"), b"2")], failure=[]),
+        txn_res)
+    await r.step("replace ok", c.replace(r.k("k"), b"v2", b"v3"))
+    await r.step("replace stale", c.replace(r.k("k"), b"v2", b"v4"))
+    await r.step("get_prefix", c.get_prefix(r.p), get_range)
+
+
+async def s_lease(r: Run) -> None:
+    c = r.c
+    lease = await r.step("grant 60", c.lease(60), lambda x: {"ID": x.id, "TTL": x.ttl})
+    if lease is None:
+        return
+    await r.step("put with lease", c.put(r.k("a"), b"1", lease=lease), put_res)
+    await r.step("put with lease id", c.put(r.k("b"), b"2", lease=lease.id), put_res)
+    await r.step("get", c.get(r.k("a")), get_res)
+    await r.step("ttl keys", c.get_lease_info(lease.id, keys=True), ttl_res)
+    await r.step("granted_ttl", lease.granted_ttl())
+    await r.step("keys", lease.keys(), lambda ks: sorted(bytes(k).decode() for k in ks))
+    await r.step("revoke", lease.revoke())
+    await r.step("get after revoke", c.get_prefix(r.p), get_range)
+    await r.step("ttl after revoke", c.get_lease_info(lease.id, keys=True), ttl_res)
+    await r.step("revoke again", c.revoke_lease(lease.id))
+    await r.step("grant explicit id", c.lease(30, lease_id=7_000_123),
+                 lambda x: {"explicit id honoured": x.id == 7_000_123, "TTL": x.ttl})
+    await r.step("grant duplicate id", c.lease(30, lease_id=7_000_123),
+                 lambda x: {"ID": x.id, "TTL": x.ttl})
+    await r.step("grant ttl 1 (min ttl)", c.lease(1), lambda x: {"ID": x.id, "TTL": x.ttl})
+    await r.step("grant too large", c.lease(9_000_000_001), lambda x: {"ID": x.id})
+    await r.step("put with missing lease", c.put(r.k("c"), b"3", lease=424242), put_res)
+    await r.step("revoke explicit", c.revoke_lease(7_000_123))
+
+
+def ttl_res(x: Any) -> dict[str, Any]:
+    return {"header": hdr(x.header), "ID": x.ID, "ttl": x.TTL, "granted-ttl": x.grantedTTL,
+            "keys": sorted(bytes(k).decode() for k in x.keys)}
+
+
+def ka_res(x: Any) -> dict[str, Any] | None:
+    if x is None:
+        return None
+    return {"header": hdr(x.header), "ID": x.ID, "TTL": x.TTL}
+
+
+async def s_keepalive(r: Run) -> None:
+    c = r.c
+    lease = await r.step("grant 30", c.lease(30), lambda x: {"ID": x.id, "TTL": x.ttl})
+    if lease is None:
+        return
+    await r.step("refresh", lease.refresh(), ka_res)
+    await r.step("refresh again", c.refresh_lease(lease.id), ka_res)
+    await r.step("remaining", lease.remaining_ttl(), lambda t: "<plausible>" if 27 <= t <= 30
+                 else t)
+    await lease.revoke()
+    await r.step("refresh revoked", c.refresh_lease(lease.id), ka_res)
+
+
+async def collect(watch: Any, n: int, timeout: float = 10.0) -> list[Any]:
+    out: list[Any] = []
+
+    async def run() -> None:
+        async for ev in watch:
+            out.append({"kind": ev.kind, "kv": kv(ev.kv), "prev_kv": kv(ev.prev_kv)})
+            if len(out) >= n:
+                return
+
+    try:
+        await asyncio.wait_for(run(), timeout)
+    except TimeoutError:
+        out.append({"timeout_after_events": len(out)})
+    except aexc.ClientError as e:
+        out.append(err(e))
+    return out
+
+
+async def s_watch(r: Run) -> None:
+    c = r.c
+    base = r.steps_base
+    await c.put(r.k("a"), b"1")
+    await c.put(r.k("b"), b"2")
+    await c.put(r.k("a"), b"3")
+    await c.delete(r.k("a"))
+    await c.transaction(compare=[], success=[c.transactions.put(r.k("c"), b"5"),
+                                             c.transactions.delete(r.k("b"))], failure=[])
+    w = await c.watch_prefix(r.p, start_revision=base + 1, prev_kv=True)
+    r.note("history", await collect(w, 6))
+    await w.cancel()
+    w2 = await c.watch(r.k("c"))  # from now
+    await c.put(r.k("c"), b"live")
+    await c.put(r.k("other"), b"ignored")
+    await c.delete(r.k("c"))
+    r.note("live single key", await collect(w2, 2))
+    await w2.cancel()
+    w3 = await c.watch_prefix(r.p, kind=rtypes.EventKind.DELETE)
+    await c.put(r.k("x"), b"1")
+    await c.delete(r.k("x"))
+    r.note("delete-only filter", await collect(w3, 1))
+    await w3.cancel()
+    await r.step("watch_once from history", c.watch_once(r.k("x"), timeout=5,
+                                                         start_revision=base + 9),
+                 lambda ev: {"kind": ev.kind, "kv": kv(ev.kv)})
+
+
+async def s_watch_future(r: Run) -> None:
+    c = r.c
+    base = r.steps_base
+    w = await c.watch(r.k("k"), start_revision=base + 2)
+    await c.put(r.k("k"), b"1")
+    await c.put(r.k("k"), b"2")
+    await c.put(r.k("k"), b"3")
+    r.note("events from base+2", await collect(w, 2))
+    await w.cancel()
+
+
+async def s_watch_compacted(r: Run) -> None:
+    c = r.c
+    base = r.steps_base
+    for v in (b"1", b"2", b"3"):
+        await c.put(r.k("k"), v)
+    await r.step("compact base+3", c.compact(base + 3))
+    try:
+        w = await c.watch(r.k("k"), start_revision=base + 1)
+        r.note("watch below compaction", await collect(w, 1))
+    except aexc.ClientError as e:
+        r.note("watch below compaction (create)", err(e))
+    w = await c.watch(r.k("k"), start_revision=base + 3)
+    r.note("watch at compaction revision", await collect(w, 1))
+    await w.cancel()
+    await r.step("compact again", c.compact(base + 3))
+    await r.step("compact future", c.compact(base + 100))
+    await c.put(r.k("k"), b"4")
+    await r.step("compact physical", c.compact(base + 4 + 1, physical=True))
+    await r.step("get after physical compaction", c.get(r.k("k")), get_res)
+
+
+async def s_lock(r: Run) -> None:
+    c = r.c
+    l1 = c.lock(r.k("lock"), ttl=10)
+    l2 = c.lock(r.k("lock"), ttl=10)
+    await r.step("l1 acquire", l1.acquire(timeout=5))
+    await r.step("l1 is_acquired", l1.is_acquired())
+    await r.step("l2 acquire (held, 1 s)", l2.acquire(timeout=1))
+    await r.step("l2 is_acquired", l2.is_acquired())
+    waiter = asyncio.create_task(l2.acquire(timeout=10))
+    await r.step("l1 release", l1.release())
+    await r.step("l2 acquire after release", waiter)
+    await r.step("l2 is_acquired", l2.is_acquired())
+    await r.step("l1 release again", l1.release())
+    await r.step("l2 release", l2.release())
+    await r.step("lock key gone", c.get(r.k("lock")), get_res)
+
+
+async def s_status_members(r: Run) -> None:
+    c = r.c
+
+    def status(s: Any) -> dict[str, Any]:
+        return {"version": s.version, "dbSize": s.db_size, "raftIndex": s.raft_index,
+                "raft_term": s.raft_term,
+                "leader": None if s.leader is None else member(s.leader)}
+
+    await r.step("status", c.status(), status)
+    members = [member(m) async for m in c.members()]
+    r.note("members", members)
+
+
+def member(m: Any) -> dict[str, Any]:
+    return {"ID": m.id, "name": m.name, "peer_urls": list(m.peer_urls),
+            "client_urls": list(m.client_urls)}
+
+
+async def s_errors(r: Run) -> None:
+    c = r.c
+    await r.step("get empty key", c.get(b""), get_res)
+    await r.step("put empty key", c.put(b"", b"v"), put_res)
+    await r.step("put 1.6 MiB", c.put(r.k("huge"), b"x" * int(1.6 * 1024 * 1024)), put_res)
+    await r.step("put 100 KiB", c.put(r.k("big"), b"y" * 100_000), put_res)
+    await r.step("get 100 KiB", c.get(r.k("big")),
+                 lambda g: {"len": len(g.value), "version": g.version})
+    t = c.transactions
+    await r.step("txn 129 ops", c.transaction(
+        compare=[], success=[t.get(r.k(f"g{i}")) for i in range(129)], failure=[]), txn_res)
+
+
+SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
+    "put_get": s_put_get,
+    "prefix_range": s_prefix_range,
+    "delete": s_delete,
+    "txn": s_txn,
+    "lease": s_lease,
+    "keepalive": s_keepalive,
+    "watch": s_watch,
+    "watch_future": s_watch_future,
+    "watch_compacted": s_watch_compacted,
+    "lock": s_lock,
+    "status_members": s_status_members,
+    "errors": s_errors,
+}
+
+
+async def main_async(endpoint: str, prefix: str, names: list[str]) -> dict[str, Any]:
+    host, port = endpoint.rsplit(":", 1)
+    out: dict[str, Any] = {}
+    async with aetcd.Client(host=host, port=int(port), timeout=10) as client:
+        for name in names:
+            run = Run(client, f"{prefix}/{name}/")
+            base = await run.base()
+            run.steps_base = base
+            try:
+                await asyncio.wait_for(SCENARIOS[name](run), 40)
+            except Exception as e:  # noqa: BLE001 - report, the test compares it
+                run.note("scenario aborted", {"exception": type(e).__name__, "detail": str(e)})
+            out[name] = {"base": base, "steps": run.steps}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--endpoint")
+    ap.add_argument("--prefix", default="aetcd")
+    ap.add_argument("--list", action="store_true", help="print the scenario names")
+    ap.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
+    a = ap.parse_args()
+    if a.list:
+        sys.stdout.write("\n".join(SCENARIOS) + "\n")
+        return 0
+    if not a.endpoint:
+        ap.error("--endpoint is required")
+    names = a.scenarios or list(SCENARIOS)
+    result = asyncio.run(main_async(a.endpoint, a.prefix, names))
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

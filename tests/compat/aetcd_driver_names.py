@@ -1,0 +1,17 @@
+"""Scenario names of ``aetcd_driver.py``, importable without importing aetcd (whose
+protos must not be loaded into the test process)."""
+
+SCENARIOS = [
+    "put_get",
+    "prefix_range",
+    "delete",
+    "txn",
+    "lease",
+    "keepalive",
+    "watch",
+    "watch_future",
+    "watch_compacted",
+    "lock",
+    "status_members",
+    "errors",
+]
