@@ -21,6 +21,7 @@ from coord.raft import (
     MemoryStorage,
     Message,
     MessageType,
+    RaftError,
     RawNode,
     Snapshot,
     SnapshotMetadata,
@@ -159,7 +160,10 @@ class Env:
                 out.append(f"  dropped: {describe_message(m)}")
                 continue
             out.append(f"  {describe_message(m)}")
-            self.nodes[m.to].rn.step(m)
+            try:
+                self.nodes[m.to].rn.step(m)
+            except RaftError as e:  # an invariant broke (bug-injection scenarios)
+                out.append(f"  error: {type(e).__name__}: {e}")
         self.queue = keep + self.queue
         return out
 

@@ -97,7 +97,9 @@ def cmd_drop_msgs(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
 
 def cmd_stabilize(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
     out = env.stabilize([int(p) for p in pos] or None)
-    return ["ok"] if boolean(kw.get("quiet", "false")) else out
+    if boolean(kw.get("quiet", "false")):
+        return [line for line in out if "error:" in line] or ["ok"]
+    return out
 
 
 def cmd_tick(env: Env, pos: list[str], kw: dict[str, str], unit: str = "") -> list[str]:
