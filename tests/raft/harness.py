@@ -28,6 +28,7 @@ from coord.raft import (
     describe_message,
     describe_ready,
 )
+from coord.raft.describe import describe_conf_state
 
 
 class FixedRandom(random.Random):
@@ -139,7 +140,7 @@ class Env:
         for e in rd.committed_entries:
             if e.type == EntryType.CONF_CHANGE:
                 node.conf_state = rn.apply_conf_change(ConfChange.decode(e.data))
-                out.append(f"  applied conf change -> {node.conf_state}")
+                out.append(f"  applied: {describe_conf_state(node.conf_state)}")
             elif e.data:
                 node.applied.append((e.index, e.data))
         # 4. advance
