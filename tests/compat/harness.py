@@ -206,6 +206,9 @@ _UUID = re.compile(r"client-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9
 _TS = re.compile(r'"ts":"[^"]*"')
 _TOOK = re.compile(r"took = [0-9.]+[a-zµ]+")
 _COMPACTED = re.compile(r"^compacted revision (\d+)$", re.M)
+_ATTACHED = re.compile(r"attached keys\(\[([^\]]*)\]\)")
+_CANCELED_WARNING = re.compile(
+    r'^\{"level":\s?"warn".*code = Canceled desc = context canceled"\}\n?', re.M)
 _REMAINING = re.compile(r"granted with TTL\((\d+)s\), remaining\((-?\d+)s\)")
 
 
@@ -221,6 +224,7 @@ class Normalizer:
         self.base = 0 if absolute else base
         self.absolute = absolute
         self.ids: dict[int, str] = {}
+        self.id_prefixes: list[re.Pattern[str]] = []
         if server.cluster_id:
             self.ids[server.cluster_id] = "<cluster>"
         if server.member_id:
@@ -265,6 +269,10 @@ class Normalizer:
         return v
 
     def tree(self, node: Any, key: str = "", parent: dict[str, Any] | None = None) -> Any:
+        if (key == "keys" and isinstance(node, list) and parent is not None
+                and "granted-ttl" in parent):
+            # a lease's keys are a set in etcd (Go map order); compare them sorted
+            return sorted(node, key=str)
         if isinstance(node, dict):
             return {k: self.tree(v, k, node) for k, v in node.items()}
         if isinstance(node, list):
@@ -297,8 +305,17 @@ class Normalizer:
                 out.append(self._text_line(line))
         return "\n".join(out)
 
+    def id_after(self, prefix: str) -> None:
+        """Treat ``<prefix>/<hex>`` as a lease id printed with %x (lock/elect keys)."""
+        self.id_prefixes.append(re.compile(re.escape(prefix) + r"/([0-9a-f]{1,16})\b"))
+
     def _text_line(self, line: str) -> str:
         srv = self.server
+        for pat in self.id_prefixes:
+            line = pat.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)]
+                           + str(self.ident(int(m.group(1), 16))), line)
+        line = _ATTACHED.sub(lambda m: "attached keys([" + " ".join(sorted(m.group(1).split()))
+                             + "])", line)
         if srv.member_id:
             # member list prints the member id with %x (no zero padding)
             line = re.sub(rf"\b{srv.member_id:x}\b", "<member>", line)
@@ -413,6 +430,7 @@ class Background:
     def __init__(self, side: Side, title: str, proc: Proc, err: Path) -> None:
         # stdout goes to the ProcessGroup's log file, stderr to ``err``
         self.side, self.title, self.proc, self.err = side, title, proc, err
+        self.stopped = False
 
     def stdout(self) -> str:
         return self.proc.log()
@@ -439,6 +457,7 @@ class Background:
             os.killpg(self.proc.popen.pid, sig)
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int | None:
+        self.stopped = True
         if self.proc.alive():
             self.send(sig)
         try:
@@ -455,8 +474,13 @@ class Background:
 
     def record(self, rc: int | None, stdout: str | None = None) -> None:
         out = stdout if stdout is not None else self.stdout()
+        err = self.stderr()
+        if self.stopped:
+            # clientv3 may or may not log its in-flight call being cancelled by Ctrl-C:
+            # a client-side race at shutdown, seen on real etcd too
+            err = _CANCELED_WARNING.sub("", err)
         self.side.record_result(self.title + "   (background)",
-                                CtlResult(out.encode(), self.stderr().encode(), rc))
+                                CtlResult(out.encode(), err.encode(), rc))
 
 
 def _dec(b: bytes) -> str:
@@ -514,6 +538,11 @@ class Case:
             values = self.each(values)
         for side, v in zip(self.sides, values, strict=True):
             side.transcript.append(f"# {label}: {v}")
+
+    def id_after(self, prefix: str) -> None:
+        """Lock/elect keys are ``<name>/<lease id in %x>``: normalise that id."""
+        for side in self.sides:
+            side.norm.id_after(prefix)
 
     def capture(self, results: Sequence[CtlResult], pattern: str, var: str) -> None:
         """Store regex group 1 of each side's stdout as ``Var(var)`` for later steps."""

@@ -168,6 +168,7 @@ def lock_holders(side: Side, name: str) -> int:
 def test_lock_contention_and_release(compat) -> None:
     with compat() as c:
         name = c.p + "L"
+        c.id_after(name)
 
         def run(side: Side) -> None:
             holder = side.spawn("holder", ["lock", name])
@@ -192,6 +193,7 @@ def test_lock_contention_and_release(compat) -> None:
 
 def test_lock_exec_command(compat) -> None:
     with compat() as c:
+        c.id_after(c.p + "L")
         c.ctl("lock", c.p + "L", "--", "sh", "-c", 'echo "got $ETCD_LOCK_KEY"; exit 3')
         c.ctl("get", c.p + "L", "--prefix")
 
@@ -199,6 +201,7 @@ def test_lock_exec_command(compat) -> None:
 def test_elect_and_observe(compat) -> None:
     with compat() as c:
         name = c.p + "E"
+        c.id_after(name)
 
         def run(side: Side) -> None:
             leader = side.spawn("leader", ["elect", name, "proposal-1"])

@@ -115,3 +115,16 @@ def test_live_comparison_fails_on_different_revisions(compat_pair: Pair) -> None
     finally:
         c.close()
     assert '"revision": "R+1"' in str(err.value) and '"revision": "R+2"' in str(err.value)
+
+
+def test_lock_key_ids_and_lease_key_sets() -> None:
+    n = Normalizer(fake_server(), 0)
+    n.id_after("job/L")
+    assert n.text("job/L/c27a20101f4ba08 job/L/1") == "job/L/<id1> job/L/<id2>"
+    a = norm("lease 0000000000000001 granted with TTL(60s), remaining(60s), "
+             "attached keys([k/b k/a])")
+    b = norm("lease 0000000000000001 granted with TTL(60s), remaining(60s), "
+             "attached keys([k/a k/b])")
+    assert a == b
+    assert a != norm("lease 0000000000000001 granted with TTL(60s), remaining(60s), "
+                     "attached keys([k/a])")
