@@ -1,0 +1,279 @@
+"""Run one job attempt as a subprocess, in its own process group.
+
+Invariants:
+
+* The job runs in a new session (``start_new_session``), so its process group id is its pid
+  and every signal raftcron sends goes to the **whole group**: grandchildren included.
+* A string command runs as ``/bin/sh -c <string>``; a list runs directly (no shell).
+* The environment is the worker's, then the job's ``env``, then ``RAFTCRON_JOB``,
+  ``RAFTCRON_OCCURRENCE``, ``RAFTCRON_RUN_ID``, ``RAFTCRON_FENCING_TOKEN`` and
+  ``RAFTCRON_ATTEMPT`` (which the job cannot override). stdin is ``/dev/null``.
+* stdout and stderr are merged and written by the job straight into the caller's log file
+  (appended; an anonymous temporary file when there is none), so no pipe can keep a run
+  "open" and raftcron never copies output. When the run ends, the last ``tail_bytes``
+  (default 4 KiB) of what this run wrote are read back for the run record.
+* ``timeout``: SIGTERM to the group, then SIGKILL after ``kill_grace`` seconds.
+  :meth:`JobProcess.kill` SIGKILLs the group at once (deadman, ``replace``, kill requests);
+  :meth:`JobProcess.terminate` is the polite SIGTERM-then-SIGKILL form.
+* When the job's main process exits, whatever is left of its process group (background
+  children) is SIGKILLed, so a finished run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import structlog
+
+from scheduler.clock import Clock, SystemClock
+from scheduler.errors import ExecutorError
+
+if TYPE_CHECKING:
+    from scheduler.spec import JobSpec
+
+__all__ = ["DEFAULT_KILL_GRACE", "DEFAULT_TAIL_BYTES", "JobProcess", "RunRequest",
+           "RunResult", "run_job"]
+
+DEFAULT_TAIL_BYTES = 4096
+DEFAULT_KILL_GRACE = 5.0
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything needed to start one attempt of one occurrence."""
+
+    job: str
+    occurrence: str
+    run_id: str
+    fencing_token: int
+    attempt: int
+    command: tuple[str, ...] | str
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    timeout: float | None = None
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, *, occurrence: str, run_id: str, fencing_token: int,
+                  attempt: int = 1) -> RunRequest:
+        """The request for one attempt of ``spec``'s occurrence ``occurrence``."""
+        return cls(job=spec.name, occurrence=occurrence, run_id=run_id,
+                   fencing_token=fencing_token, attempt=attempt, command=spec.command,
+                   env=dict(spec.env), workdir=spec.workdir, timeout=spec.timeout)
+
+    def argv(self) -> list[str]:
+        if isinstance(self.command, str):
+            return ["/bin/sh", "-c", self.command]
+        return list(self.command)
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        env = dict(base)
+        env.update(self.env)
+        env.update({
+            "RAFTCRON_JOB": self.job,
+            "RAFTCRON_OCCURRENCE": self.occurrence,
+            "RAFTCRON_RUN_ID": self.run_id,
+            "RAFTCRON_FENCING_TOKEN": str(self.fencing_token),
+            "RAFTCRON_ATTEMPT": str(self.attempt),
+        })
+        return env
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How an attempt ended.
+
+    ``exit_code`` is the main process's exit status, or None when a signal ended it (then
+    ``signal`` holds the signal number). ``timed_out`` and ``killed`` say raftcron ended it
+    (``kill_reason`` says why). ``output_tail`` is the last ``tail_bytes`` of the merged
+    output, decoded as UTF-8 with replacement; ``output_bytes`` counts all of it.
+    """
+
+    pid: int
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    killed: bool
+    kill_reason: str | None
+    started_at: datetime
+    finished_at: datetime
+    duration: float
+    output_tail: str
+    output_bytes: int
+    output_truncated: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and not self.killed
+
+
+class JobProcess:
+    """One running attempt. ``await start()``, then ``await wait()``; ``kill()`` any time."""
+
+    def __init__(self, request: RunRequest, *, log_path: str | Path | None = None,
+                 tail_bytes: int = DEFAULT_TAIL_BYTES, kill_grace: float = DEFAULT_KILL_GRACE,
+                 clock: Clock | None = None, base_env: Mapping[str, str] | None = None) -> None:
+        self.request = request
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.tail_bytes = tail_bytes
+        self.kill_grace = kill_grace
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.base_env = dict(os.environ) if base_env is None else dict(base_env)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[RunResult] | None = None
+        self._timed_out = False
+        self._kill_reason: str | None = None
+        self._terminator: asyncio.Task[None] | None = None
+        self._log = log.bind(job=request.job, occurrence=request.occurrence,
+                             run_id=request.run_id, attempt=request.attempt)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def done(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    async def start(self) -> None:
+        """Spawn the process; raises :class:`ExecutorError` if it cannot be started."""
+        if self._proc is not None:
+            raise ExecutorError("already started")
+        req = self.request
+        out: IO[bytes] | None = None
+        try:
+            if self.log_path is not None:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                out = self.log_path.open("a+b")
+            else:
+                out = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _supervise
+            out.seek(0, os.SEEK_END)
+            start_offset = out.tell()
+            self._proc = await asyncio.create_subprocess_exec(
+                *req.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                stderr=asyncio.subprocess.STDOUT, env=req.environment(self.base_env),
+                cwd=req.workdir, start_new_session=True)
+        except OSError as exc:
+            if out is not None:
+                out.close()
+            self._log.warning("job.spawn_failed", error=str(exc))
+            raise ExecutorError(f"cannot start job {req.job!r}: {exc}") from exc
+        started_at = self.clock.now()
+        t0 = self.clock.monotonic()
+        self._log.info("job.start", pid=self._proc.pid, argv=req.argv(), workdir=req.workdir,
+                       timeout=req.timeout, fencing_token=req.fencing_token)
+        self._task = asyncio.create_task(
+            self._supervise(self._proc, out, start_offset, started_at, t0))
+
+    async def wait(self) -> RunResult:
+        """Wait for the attempt to end (normally, by timeout or by kill)."""
+        if self._task is None:
+            raise ExecutorError("not started")
+        return await asyncio.shield(self._task)
+
+    def kill(self, reason: str = "killed") -> None:
+        """SIGKILL the whole process group now. No-op if not started or already finished."""
+        if self._proc is None or self.done:
+            return
+        if self._kill_reason is None:
+            self._kill_reason = reason
+        self._log.info("job.kill", pid=self._proc.pid, reason=reason)
+        self._signal_group(signal.SIGKILL)
+
+    def terminate(self, reason: str = "terminated", grace: float | None = None) -> None:
+        """SIGTERM the group, SIGKILL it after ``grace`` (default ``kill_grace``) seconds."""
+        if self._proc is None or self.done:
+            return
+        if self._kill_reason is None:
+            self._kill_reason = reason
+        self._log.info("job.terminate", pid=self._proc.pid, reason=reason)
+        if self._terminator is None:
+            self._terminator = asyncio.create_task(
+                self._term_then_kill(self.kill_grace if grace is None else grace))
+
+    # ------------------------------------------------------------------ internals
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+    async def _term_then_kill(self, grace: float) -> None:
+        assert self._proc is not None
+        self._signal_group(signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._proc.wait()), grace)
+        self._signal_group(signal.SIGKILL)
+
+    async def _supervise(self, proc: asyncio.subprocess.Process, out: IO[bytes],
+                         start_offset: int, started_at: datetime, t0: float) -> RunResult:
+        try:
+            timeout = self.request.timeout
+            waiter = asyncio.ensure_future(proc.wait())
+            done, _ = await asyncio.wait({waiter}, timeout=timeout)
+            if not done:
+                self._timed_out = True
+                self._log.warning("job.timeout", pid=proc.pid, timeout=timeout)
+                if self._terminator is None:
+                    self._terminator = asyncio.create_task(self._term_then_kill(self.kill_grace))
+            returncode = await waiter
+            # Leftovers of the group (background children) die with the run.
+            self._signal_group(signal.SIGKILL)
+            if self._terminator is not None:
+                self._terminator.cancel()
+            total, tail = _read_tail(out, start_offset, self.tail_bytes)
+        finally:
+            out.close()
+        duration = self.clock.monotonic() - t0
+        result = RunResult(
+            pid=proc.pid,
+            exit_code=returncode if returncode >= 0 else None,
+            signal=-returncode if returncode < 0 else None,
+            timed_out=self._timed_out,
+            killed=self._kill_reason is not None,
+            kill_reason=self._kill_reason,
+            started_at=started_at,
+            finished_at=self.clock.now(),
+            duration=duration,
+            output_tail=tail.decode("utf-8", errors="replace"),
+            output_bytes=total,
+            output_truncated=total > len(tail),
+        )
+        self._log.info("job.end", pid=proc.pid, exit_code=result.exit_code,
+                       signal=result.signal, timed_out=result.timed_out, killed=result.killed,
+                       kill_reason=result.kill_reason, duration=round(duration, 3),
+                       output_bytes=result.output_bytes)
+        return result
+
+
+def _read_tail(out: IO[bytes], start: int, limit: int) -> tuple[int, bytes]:
+    """(bytes written since ``start``, the last ``limit`` of them)."""
+    out.flush()
+    end = os.fstat(out.fileno()).st_size
+    total = max(0, end - start)
+    n = min(total, limit)
+    if n == 0:
+        return total, b""
+    return total, os.pread(out.fileno(), n, end - n)
+
+
+async def run_job(request: RunRequest, *, log_path: str | Path | None = None,
+                  tail_bytes: int = DEFAULT_TAIL_BYTES, kill_grace: float = DEFAULT_KILL_GRACE,
+                  clock: Clock | None = None,
+                  base_env: Mapping[str, str] | None = None) -> RunResult:
+    """Start ``request`` and wait for it; raises :class:`ExecutorError` if it can't start."""
+    proc = JobProcess(request, log_path=log_path, tail_bytes=tail_bytes, kill_grace=kill_grace,
+                      clock=clock, base_env=base_env)
+    await proc.start()
+    return await proc.wait()
