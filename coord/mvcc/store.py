@@ -10,11 +10,13 @@ Data model (chosen for memory: one tuple per key version, no per-revision dicts)
   index and the revision log.
 * ``_index[key]`` is the key's history: a list of records in increasing ``mod_rev`` order. A
   *generation* is a run of live records ended by a tombstone; the newest record tells whether
-  the key currently exists. ``_keys`` is the same key set, sorted, for ranges.
-* ``_log[rev]`` is a flat tuple ``(key0, rec0, key1, rec1, ...)``: every change made at main
-  revision ``rev``, in op order (the position is etcd's sub-revision). Every revision in
-  ``[max(compact_rev, 2), current_rev]`` has an entry, because a revision only exists when
-  something changed.
+  the key currently exists. ``_keys`` is the same key set, sorted, for ranges (keys created
+  since the last ordered read wait in ``_new`` and are merged lazily, so a put of a new key
+  costs no sorted insert).
+* ``_log[rev - _log_first]`` is a flat tuple ``(key0, rec0, key1, rec1, ...)``: every change
+  made at main revision ``rev``, in op order (the position is etcd's sub-revision). Every
+  revision in ``[max(compact_rev, 2), current_rev]`` has an entry, because a revision only
+  exists when something changed.
 
 Invariants:
 
@@ -67,14 +69,28 @@ class KVStore:
     and ``commit()`` makes them one revision; ``rollback()`` undoes a batch that failed.
     """
 
-    __slots__ = ("_compact", "_index", "_keys", "_log", "_pending", "_rev", "watch_hub")
+    __slots__ = (
+        "_compact",
+        "_index",
+        "_keys",
+        "_log",
+        "_log_first",
+        "_new",
+        "_next",
+        "_pending",
+        "_rev",
+        "watch_hub",
+    )
 
     def __init__(self) -> None:
         self._index: dict[bytes, list[Rec]] = {}
         self._keys: SortedList = SortedList()
-        self._log: dict[int, tuple[bytes | Rec, ...]] = {}
+        self._new: list[bytes] = []
+        self._log: list[tuple[bytes | Rec, ...]] = []
+        self._log_first = 2
         self._pending: list[bytes | Rec] = []
         self._rev = 1
+        self._next = 2  # the int object shared by every record of the next revision
         self._compact = -1
         self.watch_hub: WatchHub = WatchHub(self)
 
@@ -109,7 +125,18 @@ class KVStore:
 
     def log_entry(self, rev: int) -> tuple[bytes | Rec, ...] | None:
         """The flat change tuple of one revision, or None if compacted/absent."""
-        return self._log.get(rev)
+        i = rev - self._log_first
+        if 0 <= i < len(self._log):
+            return self._log[i]
+        return None
+
+    def sorted_keys(self) -> SortedList:
+        """Every indexed key in order (merges keys created since the last call)."""
+        new = self._new
+        if new:
+            self._keys.update(new)
+            new.clear()
+        return self._keys
 
     # ------------------------------------------------------------------ reads
     def range(
@@ -149,11 +176,11 @@ class KVStore:
                 return [], 0, cur
             return ([] if count_only else [(key, rec)]), 1, cur
         if end == b"\0":
-            it: Iterable[bytes] = self._keys.irange(key, None, (True, False))
+            it: Iterable[bytes] = self.sorted_keys().irange(key, None, (True, False))
         elif end <= key:
             return [], 0, cur
         else:
-            it = self._keys.irange(key, end, (True, False))
+            it = self.sorted_keys().irange(key, end, (True, False))
         out: list[KeyRec] = []
         count = 0
         room = limit if limit > 0 and not count_only else (0 if count_only else -1)
@@ -200,12 +227,12 @@ class KVStore:
         Version +1 and create_rev kept within a generation; a new generation starts at
         version 1 with create_rev = the new revision.
         """
-        rev = self._rev + 1
+        rev = self._next
         recs = self._index.get(key)
         if recs is None:
             rec: Rec = (rev, rev, 1, lease, value)
             self._index[key] = [rec]
-            self._keys.add(key)
+            self._new.append(key)
             prev = None
         else:
             prev = recs[-1]
@@ -228,7 +255,7 @@ class KVStore:
         """
         items, _, _ = self.range(key, end)
         if items:
-            tomb: Rec = (self._rev + 1, 0, 0, 0, None)
+            tomb: Rec = (self._next, 0, 0, 0, None)
             index = self._index
             pending = self._pending
             for k, _rec in items:
@@ -243,19 +270,50 @@ class KVStore:
         pending = self._pending
         if not pending:
             return self._rev
-        self._rev = rev = self._rev + 1
+        self._rev = rev = self._next
+        self._next = rev + 1
         changes = tuple(pending)
         pending.clear()
-        self._log[rev] = changes
+        self._log.append(changes)
         hub = self.watch_hub
         if hub.active:
             hub.notify(rev, changes)
         return rev
 
+    def put_commit(self, key: bytes, value: bytes, lease: int) -> tuple[Rec | None, int]:
+        """Fast path: one put as its own revision (outside any batch). Returns
+        ``(previous live record or None, new revision)``."""
+        assert not self._pending, "put_commit inside a write batch"
+        rev = self._next
+        index = self._index
+        recs = index.get(key)
+        if recs is None:
+            rec: Rec = (rev, rev, 1, lease, value)
+            index[key] = [rec]
+            self._new.append(key)
+            prev = None
+        else:
+            prev = recs[-1]
+            if prev[4] is None:
+                rec = (rev, rev, 1, lease, value)
+                prev = None
+            else:
+                rec = (rev, prev[1], prev[2] + 1, lease, value)
+            recs.append(rec)
+        self._rev = rev
+        self._next = rev + 1
+        changes = (key, rec)
+        self._log.append(changes)
+        hub = self.watch_hub
+        if hub.active:
+            hub.notify(rev, changes)
+        return prev, rev
+
     def rollback(self) -> None:
         """Undo every staged change of the current batch (used when an op fails midway)."""
         pending = self._pending
         index = self._index
+        keys = self.sorted_keys()
         for i in range(len(pending) - 2, -1, -2):
             key = pending[i]
             assert isinstance(key, bytes)
@@ -263,7 +321,7 @@ class KVStore:
             recs.pop()
             if not recs:
                 del index[key]
-                self._keys.remove(key)
+                keys.remove(key)
         pending.clear()
 
     # ------------------------------------------------------------------ compaction
@@ -279,15 +337,16 @@ class KVStore:
             raise FutureRevision()
         assert not self._pending, "compact inside a write batch"
         log = self._log
+        first = self._log_first
         touched: dict[bytes, None] = {}
-        for r in range(max(self._compact, 2), rev + 1):
-            changes = log.get(r)
-            if changes is None:
-                continue
-            for k in changes[0::2]:
+        for r in range(max(self._compact, first), rev + 1):
+            for k in log[r - first][0::2]:
                 touched[k] = None  # type: ignore[index]
-            if r < rev:
-                del log[r]
+        drop = rev - first
+        if drop > 0:
+            del log[:drop]
+            self._log_first = rev
+        keys = self.sorted_keys()
         index = self._index
         for k in touched:
             recs = index.get(k)
@@ -301,7 +360,7 @@ class KVStore:
                 i += 1
             if i >= len(recs):
                 del index[k]
-                self._keys.remove(k)
+                keys.remove(k)
             elif i:
                 del recs[:i]
         self._compact = rev
@@ -320,7 +379,7 @@ class KVStore:
             rev = self._rev
         h = zlib.crc32(b"key")
         pack = _REC.pack
-        for k in self._keys:
+        for k in self.sorted_keys():
             for rec in self._index[k]:
                 if rec[0] > rev:
                     break
@@ -341,7 +400,7 @@ class KVStore:
         base: list[bytes] = []
         nbase = 0
         floor = max(self._compact, 2)
-        for k in self._keys:
+        for k in self.sorted_keys():
             rec = self._index[k][0]
             if rec[0] < floor:
                 v = rec[4]
@@ -357,7 +416,7 @@ class KVStore:
         out.append(qpack(first))
         out.append(ipack(self._rev - first + 1))
         for r in range(first, self._rev + 1):
-            changes = self._log[r]
+            changes = self._log[r - self._log_first]
             out.append(ipack(len(changes) // 2))
             for j in range(0, len(changes), 2):
                 k = changes[j]
@@ -401,8 +460,8 @@ class KVStore:
         (first,) = qun(mv, pos)
         (nlog,) = iun(mv, pos + 8)
         pos += 12
-        log: dict[int, tuple[bytes | Rec, ...]] = {}
-        for r in range(first, first + nlog):
+        log: list[tuple[bytes | Rec, ...]] = []
+        for _r in range(first, first + nlog):
             (n,) = iun(mv, pos)
             pos += 4
             changes: list[bytes | Rec] = []
@@ -430,13 +489,16 @@ class KVStore:
                     keys.append(k)
                 else:
                     recs.append(rec)
-            log[r] = tuple(changes)
+            log.append(tuple(changes))
         if pos != len(data):
             raise ValueError("trailing bytes in mvcc snapshot")
         self._index = index
         self._keys = SortedList(keys)
+        self._new = []
         self._log = log
+        self._log_first = first
         self._pending = []
         self._rev = cur
+        self._next = cur + 1
         self._compact = comp
         self.watch_hub.on_restore(old_rev)

@@ -213,8 +213,20 @@ class Applier:
         return resp
 
     def _apply_put(self, p: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        self._check_put(p)
         store = self.store
+        if not (p.lease or p.ignore_value or p.ignore_lease or store.in_write):
+            # Hot path: a plain put cannot fail, so stage and commit in one step.
+            key = p.key
+            prev, rev = store.put_commit(key, p.value, 0)
+            resp = rpc_pb2.PutResponse()
+            resp.header.revision = rev
+            if prev is not None:
+                if prev[3]:
+                    self.lessor.detach(prev[3], key)
+                if p.prev_kv:
+                    _fill_kv(resp.prev_kv, key, prev)
+            return resp
+        self._check_put(p)
         try:
             resp = self._put(p)
         except BaseException:
@@ -431,7 +443,7 @@ class Applier:
         self.store.restore(s)
         self.lessor.restore(lz, now)
         store = self.store
-        for k in store._keys:
+        for k in store.sorted_keys():
             rec = store.get(k)
             if rec is not None and rec[3]:
                 self.lessor.attach(rec[3], k)
