@@ -252,7 +252,7 @@ def test_at_transition_boundaries_exactly() -> None:
 
 def test_no_fire_twice_at_one_instant_and_strictly_increasing() -> None:
     for tz in (NY, BERLIN, "Australia/Lord_Howe", "UTC"):
-        for expr in ("*/7 * * * *", "0,30 1-3 * * *", "30 2 * * *", "@hourly", "*/13 * 2 * * *"):
+        for expr in ("*/7 * * * *", "0,30 1-3 * * *", "30 2 * * *", "*/13 * 2 * * *"):
             xs = list(Timetable.parse(expr, tz).between(utc("2026-03-07"), utc("2026-03-10")))
             xs += Timetable.parse(expr, tz).between(utc("2026-03-28"), utc("2026-03-30"))
             xs += Timetable.parse(expr, tz).between(utc("2026-10-24"), utc("2026-10-26"))
@@ -455,6 +455,7 @@ def test_rendezvous_is_stable_across_processes() -> None:
     assert out.stdout.strip() == ",".join(ranked)
 
 
+@settings(max_examples=50)
 @given(workers=_workers, job=st.text(min_size=1, max_size=10), occ=_occ)
 def test_rank_is_deterministic_permutation(workers: list[str], job: str, occ: str) -> None:
     ranked = rank_workers(job, occ, workers)
@@ -462,7 +463,8 @@ def test_rank_is_deterministic_permutation(workers: list[str], job: str, occ: st
     assert rank_workers(job, occ, list(reversed(workers))) == ranked
 
 
-@given(workers=_workers, occs=st.lists(_occ, min_size=1, max_size=30), data=st.data())
+@settings(max_examples=50)
+@given(workers=_workers, occs=st.lists(_occ, min_size=1, max_size=10), data=st.data())
 def test_removing_a_worker_only_moves_its_items(workers: list[str], occs: list[str],
                                                 data: st.DataObject) -> None:
     gone = data.draw(st.sampled_from(workers))
