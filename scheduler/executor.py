@@ -134,6 +134,8 @@ class JobProcess:
         self._timed_out = False
         self._kill_reason: str | None = None
         self._terminator: asyncio.Task[None] | None = None
+        self._out: IO[bytes] | None = None
+        self._start_offset = 0
         self._log = log.bind(job=request.job, occurrence=request.occurrence,
                              run_id=request.run_id, attempt=request.attempt)
 
@@ -172,8 +174,16 @@ class JobProcess:
         t0 = self.clock.monotonic()
         self._log.info("job.start", pid=self._proc.pid, argv=req.argv(), workdir=req.workdir,
                        timeout=req.timeout, fencing_token=req.fencing_token)
+        self._out, self._start_offset = out, start_offset
         self._task = asyncio.create_task(
             self._supervise(self._proc, out, start_offset, started_at, t0))
+
+    def current_tail(self) -> str:
+        """The last ``tail_bytes`` of output so far (live view of a running attempt)."""
+        if self._out is None or self._out.closed:
+            return ""
+        _, tail = _read_tail(self._out, self._start_offset, self.tail_bytes)
+        return tail.decode("utf-8", errors="replace")
 
     async def wait(self) -> RunResult:
         """Wait for the attempt to end (normally, by timeout or by kill)."""

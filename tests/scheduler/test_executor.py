@@ -197,6 +197,7 @@ def test_terminate_is_polite_first(tmp_path: Path) -> None:
         await proc.start()
         # wait until the trap is installed (the job says so), then terminate
         await asyncio.to_thread(wait_until, lambda: logf.exists() and logf.stat().st_size > 0)
+        assert proc.current_tail() == "ready\n"
         proc.terminate("deadman", grace=5)
         return await proc.wait()
 
