@@ -49,6 +49,8 @@ class RunRecord:
     run_id: str = ""
     attempt: int = 0
     fencing_token: int = 0
+    spec_revision: int = 0
+    """mod_revision of the job spec the run was planned from."""
     claimed_at: float = 0.0
     started_at: float = 0.0
     finished_at: float = 0.0
@@ -128,19 +130,21 @@ class ClaimStore:
         self.txns = 0
         """Claim txns sent (for the claims-per-occurrence figure)."""
 
-    def _new_record(self, job: str, occurrence: str, attempt: int) -> RunRecord:
+    def _new_record(self, job: str, occurrence: str, attempt: int,
+                    spec_revision: int) -> RunRecord:
         return RunRecord(job=job, occurrence=occurrence, status="claimed", worker=self.me.worker,
                          host=self.me.host, pid=self.me.pid, run_id=uuid.uuid4().hex,
-                         attempt=attempt, claimed_at=time.time())
+                         attempt=attempt, claimed_at=time.time(), spec_revision=spec_revision)
 
     def _holder(self, rec: RunRecord) -> LockHolder:
         return LockHolder(worker=self.me.worker, host=self.me.host, pid=self.me.pid,
                           occurrence=rec.occurrence, run_id=rec.run_id,
                           started_at=rec.claimed_at, lease=self.me.lease)
 
-    async def claim(self, job: str, occurrence: str, *, exclusive: bool) -> Claim | None:
+    async def claim(self, job: str, occurrence: str, *, exclusive: bool,
+                    spec_revision: int = 0) -> Claim | None:
         """Try to claim (job, occurrence). ``None``: someone else has it (or the job is busy)."""
-        rec = self._new_record(job, occurrence, attempt=1)
+        rec = self._new_record(job, occurrence, 1, spec_revision)
         rk, lk = run_key(job, occurrence), lock_key(job)
         lock_put = put(lk, self._holder(rec).encode(), lease=self.me.lease)
         if exclusive:
@@ -160,9 +164,9 @@ class ClaimStore:
         return Claim(job, occurrence, res.revision, res.revision, rec, holds)
 
     async def takeover(self, job: str, occurrence: str, lost: RunRecord,
-                       seen_revision: int) -> Claim | None:
+                       seen_revision: int, spec_revision: int = 0) -> Claim | None:
         """Claim again a run that was lost before it started (``on_lost: rerun``)."""
-        rec = self._new_record(job, occurrence, attempt=lost.attempt + 1)
+        rec = self._new_record(job, occurrence, lost.attempt + 1, spec_revision)
         rk, lk = run_key(job, occurrence), lock_key(job)
         self.txns += 1
         res = await self.client.txn(

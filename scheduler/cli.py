@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import socket
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
+import structlog
 import typer
 
 from coord.logsetup import configure as configure_logging
+
+log = structlog.get_logger("raftcron")
 
 app = typer.Typer(
     name="raftcron",
@@ -56,6 +63,12 @@ def coord_serve(
     listen_client: ClientOpt = "127.0.0.1:2379",
     listen_peer: PeerOpt = "127.0.0.1:2380",
     initial_cluster: ClusterOpt = None,
+    initial_cluster_state: Annotated[str, typer.Option(
+        "--initial-cluster-state",
+        help="'new' bootstraps a cluster from --initial-cluster; 'existing' joins a running "
+        "cluster after `etcdctl member add`.")] = "new",
+    snapshot_count: Annotated[int, typer.Option(
+        "--snapshot-count", help="Applied entries between snapshots (log compaction).")] = 10_000,
 ) -> None:
     """Serve the etcd v3 API from a coord member (no scheduler worker).
 
@@ -71,7 +84,9 @@ def coord_serve(
     try:
         cluster = parse_initial_cluster(initial_cluster) if initial_cluster else {}
         config = ServerConfig(name=name, data_dir=data_dir, listen_client=listen_client,
-                              listen_peer=listen_peer, initial_cluster=cluster)
+                              listen_peer=listen_peer, initial_cluster=cluster,
+                              initial_cluster_state=initial_cluster_state,
+                              snapshot_count=snapshot_count)
     except ConfigError as err:
         fail(str(err), 2)
         return
@@ -84,9 +99,418 @@ def coord_serve(
         fail(str(err), 1)
 
 
+# ---------------------------------------------------------------------------- client side
+EndpointsOpt = Annotated[str, typer.Option(
+    "--endpoints", envvar="RAFTCRON_ENDPOINTS",
+    help="Comma-separated HOST:PORT of coord members or etcd servers.")]
+OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table or json.")]
+TagsOpt = Annotated[str, typer.Option("--tags", help="k=v,... this worker offers to jobs.")]
+
+jobs_app = typer.Typer(help="Inspect and control jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+
+
+def parse_tags(text: str) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        k, sep, v = part.partition("=")
+        if not sep or not k:
+            fail(f"--tags: expected k=v,..., got {part!r}", 2)
+        tags[k] = v
+    return tags
+
+
+def check_output(output: str) -> None:
+    if output not in ("table", "json"):
+        fail(f"-o must be table or json, not {output!r}", 2)
+
+
+def client_call(endpoints: str, fn: Any) -> Any:
+    """Run ``fn(client)`` against the endpoints; store errors become a clear exit 1."""
+    from coord.client import Client, ClientError
+    from scheduler.admin import AdminError
+    from scheduler.errors import SpecError
+
+    async def body() -> Any:
+        async with Client(endpoints, timeout=5) as client:
+            return await fn(client)
+    try:
+        return asyncio.run(body())
+    except AdminError as err:
+        fail(str(err))
+    except SpecError as err:
+        fail(str(err), 2)
+    except ClientError as err:
+        fail(f"cannot reach the store at {endpoints}: {err}")
+
+
+def emit(output: str, rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
+    if output == "json":
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    if not rows:
+        typer.echo(f"{title}: none")
+        return
+    # Off a terminal (pipes, CI logs) print wide rather than truncating cells.
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
+
+
+@app.command("validate")
+def validate(file: Annotated[Path, typer.Argument(help="The job file (YAML).")]) -> None:
+    """Check a job file; print every problem, or each job's next 5 fire times.
+
+    Example:  raftcron validate jobs.example.yaml
+    """
+    from scheduler.errors import SpecError
+    from scheduler.spec import load_jobs
+
+    try:
+        specs = load_jobs(file)
+    except SpecError as err:
+        fail(str(err), 2)
+        return
+    now = datetime.now(UTC)
+    for spec in specs:
+        tt = spec.timetable()
+        state = " (suspended)" if spec.suspend else ""
+        typer.echo(f"{spec.name}: {spec.schedule} [{spec.timezone}]{state}")
+        t = now
+        for _ in range(5):
+            nxt = tt.next_after(t)
+            if nxt is None:
+                break
+            local = nxt.astimezone(ZoneInfo(spec.timezone))
+            typer.echo(f"    {nxt.isoformat()}    {local.isoformat()}")
+            t = nxt
+    typer.echo(f"{file}: {len(specs)} job(s) OK")
+
+
+@app.command("apply")
+def apply(
+    file: Annotated[Path, typer.Option("-f", "--file", help="The job file (YAML).")],
+    endpoints: EndpointsOpt = "127.0.0.1:2379",
+    prune: Annotated[bool, typer.Option("--prune", help="Delete stored jobs not in the file.")]
+    = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the diff, write nothing.")]
+    = False,
+) -> None:
+    """Store the jobs of FILE (compare-and-set) and print what changed.
+
+    Example:  raftcron apply -f jobs.yaml --prune --dry-run
+    """
+    from scheduler.admin import apply_jobs
+    from scheduler.errors import SpecError
+    from scheduler.spec import load_jobs
+
+    try:
+        specs = load_jobs(file)
+    except SpecError as err:
+        fail(str(err), 2)
+        return
+    plan = client_call(endpoints, lambda c: apply_jobs(c, specs, prune=prune, dry_run=dry_run))
+    for ch in plan.changes:
+        sign = {"add": "+", "change": "~", "delete": "-", "same": "="}[ch.kind]
+        typer.echo(f"{sign} {ch.name}" + ("" if ch.kind == "same" else f" ({ch.kind})"))
+        for line in ch.diff:
+            typer.echo(f"      {line}")
+    n = len(plan.effective)
+    verb = "would change" if dry_run else "changed"
+    typer.echo(f"{n} job(s) {verb}, {len(plan.changes) - n} unchanged"
+               + (" (dry run: nothing written)" if dry_run else ""))
+
+
+@jobs_app.command("list")
+def jobs_list(endpoints: EndpointsOpt = "127.0.0.1:2379", output: OutputOpt = "table") -> None:
+    """List stored jobs with their next fire time and last run.
+
+    Example:  raftcron jobs list -o json
+    """
+    check_output(output)
+    from scheduler.admin import history, stored_jobs
+
+    async def body(c: Any) -> list[dict[str, Any]]:
+        rows = []
+        for name, (spec, _, rev) in sorted((await stored_jobs(c)).items()):
+            last = await history(c, name, limit=1)
+            row: dict[str, Any] = {"name": name, "revision": rev}
+            if spec is None:
+                row["schedule"] = "(unreadable spec)"
+            else:
+                nxt = spec.timetable().next_after(datetime.now(UTC))
+                row.update(schedule=spec.schedule, timezone=spec.timezone,
+                           suspended=spec.suspend, concurrency=spec.concurrency,
+                           next=nxt.isoformat() if nxt and not spec.suspend else None)
+            row["last"] = f"{last[0].occurrence} {last[0].status}" if last else None
+            rows.append(row)
+        return rows
+    rows = client_call(endpoints, body)
+    emit(output, rows, ["name", "schedule", "timezone", "suspended", "next", "last"], "jobs")
+
+
+@jobs_app.command("show")
+def jobs_show(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
+              output: OutputOpt = "table") -> None:
+    """Show one job's spec, next fire times and lock.
+
+    Example:  raftcron jobs show heartbeat
+    """
+    check_output(output)
+    from scheduler.admin import get_job, locks
+
+    async def body(c: Any) -> dict[str, Any]:
+        spec, rev = await get_job(c, name)
+        tt = spec.timetable()
+        fires, t = [], datetime.now(UTC)
+        for _ in range(5):
+            nxt = tt.next_after(t)
+            if nxt is None:
+                break
+            fires.append(nxt.isoformat())
+            t = nxt
+        held = [lk for lk in await locks(c) if lk["job"] == name]
+        return {"spec": spec.to_dict(), "revision": rev, "next": fires,
+                "lock": held[0] if held else None}
+    info = client_call(endpoints, body)
+    if output == "json":
+        typer.echo(json.dumps(info, indent=2))
+        return
+    for k, v in info["spec"].items():
+        typer.echo(f"{k:18} {v}")
+    typer.echo(f"{'revision':18} {info['revision']}")
+    typer.echo("next fires (UTC):  " + ", ".join(info["next"]))
+    typer.echo(f"{'lock':18} {info['lock'] or 'free'}")
+
+
+@jobs_app.command("history")
+def jobs_history(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
+                 output: OutputOpt = "table",
+                 limit: Annotated[int, typer.Option("--limit")] = 20) -> None:
+    """Recent runs of a job, newest first.
+
+    Example:  raftcron jobs history heartbeat --limit 5
+    """
+    check_output(output)
+    from dataclasses import asdict
+
+    from scheduler.admin import get_job, history
+
+    async def body(c: Any) -> list[dict[str, Any]]:
+        await get_job(c, name)
+        return [asdict(r) for r in await history(c, name, limit)]
+    rows = client_call(endpoints, body)
+    for r in rows:
+        for f in ("started_at", "finished_at", "claimed_at"):
+            r[f] = (datetime.fromtimestamp(r[f], UTC).isoformat(timespec="seconds")
+                    if r[f] else None)
+    emit(output, rows, ["occurrence", "status", "worker", "attempt", "exit_code",
+                        "started_at", "finished_at", "fencing_token", "note"], f"runs of {name}")
+
+
+@jobs_app.command("trigger")
+def jobs_trigger(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379") -> None:
+    """Run a job once now (a manual occurrence, claimed like any other).
+
+    Example:  raftcron jobs trigger heartbeat
+    """
+    from scheduler.admin import trigger
+
+    occ = client_call(endpoints, lambda c: trigger(c, name))
+    typer.echo(f"triggered {name} as occurrence {occ}")
+
+
+@jobs_app.command("kill")
+def jobs_kill(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
+              occurrence: Annotated[str | None, typer.Option("--occurrence")] = None) -> None:
+    """Kill a job's running run(s); the run is recorded as killed.
+
+    Example:  raftcron jobs kill slow-sleeper
+    """
+    from scheduler.admin import kill
+
+    client_call(endpoints, lambda c: kill(c, name, occurrence, "raftcron jobs kill"))
+    typer.echo(f"kill requested for {name}" + (f" occurrence {occurrence}" if occurrence else ""))
+
+
+@jobs_app.command("suspend")
+def jobs_suspend(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379") -> None:
+    """Stop scheduling a job (runs in progress finish).
+
+    Example:  raftcron jobs suspend nightly
+    """
+    from scheduler.admin import set_suspended
+
+    changed = client_call(endpoints, lambda c: set_suspended(c, name, True))
+    typer.echo(f"{name} suspended" if changed else f"{name} was already suspended")
+
+
+@jobs_app.command("resume")
+def jobs_resume(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379") -> None:
+    """Resume a suspended job (from now on: missed fires are not replayed).
+
+    Example:  raftcron jobs resume nightly
+    """
+    from scheduler.admin import set_suspended
+
+    changed = client_call(endpoints, lambda c: set_suspended(c, name, False))
+    typer.echo(f"{name} resumed" if changed else f"{name} was not suspended")
+
+
+@jobs_app.command("delete")
+def jobs_delete(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379") -> None:
+    """Delete a job's spec (its run history stays until pruned).
+
+    Example:  raftcron jobs delete old-report
+    """
+    from scheduler.admin import delete_job
+
+    client_call(endpoints, lambda c: delete_job(c, name))
+    typer.echo(f"{name} deleted")
+
+
+@app.command("locks")
+def locks_cmd(endpoints: EndpointsOpt = "127.0.0.1:2379", output: OutputOpt = "table") -> None:
+    """Who holds each job lock: worker, host, pid, occurrence, since, TTL left, fencing token.
+
+    Example:  raftcron locks -o json
+    """
+    check_output(output)
+    from scheduler.admin import locks
+
+    rows = client_call(endpoints, locks)
+    emit(output, rows, ["job", "worker", "host", "pid", "occurrence", "since", "ttl",
+                        "fencing_token"], "locks")
+
+
+@app.command("workers")
+def workers_cmd(endpoints: EndpointsOpt = "127.0.0.1:2379", output: OutputOpt = "table") -> None:
+    """Live workers and their tags.
+
+    Example:  raftcron workers
+    """
+    check_output(output)
+    from scheduler.admin import workers
+
+    rows = client_call(endpoints, workers)
+    emit(output, rows, ["worker", "host", "pid", "tags", "version", "started_at", "lease_ttl"],
+         "workers")
+
+
+# ---------------------------------------------------------------------------- processes
+def _worker_config(name: str, endpoints: list[str], tags: str, session_ttl: int,
+                   log_dir: Path, clock_offset: float) -> Any:
+    from scheduler.clock import SystemClock
+    from scheduler.worker import WorkerConfig
+
+    return WorkerConfig(name=name, endpoints=endpoints, tags=parse_tags(tags),
+                        session_ttl=session_ttl, log_dir=log_dir,
+                        clock=SystemClock(offset=clock_offset))
+
+
+SessionOpt = Annotated[int, typer.Option("--session-ttl",
+                                         help="Seconds of the worker's session lease.")]
+LogDirOpt = Annotated[Path, typer.Option("--log-dir", help="Where job output logs go.")]
+OffsetOpt = Annotated[float, typer.Option("--clock-offset", hidden=True,
+                                          help="Skew this worker's clock (tests).")]
+
+
+@app.command("worker")
+def worker_cmd(
+    endpoints: EndpointsOpt = "127.0.0.1:2379",
+    name: Annotated[str, typer.Option("--name", help="Unique worker name.")] = "",
+    tags: TagsOpt = "",
+    session_ttl: SessionOpt = 10,
+    log_dir: LogDirOpt = Path("raftcron-logs"),
+    clock_offset: OffsetOpt = 0.0,
+) -> None:
+    """Run a scheduler worker against coord members or a real etcd.
+
+    Example:  raftcron worker --endpoints 10.0.0.1:2379,10.0.0.2:2379 --tags disk=ssd
+    """
+    from scheduler.worker import Worker
+
+    configure_logging()
+    cfg = _worker_config(name or socket.gethostname(), endpoints.split(","), tags, session_ttl,
+                         log_dir, clock_offset)
+    run_until_signal(Worker(cfg).run)
+
+
+@app.command("agent")
+def agent(
+    name: NameOpt = "",
+    data_dir: DataDirOpt = Path("raftcron-data"),
+    listen_client: ClientOpt = "127.0.0.1:2379",
+    listen_peer: PeerOpt = "127.0.0.1:2380",
+    initial_cluster: ClusterOpt = None,
+    jobs: Annotated[Path | None, typer.Option("--jobs", help="Apply this job file at start.")]
+    = None,
+    tags: TagsOpt = "",
+    session_ttl: SessionOpt = 10,
+    log_dir: LogDirOpt = Path("raftcron-logs"),
+    clock_offset: OffsetOpt = 0.0,
+) -> None:
+    """Run a coord member and a worker in one process (no flags: a single-node cluster).
+
+    Example:  raftcron agent --jobs jobs.example.yaml
+    """
+    from coord.server.config import ConfigError, ServerConfig, parse_initial_cluster
+    from coord.server.server import CoordServer
+    from coord.storage import StorageError
+    from scheduler.errors import SpecError
+    from scheduler.spec import load_jobs
+    from scheduler.worker import Worker
+
+    configure_logging()
+    member = name or socket.gethostname()
+    specs = None
+    if jobs is not None:
+        try:
+            specs = load_jobs(jobs)
+        except SpecError as err:
+            fail(str(err), 2)
+    try:
+        cluster = parse_initial_cluster(initial_cluster) if initial_cluster else {}
+        config = ServerConfig(name=member, data_dir=data_dir, listen_client=listen_client,
+                              listen_peer=listen_peer, initial_cluster=cluster)
+    except ConfigError as err:
+        fail(str(err), 2)
+        return
+    server = CoordServer(config)
+    cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset)
+
+    async def main(stop: asyncio.Event) -> None:
+        from coord.client import Client
+        from scheduler.admin import apply_jobs
+
+        await server.start()
+        try:
+            if specs is not None:
+                async with Client([listen_client], timeout=30) as c:
+                    plan = await apply_jobs(c, specs, prune=False, dry_run=False)
+                log.info("agent.jobs_applied", file=str(jobs), changed=len(plan.effective),
+                         total=len(plan.changes))
+            await Worker(cfg).run(stop)
+        finally:
+            await server.stop()
+
+    try:
+        run_until_signal(main)
+    except StorageError as err:
+        fail(f"cannot recover data dir {data_dir}: {err}", 3)
+    except OSError as err:
+        fail(str(err), 1)
+
+
 def main() -> None:
     app()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

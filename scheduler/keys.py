@@ -8,6 +8,7 @@ LOCKS = "/cron/lock/"
 RUNS = "/cron/runs/"
 WORKERS = "/cron/workers/"
 KILLERS = "/cron/killer/"
+TRIGGERS = "/cron/trigger/"
 
 
 def job_key(job: str) -> str:
@@ -32,6 +33,11 @@ def worker_key(worker: str) -> str:
 
 def killer_key(job: str) -> str:
     return f"{KILLERS}{job}"
+
+
+def trigger_key(job: str, occurrence: str) -> str:
+    """A manual run request (``raftcron jobs trigger``), on a short lease."""
+    return f"{TRIGGERS}{job}/{occurrence}"
 
 
 def name_from(key: bytes, prefix: str) -> str:

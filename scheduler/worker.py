@@ -1,0 +1,592 @@
+"""The worker loop: watch jobs, fire on time, claim, run, record.
+
+A worker talks to the store only through :mod:`coord.client`, so it runs against an
+embedded coord or a real etcd alike. Its life:
+
+1. **Session.** Grant a lease (``session_ttl``), keep it alive, and register
+   ``/cron/workers/<name>`` on it. The lock of every run it starts lives on this lease.
+2. **Views.** List + watch ``/cron/jobs/`` (the specs), ``/cron/workers/`` (live workers, for
+   rendezvous ranking), ``/cron/lock/`` (lock deletions: a freed job, or a dead holder whose
+   run must be marked lost) and ``/cron/killer/`` (kill requests). Watches resume from the
+   last revision; after compaction the view is re-listed.
+3. **Timers.** One task per job sleeps until the job's next fire instant (by this worker's
+   clock, which may be skewed), then handles that occurrence in a task of its own.
+4. **Occurrence.** Rank live eligible workers for (job, occurrence); the first claims at once,
+   the k-th after ``k * grace`` if nobody has. The claim txn (``scheduler.claim``) decides; a
+   busy ``forbid`` job waits for its lock within ``starting_deadline``; ``replace`` asks the
+   holder to kill its run first. The winner marks the run ``running`` (fenced) *before* it
+   spawns the process, runs it with retries, and records the end (fenced) while releasing the
+   lock.
+5. **Deadman.** If the session may have expired (no renewal for a whole TTL), every running
+   job is killed at once — before the store can expire the lock and let another worker take
+   over — and the worker registers a new session.
+6. **Stop.** SIGTERM: stop firing, let running jobs finish (up to ``stop_timeout``), record
+   them, release locks and revoke the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from coord.client import (
+    Client,
+    ClientError,
+    CompactedError,
+    KeepAlive,
+    WatchBatch,
+)
+from scheduler import keys
+from scheduler.claim import Claim, ClaimStore, Identity, LockHolder, RunRecord
+from scheduler.clock import Clock, SystemClock
+from scheduler.errors import ExecutorError, SpecError
+from scheduler.executor import JobProcess, RunRequest, RunResult
+from scheduler.plan import catch_up, eligible_workers, occurrence_id, parse_occurrence_id
+from scheduler.plan import rank_workers as rank
+from scheduler.spec import JobSpec
+
+log = structlog.get_logger("scheduler.worker")
+
+VERSION = "0.1.0"
+MANUAL_SUFFIX = "-manual"
+"""Occurrences started by `raftcron jobs trigger` are ``<UTC instant>-manual``."""
+PRUNE_MARGIN = 120.0
+"""Seconds past ``starting_deadline`` before a run record may be pruned: a skewed or slow
+worker can still try to claim an occurrence that late, and the record is what stops it."""
+
+
+@dataclass
+class WorkerConfig:
+    name: str
+    endpoints: list[str]
+    tags: dict[str, str] = field(default_factory=dict)
+    session_ttl: int = 10
+    grace: float = 0.3
+    """Seconds between the rendezvous ranks: rank k claims after ``k * grace``."""
+    log_dir: Path = field(default_factory=lambda: Path("raftcron-logs"))
+    stop_timeout: float = 30.0
+    clock: Clock = field(default_factory=SystemClock)
+    host: str = field(default_factory=socket.gethostname)
+
+
+@dataclass
+class JobEntry:
+    spec: JobSpec
+    revision: int
+    """mod_revision of the spec in the store: run records remember it, so a restart knows
+    whether the schedule changed since the last run (no retroactive fires after an edit)."""
+    seen_at: datetime
+    task: asyncio.Task[None] | None = None
+    lock_freed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Running:
+    claim: Claim
+    process: JobProcess | None = None
+    kill_reason: str | None = None
+
+
+class Worker:
+    """One scheduler worker. ``await Worker(config).run(stop_event)``."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.clock = config.clock
+        self.client = Client(config.endpoints, timeout=5.0)
+        self.jobs: dict[str, JobEntry] = {}
+        self.workers: dict[str, dict[str, str]] = {}
+        self.running: dict[tuple[str, str], Running] = {}
+        self.session: KeepAlive | None = None
+        self.store: ClaimStore | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self.ready = asyncio.Event()
+        """Set once the worker is registered and has loaded the jobs (tests wait on it)."""
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("worker.starting", worker=self.config.name, endpoints=self.config.endpoints,
+                 tags=self.config.tags)
+        await self._open_session()
+        views = [
+            self._spawn(self._view(keys.JOBS, self._load_jobs, self._on_job_batch), "jobs"),
+            self._spawn(self._view(keys.WORKERS, self._load_workers, self._on_worker_batch),
+                        "workers"),
+            self._spawn(self._view(keys.LOCKS, self._noop_load, self._on_lock_batch,
+                                   prev_kv=True), "locks"),
+            self._spawn(self._view(keys.KILLERS, self._noop_load, self._on_killer_batch),
+                        "killers"),
+            self._spawn(self._view(keys.TRIGGERS, self._noop_load, self._on_trigger_batch),
+                        "triggers"),
+            self._spawn(self._deadman(), "deadman"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            await self._shutdown(views)
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("worker.task_failed", task=task.get_name(), error=repr(task.exception()))
+
+    async def _shutdown(self, views: list[asyncio.Task[Any]]) -> None:
+        self._stopping = True
+        log.info("worker.stopping", worker=self.config.name, running=len(self.running))
+        for entry in self.jobs.values():
+            if entry.task is not None:
+                entry.task.cancel()
+        for t in views:
+            t.cancel()
+        runs = [t for t in self._tasks if t.get_name().startswith("run:")]
+        if runs:
+            _, pending = await asyncio.wait(runs, timeout=self.config.stop_timeout)
+            for r in self.running.values():
+                if r.process is not None:
+                    r.process.kill("worker stopping")
+            if pending:
+                await asyncio.wait(pending, timeout=10)
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.session is not None:
+            await self.session.stop()
+            with contextlib.suppress(ClientError):
+                await self.client.revoke(self.session.lease_id)
+        await self.client.close()
+        log.info("worker.stopped", worker=self.config.name)
+
+    # ------------------------------------------------------------------ session
+    async def _open_session(self) -> None:
+        while True:
+            try:
+                grant = await self.client.grant(self.config.session_ttl)
+                info = {"host": self.config.host, "pid": os.getpid(), "tags": self.config.tags,
+                        "version": VERSION, "started_at": time.time()}
+                await self.client.put(keys.worker_key(self.config.name), json.dumps(info),
+                                      lease=grant.id)
+                break
+            except ClientError as err:
+                log.warning("worker.session_failed", error=str(err))
+                await asyncio.sleep(1.0)
+        self.session = self.client.keep_alive(grant.id, grant.ttl)
+        self.store = ClaimStore(self.client, Identity(self.config.name, grant.id,
+                                                      host=self.config.host))
+        log.info("worker.registered", worker=self.config.name, lease=f"{grant.id:x}",
+                 ttl=grant.ttl)
+
+    async def _deadman(self) -> None:
+        """Kill every running job as soon as the session may have expired; re-register."""
+        while True:
+            assert self.session is not None
+            session = self.session
+            await session.lost.wait()
+            victims = [r for r in self.running.values() if r.claim.record.worker]
+            log.error("worker.session_lost", worker=self.config.name, killing=len(victims))
+            for r in victims:
+                r.kill_reason = "deadman: session lease lost"
+                if r.process is not None:
+                    r.process.kill("deadman: session lease lost")
+            await session.stop()
+            if self._stopping:
+                return
+            await self._open_session()
+
+    # ------------------------------------------------------------------ views
+    async def _view(self, prefix: str, load: Callable[[int], Awaitable[int]],
+                    on_batch: Callable[[WatchBatch], Awaitable[None]],
+                    prev_kv: bool = False) -> None:
+        """List then watch ``prefix``, forever; re-list after compaction."""
+        while True:
+            try:
+                rev = await load(0)
+                async for batch in self.client.watch(prefix, prefix=True,
+                                                     start_revision=rev + 1, prev_kv=prev_kv):
+                    await on_batch(batch)
+            except CompactedError:
+                log.warning("worker.view_compacted", prefix=prefix)
+            except ClientError as err:
+                log.warning("worker.view_failed", prefix=prefix, error=str(err))
+                await asyncio.sleep(0.5)
+
+    async def _noop_load(self, _: int) -> int:
+        return (await self.client.get(keys.ROOT, count_only=True)).revision
+
+    async def _load_workers(self, _: int) -> int:
+        r = await self.client.get(keys.WORKERS, prefix=True)
+        self.workers = {keys.name_from(kv.key, keys.WORKERS): _worker_tags(kv.value)
+                        for kv in r.kvs}
+        return r.revision
+
+    async def _on_worker_batch(self, batch: WatchBatch) -> None:
+        for e in batch.events:
+            name = keys.name_from(e.kv.key, keys.WORKERS)
+            if e.is_put:
+                self.workers[name] = _worker_tags(e.kv.value)
+            else:
+                self.workers.pop(name, None)
+
+    async def _load_jobs(self, _: int) -> int:
+        r = await self.client.get(keys.JOBS, prefix=True)
+        found = {}
+        for kv in r.kvs:
+            spec = _decode_spec(kv.key, kv.value)
+            if spec is not None:
+                found[spec.name] = (spec, kv.mod_revision)
+        for name in list(self.jobs):
+            if name not in found:
+                self._remove_job(name)
+        for spec, rev in found.values():
+            await self._upsert_job(spec, rev, startup=True)
+        self.ready.set()
+        return r.revision
+
+    async def _on_job_batch(self, batch: WatchBatch) -> None:
+        for e in batch.events:
+            name = keys.name_from(e.kv.key, keys.JOBS)
+            if not e.is_put:
+                self._remove_job(name)
+                continue
+            spec = _decode_spec(e.kv.key, e.kv.value)
+            if spec is not None:
+                await self._upsert_job(spec, e.kv.mod_revision, startup=False)
+
+    def _remove_job(self, name: str) -> None:
+        entry = self.jobs.pop(name, None)
+        if entry is not None and entry.task is not None:
+            entry.task.cancel()
+            log.info("job.removed", job=name)
+
+    async def _upsert_job(self, spec: JobSpec, revision: int, startup: bool) -> None:
+        old = self.jobs.get(spec.name)
+        if old is not None and old.revision == revision:
+            return
+        if old is not None and old.task is not None:
+            old.task.cancel()
+        entry = JobEntry(spec, revision, self.clock.now())
+        self.jobs[spec.name] = entry
+        if spec.suspend:
+            log.info("job.suspended", job=spec.name)
+            return
+        since = entry.seen_at
+        if startup and old is None:
+            since = await self._catch_up_start(spec, revision) or since
+        entry.task = self._spawn(self._job_loop(entry, since), f"job:{spec.name}")
+
+    async def _catch_up_start(self, spec: JobSpec, revision: int) -> datetime | None:
+        """After a restart: where the job's timeline stopped, if its spec is unchanged since."""
+        assert self.store is not None
+        try:
+            r = await self.client.get(keys.runs_prefix(spec.name), prefix=True)
+        except ClientError:
+            return None
+        last: RunRecord | None = None
+        for kv in r.kvs:  # keys sort by occurrence
+            with contextlib.suppress(ValueError, TypeError):
+                rec = RunRecord.decode(kv.value)
+                if not rec.occurrence.endswith(MANUAL_SUFFIX):
+                    last = rec
+        if last is None or last.spec_revision != revision:
+            return None
+        return parse_occurrence_id(last.occurrence.removesuffix(MANUAL_SUFFIX))
+
+    # ------------------------------------------------------------------ timers
+    async def _job_loop(self, entry: JobEntry, since: datetime) -> None:
+        spec = entry.spec
+        timetable = spec.timetable()
+        now = self.clock.now()
+        if since < now - timedelta(seconds=1):
+            plan = catch_up(timetable, since=since, now=now,
+                            starting_deadline=spec.starting_deadline)
+            for instant in plan.missed:
+                await self._record_missed(spec, instant)
+            if plan.run is not None:
+                self._spawn(self._occurrence(entry, plan.run), f"occ:{spec.name}")
+        cursor = max(since, now)
+        while True:
+            nxt = timetable.next_after(cursor)
+            if nxt is None:
+                return
+            delay = (nxt - self.clock.now()).total_seconds()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            cursor = nxt
+            self._spawn(self._occurrence(entry, nxt), f"occ:{spec.name}")
+
+    async def _record_missed(self, spec: JobSpec, instant: datetime) -> None:
+        assert self.store is not None
+        with contextlib.suppress(ClientError):
+            if await self.store.record_missed(spec.name, occurrence_id(instant)):
+                log.info("run.missed", job=spec.name, occurrence=occurrence_id(instant))
+
+    # ------------------------------------------------------------------ occurrences
+    def _eligible(self, spec: JobSpec) -> list[str]:
+        live = dict(self.workers)
+        live.setdefault(self.config.name, self.config.tags)
+        return eligible_workers(spec.tags, live)
+
+    def _deadline(self, spec: JobSpec, instant: datetime) -> float:
+        """Seconds left (by this worker's clock) to start this occurrence."""
+        late = (self.clock.now() - instant).total_seconds()
+        return spec.starting_deadline - late
+
+    async def _occurrence(self, entry: JobEntry, instant: datetime,
+                          occ: str | None = None) -> None:
+        spec = entry.spec
+        occ = occ or occurrence_id(instant)
+        eligible = self._eligible(spec)
+        if self.config.name not in eligible:
+            return
+        position = rank(spec.name, occ, eligible).index(self.config.name)
+        try:
+            if position > 0:
+                await asyncio.sleep(position * self.config.grace)
+                assert self.store is not None
+                if await self.store.run_exists(spec.name, occ):
+                    return
+            claim = await self._claim(entry, occ, instant)
+        except ClientError as err:
+            log.warning("run.claim_failed", job=spec.name, occurrence=occ, error=str(err))
+            return
+        if claim is not None:
+            await self._execute(entry, claim)
+
+    async def _claim(self, entry: JobEntry, occ: str, instant: datetime) -> Claim | None:
+        spec = entry.spec
+        exclusive = spec.concurrency != "allow"
+        while True:
+            store = self.store
+            assert store is not None
+            if self._deadline(spec, instant) < 0:
+                if await store.record_missed(spec.name, occ):
+                    log.info("run.skipped", job=spec.name, occurrence=occ,
+                             reason="not started within starting_deadline")
+                return None
+            entry.lock_freed.clear()
+            claim = await store.claim(spec.name, occ, exclusive=exclusive,
+                                      spec_revision=entry.revision)
+            if claim is not None:
+                return claim
+            if await store.run_exists(spec.name, occ):
+                return None  # another worker has this occurrence
+            # The job is busy with an earlier run (forbid/replace): wait for its lock.
+            if spec.concurrency == "replace":
+                await self._request_kill(spec.name, occurrence=None,
+                                         reason=f"replaced by occurrence {occ}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(entry.lock_freed.wait(),
+                                       timeout=max(0.05, min(self._deadline(spec, instant), 2.0)))
+
+    async def _execute(self, entry: JobEntry, claim: Claim) -> None:
+        spec = entry.spec
+        key = (claim.job, claim.occurrence)
+        run = Running(claim)
+        self.running[key] = run
+        task = asyncio.current_task()
+        if task is not None:
+            task.set_name(f"run:{claim.job}:{claim.occurrence}")
+            self._tasks.add(task)
+        try:
+            await self._attempts(spec, run)
+        finally:
+            self.running.pop(key, None)
+
+    async def _attempts(self, spec: JobSpec, run: Running) -> None:
+        store = self.store
+        assert store is not None
+        claim = run.claim
+        bound = log.bind(job=claim.job, occurrence=claim.occurrence, token=claim.token,
+                         run_id=claim.record.run_id)
+        attempt = claim.record.attempt
+        result: RunResult | None = None
+        while True:
+            if not await self._fenced(store.update(claim, status="running",
+                                                    started_at=time.time(), attempt=attempt)):
+                bound.warning("run.fenced_out", stage="start")
+                return
+            request = RunRequest.from_spec(spec, occurrence=claim.occurrence,
+                                           run_id=claim.record.run_id,
+                                           fencing_token=claim.token, attempt=attempt)
+            proc = JobProcess(request, log_path=self.config.log_dir / claim.job / "output.log",
+                              clock=self.clock)
+            run.process = proc
+            try:
+                await proc.start()
+            except ExecutorError as err:
+                bound.error("run.spawn_failed", error=str(err))
+                await self._fenced(store.finish(claim, status="failed", finished_at=time.time(),
+                                                note=str(err)))
+                return
+            bound.info("run.started", attempt=attempt, pid=proc.pid)
+            result = await proc.wait()
+            status = _status(result, run.kill_reason)
+            bound.info("run.finished", attempt=attempt, status=status,
+                       exit_code=result.exit_code, duration=round(result.duration, 3))
+            retry = (status in ("failed", "timeout") and attempt <= spec.retries
+                     and run.kill_reason is None and not self._stopping)
+            fields = dict(exit_code=result.exit_code, signal=result.signal,
+                          output_tail=result.output_tail, finished_at=time.time(),
+                          note=run.kill_reason or result.kill_reason or "")
+            if not retry:
+                if await self._fenced(store.finish(claim, status=status, **fields)):
+                    await self._prune(spec)
+                else:
+                    bound.warning("run.fenced_out", stage="finish")
+                return
+            delay = spec.retry_delay(attempt)
+            if not await self._fenced(store.update(claim, status="retrying", **fields)):
+                bound.warning("run.fenced_out", stage="retry")
+                return
+            bound.info("run.retrying", attempt=attempt, delay=delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _fenced(self, op: Awaitable[bool]) -> bool:
+        """Run a fenced write; a store error counts as 'not ours' (the run is then lost or
+        re-read by whoever looks next)."""
+        try:
+            return await op
+        except ClientError as err:
+            log.warning("run.write_failed", error=str(err))
+            return False
+
+    async def _prune(self, spec: JobSpec) -> None:
+        """Keep ``history_limit`` records, never deleting one young enough to be claimed."""
+        horizon = self.clock.now() - timedelta(seconds=spec.starting_deadline + PRUNE_MARGIN)
+        try:
+            r = await self.client.get(keys.runs_prefix(spec.name), prefix=True, keys_only=True)
+            excess = len(r.kvs) - spec.history_limit
+            if excess <= 0:
+                return
+            cutoff = occurrence_id(horizon)
+            for kv in r.kvs[:excess]:
+                if keys.name_from(kv.key, keys.runs_prefix(spec.name)) >= cutoff:
+                    break
+                await self.client.delete(kv.key)
+        except ClientError as err:
+            log.debug("run.prune_failed", job=spec.name, error=str(err))
+
+    # ------------------------------------------------------------------ locks and kills
+    async def _on_lock_batch(self, batch: WatchBatch) -> None:
+        for e in batch.events:
+            if e.is_put:
+                continue
+            job = keys.name_from(e.kv.key, keys.LOCKS)
+            entry = self.jobs.get(job)
+            if entry is not None:
+                entry.lock_freed.set()
+            if e.prev_kv is not None:
+                self._spawn(self._check_lost(job, e.prev_kv.value), f"lost:{job}")
+
+    async def _check_lost(self, job: str, raw_holder: bytes) -> None:
+        """A lock vanished. If its run is still active, its holder died: mark it lost, and
+        rerun it if it never started and the job says so. One live worker (the first in
+        rendezvous order) does this; the txns are guarded either way."""
+        try:
+            holder = LockHolder.decode(raw_holder)
+        except (ValueError, TypeError):
+            return
+        entry = self.jobs.get(job)
+        if entry is None or (job, holder.occurrence) in self.running:
+            return
+        candidates = [w for w in self._eligible(entry.spec) if w != holder.worker]
+        if not candidates or rank(job, holder.occurrence, candidates)[0] != self.config.name:
+            return
+        assert self.store is not None
+        try:
+            lost = await self.store.mark_lost(job, holder.occurrence,
+                                              note=f"holder {holder.worker} lost its session")
+        except ClientError:
+            return
+        if lost is None:
+            return
+        log.warning("run.lost", job=job, occurrence=holder.occurrence, worker=holder.worker,
+                    started=lost.started_at > 0)
+        instant = parse_occurrence_id(holder.occurrence.removesuffix(MANUAL_SUFFIX))
+        if (entry.spec.on_lost == "rerun" and lost.started_at == 0
+                and self._deadline(entry.spec, instant) >= 0):
+            claim = await self.store.takeover(job, holder.occurrence, lost, lost.fencing_token,
+                                              spec_revision=entry.revision)
+            if claim is not None:
+                log.info("run.rerun", job=job, occurrence=holder.occurrence)
+                await self._execute(entry, claim)
+
+    async def _request_kill(self, job: str, occurrence: str | None, reason: str) -> None:
+        grant = await self.client.grant(5)
+        body = json.dumps({"occurrence": occurrence, "reason": reason, "by": self.config.name})
+        await self.client.put(keys.killer_key(job), body, lease=grant.id)
+
+    async def _on_killer_batch(self, batch: WatchBatch) -> None:
+        for e in batch.events:
+            if not e.is_put:
+                continue
+            job = keys.name_from(e.kv.key, keys.KILLERS)
+            try:
+                req = json.loads(e.kv.value)
+            except ValueError:
+                continue
+            for (j, occ), r in list(self.running.items()):
+                if j == job and req.get("occurrence") in (None, occ):
+                    r.kill_reason = f"kill requested: {req.get('reason', '')}".strip()
+                    if r.process is not None:
+                        r.process.kill(r.kill_reason)
+
+
+    async def _on_trigger_batch(self, batch: WatchBatch) -> None:
+        for e in batch.events:
+            if not e.is_put:
+                continue
+            job, _, occ = keys.name_from(e.kv.key, keys.TRIGGERS).partition("/")
+            entry = self.jobs.get(job)
+            if entry is None or not occ.endswith(MANUAL_SUFFIX):
+                continue
+            instant = parse_occurrence_id(occ.removesuffix(MANUAL_SUFFIX))
+            self._spawn(self._occurrence(entry, instant, occ), f"occ:{job}")
+
+
+def _status(result: RunResult, kill_reason: str | None) -> str:
+    if kill_reason is not None:
+        return "lost" if kill_reason.startswith("deadman") else "killed"
+    if result.timed_out:
+        return "timeout"
+    if result.killed:
+        return "killed"
+    return "succeeded" if result.exit_code == 0 else "failed"
+
+
+def _worker_tags(raw: bytes) -> dict[str, str]:
+    try:
+        tags = json.loads(raw).get("tags", {})
+    except (ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
+
+
+def _decode_spec(key: bytes, raw: bytes) -> JobSpec | None:
+    try:
+        return JobSpec.from_json(raw, source=key.decode(errors="replace"))
+    except SpecError as err:
+        log.error("job.invalid_spec", key=key.decode(errors="replace"), error=str(err))
+        return None
+
+
+__all__ = ["MANUAL_SUFFIX", "Worker", "WorkerConfig"]
