@@ -9,8 +9,9 @@ from typing import Any
 
 import grpc
 
-from coord.api.errors import unary
+from coord.api.errors import status_code, unary
 from coord.api.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
+from coord.errors import CoordError
 from coord.server.core import Core
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -47,7 +48,10 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
         async for req in request_iterator:
             resp = rpc_pb2.LeaseKeepAliveResponse(ID=req.ID)
             self.core.fill_header(resp.header)  # the header is taken before the renewal
-            ttl = self.core.applier.lessor.renew(req.ID, time.monotonic())
+            try:
+                ttl = await self.core.lease_renew(req.ID)
+            except CoordError as err:
+                await context.abort(status_code(err), err.message)
             if ttl > 0:
                 resp.TTL = ttl
             yield resp

@@ -44,8 +44,13 @@ def parse_initial_cluster(value: str) -> dict[str, str]:
 
 
 def member_id_for(name: str, peer: str, cluster_token: str) -> int:
-    """A stable, non-zero 64-bit member id derived from the member's identity."""
-    digest = hashlib.sha256(f"{cluster_token}/{name}/{peer}".encode()).digest()
+    """A stable, non-zero 64-bit member id derived from the member's peer address.
+
+    Like etcd, the id depends on the peer URL (and the cluster token), not on the name:
+    ``MemberAdd`` only knows the peer URL, and the new member must derive the same id.
+    """
+    del name
+    digest = hashlib.sha256(f"{cluster_token}/{peer}".encode()).digest()
     return int.from_bytes(digest[:8], "big") or 1
 
 
@@ -61,6 +66,9 @@ class ServerConfig:
     """Applied entries between snapshots (the WAL is truncated behind each one)."""
     tick_ms: int = 100
     election_ticks: int = 10
+    initial_cluster_state: str = "new"
+    """``new``: bootstrap the cluster from ``initial_cluster``; ``existing``: join a running
+    cluster that already added this member (``etcdctl member add``)."""
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen_client, "--listen-client")
@@ -72,6 +80,8 @@ class ServerConfig:
                 f"--initial-cluster does not name this member ({self.name!r}); "
                 f"it lists {', '.join(self.initial_cluster)}"
             )
+        if self.initial_cluster_state not in ("new", "existing"):
+            raise ConfigError("--initial-cluster-state: expected 'new' or 'existing'")
         if self.snapshot_count < 1:
             raise ConfigError("snapshot count must be positive")
 

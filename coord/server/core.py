@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import structlog
 
 from coord.api.proto import internal_pb2, rpc_pb2
-from coord.errors import CoordError
+from coord.errors import CoordError, NotLeader
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig
 
@@ -91,6 +91,10 @@ class Core:
         return total
 
     def members(self) -> list[rpc_pb2.Member]:
+        table = getattr(self.node, "membership", None)
+        if table is not None:
+            out: list[rpc_pb2.Member] = table.to_pb()
+            return out
         ids = self.config.member_ids
         out = []
         for name, peer in self.config.initial_cluster.items():
@@ -101,8 +105,29 @@ class Core:
         return out
 
     async def transfer_leader(self, target: int) -> None:
-        if target != self.node.member_id:
+        transfer = getattr(self.node, "transfer_leader", None)
+        if transfer is None:
+            if target != self.node.member_id:
+                raise CoordError("etcdserver: bad leader transferee")
+            return
+        if not self.node.is_leader:
+            raise NotLeader()
+        if target not in {m.ID for m in self.members()}:
             raise CoordError("etcdserver: bad leader transferee")
+        transfer(target)
+        deadline = time.monotonic() + 2 * self.config.election_ticks * self.config.tick_ms / 1000
+        while self.node.leader_id != target:
+            if time.monotonic() > deadline:
+                raise CoordError("etcdserver: request timed out, leader transfer took too long")
+            await asyncio.sleep(0.02)
+
+    async def lease_renew(self, lease_id: int) -> int:
+        """Renew a lease on the leader's lessor (forwarded when this member follows)."""
+        renew = getattr(self.node, "lease_renew", None)
+        if renew is None:
+            return self.applier.lessor.renew(lease_id, time.monotonic())
+        ttl: int = await renew(lease_id)
+        return ttl
 
     # ------------------------------------------------------------------ leases
     def start(self) -> None:

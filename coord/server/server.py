@@ -11,12 +11,13 @@ import structlog
 from coord.api.kv import KVService
 from coord.api.lease import LeaseService
 from coord.api.maintenance import ClusterService, MaintenanceService
-from coord.api.proto import rpc_pb2_grpc
+from coord.api.proto import raft_pb2_grpc, rpc_pb2_grpc
 from coord.api.watch import WatchService
 from coord.server.apply import Applier
 from coord.server.config import GRPC_RECV_LIMIT, ServerConfig
 from coord.server.core import Core
-from coord.server.node import LocalNode
+from coord.server.raft_node import RaftNode
+from coord.server.transport import PEER_GRPC_OPTIONS, PeerService
 
 log = structlog.get_logger("coord.server")
 
@@ -38,9 +39,12 @@ class CoordServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.applier = Applier()
-        self.node = LocalNode(config, self.applier, on_applied=self._on_applied)
+        # Every member runs Raft, a one-member cluster too (as etcd does).
+        self.node = RaftNode(config, self.applier, on_applied=self._on_applied,
+                             join=config.initial_cluster_state == "existing")
         self.core = Core(self.node, self.applier, config)
         self._grpc: grpc.aio.Server | None = None
+        self._peer_grpc: grpc.aio.Server | None = None
         self.watch = WatchService(self.core)
 
     def _on_applied(self) -> None:
@@ -50,6 +54,15 @@ class CoordServer:
         """Recover from disk, then start serving. Raises StorageError on a damaged WAL."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.node.recover()
+        peer_server = grpc.aio.server(options=PEER_GRPC_OPTIONS)
+        raft_pb2_grpc.add_PeerServicer_to_server(
+            PeerService(self.node.transport, self.node.serve_lease_renew,
+                        self.node.lookup_peer), peer_server)
+        if peer_server.add_insecure_port(self.config.listen_peer) == 0:
+            raise OSError(f"cannot listen on {self.config.listen_peer}")
+        await peer_server.start()
+        self._peer_grpc = peer_server
+        self.node.start()
         server = grpc.aio.server(options=GRPC_OPTIONS)
         rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.core), server)
         rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(self.core), server)
@@ -72,6 +85,8 @@ class CoordServer:
         if self._grpc is not None:
             await self._grpc.stop(grace)
         await self.node.stop()
+        if self._peer_grpc is not None:
+            await self._peer_grpc.stop(0)
         log.info("coord.stopped", name=self.config.name)
 
     async def serve_until(self, stop: asyncio.Event) -> None:

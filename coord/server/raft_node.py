@@ -1,0 +1,737 @@
+"""RaftNode: a coord member driven by the Raft core (``coord.raft``), for 1, 3 or 5 members.
+
+The Ready loop (one task; the core is only touched from the event loop):
+
+1. take ``ready()``; send ``messages`` at once (the leader's appends may leave before its
+   own fsync);
+2. persist the snapshot (atomic file, then a marker record), the entries and the hard state
+   to the WAL — one write and at most one fsync per Ready, on the storage thread — and
+   mirror them into the ``MemoryStorage`` the core reads;
+3. send ``messages_after_persist`` (votes, append acknowledgements);
+4. apply the snapshot (applier + membership) and the committed entries in order; a waiter
+   (the caller of ``propose`` on this member) is answered with the applier's response when
+   its entry is applied here; conf changes go through ``apply_conf_change`` and the
+   membership table; ``read_states`` answer ReadIndex waiters;
+5. ``advance``; every ``snapshot_count`` applied entries, save a snapshot, compact the
+   in-memory log (keeping ``CATCH_UP_ENTRIES`` for slow followers) and release WAL segments.
+
+Entry data: ``b"R" + InternalRequest`` (a client request; ``id`` matches the waiter),
+``b"A" + json`` (a member publishing its name and client URLs); empty = the leader's no-op.
+
+Proposals on a follower are forwarded to the leader by the core (PROP). A waiter is only
+answered once its entry is applied, so a stale leader never acknowledges a write it did not
+commit; on a leader change pending waiters get ``leader changed`` (outcome unknown), after
+``REQUEST_TIMEOUT`` they get ``request timed out``.
+
+Restart: load the newest snapshot, replay the WAL's entries after it (an entry at index i
+replaces every earlier-written entry ≥ i) and its latest hard state into a fresh
+``MemoryStorage``; the core then re-delivers the committed entries past the snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import random
+import struct
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+
+from coord.api.proto import internal_pb2, raft_pb2
+from coord.errors import (
+    CoordError,
+    LeaderChanged,
+    MemberNotFound,
+    NoLeader,
+    NotLeader,
+    RequestTimeout,
+    Stopped,
+)
+from coord.raft import (
+    ConfChange,
+    ConfChangeType,
+    Config,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    MemoryStorage,
+    ProposalDropped,
+    RaftError,
+    RawNode,
+    Ready,
+    Snapshot,
+    SnapshotMetadata,
+    StateRole,
+)
+from coord.server.apply import Applier
+from coord.server.config import ServerConfig, member_id_for
+from coord.server.membership import Membership, decode_snapshot_data, encode_snapshot_data
+from coord.server.transport import Transport
+from coord.storage import ENTRY, HARD_STATE, METADATA, SNAPSHOT_MARKER, WAL, Record, SnapshotStore
+
+log = structlog.get_logger("coord.raftnode")
+
+REQUEST_TIMEOUT = 7.0
+"""Seconds a proposal waits to be applied before ``request timed out``."""
+CATCH_UP_ENTRIES = 1000
+"""Entries kept in memory behind a snapshot so that slightly lagging followers need none."""
+TAG_REQUEST = b"R"
+TAG_ATTRS = b"A"
+
+_ENT = struct.Struct("<QQB")
+_HS = struct.Struct("<QQQ")
+_MARK = struct.Struct("<QQ")
+_LEN = struct.Struct("<I")
+
+
+# ---------------------------------------------------------------------- WAL codec
+def encode_entry(e: Entry) -> bytes:
+    return _ENT.pack(e.term, e.index, int(e.type)) + e.data
+
+
+def decode_entry(b: bytes) -> Entry:
+    term, index, typ = _ENT.unpack_from(b)
+    return Entry(term, index, EntryType(typ), bytes(b[_ENT.size:]))
+
+
+def encode_snap_file(snap: Snapshot) -> bytes:
+    cs = snap.metadata.conf_state
+    head = json.dumps({"voters": list(cs.voters), "learners": list(cs.learners)}).encode()
+    return _LEN.pack(len(head)) + head + snap.data
+
+
+def decode_snap_file(index: int, term: int, blob: bytes) -> Snapshot:
+    (n,) = _LEN.unpack_from(blob)
+    head = json.loads(blob[_LEN.size:_LEN.size + n])
+    cs = ConfState(tuple(head["voters"]), tuple(head["learners"]))
+    return Snapshot(SnapshotMetadata(index, term, cs), blob[_LEN.size + n:])
+
+
+class RaftNode:
+    """A Raft cluster member (implements ``coord.server.core.Node``)."""
+
+    def __init__(self, config: ServerConfig, applier: Applier,
+                 on_applied: Callable[[], None] | None = None, *, join: bool = False) -> None:
+        self.config = config
+        self.applier = applier
+        self.member_id = config.member_id
+        self.cluster_id = config.cluster_id
+        self.join = join
+        self._on_applied = on_applied or (lambda: None)
+        self.membership = Membership.bootstrap(config.cluster_id, config.initial_cluster,
+                                               config.member_ids)
+        self.storage = MemoryStorage()
+        self.rn: RawNode | None = None
+        self.transport = Transport(
+            self.member_id, cluster_id=lambda: self.cluster_id, deliver=self._deliver,
+            report_unreachable=self._report_unreachable, report_snapshot=self._report_snapshot,
+            name_of=self.membership_name)
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
+        self._wal: WAL | None = None
+        self._snaps = SnapshotStore(config.data_dir / "snap")
+        self._entry_seq: dict[int, int] = {}
+        self._kick = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopped = False
+        self.removed = False
+        prefix = (self.member_id & 0xFFFF) << 48 | random.SystemRandom().getrandbits(16) << 32
+        self._ids = itertools.count(prefix + 1)
+        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._conf_waiters: dict[int, asyncio.Future[Any]] = {}
+        self._read_waiting: list[asyncio.Future[int]] = []
+        self._read_inflight: tuple[bytes, list[asyncio.Future[int]], float] | None = None
+        self._read_ctx = itertools.count(1)
+        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._leader_waiters: list[asyncio.Future[None]] = []
+        self._applied = 0
+        self._snap_index = 0
+        self._term = 0
+        self._leader = 0
+        self._role = StateRole.FOLLOWER
+        self._commit = 0
+
+    # ------------------------------------------------------------------ Node protocol
+    @property
+    def term(self) -> int:
+        return self._term
+
+    @property
+    def leader_id(self) -> int:
+        return self._leader
+
+    @property
+    def is_leader(self) -> bool:
+        return self._role == StateRole.LEADER and not self._stopped
+
+    @property
+    def applied_index(self) -> int:
+        return self._applied
+
+    @property
+    def committed_index(self) -> int:
+        return self._commit
+
+    def membership_name(self, member_id: int) -> str:
+        return self.membership.name_of(member_id)
+
+    def members(self) -> Membership:
+        return self.membership
+
+    # ------------------------------------------------------------------ lifecycle
+    def recover(self) -> None:
+        """Rebuild storage, state machine and core from the snapshot + WAL (at boot)."""
+        cfg = self.config
+        snap_file = self._snaps.load_newest()
+        wal, records = WAL.open(cfg.data_dir / "wal")
+        self._wal = wal
+        hs = HardState()
+        entries: list[Entry] = []
+        meta: dict[str, Any] | None = None
+        seq = wal.first_seq
+        for rec in records:
+            if rec.type == ENTRY:
+                e = decode_entry(rec.data)
+                if entries and e.index <= entries[-1].index:
+                    k = e.index - entries[0].index
+                    del entries[max(k, 0):]
+                entries.append(e)
+                self._entry_seq[e.index] = seq
+            elif rec.type == HARD_STATE:
+                hs = HardState(*_HS.unpack(rec.data))
+            elif rec.type == METADATA:
+                meta = json.loads(rec.data)
+            seq += 1
+        snap: Snapshot | None = None
+        if snap_file is not None:
+            snap = decode_snap_file(snap_file.index, snap_file.term, snap_file.data)
+        base = snap.metadata.index if snap else 0
+        entries = [e for e in entries if e.index > base]
+        if entries and entries[0].index != base + 1:
+            raise CoordError(f"WAL has a gap: snapshot at {base}, first entry {entries[0].index}")
+        if meta is not None:
+            self.member_id = int(meta["member_id"])
+            self.cluster_id = int(meta["cluster_id"])
+            self.transport.member_id = self.member_id
+        fresh = snap is None and not entries and hs == HardState()
+        now = time.monotonic()
+        if snap is not None:
+            self.storage.apply_snapshot(snap)
+            self._restore(snap, now)
+        self.storage.append(entries)
+        if snap is not None and hs.commit < base:
+            hs = HardState(hs.term, hs.vote, base)
+        self.storage.set_hard_state(hs)
+        rcfg = Config(id=self.member_id, rng=random.Random(),
+                      election_tick=cfg.election_ticks, heartbeat_tick=1, applied=base,
+                      check_quorum=True, pre_vote=True)
+        self.rn = RawNode(rcfg, self.storage)
+        self._term = hs.term
+        self._commit = hs.commit
+        if fresh:
+            if meta is None:
+                wal.append([Record(METADATA, json.dumps(
+                    {"member_id": self.member_id, "cluster_id": self.cluster_id}).encode())])
+                wal.sync()
+            if not self.join:
+                self.rn.bootstrap(sorted(self.membership.members))
+        log.info("raftnode.recovered", member_id=f"{self.member_id:x}", snapshot_index=base,
+                 entries=len(entries), term=hs.term, commit=hs.commit, fresh=fresh,
+                 join=self.join)
+
+    def _restore(self, snap: Snapshot, now: float) -> None:
+        if snap.data:
+            membership, state = decode_snapshot_data(snap.data)
+            self.applier.restore(state, now)
+            membership.cluster_id = membership.cluster_id or self.cluster_id
+            self.membership = membership
+            self.cluster_id = membership.cluster_id
+        self._applied = snap.metadata.index
+        self._snap_index = snap.metadata.index
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for info in self.membership.members.values():
+            self.transport.set_peer(info.id, info.peer)
+        for name, peer in self.config.initial_cluster.items():
+            pid = member_id_for(name, peer, self.config.cluster_token)
+            if pid not in self.membership.members and pid not in self.membership.removed:
+                self.transport.set_peer(pid, peer)
+        assert self.rn is not None
+        st = self.rn.status()
+        if st.conf_state.voters == (self.member_id,) and not self.removed:
+            self.rn.campaign()  # a one-member cluster elects itself at once
+        self._tasks = [loop.create_task(self._run()), loop.create_task(self._ticker()),
+                       loop.create_task(self._publish())]
+        self._kick.set()
+
+    async def stop(self) -> None:
+        self._stopped = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self.transport.stop()
+        self._fail_all(Stopped())
+        if self._wal is not None:
+            wal = self._wal
+            await asyncio.get_running_loop().run_in_executor(self._io, wal.close)
+        self._io.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ inputs
+    def _deliver(self, msgs: list[Any]) -> None:
+        if self.rn is None or self._stopped:
+            return
+        for m in msgs:
+            try:
+                self.rn.step(m)
+            except RaftError as err:
+                log.debug("raftnode.step_failed", error=repr(err))
+        self._kick.set()
+
+    def _report_unreachable(self, peer: int) -> None:
+        if self.rn is not None and not self._stopped:
+            self.rn.report_unreachable(peer)
+
+    def _report_snapshot(self, peer: int, ok: bool) -> None:
+        if self.rn is not None and not self._stopped:
+            self.rn.report_snapshot(peer, ok)
+            self._kick.set()
+
+    async def _ticker(self) -> None:
+        interval = self.config.tick_ms / 1000.0
+        assert self.rn is not None
+        while True:
+            await asyncio.sleep(interval)
+            if self.removed:
+                continue
+            self.rn.tick()
+            self._check_reads()
+            self._kick.set()
+
+    # ------------------------------------------------------------------ Ready loop
+    async def _run(self) -> None:
+        assert self.rn is not None
+        rn = self.rn
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            while rn.has_ready():
+                rd = rn.ready()
+                try:
+                    await self._handle(rd)
+                except Exception as exc:  # noqa: BLE001 - any failure is fatal
+                    log.error("raftnode.ready_failed", error=repr(exc))
+                    self._stopped = True
+                    self._fail_all(Stopped("etcdserver: request timed out"))
+                    os._exit(70)  # a member that cannot persist must not keep voting
+                rn.advance(rd)
+            self._after_advance()
+
+    async def _handle(self, rd: Ready) -> None:
+        assert self.rn is not None and self._wal is not None
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
+        self.transport.send(rd.messages)
+        records: list[Record] = []
+        snap = rd.snapshot
+        if snap is not None:
+            if not snap.data:  # the bootstrap snapshot: store the initial membership too
+                snap = Snapshot(snap.metadata, encode_snapshot_data(
+                    self.membership, self.applier.snapshot()))
+            data = encode_snap_file(snap)
+            md = snap.metadata
+            await asyncio.get_running_loop().run_in_executor(
+                self._io, self._snaps.save, md.index, md.term, data)
+            records.append(Record(SNAPSHOT_MARKER, _MARK.pack(md.index, md.term)))
+        for e in rd.entries:
+            records.append(Record(ENTRY, encode_entry(e)))
+        if rd.hard_state is not None:
+            hs = rd.hard_state
+            records.append(Record(HARD_STATE, _HS.pack(hs.term, hs.vote, hs.commit)))
+        if records:
+            wal = self._wal
+            must_sync = rd.must_sync
+
+            def write() -> int:
+                last = wal.append(records)
+                if must_sync:
+                    wal.sync()
+                return last
+
+            last = await asyncio.get_running_loop().run_in_executor(self._io, write)
+            first = last - len(records) + 1
+            for i, rec in enumerate(records):
+                if rec.type == ENTRY:
+                    self._entry_seq[_ENT.unpack_from(rec.data)[1]] = first + i
+        if snap is not None:
+            self.storage.apply_snapshot(snap)
+        if rd.entries:
+            self.storage.append(rd.entries)
+        if rd.hard_state is not None:
+            self.storage.set_hard_state(rd.hard_state)
+            self._term = rd.hard_state.term
+            self._commit = rd.hard_state.commit
+        self.transport.send(rd.messages_after_persist)
+        now = time.monotonic()
+        if snap is not None:
+            self._restore(snap, now)
+            for info in self.membership.members.values():
+                self.transport.set_peer(info.id, info.peer)
+            log.info("raftnode.snapshot_installed", index=snap.metadata.index)
+            self._on_applied()
+        if rd.committed_entries:
+            self._apply(rd.committed_entries, now)
+        for rs in rd.read_states:
+            self._read_done(rs.request_ctx, rs.index)
+
+    def _after_advance(self) -> None:
+        if (self._applied - self._snap_index >= self.config.snapshot_count
+                and not self._stopped):
+            self._take_snapshot()
+
+    def _on_soft_state(self, leader: int, role: StateRole) -> None:
+        old = self._leader
+        was_leader = self._role == StateRole.LEADER
+        self._leader = leader
+        self._role = role
+        # The lessor follows leadership at once (Core's loop also checks periodically):
+        # a new leader extends every lease, as etcd's Promote does.
+        if role == StateRole.LEADER and not was_leader:
+            self.applier.lessor.promote(time.monotonic())
+        elif was_leader and role != StateRole.LEADER:
+            self.applier.lessor.demote()
+        if leader != old:
+            log.info("raftnode.leader", leader=f"{leader:x}", role=role.name,
+                     term=self.rn.raft.term if self.rn else 0)
+            if old != 0:
+                self._fail_waiters(LeaderChanged())
+            if self._read_inflight is not None:
+                _, batch, _ = self._read_inflight
+                self._read_inflight = None
+                self._read_waiting[:0] = batch
+            if leader != 0:
+                for f in self._leader_waiters:
+                    if not f.done():
+                        f.set_result(None)
+                self._leader_waiters.clear()
+                self._issue_read()
+
+    # ------------------------------------------------------------------ apply
+    def _apply(self, entries: list[Entry], now: float) -> None:
+        assert self.rn is not None
+        for e in entries:
+            if e.index <= self._applied:
+                continue
+            if e.type == EntryType.CONF_CHANGE:
+                self._apply_conf_change(e)
+            elif e.data[:1] == TAG_REQUEST:
+                req = internal_pb2.InternalRequest.FromString(e.data[1:])
+                fut = self._waiters.get(req.id)
+                try:
+                    resp = self.applier.apply(req, now)
+                except CoordError as err:
+                    if fut is not None and not fut.done():
+                        fut.set_exception(err)
+                else:
+                    if fut is not None and not fut.done():
+                        fut.set_result(resp)
+            elif e.data[:1] == TAG_ATTRS:
+                with contextlib.suppress(ValueError, KeyError):
+                    self.membership.apply_attributes(e.data[1:])
+            self._applied = e.index
+        self._on_applied()
+        if self._applied_waiters:
+            keep = []
+            for idx, fut in self._applied_waiters:
+                if idx <= self._applied:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    keep.append((idx, fut))
+            self._applied_waiters = keep
+
+    def _apply_conf_change(self, e: Entry) -> None:
+        assert self.rn is not None
+        cc = ConfChange.decode(e.data)
+        ctx: dict[str, Any] = json.loads(cc.context) if cc.context else {}
+        try:
+            self.rn.apply_conf_change(cc)
+        except RaftError as err:
+            log.warning("raftnode.conf_change_rejected", error=repr(err))
+        self.membership.apply_conf_change(cc)
+        if cc.type == ConfChangeType.REMOVE_NODE:
+            self.transport.remove_peer(cc.node_id)
+            if cc.node_id == self.member_id:
+                self.removed = True
+                log.warning("raftnode.removed_from_cluster")
+        else:
+            peer = self.membership.peer_of(cc.node_id)
+            if peer:
+                self.transport.set_peer(cc.node_id, peer)
+        log.info("raftnode.conf_change", type=cc.type.name, node=f"{cc.node_id:x}", index=e.index)
+        fut = self._conf_waiters.get(int(ctx.get("rid", 0)))
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    # ------------------------------------------------------------------ snapshots
+    def _take_snapshot(self) -> None:
+        assert self.rn is not None and self._wal is not None
+        index = self._applied
+        cs = self.rn.status().conf_state
+        data = encode_snapshot_data(self.membership, self.applier.snapshot())
+        try:
+            snap = self.storage.create_snapshot(index, cs, data)
+        except RaftError as err:
+            log.warning("raftnode.snapshot_skipped", error=repr(err))
+            return
+        self._snap_index = index
+        compact_to = index - CATCH_UP_ENTRIES
+        if compact_to > self.storage.first_index():
+            self.storage.compact(compact_to)
+        wal = self._wal
+        release_at = self._entry_seq.get(index + 1, 0)
+        for i in [i for i in self._entry_seq if i <= index]:
+            del self._entry_seq[i]
+        snaps = self._snaps
+        md = snap.metadata
+        blob = encode_snap_file(snap)
+
+        def persist() -> None:
+            snaps.save(md.index, md.term, blob)
+            wal.cut()
+            wal.release_before(release_at or wal.last_seq)
+            snaps.purge(keep=2)
+
+        fut = asyncio.get_running_loop().run_in_executor(self._io, persist)
+        fut.add_done_callback(lambda f: f.exception() and log.error(
+            "raftnode.snapshot_failed", error=repr(f.exception())))
+        log.info("raftnode.snapshot", index=index, compacted_to=compact_to)
+
+    # ------------------------------------------------------------------ proposals
+    def _next_id(self) -> int:
+        return next(self._ids)
+
+    async def _wait_leader(self) -> None:
+        if self._leader != 0:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._leader_waiters.append(fut)
+        timeout = 2 * self.config.election_ticks * self.config.tick_ms / 1000.0
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise NoLeader() from None
+
+    async def propose(self, req: internal_pb2.InternalRequest) -> Any:
+        """Replicate ``req``; return the applier's response once it is applied here."""
+        if self._stopped or self.removed:
+            raise Stopped()
+        await self._wait_leader()
+        assert self.rn is not None
+        req.id = self._next_id()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[req.id] = fut
+        try:
+            try:
+                self.rn.propose(TAG_REQUEST + req.SerializeToString())
+            except ProposalDropped:
+                raise NoLeader() from None
+            self._kick.set()
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), REQUEST_TIMEOUT)
+            except TimeoutError:
+                raise RequestTimeout() from None
+        finally:
+            self._waiters.pop(req.id, None)
+
+    def _fail_waiters(self, err: CoordError) -> None:
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(err)
+        for fut in self._conf_waiters.values():
+            if not fut.done():
+                fut.set_exception(err)
+
+    def _fail_all(self, err: CoordError) -> None:
+        self._fail_waiters(err)
+        for rf in self._read_waiting:
+            if not rf.done():
+                rf.set_exception(err)
+        if self._read_inflight is not None:
+            for rf in self._read_inflight[1]:
+                if not rf.done():
+                    rf.set_exception(err)
+        for _, af in self._applied_waiters:
+            if not af.done():
+                af.set_exception(err)
+        for lf in self._leader_waiters:
+            if not lf.done():
+                lf.set_exception(err)
+
+    # ------------------------------------------------------------------ reads
+    async def read_index(self) -> None:
+        """Linearizable-read barrier: ReadIndex through the leader, then wait until this
+        member applied up to the read index."""
+        if self._stopped:
+            raise Stopped()
+        await self._wait_leader()
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._read_waiting.append(fut)
+        self._issue_read()
+        try:
+            index = await asyncio.wait_for(asyncio.shield(fut), REQUEST_TIMEOUT)
+        except TimeoutError:
+            raise RequestTimeout() from None
+        if index > self._applied:
+            af: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._applied_waiters.append((index, af))
+            try:
+                await asyncio.wait_for(asyncio.shield(af), REQUEST_TIMEOUT)
+            except TimeoutError:
+                raise RequestTimeout() from None
+
+    def _issue_read(self) -> None:
+        if self._read_inflight is not None or not self._read_waiting or self.rn is None:
+            return
+        self._read_waiting = [f for f in self._read_waiting if not f.done()]
+        if not self._read_waiting:
+            return
+        ctx = f"{self.member_id:x}/{next(self._read_ctx)}".encode()
+        batch, self._read_waiting = self._read_waiting, []
+        try:
+            self.rn.read_index(ctx)
+        except ProposalDropped:
+            self._read_waiting[:0] = batch  # retried when a leader is known
+            return
+        self._read_inflight = (ctx, batch, time.monotonic())
+        self._kick.set()
+
+    def _read_done(self, ctx: bytes, index: int) -> None:
+        if self._read_inflight is None or self._read_inflight[0] != ctx:
+            return
+        _, batch, _ = self._read_inflight
+        self._read_inflight = None
+        for f in batch:
+            if not f.done():
+                f.set_result(index)
+        self._issue_read()
+
+    def _check_reads(self) -> None:
+        """Re-issue a ReadIndex that got no answer within an election timeout (lost)."""
+        if self._read_inflight is None:
+            self._issue_read()
+            return
+        _, batch, started = self._read_inflight
+        limit = self.config.election_ticks * self.config.tick_ms / 1000.0
+        if time.monotonic() - started > limit:
+            self._read_inflight = None
+            self._read_waiting[:0] = batch
+            self._issue_read()
+
+    # ------------------------------------------------------------------ leases
+    async def lease_renew(self, lease_id: int) -> int:
+        """Renew on the leader's lessor (locally, or forwarded to the leader)."""
+        if self.is_leader:
+            return self.applier.lessor.renew(lease_id, time.monotonic())
+        await self._wait_leader()
+        stub = self.transport.stub(self._leader)
+        if stub is None:
+            raise NoLeader()
+        try:
+            resp = await stub.LeaseRenew(raft_pb2.LeaseRenewRequest(id=lease_id), timeout=3.0)
+        except Exception as err:
+            raise NoLeader() from err
+        if resp.not_leader:
+            raise NotLeader()
+        return int(resp.ttl)
+
+    async def serve_lease_renew(self, lease_id: int) -> tuple[int, bool]:
+        if not self.is_leader:
+            return 0, True
+        try:
+            return self.applier.lessor.renew(lease_id, time.monotonic()), False
+        except NotLeader:
+            return 0, True
+
+    # ------------------------------------------------------------------ membership
+    def lookup_peer(self, peer: str) -> tuple[int, int]:
+        info = self.membership.by_peer(peer)
+        return (info.id if info else 0), self.cluster_id
+
+    async def _publish(self) -> None:
+        """Publish this member's name and client URL through the log (etcd's publish)."""
+        client = f"http://{self.config.listen_client}"
+        while True:
+            await asyncio.sleep(0.2)
+            info = self.membership.members.get(self.member_id)
+            if self.removed or info is None:
+                if self.removed:
+                    return
+                continue
+            if info.name == self.config.name and info.clients == [client]:
+                await asyncio.sleep(1.0)
+                continue
+            if self._leader == 0 or self.rn is None:
+                continue
+            data = json.dumps({"id": self.member_id, "name": self.config.name,
+                               "clients": [client]}).encode()
+            with contextlib.suppress(ProposalDropped):
+                self.rn.propose(TAG_ATTRS + data)
+                self._kick.set()
+            await asyncio.sleep(1.0)
+
+    async def change_membership(self, cc_type: ConfChangeType, node_id: int,
+                                peer: str = "", name: str = "") -> None:
+        """Propose a conf change and wait until it is applied here."""
+        if self._stopped:
+            raise Stopped()
+        await self._wait_leader()
+        assert self.rn is not None
+        if not self.is_leader:
+            raise NotLeader()
+        if cc_type == ConfChangeType.REMOVE_NODE and node_id not in self.membership.members:
+            raise MemberNotFound()
+        rid = self._next_id()
+        ctx = json.dumps({"rid": rid, "peer": peer, "name": name}).encode()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._conf_waiters[rid] = fut
+        try:
+            deadline = time.monotonic() + REQUEST_TIMEOUT
+            while True:
+                try:
+                    self.rn.propose_conf_change(ConfChange(cc_type, node_id, ctx))
+                    break
+                except ProposalDropped:
+                    # an earlier change (or the leader's no-op) is not applied yet
+                    if time.monotonic() > deadline:
+                        raise RequestTimeout() from None
+                    await asyncio.sleep(0.05)
+            self._kick.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), REQUEST_TIMEOUT)
+            except TimeoutError:
+                raise RequestTimeout() from None
+        finally:
+            self._conf_waiters.pop(rid, None)
+
+    def learner_in_sync(self, node_id: int) -> bool:
+        assert self.rn is not None
+        st = self.rn.status()
+        pr = st.progress.get(node_id)
+        if pr is None:
+            return False
+        return pr.match + CATCH_UP_ENTRIES // 10 >= self._commit
+
+    def transfer_leader(self, target: int) -> None:
+        assert self.rn is not None
+        self.rn.transfer_leader(target)
+        self._kick.set()

@@ -1,0 +1,316 @@
+"""Peer transport: Raft messages between members over gRPC on ``--listen-peer``.
+
+* One sender task per peer with its own bounded queue: messages are batched (everything
+  queued when the stream is ready goes in one ``MessageBatch``) and written on a long-lived
+  client stream. A slow or dead peer fills only its own queue; when it is full, messages
+  to that peer are dropped and the core is told (``report_unreachable``), exactly as if the
+  network had lost them — Raft retransmits.
+* A broken stream is reopened with exponential backoff (50 ms .. 1 s).
+* Snapshots (``SNAP`` messages) go in a unary ``SendSnapshot`` call so the sender learns
+  the outcome and reports it (``report_snapshot``).
+* Fault injection (tests only): when enabled (``RAFTCRON_FAULTS=1``), the peer service's
+  ``Fault`` RPC cuts links to named members in both directions or delays outgoing batches.
+  When not enabled, ``Fault`` answers PERMISSION_DENIED; it is never on the client port.
+
+The codec between ``coord.raft`` dataclasses and ``raft.proto`` lives here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+
+from coord.api.proto import raft_pb2, raft_pb2_grpc
+from coord.raft import (
+    ConfState,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    Snapshot,
+    SnapshotMetadata,
+)
+
+log = structlog.get_logger("coord.transport")
+
+QUEUE_LIMIT = 4096
+"""Messages queued per peer before new ones are dropped (and the peer reported unreachable)."""
+BATCH_LIMIT = 512
+"""Messages per MessageBatch."""
+SNAPSHOT_TIMEOUT = 30.0
+PEER_GRPC_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.so_reuseport", 0),
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.min_reconnect_backoff_ms", 50),
+]
+
+
+def faults_enabled() -> bool:
+    return os.environ.get("RAFTCRON_FAULTS", "") == "1"
+
+
+# ---------------------------------------------------------------------- codec
+def entry_to_pb(e: Entry) -> raft_pb2.RaftEntry:
+    return raft_pb2.RaftEntry(term=e.term, index=e.index, type=int(e.type), data=e.data)
+
+
+def entry_from_pb(p: raft_pb2.RaftEntry) -> Entry:
+    return Entry(p.term, p.index, EntryType(p.type), p.data)
+
+
+def snapshot_to_pb(s: Snapshot) -> raft_pb2.RaftSnapshot:
+    md = s.metadata
+    return raft_pb2.RaftSnapshot(index=md.index, term=md.term, voters=md.conf_state.voters,
+                                 learners=md.conf_state.learners, data=s.data)
+
+
+def snapshot_from_pb(p: raft_pb2.RaftSnapshot) -> Snapshot:
+    cs = ConfState(tuple(p.voters), tuple(p.learners))
+    return Snapshot(SnapshotMetadata(p.index, p.term, cs), p.data)
+
+
+def message_to_pb(m: Message) -> raft_pb2.RaftMessage:
+    pb = raft_pb2.RaftMessage(
+        type=int(m.type), to=m.to, term=m.term, log_term=m.log_term, index=m.index,
+        entries=[entry_to_pb(e) for e in m.entries], commit=m.commit, reject=m.reject,
+        reject_hint=m.reject_hint, context=m.context)
+    setattr(pb, "from", m.frm)
+    if m.snapshot is not None:
+        pb.snapshot.CopyFrom(snapshot_to_pb(m.snapshot))
+        pb.has_snapshot = True
+    return pb
+
+
+def message_from_pb(p: raft_pb2.RaftMessage) -> Message:
+    return Message(
+        MessageType(p.type), p.to, getattr(p, "from"), p.term, p.log_term, p.index,
+        tuple(entry_from_pb(e) for e in p.entries), p.commit,
+        snapshot_from_pb(p.snapshot) if p.has_snapshot else None,
+        p.reject, p.reject_hint, p.context)
+
+
+# ---------------------------------------------------------------------- faults
+@dataclass
+class Faults:
+    """Links cut (by member name, both directions) and a delay on outgoing batches."""
+
+    enabled: bool = False
+    cut: set[str] = field(default_factory=set)
+    delay: float = 0.0
+
+
+# ---------------------------------------------------------------------- sender
+class _PeerSender:
+    def __init__(self, transport: Transport, peer_id: int, address: str) -> None:
+        self.t = transport
+        self.peer_id = peer_id
+        self.address = address
+        self.queue: collections.deque[Message] = collections.deque()
+        self.wake = asyncio.Event()
+        self.channel: grpc.aio.Channel | None = None
+        # Typed for the sync API by the generator; on an aio channel calls are awaitables.
+        self.stub: Any = None
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        self.snap_tasks: set[asyncio.Task[None]] = set()
+
+    def enqueue(self, m: Message) -> None:
+        if m.type == MessageType.SNAP:
+            task = asyncio.get_running_loop().create_task(self._send_snapshot(m))
+            self.snap_tasks.add(task)
+            task.add_done_callback(self.snap_tasks.discard)
+            return
+        if len(self.queue) >= QUEUE_LIMIT:
+            self.t.report_unreachable(self.peer_id)
+            return
+        self.queue.append(m)
+        self.wake.set()
+
+    def _stub(self) -> Any:
+        if self.stub is None:
+            self.channel = grpc.aio.insecure_channel(self.address, options=PEER_GRPC_OPTIONS)
+            self.stub = raft_pb2_grpc.PeerStub(self.channel)
+        return self.stub
+
+    async def _send_snapshot(self, m: Message) -> None:
+        ok = False
+        try:
+            if self.t.name_of(self.peer_id) in self.t.faults.cut:
+                raise ConnectionError("link cut by fault injection")
+            batch = raft_pb2.MessageBatch(messages=[message_to_pb(m)])
+            setattr(batch, "from", self.t.member_id)
+            await self._stub().SendSnapshot(batch, timeout=SNAPSHOT_TIMEOUT)
+            ok = True
+            log.info("transport.snapshot_sent", to=f"{self.peer_id:x}",
+                     index=m.snapshot.metadata.index if m.snapshot else 0)
+        except (grpc.aio.AioRpcError, ConnectionError) as err:
+            log.warning("transport.snapshot_failed", to=f"{self.peer_id:x}", error=str(err))
+        self.t.report_snapshot(self.peer_id, ok)
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        call: Any = None
+        while not self.t.stopped:
+            if not self.queue:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            if self.t.faults.delay:
+                await asyncio.sleep(self.t.faults.delay)
+            if self.t.name_of(self.peer_id) in self.t.faults.cut:
+                self.queue.clear()
+                continue
+            msgs: list[Message] = []
+            while self.queue and len(msgs) < BATCH_LIMIT:
+                msgs.append(self.queue.popleft())
+            batch = raft_pb2.MessageBatch(cluster_id=self.t.cluster_id(),
+                                          messages=[message_to_pb(m) for m in msgs])
+            setattr(batch, "from", self.t.member_id)
+            try:
+                if call is None:
+                    call = self._stub().Send()
+                await call.write(batch)
+                backoff = 0.05
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError) as err:
+                log.debug("transport.send_failed", to=f"{self.peer_id:x}", error=str(err))
+                if call is not None:
+                    call.cancel()
+                call = None
+                self.queue.clear()
+                self.t.report_unreachable(self.peer_id)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+        if call is not None:
+            call.cancel()
+
+    async def close(self) -> None:
+        self.task.cancel()
+        for t in list(self.snap_tasks):
+            t.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+        if self.channel is not None:
+            await self.channel.close(None)
+
+
+class Transport:
+    """Sends the core's messages to peers; hands received ones to ``deliver``."""
+
+    def __init__(self, member_id: int, *, cluster_id: Callable[[], int],
+                 deliver: Callable[[list[Message]], None],
+                 report_unreachable: Callable[[int], None],
+                 report_snapshot: Callable[[int, bool], None],
+                 name_of: Callable[[int], str]) -> None:
+        self.member_id = member_id
+        self.cluster_id = cluster_id
+        self.deliver = deliver
+        self.report_unreachable = report_unreachable
+        self.report_snapshot = report_snapshot
+        self.name_of = name_of
+        self.faults = Faults(enabled=faults_enabled())
+        self.stopped = False
+        self._peers: dict[int, _PeerSender] = {}
+
+    def set_peer(self, peer_id: int, address: str) -> None:
+        if peer_id == self.member_id or not address:
+            return
+        cur = self._peers.get(peer_id)
+        if cur is not None and cur.address == address:
+            return
+        if cur is not None:
+            asyncio.get_running_loop().create_task(cur.close())
+        self._peers[peer_id] = _PeerSender(self, peer_id, address)
+
+    def remove_peer(self, peer_id: int) -> None:
+        cur = self._peers.pop(peer_id, None)
+        if cur is not None:
+            asyncio.get_running_loop().create_task(cur.close())
+
+    def peers(self) -> dict[int, str]:
+        return {i: p.address for i, p in self._peers.items()}
+
+    def send(self, msgs: list[Message]) -> None:
+        for m in msgs:
+            sender = self._peers.get(m.to)
+            if sender is None:
+                continue
+            sender.enqueue(m)
+
+    def stub(self, peer_id: int) -> Any:
+        sender = self._peers.get(peer_id)
+        return sender._stub() if sender is not None else None
+
+    async def stop(self) -> None:
+        self.stopped = True
+        for p in list(self._peers.values()):
+            await p.close()
+        self._peers.clear()
+
+    def accept(self, batch: raft_pb2.MessageBatch) -> None:
+        frm = getattr(batch, "from")
+        if self.faults.cut and self.name_of(frm) in self.faults.cut:
+            return
+        self.deliver([message_from_pb(p) for p in batch.messages])
+
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class PeerService(raft_pb2_grpc.PeerServicer):
+    """The peer-port gRPC service."""
+
+    def __init__(self, transport: Transport,
+                 lease_renew: Callable[[int], Awaitable[tuple[int, bool]]],
+                 join: Callable[[str], tuple[int, int]]) -> None:
+        self.t = transport
+        self._lease_renew = lease_renew
+        self._join = join
+
+    async def Send(self, request_iterator: AsyncIterator[raft_pb2.MessageBatch],
+                   context: Ctx) -> raft_pb2.SendResponse:
+        async for batch in request_iterator:
+            self.t.accept(batch)
+        return raft_pb2.SendResponse()
+
+    async def SendSnapshot(self, request: raft_pb2.MessageBatch,
+                           context: Ctx) -> raft_pb2.SendResponse:
+        frm = getattr(request, "from")
+        if self.t.faults.cut and self.t.name_of(frm) in self.t.faults.cut:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "link cut")
+        self.t.accept(request)
+        return raft_pb2.SendResponse()
+
+    async def LeaseRenew(self, request: raft_pb2.LeaseRenewRequest,
+                         context: Ctx) -> raft_pb2.LeaseRenewResponse:
+        ttl, not_leader = await self._lease_renew(request.id)
+        return raft_pb2.LeaseRenewResponse(ttl=ttl, not_leader=not_leader)
+
+    async def Join(self, request: raft_pb2.MemberJoinRequest,
+                   context: Ctx) -> raft_pb2.MemberJoinResponse:
+        member_id, cluster_id = self._join(request.peer)
+        return raft_pb2.MemberJoinResponse(member_id=member_id, cluster_id=cluster_id,
+                                           found=member_id != 0)
+
+    async def Fault(self, request: raft_pb2.FaultRequest,
+                    context: Ctx) -> raft_pb2.FaultResponse:
+        f = self.t.faults
+        if not f.enabled:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                "fault injection is disabled (set RAFTCRON_FAULTS=1)")
+        f.cut = set(request.cut)
+        f.delay = request.delay_ms / 1000.0
+        log.warning("transport.faults", cut=sorted(f.cut), delay_ms=request.delay_ms)
+        return raft_pb2.FaultResponse(cut=sorted(f.cut), delay_ms=request.delay_ms)
