@@ -240,6 +240,24 @@ def test_berlin_fall_back() -> None:
     assert got == ["20261025T003000Z"]
 
 
+def test_exotic_transitions() -> None:
+    # Santiago: midnight does not exist on 2026-09-06, @daily runs at 01:00 instead
+    got = fires("@daily", "America/Santiago", "2026-09-04", "2026-09-08")
+    assert local(got, "America/Santiago") == [
+        "09-04 00:00:00 -04", "09-05 00:00:00 -04", "09-06 01:00:00 -03", "09-07 00:00:00 -03"]
+    # Samoa skipped 2011-12-30 entirely: its noon run happens once, at the end of the gap
+    got = fires("0 12 * * *", "Pacific/Apia", "2011-12-28", "2011-12-31")
+    assert local(got, "Pacific/Apia") == [
+        "12-28 12:00:00 -10", "12-29 12:00:00 -10", "12-31 00:00:00 +14", "12-31 12:00:00 +14"]
+    # Lord Howe falls back by 30 minutes: fixed-time once, interval-style at every instant
+    got = fires("45 1 * * *", "Australia/Lord_Howe", "2026-04-04T00:00", "2026-04-06T00:00")
+    assert local(got, "Australia/Lord_Howe") == ["04-05 01:45:00 +11", "04-06 01:45:00 +1030"]
+    got = fires("*/15 1 * * *", "Australia/Lord_Howe", "2026-04-04T14:00", "2026-04-04T16:00")
+    assert local(got, "Australia/Lord_Howe") == [
+        "04-05 01:15:00 +11", "04-05 01:30:00 +11", "04-05 01:45:00 +11",
+        "04-05 01:30:00 +1030", "04-05 01:45:00 +1030"]
+
+
 def test_at_transition_boundaries_exactly() -> None:
     tt = Timetable.parse("30 2 * * *", NY)
     # one second before the gap ends → the gap run; exactly at it → already past
@@ -309,6 +327,51 @@ def test_dst_rules_match_minute_by_minute_oracle(minute: str, hour: str, tz: str
     # start the oracle a day earlier so its "already seen this wall" memory is warm
     want = [x for x in oracle(expr, tz, start - timedelta(days=1), end) if x > start]
     assert Timetable.parse(expr, tz).between(start, end) == want
+
+
+_days = st.sampled_from(["*", "1", "15", "31", "1-7", "*/10", "29,30,31", "13"])
+_months = st.sampled_from(["*", "2", "feb", "1-3", "*/4", "jun,dec", "4,6,9,11"])
+_dows = st.sampled_from(["*", "0", "7", "mon-fri", "fri", "sat,sun", "1/3", "?"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(day=_days, month=_months, dow=_dows, start=st.integers(2020, 2030))
+def test_day_matching_against_a_brute_force_calendar(day: str, month: str, dow: str,
+                                                     start: int) -> None:
+    def values(field: str, lo: int, hi: int, names: dict[str, int]) -> set[int]:
+        out: set[int] = set()
+        for part in field.split(","):
+            base, _, step = part.partition("/")
+            if base in ("*", "?"):
+                a, b = lo, hi
+            elif "-" in base:
+                a, b = (names.get(x, 0) or int(x) for x in base.split("-"))
+            else:
+                a = names.get(base, 0) or int(base)
+                b = hi if step else a
+            out.update(range(a, b + 1, int(step or 1)))
+        return out
+
+    doms = values(day, 1, 31, {})
+    months = values(month, 1, 12, {"feb": 2, "jun": 6, "dec": 12})
+    dows = {d % 7 for d in values(dow, 0, 7, {"mon": 1, "fri": 5, "sat": 6, "sun": 7})}
+    both = not day.startswith(("*", "?")) and not dow.startswith(("*", "?"))
+    want = []
+    d = datetime(start, 1, 1, tzinfo=UTC)
+    while d.year < start + 2:
+        dom_ok, dow_ok = d.day in doms, (d.isoweekday() % 7) in dows
+        if d.month in months and ((dom_ok or dow_ok) if both else (dom_ok and dow_ok)):
+            want.append(d)
+        d += timedelta(days=1)
+    expr = f"0 0 {day} {month} {dow}"
+    try:
+        tt = Timetable.parse(expr)
+    except ScheduleError as exc:
+        assert "never fires" in str(exc)
+        return
+    got = tt.between(datetime(start, 1, 1, tzinfo=UTC) - timedelta(seconds=1),
+                     datetime(start + 2, 1, 1, tzinfo=UTC) - timedelta(seconds=1))
+    assert got == want, expr
 
 
 # ------------------------------------------------------------------ @every

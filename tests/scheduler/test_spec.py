@@ -65,6 +65,14 @@ def test_minimal_job_gets_documented_defaults() -> None:
     assert spec.suspend is False
 
 
+def test_dataclass_defaults_match_documented_defaults() -> None:
+    spec = JobSpec(name="x", schedule="@daily", command="true")
+    for key, value in DEFAULTS.items():
+        got = getattr(spec, key)
+        assert (dict(got) if key in ("env", "tags") else got) == value, key
+    assert set(DEFAULTS) | {"name", "schedule", "command"} == set(FIELDS)
+
+
 def test_every_field_parsed() -> None:
     (spec,) = load("""\
         jobs:
