@@ -140,11 +140,12 @@ class Progress:
         return True
 
     def is_paused(self) -> bool:
-        if self.state == ProgressState.PROBE:
-            return self.msg_app_paused
-        if self.state == ProgressState.REPLICATE:
-            return self.inflights.full()
-        return True
+        """PROBE: one APP per heartbeat interval. REPLICATE: paused once the window is full,
+        but a heartbeat response unpauses it for one (empty) APP, so a window filled by
+        APPs that were all lost still recovers. SNAPSHOT: always."""
+        if self.state == ProgressState.SNAPSHOT:
+            return True
+        return self.msg_app_paused
 
     def __repr__(self) -> str:
         return (

@@ -23,6 +23,7 @@ from coord.raft import (
     MessageType,
     RaftError,
     RawNode,
+    ReadState,
     Snapshot,
     SnapshotMetadata,
     describe_message,
@@ -68,6 +69,7 @@ class Env:
         self.queue: list[Message] = []
         self.groups: list[set[int]] = []  # empty: fully connected
         self.dropped_links: set[tuple[int, int]] = set()
+        self.read_states: list[tuple[int, ReadState]] = []
 
     # -- setup --------------------------------------------------------------------------
     def add_nodes(
@@ -130,6 +132,7 @@ class Env:
         node.storage.append(rd.entries)
         if rd.hard_state is not None:
             node.storage.set_hard_state(rd.hard_state)
+        self.read_states.extend((nid, rs) for rs in rd.read_states)
         # 2. send
         self.queue.extend(rd.messages)
         self.queue.extend(rd.messages_after_persist)

@@ -21,7 +21,7 @@ def naive_committed(voters: set[int], acked: dict[int, int]) -> int:
     return best
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.sets(st.integers(1, 9), max_size=9), acks)
 def test_committed_index_matches_oracle(voters: set[int], acked: dict[int, int]) -> None:
     assert committed_index(voters, acked.get) == naive_committed(voters, acked)
@@ -38,7 +38,7 @@ def naive_vote(voters: set[int], votes: dict[int, bool]) -> VoteResult:
     return VoteResult.LOST
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     st.sets(st.integers(1, 9), min_size=1, max_size=9),
     st.dictionaries(st.integers(1, 12), st.booleans(), max_size=12),
