@@ -165,7 +165,7 @@ class JobProcess:
                 *req.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=out,
                 stderr=asyncio.subprocess.STDOUT, env=req.environment(self.base_env),
                 cwd=req.workdir, start_new_session=True)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: NUL in an argument (unvalidated)
             if out is not None:
                 out.close()
             self._log.warning("job.spawn_failed", error=str(exc))

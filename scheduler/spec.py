@@ -261,6 +261,8 @@ def _text(node: Node, what: str) -> str:
     """A scalar taken as the text written (``5`` → ``"5"``, ``yes`` → ``"yes"``)."""
     if not isinstance(node, ScalarNode) or node.tag == _NULL:
         raise _Bad(f"must be {what} {_got(node)}", node)
+    if "\0" in str(node.value):
+        raise _Bad("must not contain NUL characters", node)
     return str(node.value)
 
 

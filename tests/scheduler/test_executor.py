@@ -108,6 +108,8 @@ def test_spawn_failures_raise_executor_error(tmp_path: Path) -> None:
         run(run_job(request(("/nonexistent/program",))))
     with pytest.raises(ExecutorError):
         run(run_job(request("true", workdir=str(tmp_path / "missing"))))
+    with pytest.raises(ExecutorError):
+        run(run_job(request(("echo", "a\0b"))))
 
 
 # ------------------------------------------------------------------ output

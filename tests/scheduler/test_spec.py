@@ -434,6 +434,7 @@ def test_wrong_types_and_values(line: str, expected: str) -> None:
         ("['', x]", "the program (first argument) must not be empty"),
         ("[echo, [x]]", "must be a string (each argument) (got a list)"),
         ("[echo, ~]", "(got null)"),
+        ('[echo, "a\\0b"]', "must not contain NUL characters"),
     ],
 )
 def test_bad_command(command: str, expected: str) -> None:
