@@ -215,17 +215,15 @@ class ClaimStore:
         rec, kv = _run_from(cur)
         if rec is None or kv is None or rec.status not in ACTIVE:
             return None
-        lock = await self.client.get(lk)
-        if lock.kvs:
-            holder = LockHolder.decode(lock.kvs[0].value)
-            if holder.run_id == rec.run_id:
-                return None  # still held: the run is alive
+        # The run's token is its lock's create revision. The lock may meanwhile be held by
+        # a later run of the same job: only *this* run's lock must be gone.
+        token = rec.fencing_token or kv.create_revision
         started = rec.status != "claimed"
         rec.status = "lost"
         rec.note = note + ("" if started else " (before it started)")
         rec.finished_at = time.time()
         res = await self.client.txn([Compare.mod(rk) == kv.mod_revision,
-                                     Compare.create(lk) == 0], [put(rk, rec.encode())], [])
+                                     Compare.create(lk) != token], [put(rk, rec.encode())], [])
         if not res.succeeded:
             return None
         rec.fencing_token = res.revision  # the revision a takeover compares against

@@ -170,3 +170,31 @@ def start_coord(group: ProcessGroup, name: str = "n1", data_dir: Path | None = N
     if not proc.alive():
         raise RuntimeError(f"coord exited early:\n{proc.log()}")
     return proc
+
+
+def start_etcd_cluster(group: ProcessGroup, size: int = 3, etcd_bin: str = "etcd",
+                       prefix: str = "etcd") -> list[Proc]:
+    """Start a fresh ``size``-member real etcd cluster on loopback; wait for a leader."""
+    names = [f"{prefix}{i}" for i in range(1, size + 1)]
+    cports = {n: free_port() for n in names}
+    pports = {n: free_port() for n in names}
+    initial = ",".join(f"{n}=http://127.0.0.1:{pports[n]}" for n in names)
+    procs = []
+    for n in names:
+        argv = [
+            etcd_bin, "--name", n, "--data-dir", str(group.workdir / f"{n}-data"),
+            "--listen-client-urls", f"http://127.0.0.1:{cports[n]}",
+            "--advertise-client-urls", f"http://127.0.0.1:{cports[n]}",
+            "--listen-peer-urls", f"http://127.0.0.1:{pports[n]}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{pports[n]}",
+            "--initial-cluster", initial, "--initial-cluster-state", "new",
+            "--initial-cluster-token", f"tok-{group.workdir.name}",
+            "--log-level", "error",
+        ]
+        procs.append(group.spawn(n, argv, cports[n], env={"ETCDCTL_API": "3"}))
+    for p in procs:
+        wait_until(lambda p=p: port_open(p.client_port) or not p.alive(), 30,  # type: ignore[misc]
+                   f"etcd member {p.name}")
+        if not p.alive():
+            raise RuntimeError(f"etcd member {p.name} exited early:\n{p.log()}")
+    return procs
