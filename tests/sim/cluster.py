@@ -345,14 +345,18 @@ class Cluster:
         self._cp("before_fsync")
         if rd.must_sync:
             n.disk.fsync()
+        ss = rd.soft_state
+        if ss is not None and ss.role != StateRole.LEADER:
+            # stepped down: the entries of this Ready may legitimately replace its log
+            n.role, n.leader = ss.role, ss.leader
+            self.inv.on_role(n.id, False, n.hs.term)
         self.inv.on_persist(n.id, rd.snapshot, rd.entries)
-        if rd.soft_state is not None:
-            ss = rd.soft_state
-            if ss.role == StateRole.LEADER and n.role != StateRole.LEADER:
+        if ss is not None and ss.role == StateRole.LEADER:
+            if n.role != StateRole.LEADER:
                 self.stats["elections"] += 1
                 self.trace.log(f"n{n.id} LEADER term={n.hs.term}")
             n.role, n.leader = ss.role, ss.leader
-            self.inv.on_role(n.id, ss.role == StateRole.LEADER, n.hs.term)
+            self.inv.on_role(n.id, True, n.hs.term)
         self._cp("after_persist")
         # 2. send
         if "ack_before_fsync" not in bugs:

@@ -58,7 +58,10 @@ class Nemesis:
         if self.stopped:
             return
         up = [nid for nid in self.c.ids if self.c.nodes[nid].up]
-        if up:
+        leaders = [n.id for n in self.c.leaders()]
+        if leaders and self.crash_rng.random() < self.o.target_leader:
+            self.c.crash(leaders[0], "nemesis, leader")
+        elif up:
             self.c.crash(self.crash_rng.choice(up), "nemesis")
         self.loop.after(self._exp(self.crash_rng, self.o.crash_every), self._crash)
 
@@ -80,7 +83,9 @@ class Nemesis:
         net.heal()
         mode = r.choice(("isolate", "isolate", "split", "link"))
         if mode == "isolate":
-            victim = r.choice(ids)
+            leaders = [n.id for n in self.c.leaders()]
+            hit_leader = leaders and r.random() < self.o.target_leader
+            victim = leaders[0] if hit_leader else r.choice(ids)
             direction = r.choice(("both", "in", "out")) if self.o.asymmetric else "both"
             net.isolate(victim, ids, inbound=direction != "out", outbound=direction != "in")
             what = f"isolate n{victim} ({direction})"

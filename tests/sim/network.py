@@ -41,7 +41,7 @@ class NetStats:
 
 
 class Network:
-    def __init__(  # noqa: PLR0917 - wiring, called once
+    def __init__(
         self,
         loop: EventLoop,
         rng: random.Random,

@@ -8,6 +8,7 @@ fault *and not another* are reachable too.
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass, field, replace
 
 from tests.sim.eventloop import sub_rng
@@ -56,6 +57,7 @@ class SimOptions:
     partition_len: int = 300  # mean ms a partition lasts
     asymmetric: bool = False
     crash_every: int = 0  # mean ms between node crashes (0 = none)
+    target_leader: float = 0.0  # chance a crash / isolation hits the current leader
     down_ms: int = 200  # mean downtime of a crashed node
     crash_points: tuple[str, ...] = ()
     crash_point_p: float = 0.0
@@ -81,7 +83,52 @@ class SimOptions:
 
 
 def draw_options(seed: int) -> SimOptions:
+    """The swarm: one in five seeds is *hostile* (constant leader churn, one entry per
+    message), the rest draw every knob independently."""
     r = sub_rng(seed, "options")
+    if r.random() < 0.2:
+        return _hostile(seed, r)
+    return _swarm(seed, r)
+
+
+def _hostile(seed: int, r: random.Random) -> SimOptions:
+    """Leaders die or get cut off every few hundred ms while clients keep writing, and
+    replication moves one entry per message: logs diverge and old-term entries linger
+    on minorities (the ground on which Raft's commit and election rules matter)."""
+    return SimOptions(
+        seed=seed,
+        voters=r.choice((3, 5)),
+        clients=r.randint(3, 5),
+        keys=1,
+        election_tick=r.choice((5, 10)),
+        heartbeat_tick=1,
+        pre_vote=r.random() < 0.3,
+        check_quorum=r.random() < 0.3,
+        max_size_per_msg=1,
+        max_inflight=r.choice((1, 2, 256)),
+        loss=r.choice((0.05, 0.15, 0.3)),
+        dup=r.choice((0.0, 0.05)),
+        min_delay=1,
+        mean_delay=r.choice((2.0, 5.0, 10.0)),
+        partition_every=r.choice((100, 200)),
+        partition_len=r.choice((50, 150)),
+        asymmetric=r.random() < 0.3,
+        crash_every=r.choice((80, 150, 300)),
+        target_leader=r.choice((0.5, 0.9)),
+        down_ms=r.choice((20, 80, 200)),
+        crash_points=("after_persist", "after_send", "before_advance"),
+        crash_point_p=r.choice((0.005, 0.02)),
+        torn_writes=r.random() < 0.5,
+        snapshot_every=r.choice((0, 0, 5)),
+        read_index=r.random() < 0.3,
+        think_ms=2,
+        client_timeout=300,
+        safety_ms=r.choice((1500, 2500)),
+        liveness_ms=4000,
+    )
+
+
+def _swarm(seed: int, r: random.Random) -> SimOptions:
 
     def maybe(p: float) -> bool:
         return r.random() < p
@@ -115,6 +162,7 @@ def draw_options(seed: int) -> SimOptions:
         partition_len=r.choice((50, 200, 600)),
         asymmetric=maybe(0.3),
         crash_every=r.choice((0, 0, 150, 400, 1000)),
+        target_leader=r.choice((0.0, 0.0, 0.5)),
         down_ms=r.choice((10, 100, 400)),
         crash_points=crash_points,
         crash_point_p=r.choice((0.002, 0.01, 0.03)) if crash_points else 0.0,

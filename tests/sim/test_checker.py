@@ -35,7 +35,7 @@ class H:
         self.ops.append(Op(id=len(self.ops), **kw))  # type: ignore[arg-type]
         return self
 
-    def put(  # noqa: PLR0917 - positional reads like a history line
+    def put(
         self, c: int, key: str, value: str, call: float, ret: float | None, rev: int | None = None
     ) -> H:
         status = OK if ret is not None else UNKNOWN
@@ -44,7 +44,7 @@ class H:
             status=status, revision=rev if status is OK else None,
         )  # fmt: skip
 
-    def get(  # noqa: PLR0917
+    def get(
         self, c: int, key: str, result: str | None, call: float, ret: float, rev: int | None = None
     ) -> H:
         return self._add(
@@ -52,7 +52,7 @@ class H:
             status=OK, revision=rev,
         )  # fmt: skip
 
-    def cas(  # noqa: PLR0917
+    def cas(
         self,
         c: int,
         key: str,
