@@ -38,6 +38,8 @@ class Config:
       election timeout; followers ignore votes while they heard from a leader recently.
     - ``pre_vote``: campaign with a pre-vote round first (no term bump on failure).
     - ``max_committed_size_per_ready``: soft limit of committed entry bytes per Ready.
+    - ``max_inflight_bytes``: also pause replication to a follower once this many entry
+      bytes are unacknowledged (0 = no byte limit, only ``max_inflight_msgs``).
     - ``bugs``: names from ``KNOWN_BUGS``; never set outside tests.
     """
 
@@ -52,6 +54,7 @@ class Config:
     pre_vote: bool = True
     read_only: ReadOnlyOption = ReadOnlyOption.SAFE
     max_committed_size_per_ready: int = 1 << 22
+    max_inflight_bytes: int = 0
     bugs: frozenset[str] = field(default_factory=frozenset)
 
     def validate(self) -> None:
@@ -65,6 +68,8 @@ class Config:
             raise ConfigError("max_inflight_msgs must be positive")
         if self.max_size_per_msg <= 0 or self.max_committed_size_per_ready <= 0:
             raise ConfigError("size limits must be positive")
+        if self.max_inflight_bytes < 0:
+            raise ConfigError("max_inflight_bytes must not be negative")
         if self.applied < 0:
             raise ConfigError("applied must not be negative")
         if self.read_only == ReadOnlyOption.LEASE_BASED and not self.check_quorum:

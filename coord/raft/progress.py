@@ -73,7 +73,10 @@ class Progress:
         "state",
     )
 
-    def __init__(self, next_index: int, max_inflight: int, is_learner: bool = False) -> None:
+    def __init__(
+        self, next_index: int, max_inflight: int, is_learner: bool = False,
+        max_inflight_bytes: int = 0,
+    ) -> None:
         self.match = 0
         self.next = next_index
         self.state = ProgressState.PROBE
@@ -81,7 +84,7 @@ class Progress:
         self.pending_snapshot = 0
         self.recent_active = False
         self.is_learner = is_learner
-        self.inflights = Inflights(max_inflight)
+        self.inflights = Inflights(max_inflight, max_inflight_bytes)
 
     def _reset_state(self, state: ProgressState) -> None:
         self.msg_app_paused = False

@@ -75,7 +75,7 @@ class Raft:
         self.vote = NONE
         self.lead = NONE
         self.state = StateRole.FOLLOWER
-        self.trk = ProgressTracker(config.max_inflight_msgs)
+        self.trk = ProgressTracker(config.max_inflight_msgs, config.max_inflight_bytes)
         self.msgs: list[Message] = []
         self.msgs_after_append: list[Message] = []
         self.read_states: list[ReadState] = []
@@ -204,7 +204,8 @@ class Raft:
         last = self.log.last_index()
         for pid in self.trk.ids():
             old = self.trk.progress[pid]
-            pr = Progress(last + 1, self.cfg.max_inflight_msgs, is_learner=old.is_learner)
+            pr = Progress(last + 1, self.cfg.max_inflight_msgs, old.is_learner,
+                          self.cfg.max_inflight_bytes)
             if pid == self.id:
                 pr.match = last
             self.trk.progress[pid] = pr
@@ -676,7 +677,7 @@ class Raft:
 
     # -- membership -----------------------------------------------------------------------------
     def restore_conf(self, cs: ConfState) -> None:
-        self.trk = ProgressTracker(self.cfg.max_inflight_msgs)
+        self.trk = ProgressTracker(self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes)
         nxt = self.log.last_index() + 1
         for v in cs.voters:
             self.trk.add(v, nxt, learner=False)

@@ -13,8 +13,9 @@ from coord.raft.types import ConfState
 
 
 class ProgressTracker:
-    def __init__(self, max_inflight: int) -> None:
+    def __init__(self, max_inflight: int, max_inflight_bytes: int = 0) -> None:
         self.max_inflight = max_inflight
+        self.max_inflight_bytes = max_inflight_bytes
         self.voters: set[int] = set()
         self.learners: set[int] = set()
         self.progress: dict[int, Progress] = {}
@@ -34,7 +35,7 @@ class ProgressTracker:
         return sorted(self.progress)
 
     def add(self, node_id: int, next_index: int, learner: bool) -> None:
-        pr = Progress(next_index, self.max_inflight, is_learner=learner)
+        pr = Progress(next_index, self.max_inflight, learner, self.max_inflight_bytes)
         # A new member is presumed active so that check-quorum does not count it against
         # the leader before it had a chance to answer.
         pr.recent_active = True

@@ -55,7 +55,8 @@ def run(seed: int, steps: int = 600) -> None:
     n = rng.choice([3, 5])
     env.add_nodes(n, voters=tuple(range(1, n + 1)), jitter=True,
                   max_inflight_msgs=rng.choice([1, 4, 256]),
-                  max_size_per_msg=rng.choice([1, 1 << 20]))
+                  max_size_per_msg=rng.choice([1, 1 << 20]),
+                  max_inflight_bytes=rng.choice([0, 64]))
     for nid, node in env.nodes.items():
         node.config.rng.seed(seed * 100 + nid)
     chk = Checker()
