@@ -420,14 +420,17 @@ class KeepAlive:
         while not self.lost.is_set():
             sent_at = time.monotonic()
             try:
-                ttl = await self.client.keepalive_once(self.lease_id)
+                # Never wait past the deadline: a hung call must not delay the verdict.
+                ttl = await asyncio.wait_for(self.client.keepalive_once(self.lease_id),
+                                             timeout=max(self.deadline - sent_at, 0.05))
                 self.deadline = sent_at + ttl
             except LeaseNotFoundError:
                 log.warning("lease.lost", lease=f"{self.lease_id:x}", reason="not found")
                 self.lost.set()
                 return
-            except ClientError as err:
-                log.warning("lease.keepalive_failed", lease=f"{self.lease_id:x}", error=str(err))
+            except (ClientError, TimeoutError) as err:
+                log.warning("lease.keepalive_failed", lease=f"{self.lease_id:x}",
+                            error=str(err) or type(err).__name__)
                 if time.monotonic() >= self.deadline:
                     log.warning("lease.lost", lease=f"{self.lease_id:x}", reason="expired")
                     self.lost.set()
