@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -31,7 +32,7 @@ from coord.client import Client
 from scheduler import keys
 from scheduler.plan import occurrence_id
 from tests.helpers.binaries import require_binary
-from tests.helpers.procs import REPO, ProcessGroup, Proc, start_etcd_cluster
+from tests.helpers.procs import REPO, Proc, ProcessGroup, start_etcd_cluster
 
 JOBS = 30
 DURATION = 60.0
@@ -90,8 +91,6 @@ def scenario(procs: ProcessGroup, endpoints: str, tmp: Path, seed: int) -> None:
     jobs = tmp / "jobs.yaml"
     job_file(jobs, out)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    import subprocess
-
     applied = subprocess.run(cli("apply", "-f", str(jobs), "--endpoints", endpoints),
                              capture_output=True, text=True, env=env, check=False, timeout=60)
     assert applied.returncode == 0, applied.stderr
