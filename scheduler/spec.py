@@ -65,6 +65,7 @@ RESERVED_ENV_PREFIX: Final = "RAFTCRON_"
 MAX_RETRIES: Final = 100
 MAX_HISTORY: Final = 10_000
 MAX_RETRY_DELAY: Final = 3600
+MAX_DURATION: Final = 366 * 86400
 
 FIELDS: Final = (
     "name", "schedule", "timezone", "command", "env", "workdir", "timeout", "retries",
@@ -368,6 +369,8 @@ def _duration(node: Node, *, minimum: int = 0) -> int:
         raise _Bad(f"must be {DURATION_HELP} {_got(node)}", node)
     if n < minimum:
         raise _Bad(f"must be at least {minimum}s {_got(node)}", node)
+    if n > MAX_DURATION:
+        raise _Bad(f"must be at most 366d {_got(node)}", node)
     return n
 
 

@@ -388,6 +388,7 @@ def test_bad_zone_with_suggestion() -> None:
         ("retry_backoff: 5m1h", 'field "retry_backoff": must be a duration'),
         ("starting_deadline: -5", 'field "starting_deadline": must be at least 1s (got -5)'),
         ("starting_deadline: [1]", "(got a list)"),
+        ("timeout: 367d", 'field "timeout": must be at most 366d (got "367d")'),
     ],
 )
 def test_bad_durations(line: str, expected: str) -> None:
