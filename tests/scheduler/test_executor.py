@@ -16,7 +16,7 @@ import structlog
 from scheduler.clock import ManualClock, SystemClock
 from scheduler.errors import ExecutorError
 from scheduler.executor import JobProcess, RunRequest, RunResult, run_job
-from scheduler.spec import load_jobs_text
+from scheduler.spec import load_jobs, load_jobs_text
 
 T = TypeVar("T")
 
@@ -101,6 +101,18 @@ def test_from_spec() -> None:
     assert req.workdir == "/tmp"
     assert req.environment({})["RAFTCRON_FENCING_TOKEN"] == "9"
     assert run(run_job(req)).output_tail == "1\n"
+
+
+def test_example_jobs_run_on_a_bare_machine() -> None:
+    specs = load_jobs(Path(__file__).resolve().parents[2] / "jobs.example.yaml")
+    quick = [s for s in specs if s.timeout is None and "/tmp" not in str(s.command)]
+    assert len(quick) >= 2
+    for spec in quick:
+        req = RunRequest.from_spec(spec, occurrence="20261122T013000Z", run_id="r",
+                                   fencing_token=1)
+        result = run(run_job(req))
+        assert result.ok, (spec.name, result)
+        assert result.output_tail
 
 
 def test_spawn_failures_raise_executor_error(tmp_path: Path) -> None:
