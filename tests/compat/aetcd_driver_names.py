@@ -4,6 +4,7 @@ protos must not be loaded into the test process)."""
 SCENARIOS = [
     "put_get",
     "prefix_range",
+    "range_filters",
     "delete",
     "txn",
     "lease",

@@ -47,16 +47,17 @@ def watch_until_marker(c: Case, args: list, *, marker_json: bool = False,
 
     def run(side: Side) -> None:
         w = side.spawn("watch", ["watch", *args])
-        if live:
-            # history first: the last history event must have arrived before live writes
-            d_key = c.p + "d"
-            d_b64 = base64.b64encode(d_key.encode()).decode()
-            hist = w.wait_output(
-                lambda s: (d_b64 in s if marker_json else f"{d_key}\n6\n" in s)
-                and s.endswith("\n"), "history", 10)
-            side.transcript.append(f"# history delivered: {hist}")
-            for cmd in live:
-                side.ctl(cmd, record=False)
+        # Wait for the last history revision (R+5, key "d") before any further write:
+        # otherwise whether a new write joins the catch-up response is a race (etcd
+        # batches whatever it has when it syncs the watcher).
+        d_key = c.p + "d"
+        d_b64 = base64.b64encode(d_key.encode()).decode()
+        hist = w.wait_output(
+            lambda s: (d_b64 in s if marker_json else f"{d_key}\n6\n" in s)
+            and s.endswith("\n"), "history", 10)
+        side.transcript.append(f"# history delivered: {hist}")
+        for cmd in live or []:
+            side.ctl(cmd, record=False)
         side.ctl(["put", marker_key, END_VALUE], record=False)
         got = w.wait_output(seen_marker, "end marker", 10)
         rc = w.stop(signal.SIGINT)
