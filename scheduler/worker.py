@@ -426,8 +426,9 @@ class Worker:
             request = RunRequest.from_spec(spec, occurrence=claim.occurrence,
                                            run_id=claim.record.run_id,
                                            fencing_token=claim.token, attempt=attempt)
-            proc = JobProcess(request, log_path=self.config.log_dir / claim.job / "output.log",
-                              clock=self.clock)
+            # One log file per run, so overlapping runs (concurrency: allow) never mix.
+            log_path = self.config.log_dir / claim.job / f"{claim.occurrence}.{attempt}.log"
+            proc = JobProcess(request, log_path=log_path, clock=self.clock)
             run.process = proc
             try:
                 await proc.start()
@@ -479,9 +480,12 @@ class Worker:
                 return
             cutoff = occurrence_id(horizon)
             for kv in r.kvs[:excess]:
-                if keys.name_from(kv.key, keys.runs_prefix(spec.name)) >= cutoff:
+                occ = keys.name_from(kv.key, keys.runs_prefix(spec.name))
+                if occ >= cutoff:
                     break
                 await self.client.delete(kv.key)
+                for old in (self.config.log_dir / spec.name).glob(f"{occ}.*.log"):
+                    old.unlink(missing_ok=True)
         except ClientError as err:
             log.debug("run.prune_failed", job=spec.name, error=str(err))
 
