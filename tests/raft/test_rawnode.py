@@ -272,3 +272,31 @@ def test_same_seed_same_behaviour() -> None:
 
     assert run(7) == run(7)
     assert run(7) != run(8)
+
+
+def test_lease_based_read_answers_without_heartbeat_round() -> None:
+    from coord.raft import ReadOnlyOption
+
+    env = Env()
+    env.add_nodes(3, voters=(1, 2, 3), read_only=ReadOnlyOption.LEASE_BASED)
+    env.elect(1)
+    leader = env.nodes[1].rn
+    leader.read_index(b"fast")
+    rd = leader.ready()
+    assert [(rs.index, rs.request_ctx) for rs in rd.read_states] == [(2, b"fast")]
+    assert not rd.messages  # no heartbeat round
+    leader.advance(rd)
+
+
+def test_safe_read_needs_quorum_ack() -> None:
+    env = Env()
+    env.add_nodes(3, voters=(1, 2, 3))
+    env.elect(1)
+    env.nodes[1].rn.read_index(b"r")
+    env.process_ready(1)
+    env.deliver(2)  # only one follower sees the heartbeat
+    env.process_ready(2)
+    assert not env.read_states
+    env.deliver(1)
+    env.process_ready(1)
+    assert [(n, rs.index, rs.request_ctx) for n, rs in env.read_states] == [(1, 2, b"r")]
