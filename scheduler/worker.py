@@ -173,7 +173,8 @@ class Worker:
             with contextlib.suppress(ClientError):
                 await self.client.revoke(self.session.lease_id)
         await self.client.close()
-        log.info("worker.stopped", worker=self.config.name)
+        log.info("worker.stopped", worker=self.config.name,
+                 claim_txns=self.store.txns if self.store else 0)
 
     # ------------------------------------------------------------------ session
     async def _open_session(self) -> None:
@@ -189,8 +190,10 @@ class Worker:
                 log.warning("worker.session_failed", error=str(err))
                 await asyncio.sleep(1.0)
         self.session = self.client.keep_alive(grant.id, grant.ttl)
+        previous = self.store.txns if self.store is not None else 0
         self.store = ClaimStore(self.client, Identity(self.config.name, grant.id,
                                                       host=self.config.host))
+        self.store.txns = previous  # the count spans sessions
         log.info("worker.registered", worker=self.config.name, lease=f"{grant.id:x}",
                  ttl=grant.ttl)
 

@@ -1,0 +1,156 @@
+"""A small etcd-v3 load generator, the same for coord and for a real etcd.
+
+Workloads (``run(endpoint, workload, clients, seconds)``):
+
+* ``put``  — Put of a 256-byte value to one of 10,000 keys;
+* ``get``  — linearizable Range of one pre-written key;
+* ``lock`` — the lock txn: ``create(lock/k) == 0`` → put with the client's lease, else get;
+  the winner then deletes the lock (the delete is counted as part of the same operation).
+
+Clients are asyncio tasks spread over ``procs`` processes (one gRPC channel per process),
+so the generator itself is not the bottleneck on one core. Latencies are per operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from coord.api.proto import rpc_pb2, rpc_pb2_grpc
+
+VALUE = b"v" * 256
+KEYS = 10_000
+
+
+@dataclass
+class Result:
+    workload: str
+    clients: int
+    ops: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    @property
+    def ops_per_s(self) -> float:
+        return self.ops / self.seconds if self.seconds else 0.0
+
+
+async def _client(stub: Any, lease_stub: Any, workload: str, deadline: float,
+                  lat: list[float], errors: list[int], cid: int) -> None:
+    rng = random.Random(cid)
+    lease_id = 0
+    if workload == "lock":
+        lease_id = (await lease_stub.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60))).ID
+    while time.monotonic() < deadline:
+        k = rng.randrange(KEYS)
+        t0 = time.perf_counter()
+        try:
+            if workload == "put":
+                await stub.Put(rpc_pb2.PutRequest(key=b"bench/%d" % k, value=VALUE))
+            elif workload == "get":
+                await stub.Range(rpc_pb2.RangeRequest(key=b"bench/get"))
+            else:
+                key = b"bench/lock/%d" % (k % 100)
+                r = await stub.Txn(rpc_pb2.TxnRequest(
+                    compare=[rpc_pb2.Compare(key=key, target=rpc_pb2.Compare.CREATE,
+                                             result=rpc_pb2.Compare.EQUAL, create_revision=0)],
+                    success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(
+                        key=key, value=b"holder", lease=lease_id))],
+                    failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=key))]))
+                if r.succeeded:
+                    await stub.DeleteRange(rpc_pb2.DeleteRangeRequest(key=key))
+        except grpc.aio.AioRpcError:
+            errors[0] += 1
+            continue
+        lat.append(time.perf_counter() - t0)
+
+
+def _proc_main(endpoint: str, workload: str, clients: int, seconds: float, start_at: float,
+               first_id: int, out: Any) -> None:
+    async def main() -> tuple[list[float], int]:
+        async with grpc.aio.insecure_channel(endpoint) as ch:
+            stub = rpc_pb2_grpc.KVStub(ch)
+            lease_stub = rpc_pb2_grpc.LeaseStub(ch)
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            deadline = time.monotonic() + seconds
+            lat: list[float] = []
+            errors = [0]
+            await asyncio.gather(*(_client(stub, lease_stub, workload, deadline, lat, errors,
+                                           first_id + i) for i in range(clients)))
+            return lat, errors[0]
+    out.send(asyncio.run(main()))
+    out.close()
+
+
+def prepare(endpoint: str) -> None:
+    with grpc.insecure_channel(endpoint) as ch:
+        rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"bench/get", value=VALUE),
+                                    timeout=10)
+
+
+def run(endpoint: str, workload: str, clients: int, seconds: float = 5.0,
+        procs: int | None = None) -> Result:
+    prepare(endpoint)
+    nprocs = procs or min(clients, max(1, (os.cpu_count() or 2)))
+    per = [clients // nprocs + (1 if i < clients % nprocs else 0) for i in range(nprocs)]
+    ctx = mp.get_context("spawn")
+    start_at = time.time() + 1.5  # let every process connect first
+    pipes, workers = [], []
+    first = 0
+    for n in per:
+        recv, send = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_proc_main, args=(endpoint, workload, n, seconds, start_at,
+                                                 first, send))
+        p.start()
+        first += n
+        pipes.append(recv)
+        workers.append(p)
+    lat: list[float] = []
+    errors = 0
+    for recv in pipes:
+        part, err = recv.recv()
+        lat.extend(part)
+        errors += err
+    for p in workers:
+        p.join()
+    lat.sort()
+    p50 = statistics.median(lat) * 1000 if lat else 0.0
+    p99 = lat[int(len(lat) * 0.99) - 1] * 1000 if lat else 0.0
+    return Result(workload, clients, len(lat), seconds, p50, p99, errors)
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def load_keys(endpoint: str, count: int = 100_000, size: int = 256, batch: int = 100) -> None:
+    """Write ``count`` keys of ``size`` bytes in txns of ``batch`` puts (8 in flight)."""
+    value = b"x" * size
+
+    async def main() -> None:
+        async with grpc.aio.insecure_channel(endpoint) as ch:
+            stub = rpc_pb2_grpc.KVStub(ch)
+            sem = asyncio.Semaphore(8)
+
+            async def one(start: int) -> None:
+                async with sem:
+                    ops = [rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(
+                        key=b"rss/%08d" % i, value=value))
+                        for i in range(start, min(start + batch, count))]
+                    await stub.Txn(rpc_pb2.TxnRequest(success=ops), timeout=60)
+            await asyncio.gather(*(one(s) for s in range(0, count, batch)))
+    asyncio.run(main())
