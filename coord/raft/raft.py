@@ -86,6 +86,7 @@ class Raft:
         self.randomized_election_timeout = config.election_tick
         self.lead_transferee = NONE
         self.pending_conf_index = 0
+        self.bootstrap_snap: Snapshot | None = None
         self._commit_old_term = "commit_old_term_by_count" in config.bugs
         self._vote_shorter = "vote_for_shorter_log" in config.bugs
         self._step: Callable[[Message], None] = self._step_follower
@@ -117,8 +118,11 @@ class Raft:
         self.vote = hs.vote
 
     def promotable(self) -> bool:
-        """Only a voter with no snapshot waiting to be persisted may campaign."""
-        return self.trk.is_voter(self.id) and self.log.unstable.snapshot is None
+        """Only a voter with no received snapshot waiting to be persisted may campaign.
+        The bootstrap snapshot is the exception: its configuration is already ours, and
+        our own vote still counts only once the Ready that carries it is persisted."""
+        pending = self.log.unstable.snapshot
+        return self.trk.is_voter(self.id) and (pending is None or pending is self.bootstrap_snap)
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, m: Message) -> None:

@@ -95,6 +95,7 @@ class RawNode:
         r.become_follower(1, 0)
         r.log.restore(snap)
         r.restore_conf(cs)
+        r.bootstrap_snap = snap
 
     def tick(self) -> None:
         """Advance logical time by one tick."""

@@ -44,10 +44,7 @@ def single_leader() -> tuple[RawNode, MemoryStorage]:
     st = MemoryStorage()
     rn = new_node(1, st)
     rn.bootstrap([1])
-    rn.campaign()  # ignored: the bootstrap snapshot is not persisted yet
-    assert rn.raft.state == StateRole.FOLLOWER
-    handle(rn, st)
-    rn.campaign()
+    rn.campaign()  # allowed at once; its own vote counts once the snapshot is persisted
     while rn.has_ready():
         handle(rn, st)
     assert rn.raft.state == StateRole.LEADER
@@ -300,3 +297,17 @@ def test_safe_read_needs_quorum_ack() -> None:
     env.deliver(1)
     env.process_ready(1)
     assert [(n, rs.index, rs.request_ctx) for n, rs in env.read_states] == [(1, 2, b"r")]
+
+
+def test_received_snapshot_blocks_campaign_until_persisted() -> None:
+    from coord.raft import Snapshot, SnapshotMetadata
+
+    st = MemoryStorage()
+    rn = new_node(2, st, pre_vote=False)
+    snap = Snapshot(SnapshotMetadata(5, 2, ConfState((1, 2, 3))))
+    rn.step(Message(MessageType.SNAP, 2, 1, term=2, snapshot=snap))
+    rn.campaign()
+    assert rn.raft.state == StateRole.FOLLOWER  # installing a snapshot: no campaign
+    handle(rn, st)
+    rn.campaign()
+    assert rn.raft.state == StateRole.CANDIDATE
