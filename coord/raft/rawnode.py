@@ -16,9 +16,10 @@ Invariants:
 Bootstrap: a fresh cluster is started by calling ``bootstrap(peers)`` on each member's
 RawNode over empty storage. It installs, through the first Ready, a snapshot at index 1,
 term 1 whose ConfState lists ``peers`` as voters (the same on every member, so their logs
-agree from the start). A node that joins later starts over empty storage without
-bootstrap: it has no configuration, cannot campaign, and receives a snapshot or entries
-from the leader once the leader applied its ADD_NODE / ADD_LEARNER_NODE.
+agree from the start). ``campaign()`` may follow at once. A node that joins later starts
+over empty storage without bootstrap: it has no configuration, cannot campaign, and
+receives a snapshot or entries from the leader once the leader applied its ADD_NODE /
+ADD_LEARNER_NODE.
 """
 
 from __future__ import annotations
