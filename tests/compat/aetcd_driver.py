@@ -112,10 +112,22 @@ def txn_res(r: Any) -> dict[str, Any]:
         if isinstance(resp, list):
             out.append({"range": [[bytes(v).decode(), kv(g)] for v, g in resp]})
         else:
-            which = resp.WhichOneof("response")
-            sub = getattr(resp, which)
-            out.append({which: {"revision": sub.header.revision}})
+            out.append(raw_op(resp))
     return {"succeeded": ok, "responses": out}
+
+
+def raw_op(resp: Any) -> dict[str, Any]:
+    which = resp.WhichOneof("response")
+    sub = getattr(resp, which)
+    if which == "response_txn":
+        return {which: {"header_revision": sub.header.revision, "succeeded": sub.succeeded,
+                        "responses": [raw_op(x) for x in sub.responses]}}
+    if which == "response_range":
+        return {which: {"revision": sub.header.revision, "kvs": [kv(x) for x in sub.kvs],
+                        "count": sub.count}}
+    if which == "response_delete_range":
+        return {which: {"revision": sub.header.revision, "deleted": sub.deleted}}
+    return {which: {"revision": sub.header.revision}}
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -193,6 +205,20 @@ async def s_txn(r: Run) -> None:
     await r.step("txn duplicate key", c.transaction(
         compare=[], success=[t.put(r.k("d"), b"1"), t.put(r.k("d"), b"2")], failure=[]),
         txn_res)
+    await r.step("txn put + covering delete-range", c.transaction(
+        compare=[], success=[t.put(r.k("d/1"), b"1"), t.delete(r.k("d/"), r.k("d0"))],
+        failure=[]), txn_res)
+    await r.step("nested txn", c.transaction(
+        compare=[t.version(r.k("k")) == 2],
+        success=[t.put(r.k("outer"), b"o"),
+                 t.txn(compare=[t.create(r.k("outer")) == 0],  # start state: true
+                       success=[t.put(r.k("inner"), b"i"), t.get(r.k("outer"))],
+                       failure=[t.put(r.k("inner-failed"), b"x")])],
+        failure=[]), txn_res)
+    await r.step("nested txn duplicate with outer", c.transaction(
+        compare=[], success=[t.put(r.k("n"), b"1"),
+                             t.txn(compare=[], success=[t.put(r.k("n"), b"2")], failure=[])],
+        failure=[]), txn_res)
     await r.step("replace ok", c.replace(r.k("k"), b"v2", b"v3"))
     await r.step("replace stale", c.replace(r.k("k"), b"v2", b"v4"))
     await r.step("get_prefix", c.get_prefix(r.p), get_range)
@@ -365,6 +391,8 @@ async def s_errors(r: Run) -> None:
     await r.step("get empty key", c.get(b""), get_res)
     await r.step("put empty key", c.put(b"", b"v"), put_res)
     await r.step("put 1.6 MiB", c.put(r.k("huge"), b"x" * int(1.6 * 1024 * 1024)), put_res)
+    await r.step("put 2.1 MiB (gRPC receive limit)",
+                 c.put(r.k("huge2"), b"x" * int(2.1 * 1024 * 1024)), put_res)
     await r.step("put 100 KiB", c.put(r.k("big"), b"y" * 100_000), put_res)
     await r.step("get 100 KiB", c.get(r.k("big")),
                  lambda g: {"len": len(g.value), "version": g.version})

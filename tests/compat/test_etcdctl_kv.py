@@ -200,3 +200,11 @@ def test_put_ignore_value_and_lease_errors(compat) -> None:
         c.ctl("put", c.p + "k", "--ignore-value")
         c.ctl("put", c.p + "k", "v9", "--ignore-lease")
         c.ctl("get", c.p + "k", "-w", "json")
+
+
+def test_put_over_grpc_message_limit(compat) -> None:
+    """2.1 MiB: etcdctl's own 2 MiB send limit refuses it before the server sees it (the
+    server's receive limit is exercised by the aetcd ``errors`` scenario)."""
+    with compat() as c:
+        c.ctl("put", c.p + "huge", stdin=b"x" * int(2.1 * 1024 * 1024))
+        c.ctl("get", c.p + "huge", "-w", "json")

@@ -111,3 +111,23 @@ def test_lease_list_fresh(fresh_pair: Pair) -> None:
         c.ctl("lease", "list", "-w", "json")
         c.ctl("lease", "revoke", Var("A"))
         c.ctl("lease", "list")
+
+
+def test_lease_keep_alive_stream_then_revoke(compat) -> None:
+    """``lease keep-alive`` (a stream): first answer at once; after the lease is revoked
+    the next keepalive (TTL/3 later) gets TTL 0 and etcdctl exits."""
+    with compat() as c:
+        r = c.ctl("lease", "grant", "6")
+        c.capture(r, GRANTED, "L")
+
+        def run(side: Side) -> None:
+            ka = side.spawn("keepalive", ["lease", "keep-alive", Var("L")])
+            side.transcript.append(f"# first keepalive answered: {ka.wait_lines(1)}")
+            side.ctl(["lease", "revoke", Var("L")])
+            rc = ka.wait_exit(10)
+            if rc is None:
+                rc = ka.stop()
+                side.transcript.append("# keep-alive did not exit after the revoke")
+            ka.record(rc)
+
+        c.each(run)

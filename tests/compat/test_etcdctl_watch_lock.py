@@ -13,7 +13,7 @@ import signal
 
 import pytest
 
-from tests.compat.harness import Case, Rev, Side
+from tests.compat.harness import Case, Rev, Side, Var
 from tests.helpers.procs import wait_until
 
 pytestmark = pytest.mark.etcd
@@ -186,7 +186,7 @@ def test_lock_contention_and_release(compat) -> None:
             side.transcript.append(f"# waiter output while blocked: {waiter.stdout()!r}")
             side.ctl(["get", name, "--prefix", "--keys-only", "--sort-by=CREATE"])
             holder.record(holder.stop(signal.SIGINT))
-            waiter.record(waiter.wait_exit(10))
+            waiter.record(waiter.wait_exit(8))
             side.ctl(["get", name, "--prefix", "-w", "json"])
 
         c.each(run)
@@ -213,5 +213,52 @@ def test_elect_and_observe(compat) -> None:
             leader.record(leader.stop(signal.SIGINT))
             observer.record(observer.stop(signal.SIGINT))
             side.ctl(["get", name, "--prefix"])
+
+        c.each(run)
+
+
+def test_watch_lease_revoke_deletes(compat) -> None:
+    """Revoking a lease deletes its keys in one revision, in key order."""
+    with compat() as c:
+        r = c.ctl("lease", "grant", "60")
+        c.capture(r, r"lease ([0-9a-f]+) granted", "L")
+        for k in ("c", "a", "b"):
+            c.ctl("put", c.p + k, k, "--lease", Var("L"))
+        c.ctl("lease", "revoke", Var("L"))  # R+4
+        c.ctl("put", c.p + "d", "6")  # R+5, the "history done" key of watch_until_marker
+        watch_until_marker(c, [c.p, "--prefix", "--rev", Rev(1), "--prev-kv", "-w", "json"],
+                           marker_json=True)
+
+
+def test_watch_prev_kv_after_compaction(compat) -> None:
+    """prev_kv is left out when the previous revision has been compacted away."""
+    with compat() as c:
+        write_history(c)  # R+1..R+5
+        c.ctl("compaction", Rev(3))
+        watch_until_marker(c, [c.p, "--prefix", "--rev", Rev(3), "--prev-kv", "-w", "json"],
+                           marker_json=True)
+
+
+def test_elect_failover_to_second_candidate(compat) -> None:
+    with compat() as c:
+        name = c.p + "E"
+        c.id_after(name)
+
+        def run(side: Side) -> None:
+            first = side.spawn("first", ["elect", name, "p1"])
+            side.transcript.append(f"# first elected: {first.wait_lines(2)}")
+            second = side.spawn("second", ["elect", name, "p2"])
+            try:
+                wait_until(lambda: lock_holders(side, name) >= 2, 8, "second candidate's key")
+                queued = True
+            except TimeoutError:
+                queued = False
+            side.transcript.append(f"# second candidate queued: {queued}")
+            side.transcript.append(f"# second not yet leader: {second.stdout() == ''}")
+            first.record(first.stop(signal.SIGINT))
+            side.transcript.append(f"# second elected: {second.wait_lines(2, 8)}")
+            side.ctl(["get", name, "--prefix"])
+            second.record(second.stop(signal.SIGINT))
+            side.ctl(["get", name, "--prefix", "-w", "json"])
 
         c.each(run)
