@@ -96,7 +96,7 @@ class Raft:
         self.restore_conf(cs)
         if not hs.is_empty():
             self._load_hard_state(hs)
-        if config.applied > 0:
+        if config.applied > self.log.applied:
             self.log.applied_to(config.applied)
         self.become_follower(self.term, NONE)
 
@@ -108,12 +108,12 @@ class Raft:
         return HardState(self.term, self.vote, self.log.committed)
 
     def _load_hard_state(self, hs: HardState) -> None:
-        if hs.commit < self.log.committed or hs.commit > self.log.last_index():
+        if hs.commit > self.log.last_index():
             raise RaftError(
-                f"hard state commit {hs.commit} outside [{self.log.committed}, "
-                f"{self.log.last_index()}]"
+                f"hard state commit {hs.commit} beyond the last index {self.log.last_index()}"
             )
-        self.log.committed = hs.commit
+        # A commit below the storage snapshot is stale: the snapshot itself is committed.
+        self.log.committed = max(hs.commit, self.log.committed)
         self.term = hs.term
         self.vote = hs.vote
 

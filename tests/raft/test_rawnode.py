@@ -311,3 +311,17 @@ def test_received_snapshot_blocks_campaign_until_persisted() -> None:
     handle(rn, st)
     rn.campaign()
     assert rn.raft.state == StateRole.CANDIDATE
+
+
+def test_restart_tolerates_stale_commit_and_applied_below_snapshot() -> None:
+    from coord.raft import Entry, Snapshot, SnapshotMetadata
+
+    st = MemoryStorage()
+    st.apply_snapshot(Snapshot(SnapshotMetadata(5, 2, ConfState((1, 2, 3)))))
+    st.append([Entry(2, 6), Entry(2, 7)])
+    st.set_hard_state(HardState(term=2, vote=1, commit=3))  # written before the snapshot
+    rn = new_node(1, st, applied=2)
+    assert rn.raft.log.committed == 5 and rn.status().applied == 5
+    st.set_hard_state(HardState(term=2, vote=1, commit=9))
+    with pytest.raises(RaftError):
+        new_node(1, st)
