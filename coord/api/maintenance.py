@@ -11,6 +11,16 @@ import grpc
 
 from coord.api.errors import unary
 from coord.api.proto import rpc_pb2, rpc_pb2_grpc
+from coord.errors import (
+    CoordError,
+    LearnerNotReady,
+    MemberNotFound,
+    MemberNotLearner,
+    NotLeader,
+    PeerURLExists,
+)
+from coord.raft import ConfChangeType
+from coord.server.config import member_id_for
 from coord.server.core import Core
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -33,6 +43,10 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             version=VERSION, dbSize=size, dbSizeInUse=size, leader=node.leader_id,
             raftIndex=node.committed_index, raftTerm=node.term,
             raftAppliedIndex=node.applied_index)
+        table = getattr(node, "membership", None)
+        me = table.members.get(node.member_id) if table is not None else None
+        if me is not None and me.learner:
+            resp.isLearner = True
         self.core.fill_header(resp.header)
         return resp
 
@@ -92,26 +106,65 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         self.core.fill_header(resp.header, revision=False)  # etcd's carries no revision
         return resp
 
-    async def _membership_unsupported(self, context: Ctx) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "raftcron: membership changes are not supported by this member yet")
+    def _node(self) -> Any:
+        node = self.core.node
+        if not hasattr(node, "change_membership"):
+            raise CoordError("raftcron: membership changes are not supported by this member")
+        return node
 
+    def _members_resp(self, resp: Any) -> None:
+        resp.members.extend(self.core.members())
+        self.core.fill_header(resp.header, revision=False)
+
+    @unary
     async def MemberAdd(self, request: rpc_pb2.MemberAddRequest,
                         context: Ctx) -> rpc_pb2.MemberAddResponse:
-        await self._membership_unsupported(context)
-        raise AssertionError("unreachable")
+        node = self._node()
+        peers = [u.removeprefix("http://").removeprefix("https://") for u in request.peerURLs]
+        if not peers:
+            raise CoordError("etcdserver: member peer URLs not given")
+        if any(node.membership.by_peer(p) is not None for p in peers):
+            raise PeerURLExists()
+        member_id = member_id_for("", peers[0], self.core.config.cluster_token)
+        cc_type = ConfChangeType.ADD_LEARNER_NODE if request.isLearner else ConfChangeType.ADD_NODE
+        await node.change_membership(cc_type, member_id, peer=peers[0])
+        resp = rpc_pb2.MemberAddResponse(member=rpc_pb2.Member(
+            ID=member_id, peerURLs=list(request.peerURLs), isLearner=request.isLearner))
+        self._members_resp(resp)
+        return resp
 
+    @unary
     async def MemberRemove(self, request: rpc_pb2.MemberRemoveRequest,
                            context: Ctx) -> rpc_pb2.MemberRemoveResponse:
-        await self._membership_unsupported(context)
-        raise AssertionError("unreachable")
+        node = self._node()
+        if request.ID not in node.membership.members:
+            raise MemberNotFound()
+        await node.change_membership(ConfChangeType.REMOVE_NODE, request.ID)
+        resp = rpc_pb2.MemberRemoveResponse()
+        self._members_resp(resp)
+        return resp
+
+    @unary
+    async def MemberPromote(self, request: rpc_pb2.MemberPromoteRequest,
+                            context: Ctx) -> rpc_pb2.MemberPromoteResponse:
+        node = self._node()
+        info = node.membership.members.get(request.ID)
+        if info is None:
+            raise MemberNotFound()
+        if not info.learner:
+            raise MemberNotLearner()
+        if not node.is_leader:
+            raise NotLeader()  # only the leader knows how far the learner got
+        if not node.learner_in_sync(request.ID):
+            raise LearnerNotReady()
+        await node.change_membership(ConfChangeType.ADD_NODE, request.ID, peer=info.peer,
+                                     name=info.name)
+        resp = rpc_pb2.MemberPromoteResponse()
+        self._members_resp(resp)
+        return resp
 
     async def MemberUpdate(self, request: rpc_pb2.MemberUpdateRequest,
                            context: Ctx) -> rpc_pb2.MemberUpdateResponse:
-        await self._membership_unsupported(context)
-        raise AssertionError("unreachable")
-
-    async def MemberPromote(self, request: rpc_pb2.MemberPromoteRequest,
-                            context: Ctx) -> rpc_pb2.MemberPromoteResponse:
-        await self._membership_unsupported(context)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "raftcron: member update is not supported; remove and re-add")
         raise AssertionError("unreachable")

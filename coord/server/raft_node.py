@@ -696,8 +696,6 @@ class RaftNode:
             raise Stopped()
         await self._wait_leader()
         assert self.rn is not None
-        if not self.is_leader:
-            raise NotLeader()
         if cc_type == ConfChangeType.REMOVE_NODE and node_id not in self.membership.members:
             raise MemberNotFound()
         rid = self._next_id()

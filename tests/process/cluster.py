@@ -136,7 +136,7 @@ class CoordCluster:
             return None
         lid = seen.pop()
         for n, i in ids.items():
-            if i == lid:
+            if i == lid and n in names and self.members[n].alive():
                 return n
         return None
 

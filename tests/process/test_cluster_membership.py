@@ -1,0 +1,156 @@
+"""Membership through the Cluster service (etcdctl member add/promote/remove), a member
+rebuilt from an empty data dir catching up by snapshot, etcdctl through a follower."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+
+import pytest
+
+from coord.client import Client, UnavailableError
+from tests.helpers.procs import ProcessGroup, free_port
+from tests.process.cluster import CoordCluster, Member, await_until, etcdctl
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _ctl(bin_: str, eps: list[str] | str, *args: str) -> str:
+    res = etcdctl(bin_, eps, *args)
+    assert res.returncode == 0, (args, res.stdout, res.stderr)
+    return res.stdout
+
+
+def test_one_leader_and_writes_through_every_member(procs: ProcessGroup, etcdctl_bin: str) -> None:
+    c = CoordCluster(procs, size=3, faults=False)
+    c.start()
+    asyncio.run(c.wait_leader())
+    status = json.loads(_ctl(etcdctl_bin, c.endpoints, "endpoint", "status", "-w", "json"))
+    leaders = {s["Status"]["leader"] for s in status}
+    assert len(leaders) == 1
+    lead = leaders.pop()
+    assert sum(s["Status"]["header"]["member_id"] == lead for s in status) == 1
+    for i, ep in enumerate(c.endpoints):
+        _ctl(etcdctl_bin, ep, "put", f"k{i}", f"v{i}")
+    for ep in c.endpoints:
+        out = _ctl(etcdctl_bin, ep, "get", "k", "--prefix", "--print-value-only")
+        assert out.split() == ["v0", "v1", "v2"]
+    # serializable reads too, once every member applied everything
+    asyncio.run(c.wait_caught_up())
+    for ep in c.endpoints:
+        out = _ctl(etcdctl_bin, ep, "get", "k", "--prefix", "--consistency=s",
+                   "--print-value-only")
+        assert out.split() == ["v0", "v1", "v2"]
+    members = json.loads(_ctl(etcdctl_bin, c.endpoints[0], "member", "list", "-w", "json"))
+    got = sorted((m["name"], m["clientURLs"]) for m in members["members"])
+    assert got == sorted((n, [f"http://{m.endpoint}"]) for n, m in c.members.items())
+
+
+def test_fault_rpc_is_off_by_default(procs: ProcessGroup) -> None:
+    c = CoordCluster(procs, size=1, faults=False)
+    c.start()
+    import grpc
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        asyncio.run(c.fault("n1", ["n2"]))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_member_remove_and_add_online(procs: ProcessGroup, etcdctl_bin: str) -> None:
+    c = CoordCluster(procs, size=3, faults=False)
+    c.start()
+    asyncio.run(_membership(c, etcdctl_bin))
+
+
+async def _membership(c: CoordCluster, etcdctl_bin: str) -> None:
+    await c.wait_leader()
+    async with Client(c.endpoints) as cli:
+        for i in range(20):
+            await cli.put(f"/m/{i}", str(i))
+    ids = c.ids()
+    # remove n3 (through n1's client port)
+    await c.wait_leader()
+    _ctl(etcdctl_bin, c.members["n1"].endpoint, "member", "remove", f"{ids['n3']:x}")
+    c.kill9("n3")
+    del c.members["n3"]
+    async with Client(c.endpoints) as cli:
+        await _put(cli, "/m/after-remove", "x")
+        assert len(await cli.members()) == 2
+    # add n4 as a learner, start it with --initial-cluster-state existing, promote it
+    n4 = Member("n4", free_port(), free_port(), c.group.workdir / "n4-data")
+    c.members["n4"] = n4
+    out = _ctl(etcdctl_bin, c.members["n1"].endpoint, "member", "add", "n4",
+               f"--peer-urls=http://{n4.peer}", "--learner")
+    assert "added" in out.lower(), out
+    c.spawn("n4", state="existing", initial_cluster=c.initial_cluster)
+    c.wait_listening("n4")
+    await c.wait_caught_up(timeout=30)
+    n4_id = c.ids()["n4"]
+
+    async def promoted() -> bool:
+        res = etcdctl(etcdctl_bin, c.endpoints[:2], "member", "promote", f"{n4_id:x}")
+        return res.returncode == 0
+    await await_until(promoted, 20, "n4 to be promoted")
+    async with Client([n4.endpoint]) as cli:
+        await _put(cli, "/m/after-add", "y")
+        got = await cli.get("/m/", prefix=True)
+        assert got.count == 22
+
+        async def published() -> bool:
+            members = await cli.members()
+            return (sorted(m.name for m in members) == ["n1", "n2", "n4"]
+                    and not any(m.is_learner for m in members))
+        await await_until(published, 10, "n4 to publish its name as a voter")
+    # the 3 voters tolerate the loss of one: kill n1, write through n4
+    c.kill9("n1")
+    async with Client([n4.endpoint, c.members["n2"].endpoint], timeout=10) as cli:
+        await _put(cli, "/m/after-kill", "z")
+
+
+async def _put(cli: Client, key: str, value: str) -> None:
+    """Put, retrying while a leader change makes the outcome unknown (puts are idempotent
+    here)."""
+    for attempt in range(50):
+        try:
+            await cli.put(key, value)
+            return
+        except UnavailableError:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.1)
+
+
+def test_empty_data_dir_catches_up_by_snapshot(procs: ProcessGroup, etcdctl_bin: str) -> None:
+    """etcd's procedure for a member that lost its disk: remove it, add it back (a new
+    member id: the id follows the peer URL) and start it over an empty data dir with
+    --initial-cluster-state existing. The leader's log is compacted by then, so the new
+    member can only catch up by snapshot."""
+    c = CoordCluster(procs, size=3, snapshot_count=50, faults=False)
+    c.start()
+    asyncio.run(_snapshot_catch_up(c, etcdctl_bin))
+
+
+async def _snapshot_catch_up(c: CoordCluster, etcdctl_bin: str) -> None:
+    await c.wait_leader()
+    ids = c.ids()
+    c.kill9("n3")
+    shutil.rmtree(c.members["n3"].data)
+    await c.wait_leader(["n1", "n2"])
+    _ctl(etcdctl_bin, c.endpoints[:2], "member", "remove", f"{ids['n3']:x}")
+    async with Client(c.endpoints[:2]) as cli:
+        # more than snapshot_count + the entries kept for catch-up (1000): compacted
+        for i in range(0, 1300, 50):
+            await asyncio.gather(*(cli.put(f"/s/{j}", str(j)) for j in range(i, i + 50)))
+    n3 = c.members["n3"]
+    n3.pport = free_port()
+    _ctl(etcdctl_bin, c.endpoints[:2], "member", "add", "n3", f"--peer-urls=http://{n3.peer}")
+    c.spawn("n3", state="existing")
+    c.wait_listening("n3")
+    await c.wait_caught_up(timeout=30)
+    assert n3.proc is not None
+    assert "raftnode.snapshot_installed" in n3.proc.log()
+    async with Client([n3.endpoint]) as cli:
+        got = await cli.get("/s/", prefix=True, serializable=True, count_only=True)
+        assert got.count == 1300
+        await _put(cli, "/s/after", "x")
