@@ -143,6 +143,12 @@ async def s_put_get(r: Run) -> None:
     await r.step("get missing", c.get(r.k("missing")), get_res)
     await r.step("put non-ascii", c.put(r.k("ключ"), "значение".encode()), put_res)
     await r.step("get non-ascii", c.get(r.k("ключ")), get_res)
+    await r.step("put binary key/value", c.put(r.p + b"bin\x00\xff\x01", b"\x00\xfe\xff"), put_res)
+    await r.step("get binary", c.get(r.p + b"bin\x00\xff\x01"),
+                 lambda g: None if g is None else {"value": bytes(g.value).hex(),
+                                                   "key": bytes(g.key).hex()})
+    await r.step("get_prefix ending in 0xff", c.get_prefix(r.p + b"bin\x00\xff"),
+                 lambda g: [bytes(x.key).hex() for x in g])
 
 
 async def s_prefix_range(r: Run) -> None:
@@ -204,6 +210,17 @@ async def s_txn(r: Run) -> None:
         failure=[]), txn_res)
     await r.step("txn duplicate key", c.transaction(
         compare=[], success=[t.put(r.k("d"), b"1"), t.put(r.k("d"), b"2")], failure=[]),
+        txn_res)
+    await c.put(r.k("rng/a"), b"x")
+    await c.put(r.k("rng/b"), b"x")
+    await c.put(r.k("rng/b"), b"y")
+    await r.step("txn compare over a range: all match", c.transaction(
+        compare=[t.version(r.k("rng/"), r.k("rng0")) > 0], success=[], failure=[]), txn_res)
+    await r.step("txn compare over a range: one fails", c.transaction(
+        compare=[t.version(r.k("rng/"), r.k("rng0")) == 1], success=[], failure=[]),
+        txn_res)
+    await r.step("txn value compare over a range", c.transaction(
+        compare=[t.value(r.k("rng/"), r.k("rng0")) == b"x"], success=[], failure=[]),
         txn_res)
     await r.step("txn put + covering delete-range", c.transaction(
         compare=[], success=[t.put(r.k("d/1"), b"1"), t.delete(r.k("d/"), r.k("d0"))],

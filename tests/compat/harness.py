@@ -206,6 +206,7 @@ _UUID = re.compile(r"client-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9
 _TS = re.compile(r'"ts":"[^"]*"')
 _TOOK = re.compile(r"took = [0-9.]+[a-zµ]+")
 _COMPACTED = re.compile(r"^compacted revision (\d+)$", re.M)
+_PROGRESS = re.compile(r"^progress notify: (\d+)$", re.M)
 _ATTACHED = re.compile(r"attached keys\(\[([^\]]*)\]\)")
 _CANCELED_WARNING = re.compile(
     r'^\{"level":\s?"warn".*code = Canceled desc = context canceled"\}\n?', re.M)
@@ -323,6 +324,7 @@ class Normalizer:
         line = _FIELDS_LINE.sub(
             lambda m: f'"{m.group(1)}" : {self.scalar(m.group(1), int(m.group(2)))}', line)
         line = _COMPACTED.sub(lambda m: f"compacted revision {self.rev(int(m.group(1)))}", line)
+        line = _PROGRESS.sub(lambda m: f"progress notify: {self.rev(int(m.group(1)))}", line)
 
         def remaining(m: re.Match[str]) -> str:
             granted, rem = int(m.group(1)), int(m.group(2))
@@ -413,14 +415,21 @@ class Side:
         return r
 
     # -- long-running etcdctl (watch, lock, elect)
-    def spawn(self, name: str, args: Sequence[Arg]) -> Background:
+    def spawn(self, name: str, args: Sequence[Arg], stdin_text: str | None = None
+              ) -> Background:
+        """Start a long-running etcdctl. With ``stdin_text`` its stdin gets that text and
+        then stays open (``watch -i`` exits at EOF) until the process is stopped."""
         err = self.workdir / f"{self.server.label}-{name}.err"
         argv = self.server.ctl_argv(self.resolve(args))
         # The group's log captures stdout; stderr is redirected separately by the shell.
         shell = 'exec "$@" 2>"$COMPAT_ERR"'
+        if stdin_text is not None:
+            shell = ('{ printf "%s" "$COMPAT_STDIN"; exec tail -f /dev/null; } | '
+                     'exec "$@" 2>"$COMPAT_ERR"')
         proc = self.group.spawn(f"{self.server.label}-{name}", ["sh", "-c", shell, "sh", *argv],
                                 self.server.client_port,
-                                env={**ctl_env(), "COMPAT_ERR": str(err)})
+                                env={**ctl_env(), "COMPAT_ERR": str(err),
+                                     "COMPAT_STDIN": stdin_text or ""})
         return Background(self, "etcdctl " + self.show_args(args), proc, err)
 
 

@@ -147,6 +147,26 @@ def test_watch_live_from_now(compat) -> None:
         c.each(run)
 
 
+def test_watch_interactive_progress(compat) -> None:
+    """``watch -i``: commands on stdin; ``progress`` asks for a progress notification,
+    printed as "progress notify: <revision>"."""
+    with compat() as c:
+        c.ctl("put", c.p + "k1", "a")  # R+1
+
+        def run(side: Side) -> None:
+            w = side.spawn("watchi", ["watch", "-i"],
+                           stdin_text=f"watch {c.p}k1\nprogress\n")
+            got = w.wait_output(lambda s: "progress notify:" in s and s.endswith("\n"),
+                                "progress notify", 10)
+            side.transcript.append(f"# progress notify seen: {got}")
+            side.ctl(["put", c.p + "k1", END_VALUE], record=False)  # R+2
+            got = w.wait_output(lambda s: f"{c.p}k1\n{END_VALUE}\n" in s, "event", 10)
+            side.transcript.append(f"# live event seen: {got}")
+            w.record(w.stop())
+
+        c.each(run)
+
+
 def test_watch_compacted_revision(compat) -> None:
     with compat() as c:
         c.ctl("put", c.p + "k", "v1")  # R+1
