@@ -110,7 +110,9 @@ class MemoryStorage:
 
     def compact(self, index: int) -> None:
         """Discard entries before ``index`` (``index`` itself becomes the dummy entry).
-        The driver must not compact beyond its applied index."""
+        The driver must not compact beyond its applied index, nor beyond the index of its
+        latest snapshot: a follower that needs a compacted entry is sent ``snapshot()``,
+        which must cover it."""
         offset = self._ents[0].index
         if index <= offset:
             raise Compacted(f"already compacted to {offset}")
