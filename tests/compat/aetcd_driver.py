@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import io
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -463,6 +465,49 @@ async def s_range_filters(r: Run) -> None:
         await r.step(label, c.kvstub.Range(req, timeout=10), raw_range)
 
 
+async def s_maintenance(r: Run) -> None:
+    """Defragment, alarms, Hash, Snapshot. Digests are engine-specific: only their
+    shape is compared (snapshot: size % 512 == 32 and the trailing sha256)."""
+    c = r.c
+    await c.put(r.k("k"), b"v")
+    await r.step("defragment", c.defragment())
+    await r.step("list_alarms", collect_alarms(c))
+    await r.step("hash", c.hash(), lambda h: {"is uint32": 0 <= h < 2**32})
+    buf = io.BytesIO()
+    await r.step("snapshot", c.snapshot(buf))
+    data = buf.getvalue()
+    body, tail = data[:-32], data[-32:]
+    r.note("snapshot shape", {"size % 512": len(data) % 512,
+                              "trailing sha256 of the rest": hashlib.sha256(body).digest()
+                              == tail})
+    raw = await c.maintenancestub.Defragment(aetcd.rpc.DefragmentRequest(), timeout=10)
+    r.note("defragment response has header", raw.HasField("header"))
+    raw_alarm = await c.maintenancestub.Alarm(aetcd.rpc.AlarmRequest(), timeout=10)
+    r.note("alarm response has header", raw_alarm.HasField("header"))
+    hk = await c.maintenancestub.HashKV(aetcd.rpc.HashKVRequest(), timeout=10)
+    r.note("hashkv", {"header": hdr(hk.header), "compact_revision": hk.compact_revision})
+
+
+async def collect_alarms(c: aetcd.Client) -> list[Any]:
+    return [{"type": a.alarm_type, "member_id": a.member_id} async for a in c.list_alarms()]
+
+
+async def s_lease_grants(r: Run) -> None:
+    c = r.c
+    for label, ttl, lid in [("ttl 0", 0, None), ("ttl -5", -5, None), ("ttl 1", 1, None),
+                            ("negative explicit id -7", 30, -7),
+                            ("explicit id 1000", 30, 1000), ("explicit id 1000 again", 30, 1000)]:
+        lease = await r.step(f"grant {label}", c.lease(ttl, lease_id=lid),
+                             lambda x, lid=lid: {"ID": x.id, "TTL": x.ttl,
+                                                 "explicit id honoured": lid is None
+                                                 or x.id == lid})
+        if lease is not None:
+            await r.step(f"ttl of {label}", c.get_lease_info(lease.id, keys=True), ttl_res)
+            await r.step(f"revoke {label}", lease.revoke())
+    await r.step("revoke 0", c.revoke_lease(0))
+    await r.step("ttl of 0", c.get_lease_info(0), ttl_res)
+
+
 SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "put_get": s_put_get,
     "prefix_range": s_prefix_range,
@@ -476,6 +521,8 @@ SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "watch_compacted": s_watch_compacted,
     "lock": s_lock,
     "status_members": s_status_members,
+    "maintenance": s_maintenance,
+    "lease_grants": s_lease_grants,
     "errors": s_errors,
 }
 

@@ -14,5 +14,7 @@ SCENARIOS = [
     "watch_compacted",
     "lock",
     "status_members",
+    "maintenance",
+    "lease_grants",
     "errors",
 ]
