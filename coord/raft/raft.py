@@ -159,8 +159,8 @@ class Raft:
             return False
         self.send(
             Message(
-                MT.APP, to, self.id, log_term=prev_term, index=prev_index, entries=tuple(ents),
-                commit=self.log.committed,
+                MT.APP, to, self.id, self.term, prev_term, prev_index, tuple(ents),
+                self.log.committed,
             )
         )
         pr.sent_entries(len(ents), sum(entry_size(e) for e in ents))
@@ -173,14 +173,14 @@ class Raft:
         if snap.is_empty():
             raise RaftError("need a snapshot but storage has none")
         pr.become_snapshot(snap.metadata.index)
-        self.send(Message(MT.SNAP, to, self.id, snapshot=snap))
+        self.send(Message(MT.SNAP, to, self.id, self.term, snapshot=snap))
         return True
 
     def _send_heartbeat(self, to: int, ctx: bytes) -> None:
         # Never tell a follower a commit index beyond what it is known to have: it may not
         # have those entries yet (it could commit something it does not hold).
         commit = min(self.trk.progress[to].match, self.log.committed)
-        self.send(Message(MT.HEARTBEAT, to, self.id, commit=commit, context=ctx))
+        self.send(Message(MT.HEARTBEAT, to, self.id, self.term, commit=commit, context=ctx))
 
     def _bcast_append(self) -> None:
         for pid in self.trk.ids():
@@ -374,7 +374,7 @@ class Raft:
                 # A stale leader (e.g. healed after a partition) would otherwise never
                 # learn the new term when our own pre-votes/lease keep it from hearing
                 # from us; this empty response lets it step down.
-                self.send(Message(MT.APP_RESP, m.frm, self.id))
+                self.send(Message(MT.APP_RESP, m.frm, self.id, self.term))
             elif m.type == MT.PRE_VOTE:
                 self.send(
                     Message(MT.PRE_VOTE_RESP, m.frm, self.id, term=self.term, reject=True)
@@ -412,7 +412,7 @@ class Raft:
         ents = [Entry(self.term, li + 1 + i, e.type, e.data) for i, e in enumerate(es)]
         li = self.log.append(ents)
         # Self-acknowledgement, delivered back on advance() once persisted.
-        self.send(Message(MT.APP_RESP, self.id, self.id, index=li))
+        self.send(Message(MT.APP_RESP, self.id, self.id, self.term, index=li))
 
     def _maybe_commit(self) -> bool:
         return self.log.maybe_commit(self.trk.committed(), self.term, self._commit_old_term)
@@ -526,7 +526,7 @@ class Raft:
         if req.frm in (NONE, self.id):
             self.read_states.append(ReadState(index, req.context))
         else:
-            self.send(Message(MT.READ_INDEX_RESP, req.frm, self.id, index=index,
+            self.send(Message(MT.READ_INDEX_RESP, req.frm, self.id, self.term, index=index,
                               context=req.context))
 
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
@@ -561,7 +561,7 @@ class Raft:
             while self._maybe_send_append(m.frm, send_if_empty=False):
                 pass
         if m.frm == self.lead_transferee and pr.match == self.log.last_index():
-            self.send(Message(MT.TIMEOUT_NOW, m.frm, self.id))
+            self.send(Message(MT.TIMEOUT_NOW, m.frm, self.id, self.term))
 
     def _handle_transfer_leader(self, m: Message, pr: Progress) -> None:
         transferee = m.frm
@@ -577,7 +577,7 @@ class Raft:
         self.election_elapsed = 0
         self.lead_transferee = transferee
         if pr.match == self.log.last_index():
-            self.send(Message(MT.TIMEOUT_NOW, transferee, self.id))
+            self.send(Message(MT.TIMEOUT_NOW, transferee, self.id, self.term))
         else:
             self._send_append(transferee)
 
@@ -636,31 +636,31 @@ class Raft:
 
     def _handle_append(self, m: Message) -> None:
         if m.index < self.log.committed:
-            self.send(Message(MT.APP_RESP, m.frm, self.id, index=self.log.committed))
+            self.send(Message(MT.APP_RESP, m.frm, self.id, self.term, index=self.log.committed))
             return
         last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is not None:
-            self.send(Message(MT.APP_RESP, m.frm, self.id, index=last_new))
+            self.send(Message(MT.APP_RESP, m.frm, self.id, self.term, index=last_new))
             return
         # Mismatch at m.index: hint the largest (index, term) that may match, skipping
         # our entries whose term is above the leader's log_term (fast backtracking).
         hint_index = min(m.index, self.log.last_index())
         hint_index, hint_term = self.log.find_conflict_by_term(hint_index, m.log_term)
         self.send(
-            Message(MT.APP_RESP, m.frm, self.id, index=m.index, reject=True,
+            Message(MT.APP_RESP, m.frm, self.id, self.term, index=m.index, reject=True,
                     reject_hint=hint_index, log_term=hint_term)
         )
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(m.commit)
-        self.send(Message(MT.HEARTBEAT_RESP, m.frm, self.id, context=m.context))
+        self.send(Message(MT.HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
 
     def _handle_snapshot(self, m: Message) -> None:
         assert m.snapshot is not None
         if self.restore(m.snapshot):
-            self.send(Message(MT.APP_RESP, m.frm, self.id, index=self.log.last_index()))
+            self.send(Message(MT.APP_RESP, m.frm, self.id, self.term, index=self.log.last_index()))
         else:
-            self.send(Message(MT.APP_RESP, m.frm, self.id, index=self.log.committed))
+            self.send(Message(MT.APP_RESP, m.frm, self.id, self.term, index=self.log.committed))
 
     def restore(self, snap: Snapshot) -> bool:
         """Install ``snap`` if it is ahead of our commit index; False if ignored."""
