@@ -25,7 +25,8 @@ Invariants:
 * After ``compact(C)``: the log holds revisions ``>= C`` only (``_log[C]`` is kept whole, so a
   watch opened at exactly ``C`` still sees every event of ``C``, deletes included: etcd bugs
   #18089/#19179), and each key keeps every record with ``mod_rev >= C`` plus the newest record
-  below ``C`` when that one is live. So a read at any revision ``>= C`` is exact.
+  below ``C`` when that one is live. So a read at any revision ``>= C`` is exact, and the index
+  is exactly "base records + replay of the kept log" (what a snapshot stores).
 * ``compact_rev`` starts at -1 like etcd's ``compactMainRev``.
 """
 
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from operator import itemgetter
 
@@ -352,12 +353,13 @@ class KVStore:
             recs = index.get(k)
             if recs is None:
                 continue
-            i = bisect_right(recs, rev, key=_modrev) - 1
-            if i < 0:
-                continue
-            r0 = recs[i]
-            if r0[4] is None and r0[0] != rev:
-                i += 1
+            i = bisect_left(recs, rev, key=_modrev)  # first record at or after rev
+            if i == len(recs) or recs[i][0] != rev:
+                i -= 1  # the newest record below rev: kept only if live
+                if i < 0:
+                    continue
+                if recs[i][4] is None:
+                    i += 1
             if i >= len(recs):
                 del index[k]
                 keys.remove(k)

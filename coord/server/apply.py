@@ -21,7 +21,6 @@ Invariants:
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 from coord.api.proto import internal_pb2, kv_pb2, rpc_pb2
@@ -46,6 +45,11 @@ _SORT_KEYS: dict[int, Any] = {
     _MOD: lambda kr: kr[1][0],
     _VALUE: lambda kr: kr[1][4],
 }
+_C_VALUE = _C.VALUE
+_ZERO: Rec = (0, 0, 0, 0, b"")
+_OP_RANGE, _OP_PUT, _OP_DELETE, _OP_TXN, _OP_EMPTY = range(5)
+_Step = tuple[int, Any, Any]
+_Plan = tuple[bool, list[_Step]]
 _SNAP_MAGIC = b"COORDAPPLY1"
 _L = struct.Struct("<Q")
 
@@ -60,13 +64,12 @@ Response = (
 )
 
 
-def _fill_kv(kv: kv_pb2.KeyValue, key: bytes, rec: Rec, keys_only: bool = False) -> None:
+def _fill_kv(kv: kv_pb2.KeyValue, key: bytes, rec: Rec) -> None:
     kv.key = key
     kv.create_revision = rec[1]
     kv.mod_revision = rec[0]
     kv.version = rec[2]
-    if not keys_only:
-        kv.value = rec[4]  # type: ignore[assignment]
+    kv.value = rec[4]  # type: ignore[assignment]
     kv.lease = rec[3]
 
 
@@ -136,7 +139,13 @@ class Applier:
         return self._apply_txn(req)
 
     # ------------------------------------------------------------------ range
-    def _range(self, r: rpc_pb2.RangeRequest, in_txn: bool = False) -> rpc_pb2.RangeResponse:
+    def _range(self, r: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        resp = rpc_pb2.RangeResponse()
+        self._range_into(resp, r)
+        return resp
+
+    def _range_into(self, resp: rpc_pb2.RangeResponse, r: rpc_pb2.RangeRequest) -> None:
+        """etcd's applierV3backend.Range, filling ``resp`` (header: revision only)."""
         limit = r.limit
         sort_order = r.sort_order
         sort_target = r.sort_target
@@ -149,14 +158,13 @@ class Applier:
             fetch = 0  # fetch everything; sort and truncate afterwards
         if fetch > 0:
             fetch += 1  # one extra for 'more'
-        items, count, hrev = self.store.range(
-            r.key, r.range_end, r.revision, fetch, r.count_only
-        )
-        resp = rpc_pb2.RangeResponse()
+        count_only = r.count_only
+        items, count, hrev = self.store.range(r.key, r.range_end, r.revision, fetch, count_only)
         resp.header.revision = hrev
-        resp.count = count
-        if r.count_only:
-            return resp
+        if count:
+            resp.count = count
+        if count_only or not items:
+            return
         if filtered:
             items = _prune(items, r)
         if sort_target != _KEY and sort_order == _NONE:
@@ -170,11 +178,15 @@ class Applier:
         if limit > 0 and len(items) > limit:
             del items[limit:]
             resp.more = True
-        keys_only = r.keys_only
         add = resp.kvs.add
-        for k, rec in items:
-            _fill_kv(add(), k, rec, keys_only)
-        return resp
+        if r.keys_only:
+            for k, rec in items:
+                add(key=k, create_revision=rec[1], mod_revision=rec[0], version=rec[2],
+                    lease=rec[3])
+        else:
+            for k, rec in items:
+                add(key=k, create_revision=rec[1], mod_revision=rec[0], version=rec[2],
+                    value=rec[4], lease=rec[3])
 
     # ------------------------------------------------------------------ put / delete
     def _check_put(self, p: rpc_pb2.PutRequest) -> None:
@@ -183,8 +195,8 @@ class Applier:
         if p.lease and not p.ignore_lease and p.lease not in self.lessor:
             raise LeaseNotFound()
 
-    def _put(self, p: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        """Stage one put (checks done by the caller); response header = the new revision."""
+    def _put_into(self, resp: rpc_pb2.PutResponse, p: rpc_pb2.PutRequest) -> None:
+        """Stage one put (checks done by the caller); header = the new revision."""
         store = self.store
         key = p.key
         value = p.value
@@ -198,7 +210,6 @@ class Applier:
             if p.ignore_lease:
                 lease = cur[3]
         prev = store.put(key, value, lease)
-        resp = rpc_pb2.PutResponse()
         resp.header.revision = store.current_revision + 1
         if prev is not None:
             if prev[3] != lease:
@@ -210,15 +221,14 @@ class Applier:
                 _fill_kv(resp.prev_kv, key, prev)
         elif lease:
             self.lessor.attach(lease, key)
-        return resp
 
     def _apply_put(self, p: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
         store = self.store
+        resp = rpc_pb2.PutResponse()
         if not (p.lease or p.ignore_value or p.ignore_lease or store.in_write):
             # Hot path: a plain put cannot fail, so stage and commit in one step.
             key = p.key
             prev, rev = store.put_commit(key, p.value, 0)
-            resp = rpc_pb2.PutResponse()
             resp.header.revision = rev
             if prev is not None:
                 if prev[3]:
@@ -228,19 +238,22 @@ class Applier:
             return resp
         self._check_put(p)
         try:
-            resp = self._put(p)
+            self._put_into(resp, p)
         except BaseException:
             self._rollback()
             raise
         store.commit()
         return resp
 
-    def _delete(self, d: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+    def _delete_into(
+        self, resp: rpc_pb2.DeleteRangeResponse, d: rpc_pb2.DeleteRangeRequest
+    ) -> None:
         store = self.store
         deleted = store.delete_range(d.key, d.range_end)
-        resp = rpc_pb2.DeleteRangeResponse()
-        resp.deleted = len(deleted)
         resp.header.revision = store.current_revision + (1 if store.in_write else 0)
+        if not deleted:
+            return
+        resp.deleted = len(deleted)
         detach = self.lessor.detach
         for k, rec in deleted:
             if rec[3]:
@@ -249,11 +262,11 @@ class Applier:
             add = resp.prev_kvs.add
             for k, rec in deleted:
                 _fill_kv(add(), k, rec)
-        return resp
 
     def _apply_delete_range(self, d: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+        resp = rpc_pb2.DeleteRangeResponse()
         try:
-            resp = self._delete(d)
+            self._delete_into(resp, d)
         except BaseException:
             self._rollback()
             raise
@@ -276,97 +289,94 @@ class Applier:
 
     # ------------------------------------------------------------------ txn
     def _compare(self, c: rpc_pb2.Compare) -> bool:
-        try:
-            items, _, _ = self.store.range(c.key, c.range_end)
-        except (Compacted, FutureRevision):  # pragma: no cover - latest reads never fail
-            return False
-        target = c.target
+        """etcd applyCompare against the latest (start) state."""
+        end = c.range_end
+        if not end:
+            rec = self.store.get(c.key)
+            if rec is None:
+                return c.target != _C_VALUE and _compare_one(c, _ZERO)
+            return _compare_one(c, rec)
+        items, _, _ = self.store.range(c.key, end)
         if not items:
-            if target == _C.VALUE:
-                return False
-            return _compare_one(c, (0, 0, 0, 0, b""))
+            return c.target != _C_VALUE and _compare_one(c, _ZERO)
         return all(_compare_one(c, rec) for _, rec in items)
 
-    def _path(self, t: rpc_pb2.TxnRequest) -> list[bool]:
-        """etcd compareToPath: this txn's result then its chosen branch's nested txns (preorder),
-        all evaluated against the start state."""
-        ok = all(self._compare(c) for c in t.compare)
-        path = [ok]
+    def _plan(self, t: rpc_pb2.TxnRequest, puts: list[rpc_pb2.PutRequest],
+              ranges: list[rpc_pb2.RangeRequest]) -> _Plan:
+        """etcd compareToPath in one pass: evaluate this txn's compares and, recursively, those
+        of the nested txns on the chosen branch, all against the start state. Collects the
+        chosen puts and ranges for the pre-checks."""
+        ok = True
+        for c in t.compare:
+            if not self._compare(c):
+                ok = False
+                break
+        steps: list[_Step] = []
         for op in t.success if ok else t.failure:
-            if op.WhichOneof("request") == "request_txn":
-                path.extend(self._path(op.request_txn))
-        return path
-
-    def _chosen_ops(
-        self, t: rpc_pb2.TxnRequest, path: Iterator[bool]
-    ) -> Iterator[rpc_pb2.RequestOp]:
-        """Every non-txn op on the chosen paths, in execution order (consumes ``path``)."""
-        ops = t.success if next(path) else t.failure
-        for op in ops:
-            if op.WhichOneof("request") == "request_txn":
-                yield from self._chosen_ops(op.request_txn, path)
+            which = op.WhichOneof("request")
+            if which == "request_put":
+                p = op.request_put
+                puts.append(p)
+                steps.append((_OP_PUT, p, None))
+            elif which == "request_range":
+                q = op.request_range
+                ranges.append(q)
+                steps.append((_OP_RANGE, q, None))
+            elif which == "request_delete_range":
+                steps.append((_OP_DELETE, op.request_delete_range, None))
+            elif which == "request_txn":
+                sub = op.request_txn
+                steps.append((_OP_TXN, sub, self._plan(sub, puts, ranges)))
             else:
-                yield op
+                steps.append((_OP_EMPTY, None, None))
+        return ok, steps
 
-    def _is_readonly(self, t: rpc_pb2.TxnRequest) -> bool:
-        for ops in (t.success, t.failure):
-            for op in ops:
-                which = op.WhichOneof("request")
-                if which == "request_txn":
-                    if not self._is_readonly(op.request_txn):
-                        return False
-                elif which != "request_range":
-                    return False
-        return True
+    def _exec(self, plan: _Plan, resp: rpc_pb2.TxnResponse) -> None:
+        ok, steps = plan
+        if ok:
+            resp.succeeded = True
+        add = resp.responses.add
+        for kind, msg, sub in steps:
+            ro = add()
+            if kind == _OP_PUT:
+                self._put_into(ro.response_put, msg)
+            elif kind == _OP_RANGE:
+                self._range_into(ro.response_range, msg)
+            elif kind == _OP_DELETE:
+                self._delete_into(ro.response_delete_range, msg)
+            elif kind == _OP_TXN:
+                inner = ro.response_txn
+                inner.header.SetInParent()  # a nested TxnResponse has an empty header
+                assert sub is not None
+                self._exec(sub, inner)
 
-    def _check_txn(self, t: rpc_pb2.TxnRequest, path: list[bool]) -> None:
-        store = self.store
-        if not self._is_readonly(t):
-            for op in self._chosen_ops(t, iter(path)):
-                if op.WhichOneof("request") == "request_put":
-                    self._check_put(op.request_put)
-        first = store.first_revision
-        cur = store.current_revision
-        for op in self._chosen_ops(t, iter(path)):
-            if op.WhichOneof("request") == "request_range":
-                rev = op.request_range.revision
+    def _apply_txn(self, t: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        puts: list[rpc_pb2.PutRequest] = []
+        ranges: list[rpc_pb2.RangeRequest] = []
+        plan = self._plan(t, puts, ranges)
+        # etcd checkRequests: every chosen put (lease, ignore_* on a missing key), then every
+        # chosen range (future / compacted revision), before anything is written.
+        for p in puts:
+            self._check_put(p)
+        if ranges:
+            store = self.store
+            first = store.first_revision
+            cur = store.current_revision
+            for q in ranges:
+                rev = q.revision
                 if rev == 0:
                     continue
                 if rev > cur:
                     raise FutureRevision()
                 if rev < first:
                     raise Compacted()
-
-    def _exec_txn(
-        self, t: rpc_pb2.TxnRequest, path: Iterator[bool], resp: rpc_pb2.TxnResponse
-    ) -> None:
-        ok = next(path)
-        resp.succeeded = ok
-        for op in t.success if ok else t.failure:
-            which = op.WhichOneof("request")
-            r = resp.responses.add()
-            if which == "request_range":
-                r.response_range.CopyFrom(self._range(op.request_range, True))
-            elif which == "request_put":
-                r.response_put.CopyFrom(self._put(op.request_put))
-            elif which == "request_delete_range":
-                r.response_delete_range.CopyFrom(self._delete(op.request_delete_range))
-            elif which == "request_txn":
-                sub = r.response_txn
-                sub.header.SetInParent()
-                self._exec_txn(op.request_txn, path, sub)
-
-    def _apply_txn(self, t: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
-        path = self._path(t)
-        self._check_txn(t, path)
         resp = rpc_pb2.TxnResponse()
-        store = self.store
         try:
-            self._exec_txn(t, iter(path), resp)
+            self._exec(plan, resp)
         except BaseException:
             self._rollback()
             raise
-        resp.header.revision = store.commit()
+        resp.header.revision = self.store.commit()
         return resp
 
     # ------------------------------------------------------------------ compaction

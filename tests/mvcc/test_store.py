@@ -1,0 +1,132 @@
+"""KVStore internals: records, generations, compaction layout, batches, snapshots."""
+
+from __future__ import annotations
+
+import pytest
+
+from coord.errors import Compacted, FutureRevision
+from coord.mvcc.store import KVStore
+from coord.server.apply import Applier
+from tests.server.reqs import Client, delete, put, txn
+
+
+def test_put_delete_generations() -> None:
+    s = KVStore()
+    assert s.put_commit(b"k", b"1", 0) == (None, 2)
+    prev, rev = s.put_commit(b"k", b"2", 7)
+    assert prev == (2, 2, 1, 0, b"1") and rev == 3
+    assert [k for k, _ in s.delete_range(b"k")] == [b"k"]
+    assert s.commit() == 4
+    s.put(b"k", b"3", 0)
+    s.commit()
+    assert s.history(b"k") == [
+        (2, 2, 1, 0, b"1"),
+        (3, 2, 2, 7, b"2"),
+        (4, 0, 0, 0, None),
+        (5, 5, 1, 0, b"3"),
+    ]
+    assert s.get(b"k", 4) is None and s.get(b"k", 3) == (3, 2, 2, 7, b"2")
+    assert s.get(b"k", 1) is None
+
+
+def test_batch_sees_staged_writes_and_rollback_undoes_them() -> None:
+    s = KVStore()
+    s.put_commit(b"a", b"1", 0)
+    s.put(b"a", b"2", 0)
+    s.put(b"new", b"x", 0)
+    items, count, hrev = s.range(b"\0", b"\0")
+    assert count == 2 and hrev == 3 and items[0][1][4] == b"2"
+    with pytest.raises(FutureRevision):
+        s.range(b"a", rev=4)
+    s.rollback()
+    assert s.current_revision == 2 and not s.in_write
+    assert s.range(b"\0", b"\0")[1] == 1 and s.get(b"new") is None
+    assert s.commit() == 2  # nothing staged: no revision
+
+
+def test_delete_of_nothing_stages_nothing() -> None:
+    s = KVStore()
+    assert s.delete_range(b"a", b"z") == []
+    assert s.commit() == 1
+
+
+def test_compaction_layout() -> None:
+    s = KVStore()
+    s.put_commit(b"live", b"1", 0)  # 2
+    s.put_commit(b"live", b"2", 0)  # 3
+    s.put_commit(b"gone", b"1", 0)  # 4
+    s.delete_range(b"gone")
+    s.commit()  # 5
+    s.put_commit(b"late", b"1", 0)  # 6
+    s.delete_range(b"late")
+    s.commit()  # 7
+    s.compact(6)
+    assert s.history(b"live") == [(3, 2, 2, 0, b"2")]
+    assert s.history(b"gone") == []  # tombstone below the compaction: key dropped
+    assert s.history(b"late") == [(6, 6, 1, 0, b"1"), (7, 0, 0, 0, None)]
+    assert s.log_entry(5) is None and s.log_entry(6) is not None
+    assert len(s) == 2
+    s.compact(7)
+    assert s.history(b"late") == [(7, 0, 0, 0, None)]  # kept: the log at 7 still has it
+    assert s.log_entry(7) is not None
+    with pytest.raises(Compacted):
+        s.compact(7)
+    with pytest.raises(FutureRevision):
+        s.compact(8)
+
+
+def test_compaction_cost_ignores_untouched_keys() -> None:
+    s = KVStore()
+    for i in range(100):
+        s.put_commit(b"k%03d" % i, b"v", 0)
+    s.compact(50)
+    s.put_commit(b"k000", b"w", 0)
+    s.compact(s.current_revision)
+    assert s.history(b"k000") == [(102, 2, 2, 0, b"w")]
+    assert s.history(b"k099") == [(101, 101, 1, 0, b"v")]
+
+
+def test_same_key_twice_in_one_revision_compacts_and_snapshots_consistently() -> None:
+    """etcd's interval check lets ``put k`` + ``delete [a, "\\0")`` into one txn."""
+    c = Client()
+    c.txn(txn([], [put(b"a", b"1"), delete(b"a", b"\0")]))
+    assert c.get(b"a").count == 0
+    c.compact(2)
+    snap = c.a.snapshot()
+    other = Applier()
+    other.restore(snap)
+    assert other.hash_kv(0) == c.a.hash_kv(0) and other.snapshot() == snap
+
+
+def test_range_end_rules_on_store() -> None:
+    s = KVStore()
+    for k in (b"a", b"b", b"c"):
+        s.put_commit(k, k, 0)
+    assert [k for k, _ in s.range(b"a", b"\0")[0]] == [b"a", b"b", b"c"]
+    assert s.range(b"b", b"a") == ([], 0, 4)
+    items, count, _ = s.range(b"a", b"\0", limit=2)
+    assert len(items) == 2 and count == 3
+    assert s.range(b"a", b"\0", count_only=True) == ([], 3, 4)
+
+
+def test_snapshot_of_fresh_store() -> None:
+    s = KVStore()
+    data = s.snapshot()
+    t = KVStore()
+    t.restore(data)
+    assert t.current_revision == 1 and t.compact_revision == -1 and t.snapshot() == data
+    with pytest.raises(ValueError, match="trailing"):
+        t.restore(data + b"x")
+
+
+def test_compact_zero_and_one_on_fresh_store() -> None:
+    s = KVStore()
+    s.compact(0)
+    assert s.compact_revision == 0
+    s.compact(1)
+    with pytest.raises(Compacted):
+        s.compact(1)
+    s.put_commit(b"a", b"1", 0)
+    t = KVStore()
+    t.restore(s.snapshot())
+    assert t.snapshot() == s.snapshot()
