@@ -394,8 +394,9 @@ class Raft:
             or (self.vote == NONE and self.lead == NONE)
             or (m.type == MT.PRE_VOTE and m.term > self.term)
         )
-        up_to_date = self._vote_shorter or self.log.is_up_to_date(m.index, m.log_term)
-        # BUG ("vote_for_shorter_log") above: skips the §5.4.1 up-to-date check.
+        up_to_date = self.log.is_up_to_date(m.index, m.log_term)
+        if self._vote_shorter:  # BUG (Config.bugs "vote_for_shorter_log"): skips §5.4.1
+            up_to_date = True
         if can_vote and up_to_date:
             self.send(Message(_vote_resp_type(m.type), m.frm, self.id, term=m.term))
             if m.type == MT.VOTE:
