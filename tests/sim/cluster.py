@@ -334,6 +334,7 @@ class Cluster:
             n.disk.write_entries(rd.entries)
             assert n.storage is not None
             n.storage.append(rd.entries)
+        old_commit = n.hs.commit
         if rd.hard_state is not None:
             hs = rd.hard_state
             n.disk.write_hard_state(
@@ -357,6 +358,8 @@ class Cluster:
                 self.trace.log(f"n{n.id} LEADER term={n.hs.term}")
             n.role, n.leader = ss.role, ss.leader
             self.inv.on_role(n.id, True, n.hs.term)
+        if n.hs.commit > old_commit:
+            self.inv.on_commit(n.id, old_commit, n.hs.commit, n.hs.term)
         self._cp("after_persist")
         # 2. send
         if "ack_before_fsync" not in bugs:

@@ -19,7 +19,9 @@ Checked (Raft paper Fig. 3, plus durability):
 5. *State-machine safety*: every node applies, at each index, the entry with the same
    chain hash (a global ``index -> (term, h)`` map), strictly in index order; snapshots
    installed sit at an index/term known committed.
-6. *Durability*: the term a node promised in a message sent after persisting (APP_RESP,
+6. *Leader commit rule* (§5.4.2): when a leader advances its commit index, the entry
+   there is of the leader's own term (older entries are committed only indirectly).
+7. *Durability*: the term a node promised in a message sent after persisting (APP_RESP,
    VOTE_RESP, VOTE) never goes back across a crash, and a vote granted in a term is still
    the vote after restart; every acknowledged client write stays in the final leader's log.
 """
@@ -156,6 +158,18 @@ class Invariants:
             raise Violation(f"election safety: nodes {other} and {node} both lead term {term}")
         self.leading[node] = term
         self.check_complete(node, f"new leader of term {term}")
+
+    def on_commit(self, node: int, old: int, new: int, term: int) -> None:
+        """A leader's hard state moved its commit index from ``old`` to ``new``."""
+        self.checks += 1
+        if new <= old or not self.leading.get(node, 0):
+            return
+        at = self.chains[node].term_at(new)
+        if at is not None and at != term:
+            raise Violation(
+                f"leader commit rule: leader {node} of term {term} advanced its commit index "
+                f"{old} -> {new}, onto an entry of term {at} (Raft §5.4.2)"
+            )
 
     def check_complete(self, node: int, who: str) -> None:
         ch = self.chains[node]

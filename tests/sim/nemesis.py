@@ -16,20 +16,25 @@ when :meth:`Nemesis.stop` is called (the liveness phase).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from coord.raft import ConfChange, ConfChangeType
-from tests.sim.cluster import Cluster
+from tests.sim.cluster import Call, Cluster
 from tests.sim.eventloop import sub_rng
+from tests.sim.kv import Request
+from tests.sim.workload import NEMESIS_CLIENT
 
 
 class Nemesis:
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, new_request_id: Callable[[], int]) -> None:
+        self.new_request_id = new_request_id
         self.c = cluster
         self.o = cluster.opts
         self.loop = cluster.loop
         self.crash_rng = sub_rng(self.o.seed, "nemesis.crash")
         self.part_rng = sub_rng(self.o.seed, "nemesis.partition")
         self.member_rng = sub_rng(self.o.seed, "nemesis.membership")
+        self.churn_rng = sub_rng(self.o.seed, "nemesis.churn")
         self.stopped = False
         self.spares = [nid for nid in cluster.ids if nid not in cluster.founders]
         self.removals_left = self.o.removals
@@ -43,6 +48,8 @@ class Nemesis:
             self.loop.after(self._exp(self.crash_rng, self.o.crash_every), self._crash)
         if self.o.partition_every:
             self.loop.after(self._exp(self.part_rng, self.o.partition_every), self._partition)
+        if self.o.churn_every:
+            self.loop.after(self._exp(self.churn_rng, self.o.churn_every), self._churn)
         if self.spares or self.removals_left:
             self.loop.after(50 + self.member_rng.randrange(200), self._membership)
 
@@ -111,6 +118,31 @@ class Nemesis:
         self.c.net.heal()
         self.c.trace.log("HEAL")
         self.loop.after(self._exp(self.part_rng, self.o.partition_every), self._partition)
+
+    # -- leader churn ------------------------------------------------------------------
+    def _churn(self) -> None:
+        """Cut the leader off, make it append entries nobody else gets, then kill it:
+        logs diverge at the same indexes with different terms (Raft paper, Figure 8)."""
+        if self.stopped:
+            return
+        r = self.churn_rng
+        leaders = self.c.leaders()
+        if leaders:
+            lead = leaders[0].id
+            ids = [nid for nid in self.c.ids if self.c.nodes[nid].created]
+            self.c.net.isolate(lead, ids, inbound=True, outbound=True)
+            for _ in range(r.randint(1, 3)):
+                req = Request(self.new_request_id(), "noop")
+                self.c.propose(lead, Call(NEMESIS_CLIENT, 0, req))
+            self.c.trace.log(f"CHURN: cut off leader n{lead}")
+            self.loop.after(r.randint(2, 30), self._churn_kill, lead)
+        self.loop.after(self._exp(r, self.o.churn_every), self._churn)
+
+    def _churn_kill(self, nid: int) -> None:
+        if self.stopped:
+            return
+        self.c.crash(nid, "churn")
+        self.c.net.heal()
 
     # -- membership ----------------------------------------------------------------------
     def view(self) -> tuple[tuple[int, ...], tuple[int, ...]]:

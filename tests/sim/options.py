@@ -58,6 +58,7 @@ class SimOptions:
     asymmetric: bool = False
     crash_every: int = 0  # mean ms between node crashes (0 = none)
     target_leader: float = 0.0  # chance a crash / isolation hits the current leader
+    churn_every: int = 0  # mean ms between "cut off the leader, let it append, kill it"
     down_ms: int = 200  # mean downtime of a crashed node
     crash_points: tuple[str, ...] = ()
     crash_point_p: float = 0.0
@@ -66,6 +67,7 @@ class SimOptions:
     snapshot_keep: int = 0  # entries kept behind a snapshot on compaction
     read_index: bool = False  # serve gets via ReadIndex instead of through the log
     think_ms: int = 20  # mean client pause between ops
+    max_ops: int = 250  # client ops per run (keeps a seed cheap and its history small)
     client_timeout: int = 600
     safety_ms: int = 1500
     liveness_ms: int = 3000
@@ -114,6 +116,7 @@ def _hostile(seed: int, r: random.Random) -> SimOptions:
         partition_len=r.choice((50, 150)),
         asymmetric=r.random() < 0.3,
         crash_every=r.choice((80, 150, 300)),
+        churn_every=r.choice((0, 60, 120)),
         target_leader=r.choice((0.5, 0.9)),
         down_ms=r.choice((20, 80, 200)),
         crash_points=("after_persist", "after_send", "before_advance"),
@@ -125,6 +128,41 @@ def _hostile(seed: int, r: random.Random) -> SimOptions:
         client_timeout=300,
         safety_ms=r.choice((1500, 2500)),
         liveness_ms=4000,
+    )
+
+
+def figure8_options(seed: int) -> SimOptions:
+    """The harshest leader churn, for hunting commit-rule bugs (Raft paper, Figure 8):
+    leaders are cut off while they append, then killed; replication moves one entry per
+    message over a lossy network; elections are fast and unguarded (no pre-vote, no
+    check-quorum), so a stale leader can come back and win."""
+    r = sub_rng(seed, "figure8")
+    return SimOptions(
+        seed=seed,
+        voters=r.choice((3, 5)),
+        clients=4,
+        keys=1,
+        election_tick=5,
+        heartbeat_tick=1,
+        pre_vote=False,
+        check_quorum=False,
+        max_size_per_msg=1,
+        max_inflight=r.choice((1, 256)),
+        loss=r.choice((0.1, 0.3)),
+        min_delay=1,
+        mean_delay=3.0,
+        partition_every=100,
+        partition_len=60,
+        crash_every=r.choice((40, 80)),
+        churn_every=r.choice((60, 120)),
+        target_leader=0.9,
+        down_ms=r.choice((10, 30)),
+        crash_points=("after_send", "before_advance", "after_persist"),
+        crash_point_p=0.02,
+        think_ms=2,
+        client_timeout=300,
+        safety_ms=2000,
+        liveness_ms=3000,
     )
 
 
@@ -170,7 +208,8 @@ def _swarm(seed: int, r: random.Random) -> SimOptions:
         snapshot_every=r.choice((0, 0, 3, 10, 30)),
         snapshot_keep=r.choice((0, 0, 2, 5)),
         read_index=maybe(0.4),
-        think_ms=r.choice((2, 10, 30)),
+        think_ms=r.choice((5, 10, 30)),
+        max_ops=r.choice((100, 250)),
         client_timeout=r.choice((200, 600, 1500)),
         safety_ms=r.choice((800, 1200, 1800)),
         liveness_ms=4000,

@@ -29,7 +29,7 @@ from tests.sim.invariants import Violation
 from tests.sim.kv import INITIAL_REVISION, Request
 from tests.sim.nemesis import Nemesis
 from tests.sim.options import SimOptions, draw_options
-from tests.sim.workload import Workload
+from tests.sim.workload import PROBE_CLIENT, Workload
 
 WGL_BUDGET = 100_000
 
@@ -105,7 +105,7 @@ def run(opts: SimOptions, *, trace: bool = False) -> SimResult:
     try:
         cluster = Cluster(opts, loop)
         wl = Workload(cluster)
-        nem = Nemesis(cluster)
+        nem = Nemesis(cluster, wl.new_request_id)
         wl.start()
         nem.start()
         loop.run_until(opts.safety_ms)
@@ -157,7 +157,7 @@ def _liveness(cluster: Cluster, wl: Workload, nem: Nemesis, res: SimResult) -> N
             return
         for n in sorted(cluster.leaders(), key=lambda n: n.id):
             if n.id in n.conf_state.voters and (n.id, n.hs.term) not in proposed:
-                call = Call(-1, n.id, Request(wl.new_request_id(), "noop"))
+                call = Call(PROBE_CLIENT, n.id, Request(wl.new_request_id(), "noop"))
                 if cluster.propose(n.id, call):
                     proposed.add((n.id, n.hs.term))
                     probe_node.append(n.id)

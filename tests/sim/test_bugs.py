@@ -26,10 +26,10 @@ def first_violation(
 @pytest.mark.parametrize(
     ("bug", "bound", "expect"),
     [
-        ("forget_vote", 20, "durability"),
-        ("ack_before_fsync", 40, "durability"),
-        ("no_dedup", 20, "not linearizable"),
-        ("stale_local_read", 10, "not linearizable"),
+        ("forget_vote", 40, "durability"),
+        ("ack_before_fsync", 100, "durability"),
+        ("no_dedup", 200, "not linearizable"),  # needs a duplicated PROP: dup > 0 seeds
+        ("stale_local_read", 40, "not linearizable"),
     ],
 )
 def test_sim_bug_is_caught(bug: str, bound: int, expect: str) -> None:
@@ -41,7 +41,8 @@ def test_sim_bug_is_caught(bug: str, bound: int, expect: str) -> None:
 @pytest.mark.parametrize(
     ("bug", "bound", "expect"),
     [
-        ("vote_for_shorter_log", 30, "leader completeness"),
+        ("vote_for_shorter_log", 60, "leader completeness"),
+        ("commit_old_term_by_count", 60, "leader commit rule"),
     ],
 )
 def test_core_bug_is_caught(bug: str, bound: int, expect: str) -> None:

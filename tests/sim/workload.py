@@ -22,6 +22,9 @@ from tests.sim.cluster import Call, Cluster
 from tests.sim.eventloop import sub_rng
 from tests.sim.kv import Request, Result
 
+PROBE_CLIENT = -1  # liveness probes
+NEMESIS_CLIENT = -2  # no-op entries the nemesis makes a cut-off leader append
+
 
 class Workload:
     def __init__(self, cluster: Cluster) -> None:
@@ -36,6 +39,7 @@ class Workload:
         self.node_of = [self.rng.choice(cluster.founders) for _ in range(self.opts.clients)]
         self.seen: dict[str, list[str | None]] = {k: [None] for k in self.keys}
         self.stopped = False
+        self.issued = 0
         self.stats = {"ok": 0, "fail": 0, "unknown": 0}
         cluster.respond = self._respond
 
@@ -53,8 +57,9 @@ class Workload:
 
     # -- one op ------------------------------------------------------------------------
     def _next(self, c: int) -> None:
-        if self.stopped:
+        if self.stopped or self.issued >= self.opts.max_ops:
             return
+        self.issued += 1
         r = self.rng
         key = r.choice(self.keys)
         self.counter[c] += 1
@@ -97,7 +102,10 @@ class Workload:
         return [nid for nid in self.cluster.ids if self.cluster.nodes[nid].created]
 
     def _schedule_next(self, c: int) -> None:
-        self.loop.after(1 + int(self.rng.expovariate(1.0 / self.opts.think_ms)), self._next, c)
+        o = self.opts
+        # spread the op budget over the safety phase
+        mean = max(o.think_ms, o.clients * o.safety_ms // max(1, o.max_ops))
+        self.loop.after(1 + int(self.rng.expovariate(1.0 / mean)), self._next, c)
 
     def _timeout(self, c: int, op: int) -> None:
         if self.history.in_flight(c) != op:
@@ -108,9 +116,11 @@ class Workload:
         self._schedule_next(c)
 
     def _respond(self, call: Call, res: Result | None, index: int) -> None:
-        if call.client < 0:
+        if call.client == PROBE_CLIENT:
             self.cluster_probe_applied(call, index)
             return
+        if call.client < 0:
+            return  # the nemesis's own no-op proposals
         if self.history.in_flight(call.client) != call.op_id:
             return  # timed out already
         req = call.req
