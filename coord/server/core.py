@@ -16,11 +16,16 @@ from typing import Any, Protocol
 import structlog
 
 from coord.api.proto import internal_pb2, rpc_pb2
-from coord.errors import CoordError, NotLeader
+from coord.errors import CoordError, NotLeader, RequestTimeout
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig
 
 log = structlog.get_logger("coord.core")
+
+class BadLeaderTransferee(CoordError):
+    code_name = "FAILED_PRECONDITION"
+    message = "etcdserver: bad leader transferee"
+
 
 LEASE_EXPIRY_INTERVAL = 0.25
 """Seconds between the leader's scans for expired leases."""
@@ -94,6 +99,10 @@ class Core:
         table = getattr(self.node, "membership", None)
         if table is not None:
             out: list[rpc_pb2.Member] = table.to_pb()
+            for m in out:  # this member's own attributes, before its publish is applied
+                if m.ID == self.node.member_id and not m.clientURLs:
+                    m.name = self.config.name
+                    m.clientURLs.append(f"http://{self.config.listen_client}")
             return out
         ids = self.config.member_ids
         out = []
@@ -108,17 +117,17 @@ class Core:
         transfer = getattr(self.node, "transfer_leader", None)
         if transfer is None:
             if target != self.node.member_id:
-                raise CoordError("etcdserver: bad leader transferee")
+                raise BadLeaderTransferee()
             return
         if not self.node.is_leader:
             raise NotLeader()
-        if target not in {m.ID for m in self.members()}:
-            raise CoordError("etcdserver: bad leader transferee")
+        if target not in {m.ID for m in self.members() if not m.isLearner}:
+            raise BadLeaderTransferee()
         transfer(target)
         deadline = time.monotonic() + 2 * self.config.election_ticks * self.config.tick_ms / 1000
         while self.node.leader_id != target:
             if time.monotonic() > deadline:
-                raise CoordError("etcdserver: request timed out, leader transfer took too long")
+                raise RequestTimeout("etcdserver: request timed out, leader transfer took too long")
             await asyncio.sleep(0.02)
 
     async def lease_renew(self, lease_id: int) -> int:

@@ -13,6 +13,7 @@ from coord.api.lease import LeaseService
 from coord.api.maintenance import ClusterService, MaintenanceService
 from coord.api.proto import raft_pb2_grpc, rpc_pb2_grpc
 from coord.api.watch import WatchService
+from coord.errors import NoLeader
 from coord.server.apply import Applier
 from coord.server.config import GRPC_RECV_LIMIT, ServerConfig
 from coord.server.core import Core
@@ -31,6 +32,40 @@ GRPC_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.so_reuseport", 0),
 ]
+
+
+class HasLeaderInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """etcd's ``hasleader`` metadata: a request carrying ``hasleader=true`` fails at once
+    with ``Unavailable: etcdserver: no leader`` when this member knows no leader (clients
+    use it on watches so that they move to a member that is part of a quorum)."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = await continuation(handler_call_details)
+        md = handler_call_details.invocation_metadata or ()
+        if handler is None or self.node.leader_id != 0 or not any(
+                k == "hasleader" and v == "true" for k, v in md):
+            return handler
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, NoLeader.message)
+
+        async def refuse_stream(request: Any,
+                                context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, NoLeader.message)
+            yield  # pragma: no cover - makes this an async generator
+
+        kw = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
+        if handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(refuse_stream, **kw)
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(refuse, **kw)
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(refuse_stream, **kw)
+        return grpc.unary_unary_rpc_method_handler(refuse, **kw)
 
 
 class CoordServer:
@@ -63,7 +98,8 @@ class CoordServer:
         await peer_server.start()
         self._peer_grpc = peer_server
         self.node.start()
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        server = grpc.aio.server(options=GRPC_OPTIONS,
+                                 interceptors=[HasLeaderInterceptor(self.node)])
         rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.core), server)
         rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(self.core), server)
         rpc_pb2_grpc.add_WatchServicer_to_server(self.watch, server)
