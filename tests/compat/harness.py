@@ -598,7 +598,7 @@ def render_diff(name: str, la: str, a: str, lb: str, b: str, *, width: int = 400
                 for ln in text.splitlines()]
 
     diff = "\n".join(difflib.unified_diff(clip(a), clip(b), fromfile=la, tofile=lb,
-                                          lineterm="", n=50))
+                                          lineterm="", n=6))
     return (f"compat case {name!r}: {la} and {lb} differ (- {la}, + {lb}):\n{diff}\n"
             f"\n--- full {la} transcript ---\n" + "\n".join(clip(a)))
 

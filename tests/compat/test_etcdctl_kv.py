@@ -208,3 +208,32 @@ def test_put_over_grpc_message_limit(compat) -> None:
     with compat() as c:
         c.ctl("put", c.p + "huge", stdin=b"x" * int(2.1 * 1024 * 1024))
         c.ctl("get", c.p + "huge", "-w", "json")
+
+
+def seed_ties(c: Case, n: int) -> None:
+    """n keys (ascending), every 4th one written twice: many ties on VERSION/VALUE."""
+    for i in range(1, n + 1):
+        c.ctl("put", f"{c.p}{i:02d}", "v")
+    for i in range(3, n + 1, 4):
+        c.ctl("put", f"{c.p}{i:02d}", "w")
+
+
+def test_get_sort_ties_small(compat) -> None:
+    """≤ 12 results: etcd's sort (Go insertion sort) keeps key order among ties."""
+    with compat() as c:
+        seed_ties(c, 10)
+        for target in ("VERSION", "VALUE", "CREATE"):
+            for order in ("ASCEND", "DESCEND"):
+                c.ctl("get", c.p, "--prefix", f"--sort-by={target}", f"--order={order}",
+                      "--keys-only")
+
+
+def test_get_sort_ties_large(compat) -> None:
+    """> 12 results: etcd sorts with Go's unstable sort.Sort (pdqsort), which reorders
+    ties deterministically; clients see that order."""
+    with compat() as c:
+        seed_ties(c, 20)
+        for target in ("VERSION", "VALUE"):
+            for order in ("ASCEND", "DESCEND"):
+                c.ctl("get", c.p, "--prefix", f"--sort-by={target}", f"--order={order}",
+                      "--keys-only")

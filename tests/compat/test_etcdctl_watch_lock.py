@@ -212,6 +212,33 @@ def test_lock_contention_and_release(compat) -> None:
         c.each(run)
 
 
+def test_lock_holder_killed_lease_expires(compat) -> None:
+    """Deadman: the holder is kill -9'd (no release); its session lease (--ttl=2) expires
+    and the waiter gets the lock."""
+    with compat() as c:
+        name = c.p + "L"
+        c.id_after(name)
+
+        def run(side: Side) -> None:
+            holder = side.spawn("holder", ["lock", "--ttl=2", name])
+            side.transcript.append(f"# holder acquired: {holder.wait_lines(1)}")
+            waiter = side.spawn("waiter", ["lock", "--ttl=2", name, "--", "sh", "-c",
+                                           'echo "acquired $ETCD_LOCK_KEY"'])
+            try:
+                wait_until(lambda: lock_holders(side, name) >= 2, 8, "waiter's key")
+                queued = True
+            except TimeoutError:
+                queued = False
+            side.transcript.append(f"# waiter queued behind holder: {queued}")
+            holder.proc.kill9()
+            side.transcript.append("# holder killed with SIGKILL")
+            holder.record(None)
+            waiter.record(waiter.wait_exit(15))
+            side.ctl(["get", name, "--prefix", "-w", "json"])
+
+        c.each(run)
+
+
 def test_lock_exec_command(compat) -> None:
     with compat() as c:
         c.id_after(c.p + "L")
