@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
-from tests.compat.harness import Pair, Side, Var
+from tests.compat.harness import Pair, Rev, Side, Var
 from tests.helpers.procs import wait_until
 
 pytestmark = pytest.mark.etcd
@@ -76,25 +78,35 @@ def test_lease_ttl_too_large(compat) -> None:
 
 
 def test_lease_expiry_observed_via_get(compat) -> None:
-    """A TTL=2 lease expires on its own; its key disappears (bounded poll, no sleep)."""
+    """A TTL=2 lease expires on its own; its keys disappear in one revision (bounded
+    poll, no sleep), and a watcher sees the DELETE events."""
     with compat() as c:
         r = c.ctl("lease", "grant", "2")
         c.capture(r, GRANTED, "L")
         c.ctl("put", c.p + "k", "v", "--lease", Var("L"))
+        c.ctl("put", c.p + "j", "v", "--lease", Var("L"))
         c.ctl("put", c.p + "other", "stays")
         c.ctl("get", c.p + "k")
 
         def wait_gone(side: Side) -> str:
+            w = side.spawn("watch", ["watch", c.p, "--prefix", "--rev", Rev(1), "-w", "json"])
+
             def gone() -> bool:
                 return side.ctl(["get", c.p + "k", "--keys-only"], record=False).out == ""
 
             try:
                 wait_until(gone, 15, f"{side.server.label}: leased key to expire", step=0.1)
+                result = "keys gone"
             except TimeoutError:
-                return "key still present after 15 s"
-            return "key gone"
+                result = "key still present after 15 s"
+            side.ctl(["put", c.p + "zz-end", "fin"], record=False)
+            marker = base64.b64encode(f"{c.p}zz-end".encode()).decode()
+            w.wait_output(lambda s: marker in s and s.endswith("\n"), "end marker", 10)
+            side.transcript.append(f"# expiry: {result}")
+            w.record(w.stop())
+            return result
 
-        c.note("expiry", wait_gone)
+        c.each(wait_gone)
         c.ctl("get", c.p, "--prefix", "-w", "json")  # exactly one revision for the expiry
         c.ctl("lease", "timetolive", Var("L"))
 

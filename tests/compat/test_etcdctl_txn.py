@@ -90,6 +90,9 @@ def test_txn_too_many_ops(compat) -> None:
         ops129 = ops128 + f"put {c.p}k128 v\n"
         c.txn(f"\n{ops129}\n\n")
         c.txn(f"\n{ops128}\n\n")
+        cmps129 = "".join(f'version("{c.p}k{i:03d}") = "1"\n' for i in range(129))
+        c.txn(f"{cmps129}\nget {c.p}k000\n\n\n")
+        c.txn(f'mod("") > "0"\n\nget {c.p}k000\n\n\n')  # empty compare key
         c.ctl("get", c.p, "--prefix", "--limit=1", "-w", "json")
 
 
