@@ -3,7 +3,6 @@ by the leader's lessor, as in etcd."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -60,7 +59,7 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
     async def LeaseTimeToLive(self, request: rpc_pb2.LeaseTimeToLiveRequest,
                               context: Ctx) -> rpc_pb2.LeaseTimeToLiveResponse:
         await self.core.read_barrier(serializable=False)
-        ttl, granted, keys = self.core.applier.lessor.time_to_live(request.ID, time.monotonic())
+        ttl, granted, keys = await self.core.lease_time_to_live(request.ID)
         resp = rpc_pb2.LeaseTimeToLiveResponse(ID=request.ID, TTL=ttl, grantedTTL=granted,
                                                keys=keys if request.keys else [])
         self.core.fill_header(resp.header)

@@ -100,7 +100,7 @@ class Core:
         if table is not None:
             out: list[rpc_pb2.Member] = table.to_pb()
             for m in out:  # this member's own attributes, before its publish is applied
-                if m.ID == self.node.member_id and not m.clientURLs:
+                if self.node.member_id == m.ID and not m.clientURLs:
                     m.name = self.config.name
                     m.clientURLs.append(f"http://{self.config.listen_client}")
             return out
@@ -137,6 +137,14 @@ class Core:
             return self.applier.lessor.renew(lease_id, time.monotonic())
         ttl: int = await renew(lease_id)
         return ttl
+
+    async def lease_time_to_live(self, lease_id: int) -> tuple[int, int, list[bytes]]:
+        """``(ttl_left, granted, keys)`` as the leader's lessor sees them."""
+        ttl_fn = getattr(self.node, "lease_time_to_live", None)
+        if ttl_fn is None:
+            return self.applier.lessor.time_to_live(lease_id, time.monotonic())
+        got: tuple[int, int, list[bytes]] = await ttl_fn(lease_id)
+        return got
 
     # ------------------------------------------------------------------ leases
     def start(self) -> None:

@@ -654,6 +654,27 @@ class RaftNode:
             raise NotLeader()
         return int(resp.ttl)
 
+    def serve_lease_ttl(self, lease_id: int) -> tuple[int, int, list[bytes]] | None:
+        if not self.is_leader:
+            return None
+        return self.applier.lessor.time_to_live(lease_id, time.monotonic())
+
+    async def lease_time_to_live(self, lease_id: int) -> tuple[int, int, list[bytes]]:
+        """The leader's view of a lease (followers have no deadlines), as etcd forwards."""
+        if self.is_leader:
+            return self.applier.lessor.time_to_live(lease_id, time.monotonic())
+        await self._wait_leader()
+        stub = self.transport.stub(self._leader)
+        if stub is None:
+            raise NoLeader()
+        try:
+            resp = await stub.LeaseTimeToLive(raft_pb2.LeaseTTLRequest(id=lease_id), timeout=3.0)
+        except Exception as err:
+            raise NoLeader() from err
+        if resp.not_leader:
+            raise NotLeader()
+        return int(resp.ttl), int(resp.granted), list(resp.keys)
+
     async def serve_lease_renew(self, lease_id: int) -> tuple[int, bool]:
         if not self.is_leader:
             return 0, True

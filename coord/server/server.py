@@ -92,7 +92,7 @@ class CoordServer:
         peer_server = grpc.aio.server(options=PEER_GRPC_OPTIONS)
         raft_pb2_grpc.add_PeerServicer_to_server(
             PeerService(self.node.transport, self.node.serve_lease_renew,
-                        self.node.lookup_peer), peer_server)
+                        self.node.lookup_peer, self.node.serve_lease_ttl), peer_server)
         if peer_server.add_insecure_port(self.config.listen_peer) == 0:
             raise OSError(f"cannot listen on {self.config.listen_peer}")
         await peer_server.start()

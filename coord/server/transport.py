@@ -274,9 +274,11 @@ class PeerService(raft_pb2_grpc.PeerServicer):
 
     def __init__(self, transport: Transport,
                  lease_renew: Callable[[int], Awaitable[tuple[int, bool]]],
-                 join: Callable[[str], tuple[int, int]]) -> None:
+                 join: Callable[[str], tuple[int, int]],
+                 lease_ttl: Callable[[int], tuple[int, int, list[bytes]] | None]) -> None:
         self.t = transport
         self._lease_renew = lease_renew
+        self._lease_ttl = lease_ttl
         self._join = join
 
     async def Send(self, request_iterator: AsyncIterator[raft_pb2.MessageBatch],
@@ -297,6 +299,14 @@ class PeerService(raft_pb2_grpc.PeerServicer):
                          context: Ctx) -> raft_pb2.LeaseRenewResponse:
         ttl, not_leader = await self._lease_renew(request.id)
         return raft_pb2.LeaseRenewResponse(ttl=ttl, not_leader=not_leader)
+
+    async def LeaseTimeToLive(self, request: raft_pb2.LeaseTTLRequest,
+                              context: Ctx) -> raft_pb2.LeaseTTLResponse:
+        got = self._lease_ttl(request.id)
+        if got is None:
+            return raft_pb2.LeaseTTLResponse(not_leader=True)
+        ttl, granted, keys = got
+        return raft_pb2.LeaseTTLResponse(ttl=ttl, granted=granted, keys=keys)
 
     async def Join(self, request: raft_pb2.MemberJoinRequest,
                    context: Ctx) -> raft_pb2.MemberJoinResponse:

@@ -221,6 +221,55 @@ class LeaseRenewResponse(_message.Message):
 Global___LeaseRenewResponse: _TypeAlias = LeaseRenewResponse  # noqa: Y015
 
 @_typing.final
+class LeaseTTLRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaseTTLRequest: _TypeAlias = LeaseTTLRequest  # noqa: Y015
+
+@_typing.final
+class LeaseTTLResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TTL_FIELD_NUMBER: _builtins.int
+    GRANTED_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    NOT_LEADER_FIELD_NUMBER: _builtins.int
+    ttl: _builtins.int
+    """What the leader's lessor says (ttl -1: not found or expired)."""
+    granted: _builtins.int
+    not_leader: _builtins.bool
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        ttl: _builtins.int = ...,
+        granted: _builtins.int = ...,
+        keys: _abc.Iterable[_builtins.bytes] | None = ...,
+        not_leader: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["granted", b"granted", "keys", b"keys", "not_leader", b"not_leader", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaseTTLResponse: _TypeAlias = LeaseTTLResponse  # noqa: Y015
+
+@_typing.final
 class FaultRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

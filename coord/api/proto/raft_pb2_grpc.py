@@ -49,6 +49,11 @@ class PeerStub:
                 request_serializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseRenewRequest.SerializeToString,
                 response_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseRenewResponse.FromString,
                 _registered_method=True)
+        self.LeaseTimeToLive = channel.unary_unary(
+                '/raftcronpb.Peer/LeaseTimeToLive',
+                request_serializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseTTLRequest.SerializeToString,
+                response_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseTTLResponse.FromString,
+                _registered_method=True)
         self.Fault = channel.unary_unary(
                 '/raftcronpb.Peer/Fault',
                 request_serializer=coord_dot_api_dot_proto_dot_raft__pb2.FaultRequest.SerializeToString,
@@ -77,6 +82,12 @@ class PeerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def LeaseRenew(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaseTimeToLive(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +122,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.LeaseRenew,
                     request_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseRenewRequest.FromString,
                     response_serializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseRenewResponse.SerializeToString,
+            ),
+            'LeaseTimeToLive': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseTimeToLive,
+                    request_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseTTLRequest.FromString,
+                    response_serializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseTTLResponse.SerializeToString,
             ),
             'Fault': grpc.unary_unary_rpc_method_handler(
                     servicer.Fault,
@@ -204,6 +220,33 @@ class Peer:
             '/raftcronpb.Peer/LeaseRenew',
             coord_dot_api_dot_proto_dot_raft__pb2.LeaseRenewRequest.SerializeToString,
             coord_dot_api_dot_proto_dot_raft__pb2.LeaseRenewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseTimeToLive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftcronpb.Peer/LeaseTimeToLive',
+            coord_dot_api_dot_proto_dot_raft__pb2.LeaseTTLRequest.SerializeToString,
+            coord_dot_api_dot_proto_dot_raft__pb2.LeaseTTLResponse.FromString,
             options,
             channel_credentials,
             insecure,

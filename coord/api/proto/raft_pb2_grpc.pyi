@@ -39,6 +39,7 @@ class PeerStub:
     Send: _grpc.StreamUnaryMultiCallable[_raft_pb2.MessageBatch, _raft_pb2.SendResponse]
     SendSnapshot: _grpc.UnaryUnaryMultiCallable[_raft_pb2.MessageBatch, _raft_pb2.SendResponse]
     LeaseRenew: _grpc.UnaryUnaryMultiCallable[_raft_pb2.LeaseRenewRequest, _raft_pb2.LeaseRenewResponse]
+    LeaseTimeToLive: _grpc.UnaryUnaryMultiCallable[_raft_pb2.LeaseTTLRequest, _raft_pb2.LeaseTTLResponse]
     Fault: _grpc.UnaryUnaryMultiCallable[_raft_pb2.FaultRequest, _raft_pb2.FaultResponse]
     Join: _grpc.UnaryUnaryMultiCallable[_raft_pb2.MemberJoinRequest, _raft_pb2.MemberJoinResponse]
 
@@ -48,6 +49,7 @@ class PeerAsyncStub(PeerStub):
     Send: _aio.StreamUnaryMultiCallable[_raft_pb2.MessageBatch, _raft_pb2.SendResponse]  # type: ignore[assignment]
     SendSnapshot: _aio.UnaryUnaryMultiCallable[_raft_pb2.MessageBatch, _raft_pb2.SendResponse]  # type: ignore[assignment]
     LeaseRenew: _aio.UnaryUnaryMultiCallable[_raft_pb2.LeaseRenewRequest, _raft_pb2.LeaseRenewResponse]  # type: ignore[assignment]
+    LeaseTimeToLive: _aio.UnaryUnaryMultiCallable[_raft_pb2.LeaseTTLRequest, _raft_pb2.LeaseTTLResponse]  # type: ignore[assignment]
     Fault: _aio.UnaryUnaryMultiCallable[_raft_pb2.FaultRequest, _raft_pb2.FaultResponse]  # type: ignore[assignment]
     Join: _aio.UnaryUnaryMultiCallable[_raft_pb2.MemberJoinRequest, _raft_pb2.MemberJoinResponse]  # type: ignore[assignment]
 
@@ -72,6 +74,13 @@ class PeerServicer(metaclass=_abc_1.ABCMeta):
         request: _raft_pb2.LeaseRenewRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_raft_pb2.LeaseRenewResponse, _abc.Awaitable[_raft_pb2.LeaseRenewResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def LeaseTimeToLive(
+        self,
+        request: _raft_pb2.LeaseTTLRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_raft_pb2.LeaseTTLResponse, _abc.Awaitable[_raft_pb2.LeaseTTLResponse]]: ...
 
     @_abc_1.abstractmethod
     def Fault(
