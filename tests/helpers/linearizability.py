@@ -287,15 +287,15 @@ def check_revisions(
                 for u in maybe_values[key]:
                     if u.kind is Kind.PUT or u.expected in cur:
                         cur.add(u.value)
-        w = write_at.get(rev)
-        if w is not None:
-            cur = possible[w.key]
-            if w.kind is Kind.CAS and w.expected not in cur:
+        wr = write_at.get(rev)
+        if wr is not None:
+            cur = possible[wr.key]
+            if wr.kind is Kind.CAS and wr.expected not in cur:
                 violations.append(
                     f"CAS succeeded at revision {rev} but the key held "
-                    f"{_fmt_set(cur)}, not {w.expected!r}: {w.describe()}"
+                    f"{_fmt_set(cur)}, not {wr.expected!r}: {wr.describe()}"
                 )
-            possible[w.key] = {w.value}
+            possible[wr.key] = {wr.value}
         prev = max(prev, rev)
         for r in sorted(reads_at.get(rev, []), key=lambda o: o.id):
             cur = possible[r.key]

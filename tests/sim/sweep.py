@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Iterator
 
 from coord.raft import KNOWN_BUGS
 from tests.sim.options import SIM_BUGS
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[tuple[int, str]] = []
     last_progress = t0
     jobs = max(1, min(args.jobs, len(seeds)))
+    results: Iterator[tuple[int, bool, str, float]]
     if jobs == 1:
         _init(bugs)
         results = map(_one, seeds)

@@ -51,7 +51,7 @@ def test_f1_one_lost_append_does_not_stall_a_follower() -> None:
             return
         send(m)
 
-    cluster.net.send = lossy_send  # type: ignore[method-assign]
+    cluster.net.send = lossy_send  # type: ignore[method-assign,assignment]
     loop.run_until(1200)
     assert dropped, "no APP to drop"
     wl.stop()

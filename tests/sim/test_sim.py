@@ -100,3 +100,19 @@ def test_replay_env_names_a_seed() -> None:
     assert f"SIM_SEED={res.seed}" in res.replay_command()
     bad = run(draw_options(7).with_bugs(frozenset(), frozenset({"forget_vote"})))
     assert "SIM_BUGS=forget_vote" in bad.replay_command()
+
+
+def test_sweep_cli_reports_and_exits(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.sim.sweep import main, parse_range
+
+    assert parse_range("3..5") == range(3, 6)
+    assert parse_range("7") == range(7, 8)
+    assert main(["0..2", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().endswith("3 passed, 0 failed")
+    assert main(["0..1", "--jobs", "2", "--bugs", "stale_local_read"]) == 1
+    out = capsys.readouterr().out
+    assert "SIM_SEED=0 SIM_BUGS=stale_local_read" in out
+    assert "options: seed=0" in out
+    last = out.strip().splitlines()[-1]
+    assert last.endswith(" failed") and not last.endswith(" 0 failed"), last
