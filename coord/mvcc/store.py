@@ -3,30 +3,32 @@
 Pure and deterministic: no I/O, no clock, no randomness. Applying the same sequence of writes
 to two empty stores yields byte-identical snapshots.
 
-Data model (chosen for memory: one tuple per key version, no per-revision dicts):
+Data model (chosen for memory: one tuple per key version, no per-revision objects):
 
 * A *record* is a tuple ``(mod_rev, create_rev, version, lease, value)``. A tombstone (a
-  delete) is ``(mod_rev, 0, 0, 0, None)``. Records are immutable and shared between the key
-  index and the revision log.
-* ``_index[key]`` is the key's history: a list of records in increasing ``mod_rev`` order. A
+  delete) is ``(mod_rev, 0, 0, 0, None)``. Records are immutable.
+* ``_index[key]`` is the key's history in increasing ``mod_rev`` order: the record itself when
+  the key has exactly one (the common case after compaction), else a list of records. A
   *generation* is a run of live records ended by a tombstone; the newest record tells whether
   the key currently exists. ``_keys`` is the same key set, sorted, for ranges (keys created
   since the last ordered read wait in ``_new`` and are merged lazily, so a put of a new key
   costs no sorted insert).
-* ``_log[rev - _log_first]`` is a flat tuple ``(key0, rec0, key1, rec1, ...)``: every change
-  made at main revision ``rev``, in op order (the position is etcd's sub-revision). Every
-  revision in ``[max(compact_rev, 2), current_rev]`` has an entry, because a revision only
-  exists when something changed.
+* ``_log[rev - _log_first]`` names the keys changed at main revision ``rev`` in op order (the
+  position is etcd's sub-revision): the key itself for a single change, else a tuple of keys.
+  Their records are found in the index (the j-th occurrence of a key in a revision is its
+  j-th record at that revision). Every revision in ``[max(compact_rev, 2), current_rev]`` has
+  an entry, because a revision only exists when something changed.
 
 Invariants:
 
 * A new store is at revision 1; each committed write batch with at least one change bumps the
   revision by exactly one; a batch with no change does not.
-* After ``compact(C)``: the log holds revisions ``>= C`` only (``_log[C]`` is kept whole, so a
-  watch opened at exactly ``C`` still sees every event of ``C``, deletes included: etcd bugs
-  #18089/#19179), and each key keeps every record with ``mod_rev >= C`` plus the newest record
-  below ``C`` when that one is live. So a read at any revision ``>= C`` is exact, and the index
-  is exactly "base records + replay of the kept log" (what a snapshot stores).
+* After ``compact(C)``: the log holds revisions ``>= C`` only (the entry of ``C`` is kept
+  whole, so a watch opened at exactly ``C`` still sees every event of ``C``, deletes included:
+  etcd bugs #18089/#19179), and each key keeps every record with ``mod_rev >= C`` plus the
+  newest record below ``C`` when that one is live. So a read at any revision ``>= C`` is exact,
+  every logged change still has its record, and the index is exactly "base records + replay of
+  the kept log" (what a snapshot stores).
 * ``compact_rev`` starts at -1 like etcd's ``compactMainRev``.
 """
 
@@ -47,21 +49,39 @@ Rec = tuple[int, int, int, int, bytes | None]
 """``(mod_rev, create_rev, version, lease, value)``; ``value is None`` marks a tombstone."""
 
 KeyRec = tuple[bytes, Rec]
+Hist = Rec | list[Rec]
+"""A key's history: one record, or a list of records (oldest first)."""
+Changes = tuple[bytes | Rec, ...]
+"""The changes of one revision, flat: ``(key0, rec0, key1, rec1, ...)`` in op order."""
 
 _modrev = itemgetter(0)
-_SNAP_MAGIC = b"COORDMVCC1"
+_SNAP_MAGIC = b"COORDMVCC2"
 _Q = struct.Struct("<q")
 _I = struct.Struct("<I")
 _REC = struct.Struct("<qqqqi")  # mod, create, version, lease, value length (-1 = tombstone)
 
 
 def rec_at(recs: list[Rec], rev: int) -> Rec | None:
-    """The newest record of a key history with ``mod_rev <= rev``, or None."""
+    """The newest record of a key history list with ``mod_rev <= rev``, or None."""
     last = recs[-1]
     if last[0] <= rev:
         return last
     i = bisect_right(recs, rev, key=_modrev)
     return recs[i - 1] if i else None
+
+
+def _at(h: Hist, rev: int) -> Rec | None:
+    if isinstance(h, tuple):
+        return h if h[0] <= rev else None
+    return rec_at(h, rev)
+
+
+def _last(h: Hist) -> Rec:
+    return h if isinstance(h, tuple) else h[-1]
+
+
+def _as_list(h: Hist) -> list[Rec]:
+    return [h] if isinstance(h, tuple) else h
 
 
 class KVStore:
@@ -84,10 +104,10 @@ class KVStore:
     )
 
     def __init__(self) -> None:
-        self._index: dict[bytes, list[Rec]] = {}
+        self._index: dict[bytes, Hist] = {}
         self._keys: SortedList = SortedList()
         self._new: list[bytes] = []
-        self._log: list[tuple[bytes | Rec, ...]] = []
+        self._log: list[bytes | tuple[bytes, ...]] = []
         self._log_first = 2
         self._pending: list[bytes | Rec] = []
         self._rev = 1
@@ -116,20 +136,43 @@ class KVStore:
         """True while a batch has staged changes not yet committed."""
         return bool(self._pending)
 
+    def pending_keys(self) -> list[bytes]:
+        """Keys staged in the current batch, in op order."""
+        return self._pending[0::2]  # type: ignore[return-value]
+
     def __len__(self) -> int:
         """Number of keys in the index (live or tombstoned, not yet compacted away)."""
         return len(self._index)
 
     def history(self, key: bytes) -> list[Rec]:
-        """A copy of a key's record list (for tests and debugging)."""
-        return list(self._index.get(key, ()))
+        """A copy of a key's records, oldest first (for tests and debugging)."""
+        h = self._index.get(key)
+        return [] if h is None else list(_as_list(h))
 
-    def log_entry(self, rev: int) -> tuple[bytes | Rec, ...] | None:
-        """The flat change tuple of one revision, or None if compacted/absent."""
+    def log_entry(self, rev: int) -> Changes | None:
+        """The changes of one revision as a flat ``(key, rec, ...)`` tuple in op order, or
+        None if that revision is compacted away or does not exist."""
         i = rev - self._log_first
-        if 0 <= i < len(self._log):
-            return self._log[i]
-        return None
+        if i < 0 or i >= len(self._log):
+            return None
+        entry = self._log[i]
+        index = self._index
+        if isinstance(entry, bytes):
+            h = index[entry]
+            if isinstance(h, tuple):
+                return (entry, h)
+            recs: list[Rec] = h
+            return (entry, recs[bisect_left(recs, rev, key=_modrev)])
+        out: list[bytes | Rec] = []
+        seen: dict[bytes, int] = {}
+        for k in entry:
+            assert isinstance(k, bytes)
+            recs = _as_list(index[k])
+            j = seen.get(k, 0)
+            seen[k] = j + 1
+            out.append(k)
+            out.append(recs[bisect_left(recs, rev, key=_modrev) + j])
+        return tuple(out)
 
     def sorted_keys(self) -> SortedList:
         """Every indexed key in order (merges keys created since the last call)."""
@@ -165,14 +208,15 @@ class KVStore:
             raise Compacted()
         index = self._index
         if not end:
-            recs = index.get(key)
-            if recs is None:
+            h = index.get(key)
+            if h is None:
                 return [], 0, cur
-            rec = recs[-1]
+            rec = h if isinstance(h, tuple) else h[-1]
             if rec[0] > rev:
-                rec = rec_at(recs, rev)  # type: ignore[assignment]
-                if rec is None:
+                found = _at(h, rev)
+                if found is None:
                     return [], 0, cur
+                rec = found
             if rec[4] is None:
                 return [], 0, cur
             return ([] if count_only else [(key, rec)]), 1, cur
@@ -186,10 +230,10 @@ class KVStore:
         count = 0
         room = limit if limit > 0 and not count_only else (0 if count_only else -1)
         for k in it:
-            recs = index[k]
-            rec = recs[-1]
+            h = index[k]
+            rec = h if isinstance(h, tuple) else h[-1]
             if rec[0] > rev:
-                found = rec_at(recs, rev)
+                found = _at(h, rev)
                 if found is None:
                     continue
                 rec = found
@@ -206,10 +250,10 @@ class KVStore:
 
         No revision checks: callers use it for values they know are readable.
         """
-        recs = self._index.get(key)
-        if recs is None:
+        h = self._index.get(key)
+        if h is None:
             return None
-        rec = recs[-1] if rev <= 0 else rec_at(recs, rev)
+        rec = _last(h) if rev <= 0 else _at(h, rev)
         if rec is None or rec[4] is None:
             return None
         return rec
@@ -222,27 +266,34 @@ class KVStore:
         return self.get(key, rev - 1) if rev > 1 else None
 
     # ------------------------------------------------------------------ writes
+    def _append(self, key: bytes, rec: Rec) -> None:
+        index = self._index
+        h = index.get(key)
+        if h is None:
+            index[key] = rec
+            self._new.append(key)
+        elif isinstance(h, tuple):
+            index[key] = [h, rec]
+        else:
+            h.append(rec)
+
+    def _new_rec(self, key: bytes, value: bytes, lease: int) -> tuple[Rec, Rec | None]:
+        rev = self._next
+        h = self._index.get(key)
+        if h is not None:
+            prev = h if isinstance(h, tuple) else h[-1]
+            if prev[4] is not None:
+                return (rev, prev[1], prev[2] + 1, lease, value), prev
+        return (rev, rev, 1, lease, value), None
+
     def put(self, key: bytes, value: bytes, lease: int) -> Rec | None:
         """Stage a put at ``current + 1``; returns the previous live record (None if absent).
 
         Version +1 and create_rev kept within a generation; a new generation starts at
         version 1 with create_rev = the new revision.
         """
-        rev = self._next
-        recs = self._index.get(key)
-        if recs is None:
-            rec: Rec = (rev, rev, 1, lease, value)
-            self._index[key] = [rec]
-            self._new.append(key)
-            prev = None
-        else:
-            prev = recs[-1]
-            if prev[4] is None:
-                rec = (rev, rev, 1, lease, value)
-                prev = None
-            else:
-                rec = (rev, prev[1], prev[2] + 1, lease, value)
-            recs.append(rec)
+        rec, prev = self._new_rec(key, value, lease)
+        self._append(key, rec)
         pending = self._pending
         pending.append(key)
         pending.append(rec)
@@ -257,10 +308,9 @@ class KVStore:
         items, _, _ = self.range(key, end)
         if items:
             tomb: Rec = (self._next, 0, 0, 0, None)
-            index = self._index
             pending = self._pending
             for k, _rec in items:
-                index[k].append(tomb)
+                self._append(k, tomb)
                 pending.append(k)
                 pending.append(tomb)
         return items
@@ -275,7 +325,10 @@ class KVStore:
         self._next = rev + 1
         changes = tuple(pending)
         pending.clear()
-        self._log.append(changes)
+        if len(changes) == 2:
+            self._log.append(changes[0])  # type: ignore[arg-type]
+        else:
+            self._log.append(changes[0::2])  # type: ignore[arg-type]
         hub = self.watch_hub
         if hub.active:
             hub.notify(rev, changes)
@@ -287,27 +340,31 @@ class KVStore:
         assert not self._pending, "put_commit inside a write batch"
         rev = self._next
         index = self._index
-        recs = index.get(key)
-        if recs is None:
+        h = index.get(key)
+        prev: Rec | None
+        if h is None:
             rec: Rec = (rev, rev, 1, lease, value)
-            index[key] = [rec]
+            index[key] = rec
             self._new.append(key)
             prev = None
         else:
-            prev = recs[-1]
+            prev = h if isinstance(h, tuple) else h[-1]
+            assert prev is not None
             if prev[4] is None:
                 rec = (rev, rev, 1, lease, value)
                 prev = None
             else:
                 rec = (rev, prev[1], prev[2] + 1, lease, value)
-            recs.append(rec)
+            if isinstance(h, tuple):
+                index[key] = [h, rec]
+            else:
+                h.append(rec)
         self._rev = rev
         self._next = rev + 1
-        changes = (key, rec)
-        self._log.append(changes)
+        self._log.append(key)
         hub = self.watch_hub
         if hub.active:
-            hub.notify(rev, changes)
+            hub.notify(rev, (key, rec))
         return prev, rev
 
     def rollback(self) -> None:
@@ -318,11 +375,14 @@ class KVStore:
         for i in range(len(pending) - 2, -1, -2):
             key = pending[i]
             assert isinstance(key, bytes)
-            recs = index[key]
-            recs.pop()
-            if not recs:
+            h = index[key]
+            if isinstance(h, tuple):
                 del index[key]
                 keys.remove(key)
+            else:
+                h.pop()
+                if len(h) == 1:
+                    index[key] = h[0]
         pending.clear()
 
     # ------------------------------------------------------------------ compaction
@@ -341,8 +401,12 @@ class KVStore:
         first = self._log_first
         touched: dict[bytes, None] = {}
         for r in range(max(self._compact, first), rev + 1):
-            for k in log[r - first][0::2]:
-                touched[k] = None  # type: ignore[index]
+            entry = log[r - first]
+            if isinstance(entry, bytes):
+                touched[entry] = None
+            else:
+                for k in entry:
+                    touched[k] = None
         drop = rev - first
         if drop > 0:
             del log[:drop]
@@ -350,9 +414,15 @@ class KVStore:
         keys = self.sorted_keys()
         index = self._index
         for k in touched:
-            recs = index.get(k)
-            if recs is None:
+            h = index.get(k)
+            if h is None:
                 continue
+            if isinstance(h, tuple):
+                if h[0] < rev and h[4] is None:
+                    del index[k]
+                    keys.remove(k)
+                continue
+            recs: list[Rec] = h
             i = bisect_left(recs, rev, key=_modrev)  # first record at or after rev
             if i == len(recs) or recs[i][0] != rev:
                 i -= 1  # the newest record below rev: kept only if live
@@ -360,9 +430,12 @@ class KVStore:
                     continue
                 if recs[i][4] is None:
                     i += 1
-            if i >= len(recs):
+            n = len(recs) - i
+            if n == 0:
                 del index[k]
                 keys.remove(k)
+            elif n == 1:
+                index[k] = recs[-1]
             elif i:
                 del recs[:i]
         self._compact = rev
@@ -381,8 +454,9 @@ class KVStore:
             rev = self._rev
         h = zlib.crc32(b"key")
         pack = _REC.pack
+        index = self._index
         for k in self.sorted_keys():
-            for rec in self._index[k]:
+            for rec in _as_list(index[k]):
                 if rec[0] > rev:
                     break
                 v = rec[4]
@@ -402,8 +476,10 @@ class KVStore:
         base: list[bytes] = []
         nbase = 0
         floor = max(self._compact, 2)
+        index = self._index
         for k in self.sorted_keys():
-            rec = self._index[k][0]
+            h = index[k]
+            rec = h if isinstance(h, tuple) else h[0]
             if rec[0] < floor:
                 v = rec[4]
                 assert v is not None
@@ -418,7 +494,8 @@ class KVStore:
         out.append(qpack(first))
         out.append(ipack(self._rev - first + 1))
         for r in range(first, self._rev + 1):
-            changes = self._log[r - self._log_first]
+            changes = self.log_entry(r)
+            assert changes is not None
             out.append(ipack(len(changes) // 2))
             for j in range(0, len(changes), 2):
                 k = changes[j]
@@ -446,7 +523,7 @@ class KVStore:
         pos += 16
         (nbase,) = iun(mv, pos)
         pos += 4
-        index: dict[bytes, list[Rec]] = {}
+        index: dict[bytes, Hist] = {}
         keys: list[bytes] = []
         for _ in range(nbase):
             (kl,) = iun(mv, pos)
@@ -457,16 +534,16 @@ class KVStore:
             pos += _REC.size
             v = bytes(mv[pos : pos + vl])
             pos += vl
-            index[k] = [(mod, create, ver, lease, v)]
+            index[k] = (mod, create, ver, lease, v)
             keys.append(k)
         (first,) = qun(mv, pos)
         (nlog,) = iun(mv, pos + 8)
         pos += 12
-        log: list[tuple[bytes | Rec, ...]] = []
+        log: list[bytes | tuple[bytes, ...]] = []
         for _r in range(first, first + nlog):
             (n,) = iun(mv, pos)
             pos += 4
-            changes: list[bytes | Rec] = []
+            names: list[bytes] = []
             tomb: Rec | None = None
             for _ in range(n):
                 (kl,) = iun(mv, pos)
@@ -483,15 +560,16 @@ class KVStore:
                 else:
                     rec = (mod, create, ver, lease, bytes(mv[pos : pos + vl]))
                     pos += vl
-                changes.append(k)
-                changes.append(rec)
-                recs = index.get(k)
-                if recs is None:
-                    index[k] = [rec]
+                names.append(k)
+                h = index.get(k)
+                if h is None:
+                    index[k] = rec
                     keys.append(k)
+                elif isinstance(h, tuple):
+                    index[k] = [h, rec]
                 else:
-                    recs.append(rec)
-            log.append(tuple(changes))
+                    h.append(rec)
+            log.append(names[0] if n == 1 else tuple(names))
         if pos != len(data):
             raise ValueError("trailing bytes in mvcc snapshot")
         self._index = index

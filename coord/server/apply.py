@@ -276,7 +276,7 @@ class Applier:
     def _rollback(self) -> None:
         """Undo staged store changes and re-derive lease attachments for the touched keys."""
         store = self.store
-        touched = [k for k in store._pending[0::2] if isinstance(k, bytes)]
+        touched = store.pending_keys()
         store.rollback()
         lessor = self.lessor
         for lid in lessor.leases():
