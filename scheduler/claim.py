@@ -241,9 +241,9 @@ class ClaimStore:
     async def run_exists(self, job: str, occurrence: str) -> bool:
         return bool((await self.client.get(run_key(job, occurrence), count_only=True)).count)
 
-    async def get_run(self, job: str, occurrence: str) -> tuple[RunRecord | None, int]:
-        rec, kv = _run_from(await self.client.get(run_key(job, occurrence)))
-        return rec, (kv.mod_revision if kv else 0)
+    async def get_run_kv(self, job: str,
+                         occurrence: str) -> tuple[RunRecord | None, KeyValue | None]:
+        return _run_from(await self.client.get(run_key(job, occurrence)))
 
 
 __all__ = ["ACTIVE", "Claim", "ClaimStore", "Identity", "LockHolder", "RunRecord"]

@@ -320,8 +320,13 @@ class Worker:
         if since < now - timedelta(seconds=1):
             plan = catch_up(timetable, since=since, now=now,
                             starting_deadline=spec.starting_deadline)
+            # Only occurrences past their starting deadline are recorded missed: younger
+            # ones may still be claimed by live workers right now (this worker restarted
+            # while others kept going), and a missed record would block them.
+            horizon = now - timedelta(seconds=spec.starting_deadline)
             for instant in plan.missed:
-                await self._record_missed(spec, instant)
+                if instant < horizon:
+                    await self._record_missed(spec, instant)
             if plan.run is not None:
                 self._spawn(self._occurrence(entry, plan.run), f"occ:{spec.name}")
         cursor = max(since, now)
@@ -360,16 +365,13 @@ class Worker:
         if self.config.name not in eligible:
             return
         position = rank(spec.name, occ, eligible).index(self.config.name)
-        try:
-            if position > 0:
-                await asyncio.sleep(position * self.config.grace)
-                assert self.store is not None
+        if position > 0:
+            await asyncio.sleep(position * self.config.grace)
+            assert self.store is not None
+            with contextlib.suppress(ClientError):  # unknown: go on and try to claim
                 if await self.store.run_exists(spec.name, occ):
                     return
-            claim = await self._claim(entry, occ, instant)
-        except ClientError as err:
-            log.warning("run.claim_failed", job=spec.name, occurrence=occ, error=str(err))
-            return
+        claim = await self._claim(entry, occ, instant)
         if claim is not None:
             await self._execute(entry, claim)
 
@@ -385,16 +387,31 @@ class Worker:
                              reason="not started within starting_deadline")
                 return None
             entry.lock_freed.clear()
-            claim = await store.claim(spec.name, occ, exclusive=exclusive,
-                                      spec_revision=entry.revision)
-            if claim is not None:
-                return claim
-            if await store.run_exists(spec.name, occ):
+            try:
+                claim = await store.claim(spec.name, occ, exclusive=exclusive,
+                                          spec_revision=entry.revision)
+                if claim is not None:
+                    return claim
+                rec, kv = await store.get_run_kv(spec.name, occ)
+            except ClientError as err:
+                # The outcome is unknown (the store may be electing a leader): try again
+                # while the deadline allows; a claim that did land is adopted below.
+                log.warning("run.claim_retry", job=spec.name, occurrence=occ, error=str(err))
+                await asyncio.sleep(0.25)
+                continue
+            if rec is not None and kv is not None:
+                if rec.worker == self.config.name and rec.status == "claimed" and (
+                        (spec.name, occ) not in self.running):
+                    # Our own earlier attempt landed but its answer was lost: adopt it.
+                    rec.fencing_token = kv.create_revision
+                    return Claim(spec.name, occ, kv.create_revision, kv.mod_revision, rec,
+                                 holds_lock=exclusive)
                 return None  # another worker has this occurrence
             # The job is busy with an earlier run (forbid/replace): wait for its lock.
             if spec.concurrency == "replace":
-                await self._request_kill(spec.name, occurrence=None,
-                                         reason=f"replaced by occurrence {occ}")
+                with contextlib.suppress(ClientError):
+                    await self._request_kill(spec.name, occurrence=None,
+                                             reason=f"replaced by occurrence {occ}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(entry.lock_freed.wait(),
                                        timeout=max(0.05, min(self._deadline(spec, instant), 2.0)))
@@ -422,8 +439,8 @@ class Worker:
         attempt = claim.record.attempt
         result: RunResult | None = None
         while True:
-            if not await self._fenced(store.update(claim, status="running",
-                                                    started_at=time.time(), attempt=attempt)):
+            if not await self._write(claim, store.update, status="running",
+                                     started_at=time.time(), attempt=attempt):
                 bound.warning("run.fenced_out", stage="start")
                 return
             request = RunRequest.from_spec(spec, occurrence=claim.occurrence,
@@ -437,8 +454,8 @@ class Worker:
                 await proc.start()
             except ExecutorError as err:
                 bound.error("run.spawn_failed", error=str(err))
-                await self._fenced(store.finish(claim, status="failed", finished_at=time.time(),
-                                                note=str(err)))
+                await self._write(claim, store.finish, status="failed",
+                                  finished_at=time.time(), note=str(err))
                 return
             bound.info("run.started", attempt=attempt, pid=proc.pid)
             result = await proc.wait()
@@ -451,27 +468,56 @@ class Worker:
                           output_tail=result.output_tail, finished_at=time.time(),
                           note=run.kill_reason or result.kill_reason or "")
             if not retry:
-                if await self._fenced(store.finish(claim, status=status, **fields)):
+                if await self._write(claim, store.finish, status=status, **fields):
                     await self._prune(spec)
                 else:
                     bound.warning("run.fenced_out", stage="finish")
                 return
             delay = spec.retry_delay(attempt)
-            if not await self._fenced(store.update(claim, status="retrying", **fields)):
+            if not await self._write(claim, store.update, status="retrying", **fields):
                 bound.warning("run.fenced_out", stage="retry")
                 return
             bound.info("run.retrying", attempt=attempt, delay=delay)
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def _fenced(self, op: Awaitable[bool]) -> bool:
-        """Run a fenced write; a store error counts as 'not ours' (the run is then lost or
-        re-read by whoever looks next)."""
-        try:
-            return await op
-        except ClientError as err:
-            log.warning("run.write_failed", error=str(err))
-            return False
+    async def _write(self, claim: Claim, op: Callable[..., Awaitable[bool]],
+                     **changes: Any) -> bool:
+        """A fenced write of the run record, retried through store outages.
+
+        False means the run is no longer this worker's (someone marked it lost, or the
+        session is gone). When a write's outcome is unknown, the record is read back: if it
+        already holds this write, that counts as done; if it is untouched, the write is
+        retried; anything else means another writer moved it on.
+        """
+        store = self.store
+        assert store is not None
+        delay = 0.1
+        while True:
+            try:
+                return await op(claim, **changes)
+            except ClientError as err:
+                log.warning("run.write_retry", job=claim.job, occurrence=claim.occurrence,
+                            error=str(err))
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                if self.session is None or self.session.lost.is_set():
+                    return False
+                try:
+                    rec, kv = await store.get_run_kv(claim.job, claim.occurrence)
+                    break
+                except ClientError:
+                    continue
+            if rec is None or kv is None:
+                return False
+            if kv.mod_revision == claim.revision:
+                continue  # the write did not land: try it again
+            landed = rec.run_id == claim.record.run_id and all(
+                getattr(rec, k) == v for k, v in changes.items() if hasattr(rec, k))
+            if landed:
+                claim.revision = kv.mod_revision
+            return landed
 
     async def _prune(self, spec: JobSpec) -> None:
         """Keep ``history_limit`` records, never deleting one young enough to be claimed."""

@@ -23,16 +23,17 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from coord.client import Client
+from coord.client import Client, ClientError
 from scheduler import keys
 from scheduler.plan import occurrence_id
 from tests.helpers.binaries import require_binary
-from tests.helpers.procs import REPO, Proc, ProcessGroup, start_etcd_cluster
+from tests.helpers.procs import REPO, Proc, ProcessGroup, free_port, start_etcd_cluster
 
 JOBS = 30
 DURATION = 60.0
@@ -85,18 +86,70 @@ async def run_records(endpoints: str) -> dict[tuple[str, str], dict[str, object]
     return out
 
 
-def scenario(procs: ProcessGroup, endpoints: str, tmp: Path, seed: int) -> None:
+class Fleet:
+    """How the scenario starts and kills the scheduler processes of one backend."""
+
+    def __init__(self, procs: ProcessGroup, endpoints: str,
+                 start: Callable[[str], Proc], pick_victim: Callable[[int], str]) -> None:
+        self.procs, self.endpoints, self.start, self.pick_victim = (
+            procs, endpoints, start, pick_victim)
+
+
+def worker_fleet(procs: ProcessGroup, endpoints: str) -> Fleet:
+    return Fleet(procs, endpoints, lambda n: start_worker(procs, n, endpoints),
+                 lambda k: ["w1", "w2", "w3"][k % 3])
+
+
+def agent_fleet(procs: ProcessGroup) -> Fleet:
+    names = ["w1", "w2", "w3"]
+    cports = {n: free_port() for n in names}
+    pports = {n: free_port() for n in names}
+    initial = ",".join(f"{n}=127.0.0.1:{pports[n]}" for n in names)
+    endpoints = ",".join(f"127.0.0.1:{cports[n]}" for n in names)
+
+    def start(n: str) -> Proc:
+        p = procs.spawn(n, cli(
+            "agent", "--name", n, "--data-dir", str(procs.workdir / f"{n}-data"),
+            "--listen-client", f"127.0.0.1:{cports[n]}", "--listen-peer",
+            f"127.0.0.1:{pports[n]}", "--initial-cluster", initial,
+            "--session-ttl", str(SESSION_TTL), "--log-dir", str(procs.workdir / "logs" / n)),
+            cports[n], env={"PYTHONPATH": str(REPO), "WORKER_NAME": n})
+        return p
+
+    def victim(k: int) -> str:
+        if k % 2 == 0:  # every other kill takes the coord leader down
+            leader = asyncio.run(leader_name(endpoints, cports))
+            if leader is not None:
+                return leader
+        return names[k % 3]
+    return Fleet(procs, endpoints, start, victim)
+
+
+async def leader_name(endpoints: str, cports: dict[str, int]) -> str | None:
+    async with Client(endpoints.split(","), timeout=3) as c:
+        for name, port in cports.items():
+            try:
+                st = await c.status(f"127.0.0.1:{port}")
+            except ClientError:
+                continue
+            if st.leader and st.leader == st.header.member_id:
+                return name
+    return None
+
+
+def scenario(fleet: Fleet, tmp: Path, seed: int) -> None:
+    endpoints = fleet.endpoints
     rng = random.Random(seed)
     out = tmp / "runs.txt"
     jobs = tmp / "jobs.yaml"
     job_file(jobs, out)
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    names = ["w1", "w2", "w3"]
+    workers = {n: fleet.start(n) for n in names}
+    asyncio.run(wait_registered(endpoints, set(names), timeout=60))
     applied = subprocess.run(cli("apply", "-f", str(jobs), "--endpoints", endpoints),
                              capture_output=True, text=True, env=env, check=False, timeout=60)
     assert applied.returncode == 0, applied.stderr
-    names = ["w1", "w2", "w3"]
-    workers = {n: start_worker(procs, n, endpoints) for n in names}
-    asyncio.run(wait_registered(endpoints, set(names)))
     window_start = datetime.now(UTC) + timedelta(seconds=3)
     kills = 0
     t_end = time.monotonic() + DURATION
@@ -104,14 +157,16 @@ def scenario(procs: ProcessGroup, endpoints: str, tmp: Path, seed: int) -> None:
     while time.monotonic() < t_end:
         time.sleep(0.05)
         if time.monotonic() >= next_kill:
-            victim = names[kills % len(names)]
+            victim = fleet.pick_victim(kills)
             workers[victim].kill9()
             kills += 1
             time.sleep(rng.uniform(0.5, 2.0))  # down for a while, then back
-            workers[victim] = start_worker(procs, victim, endpoints)
+            workers[victim] = fleet.start(victim)
             next_kill = time.monotonic() + rng.uniform(0.8, 1.2) * KILL_EVERY
     window_end = datetime.now(UTC) - timedelta(seconds=5)
     time.sleep(4)  # let the occurrences of the last seconds finish before stopping
+    # Read the run records while the store is up (agents embed it).
+    records = asyncio.run(run_records(endpoints))
     for w in workers.values():
         w.terminate(timeout=40)
 
@@ -122,7 +177,6 @@ def scenario(procs: ProcessGroup, endpoints: str, tmp: Path, seed: int) -> None:
     dupes = {k: n for k, n in seen.items() if n > 1}
     assert not dupes, f"occurrences started more than once: {sorted(dupes.items())[:10]}"
 
-    records = asyncio.run(run_records(endpoints))
     missing, lost = [], []
     t = window_start.replace(microsecond=0) + timedelta(seconds=1)
     while t <= window_end:
@@ -149,4 +203,11 @@ def scenario(procs: ProcessGroup, endpoints: str, tmp: Path, seed: int) -> None:
 def test_exactly_once_on_real_etcd_with_worker_kills(procs: ProcessGroup, tmp_path: Path) -> None:
     members = start_etcd_cluster(procs, 3, etcd_bin=require_binary("etcd"))
     endpoints = ",".join(m.endpoint for m in members)
-    scenario(procs, endpoints, tmp_path, seed=random.randrange(1 << 30))
+    scenario(worker_fleet(procs, endpoints), tmp_path, seed=random.randrange(1 << 30))
+
+
+@pytest.mark.slow
+def test_exactly_once_on_embedded_coord_with_agent_kills(procs: ProcessGroup,
+                                                        tmp_path: Path) -> None:
+    """3 agents (a 3-member embedded coord); the coord leader is among the killed."""
+    scenario(agent_fleet(procs), tmp_path, seed=random.randrange(1 << 30))
