@@ -16,7 +16,7 @@ How a gRPC Watch stream uses it::
             for resp in batch:
                 fill_header(resp.header)           # cluster_id, member_id, raft_term only
                 await context.write(resp)
-    # on stream end (cancelled call): stream.close()
+    # on stream end (call cancelled or finished): stream.close()
 
 Every ``WatchResponse`` comes out with ``header.revision`` set as etcd sets it (event
 responses: the revision they bring the watcher to; created/canceled/progress: the current
@@ -208,13 +208,16 @@ class WatchStream:
             self._push_progress()
 
     def close(self) -> None:
-        """Remove every watcher of the stream (the gRPC call ended)."""
+        """Remove every watcher of the stream and forget it (the gRPC call ended)."""
         for w in self.watchers.values():
             self._drop(w)
         self.watchers.clear()
         self._queue.clear()
         self._queued_bytes = 0
+        self._unsynced.clear()
+        self._progress_wanted = False
         self._closed = True
+        self.hub.streams.pop(self, None)
 
     # ------------------------------------------------------------------ output
     def pending(self, max_bytes: int = 4 * 1024 * 1024) -> list[rpc_pb2.WatchResponse]:
@@ -465,9 +468,8 @@ class WatchHub:
         return s
 
     def close_stream(self, stream: WatchStream) -> None:
-        """Forget a stream and all its watchers."""
+        """Forget a stream and all its watchers (same as ``stream.close()``)."""
         stream.close()
-        self.streams.pop(stream, None)
 
     def watcher_count(self) -> tuple[int, int]:
         """``(synced, unsynced)`` watcher counts."""

@@ -424,6 +424,40 @@ class Applier:
             if lid in self.lessor:
                 self._revoke(lid)
 
+    # ------------------------------------------------------------------ lease reads
+    def lease_time_to_live(
+        self, req: rpc_pb2.LeaseTimeToLiveRequest, now: float
+    ) -> rpc_pb2.LeaseTimeToLiveResponse:
+        """LeaseTimeToLive as etcd answers it (call on the leader): unknown or expired →
+        ``TTL: -1`` with OK status; keys (sorted) only when ``req.keys``."""
+        ttl, granted, keys = self.lessor.time_to_live(req.ID, now)
+        resp = rpc_pb2.LeaseTimeToLiveResponse(ID=req.ID, TTL=ttl, grantedTTL=granted)
+        if req.keys:
+            resp.keys.extend(keys)
+        resp.header.revision = self.store.current_revision
+        return resp
+
+    def lease_leases(self) -> rpc_pb2.LeaseLeasesResponse:
+        """LeaseLeases: every lease ID in grant order."""
+        resp = rpc_pb2.LeaseLeasesResponse()
+        resp.header.revision = self.store.current_revision
+        add = resp.leases.add
+        for lid in self.lessor.leases():
+            add(ID=lid)
+        return resp
+
+    def lease_keepalive(
+        self, req: rpc_pb2.LeaseKeepAliveRequest, now: float
+    ) -> rpc_pb2.LeaseKeepAliveResponse:
+        """One KeepAlive answer (leader only; NotLeader otherwise): header taken before the
+        renewal, ``TTL`` = granted TTL, or absent (0) for an unknown/expired lease."""
+        resp = rpc_pb2.LeaseKeepAliveResponse(ID=req.ID)
+        resp.header.revision = self.store.current_revision
+        ttl = self.lessor.renew(req.ID, now)
+        if ttl:
+            resp.TTL = ttl
+        return resp
+
     def _apply_range(self, r: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         return self._range(r)
 

@@ -16,6 +16,7 @@ from coord.errors import (
     LeaseNotFound,
     LeaseProvided,
     LeaseTTLTooLarge,
+    NotLeader,
     RequestTooLarge,
     TooManyOps,
     ValueProvided,
@@ -597,3 +598,52 @@ def test_apply_range_and_empty_request() -> None:
     assert a.apply(internal_pb2.InternalRequest(id=1), 0.0) is None
     r = a.apply(internal_pb2.InternalRequest(range=rpc_pb2.RangeRequest(key=b"x")), 0.0)
     assert isinstance(r, rpc_pb2.RangeResponse) and r.header.revision == 1
+
+
+def test_lease_read_helpers(c: Client) -> None:
+    a = c.a
+    a.lessor.promote(0.0)
+    c.grant(30, 1000)
+    c.grant(10, -7)
+    c.put(b"l2", b"v", lease=1000)
+    c.put(b"l1", b"v", lease=1000)
+    r = a.lease_time_to_live(rpc_pb2.LeaseTimeToLiveRequest(ID=1000, keys=True), 0.5)
+    assert (r.ID, r.TTL, r.grantedTTL, list(r.keys)) == (1000, 29, 30, [b"l1", b"l2"])
+    assert r.header.revision == c.rev
+    r = a.lease_time_to_live(rpc_pb2.LeaseTimeToLiveRequest(ID=1000), 0.5)
+    assert not r.keys
+    r = a.lease_time_to_live(rpc_pb2.LeaseTimeToLiveRequest(ID=5), 0.5)
+    assert (r.ID, r.TTL, r.grantedTTL) == (5, -1, 0)
+    assert [x.ID for x in a.lease_leases().leases] == [1000, -7]
+    k = a.lease_keepalive(rpc_pb2.LeaseKeepAliveRequest(ID=-7), 5.0)
+    assert (k.ID, k.TTL, k.header.revision) == (-7, 10, c.rev)
+    assert a.lessor.time_to_live(-7, 14.0)[0] == 1
+    k = a.lease_keepalive(rpc_pb2.LeaseKeepAliveRequest(ID=99), 5.0)
+    assert (k.ID, k.TTL) == (99, 0)
+    a.lessor.demote()
+    with pytest.raises(NotLeader):
+        a.lease_keepalive(rpc_pb2.LeaseKeepAliveRequest(ID=-7), 5.0)
+
+
+@pytest.mark.parametrize(
+    ("cls", "code", "message"),
+    [
+        (EmptyKey, "INVALID_ARGUMENT", "etcdserver: key is not provided"),
+        (KeyNotFound, "INVALID_ARGUMENT", "etcdserver: key not found"),
+        (ValueProvided, "INVALID_ARGUMENT", "etcdserver: value is provided"),
+        (LeaseProvided, "INVALID_ARGUMENT", "etcdserver: lease is provided"),
+        (TooManyOps, "INVALID_ARGUMENT", "etcdserver: too many operations in txn request"),
+        (DuplicateKey, "INVALID_ARGUMENT", "etcdserver: duplicate key given in txn request"),
+        (RequestTooLarge, "INVALID_ARGUMENT", "etcdserver: request is too large"),
+        (Compacted, "OUT_OF_RANGE", "etcdserver: mvcc: required revision has been compacted"),
+        (FutureRevision, "OUT_OF_RANGE",
+         "etcdserver: mvcc: required revision is a future revision"),
+        (LeaseTTLTooLarge, "OUT_OF_RANGE", "etcdserver: too large lease TTL"),
+        (LeaseNotFound, "NOT_FOUND", "etcdserver: requested lease not found"),
+        (LeaseExists, "FAILED_PRECONDITION", "etcdserver: lease already exists"),
+        (NotLeader, "FAILED_PRECONDITION", "etcdserver: not leader"),
+    ],
+)
+def test_error_codes_and_messages(cls: type[CoordError], code: str, message: str) -> None:
+    err = cls()
+    assert (err.code_name, str(err)) == (code, message)
