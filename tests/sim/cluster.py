@@ -282,6 +282,13 @@ class Cluster:
         self.respond(call, n.kv.read(call.req.key), 0)
         return True
 
+    def transfer_leader(self, nid: int, to: int) -> None:
+        n = self.nodes[nid]
+        if n.raw is not None:
+            self.trace.log(f"n{nid} transfer leadership to n{to}")
+            n.raw.transfer_leader(to)
+            self.drive(n)
+
     def propose_conf_change(self, nid: int, cc: ConfChange) -> bool:
         n = self.nodes[nid]
         if n.raw is None:

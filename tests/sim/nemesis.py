@@ -35,12 +35,13 @@ class Nemesis:
         self.part_rng = sub_rng(self.o.seed, "nemesis.partition")
         self.member_rng = sub_rng(self.o.seed, "nemesis.membership")
         self.churn_rng = sub_rng(self.o.seed, "nemesis.churn")
+        self.transfer_rng = sub_rng(self.o.seed, "nemesis.transfer")
         self.stopped = False
         self.spares = [nid for nid in cluster.ids if nid not in cluster.founders]
         self.removals_left = self.o.removals
         self.removed: list[int] = []
         self.removing: int | None = None
-        self.stats = {"partitions": 0, "cc_proposed": 0}
+        self.stats = {"partitions": 0, "cc_proposed": 0, "transfers": 0}
         cluster.on_crash = self._crashed
 
     def start(self) -> None:
@@ -48,6 +49,8 @@ class Nemesis:
             self.loop.after(self._exp(self.crash_rng, self.o.crash_every), self._crash)
         if self.o.partition_every:
             self.loop.after(self._exp(self.part_rng, self.o.partition_every), self._partition)
+        if self.o.transfer_every:
+            self.loop.after(self._exp(self.transfer_rng, self.o.transfer_every), self._transfer)
         if self.o.churn_every:
             self.loop.after(self._exp(self.churn_rng, self.o.churn_every), self._churn)
         if self.spares or self.removals_left:
@@ -118,6 +121,20 @@ class Nemesis:
         self.c.net.heal()
         self.c.trace.log("HEAL")
         self.loop.after(self._exp(self.part_rng, self.o.partition_every), self._partition)
+
+    # -- leadership transfer -----------------------------------------------------------
+    def _transfer(self) -> None:
+        if self.stopped:
+            return
+        r = self.transfer_rng
+        leaders = self.c.leaders()
+        if leaders:
+            lead = leaders[0]
+            others = [v for v in lead.conf_state.voters if v != lead.id]
+            if others:
+                self.c.transfer_leader(lead.id, r.choice(others))
+                self.stats["transfers"] += 1
+        self.loop.after(self._exp(r, self.o.transfer_every), self._transfer)
 
     # -- leader churn ------------------------------------------------------------------
     def _churn(self) -> None:

@@ -59,6 +59,7 @@ class SimOptions:
     crash_every: int = 0  # mean ms between node crashes (0 = none)
     target_leader: float = 0.0  # chance a crash / isolation hits the current leader
     churn_every: int = 0  # mean ms between "cut off the leader, let it append, kill it"
+    transfer_every: int = 0  # mean ms between leadership transfer requests
     down_ms: int = 200  # mean downtime of a crashed node
     crash_points: tuple[str, ...] = ()
     crash_point_p: float = 0.0
@@ -201,6 +202,7 @@ def _swarm(seed: int, r: random.Random) -> SimOptions:
         asymmetric=maybe(0.3),
         crash_every=r.choice((0, 0, 150, 400, 1000)),
         target_leader=r.choice((0.0, 0.0, 0.5)),
+        transfer_every=r.choice((0, 0, 300)),
         down_ms=r.choice((10, 100, 400)),
         crash_points=crash_points,
         crash_point_p=r.choice((0.002, 0.01, 0.03)) if crash_points else 0.0,

@@ -77,6 +77,7 @@ def test_swarm_covers_the_fault_space() -> None:
     assert any(o.max_size_per_msg == 1 for o in opts) and any(o.max_inflight == 1 for o in opts)
     assert any(not o.pre_vote for o in opts) and any(not o.check_quorum for o in opts)
     assert any(o.target_leader for o in opts) and any(o.torn_writes for o in opts)
+    assert any(o.churn_every for o in opts) and any(o.transfer_every for o in opts)
 
 
 def test_sweep_exercises_the_core() -> None:
@@ -90,7 +91,7 @@ def test_sweep_exercises_the_core() -> None:
     for key in (
         "elections", "crashes", "crash_points", "restarts", "snapshots_taken",
         "snapshots_installed", "conf_changes", "partitions", "ops_ok", "ops_fail",
-        "ops_unknown", "net_lost", "net_duplicated", "net_blocked",
+        "ops_unknown", "net_lost", "net_duplicated", "net_blocked", "transfers",
     ):  # fmt: skip
         assert totals.get(key, 0) > 0, f"no {key} in 40 seeds: {totals}"
 
