@@ -452,7 +452,8 @@ class WatchHub:
         self.store = store
         self.streams: dict[WatchStream, None] = {}
         self._by_key: dict[bytes, dict[Watcher, None]] = {}
-        self._ranges: dict[Watcher, None] = {}
+        # range watchers grouped by (key, end): many watchers of one prefix cost one check
+        self._ranges: dict[tuple[bytes, bytes], dict[Watcher, None]] = {}
         self._nsynced = 0
 
     @property
@@ -501,9 +502,10 @@ class WatchHub:
                 for w in ws:
                     _add_event(batches, w, k, rec)
             if ranges:
-                for w in ranges:
-                    if k >= w.key and (not w.end or k < w.end):
-                        _add_event(batches, w, k, rec)
+                for (lo, hi), group in ranges.items():
+                    if k >= lo and (not hi or k < hi):
+                        for w in group:
+                            _add_event(batches, w, k, rec)
         for w, evs in batches.items():
             if w.next_rev > rev:
                 continue  # a future start revision not reached yet
@@ -540,7 +542,7 @@ class WatchHub:
         if w.end is None:
             self._by_key.setdefault(w.key, {})[w] = None
         else:
-            self._ranges[w] = None
+            self._ranges.setdefault((w.key, w.end), {})[w] = None
 
     def _remove_synced(self, w: Watcher) -> None:
         if not w.synced:
@@ -554,7 +556,12 @@ class WatchHub:
                 if not ws:
                     del self._by_key[w.key]
         else:
-            self._ranges.pop(w, None)
+            rk = (w.key, w.end)
+            group = self._ranges.get(rk)
+            if group is not None:
+                group.pop(w, None)
+                if not group:
+                    del self._ranges[rk]
 
 
 def _add_event(

@@ -342,3 +342,24 @@ def test_handle_dispatch() -> None:
         (False, -1, False),
         (False, 0, True),
     ]
+
+
+def test_many_watchers_on_one_prefix_across_streams() -> None:
+    c = Client()
+    hub = c.a.watch_hub
+    streams = [hub.open_stream() for _ in range(3)]
+    for s in streams:
+        create(s, b"/cron/jobs/", b"/cron/jobs0")
+        create(s, b"/cron/jobs/", b"/cron/jobs0", filters=[W.NOPUT])
+        create(s, b"/cron/", b"/cron0")
+        drain(s)
+    streams[1].cancel(0)
+    hub.close_stream(streams[2])
+    c.put(b"/cron/jobs/a", b"1")
+    c.put(b"/cron/lock/a", b"1")
+    out0, out1 = drain(streams[0]), drain(streams[1])
+    assert events(out0, 0) == [(PUT, b"/cron/jobs/a", 2)]
+    assert events(out0, 1) == []
+    assert events(out0, 2) == [(PUT, b"/cron/jobs/a", 2), (PUT, b"/cron/lock/a", 3)]
+    assert events(out1, 0) == [] and events(out1, 2) == events(out0, 2)
+    assert hub.watcher_count() == (5, 0)
