@@ -92,7 +92,12 @@ class MVCCMachine(RuleBasedStateMachine):
         self.stream = self.c.a.watch_hub.open_stream()
         self.stream.create(rpc_pb2.WatchCreateRequest(key=b"\0", range_end=b"\0"))
         self.seen: list[tuple[int, int, bytes]] = []
-        self.watch_ok = True
+        # a slow stream (tiny queue, drained only now and then) watching from revision 1
+        self.c.a.watch_hub.max_queued = 2
+        self.slow = self.c.a.watch_hub.open_stream()
+        self.slow.create(rpc_pb2.WatchCreateRequest(key=b"b", range_end=b"\0", start_revision=1))
+        self.slow_seen: list[tuple[int, int, bytes]] = []
+        self.slow_cancelled_at = 0
 
     @rule(k=keys, v=values)
     def do_put(self, k: bytes, v: bytes) -> None:
@@ -247,6 +252,29 @@ class MVCCMachine(RuleBasedStateMachine):
         other.restore(snap)
         assert other.snapshot() == snap
         assert other.hash_kv(0) == self.c.a.hash_kv(0)
+
+    @rule()
+    def drain_slow(self) -> None:
+        while batch := self.slow.pending():
+            for r in batch:
+                if r.canceled:
+                    assert r.compact_revision == self.m.compact
+                    self.slow_cancelled_at = r.compact_revision
+                for e in r.events:
+                    self.slow_seen.append((e.kv.mod_revision, e.type, e.kv.key))
+        want = [ev for ev in self.m.log if ev[2] >= b"b"]
+        if self.slow_cancelled_at:
+            # a prefix of the history, then the cancel (and nothing after it)
+            assert self.slow_seen == want[: len(self.slow_seen)]
+            assert not self.slow.watchers
+        else:
+            assert self.slow_seen == want
+
+    @rule()
+    def restore_own_snapshot(self) -> None:
+        snap = self.c.a.snapshot()
+        self.c.a.restore(snap)
+        assert self.c.a.snapshot() == snap
 
     @invariant()
     def watcher_sees_every_change_in_order(self) -> None:
