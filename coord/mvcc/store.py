@@ -149,6 +149,14 @@ class KVStore:
         h = self._index.get(key)
         return [] if h is None else list(_as_list(h))
 
+    def log_keys(self, rev: int) -> bytes | tuple[bytes, ...] | None:
+        """The keys changed at ``rev`` (one key, or a tuple in op order), without resolving
+        records; None if compacted away or absent."""
+        i = rev - self._log_first
+        if i < 0 or i >= len(self._log):
+            return None
+        return self._log[i]
+
     def log_entry(self, rev: int) -> Changes | None:
         """The changes of one revision as a flat ``(key, rec, ...)`` tuple in op order, or
         None if that revision is compacted away or does not exist."""

@@ -223,7 +223,10 @@ class WatchStream:
     def pending(self, max_bytes: int = 4 * 1024 * 1024) -> list[rpc_pb2.WatchResponse]:
         """Drain ready responses, in order, up to about ``max_bytes`` of values per call;
         then let unsynced watchers catch up from the revision log (bounded chunk each).
-        Returns ``[]`` only when nothing is ready; call again until it does."""
+
+        Returns ``[]`` when nothing is ready now; if catch-up work remains (a chunk scanned
+        history without a match), ``wake`` has already been called again, so the writer loop
+        shown in the module docstring needs no extra logic."""
         out: list[rpc_pb2.WatchResponse] = []
         budget = max_bytes
         queue = self._queue
@@ -322,18 +325,30 @@ class WatchStream:
                 hub._add_synced(w)
                 continue
             evs: list[tuple[bytes, Rec]] = []
+            size = 0
             r = w.next_rev
             stop = min(cur, r + hub.catch_up_revisions - 1)
+            contains = w.contains
             while r <= stop:
-                changes = store.log_entry(r)
-                if changes is not None:
-                    evs.extend(self._filter(w, changes))
+                names = store.log_keys(r)
                 r += 1
-                if _events_size(evs) >= hub.catch_up_bytes:
-                    break
+                if names is None:
+                    continue
+                if isinstance(names, bytes):
+                    if not contains(names):
+                        continue
+                elif not any(contains(k) for k in names):
+                    continue
+                changes = store.log_entry(r - 1)
+                assert changes is not None
+                found = self._filter(w, changes)
+                if found:
+                    evs.extend(found)
+                    size += _events_size(found)
+                    if size >= hub.catch_up_bytes:
+                        break
             last = r - 1
             w.next_rev = r
-            size = _events_size(evs)
             budget -= size
             if evs:
                 self._materialize(w, last, evs, store, out)
