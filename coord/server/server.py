@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 import structlog
 
+from coord.api.auth import AuthService
 from coord.api.kv import KVService
 from coord.api.lease import LeaseService
 from coord.api.maintenance import ClusterService, MaintenanceService
@@ -105,6 +106,7 @@ class CoordServer:
         rpc_pb2_grpc.add_WatchServicer_to_server(self.watch, server)
         rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.core), server)
         rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.core), server)
+        rpc_pb2_grpc.add_AuthServicer_to_server(AuthService(self.core), server)
         port = server.add_insecure_port(self.config.listen_client)
         if port == 0:
             raise OSError(f"cannot listen on {self.config.listen_client}")
