@@ -24,7 +24,9 @@ from coord.server.transport import PEER_GRPC_OPTIONS, PeerService
 log = structlog.get_logger("coord.server")
 
 GRPC_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_receive_message_length", GRPC_RECV_LIMIT),
+    # The transport accepts more than etcd does so that coord.api.errors can refuse an
+    # oversized request with grpc-go's exact wording (etcd's clients see that text).
+    ("grpc.max_receive_message_length", 4 * GRPC_RECV_LIMIT),
     ("grpc.max_send_message_length", 2**31 - 1),
     # Real clients ping idle streams every 10 s (grpc-go clamps etcdctl's keepalive);
     # without these, grpcio answers with GOAWAY too_many_pings after about a minute.
