@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from coord.logsetup import configure as configure_logging
 from tests.helpers.binaries import require_binary
 from tests.helpers.procs import ProcessGroup, process_group
+
+
+# In-process servers and workers log at warning level and up (subprocesses keep their own).
+configure_logging(level="warning", json=False)
 
 
 @pytest.fixture
