@@ -4,31 +4,113 @@
 session (cases use their own key prefixes and revision offsets); ``fresh_pair`` is a
 new pair for a single test, for cases that depend on the whole keyspace or on
 absolute revisions. ``COMPAT_TARGET=etcd`` makes the target a second real etcd.
+
+For the run-time budget (< 90 s on 2 cores), work that does not touch the shared
+pair starts in the background as soon as the shared pair is requested: the fresh
+pairs the selected tests will need, and the aetcd driver on a pair of its own (its
+writes would otherwise shift the shared pair's revisions under running cases).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.compat.harness import Case, Pair, compat_target, start_pair
+from tests.compat.harness import Case, Pair, compat_target, open_pair
+
+
+class Prestarted:
+    """Background starts of pairs (and of the aetcd run); everything is closed at the
+    end of the session, whether or not a test took it."""
+
+    def __init__(self, basedir: Path, etcd_bin: str, etcdctl_bin: str, fresh: int,
+                 aetcd: bool) -> None:
+        self.basedir, self.etcd_bin, self.etcdctl_bin = basedir, etcd_bin, etcdctl_bin
+        self.ex = ThreadPoolExecutor(max(1, fresh + int(aetcd)))
+        self.lock = threading.Lock()
+        self.opened: list[Pair] = []
+        self.n = 0
+        self.fresh: list[Future[Pair]] = [self.ex.submit(self.open) for _ in range(fresh)]
+        self.aetcd: Future[Any] | None = self.ex.submit(self.run_aetcd) if aetcd else None
+
+    def open(self) -> Pair:
+        with self.lock:
+            self.n += 1
+            workdir = self.basedir / f"pair{self.n}"
+        pair = open_pair(workdir, self.etcd_bin, self.etcdctl_bin, compat_target())
+        with self.lock:
+            self.opened.append(pair)
+        return pair
+
+    def take_fresh(self) -> Pair:
+        with self.lock:
+            fut = self.fresh.pop(0) if self.fresh else None
+        return fut.result() if fut is not None else self.open()
+
+    def run_aetcd(self) -> tuple[Pair, dict[str, Any], dict[str, Any]]:
+        from tests.compat.test_aetcd import run_driver_on
+
+        pair = self.open()
+        try:
+            ref, tgt = run_driver_on(pair)
+        finally:
+            pair.close()
+        return pair, ref, tgt
+
+    def close(self) -> None:
+        self.ex.shutdown(wait=True, cancel_futures=True)
+        with self.lock:
+            for pair in self.opened:
+                pair.close()
+
+
+def _uses(items: list[pytest.Item], fixture: str) -> int:
+    return sum(1 for it in items if fixture in getattr(it, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session")
+def prestarted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               etcd_bin: str, etcdctl_bin: str) -> Iterator[Prestarted]:
+    items = request.session.items
+    pool = Prestarted(tmp_path_factory.mktemp("compat-pool"), etcd_bin, etcdctl_bin,
+                      fresh=_uses(items, "fresh_pair"), aetcd=_uses(items, "aetcd_results") > 0)
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 @pytest.fixture(scope="session")
 def compat_pair(tmp_path_factory: pytest.TempPathFactory, etcd_bin: str,
-                etcdctl_bin: str) -> Iterator[Pair]:
+                etcdctl_bin: str, prestarted: Prestarted) -> Iterator[Pair]:
     workdir = tmp_path_factory.mktemp("compat-shared")
-    with start_pair(workdir, etcd_bin, etcdctl_bin, compat_target()) as pair:
+    pair = open_pair(workdir, etcd_bin, etcdctl_bin, compat_target())
+    try:
         yield pair
+    finally:
+        pair.close()
 
 
 @pytest.fixture
-def fresh_pair(tmp_path: Path, etcd_bin: str, etcdctl_bin: str) -> Iterator[Pair]:
-    with start_pair(tmp_path, etcd_bin, etcdctl_bin, compat_target()) as pair:
+def fresh_pair(prestarted: Prestarted) -> Iterator[Pair]:
+    pair = prestarted.take_fresh()
+    try:
         yield pair
+    finally:
+        pair.close()
+
+
+@pytest.fixture(scope="session")
+def aetcd_results(prestarted: Prestarted) -> tuple[Pair, dict[str, Any], dict[str, Any]]:
+    if prestarted.aetcd is None:  # pragma: no cover - collected after the pool started
+        prestarted.aetcd = prestarted.ex.submit(prestarted.run_aetcd)
+    return prestarted.aetcd.result()
 
 
 def case_name(request: pytest.FixtureRequest) -> str:
@@ -45,3 +127,17 @@ def compat(request: pytest.FixtureRequest, compat_pair: Pair) -> Callable[..., C
         return compat_pair.case(case_name(request) + suffix)
 
     return make
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the aetcd comparisons after the other compat tests, so that the background
+    aetcd run overlaps them instead of being waited for first."""
+    compat_idx = [i for i, it in enumerate(items) if "aetcd_results" not in
+                  getattr(it, "fixturenames", ()) and "tests/compat/" in it.nodeid]
+    aetcd = [it for it in items if "aetcd_results" in getattr(it, "fixturenames", ())]
+    if not aetcd or not compat_idx:
+        return
+    last = items[compat_idx[-1]]
+    rest = [it for it in items if it not in aetcd]
+    pos = rest.index(last) + 1
+    items[:] = rest[:pos] + aetcd + rest[pos:]

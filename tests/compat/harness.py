@@ -163,6 +163,7 @@ class Pair:
     ref: Server
     target: Server
     workdir: Path
+    groups: list[ProcessGroup] = field(default_factory=list)
 
     @property
     def servers(self) -> tuple[Server, Server]:
@@ -171,11 +172,15 @@ class Pair:
     def case(self, name: str, absolute: bool = False) -> Case:
         return Case(self, name, absolute=absolute)
 
+    def close(self) -> None:
+        for g in self.groups:
+            g.close()
 
-@contextlib.contextmanager
-def start_pair(workdir: Path, etcd_bin: str, etcdctl_bin: str,
-               target: str | None = None) -> Iterator[Pair]:
-    """Start reference etcd and target concurrently, each in its own ProcessGroup."""
+
+def open_pair(workdir: Path, etcd_bin: str, etcdctl_bin: str,
+              target: str | None = None) -> Pair:
+    """Start reference etcd and target concurrently, each in its own ProcessGroup.
+    The caller must ``close()`` the pair (its processes are killed then)."""
     target = target or compat_target()
     (workdir / "ref").mkdir(parents=True, exist_ok=True)
     (workdir / "target").mkdir(parents=True, exist_ok=True)
@@ -186,10 +191,21 @@ def start_pair(workdir: Path, etcd_bin: str, etcdctl_bin: str,
             ftgt = ex.submit(start_server, target, "coord" if target == "coord" else "etcd2",
                              gtgt, etcd_bin, etcdctl_bin)
             ref, tgt = fref.result(), ftgt.result()
-        yield Pair(ref, tgt, workdir)
-    finally:
+    except BaseException:
         gref.close()
         gtgt.close()
+        raise
+    return Pair(ref, tgt, workdir, [gref, gtgt])
+
+
+@contextlib.contextmanager
+def start_pair(workdir: Path, etcd_bin: str, etcdctl_bin: str,
+               target: str | None = None) -> Iterator[Pair]:
+    pair = open_pair(workdir, etcd_bin, etcdctl_bin, target)
+    try:
+        yield pair
+    finally:
+        pair.close()
 
 
 # --------------------------------------------------------------------------- normalisation

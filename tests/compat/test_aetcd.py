@@ -44,11 +44,12 @@ def run_driver(server: Server, prefix: str) -> dict[str, Any]:
     return json.loads(cp.stdout)
 
 
-@pytest.fixture(scope="module")
-def aetcd_results(compat_pair: Pair) -> tuple[Pair, dict[str, Any], dict[str, Any]]:
+def run_driver_on(pair: Pair) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both servers at once (called from conftest's background pool, on a pair of its
+    own; the ``aetcd_results`` fixture is defined there)."""
     with ThreadPoolExecutor(2) as ex:
-        ref, tgt = ex.map(lambda s: run_driver(s, "aetcd"), compat_pair.servers)
-    return compat_pair, ref, tgt
+        ref, tgt = ex.map(lambda s: run_driver(s, "aetcd"), pair.servers)
+    return ref, tgt
 
 
 def render(server: Server, result: dict[str, Any] | None) -> str:
