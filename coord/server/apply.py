@@ -26,6 +26,7 @@ from typing import Any
 from coord.api.proto import internal_pb2, kv_pb2, rpc_pb2
 from coord.errors import Compacted, FutureRevision, KeyNotFound, LeaseNotFound
 from coord.lease.lessor import Lessor
+from coord.mvcc.gosort import go_sort
 from coord.mvcc.store import KeyRec, KVStore, Rec
 from coord.mvcc.watch import WatchHub
 
@@ -174,7 +175,7 @@ class Applier:
                 if sort_order == _DESCEND:
                     items.reverse()
             else:
-                items.sort(key=_SORT_KEYS[sort_target], reverse=sort_order == _DESCEND)
+                _sort_like_go(items, sort_target, sort_order == _DESCEND)
         if limit > 0 and len(items) > limit:
             del items[limit:]
             resp.more = True
@@ -497,6 +498,18 @@ class Applier:
         :meth:`KVStore.hash_kv`. Raises Compacted / FutureRevision."""
         h, _cur, comp = self.store.hash_kv(rev)
         return h, comp
+
+
+def _sort_like_go(items: list[KeyRec], target: int, descend: bool) -> None:
+    """etcd's ``sort.Sort`` order: Python's stable sort agrees with Go's unstable pdqsort
+    unless there are ties among more than 12 items; then the exact Go port decides."""
+    keyf = _SORT_KEYS[target]
+    if len(items) > 12:
+        keys = [keyf(kr) for kr in items]
+        if len(set(keys)) < len(keys):
+            go_sort(items, keys, descend)
+            return
+    items.sort(key=keyf, reverse=descend)
 
 
 def _prune(items: list[KeyRec], r: rpc_pb2.RangeRequest) -> list[KeyRec]:
