@@ -154,3 +154,28 @@ async def _snapshot_catch_up(c: CoordCluster, etcdctl_bin: str) -> None:
         got = await cli.get("/s/", prefix=True, serializable=True, count_only=True)
         assert got.count == 1300
         await _put(cli, "/s/after", "x")
+
+
+def test_five_members_survive_two_failures_and_move_leader(procs: ProcessGroup,
+                                                           etcdctl_bin: str) -> None:
+    c = CoordCluster(procs, size=5, faults=False)
+    c.start()
+    asyncio.run(_five(c, etcdctl_bin))
+
+
+async def _five(c: CoordCluster, etcdctl_bin: str) -> None:
+    leader = await c.wait_leader()
+    ids = c.ids()
+    target = next(n for n in c.members if n != leader)
+    out = _ctl(etcdctl_bin, c.endpoints, "move-leader", f"{ids[target]:x}")
+    assert "transferred" in out, out
+    assert await c.wait_leader() == target
+    # a follower and then the leader die: 3 of 5 remain, still a quorum
+    victim = next(n for n in c.members if n not in (leader, target))
+    c.kill9(victim)
+    c.kill9(target)
+    alive = [n for n in c.members if n not in (victim, target)]
+    await c.wait_leader(alive)
+    async with Client([c.members[n].endpoint for n in alive], timeout=10) as cli:
+        await _put(cli, "/five/k", "v")
+        assert (await cli.get("/five/k")).kvs[0].value == b"v"
