@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -508,6 +509,156 @@ async def s_lease_grants(r: Run) -> None:
     await r.step("ttl of 0", c.get_lease_info(0), ttl_res)
 
 
+def wresp(w: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"header": hdr(w.header), "watch_id": w.watch_id}
+    for f in ("created", "canceled", "fragment"):
+        if getattr(w, f):
+            out[f] = True
+    if w.compact_revision:
+        out["compact_revision"] = w.compact_revision
+    if w.cancel_reason:
+        out["cancel_reason"] = w.cancel_reason
+    if w.events:
+        out["events"] = [{"type": "DELETE" if e.type == 1 else "PUT", "kv": kv(e.kv),
+                          "prev_kv": kv(e.prev_kv) if e.HasField("prev_kv") else None}
+                         for e in w.events]
+    return out
+
+
+class RawWatch:
+    """One raw Watch stream through aetcd's generated stub: requests in, responses
+    collected with a bounded wait (no client-side logic in between)."""
+
+    def __init__(self, client: aetcd.Client) -> None:
+        self.q: asyncio.Queue[Any] = asyncio.Queue()
+        self.responses: asyncio.Queue[Any] = asyncio.Queue()
+        stub = aetcd.rpc.WatchStub(client.channel)
+        self.call = stub.Watch(self._requests())
+        self.reader = asyncio.create_task(self._read())
+
+    async def _requests(self) -> Any:
+        while True:
+            req = await self.q.get()
+            if req is None:
+                return
+            yield req
+
+    async def _read(self) -> None:
+        try:
+            async for resp in self.call:
+                await self.responses.put(resp)
+        except grpc.aio.AioRpcError as e:
+            await self.responses.put(e)
+
+    async def send(self, req: Any, expect: int, timeout: float = 5.0) -> list[Any]:
+        if req is not None:
+            await self.q.put(req)
+        got: list[Any] = []
+        for _ in range(expect):
+            try:
+                r = await asyncio.wait_for(self.responses.get(), timeout)
+            except TimeoutError:
+                got.append({"timeout": f"expected {expect} responses, got {len(got)}"})
+                break
+            got.append({"grpc error": r.code().name, "detail": r.details()}
+                       if isinstance(r, grpc.aio.AioRpcError) else wresp(r))
+        # responses for different watchers may come in any order (etcd notifies watchers
+        # in map order); per watcher the arrival order is kept (stable sort)
+        return sorted(got, key=lambda x: x.get("watch_id", 0))
+
+    async def close(self) -> None:
+        self.call.cancel()
+        self.reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.reader
+
+
+def create(key: bytes, **kw: Any) -> Any:
+    return aetcd.rpc.WatchRequest(create_request=aetcd.rpc.WatchCreateRequest(key=key, **kw))
+
+
+async def s_raw_watch(r: Run) -> None:
+    """Watch protocol details (appendix B of the compat notes), on one raw stream."""
+    c, rpc, base = r.c, aetcd.rpc, r.steps_base
+    end = r.p[:-1] + bytes([r.p[-1] + 1])
+    w = RawWatch(c)
+    try:
+        async def step(label: str, req: Any, expect: int) -> None:
+            r.note(label, await w.send(req, expect))
+
+        await c.put(r.k("a"), b"0")  # base+1
+        await step("create key a (auto id)", create(r.k("a")), 1)
+        await step("create prefix, prev_kv", create(r.p, range_end=end, prev_kv=True), 1)
+        await step("create explicit id 100, NOPUT",
+                   create(r.k("a"), watch_id=100,
+                          filters=[rpc.WatchCreateRequest.FilterType.NOPUT]), 1)
+        await step("create duplicate id 100", create(r.k("a"), watch_id=100), 1)
+        await step("create empty range (end < key)", create(r.k("b"), range_end=r.k("a")), 1)
+        await step("create after explicit 100 (next auto id)", create(r.p, range_end=end), 1)
+        await step("create history from base+1", create(r.k("a"), start_revision=base + 1), 2)
+        await step("create future start_revision base+3",
+                   create(r.k("a"), start_revision=base + 3), 1)
+        await c.put(r.k("a"), b"1")  # base+2
+        r.note("after put a=1 (watchers 0,1,2,3)", await w.send(None, 4))
+        await c.transaction(compare=[], success=[c.transactions.put(r.k("b"), b"B"),
+                                                 c.transactions.delete(r.k("a"))], failure=[])
+        r.note("after txn put b + del a (base+3)", await w.send(None, 6))
+        await step("progress request", rpc.WatchRequest(
+            progress_request=rpc.WatchProgressRequest()), 1)
+        await step("cancel 100", rpc.WatchRequest(
+            cancel_request=rpc.WatchCancelRequest(watch_id=100)), 1)
+        await w.q.put(rpc.WatchRequest(cancel_request=rpc.WatchCancelRequest(watch_id=555)))
+        await step("cancel unknown 555, then progress (only the progress answers)",
+                   rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()), 1)
+        await step("create key='' range_end=\\0 (all keys) from now",
+                   create(b"", range_end=b"\0"), 1)
+        await c.put(r.k("c"), b"x")  # base+4
+        r.note("after put c=x (watchers 1, 2, 5)", await w.send(None, 3))
+        await c.put(r.k("c"), b"y")  # base+5
+        r.note("after put c=y (watchers 1, 2, 5)", await w.send(None, 3))
+        await c.compact(base + 5)
+        await step("create at compacted revision (base+4)",
+                   create(r.k("c"), start_revision=base + 4), 2)
+        await step("create at the compact revision exactly, prev_kv",
+                   create(r.k("c"), start_revision=base + 5, prev_kv=True), 2)
+        await step("final progress (nothing else pending)", rpc.WatchRequest(
+            progress_request=rpc.WatchProgressRequest()), 1)
+    finally:
+        await w.close()
+
+
+async def s_watch_catchup_batches(r: Run) -> None:
+    """A watcher 1100 revisions behind: how the catch-up is split into responses."""
+    c = r.c
+    n = 1100
+    for i in range(n):
+        await c.put(r.k(f"k{i % 7}"), str(i).encode())
+    w = RawWatch(c)
+    try:
+        await w.q.put(create(r.p, range_end=r.p[:-1] + bytes([r.p[-1] + 1]),
+                             start_revision=r.steps_base + 1))
+        shapes: list[Any] = []
+        events = 0
+        while events < n:
+            try:
+                resp = await asyncio.wait_for(w.responses.get(), 10)
+            except TimeoutError:
+                shapes.append({"timeout after events": events})
+                break
+            if isinstance(resp, grpc.aio.AioRpcError):
+                shapes.append({"grpc error": resp.code().name})
+                break
+            revs = [e.kv.mod_revision for e in resp.events]
+            events += len(revs)
+            shapes.append({"created": resp.created, "events": len(revs),
+                           "first_revision": revs[0] if revs else 0,
+                           "last_revision": revs[-1] if revs else 0,
+                           "revision": resp.header.revision})
+        r.note("responses", shapes)
+    finally:
+        await w.close()
+
+
 SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "put_get": s_put_get,
     "prefix_range": s_prefix_range,
@@ -519,6 +670,8 @@ SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "watch": s_watch,
     "watch_future": s_watch_future,
     "watch_compacted": s_watch_compacted,
+    "raw_watch": s_raw_watch,
+    "watch_catchup_batches": s_watch_catchup_batches,
     "lock": s_lock,
     "status_members": s_status_members,
     "maintenance": s_maintenance,

@@ -12,6 +12,8 @@ SCENARIOS = [
     "watch",
     "watch_future",
     "watch_compacted",
+    "raw_watch",
+    "watch_catchup_batches",
     "lock",
     "status_members",
     "maintenance",
