@@ -650,9 +650,10 @@ async def s_watch_catchup_batches(r: Run) -> None:
                 break
             revs = [e.kv.mod_revision for e in resp.events]
             events += len(revs)
+            base = r.steps_base
             shapes.append({"created": resp.created, "events": len(revs),
-                           "first_revision": revs[0] if revs else 0,
-                           "last_revision": revs[-1] if revs else 0,
+                           "first event at R+": revs[0] - base if revs else None,
+                           "last event at R+": revs[-1] - base if revs else None,
                            "revision": resp.header.revision})
         r.note("responses", shapes)
     finally:
