@@ -49,6 +49,8 @@ class RunRecord:
     run_id: str = ""
     attempt: int = 0
     fencing_token: int = 0
+    lease: int = 0
+    """The claimant's session lease: once it has expired the run can no longer be alive."""
     spec_revision: int = 0
     """mod_revision of the job spec the run was planned from."""
     claimed_at: float = 0.0
@@ -112,6 +114,9 @@ class Claim:
     revision: int
     record: RunRecord
     holds_lock: bool
+    lease: int = 0
+    """The session lease the claim was made under: if it is no longer the worker's live
+    session, the run must not start."""
 
 
 def _run_from(result: RangeResult) -> tuple[RunRecord | None, KeyValue | None]:
@@ -129,12 +134,16 @@ class ClaimStore:
         self.me = me
         self.txns = 0
         """Claim txns sent (for the claims-per-occurrence figure)."""
+        self.attempted: dict[tuple[str, str], str] = {}
+        """(job, occurrence) → run_id of this worker's latest claim attempt, so a claim whose
+        answer was lost can be recognised (and only that one) when read back."""
 
     def _new_record(self, job: str, occurrence: str, attempt: int,
                     spec_revision: int) -> RunRecord:
         return RunRecord(job=job, occurrence=occurrence, status="claimed", worker=self.me.worker,
                          host=self.me.host, pid=self.me.pid, run_id=uuid.uuid4().hex,
-                         attempt=attempt, claimed_at=time.time(), spec_revision=spec_revision)
+                         attempt=attempt, claimed_at=time.time(), spec_revision=spec_revision,
+                         lease=self.me.lease)
 
     def _holder(self, rec: RunRecord) -> LockHolder:
         return LockHolder(worker=self.me.worker, host=self.me.host, pid=self.me.pid,
@@ -145,6 +154,7 @@ class ClaimStore:
                     spec_revision: int = 0) -> Claim | None:
         """Try to claim (job, occurrence). ``None``: someone else has it (or the job is busy)."""
         rec = self._new_record(job, occurrence, 1, spec_revision)
+        self.attempted[(job, occurrence)] = rec.run_id
         rk, lk = run_key(job, occurrence), lock_key(job)
         lock_put = put(lk, self._holder(rec).encode(), lease=self.me.lease)
         if exclusive:
@@ -161,12 +171,13 @@ class ClaimStore:
         holds = exclusive or bool(res.responses[-1] and isinstance(res.responses[-1], TxnResult)
                                   and res.responses[-1].succeeded)
         rec.fencing_token = res.revision
-        return Claim(job, occurrence, res.revision, res.revision, rec, holds)
+        return Claim(job, occurrence, res.revision, res.revision, rec, holds, self.me.lease)
 
     async def takeover(self, job: str, occurrence: str, lost: RunRecord,
                        seen_revision: int, spec_revision: int = 0) -> Claim | None:
         """Claim again a run that was lost before it started (``on_lost: rerun``)."""
         rec = self._new_record(job, occurrence, lost.attempt + 1, spec_revision)
+        self.attempted[(job, occurrence)] = rec.run_id
         rk, lk = run_key(job, occurrence), lock_key(job)
         self.txns += 1
         res = await self.client.txn(
@@ -175,7 +186,19 @@ class ClaimStore:
         if not res.succeeded:
             return None
         rec.fencing_token = res.revision
-        return Claim(job, occurrence, res.revision, res.revision, rec, True)
+        return Claim(job, occurrence, res.revision, res.revision, rec, True, self.me.lease)
+
+    def adopt(self, rec: RunRecord, kv: KeyValue, exclusive: bool) -> Claim | None:
+        """The claim this worker made but never heard back about, if ``rec`` is it: the
+        record still says ``claimed`` and carries the run id of our latest attempt. A claim
+        and a takeover both create the lock in the txn that wrote the record, so the lock's
+        token is the record's mod revision."""
+        key = (rec.job, rec.occurrence)
+        if rec.status != "claimed" or self.attempted.get(key) != rec.run_id:
+            return None
+        rec.fencing_token = kv.mod_revision
+        return Claim(rec.job, rec.occurrence, kv.mod_revision, kv.mod_revision, rec,
+                     exclusive, self.me.lease)
 
     async def update(self, claim: Claim, **changes: Any) -> bool:
         """Write new fields of the run record, fenced. False: the run is no longer ours."""
@@ -207,23 +230,28 @@ class ClaimStore:
         lk = lock_key(claim.job)
         await self.client.txn([Compare.create(lk) == claim.token], [delete(lk)], [])
 
-    async def mark_lost(self, job: str, occurrence: str, note: str) -> RunRecord | None:
-        """Mark an active run whose lock is gone as lost. Returns the lost record (with the
-        revision written) or None if it was not active or changed meanwhile."""
+    async def mark_lost(self, job: str, occurrence: str, note: str, *, run_id: str,
+                        token: int | None) -> RunRecord | None:
+        """Mark the run ``run_id`` lost: it is still active but its lock (created at revision
+        ``token``) is gone. Returns the lost record (``fencing_token`` = the revision of this
+        write, which a takeover compares) or None if the record is another run's, not
+        active, or changed meanwhile."""
         rk, lk = run_key(job, occurrence), lock_key(job)
         cur = await self.client.get(rk)
         rec, kv = _run_from(cur)
-        if rec is None or kv is None or rec.status not in ACTIVE:
+        if rec is None or kv is None or rec.status not in ACTIVE or rec.run_id != run_id:
             return None
-        # The run's token is its lock's create revision. The lock may meanwhile be held by
-        # a later run of the same job: only *this* run's lock must be gone.
-        token = rec.fencing_token or kv.create_revision
+        # The lock may meanwhile be held by a later run of the same job: only *this* run's
+        # lock (created at ``token``) must be gone. ``token=None``: the caller saw the run's
+        # session lease expired, which takes its lock with it.
         started = rec.status != "claimed"
         rec.status = "lost"
         rec.note = note + ("" if started else " (before it started)")
         rec.finished_at = time.time()
-        res = await self.client.txn([Compare.mod(rk) == kv.mod_revision,
-                                     Compare.create(lk) != token], [put(rk, rec.encode())], [])
+        compare = [Compare.mod(rk) == kv.mod_revision]
+        if token is not None:
+            compare.append(Compare.create(lk) != token)
+        res = await self.client.txn(compare, [put(rk, rec.encode())], [])
         if not res.succeeded:
             return None
         rec.fencing_token = res.revision  # the revision a takeover compares against

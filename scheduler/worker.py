@@ -44,11 +44,13 @@ from coord.client import (
     Client,
     ClientError,
     CompactedError,
+    Compare,
     KeepAlive,
     WatchBatch,
+    delete,
 )
 from scheduler import keys
-from scheduler.claim import Claim, ClaimStore, Identity, LockHolder, RunRecord
+from scheduler.claim import ACTIVE, Claim, ClaimStore, Identity, LockHolder, RunRecord
 from scheduler.clock import Clock, SystemClock
 from scheduler.errors import ExecutorError, SpecError
 from scheduler.executor import JobProcess, RunRequest, RunResult
@@ -60,7 +62,7 @@ log = structlog.get_logger("scheduler.worker")
 
 VERSION = "0.1.0"
 MANUAL_SUFFIX = "-manual"
-"""Occurrences started by `raftcron jobs trigger` are ``<UTC instant>-manual``."""
+"""Occurrences started by `raftcron jobs trigger` are ``<UTC instant>-manual-<4 hex>``."""
 PRUNE_MARGIN = 120.0
 """Seconds past ``starting_deadline`` before a run record may be pruned: a skewed or slow
 worker can still try to claim an occurrence that late, and the record is what stops it."""
@@ -76,6 +78,8 @@ class WorkerConfig:
     """Seconds between the rendezvous ranks: rank k claims after ``k * grace``."""
     log_dir: Path = field(default_factory=lambda: Path("raftcron-logs"))
     stop_timeout: float = 30.0
+    sweep_interval: float = 15.0
+    """Seconds between sweeps for runs whose claimant died unnoticed."""
     clock: Clock = field(default_factory=SystemClock)
     host: str = field(default_factory=socket.gethostname)
 
@@ -131,6 +135,7 @@ class Worker:
             self._spawn(self._view(keys.TRIGGERS, self._noop_load, self._on_trigger_batch),
                         "triggers"),
             self._spawn(self._deadman(), "deadman"),
+            self._spawn(self._sweep(), "sweep"),
         ]
         try:
             await stop.wait()
@@ -180,6 +185,7 @@ class Worker:
     async def _open_session(self) -> None:
         while True:
             try:
+                granted_at = time.monotonic()
                 grant = await self.client.grant(self.config.session_ttl)
                 info = {"host": self.config.host, "pid": os.getpid(), "tags": self.config.tags,
                         "version": VERSION, "started_at": time.time()}
@@ -189,7 +195,7 @@ class Worker:
             except ClientError as err:
                 log.warning("worker.session_failed", error=str(err))
                 await asyncio.sleep(1.0)
-        self.session = self.client.keep_alive(grant.id, grant.ttl)
+        self.session = self.client.keep_alive(grant.id, grant.ttl, granted_at)
         previous = self.store.txns if self.store is not None else 0
         self.store = ClaimStore(self.client, Identity(self.config.name, grant.id,
                                                       host=self.config.host))
@@ -306,11 +312,11 @@ class Worker:
         for kv in r.kvs:  # keys sort by occurrence
             with contextlib.suppress(ValueError, TypeError):
                 rec = RunRecord.decode(kv.value)
-                if not rec.occurrence.endswith(MANUAL_SUFFIX):
+                if MANUAL_SUFFIX not in rec.occurrence:
                     last = rec
         if last is None or last.spec_revision != revision:
             return None
-        return parse_occurrence_id(last.occurrence.removesuffix(MANUAL_SUFFIX))
+        return parse_occurrence_id(last.occurrence)
 
     # ------------------------------------------------------------------ timers
     async def _job_loop(self, entry: JobEntry, since: datetime) -> None:
@@ -378,13 +384,12 @@ class Worker:
     async def _claim(self, entry: JobEntry, occ: str, instant: datetime) -> Claim | None:
         spec = entry.spec
         exclusive = spec.concurrency != "allow"
+        uncertain = False
         while True:
             store = self.store
             assert store is not None
             if self._deadline(spec, instant) < 0:
-                if await store.record_missed(spec.name, occ):
-                    log.info("run.skipped", job=spec.name, occurrence=occ,
-                             reason="not started within starting_deadline")
+                await self._give_up(spec, occ, uncertain)
                 return None
             entry.lock_freed.clear()
             try:
@@ -393,28 +398,66 @@ class Worker:
                 if claim is not None:
                     return claim
                 rec, kv = await store.get_run_kv(spec.name, occ)
+                holder = await self._holder(spec.name) if rec is None else None
             except ClientError as err:
                 # The outcome is unknown (the store may be electing a leader): try again
                 # while the deadline allows; a claim that did land is adopted below.
+                uncertain = True
                 log.warning("run.claim_retry", job=spec.name, occurrence=occ, error=str(err))
                 await asyncio.sleep(0.25)
                 continue
             if rec is not None and kv is not None:
-                if rec.worker == self.config.name and rec.status == "claimed" and (
-                        (spec.name, occ) not in self.running):
-                    # Our own earlier attempt landed but its answer was lost: adopt it.
-                    rec.fencing_token = kv.create_revision
-                    return Claim(spec.name, occ, kv.create_revision, kv.mod_revision, rec,
-                                 holds_lock=exclusive)
+                adopted = store.adopt(rec, kv, exclusive)
+                if adopted is not None and (spec.name, occ) not in self.running:
+                    log.info("run.adopted", job=spec.name, occurrence=occ)
+                    return adopted  # our earlier attempt landed; its answer was lost
                 return None  # another worker has this occurrence
             # The job is busy with an earlier run (forbid/replace): wait for its lock.
-            if spec.concurrency == "replace":
+            if spec.concurrency == "replace" and holder is not None:
                 with contextlib.suppress(ClientError):
-                    await self._request_kill(spec.name, occurrence=None,
+                    await self._request_kill(spec.name, occurrence=holder.occurrence,
                                              reason=f"replaced by occurrence {occ}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(entry.lock_freed.wait(),
                                        timeout=max(0.05, min(self._deadline(spec, instant), 2.0)))
+
+    async def _holder(self, job: str) -> LockHolder | None:
+        kv = await self.client.get_one(keys.lock_key(job))
+        if kv is None:
+            return None
+        try:
+            return LockHolder.decode(kv.value)
+        except (ValueError, TypeError):
+            return None
+
+    async def _give_up(self, spec: JobSpec, occ: str, uncertain: bool) -> None:
+        """The starting deadline passed. Record the occurrence as skipped; if one of our
+        claims may have landed unheard, release it (so its lock does not block the job)."""
+        store = self.store
+        assert store is not None
+        try:
+            if uncertain:
+                rec, kv = await store.get_run_kv(spec.name, occ)
+                if rec is not None and kv is not None:
+                    claim = store.adopt(rec, kv, spec.concurrency != "allow")
+                    if claim is not None:
+                        await self._abandon(claim, "claimed too late to start")
+                    return
+            if await store.record_missed(spec.name, occ):
+                log.info("run.skipped", job=spec.name, occurrence=occ,
+                         reason="not started within starting_deadline")
+        except ClientError as err:
+            log.warning("run.give_up_failed", job=spec.name, occurrence=occ, error=str(err))
+
+    async def _abandon(self, claim: Claim, reason: str) -> None:
+        """Never start this claim: record why (fenced) and free its lock (if still ours)."""
+        store = self.store
+        assert store is not None
+        log.warning("run.abandoned", job=claim.job, occurrence=claim.occurrence, reason=reason)
+        with contextlib.suppress(ClientError):
+            await store.finish(claim, status="missed", finished_at=time.time(), note=reason)
+        with contextlib.suppress(ClientError):
+            await store.release_lock(claim)
 
     async def _execute(self, entry: JobEntry, claim: Claim) -> None:
         spec = entry.spec
@@ -439,9 +482,22 @@ class Worker:
         attempt = claim.record.attempt
         result: RunResult | None = None
         while True:
+            if not self._session_is(claim.lease) or run.kill_reason is not None:
+                # The session this claim lives on is gone (deadman) or the run was killed
+                # while waiting: starting now could overlap a run elsewhere.
+                status = "killed" if run.kill_reason and not run.kill_reason.startswith(
+                    "deadman") else "lost"
+                await self._write(claim, store.finish, status=status, finished_at=time.time(),
+                                  note=run.kill_reason or "session lost before the start")
+                with contextlib.suppress(ClientError):
+                    await store.release_lock(claim)
+                bound.warning("run.not_started", reason=run.kill_reason or "session lost")
+                return
             if not await self._write(claim, store.update, status="running",
                                      started_at=time.time(), attempt=attempt):
                 bound.warning("run.fenced_out", stage="start")
+                with contextlib.suppress(ClientError):
+                    await store.release_lock(claim)
                 return
             request = RunRequest.from_spec(spec, occurrence=claim.occurrence,
                                            run_id=claim.record.run_id,
@@ -472,14 +528,23 @@ class Worker:
                     await self._prune(spec)
                 else:
                     bound.warning("run.fenced_out", stage="finish")
+                    with contextlib.suppress(ClientError):
+                        await store.release_lock(claim)
                 return
             delay = spec.retry_delay(attempt)
             if not await self._write(claim, store.update, status="retrying", **fields):
                 bound.warning("run.fenced_out", stage="retry")
+                with contextlib.suppress(ClientError):
+                    await store.release_lock(claim)
                 return
             bound.info("run.retrying", attempt=attempt, delay=delay)
             await asyncio.sleep(delay)
             attempt += 1
+
+    def _session_is(self, lease: int) -> bool:
+        """True while ``lease`` is this worker's live, unexpired session."""
+        return (self.session is not None and self.session.lease_id == lease
+                and not self.session.lost.is_set())
 
     async def _write(self, claim: Claim, op: Callable[..., Awaitable[bool]],
                      **changes: Any) -> bool:
@@ -502,7 +567,7 @@ class Worker:
             while True:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-                if self.session is None or self.session.lost.is_set():
+                if not self._session_is(claim.lease):
                     return False
                 try:
                     rec, kv = await store.get_run_kv(claim.job, claim.occurrence)
@@ -520,21 +585,29 @@ class Worker:
             return landed
 
     async def _prune(self, spec: JobSpec) -> None:
-        """Keep ``history_limit`` records, never deleting one young enough to be claimed."""
+        """Keep ``history_limit`` records, never deleting one young enough to be claimed
+        again, nor an active one; each delete is guarded by the record's mod revision."""
         horizon = self.clock.now() - timedelta(seconds=spec.starting_deadline + PRUNE_MARGIN)
+        prefix = keys.runs_prefix(spec.name)
         try:
-            r = await self.client.get(keys.runs_prefix(spec.name), prefix=True, keys_only=True)
-            excess = len(r.kvs) - spec.history_limit
+            r = await self.client.get(prefix, prefix=True, count_only=True)
+            excess = r.count - spec.history_limit
             if excess <= 0:
                 return
+            oldest = await self.client.get(prefix, prefix=True, limit=excess)
             cutoff = occurrence_id(horizon)
-            for kv in r.kvs[:excess]:
-                occ = keys.name_from(kv.key, keys.runs_prefix(spec.name))
+            for kv in oldest.kvs:
+                occ = keys.name_from(kv.key, prefix)
                 if occ >= cutoff:
                     break
-                await self.client.delete(kv.key)
-                for old in (self.config.log_dir / spec.name).glob(f"{occ}.*.log"):
-                    old.unlink(missing_ok=True)
+                with contextlib.suppress(ValueError, TypeError):
+                    if RunRecord.decode(kv.value).status in ACTIVE:
+                        continue
+                res = await self.client.txn([Compare.mod(kv.key) == kv.mod_revision],
+                                            [delete(kv.key)], [])
+                if res.succeeded:
+                    for old in (self.config.log_dir / spec.name).glob(f"{occ}.*.log"):
+                        old.unlink(missing_ok=True)
         except ClientError as err:
             log.debug("run.prune_failed", job=spec.name, error=str(err))
 
@@ -547,13 +620,15 @@ class Worker:
             entry = self.jobs.get(job)
             if entry is not None:
                 entry.lock_freed.set()
-            if e.prev_kv is not None:
-                self._spawn(self._check_lost(job, e.prev_kv.value), f"lost:{job}")
+            prev = e.prev_kv
+            if prev is not None:
+                self._spawn(self._check_lost(job, prev.value, prev.create_revision),
+                            f"lost:{job}")
 
-    async def _check_lost(self, job: str, raw_holder: bytes) -> None:
-        """A lock vanished. If its run is still active, its holder died: mark it lost, and
-        rerun it if it never started and the job says so. One live worker (the first in
-        rendezvous order) does this; the txns are guarded either way."""
+    async def _check_lost(self, job: str, raw_holder: bytes, token: int) -> None:
+        """A lock (created at ``token``) vanished. If its run is still active, its holder
+        died: mark it lost. One live worker (the first in rendezvous order) does this at
+        once; the periodic sweep catches whatever this misses. The txns are guarded."""
         try:
             holder = LockHolder.decode(raw_holder)
         except (ValueError, TypeError):
@@ -561,27 +636,75 @@ class Worker:
         entry = self.jobs.get(job)
         if entry is None or (job, holder.occurrence) in self.running:
             return
-        candidates = [w for w in self._eligible(entry.spec) if w != holder.worker]
-        if not candidates or rank(job, holder.occurrence, candidates)[0] != self.config.name:
+        eligible = self._eligible(entry.spec)
+        if rank(job, holder.occurrence, eligible)[0] != self.config.name:
             return
-        assert self.store is not None
+        await self._lost(entry, holder.occurrence, holder.run_id, token,
+                         note=f"holder {holder.worker} lost its session")
+
+    async def _lost(self, entry: JobEntry, occ: str, run_id: str, token: int | None,
+                    note: str) -> None:
+        """Mark one run lost and, for ``on_lost: rerun``, re-run it if it never started."""
+        store = self.store
+        assert store is not None
+        job = entry.spec.name
         try:
-            lost = await self.store.mark_lost(job, holder.occurrence,
-                                              note=f"holder {holder.worker} lost its session")
+            lost = await store.mark_lost(job, occ, note=note, run_id=run_id, token=token)
         except ClientError:
             return
         if lost is None:
             return
-        log.warning("run.lost", job=job, occurrence=holder.occurrence, worker=holder.worker,
+        log.warning("run.lost", job=job, occurrence=occ, worker=lost.worker,
                     started=lost.started_at > 0)
-        instant = parse_occurrence_id(holder.occurrence.removesuffix(MANUAL_SUFFIX))
-        if (entry.spec.on_lost == "rerun" and lost.started_at == 0
-                and self._deadline(entry.spec, instant) >= 0):
-            claim = await self.store.takeover(job, holder.occurrence, lost, lost.fencing_token,
-                                              spec_revision=entry.revision)
-            if claim is not None:
-                log.info("run.rerun", job=job, occurrence=holder.occurrence)
-                await self._execute(entry, claim)
+        instant = parse_occurrence_id(occ.partition(MANUAL_SUFFIX)[0])
+        if (entry.spec.on_lost != "rerun" or lost.started_at != 0
+                or self._deadline(entry.spec, instant) < 0):
+            return
+        try:
+            claim = await store.takeover(job, occ, lost, lost.fencing_token,
+                                         spec_revision=entry.revision)
+        except ClientError:
+            rec, kv = None, None
+            with contextlib.suppress(ClientError):
+                rec, kv = await store.get_run_kv(job, occ)
+            claim = store.adopt(rec, kv, True) if rec is not None and kv is not None else None
+        if claim is not None:
+            log.info("run.rerun", job=job, occurrence=occ)
+            await self._execute(entry, claim)
+
+    async def _sweep(self) -> None:
+        """Every ``sweep_interval`` one live worker (rendezvous over the period) looks for
+        active runs whose claimant's session lease has expired — runs the lock events did
+        not report (compaction, every worker down at the time, runs without the lock) — and
+        marks them lost."""
+        interval = self.config.sweep_interval
+        while True:
+            await asyncio.sleep(interval)
+            period = str(int(time.time() // interval))
+            live = sorted(set(self.workers) | {self.config.name})
+            if rank("sweep", period, live)[0] != self.config.name:
+                continue
+            for entry in list(self.jobs.values()):
+                try:
+                    await self._sweep_job(entry)
+                except ClientError as err:
+                    log.debug("sweep.failed", job=entry.spec.name, error=str(err))
+
+    async def _sweep_job(self, entry: JobEntry) -> None:
+        r = await self.client.get(keys.runs_prefix(entry.spec.name), prefix=True)
+        for kv in r.kvs:
+            try:
+                rec = RunRecord.decode(kv.value)
+            except (ValueError, TypeError):
+                continue
+            if rec.status not in ACTIVE or (rec.job, rec.occurrence) in self.running:
+                continue
+            if rec.lease and (await self.client.time_to_live(rec.lease)).ttl > 0:
+                continue  # its claimant is alive
+            if not rec.lease and time.time() - rec.claimed_at < 2 * self.config.session_ttl:
+                continue  # an old-format record: give its holder a session's time
+            await self._lost(entry, rec.occurrence, rec.run_id, None,
+                             note=f"claimant {rec.worker}'s session expired")
 
     async def _request_kill(self, job: str, occurrence: str | None, reason: str) -> None:
         grant = await self.client.grant(5)
@@ -610,9 +733,9 @@ class Worker:
                 continue
             job, _, occ = keys.name_from(e.kv.key, keys.TRIGGERS).partition("/")
             entry = self.jobs.get(job)
-            if entry is None or not occ.endswith(MANUAL_SUFFIX):
+            if entry is None or MANUAL_SUFFIX not in occ:
                 continue
-            instant = parse_occurrence_id(occ.removesuffix(MANUAL_SUFFIX))
+            instant = parse_occurrence_id(occ.partition(MANUAL_SUFFIX)[0])
             self._spawn(self._occurrence(entry, instant, occ), f"occ:{job}")
 
 

@@ -302,9 +302,10 @@ class Client:
             return int(resp.TTL)
         return await self._call(run, idempotent=True)
 
-    def keep_alive(self, lease_id: int, ttl: int) -> KeepAlive:
-        """Start renewing ``lease_id`` in the background every ``ttl/3`` seconds."""
-        return KeepAlive(self, lease_id, ttl)
+    def keep_alive(self, lease_id: int, ttl: int, granted_at: float | None = None) -> KeepAlive:
+        """Start renewing ``lease_id`` in the background every ``ttl/3`` seconds.
+        ``granted_at``: the monotonic time the grant request was sent (default: now)."""
+        return KeepAlive(self, lease_id, ttl, granted_at)
 
     # ---------------------------------------------------------------- Watch
     async def watch(self, key: Key, *, prefix: bool = False, range_end: Key | None = None,
@@ -395,34 +396,51 @@ class Client:
 class KeepAlive:
     """Background renewal of one lease.
 
-    ``lost`` is set once the lease is known to be gone (the server answered TTL 0) or may
-    have expired (no successful renewal for a whole TTL). After that the holder must stop
-    acting on anything the lease protects. ``deadline`` is the monotonic instant after
-    which the lease may have expired if nothing renews it.
+    ``deadline`` is the monotonic instant after which the server may have expired the lease:
+    the send time of the last successful renewal (or of the grant) plus the TTL — the
+    server starts its TTL only when the request arrives, so this is never later than the
+    server's. ``lost`` is set once the lease is known to be gone (the server answered TTL 0)
+    or when the deadline is within ``margin`` seconds with no renewal: whoever acts under
+    the lease must stop *before* the server can hand what it protects to someone else.
     """
 
-    def __init__(self, client: Client, lease_id: int, ttl: int) -> None:
+    def __init__(self, client: Client, lease_id: int, ttl: int,
+                 granted_at: float | None = None) -> None:
         self.client = client
         self.lease_id = lease_id
         self.ttl = ttl
+        self.margin = max(ttl / 4.0, min(1.0, ttl / 2.0))
         self.lost = asyncio.Event()
-        self.deadline = time.monotonic() + ttl
+        self.deadline = (time.monotonic() if granted_at is None else granted_at) + ttl
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"keepalive-{lease_id:x}")
+
+    @property
+    def give_up_at(self) -> float:
+        return self.deadline - self.margin
 
     async def stop(self) -> None:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
+    def _expired(self) -> bool:
+        if time.monotonic() >= self.give_up_at:
+            log.warning("lease.lost", lease=f"{self.lease_id:x}", reason="not renewed in time")
+            self.lost.set()
+            return True
+        return False
+
     async def _run(self) -> None:
         interval = max(self.ttl / 3.0, 0.2)
         while not self.lost.is_set():
+            if self._expired():
+                return
             sent_at = time.monotonic()
             try:
-                # Never wait past the deadline: a hung call must not delay the verdict.
+                # Never wait past the give-up point: a hung call must not delay the verdict.
                 ttl = await asyncio.wait_for(self.client.keepalive_once(self.lease_id),
-                                             timeout=max(self.deadline - sent_at, 0.05))
+                                             timeout=max(self.give_up_at - sent_at, 0.05))
                 self.deadline = sent_at + ttl
             except LeaseNotFoundError:
                 log.warning("lease.lost", lease=f"{self.lease_id:x}", reason="not found")
@@ -431,9 +449,8 @@ class KeepAlive:
             except (ClientError, TimeoutError) as err:
                 log.warning("lease.keepalive_failed", lease=f"{self.lease_id:x}",
                             error=str(err) or type(err).__name__)
-                if time.monotonic() >= self.deadline:
-                    log.warning("lease.lost", lease=f"{self.lease_id:x}", reason="expired")
-                    self.lost.set()
+                if self._expired():
                     return
-            delay = interval if time.monotonic() < self.deadline else 0.0
-            await asyncio.sleep(min(delay, max(self.deadline - time.monotonic(), 0.05)))
+                await asyncio.sleep(min(0.2, max(self.give_up_at - time.monotonic(), 0.01)))
+                continue
+            await asyncio.sleep(min(interval, max(self.give_up_at - time.monotonic(), 0.05)))
