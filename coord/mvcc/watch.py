@@ -18,9 +18,9 @@ How a gRPC Watch stream uses it::
                 await context.write(resp)
     # on stream end (call cancelled or finished): stream.close()
 
-Every ``WatchResponse`` comes out with ``header.revision`` set as etcd sets it (event
-responses: the revision they bring the watcher to; created/canceled/progress: the current
-revision; compaction cancel: 0). The server adds cluster_id, member_id and raft_term.
+Every ``WatchResponse`` comes out with ``header.revision`` set as etcd sets it (live events:
+their revision; history catch-up batches, created/canceled/progress: the current revision;
+compaction cancel: 0). The server adds cluster_id, member_id and raft_term.
 
 Invariants:
 
@@ -324,34 +324,38 @@ class WatchStream:
                 del self._unsynced[w]
                 hub._add_synced(w)
                 continue
+            # etcd's eventBatch: up to watchBatchMaxRevs distinct revisions that hold events
+            # in the watcher's range (counted before NOPUT/NODELETE filtering), header =
+            # the current revision; the rest follows in the next batch.
             evs: list[tuple[bytes, Rec]] = []
             size = 0
+            nrevs = 0
+            max_revs = hub.catch_up_revisions
             r = w.next_rev
-            stop = min(cur, r + hub.catch_up_revisions - 1)
+            stop = min(cur, r + hub.catch_up_scan - 1)
             contains = w.contains
             while r <= stop:
                 names = store.log_keys(r)
+                if names is not None and (
+                    contains(names) if isinstance(names, bytes) else any(map(contains, names))
+                ):
+                    if nrevs >= max_revs:
+                        break  # revision r starts the next batch
+                    nrevs += 1
+                    changes = store.log_entry(r)
+                    assert changes is not None
+                    found = self._filter(w, changes)
+                    if found:
+                        evs.extend(found)
+                        size += _events_size(found)
+                        if size >= hub.catch_up_bytes:
+                            r += 1
+                            break
                 r += 1
-                if names is None:
-                    continue
-                if isinstance(names, bytes):
-                    if not contains(names):
-                        continue
-                elif not any(contains(k) for k in names):
-                    continue
-                changes = store.log_entry(r - 1)
-                assert changes is not None
-                found = self._filter(w, changes)
-                if found:
-                    evs.extend(found)
-                    size += _events_size(found)
-                    if size >= hub.catch_up_bytes:
-                        break
-            last = r - 1
             w.next_rev = r
             budget -= size
             if evs:
-                self._materialize(w, last, evs, store, out)
+                self._materialize(w, cur, evs, store, out)
             if r > cur:
                 del self._unsynced[w]
                 hub._add_synced(w)
@@ -455,13 +459,16 @@ class WatchHub:
 
     Tunables (class defaults, per-instance overridable): ``max_queued`` responses /
     ``max_queued_bytes`` of values per stream before its watchers go unsynced;
-    ``catch_up_revisions`` / ``catch_up_bytes`` per unsynced watcher per drain.
+    ``catch_up_revisions``: distinct revisions with events per catch-up response (etcd's
+    watchBatchMaxRevs = 1000); ``catch_up_scan``: revisions scanned per watcher per drain;
+    ``catch_up_bytes``: a safety cap on one catch-up response (etcd has none).
     """
 
     max_queued = 1024
     max_queued_bytes = 8 * 1024 * 1024
-    catch_up_revisions = 5000
-    catch_up_bytes = 1024 * 1024
+    catch_up_revisions = 1000
+    catch_up_scan = 200_000
+    catch_up_bytes = 64 * 1024 * 1024
 
     def __init__(self, store: KVStore) -> None:
         self.store = store

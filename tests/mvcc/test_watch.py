@@ -363,3 +363,35 @@ def test_many_watchers_on_one_prefix_across_streams() -> None:
     assert events(out0, 2) == [(PUT, b"/cron/jobs/a", 2), (PUT, b"/cron/lock/a", 3)]
     assert events(out1, 0) == [] and events(out1, 2) == events(out0, 2)
     assert hub.watcher_count() == (5, 0)
+
+
+def test_catch_up_batches_like_etcd() -> None:
+    """etcd's watchBatchMaxRevs: 1100 revisions behind -> 1000 + 100 events, header = current
+    (the compat scenario aetcd:watch_catchup_batches)."""
+    c = Client()
+    base = c.rev
+    for i in range(1100):
+        c.put(b"p/k%d" % (i % 7), b"%d" % i)
+    s = c.a.watch_hub.open_stream()
+    create(s, b"p/", b"p0", start_revision=base + 1)
+    out = drain(s)
+    shapes = [(r.created, len(r.events), r.header.revision) for r in out]
+    assert shapes == [(True, 0, c.rev), (False, 1000, c.rev), (False, 100, c.rev)]
+    assert out[1].events[0].kv.mod_revision == base + 1
+    assert out[2].events[0].kv.mod_revision == base + 1001
+
+
+def test_catch_up_batch_counts_revisions_before_filtering() -> None:
+    c = Client()
+    hub = c.a.watch_hub
+    hub.catch_up_revisions = 3
+    for i in range(4):
+        c.put(b"k", b"%d" % i)
+        c.delete(b"k")
+    s = hub.open_stream()
+    create(s, b"k", start_revision=1, filters=[W.NOPUT])
+    out = drain(s)
+    # 8 revisions with events: batches of 3 revisions (put, del, put | del, put, del | ...),
+    # each holding only the deletes that survive the filter
+    assert [len(r.events) for r in out if not r.created] == [1, 2, 1]
+    assert events(out, 0) == [(DEL, b"k", 3), (DEL, b"k", 5), (DEL, b"k", 7), (DEL, b"k", 9)]
