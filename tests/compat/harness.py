@@ -14,7 +14,8 @@ Normalisation (see :class:`Normalizer`) rewrites ONLY:
   servers that have served different histories cannot be at the same revision;
 * ids: lease/member/cluster ids become ``<member>``, ``<cluster>``, ``<id1>``, ``<id2>``…
   numbered in order of first appearance (so "the same id appears twice" survives);
-* raft terms, timestamps, durations, remaining-TTL seconds (only when plausible);
+* raft terms, timestamps, durations, remaining-TTL seconds (only when plausible:
+  1 to 3 s below the granted TTL, as etcd truncates the time left);
 * the server's own client and peer ports, and client-side uuids in clientv3 logs;
 * ``dbSize``/``dbSizeInUse`` and ``raftIndex``/``raftAppliedIndex`` of
   ``endpoint status`` (storage-engine and raft-log details; only their presence and
@@ -281,7 +282,7 @@ class Normalizer:
             return "<index>" if v > 0 else v
         if k == "ttl" and parent is not None and "granted-ttl" in parent:
             granted = parent["granted-ttl"]
-            if isinstance(granted, int) and 0 <= granted - v <= 3 and v > 0:
+            if isinstance(granted, int) and 0 < granted - v <= 3 and v > 0:
                 return "<remaining>"
         return v
 
@@ -344,7 +345,7 @@ class Normalizer:
 
         def remaining(m: re.Match[str]) -> str:
             granted, rem = int(m.group(1)), int(m.group(2))
-            plausible = 0 < rem <= granted and granted - rem <= 3
+            plausible = 0 < rem < granted and granted - rem <= 3
             shown = "<remaining>" if plausible else f"{rem}s"
             return f"granted with TTL({granted}s), remaining({shown})"
 

@@ -180,6 +180,32 @@ def test_watch_compacted_revision(compat) -> None:
                                      timeout=10))
 
 
+def test_watch_at_compaction_revision_of_a_delete(compat) -> None:
+    """Watch opened exactly at a compaction revision that is a delete (etcd issue
+    #19179 territory) and at the revision before it (compacted)."""
+    with compat() as c:
+        c.ctl("put", c.p + "k", "v1")  # R+1
+        c.ctl("put", c.p + "j", "v1")  # R+2
+        c.ctl("del", c.p + "k")  # R+3
+        c.ctl("put", c.p + "j", "v2")  # R+4
+        c.ctl("compaction", Rev(3), "--physical")  # physical: etcd's backend is compacted
+        c.ctl("get", c.p, "--prefix", "--rev", Rev(3), "-w", "json")
+        c.ctl("get", c.p + "k", "--rev", Rev(3))
+
+        def run(side: Side) -> None:
+            w = side.spawn("watch", ["watch", c.p, "--prefix", "--rev", Rev(3), "-w", "json"])
+            j = base64.b64encode(f"{c.p}j".encode()).decode()
+            hist = w.wait_output(lambda s: j in s and s.endswith("\n"), "history", 10)
+            side.transcript.append(f"# history delivered: {hist}")
+            side.ctl(["put", c.p + "zz-end", END_VALUE], record=False)
+            marker = base64.b64encode(f"{c.p}zz-end".encode()).decode()
+            got = w.wait_output(lambda s: marker in s and s.endswith("\n"), "marker", 10)
+            side.transcript.append(f"# end marker seen: {got}")
+            w.record(w.stop())
+
+        c.each(run)
+
+
 def lock_holders(side: Side, name: str) -> int:
     r = side.ctl(["get", name, "--prefix", "--keys-only", "-w", "json"], record=False)
     try:

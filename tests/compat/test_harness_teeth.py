@@ -72,6 +72,9 @@ def test_remaining_ttl_only_when_plausible() -> None:
     ok = norm("lease 0000000000000001 granted with TTL(60s), remaining(59s)")
     assert "remaining(<remaining>)" in ok
     assert "remaining(5s)" in norm("lease 0000000000000001 granted with TTL(60s), remaining(5s)")
+    # etcd truncates the time left: right after a grant it shows TTL-1, never TTL
+    assert "remaining(60s)" in norm("lease 0000000000000001 granted with TTL(60s), "
+                                    "remaining(60s)")
 
 
 def test_ports_timestamps_uuids() -> None:
