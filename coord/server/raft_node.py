@@ -64,6 +64,8 @@ from coord.raft import (
     EntryType,
     HardState,
     MemoryStorage,
+    Message,
+    MessageType,
     ProposalDropped,
     RaftError,
     RawNode,
@@ -146,6 +148,7 @@ class RaftNode:
         prefix = (self.member_id & 0xFFFF) << 48 | random.SystemRandom().getrandbits(16) << 32
         self._ids = itertools.count(prefix + 1)
         self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._props: list[tuple[int, bytes]] = []
         self._conf_waiters: dict[int, asyncio.Future[Any]] = {}
         self._read_waiting: list[asyncio.Future[int]] = []
         self._read_inflight: tuple[bytes, list[asyncio.Future[int]], float] | None = None
@@ -330,6 +333,7 @@ class RaftNode:
         while True:
             await self._kick.wait()
             self._kick.clear()
+            self._flush_proposals()
             while rn.has_ready():
                 rd = rn.ready()
                 try:
@@ -340,6 +344,7 @@ class RaftNode:
                     self._fail_all(Stopped("etcdserver: request timed out"))
                     os._exit(70)  # a member that cannot persist must not keep voting
                 rn.advance(rd)
+                self._flush_proposals()
             self._after_advance()
 
     async def _handle(self, rd: Ready) -> None:
@@ -567,10 +572,9 @@ class RaftNode:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiters[req.id] = fut
         try:
-            try:
-                self.rn.propose(TAG_REQUEST + req.SerializeToString())
-            except ProposalDropped:
-                raise NoLeader() from None
+            # Queued and stepped in as one PROP per Ready-loop turn: one append message per
+            # follower for a whole batch of proposals instead of one per proposal.
+            self._props.append((req.id, TAG_REQUEST + req.SerializeToString()))
             self._kick.set()
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), REQUEST_TIMEOUT)
@@ -578,6 +582,19 @@ class RaftNode:
                 raise RequestTimeout() from None
         finally:
             self._waiters.pop(req.id, None)
+
+    def _flush_proposals(self) -> None:
+        if not self._props or self.rn is None:
+            return
+        batch, self._props = self._props, []
+        try:
+            self.rn.step(Message(MessageType.PROP, self.member_id, self.member_id,
+                                 entries=tuple(Entry(0, 0, data=d) for _, d in batch)))
+        except ProposalDropped:
+            for rid, _ in batch:  # never appended anywhere: safe for the client to retry
+                fut = self._waiters.get(rid)
+                if fut is not None and not fut.done():
+                    fut.set_exception(NoLeader())
 
     def _fail_waiters(self, err: CoordError) -> None:
         for fut in self._waiters.values():
