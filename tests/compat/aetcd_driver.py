@@ -355,7 +355,7 @@ async def s_watch_compacted(r: Run) -> None:
     base = r.steps_base
     for v in (b"1", b"2", b"3"):
         await c.put(r.k("k"), v)
-    await r.step("compact base+3", c.compact(base + 3))
+    await r.step("compact base+3", c.compact(base + 3, physical=True))
     try:
         w = await c.watch(r.k("k"), start_revision=base + 1)
         r.note("watch below compaction", await collect(w, 1))
@@ -616,7 +616,7 @@ async def s_raw_watch(r: Run) -> None:
         r.note("after put c=x (watchers 1, 2, 5)", await w.send(None, 3))
         await c.put(r.k("c"), b"y")  # base+5
         r.note("after put c=y (watchers 1, 2, 5)", await w.send(None, 3))
-        await c.compact(base + 5)
+        await c.compact(base + 5, physical=True)
         await step("create at compacted revision (base+4)",
                    create(r.k("c"), start_revision=base + 4), 2)
         await step("create at the compact revision exactly, prev_kv",
