@@ -624,7 +624,7 @@ class RaftNode:
     async def read_index(self) -> None:
         """Linearizable-read barrier: ReadIndex through the leader, then wait until this
         member applied up to the read index."""
-        if self._stopped:
+        if self._stopped or self.removed:
             raise Stopped()
         await self._wait_leader()
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
