@@ -40,6 +40,7 @@ from coord.raft import (
     MessageType,
     ProposalDropped,
     RawNode,
+    ReadOnlyOption,
     Ready,
     Snapshot,
     StateRole,
@@ -143,6 +144,9 @@ class Cluster:
             max_inflight_msgs=o.max_inflight,
             check_quorum=o.check_quorum,
             pre_vote=o.pre_vote,
+            read_only=ReadOnlyOption.LEASE_BASED
+            if o.lease_reads and o.check_quorum
+            else ReadOnlyOption.SAFE,
             bugs=o.bugs,
         )
 

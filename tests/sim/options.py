@@ -67,6 +67,7 @@ class SimOptions:
     snapshot_every: int = 0  # applied entries between snapshots (0 = never)
     snapshot_keep: int = 0  # entries kept behind a snapshot on compaction
     read_index: bool = False  # serve gets via ReadIndex instead of through the log
+    lease_reads: bool = False  # ReadIndex trusts the leader lease (needs check_quorum)
     think_ms: int = 20  # mean client pause between ops
     max_ops: int = 250  # client ops per run (keeps a seed cheap and its history small)
     client_timeout: int = 600
