@@ -627,19 +627,15 @@ async def s_raw_watch(r: Run) -> None:
         await w.close()
 
 
-async def s_watch_catchup_batches(r: Run) -> None:
-    """A watcher 1100 revisions behind: how the catch-up is split into responses."""
-    c = r.c
-    n = 1100
-    for i in range(n):
-        await c.put(r.k(f"k{i % 7}"), str(i).encode())
-    w = RawWatch(c)
+async def catchup_shapes(r: Run, req: Any, want: int) -> list[Any]:
+    """Open a raw stream with ``req``; collect response shapes until ``want`` events."""
+    w = RawWatch(r.c)
+    base = r.steps_base
     try:
-        await w.q.put(create(r.p, range_end=r.p[:-1] + bytes([r.p[-1] + 1]),
-                             start_revision=r.steps_base + 1))
+        await w.q.put(req)
         shapes: list[Any] = []
         events = 0
-        while events < n:
+        while events < want:
             try:
                 resp = await asyncio.wait_for(w.responses.get(), 10)
             except TimeoutError:
@@ -650,14 +646,53 @@ async def s_watch_catchup_batches(r: Run) -> None:
                 break
             revs = [e.kv.mod_revision for e in resp.events]
             events += len(revs)
-            base = r.steps_base
             shapes.append({"created": resp.created, "events": len(revs),
+                           "distinct revisions": len(set(revs)),
                            "first event at R+": revs[0] - base if revs else None,
                            "last event at R+": revs[-1] - base if revs else None,
                            "revision": resp.header.revision})
-        r.note("responses", shapes)
+        return shapes
     finally:
         await w.close()
+
+
+async def s_watch_catchup_batches(r: Run) -> None:
+    """Watchers 1100+ revisions behind: how the catch-up is split into responses.
+    Ops: 1100 puts over keys k0..k6, every 10th op a delete instead, and every 3rd a
+    txn of two puts (two events, one revision)."""
+    c, t = r.c, r.c.transactions
+    n = 1100
+    puts = dels = 0
+    k0_events = 0
+    for i in range(n):
+        key = r.k(f"k{i % 7}")
+        k0_events += i % 7 == 0
+        if i % 10 == 9:
+            if await c.get(key) is not None:
+                await c.delete(key)
+                dels += 1
+            else:
+                await c.put(key, b"re")
+                puts += 1
+        elif i % 3 == 2:
+            await c.transaction(compare=[], success=[t.put(key, str(i).encode()),
+                                                     t.put(r.k("pair"), b"p")], failure=[])
+            puts += 2
+        else:
+            await c.put(key, str(i).encode())
+            puts += 1
+    rpc = aetcd.rpc
+    end = r.p[:-1] + bytes([r.p[-1] + 1])
+    all_events = puts + dels
+    r.note("ops", {"events": all_events})
+    start = r.steps_base + 1
+    r.note("prefix watcher", await catchup_shapes(
+        r, create(r.p, range_end=end, start_revision=start), all_events))
+    r.note("NODELETE-filtered prefix watcher", await catchup_shapes(
+        r, create(r.p, range_end=end, start_revision=start,
+                  filters=[rpc.WatchCreateRequest.FilterType.NODELETE]), puts))
+    r.note("single key k0 watcher", await catchup_shapes(
+        r, create(r.k("k0"), start_revision=start), k0_events))
 
 
 SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
