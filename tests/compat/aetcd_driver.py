@@ -695,6 +695,45 @@ async def s_watch_catchup_batches(r: Run) -> None:
         r, create(r.k("k0"), start_revision=start), k0_events))
 
 
+async def s_watch_fragment(r: Run) -> None:
+    """One revision whose watch response exceeds 2 MiB: 6 keys x 500 KiB deleted at once,
+    watched with prev_kv and NOPUT, with and without ``fragment``."""
+    c, rpc = r.c, aetcd.rpc
+    end = r.p[:-1] + bytes([r.p[-1] + 1])
+    streams = {}
+    for label, frag in (("fragment=true", True), ("fragment=false", False)):
+        w = RawWatch(c)
+        r.note(f"create {label}", await w.send(create(
+            r.p, range_end=end, prev_kv=True, fragment=frag,
+            filters=[rpc.WatchCreateRequest.FilterType.NOPUT]), 1))
+        streams[label] = w
+    try:
+        for i in range(6):
+            await c.put(r.k(f"big{i}"), bytes([65 + i]) * (500 * 1024))
+        await r.step("delete_prefix", c.delete_prefix(r.p),
+                     lambda d: {"deleted": d.deleted})
+        for label, w in streams.items():
+            shapes = []
+            events = 0
+            while events < 6:
+                try:
+                    resp = await asyncio.wait_for(w.responses.get(), 10)
+                except TimeoutError:
+                    shapes.append({"timeout after events": events})
+                    break
+                if isinstance(resp, grpc.aio.AioRpcError):
+                    shapes.append({"grpc error": resp.code().name, "detail": resp.details()})
+                    break
+                events += len(resp.events)
+                shapes.append({"events": len(resp.events), "fragment": resp.fragment,
+                               "revision": resp.header.revision,
+                               "prev_kv sizes": [len(e.prev_kv.value) for e in resp.events]})
+            r.note(f"responses {label}", shapes)
+    finally:
+        for w in streams.values():
+            await w.close()
+
+
 SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "put_get": s_put_get,
     "prefix_range": s_prefix_range,
@@ -708,6 +747,7 @@ SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "watch_compacted": s_watch_compacted,
     "raw_watch": s_raw_watch,
     "watch_catchup_batches": s_watch_catchup_batches,
+    "watch_fragment": s_watch_fragment,
     "lock": s_lock,
     "status_members": s_status_members,
     "maintenance": s_maintenance,

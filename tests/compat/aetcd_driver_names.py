@@ -14,6 +14,7 @@ SCENARIOS = [
     "watch_compacted",
     "raw_watch",
     "watch_catchup_batches",
+    "watch_fragment",
     "lock",
     "status_members",
     "maintenance",
