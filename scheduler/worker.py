@@ -376,6 +376,7 @@ class Worker:
             assert self.store is not None
             with contextlib.suppress(ClientError):  # unknown: go on and try to claim
                 if await self.store.run_exists(spec.name, occ):
+                    log.debug("occ.taken", job=spec.name, occurrence=occ, position=position)
                     return
         claim = await self._claim(entry, occ, instant)
         if claim is not None:
@@ -396,6 +397,7 @@ class Worker:
                 claim = await store.claim(spec.name, occ, exclusive=exclusive,
                                           spec_revision=entry.revision)
                 if claim is not None:
+                    log.debug("occ.claimed", job=spec.name, occurrence=occ, token=claim.token)
                     return claim
                 rec, kv = await store.get_run_kv(spec.name, occ)
                 holder = await self._holder(spec.name) if rec is None else None
@@ -411,6 +413,8 @@ class Worker:
                 if adopted is not None and (spec.name, occ) not in self.running:
                     log.info("run.adopted", job=spec.name, occurrence=occ)
                     return adopted  # our earlier attempt landed; its answer was lost
+                log.debug("occ.claimed_elsewhere", job=spec.name, occurrence=occ,
+                          by=rec.worker, status=rec.status)
                 return None  # another worker has this occurrence
             # The job is busy with an earlier run (forbid/replace): wait for its lock.
             if spec.concurrency == "replace" and holder is not None:

@@ -394,7 +394,7 @@ class Client:
 
 
 class KeepAlive:
-    """Background renewal of one lease.
+    """Background renewal of one lease over one long-lived LeaseKeepAlive stream.
 
     ``deadline`` is the monotonic instant after which the server may have expired the lease:
     the send time of the last successful renewal (or of the grant) plus the TTL — the
@@ -409,7 +409,7 @@ class KeepAlive:
         self.client = client
         self.lease_id = lease_id
         self.ttl = ttl
-        self.margin = max(ttl / 4.0, min(1.0, ttl / 2.0))
+        self.margin = min(ttl * 0.1, 1.0)
         self.lost = asyncio.Event()
         self.deadline = (time.monotonic() if granted_at is None else granted_at) + ttl
         self._task = asyncio.get_running_loop().create_task(
@@ -433,24 +433,38 @@ class KeepAlive:
 
     async def _run(self) -> None:
         interval = max(self.ttl / 3.0, 0.2)
-        while not self.lost.is_set():
-            if self._expired():
-                return
-            sent_at = time.monotonic()
-            try:
-                # Never wait past the give-up point: a hung call must not delay the verdict.
-                ttl = await asyncio.wait_for(self.client.keepalive_once(self.lease_id),
-                                             timeout=max(self.give_up_at - sent_at, 0.05))
-                self.deadline = sent_at + ttl
-            except LeaseNotFoundError:
-                log.warning("lease.lost", lease=f"{self.lease_id:x}", reason="not found")
-                self.lost.set()
-                return
-            except (ClientError, TimeoutError) as err:
-                log.warning("lease.keepalive_failed", lease=f"{self.lease_id:x}",
-                            error=str(err) or type(err).__name__)
-                if self._expired():
-                    return
-                await asyncio.sleep(min(0.2, max(self.give_up_at - time.monotonic(), 0.01)))
-                continue
-            await asyncio.sleep(min(interval, max(self.give_up_at - time.monotonic(), 0.05)))
+        watchdog = asyncio.get_running_loop().create_task(self._watchdog())
+        try:
+            while not self.lost.is_set():
+                ep = self.client._current()
+                call = ep.lease.LeaseKeepAlive()
+                try:
+                    while not self.lost.is_set():
+                        sent_at = time.monotonic()
+                        await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=self.lease_id))
+                        resp = await asyncio.wait_for(
+                            call.read(), timeout=max(self.give_up_at - sent_at, 0.05))
+                        if resp is _EOF:
+                            raise UnavailableError(grpc.StatusCode.UNAVAILABLE,
+                                                   "keepalive stream ended")
+                        if resp.TTL <= 0:
+                            log.warning("lease.lost", lease=f"{self.lease_id:x}",
+                                        reason="not found")
+                            self.lost.set()
+                            return
+                        self.deadline = sent_at + resp.TTL
+                        await asyncio.sleep(interval)
+                except (grpc.aio.AioRpcError, ClientError, TimeoutError) as err:
+                    log.warning("lease.keepalive_failed", lease=f"{self.lease_id:x}",
+                                error=str(err) or type(err).__name__)
+                    await self.client._rotate(ep)
+                    await asyncio.sleep(0.1)
+                finally:
+                    call.cancel()
+        finally:
+            watchdog.cancel()
+
+    async def _watchdog(self) -> None:
+        """Declares the lease lost on time even while a renewal call hangs."""
+        while not self._expired():
+            await asyncio.sleep(max(min(self.give_up_at - time.monotonic(), 0.25), 0.01))

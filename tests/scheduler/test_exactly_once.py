@@ -38,7 +38,7 @@ from tests.helpers.procs import REPO, Proc, ProcessGroup, free_port, start_etcd_
 JOBS = 30
 DURATION = 60.0
 KILL_EVERY = 12.0
-SESSION_TTL = 3
+SESSION_TTL = 4
 
 
 def job_file(path: Path, out: Path) -> None:
@@ -61,7 +61,7 @@ def start_worker(procs: ProcessGroup, name: str, endpoints: str) -> Proc:
     return procs.spawn(
         name, cli("worker", "--endpoints", endpoints, "--name", name,
                   "--session-ttl", str(SESSION_TTL), "--log-dir", str(procs.workdir / "logs")),
-        0, env={"PYTHONPATH": str(REPO), "WORKER_NAME": name})
+        0, env={"PYTHONPATH": str(REPO), "WORKER_NAME": name, "RAFTCRON_LOG_LEVEL": "debug"})
 
 
 async def wait_registered(endpoints: str, names: set[str], timeout: float = 30) -> None:
