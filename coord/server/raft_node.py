@@ -525,7 +525,7 @@ class RaftNode:
             log.warning("raftnode.snapshot_skipped", error=repr(err))
             return
         self._snap_index = index
-        compact_to = index - CATCH_UP_ENTRIES
+        compact_to = index - min(CATCH_UP_ENTRIES, max(1, self.config.snapshot_count // 2))
         if compact_to > self.storage.first_index():
             self.storage.compact(compact_to)
         wal = self._wal
