@@ -78,3 +78,19 @@ def test_snapshot_save(compat) -> None:
             side.transcript.append(f"# snapshot file written: {path.exists()}")
 
         c.each(save)
+
+
+def test_auth_enable_fresh(fresh_pair: Pair) -> None:
+    """Turning auth on (a fresh pair: it changes the server for good)."""
+    with fresh_pair.case("auth") as c:
+        c.ctl("put", "k", "v")
+        c.ctl("user", "add", "root", "--new-user-password=rootpw")
+        c.ctl("user", "list")
+        c.ctl("auth", "enable")
+        c.ctl("get", "k")  # no credentials
+        c.ctl("--user=root:wrong", "get", "k")
+        c.ctl("--user=root:rootpw", "get", "k")
+        c.ctl("--user=root:rootpw", "put", "k", "v2")
+        c.ctl("--user=root:rootpw", "role", "list")
+        c.ctl("--user=root:rootpw", "auth", "disable")
+        c.ctl("get", "k")
