@@ -454,13 +454,21 @@ class KeepAlive:
                             return
                         self.deadline = sent_at + resp.TTL
                         await asyncio.sleep(interval)
-                except (grpc.aio.AioRpcError, ClientError, TimeoutError) as err:
+                except (grpc.aio.AioRpcError, ClientError, TimeoutError,
+                        asyncio.InvalidStateError) as err:
+                    # InvalidStateError: the stream died under us (RPC already finished).
                     log.warning("lease.keepalive_failed", lease=f"{self.lease_id:x}",
                                 error=str(err) or type(err).__name__)
                     await self.client._rotate(ep)
                     await asyncio.sleep(0.1)
                 finally:
                     call.cancel()
+        except Exception:
+            # Fail safe: a renewal loop that broke unexpectedly must not leave the holder
+            # believing its lease is alive.
+            log.exception("lease.keepalive_crashed", lease=f"{self.lease_id:x}")
+            self.lost.set()
+            raise
         finally:
             watchdog.cancel()
 
