@@ -12,8 +12,8 @@ from tests.helpers.binaries import require_binary
 from tests.helpers.procs import ProcessGroup, process_group
 
 
-# In-process servers and workers log at warning level and up (subprocesses keep their own).
-configure_logging(level="warning", json=False)
+# In-process servers and workers log at info level and up (subprocesses keep their own).
+configure_logging(level="info", json=False)
 
 
 @pytest.fixture
