@@ -117,6 +117,11 @@ class Cluster:
         self.cp_rng = sub_rng(opts.seed, "crashpoints")
         self.disk_rng = sub_rng(opts.seed, "disk")
         self.tick_rng = sub_rng(opts.seed, "ticks")
+        skew_rng = sub_rng(opts.seed, "skew")
+        self.tick_period = {
+            i: max(1, round(opts.tick_ms * (1 + skew_rng.uniform(-opts.tick_skew, opts.tick_skew))))
+            for i in self.ids
+        }
         self.respond: Responder = lambda call, res, index: None
         self.on_crash: Callable[[int], None] = lambda nid: None
         self.stats: dict[str, int] = {
@@ -217,7 +222,7 @@ class Cluster:
             return
         n.raw.tick()
         self.drive(n)
-        self.loop.after(self.opts.tick_ms, self._tick, nid, incarnation)
+        self.loop.after(self.tick_period[nid], self._tick, nid, incarnation)
 
     def _deliver(self, msg: Message) -> None:
         n = self.nodes[msg.to]

@@ -9,7 +9,9 @@ fault *and not another* are reachable too.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from tests.sim.eventloop import sub_rng
 
@@ -68,6 +70,7 @@ class SimOptions:
     snapshot_keep: int = 0  # entries kept behind a snapshot on compaction
     read_index: bool = False  # serve gets via ReadIndex instead of through the log
     lease_reads: bool = False  # ReadIndex trusts the leader lease (needs check_quorum)
+    tick_skew: float = 0.0  # each node's tick period is tick_ms * (1 ± up to this)
     think_ms: int = 20  # mean client pause between ops
     max_ops: int = 250  # client ops per run (keeps a seed cheap and its history small)
     client_timeout: int = 600
@@ -216,4 +219,14 @@ def _swarm(seed: int, r: random.Random) -> SimOptions:
         client_timeout=r.choice((200, 600, 1500)),
         safety_ms=r.choice((800, 1200, 1800)),
         liveness_ms=4000,
+        # drawn last, so adding them kept every earlier option of every seed unchanged
+        **_clock(r, maybe),
     )
+
+
+def _clock(r: random.Random, maybe: Callable[[float], bool]) -> dict[str, Any]:
+    """Clock skew between nodes, or (only without skew: leases assume bounded drift)
+    lease-based ReadIndex."""
+    skew = r.choice((0.0, 0.0, 0.1, 0.3))
+    lease = maybe(0.3) if skew == 0.0 else False
+    return {"tick_skew": skew, "lease_reads": lease}

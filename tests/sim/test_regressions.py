@@ -99,3 +99,46 @@ def test_f2_bounced_own_proposal_is_dropped_silently() -> None:
         entries=(Entry(0, 0, EntryType.CONF_CHANGE, cc),),
     )
     lead.raw.step(bounced)  # must not raise: it arrived from the network
+
+
+# F3: without pre-vote, a node with a stale log and a fast clock keeps the cluster
+# leaderless forever: its VOTE requests carry ever higher terms, the others step up to
+# each term (which resets their election timers) and reject it (stale log); its timer
+# always fires first. Raft §5.2 resets the timer only when granting a vote.
+
+
+def _stale_fast_node_after_heal(pre_vote: bool) -> list[int]:
+    """Leaders seen (sampled every 100 ms) in the 3 s after a stale, 2.4x-fast follower
+    rejoins a healthy 3-node cluster."""
+    opts = replace(
+        SimOptions(seed=3), pre_vote=pre_vote, check_quorum=False, clients=2, safety_ms=0
+    )
+    loop = EventLoop()
+    cluster = Cluster(opts, loop)
+    wl = Workload(cluster)
+    wl.start()
+    loop.run_until(400)
+    lead = cluster.leaders()[0].id
+    stale = next(i for i in cluster.founders if i != lead)
+    for nid in cluster.founders:
+        cluster.tick_period[nid] = 5 if nid == stale else 12
+    cluster.net.isolate(stale, cluster.founders, inbound=True, outbound=True)
+    loop.run_until(1200)  # the others commit more; the stale node campaigns alone
+    cluster.net.heal()
+    wl.stop()
+    seen = []
+    for t in range(3000, 6001, 100):
+        loop.run_until(t)
+        seen.append(len(cluster.leaders()))
+    return seen
+
+
+def test_f3_control_with_pre_vote_a_leader_is_elected() -> None:
+    assert all(n == 1 for n in _stale_fast_node_after_heal(pre_vote=True)[-5:])
+
+
+@pytest.mark.xfail(
+    strict=True, reason="F3 open (core, liveness): stale fast node livelocks elections w/o pre-vote"
+)
+def test_f3_stale_fast_node_cannot_block_elections_without_pre_vote() -> None:
+    assert all(n == 1 for n in _stale_fast_node_after_heal(pre_vote=False)[-5:])
