@@ -446,7 +446,7 @@ class Worker:
                     claim = store.adopt(rec, kv, spec.concurrency != "allow")
                     if claim is not None:
                         await self._abandon(claim, "claimed too late to start")
-                    return
+                    return  # recorded already (by us or by whoever claimed it)
             if await store.record_missed(spec.name, occ):
                 log.info("run.skipped", job=spec.name, occurrence=occ,
                          reason="not started within starting_deadline")
