@@ -41,6 +41,7 @@ class Nemesis:
         self.removals_left = self.o.removals
         self.removed: list[int] = []
         self.removing: int | None = None
+        self.demotions_left = self.o.demotions
         self.stats = {"partitions": 0, "cc_proposed": 0, "transfers": 0}
         cluster.on_crash = self._crashed
 
@@ -53,7 +54,7 @@ class Nemesis:
             self.loop.after(self._exp(self.transfer_rng, self.o.transfer_every), self._transfer)
         if self.o.churn_every:
             self.loop.after(self._exp(self.churn_rng, self.o.churn_every), self._churn)
-        if self.spares or self.removals_left:
+        if self.spares or self.removals_left or self.demotions_left:
             self.loop.after(50 + self.member_rng.randrange(200), self._membership)
 
     def stop(self) -> None:
@@ -180,7 +181,7 @@ class Nemesis:
         voters, learners = self.view()
         cc: ConfChange | None = None
         if voters:
-            learner = next((s for s in self.spares if s in learners), None)
+            learner = next((s for s in learners if s not in self.removed), None)
             joining = next((s for s in self.spares if s not in voters and s not in learners), None)
             if learner is not None:
                 cc = ConfChange(ConfChangeType.ADD_NODE, learner)
@@ -198,10 +199,16 @@ class Nemesis:
             elif self.removals_left and len(voters) > 3:
                 self.removing = r.choice(voters)
                 cc = ConfChange(ConfChangeType.REMOVE_NODE, self.removing)
+            elif self.demotions_left and len(voters) >= 3:
+                # demote a voter to learner; the learner branch above promotes it back
+                self.demotions_left -= 1
+                cc = ConfChange(ConfChangeType.ADD_LEARNER_NODE, r.choice(voters))
         if cc is not None:
             leaders = [n.id for n in self.c.leaders()]
             ups = [nid for nid in self.c.ids if self.c.nodes[nid].up]
-            target = leaders[0] if leaders else (r.choice(ups) if ups else 0)
+            # mostly the leader; otherwise a follower forwards it (or drops it: no leader)
+            via_leader = bool(leaders) and r.random() < 0.7
+            target = leaders[0] if via_leader else (r.choice(ups) if ups else 0)
             if target and self.c.propose_conf_change(target, cc):
                 self.stats["cc_proposed"] += 1
                 self.c.trace.log(f"propose conf change {cc.type.name} {cc.node_id} at n{target}")

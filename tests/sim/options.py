@@ -42,6 +42,7 @@ class SimOptions:
     voters: int = 3
     spares: int = 0  # extra node ids added (as learner, then promoted) during the run
     removals: int = 0  # voters removed during the run (never below 3 voters)
+    demotions: int = 0  # voters demoted to learner (and promoted back) during the run
     clients: int = 3
     keys: int = 2
     tick_ms: int = 10
@@ -225,8 +226,9 @@ def _swarm(seed: int, r: random.Random) -> SimOptions:
 
 
 def _clock(r: random.Random, maybe: Callable[[float], bool]) -> dict[str, Any]:
-    """Clock skew between nodes, or (only without skew: leases assume bounded drift)
-    lease-based ReadIndex."""
+    """Knobs added later: clock skew between nodes, or (only without skew: leases assume
+    bounded drift) lease-based ReadIndex; voter demotions."""
     skew = r.choice((0.0, 0.0, 0.1, 0.3))
     lease = maybe(0.3) if skew == 0.0 else False
-    return {"tick_skew": skew, "lease_reads": lease}
+    demotions = r.choice((0, 0, 0, 1, 2))
+    return {"tick_skew": skew, "lease_reads": lease, "demotions": demotions}
