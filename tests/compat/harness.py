@@ -17,9 +17,16 @@ Normalisation (see :class:`Normalizer`) rewrites ONLY:
 * raft terms, timestamps, durations, remaining-TTL seconds (only when plausible:
   1 to 3 s below the granted TTL, as etcd truncates the time left);
 * the server's own client and peer ports, and client-side uuids in clientv3 logs;
+* the padding of ``-w table`` cells (widths follow the lengths of ids and ports);
+* the order of a lease's attached keys (a Go map in etcd: random order);
 * ``dbSize``/``dbSizeInUse`` and ``raftIndex``/``raftAppliedIndex`` of
   ``endpoint status`` (storage-engine and raft-log details; only their presence and
   sign are kept).
+
+``COMPAT_CLUSTER=3`` runs both sides as 3-member clusters (``n1``..``n3``, leadership
+moved to ``n1``) and sends every command to the follower ``n2``; the other members'
+ports and ids become ``<client-port-n1>``, ``<member-n1>``…, and ``member list`` rows
+are compared sorted (they come ordered by member id, which differs).
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ from tests.helpers.procs import (
     REPO,
     Proc,
     ProcessGroup,
+    coord_argv,
+    free_port,
+    port_open,
     start_coord,
     start_etcd,
     wait_until,
@@ -71,6 +81,8 @@ class Server:
     etcdctl: str
     cluster_id: int = 0
     member_id: int = 0
+    # COMPAT_CLUSTER: the other members, name -> (client port, peer port, member id)
+    others: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     @property
     def endpoint(self) -> str:
@@ -145,9 +157,82 @@ def _wait_ready(server: Server) -> None:
     server.learn_ids()
 
 
+def compat_cluster_size() -> int:
+    """``COMPAT_CLUSTER=3``: both sides are 3-member clusters, driven through a follower."""
+    size = int(os.environ.get("COMPAT_CLUSTER", "1") or "1")
+    if size not in (1, 3, 5):
+        raise ValueError(f"COMPAT_CLUSTER must be 1, 3 or 5, not {size}")
+    return size
+
+
+def start_cluster_server(kind: str, label: str, group: ProcessGroup, etcd_bin: str,
+                         etcdctl_bin: str, size: int) -> Server:
+    """Start ``size`` fresh members n1..nN of ``kind``, move leadership to n1 and return
+    the follower n2 as the server under test (it knows the others for normalisation)."""
+    names = [f"n{i}" for i in range(1, size + 1)]
+    ports = {n: (free_port(), free_port()) for n in names}
+    procs: dict[str, Proc] = {}
+    if kind == "etcd":
+        initial = ",".join(f"{n}=http://127.0.0.1:{ports[n][1]}" for n in names)
+        for n in names:
+            c, pp = ports[n]
+            argv = [etcd_bin, "--name", n, "--data-dir", str(group.workdir / f"{n}-data"),
+                    "--listen-client-urls", f"http://127.0.0.1:{c}",
+                    "--advertise-client-urls", f"http://127.0.0.1:{c}",
+                    "--listen-peer-urls", f"http://127.0.0.1:{pp}",
+                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{pp}",
+                    "--initial-cluster", initial, "--log-level", "error"]
+            procs[n] = group.spawn(n, argv, c, env={"ETCD_UNSUPPORTED_ARCH": ""})
+    else:
+        initial = ",".join(f"{n}=127.0.0.1:{ports[n][1]}" for n in names)
+        for n in names:
+            c, pp = ports[n]
+            argv = coord_argv(n, group.workdir / f"{n}-data", c, pp, initial)
+            procs[n] = group.spawn(n, argv, c, env={"PYTHONPATH": str(REPO)})
+    for n in names:
+        proc, cport = procs[n], ports[n][0]
+
+        def listening(proc: Proc = proc, cport: int = cport) -> bool:
+            return port_open(cport) or not proc.alive()
+        wait_until(listening, 60, f"{label} {n} to listen")
+    servers = {n: Server(label, procs[n], ports[n][1], etcdctl_bin) for n in names}
+    for srv in servers.values():
+        _wait_ready(srv)
+    everyone = ",".join(f"127.0.0.1:{ports[n][0]}" for n in names)
+    ids: dict[str, int] = {}
+
+    def all_named() -> bool:
+        r = servers["n1"].ctl(["member", "list", "-w", "json"], timeout=10)
+        if r.rc != 0:
+            return False
+        ids.clear()
+        ids.update({m.get("name", ""): int(m["ID"]) for m in json.loads(r.stdout)["members"]})
+        return all(n in ids for n in names)
+
+    wait_until(all_named, 30, f"{label} members to publish their names", step=0.1)
+
+    def n1_leads() -> bool:
+        r = servers["n1"].ctl(["endpoint", "status", "-w", "json"], timeout=10)
+        if r.rc == 0 and json.loads(r.stdout)[0]["Status"]["leader"] == ids["n1"]:
+            return True
+        subprocess.run([etcdctl_bin, f"--endpoints={everyone}", "move-leader",
+                        f"{ids['n1']:x}"], capture_output=True, env=ctl_env(), timeout=20,
+                       check=False)
+        return False
+
+    wait_until(n1_leads, 30, f"{label} leadership on n1", step=0.2)
+    target = servers["n2"]
+    target.others = {n: (ports[n][0], ports[n][1], ids[n]) for n in names if n != "n2"}
+    return target
+
+
 def start_server(kind: str, label: str, group: ProcessGroup, etcd_bin: str,
                  etcdctl_bin: str) -> Server:
-    """Start a fresh single-member server of ``kind`` (etcd|coord), ready for reads."""
+    """Start a fresh single-member server of ``kind`` (etcd|coord), ready for reads (with
+    ``COMPAT_CLUSTER``: a follower of a fresh cluster)."""
+    size = compat_cluster_size()
+    if size > 1:
+        return start_cluster_server(kind, label, group, etcd_bin, etcdctl_bin, size)
     if kind == "etcd":
         proc = start_etcd(group, name="n1", etcd_bin=etcd_bin)
     else:
@@ -247,6 +332,8 @@ class Normalizer:
             self.ids[server.cluster_id] = "<cluster>"
         if server.member_id:
             self.ids[server.member_id] = "<member>"
+        for name, (_, _, mid) in server.others.items():
+            self.ids[mid] = f"<member-{name}>"
 
     # -- scalar rules
     def rev(self, v: int) -> str | int:
@@ -303,6 +390,9 @@ class Normalizer:
         srv = self.server
         s = s.replace(f"127.0.0.1:{srv.client_port}", "127.0.0.1:<client-port>")
         s = s.replace(f"127.0.0.1:{srv.peer_port}", "127.0.0.1:<peer-port>")
+        for name, (cport, pport, _) in srv.others.items():
+            s = s.replace(f"127.0.0.1:{cport}", f"127.0.0.1:<client-port-{name}>")
+            s = s.replace(f"127.0.0.1:{pport}", f"127.0.0.1:<peer-port-{name}>")
         return _UUID.sub("client-<uuid>", s)
 
     def text(self, s: str) -> str:
@@ -332,11 +422,16 @@ class Normalizer:
         for pat in self.id_prefixes:
             line = pat.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)]
                            + str(self.ident(int(m.group(1), 16))), line)
+        if line.startswith(("+-", "|")):
+            # -w table: column widths follow the (id, port) text lengths; keep the cells
+            line = re.sub(r"-{2,}", "--", re.sub(r" {2,}", " ", line))
         line = _ATTACHED.sub(lambda m: "attached keys([" + " ".join(sorted(m.group(1).split()))
                              + "])", line)
         if srv.member_id:
             # member list prints the member id with %x (no zero padding)
             line = re.sub(rf"\b{srv.member_id:x}\b", "<member>", line)
+        for name, (_, _, mid) in srv.others.items():
+            line = re.sub(rf"\b{mid:x}\b", f"<member-{name}>", line)
         line = _HEX16.sub(lambda m: str(self.ident(int(m.group(0), 16))), line)
         line = _FIELDS_LINE.sub(
             lambda m: f'"{m.group(1)}" : {self.scalar(m.group(1), int(m.group(2)))}', line)
@@ -417,9 +512,16 @@ class Side:
         self.transcript.append(f"$ {title}")
         self.transcript.append(f"  exit={r.rc}")
         if r.stdout:
-            self.transcript.append("  stdout:\n" + _indent(self.norm.text(_dec(r.stdout))))
+            out = self.norm.text(_dec(r.stdout))
+            if self.server.others and (title.startswith("etcdctl member list")
+                                       or "--cluster" in title):
+                out = _sort_member_rows(out)
+            self.transcript.append("  stdout:\n" + _indent(out))
         if r.stderr:
-            self.transcript.append("  stderr:\n" + _indent(self.norm.text(_dec(r.stderr))))
+            err = self.norm.text(_dec(r.stderr))
+            if self.server.others and "--cluster" in title:
+                err = _sort_member_rows(err)
+            self.transcript.append("  stderr:\n" + _indent(err))
 
     def ctl(self, args: Sequence[Arg], stdin: bytes | None = None, record: bool = True,
             timeout: float = STEP_TIMEOUT) -> CtlResult:
@@ -448,6 +550,29 @@ class Side:
                                 env={**ctl_env(), "COMPAT_ERR": str(err),
                                      "COMPAT_STDIN": stdin_text or ""})
         return Background(self, "etcdctl " + self.show_args(args), proc, err)
+
+
+def _sort_member_rows(text: str) -> str:
+    """Per-member rows sorted in place (other lines stay put); JSON member arrays by name,
+    JSON per-endpoint arrays (``endpoint ... --cluster``) by their text."""
+    lines = text.split("\n")
+    rows = [i for i, ln in enumerate(lines)
+            if ("<member" in ln or "<client-port" in ln) and ln.lstrip()[:1] not in "{["]
+    for i, row in zip(rows, sorted(lines[i] for i in rows), strict=True):
+        lines[i] = row
+    for i, ln in enumerate(lines):
+        if ln.lstrip().startswith("["):
+            with contextlib.suppress(ValueError, TypeError):
+                arr = json.loads(ln)
+                if isinstance(arr, list):
+                    arr.sort(key=lambda x: json.dumps(x, sort_keys=True))
+                    lines[i] = json.dumps(arr, ensure_ascii=False)
+        if ln.lstrip().startswith("{") and '"members"' in ln:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                obj = json.loads(ln)
+                obj["members"].sort(key=lambda m: str(m.get("name", "")))
+                lines[i] = json.dumps(obj, ensure_ascii=False)
+    return "\n".join(lines)
 
 
 class Background:

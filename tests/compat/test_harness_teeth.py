@@ -131,3 +131,10 @@ def test_lock_key_ids_and_lease_key_sets() -> None:
     assert a == b
     assert a != norm("lease 0000000000000001 granted with TTL(60s), remaining(60s), "
                      "attached keys([k/a])")
+
+
+def test_table_padding_only() -> None:
+    a = norm("+------+---------+\n|   63 | started |")  # member id 99 = 0x63
+    b = norm("+----------+---------+\n|     63 | started |")
+    assert a == b
+    assert a != norm("+------+---------+\n|   63 | unstarted |")
