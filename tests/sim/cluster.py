@@ -84,6 +84,7 @@ class SimNode:
     incarnation: int = 0
     snap_index: int = 0
     pending: dict[int, Call] = field(default_factory=dict)  # request id -> call
+    batch: list[Call] = field(default_factory=list)  # proposals waiting for propose_many
     pending_reads: dict[bytes, Call] = field(default_factory=dict)  # ReadIndex ctx -> call
     read_waits: list[tuple[int, Call]] = field(default_factory=list)
 
@@ -123,6 +124,7 @@ class Cluster:
             for i in self.ids
         }
         self.respond: Responder = lambda call, res, index: None
+        self.refuse: Callable[[Call], None] = lambda call: None
         self.on_crash: Callable[[int], None] = lambda nid: None
         self.stats: dict[str, int] = {
             "readys": 0, "crashes": 0, "crash_points": 0, "restarts": 0, "snapshots_taken": 0,
@@ -147,6 +149,7 @@ class Cluster:
             applied=applied,
             max_size_per_msg=o.max_size_per_msg,
             max_inflight_msgs=o.max_inflight,
+            max_inflight_bytes=o.max_inflight_bytes,
             check_quorum=o.check_quorum,
             pre_vote=o.pre_vote,
             read_only=ReadOnlyOption.LEASE_BASED
@@ -179,6 +182,7 @@ class Cluster:
         n.storage = None
         lost = n.disk.crash(self.disk_rng, torn=self.opts.torn_writes)
         n.pending.clear()
+        n.batch.clear()
         n.pending_reads.clear()
         n.read_waits.clear()
         n.role, n.leader = StateRole.FOLLOWER, 0
@@ -258,10 +262,16 @@ class Cluster:
     # -- client entry points -----------------------------------------------------------
     def propose(self, nid: int, call: Call) -> bool:
         """Propose ``call``'s request at node ``nid``; False if refused (definitely not
-        appended: node down or ``ProposalDropped``)."""
+        appended: node down or ``ProposalDropped``). With ``batch_ms``, proposals wait up
+        to that long and go in one ``propose_many`` (a refused batch refuses each call)."""
         n = self.nodes[nid]
         if n.raw is None:
             return False
+        if self.opts.batch_ms and call.client >= 0:
+            if not n.batch:
+                self.loop.after(self.opts.batch_ms, self._flush, nid, n.incarnation)
+            n.batch.append(call)
+            return True
         try:
             n.raw.propose(call.req.encode())
         except ProposalDropped:
@@ -269,6 +279,21 @@ class Cluster:
         n.pending[call.req.id] = call
         self.drive(n)
         return True
+
+    def _flush(self, nid: int, incarnation: int) -> None:
+        n = self.nodes[nid]
+        calls, n.batch = n.batch, []
+        if n.raw is None or n.incarnation != incarnation or not calls:
+            return  # lost with the node: never proposed, the clients time out
+        try:
+            n.raw.propose_many([c.req.encode() for c in calls])
+        except ProposalDropped:
+            for c in calls:
+                self.refuse(c)
+            return
+        for c in calls:
+            n.pending[c.req.id] = c
+        self.drive(n)
 
     def read_index(self, nid: int, call: Call) -> bool:
         n = self.nodes[nid]

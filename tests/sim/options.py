@@ -52,6 +52,8 @@ class SimOptions:
     check_quorum: bool = True
     max_size_per_msg: int = 1 << 20
     max_inflight: int = 256
+    max_inflight_bytes: int = 0
+    batch_ms: int = 0  # proposals wait up to this long at a node, then one propose_many
     loss: float = 0.0
     dup: float = 0.0
     min_delay: int = 1
@@ -227,8 +229,15 @@ def _swarm(seed: int, r: random.Random) -> SimOptions:
 
 def _clock(r: random.Random, maybe: Callable[[float], bool]) -> dict[str, Any]:
     """Knobs added later: clock skew between nodes, or (only without skew: leases assume
-    bounded drift) lease-based ReadIndex; voter demotions."""
+    bounded drift) lease-based ReadIndex; voter demotions; batched proposals
+    (``propose_many``); a byte bound on in-flight replication."""
     skew = r.choice((0.0, 0.0, 0.1, 0.3))
     lease = maybe(0.3) if skew == 0.0 else False
     demotions = r.choice((0, 0, 0, 1, 2))
-    return {"tick_skew": skew, "lease_reads": lease, "demotions": demotions}
+    return {
+        "tick_skew": skew,
+        "lease_reads": lease,
+        "demotions": demotions,
+        "batch_ms": r.choice((0, 0, 2, 10)),
+        "max_inflight_bytes": r.choice((0, 0, 0, 300)),
+    }

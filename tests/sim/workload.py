@@ -42,6 +42,7 @@ class Workload:
         self.issued = 0
         self.stats = {"ok": 0, "fail": 0, "unknown": 0}
         cluster.respond = self._respond
+        cluster.refuse = self._refused
 
     def start(self) -> None:
         for c in range(self.opts.clients):
@@ -106,6 +107,14 @@ class Workload:
         # spread the op budget over the safety phase
         mean = max(o.think_ms, o.clients * o.safety_ms // max(1, o.max_ops))
         self.loop.after(1 + int(self.rng.expovariate(1.0 / mean)), self._next, c)
+
+    def _refused(self, call: Call) -> None:
+        """A batched proposal was refused when the batch was proposed: not appended."""
+        if self.history.in_flight(call.client) != call.op_id:
+            return
+        self.history.fail(call.op_id, self.loop.now)
+        self.stats["fail"] += 1
+        self._schedule_next(call.client)
 
     def _timeout(self, c: int, op: int) -> None:
         if self.history.in_flight(c) != op:
