@@ -127,10 +127,12 @@ def raw_op(resp: Any) -> dict[str, Any]:
                         "responses": [raw_op(x) for x in sub.responses]}}
     if which == "response_range":
         return {which: {"revision": sub.header.revision, "kvs": [kv(x) for x in sub.kvs],
-                        "count": sub.count}}
+                        "count": sub.count, "more": sub.more}}
     if which == "response_delete_range":
-        return {which: {"revision": sub.header.revision, "deleted": sub.deleted}}
-    return {which: {"revision": sub.header.revision}}
+        return {which: {"revision": sub.header.revision, "deleted": sub.deleted,
+                        "prev_kvs": [kv(x) for x in sub.prev_kvs]}}
+    return {which: {"revision": sub.header.revision,
+                    "prev_kv": kv(sub.prev_kv) if sub.HasField("prev_kv") else None}}
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -734,12 +736,70 @@ async def s_watch_fragment(r: Run) -> None:
             await w.close()
 
 
+def raw_txn_res(x: Any) -> dict[str, Any]:
+    return {"header": hdr(x.header), "succeeded": x.succeeded,
+            "responses": [raw_op(o) for o in x.responses]}
+
+
+async def s_raw_txn(r: Run) -> None:
+    """Txn requests built directly with aetcd's protos (ops its helpers can't express)."""
+    c, rpc, base = r.c, aetcd.rpc, r.steps_base
+    for i in range(4):
+        await c.put(r.k(f"k{i}"), str(i).encode())  # base+1..base+4
+    await c.put(r.k("k0"), b"again")  # base+5
+    await c.compact(base + 2, physical=True)
+    end = r.p[:-1] + bytes([r.p[-1] + 1])
+
+    def rng(**kw: Any) -> Any:
+        return rpc.RequestOp(request_range=rpc.RangeRequest(**kw))
+
+    def txn(label: str, **kw: Any) -> Awaitable[Any]:
+        return r.step(label, c.kvstub.Txn(rpc.TxnRequest(**kw), timeout=10), raw_txn_res)
+
+    await txn("range in txn: limit 2, sort desc by mod, count",
+              success=[rng(key=r.p, range_end=end, limit=2, sort_order=2, sort_target=2)])
+    await txn("range in txn: count_only, keys_only",
+              success=[rng(key=r.p, range_end=end, count_only=True),
+                       rng(key=r.p, range_end=end, keys_only=True, limit=1)])
+    await txn("range in txn at revision base+3 (history)",
+              success=[rng(key=r.p, range_end=end, revision=base + 3)])
+    await txn("range in txn at a future revision",
+              success=[rng(key=r.k("k0"), revision=base + 100)])
+    await txn("range in txn at a compacted revision",
+              success=[rng(key=r.k("k0"), revision=base + 1)])
+    await txn("future revision on the branch not taken (no error)",
+              compare=[rpc.Compare(key=r.k("k0"), target=rpc.Compare.VERSION,
+                                   result=rpc.Compare.EQUAL, version=99)],
+              success=[rng(key=r.k("k0"), revision=base + 100)],
+              failure=[rng(key=r.k("k1"))])
+    await txn("empty RequestOp", success=[rpc.RequestOp()])
+    await txn("empty compare key", compare=[rpc.Compare(
+        key=b"", target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL, version=0)])
+    await txn("compare LEASE == 0",
+              compare=[rpc.Compare(key=r.k("k1"), target=rpc.Compare.LEASE,
+                                   result=rpc.Compare.EQUAL, lease=0)],
+              success=[rng(key=r.k("k1"))])
+    await txn("put prev_kv + delete prev_kv in txn",
+              success=[rpc.RequestOp(request_put=rpc.PutRequest(key=r.k("k1"), value=b"n",
+                                                                prev_kv=True)),
+                       rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(
+                           key=r.k("k2"), prev_kv=True))])
+    await txn("put ignore_value on a missing key in txn",
+              success=[rpc.RequestOp(request_put=rpc.PutRequest(key=r.k("nope"),
+                                                                ignore_value=True))])
+    await txn("put with missing lease in txn",
+              success=[rpc.RequestOp(request_put=rpc.PutRequest(key=r.k("l"), value=b"v",
+                                                                lease=123456789))])
+    await r.step("get_prefix after", c.get_prefix(r.p), get_range)
+
+
 SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "put_get": s_put_get,
     "prefix_range": s_prefix_range,
     "range_filters": s_range_filters,
     "delete": s_delete,
     "txn": s_txn,
+    "raw_txn": s_raw_txn,
     "lease": s_lease,
     "keepalive": s_keepalive,
     "watch": s_watch,

@@ -7,6 +7,7 @@ SCENARIOS = [
     "range_filters",
     "delete",
     "txn",
+    "raw_txn",
     "lease",
     "keepalive",
     "watch",
