@@ -28,7 +28,7 @@ from tests.sim.workload import Workload
 
 # F1: with max_inflight_msgs=1 a single lost APP stalled replication to that follower
 # forever (liveness failure after healing). Fixed in coord/raft 86f43e8.
-F1_SEEDS = [23, 27, 36, 54]  # fail on 32fb9f8 with the current option layout
+F1_SEEDS = [23, 27, 36, 54]  # failed on 32fb9f8 with the option layout of 70bbf34
 
 
 @pytest.mark.parametrize("seed", F1_SEEDS)
