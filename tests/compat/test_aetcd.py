@@ -61,8 +61,11 @@ def render(server: Server, result: dict[str, Any] | None) -> str:
     lines = []
     for label, value in result["steps"]:
         lines.append(f"## {label}")
-        lines.append(n.scrub(json.dumps(n.tree(value), indent=1, ensure_ascii=False,
-                                        sort_keys=True)))
+        tree = n.tree(value)
+        if server.others and label == "members" and isinstance(tree, list):
+            # COMPAT_CLUSTER: members come ordered by id, which differs between servers
+            tree.sort(key=lambda m: str(m.get("name", "")) if isinstance(m, dict) else "")
+        lines.append(n.scrub(json.dumps(tree, indent=1, ensure_ascii=False, sort_keys=True)))
     return "\n".join(lines) + "\n"
 
 

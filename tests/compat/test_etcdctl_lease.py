@@ -115,10 +115,11 @@ def test_lease_list_fresh(fresh_pair: Pair) -> None:
     with fresh_pair.case("lease-list") as c:
         c.ctl("lease", "list")
         c.ctl("lease", "list", "-w", "json")
-        r1 = c.ctl("lease", "grant", "100")
+        r1 = c.ctl("lease", "grant", "200")  # granted first, expires last
         c.capture(r1, GRANTED, "A")
-        r2 = c.ctl("lease", "grant", "200")
+        r2 = c.ctl("lease", "grant", "100")
         c.capture(r2, GRANTED, "B")
+        c.ctl("lease", "grant", "150")
         c.ctl("lease", "list")
         c.ctl("lease", "list", "-w", "json")
         c.ctl("lease", "revoke", Var("A"))

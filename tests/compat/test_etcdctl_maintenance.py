@@ -59,6 +59,10 @@ def test_hashkv_fresh(fresh_pair: Pair) -> None:
         c.ctl("compaction", "2")
         c.each(lambda s: hashkv(s, "-w", "json"))
         c.each(hashkv)
+        c.ctl("put", "k", "v3")
+        c.each(lambda s: hashkv(s, "--rev", "3", "-w", "json"))
+        c.each(lambda s: hashkv(s, "--rev", "1", "-w", "json"))  # below the compaction
+        c.each(lambda s: hashkv(s, "--rev", "100", "-w", "json"))  # future
 
 
 def test_snapshot_save(compat) -> None:
