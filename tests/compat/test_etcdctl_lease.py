@@ -26,6 +26,9 @@ def test_lease_grant_attach_timetolive(compat) -> None:
         c.ctl("lease", "timetolive", Var("L"), "--keys", "-w", "json")
         c.ctl("put", c.p + "b", "3")  # detaches b from the lease
         c.ctl("lease", "timetolive", Var("L"), "--keys")
+        c.ctl("put", c.p + "c", "4", "--lease", Var("L"))
+        c.ctl("del", c.p + "a")  # a deleted key leaves the lease too
+        c.ctl("lease", "timetolive", Var("L"), "--keys", "-w", "json")
         c.ctl("lease", "revoke", Var("L"))
 
 

@@ -24,7 +24,9 @@ def test_alarm_list_and_defrag(compat) -> None:
     with compat() as c:
         c.ctl("alarm", "list")
         c.ctl("alarm", "list", "-w", "json")
+        c.ctl("alarm", "disarm")
         c.ctl("defrag")
+        c.ctl("defrag", "--cluster")
 
 
 def test_move_leader(compat) -> None:
