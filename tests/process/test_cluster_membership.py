@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from coord.client import Client, UnavailableError
-from tests.helpers.procs import ProcessGroup, free_port
+from tests.helpers.procs import REPO, ProcessGroup, free_port
 from tests.process.cluster import CoordCluster, Member, await_until, etcdctl
 
 pytestmark = pytest.mark.timeout(180)
@@ -45,6 +48,18 @@ def test_one_leader_and_writes_through_every_member(procs: ProcessGroup, etcdctl
     members = json.loads(_ctl(etcdctl_bin, c.endpoints[0], "member", "list", "-w", "json"))
     got = sorted((m["name"], m["clientURLs"]) for m in members["members"])
     assert got == sorted((n, [f"http://{m.endpoint}"]) for n, m in c.members.items())
+    # raftcron cluster status / members: one endpoint is enough, members are discovered
+    cli = [sys.executable, "-m", "scheduler.cli", "cluster"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAFTCRON_ENDPOINTS": c.endpoints[1]}
+    out = subprocess.run([*cli, "status", "-o", "json"], capture_output=True, text=True,
+                         env=env, timeout=60, check=True).stdout
+    rows = json.loads(out)
+    assert sorted(r["name"] for r in rows) == ["n1", "n2", "n3"]
+    assert sum(bool(r["leader"]) for r in rows) == 1
+    assert len({r["applied_index"] for r in rows}) == 1
+    out = subprocess.run([*cli, "members"], capture_output=True, text=True, env=env,
+                         timeout=60, check=True).stdout
+    assert all(n in out for n in ("n1", "n2", "n3")), out
 
 
 def test_fault_rpc_is_off_by_default(procs: ProcessGroup) -> None:
