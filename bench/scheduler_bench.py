@@ -48,7 +48,7 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "scheduler.cli", *args]
 
 
-ENV = {"PYTHONPATH": str(REPO), "RAFTCRON_LOG_LEVEL": "info"}
+ENV = {"PYTHONPATH": str(REPO), "RAFTCRON_LOG_LEVEL": os.environ.get("RAFTCRON_LOG_LEVEL", "info")}
 
 
 def start_coord_agents(group: ProcessGroup) -> tuple[list[Proc], str]:
@@ -92,6 +92,9 @@ def measure(backend: str, jobs: int, seconds: float, every: int) -> dict[str, fl
         t1 = time.time() - 2
         for w in workers:
             w.terminate(timeout=60)
+        if os.environ.get("BENCH_KEEP"):
+            import shutil
+            shutil.copytree(tmp, os.environ["BENCH_KEEP"], dirs_exist_ok=True)
         lags, seen = [], Counter()
         for line in out.read_text().splitlines():
             job, occ, started = line.split()

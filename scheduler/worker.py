@@ -52,7 +52,7 @@ from coord.client import (
 from scheduler import keys
 from scheduler.claim import ACTIVE, Claim, ClaimStore, Identity, LockHolder, RunRecord
 from scheduler.clock import Clock, SystemClock
-from scheduler.errors import ExecutorError, SpecError
+from scheduler.errors import SpecError
 from scheduler.executor import JobProcess, RunRequest, RunResult
 from scheduler.plan import catch_up, eligible_workers, occurrence_id, parse_occurrence_id
 from scheduler.plan import rank_workers as rank
@@ -474,6 +474,16 @@ class Worker:
             self._tasks.add(task)
         try:
             await self._attempts(spec, run)
+        except Exception as err:  # a bug must not leave the job locked
+            log.exception("run.crashed", job=claim.job, occurrence=claim.occurrence)
+            if run.process is not None:
+                run.process.kill("worker error")
+            assert self.store is not None
+            with contextlib.suppress(ClientError):
+                await self.store.finish(claim, status="failed", finished_at=time.time(),
+                                        note=f"worker error: {err!r}")
+            with contextlib.suppress(ClientError):
+                await self.store.release_lock(claim)
         finally:
             self.running.pop(key, None)
 
@@ -497,8 +507,13 @@ class Worker:
                     await store.release_lock(claim)
                 bound.warning("run.not_started", reason=run.kill_reason or "session lost")
                 return
-            if not await self._write(claim, store.update, status="running",
-                                     started_at=time.time(), attempt=attempt):
+            # With `on_lost: rerun` the record must say `running` *before* the process
+            # exists: a lost run is re-run only if it provably never started. Otherwise the
+            # mark is written right after the spawn, keeping a store round trip off the
+            # fire-lag path (a run lost in between is recorded lost, never re-run).
+            mark_first = spec.on_lost == "rerun"
+            if mark_first and not await self._write(claim, store.update, status="running",
+                                                    started_at=time.time(), attempt=attempt):
                 bound.warning("run.fenced_out", stage="start")
                 with contextlib.suppress(ClientError):
                     await store.release_lock(claim)
@@ -512,12 +527,20 @@ class Worker:
             run.process = proc
             try:
                 await proc.start()
-            except ExecutorError as err:
+            except Exception as err:  # noqa: BLE001 - any spawn failure ends this run cleanly
+                # (ExecutorError for a bad command or workdir; anything else is a bug, but
+                # must still release the lock rather than leave the job blocked).
                 bound.error("run.spawn_failed", error=str(err))
                 await self._write(claim, store.finish, status="failed",
                                   finished_at=time.time(), note=str(err))
                 return
             bound.info("run.started", attempt=attempt, pid=proc.pid)
+            if not mark_first and not await self._write(
+                    claim, store.update, status="running", started_at=time.time(),
+                    attempt=attempt):
+                # Someone declared this run lost meanwhile: it is not ours to run any more.
+                proc.kill("fenced out: the run was declared lost")
+                run.kill_reason = "fenced out"
             result = await proc.wait()
             status = _status(result, run.kill_reason)
             bound.info("run.finished", attempt=attempt, status=status,
