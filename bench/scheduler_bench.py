@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,7 +94,6 @@ def measure(backend: str, jobs: int, seconds: float, every: int) -> dict[str, fl
         for w in workers:
             w.terminate(timeout=60)
         if os.environ.get("BENCH_KEEP"):
-            import shutil
             shutil.copytree(tmp, os.environ["BENCH_KEEP"], dirs_exist_ok=True)
         lags, seen = [], Counter()
         for line in out.read_text().splitlines():
