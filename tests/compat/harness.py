@@ -38,6 +38,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -746,5 +747,5 @@ def render_diff(name: str, la: str, a: str, lb: str, b: str, *, width: int = 400
 
 
 def repo_python() -> str:
-    venv = REPO / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else "python3"
+    """The interpreter running the tests (the venv's, where aetcd is installed)."""
+    return sys.executable
