@@ -62,6 +62,7 @@ class Run:
         self.p = prefix.encode()
         self.steps: list[list[Any]] = []
         self.steps_base = 0  # the store revision before the scenario's first step
+        self.endpoint = ""
 
     def k(self, name: str) -> bytes:
         return self.p + name.encode()
@@ -793,8 +794,30 @@ async def s_raw_txn(r: Run) -> None:
     await r.step("get_prefix after", c.get_prefix(r.p), get_range)
 
 
+async def s_read_your_writes(r: Run) -> None:
+    """300 x (put, then serializable get and linearizable get on a second connection):
+    a read never misses an acknowledged write; revisions advance by exactly one."""
+    c = r.c
+    host, port = r.endpoint.rsplit(":", 1)
+    stale_s = stale_l = bad_rev = 0
+    async with aetcd.Client(host=host, port=int(port), timeout=10) as other:
+        last = r.steps_base
+        for i in range(300):
+            p = await c.put(r.k("k"), str(i).encode())
+            bad_rev += p.header.revision != last + 1
+            last = p.header.revision
+            g = await c.get(r.k("k"), serializable=True)
+            stale_s += g is None or g.value != str(i).encode()
+            g2 = await other.get(r.k("k"))
+            stale_l += g2 is None or g2.value != str(i).encode()
+    r.note("stale serializable reads", stale_s)
+    r.note("stale linearizable reads (second connection)", stale_l)
+    r.note("puts not at previous revision + 1", bad_rev)
+
+
 SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "put_get": s_put_get,
+    "read_your_writes": s_read_your_writes,
     "prefix_range": s_prefix_range,
     "range_filters": s_range_filters,
     "delete": s_delete,
@@ -824,6 +847,7 @@ async def main_async(endpoint: str, prefix: str, names: list[str]) -> dict[str, 
             run = Run(client, f"{prefix}/{name}/")
             base = await run.base()
             run.steps_base = base
+            run.endpoint = endpoint
             try:
                 await asyncio.wait_for(SCENARIOS[name](run), 40)
             except Exception as e:  # noqa: BLE001 - report, the test compares it
