@@ -464,6 +464,9 @@ async def s_range_filters(r: Run) -> None:
         "revision -5 (latest)": rpc.RangeRequest(key=r.k("a"), revision=-5),
         "sort mod, order NONE (means ascend)": rpc.RangeRequest(key=r.p, range_end=end,
                                                                 sort_target=mod),
+        "limit -1 (no limit)": rpc.RangeRequest(key=r.p, range_end=end, limit=-1),
+        "min_mod > max_mod (nothing)": rpc.RangeRequest(
+            key=r.p, range_end=end, min_mod_revision=base + 6, max_mod_revision=base + 2),
     }
     for label, req in requests.items():
         await r.step(label, c.kvstub.Range(req, timeout=10), raw_range)
@@ -500,7 +503,8 @@ async def s_lease_grants(r: Run) -> None:
     c = r.c
     for label, ttl, lid in [("ttl 0", 0, None), ("ttl -5", -5, None), ("ttl 1", 1, None),
                             ("negative explicit id -7", 30, -7),
-                            ("explicit id 1000", 30, 1000), ("explicit id 1000 again", 30, 1000)]:
+                            ("explicit id 1000", 30, 1000), ("explicit id 1000 again", 30, 1000),
+                            ("ttl 9e9 (the maximum)", 9_000_000_000, None)]:
         lease = await r.step(f"grant {label}", c.lease(ttl, lease_id=lid),
                              lambda x, lid=lid: {"ID": x.id, "TTL": x.ttl,
                                                  "explicit id honoured": lid is None
@@ -776,6 +780,14 @@ async def s_raw_txn(r: Run) -> None:
     await txn("empty RequestOp", success=[rpc.RequestOp()])
     await txn("empty compare key", compare=[rpc.Compare(
         key=b"", target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL, version=0)])
+    await txn("compare VERSION target with the value field set (union mismatch)",
+              compare=[rpc.Compare(key=r.k("k1"), target=rpc.Compare.VERSION,
+                                   result=rpc.Compare.EQUAL, value=b"x")],
+              success=[rng(key=r.k("k1"), keys_only=True)])
+    await txn("compare VALUE target with no value set (empty bytes)",
+              compare=[rpc.Compare(key=r.k("k1"), target=rpc.Compare.VALUE,
+                                   result=rpc.Compare.GREATER)],
+              success=[rng(key=r.k("k1"), keys_only=True)])
     await txn("compare LEASE == 0",
               compare=[rpc.Compare(key=r.k("k1"), target=rpc.Compare.LEASE,
                                    result=rpc.Compare.EQUAL, lease=0)],
