@@ -70,6 +70,22 @@ class Prestarted:
                 pair.close()
 
 
+# Closers of the session-wide compat servers: run as soon as the last compat test is
+# done, so that the servers don't keep running (and using CPU) through the rest of a
+# full ``make test`` session. The fixtures' own finalizers close them again (no-op).
+_CLOSE_AFTER_COMPAT: list[Callable[[], None]] = []
+
+
+def _is_compat(item: pytest.Item | None) -> bool:
+    return item is not None and "tests/compat/" in item.nodeid
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if _is_compat(item) and not _is_compat(nextitem):
+        while _CLOSE_AFTER_COMPAT:
+            _CLOSE_AFTER_COMPAT.pop()()
+
+
 def _uses(items: list[pytest.Item], fixture: str) -> int:
     return sum(1 for it in items if fixture in getattr(it, "fixturenames", ()))
 
@@ -80,6 +96,7 @@ def prestarted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     items = request.session.items
     pool = Prestarted(tmp_path_factory.mktemp("compat-pool"), etcd_bin, etcdctl_bin,
                       fresh=_uses(items, "fresh_pair"), aetcd=_uses(items, "aetcd_results") > 0)
+    _CLOSE_AFTER_COMPAT.append(pool.close)
     try:
         yield pool
     finally:
@@ -91,6 +108,7 @@ def compat_pair(tmp_path_factory: pytest.TempPathFactory, etcd_bin: str,
                 etcdctl_bin: str, prestarted: Prestarted) -> Iterator[Pair]:
     workdir = tmp_path_factory.mktemp("compat-shared")
     pair = open_pair(workdir, etcd_bin, etcdctl_bin, compat_target())
+    _CLOSE_AFTER_COMPAT.append(pair.close)
     try:
         yield pair
     finally:
