@@ -43,9 +43,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc
 import structlog
 
-from coord.api.proto import internal_pb2, raft_pb2
+from coord.api.proto import internal_pb2, raft_pb2, raft_pb2_grpc
 from coord.errors import (
     CoordError,
     LeaderChanged,
@@ -733,6 +734,31 @@ class RaftNode:
             return 0, True
 
     # ------------------------------------------------------------------ membership
+    async def discover_cluster(self) -> None:
+        """Joining (``--initial-cluster-state existing``, empty data dir): ask the other
+        members for the cluster id, and check that they added this member (by peer URL)."""
+        me = self.config.listen_peer
+        for name, peer in self.config.initial_cluster.items():
+            if name == self.config.name:
+                continue
+            try:
+                async with grpc.aio.insecure_channel(peer) as ch:
+                    stub: Any = raft_pb2_grpc.PeerStub(ch)
+                    resp = await stub.Join(raft_pb2.MemberJoinRequest(peer=me), timeout=3)
+            except grpc.aio.AioRpcError as err:
+                log.warning("raftnode.join_ask_failed", peer=peer, error=err.details())
+                continue
+            if not resp.found:
+                log.warning("raftnode.join_not_added", peer=peer,
+                            hint="run `etcdctl member add` for this member first")
+                continue
+            if resp.member_id != self.member_id:
+                log.warning("raftnode.join_id_mismatch", expected=f"{self.member_id:x}",
+                            got=f"{resp.member_id:x}")
+            self.cluster_id = resp.cluster_id
+            log.info("raftnode.join_discovered", cluster_id=f"{self.cluster_id:x}", via=peer)
+            return
+
     def lookup_peer(self, peer: str) -> tuple[int, int]:
         info = self.membership.by_peer(peer)
         return (info.id if info else 0), self.cluster_id

@@ -91,6 +91,8 @@ class CoordServer:
     async def start(self) -> None:
         """Recover from disk, then start serving. Raises StorageError on a damaged WAL."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.node.join and not (self.config.data_dir / "wal").exists():
+            await self.node.discover_cluster()
         self.node.recover()
         peer_server = grpc.aio.server(options=PEER_GRPC_OPTIONS)
         raft_pb2_grpc.add_PeerServicer_to_server(

@@ -101,6 +101,9 @@ async def _membership(c: CoordCluster, etcdctl_bin: str) -> None:
     c.spawn("n4", state="existing", initial_cluster=c.initial_cluster)
     c.wait_listening("n4")
     await c.wait_caught_up(timeout=30)
+    st4, st1 = await c.status("n4"), await c.status("n1")
+    assert st4 is not None and st1 is not None
+    assert st4.header.cluster_id == st1.header.cluster_id
     n4_id = c.ids()["n4"]
 
     async def promoted() -> bool:
