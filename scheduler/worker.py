@@ -46,6 +46,7 @@ from coord.client import (
     CompactedError,
     Compare,
     KeepAlive,
+    LeaseNotFoundError,
     WatchBatch,
     delete,
 )
@@ -63,6 +64,10 @@ log = structlog.get_logger("scheduler.worker")
 VERSION = "0.1.0"
 MANUAL_SUFFIX = "-manual"
 """Occurrences started by `raftcron jobs trigger` are ``<UTC instant>-manual-<4 hex>``."""
+RUNNING_MARK_DELAY = 0.25
+"""Seconds a run may take before its record is updated from `claimed` to `running`."""
+PRUNE_EVERY = 10
+"""Prune a job's run history on every PRUNE_EVERY-th finish (not on every one)."""
 PRUNE_MARGIN = 120.0
 """Seconds past ``starting_deadline`` before a run record may be pruned: a skewed or slow
 worker can still try to claim an occurrence that late, and the record is what stops it."""
@@ -115,6 +120,7 @@ class Worker:
         self.session: KeepAlive | None = None
         self.store: ClaimStore | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._finished: dict[str, int] = {}
         self._stopping = False
         self.ready = asyncio.Event()
         """Set once the worker is registered and has loaded the jobs (tests wait on it)."""
@@ -401,6 +407,13 @@ class Worker:
                     return claim
                 rec, kv = await store.get_run_kv(spec.name, occ)
                 holder = await self._holder(spec.name) if rec is None else None
+            except LeaseNotFoundError:
+                # Our session lease is gone on the server: nothing can be claimed on it.
+                # Declare the session lost now (the deadman re-registers) and retry on the
+                # new one instead of waiting for the keepalive to notice.
+                self._session_gone(store.me.lease)
+                await asyncio.sleep(0.1)
+                continue
             except ClientError as err:
                 # The outcome is unknown (the store may be electing a leader): try again
                 # while the deadline allows; a claim that did land is adopted below.
@@ -535,13 +548,21 @@ class Worker:
                                   finished_at=time.time(), note=str(err))
                 return
             bound.info("run.started", attempt=attempt, pid=proc.pid)
-            if not mark_first and not await self._write(
-                    claim, store.update, status="running", started_at=time.time(),
-                    attempt=attempt):
-                # Someone declared this run lost meanwhile: it is not ours to run any more.
-                proc.kill("fenced out: the run was declared lost")
-                run.kill_reason = "fenced out"
-            result = await proc.wait()
+            started_at = time.time()
+            result = None
+            if not mark_first:
+                # Most runs are short: mark `running` only if the process is still going
+                # after RUNNING_MARK_DELAY, so a quick run costs two writes (claim, finish).
+                with contextlib.suppress(TimeoutError):
+                    result = await asyncio.wait_for(proc.wait(), RUNNING_MARK_DELAY)
+                if result is None and not await self._write(
+                        claim, store.update, status="running", started_at=started_at,
+                        attempt=attempt):
+                    # Someone declared this run lost meanwhile: it is not ours any more.
+                    proc.kill("fenced out: the run was declared lost")
+                    run.kill_reason = "fenced out"
+            if result is None:
+                result = await proc.wait()
             status = _status(result, run.kill_reason)
             bound.info("run.finished", attempt=attempt, status=status,
                        exit_code=result.exit_code, duration=round(result.duration, 3))
@@ -549,10 +570,13 @@ class Worker:
                      and run.kill_reason is None and not self._stopping)
             fields = dict(exit_code=result.exit_code, signal=result.signal,
                           output_tail=result.output_tail, finished_at=time.time(),
+                          started_at=started_at,
                           note=run.kill_reason or result.kill_reason or "")
             if not retry:
                 if await self._write(claim, store.finish, status=status, **fields):
-                    await self._prune(spec)
+                    self._finished[spec.name] = self._finished.get(spec.name, 0) + 1
+                    if self._finished[spec.name] % PRUNE_EVERY == 1:
+                        await self._prune(spec)
                 else:
                     bound.warning("run.fenced_out", stage="finish")
                     with contextlib.suppress(ClientError):
@@ -567,6 +591,12 @@ class Worker:
             bound.info("run.retrying", attempt=attempt, delay=delay)
             await asyncio.sleep(delay)
             attempt += 1
+
+    def _session_gone(self, lease: int) -> None:
+        """The store says ``lease`` does not exist: if it is our session, it is lost."""
+        if self.session is not None and self.session.lease_id == lease:
+            log.warning("worker.session_gone", lease=f"{lease:x}")
+            self.session.lost.set()
 
     def _session_is(self, lease: int) -> bool:
         """True while ``lease`` is this worker's live, unexpired session."""

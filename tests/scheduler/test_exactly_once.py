@@ -38,7 +38,7 @@ from tests.helpers.procs import REPO, Proc, ProcessGroup, free_port, start_etcd_
 JOBS = 30
 DURATION = 60.0
 KILL_EVERY = 12.0
-SESSION_TTL = 4
+SESSION_TTL = 6
 
 
 def job_file(path: Path, out: Path) -> None:
@@ -113,7 +113,8 @@ def agent_fleet(procs: ProcessGroup) -> Fleet:
             "--listen-client", f"127.0.0.1:{cports[n]}", "--listen-peer",
             f"127.0.0.1:{pports[n]}", "--initial-cluster", initial,
             "--session-ttl", str(SESSION_TTL), "--log-dir", str(procs.workdir / "logs" / n)),
-            cports[n], env={"PYTHONPATH": str(REPO), "WORKER_NAME": n})
+            cports[n], env={"PYTHONPATH": str(REPO), "WORKER_NAME": n,
+                            "RAFTCRON_LOG_LEVEL": "debug"})
         return p
 
     def victim(k: int) -> str:
