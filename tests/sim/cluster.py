@@ -118,6 +118,7 @@ class Cluster:
         self.cp_rng = sub_rng(opts.seed, "crashpoints")
         self.disk_rng = sub_rng(opts.seed, "disk")
         self.tick_rng = sub_rng(opts.seed, "ticks")
+        self.lat_rng = sub_rng(opts.seed, "disk.latency")
         skew_rng = sub_rng(opts.seed, "skew")
         self.tick_period = {
             i: max(1, round(opts.tick_ms * (1 + skew_rng.uniform(-opts.tick_skew, opts.tick_skew))))
@@ -150,6 +151,7 @@ class Cluster:
             max_size_per_msg=o.max_size_per_msg,
             max_inflight_msgs=o.max_inflight,
             max_inflight_bytes=o.max_inflight_bytes,
+            max_committed_size_per_ready=o.max_committed_size_per_ready,
             check_quorum=o.check_quorum,
             pre_vote=o.pre_vote,
             read_only=ReadOnlyOption.LEASE_BASED
@@ -336,13 +338,33 @@ class Cluster:
 
     # -- the Ready driver --------------------------------------------------------------
     def drive(self, n: SimNode) -> None:
+        """Handle ``n``'s Readys until it has none. With ``disk_latency`` the Ready stays
+        outstanding for a few virtual ms while its writes are "in flight": its
+        ``messages`` leave at once (allowed before persisting), the node keeps stepping
+        messages, ticks and proposals, and the rest of the Ready is handled later."""
         while n.raw is not None and n.raw.has_ready():
-            try:
-                self._handle_ready(n, n.raw)
-            except NodeCrashed as e:
-                self.stats["crash_points"] += 1
-                self.crash(n.id, f"crash point {e}")
+            raw = n.raw
+            rd = raw.ready()
+            self.stats["readys"] += 1
+            if self.trace.on:
+                self.trace.log(f"n{n.id} ready")
+                self.trace.lines.extend(describe_ready(rd, " " * 10))
+            if self.opts.disk_latency:
+                early = "ack_before_fsync" not in self.opts.sim_bugs
+                if early:
+                    self._send(rd.messages)
+                delay = 1 + self.lat_rng.randrange(self.opts.disk_latency)
+                self.loop.after(delay, self._finish_ready, n.id, n.incarnation, rd, early)
                 return
+            if not self._handle_ready(n, raw, rd, messages_sent=False):
+                return
+
+    def _finish_ready(self, nid: int, incarnation: int, rd: Ready, messages_sent: bool) -> None:
+        n = self.nodes[nid]
+        if n.raw is None or n.incarnation != incarnation:
+            return  # crashed meanwhile: the Ready is gone with the process
+        if self._handle_ready(n, n.raw, rd, messages_sent=messages_sent):
+            self.drive(n)
 
     def _cp(self, name: str) -> None:
         o = self.opts
@@ -354,16 +376,22 @@ class Cluster:
             if m.to in self.nodes and self.nodes[m.to].created:
                 self.net.send(m)
 
-    def _handle_ready(self, n: SimNode, raw: RawNode) -> None:
-        rd = raw.ready()
-        self.stats["readys"] += 1
-        if self.trace.on:
-            self.trace.log(f"n{n.id} ready")
-            self.trace.lines.extend(describe_ready(rd, " " * 10))
+    def _handle_ready(self, n: SimNode, raw: RawNode, rd: Ready, *, messages_sent: bool) -> bool:
+        """Steps 1-4 for one Ready; False if a crash point fired (the node is down)."""
+        try:
+            self._handle_ready_steps(n, raw, rd, messages_sent)
+        except NodeCrashed as e:
+            self.stats["crash_points"] += 1
+            self.crash(n.id, f"crash point {e}")
+            return False
+        return True
+
+    def _handle_ready_steps(self, n: SimNode, raw: RawNode, rd: Ready, messages_sent: bool) -> None:
         bugs = self.opts.sim_bugs
         self._cp("before_persist")
         if "ack_before_fsync" in bugs:
-            self._send(rd.messages)
+            if not messages_sent:
+                self._send(rd.messages)
             self._send_after_persist(n, rd)
             self._cp("after_send")
         # 1. persist
@@ -404,7 +432,8 @@ class Cluster:
         self._cp("after_persist")
         # 2. send
         if "ack_before_fsync" not in bugs:
-            self._send(rd.messages)
+            if not messages_sent:
+                self._send(rd.messages)
             self._send_after_persist(n, rd)
             self._cp("after_send")
         # 3. apply

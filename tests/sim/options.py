@@ -53,7 +53,9 @@ class SimOptions:
     max_size_per_msg: int = 1 << 20
     max_inflight: int = 256
     max_inflight_bytes: int = 0
+    max_committed_size_per_ready: int = 1 << 22
     batch_ms: int = 0  # proposals wait up to this long at a node, then one propose_many
+    disk_latency: int = 0  # a Ready stays outstanding 1..this ms (steps go on meanwhile)
     loss: float = 0.0
     dup: float = 0.0
     min_delay: int = 1
@@ -230,7 +232,8 @@ def _swarm(seed: int, r: random.Random) -> SimOptions:
 def _clock(r: random.Random, maybe: Callable[[float], bool]) -> dict[str, Any]:
     """Knobs added later: clock skew between nodes, or (only without skew: leases assume
     bounded drift) lease-based ReadIndex; voter demotions; batched proposals
-    (``propose_many``); a byte bound on in-flight replication."""
+    (``propose_many``); a byte bound on in-flight replication; a Ready outstanding while
+    the node keeps stepping (disk latency); small committed batches per Ready."""
     skew = r.choice((0.0, 0.0, 0.1, 0.3))
     lease = maybe(0.3) if skew == 0.0 else False
     demotions = r.choice((0, 0, 0, 1, 2))
@@ -240,4 +243,6 @@ def _clock(r: random.Random, maybe: Callable[[float], bool]) -> dict[str, Any]:
         "demotions": demotions,
         "batch_ms": r.choice((0, 0, 2, 10)),
         "max_inflight_bytes": r.choice((0, 0, 0, 300)),
+        "disk_latency": r.choice((0, 0, 2, 8)),
+        "max_committed_size_per_ready": r.choice((1 << 22, 1 << 22, 100)),
     }
