@@ -363,6 +363,7 @@ class Cluster:
         n = self.nodes[nid]
         if n.raw is None or n.incarnation != incarnation:
             return  # crashed meanwhile: the Ready is gone with the process
+        self.trace.log(f"n{nid} ready written: persist, send, apply, advance")
         if self._handle_ready(n, n.raw, rd, messages_sent=messages_sent):
             self.drive(n)
 
