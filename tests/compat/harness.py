@@ -18,7 +18,8 @@ Normalisation (see :class:`Normalizer`) rewrites ONLY:
   1 to 3 s below the granted TTL, as etcd truncates the time left);
 * the server's own client and peer ports, and client-side uuids in clientv3 logs;
 * the padding of ``-w table`` cells (widths follow the lengths of ids and ports);
-* the order of a lease's attached keys (a Go map in etcd: random order);
+* the order of a lease's attached keys (a Go map in etcd: random order), and of the
+  members in ``member add``'s ETCD_INITIAL_CLUSTER (member-id order; ids are random);
 * ``dbSize``/``dbSizeInUse`` and ``raftIndex``/``raftAppliedIndex`` of
   ``endpoint status`` (storage-engine and raft-log details; only their presence and
   sign are kept).
@@ -304,6 +305,9 @@ SIZE_KEYS = {"dbsize", "dbsizeinuse"}
 INDEX_KEYS = {"raftindex", "raftappliedindex"}
 
 _HEX16 = re.compile(r"\b[0-9a-f]{16}\b")
+_MEMBER_X = re.compile(r"(^Member +|^|^\| +)([0-9a-f]{1,16})"
+                       r"(?=(?: (?:added|removed|updated|promoted)"
+                       r"|, (?:un)?started,| +\| (?:un)?started))", re.M)
 _FIELDS_LINE = re.compile(r'^"(\w+)" : (-?\d+)$', re.M)
 _UUID = re.compile(r"client-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TS = re.compile(r'"ts":"[^"]*"')
@@ -428,9 +432,20 @@ class Normalizer:
             line = re.sub(r"-{2,}", "--", re.sub(r" {2,}", " ", line))
         line = _ATTACHED.sub(lambda m: "attached keys([" + " ".join(sorted(m.group(1).split()))
                              + "])", line)
+        if line.startswith('ETCD_INITIAL_CLUSTER="'):
+            # "member add" prints the members in member-id order (ids are random)
+            inner = line[len('ETCD_INITIAL_CLUSTER="'):].rstrip('"')
+            line = 'ETCD_INITIAL_CLUSTER="' + ",".join(sorted(inner.split(","))) + '"'
+        if line.startswith("Member "):
+            # "Member %16x added to cluster %16x": space padding follows the id lengths
+            line = re.sub(r" {2,}", " ", line)
         if srv.member_id:
             # member list prints the member id with %x (no zero padding)
             line = re.sub(rf"\b{srv.member_id:x}\b", "<member>", line)
+        if srv.cluster_id:
+            line = re.sub(rf"\b{srv.cluster_id:x}\b", "<cluster>", line)
+        # other members' ids printed with %x: "Member <id> added ...", "<id>, unstarted, ..."
+        line = _MEMBER_X.sub(lambda m: m.group(1) + str(self.ident(int(m.group(2), 16))), line)
         for name, (_, _, mid) in srv.others.items():
             line = re.sub(rf"\b{mid:x}\b", f"<member-{name}>", line)
         line = _HEX16.sub(lambda m: str(self.ident(int(m.group(0), 16))), line)

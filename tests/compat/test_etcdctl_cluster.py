@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.compat.harness import Pair
+from tests.compat.harness import Pair, Side, Var
+from tests.helpers.procs import free_port
 
 pytestmark = pytest.mark.etcd
 
@@ -45,3 +48,44 @@ def test_fresh_store_absolute_revisions_and_from_key(fresh_pair: Pair) -> None:
         c.ctl("del", "", "--from-key")
         c.ctl("get", "", "--from-key", "-w", "json")
         c.ctl("endpoint", "status", "-w", "json")
+
+
+def sorted_rows(side: Side, args: list, title_args: list | None = None) -> None:
+    """Run and record with the member rows sorted: member list is ordered by member id,
+    and a new member's id is random, so its place relative to n1 is too."""
+    r = side.ctl(args, record=False)
+    text = r.stdout.decode()
+    if text.lstrip().startswith("{"):
+        doc = json.loads(text)
+        norm = side.norm
+        doc["members"] = sorted(doc.get("members", []),
+                                key=lambda m: json.dumps(norm.tree(m), sort_keys=True))
+        text = json.dumps(doc) + "\n"
+    else:
+        lines = text.split("\n")
+        rows = [i for i, ln in enumerate(lines) if ", started," in ln or ", unstarted," in ln]
+        for i, row in zip(rows, sorted((lines[i] for i in rows), key=side.norm.text),
+                          strict=True):
+            lines[i] = row
+        text = "\n".join(lines)
+    r.stdout = text.encode()
+    side.record_result("etcdctl " + Side.show_args(title_args or args), r)
+
+
+def test_member_learner_add_update_remove_fresh(fresh_pair: Pair) -> None:
+    """Membership on a single member: a learner can be added (it doesn't count for
+    quorum), not promoted while it is not running, updated and removed."""
+    peer1, peer2 = free_port(), free_port()  # never bound: the learner never starts
+    with fresh_pair.case("learner") as c:
+        r = c.ctl("member", "add", "n9", "--learner", f"--peer-urls=http://127.0.0.1:{peer1}")
+        c.capture(r, r"Member ([0-9a-f]+) added", "L")
+        c.each(lambda side: sorted_rows(side, ["member", "list"]))
+        c.each(lambda side: sorted_rows(side, ["member", "list", "-w", "json"]))
+        c.ctl("member", "promote", Var("L"))
+        c.ctl("member", "update", Var("L"), f"--peer-urls=http://127.0.0.1:{peer2}")
+        c.each(lambda side: sorted_rows(side, ["member", "list", "-w", "json"]))
+        c.ctl("member", "remove", Var("L"))
+        c.ctl("member", "remove", Var("L"))  # again: not found
+        c.ctl("member", "remove", "1234")
+        c.ctl("member", "list")
+        c.ctl("put", "still", "writable")

@@ -138,3 +138,11 @@ def test_table_padding_only() -> None:
     b = norm("+----------+---------+\n|     63 | started |")
     assert a == b
     assert a != norm("+------+---------+\n|   63 | unstarted |")
+
+
+def test_member_ids_in_text() -> None:
+    n = Normalizer(fake_server(cluster=0xabc, member=0x63), 0)
+    assert (n.text("Member  5ace60d54150683 added to cluster              abc")
+            == "Member <id1> added to cluster <cluster>")
+    assert n.text("5ace60d54150683, unstarted, , http://x, , true").startswith("<id1>, ")
+    assert n.text("Member 5ace60d541506837 removed from cluster abc").startswith("Member <id2>")
