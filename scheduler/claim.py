@@ -134,9 +134,10 @@ class ClaimStore:
         self.me = me
         self.txns = 0
         """Claim txns sent (for the claims-per-occurrence figure)."""
-        self.attempted: dict[tuple[str, str], str] = {}
-        """(job, occurrence) → run_id of this worker's latest claim attempt, so a claim whose
-        answer was lost can be recognised (and only that one) when read back."""
+        self.attempted: dict[tuple[str, str], set[str]] = {}
+        """(job, occurrence) → run ids of this worker's claim attempts, so a claim whose
+        answer was lost can be recognised (and only ours) when read back. The caller drops
+        an entry (``forget``) once it is done with the occurrence."""
 
     def _new_record(self, job: str, occurrence: str, attempt: int,
                     spec_revision: int) -> RunRecord:
@@ -154,7 +155,7 @@ class ClaimStore:
                     spec_revision: int = 0) -> Claim | None:
         """Try to claim (job, occurrence). ``None``: someone else has it (or the job is busy)."""
         rec = self._new_record(job, occurrence, 1, spec_revision)
-        self.attempted[(job, occurrence)] = rec.run_id
+        self.attempted.setdefault((job, occurrence), set()).add(rec.run_id)
         rk, lk = run_key(job, occurrence), lock_key(job)
         lock_put = put(lk, self._holder(rec).encode(), lease=self.me.lease)
         if exclusive:
@@ -177,7 +178,7 @@ class ClaimStore:
                        seen_revision: int, spec_revision: int = 0) -> Claim | None:
         """Claim again a run that was lost before it started (``on_lost: rerun``)."""
         rec = self._new_record(job, occurrence, lost.attempt + 1, spec_revision)
-        self.attempted[(job, occurrence)] = rec.run_id
+        self.attempted.setdefault((job, occurrence), set()).add(rec.run_id)
         rk, lk = run_key(job, occurrence), lock_key(job)
         self.txns += 1
         res = await self.client.txn(
@@ -194,11 +195,14 @@ class ClaimStore:
         and a takeover both create the lock in the txn that wrote the record, so the lock's
         token is the record's mod revision."""
         key = (rec.job, rec.occurrence)
-        if rec.status != "claimed" or self.attempted.get(key) != rec.run_id:
+        if rec.status != "claimed" or rec.run_id not in self.attempted.get(key, ()):
             return None
         rec.fencing_token = kv.mod_revision
         return Claim(rec.job, rec.occurrence, kv.mod_revision, kv.mod_revision, rec,
                      exclusive, self.me.lease)
+
+    def forget(self, job: str, occurrence: str) -> None:
+        self.attempted.pop((job, occurrence), None)
 
     async def update(self, claim: Claim, **changes: Any) -> bool:
         """Write new fields of the run record, fenced. False: the run is no longer ours."""

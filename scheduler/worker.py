@@ -202,10 +202,12 @@ class Worker:
                 log.warning("worker.session_failed", error=str(err))
                 await asyncio.sleep(1.0)
         self.session = self.client.keep_alive(grant.id, grant.ttl, granted_at)
-        previous = self.store.txns if self.store is not None else 0
+        previous = self.store
         self.store = ClaimStore(self.client, Identity(self.config.name, grant.id,
                                                       host=self.config.host))
-        self.store.txns = previous  # the count spans sessions
+        if previous is not None:  # the claim count and the attempts span sessions
+            self.store.txns = previous.txns
+            self.store.attempted = previous.attempted
         log.info("worker.registered", worker=self.config.name, lease=f"{grant.id:x}",
                  ttl=grant.ttl)
 
@@ -389,6 +391,13 @@ class Worker:
             await self._execute(entry, claim)
 
     async def _claim(self, entry: JobEntry, occ: str, instant: datetime) -> Claim | None:
+        try:
+            return await self._claim_loop(entry, occ, instant)
+        finally:
+            if self.store is not None:
+                self.store.forget(entry.spec.name, occ)
+
+    async def _claim_loop(self, entry: JobEntry, occ: str, instant: datetime) -> Claim | None:
         spec = entry.spec
         exclusive = spec.concurrency != "allow"
         uncertain = False
@@ -725,6 +734,7 @@ class Worker:
             with contextlib.suppress(ClientError):
                 rec, kv = await store.get_run_kv(job, occ)
             claim = store.adopt(rec, kv, True) if rec is not None and kv is not None else None
+        store.forget(job, occ)
         if claim is not None:
             log.info("run.rerun", job=job, occurrence=occ)
             await self._execute(entry, claim)
@@ -737,6 +747,8 @@ class Worker:
         interval = self.config.sweep_interval
         while True:
             await asyncio.sleep(interval)
+            with contextlib.suppress(ClientError):
+                await self._release_orphans()
             period = str(int(time.time() // interval))
             live = sorted(set(self.workers) | {self.config.name})
             if rank("sweep", period, live)[0] != self.config.name:
@@ -746,6 +758,41 @@ class Worker:
                     await self._sweep_job(entry)
                 except ClientError as err:
                     log.debug("sweep.failed", job=entry.spec.name, error=str(err))
+
+    async def _release_orphans(self) -> None:
+        """Free locks held on this worker's session for runs it is not running (a claim
+        whose answer was lost and never adopted): otherwise they would block the job for
+        as long as this worker lives."""
+        store = self.store
+        if store is None:
+            return
+        r = await self.client.get(keys.LOCKS, prefix=True)
+        for kv in r.kvs:
+            if kv.lease != store.me.lease:
+                continue
+            try:
+                holder = LockHolder.decode(kv.value)
+            except (ValueError, TypeError):
+                continue
+            job = keys.name_from(kv.key, keys.LOCKS)
+            if (job, holder.occurrence) in self.running:
+                continue
+            # Re-check after a moment: a claim may be between its txn and _execute.
+            await asyncio.sleep(1.0)
+            if (job, holder.occurrence) in self.running:
+                continue
+            rec, rkv = await store.get_run_kv(job, holder.occurrence)
+            if rec is not None and rkv is not None and rec.run_id == holder.run_id and (
+                    rec.status == "claimed"):
+                rec.fencing_token = kv.create_revision
+                claim = Claim(job, holder.occurrence, kv.create_revision, rkv.mod_revision,
+                              rec, True, store.me.lease)
+                await self._abandon(claim, "orphaned claim (its answer was lost)")
+            else:
+                res = await self.client.txn([Compare.create(kv.key) == kv.create_revision],
+                                            [delete(kv.key)], [])
+                if res.succeeded:
+                    log.warning("lock.orphan_released", job=job, occurrence=holder.occurrence)
 
     async def _sweep_job(self, entry: JobEntry) -> None:
         r = await self.client.get(keys.runs_prefix(entry.spec.name), prefix=True)
