@@ -89,3 +89,20 @@ def test_member_learner_add_update_remove_fresh(fresh_pair: Pair) -> None:
         c.ctl("member", "remove", "1234")
         c.ctl("member", "list")
         c.ctl("put", "still", "writable")
+
+
+def test_member_reconfiguration_errors_fresh(fresh_pair: Pair) -> None:
+    """Refused reconfigurations leave a single member serving."""
+    with fresh_pair.case("reconfig-errors") as c:
+        r = c.ctl("member", "list")
+        c.capture(r, r"^([0-9a-f]+),", "self")
+
+        def add_dup(side: Side) -> None:  # n1's own peer URL
+            r = side.ctl(["member", "add", "dup", "--learner",
+                          f"--peer-urls=http://127.0.0.1:{side.server.peer_port}"], record=False)
+            side.record_result("etcdctl member add dup --learner --peer-urls=<n1's peer URL>", r)
+
+        c.each(add_dup)
+        c.ctl("member", "remove", Var("self"))  # the last voter
+        c.ctl("member", "list")
+        c.ctl("put", "still", "writable")
