@@ -32,7 +32,8 @@ class Prestarted:
     def __init__(self, basedir: Path, etcd_bin: str, etcdctl_bin: str, fresh: int,
                  aetcd: bool) -> None:
         self.basedir, self.etcd_bin, self.etcdctl_bin = basedir, etcd_bin, etcdctl_bin
-        self.ex = ThreadPoolExecutor(max(1, fresh + int(aetcd)))
+        # at most 3 background starts at once: each coord start is a CPU-heavy import
+        self.ex = ThreadPoolExecutor(max(1, min(3, fresh + int(aetcd))))
         self.lock = threading.Lock()
         self.opened: list[Pair] = []
         self.n = 0
