@@ -103,6 +103,8 @@ def test_member_reconfiguration_errors_fresh(fresh_pair: Pair) -> None:
             side.record_result("etcdctl member add dup --learner --peer-urls=<n1's peer URL>", r)
 
         c.each(add_dup)
+        c.ctl("member", "promote", Var("self"))  # not a learner
+        c.ctl("member", "promote", "1234")  # no such member
         c.ctl("member", "remove", Var("self"))  # the last voter
         c.ctl("member", "list")
         c.ctl("put", "still", "writable")
