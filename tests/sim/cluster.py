@@ -12,6 +12,11 @@ one the touched node's Readys are handled, one at a time, as docs/raft-api.md pr
    answer the clients whose proposals this node made, serve ReadIndex reads;
 4. ``advance()``; then maybe take a snapshot of the state machine and compact the log.
 
+With ``disk_latency`` a Ready stays outstanding for a few virtual ms (its ``messages``
+leave at once): meanwhile the node keeps stepping messages, ticks and proposals, as a
+server with asynchronous writes does. With ``batch_ms`` a node gathers proposals and
+hands them over with one ``propose_many``.
+
 Named crash points (:data:`~tests.sim.options.CRASH_POINTS`) sit between those steps; a
 seed enables some of them, each then fires with a small probability. A crash drops the
 node's volatile disk writes (or keeps a torn prefix), its pending client calls and its
