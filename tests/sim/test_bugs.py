@@ -49,3 +49,22 @@ def test_core_bug_is_caught(bug: str, bound: int, expect: str) -> None:
     res = first_violation(bound, bugs=frozenset({bug}))
     assert res is not None, f"{bug}: no violation in {bound} seeds"
     assert expect in res.failure, res.report(trace_lines=0)
+
+
+def test_both_checkers_catch_stale_reads_in_simulated_histories() -> None:
+    """Cross-check on real simulator histories: the revision check and WGL (which ignores
+    revisions) each reject the history of a run that serves reads locally."""
+    from tests.helpers.linearizability import check_revisions, check_wgl
+    from tests.sim.kv import INITIAL_REVISION
+
+    caught = 0
+    for seed in range(40):
+        res = run_seed(seed, sim_bugs=frozenset({"stale_local_read"}))
+        if not res.failure.startswith("not linearizable"):
+            continue
+        assert check_revisions(res.history, initial_revision=INITIAL_REVISION).ok is False
+        if check_wgl(res.history).ok is False:
+            caught += 1
+        if caught >= 3:
+            return
+    raise AssertionError(f"WGL rejected only {caught} stale-read histories in 40 seeds")
