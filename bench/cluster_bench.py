@@ -1,7 +1,8 @@
 """A 3-member coord cluster against a 3-member real etcd, side by side, in one run.
 
 1. Throughput: put, linearizable get and lock txn at 64 clients through the leader's client
-   port (the same load generator as ``bench.kv_bench``: ``bench.loadgen``), with ratios.
+   port (the same load generator as ``bench.kv_bench``: ``bench.loadgen``), with ratios;
+   both clusters run at once and the runs alternate etcd/coord (median of ``--reps``).
 2. Leader failover: kill -9 the leader, then time until the first successful write through
    another member (a client retrying a put every 10 ms, 0.5 s deadline per attempt);
    median of ``--rounds`` (default 5) fresh clusters of each kind.
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=3, help="interleaved runs per workload")
     ap.add_argument("--markdown", type=Path, default=None,
                     help="also write the result table to this file")
     args = ap.parse_args(argv)
@@ -122,19 +124,32 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, str], Result] = {}
     windows: dict[str, list[float]] = {"etcd": [], "coord": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for which, start in starters.items():
-            with process_group(Path(tmp) / f"{which}-load") as group:
-                group.workdir.mkdir(parents=True, exist_ok=True)
-                members = start(group)
-                lead = members[_leader(members)].endpoint
-                for workload in WORKLOADS:
-                    r = run(lead, workload, CLIENTS, args.seconds)
-                    results[(which, workload)] = r
-                    sys.stdout.write(f"{which:5} {workload:4} c={CLIENTS} {r.ops_per_s:8.0f} "
-                                     f"ops/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:7.2f} ms  "
-                                     f"errors {r.errors}\n")
-                    sys.stdout.flush()
-                _kill_all(group)
+        # Both clusters up at once and the runs interleaved (etcd, coord, etcd, coord...):
+        # this machine's background load drifts, and a sequential A-then-B would charge
+        # the drift to one side. Each cell is the median of --reps runs.
+        groups = {w: ProcessGroup(Path(tmp) / f"{w}-load") for w in starters}
+        try:
+            leads: dict[str, str] = {}
+            for which, start in starters.items():
+                groups[which].workdir.mkdir(parents=True, exist_ok=True)
+                members = start(groups[which])
+                leads[which] = members[_leader(members)].endpoint
+            for workload in WORKLOADS:
+                runs: dict[str, list[Result]] = {w: [] for w in starters}
+                for _ in range(args.reps):
+                    for which in starters:
+                        r = run(leads[which], workload, CLIENTS, args.seconds)
+                        runs[which].append(r)
+                        sys.stdout.write(f"{which:5} {workload:4} c={CLIENTS} "
+                                         f"{r.ops_per_s:8.0f} ops/s  p50 {r.p50_ms:6.2f} ms  "
+                                         f"p99 {r.p99_ms:7.2f} ms  errors {r.errors}\n")
+                        sys.stdout.flush()
+                for which in starters:
+                    ordered = sorted(runs[which], key=lambda r: r.ops_per_s)
+                    results[(which, workload)] = ordered[len(ordered) // 2]
+        finally:
+            for g in groups.values():
+                g.close()
         for i in range(args.rounds):
             for which, start in starters.items():
                 with process_group(Path(tmp) / f"{which}-failover-{i}") as group:
