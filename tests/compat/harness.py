@@ -149,6 +149,11 @@ def _peer_port(argv: Sequence[str]) -> int:
     raise ValueError(f"no peer flag in {argv}")
 
 
+def wait_ready(server: Server) -> None:
+    """Wait until ``server`` serves reads (after a start or a restart)."""
+    _wait_ready(server)
+
+
 def _wait_ready(server: Server) -> None:
     def ok() -> bool:
         if not server.proc.alive():
@@ -497,6 +502,7 @@ class Side:
     group: ProcessGroup
     vars: dict[str, str] = field(default_factory=dict)
     transcript: list[str] = field(default_factory=list)
+    server_group: ProcessGroup | None = None  # the group the server runs in (restarts)
 
     def resolve(self, args: Sequence[Arg]) -> list[str]:
         out = []
