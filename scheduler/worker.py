@@ -439,6 +439,9 @@ class Worker:
                           by=rec.worker, status=rec.status)
                 return None  # another worker has this occurrence
             # The job is busy with an earlier run (forbid/replace): wait for its lock.
+            log.debug("occ.lock_busy", job=spec.name, occurrence=occ,
+                      holder=holder.occurrence if holder else None,
+                      holder_worker=holder.worker if holder else None)
             if spec.concurrency == "replace" and holder is not None:
                 with contextlib.suppress(ClientError):
                     await self._request_kill(spec.name, occurrence=holder.occurrence,
