@@ -267,6 +267,39 @@ def test_lock_holder_killed_lease_expires(compat) -> None:
         c.each(run)
 
 
+def test_lock_fifo_queue_of_three(compat) -> None:
+    """Waiters get the lock in the order they queued (by create revision)."""
+    with compat() as c:
+        name = c.p + "L"
+        c.id_after(name)
+
+        def run(side: Side) -> None:
+            holders = []
+            for i in range(3):
+                h = side.spawn(f"h{i}", ["lock", name])
+                holders.append(h)
+                if i == 0:
+                    side.transcript.append(f"# h0 acquired: {h.wait_lines(1)}")
+                else:
+                    try:
+                        wait_until(lambda n=i + 1: lock_holders(side, name) >= n, 8,
+                                   f"h{i} queued")
+                        queued = True
+                    except TimeoutError:
+                        queued = False
+                    side.transcript.append(f"# h{i} queued: {queued}")
+            for i in range(3):
+                waiting = [f"h{j}:{holders[j].stdout() == ''}" for j in range(i + 1, 3)]
+                side.transcript.append(f"# h{i} holds; still waiting: {' '.join(waiting)}")
+                holders[i].record(holders[i].stop(signal.SIGINT))
+                if i + 1 < 3:
+                    side.transcript.append(
+                        f"# h{i + 1} acquired: {holders[i + 1].wait_lines(1, 8)}")
+            side.ctl(["get", name, "--prefix", "-w", "json"])
+
+        c.each(run)
+
+
 def test_lock_exec_command(compat) -> None:
     with compat() as c:
         c.id_after(c.p + "L")
@@ -322,6 +355,8 @@ def test_elect_failover_to_second_candidate(compat) -> None:
         def run(side: Side) -> None:
             first = side.spawn("first", ["elect", name, "p1"])
             side.transcript.append(f"# first elected: {first.wait_lines(2)}")
+            observer = side.spawn("observer", ["elect", "-l", name])
+            side.transcript.append(f"# observer saw p1: {observer.wait_lines(2)}")
             second = side.spawn("second", ["elect", name, "p2"])
             try:
                 wait_until(lambda: lock_holders(side, name) >= 2, 8, "second candidate's key")
@@ -332,6 +367,8 @@ def test_elect_failover_to_second_candidate(compat) -> None:
             side.transcript.append(f"# second not yet leader: {second.stdout() == ''}")
             first.record(first.stop(signal.SIGINT))
             side.transcript.append(f"# second elected: {second.wait_lines(2, 8)}")
+            side.transcript.append(f"# observer saw p2: {observer.wait_lines(4, 8)}")
+            observer.record(observer.stop(signal.SIGINT))
             side.ctl(["get", name, "--prefix"])
             second.record(second.stop(signal.SIGINT))
             side.ctl(["get", name, "--prefix", "-w", "json"])
