@@ -4,6 +4,7 @@ protos must not be loaded into the test process)."""
 SCENARIOS = [
     "put_get",
     "read_your_writes",
+    "concurrency",
     "prefix_range",
     "range_filters",
     "delete",
