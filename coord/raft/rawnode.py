@@ -153,8 +153,9 @@ class RawNode:
         try:
             self.raft.step(msg)
         except ProposalDropped:
-            if msg.frm == self.raft.id:
-                raise
+            # Even a proposal that originated here can come back over the network (bounced
+            # by a peer that lost leadership); the driver's own proposals use propose().
+            return
 
     def report_unreachable(self, node_id: int) -> None:
         """The transport failed to deliver a message to ``node_id``."""

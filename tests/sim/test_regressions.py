@@ -18,7 +18,6 @@ from coord.raft import (
     EntryType,
     Message,
     MessageType,
-    ProposalDropped,
 )
 from tests.sim.cluster import Cluster
 from tests.sim.eventloop import EventLoop
@@ -71,15 +70,11 @@ def test_f1_one_lost_append_does_not_stall_a_follower() -> None:
 
 # F2: a proposal forwarded by a follower can come back to the node that made it (it
 # forwarded to a node that had lost leadership, which forwards to the new leader: itself).
-# RawNode.step then re-raises ProposalDropped for a *received* message (frm == own id)
-# when the leader cannot accept it, instead of dropping it silently.
+# RawNode.step then re-raised ProposalDropped for a *received* message (frm == own id)
+# when the leader could not accept it, instead of dropping it silently. Fixed: step()
+# drops every refused proposal that arrives over the network.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ProposalDropped,
-    reason="F2 open (core): RawNode.step re-raises ProposalDropped for a bounced proposal",
-)
 def test_f2_bounced_own_proposal_is_dropped_silently() -> None:
     opts = replace(SimOptions(seed=2), clients=0, safety_ms=0)
     loop = EventLoop()
