@@ -78,6 +78,33 @@ def _kv_or_none(has: bool, kv: kv_pb2.KeyValue) -> KeyValue | None:
     return KeyValue.from_pb(kv) if has else None
 
 
+CLOSE_GRACE = 30.0
+"""Seconds a replaced channel stays open for the calls still running on it."""
+
+
+class _CancelledRpc(grpc.aio.AioRpcError):
+    """An RPC cancelled under its caller (its channel was closed): outcome unknown."""
+
+    def __init__(self) -> None:
+        super().__init__(grpc.StatusCode.CANCELLED, grpc.aio.Metadata(),
+                         grpc.aio.Metadata(), details="rpc cancelled (channel closed)",
+                         debug_error_string="")
+
+
+def _caller_cancelled() -> bool:
+    """True when the running task itself is being cancelled (as opposed to an RPC it was
+    awaiting having been cancelled under it, which grpc.aio also reports as CancelledError)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+def _transport_failure(err: grpc.aio.AioRpcError) -> bool:
+    """True when the endpoint itself failed (worth trying another), not when a reachable
+    server answered with an etcd error such as "leader changed"."""
+    details = err.details() or ""
+    return not details.startswith("etcdserver:")
+
+
 def _not_sent(err: grpc.aio.AioRpcError) -> bool:
     """True when the failure proves the request was not handed to the server's log."""
     if err.code() != grpc.StatusCode.UNAVAILABLE:
@@ -139,6 +166,7 @@ class Client:
         self._index = 0
         self._ep: _Endpoint | None = None
         self._closed = False
+        self._closing: set[grpc.aio.Channel] = set()
 
     async def __aenter__(self) -> Client:
         return self
@@ -151,6 +179,9 @@ class Client:
         if self._ep is not None:
             await self._ep.channel.close(None)
             self._ep = None
+        for channel in list(self._closing):
+            await channel.close(None)
+        self._closing.clear()
 
     @property
     def endpoint(self) -> str:
@@ -164,10 +195,16 @@ class Client:
         return self._ep
 
     async def _rotate(self, failed: _Endpoint) -> None:
+        """Move on to the next endpoint. The old channel is closed in the background with
+        a grace period: closing it at once would cancel every other call still running on
+        it (grpc.aio surfaces that as CancelledError in the callers' tasks)."""
         if self._ep is failed:
             self._index = (self._index + 1) % len(self.endpoints)
             self._ep = None
-            await failed.channel.close(None)
+            channel = failed.channel
+            self._closing.add(channel)
+            task = asyncio.get_running_loop().create_task(channel.close(CLOSE_GRACE))
+            task.add_done_callback(lambda _t: self._closing.discard(channel))
 
     async def _call(self, fn: Callable[[_Endpoint, float], Awaitable[T]], *,
                     idempotent: bool, timeout: float | None = None) -> T:
@@ -178,19 +215,26 @@ class Client:
         while True:
             ep = self._current()
             remaining = deadline - time.monotonic()
+            err: grpc.aio.AioRpcError
             try:
                 return await fn(ep, max(remaining, 0.05))
-            except grpc.aio.AioRpcError as err:
-                retryable = err.code() in (grpc.StatusCode.UNAVAILABLE,
-                                           grpc.StatusCode.DEADLINE_EXCEEDED)
-                if not retryable:
-                    raise from_rpc_error(err) from None
-                if err.details() not in _SAFE_TO_RETRY:
-                    await self._rotate(ep)
-                if not (idempotent or _not_sent(err)) or time.monotonic() >= deadline:
-                    raise from_rpc_error(err) from None
-                attempt += 1
-                await asyncio.sleep(min(0.025 * attempt, 0.25))  # backoff between endpoints
+            except asyncio.CancelledError:
+                if _caller_cancelled():
+                    raise
+                # The RPC itself was cancelled (its channel closed): outcome unknown.
+                err = _CancelledRpc()
+            except grpc.aio.AioRpcError as rpc_err:
+                err = rpc_err
+            if err.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                  grpc.StatusCode.DEADLINE_EXCEEDED,
+                                  grpc.StatusCode.CANCELLED):
+                raise from_rpc_error(err) from None
+            if _transport_failure(err):
+                await self._rotate(ep)
+            if not (idempotent or _not_sent(err)) or time.monotonic() >= deadline:
+                raise from_rpc_error(err) from None
+            attempt += 1
+            await asyncio.sleep(min(0.025 * attempt, 0.25))  # backoff between endpoints
 
     # ---------------------------------------------------------------- KV
     async def get(self, key: Key, *, prefix: bool = False, range_end: Key | None = None,
@@ -361,6 +405,11 @@ class Client:
                     ]
                     next_rev = events[-1].kv.mod_revision + 1
                     yield WatchBatch(resp.header.revision, events)
+            except asyncio.CancelledError:
+                if _caller_cancelled():
+                    raise
+                failures += 1  # the stream was cancelled under us (channel replaced): resume
+                await self._rotate(ep)
             except (grpc.aio.AioRpcError, UnavailableError) as err:
                 failures += 1
                 log.debug("watch.resume", endpoint=ep.address, error=str(err), from_rev=next_rev)
@@ -454,6 +503,10 @@ class KeepAlive:
                             return
                         self.deadline = sent_at + resp.TTL
                         await asyncio.sleep(interval)
+                except asyncio.CancelledError:
+                    if _caller_cancelled():
+                        raise
+                    await asyncio.sleep(0.05)  # stream cancelled under us: open a new one
                 except (grpc.aio.AioRpcError, ClientError, TimeoutError,
                         asyncio.InvalidStateError) as err:
                     # InvalidStateError: the stream died under us (RPC already finished).

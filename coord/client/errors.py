@@ -61,6 +61,7 @@ def from_rpc_error(err: grpc.aio.AioRpcError) -> ServerError:
     cls = _BY_MESSAGE.get(message)
     if cls is not None:
         return cls(code, message)
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.CANCELLED):
         return UnavailableError(code, message)
     return ServerError(code, message)
