@@ -9,8 +9,8 @@ and restarted every ~12 s. Afterwards:
   ``lost`` (a worker died between its claim and the start) — counted and reported, at most
   one per job per kill.
 
-The store is a real 3-member etcd here (the scheduler must run on it unchanged); the same
-scenario against a 3-member embedded coord lives with the cluster tests.
+It runs twice: on a real 3-member etcd (the scheduler must run on it unchanged), and with 3
+agents embedding a 3-member coord, where the coord leader is among the killed.
 """
 
 from __future__ import annotations
@@ -232,10 +232,6 @@ def test_exactly_once_on_real_etcd_with_worker_kills(procs: ProcessGroup, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("RAFTCRON_SLOW_TESTS") != "1",
-                    reason="set RAFTCRON_SLOW_TESTS=1: on a loaded 2-core machine the embedded "
-                    "cluster falls behind a 30 jobs/s schedule (open work, see the notes of "
-                    "the scheduler issue)")
 def test_exactly_once_on_embedded_coord_with_agent_kills(procs: ProcessGroup,
                                                         tmp_path: Path) -> None:
     """3 agents (a 3-member embedded coord); the coord leader is among the killed."""
