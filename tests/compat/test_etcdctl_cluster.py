@@ -51,6 +51,15 @@ def test_fresh_store_absolute_revisions_and_from_key(fresh_pair: Pair) -> None:
         c.ctl("get", "", "--from-key", "-w", "json")
         c.ctl("endpoint", "status", "-w", "json")
 
+        def whole_history(side: Side) -> None:  # every key, from revision 1
+            w = side.spawn("watch", ["watch", "", "--prefix", "--rev", "1", "-w", "json"])
+            got = w.wait_output(lambda s: '"mod_revision":7' in s and s.endswith("\n"),
+                                "the last revision", 10)
+            side.transcript.append(f"# history up to revision 7 seen: {got}")
+            w.record(w.stop())
+
+        c.each(whole_history)
+
 
 def sorted_rows(side: Side, args: list, title_args: list | None = None) -> None:
     """Run and record with the member rows sorted: member list is ordered by member id,
