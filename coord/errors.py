@@ -136,3 +136,11 @@ class UnhealthyCluster(Unavailable):
 class AuthNotEnabled(CoordError):
     code_name = "FAILED_PRECONDITION"
     message = "etcdserver: authentication is not enabled"
+
+
+class NotEnoughStartedMembers(CoordError):
+    """etcd 3.4 sends this one with code Unknown (it is not in v3rpc's error map on the
+    member-remove path); the message is what clients match on."""
+
+    code_name = "UNKNOWN"
+    message = "etcdserver: re-configuration failed due to not enough started members"

@@ -69,7 +69,14 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
     async def LeaseLeases(self, request: rpc_pb2.LeaseLeasesRequest,
                           context: Ctx) -> rpc_pb2.LeaseLeasesResponse:
         await self.core.read_barrier(serializable=False)
-        resp = rpc_pb2.LeaseLeasesResponse(
-            leases=[rpc_pb2.LeaseStatus(ID=i) for i in self.core.applier.lessor.leases()])
+        lessor = self.core.applier.lessor
+        # etcd lists leases by expiry (soonest first); equal deadlines keep grant order.
+        ids = sorted(lessor.leases(), key=lambda i: _deadline(lessor, i))
+        resp = rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in ids])
         self.core.fill_header(resp.header)
         return resp
+
+
+def _deadline(lessor: Any, lease_id: int) -> float:
+    lease = lessor.lookup(lease_id)
+    return float(lease.deadline) if lease is not None else float("inf")

@@ -16,6 +16,7 @@ from coord.errors import (
     LearnerNotReady,
     MemberNotFound,
     MemberNotLearner,
+    NotEnoughStartedMembers,
     NotLeader,
     PeerURLExists,
 )
@@ -139,6 +140,8 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         node = self._node()
         if request.ID not in node.membership.members:
             raise MemberNotFound()
+        if not node.ready_to_remove(request.ID):
+            raise NotEnoughStartedMembers()
         await node.change_membership(ConfChangeType.REMOVE_NODE, request.ID)
         resp = rpc_pb2.MemberRemoveResponse()
         self._members_resp(resp)

@@ -823,7 +823,26 @@ class RaftNode:
         pr = st.progress.get(node_id)
         if pr is None:
             return False
-        return pr.match + CATCH_UP_ENTRIES // 10 >= self._commit
+        # etcd's rule (isLearnerReady): the learner's match is at least 90% of the
+        # leader's commit — and it must have answered at all, or promoting it could cost
+        # the cluster its quorum.
+        return pr.match > 0 and pr.match >= 0.9 * self._commit
+
+    def ready_to_remove(self, node_id: int) -> bool:
+        """etcd's strict reconfig check: after removing ``node_id`` the voters that are
+        still active must form a quorum of the remaining voters (never zero voters)."""
+        assert self.rn is not None
+        progress = self.rn.status().progress
+        if not progress:
+            return True  # not the leader: the leader decides when the proposal arrives
+        voters = [i for i, pr in progress.items() if not pr.is_learner]
+        if node_id not in voters:
+            return True  # removing a learner never costs a quorum
+        remaining = [i for i in voters if i != node_id]
+        if not remaining:
+            return False
+        started = [i for i in remaining if i == self.member_id or progress[i].recent_active]
+        return len(started) >= len(remaining) // 2 + 1
 
     def transfer_leader(self, target: int) -> None:
         assert self.rn is not None
