@@ -100,6 +100,8 @@ def test_member_learner_add_promote_remove_fresh(fresh_pair: Pair) -> None:
         c.ctl("put", "still", "writable")
 
 
+@pytest.mark.xfail(strict=True, reason="coord: MemberUpdate (changing a member's peer URLs) "
+                   "is not implemented yet (FINDINGS F11)")
 def test_member_update_fresh(fresh_pair: Pair) -> None:
     peer1, peer2 = free_port(), free_port()  # never bound
     with fresh_pair.case("member-update") as c:

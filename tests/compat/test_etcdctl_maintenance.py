@@ -86,6 +86,8 @@ def test_snapshot_save(compat) -> None:
         c.each(save)
 
 
+@pytest.mark.xfail(strict=True,
+                   reason="coord: users, roles and auth are not implemented yet (FINDINGS F8)")
 def test_auth_enable_fresh(fresh_pair: Pair) -> None:
     """Turning auth on (a fresh pair: it changes the server for good)."""
     with fresh_pair.case("auth") as c:
