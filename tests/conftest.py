@@ -11,7 +11,6 @@ from coord.logsetup import configure as configure_logging
 from tests.helpers.binaries import require_binary
 from tests.helpers.procs import ProcessGroup, process_group
 
-
 # In-process servers and workers log at info level and up (subprocesses keep their own).
 configure_logging(level="info", json=False)
 
