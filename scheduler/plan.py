@@ -13,10 +13,12 @@ Schedules
   (neither starts with ``*``) a day matches if *either* matches; otherwise both must.
 * macros ``@yearly``/``@annually`` (``0 0 1 1 *``), ``@monthly`` (``0 0 1 * *``), ``@weekly``
   (``0 0 * * 0``), ``@daily``/``@midnight`` (``0 0 * * *``), ``@hourly`` (``0 * * * *``).
-* ``@every D`` with a duration ``D`` (``30s``, ``5m``, ``1h30m``, ``90``): fires at every
-  instant that is a whole multiple of ``D`` since the Unix epoch (1970-01-01T00:00:00Z). The
-  anchor makes every worker compute the same instants whatever its start time; the job's
-  timezone does not affect ``@every``.
+* ``@every D`` with a duration ``D`` (``30s``, ``5m``, ``1h30m``, ``90``): fires every ``D``
+  seconds of real time, at ``phase + k * D`` seconds since the Unix epoch. A job's phase is
+  derived from its name (:func:`spread`: a stable hash, the same on every worker), so many
+  jobs on the same interval spread over it instead of all firing in one second; a bare
+  schedule (no job) has phase 0. The anchor makes every worker compute the same instants
+  whatever its start time; the job's timezone does not affect ``@every``.
 
 Time zones and DST (the rules, tested in ``tests/scheduler/test_plan.py``)
 -------------------------------------------------------------------------
@@ -63,7 +65,7 @@ import re
 import zoneinfo
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -86,6 +88,7 @@ __all__ = [
     "parse_schedule",
     "rank_workers",
     "rendezvous_score",
+    "spread",
     "tags_match",
 ]
 
@@ -226,13 +229,27 @@ class CronSchedule:
 
 @dataclass(frozen=True)
 class EverySchedule:
-    """``@every <interval>``: the whole multiples of ``interval`` seconds since the epoch."""
+    """``@every <interval>``: the instants ``phase + k * interval`` seconds since the epoch.
+
+    ``phase`` is 0 for a bare schedule; a job's timetable gets a phase derived from the
+    job's name (:func:`spread`), the same on every worker."""
 
     expr: str
     interval: int
+    phase: int = 0
 
 
 Schedule = CronSchedule | EverySchedule
+
+
+def spread(schedule: Schedule, key: str) -> Schedule:
+    """Give an ``@every`` schedule a stable phase within its interval, derived from ``key``
+    (the job name), so that many jobs with the same interval do not all fire in the same
+    second. Every worker computes the same phase; cron schedules are returned unchanged."""
+    if not isinstance(schedule, EverySchedule) or schedule.interval <= 1:
+        return schedule
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return replace(schedule, phase=int.from_bytes(digest, "big") % schedule.interval)
 
 
 def parse_schedule(expr: str) -> Schedule:
@@ -454,7 +471,7 @@ class Timetable:
         """The first fire instant ``>= t``."""
         sched = self.schedule
         if isinstance(sched, EverySchedule):
-            return -(-t // sched.interval) * sched.interval
+            return -(-(t - sched.phase) // sched.interval) * sched.interval + sched.phase
         zone = self.zone
         while True:
             off = _offset(zone, t)

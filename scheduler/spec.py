@@ -39,7 +39,14 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from scheduler.errors import ScheduleError, SpecError, SpecProblem
-from scheduler.plan import DURATION_HELP, Timetable, load_zone, parse_duration, parse_schedule
+from scheduler.plan import (
+    DURATION_HELP,
+    Timetable,
+    load_zone,
+    parse_duration,
+    parse_schedule,
+    spread,
+)
 
 __all__ = [
     "DEFAULTS",
@@ -126,7 +133,8 @@ class JobSpec:
 
     def timetable(self) -> Timetable:
         """The job's schedule in its zone (see :mod:`scheduler.plan`)."""
-        return Timetable(parse_schedule(self.schedule), load_zone(self.timezone))
+        return Timetable(spread(parse_schedule(self.schedule), self.name),
+                         load_zone(self.timezone))
 
     def retry_delay(self, attempt: int) -> int:
         """Seconds to wait before attempt ``attempt + 1`` after attempt ``attempt`` (1-based)

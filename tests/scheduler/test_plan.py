@@ -560,3 +560,28 @@ def test_tags_match_and_eligible_workers() -> None:
     workers = {"w1": {"disk": "ssd"}, "w2": {}, "w3": {"disk": "ssd", "zone": "a"}}
     assert eligible_workers({"disk": "ssd"}, workers) == ["w1", "w3"]
     assert eligible_workers({}, workers) == ["w1", "w2", "w3"]
+
+
+def test_every_is_spread_by_job_name_but_stable_across_workers() -> None:
+    """A job's @every phase is a stable hash of its name: every worker computes the same
+    instants, consecutive fires are exactly one interval apart, and many jobs on the same
+    interval spread over it instead of all firing in one second."""
+    from collections import Counter
+
+    from scheduler.plan import spread
+    from scheduler.spec import load_jobs_text
+
+    start = datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
+    base = parse_schedule("@every 10s")
+    assert spread(base, "a") == spread(base, "a")  # deterministic
+    firsts = Counter()
+    for i in range(1000):
+        tt = Timetable(spread(base, f"job{i}"), ZoneInfo("UTC"))
+        a = tt.next_after(start)
+        b = tt.next_after(a)
+        assert a is not None and b is not None and (b - a).total_seconds() == 10
+        firsts[a.second % 10] += 1
+    assert len(firsts) == 10 and max(firsts.values()) < 160, firsts
+    spec = load_jobs_text("jobs:\n  - name: hb\n    schedule: '@every 5s'\n    command: [true]\n")
+    assert spec[0].timetable().schedule == spread(base.__class__("@every 5s", 5), "hb")
+    assert parse_schedule("*/5 * * * * *") == spread(parse_schedule("*/5 * * * * *"), "x")
