@@ -13,7 +13,7 @@ import signal
 
 import pytest
 
-from tests.compat.harness import Case, Rev, Side, Var
+from tests.compat.harness import Case, Rev, Side, Var, on_coord
 from tests.helpers.procs import wait_until
 
 pytestmark = pytest.mark.etcd
@@ -180,7 +180,8 @@ def test_watch_compacted_revision(compat) -> None:
                                      timeout=10))
 
 
-@pytest.mark.xfail(strict=True, reason="coord: deliberately delivers the DELETE at the "
+@pytest.mark.xfail(on_coord(), strict=True,
+                   reason="coord: deliberately delivers the DELETE at the "
                    "compaction revision that etcd 3.4 drops (etcd bug #19179, FINDINGS F7)")
 def test_watch_at_compaction_revision_of_a_delete(compat) -> None:
     """Watch opened exactly at a compaction revision that is a delete (etcd issue
