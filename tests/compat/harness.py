@@ -276,24 +276,44 @@ class Pair:
             g.close()
 
 
+def _start_side(kind: str, label: str, workdir: Path, etcd_bin: str, etcdctl_bin: str
+                ) -> tuple[Server, ProcessGroup]:
+    """Start one side in its own ProcessGroup; one retry in a fresh directory, because
+    ``free_port`` can race with another process taking the port before the bind."""
+    error: Exception | None = None
+    for d in (workdir, workdir.with_name(workdir.name + "-retry")):
+        d.mkdir(parents=True, exist_ok=True)
+        group = ProcessGroup(d)
+        try:
+            return start_server(kind, label, group, etcd_bin, etcdctl_bin), group
+        except (RuntimeError, TimeoutError) as e:
+            group.close()
+            error = e
+    assert error is not None
+    raise error
+
+
 def open_pair(workdir: Path, etcd_bin: str, etcdctl_bin: str,
               target: str | None = None) -> Pair:
     """Start reference etcd and target concurrently, each in its own ProcessGroup.
     The caller must ``close()`` the pair (its processes are killed then)."""
     target = target or compat_target()
-    (workdir / "ref").mkdir(parents=True, exist_ok=True)
-    (workdir / "target").mkdir(parents=True, exist_ok=True)
-    gref, gtgt = ProcessGroup(workdir / "ref"), ProcessGroup(workdir / "target")
-    try:
-        with ThreadPoolExecutor(2) as ex:
-            fref = ex.submit(start_server, "etcd", "etcd", gref, etcd_bin, etcdctl_bin)
-            ftgt = ex.submit(start_server, target, "coord" if target == "coord" else "etcd2",
-                             gtgt, etcd_bin, etcdctl_bin)
-            ref, tgt = fref.result(), ftgt.result()
-    except BaseException:
-        gref.close()
-        gtgt.close()
-        raise
+    tlabel = "coord" if target == "coord" else "etcd2"
+    with ThreadPoolExecutor(2) as ex:
+        fref = ex.submit(_start_side, "etcd", "etcd", workdir / "ref", etcd_bin, etcdctl_bin)
+        ftgt = ex.submit(_start_side, target, tlabel, workdir / "target", etcd_bin,
+                         etcdctl_bin)
+        started, errors = [], []
+        for fut in (fref, ftgt):
+            try:
+                started.append(fut.result())
+            except Exception as e:  # noqa: BLE001 - close the other side, then re-raise
+                errors.append(e)
+    if errors:
+        for _, group in started:
+            group.close()
+        raise errors[0]
+    (ref, gref), (tgt, gtgt) = started
     return Pair(ref, tgt, workdir, [gref, gtgt])
 
 
