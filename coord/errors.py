@@ -144,3 +144,8 @@ class NotEnoughStartedMembers(CoordError):
 
     code_name = "UNKNOWN"
     message = "etcdserver: re-configuration failed due to not enough started members"
+
+
+class TooManyLearners(CoordError):
+    code_name = "FAILED_PRECONDITION"
+    message = "etcdserver: too many learner members in cluster"

@@ -19,12 +19,16 @@ from coord.errors import (
     NotEnoughStartedMembers,
     NotLeader,
     PeerURLExists,
+    TooManyLearners,
 )
 from coord.raft import ConfChangeType
 from coord.server.config import member_id_for
 from coord.server.core import Core
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+
+MAX_LEARNERS = 1
+"""etcd 3.4 allows one learner at a time."""
 
 VERSION = "3.4.23"
 """The etcd API version coord implements (clients gate features on it)."""
@@ -126,6 +130,9 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
             raise CoordError("etcdserver: member peer URLs not given")
         if any(node.membership.by_peer(p) is not None for p in peers):
             raise PeerURLExists()
+        if request.isLearner and sum(
+                1 for m in node.membership.members.values() if m.learner) >= MAX_LEARNERS:
+            raise TooManyLearners()
         member_id = member_id_for("", peers[0], self.core.config.cluster_token)
         cc_type = ConfChangeType.ADD_LEARNER_NODE if request.isLearner else ConfChangeType.ADD_NODE
         await node.change_membership(cc_type, member_id, peer=peers[0])
