@@ -10,7 +10,7 @@ from coord.api.errors import unary
 from coord.api.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from coord.server import validate
 from coord.server.core import Core
-from coord.server.node import read_only_txn
+from coord.server.validate import read_only_txn
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 

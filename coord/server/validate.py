@@ -141,3 +141,14 @@ def _check_intervals(ops: Sequence[rpc_pb2.RequestOp]) -> tuple[set[bytes], list
             raise DuplicateKey()
         puts.add(k)
     return puts, dels
+
+
+def read_only_txn(req: rpc_pb2.TxnRequest) -> bool:
+    """True when no branch of the txn (nested ones included) can write."""
+    for op in (*req.success, *req.failure):
+        which = op.WhichOneof("request")
+        if which in ("request_put", "request_delete_range"):
+            return False
+        if which == "request_txn" and not read_only_txn(op.request_txn):
+            return False
+    return True
