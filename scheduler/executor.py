@@ -34,6 +34,7 @@ from typing import IO, TYPE_CHECKING
 
 import structlog
 
+from coord.aiotools import within
 from scheduler.clock import Clock, SystemClock
 from scheduler.errors import ExecutorError
 
@@ -223,7 +224,7 @@ class JobProcess:
         assert self._proc is not None
         self._signal_group(signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._proc.wait()), grace)
+            await within(asyncio.shield(self._proc.wait()), grace)
         self._signal_group(signal.SIGKILL)
 
     async def _supervise(self, proc: asyncio.subprocess.Process, out: IO[bytes],

@@ -40,6 +40,7 @@ from typing import Any
 
 import structlog
 
+from coord.aiotools import within
 from coord.client import (
     Client,
     ClientError,
@@ -447,8 +448,8 @@ class Worker:
                     await self._request_kill(spec.name, occurrence=holder.occurrence,
                                              reason=f"replaced by occurrence {occ}")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(entry.lock_freed.wait(),
-                                       timeout=max(0.05, min(self._deadline(spec, instant), 2.0)))
+                await within(entry.lock_freed.wait(),
+                             timeout=max(0.05, min(self._deadline(spec, instant), 2.0)))
 
     async def _holder(self, job: str) -> LockHolder | None:
         kv = await self.client.get_one(keys.lock_key(job))
@@ -566,7 +567,7 @@ class Worker:
                 # Most runs are short: mark `running` only if the process is still going
                 # after RUNNING_MARK_DELAY, so a quick run costs two writes (claim, finish).
                 with contextlib.suppress(TimeoutError):
-                    result = await asyncio.wait_for(proc.wait(), RUNNING_MARK_DELAY)
+                    result = await within(proc.wait(), RUNNING_MARK_DELAY)
                 if result is None and not await self._write(
                         claim, store.update, status="running", started_at=started_at,
                         attempt=attempt):

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 
+from coord.aiotools import within
 from coord.api.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from coord.client.errors import (
     ClientError,
@@ -461,6 +462,7 @@ class KeepAlive:
         self.margin = min(ttl * 0.1, 1.0)
         self.lost = asyncio.Event()
         self.deadline = (time.monotonic() if granted_at is None else granted_at) + ttl
+        self._stopping = False
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"keepalive-{lease_id:x}")
 
@@ -469,6 +471,9 @@ class KeepAlive:
         return self.deadline - self.margin
 
     async def stop(self) -> None:
+        # The flag ends the renewal loop at its next turn even if the cancellation were
+        # lost on the way (see coord.aiotools); the cancel ends it at once.
+        self._stopping = True
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -484,14 +489,14 @@ class KeepAlive:
         interval = max(self.ttl / 3.0, 0.2)
         watchdog = asyncio.get_running_loop().create_task(self._watchdog())
         try:
-            while not self.lost.is_set():
+            while not (self.lost.is_set() or self._stopping):
                 ep = self.client._current()
                 call = ep.lease.LeaseKeepAlive()
                 try:
-                    while not self.lost.is_set():
+                    while not (self.lost.is_set() or self._stopping):
                         sent_at = time.monotonic()
                         await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=self.lease_id))
-                        resp = await asyncio.wait_for(
+                        resp = await within(
                             call.read(), timeout=max(self.give_up_at - sent_at, 0.05))
                         if resp is _EOF:
                             raise UnavailableError(grpc.StatusCode.UNAVAILABLE,

@@ -46,6 +46,7 @@ from typing import Any
 import grpc
 import structlog
 
+from coord.aiotools import within
 from coord.api.proto import internal_pb2, raft_pb2, raft_pb2_grpc
 from coord.errors import (
     CoordError,
@@ -574,7 +575,7 @@ class RaftNode:
         self._leader_waiters.append(fut)
         timeout = 2 * self.config.election_ticks * self.config.tick_ms / 1000.0
         try:
-            await asyncio.wait_for(fut, timeout)
+            await within(fut, timeout)
         except TimeoutError:
             raise NoLeader() from None
 
@@ -811,7 +812,7 @@ class RaftNode:
                     await asyncio.sleep(0.05)
             self._kick.set()
             try:
-                await asyncio.wait_for(asyncio.shield(fut), REQUEST_TIMEOUT)
+                await within(asyncio.shield(fut), REQUEST_TIMEOUT)
             except TimeoutError:
                 raise RequestTimeout() from None
         finally:
