@@ -65,6 +65,8 @@ log = structlog.get_logger("scheduler.worker")
 VERSION = "0.1.0"
 MANUAL_SUFFIX = "-manual"
 """Occurrences started by `raftcron jobs trigger` are ``<UTC instant>-manual-<4 hex>``."""
+STOP_CANCEL_TIMEOUT = 5.0
+"""Seconds a graceful stop waits for cancelled tasks to end before it goes on regardless."""
 RUNNING_MARK_DELAY = 0.25
 """Seconds a run may take before its record is updated from `claimed` to `running`."""
 PRUNE_EVERY = 10
@@ -177,11 +179,17 @@ class Worker:
                     r.process.kill("worker stopping")
             if pending:
                 await asyncio.wait(pending, timeout=10)
-        for t in list(self._tasks):
+        leftover = list(self._tasks)
+        for t in leftover:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if leftover:
+            _, stuck = await asyncio.wait(leftover, timeout=STOP_CANCEL_TIMEOUT)
+            if stuck:  # a bug, but a stop must not hang on it: say which, and go on
+                log.error("worker.stop_stuck_tasks", worker=self.config.name,
+                          tasks=sorted(t.get_name() for t in stuck))
         if self.session is not None:
-            await self.session.stop()
+            with contextlib.suppress(TimeoutError):
+                await within(self.session.stop(), STOP_CANCEL_TIMEOUT)
             with contextlib.suppress(ClientError):
                 await self.client.revoke(self.session.lease_id)
         await self.client.close()
