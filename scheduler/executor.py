@@ -25,7 +25,9 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -130,7 +132,8 @@ class JobProcess:
         self.kill_grace = kill_grace
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.base_env = dict(os.environ) if base_env is None else dict(base_env)
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._exit: _ExitWatch | None = None
         self._task: asyncio.Task[RunResult] | None = None
         self._timed_out = False
         self._kill_reason: str | None = None
@@ -156,21 +159,23 @@ class JobProcess:
         out: IO[bytes] | None = None
         try:
             if self.log_path is not None:
-                self.log_path.parent.mkdir(parents=True, exist_ok=True)
-                out = self.log_path.open("a+b")
+                out = _open_log(self.log_path)
             else:
                 out = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _supervise
             out.seek(0, os.SEEK_END)
             start_offset = out.tell()
-            self._proc = await asyncio.create_subprocess_exec(
-                *req.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=out,
-                stderr=asyncio.subprocess.STDOUT, env=req.environment(self.base_env),
-                cwd=req.workdir, start_new_session=True)
-        except (OSError, ValueError) as exc:  # ValueError: NUL in an argument (unvalidated)
+            # A plain Popen (vfork + exec, no asyncio transport): the exit is awaited on a
+            # pidfd in the event loop (see _ExitWatch), not by a thread per child.
+            self._proc = subprocess.Popen(
+                req.argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=req.environment(self.base_env), cwd=req.workdir, start_new_session=True)
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            # ValueError: NUL in an argument (unvalidated)
             if out is not None:
                 out.close()
             self._log.warning("job.spawn_failed", error=str(exc))
             raise ExecutorError(f"cannot start job {req.job!r}: {exc}") from exc
+        self._exit = _ExitWatch(self._proc)
         started_at = self.clock.now()
         t0 = self.clock.monotonic()
         self._log.info("job.start", pid=self._proc.pid, argv=req.argv(), workdir=req.workdir,
@@ -222,18 +227,23 @@ class JobProcess:
 
     async def _term_then_kill(self, grace: float) -> None:
         assert self._proc is not None
+        assert self._exit is not None
         self._signal_group(signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
-            await within(asyncio.shield(self._proc.wait()), grace)
+            await within(asyncio.shield(self._exit.done), grace)
         self._signal_group(signal.SIGKILL)
 
-    async def _supervise(self, proc: asyncio.subprocess.Process, out: IO[bytes],
+    async def _supervise(self, proc: subprocess.Popen[bytes], out: IO[bytes],
                          start_offset: int, started_at: datetime, t0: float) -> RunResult:
+        assert self._exit is not None
+        exit_watch = self._exit
         try:
             timeout = self.request.timeout
-            waiter = asyncio.ensure_future(proc.wait())
-            done, _ = await asyncio.wait({waiter}, timeout=timeout)
-            if not done:
+            waiter = exit_watch.done
+            if timeout is not None:
+                with contextlib.suppress(TimeoutError):
+                    await within(asyncio.shield(waiter), timeout)
+            if timeout is not None and not waiter.done():
                 self._timed_out = True
                 self._log.warning("job.timeout", pid=proc.pid, timeout=timeout)
                 if self._terminator is None:
@@ -245,6 +255,7 @@ class JobProcess:
                 self._terminator.cancel()
             total, tail = _read_tail(out, start_offset, self.tail_bytes)
         finally:
+            exit_watch.close()
             out.close()
         duration = self.clock.monotonic() - t0
         result = RunResult(
@@ -266,6 +277,61 @@ class JobProcess:
                        kill_reason=result.kill_reason, duration=round(duration, 3),
                        output_bytes=result.output_bytes)
         return result
+
+
+class _ExitWatch:
+    """Resolves ``done`` with the exit status of ``proc`` (Popen's ``returncode``: negative
+    for a signal) once it has exited and been reaped.
+
+    On Linux a pidfd becomes readable when the process exits: the event loop watches it,
+    so waiting costs no thread (asyncio's default child watcher on 3.11 starts a thread per
+    child). Elsewhere, or if pidfds are unavailable, a daemon thread waits instead.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[int] = self.loop.create_future()
+        self.fd: int | None = None
+        try:
+            self.fd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            threading.Thread(target=self._wait_thread, daemon=True,
+                             name=f"wait-{proc.pid}").start()
+            return
+        self.loop.add_reader(self.fd, self._readable)
+        self._readable()  # it may have exited already
+
+    def _readable(self) -> None:
+        if self.done.done():
+            return
+        code = self.proc.poll()
+        if code is not None:
+            self.close()
+            self.done.set_result(code)
+
+    def _wait_thread(self) -> None:
+        code = self.proc.wait()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self.loop.call_soon_threadsafe(self._resolve, code)
+
+    def _resolve(self, code: int) -> None:
+        if not self.done.done():
+            self.done.set_result(code)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            self.loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    try:
+        return path.open("a+b")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("a+b")
 
 
 def _read_tail(out: IO[bytes], start: int, limit: int) -> tuple[int, bytes]:

@@ -32,6 +32,7 @@ import json
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -71,6 +72,8 @@ RUNNING_MARK_DELAY = 0.25
 """Seconds a run may take before its record is updated from `claimed` to `running`."""
 PRUNE_EVERY = 10
 """Prune a job's run history on every PRUNE_EVERY-th finish (not on every one)."""
+UNSURE_EVERY = 0.5
+"""Seconds between the reads that settle lock deletions on a lease still seen alive."""
 PRUNE_MARGIN = 120.0
 """Seconds past ``starting_deadline`` before a run record may be pruned: a skewed or slow
 worker can still try to claim an occurrence that late, and the record is what stops it."""
@@ -125,6 +128,16 @@ class Worker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._finished: dict[str, int] = {}
         self._stopping = False
+        self._worker_leases: dict[str, int] = {}
+        """worker name → the lease of its ``/cron/workers/`` key (its session), from the view."""
+        self._held: dict[str, bytes] = {}
+        """job → the holder value of the latest lock PUT seen on the locks watch: a backup
+        learns from it that the occurrence is taken, without reading the store."""
+        self._unsure: dict[int, list[tuple[str, bytes, int, int]]] = {}
+        """lease → lock deletions (job, holder, token, revision) on a lease the workers view
+        still showed alive: a normal finish, unless the lease turns out to have expired."""
+        self._unsure_wake = asyncio.Event()
+        self.stats = StageStats()
         self.ready = asyncio.Event()
         """Set once the worker is registered and has loaded the jobs (tests wait on it)."""
 
@@ -145,6 +158,7 @@ class Worker:
                         "triggers"),
             self._spawn(self._deadman(), "deadman"),
             self._spawn(self._sweep(), "sweep"),
+            self._spawn(self._confirm_unsure(), "confirm-lost"),
         ]
         try:
             await stop.wait()
@@ -194,7 +208,7 @@ class Worker:
                 await self.client.revoke(self.session.lease_id)
         await self.client.close()
         log.info("worker.stopped", worker=self.config.name,
-                 claim_txns=self.store.txns if self.store else 0)
+                 claim_txns=self.store.txns if self.store else 0, lag_ms=self.stats.summary())
 
     # ------------------------------------------------------------------ session
     async def _open_session(self) -> None:
@@ -261,6 +275,10 @@ class Worker:
         r = await self.client.get(keys.WORKERS, prefix=True)
         self.workers = {keys.name_from(kv.key, keys.WORKERS): _worker_tags(kv.value)
                         for kv in r.kvs}
+        self._worker_leases = {keys.name_from(kv.key, keys.WORKERS): kv.lease for kv in r.kvs}
+        live = set(self._worker_leases.values())
+        for lease in [lease for lease in self._unsure if lease not in live]:
+            self._resolve_unsure(lease, alive=False)
         return r.revision
 
     async def _on_worker_batch(self, batch: WatchBatch) -> None:
@@ -268,8 +286,12 @@ class Worker:
             name = keys.name_from(e.kv.key, keys.WORKERS)
             if e.is_put:
                 self.workers[name] = _worker_tags(e.kv.value)
+                self._worker_leases[name] = e.kv.lease
             else:
                 self.workers.pop(name, None)
+                lease = self._worker_leases.pop(name, 0)
+                if lease in self._unsure:  # its session ended: check its freed locks now
+                    self._resolve_unsure(lease, alive=False)
 
     async def _load_jobs(self, _: int) -> int:
         r = await self.client.get(keys.JOBS, prefix=True)
@@ -298,6 +320,7 @@ class Worker:
 
     def _remove_job(self, name: str) -> None:
         entry = self.jobs.pop(name, None)
+        self._held.pop(name, None)
         if entry is not None and entry.task is not None:
             entry.task.cancel()
             log.info("job.removed", job=name)
@@ -384,20 +407,36 @@ class Worker:
                           occ: str | None = None) -> None:
         spec = entry.spec
         occ = occ or occurrence_id(instant)
+        self.stats.add("wake", (self.clock.now() - instant).total_seconds())
         eligible = self._eligible(spec)
         if self.config.name not in eligible:
             return
         position = rank(spec.name, occ, eligible).index(self.config.name)
         if position > 0:
             await asyncio.sleep(position * self.config.grace)
+            if self._taken(spec.name, occ):
+                return
             assert self.store is not None
             with contextlib.suppress(ClientError):  # unknown: go on and try to claim
                 if await self.store.run_exists(spec.name, occ):
                     log.debug("occ.taken", job=spec.name, occurrence=occ, position=position)
                     return
+        t0 = time.monotonic()
         claim = await self._claim(entry, occ, instant)
         if claim is not None:
-            await self._execute(entry, claim)
+            self.stats.add("claim", time.monotonic() - t0)
+            await self._execute(entry, claim, instant)
+
+    def _taken(self, job: str, occ: str) -> bool:
+        """True if the locks watch showed a claim of (job, occ): a backup need not read the
+        store to know it is too late (the claim txn would refuse it anyway)."""
+        raw = self._held.get(job)
+        if raw is None:
+            return False
+        try:
+            return LockHolder.decode(raw).occurrence == occ
+        except (ValueError, TypeError):
+            return False
 
     async def _claim(self, entry: JobEntry, occ: str, instant: datetime) -> Claim | None:
         try:
@@ -497,7 +536,8 @@ class Worker:
         with contextlib.suppress(ClientError):
             await store.release_lock(claim)
 
-    async def _execute(self, entry: JobEntry, claim: Claim) -> None:
+    async def _execute(self, entry: JobEntry, claim: Claim,
+                       instant: datetime | None = None) -> None:
         spec = entry.spec
         key = (claim.job, claim.occurrence)
         run = Running(claim)
@@ -507,7 +547,7 @@ class Worker:
             task.set_name(f"run:{claim.job}:{claim.occurrence}")
             self._tasks.add(task)
         try:
-            await self._attempts(spec, run)
+            await self._attempts(spec, run, instant)
         except Exception as err:  # a bug must not leave the job locked
             log.exception("run.crashed", job=claim.job, occurrence=claim.occurrence)
             if run.process is not None:
@@ -521,7 +561,7 @@ class Worker:
         finally:
             self.running.pop(key, None)
 
-    async def _attempts(self, spec: JobSpec, run: Running) -> None:
+    async def _attempts(self, spec: JobSpec, run: Running, instant: datetime | None) -> None:
         store = self.store
         assert store is not None
         claim = run.claim
@@ -568,6 +608,8 @@ class Worker:
                 await self._write(claim, store.finish, status="failed",
                                   finished_at=time.time(), note=str(err))
                 return
+            if instant is not None and attempt == claim.record.attempt:
+                self.stats.add("fire", (self.clock.now() - instant).total_seconds())
             bound.info("run.started", attempt=attempt, pid=proc.pid)
             started_at = time.time()
             result = None
@@ -692,30 +734,99 @@ class Worker:
     # ------------------------------------------------------------------ locks and kills
     async def _on_lock_batch(self, batch: WatchBatch) -> None:
         for e in batch.events:
-            if e.is_put:
-                continue
             job = keys.name_from(e.kv.key, keys.LOCKS)
+            if e.is_put:
+                self._held[job] = e.kv.value
+                continue
             entry = self.jobs.get(job)
             if entry is not None:
                 entry.lock_freed.set()
             prev = e.prev_kv
             if prev is not None:
-                self._spawn(self._check_lost(job, prev.value, prev.create_revision),
-                            f"lost:{job}")
+                self._lock_deleted(job, prev.value, prev.create_revision, prev.lease,
+                                   e.kv.mod_revision)
+
+    def _lock_deleted(self, job: str, raw_holder: bytes, token: int, lease: int,
+                      revision: int) -> None:
+        """A lock (created at ``token`` on ``lease``) was deleted at ``revision``: a run
+        finished or was released, or its holder's session expired and the run is lost.
+
+        Only the first live worker in rendezvous order for the run looks further. A lease
+        expiry deletes every key on the lease in one revision, the holder's
+        ``/cron/workers/`` key included; so if that key is still there at a revision at or
+        after the deletion, the lease was alive and the deletion was the holder's own (a
+        normal finish): no store round trip. While the workers view still shows the lease,
+        the deletion is parked (``_unsure``) until the view drops the lease (→ check now) or
+        one read of ``/cron/workers/`` at a later revision settles it (``_confirm_unsure``).
+        A lease the view no longer shows is checked at once. The sweep is the safety net.
+        """
+        if not self._responsible_for_lost(job, raw_holder):
+            return
+        session = self.session
+        if (session is not None and lease == session.lease_id and self._session_is(lease)
+                and time.monotonic() < session.give_up_at):
+            return  # our own session, still alive: we released the lock ourselves
+        if lease and lease in self._worker_leases.values():
+            self._unsure.setdefault(lease, []).append((job, raw_holder, token, revision))
+            self._unsure_wake.set()
+            return
+        self._spawn(self._check_lost(job, raw_holder, token), f"lost:{job}")
+
+    def _responsible_for_lost(self, job: str, raw_holder: bytes) -> bool:
+        try:
+            holder = LockHolder.decode(raw_holder)
+        except (ValueError, TypeError):
+            return False
+        entry = self.jobs.get(job)
+        if entry is None or (job, holder.occurrence) in self.running:
+            return False
+        eligible = self._eligible(entry.spec)
+        return bool(eligible) and rank(job, holder.occurrence, eligible)[0] == self.config.name
+
+    def _resolve_unsure(self, lease: int, alive: bool) -> None:
+        """Settle the parked lock deletions on ``lease``: dropped if the lease was seen alive
+        after them, otherwise checked against the store (``_check_lost``)."""
+        for job, raw, token, _ in self._unsure.pop(lease, []):
+            if not alive:
+                self._spawn(self._check_lost(job, raw, token), f"lost:{job}")
+
+    async def _confirm_unsure(self) -> None:
+        """Settle parked lock deletions with one read of ``/cron/workers/`` (keys only) per
+        round, at most every ``UNSURE_EVERY`` seconds, instead of one read per deletion."""
+        while True:
+            await self._unsure_wake.wait()
+            await asyncio.sleep(UNSURE_EVERY)
+            self._unsure_wake.clear()
+            if not self._unsure:
+                continue
+            try:
+                r = await self.client.get(keys.WORKERS, prefix=True, keys_only=True)
+            except ClientError as err:
+                log.debug("lost.confirm_failed", error=str(err))
+                self._unsure_wake.set()
+                continue
+            live = {kv.lease for kv in r.kvs}
+            for lease in list(self._unsure):
+                parked = self._unsure[lease]
+                settled = [d for d in parked if d[3] <= r.revision]
+                if len(settled) < len(parked):  # deletions newer than the read: next round
+                    self._unsure[lease] = [d for d in parked if d[3] > r.revision]
+                    self._unsure_wake.set()
+                else:
+                    del self._unsure[lease]
+                if lease not in live:
+                    for job, raw, token, _ in settled:
+                        self._spawn(self._check_lost(job, raw, token), f"lost:{job}")
 
     async def _check_lost(self, job: str, raw_holder: bytes, token: int) -> None:
-        """A lock (created at ``token``) vanished. If its run is still active, its holder
-        died: mark it lost. One live worker (the first in rendezvous order) does this at
-        once; the periodic sweep catches whatever this misses. The txns are guarded."""
+        """A lock (created at ``token``) vanished and its holder's session may be gone. If
+        its run is still active, mark it lost (the txns are guarded)."""
         try:
             holder = LockHolder.decode(raw_holder)
         except (ValueError, TypeError):
             return
         entry = self.jobs.get(job)
         if entry is None or (job, holder.occurrence) in self.running:
-            return
-        eligible = self._eligible(entry.spec)
-        if rank(job, holder.occurrence, eligible)[0] != self.config.name:
             return
         await self._lost(entry, holder.occurrence, holder.run_id, token,
                          note=f"holder {holder.worker} lost its session")
@@ -853,6 +964,32 @@ class Worker:
                 continue
             instant = parse_occurrence_id(occ.partition(MANUAL_SUFFIX)[0])
             self._spawn(self._occurrence(entry, instant, occ), f"occ:{job}")
+
+
+class StageStats:
+    """Recent durations of the stages of an occurrence, in seconds, for the fire-lag
+    figures logged at stop: ``wake`` (fire instant → its task runs), ``claim`` (the claim
+    txn, retries included), ``fire`` (fire instant → the process is spawned)."""
+
+    def __init__(self, keep: int = 100_000) -> None:
+        self.samples: dict[str, deque[float]] = {}
+        self.keep = keep
+
+    def add(self, stage: str, seconds: float) -> None:
+        q = self.samples.get(stage)
+        if q is None:
+            q = self.samples[stage] = deque(maxlen=self.keep)
+        q.append(seconds)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for stage, q in self.samples.items():
+            xs = sorted(q)
+            if xs:
+                out[stage] = {"n": len(xs), "p50": round(xs[len(xs) // 2] * 1000, 1),
+                              "p99": round(xs[max(0, int(len(xs) * 0.99) - 1)] * 1000, 1),
+                              "max": round(xs[-1] * 1000, 1)}
+        return out
 
 
 def _status(result: RunResult, kill_reason: str | None) -> str:
