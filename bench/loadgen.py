@@ -39,6 +39,8 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    """RPCs sent (a lock operation is one txn, plus a delete when it won the lock)."""
 
     @property
     def ops_per_s(self) -> float:
@@ -46,12 +48,14 @@ class Result:
 
 
 async def _client(stub: Any, lease_stub: Any, workload: str, deadline: float,
-                  lat: list[float], errors: list[int], cid: int) -> None:
+                  lat: list[float], errors: list[int], cid: int, quota: int) -> None:
     rng = random.Random(cid)
     lease_id = 0
     if workload == "lock":
         lease_id = (await lease_stub.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60))).ID
-    while time.monotonic() < deadline:
+    done = 0
+    while time.monotonic() < deadline and done < quota:
+        done += 1
         k = rng.randrange(KEYS)
         t0 = time.perf_counter()
         try:
@@ -68,6 +72,7 @@ async def _client(stub: Any, lease_stub: Any, workload: str, deadline: float,
                         key=key, value=b"holder", lease=lease_id))],
                     failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=key))]))
                 if r.succeeded:
+                    errors[1] += 1
                     await stub.DeleteRange(rpc_pb2.DeleteRangeRequest(key=key))
         except grpc.aio.AioRpcError:
             errors[0] += 1
@@ -76,18 +81,19 @@ async def _client(stub: Any, lease_stub: Any, workload: str, deadline: float,
 
 
 def _proc_main(endpoint: str, workload: str, clients: int, seconds: float, start_at: float,
-               first_id: int, out: Any) -> None:
-    async def main() -> tuple[list[float], int]:
+               first_id: int, out: Any, quotas: list[int]) -> None:
+    async def main() -> tuple[list[float], int, int, float]:
         async with grpc.aio.insecure_channel(endpoint) as ch:
             stub = rpc_pb2_grpc.KVStub(ch)
             lease_stub = rpc_pb2_grpc.LeaseStub(ch)
             await asyncio.sleep(max(0.0, start_at - time.time()))
-            deadline = time.monotonic() + seconds
+            t0 = time.monotonic()
+            deadline = t0 + seconds
             lat: list[float] = []
-            errors = [0]
+            errors = [0, 0]  # failed operations, extra requests (lock deletes)
             await asyncio.gather(*(_client(stub, lease_stub, workload, deadline, lat, errors,
-                                           first_id + i) for i in range(clients)))
-            return lat, errors[0]
+                                           first_id + i, quotas[i]) for i in range(clients)))
+            return lat, errors[0], errors[1], time.monotonic() - t0
     out.send(asyncio.run(main()))
     out.close()
 
@@ -99,34 +105,45 @@ def prepare(endpoint: str) -> None:
 
 
 def run(endpoint: str, workload: str, clients: int, seconds: float = 5.0,
-        procs: int | None = None) -> Result:
+        procs: int | None = None, ops: int | None = None) -> Result:
+    """Drive ``clients`` clients for ``seconds``; with ``ops``, stop as soon as that many
+    operations were attempted in all (spread evenly over the clients) — the fixed amount
+    of work ``bench.cpu_per_op`` divides the server's CPU time by."""
     prepare(endpoint)
     nprocs = procs or min(clients, max(1, (os.cpu_count() or 2)))
     per = [clients // nprocs + (1 if i < clients % nprocs else 0) for i in range(nprocs)]
     ctx = mp.get_context("spawn")
     start_at = time.time() + 1.5  # let every process connect first
     pipes, workers = [], []
+    if ops is None:
+        quota = [2**62] * clients
+    else:
+        quota = [ops // clients + (1 if i < ops % clients else 0) for i in range(clients)]
     first = 0
     for n in per:
         recv, send = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_proc_main, args=(endpoint, workload, n, seconds, start_at,
-                                                 first, send))
+                                                 first, send, quota[first:first + n]))
         p.start()
         first += n
         pipes.append(recv)
         workers.append(p)
     lat: list[float] = []
-    errors = 0
+    errors = extra = 0
+    elapsed = 0.0
     for recv in pipes:
-        part, err = recv.recv()
+        part, err, more, took = recv.recv()
         lat.extend(part)
         errors += err
+        extra += more
+        elapsed = max(elapsed, took)
     for p in workers:
         p.join()
     lat.sort()
     p50 = statistics.median(lat) * 1000 if lat else 0.0
     p99 = lat[int(len(lat) * 0.99) - 1] * 1000 if lat else 0.0
-    return Result(workload, clients, len(lat), seconds, p50, p99, errors)
+    return Result(workload, clients, len(lat), elapsed if ops is not None else seconds,
+                  p50, p99, errors, len(lat) + errors + extra)
 
 
 def rss_bytes(pid: int) -> int:

@@ -37,38 +37,66 @@ GRPC_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-class HasLeaderInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """etcd's ``hasleader`` metadata: a request carrying ``hasleader=true`` fails at once
-    with ``Unavailable: etcdserver: no leader`` when this member knows no leader (clients
-    use it on watches so that they move to a member that is part of a quorum)."""
+class _Collect:
+    """Stands in for the server in the generated ``add_*Servicer_to_server`` functions and
+    keeps their method handlers (``/package.Service/Method`` -> handler)."""
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same handlers arrive through add_registered_method_handlers
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        for method, handler in handlers.items():
+            self.handlers[f"/{service}/{method}"] = handler
+
+
+class ClientHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """Every client-port method behind one generic handler (a dict lookup per call).
+
+    Registering them as grpcio "registered methods" (what the generated code does) makes
+    grpc.aio's accept loop keep one pending future per method and ``asyncio.wait`` on all
+    of them for every incoming call; an interceptor adds two coroutines per call. Both cost
+    more CPU per request than the lookup here.
+
+    It also implements etcd's ``hasleader`` metadata: a request carrying
+    ``hasleader=true`` fails at once with ``Unavailable: etcdserver: no leader`` when this
+    member knows no leader (clients use it on watches so that they move to a member that
+    is part of a quorum). The metadata is only looked at while there is no leader.
+    """
+
+    def __init__(self, node: Any, handlers: dict[str, Any]) -> None:
         self.node = node
+        self.handlers = handlers
 
-    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        handler = await continuation(handler_call_details)
-        md = handler_call_details.invocation_metadata or ()
-        if handler is None or self.node.leader_id != 0 or not any(
-                k == "hasleader" and v == "true" for k, v in md):
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = self.handlers.get(handler_call_details.method)
+        if handler is None or self.node.leader_id != 0:
             return handler
+        md = handler_call_details.invocation_metadata or ()
+        if any(k == "hasleader" and v == "true" for k, v in md):
+            return _refusal(handler)
+        return handler
 
-        async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, NoLeader.message)
 
-        async def refuse_stream(request: Any,
-                                context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, NoLeader.message)
-            yield  # pragma: no cover - makes this an async generator
+def _refusal(handler: Any) -> Any:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, NoLeader.message)
 
-        kw = {"request_deserializer": handler.request_deserializer,
-              "response_serializer": handler.response_serializer}
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(refuse_stream, **kw)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(refuse, **kw)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(refuse_stream, **kw)
-        return grpc.unary_unary_rpc_method_handler(refuse, **kw)
+    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, NoLeader.message)
+        yield  # pragma: no cover - makes this an async generator
+
+    kw = {"request_deserializer": handler.request_deserializer,
+          "response_serializer": handler.response_serializer}
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse_stream, **kw)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(refuse, **kw)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(refuse_stream, **kw)
+    return grpc.unary_unary_rpc_method_handler(refuse, **kw)
 
 
 class CoordServer:
@@ -103,14 +131,15 @@ class CoordServer:
         await peer_server.start()
         self._peer_grpc = peer_server
         self.node.start()
-        server = grpc.aio.server(options=GRPC_OPTIONS,
-                                 interceptors=[HasLeaderInterceptor(self.node)])
-        rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.core), server)
-        rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(self.core), server)
-        rpc_pb2_grpc.add_WatchServicer_to_server(self.watch, server)
-        rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.core), server)
-        rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.core), server)
-        rpc_pb2_grpc.add_AuthServicer_to_server(AuthService(self.core), server)
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        table: Any = _Collect()
+        rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.core), table)
+        rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(self.core), table)
+        rpc_pb2_grpc.add_WatchServicer_to_server(self.watch, table)
+        rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.core), table)
+        rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.core), table)
+        rpc_pb2_grpc.add_AuthServicer_to_server(AuthService(self.core), table)
+        server.add_generic_rpc_handlers((ClientHandlers(self.node, table.handlers),))
         port = server.add_insecure_port(self.config.listen_client)
         if port == 0:
             raise OSError(f"cannot listen on {self.config.listen_client}")
