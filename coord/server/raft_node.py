@@ -637,18 +637,44 @@ class RaftNode:
     # ------------------------------------------------------------------ reads
     async def read_index(self) -> None:
         """Linearizable-read barrier: ReadIndex through the leader, then wait until this
-        member applied up to the read index."""
+        member applied up to the read index.
+
+        On the leader of a one-voter cluster no round is needed: no other member can
+        commit, so the commit index is the read index — once this leader has committed an
+        entry of its own term (until then the commit index it recovered may lag a write
+        that was acknowledged before a restart, Raft §6.4, the rule etcd applies to the
+        multi-member case). The read then only waits for ``applied >= commit``: no
+        message, no Ready, no future when the member is caught up."""
         if self._stopped or self.removed:
             raise Stopped()
         await self._wait_leader()
+        assert self.rn is not None
+        r = self.rn.raft
+        if r.state == StateRole.LEADER and r.trk.is_singleton() and r.id in r.trk.voters:
+            if r.log.term_or_zero(r.log.committed) != r.term:
+                # this term's first entry (the no-op) is at or before the last index
+                await self._wait_applied(r.log.last_index())
+                await self.read_index()
+                return
+            index = r.log.committed
+            if index > self._applied:
+                await self._wait_applied(index)
+            return
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._read_waiting.append(fut)
         self._issue_read()
-        index: int = await _bounded(fut)
+        index = await _bounded(fut)
         if index > self._applied:
-            af: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._applied_waiters.append((index, af))
-            await _bounded(af)
+            await self._wait_applied(index)
+
+    async def _wait_applied(self, index: int) -> None:
+        """Wait until this member applied ``index`` (``request timed out`` after
+        ``REQUEST_TIMEOUT``)."""
+        if index <= self._applied:
+            return
+        af: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._applied_waiters.append((index, af))
+        await _bounded(af)
 
     def _issue_read(self) -> None:
         if self._read_inflight is not None or not self._read_waiting or self.rn is None:
