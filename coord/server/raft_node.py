@@ -31,6 +31,7 @@ replaces every earlier-written entry ≥ i) and its latest hard state into a fre
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -120,21 +121,6 @@ def decode_snap_file(index: int, term: int, blob: bytes) -> Snapshot:
     return Snapshot(SnapshotMetadata(index, term, cs), blob[_LEN.size + n:])
 
 
-def _expire(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.set_exception(RequestTimeout())
-
-
-async def _bounded(fut: asyncio.Future[Any]) -> Any:
-    """Await ``fut``; after ``REQUEST_TIMEOUT`` it fails with ``request timed out`` (one
-    timer per waiter: cheaper than ``wait_for(shield(...))`` on the hot path)."""
-    handle = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, _expire, fut)
-    try:
-        return await fut
-    finally:
-        handle.cancel()
-
-
 class RaftNode:
     """A Raft cluster member (implements ``coord.server.core.Node``)."""
 
@@ -171,6 +157,11 @@ class RaftNode:
         self._read_inflight: tuple[bytes, list[asyncio.Future[int]], float] | None = None
         self._read_ctx = itertools.count(1)
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # Every waiter with its deadline, oldest first (one timeout for all, so the order
+        # of deadlines is the order of creation); the ticker fails the expired ones. This
+        # is cheaper on the hot path than a timer handle per request.
+        self._deadlines: collections.deque[tuple[float, asyncio.Future[Any]]] = (
+            collections.deque())
         self._leader_waiters: list[asyncio.Future[None]] = []
         self._applied = 0
         self._snap_index = 0
@@ -340,6 +331,7 @@ class RaftNode:
             if self.removed:
                 continue
             self.rn.tick()
+            self._expire_waiters(time.monotonic())
             self._check_reads()
             self._kick.set()
 
@@ -565,6 +557,19 @@ class RaftNode:
         log.info("raftnode.snapshot", index=index, compacted_to=compact_to)
 
     # ------------------------------------------------------------------ proposals
+    def _bounded(self, fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        """``fut``, which fails with ``request timed out`` if it is not done within
+        ``REQUEST_TIMEOUT`` (checked every tick)."""
+        self._deadlines.append((time.monotonic() + REQUEST_TIMEOUT, fut))
+        return fut
+
+    def _expire_waiters(self, now: float) -> None:
+        d = self._deadlines
+        while d and (d[0][1].done() or d[0][0] <= now):
+            _, fut = d.popleft()
+            if not fut.done():
+                fut.set_exception(RequestTimeout())
+
     def _next_id(self) -> int:
         return next(self._ids)
 
@@ -583,9 +588,10 @@ class RaftNode:
         """Replicate ``req``; return the applier's response once it is applied here."""
         if self._stopped or self.removed:
             raise Stopped()
-        await self._wait_leader()
+        if self._leader == 0:
+            await self._wait_leader()
         assert self.rn is not None
-        req.id = self._next_id()
+        req.id = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiters[req.id] = fut
         try:
@@ -593,7 +599,7 @@ class RaftNode:
             # follower for a whole batch of proposals instead of one per proposal.
             self._props.append((req.id, TAG_REQUEST + req.SerializeToString()))
             self._kick.set()
-            return await _bounded(fut)
+            return await self._bounded(fut)
         finally:
             self._waiters.pop(req.id, None)
 
@@ -647,7 +653,8 @@ class RaftNode:
         message, no Ready, no future when the member is caught up."""
         if self._stopped or self.removed:
             raise Stopped()
-        await self._wait_leader()
+        if self._leader == 0:
+            await self._wait_leader()
         assert self.rn is not None
         r = self.rn.raft
         if r.state == StateRole.LEADER and r.trk.is_singleton() and r.id in r.trk.voters:
@@ -663,7 +670,7 @@ class RaftNode:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._read_waiting.append(fut)
         self._issue_read()
-        index = await _bounded(fut)
+        index = await self._bounded(fut)
         if index > self._applied:
             await self._wait_applied(index)
 
@@ -674,7 +681,7 @@ class RaftNode:
             return
         af: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._applied_waiters.append((index, af))
-        await _bounded(af)
+        await self._bounded(af)
 
     def _issue_read(self) -> None:
         if self._read_inflight is not None or not self._read_waiting or self.rn is None:

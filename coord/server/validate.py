@@ -86,10 +86,10 @@ def _check_txn_request(r: rpc_pb2.TxnRequest, max_ops: int) -> None:
 
 def _check_op(op: rpc_pb2.RequestOp, max_ops: int) -> None:
     which = op.WhichOneof("request")
-    if which == "request_range":
-        check_range(op.request_range)
-    elif which == "request_put":
+    if which == "request_put":
         check_put(op.request_put)
+    elif which == "request_range":
+        check_range(op.request_range)
     elif which == "request_delete_range":
         check_delete_range(op.request_delete_range)
     elif which == "request_txn":
@@ -112,15 +112,19 @@ def _hits(dels: list[_Interval], k: bytes) -> bool:
 def _check_intervals(ops: Sequence[rpc_pb2.RequestOp]) -> tuple[set[bytes], list[_Interval]]:
     """etcd checkIntervals: returns this level's (puts, deletes) for the parent."""
     dels: list[_Interval] = []
-    for op in ops:
-        if op.WhichOneof("request") == "request_delete_range":
+    txns: list[rpc_pb2.TxnRequest] = []
+    put_keys: list[bytes] = []
+    for op in ops:  # one pass sorts the ops; the checks below keep etcd's order
+        which = op.WhichOneof("request")
+        if which == "request_put":
+            put_keys.append(op.request_put.key)
+        elif which == "request_delete_range":
             d = op.request_delete_range
             dels.append((d.key, d.range_end) if d.range_end else _point(d.key))
+        elif which == "request_txn":
+            txns.append(op.request_txn)
     puts: set[bytes] = set()
-    for op in ops:
-        if op.WhichOneof("request") != "request_txn":
-            continue
-        t = op.request_txn
+    for t in txns:
         puts_then, dels_then = _check_intervals(t.success)
         puts_else, dels_else = _check_intervals(t.failure)
         for k in puts_then:
@@ -133,11 +137,8 @@ def _check_intervals(ops: Sequence[rpc_pb2.RequestOp]) -> tuple[set[bytes], list
             puts.add(k)
         dels.extend(dels_then)
         dels.extend(dels_else)
-    for op in ops:
-        if op.WhichOneof("request") != "request_put":
-            continue
-        k = op.request_put.key
-        if k in puts or _hits(dels, k):
+    for k in put_keys:
+        if k in puts or (dels and _hits(dels, k)):
             raise DuplicateKey()
         puts.add(k)
     return puts, dels
