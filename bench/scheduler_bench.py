@@ -3,7 +3,11 @@ on a real 3-member etcd, side by side.
 
 Every job appends ``job occurrence start-time`` to one file from inside the child process,
 so the fire lag is measured from the scheduled instant to the moment the child ran. Claim
-txns per occurrence come from the workers' own counters (logged at shutdown).
+txns per occurrence (claim attempts: a batched store txn carries several) come from the
+workers' own counters, logged at shutdown with their per-stage lag figures (timer wake-up,
+claim, spawn). CPU per occurrence is utime+stime of the worker processes (on coord: the
+agents, store member included) and of the etcd members over the measured window, divided
+by the occurrences started in it.
 
 Run: ``python -m bench.scheduler_bench [--jobs 1000] [--seconds 120] [--every 10]
 [--sweep 250,500,1000,2000]``
@@ -78,6 +82,15 @@ def start_etcd_workers(group: ProcessGroup) -> tuple[list[Proc], str]:
     return workers, endpoints
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (its threads included), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(backend: str, jobs: int, seconds: float, every: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, process_group(Path(tmp)) as group:
         out = Path(tmp) / "starts.txt"
@@ -85,28 +98,43 @@ def measure(backend: str, jobs: int, seconds: float, every: int) -> dict[str, fl
         job_file(spec, out, jobs, every)
         workers, endpoints = (start_coord_agents(group) if backend == "coord"
                               else start_etcd_workers(group))
+        stores = [p for p in group.procs if p not in workers]
         env = dict(os.environ, **ENV)
         subprocess.run(cli("apply", "-f", str(spec), "--endpoints", endpoints), env=env,
                        check=True, capture_output=True, timeout=300)
         t0 = time.time() + every  # ignore the first period (jobs still being loaded)
-        time.sleep(seconds)
+        time.sleep(every)
+        c0 = time.time()
+        w_cpu0 = sum(cpu_seconds(w.popen.pid) for w in workers)
+        s_cpu0 = sum(cpu_seconds(p.popen.pid) for p in stores)
+        time.sleep(max(seconds - every, 1.0))
+        c1 = time.time()
+        w_cpu = sum(cpu_seconds(w.popen.pid) for w in workers) - w_cpu0
+        s_cpu = sum(cpu_seconds(p.popen.pid) for p in stores) - s_cpu0
         t1 = time.time() - 2
         for w in workers:
             w.terminate(timeout=60)
         if os.environ.get("BENCH_KEEP"):
             shutil.copytree(tmp, os.environ["BENCH_KEEP"], dirs_exist_ok=True)
-        lags, seen = [], Counter()
+        lags, seen, in_window = [], Counter(), 0
         for line in out.read_text().splitlines():
             job, occ, started = line.split()
             instant = parse_occurrence_id(occ).timestamp()
             seen[(job, occ)] += 1
             if t0 <= instant <= t1:
                 lags.append(float(started) - instant)
-        claims = 0
+            if c0 <= float(started) < c1:
+                in_window += 1
+        claims = batches = 0
+        stages: dict[str, float] = {}
         for w in workers:
             for line in w.log().splitlines():
                 if '"worker.stopped"' in line:
-                    claims += json.loads(line).get("claim_txns", 0)
+                    stopped = json.loads(line)
+                    claims += stopped.get("claim_txns", 0)
+                    batches += stopped.get("batched_txns", 0)
+                    for stage, fig in stopped.get("lag_ms", {}).items():
+                        stages[stage] = max(stages.get(stage, 0.0), fig["p99"])
         occurrences = len(seen)
         lags.sort()
         return {
@@ -116,6 +144,12 @@ def measure(backend: str, jobs: int, seconds: float, every: int) -> dict[str, fl
             "p99_ms": lags[max(0, int(len(lags) * 0.99) - 1)] * 1000 if lags else float("nan"),
             "max_ms": lags[-1] * 1000 if lags else float("nan"),
             "claims_per_occurrence": claims / occurrences if occurrences else float("nan"),
+            "store_txns_per_occurrence": batches / occurrences if occurrences else float("nan"),
+            "worker_cpu_ms": w_cpu * 1000 / in_window if in_window else float("nan"),
+            "store_cpu_ms": s_cpu * 1000 / in_window if in_window else float("nan"),
+            "wake_p99_ms": stages.get("wake", float("nan")),
+            "claim_p99_ms": stages.get("claim", float("nan")),
+            "spawn_p99_ms": stages.get("spawn", float("nan")),
         }
 
 
@@ -127,15 +161,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", default="", help="job counts for the p99 < 1 s search")
     ap.add_argument("--backends", default="coord,etcd")
     args = ap.parse_args(argv)
+    sys.stdout.write(f"load average at start: {os.getloadavg()}\n")
     rows = ["| backend | jobs | occurrences | duplicates | lag p50 ms | p99 ms | max ms "
-            "| claim txns / occurrence |", "|---|---|---|---|---|---|---|---|"]
+            "| claim txns / occurrence | worker CPU ms / occurrence | store CPU ms / occurrence "
+            "| p99 wake / claim / spawn ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     counts = [args.jobs] + [int(x) for x in args.sweep.split(",") if x]
     for jobs in counts:
         for backend in args.backends.split(","):
             r = measure(backend, jobs, args.seconds if jobs == args.jobs else 60, args.every)
             row = (f"| {backend} | {jobs} | {r['occurrences']:.0f} | {r['duplicates']:.0f} | "
                    f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['max_ms']:.0f} | "
-                   f"{r['claims_per_occurrence']:.2f} |")
+                   f"{r['claims_per_occurrence']:.2f} | {r['worker_cpu_ms']:.2f} | "
+                   f"{r['store_cpu_ms']:.2f} | {r['wake_p99_ms']:.0f} / {r['claim_p99_ms']:.0f}"
+                   f" / {r['spawn_p99_ms']:.0f} |")
             rows.append(row)
             sys.stdout.write(row + "\n")
             sys.stdout.flush()

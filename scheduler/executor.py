@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -131,9 +132,11 @@ class JobProcess:
         self.tail_bytes = tail_bytes
         self.kill_grace = kill_grace
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.base_env = dict(os.environ) if base_env is None else dict(base_env)
+        self.base_env: Mapping[str, str] = os.environ if base_env is None else base_env
         self._proc: subprocess.Popen[bytes] | None = None
         self._exit: _ExitWatch | None = None
+        self._starting = False
+        self._pending_signal: tuple[str, str, float | None] | None = None
         self._task: asyncio.Task[RunResult] | None = None
         self._timed_out = False
         self._kill_reason: str | None = None
@@ -152,37 +155,50 @@ class JobProcess:
         return self._task is not None and self._task.done()
 
     async def start(self) -> None:
-        """Spawn the process; raises :class:`ExecutorError` if it cannot be started."""
-        if self._proc is not None:
+        """Spawn the process; raises :class:`ExecutorError` if it cannot be started.
+
+        Creating the log file and the fork/exec run on a small thread pool, so a burst of
+        starts does not stall the event loop (file creation can wait on the filesystem
+        journal; the parent waits in vfork until the child has exec'd). A kill or terminate
+        requested while the spawn is under way is applied as soon as it returns, and a
+        cancelled start kills what it started: no process is ever left untracked.
+        """
+        if self._proc is not None or self._starting:
             raise ExecutorError("already started")
+        self._starting = True
         req = self.request
-        out: IO[bytes] | None = None
+        argv, env = req.argv(), req.environment(self.base_env)
+        spawn = asyncio.get_running_loop().run_in_executor(
+            _spawner(), _spawn, argv, env, req.workdir, self.log_path)
         try:
-            if self.log_path is not None:
-                out = _open_log(self.log_path)
-            else:
-                out = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _supervise
-            out.seek(0, os.SEEK_END)
-            start_offset = out.tell()
-            # A plain Popen (vfork + exec, no asyncio transport): the exit is awaited on a
-            # pidfd in the event loop (see _ExitWatch), not by a thread per child.
-            self._proc = subprocess.Popen(
-                req.argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=req.environment(self.base_env), cwd=req.workdir, start_new_session=True)
+            proc, out, start_offset = await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                proc, out, _ = await spawn
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                out.close()
+                await asyncio.get_running_loop().run_in_executor(_spawner(), proc.wait)
+            raise
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             # ValueError: NUL in an argument (unvalidated)
-            if out is not None:
-                out.close()
             self._log.warning("job.spawn_failed", error=str(exc))
             raise ExecutorError(f"cannot start job {req.job!r}: {exc}") from exc
-        self._exit = _ExitWatch(self._proc)
+        self._proc = proc
+        self._exit = _ExitWatch(proc)
         started_at = self.clock.now()
         t0 = self.clock.monotonic()
-        self._log.info("job.start", pid=self._proc.pid, argv=req.argv(), workdir=req.workdir,
+        self._log.info("job.start", pid=proc.pid, argv=argv, workdir=req.workdir,
                        timeout=req.timeout, fencing_token=req.fencing_token)
         self._out, self._start_offset = out, start_offset
         self._task = asyncio.create_task(
-            self._supervise(self._proc, out, start_offset, started_at, t0))
+            self._supervise(proc, out, start_offset, started_at, t0))
+        if self._pending_signal is not None:  # asked for while the spawn was under way
+            how, reason, grace = self._pending_signal
+            if how == "kill":
+                self.kill(reason)
+            else:
+                self.terminate(reason, grace)
 
     def current_tail(self) -> str:
         """The last ``tail_bytes`` of output so far (live view of a running attempt)."""
@@ -198,7 +214,11 @@ class JobProcess:
         return await asyncio.shield(self._task)
 
     def kill(self, reason: str = "killed") -> None:
-        """SIGKILL the whole process group now. No-op if not started or already finished."""
+        """SIGKILL the whole process group now. No-op if not started or already finished;
+        during :meth:`start`, done as soon as the process exists."""
+        if self._proc is None and self._starting:
+            self._pending_signal = ("kill", reason, None)
+            return
         if self._proc is None or self.done:
             return
         if self._kill_reason is None:
@@ -208,6 +228,10 @@ class JobProcess:
 
     def terminate(self, reason: str = "terminated", grace: float | None = None) -> None:
         """SIGTERM the group, SIGKILL it after ``grace`` (default ``kill_grace``) seconds."""
+        if self._proc is None and self._starting:
+            if self._pending_signal is None:
+                self._pending_signal = ("terminate", reason, grace)
+            return
         if self._proc is None or self.done:
             return
         if self._kill_reason is None:
@@ -326,12 +350,41 @@ class _ExitWatch:
             self.fd = None
 
 
-def _open_log(path: Path) -> IO[bytes]:
+_SPAWNER: ThreadPoolExecutor | None = None
+SPAWN_THREADS = 8
+
+
+def _spawner() -> ThreadPoolExecutor:
+    global _SPAWNER  # one pool per process, made on first use
+    if _SPAWNER is None:
+        _SPAWNER = ThreadPoolExecutor(SPAWN_THREADS, thread_name_prefix="raftcron-spawn")
+    return _SPAWNER
+
+
+def _spawn(argv: list[str], env: dict[str, str], workdir: str | None,
+           log_path: Path | None) -> tuple[subprocess.Popen[bytes], IO[bytes], int]:
+    """Open the output file and start the process (runs on the spawn thread pool). A plain
+    Popen (vfork + exec, no asyncio transport): the exit is awaited on a pidfd in the event
+    loop (see _ExitWatch), not by a thread per child."""
+    out = _open_log(log_path) if log_path is not None else tempfile.TemporaryFile()  # noqa: SIM115
     try:
-        return path.open("a+b")
+        start_offset = out.seek(0, os.SEEK_END)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, env=env, cwd=workdir,
+                                start_new_session=True)
+    except BaseException:
+        out.close()
+        raise
+    return proc, out, start_offset
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    # Unbuffered: the job writes to the file directly, raftcron only reads the tail back.
+    try:
+        return open(path, "a+b", buffering=0)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return path.open("a+b")
+        return open(path, "a+b", buffering=0)
 
 
 def _read_tail(out: IO[bytes], start: int, limit: int) -> tuple[int, bytes]:

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import time
 from collections import deque
@@ -48,12 +49,24 @@ from coord.client import (
     CompactedError,
     Compare,
     KeepAlive,
+    KeyValue,
     LeaseNotFoundError,
+    TxnResult,
     WatchBatch,
     delete,
+    prefix_end,
+    txn_op,
 )
 from scheduler import keys
-from scheduler.claim import ACTIVE, Claim, ClaimStore, Identity, LockHolder, RunRecord
+from scheduler.claim import (
+    ACTIVE,
+    BATCH_MAX,
+    Claim,
+    ClaimStore,
+    Identity,
+    LockHolder,
+    RunRecord,
+)
 from scheduler.clock import Clock, SystemClock
 from scheduler.errors import SpecError
 from scheduler.executor import JobProcess, RunRequest, RunResult
@@ -72,6 +85,10 @@ RUNNING_MARK_DELAY = 0.25
 """Seconds a run may take before its record is updated from `claimed` to `running`."""
 PRUNE_EVERY = 10
 """Prune a job's run history on every PRUNE_EVERY-th finish (not on every one)."""
+SWEEP_PAGE = 500
+"""Run records read per request by the sweep."""
+_ACTIVE_STATUS = re.compile(rb'"status"\s*:\s*"(?:claimed|running|retrying)"')
+"""Matches the bytes of a run record whose status is active (decoded only then)."""
 UNSURE_EVERY = 0.5
 """Seconds between the reads that settle lock deletions on a lease still seen alive."""
 PRUNE_MARGIN = 120.0
@@ -138,6 +155,10 @@ class Worker:
         still showed alive: a normal finish, unless the lease turns out to have expired."""
         self._unsure_wake = asyncio.Event()
         self.stats = StageStats()
+        self._base_env = dict(os.environ)
+        """The environment jobs inherit: the worker's, read once."""
+        self._eligible_cache: dict[tuple[tuple[str, str], ...], list[str]] = {}
+        """job tags → eligible workers; cleared whenever the workers view changes."""
         self.ready = asyncio.Event()
         """Set once the worker is registered and has loaded the jobs (tests wait on it)."""
 
@@ -208,7 +229,9 @@ class Worker:
                 await self.client.revoke(self.session.lease_id)
         await self.client.close()
         log.info("worker.stopped", worker=self.config.name,
-                 claim_txns=self.store.txns if self.store else 0, lag_ms=self.stats.summary())
+                 claim_txns=self.store.txns if self.store else 0,
+                 batched_txns=self.store.batcher.batches if self.store else 0,
+                 lag_ms=self.stats.summary())
 
     # ------------------------------------------------------------------ session
     async def _open_session(self) -> None:
@@ -231,6 +254,7 @@ class Worker:
         if previous is not None:  # the claim count and the attempts span sessions
             self.store.txns = previous.txns
             self.store.attempted = previous.attempted
+            self.store.batcher.batches = previous.batcher.batches
         log.info("worker.registered", worker=self.config.name, lease=f"{grant.id:x}",
                  ttl=grant.ttl)
 
@@ -275,6 +299,7 @@ class Worker:
         r = await self.client.get(keys.WORKERS, prefix=True)
         self.workers = {keys.name_from(kv.key, keys.WORKERS): _worker_tags(kv.value)
                         for kv in r.kvs}
+        self._eligible_cache.clear()
         self._worker_leases = {keys.name_from(kv.key, keys.WORKERS): kv.lease for kv in r.kvs}
         live = set(self._worker_leases.values())
         for lease in [lease for lease in self._unsure if lease not in live]:
@@ -282,6 +307,7 @@ class Worker:
         return r.revision
 
     async def _on_worker_batch(self, batch: WatchBatch) -> None:
+        self._eligible_cache.clear()
         for e in batch.events:
             name = keys.name_from(e.kv.key, keys.WORKERS)
             if e.is_put:
@@ -374,7 +400,7 @@ class Worker:
                 if instant < horizon:
                     await self._record_missed(spec, instant)
             if plan.run is not None:
-                self._spawn(self._occurrence(entry, plan.run), f"occ:{spec.name}")
+                self._fire(entry, plan.run)
         cursor = max(since, now)
         while True:
             nxt = timetable.next_after(cursor)
@@ -384,7 +410,7 @@ class Worker:
             if delay > 0:
                 await asyncio.sleep(delay)
             cursor = nxt
-            self._spawn(self._occurrence(entry, nxt), f"occ:{spec.name}")
+            self._fire(entry, nxt)
 
     async def _record_missed(self, spec: JobSpec, instant: datetime) -> None:
         assert self.store is not None
@@ -394,17 +420,23 @@ class Worker:
 
     # ------------------------------------------------------------------ occurrences
     def _eligible(self, spec: JobSpec) -> list[str]:
-        live = dict(self.workers)
-        live.setdefault(self.config.name, self.config.tags)
-        return eligible_workers(spec.tags, live)
+        key = tuple(sorted(spec.tags.items()))
+        found = self._eligible_cache.get(key)
+        if found is None:
+            live = dict(self.workers)
+            live.setdefault(self.config.name, self.config.tags)
+            found = self._eligible_cache[key] = eligible_workers(spec.tags, live)
+        return found
 
     def _deadline(self, spec: JobSpec, instant: datetime) -> float:
         """Seconds left (by this worker's clock) to start this occurrence."""
         late = (self.clock.now() - instant).total_seconds()
         return spec.starting_deadline - late
 
-    async def _occurrence(self, entry: JobEntry, instant: datetime,
-                          occ: str | None = None) -> None:
+    def _fire(self, entry: JobEntry, instant: datetime, occ: str | None = None) -> None:
+        """One fire instant of a job: the first-ranked worker claims at once (in a task of
+        its own); the k-th looks again after ``k * grace`` (a timer) and starts a task only
+        if the locks watch has not shown the occurrence claimed by then."""
         spec = entry.spec
         occ = occ or occurrence_id(instant)
         self.stats.add("wake", (self.clock.now() - instant).total_seconds())
@@ -412,10 +444,23 @@ class Worker:
         if self.config.name not in eligible:
             return
         position = rank(spec.name, occ, eligible).index(self.config.name)
+        if position == 0:
+            self._spawn(self._occurrence(entry, instant, occ, 0), f"occ:{spec.name}")
+        else:
+            asyncio.get_running_loop().call_later(position * self.config.grace,
+                                                  self._backup_due, entry, instant, occ,
+                                                  position)
+
+    def _backup_due(self, entry: JobEntry, instant: datetime, occ: str, position: int) -> None:
+        if (self._stopping or self.jobs.get(entry.spec.name) is not entry
+                or self._taken(entry.spec.name, occ)):
+            return
+        self._spawn(self._occurrence(entry, instant, occ, position), f"occ:{entry.spec.name}")
+
+    async def _occurrence(self, entry: JobEntry, instant: datetime, occ: str,
+                          position: int) -> None:
+        spec = entry.spec
         if position > 0:
-            await asyncio.sleep(position * self.config.grace)
-            if self._taken(spec.name, occ):
-                return
             assert self.store is not None
             with contextlib.suppress(ClientError):  # unknown: go on and try to claim
                 if await self.store.run_exists(spec.name, occ):
@@ -597,8 +642,10 @@ class Worker:
                                            fencing_token=claim.token, attempt=attempt)
             # One log file per run, so overlapping runs (concurrency: allow) never mix.
             log_path = self.config.log_dir / claim.job / f"{claim.occurrence}.{attempt}.log"
-            proc = JobProcess(request, log_path=log_path, clock=self.clock)
+            proc = JobProcess(request, log_path=log_path, clock=self.clock,
+                              base_env=self._base_env)
             run.process = proc
+            t_spawn = time.monotonic()
             try:
                 await proc.start()
             except Exception as err:  # noqa: BLE001 - any spawn failure ends this run cleanly
@@ -608,6 +655,7 @@ class Worker:
                 await self._write(claim, store.finish, status="failed",
                                   finished_at=time.time(), note=str(err))
                 return
+            self.stats.add("spawn", time.monotonic() - t_spawn)
             if instant is not None and attempt == claim.record.attempt:
                 self.stats.add("fire", (self.clock.now() - instant).total_seconds())
             bound.info("run.started", attempt=attempt, pid=proc.pid)
@@ -706,26 +754,33 @@ class Worker:
 
     async def _prune(self, spec: JobSpec) -> None:
         """Keep ``history_limit`` records, never deleting one young enough to be claimed
-        again, nor an active one; each delete is guarded by the record's mod revision."""
+        again, nor an active one; each delete is guarded by the record's mod revision, and
+        they go to the store as one txn."""
         horizon = self.clock.now() - timedelta(seconds=spec.starting_deadline + PRUNE_MARGIN)
         prefix = keys.runs_prefix(spec.name)
+        assert self.store is not None
         try:
-            r = await self.client.get(prefix, prefix=True, count_only=True)
+            # One read: ``count`` is the whole history, the page its oldest records.
+            r = await self.client.get(prefix, prefix=True, limit=PRUNE_EVERY * 4)
             excess = r.count - spec.history_limit
             if excess <= 0:
                 return
-            oldest = await self.client.get(prefix, prefix=True, limit=excess)
             cutoff = occurrence_id(horizon)
-            for kv in oldest.kvs:
+            doomed: list[tuple[str, KeyValue]] = []
+            for kv in r.kvs[:min(excess, BATCH_MAX)]:
                 occ = keys.name_from(kv.key, prefix)
                 if occ >= cutoff:
                     break
-                with contextlib.suppress(ValueError, TypeError):
-                    if RunRecord.decode(kv.value).status in ACTIVE:
-                        continue
-                res = await self.client.txn([Compare.mod(kv.key) == kv.mod_revision],
-                                            [delete(kv.key)], [])
-                if res.succeeded:
+                if _ACTIVE_STATUS.search(kv.value) is not None:
+                    continue
+                doomed.append((occ, kv))
+            if not doomed:
+                return
+            res = await self.store.batcher.submit(
+                spec.name, [], [txn_op([Compare.mod(kv.key) == kv.mod_revision],
+                                       [delete(kv.key)], []) for _, kv in doomed])
+            for (occ, _), sub in zip(doomed, res.responses, strict=True):
+                if isinstance(sub, TxnResult) and sub.succeeded:
                     for old in (self.config.log_dir / spec.name).glob(f"{occ}.*.log"):
                         old.unlink(missing_ok=True)
         except ClientError as err:
@@ -780,8 +835,11 @@ class Worker:
         entry = self.jobs.get(job)
         if entry is None or (job, holder.occurrence) in self.running:
             return False
-        eligible = self._eligible(entry.spec)
-        return bool(eligible) and rank(job, holder.occurrence, eligible)[0] == self.config.name
+        # Ranked without the holder (it is the one presumed dead) among the workers that
+        # could re-run the job, or among all live workers if none of them is left.
+        others = [w for w in self._eligible(entry.spec) if w != holder.worker] or sorted(
+            (set(self.workers) | {self.config.name}) - {holder.worker})
+        return bool(others) and rank(job, holder.occurrence, others)[0] == self.config.name
 
     def _resolve_unsure(self, lease: int, alive: bool) -> None:
         """Settle the parked lock deletions on ``lease``: dropped if the lease was seen alive
@@ -847,6 +905,7 @@ class Worker:
                     started=lost.started_at > 0)
         instant = parse_occurrence_id(occ.partition(MANUAL_SUFFIX)[0])
         if (entry.spec.on_lost != "rerun" or lost.started_at != 0
+                or self.config.name not in self._eligible(entry.spec)
                 or self._deadline(entry.spec, instant) < 0):
             return
         try:
@@ -876,11 +935,10 @@ class Worker:
             live = sorted(set(self.workers) | {self.config.name})
             if rank("sweep", period, live)[0] != self.config.name:
                 continue
-            for entry in list(self.jobs.values()):
-                try:
-                    await self._sweep_job(entry)
-                except ClientError as err:
-                    log.debug("sweep.failed", job=entry.spec.name, error=str(err))
+            try:
+                await self._sweep_runs()
+            except ClientError as err:
+                log.debug("sweep.failed", error=str(err))
 
     async def _release_orphans(self) -> None:
         """Free locks held on this worker's session for runs it is not running (a claim
@@ -917,21 +975,43 @@ class Worker:
                 if res.succeeded:
                     log.warning("lock.orphan_released", job=job, occurrence=holder.occurrence)
 
-    async def _sweep_job(self, entry: JobEntry) -> None:
-        r = await self.client.get(keys.runs_prefix(entry.spec.name), prefix=True)
-        for kv in r.kvs:
-            try:
-                rec = RunRecord.decode(kv.value)
-            except (ValueError, TypeError):
-                continue
-            if rec.status not in ACTIVE or (rec.job, rec.occurrence) in self.running:
-                continue
-            if rec.lease and (await self.client.time_to_live(rec.lease)).ttl > 0:
-                continue  # its claimant is alive
-            if not rec.lease and time.time() - rec.claimed_at < 2 * self.config.session_ttl:
-                continue  # an old-format record: give its holder a session's time
-            await self._lost(entry, rec.occurrence, rec.run_id, None,
-                             note=f"claimant {rec.worker}'s session expired")
+    async def _sweep_runs(self) -> None:
+        """One pass over every run record, in pages of ``SWEEP_PAGE`` (serializable reads:
+        a stale page only delays a finding to the next pass). Only records whose bytes say
+        they are active are decoded; a claimant lease that the workers view shows alive is
+        not asked about, any other is asked once per pass."""
+        start = keys.RUNS.encode()
+        end = prefix_end(start)
+        live = set(self._worker_leases.values())
+        alive: dict[int, bool] = {}
+        while True:
+            r = await self.client.get(start, range_end=end, limit=SWEEP_PAGE,
+                                      serializable=True)
+            for kv in r.kvs:
+                if _ACTIVE_STATUS.search(kv.value) is None:
+                    continue
+                try:
+                    rec = RunRecord.decode(kv.value)
+                except (ValueError, TypeError):
+                    continue
+                entry = self.jobs.get(rec.job)
+                if (entry is None or rec.status not in ACTIVE
+                        or (rec.job, rec.occurrence) in self.running):
+                    continue
+                if rec.lease:
+                    if rec.lease in live:
+                        continue  # its claimant's session is registered: alive
+                    if rec.lease not in alive:
+                        alive[rec.lease] = (await self.client.time_to_live(rec.lease)).ttl > 0
+                    if alive[rec.lease]:
+                        continue
+                elif time.time() - rec.claimed_at < 2 * self.config.session_ttl:
+                    continue  # an old-format record: give its holder a session's time
+                await self._lost(entry, rec.occurrence, rec.run_id, None,
+                                 note=f"claimant {rec.worker}'s session expired")
+            if not r.more or not r.kvs:
+                return
+            start = r.kvs[-1].key + b"\0"
 
     async def _request_kill(self, job: str, occurrence: str | None, reason: str) -> None:
         grant = await self.client.grant(5)
@@ -963,13 +1043,14 @@ class Worker:
             if entry is None or MANUAL_SUFFIX not in occ:
                 continue
             instant = parse_occurrence_id(occ.partition(MANUAL_SUFFIX)[0])
-            self._spawn(self._occurrence(entry, instant, occ), f"occ:{job}")
+            self._fire(entry, instant, occ)
 
 
 class StageStats:
     """Recent durations of the stages of an occurrence, in seconds, for the fire-lag
     figures logged at stop: ``wake`` (fire instant → its task runs), ``claim`` (the claim
-    txn, retries included), ``fire`` (fire instant → the process is spawned)."""
+    txn, retries included), ``spawn`` (starting the process), ``fire`` (fire instant → the
+    process is spawned)."""
 
     def __init__(self, keep: int = 100_000) -> None:
         self.samples: dict[str, deque[float]] = {}

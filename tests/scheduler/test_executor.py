@@ -278,3 +278,17 @@ def test_clocks() -> None:
         clock.advance(-1)
     with pytest.raises(ValueError):
         ManualClock(datetime(2026, 1, 1))
+
+
+def test_kill_while_starting_is_applied_once_the_process_exists() -> None:
+    async def scenario() -> RunResult:
+        proc = JobProcess(request(("sleep", "30")))
+        starting = asyncio.create_task(proc.start())
+        await asyncio.sleep(0)  # one loop turn: the spawn is now under way on its thread
+        proc.kill("deadman")
+        await starting
+        return await proc.wait()
+
+    result = run(scenario())
+    assert result.killed and result.kill_reason == "deadman"
+    assert result.signal == 9
