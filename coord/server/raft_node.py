@@ -141,6 +141,8 @@ class RaftNode:
             report_unreachable=self._report_unreachable, report_snapshot=self._report_snapshot,
             name_of=self.membership_name)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
+        self._io_jobs = 0
+        """Background jobs (snapshot persistence) queued on or running on ``_io``."""
         self._wal: WAL | None = None
         self._snaps = SnapshotStore(config.data_dir / "snap")
         self._entry_seq: dict[int, int] = {}
@@ -392,7 +394,15 @@ class RaftNode:
             early, rest = rest[:k], rest[k:]
         for rs in rd.read_states:
             self._read_done(rs.request_ctx, rs.index)
-        if records:
+        if records and not rd.must_sync and not self._io_jobs:
+            # Nothing to make durable (only the commit index moved): the WAL buffers the
+            # records for its next fsync, here on the loop — a thread handoff would cost
+            # more than the encoding. The WAL thread is idle (no snapshot job), so the WAL
+            # is used from one thread at a time.
+            self._wal.append(records)
+            if early:
+                self._apply(early, time.monotonic())
+        elif records:
             wal = self._wal
             must_sync = rd.must_sync
 
@@ -551,10 +561,15 @@ class RaftNode:
             wal.release_before(release_at or wal.last_seq)
             snaps.purge(keep=2)
 
+        self._io_jobs += 1
         fut = asyncio.get_running_loop().run_in_executor(self._io, persist)
-        fut.add_done_callback(lambda f: f.exception() and log.error(
-            "raftnode.snapshot_failed", error=repr(f.exception())))
+        fut.add_done_callback(self._snapshot_persisted)
         log.info("raftnode.snapshot", index=index, compacted_to=compact_to)
+
+    def _snapshot_persisted(self, fut: asyncio.Future[None]) -> None:
+        self._io_jobs -= 1
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("raftnode.snapshot_failed", error=repr(fut.exception()))
 
     # ------------------------------------------------------------------ proposals
     def _bounded(self, fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
