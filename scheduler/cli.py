@@ -434,9 +434,14 @@ def worker_cmd(
 
     Example:  raftcron worker --endpoints 10.0.0.1:2379,10.0.0.2:2379 --tags disk=ssd
     """
+    from coord.server.server import use_uvloop
     from scheduler.worker import Worker
 
     configure_logging()
+    # The worker's CPU goes mostly to grpc.aio's futures and callbacks, as a coord member's
+    # does: on uvloop's loop (as in `agent`) an occurrence costs about a seventh less CPU
+    # (docs/benchmarks.md). RAFTCRON_UVLOOP=0 keeps asyncio's own loop.
+    use_uvloop()
     cfg = _worker_config(name or socket.gethostname(), endpoints.split(","), tags, session_ttl,
                          log_dir, clock_offset)
     run_until_signal(Worker(cfg).run)
