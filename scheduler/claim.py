@@ -26,6 +26,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -163,6 +164,8 @@ class TxnBatcher:
         self._pending: list[tuple[list[Any], list[Any], asyncio.Future[TxnResult]]] = []
         self._jobs: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_sent: Callable[[float], None] | None = None
+        """Called with each batch's round-trip time in seconds (the worker's stage figures)."""
 
     def submit(self, job: str, compare: list[Any], success: list[Any]) -> asyncio.Future[TxnResult]:
         loop = asyncio.get_running_loop()
@@ -185,6 +188,7 @@ class TxnBatcher:
     async def _send(self, batch: list[tuple[list[Any], list[Any],
                                            asyncio.Future[TxnResult]]]) -> None:
         self.batches += 1
+        t0 = time.monotonic()
         try:
             if len(batch) == 1:
                 compare, success, _ = batch[0]
@@ -205,6 +209,8 @@ class TxnBatcher:
                 if not fut.done():
                     fut.set_exception(ClientError(f"batched txn failed: {err!r}"))
             raise
+        if self.on_sent is not None:
+            self.on_sent(time.monotonic() - t0)
         for (_, _, fut), result in zip(batch, results, strict=True):
             if not fut.done():
                 fut.set_result(result)

@@ -19,6 +19,9 @@ from coord.logsetup import configure as configure_logging
 
 log = structlog.get_logger("raftcron")
 
+SWITCH_INTERVAL = 0.0005
+"""Seconds a thread may hold the GIL while another waits for it, in `raftcron worker`."""
+
 app = typer.Typer(
     name="raftcron",
     help="A distributed cron scheduler on an embedded, Raft-replicated, etcd-compatible store.",
@@ -442,6 +445,10 @@ def worker_cmd(
     # does: on uvloop's loop (as in `agent`) an occurrence costs about a seventh less CPU
     # (docs/benchmarks.md). RAFTCRON_UVLOOP=0 keeps asyncio's own loop.
     use_uvloop()
+    # Jobs are forked on a few threads (scheduler.executor); each hands the GIL back and
+    # forth several times per spawn, and with the default 5 ms switch interval a thread
+    # could wait that long for it at every turn while the event loop is busy.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     cfg = _worker_config(name or socket.gethostname(), endpoints.split(","), tags, session_ttl,
                          log_dir, clock_offset)
     run_until_signal(Worker(cfg).run)

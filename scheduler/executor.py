@@ -173,12 +173,10 @@ class JobProcess:
         try:
             proc, out, start_offset = await asyncio.shield(spawn)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                proc, out, _ = await spawn
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                out.close()
-                await asyncio.get_running_loop().run_in_executor(_spawner(), proc.wait)
+            # Whatever the spawn thread starts is killed, its file closed and the process
+            # reaped once it returns, by a callback: awaiting it here could be cancelled
+            # again and leave the process running untracked.
+            spawn.add_done_callback(_discard_spawned)
             raise
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             # ValueError: NUL in an argument (unvalidated)
@@ -219,7 +217,7 @@ class JobProcess:
         if self._proc is None and self._starting:
             self._pending_signal = ("kill", reason, None)
             return
-        if self._proc is None or self.done:
+        if self._proc is None or self._exited:
             return
         if self._kill_reason is None:
             self._kill_reason = reason
@@ -232,7 +230,7 @@ class JobProcess:
             if self._pending_signal is None:
                 self._pending_signal = ("terminate", reason, grace)
             return
-        if self._proc is None or self.done:
+        if self._proc is None or self._exited:
             return
         if self._kill_reason is None:
             self._kill_reason = reason
@@ -243,8 +241,14 @@ class JobProcess:
 
     # ------------------------------------------------------------------ internals
 
+    @property
+    def _exited(self) -> bool:
+        """The main process has exited and may be reaped: its pid (the group id) is no
+        longer ours to signal (the exit watch killed the group while it still was)."""
+        return self._exit is not None and self._exit.done.done()
+
     def _signal_group(self, sig: signal.Signals) -> None:
-        if self._proc is None:
+        if self._proc is None or self._exited:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, sig)
@@ -272,9 +276,9 @@ class JobProcess:
                 self._log.warning("job.timeout", pid=proc.pid, timeout=timeout)
                 if self._terminator is None:
                     self._terminator = asyncio.create_task(self._term_then_kill(self.kill_grace))
+            # Leftovers of the group (background children) die with the run: the exit
+            # watch SIGKILLs the group before it reaps the main process.
             returncode = await waiter
-            # Leftovers of the group (background children) die with the run.
-            self._signal_group(signal.SIGKILL)
             if self._terminator is not None:
                 self._terminator.cancel()
             total, tail = _read_tail(out, start_offset, self.tail_bytes)
@@ -329,12 +333,24 @@ class _ExitWatch:
     def _readable(self) -> None:
         if self.done.done():
             return
+        try:
+            if os.waitid(os.P_PID, self.proc.pid,
+                         os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                return  # still running
+            _kill_group(self.proc.pid)  # exited, not reaped: the group id is still its own
+        except ChildProcessError:
+            pass  # reaped already: poll() says how it ended; the group id is not ours now
         code = self.proc.poll()
         if code is not None:
             self.close()
             self.done.set_result(code)
 
     def _wait_thread(self) -> None:
+        try:
+            os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+            _kill_group(self.proc.pid)  # exited, not reaped: the group id is still its own
+        except ChildProcessError:
+            pass
         code = self.proc.wait()
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             self.loop.call_soon_threadsafe(self._resolve, code)
@@ -350,8 +366,16 @@ class _ExitWatch:
             self.fd = None
 
 
+def _kill_group(pgid: int) -> None:
+    """SIGKILL what is left of the process group of a main process that has exited but
+    is not reaped yet: while its zombie exists the group id cannot be reused."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 _SPAWNER: ThreadPoolExecutor | None = None
-SPAWN_THREADS = 8
+SPAWN_THREADS = 4
+"""Threads that create log files and fork/exec jobs (they wait on the kernel, mostly)."""
 
 
 def _spawner() -> ThreadPoolExecutor:
@@ -376,6 +400,19 @@ def _spawn(argv: list[str], env: dict[str, str], workdir: str | None,
         out.close()
         raise
     return proc, out, start_offset
+
+
+def _discard_spawned(
+        spawn: asyncio.Future[tuple[subprocess.Popen[bytes], IO[bytes], int]]) -> None:
+    """Done-callback of a spawn whose start was cancelled: kill the group, close the
+    output file and reap the process (on the spawn pool: the loop must not block)."""
+    if spawn.cancelled() or spawn.exception() is not None:
+        return
+    proc, out, _ = spawn.result()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # not reaped yet: the group id is still its own
+    out.close()
+    _spawner().submit(proc.wait)
 
 
 def _open_log(path: Path) -> IO[bytes]:

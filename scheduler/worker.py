@@ -251,6 +251,7 @@ class Worker:
         previous = self.store
         self.store = ClaimStore(self.client, Identity(self.config.name, grant.id,
                                                       host=self.config.host))
+        self.store.batcher.on_sent = lambda seconds: self.stats.add("txn", seconds)
         if previous is not None:  # the claim count and the attempts span sessions
             self.store.txns = previous.txns
             self.store.attempted = previous.attempted
@@ -1049,7 +1050,8 @@ class Worker:
 class StageStats:
     """Recent durations of the stages of an occurrence, in seconds, for the fire-lag
     figures logged at stop: ``wake`` (fire instant → its task runs), ``claim`` (the claim
-    txn, retries included), ``spawn`` (starting the process), ``fire`` (fire instant → the
+    txn, retries included, until the claiming task runs again), ``txn`` (the round trip of
+    one batched store txn), ``spawn`` (starting the process), ``fire`` (fire instant → the
     process is spawned)."""
 
     def __init__(self, keep: int = 100_000) -> None:
