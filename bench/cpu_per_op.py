@@ -12,8 +12,13 @@ subtracted for the part of the window in which the load generator was starting u
 With ``--cluster 3`` it starts 3-member clusters, sends the load to the leader, and reports
 the leader's CPU per op and the sum over all members.
 
+``--against DIR`` adds a third server: a single coord member running another source tree
+(``mkdir DIR && git archive REV | tar -x -C DIR``), interleaved with the others — an A/B
+comparison that sees the same background load on both sides.
+
 Run: ``python -m bench.cpu_per_op [--ops 20000] [--clients 64] [--only coord]
-[--workloads put,get,lock] [--cluster 3] [--repeat 1] [--profile DIR]``
+[--workloads put,get,lock] [--cluster 3] [--repeat 3] [--against DIR]
+[--profile DIR [--native]]``
 """
 
 from __future__ import annotations
