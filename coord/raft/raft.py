@@ -499,16 +499,18 @@ class Raft:
         self._bcast_append()
 
     def _leader_read_index(self, m: Message) -> None:
-        if self.trk.is_singleton():
-            self._respond_read_index(m, self.log.committed)
-            return
         if not self._committed_entry_in_current_term():
-            # Our commit index may lag the true one until our no-op commits (§6.4).
+            # Our commit index may lag the true one until our no-op commits (§6.4). This
+            # holds for a single voter too: a commit index that was never made durable
+            # (only entries must be fsync'd) restarts lower than a write already answered.
             self.pending_read_index.append(m)
             return
         self._send_read_index_response(m)
 
     def _send_read_index_response(self, m: Message) -> None:
+        if self.trk.is_singleton():  # the quorum is us: nobody to confirm leadership with
+            self._respond_read_index(m, self.log.committed)
+            return
         if self.cfg.read_only == ReadOnlyOption.SAFE:
             self.read_only.add_request(self.log.committed, m)
             self.read_only.recv_ack(self.id, m.context)

@@ -325,3 +325,34 @@ def test_restart_tolerates_stale_commit_and_applied_below_snapshot() -> None:
     st.set_hard_state(HardState(term=2, vote=1, commit=9))
     with pytest.raises(RaftError):
         new_node(1, st)
+
+
+def test_single_voter_read_after_restart_waits_for_its_term_to_commit() -> None:
+    """Only entries must be durable before they are answered; a commit index that moved in
+    a Ready with no new entries may be lost in a crash. A single voter restarted with such
+    a lagging commit index must not answer a read at it: the read waits for the new term's
+    no-op to commit, which commits everything before it (Raft §6.4 applies to one voter)."""
+    rn, st = single_leader()
+    rn.propose(b"acked-write")
+    applied: list[int] = []
+    while rn.has_ready():
+        rd = handle(rn, st)
+        applied += [e.index for e in rd.committed_entries if e.data == b"acked-write"]
+    [write_index] = applied  # applied and answered to its client
+    hs = st.hard_state()
+    assert hs.commit >= write_index
+    st.set_hard_state(HardState(term=hs.term, vote=hs.vote, commit=write_index - 1))
+
+    restarted = new_node(1, st)  # crash: the last commit-only record never reached disk
+    restarted.campaign()
+    states = []
+    asked = False
+    while restarted.has_ready() or not asked:
+        if restarted.raft.state == StateRole.LEADER and not asked:
+            assert restarted.raft.log.committed < write_index  # the lagging index, still
+            restarted.read_index(b"after-restart")
+            asked = True
+        if restarted.has_ready():
+            states += handle(restarted, st).read_states
+    assert [rs.request_ctx for rs in states] == [b"after-restart"]
+    assert states[0].index >= write_index
