@@ -35,6 +35,7 @@ from coord.client import (
     ClientError,
     Compare,
     KeyValue,
+    LeaseNotFoundError,
     RangeResult,
     TxnResult,
     delete,
@@ -149,7 +150,8 @@ class TxnBatcher:
     (revision). One batch never holds two submissions for the same job (they would touch
     the same lock key, which a txn refuses) nor more than ``BATCH_MAX``. If the batch fails
     (store unavailable, our lease gone), every submission gets the error: its outcome is
-    unknown, as for a lone txn, and the callers' retry logic applies unchanged.
+    unknown, as for a lone txn, and the callers' retry logic applies unchanged — except for
+    ``LeaseNotFound``, which one member's lease causes: then each is sent again alone.
 
     When many jobs fire at the same instant, their claims (and later their finishes) go to
     the store as a handful of txns instead of one each: the client's per-call CPU cost and
@@ -181,9 +183,13 @@ class TxnBatcher:
     def _flush(self) -> None:
         batch, self._pending, self._jobs = self._pending, [], set()
         if batch:
-            task = asyncio.get_running_loop().create_task(self._send(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._send_soon(batch)
+
+    def _send_soon(self, batch: list[tuple[list[Any], list[Any],
+                                           asyncio.Future[TxnResult]]]) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[tuple[list[Any], list[Any],
                                            asyncio.Future[TxnResult]]]) -> None:
@@ -199,6 +205,14 @@ class TxnBatcher:
                 for r in res.responses:
                     assert isinstance(r, TxnResult)
                     results.append(TxnResult(res.header, r.succeeded, r.responses))
+        except LeaseNotFoundError as err:
+            if len(batch) > 1:  # one member's lease: the others must not fail with it
+                for item in batch:
+                    self._send_soon([item])
+                return
+            if not batch[0][2].done():
+                batch[0][2].set_exception(err)
+            return
         except ClientError as err:
             for _, _, fut in batch:
                 if not fut.done():

@@ -453,7 +453,9 @@ class Worker:
                                                   position)
 
     def _backup_due(self, entry: JobEntry, instant: datetime, occ: str, position: int) -> None:
-        if (self._stopping or self.jobs.get(entry.spec.name) is not entry
+        # A spec edited meanwhile does not cancel an occurrence already due (as the first
+        # worker's claim is not cancelled either); a deleted job does.
+        if (self._stopping or entry.spec.name not in self.jobs
                 or self._taken(entry.spec.name, occ)):
             return
         self._spawn(self._occurrence(entry, instant, occ, position), f"occ:{entry.spec.name}")
@@ -577,9 +579,26 @@ class Worker:
         store = self.store
         assert store is not None
         log.warning("run.abandoned", job=claim.job, occurrence=claim.occurrence, reason=reason)
+        finished = False
         with contextlib.suppress(ClientError):
-            await store.finish(claim, status="missed", finished_at=time.time(), note=reason)
+            finished = await store.finish(claim, status="missed", finished_at=time.time(),
+                                          note=reason)
+        if not finished:
+            await self._release_settled(claim)
+
+    async def _release_settled(self, claim: Claim) -> None:
+        """Free the lock of a run whose final write did not land — only if its record is no
+        longer active for this run (someone marked it lost, or it is gone). A lock freed
+        under an active record would read as a normal finish to the other workers; left
+        alone, it goes with the session lease, and the lost-run detection sees that."""
+        store = self.store
+        assert store is not None
         with contextlib.suppress(ClientError):
+            rec, _ = await store.get_run_kv(claim.job, claim.occurrence)
+            if rec is not None and rec.run_id == claim.record.run_id and rec.status in ACTIVE:
+                log.warning("lock.kept", job=claim.job, occurrence=claim.occurrence,
+                            reason="its run record is still active")
+                return
             await store.release_lock(claim)
 
     async def _execute(self, entry: JobEntry, claim: Claim,
@@ -599,11 +618,13 @@ class Worker:
             if run.process is not None:
                 run.process.kill("worker error")
             assert self.store is not None
+            finished = False
             with contextlib.suppress(ClientError):
-                await self.store.finish(claim, status="failed", finished_at=time.time(),
-                                        note=f"worker error: {err!r}")
-            with contextlib.suppress(ClientError):
-                await self.store.release_lock(claim)
+                finished = await self.store.finish(claim, status="failed",
+                                                   finished_at=time.time(),
+                                                   note=f"worker error: {err!r}")
+            if not finished:
+                await self._release_settled(claim)
         finally:
             self.running.pop(key, None)
 
@@ -621,10 +642,10 @@ class Worker:
                 # while waiting: starting now could overlap a run elsewhere.
                 status = "killed" if run.kill_reason and not run.kill_reason.startswith(
                     "deadman") else "lost"
-                await self._write(claim, store.finish, status=status, finished_at=time.time(),
-                                  note=run.kill_reason or "session lost before the start")
-                with contextlib.suppress(ClientError):
-                    await store.release_lock(claim)
+                if not await self._write(claim, store.finish, status=status,
+                                         finished_at=time.time(),
+                                         note=run.kill_reason or "session lost before the start"):
+                    await self._release_settled(claim)
                 bound.warning("run.not_started", reason=run.kill_reason or "session lost")
                 return
             # With `on_lost: rerun` the record must say `running` *before* the process
@@ -635,9 +656,11 @@ class Worker:
             if mark_first and not await self._write(claim, store.update, status="running",
                                                     started_at=time.time(), attempt=attempt):
                 bound.warning("run.fenced_out", stage="start")
-                with contextlib.suppress(ClientError):
-                    await store.release_lock(claim)
+                await self._release_settled(claim)
                 return
+            if mark_first and (run.kill_reason is not None
+                               or not self._session_is(claim.lease)):
+                continue  # killed (or the session lost) while the mark was written
             request = RunRequest.from_spec(spec, occurrence=claim.occurrence,
                                            run_id=claim.record.run_id,
                                            fencing_token=claim.token, attempt=attempt)
@@ -653,8 +676,9 @@ class Worker:
                 # (ExecutorError for a bad command or workdir; anything else is a bug, but
                 # must still release the lock rather than leave the job blocked).
                 bound.error("run.spawn_failed", error=str(err))
-                await self._write(claim, store.finish, status="failed",
-                                  finished_at=time.time(), note=str(err))
+                if not await self._write(claim, store.finish, status="failed",
+                                         finished_at=time.time(), note=str(err)):
+                    await self._release_settled(claim)
                 return
             self.stats.add("spawn", time.monotonic() - t_spawn)
             if instant is not None and attempt == claim.record.attempt:
@@ -691,14 +715,12 @@ class Worker:
                         await self._prune(spec)
                 else:
                     bound.warning("run.fenced_out", stage="finish")
-                    with contextlib.suppress(ClientError):
-                        await store.release_lock(claim)
+                    await self._release_settled(claim)
                 return
             delay = spec.retry_delay(attempt)
             if not await self._write(claim, store.update, status="retrying", **fields):
                 bound.warning("run.fenced_out", stage="retry")
-                with contextlib.suppress(ClientError):
-                    await store.release_lock(claim)
+                await self._release_settled(claim)
                 return
             bound.info("run.retrying", attempt=attempt, delay=delay)
             await asyncio.sleep(delay)
@@ -816,7 +838,7 @@ class Worker:
         one read of ``/cron/workers/`` at a later revision settles it (``_confirm_unsure``).
         A lease the view no longer shows is checked at once. The sweep is the safety net.
         """
-        if not self._responsible_for_lost(job, raw_holder):
+        if not self._responsible_for_lost(job, raw_holder, lease):
             return
         session = self.session
         if (session is not None and lease == session.lease_id and self._session_is(lease)
@@ -828,7 +850,7 @@ class Worker:
             return
         self._spawn(self._check_lost(job, raw_holder, token), f"lost:{job}")
 
-    def _responsible_for_lost(self, job: str, raw_holder: bytes) -> bool:
+    def _responsible_for_lost(self, job: str, raw_holder: bytes, lease: int) -> bool:
         try:
             holder = LockHolder.decode(raw_holder)
         except (ValueError, TypeError):
@@ -836,11 +858,25 @@ class Worker:
         entry = self.jobs.get(job)
         if entry is None or (job, holder.occurrence) in self.running:
             return False
-        # Ranked without the holder (it is the one presumed dead) among the workers that
-        # could re-run the job, or among all live workers if none of them is left.
-        others = [w for w in self._eligible(entry.spec) if w != holder.worker] or sorted(
-            (set(self.workers) | {self.config.name}) - {holder.worker})
-        return bool(others) and rank(job, holder.occurrence, others)[0] == self.config.name
+        return self._first_for(entry.spec, holder.occurrence, holder.worker, lease)
+
+    def _first_for(self, spec: JobSpec, key: str, holder: str, lease: int) -> bool:
+        """True if this worker is the one to act on a possibly lost run of ``spec``: the
+        first in rendezvous order for ``key`` among the workers that could re-run the job
+        (among all live workers if none is left), leaving out the holder's session — the
+        one presumed dead — but not a new session of a holder that restarted under the
+        same name."""
+        me = self.config.name
+
+        def same_session(w: str) -> bool:
+            if w != holder:
+                return False
+            current = self.store.me.lease if w == me and self.store else (
+                self._worker_leases.get(w, 0))
+            return not lease or current == lease
+        others = [w for w in self._eligible(spec) if not same_session(w)] or sorted(
+            w for w in set(self.workers) | {me} if not same_session(w))
+        return bool(others) and rank(spec.name, key, others)[0] == me
 
     def _resolve_unsure(self, lease: int, alive: bool) -> None:
         """Settle the parked lock deletions on ``lease``: dropped if the lease was seen alive
@@ -920,7 +956,9 @@ class Worker:
         store.forget(job, occ)
         if claim is not None:
             log.info("run.rerun", job=job, occurrence=occ)
-            await self._execute(entry, claim)
+            # A task of its own (named run:…), so a graceful stop waits for it and a
+            # cancelled sweep never leaves its process behind.
+            self._spawn(self._execute(entry, claim), f"run:{job}:{occ}")
 
     async def _sweep(self) -> None:
         """Every ``sweep_interval`` one live worker (rendezvous over the period) looks for
@@ -932,12 +970,8 @@ class Worker:
             await asyncio.sleep(interval)
             with contextlib.suppress(ClientError):
                 await self._release_orphans()
-            period = str(int(time.time() // interval))
-            live = sorted(set(self.workers) | {self.config.name})
-            if rank("sweep", period, live)[0] != self.config.name:
-                continue
             try:
-                await self._sweep_runs()
+                await self._sweep_runs(str(int(time.time() // interval)))
             except ClientError as err:
                 log.debug("sweep.failed", error=str(err))
 
@@ -965,22 +999,32 @@ class Worker:
                 continue
             rec, rkv = await store.get_run_kv(job, holder.occurrence)
             if rec is not None and rkv is not None and rec.run_id == holder.run_id and (
-                    rec.status == "claimed"):
+                    rec.status in ACTIVE):
+                # Ours, and this worker no longer tracks it: a claim whose answer was lost
+                # (never started), or a run whose task ended without its final write.
                 rec.fencing_token = kv.create_revision
                 claim = Claim(job, holder.occurrence, kv.create_revision, rkv.mod_revision,
                               rec, True, store.me.lease)
-                await self._abandon(claim, "orphaned claim (its answer was lost)")
+                if rec.status == "claimed":
+                    await self._abandon(claim, "orphaned claim (its answer was lost)")
+                else:
+                    log.warning("run.orphaned", job=job, occurrence=holder.occurrence)
+                    with contextlib.suppress(ClientError):
+                        await store.finish(claim, status="lost", finished_at=time.time(),
+                                           note="orphaned run: its worker lost track of it")
             else:
                 res = await self.client.txn([Compare.create(kv.key) == kv.create_revision],
                                             [delete(kv.key)], [])
                 if res.succeeded:
                     log.warning("lock.orphan_released", job=job, occurrence=holder.occurrence)
 
-    async def _sweep_runs(self) -> None:
+    async def _sweep_runs(self, period: str = "") -> None:
         """One pass over every run record, in pages of ``SWEEP_PAGE`` (serializable reads:
         a stale page only delays a finding to the next pass). Only records whose bytes say
         they are active are decoded; a claimant lease that the workers view shows alive is
-        not asked about, any other is asked once per pass."""
+        not asked about, any other is asked once per pass. Every worker makes the pass and
+        acts on the runs it is first for in this period (``_first_for``), so a lost run is
+        re-run by a worker allowed to run its job."""
         start = keys.RUNS.encode()
         end = prefix_end(start)
         live = set(self._worker_leases.values())
@@ -1008,6 +1052,9 @@ class Worker:
                         continue
                 elif time.time() - rec.claimed_at < 2 * self.config.session_ttl:
                     continue  # an old-format record: give its holder a session's time
+                if not self._first_for(entry.spec, f"sweep:{period}:{rec.occurrence}",
+                                       rec.worker, rec.lease):
+                    continue
                 await self._lost(entry, rec.occurrence, rec.run_id, None,
                                  note=f"claimant {rec.worker}'s session expired")
             if not r.more or not r.kvs:
