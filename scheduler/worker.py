@@ -454,8 +454,9 @@ class Worker:
 
     def _backup_due(self, entry: JobEntry, instant: datetime, occ: str, position: int) -> None:
         # A spec edited meanwhile does not cancel an occurrence already due (as the first
-        # worker's claim is not cancelled either); a deleted job does.
-        if (self._stopping or entry.spec.name not in self.jobs
+        # worker's claim is not cancelled either); a deleted or suspended job does.
+        current = self.jobs.get(entry.spec.name)
+        if (self._stopping or current is None or current.spec.suspend
                 or self._taken(entry.spec.name, occ)):
             return
         self._spawn(self._occurrence(entry, instant, occ, position), f"occ:{entry.spec.name}")
@@ -613,6 +614,11 @@ class Worker:
             self._tasks.add(task)
         try:
             await self._attempts(spec, run, instant)
+        except asyncio.CancelledError:
+            # Nobody will wait for the process any more: it must not outlive its run.
+            if run.process is not None:
+                run.process.kill("run cancelled")
+            raise
         except Exception as err:  # a bug must not leave the job locked
             log.exception("run.crashed", job=claim.job, occurrence=claim.occurrence)
             if run.process is not None:
@@ -625,6 +631,12 @@ class Worker:
                                                    note=f"worker error: {err!r}")
             if not finished:
                 await self._release_settled(claim)
+        except BaseException:
+            # Cancelled (a stop that could not wait for the run): the job must not outlive
+            # it. Its record and lock are left to the session's end (the run is lost).
+            if run.process is not None:
+                run.process.kill("worker stopping")
+            raise
         finally:
             self.running.pop(key, None)
 
@@ -838,12 +850,10 @@ class Worker:
         one read of ``/cron/workers/`` at a later revision settles it (``_confirm_unsure``).
         A lease the view no longer shows is checked at once. The sweep is the safety net.
         """
+        # A deletion on our own session's lease is ours (a finish): _first_for leaves the
+        # holder's session out of the ranking, so this worker is never the one to check it.
         if not self._responsible_for_lost(job, raw_holder, lease):
             return
-        session = self.session
-        if (session is not None and lease == session.lease_id and self._session_is(lease)
-                and time.monotonic() < session.give_up_at):
-            return  # our own session, still alive: we released the lock ourselves
         if lease and lease in self._worker_leases.values():
             self._unsure.setdefault(lease, []).append((job, raw_holder, token, revision))
             self._unsure_wake.set()
