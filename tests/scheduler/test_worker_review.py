@@ -26,16 +26,22 @@ import json
 import os
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
-from coord.client import Client
-from scheduler import executor, keys
+from coord.client import Client, LeaseNotFoundError, UnavailableError
+from scheduler import admin, executor, keys
+from scheduler.claim import ClaimStore, Identity
 from scheduler.executor import JobProcess, RunRequest
+from scheduler.plan import occurrence_id
+from scheduler.plan import rank_workers as rank
 from scheduler.worker import Worker, WorkerConfig
-from tests.scheduler.test_worker_faults import _dead, until
+from tests.helpers.procs import ProcessGroup, start_coord
+from tests.scheduler.test_worker_faults import _dead, apply_text, until
 
 
 def _worker(name: str, endpoint: str, tmp: Path, *, ttl: int = 3, sweep: float = 3600.0,
@@ -129,3 +135,312 @@ async def _true(value: bool) -> bool:
 
 async def _reaped(pid: int) -> bool:
     return not Path(f"/proc/{pid}").exists()
+
+
+# ---------------------------------------------------------------- lost runs (finding 1)
+TAGGED = ("jobs:\n  - name: j\n    schedule: '0 0 1 1 *'\n    command: 'touch {marker}'\n"
+          "    on_lost: rerun\n    tags: {{role: a}}\n")
+
+
+def test_holder_restarted_under_its_name_reruns_its_never_started_run(
+        procs: ProcessGroup, tmp_path: Path) -> None:
+    """w1 claimed and died before the start; it restarted under the same name (a new
+    lease). When the old lease expires, w1 — the only worker allowed to run the job — is
+    not mistaken for the dead holder: the run is marked lost and re-run."""
+    coord = start_coord(procs)
+    marker = tmp_path / "ran"
+
+    async def main() -> None:
+        await apply_text(coord.endpoint, TAGGED.format(marker=marker))
+        async with Client([coord.endpoint]) as c:
+            old = await c.grant(30)  # w1's previous incarnation
+            await c.put(keys.worker_key("w1"), json.dumps({"tags": {"role": "a"}}),
+                        lease=old.id)
+            occ = occurrence_id(datetime.now(UTC))
+            assert await ClaimStore(c, Identity("w1", old.id)).claim("j", occ, exclusive=True)
+            w1 = _worker("w1", coord.endpoint, tmp_path, tags={"role": "a"})
+            w2 = _worker("w2", coord.endpoint, tmp_path)  # cannot run the job
+            stop, tasks = await _start([w1, w2])
+            try:
+                assert w1.store is not None
+                new = w1.store.me.lease
+
+                async def views_show_restart() -> bool:
+                    return all(w._worker_leases.get("w1") == new for w in (w1, w2))
+                await until(views_show_restart, 10, "both views to show w1's new session")
+                await c.revoke(old.id)  # the old incarnation's lease ends
+
+                async def rerun() -> bool:
+                    return marker.exists() and await _status(c, "j", occ) == "succeeded"
+                await until(rerun, 10, "the never-started run to be re-run on w1")
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
+    asyncio.run(main())
+
+
+def test_never_started_run_found_by_the_sweep_is_rerun_by_an_eligible_worker(
+        procs: ProcessGroup, tmp_path: Path) -> None:
+    """A run whose lock went before any worker watched (only the sweep can find it): a
+    sweep by a worker that may not run the job leaves the re-run to one that may."""
+    coord = start_coord(procs)
+    marker = tmp_path / "ran"
+
+    async def main() -> None:
+        await apply_text(coord.endpoint, TAGGED.format(marker=marker))
+        async with Client([coord.endpoint]) as c:
+            ghost = await c.grant(30)
+            occ = occurrence_id(datetime.now(UTC))
+            assert await ClaimStore(c, Identity("ghost", ghost.id)).claim("j", occ,
+                                                                           exclusive=True)
+            await c.revoke(ghost.id)
+            w1 = _worker("w1", coord.endpoint, tmp_path, tags={"role": "a"}, sweep=2.0)
+            others = [_worker(f"x{i}", coord.endpoint, tmp_path) for i in range(2)]
+            stop, tasks = await _start([w1, *others])
+            try:
+                await until(lambda: _views_show([w1, *others], {"w1", "x0", "x1"}), 10,
+                            "the workers views")
+                for w in others:  # sweeps by workers that cannot run the job
+                    await w._sweep_runs()
+
+                async def rerun() -> bool:
+                    return marker.exists() and await _status(c, "j", occ) == "succeeded"
+                await until(rerun, 15, "the run to be re-run by w1")
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- locks and records (2)
+def test_a_lock_is_never_freed_under_an_active_record(
+        procs: ProcessGroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder itself frees a lock while the run record is still active in three
+    places: a claim abandoned whose `missed` write fails, a run whose worker code crashed
+    and whose `failed` write fails, an orphaned lock of a started run. Each record must end
+    terminal and its lock free (a lock freed on a live lease reads as a normal finish, and
+    the record would stay active forever)."""
+    coord = start_coord(procs)
+    failing = {"a", "b"}
+    real_finish = ClaimStore.finish
+
+    async def finish_fails_once(self: ClaimStore, claim: Any, **changes: Any) -> bool:
+        if claim.job in failing:
+            failing.discard(claim.job)
+            raise UnavailableError(grpc.StatusCode.UNAVAILABLE, "injected: store unavailable")
+        return await real_finish(self, claim, **changes)
+    monkeypatch.setattr(ClaimStore, "finish", finish_fails_once)
+    jobs = "jobs:\n" + "".join(f"  - name: {j}\n    schedule: '0 0 1 1 *'\n"
+                               "    command: 'sleep 30'\n" for j in "abc")
+
+    async def main() -> None:
+        await apply_text(coord.endpoint, jobs)
+        w1 = _worker("w1", coord.endpoint, tmp_path, sweep=1.0)
+        w2 = _worker("w2", coord.endpoint, tmp_path)
+        stop, tasks = await _start([w1, w2])
+        occ = occurrence_id(datetime.now(UTC))
+        try:
+            store = w1.store
+            assert store is not None
+            # a: a claim abandoned (as when claimed too late to start).
+            claim_a = await store.claim("a", occ, exclusive=True)
+            assert claim_a is not None
+            await w1._abandon(claim_a, "test: claimed too late")
+            # b: the worker's own code fails before the start.
+
+            async def crash(*_: Any) -> None:
+                raise RuntimeError("injected worker bug")
+            monkeypatch.setattr(w1, "_attempts", crash)
+            claim_b = await store.claim("b", occ, exclusive=True)
+            assert claim_b is not None
+            await asyncio.create_task(w1._execute(w1.jobs["b"], claim_b))  # a run task
+            # c: a started run whose worker lost track of it (its lock stays on the lease).
+            claim_c = await store.claim("c", occ, exclusive=True)
+            assert claim_c is not None
+            assert await store.update(claim_c, status="running", started_at=time.time())
+            async with Client([coord.endpoint]) as c:
+                async def settled() -> bool:
+                    for job in "abc":
+                        if await _status(c, job, occ) in ("claimed", "running", None):
+                            return False
+                        if await c.get_one(keys.lock_key(job)) is not None:
+                            return False
+                    return True
+                await until(settled, 15, "every record to end and every lock to be free")
+                assert await _status(c, "a", occ) == "missed"
+                assert await _status(c, "c", occ) == "lost"
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- stop (finding 4)
+def test_graceful_stop_kills_a_run_the_sweep_reran(procs: ProcessGroup, tmp_path: Path) -> None:
+    coord = start_coord(procs)
+    pidf = tmp_path / "pid"
+
+    async def main() -> None:
+        await apply_text(coord.endpoint,
+                         "jobs:\n  - name: j\n    schedule: '0 0 1 1 *'\n"
+                         f"    command: 'echo $$ > {pidf}.tmp; mv {pidf}.tmp {pidf}; "
+                         "exec sleep 30'\n    on_lost: rerun\n")
+        async with Client([coord.endpoint]) as c:
+            ghost = await c.grant(30)
+            occ = occurrence_id(datetime.now(UTC))
+            assert await ClaimStore(c, Identity("ghost", ghost.id)).claim("j", occ,
+                                                                           exclusive=True)
+            await c.revoke(ghost.id)  # its lock goes before any worker watches
+            w = Worker(WorkerConfig(name="w1", endpoints=[coord.endpoint], session_ttl=3,
+                                    log_dir=tmp_path / "logs", sweep_interval=1.0,
+                                    stop_timeout=2))
+            stop, tasks = await _start([w])
+            await until(lambda: _true(pidf.exists()), 10, "the sweep to re-run the job")
+            pid = int(pidf.read_text())
+            stop.set()
+            await asyncio.gather(*tasks)
+            try:
+                assert await _dead(pid), "the re-run job outlived the worker's graceful stop"
+                assert await c.get_one(keys.lock_key("j")) is None
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    asyncio.run(main())
+
+
+def test_a_cancelled_run_kills_its_process(procs: ProcessGroup, tmp_path: Path) -> None:
+    coord = start_coord(procs)
+    pidf = tmp_path / "pid"
+
+    async def main() -> None:
+        await apply_text(coord.endpoint,
+                         "jobs:\n  - name: j\n    schedule: '0 0 1 1 *'\n"
+                         f"    command: 'echo $$ > {pidf}.tmp; mv {pidf}.tmp {pidf}; "
+                         "exec sleep 30'\n")
+        w = _worker("w1", coord.endpoint, tmp_path)
+        stop, tasks = await _start([w])
+        try:
+            assert w.store is not None
+            claim = await w.store.claim("j", occurrence_id(datetime.now(UTC)), exclusive=True)
+            assert claim is not None
+            run = asyncio.create_task(w._execute(w.jobs["j"], claim))
+            await until(lambda: _true(pidf.exists()), 10, "the job to start")
+            pid = int(pidf.read_text())
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+            try:
+                await until(lambda: _dead(pid), 5, "the cancelled run's process to die")
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- kill before start (5)
+def test_kill_request_while_the_running_mark_is_written_stops_the_start(
+        procs: ProcessGroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    coord = start_coord(procs)
+    marker = tmp_path / "ran"
+    workers: list[Worker] = []
+    real_update = ClaimStore.update
+
+    async def update_then_killed(self: ClaimStore, claim: Any, **changes: Any) -> bool:
+        if changes.get("status") == "running":
+            async with Client([coord.endpoint]) as c:
+                await admin.kill(c, claim.job, None, "test: kill during the mark")
+
+            async def seen() -> bool:
+                run = workers[0].running.get((claim.job, claim.occurrence))
+                return run is not None and run.kill_reason is not None
+            await until(seen, 10, "the worker to see the kill request")
+        return await real_update(self, claim, **changes)
+    monkeypatch.setattr(ClaimStore, "update", update_then_killed)
+
+    async def main() -> None:
+        await apply_text(coord.endpoint,
+                         "jobs:\n  - name: j\n    schedule: '0 0 1 1 *'\n"
+                         f"    command: 'touch {marker}'\n    on_lost: rerun\n")
+        workers.append(_worker("w1", coord.endpoint, tmp_path))
+        stop, tasks = await _start(workers)
+        try:
+            async with Client([coord.endpoint]) as c:
+                occ = await admin.trigger(c, "j")
+
+                async def ended() -> bool:
+                    return await _status(c, "j", occ) not in (None, "claimed", "running")
+                await until(ended, 15, "the triggered run to end")
+                assert await _status(c, "j", occ) == "killed"
+                assert await c.get_one(keys.lock_key("j")) is None
+            assert not marker.exists(), "the job started after it was killed"
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- backups (finding 6)
+def test_backup_runs_an_occurrence_after_the_spec_was_edited(
+        procs: ProcessGroup, tmp_path: Path) -> None:
+    """The first-ranked worker is registered but dead; the job is edited between the fire
+    and the backup's turn. The backup still claims and runs the occurrence."""
+    coord = start_coord(procs)
+    marker = tmp_path / "ran"
+    job = "jobs:\n  - name: j\n    schedule: '0 0 1 1 *'\n" \
+          f"    command: 'echo $V >> {marker}'\n    env: {{V: '{{v}}'}}\n"
+
+    async def main() -> None:
+        await apply_text(coord.endpoint, job.replace("{v}", "1"))
+        async with Client([coord.endpoint]) as c:
+            ghost_lease = await c.grant(60)
+            base = occurrence_id(datetime.now(UTC))
+            # An occurrence id for which the dead worker ranks first.
+            occ = next(o for o in (f"{base}-manual-{i:04x}" for i in range(1000))
+                       if rank("j", o, ["ghost", "w1"])[0] == "ghost")
+            await c.put(keys.worker_key("ghost"), json.dumps({"tags": {}}),
+                        lease=ghost_lease.id)
+            w1 = _worker("w1", coord.endpoint, tmp_path, grace=3.0)
+            stop, tasks = await _start([w1])
+            try:
+                await until(lambda: _views_show([w1], {"ghost"}), 10, "w1 to see ghost")
+                fired_before = len(w1.stats.samples.get("wake", ()))
+                await c.put(keys.trigger_key("j", occ), json.dumps({"at": time.time()}),
+                            lease=ghost_lease.id)
+
+                async def fired() -> bool:
+                    return len(w1.stats.samples.get("wake", ())) > fired_before
+                await until(fired, 5, "w1 to see the fire (its backup timer is set)")
+                await apply_text(coord.endpoint, job.replace("{v}", "2"))  # the edit
+
+                async def ran() -> bool:
+                    return await _status(c, "j", occ) == "succeeded"
+                await until(ran, 15, "the backup to run the occurrence")
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- batches (finding 7)
+def test_a_claim_refused_for_its_lease_does_not_fail_its_batch(procs: ProcessGroup) -> None:
+    coord = start_coord(procs)
+
+    async def main() -> None:
+        async with Client([coord.endpoint]) as c:
+            lease = await c.grant(30)
+            store = ClaimStore(c, Identity("w", lease.id))
+            occ = occurrence_id(datetime.now(UTC))
+            claim = await store.claim("done", occ, exclusive=True)
+            assert claim is not None
+            await c.revoke(lease.id)  # the session ends while the run finishes
+            # One loop turn: the finish and a claim on the dead lease go as one batch.
+            finished, claimed = await asyncio.gather(
+                store.finish(claim, status="succeeded", finished_at=time.time()),
+                store.claim("other", occ, exclusive=True), return_exceptions=True)
+            assert isinstance(claimed, LeaseNotFoundError)
+            assert finished is True
+            assert await _status(c, "done", occ) == "succeeded"
+    asyncio.run(main())
