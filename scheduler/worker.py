@@ -631,12 +631,6 @@ class Worker:
                                                    note=f"worker error: {err!r}")
             if not finished:
                 await self._release_settled(claim)
-        except BaseException:
-            # Cancelled (a stop that could not wait for the run): the job must not outlive
-            # it. Its record and lock are left to the session's end (the run is lost).
-            if run.process is not None:
-                run.process.kill("worker stopping")
-            raise
         finally:
             self.running.pop(key, None)
 
