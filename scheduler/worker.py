@@ -94,6 +94,9 @@ UNSURE_EVERY = 0.5
 PRUNE_MARGIN = 120.0
 """Seconds past ``starting_deadline`` before a run record may be pruned: a skewed or slow
 worker can still try to claim an occurrence that late, and the record is what stops it."""
+GIVE_UP_RETRY = 60.0
+"""Seconds past its starting deadline that a worker keeps trying to record an occurrence it
+could not claim as ``missed`` (through a store outage)."""
 
 
 @dataclass
@@ -558,22 +561,37 @@ class Worker:
 
     async def _give_up(self, spec: JobSpec, occ: str, uncertain: bool) -> None:
         """The starting deadline passed. Record the occurrence as skipped; if one of our
-        claims may have landed unheard, release it (so its lock does not block the job)."""
-        store = self.store
-        assert store is not None
-        try:
-            if uncertain:
-                rec, kv = await store.get_run_kv(spec.name, occ)
-                if rec is not None and kv is not None:
-                    claim = store.adopt(rec, kv, spec.concurrency != "allow")
-                    if claim is not None:
-                        await self._abandon(claim, "claimed too late to start")
-                    return  # recorded already (by us or by whoever claimed it)
-            if await store.record_missed(spec.name, occ):
-                log.info("run.skipped", job=spec.name, occurrence=occ,
-                         reason="not started within starting_deadline")
-        except ClientError as err:
-            log.warning("run.give_up_failed", job=spec.name, occurrence=occ, error=str(err))
+        claims may have landed unheard, release it (so its lock does not block the job).
+
+        Retried through store outages (for up to ``GIVE_UP_RETRY`` seconds): every worker
+        that fired the occurrence gives up at about the same time, so if each dropped its
+        write on an error, an outage at the deadline would leave the occurrence with
+        neither a start nor a record."""
+        delay = 0.25
+        retry_until = time.monotonic() + GIVE_UP_RETRY
+        while True:
+            store = self.store  # a new session's store after a re-registration
+            assert store is not None
+            try:
+                if uncertain:
+                    rec, kv = await store.get_run_kv(spec.name, occ)
+                    if rec is not None and kv is not None:
+                        claim = store.adopt(rec, kv, spec.concurrency != "allow")
+                        if claim is not None:
+                            await self._abandon(claim, "claimed too late to start")
+                        return  # recorded already (by us or by whoever claimed it)
+                if await store.record_missed(spec.name, occ):
+                    log.info("run.skipped", job=spec.name, occurrence=occ,
+                             reason="not started within starting_deadline")
+                return
+            except ClientError as err:
+                if self._stopping or time.monotonic() > retry_until:
+                    log.warning("run.give_up_failed", job=spec.name, occurrence=occ,
+                                error=str(err))
+                    return
+                log.debug("run.give_up_retry", job=spec.name, occurrence=occ, error=str(err))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _abandon(self, claim: Claim, reason: str) -> None:
         """Never start this claim: record why (fenced) and free its lock (if still ours)."""

@@ -444,3 +444,44 @@ def test_a_claim_refused_for_its_lease_does_not_fail_its_batch(procs: ProcessGro
             assert finished is True
             assert await _status(c, "done", occ) == "succeeded"
     asyncio.run(main())
+
+
+# ---------------------------------------------------------------- no start, no record
+def test_an_occurrence_given_up_during_an_outage_is_still_recorded_missed(
+        procs: ProcessGroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store fails every claim until the starting deadline, and still fails when the
+    worker gives up: the `missed` record is written once the store answers again (it used
+    to be dropped, leaving the occurrence with neither a start nor a record)."""
+    coord = start_coord(procs)
+    outage = {"missed_writes": 2}
+
+    async def claim_fails(self: ClaimStore, *_: Any, **__: Any) -> Any:
+        raise UnavailableError(grpc.StatusCode.UNAVAILABLE, "injected: no leader")
+    real_missed = ClaimStore.record_missed
+
+    async def missed_fails_twice(self: ClaimStore, job: str, occ: str) -> bool:
+        if outage["missed_writes"] > 0:
+            outage["missed_writes"] -= 1
+            raise UnavailableError(grpc.StatusCode.UNAVAILABLE, "injected: no leader")
+        return await real_missed(self, job, occ)
+    monkeypatch.setattr(ClaimStore, "claim", claim_fails)
+    monkeypatch.setattr(ClaimStore, "record_missed", missed_fails_twice)
+
+    async def main() -> None:
+        await apply_text(coord.endpoint,
+                         "jobs:\n  - name: j\n    schedule: '0 0 1 1 *'\n"
+                         "    command: 'true'\n    starting_deadline: 1s\n")
+        w = _worker("w1", coord.endpoint, tmp_path)
+        stop, tasks = await _start([w])
+        try:
+            async with Client([coord.endpoint]) as c:
+                occ = await admin.trigger(c, "j")
+
+                async def recorded() -> bool:
+                    return await _status(c, "j", occ) == "missed"
+                await until(recorded, 15, "the occurrence to be recorded missed")
+            assert outage["missed_writes"] == 0
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+    asyncio.run(main())
