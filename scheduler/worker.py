@@ -954,6 +954,8 @@ class Worker:
         store = self.store
         assert store is not None
         job = entry.spec.name
+        if self._stopping:  # it could not re-run it: the sweep of a live worker will
+            return
         try:
             lost = await store.mark_lost(job, occ, note=note, run_id=run_id, token=token)
         except ClientError:
@@ -983,7 +985,7 @@ class Worker:
             self._spawn(self._execute(entry, claim), f"run:{job}:{occ}")
 
     async def _sweep(self) -> None:
-        """Every ``sweep_interval`` one live worker (rendezvous over the period) looks for
+        """Every ``sweep_interval`` every worker looks (``_sweep_runs``) for
         active runs whose claimant's session lease has expired — runs the lock events did
         not report (compaction, every worker down at the time, runs without the lock) — and
         marks them lost."""
