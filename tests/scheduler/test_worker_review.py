@@ -485,3 +485,52 @@ def test_an_occurrence_given_up_during_an_outage_is_still_recorded_missed(
             stop.set()
             await asyncio.gather(*tasks)
     asyncio.run(main())
+
+
+def test_backup_drops_an_occurrence_of_a_job_suspended_meanwhile(
+        procs: ProcessGroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, but the edit suspends the job: the backup's turn comes and it does not
+    claim the occurrence."""
+    coord = start_coord(procs)
+    job = "jobs:\n  - name: j\n    schedule: '0 0 1 1 *'\n    command: 'true'\n" \
+          "    suspend: {s}\n"
+    turns: list[str] = []
+    real_due = Worker._backup_due
+
+    def spy(self: Worker, entry: Any, instant: datetime, occ: str, position: int) -> None:
+        real_due(self, entry, instant, occ, position)
+        turns.append(occ)
+    monkeypatch.setattr(Worker, "_backup_due", spy)
+
+    async def main() -> None:
+        await apply_text(coord.endpoint, job.format(s="false"))
+        async with Client([coord.endpoint]) as c:
+            ghost_lease = await c.grant(60)
+            base = occurrence_id(datetime.now(UTC))
+            occ = next(o for o in (f"{base}-manual-{i:04x}" for i in range(1000))
+                       if rank("j", o, ["ghost", "w1"])[0] == "ghost")
+            await c.put(keys.worker_key("ghost"), json.dumps({"tags": {}}),
+                        lease=ghost_lease.id)
+            w1 = _worker("w1", coord.endpoint, tmp_path, grace=2.0)
+            stop, tasks = await _start([w1])
+            try:
+                await until(lambda: _views_show([w1], {"ghost"}), 10, "w1 to see ghost")
+                fired_before = len(w1.stats.samples.get("wake", ()))
+                await c.put(keys.trigger_key("j", occ), json.dumps({"at": time.time()}),
+                            lease=ghost_lease.id)
+
+                async def fired() -> bool:
+                    return len(w1.stats.samples.get("wake", ())) > fired_before
+                await until(fired, 5, "w1 to see the fire (its backup timer is set)")
+                await apply_text(coord.endpoint, job.format(s="true"))
+
+                async def suspended() -> bool:
+                    return w1.jobs["j"].spec.suspend
+                await until(suspended, 5, "w1 to see the suspension")
+                await until(lambda: _true(occ in turns), 10, "the backup's turn")
+                assert not any(t.get_name() == "occ:j" for t in w1._tasks)
+                assert await _status(c, "j", occ) is None
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
+    asyncio.run(main())
