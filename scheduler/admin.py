@@ -161,7 +161,7 @@ async def history(client: Client, name: str, limit: int = 50) -> list[RunRecord]
 async def trigger(client: Client, name: str) -> str:
     """Ask the workers to run the job now, once; returns the occurrence id."""
     await get_job(client, name)
-    occ = f"{occurrence_id(datetime.now(UTC))}-manual-{secrets.token_hex(2)}"
+    occ = f"{occurrence_id(datetime.now(UTC).replace(microsecond=0))}-manual-{secrets.token_hex(2)}"
     grant = await client.grant(60)
     await client.put(keys.trigger_key(name, occ), json.dumps({"at": time.time()}),
                      lease=grant.id)

@@ -123,6 +123,12 @@ def parse_tags(text: str) -> dict[str, str]:
     return tags
 
 
+def iso(t: datetime) -> str:
+    """An instant as ISO 8601: to the second, or to the millisecond when it has a fraction
+    (the fire instants of ``@every`` jobs)."""
+    return t.isoformat(timespec="milliseconds" if t.microsecond else "seconds")
+
+
 def check_output(output: str) -> None:
     if output not in ("table", "json"):
         fail(f"-o must be table or json, not {output!r}", 2)
@@ -191,7 +197,7 @@ def validate(file: Annotated[Path, typer.Argument(help="The job file (YAML).")])
             if nxt is None:
                 break
             local = nxt.astimezone(ZoneInfo(spec.timezone))
-            typer.echo(f"    {nxt.isoformat()}    {local.isoformat()}")
+            typer.echo(f"    {iso(nxt)}    {iso(local)}")
             t = nxt
     typer.echo(f"{file}: {len(specs)} job(s) OK")
 
@@ -250,7 +256,7 @@ def jobs_list(endpoints: EndpointsOpt = "127.0.0.1:2379", output: OutputOpt = "t
                 nxt = spec.timetable().next_after(datetime.now(UTC))
                 row.update(schedule=spec.schedule, timezone=spec.timezone,
                            suspended=spec.suspend, concurrency=spec.concurrency,
-                           next=nxt.isoformat() if nxt and not spec.suspend else None)
+                           next=iso(nxt) if nxt and not spec.suspend else None)
             row["last"] = f"{last[0].occurrence} {last[0].status}" if last else None
             rows.append(row)
         return rows
@@ -276,7 +282,7 @@ def jobs_show(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
             nxt = tt.next_after(t)
             if nxt is None:
                 break
-            fires.append(nxt.isoformat())
+            fires.append(iso(nxt))
             t = nxt
         held = [lk for lk in await locks(c) if lk["job"] == name]
         return {"spec": spec.to_dict(), "revision": rev, "next": fires,

@@ -1,8 +1,9 @@
 """Pure scheduling: fire instants, DST rules, misfire/catch-up, worker ranking.
 
 Nothing here reads a clock, sleeps or does I/O: every function takes the instants it needs.
-All instants are whole seconds (fractions are floored) and are returned as aware UTC
-``datetime`` objects.
+Instants are whole milliseconds (finer fractions are floored) and are returned as aware UTC
+``datetime`` objects. Cron schedules fire on whole seconds; only a job's ``@every`` phase
+(below) puts its instants at a fraction of a second.
 
 Schedules
 ---------
@@ -14,11 +15,13 @@ Schedules
 * macros ``@yearly``/``@annually`` (``0 0 1 1 *``), ``@monthly`` (``0 0 1 * *``), ``@weekly``
   (``0 0 * * 0``), ``@daily``/``@midnight`` (``0 0 * * *``), ``@hourly`` (``0 * * * *``).
 * ``@every D`` with a duration ``D`` (``30s``, ``5m``, ``1h30m``, ``90``): fires every ``D``
-  seconds of real time, at ``phase + k * D`` seconds since the Unix epoch. A job's phase is
-  derived from its name (:func:`spread`: a stable hash, the same on every worker), so many
-  jobs on the same interval spread over it instead of all firing in one second; a bare
-  schedule (no job) has phase 0. The anchor makes every worker compute the same instants
-  whatever its start time; the job's timezone does not affect ``@every``.
+  seconds of real time, at ``phase + k * D`` since the Unix epoch. A job's phase is derived
+  from its name (:func:`spread`: a stable hash, the same on every worker), to the
+  millisecond, so many jobs on the same interval spread evenly over it instead of firing in
+  bursts at whole seconds (1,000 jobs on ``@every 10s`` start about one every 10 ms, not
+  100 at once every second); a bare schedule (no job) has phase 0. The anchor makes every
+  worker compute the same instants whatever its start time; the job's timezone does not
+  affect ``@every``.
 
 Time zones and DST (the rules, tested in ``tests/scheduler/test_plan.py``)
 -------------------------------------------------------------------------
@@ -37,8 +40,10 @@ schedule is one of two kinds, decided from its text the way Vixie cron does:
   the end of the gap, all collapse into that one run. A wall time in a **fold** fires
   **once**, at its first occurrence (the earlier, pre-transition offset).
 
-Occurrences are identified by their instant in UTC, to the second: ``20261122T013000Z``
-(:func:`occurrence_id`), which sorts as text in time order.
+Occurrences are identified by their instant in UTC: ``20261122T013000Z`` to the second, and
+``20261122T013000.250Z`` when the instant has a fraction (``@every`` phases); see
+:func:`occurrence_id`. A job's ids sort as text in time order (its instants all have the same
+fraction unless its schedule is edited between the two kinds).
 
 Misfires
 --------
@@ -229,27 +234,29 @@ class CronSchedule:
 
 @dataclass(frozen=True)
 class EverySchedule:
-    """``@every <interval>``: the instants ``phase + k * interval`` seconds since the epoch.
+    """``@every <interval>``: the instants ``phase_ms + k * interval`` since the epoch
+    (``interval`` in seconds, ``phase_ms`` in milliseconds, ``0 <= phase_ms < interval * 1000``).
 
-    ``phase`` is 0 for a bare schedule; a job's timetable gets a phase derived from the
+    ``phase_ms`` is 0 for a bare schedule; a job's timetable gets a phase derived from the
     job's name (:func:`spread`), the same on every worker."""
 
     expr: str
     interval: int
-    phase: int = 0
+    phase_ms: int = 0
 
 
 Schedule = CronSchedule | EverySchedule
 
 
 def spread(schedule: Schedule, key: str) -> Schedule:
-    """Give an ``@every`` schedule a stable phase within its interval, derived from ``key``
-    (the job name), so that many jobs with the same interval do not all fire in the same
-    second. Every worker computes the same phase; cron schedules are returned unchanged."""
-    if not isinstance(schedule, EverySchedule) or schedule.interval <= 1:
+    """Give an ``@every`` schedule a stable phase within its interval, to the millisecond,
+    derived from ``key`` (the job name), so that many jobs with the same interval fire spread
+    evenly over it rather than together. Every worker computes the same phase; cron
+    schedules are returned unchanged."""
+    if not isinstance(schedule, EverySchedule):
         return schedule
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    return replace(schedule, phase=int.from_bytes(digest, "big") % schedule.interval)
+    return replace(schedule, phase_ms=int.from_bytes(digest, "big") % (schedule.interval * 1000))
 
 
 def parse_schedule(expr: str) -> Schedule:
@@ -362,16 +369,34 @@ def _from_ts(ts: int) -> datetime:
     return EPOCH + timedelta(seconds=ts)
 
 
+def _to_ms(t: datetime) -> int:
+    if t.tzinfo is None:
+        raise ValueError("instants must be timezone-aware datetimes")
+    return int((t - EPOCH) // timedelta(milliseconds=1))
+
+
+def _from_ms(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+_OCC_RE = re.compile(r"(\d{8}T\d{6})(?:\.(\d{3}))?Z")
+
+
 def occurrence_id(instant: datetime) -> str:
-    """``20261122T013000Z``: the instant in UTC to the second (fractions floored)."""
-    return _from_ts(_to_ts(instant)).strftime("%Y%m%dT%H%M%SZ")
+    """The instant in UTC: ``20261122T013000Z`` when it is a whole second, else to the
+    millisecond, ``20261122T013000.250Z`` (finer fractions floored)."""
+    secs, ms = divmod(_to_ms(instant), 1000)
+    text = _from_ts(secs).strftime("%Y%m%dT%H%M%S")
+    return f"{text}.{ms:03d}Z" if ms else f"{text}Z"
 
 
 def parse_occurrence_id(text: str) -> datetime:
-    """The aware UTC instant of an occurrence id; raises ``ValueError``."""
-    if not re.fullmatch(r"\d{8}T\d{6}Z", text):
+    """The aware UTC instant of an occurrence id (either form); raises ``ValueError``."""
+    m = _OCC_RE.fullmatch(text)
+    if m is None:
         raise ValueError(f'not an occurrence id like 20261122T013000Z: "{text}"')
-    return datetime.strptime(text, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    whole = datetime.strptime(m.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    return whole + timedelta(milliseconds=int(m.group(2) or 0))
 
 
 def _offset(zone: ZoneInfo, ts: int) -> int:
@@ -448,15 +473,15 @@ class Timetable:
 
     def next_after(self, after: datetime) -> datetime | None:
         """The first fire instant strictly after ``after`` (None only if it never fires)."""
-        ts = self._next_ts(_to_ts(after) + 1)
-        return None if ts is None else _from_ts(ts)
+        ms = self._next_ms(_to_ms(after) + 1)
+        return None if ms is None else _from_ms(ms)
 
     def iter_after(self, after: datetime) -> Iterator[datetime]:
         """Fire instants strictly after ``after``, ascending, forever."""
-        t = _to_ts(after) + 1
-        while (ts := self._next_ts(t)) is not None:
-            yield _from_ts(ts)
-            t = ts + 1
+        t = _to_ms(after) + 1
+        while (ms := self._next_ms(t)) is not None:
+            yield _from_ms(ms)
+            t = ms + 1
 
     def between(self, start: datetime, end: datetime) -> list[datetime]:
         """Fire instants ``x`` with ``start < x <= end``."""
@@ -467,11 +492,19 @@ class Timetable:
             out.append(x)
         return out
 
-    def _next_ts(self, t: int) -> int | None:
-        """The first fire instant ``>= t``."""
+    def _next_ms(self, t: int) -> int | None:
+        """The first fire instant ``>= t`` (milliseconds since the epoch)."""
         sched = self.schedule
         if isinstance(sched, EverySchedule):
-            return -(-(t - sched.phase) // sched.interval) * sched.interval + sched.phase
+            step = sched.interval * 1000
+            return -(-(t - sched.phase_ms) // step) * step + sched.phase_ms
+        ts = self._next_ts(-(-t // 1000))
+        return None if ts is None else ts * 1000
+
+    def _next_ts(self, t: int) -> int | None:
+        """The first cron fire instant ``>= t`` (whole seconds since the epoch)."""
+        sched = self.schedule
+        assert isinstance(sched, CronSchedule)
         zone = self.zone
         while True:
             off = _offset(zone, t)
@@ -530,35 +563,35 @@ def catch_up(timetable: Timetable, *, since: datetime, now: datetime,
     other due occurrence is missed.
     """
     lower = since if edited_at is None else max(since, edited_at)
-    lower_ts, now_ts = _to_ts(lower), _to_ts(now)
+    lower_ms, now_ms = _to_ms(lower), _to_ms(now)
     nxt = timetable.next_after(now)
-    if lower_ts >= now_ts:
+    if lower_ms >= now_ms:
         return CatchUp(None, (), False, nxt)
     # Find the latest max_missed + 1 occurrences in (lower, now] without walking all of them:
     # look back through a window that grows until it holds enough or reaches ``lower``.
-    window = 60
+    window = 60_000
     while True:
-        start_ts = max(lower_ts, now_ts - window)
+        start_ms = max(lower_ms, now_ms - window)
         latest: deque[datetime] = deque(maxlen=max_missed + 1)
         count = 0
-        for x in timetable.iter_after(_from_ts(start_ts)):
+        for x in timetable.iter_after(_from_ms(start_ms)):
             if x > now:
                 break
             latest.append(x)
             count += 1
-        if count > max_missed or start_ts == lower_ts:
+        if count > max_missed or start_ms == lower_ms:
             break
         window *= 4
     items = list(latest)
     run: datetime | None = None
-    if items and (now_ts - _to_ts(items[-1])) <= starting_deadline:
+    if items and (now_ms - _to_ms(items[-1])) <= starting_deadline * 1000:
         run = items.pop()
     elif len(items) > max_missed:
         items.pop(0)
     more = count > len(items) + (run is not None)
-    if not more and start_ts > lower_ts:
-        first = timetable.next_after(_from_ts(lower_ts))
-        more = first is not None and _to_ts(first) <= start_ts
+    if not more and start_ms > lower_ms:
+        first = timetable.next_after(_from_ms(lower_ms))
+        more = first is not None and _to_ms(first) <= start_ms
     return CatchUp(run, tuple(items), more, nxt)
 
 

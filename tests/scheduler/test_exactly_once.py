@@ -26,12 +26,13 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from coord.client import Client, ClientError
 from scheduler import keys
-from scheduler.plan import occurrence_id
+from scheduler.plan import Timetable, occurrence_id, parse_schedule, spread
 from tests.helpers.binaries import require_binary
 from tests.helpers.procs import REPO, Proc, ProcessGroup, free_port, start_etcd_cluster
 
@@ -140,11 +141,13 @@ async def leader_name(endpoints: str, cports: dict[str, int]) -> str | None:
 
 
 def window_keys(start: datetime, end: datetime) -> list[tuple[str, str]]:
+    """Every (job, occurrence) due in ``(start, end]``, from each job's own timetable (an
+    ``@every`` phase puts a job's instants at its own fraction of the second)."""
     keys_ = []
-    t = start.replace(microsecond=0) + timedelta(seconds=1)
-    while t <= end:
-        keys_ += [(f"j{i:02d}", occurrence_id(t)) for i in range(JOBS)]
-        t += timedelta(seconds=1)
+    for i in range(JOBS):
+        name = f"j{i:02d}"
+        tt = Timetable(spread(parse_schedule("@every 1s"), name), ZoneInfo("UTC"))
+        keys_ += [(name, occurrence_id(t)) for t in tt.between(start, end)]
     return keys_
 
 

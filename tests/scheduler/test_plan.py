@@ -81,12 +81,19 @@ def test_durations_parse_and_format() -> None:
 
 
 def test_occurrence_ids() -> None:
-    t = datetime(2026, 11, 22, 1, 30, 0, 999_000, tzinfo=UTC)
+    t = datetime(2026, 11, 22, 1, 30, 0, tzinfo=UTC)
     assert occurrence_id(t) == "20261122T013000Z"
     assert occurrence_id(t.astimezone(ZoneInfo(BERLIN))) == "20261122T013000Z"
     assert parse_occurrence_id("20261122T013000Z") == utc("2026-11-22T01:30:00")
-    with pytest.raises(ValueError):
-        parse_occurrence_id("2026-11-22T01:30:00Z")
+    # A fraction (an @every phase) is kept to the millisecond; finer ones are floored.
+    frac = t.replace(microsecond=250_999)
+    assert occurrence_id(frac) == "20261122T013000.250Z"
+    assert occurrence_id(t.replace(microsecond=999)) == "20261122T013000Z"
+    assert parse_occurrence_id("20261122T013000.250Z") == t.replace(microsecond=250_000)
+    for bad in ("2026-11-22T01:30:00Z", "20261122T013000.25Z", "20261122T013000.Z",
+                "20261122T013000.2500Z", "20261122T013000"):
+        with pytest.raises(ValueError):
+            parse_occurrence_id(bad)
     with pytest.raises(ValueError):
         occurrence_id(datetime(2026, 1, 1))  # naive instants are refused
 
@@ -97,6 +104,10 @@ def test_occurrence_ids_sort_like_time(naive: datetime) -> None:
     b = a + timedelta(seconds=1)
     assert occurrence_id(a) < occurrence_id(b)
     assert parse_occurrence_id(occurrence_id(a)) == a
+    # The instants of one @every job share their fraction: their ids sort like time too.
+    frac = timedelta(milliseconds=naive.microsecond // 1000 or 1)
+    assert occurrence_id(a + frac) < occurrence_id(b + frac)
+    assert parse_occurrence_id(occurrence_id(a + frac)) == a + frac
 
 
 # ------------------------------------------------------------------ plain (UTC) cron
@@ -563,9 +574,10 @@ def test_tags_match_and_eligible_workers() -> None:
 
 
 def test_every_is_spread_by_job_name_but_stable_across_workers() -> None:
-    """A job's @every phase is a stable hash of its name: every worker computes the same
-    instants, consecutive fires are exactly one interval apart, and many jobs on the same
-    interval spread over it instead of all firing in one second."""
+    """A job's @every phase is a stable hash of its name, to the millisecond: every worker
+    computes the same instants, consecutive fires are exactly one interval apart, and many
+    jobs on the same interval spread evenly over it — no whole-second bursts (1,000 jobs on
+    @every 10s: about one every 10 ms, never dozens in the same 10 ms)."""
     from collections import Counter
 
     from scheduler.plan import spread
@@ -574,14 +586,46 @@ def test_every_is_spread_by_job_name_but_stable_across_workers() -> None:
     start = datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
     base = parse_schedule("@every 10s")
     assert spread(base, "a") == spread(base, "a")  # deterministic
-    firsts = Counter()
+    seconds: Counter[int] = Counter()
+    slots: Counter[int] = Counter()
     for i in range(1000):
         tt = Timetable(spread(base, f"job{i}"), ZoneInfo("UTC"))
         a = tt.next_after(start)
         b = tt.next_after(a)
         assert a is not None and b is not None and (b - a).total_seconds() == 10
-        firsts[a.second % 10] += 1
-    assert len(firsts) == 10 and max(firsts.values()) < 160, firsts
+        assert start < a <= start + timedelta(seconds=10)
+        assert parse_occurrence_id(occurrence_id(a)) == a
+        seconds[a.second % 10] += 1
+        slots[(a - start) // timedelta(milliseconds=10)] += 1
+    assert len(seconds) == 10 and max(seconds.values()) < 160, seconds
+    assert max(slots.values()) <= 8, slots.most_common(3)
+    # A one-second interval is spread within the second too.
+    one = Timetable(spread(parse_schedule("@every 1s"), "hb"), ZoneInfo("UTC"))
+    x = one.next_after(start)
+    assert x is not None and one.next_after(x) == x + timedelta(seconds=1)
     spec = load_jobs_text("jobs:\n  - name: hb\n    schedule: '@every 5s'\n    command: [true]\n")
     assert spec[0].timetable().schedule == spread(base.__class__("@every 5s", 5), "hb")
     assert parse_schedule("*/5 * * * * *") == spread(parse_schedule("*/5 * * * * *"), "x")
+
+
+def test_every_with_a_fractional_phase_catches_up_like_whole_seconds() -> None:
+    """Catch-up and ``between`` treat fractional instants exactly: ``(since, now]`` with
+    ``since`` an earlier fractional occurrence excludes it, and the starting deadline is
+    measured to the millisecond."""
+    from scheduler.plan import EverySchedule
+
+    tt = Timetable(EverySchedule("@every 10s", 10, phase_ms=2_500), ZoneInfo("UTC"))
+    t0 = utc("2026-11-22T00:00:02.500")
+    assert tt.next_after(t0 - timedelta(milliseconds=1)) == t0
+    assert tt.next_after(t0) == t0 + timedelta(seconds=10)
+    assert tt.between(t0, t0 + timedelta(seconds=30)) == [
+        t0 + timedelta(seconds=10 * k) for k in (1, 2, 3)]
+    # since = the last occurrence handled: it is not due again.
+    late = t0 + timedelta(seconds=30, milliseconds=400)
+    cu = catch_up(tt, since=t0, now=late, starting_deadline=0.4)
+    assert cu.run == t0 + timedelta(seconds=30)
+    assert [occurrence_id(x) for x in cu.missed] == [
+        "20261122T000012.500Z", "20261122T000022.500Z"]
+    cu = catch_up(tt, since=t0, now=late + timedelta(milliseconds=1), starting_deadline=0.4)
+    assert cu.run is None and len(cu.missed) == 3
+    assert cu.next_fire == t0 + timedelta(seconds=40)
