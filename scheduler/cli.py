@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import sys
@@ -420,7 +421,8 @@ def _worker_config(name: str, endpoints: list[str], tags: str, session_ttl: int,
 
     return WorkerConfig(name=name, endpoints=endpoints, tags=parse_tags(tags),
                         session_ttl=session_ttl, log_dir=log_dir,
-                        clock=SystemClock(offset=clock_offset))
+                        clock=SystemClock(offset=clock_offset),
+                        freeze_heap=os.environ.get("RAFTCRON_GC_FREEZE", "1") != "0")
 
 
 SessionOpt = Annotated[int, typer.Option("--session-ttl",

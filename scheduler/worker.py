@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import re
@@ -113,6 +114,11 @@ class WorkerConfig:
     """Seconds between sweeps for runs whose claimant died unnoticed."""
     clock: Clock = field(default_factory=SystemClock)
     host: str = field(default_factory=socket.gethostname)
+    freeze_heap: bool = False
+    """Once the jobs are loaded, collect and ``gc.freeze()`` everything alive (the modules,
+    the specs, the job timers): full collections then no longer walk that heap, each a
+    pause of up to ~100 ms at 1,000 jobs that every due occurrence waited out. For a
+    worker that owns its process (the CLI); tests running several in one process don't."""
 
 
 @dataclass
@@ -335,6 +341,9 @@ class Worker:
                 self._remove_job(name)
         for spec, rev in found.values():
             await self._upsert_job(spec, rev, startup=True)
+        if self.config.freeze_heap and not self.ready.is_set():
+            gc.collect()
+            gc.freeze()
         self.ready.set()
         return r.revision
 
