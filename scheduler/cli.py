@@ -415,13 +415,19 @@ def workers_cmd(endpoints: EndpointsOpt = "127.0.0.1:2379", output: OutputOpt = 
 
 # ---------------------------------------------------------------------------- processes
 def _worker_config(name: str, endpoints: list[str], tags: str, session_ttl: int,
-                   log_dir: Path, clock_offset: float) -> Any:
+                   log_dir: Path, clock_offset: float, compact_retention: str = "10m") -> Any:
     from scheduler.clock import SystemClock
+    from scheduler.plan import parse_duration
     from scheduler.worker import WorkerConfig
 
+    try:
+        retention = parse_duration(compact_retention)
+    except ValueError as err:
+        fail(f"--compact-retention: {err}", 2)
     return WorkerConfig(name=name, endpoints=endpoints, tags=parse_tags(tags),
                         session_ttl=session_ttl, log_dir=log_dir,
                         clock=SystemClock(offset=clock_offset),
+                        compact_retention=float(retention),
                         freeze_heap=os.environ.get("RAFTCRON_GC_FREEZE", "1") != "0")
 
 
@@ -430,6 +436,11 @@ SessionOpt = Annotated[int, typer.Option("--session-ttl",
 LogDirOpt = Annotated[Path, typer.Option("--log-dir", help="Where job output logs go.")]
 OffsetOpt = Annotated[float, typer.Option("--clock-offset", hidden=True,
                                           help="Skew this worker's clock (tests).")]
+CompactOpt = Annotated[str, typer.Option(
+    "--compact-retention",
+    help="Store history to keep (e.g. 10m, 1h): the workers compact older revisions "
+    "away so run-record churn cannot grow the store forever. 0 = never compact (a shared "
+    "store compacted by someone else).")]
 
 
 @app.command("worker")
@@ -440,6 +451,7 @@ def worker_cmd(
     session_ttl: SessionOpt = 10,
     log_dir: LogDirOpt = Path("raftcron-logs"),
     clock_offset: OffsetOpt = 0.0,
+    compact_retention: CompactOpt = "10m",
 ) -> None:
     """Run a scheduler worker against coord members or a real etcd.
 
@@ -458,7 +470,7 @@ def worker_cmd(
     # could wait that long for it at every turn while the event loop is busy.
     sys.setswitchinterval(SWITCH_INTERVAL)
     cfg = _worker_config(name or socket.gethostname(), endpoints.split(","), tags, session_ttl,
-                         log_dir, clock_offset)
+                         log_dir, clock_offset, compact_retention)
     run_until_signal(Worker(cfg).run)
 
 
@@ -475,6 +487,7 @@ def agent(
     session_ttl: SessionOpt = 10,
     log_dir: LogDirOpt = Path("raftcron-logs"),
     clock_offset: OffsetOpt = 0.0,
+    compact_retention: CompactOpt = "10m",
 ) -> None:
     """Run a coord member and a worker in one process (no flags: a single-node cluster).
 
@@ -503,7 +516,8 @@ def agent(
         fail(str(err), 2)
         return
     server = CoordServer(config)
-    cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset)
+    cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset,
+                         compact_retention)
 
     async def main(stop: asyncio.Event) -> None:
         from coord.client import Client

@@ -114,6 +114,13 @@ class WorkerConfig:
     """Seconds between sweeps for runs whose claimant died unnoticed."""
     clock: Clock = field(default_factory=SystemClock)
     host: str = field(default_factory=socket.gethostname)
+    compact_retention: float = 600.0
+    """Seconds of store history to keep: the worker ranked first compacts the store, every
+    ``retention / 10`` (at most every minute), to the revision it saw ``retention`` ago.
+    Run records churn a revision or two per occurrence; without compaction the history
+    grows forever (coord keeps it in memory and in every snapshot; etcd's database hits
+    its space quota and turns read-only). 0 turns it off (a store shared with other
+    applications that compact it themselves)."""
     freeze_heap: bool = False
     """Once the jobs are loaded, collect and ``gc.freeze()`` everything alive (the modules,
     the specs, the job timers): full collections then no longer walk that heap, each a
@@ -189,6 +196,7 @@ class Worker:
             self._spawn(self._deadman(), "deadman"),
             self._spawn(self._sweep(), "sweep"),
             self._spawn(self._confirm_unsure(), "confirm-lost"),
+            self._spawn(self._compactor(), "compactor"),
         ]
         try:
             await stop.wait()
@@ -1007,6 +1015,43 @@ class Worker:
                 await self._sweep_runs(str(int(time.time() // interval)))
             except ClientError as err:
                 log.debug("sweep.failed", error=str(err))
+
+    async def _compactor(self) -> None:
+        """Keep the store's history bounded (``WorkerConfig.compact_retention``).
+
+        Every worker samples the store's revision each period; the worker ranked first
+        among the live ones for the period compacts to its newest sample at least
+        ``retention`` old. Views (jobs, workers, locks, ...) resume their watches from
+        recent revisions and re-list if one was compacted, and nothing the scheduler
+        decides reads history, so compaction never changes what runs."""
+        retention = self.config.compact_retention
+        if retention <= 0:
+            return
+        period = min(max(retention / 10, 0.1), 60.0)
+        samples: deque[tuple[float, int]] = deque()
+        while True:
+            await asyncio.sleep(period)
+            try:
+                rev = (await self.client.get(keys.WORKERS, prefix=True, count_only=True,
+                                             serializable=True)).header.revision
+            except ClientError:
+                continue
+            now = time.monotonic()
+            samples.append((now, rev))
+            target = 0
+            while samples and samples[0][0] <= now - retention:
+                target = samples.popleft()[1]
+            me = self.config.name
+            turn = str(int(time.time() // period))
+            if not target or rank("\x00compact", turn, set(self.workers) | {me})[0] != me:
+                continue
+            try:
+                await self.client.compact(target)
+                log.info("store.compacted", revision=target, retention=retention)
+            except CompactedError:
+                pass  # compacted at or past it already (another worker, an operator)
+            except ClientError as err:
+                log.warning("store.compact_failed", revision=target, error=str(err))
 
     async def _release_orphans(self) -> None:
         """Free locks held on this worker's session for runs it is not running (a claim
