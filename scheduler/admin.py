@@ -17,7 +17,7 @@ from coord.client import Client, Compare, delete, put
 from scheduler import keys
 from scheduler.claim import LockHolder, RunRecord
 from scheduler.errors import SchedulerError, SpecError
-from scheduler.plan import occurrence_id
+from scheduler.plan import normalize_occurrence, occurrence_id, occurrence_sort_key
 from scheduler.spec import JobSpec
 
 MAX_TXN_JOBS = 100
@@ -154,14 +154,14 @@ async def history(client: Client, name: str, limit: int = 50) -> list[RunRecord]
             continue
         rec.fencing_token = rec.fencing_token or kv.create_revision
         records.append(rec)
-    records.sort(key=lambda x: x.occurrence, reverse=True)
+    records.sort(key=lambda x: occurrence_sort_key(x.occurrence), reverse=True)
     return records[:limit]
 
 
 async def trigger(client: Client, name: str) -> str:
     """Ask the workers to run the job now, once; returns the occurrence id."""
     await get_job(client, name)
-    occ = f"{occurrence_id(datetime.now(UTC).replace(microsecond=0))}-manual-{secrets.token_hex(2)}"
+    occ = f"{occurrence_id(datetime.now(UTC))}-manual-{secrets.token_hex(2)}"
     grant = await client.grant(60)
     await client.put(keys.trigger_key(name, occ), json.dumps({"at": time.time()}),
                      lease=grant.id)
@@ -169,6 +169,13 @@ async def trigger(client: Client, name: str) -> str:
 
 
 async def kill(client: Client, name: str, occurrence: str | None, reason: str) -> None:
+    """Ask the workers to kill the job's running run(s) — only ``occurrence``'s if given."""
+    if occurrence is not None:
+        try:
+            occurrence = normalize_occurrence(occurrence)
+        except ValueError as err:
+            raise AdminError(f"--occurrence: {err} (see `raftcron jobs history {name}`)") \
+                from None
     await get_job(client, name)
     grant = await client.grant(10)
     await client.put(keys.killer_key(name),

@@ -78,6 +78,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from scheduler.errors import ScheduleError
 
 __all__ = [
+    "MANUAL_SUFFIX",
     "CatchUp",
     "CronSchedule",
     "EverySchedule",
@@ -87,7 +88,10 @@ __all__ = [
     "eligible_workers",
     "format_duration",
     "load_zone",
+    "normalize_occurrence",
     "occurrence_id",
+    "occurrence_instant",
+    "occurrence_sort_key",
     "parse_duration",
     "parse_occurrence_id",
     "parse_schedule",
@@ -397,6 +401,33 @@ def parse_occurrence_id(text: str) -> datetime:
         raise ValueError(f'not an occurrence id like 20261122T013000Z: "{text}"')
     whole = datetime.strptime(m.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
     return whole + timedelta(milliseconds=int(m.group(2) or 0))
+
+
+MANUAL_SUFFIX = "-manual"
+"""A manual run's occurrence id is ``<id of the request instant>-manual-<4 hex>``."""
+
+
+def occurrence_instant(occ: str) -> datetime | None:
+    """The instant of an occurrence id — a manual run's: when it was requested — or None
+    if ``occ`` is not an occurrence id."""
+    try:
+        return parse_occurrence_id(occ.partition(MANUAL_SUFFIX)[0])
+    except ValueError:
+        return None
+
+
+def occurrence_sort_key(occ: str) -> tuple[datetime, str]:
+    """Sort occurrence ids by time. Text order is time order for the ids of one kind, but a
+    whole-second id (``…013004Z``, cron or manual) sorts after a fractional one of the same
+    second (``…013004.250Z``); ids that do not parse sort first."""
+    return occurrence_instant(occ) or EPOCH, occ
+
+
+def normalize_occurrence(text: str) -> str:
+    """The canonical spelling of an occurrence id a user typed (``…013004.000Z`` →
+    ``…013004Z``); raises ``ValueError`` if it is not one."""
+    base, sep, rest = text.partition(MANUAL_SUFFIX)
+    return occurrence_id(parse_occurrence_id(base)) + sep + rest
 
 
 def _offset(zone: ZoneInfo, ts: int) -> int:

@@ -71,14 +71,20 @@ from scheduler.claim import (
 from scheduler.clock import Clock, SystemClock
 from scheduler.errors import SpecError
 from scheduler.executor import JobProcess, RunRequest, RunResult
-from scheduler.plan import catch_up, eligible_workers, occurrence_id, parse_occurrence_id
+from scheduler.plan import (
+    MANUAL_SUFFIX,
+    catch_up,
+    eligible_workers,
+    occurrence_id,
+    occurrence_instant,
+    parse_occurrence_id,
+)
 from scheduler.plan import rank_workers as rank
 from scheduler.spec import JobSpec
 
 log = structlog.get_logger("scheduler.worker")
 
 VERSION = "0.1.0"
-MANUAL_SUFFIX = "-manual"
 """Occurrences started by `raftcron jobs trigger` are ``<UTC instant>-manual-<4 hex>``."""
 STOP_CANCEL_TIMEOUT = 5.0
 """Seconds a graceful stop waits for cancelled tasks to end before it goes on regardless."""
@@ -829,11 +835,13 @@ class Worker:
             excess = r.count - spec.history_limit
             if excess <= 0:
                 return
-            cutoff = occurrence_id(horizon)
             doomed: list[tuple[str, KeyValue]] = []
             for kv in r.kvs[:min(excess, BATCH_MAX)]:
                 occ = keys.name_from(kv.key, prefix)
-                if occ >= cutoff:
+                instant = occurrence_instant(occ)
+                if instant is None:
+                    continue  # not ours to judge
+                if instant >= horizon:
                     break
                 if _ACTIVE_STATUS.search(kv.value) is not None:
                     continue

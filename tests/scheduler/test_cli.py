@@ -111,6 +111,9 @@ def test_suspend_resume_delete_and_errors(coord: str, tmp_path: Path) -> None:
     assert len(shown["next"]) == 5 and shown["lock"] is None
     missing = raftcron(coord, "jobs", "show", "nope")
     assert missing.returncode == 1 and "no job named 'nope'" in missing.stderr
+    # A kill aimed at an occurrence id that is not one is refused (it would match nothing).
+    bad = raftcron(coord, "jobs", "kill", "alpha", "--occurrence", "yesterday")
+    assert bad.returncode == 1 and "--occurrence: not an occurrence id" in bad.stderr
     assert raftcron(coord, "jobs", "delete", "beta").returncode == 0
     assert "beta" not in stored(coord)
 

@@ -98,6 +98,24 @@ def test_occurrence_ids() -> None:
         occurrence_id(datetime(2026, 1, 1))  # naive instants are refused
 
 
+def test_occurrence_ids_of_both_kinds_sort_by_time() -> None:
+    """History lists a job's runs newest first by instant, though a whole-second id (cron,
+    or an older version's) sorts after a fractional one of the same second as text; ids a
+    user types are spelled canonically before they are matched."""
+    from scheduler.plan import normalize_occurrence, occurrence_sort_key
+
+    ids = ["20261122T013004Z-manual-ab12", "20261122T013004.250Z", "20261122T013003.900Z",
+           "20261122T013004Z", "20261122T013004.100Z-manual-0001", "garbage"]
+    assert sorted(ids, key=occurrence_sort_key) == [
+        "garbage", "20261122T013003.900Z", "20261122T013004Z", "20261122T013004Z-manual-ab12",
+        "20261122T013004.100Z-manual-0001", "20261122T013004.250Z"]
+    assert normalize_occurrence("20261122T013004.000Z") == "20261122T013004Z"
+    assert normalize_occurrence("20261122T013004.250Z-manual-ab12") == (
+        "20261122T013004.250Z-manual-ab12")
+    with pytest.raises(ValueError):
+        normalize_occurrence("yesterday")
+
+
 @given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)))
 def test_occurrence_ids_sort_like_time(naive: datetime) -> None:
     a = naive.replace(microsecond=0, tzinfo=UTC)

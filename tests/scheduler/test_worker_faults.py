@@ -108,7 +108,7 @@ def test_deadman_kills_cut_off_worker_job_and_run_is_lost(procs: ProcessGroup,
         await until(lambda: _nonempty(started_on("w1")), 15, "the job to start on w1")
         first = (await started_on("w1"))[0]
         pid = int(first.read_text())
-        occurrence = first.name.split(".")[0]
+        occurrence = first.name.rsplit(".", 1)[0]
         os.environ["WHO"] = "w2"
         w2 = worker("w2", coord.endpoint, tmp_path, ttl=ttl)
         t2 = asyncio.create_task(w2.run(stop))
