@@ -37,7 +37,7 @@ from __future__ import annotations
 import struct
 import zlib
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from operator import itemgetter
 
 from sortedcontainers import SortedList
@@ -92,6 +92,7 @@ class KVStore:
 
     __slots__ = (
         "_compact",
+        "_epoch",
         "_index",
         "_keys",
         "_log",
@@ -113,6 +114,7 @@ class KVStore:
         self._rev = 1
         self._next = 2  # the int object shared by every record of the next revision
         self._compact = -1
+        self._epoch = 0  # bumped by compact() and restore(): see snapshot_chunks()
         self.watch_hub: WatchHub = WatchHub(self)
 
     # ------------------------------------------------------------------ accessors
@@ -405,6 +407,7 @@ class KVStore:
         if rev > self._rev:
             raise FutureRevision()
         assert not self._pending, "compact inside a write batch"
+        self._epoch += 1
         log = self._log
         first = self._log_first
         touched: dict[bytes, None] = {}
@@ -478,8 +481,18 @@ class KVStore:
     def snapshot(self) -> bytes:
         """Deterministic bytes of the whole state: base records (the kept record below the
         compact revision of each key, key order) and the log from the compact revision on."""
+        return b"".join(self.snapshot_chunks(step=1 << 62))
+
+    def snapshot_chunks(self, step: int = 1000) -> Iterator[bytes]:
+        """The bytes of :meth:`snapshot` in pieces — header and base records, then the log
+        ``step`` revisions at a time — so a caller can build a large snapshot between other
+        work. The state is the one when the first piece is taken; writes made between
+        pieces are left out (they only add revisions above it, and records are immutable).
+        A compaction or restore between pieces would change what is below it: the next
+        piece then raises ``ValueError`` and the caller starts again later."""
         assert not self._pending, "snapshot inside a write batch"
-        out: list[bytes] = [_SNAP_MAGIC, _Q.pack(self._rev), _Q.pack(self._compact)]
+        epoch, last = self._epoch, self._rev
+        out: list[bytes] = [_SNAP_MAGIC, _Q.pack(last), _Q.pack(self._compact)]
         qpack, ipack, rpack = _Q.pack, _I.pack, _REC.pack
         base: list[bytes] = []
         nbase = 0
@@ -498,28 +511,35 @@ class KVStore:
                 nbase += 1
         out.append(ipack(nbase))
         out.extend(base)
-        first = floor if self._rev >= floor else self._rev + 1
+        first = floor if last >= floor else last + 1
         out.append(qpack(first))
-        out.append(ipack(self._rev - first + 1))
-        for r in range(first, self._rev + 1):
-            changes = self.log_entry(r)
-            assert changes is not None
-            out.append(ipack(len(changes) // 2))
-            for j in range(0, len(changes), 2):
-                k = changes[j]
-                crec = changes[j + 1]
-                assert isinstance(k, bytes) and isinstance(crec, tuple)
-                v = crec[4]
-                out.append(ipack(len(k)))
-                out.append(k)
-                out.append(rpack(crec[0], crec[1], crec[2], crec[3], -1 if v is None else len(v)))
-                if v:
-                    out.append(v)
-        return b"".join(out)
+        out.append(ipack(last - first + 1))
+        for start in range(first, last + 1, step):
+            yield b"".join(out)
+            out = []
+            if self._epoch != epoch:
+                raise ValueError("store compacted or restored while its snapshot was built")
+            for r in range(start, min(start + step, last + 1)):
+                changes = self.log_entry(r)
+                assert changes is not None
+                out.append(ipack(len(changes) // 2))
+                for j in range(0, len(changes), 2):
+                    k = changes[j]
+                    crec = changes[j + 1]
+                    assert isinstance(k, bytes) and isinstance(crec, tuple)
+                    v = crec[4]
+                    out.append(ipack(len(k)))
+                    out.append(k)
+                    out.append(rpack(crec[0], crec[1], crec[2], crec[3],
+                                     -1 if v is None else len(v)))
+                    if v:
+                        out.append(v)
+        yield b"".join(out)
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a :meth:`snapshot`. Watchers stay registered and are
         made to catch up from the restored history (or are told it was compacted)."""
+        self._epoch += 1
         old_rev = self._rev
         mv = memoryview(data)
         if bytes(mv[: len(_SNAP_MAGIC)]) != _SNAP_MAGIC:

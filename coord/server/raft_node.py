@@ -40,7 +40,7 @@ import random
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -143,6 +143,8 @@ class RaftNode:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._io_jobs = 0
         """Background jobs (snapshot persistence) queued on or running on ``_io``."""
+        self._snap_build: asyncio.Future[None] | None = None
+        """The snapshot being built (at most one; see ``_take_snapshot``)."""
         self._wal: WAL | None = None
         self._snaps = SnapshotStore(config.data_dir / "snap")
         self._entry_seq: dict[int, int] = {}
@@ -293,6 +295,10 @@ class RaftNode:
 
     async def stop(self) -> None:
         self._stopped = True
+        if self._snap_build is not None:
+            self._snap_build.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._snap_build
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -534,10 +540,41 @@ class RaftNode:
 
     # ------------------------------------------------------------------ snapshots
     def _take_snapshot(self) -> None:
-        assert self.rn is not None and self._wal is not None
+        """Start a snapshot of the state at the applied index. The store's part (its whole
+        history since the last compaction: ~10 µs a revision) is serialised in slices
+        between other work, so a large store never stalls the loop — heartbeats, client
+        requests — for the whole build (it took 0.2 to 1 s at 20,000 to 80,000 revisions)."""
+        assert self.rn is not None
+        if self._snap_build is not None:
+            return
         index = self._applied
         cs = self.rn.status().conf_state
-        data = encode_snapshot_data(self.membership, self.applier.snapshot())
+        # Everything of the state at ``index`` is captured in this loop turn: the membership
+        # (the snapshot data's head), the leases, and the store (its first piece).
+        head = encode_snapshot_data(self.membership, b"")
+        lessor = self.applier.lessor.snapshot()
+        chunks = self.applier.store.snapshot_chunks()
+        parts = [next(chunks)]
+        self._snap_build = asyncio.ensure_future(
+            self._build_snapshot(index, cs, head, lessor, parts, chunks))
+
+    async def _build_snapshot(self, index: int, cs: ConfState, head: bytes, lessor: bytes,
+                              parts: list[bytes], chunks: Iterator[bytes]) -> None:
+        try:
+            for piece in chunks:
+                parts.append(piece)
+                await asyncio.sleep(0)
+                if self._stopped:
+                    return
+        except ValueError as err:  # compacted or restored meanwhile: next time
+            log.info("raftnode.snapshot_restarted", index=index, reason=str(err))
+            return
+        finally:
+            self._snap_build = None
+        self._save_snapshot(index, cs, head + Applier.pack_snapshot(b"".join(parts), lessor))
+
+    def _save_snapshot(self, index: int, cs: ConfState, data: bytes) -> None:
+        assert self._wal is not None
         try:
             snap = self.storage.create_snapshot(index, cs, data)
         except RaftError as err:
