@@ -515,9 +515,10 @@ def agent(
     except ConfigError as err:
         fail(str(err), 2)
         return
-    server = CoordServer(config)
+    # Every flag is checked before the member touches its data dir.
     cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset,
                          compact_retention)
+    server = CoordServer(config)
 
     async def main(stop: asyncio.Event) -> None:
         from coord.client import Client

@@ -118,6 +118,19 @@ def test_suspend_resume_delete_and_errors(coord: str, tmp_path: Path) -> None:
     assert "beta" not in stored(coord)
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--compact-retention", "soon"], "--compact-retention: must be a duration"),
+    (["--tags", "ssd"], "--tags: expected k=v"),
+])
+def test_agent_refuses_bad_flags_before_touching_its_data_dir(
+        tmp_path: Path, flags: list[str], message: str) -> None:
+    res = subprocess.run([sys.executable, "-m", "scheduler.cli", "agent", *flags],
+                         capture_output=True, text=True, check=False, timeout=60, cwd=tmp_path,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert res.returncode == 2 and message in res.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing may be created on bad input"
+
+
 def test_unreachable_store_is_a_clear_error() -> None:
     res = raftcron("127.0.0.1:1", "locks")
     assert res.returncode == 1 and "cannot reach the store" in res.stderr
