@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import sys
@@ -416,6 +415,7 @@ def workers_cmd(endpoints: EndpointsOpt = "127.0.0.1:2379", output: OutputOpt = 
 # ---------------------------------------------------------------------------- processes
 def _worker_config(name: str, endpoints: list[str], tags: str, session_ttl: int,
                    log_dir: Path, clock_offset: float, compact_retention: str = "10m") -> Any:
+    from coord.server.server import gc_freeze_enabled
     from scheduler.clock import SystemClock
     from scheduler.plan import parse_duration
     from scheduler.worker import WorkerConfig
@@ -428,7 +428,7 @@ def _worker_config(name: str, endpoints: list[str], tags: str, session_ttl: int,
                         session_ttl=session_ttl, log_dir=log_dir,
                         clock=SystemClock(offset=clock_offset),
                         compact_retention=float(retention),
-                        freeze_heap=os.environ.get("RAFTCRON_GC_FREEZE", "1") != "0")
+                        freeze_heap=gc_freeze_enabled())
 
 
 SessionOpt = Annotated[int, typer.Option("--session-ttl",

@@ -41,9 +41,9 @@ schedule is one of two kinds, decided from its text the way Vixie cron does:
   **once**, at its first occurrence (the earlier, pre-transition offset).
 
 Occurrences are identified by their instant in UTC: ``20261122T013000Z`` to the second, and
-``20261122T013000.250Z`` when the instant has a fraction (``@every`` phases); see
-:func:`occurrence_id`. A job's ids sort as text in time order (its instants all have the same
-fraction unless its schedule is edited between the two kinds).
+``20261122T013000.250Z`` when the instant has a fraction (``@every`` phases, manual runs);
+see :func:`occurrence_id`. As text, a whole-second id sorts after a fractional one of the
+same second: order and age ids by :func:`occurrence_sort_key` / :func:`occurrence_instant`.
 
 Misfires
 --------
@@ -364,9 +364,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _to_ts(t: datetime) -> int:
-    if t.tzinfo is None:
-        raise ValueError("instants must be timezone-aware datetimes")
-    return int((t - EPOCH) // timedelta(seconds=1))
+    return _to_ms(t) // 1000
 
 
 def _from_ts(ts: int) -> datetime:

@@ -85,7 +85,6 @@ from scheduler.spec import JobSpec
 log = structlog.get_logger("scheduler.worker")
 
 VERSION = "0.1.0"
-"""Occurrences started by `raftcron jobs trigger` are ``<UTC instant>-manual-<4 hex>``."""
 STOP_CANCEL_TIMEOUT = 5.0
 """Seconds a graceful stop waits for cancelled tasks to end before it goes on regardless."""
 RUNNING_MARK_DELAY = 0.25
@@ -989,8 +988,8 @@ class Worker:
             return
         log.warning("run.lost", job=job, occurrence=occ, worker=lost.worker,
                     started=lost.started_at > 0)
-        instant = parse_occurrence_id(occ.partition(MANUAL_SUFFIX)[0])
-        if (entry.spec.on_lost != "rerun" or lost.started_at != 0
+        instant = occurrence_instant(occ)
+        if (instant is None or entry.spec.on_lost != "rerun" or lost.started_at != 0
                 or self.config.name not in self._eligible(entry.spec)
                 or self._deadline(entry.spec, instant) < 0):
             return
@@ -1174,9 +1173,9 @@ class Worker:
                 continue
             job, _, occ = keys.name_from(e.kv.key, keys.TRIGGERS).partition("/")
             entry = self.jobs.get(job)
-            if entry is None or MANUAL_SUFFIX not in occ:
+            instant = occurrence_instant(occ)
+            if entry is None or MANUAL_SUFFIX not in occ or instant is None:
                 continue
-            instant = parse_occurrence_id(occ.partition(MANUAL_SUFFIX)[0])
             self._fire(entry, instant, occ)
 
 

@@ -119,6 +119,12 @@ def use_uvloop() -> bool:
     return True
 
 
+def gc_freeze_enabled() -> bool:
+    """Whether long-lived processes (members, CLI workers) freeze their startup heap:
+    unless ``RAFTCRON_GC_FREEZE=0``."""
+    return os.environ.get("RAFTCRON_GC_FREEZE", "1") != "0"
+
+
 def freeze_startup_heap() -> bool:
     """Collect once, then move every object alive now out of the collector's reach
     (``gc.freeze``), unless ``RAFTCRON_GC_FREEZE=0``. Returns whether it did.
@@ -131,7 +137,7 @@ def freeze_startup_heap() -> bool:
     garbage cycles among them would be kept, and the collection before the freeze leaves
     none.
     """
-    if os.environ.get("RAFTCRON_GC_FREEZE", "1") == "0":
+    if not gc_freeze_enabled():
         return False
     gc.collect()
     gc.freeze()
