@@ -11,6 +11,8 @@ import grpc
 import structlog
 
 from coord.api.auth import AuthService
+from coord.api.errors import RECV_LIMIT
+from coord.api.h2.server import H2Server
 from coord.api.kv import KVService
 from coord.api.lease import LeaseService
 from coord.api.maintenance import ClusterService, MaintenanceService
@@ -72,7 +74,7 @@ class ClientHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         self.node = node
         self.handlers = handlers
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+    def service(self, handler_call_details: Any) -> Any:
         handler = self.handlers.get(handler_call_details.method)
         if handler is None or self.node.leader_id != 0:
             return handler
@@ -117,6 +119,17 @@ def use_uvloop() -> bool:
         return False
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return True
+
+
+def client_server_kind() -> str:
+    """Which server answers the client port: ``h2`` (coord's own, :mod:`coord.api.h2`, the
+    default) or ``grpcio`` (``grpc.aio.server``) when ``RAFTCRON_CLIENT_SERVER=grpcio``.
+    Both serve the same handlers; grpcio costs ten times the CPU per call
+    (docs/benchmarks.md) and is kept as a fallback."""
+    kind = os.environ.get("RAFTCRON_CLIENT_SERVER", "h2")
+    if kind not in ("h2", "grpcio"):
+        raise ValueError(f"RAFTCRON_CLIENT_SERVER must be h2 or grpcio, not {kind!r}")
+    return kind
 
 
 def gc_freeze_enabled() -> bool:
@@ -166,6 +179,7 @@ class CoordServer:
                              join=config.initial_cluster_state == "existing")
         self.core = Core(self.node, self.applier, config)
         self._grpc: grpc.aio.Server | None = None
+        self._h2: H2Server | None = None
         self._peer_grpc: grpc.aio.Server | None = None
         self.watch = WatchService(self.core)
 
@@ -187,7 +201,6 @@ class CoordServer:
         await peer_server.start()
         self._peer_grpc = peer_server
         self.node.start()
-        server = grpc.aio.server(options=GRPC_OPTIONS)
         table: Any = _Collect()
         rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.core), table)
         rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(self.core), table)
@@ -195,14 +208,23 @@ class CoordServer:
         rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.core), table)
         rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.core), table)
         rpc_pb2_grpc.add_AuthServicer_to_server(AuthService(self.core), table)
-        server.add_generic_rpc_handlers((ClientHandlers(self.node, table.handlers),))
-        port = server.add_insecure_port(self.config.listen_client)
-        if port == 0:
-            raise OSError(f"cannot listen on {self.config.listen_client}")
-        if self._standalone:
-            freeze_startup_heap()  # before the first client request, not during one
-        await server.start()
-        self._grpc = server
+        handlers = ClientHandlers(self.node, table.handlers)
+        if client_server_kind() == "h2":
+            h2 = H2Server(handlers.service, max_receive=RECV_LIMIT)
+            if self._standalone:
+                freeze_startup_heap()  # before the first client request, not during one
+            await h2.start(self.config.listen_client)
+            self._h2 = h2
+        else:
+            server = grpc.aio.server(options=GRPC_OPTIONS)
+            server.add_generic_rpc_handlers((handlers,))
+            port = server.add_insecure_port(self.config.listen_client)
+            if port == 0:
+                raise OSError(f"cannot listen on {self.config.listen_client}")
+            if self._standalone:
+                freeze_startup_heap()
+            await server.start()
+            self._grpc = server
         self.core.start()
         log.info("coord.serving", name=self.config.name, client=self.config.listen_client,
                  member_id=f"{self.node.member_id:x}", data_dir=str(self.config.data_dir),
@@ -213,6 +235,8 @@ class CoordServer:
         await self.watch.close()
         if self._grpc is not None:
             await self._grpc.stop(grace)
+        if self._h2 is not None:
+            await self._h2.stop(grace)
         await self.node.stop()
         if self._peer_grpc is not None:
             await self._peer_grpc.stop(0)
