@@ -23,7 +23,7 @@ from coord.server.apply import Applier
 from coord.server.config import GRPC_RECV_LIMIT, ServerConfig
 from coord.server.core import Core
 from coord.server.raft_node import RaftNode
-from coord.server.transport import PEER_GRPC_OPTIONS, PeerService
+from coord.server.transport import PEER_GRPC_OPTIONS, PEER_RECV_LIMIT, PeerService
 
 log = structlog.get_logger("coord.server")
 
@@ -121,14 +121,14 @@ def use_uvloop() -> bool:
     return True
 
 
-def client_server_kind() -> str:
-    """Which server answers the client port: ``h2`` (coord's own, :mod:`coord.api.h2`, the
-    default) or ``grpcio`` (``grpc.aio.server``) when ``RAFTCRON_CLIENT_SERVER=grpcio``.
-    Both serve the same handlers; grpcio costs ten times the CPU per call
-    (docs/benchmarks.md) and is kept as a fallback."""
-    kind = os.environ.get("RAFTCRON_CLIENT_SERVER", "h2")
+def grpc_server_kind() -> str:
+    """Which server answers the client and peer ports: ``h2`` (coord's own,
+    :mod:`coord.api.h2`, the default) or ``grpcio`` (``grpc.aio.server``) when
+    ``RAFTCRON_GRPC_SERVER=grpcio``. Both serve the same handlers; grpcio costs about ten
+    times the CPU per call (docs/benchmarks.md) and is kept as a fallback."""
+    kind = os.environ.get("RAFTCRON_GRPC_SERVER", "h2")
     if kind not in ("h2", "grpcio"):
-        raise ValueError(f"RAFTCRON_CLIENT_SERVER must be h2 or grpcio, not {kind!r}")
+        raise ValueError(f"RAFTCRON_GRPC_SERVER must be h2 or grpcio, not {kind!r}")
     return kind
 
 
@@ -180,6 +180,7 @@ class CoordServer:
         self.core = Core(self.node, self.applier, config)
         self._grpc: grpc.aio.Server | None = None
         self._h2: H2Server | None = None
+        self._peer_h2: H2Server | None = None
         self._peer_grpc: grpc.aio.Server | None = None
         self.watch = WatchService(self.core)
 
@@ -191,15 +192,24 @@ class CoordServer:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         if self.node.join and not (self.config.data_dir / "wal").exists():
             await self.node.discover_cluster()
+        kind = grpc_server_kind()
         self.node.recover()
-        peer_server = grpc.aio.server(options=PEER_GRPC_OPTIONS)
-        raft_pb2_grpc.add_PeerServicer_to_server(
-            PeerService(self.node.transport, self.node.serve_lease_renew,
-                        self.node.lookup_peer, self.node.serve_lease_ttl), peer_server)
-        if peer_server.add_insecure_port(self.config.listen_peer) == 0:
-            raise OSError(f"cannot listen on {self.config.listen_peer}")
-        await peer_server.start()
-        self._peer_grpc = peer_server
+        peer_service = PeerService(self.node.transport, self.node.serve_lease_renew,
+                                   self.node.lookup_peer, self.node.serve_lease_ttl)
+        if kind == "h2":
+            peers: Any = _Collect()
+            raft_pb2_grpc.add_PeerServicer_to_server(peer_service, peers)
+            table_: dict[str, Any] = peers.handlers
+            peer_h2 = H2Server(lambda call: table_.get(call.method), max_receive=PEER_RECV_LIMIT)
+            await peer_h2.start(self.config.listen_peer)
+            self._peer_h2 = peer_h2
+        else:
+            peer_server = grpc.aio.server(options=PEER_GRPC_OPTIONS)
+            raft_pb2_grpc.add_PeerServicer_to_server(peer_service, peer_server)
+            if peer_server.add_insecure_port(self.config.listen_peer) == 0:
+                raise OSError(f"cannot listen on {self.config.listen_peer}")
+            await peer_server.start()
+            self._peer_grpc = peer_server
         self.node.start()
         table: Any = _Collect()
         rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.core), table)
@@ -209,7 +219,7 @@ class CoordServer:
         rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.core), table)
         rpc_pb2_grpc.add_AuthServicer_to_server(AuthService(self.core), table)
         handlers = ClientHandlers(self.node, table.handlers)
-        if client_server_kind() == "h2":
+        if kind == "h2":
             h2 = H2Server(handlers.service, max_receive=RECV_LIMIT)
             if self._standalone:
                 freeze_startup_heap()  # before the first client request, not during one
@@ -240,6 +250,8 @@ class CoordServer:
         await self.node.stop()
         if self._peer_grpc is not None:
             await self._peer_grpc.stop(0)
+        if self._peer_h2 is not None:
+            await self._peer_h2.stop(0)
         log.info("coord.stopped", name=self.config.name)
 
     async def serve_until(self, stop: asyncio.Event) -> None:

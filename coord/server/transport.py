@@ -46,8 +46,10 @@ QUEUE_LIMIT = 4096
 BATCH_LIMIT = 512
 """Messages per MessageBatch."""
 SNAPSHOT_TIMEOUT = 30.0
+PEER_RECV_LIMIT = 2**31 - 1
+"""Peer messages are not limited (a snapshot travels as one message)."""
 PEER_GRPC_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", PEER_RECV_LIMIT),
     ("grpc.max_send_message_length", 2**31 - 1),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 1000),
