@@ -237,6 +237,7 @@ class CoordServer:
             self._grpc = server
         self.core.start()
         log.info("coord.serving", name=self.config.name, client=self.config.listen_client,
+                 grpc_server=kind,
                  member_id=f"{self.node.member_id:x}", data_dir=str(self.config.data_dir),
                  revision=self.applier.current_revision)
 

@@ -49,6 +49,7 @@ class CoordCluster:
     snapshot_count: int = 10_000
     faults: bool = True
     members: dict[str, Member] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for i in range(1, self.size + 1):
@@ -68,6 +69,7 @@ class CoordCluster:
         env = {"PYTHONPATH": str(REPO)}
         if self.faults:
             env["RAFTCRON_FAULTS"] = "1"
+        env.update(self.extra_env)
         return env
 
     def spawn(self, name: str, *, state: str = "new", initial_cluster: str | None = None) -> Proc:
