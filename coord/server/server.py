@@ -23,7 +23,12 @@ from coord.server.apply import Applier
 from coord.server.config import GRPC_RECV_LIMIT, ServerConfig
 from coord.server.core import Core
 from coord.server.raft_node import RaftNode
-from coord.server.transport import PEER_GRPC_OPTIONS, PEER_RECV_LIMIT, PeerService
+from coord.server.transport import (
+    PEER_GRPC_OPTIONS,
+    PEER_RECV_LIMIT,
+    PeerService,
+    grpc_server_kind,
+)
 
 log = structlog.get_logger("coord.server")
 
@@ -119,17 +124,6 @@ def use_uvloop() -> bool:
         return False
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return True
-
-
-def grpc_server_kind() -> str:
-    """Which server answers the client and peer ports: ``h2`` (coord's own,
-    :mod:`coord.api.h2`, the default) or ``grpcio`` (``grpc.aio.server``) when
-    ``RAFTCRON_GRPC_SERVER=grpcio``. Both serve the same handlers; grpcio costs about ten
-    times the CPU per call (docs/benchmarks.md) and is kept as a fallback."""
-    kind = os.environ.get("RAFTCRON_GRPC_SERVER", "h2")
-    if kind not in ("h2", "grpcio"):
-        raise ValueError(f"RAFTCRON_GRPC_SERVER must be h2 or grpcio, not {kind!r}")
-    return kind
 
 
 def gc_freeze_enabled() -> bool:

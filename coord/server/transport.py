@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 import structlog
 
+from coord.api.h2.client import StreamCall
 from coord.api.proto import raft_pb2, raft_pb2_grpc
 from coord.raft import (
     ConfState,
@@ -46,6 +47,9 @@ QUEUE_LIMIT = 4096
 BATCH_LIMIT = 512
 """Messages per MessageBatch."""
 SNAPSHOT_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 1.0
+"""How long the sender waits for a peer's TCP connection and HTTP/2 SETTINGS."""
+SEND_METHOD = "/raftcronpb.Peer/Send"
 PEER_RECV_LIMIT = 2**31 - 1
 """Peer messages are not limited (a snapshot travels as one message)."""
 PEER_GRPC_OPTIONS: list[tuple[str, Any]] = [
@@ -59,6 +63,18 @@ PEER_GRPC_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.min_reconnect_backoff_ms", 50),
 ]
+
+
+def grpc_server_kind() -> str:
+    """Which HTTP/2 stack members use for gRPC: ``h2`` (coord's own, :mod:`coord.api.h2`,
+    the default: the client and peer ports' servers and the peer ``Send`` streams) or
+    ``grpcio`` (``grpc.aio``) when ``RAFTCRON_GRPC_SERVER=grpcio``. Both speak the same
+    protocol; grpcio costs about ten times the CPU per call (docs/grpc-server.md) and is
+    kept as a fallback."""
+    kind = os.environ.get("RAFTCRON_GRPC_SERVER", "h2")
+    if kind not in ("h2", "grpcio"):
+        raise ValueError(f"RAFTCRON_GRPC_SERVER must be h2 or grpcio, not {kind!r}")
+    return kind
 
 
 def faults_enabled() -> bool:
@@ -116,6 +132,21 @@ class Faults:
 
 
 # ---------------------------------------------------------------------- sender
+class _H2Send:
+    """``Send`` on a :class:`StreamCall` with the two methods the sender uses of a grpc.aio
+    stream call: ``write`` (waits for flow control) and ``cancel``."""
+
+    def __init__(self, call: StreamCall) -> None:
+        self.call = call
+
+    async def write(self, batch: raft_pb2.MessageBatch) -> None:
+        self.call.write(batch.SerializeToString())
+        await self.call.drain()
+
+    def cancel(self) -> None:
+        self.call.close()
+
+
 class _PeerSender:
     def __init__(self, transport: Transport, peer_id: int, address: str) -> None:
         self.t = transport
@@ -183,10 +214,11 @@ class _PeerSender:
             setattr(batch, "from", self.t.member_id)
             try:
                 if call is None:
-                    call = self._stub().Send()
+                    call = await self._open_send()
                 await call.write(batch)
                 backoff = 0.05
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError) as err:
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError,
+                    OSError) as err:
                 log.debug("transport.send_failed", to=f"{self.peer_id:x}", error=str(err))
                 if call is not None:
                     call.cancel()
@@ -197,6 +229,15 @@ class _PeerSender:
                 backoff = min(backoff * 2, 1.0)
         if call is not None:
             call.cancel()
+
+    async def _open_send(self) -> Any:
+        """The long-lived ``Send`` stream to this peer: coord's own HTTP/2 client
+        (:mod:`coord.api.h2.client`, a tenth of grpc.aio's CPU per write), or grpc.aio's
+        when ``RAFTCRON_GRPC_SERVER=grpcio``."""
+        if grpc_server_kind() == "grpcio":
+            return self._stub().Send()
+        return _H2Send(await StreamCall.open(self.address, SEND_METHOD,
+                                             connect_timeout=CONNECT_TIMEOUT))
 
     async def close(self) -> None:
         self.task.cancel()

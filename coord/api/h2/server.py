@@ -61,9 +61,9 @@ CONNECTION_WINDOW = 16 << 20
 FLUSH_AT = 256 << 10
 """Bytes queued in one loop turn after which they are handed to the transport at once."""
 
-_FRAME_HEADER = struct.Struct(">BHBBI")  # length as 8 + 16 bits, type, flags, stream id
-_U32 = struct.Struct(">I")
-_SETTING = struct.Struct(">HI")
+FRAME_HEADER = struct.Struct(">BHBBI")  # length as 8 + 16 bits, type, flags, stream id
+U32 = struct.Struct(">I")
+SETTING = struct.Struct(">HI")
 
 _RESPONSE_HEADERS = hpack.encode_indexed(8) + hpack.encode_literal_indexed_name(
     31, b"application/grpc")  # :status 200, content-type
@@ -74,12 +74,12 @@ _TIMEOUT_UNITS = {ord("H"): 3600.0, ord("M"): 60.0, ord("S"): 1.0, ord("m"): 1e-
 
 def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     n = len(payload)
-    return _FRAME_HEADER.pack(n >> 16, n & 0xFFFF, kind, flags, stream_id) + payload
+    return FRAME_HEADER.pack(n >> 16, n & 0xFFFF, kind, flags, stream_id) + payload
 
 
 def grpc_message(data: bytes) -> bytes:
     """gRPC's length-prefixed message: not compressed, 4-byte big-endian length, data."""
-    return b"\x00" + _U32.pack(len(data)) + data
+    return b"\x00" + U32.pack(len(data)) + data
 
 
 def _percent_encode(text: str) -> bytes:
@@ -223,7 +223,7 @@ Resolver = Callable[[CallDetails], Any]
 """Maps a call to a grpcio method handler (``grpc.RpcMethodHandler``), or None."""
 
 
-class ConnectionError_(Exception):
+class H2ProtocolError(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
@@ -266,10 +266,10 @@ class Connection(asyncio.Protocol):
             self.peer = (f"ipv6:[{host}]:{peer[1]}" if ":" in host
                          else f"ipv4:{host}:{peer[1]}")
         self.server.connections.add(self)
-        settings = (_SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW)
-                    + _SETTING.pack(SETTINGS_ENABLE_PUSH, 0))
+        settings = (SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW)
+                    + SETTING.pack(SETTINGS_ENABLE_PUSH, 0))
         self._write(frame(SETTINGS, 0, 0, settings)
-                    + frame(WINDOW_UPDATE, 0, 0, _U32.pack(CONNECTION_WINDOW - DEFAULT_WINDOW)))
+                    + frame(WINDOW_UPDATE, 0, 0, U32.pack(CONNECTION_WINDOW - DEFAULT_WINDOW)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -294,28 +294,28 @@ class Connection(asyncio.Protocol):
             if not self._preface:
                 if len(buf) < len(PREFACE):
                     if not PREFACE.startswith(bytes(buf)):
-                        raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 preface")
+                        raise H2ProtocolError(PROTOCOL_ERROR, "not an HTTP/2 preface")
                     return
                 if buf[:len(PREFACE)] != PREFACE:
-                    raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 preface")
+                    raise H2ProtocolError(PROTOCOL_ERROR, "not an HTTP/2 preface")
                 del buf[:len(PREFACE)]
                 self._preface = True
             pos, end = 0, len(buf)
             while end - pos >= 9:
                 length = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2]
                 if length > MAX_FRAME:
-                    raise ConnectionError_(FRAME_SIZE_ERROR, f"frame of {length} bytes")
+                    raise H2ProtocolError(FRAME_SIZE_ERROR, f"frame of {length} bytes")
                 if end - pos < 9 + length:
                     break
                 kind = buf[pos + 3]
                 flags = buf[pos + 4]
-                stream_id = _U32.unpack_from(buf, pos + 5)[0] & 0x7FFFFFFF
+                stream_id = U32.unpack_from(buf, pos + 5)[0] & 0x7FFFFFFF
                 payload = bytes(buf[pos + 9:pos + 9 + length])
                 pos += 9 + length
                 self._on_frame(kind, flags, stream_id, payload)
             del buf[:pos]
-        except (ConnectionError_, hpack.HpackError) as err:
-            code = err.code if isinstance(err, ConnectionError_) else COMPRESSION_ERROR
+        except (H2ProtocolError, hpack.HpackError) as err:
+            code = err.code if isinstance(err, H2ProtocolError) else COMPRESSION_ERROR
             log.debug("h2.connection_error", peer=self.peer, error=str(err))
             self._goaway(code, str(err).encode()[:200])
             self._flush()
@@ -330,14 +330,14 @@ class Connection(asyncio.Protocol):
 
     def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if self._header_stream and kind != CONTINUATION:
-            raise ConnectionError_(PROTOCOL_ERROR, "expected CONTINUATION")
+            raise H2ProtocolError(PROTOCOL_ERROR, "expected CONTINUATION")
         if kind == DATA:
             self._on_data(flags, stream_id, payload)
         elif kind == HEADERS:
             self._on_headers(flags, stream_id, payload)
         elif kind == CONTINUATION:
             if stream_id != self._header_stream or not stream_id:
-                raise ConnectionError_(PROTOCOL_ERROR, "unexpected CONTINUATION")
+                raise H2ProtocolError(PROTOCOL_ERROR, "unexpected CONTINUATION")
             self._header_block += payload
             if flags & END_HEADERS:
                 self._header_stream = 0
@@ -348,54 +348,54 @@ class Connection(asyncio.Protocol):
             self._on_window_update(stream_id, payload)
         elif kind == PING:
             if len(payload) != 8 or stream_id:
-                raise ConnectionError_(FRAME_SIZE_ERROR, "bad PING")
+                raise H2ProtocolError(FRAME_SIZE_ERROR, "bad PING")
             if not flags & ACK:
                 self._write(frame(PING, ACK, 0, payload))
         elif kind == RST_STREAM:
             if not stream_id or len(payload) != 4:
-                raise ConnectionError_(PROTOCOL_ERROR, "bad RST_STREAM")
+                raise H2ProtocolError(PROTOCOL_ERROR, "bad RST_STREAM")
             stream = self.streams.pop(stream_id, None)
             if stream is not None:
                 self._reset_by_peer(stream)
         elif kind == GOAWAY:
             self._going_away = True
         elif kind == PUSH_PROMISE:
-            raise ConnectionError_(PROTOCOL_ERROR, "PUSH_PROMISE from a client")
+            raise H2ProtocolError(PROTOCOL_ERROR, "PUSH_PROMISE from a client")
         # PRIORITY and unknown frame types are ignored (RFC 9113 sections 5.5 and 5.3.2).
 
     def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id:
-            raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS on a stream")
+            raise H2ProtocolError(PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & ACK:
             return
         if len(payload) % 6:
-            raise ConnectionError_(FRAME_SIZE_ERROR, "bad SETTINGS length")
+            raise H2ProtocolError(FRAME_SIZE_ERROR, "bad SETTINGS length")
         for i in range(0, len(payload), 6):
-            key, value = _SETTING.unpack_from(payload, i)
+            key, value = SETTING.unpack_from(payload, i)
             if key == SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
-                    raise ConnectionError_(FLOW_CONTROL_ERROR, "initial window too large")
+                    raise H2ProtocolError(FLOW_CONTROL_ERROR, "initial window too large")
                 delta = value - self._peer_initial_window
                 self._peer_initial_window = value
                 for stream in self.streams.values():
                     stream.send_window += delta
             elif key == SETTINGS_MAX_FRAME_SIZE:
                 if not MAX_FRAME <= value <= 2**24 - 1:
-                    raise ConnectionError_(PROTOCOL_ERROR, "bad max frame size")
+                    raise H2ProtocolError(PROTOCOL_ERROR, "bad max frame size")
                 self._peer_max_frame = value
         self._write(frame(SETTINGS, ACK, 0))
         self._unblock()
 
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
-            raise ConnectionError_(FRAME_SIZE_ERROR, "bad WINDOW_UPDATE")
-        increment = _U32.unpack(payload)[0] & 0x7FFFFFFF
+            raise H2ProtocolError(FRAME_SIZE_ERROR, "bad WINDOW_UPDATE")
+        increment = U32.unpack(payload)[0] & 0x7FFFFFFF
         if not stream_id:
             if not increment:
-                raise ConnectionError_(PROTOCOL_ERROR, "zero window increment")
+                raise H2ProtocolError(PROTOCOL_ERROR, "zero window increment")
             self._send_window += increment
             if self._send_window > MAX_WINDOW:
-                raise ConnectionError_(FLOW_CONTROL_ERROR, "connection window overflow")
+                raise H2ProtocolError(FLOW_CONTROL_ERROR, "connection window overflow")
             self._unblock()
             return
         stream = self.streams.get(stream_id)
@@ -409,17 +409,17 @@ class Connection(asyncio.Protocol):
 
     def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
         if not stream_id:
-            raise ConnectionError_(PROTOCOL_ERROR, "HEADERS on stream 0")
+            raise H2ProtocolError(PROTOCOL_ERROR, "HEADERS on stream 0")
         start, end = 0, len(payload)
         if flags & PADDED:
             if not payload:
-                raise ConnectionError_(PROTOCOL_ERROR, "bad padding")
+                raise H2ProtocolError(PROTOCOL_ERROR, "bad padding")
             start = 1
             end -= payload[0]
         if flags & PRIORITY_FLAG:
             start += 5
         if start > end:
-            raise ConnectionError_(PROTOCOL_ERROR, "bad HEADERS padding")
+            raise H2ProtocolError(PROTOCOL_ERROR, "bad HEADERS padding")
         block = payload[start:end]
         if flags & END_HEADERS:
             self._on_header_block(stream_id, flags, block)
@@ -433,17 +433,17 @@ class Connection(asyncio.Protocol):
         stream = self.streams.get(stream_id)
         if stream is not None:  # trailers from the client end its side
             if not flags & END_STREAM:
-                raise ConnectionError_(PROTOCOL_ERROR, "second HEADERS without END_STREAM")
+                raise H2ProtocolError(PROTOCOL_ERROR, "second HEADERS without END_STREAM")
             self._end_remote(stream)
             return
         if stream_id % 2 == 0 or stream_id <= self._last_id:
             if stream_id % 2 == 0 or stream_id > self._last_id:
-                raise ConnectionError_(PROTOCOL_ERROR, f"bad stream id {stream_id}")
+                raise H2ProtocolError(PROTOCOL_ERROR, f"bad stream id {stream_id}")
             return  # a stream that is already closed; nothing to do
         self._last_id = stream_id
         stream = Stream(self, stream_id, headers, self._peer_initial_window)
         if self._going_away or self.server.closing:
-            self._write(frame(RST_STREAM, 0, stream_id, _U32.pack(REFUSED_STREAM)))
+            self._write(frame(RST_STREAM, 0, stream_id, U32.pack(REFUSED_STREAM)))
             return
         self.streams[stream_id] = stream
         self._start_call(stream, headers)
@@ -452,20 +452,20 @@ class Connection(asyncio.Protocol):
 
     def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
         if not stream_id:
-            raise ConnectionError_(PROTOCOL_ERROR, "DATA on stream 0")
+            raise H2ProtocolError(PROTOCOL_ERROR, "DATA on stream 0")
         size = len(payload)
         if flags & PADDED:
             if not payload or payload[0] >= size:
-                raise ConnectionError_(PROTOCOL_ERROR, "bad DATA padding")
+                raise H2ProtocolError(PROTOCOL_ERROR, "bad DATA padding")
             payload = payload[1:size - payload[0]]
         self._conn_unacked += size
         if self._conn_unacked >= CONNECTION_WINDOW // 2:
-            self._write(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._conn_unacked)))
+            self._write(frame(WINDOW_UPDATE, 0, 0, U32.pack(self._conn_unacked)))
             self._conn_unacked = 0
         stream = self.streams.get(stream_id)
         if stream is None or stream.remote_closed:
             if stream_id > self._last_id:
-                raise ConnectionError_(PROTOCOL_ERROR, "DATA on an idle stream")
+                raise H2ProtocolError(PROTOCOL_ERROR, "DATA on an idle stream")
             return  # a stream this side already finished or reset
         stream.unacked += size
         if payload:
@@ -480,14 +480,14 @@ class Connection(asyncio.Protocol):
 
     def _ack_stream(self, stream: Stream) -> None:
         if stream.unacked and not stream.remote_closed:
-            self._write(frame(WINDOW_UPDATE, 0, stream.id, _U32.pack(stream.unacked)))
+            self._write(frame(WINDOW_UPDATE, 0, stream.id, U32.pack(stream.unacked)))
         stream.unacked = 0
 
     def _receive_messages(self, stream: Stream, payload: bytes) -> None:
         buf = stream.buffer
         limit = self.server.max_receive
         if not buf and len(payload) >= 5 and payload[0] == 0 \
-                and _U32.unpack_from(payload, 1)[0] == len(payload) - 5 <= limit:
+                and U32.unpack_from(payload, 1)[0] == len(payload) - 5 <= limit:
             self._deliver(stream, payload[5:])  # one whole message: the common case
             return
         buf += payload
@@ -496,7 +496,7 @@ class Connection(asyncio.Protocol):
                 self._finish(stream, grpc.StatusCode.UNIMPLEMENTED,
                              "grpc: compressed messages are not supported")
                 return
-            length = _U32.unpack_from(buf, 1)[0]
+            length = U32.unpack_from(buf, 1)[0]
             if length > limit:
                 self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
                              f"grpc: received message larger than max ({length} vs. {limit})")
@@ -733,7 +733,7 @@ class Connection(asyncio.Protocol):
             stream.timer = None
         if not stream.remote_closed:
             # The response is complete; the client need not send the rest (RFC 9113 8.1).
-            self._write(frame(RST_STREAM, 0, stream.id, _U32.pack(NO_ERROR)))
+            self._write(frame(RST_STREAM, 0, stream.id, U32.pack(NO_ERROR)))
             stream.remote_closed = True
             stream.wake()
         self._forget(stream)
@@ -746,7 +746,7 @@ class Connection(asyncio.Protocol):
                 self.server.idle.set()
 
     def _reset(self, stream: Stream, code: int) -> None:
-        self._write(frame(RST_STREAM, 0, stream.id, _U32.pack(code)))
+        self._write(frame(RST_STREAM, 0, stream.id, U32.pack(code)))
         self.streams.pop(stream.id, None)
         self._reset_by_peer(stream)
 
@@ -769,7 +769,7 @@ class Connection(asyncio.Protocol):
 
     def _goaway(self, code: int, debug: bytes = b"") -> None:
         self._going_away = True
-        self._write(frame(GOAWAY, 0, 0, _U32.pack(self._last_id) + _U32.pack(code) + debug))
+        self._write(frame(GOAWAY, 0, 0, U32.pack(self._last_id) + U32.pack(code) + debug))
 
     def _abort_connection(self) -> None:
         if self.transport is not None and not self._closed:

@@ -1,0 +1,618 @@
+"""A gRPC client for one long-lived client-streaming call on its own HTTP/2 connection.
+
+Why not ``grpc.aio``: the Raft peer transport writes a ``MessageBatch`` on one never-ending
+``Peer/Send`` call per peer, and grpc.aio's ``_StreamRequestMixin._write`` (futures and a
+hand-off to its poller thread per message) was the largest single CPU cost of a member.
+This module is the sending half of :mod:`coord.api.h2.server`'s protocol: one
+``asyncio.Protocol`` per call, a message becomes a DATA frame appended to an output list,
+and everything written in one loop turn goes to the socket in one ``transport.write``.
+
+Scope: prior-knowledge HTTP/2 without TLS (``h2c``), exactly one stream (id 1) per
+connection, request messages not compressed, no metadata, no deadline. The server's
+response (one message and its trailers) is read, and :meth:`StreamCall.finish` returns it;
+the peer transport never finishes its call, it only writes until the call dies.
+
+The call is *dead* — :meth:`StreamCall.write` and :meth:`StreamCall.drain` raise
+:class:`StreamCallError` (a ``ConnectionError``) — once any of these happened: the
+connection was lost, the server sent GOAWAY or RST_STREAM, the server ended the call with
+trailers (any ``grpc-status``; an OK status before :meth:`StreamCall.finish` means the
+handler returned early), a protocol error, or :meth:`StreamCall.close`. A dead call's
+connection is closed at once; a new call needs a new :meth:`StreamCall.open`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import urllib.parse
+from collections import deque
+from typing import cast
+
+import grpc
+import structlog
+
+from coord.api.h2 import hpack
+from coord.api.h2.server import (
+    ACK,
+    CANCEL,
+    COMPRESSION_ERROR,
+    CONTINUATION,
+    DATA,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    FLOW_CONTROL_ERROR,
+    FLUSH_AT,
+    FRAME_HEADER,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADERS,
+    MAX_FRAME,
+    MAX_WINDOW,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY_FLAG,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTING,
+    SETTINGS,
+    SETTINGS_ENABLE_PUSH,
+    SETTINGS_INITIAL_WINDOW_SIZE,
+    SETTINGS_MAX_FRAME_SIZE,
+    U32,
+    WINDOW_UPDATE,
+    H2ProtocolError,
+    frame,
+)
+
+log = structlog.get_logger("coord.api.h2.client")
+
+STREAM_ID = 1
+"""The one stream of a connection."""
+
+RECEIVE_WINDOW = 1 << 20
+"""The receive window announced for the stream and the connection. Only the response (one
+small message and trailers) comes back, so this is generous; credit is returned as it
+arrives, and :data:`MAX_RESPONSE` bounds what is kept."""
+
+MAX_RESPONSE = 4 << 20
+"""Response bytes kept (framed); a server sending more fails the call."""
+
+USER_AGENT = b"coord-h2-client"
+
+_DATA_HEAD = struct.Struct(">BHBBIBI")
+"""A DATA frame's header and the gRPC message prefix of the message it carries whole."""
+_MESSAGE_HEAD = struct.Struct(">BI")
+"""gRPC's message prefix: compressed flag (always 0), length."""
+
+_STATUS_BY_CODE = {code.value[0]: code for code in grpc.StatusCode}
+_H2_ERRORS = ("NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR",
+              "SETTINGS_TIMEOUT", "STREAM_CLOSED", "FRAME_SIZE_ERROR", "REFUSED_STREAM",
+              "CANCEL", "COMPRESSION_ERROR", "CONNECT_ERROR", "ENHANCE_YOUR_CALM",
+              "INADEQUATE_SECURITY", "HTTP_1_1_REQUIRED")
+
+
+class StreamCallError(ConnectionError):
+    """The call is dead (or could not be opened). ``status`` is the gRPC status the server
+    ended the call with, or None when it did not send one (connection lost, GOAWAY,
+    RST_STREAM, protocol error, closed by this side)."""
+
+    def __init__(self, message: str, status: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class StreamCall(asyncio.Protocol):
+    """One client-streaming gRPC call on its own connection. Create with :meth:`open`.
+
+    Invariants (all state is touched on the event loop only):
+
+    * Bytes taken by :meth:`write` go out in order. A message is framed at once when the
+      windows allow, else it waits in ``_pending`` (``buffered`` bytes, gRPC prefixes
+      included) and is framed as WINDOW_UPDATE / SETTINGS frames give credit. Every DATA
+      frame is at most the server's SETTINGS_MAX_FRAME_SIZE and never takes the stream or
+      connection send window below zero (only a SETTINGS decrease can make it negative).
+    * Frames go to ``_out``; the list is handed to the transport in one ``write`` at the
+      end of the loop turn, or as soon as it holds :data:`FLUSH_AT` bytes.
+    * Memory is bounded when the caller awaits :meth:`drain` after its writes: ``drain``
+      returns only when nothing waits for flow control and the transport is not paused,
+      so ``buffered`` is at most what was written since the last ``drain`` and ``_out``
+      at most ``FLUSH_AT`` plus one frame.
+    * ``_error`` is set exactly once, when the call dies; from then on nothing waits for
+      credit, ``_pending`` is empty, the connection is closed or closing, every drain
+      waiter is woken, and ``write``/``drain`` raise a fresh :class:`StreamCallError`.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, address: str, method: str) -> None:
+        self._loop = loop
+        self._address = address
+        self._method = method
+        self._transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._decoder = hpack.Decoder()
+        self._out: list[bytes | memoryview] = []
+        self._out_size = 0
+        self._paused = False
+        self._pending: deque[bytes | memoryview] = deque()
+        self._pending_size = 0
+        self._waiters: list[asyncio.Future[None]] = []
+        self._conn_window = DEFAULT_WINDOW
+        self._stream_window = DEFAULT_WINDOW
+        self._peer_initial_window = DEFAULT_WINDOW
+        self._max_frame = MAX_FRAME
+        self._conn_unacked = 0
+        self._stream_unacked = 0
+        self._settings_seen = False
+        self._settings: asyncio.Future[None] = loop.create_future()
+        self._done: asyncio.Future[None] = loop.create_future()
+        self._end_queued = False
+        self._end_sent = False
+        self._headers_seen = False
+        self._response_buf = bytearray()
+        self._response: bytes | None = None
+        self._error: StreamCallError | None = None
+        self._header_stream = 0
+        self._header_flags = 0
+        self._header_block = bytearray()
+
+    # -- public API ----------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, address: str, method: str, *, connect_timeout: float) -> StreamCall:
+        """Connect to ``address`` (``host:port``, ``[v6]:port``) and start a call of
+        ``method`` (``/package.Service/Method``).
+
+        Returns once the server's SETTINGS arrived (so a non-HTTP/2 or silent peer fails
+        here, not on a later write). Raises :class:`StreamCallError` if that does not
+        happen within ``connect_timeout`` seconds or the connection fails.
+        """
+        if not method.startswith("/"):
+            raise ValueError(f"method must be /service/name, not {method!r}")
+        host, port = _split_address(address)
+        loop = asyncio.get_running_loop()
+        call: StreamCall | None = None
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, call = await loop.create_connection(
+                    lambda: cls(loop, address, method), host, port)
+                await call._settings
+        except TimeoutError:
+            if call is not None:
+                call.close()
+            raise StreamCallError(f"{address}: no HTTP/2 connection within "
+                                  f"{connect_timeout:g} s") from None
+        except OSError as err:
+            if call is not None:
+                call.close()
+            raise StreamCallError(f"{address}: {err}") from err
+        except BaseException:
+            if call is not None:
+                call.close()
+            raise
+        if call._error is not None:
+            raise call._dead()
+        return call
+
+    def write(self, data: bytes) -> None:
+        """Queue one serialized message (the gRPC prefix is added here). Never blocks; the
+        caller bounds memory by awaiting :meth:`drain`. ``data`` must not be mutated
+        afterwards (it is sent without a copy). Raises :class:`StreamCallError` if the
+        call is dead or :meth:`finish` was called."""
+        if self._error is not None or self._end_queued:
+            raise self._dead()
+        n = len(data)
+        size = n + 5
+        if (not self._pending and size <= self._max_frame and size <= self._stream_window
+                and size <= self._conn_window):
+            # The common case: the whole message in one DATA frame, no copy of ``data``.
+            self._stream_window -= size
+            self._conn_window -= size
+            out = self._out
+            if not out:
+                self._loop.call_soon(self._flush)
+            out.append(_DATA_HEAD.pack(size >> 16, size & 0xFFFF, DATA, 0, STREAM_ID, 0, n))
+            out.append(data)
+            self._out_size += size + 9
+            if self._out_size >= FLUSH_AT:
+                self._flush()
+            return
+        self._pending.append(_MESSAGE_HEAD.pack(0, n))
+        self._pending.append(data)
+        self._pending_size += size
+        self._send_pending()
+
+    async def drain(self) -> None:
+        """Wait until every written byte is framed within the flow-control windows and the
+        transport is not paused (returns at once, without yielding, when that already
+        holds). Raises :class:`StreamCallError` if the call is or becomes dead."""
+        while True:
+            if self._error is not None:
+                raise self._dead()
+            if not self._pending and not self._paused:
+                return
+            waiter = self._loop.create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    async def finish(self) -> bytes:
+        """End the request stream (after what was written) and wait for the response:
+        its message on an OK status, else :class:`StreamCallError` with the status. Wrap
+        it in a timeout; the server decides when to answer."""
+        if self._error is None and not self._end_queued:
+            self._end_queued = True
+            self._send_pending()
+        await asyncio.shield(self._done)
+        error = self._error
+        assert error is not None  # _done is resolved only by _fail
+        if error.status is grpc.StatusCode.OK and self._response is not None:
+            return self._response
+        raise self._dead()
+
+    @property
+    def closed(self) -> bool:
+        """True once the call is dead (see the module docstring) or finished."""
+        return self._error is not None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written but not yet framed for want of flow-control credit."""
+        return self._pending_size
+
+    def close(self) -> None:
+        """Cancel the call (RST_STREAM CANCEL while the stream is open) and close the
+        connection. Idempotent; does nothing to a call that is already dead."""
+        if self._error is None:
+            self._fail("call closed by the client", quiet=True)
+
+    # -- transport callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        settings = (SETTING.pack(SETTINGS_ENABLE_PUSH, 0)
+                    + SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, RECEIVE_WINDOW))
+        authority = self._address.encode()
+        block = (hpack.encode_indexed(3)  # :method POST
+                 + hpack.encode_indexed(6)  # :scheme http
+                 + hpack.encode_literal_indexed_name(4, self._method.encode())  # :path
+                 + hpack.encode_literal_indexed_name(1, authority)  # :authority
+                 + hpack.encode_literal_indexed_name(31, b"application/grpc")
+                 + hpack.encode_literal(b"te", b"trailers")
+                 + hpack.encode_literal_indexed_name(58, USER_AGENT))
+        self._write(PREFACE + frame(SETTINGS, 0, 0, settings)
+                    + frame(WINDOW_UPDATE, 0, 0, U32.pack(RECEIVE_WINDOW - DEFAULT_WINDOW))
+                    + frame(HEADERS, END_HEADERS, STREAM_ID, block))
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._out.clear()
+        self._fail(f"connection lost{f': {exc}' if exc else ''}", reset=None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        pos, end = 0, len(buf)
+        try:
+            while end - pos >= 9 and self._transport is not None:
+                if not self._settings_seen and buf[pos + 3] != SETTINGS:
+                    raise H2ProtocolError(PROTOCOL_ERROR, "the peer did not start with "
+                                           "HTTP/2 SETTINGS: not an h2c gRPC server")
+                length = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2]
+                if length > MAX_FRAME:
+                    raise H2ProtocolError(FRAME_SIZE_ERROR, f"frame of {length} bytes")
+                if end - pos < 9 + length:
+                    break
+                kind = buf[pos + 3]
+                flags = buf[pos + 4]
+                stream_id = U32.unpack_from(buf, pos + 5)[0] & 0x7FFFFFFF
+                payload = bytes(buf[pos + 9:pos + 9 + length])
+                pos += 9 + length
+                self._on_frame(kind, flags, stream_id, payload)
+            del buf[:pos]
+        except (H2ProtocolError, hpack.HpackError) as err:
+            code = err.code if isinstance(err, H2ProtocolError) else COMPRESSION_ERROR
+            self._write(frame(GOAWAY, 0, 0, U32.pack(0) + U32.pack(code)
+                              + str(err).encode()[:200]))
+            self._fail(f"HTTP/2 error from the server ({_h2_error(code)}): {err}",
+                       reset=None)
+
+    # -- frames in -----------------------------------------------------------------------
+
+    def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if self._header_stream and kind != CONTINUATION:
+            raise H2ProtocolError(PROTOCOL_ERROR, "expected CONTINUATION")
+        if kind == DATA:
+            self._on_data(flags, stream_id, payload)
+        elif kind == HEADERS:
+            self._on_headers(flags, stream_id, payload)
+        elif kind == CONTINUATION:
+            if stream_id != self._header_stream or not stream_id:
+                raise H2ProtocolError(PROTOCOL_ERROR, "unexpected CONTINUATION")
+            self._header_block += payload
+            if flags & END_HEADERS:
+                self._header_stream = 0
+                self._on_header_block(stream_id, self._header_flags, bytes(self._header_block))
+        elif kind == SETTINGS:
+            self._on_settings(flags, stream_id, payload)
+        elif kind == WINDOW_UPDATE:
+            self._on_window_update(stream_id, payload)
+        elif kind == PING:
+            if len(payload) != 8 or stream_id:
+                raise H2ProtocolError(FRAME_SIZE_ERROR, "bad PING")
+            if not flags & ACK:
+                self._write(frame(PING, ACK, 0, payload))
+        elif kind == RST_STREAM:
+            if not stream_id or len(payload) != 4:
+                raise H2ProtocolError(PROTOCOL_ERROR, "bad RST_STREAM")
+            if stream_id == STREAM_ID:
+                code = U32.unpack(payload)[0]
+                self._fail(f"stream reset by the server ({_h2_error(code)})", reset=None)
+        elif kind == GOAWAY:
+            if len(payload) < 8 or stream_id:
+                raise H2ProtocolError(PROTOCOL_ERROR, "bad GOAWAY")
+            code = U32.unpack_from(payload, 4)[0]
+            debug = payload[8:].decode("utf-8", "replace")
+            self._fail(f"server sent GOAWAY ({_h2_error(code)}){f': {debug}' if debug else ''}")
+        elif kind == PUSH_PROMISE:
+            raise H2ProtocolError(PROTOCOL_ERROR, "PUSH_PROMISE with push disabled")
+        # PRIORITY and unknown frame types are ignored (RFC 9113 sections 5.5 and 5.3.2).
+
+    def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id:
+            raise H2ProtocolError(PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & ACK:
+            if payload:
+                raise H2ProtocolError(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            return
+        if len(payload) % 6:
+            raise H2ProtocolError(FRAME_SIZE_ERROR, "bad SETTINGS length")
+        for i in range(0, len(payload), 6):
+            key, value = SETTING.unpack_from(payload, i)
+            if key == SETTINGS_INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise H2ProtocolError(FLOW_CONTROL_ERROR, "initial window too large")
+                self._stream_window += value - self._peer_initial_window
+                self._peer_initial_window = value
+                if self._stream_window > MAX_WINDOW:
+                    raise H2ProtocolError(FLOW_CONTROL_ERROR, "stream window overflow")
+            elif key == SETTINGS_MAX_FRAME_SIZE:
+                if not MAX_FRAME <= value <= 2**24 - 1:
+                    raise H2ProtocolError(PROTOCOL_ERROR, "bad max frame size")
+                self._max_frame = value
+        self._write(frame(SETTINGS, ACK, 0))
+        if not self._settings_seen:
+            self._settings_seen = True
+            if not self._settings.done():
+                self._settings.set_result(None)
+        self._send_pending()
+
+    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise H2ProtocolError(FRAME_SIZE_ERROR, "bad WINDOW_UPDATE")
+        increment = U32.unpack(payload)[0] & 0x7FFFFFFF
+        if not stream_id:
+            if not increment:
+                raise H2ProtocolError(PROTOCOL_ERROR, "zero window increment")
+            self._conn_window += increment
+            if self._conn_window > MAX_WINDOW:
+                raise H2ProtocolError(FLOW_CONTROL_ERROR, "connection window overflow")
+        elif stream_id == STREAM_ID:
+            if not increment:
+                self._fail("zero stream window increment", reset=PROTOCOL_ERROR)
+                return
+            self._stream_window += increment
+            if self._stream_window > MAX_WINDOW:
+                self._fail("stream window overflow", reset=FLOW_CONTROL_ERROR)
+                return
+        else:
+            return
+        self._send_pending()
+
+    def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if not stream_id:
+            raise H2ProtocolError(PROTOCOL_ERROR, "HEADERS on stream 0")
+        start, end = 0, len(payload)
+        if flags & PADDED:
+            if not payload:
+                raise H2ProtocolError(PROTOCOL_ERROR, "bad padding")
+            start = 1
+            end -= payload[0]
+        if flags & PRIORITY_FLAG:
+            start += 5
+        if start > end:
+            raise H2ProtocolError(PROTOCOL_ERROR, "bad HEADERS padding")
+        block = payload[start:end]
+        if flags & END_HEADERS:
+            self._on_header_block(stream_id, flags, block)
+        else:
+            self._header_stream = stream_id
+            self._header_flags = flags
+            self._header_block = bytearray(block)
+
+    def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
+        headers = self._decoder.decode(block)  # always, to keep the table in step
+        if stream_id != STREAM_ID or self._error is not None:
+            return
+        if not self._headers_seen:
+            self._headers_seen = True
+            status = _header(headers, b":status")
+            if status != b"200":
+                self._fail(f"HTTP status {status.decode('latin-1') or 'missing'} from the "
+                           "server", reset=None if flags & END_STREAM else CANCEL)
+                return
+            if not flags & END_STREAM:
+                return  # response headers; the trailers come later
+        elif not flags & END_STREAM:
+            self._fail("trailers without END_STREAM", reset=PROTOCOL_ERROR)
+            return
+        self._on_trailers(headers)
+
+    def _on_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        raw = _header(headers, b"grpc-status")
+        code = _STATUS_BY_CODE.get(int(raw)) if raw.isdigit() else None
+        details = urllib.parse.unquote(_header(headers, b"grpc-message").decode("latin-1"),
+                                       errors="replace")
+        if code is None:
+            code = grpc.StatusCode.UNKNOWN
+            details = details or f"bad grpc-status {raw!r} in the trailers"
+        if code is grpc.StatusCode.OK:
+            buf = self._response_buf
+            if (len(buf) >= 5 and buf[0] == 0
+                    and U32.unpack_from(buf, 1)[0] == len(buf) - 5):
+                self._response = bytes(buf[5:])
+            else:
+                code = grpc.StatusCode.INTERNAL
+                details = "the response is not one uncompressed gRPC message"
+        reason = (f"call ended by the server with {code.name}" if code is grpc.StatusCode.OK
+                  else f"call failed with {code.name}{f': {details}' if details else ''}")
+        self._fail(reason, code, reset=None)  # the connection closes anyway
+
+    def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if not stream_id:
+            raise H2ProtocolError(PROTOCOL_ERROR, "DATA on stream 0")
+        size = len(payload)
+        self._conn_unacked += size
+        if self._conn_unacked >= RECEIVE_WINDOW // 2:
+            self._write(frame(WINDOW_UPDATE, 0, 0, U32.pack(self._conn_unacked)))
+            self._conn_unacked = 0
+        if stream_id != STREAM_ID or self._error is not None:
+            return
+        if not self._headers_seen:
+            self._fail("DATA before the response headers", reset=PROTOCOL_ERROR)
+            return
+        if flags & PADDED:
+            if not payload or payload[0] >= size:
+                raise H2ProtocolError(PROTOCOL_ERROR, "bad DATA padding")
+            payload = payload[1:size - payload[0]]
+        self._response_buf += payload
+        if len(self._response_buf) > MAX_RESPONSE:
+            self._fail(f"response over {MAX_RESPONSE} bytes")
+            return
+        if flags & END_STREAM:
+            self._fail("the response ended without trailers", reset=None)
+            return
+        self._stream_unacked += size
+        if self._stream_unacked >= RECEIVE_WINDOW // 2:
+            self._write(frame(WINDOW_UPDATE, 0, STREAM_ID, U32.pack(self._stream_unacked)))
+            self._stream_unacked = 0
+
+    # -- frames out ----------------------------------------------------------------------
+
+    def _write(self, data: bytes | memoryview) -> None:
+        if not self._out:
+            self._loop.call_soon(self._flush)
+        self._out.append(data)
+        self._out_size += len(data)
+        if self._out_size >= FLUSH_AT:
+            self._flush()  # the transport sees the volume now (pause_writing)
+
+    def _flush(self) -> None:
+        if self._out and self._transport is not None:
+            self._transport.write(b"".join(self._out))
+        self._out.clear()
+        self._out_size = 0
+
+    def _send_pending(self) -> None:
+        """Frame what the windows allow of ``_pending`` (several messages may share a
+        frame), then END_STREAM if :meth:`finish` asked for it and nothing is left."""
+        pending = self._pending
+        while pending:
+            budget = min(self._stream_window, self._conn_window, self._max_frame)
+            if budget <= 0:
+                return
+            parts: list[bytes | memoryview] = []
+            size = 0
+            while pending and size < budget:
+                chunk = pending[0]
+                room = budget - size
+                if len(chunk) <= room:
+                    pending.popleft()
+                else:
+                    view = memoryview(chunk)
+                    pending[0] = view[room:]
+                    chunk = view[:room]
+                parts.append(chunk)
+                size += len(chunk)
+            self._stream_window -= size
+            self._conn_window -= size
+            self._pending_size -= size
+            self._write(FRAME_HEADER.pack(size >> 16, size & 0xFFFF, DATA, 0, STREAM_ID))
+            for part in parts:
+                self._write(part)
+        if self._end_queued and not self._end_sent and self._error is None:
+            self._end_sent = True
+            self._write(frame(DATA, END_STREAM, STREAM_ID))
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiters:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiters.clear()
+
+    # -- the end -------------------------------------------------------------------------
+
+    def _fail(self, reason: str, status: grpc.StatusCode | None = None, *,
+              reset: int | None = CANCEL, quiet: bool = False) -> None:
+        """The call dies: remember why, send RST_STREAM(``reset``) unless None or the
+        stream is already closed on both sides, close the connection, wake every waiter."""
+        if self._error is not None:
+            return
+        self._error = StreamCallError(f"{self._method} to {self._address}: {reason}", status)
+        if not quiet:
+            log.debug("h2_client.call_ended", address=self._address, method=self._method,
+                      reason=reason, status=status.name if status else None)
+        self._pending.clear()
+        self._pending_size = 0
+        transport = self._transport
+        if transport is not None:
+            if reset is not None:
+                self._write(frame(RST_STREAM, 0, STREAM_ID, U32.pack(reset)))
+            self._flush()
+            self._transport = None
+            if transport.get_write_buffer_size():
+                transport.abort()  # a peer not reading must not keep the socket open
+            else:
+                transport.close()
+        if not self._settings.done():
+            self._settings.set_result(None)
+        if not self._done.done():
+            self._done.set_result(None)
+        self._wake()
+
+    def _dead(self) -> StreamCallError:
+        """A fresh exception for the dead call (re-raising one instance would grow its
+        traceback with every raise)."""
+        error = self._error
+        if error is None:
+            return StreamCallError(f"{self._method} to {self._address}: finish() was called")
+        return StreamCallError(str(error), error.status)
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
+    for key, value in headers:
+        if key == name:
+            return value
+    return b""
+
+
+def _h2_error(code: int) -> str:
+    return _H2_ERRORS[code] if code < len(_H2_ERRORS) else f"error 0x{code:x}"
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` → (host, port); ValueError if it is neither."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"not host:port: {address!r}")
+    return host.strip("[]"), int(port)
