@@ -71,34 +71,82 @@ def _canonical_codes(lengths: tuple[int, ...]) -> dict[tuple[int, int], int]:
 
 _SYMBOLS = _canonical_codes(HUFFMAN_CODE_LENGTHS)
 _CODES = {sym: (code, n) for (n, code), sym in _SYMBOLS.items()}
+
+
+def _decoding_machine() -> tuple[list[tuple[int, int, bool]], list[bool]]:
+    """The Huffman tree as a state machine that reads 4 bits at a time.
+
+    States are the tree's internal nodes (0 = the root). ``table[state * 16 + nibble]`` is
+    (next state, symbol completed or -1, EOS met). No code is shorter than 5 bits, so a
+    nibble completes at most one symbol. ``accepting[state]``: the string may end there —
+    at the root, or on the all-ones path at most 7 bits deep (a prefix of EOS as padding).
+    """
+    nodes: list[list[int]] = [[0, 0]]  # child > 0: internal node; child < 0: leaf -(sym + 1)
+    for (length, code), sym in _SYMBOLS.items():
+        node = 0
+        for i in range(length - 1, -1, -1):
+            bit = (code >> i) & 1
+            if i == 0:
+                nodes[node][bit] = -(sym + 1)
+            else:
+                if nodes[node][bit] == 0:
+                    nodes.append([0, 0])
+                    nodes[node][bit] = len(nodes) - 1
+                node = nodes[node][bit]
+    accepting = [False] * len(nodes)
+    node, depth = 0, 0
+    while depth <= 7 and node >= 0:
+        accepting[node] = True
+        node, depth = nodes[node][1], depth + 1
+    table: list[tuple[int, int, bool]] = []
+    for state in range(len(nodes)):
+        for nibble in range(16):
+            node, sym, eos = state, -1, False
+            for shift in (3, 2, 1, 0):
+                child = nodes[node][(nibble >> shift) & 1]
+                if child < 0:
+                    sym = -child - 1
+                    eos = eos or sym == EOS
+                    node = 0
+                else:
+                    node = child
+            table.append((node, sym, eos))
+    return table, accepting
+
+
+_MACHINE, _ACCEPTING = _decoding_machine()
 _CACHE_LIMIT = 4096
+_CACHED_LENGTH = 64
 _decoded: dict[bytes, bytes] = {}
 
 
 def huffman_decode(data: bytes) -> bytes:
     """Decode a Huffman-coded string literal; padding must be a prefix of EOS (all ones) of
-    at most 7 bits (RFC 7541 section 5.2)."""
+    at most 7 bits (RFC 7541 section 5.2). Short strings (the values clients repeat on
+    every call) are cached by their encoded bytes."""
     hit = _decoded.get(data)
     if hit is not None:
         return hit
     out = bytearray()
-    code = nbits = 0
+    machine = _MACHINE
+    state = 0
     for byte in data:
-        for shift in range(7, -1, -1):
-            code = (code << 1) | ((byte >> shift) & 1)
-            nbits += 1
-            sym = _SYMBOLS.get((nbits, code))
-            if sym is not None:
-                if sym == EOS:
-                    raise HpackError("EOS symbol in a Huffman-coded string")
-                out.append(sym)
-                code = nbits = 0
-            elif nbits >= 30:
-                raise HpackError("invalid Huffman code")
-    if nbits > 7 or code != (1 << nbits) - 1:
+        state, sym, eos = machine[(state << 4) | (byte >> 4)]
+        if sym >= 0:
+            if eos:
+                raise HpackError("EOS symbol in a Huffman-coded string")
+            out.append(sym)
+        state, sym, eos = machine[(state << 4) | (byte & 0x0F)]
+        if sym >= 0:
+            if eos:
+                raise HpackError("EOS symbol in a Huffman-coded string")
+            out.append(sym)
+    if not _ACCEPTING[state]:
         raise HpackError("invalid Huffman padding")
     result = bytes(out)
-    if len(_decoded) < _CACHE_LIMIT:
+    if len(data) <= _CACHED_LENGTH:
+        if len(_decoded) >= _CACHE_LIMIT:
+            _decoded.clear()
         _decoded[data] = result
     return result
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import socket
 import struct
 import time
 from collections import deque
@@ -44,6 +45,7 @@ END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
 STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 5, 6, 7, 8, 9
+ENHANCE_YOUR_CALM = 11
 
 SETTINGS_HEADER_TABLE_SIZE, SETTINGS_ENABLE_PUSH, SETTINGS_MAX_CONCURRENT_STREAMS = 1, 2, 3
 SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE, SETTINGS_MAX_HEADER_LIST_SIZE = 4, 5, 6
@@ -52,6 +54,9 @@ DEFAULT_WINDOW = 65_535
 MAX_WINDOW = 2**31 - 1
 MAX_FRAME = 16_384
 """The largest frame this side accepts (SETTINGS_MAX_FRAME_SIZE left at its default)."""
+
+MAX_HEADER_BLOCK = 64 << 10
+"""The largest header block (HEADERS + CONTINUATION) accepted; gRPC clients send < 1 KiB."""
 
 STREAM_WINDOW = 1 << 20
 """The receive window this server announces for each stream."""
@@ -72,7 +77,7 @@ _TIMEOUT_UNITS = {ord("H"): 3600.0, ord("M"): 60.0, ord("S"): 1.0, ord("m"): 1e-
                   ord("u"): 1e-6, ord("n"): 1e-9}
 
 
-def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+def frame(kind: int, flags: int, stream_id: int, payload: bytes | memoryview = b"") -> bytes:
     n = len(payload)
     return FRAME_HEADER.pack(n >> 16, n & 0xFFFF, kind, flags, stream_id) + payload
 
@@ -82,15 +87,22 @@ def grpc_message(data: bytes) -> bytes:
     return b"\x00" + U32.pack(len(data)) + data
 
 
+MAX_MESSAGE_DETAILS = 4096
+"""Encoded bytes of grpc-message at most: the trailers must fit in one 16 KiB frame."""
+
+
 def _percent_encode(text: str) -> bytes:
     """grpc-message's encoding: printable ASCII except ``%`` as is, every other byte
-    (of the UTF-8 text) as ``%XX``; at most 8 KiB, so the trailers fit in one frame."""
+    (of the UTF-8 text) as ``%XX``; cut at a character boundary so that the result is at
+    most :data:`MAX_MESSAGE_DETAILS` bytes."""
     out = bytearray()
-    for byte in text.encode()[:8192]:
-        if 0x20 <= byte <= 0x7E and byte != 0x25:
-            out.append(byte)
-        else:
-            out += b"%%%02X" % byte
+    for char in text:
+        code = ord(char)
+        piece = (bytes((code,)) if 0x20 <= code <= 0x7E and code != 0x25
+                 else b"".join(b"%%%02X" % b for b in char.encode("utf-8", "replace")))
+        if len(out) + len(piece) > MAX_MESSAGE_DETAILS:
+            break
+        out += piece
     return bytes(out)
 
 
@@ -185,8 +197,8 @@ class Stream:
 
     __slots__ = ("buffer", "code", "conn", "deadline", "details", "drain", "handler",
                  "headers", "headers_sent", "id", "inbox", "local_closed", "pending",
-                 "queued", "remote_closed", "reset", "send_window", "task", "timer",
-                 "trailer", "unacked", "waiter")
+                 "queued", "recv_window", "remote_closed", "reset", "send_window", "task",
+                 "timer", "trailer", "unacked", "waiter")
 
     def __init__(self, conn: Connection, stream_id: int, headers: list[tuple[bytes, bytes]],
                  send_window: int) -> None:
@@ -198,13 +210,14 @@ class Stream:
         self.buffer = bytearray()
         self.inbox: deque[bytes] = deque()
         self.queued = 0
+        self.recv_window = STREAM_WINDOW
         self.waiter: asyncio.Future[None] | None = None
         self.remote_closed = False
         self.local_closed = False
         self.reset = False
         self.headers_sent = False
         self.send_window = send_window
-        self.pending: deque[bytes] = deque()
+        self.pending: deque[memoryview] = deque()
         self.trailer: bytes | None = None
         self.drain: asyncio.Future[None] | None = None
         self.unacked = 0
@@ -248,6 +261,7 @@ class Connection(asyncio.Protocol):
         self._peer_initial_window = DEFAULT_WINDOW
         self._peer_max_frame = MAX_FRAME
         self._conn_unacked = 0
+        self._recv_window = CONNECTION_WINDOW
         self._blocked: dict[int, Stream] = {}
         self._paused = False
         self._closed = False
@@ -266,6 +280,10 @@ class Connection(asyncio.Protocol):
             self.peer = (f"ipv6:[{host}]:{peer[1]}" if ":" in host
                          else f"ipv4:{host}:{peer[1]}")
         self.server.connections.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # dead clients are found by the kernel
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         settings = (SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW)
                     + SETTING.pack(SETTINGS_ENABLE_PUSH, 0))
         self._write(frame(SETTINGS, 0, 0, settings)
@@ -274,16 +292,27 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.server.connections.discard(self)
-        for stream in list(self.streams.values()):
-            self._reset_by_peer(stream)
+        streams = list(self.streams.values())
         self.streams.clear()
+        for stream in streams:
+            self._reset_by_peer(stream)
         self._blocked.clear()
+        if self.server.closing:
+            self.server.idle.set()
 
     def pause_writing(self) -> None:
+        # Stop reading too: what a client sends while it does not read (PINGs, calls)
+        # would otherwise keep producing output nobody takes.
         self._paused = True
+        if self.transport is not None:
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._paused = False
+        if self.transport is not None and not self._closed:
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
         for stream in list(self.streams.values()):
             self._wake_drain(stream)
 
@@ -339,6 +368,8 @@ class Connection(asyncio.Protocol):
             if stream_id != self._header_stream or not stream_id:
                 raise H2ProtocolError(PROTOCOL_ERROR, "unexpected CONTINUATION")
             self._header_block += payload
+            if len(self._header_block) > MAX_HEADER_BLOCK:
+                raise H2ProtocolError(ENHANCE_YOUR_CALM, "header block too large")
             if flags & END_HEADERS:
                 self._header_stream = 0
                 self._on_header_block(stream_id, self._header_flags, bytes(self._header_block))
@@ -446,6 +477,7 @@ class Connection(asyncio.Protocol):
             self._write(frame(RST_STREAM, 0, stream_id, U32.pack(REFUSED_STREAM)))
             return
         self.streams[stream_id] = stream
+        stream.remote_closed = bool(flags & END_STREAM)  # no RST for a refused call then
         self._start_call(stream, headers)
         if flags & END_STREAM and not stream.local_closed:
             self._end_remote(stream)
@@ -458,15 +490,23 @@ class Connection(asyncio.Protocol):
             if not payload or payload[0] >= size:
                 raise H2ProtocolError(PROTOCOL_ERROR, "bad DATA padding")
             payload = payload[1:size - payload[0]]
+        self._recv_window -= size
+        if self._recv_window < 0:
+            raise H2ProtocolError(FLOW_CONTROL_ERROR, "connection window exceeded")
         self._conn_unacked += size
         if self._conn_unacked >= CONNECTION_WINDOW // 2:
             self._write(frame(WINDOW_UPDATE, 0, 0, U32.pack(self._conn_unacked)))
+            self._recv_window += self._conn_unacked
             self._conn_unacked = 0
         stream = self.streams.get(stream_id)
         if stream is None or stream.remote_closed:
             if stream_id > self._last_id:
                 raise H2ProtocolError(PROTOCOL_ERROR, "DATA on an idle stream")
             return  # a stream this side already finished or reset
+        stream.recv_window -= size
+        if stream.recv_window < 0:
+            self._reset(stream, FLOW_CONTROL_ERROR)
+            return
         stream.unacked += size
         if payload:
             self._receive_messages(stream, payload)
@@ -481,6 +521,7 @@ class Connection(asyncio.Protocol):
     def _ack_stream(self, stream: Stream) -> None:
         if stream.unacked and not stream.remote_closed:
             self._write(frame(WINDOW_UPDATE, 0, stream.id, U32.pack(stream.unacked)))
+            stream.recv_window += stream.unacked
         stream.unacked = 0
 
     def _receive_messages(self, stream: Stream, payload: bytes) -> None:
@@ -600,7 +641,7 @@ class Connection(asyncio.Protocol):
                 responses = fn(request, context)
                 try:
                     async for response in responses:
-                        if stream.local_closed:
+                        if stream.local_closed or stream.trailer is not None:
                             break
                         self._send_message(stream, serialize(response))
                         if stream.pending or self._paused:
@@ -614,15 +655,23 @@ class Connection(asyncio.Protocol):
                 fn = handler.stream_unary if handler.request_streaming else handler.unary_unary
                 response = await fn(request, context)
                 if not stream.local_closed:
-                    if stream.code is grpc.StatusCode.OK and response is not None:
-                        self._send_unary(stream, serialize(response))
-                    else:
+                    if stream.code is not grpc.StatusCode.OK:
                         self._finish(stream, stream.code, stream.details)
+                    elif response is None:
+                        self._finish(stream, grpc.StatusCode.UNKNOWN,
+                                     "the method handler returned no response")
+                    else:
+                        self._send_unary(stream, serialize(response))
         except RpcAbort as abort:
             self._finish(stream, abort.code, abort.details)
         except asyncio.CancelledError:
             if not stream.local_closed and not stream.reset:
-                self._finish(stream, grpc.StatusCode.CANCELLED, "Cancelled")
+                # Cut off by a stopping server: UNAVAILABLE makes etcd's clients retry
+                # elsewhere (they give up on a watch that ends CANCELLED).
+                if self.server.closing:
+                    self._finish(stream, grpc.StatusCode.UNAVAILABLE, "server shutting down")
+                else:
+                    self._finish(stream, grpc.StatusCode.CANCELLED, "Cancelled")
             raise
         except Exception as err:  # a handler bug fails its call only
             log.exception("h2.handler_failed", method=_path(stream))
@@ -666,7 +715,7 @@ class Connection(asyncio.Protocol):
         if not stream.headers_sent:
             stream.headers_sent = True
             self._write(frame(HEADERS, END_HEADERS, stream.id, _RESPONSE_HEADERS))
-        stream.pending.append(grpc_message(data))
+        stream.pending.append(memoryview(grpc_message(data)))
         self._send_pending(stream)
 
     def _send_pending(self, stream: Stream) -> None:
@@ -684,7 +733,7 @@ class Connection(asyncio.Protocol):
                 pending.popleft()
                 self._write(frame(DATA, 0, stream.id, chunk))
             else:
-                pending[0] = chunk[n:]
+                pending[0] = chunk[n:]  # a view: no copy of the rest
                 self._write(frame(DATA, 0, stream.id, chunk[:n]))
         self._blocked.pop(stream.id, None)
         if stream.trailer is not None:
@@ -731,6 +780,12 @@ class Connection(asyncio.Protocol):
         if stream.timer is not None:
             stream.timer.cancel()
             stream.timer = None
+        task = stream.task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()  # the server ended the call (bad request, deadline): stop it
+        drain = stream.drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
         if not stream.remote_closed:
             # The response is complete; the client need not send the rest (RFC 9113 8.1).
             self._write(frame(RST_STREAM, 0, stream.id, U32.pack(NO_ERROR)))
@@ -772,8 +827,10 @@ class Connection(asyncio.Protocol):
         self._write(frame(GOAWAY, 0, 0, U32.pack(self._last_id) + U32.pack(code) + debug))
 
     def _abort_connection(self) -> None:
-        if self.transport is not None and not self._closed:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None and not self._closed:
+            transport.close()  # flushes the GOAWAY; a peer that does not read is cut off
+            self.loop.call_later(1.0, transport.abort)
 
     def go_away(self) -> None:
         """Graceful shutdown: no new streams; the ones open run to their end."""
@@ -893,8 +950,9 @@ class H2Server:
                 if stream.task is not None and not stream.task.done():
                     tasks.append(stream.task)
                     stream.task.cancel()
-            conn.close()
-        if tasks:
+        if tasks:  # they end their calls UNAVAILABLE; close after those trailers are queued
             await asyncio.gather(*tasks, return_exceptions=True)
+        for conn in list(self.connections):
+            conn.close()
         if self._server is not None:
             await self._server.wait_closed()
