@@ -341,6 +341,14 @@ class Raft:
         self.trk.record_vote(frm, granted)
         return self.trk.tally_votes()[2]
 
+    def forget_leader(self) -> None:
+        """A follower's driver learned that its leader is gone (the leader's stream broke):
+        drop it, so that this member stops ignoring other members' (pre-)votes for the rest
+        of the lease and proposals fail fast. The leader's next message restores it. Only
+        timing changes; no safety rule depends on it (etcd-io/raft's ForgetLeader)."""
+        if self.state == StateRole.FOLLOWER:
+            self.lead = NONE
+
     # -- the common step --------------------------------------------------------------------
     def step(self, m: Message) -> None:
         """Handle one message (network or local). Raises ``ProposalDropped`` for proposals

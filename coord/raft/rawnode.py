@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from coord.raft.config import Config
 from coord.raft.errors import ProposalDropped, RaftError, StepLocalMessage
 from coord.raft.progress import ProgressState
-from coord.raft.raft import Raft
+from coord.raft.raft import NONE, Raft
 from coord.raft.storage import Storage
 from coord.raft.types import (
     LOCAL_MESSAGES,
@@ -105,6 +105,16 @@ class RawNode:
     def campaign(self) -> None:
         """Start an election now (a pre-vote first if enabled)."""
         self.raft.step(Message(MessageType.HUP, self.raft.id, self.raft.id))
+
+    def forget_leader(self) -> None:
+        """Forget a follower's leader (see ``Raft.forget_leader``); a no-op otherwise."""
+        self.raft.forget_leader()
+
+    @property
+    def follower_without_leader(self) -> bool:
+        """A follower that knows no leader (the moment to campaign early, see RaftNode)."""
+        r = self.raft
+        return r.state == StateRole.FOLLOWER and r.lead == NONE
 
     def propose(self, data: bytes) -> None:
         """Propose a normal entry. Raises ``ProposalDropped`` if it cannot be accepted now."""

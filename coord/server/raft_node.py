@@ -86,6 +86,9 @@ from coord.storage import ENTRY, HARD_STATE, METADATA, SNAPSHOT_MARKER, WAL, Rec
 log = structlog.get_logger("coord.raftnode")
 
 REQUEST_TIMEOUT = 7.0
+EARLY_CAMPAIGN_TICKS = 5
+"""After the leader's stream breaks, a follower campaigns within this many ticks (a random
+delay, so that two followers rarely split the vote)."""
 """Seconds a proposal waits to be applied before ``request timed out``."""
 CATCH_UP_ENTRIES = 1000
 """Entries kept in memory behind a snapshot so that slightly lagging followers need none."""
@@ -136,10 +139,11 @@ class RaftNode:
                                                config.member_ids)
         self.storage = MemoryStorage()
         self.rn: RawNode | None = None
+        self._campaign_rng = random.Random()
         self.transport = Transport(
             self.member_id, cluster_id=lambda: self.cluster_id, deliver=self._deliver,
             report_unreachable=self._report_unreachable, report_snapshot=self._report_snapshot,
-            name_of=self.membership_name)
+            name_of=self.membership_name, stream_lost=self._leader_stream_lost)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._io_jobs = 0
         """Background jobs (snapshot persistence) queued on or running on ``_io``."""
@@ -325,6 +329,31 @@ class RaftNode:
     def _report_unreachable(self, peer: int) -> None:
         if self.rn is not None and not self._stopped:
             self.rn.report_unreachable(peer)
+
+    def _leader_stream_lost(self, peer: int) -> None:
+        """The stream ``peer`` was sending us Raft messages on broke. If ``peer`` leads us,
+        its process most likely died (a kill -9 closes its sockets at once): forget it and
+        campaign after a random delay of up to ``EARLY_CAMPAIGN_TICKS`` ticks unless a
+        leader shows up first. A failover then takes a fraction of a second instead of a
+        whole election timeout. A false alarm (a live leader reopening its stream) costs
+        nothing: its next heartbeat restores it here, and until then the other members,
+        still hearing from it, refuse the pre-vote (check-quorum's lease)."""
+        rn = self.rn
+        if rn is None or self._stopped or self.removed or peer != rn.raft.lead:
+            return
+        rn.forget_leader()
+        self._kick.set()
+        delay = self._campaign_rng.uniform(0.0, EARLY_CAMPAIGN_TICKS * self.config.tick_ms / 1000)
+        asyncio.get_running_loop().call_later(delay, self._early_campaign)
+        log.info("raftnode.leader_stream_lost", leader=f"{peer:x}",
+                 campaign_in_ms=round(delay * 1000))
+
+    def _early_campaign(self) -> None:
+        rn = self.rn
+        if rn is None or self._stopped or self.removed or not rn.follower_without_leader:
+            return
+        rn.campaign()
+        self._kick.set()
 
     def _report_snapshot(self, peer: int, ok: bool) -> None:
         if self.rn is not None and not self._stopped:

@@ -256,13 +256,16 @@ class Transport:
                  deliver: Callable[[list[Message]], None],
                  report_unreachable: Callable[[int], None],
                  report_snapshot: Callable[[int, bool], None],
-                 name_of: Callable[[int], str]) -> None:
+                 name_of: Callable[[int], str],
+                 stream_lost: Callable[[int], None] = lambda peer: None) -> None:
         self.member_id = member_id
         self.cluster_id = cluster_id
         self.deliver = deliver
         self.report_unreachable = report_unreachable
         self.report_snapshot = report_snapshot
         self.name_of = name_of
+        self.stream_lost = stream_lost
+        """Called with a peer's id when the stream it was sending us messages on breaks."""
         self.faults = Faults(enabled=faults_enabled())
         self.stopped = False
         self._peers: dict[int, _PeerSender] = {}
@@ -326,8 +329,16 @@ class PeerService(raft_pb2_grpc.PeerServicer):
 
     async def Send(self, request_iterator: AsyncIterator[raft_pb2.MessageBatch],
                    context: Ctx) -> raft_pb2.SendResponse:
-        async for batch in request_iterator:
-            self.t.accept(batch)
+        frm = 0
+        try:
+            async for batch in request_iterator:
+                frm = getattr(batch, "from")
+                self.t.accept(batch)
+        except asyncio.CancelledError:
+            # The sender's connection broke (its process died, or it closed the stream).
+            if frm and not self.t.stopped:
+                self.t.stream_lost(frm)
+            raise
         return raft_pb2.SendResponse()
 
     async def SendSnapshot(self, request: raft_pb2.MessageBatch,
