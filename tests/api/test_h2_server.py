@@ -576,7 +576,8 @@ def test_a_deadline_fails_the_call_and_cancels_the_handler(shape: str) -> None:
             return err
 
     assert run(body()).code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert remaining and remaining[0] is not None and 0 < remaining[0] <= 0.2
+    # grpc C-core rounds the grpc-timeout it sends up to its unit: allow a little over
+    assert remaining and remaining[0] is not None and 0 < remaining[0] <= 0.25
 
 
 def test_no_deadline_means_no_time_limit() -> None:

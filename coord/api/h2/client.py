@@ -52,7 +52,6 @@ from coord.api.h2.server import (
     PADDED,
     PING,
     PREFACE,
-    PRIORITY_FLAG,
     PROTOCOL_ERROR,
     PUSH_PROMISE,
     RST_STREAM,
@@ -64,7 +63,9 @@ from coord.api.h2.server import (
     U32,
     WINDOW_UPDATE,
     H2ProtocolError,
+    HeaderBlocks,
     frame,
+    read_frames,
 )
 
 log = structlog.get_logger("coord.api.h2.client")
@@ -153,9 +154,7 @@ class StreamCall(asyncio.Protocol):
         self._response_buf = bytearray()
         self._response: bytes | None = None
         self._error: StreamCallError | None = None
-        self._header_stream = 0
-        self._header_flags = 0
-        self._header_block = bytearray()
+        self._blocks = HeaderBlocks()
 
     # -- public API ----------------------------------------------------------------------
 
@@ -300,24 +299,11 @@ class StreamCall(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self._buf
         buf += data
-        pos, end = 0, len(buf)
         try:
-            while end - pos >= 9 and self._transport is not None:
-                if not self._settings_seen and buf[pos + 3] != SETTINGS:
-                    raise H2ProtocolError(PROTOCOL_ERROR, "the peer did not start with "
-                                           "HTTP/2 SETTINGS: not an h2c gRPC server")
-                length = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2]
-                if length > MAX_FRAME:
-                    raise H2ProtocolError(FRAME_SIZE_ERROR, f"frame of {length} bytes")
-                if end - pos < 9 + length:
-                    break
-                kind = buf[pos + 3]
-                flags = buf[pos + 4]
-                stream_id = U32.unpack_from(buf, pos + 5)[0] & 0x7FFFFFFF
-                payload = bytes(buf[pos + 9:pos + 9 + length])
-                pos += 9 + length
-                self._on_frame(kind, flags, stream_id, payload)
-            del buf[:pos]
+            if not self._settings_seen and len(buf) >= 4 and buf[3] != SETTINGS:
+                raise H2ProtocolError(PROTOCOL_ERROR, "the peer did not start with HTTP/2 "
+                                      "SETTINGS: not an h2c gRPC server")
+            read_frames(buf, self._on_frame, lambda: self._transport is not None)
         except (H2ProtocolError, hpack.HpackError) as err:
             code = err.code if isinstance(err, H2ProtocolError) else COMPRESSION_ERROR
             self._write(frame(GOAWAY, 0, 0, U32.pack(0) + U32.pack(code)
@@ -328,19 +314,18 @@ class StreamCall(asyncio.Protocol):
     # -- frames in -----------------------------------------------------------------------
 
     def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
-        if self._header_stream and kind != CONTINUATION:
+        if self._blocks.stream and kind != CONTINUATION:
             raise H2ProtocolError(PROTOCOL_ERROR, "expected CONTINUATION")
         if kind == DATA:
             self._on_data(flags, stream_id, payload)
         elif kind == HEADERS:
-            self._on_headers(flags, stream_id, payload)
+            block = self._blocks.headers(flags, stream_id, payload)
+            if block is not None:
+                self._on_header_block(stream_id, flags, block)
         elif kind == CONTINUATION:
-            if stream_id != self._header_stream or not stream_id:
-                raise H2ProtocolError(PROTOCOL_ERROR, "unexpected CONTINUATION")
-            self._header_block += payload
-            if flags & END_HEADERS:
-                self._header_stream = 0
-                self._on_header_block(stream_id, self._header_flags, bytes(self._header_block))
+            done = self._blocks.continuation(flags, stream_id, payload)
+            if done is not None:
+                self._on_header_block(stream_id, *done)
         elif kind == SETTINGS:
             self._on_settings(flags, stream_id, payload)
         elif kind == WINDOW_UPDATE:
@@ -416,27 +401,6 @@ class StreamCall(asyncio.Protocol):
         else:
             return
         self._send_pending()
-
-    def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
-        if not stream_id:
-            raise H2ProtocolError(PROTOCOL_ERROR, "HEADERS on stream 0")
-        start, end = 0, len(payload)
-        if flags & PADDED:
-            if not payload:
-                raise H2ProtocolError(PROTOCOL_ERROR, "bad padding")
-            start = 1
-            end -= payload[0]
-        if flags & PRIORITY_FLAG:
-            start += 5
-        if start > end:
-            raise H2ProtocolError(PROTOCOL_ERROR, "bad HEADERS padding")
-        block = payload[start:end]
-        if flags & END_HEADERS:
-            self._on_header_block(stream_id, flags, block)
-        else:
-            self._header_stream = stream_id
-            self._header_flags = flags
-            self._header_block = bytearray(block)
 
     def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
         headers = self._decoder.decode(block)  # always, to keep the table in step

@@ -113,6 +113,77 @@ def status_block(code: grpc.StatusCode, details: str) -> bytes:
     return block
 
 
+def read_frames(buf: bytearray, on_frame: Callable[[int, int, int, bytes], None],
+                alive: Callable[[], bool] = lambda: True) -> None:
+    """Hand each complete frame at the start of ``buf`` to ``on_frame(kind, flags,
+    stream_id, payload)`` while ``alive()``, then drop what was handed over. Raises
+    :class:`H2ProtocolError` for a frame longer than this side accepts."""
+    pos, end = 0, len(buf)
+    try:
+        while end - pos >= 9 and alive():
+            length = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2]
+            if length > MAX_FRAME:
+                raise H2ProtocolError(FRAME_SIZE_ERROR, f"frame of {length} bytes")
+            if end - pos < 9 + length:
+                break
+            kind = buf[pos + 3]
+            flags = buf[pos + 4]
+            stream_id = U32.unpack_from(buf, pos + 5)[0] & 0x7FFFFFFF
+            payload = bytes(buf[pos + 9:pos + 9 + length])
+            pos += 9 + length
+            on_frame(kind, flags, stream_id, payload)
+    finally:
+        del buf[:pos]
+
+
+class HeaderBlocks:
+    """Reassembles header blocks: a HEADERS frame (padding and priority fields removed)
+    and the CONTINUATION frames that follow it, at most :data:`MAX_HEADER_BLOCK` bytes."""
+
+    __slots__ = ("_block", "_flags", "stream")
+
+    def __init__(self) -> None:
+        self.stream = 0
+        """The stream whose block is incomplete (0: none; only CONTINUATION may follow)."""
+        self._flags = 0
+        self._block = bytearray()
+
+    def headers(self, flags: int, stream_id: int, payload: bytes) -> bytes | None:
+        """A HEADERS frame: its complete block, or None while CONTINUATIONs must follow."""
+        if not stream_id:
+            raise H2ProtocolError(PROTOCOL_ERROR, "HEADERS on stream 0")
+        start, end = 0, len(payload)
+        if flags & PADDED:
+            if not payload:
+                raise H2ProtocolError(PROTOCOL_ERROR, "bad padding")
+            start = 1
+            end -= payload[0]
+        if flags & PRIORITY_FLAG:
+            start += 5
+        if start > end:
+            raise H2ProtocolError(PROTOCOL_ERROR, "bad HEADERS padding")
+        if flags & END_HEADERS:
+            return payload[start:end]
+        self.stream = stream_id
+        self._flags = flags
+        self._block = bytearray(payload[start:end])
+        return None
+
+    def continuation(self, flags: int, stream_id: int, payload: bytes) -> tuple[int, bytes] | None:
+        """A CONTINUATION frame: (the HEADERS frame's flags, the complete block) once it
+        ends the block, else None."""
+        if stream_id != self.stream or not stream_id:
+            raise H2ProtocolError(PROTOCOL_ERROR, "unexpected CONTINUATION")
+        self._block += payload
+        if len(self._block) > MAX_HEADER_BLOCK:
+            raise H2ProtocolError(ENHANCE_YOUR_CALM, "header block too large")
+        if not flags & END_HEADERS:
+            return None
+        self.stream = 0
+        block, self._block = bytes(self._block), bytearray()
+        return self._flags, block
+
+
 class RpcAbort(Exception):
     """Raised by :meth:`ServicerContext.abort`; ends the call with this status."""
 
@@ -266,9 +337,7 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._closed = False
         self._going_away = False
-        self._header_stream = 0
-        self._header_flags = 0
-        self._header_block = bytearray()
+        self._blocks = HeaderBlocks()
 
     # -- transport callbacks -------------------------------------------------------------
 
@@ -329,20 +398,7 @@ class Connection(asyncio.Protocol):
                     raise H2ProtocolError(PROTOCOL_ERROR, "not an HTTP/2 preface")
                 del buf[:len(PREFACE)]
                 self._preface = True
-            pos, end = 0, len(buf)
-            while end - pos >= 9:
-                length = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2]
-                if length > MAX_FRAME:
-                    raise H2ProtocolError(FRAME_SIZE_ERROR, f"frame of {length} bytes")
-                if end - pos < 9 + length:
-                    break
-                kind = buf[pos + 3]
-                flags = buf[pos + 4]
-                stream_id = U32.unpack_from(buf, pos + 5)[0] & 0x7FFFFFFF
-                payload = bytes(buf[pos + 9:pos + 9 + length])
-                pos += 9 + length
-                self._on_frame(kind, flags, stream_id, payload)
-            del buf[:pos]
+            read_frames(buf, self._on_frame)
         except (H2ProtocolError, hpack.HpackError) as err:
             code = err.code if isinstance(err, H2ProtocolError) else COMPRESSION_ERROR
             log.debug("h2.connection_error", peer=self.peer, error=str(err))
@@ -358,21 +414,18 @@ class Connection(asyncio.Protocol):
     # -- frames in -----------------------------------------------------------------------
 
     def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
-        if self._header_stream and kind != CONTINUATION:
+        if self._blocks.stream and kind != CONTINUATION:
             raise H2ProtocolError(PROTOCOL_ERROR, "expected CONTINUATION")
         if kind == DATA:
             self._on_data(flags, stream_id, payload)
         elif kind == HEADERS:
-            self._on_headers(flags, stream_id, payload)
+            block = self._blocks.headers(flags, stream_id, payload)
+            if block is not None:
+                self._on_header_block(stream_id, flags, block)
         elif kind == CONTINUATION:
-            if stream_id != self._header_stream or not stream_id:
-                raise H2ProtocolError(PROTOCOL_ERROR, "unexpected CONTINUATION")
-            self._header_block += payload
-            if len(self._header_block) > MAX_HEADER_BLOCK:
-                raise H2ProtocolError(ENHANCE_YOUR_CALM, "header block too large")
-            if flags & END_HEADERS:
-                self._header_stream = 0
-                self._on_header_block(stream_id, self._header_flags, bytes(self._header_block))
+            done = self._blocks.continuation(flags, stream_id, payload)
+            if done is not None:
+                self._on_header_block(stream_id, *done)
         elif kind == SETTINGS:
             self._on_settings(flags, stream_id, payload)
         elif kind == WINDOW_UPDATE:
@@ -437,27 +490,6 @@ class Connection(asyncio.Protocol):
             self._reset(stream, FLOW_CONTROL_ERROR if increment else PROTOCOL_ERROR)
             return
         self._send_pending(stream)
-
-    def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
-        if not stream_id:
-            raise H2ProtocolError(PROTOCOL_ERROR, "HEADERS on stream 0")
-        start, end = 0, len(payload)
-        if flags & PADDED:
-            if not payload:
-                raise H2ProtocolError(PROTOCOL_ERROR, "bad padding")
-            start = 1
-            end -= payload[0]
-        if flags & PRIORITY_FLAG:
-            start += 5
-        if start > end:
-            raise H2ProtocolError(PROTOCOL_ERROR, "bad HEADERS padding")
-        block = payload[start:end]
-        if flags & END_HEADERS:
-            self._on_header_block(stream_id, flags, block)
-        else:
-            self._header_stream = stream_id
-            self._header_flags = flags
-            self._header_block = bytearray(block)
 
     def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
         headers = self._decoder.decode(block)  # always, to keep the table in step
