@@ -86,10 +86,10 @@ from coord.storage import ENTRY, HARD_STATE, METADATA, SNAPSHOT_MARKER, WAL, Rec
 log = structlog.get_logger("coord.raftnode")
 
 REQUEST_TIMEOUT = 7.0
+"""Seconds a proposal waits to be applied before ``request timed out``."""
 EARLY_CAMPAIGN_TICKS = 5
 """After the leader's stream breaks, a follower campaigns within this many ticks (a random
 delay, so that two followers rarely split the vote)."""
-"""Seconds a proposal waits to be applied before ``request timed out``."""
 CATCH_UP_ENTRIES = 1000
 """Entries kept in memory behind a snapshot so that slightly lagging followers need none."""
 TAG_REQUEST = b"R"
