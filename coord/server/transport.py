@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 import structlog
 
+from coord.aiotools import within
 from coord.api.h2.client import StreamCall
 from coord.api.proto import raft_pb2, raft_pb2_grpc
 from coord.raft import (
@@ -48,6 +49,8 @@ BATCH_LIMIT = 512
 """Messages per MessageBatch."""
 SNAPSHOT_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 1.0
+DRAIN_TIMEOUT = 5.0
+"""How long the sender waits for a peer's flow-control credit before it reconnects."""
 """How long the sender waits for a peer's TCP connection and HTTP/2 SETTINGS."""
 SEND_METHOD = "/raftcronpb.Peer/Send"
 PEER_RECV_LIMIT = 2**31 - 1
@@ -141,7 +144,15 @@ class _H2Send:
 
     async def write(self, batch: raft_pb2.MessageBatch) -> None:
         self.call.write(batch.SerializeToString())
-        await self.call.drain()
+        if not self.call.buffered:
+            await self.call.drain()  # returns at once unless the transport is paused
+            return
+        try:
+            await within(self.call.drain(), DRAIN_TIMEOUT)
+        except TimeoutError:
+            # A peer that stopped reading (or vanished without closing the connection):
+            # give up on this stream; the sender reconnects and Raft retransmits.
+            raise ConnectionError(f"peer has not read for {DRAIN_TIMEOUT:.0f} s") from None
 
     def cancel(self) -> None:
         self.call.close()
@@ -196,39 +207,41 @@ class _PeerSender:
     async def _run(self) -> None:
         backoff = 0.05
         call: Any = None
-        while not self.t.stopped:
-            if not self.queue:
-                self.wake.clear()
-                await self.wake.wait()
-                continue
-            if self.t.faults.delay:
-                await asyncio.sleep(self.t.faults.delay)
-            if self.t.name_of(self.peer_id) in self.t.faults.cut:
-                self.queue.clear()
-                continue
-            msgs: list[Message] = []
-            while self.queue and len(msgs) < BATCH_LIMIT:
-                msgs.append(self.queue.popleft())
-            batch = raft_pb2.MessageBatch(cluster_id=self.t.cluster_id(),
-                                          messages=[message_to_pb(m) for m in msgs])
-            setattr(batch, "from", self.t.member_id)
-            try:
-                if call is None:
-                    call = await self._open_send()
-                await call.write(batch)
-                backoff = 0.05
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError,
-                    OSError) as err:
-                log.debug("transport.send_failed", to=f"{self.peer_id:x}", error=str(err))
-                if call is not None:
-                    call.cancel()
-                call = None
-                self.queue.clear()
-                self.t.report_unreachable(self.peer_id)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
-        if call is not None:
-            call.cancel()
+        try:
+            while not self.t.stopped:
+                if not self.queue:
+                    self.wake.clear()
+                    await self.wake.wait()
+                    continue
+                if self.t.faults.delay:
+                    await asyncio.sleep(self.t.faults.delay)
+                if self.t.name_of(self.peer_id) in self.t.faults.cut:
+                    self.queue.clear()
+                    continue
+                msgs: list[Message] = []
+                while self.queue and len(msgs) < BATCH_LIMIT:
+                    msgs.append(self.queue.popleft())
+                batch = raft_pb2.MessageBatch(cluster_id=self.t.cluster_id(),
+                                              messages=[message_to_pb(m) for m in msgs])
+                setattr(batch, "from", self.t.member_id)
+                try:
+                    if call is None:
+                        call = await self._open_send()
+                    await call.write(batch)
+                    backoff = 0.05
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError,
+                        OSError) as err:
+                    log.debug("transport.send_failed", to=f"{self.peer_id:x}", error=str(err))
+                    if call is not None:
+                        call.cancel()
+                    call = None
+                    self.queue.clear()
+                    self.t.report_unreachable(self.peer_id)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 1.0)
+        finally:
+            if call is not None:  # also when the sender is cancelled (Transport.stop)
+                call.cancel()
 
     async def _open_send(self) -> Any:
         """The long-lived ``Send`` stream to this peer: coord's own HTTP/2 client

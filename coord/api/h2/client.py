@@ -64,6 +64,7 @@ from coord.api.h2.server import (
     WINDOW_UPDATE,
     H2ProtocolError,
     HeaderBlocks,
+    enable_keepalive,
     frame,
     read_frames,
 )
@@ -269,6 +270,7 @@ class StreamCall(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        enable_keepalive(transport)
         settings = (SETTING.pack(SETTINGS_ENABLE_PUSH, 0)
                     + SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, RECEIVE_WINDOW))
         authority = self._address.encode()

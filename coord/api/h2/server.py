@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import socket
 import struct
@@ -136,6 +137,15 @@ def read_frames(buf: bytearray, on_frame: Callable[[int, int, int, bytes], None]
         del buf[:pos]
 
 
+def enable_keepalive(transport: asyncio.BaseTransport) -> None:
+    """TCP keepalive on the connection, so that a peer that vanished without a FIN or RST
+    (a host that lost power, a cut cable) is noticed by the kernel."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+
 class HeaderBlocks:
     """Reassembles header blocks: a HEADERS frame (padding and priority fields removed)
     and the CONTINUATION frames that follow it, at most :data:`MAX_HEADER_BLOCK` bytes."""
@@ -217,7 +227,10 @@ def metadata(headers: list[tuple[bytes, bytes]]) -> tuple[tuple[str, str | bytes
             continue
         key = name.decode("latin-1")
         if key.endswith("-bin"):
-            out.append((key, base64.b64decode(value + b"=" * (-len(value) % 4))))
+            try:
+                out.append((key, base64.b64decode(value + b"=" * (-len(value) % 4))))
+            except binascii.Error:
+                continue  # not base64: the entry is left out, the call goes on
         else:
             out.append((key, value.decode("latin-1")))
     return tuple(out)
@@ -349,10 +362,7 @@ class Connection(asyncio.Protocol):
             self.peer = (f"ipv6:[{host}]:{peer[1]}" if ":" in host
                          else f"ipv4:{host}:{peer[1]}")
         self.server.connections.add(self)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):  # dead clients are found by the kernel
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        enable_keepalive(transport)  # dead clients are found by the kernel
         settings = (SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW)
                     + SETTING.pack(SETTINGS_ENABLE_PUSH, 0))
         self._write(frame(SETTINGS, 0, 0, settings)

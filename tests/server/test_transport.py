@@ -1,0 +1,130 @@
+"""The peer transport over coord's own HTTP/2 code: messages arrive; a peer that stops
+reading does not wedge the sender (it reconnects and reports the peer unreachable); a
+broken ``Send`` stream is reported, so that a follower can stop waiting for a dead leader."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from coord.api.h2.server import SETTING, SETTINGS, SETTINGS_INITIAL_WINDOW_SIZE, H2Server, frame
+from coord.api.proto import raft_pb2_grpc
+from coord.raft import Message, MessageType
+from coord.server import transport as transport_mod
+from coord.server.server import _Collect
+from coord.server.transport import PeerService, Transport
+
+
+def _transport(member_id: int, *, delivered: list[Message] | None = None,
+               unreachable: list[int] | None = None,
+               lost: list[int] | None = None) -> Transport:
+    delivered = [] if delivered is None else delivered
+    unreachable = [] if unreachable is None else unreachable
+    lost = [] if lost is None else lost
+    return Transport(
+        member_id, cluster_id=lambda: 1, deliver=delivered.extend,
+        report_unreachable=unreachable.append, report_snapshot=lambda peer, ok: None,
+        name_of=lambda peer: f"m{peer}", stream_lost=lost.append)
+
+
+async def _peer_server(receiver: Transport) -> tuple[H2Server, int]:
+    table: Any = _Collect()
+    raft_pb2_grpc.add_PeerServicer_to_server(
+        PeerService(receiver, _no_renew, lambda peer: (0, 0), lambda lease: None), table)
+    handlers: dict[str, Any] = table.handlers
+    server = H2Server(lambda call: handlers.get(call.method), max_receive=2**31 - 1)
+    return server, await server.start("127.0.0.1:0")
+
+
+async def _no_renew(lease: int) -> tuple[int, bool]:
+    return 0, True
+
+
+async def _until(cond: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.01)
+
+
+def _heartbeat(frm: int, to: int, term: int) -> Message:
+    return Message(MessageType.HEARTBEAT, to, frm, term=term, commit=term)
+
+
+def test_messages_arrive_and_a_broken_stream_is_reported() -> None:
+    async def body() -> None:
+        delivered: list[Message] = []
+        lost: list[int] = []
+        receiver = _transport(2, delivered=delivered, lost=lost)
+        server, port = await _peer_server(receiver)
+        sender = _transport(1)
+        try:
+            sender.set_peer(2, f"127.0.0.1:{port}")
+            sender.send([_heartbeat(1, 2, t) for t in range(1, 201)])
+            await _until(lambda: len(delivered) == 200)
+            assert [m.term for m in delivered] == list(range(1, 201))
+            assert lost == []
+            # The sender goes away (as a killed leader's sockets do): the receiver learns
+            # which member's stream broke.
+            await sender.stop()
+            await _until(lambda: lost == [1])
+        finally:
+            receiver.stopped = True
+            await server.stop(0)
+    asyncio.run(body())
+
+
+def test_a_stopped_receiver_does_not_report_its_own_shutdown() -> None:
+    async def body() -> None:
+        delivered: list[Message] = []
+        lost: list[int] = []
+        receiver = _transport(2, delivered=delivered, lost=lost)
+        server, port = await _peer_server(receiver)
+        sender = _transport(1)
+        try:
+            sender.set_peer(2, f"127.0.0.1:{port}")
+            sender.send([_heartbeat(1, 2, 1)])
+            await _until(lambda: len(delivered) == 1)
+            receiver.stopped = True  # as RaftNode.stop does before the peer port closes
+            await server.stop(0)
+            assert lost == []
+        finally:
+            await sender.stop()
+    asyncio.run(body())
+
+
+def test_a_peer_that_stops_reading_does_not_wedge_the_sender(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer that accepts the connection and then gives no flow-control credit (a hung
+    process, a host gone without a RST): after DRAIN_TIMEOUT the sender drops the stream,
+    reports the peer unreachable and connects again."""
+    monkeypatch.setattr(transport_mod, "DRAIN_TIMEOUT", 0.3)
+
+    async def body() -> None:
+        connections: list[asyncio.StreamWriter] = []
+
+        async def stuck_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.append(writer)
+            # SETTINGS with a stream window of 0: not one DATA byte may be sent.
+            writer.write(frame(SETTINGS, 0, 0, SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, 0)))
+            await writer.drain()
+            await reader.read(-1)  # swallow everything until the sender hangs up
+
+        server = await asyncio.start_server(stuck_peer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        unreachable: list[int] = []
+        sender = _transport(1, unreachable=unreachable)
+        try:
+            sender.set_peer(2, f"127.0.0.1:{port}")
+            sender.send([_heartbeat(1, 2, 1)])
+            await _until(lambda: unreachable == [2])
+            sender.send([_heartbeat(1, 2, 2)])
+            await _until(lambda: len(connections) >= 2)
+        finally:
+            await sender.stop()
+            for w in connections:
+                w.close()
+            server.close()
+            await server.wait_closed()
+    asyncio.run(body())
