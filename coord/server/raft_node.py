@@ -124,6 +124,21 @@ def decode_snap_file(index: int, term: int, blob: bytes) -> Snapshot:
     return Snapshot(SnapshotMetadata(index, term, cs), blob[_LEN.size + n:])
 
 
+def wal_release_point(entry_seq: dict[int, int], index: int) -> int:
+    """The WAL sequence number before which segments may go once a snapshot at ``index``
+    is durable (0: release nothing).
+
+    The record of entry ``index + 1`` when its write is known, else the record of entry
+    ``index`` itself: every segment wholly before it holds only entries the snapshot
+    covers (hard state and markers are carried into each new segment). Never "everything
+    before the newest record": with snapshots built over several loop turns, entries after
+    ``index`` may already sit in the WAL while their sequence numbers are not yet known
+    here (their write is still being acknowledged) — releasing up to the newest record lost
+    them, and a restart then found a gap between the snapshot and the first entry.
+    """
+    return entry_seq.get(index + 1) or entry_seq.get(index, 0)
+
+
 class RaftNode:
     """A Raft cluster member (implements ``coord.server.core.Node``)."""
 
@@ -614,7 +629,7 @@ class RaftNode:
         if compact_to > self.storage.first_index():
             self.storage.compact(compact_to)
         wal = self._wal
-        release_at = self._entry_seq.get(index + 1, 0)
+        release_at = wal_release_point(self._entry_seq, index)
         for i in [i for i in self._entry_seq if i <= index]:
             del self._entry_seq[i]
         snaps = self._snaps
@@ -624,7 +639,8 @@ class RaftNode:
         def persist() -> None:
             snaps.save(md.index, md.term, blob)
             wal.cut()
-            wal.release_before(release_at or wal.last_seq)
+            if release_at:
+                wal.release_before(release_at)
             snaps.purge(keep=2)
 
         self._io_jobs += 1
