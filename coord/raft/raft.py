@@ -344,9 +344,13 @@ class Raft:
     def forget_leader(self) -> None:
         """A follower's driver learned that its leader is gone (the leader's stream broke):
         drop it, so that this member stops ignoring other members' (pre-)votes for the rest
-        of the lease and proposals fail fast. The leader's next message restores it. Only
-        timing changes; no safety rule depends on it (etcd-io/raft's ForgetLeader)."""
-        if self.state == StateRole.FOLLOWER:
+        of the lease. The leader's next message restores it (etcd-io/raft's ForgetLeader).
+
+        With ``SAFE`` reads only timing changes. With ``LEASE_BASED`` reads it is a no-op:
+        a leader serves reads from its lease on the promise that no other leader can be
+        elected within it — forgetting the leader early would break that promise (a stale
+        read from a deposed leader that does not know it yet)."""
+        if self.state == StateRole.FOLLOWER and self.cfg.read_only == ReadOnlyOption.SAFE:
             self.lead = NONE
 
     # -- the common step --------------------------------------------------------------------

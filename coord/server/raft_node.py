@@ -87,8 +87,11 @@ log = structlog.get_logger("coord.raftnode")
 
 REQUEST_TIMEOUT = 7.0
 """Seconds a proposal waits to be applied before ``request timed out``."""
-EARLY_CAMPAIGN_TICKS = 5
-"""After the leader's stream breaks, a follower campaigns within this many ticks (a random
+CONFIRM_LOSS_TICKS = 3
+"""After the leader's stream breaks, a follower waits this many ticks for any message from
+it before it believes the leader gone (a live leader reconnects within one or two)."""
+EARLY_CAMPAIGN_TICKS = 4
+"""A follower that believes its leader gone campaigns within this many ticks (a random
 delay, so that two followers rarely split the vote)."""
 CATCH_UP_ENTRIES = 1000
 """Entries kept in memory behind a snapshot so that slightly lagging followers need none."""
@@ -346,27 +349,40 @@ class RaftNode:
             self.rn.report_unreachable(peer)
 
     def _leader_stream_lost(self, peer: int) -> None:
-        """The stream ``peer`` was sending us Raft messages on broke. If ``peer`` leads us,
-        its process most likely died (a kill -9 closes its sockets at once): forget it and
-        campaign after a random delay of up to ``EARLY_CAMPAIGN_TICKS`` ticks unless a
-        leader shows up first. A failover then takes a fraction of a second instead of a
-        whole election timeout. A false alarm (a live leader reopening its stream) costs
-        nothing: its next heartbeat restores it here, and until then the other members,
-        still hearing from it, refuse the pre-vote (check-quorum's lease)."""
+        """The stream ``peer`` was sending us Raft messages on broke. If ``peer`` leads us
+        and nothing more is heard from it for ``CONFIRM_LOSS_TICKS`` ticks (a live leader
+        reconnects and sends a heartbeat well within that), its process most likely died
+        — a kill -9 closes its sockets at once: forget it and campaign after a random delay
+        of up to ``EARLY_CAMPAIGN_TICKS`` ticks, unless a leader shows up first. A failover
+        then takes well under a second instead of a whole election timeout. Should the
+        leader be alive after all, the other members, still hearing from it, refuse the
+        pre-vote (check-quorum's lease) and its next heartbeat restores it here."""
         rn = self.rn
         if rn is None or self._stopped or self.removed or peer != rn.raft.lead:
             return
+        lost_at = time.monotonic()
+        term = rn.raft.term
+        asyncio.get_running_loop().call_later(
+            CONFIRM_LOSS_TICKS * self.config.tick_ms / 1000,
+            self._confirm_leader_lost, peer, term, lost_at)
+
+    def _confirm_leader_lost(self, peer: int, term: int, lost_at: float) -> None:
+        rn = self.rn
+        if (rn is None or self._stopped or self.removed or rn.raft.lead != peer
+                or rn.raft.term != term
+                or self.transport.last_heard.get(peer, 0.0) > lost_at):
+            return  # a leader is back (or another one was elected)
         rn.forget_leader()
         self._kick.set()
         delay = self._campaign_rng.uniform(0.0, EARLY_CAMPAIGN_TICKS * self.config.tick_ms / 1000)
-        asyncio.get_running_loop().call_later(delay, self._early_campaign)
-        log.info("raftnode.leader_stream_lost", leader=f"{peer:x}",
-                 campaign_in_ms=round(delay * 1000))
+        asyncio.get_running_loop().call_later(delay, self._early_campaign, term)
+        log.info("raftnode.leader_lost", leader=f"{peer:x}", campaign_in_ms=round(delay * 1000))
 
-    def _early_campaign(self) -> None:
+    def _early_campaign(self, term: int) -> None:
         rn = self.rn
-        if rn is None or self._stopped or self.removed or not rn.follower_without_leader:
-            return
+        if (rn is None or self._stopped or self.removed or rn.raft.term != term
+                or not rn.follower_without_leader):
+            return  # a leader was elected meanwhile (or this member voted for a candidate)
         rn.campaign()
         self._kick.set()
 

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,9 +50,10 @@ BATCH_LIMIT = 512
 """Messages per MessageBatch."""
 SNAPSHOT_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 1.0
-DRAIN_TIMEOUT = 5.0
-"""How long the sender waits for a peer's flow-control credit before it reconnects."""
 """How long the sender waits for a peer's TCP connection and HTTP/2 SETTINGS."""
+DRAIN_TIMEOUT = 5.0
+"""How long the sender waits without any progress (no flow-control credit, the socket
+not writable) before it drops the stream and reconnects."""
 SEND_METHOD = "/raftcronpb.Peer/Send"
 PEER_RECV_LIMIT = 2**31 - 1
 """Peer messages are not limited (a snapshot travels as one message)."""
@@ -143,16 +145,20 @@ class _H2Send:
         self.call = call
 
     async def write(self, batch: raft_pb2.MessageBatch) -> None:
-        self.call.write(batch.SerializeToString())
-        if not self.call.buffered:
-            await self.call.drain()  # returns at once unless the transport is paused
-            return
-        try:
-            await within(self.call.drain(), DRAIN_TIMEOUT)
-        except TimeoutError:
-            # A peer that stopped reading (or vanished without closing the connection):
-            # give up on this stream; the sender reconnects and Raft retransmits.
-            raise ConnectionError(f"peer has not read for {DRAIN_TIMEOUT:.0f} s") from None
+        call = self.call
+        call.write(batch.SerializeToString())
+        while call.blocked:
+            before = call.buffered
+            try:
+                await within(call.drain(), DRAIN_TIMEOUT)
+            except TimeoutError:
+                if call.buffered < before:
+                    continue  # slow but reading: keep going
+                # A peer that stopped reading (or vanished without closing the
+                # connection): drop this stream; the sender reconnects, Raft retransmits.
+                raise ConnectionError(
+                    f"peer has not read for {DRAIN_TIMEOUT:.0f} s") from None
+        await call.drain()  # raises if the call died meanwhile
 
     def cancel(self) -> None:
         self.call.close()
@@ -229,9 +235,11 @@ class _PeerSender:
                         call = await self._open_send()
                     await call.write(batch)
                     backoff = 0.05
-                except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError,
-                        OSError) as err:
-                    log.debug("transport.send_failed", to=f"{self.peer_id:x}", error=str(err))
+                except Exception as err:  # noqa: BLE001 - the sender must outlive any failure
+                    expected = isinstance(err, (grpc.aio.AioRpcError, asyncio.InvalidStateError,
+                                                OSError))
+                    (log.debug if expected else log.warning)(
+                        "transport.send_failed", to=f"{self.peer_id:x}", error=repr(err))
                     if call is not None:
                         call.cancel()
                     call = None
@@ -278,6 +286,8 @@ class Transport:
         self.report_snapshot = report_snapshot
         self.name_of = name_of
         self.stream_lost = stream_lost
+        self.last_heard: dict[int, float] = {}
+        """When a batch from each peer last arrived (monotonic seconds)."""
         """Called with a peer's id when the stream it was sending us messages on breaks."""
         self.faults = Faults(enabled=faults_enabled())
         self.stopped = False
@@ -322,6 +332,7 @@ class Transport:
         frm = getattr(batch, "from")
         if self.faults.cut and self.name_of(frm) in self.faults.cut:
             return
+        self.last_heard[frm] = time.monotonic()
         self.deliver([message_from_pb(p) for p in batch.messages])
 
 

@@ -4,7 +4,7 @@ false alarm changes nothing while the leader is alive (pre-vote + check-quorum).
 
 from __future__ import annotations
 
-from coord.raft import StateRole
+from coord.raft import ReadOnlyOption, StateRole
 from tests.raft.harness import Env
 
 
@@ -51,3 +51,14 @@ def test_forget_leader_is_a_no_op_on_a_leader() -> None:
     env = _cluster()
     env.nodes[1].rn.forget_leader()
     assert env.nodes[1].rn.raft.lead == 1 and env.leader() == 1
+
+
+def test_forget_leader_is_a_no_op_with_lease_based_reads() -> None:
+    """A lease-based leader answers reads on the promise that nobody else is elected
+    within its lease; a follower forgetting it early would break that promise."""
+    env = Env()
+    env.add_nodes(3, voters=(1, 2, 3), pre_vote=True, check_quorum=True,
+                  read_only=ReadOnlyOption.LEASE_BASED)
+    env.elect(1)
+    env.nodes[2].rn.forget_leader()
+    assert env.nodes[2].rn.raft.lead == 1 and not env.nodes[2].rn.follower_without_leader

@@ -256,6 +256,11 @@ class StreamCall(asyncio.Protocol):
         return self._error is not None
 
     @property
+    def blocked(self) -> bool:
+        """Whether ``drain`` would wait: data waiting for credit, or the transport paused."""
+        return bool(self._pending) or self._paused
+
+    @property
     def buffered(self) -> int:
         """Bytes written but not yet framed for want of flow-control credit."""
         return self._pending_size
