@@ -36,7 +36,6 @@ from coord.api.h2.server import (
     ACK,
     CANCEL,
     COMPRESSION_ERROR,
-    CONTINUATION,
     DATA,
     DEFAULT_WINDOW,
     END_HEADERS,
@@ -50,10 +49,8 @@ from coord.api.h2.server import (
     MAX_FRAME,
     MAX_WINDOW,
     PADDED,
-    PING,
     PREFACE,
     PROTOCOL_ERROR,
-    PUSH_PROMISE,
     RST_STREAM,
     SETTING,
     SETTINGS,
@@ -62,6 +59,7 @@ from coord.api.h2.server import (
     SETTINGS_MAX_FRAME_SIZE,
     U32,
     WINDOW_UPDATE,
+    FrameHandler,
     H2ProtocolError,
     HeaderBlocks,
     enable_keepalive,
@@ -106,7 +104,7 @@ class StreamCallError(ConnectionError):
         self.status = status
 
 
-class StreamCall(asyncio.Protocol):
+class StreamCall(FrameHandler):
     """One client-streaming gRPC call on its own connection. Create with :meth:`open`.
 
     Invariants (all state is touched on the event loop only):
@@ -320,43 +318,13 @@ class StreamCall(asyncio.Protocol):
 
     # -- frames in -----------------------------------------------------------------------
 
-    def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
-        if self._blocks.stream and kind != CONTINUATION:
-            raise H2ProtocolError(PROTOCOL_ERROR, "expected CONTINUATION")
-        if kind == DATA:
-            self._on_data(flags, stream_id, payload)
-        elif kind == HEADERS:
-            block = self._blocks.headers(flags, stream_id, payload)
-            if block is not None:
-                self._on_header_block(stream_id, flags, block)
-        elif kind == CONTINUATION:
-            done = self._blocks.continuation(flags, stream_id, payload)
-            if done is not None:
-                self._on_header_block(stream_id, *done)
-        elif kind == SETTINGS:
-            self._on_settings(flags, stream_id, payload)
-        elif kind == WINDOW_UPDATE:
-            self._on_window_update(stream_id, payload)
-        elif kind == PING:
-            if len(payload) != 8 or stream_id:
-                raise H2ProtocolError(FRAME_SIZE_ERROR, "bad PING")
-            if not flags & ACK:
-                self._write(frame(PING, ACK, 0, payload))
-        elif kind == RST_STREAM:
-            if not stream_id or len(payload) != 4:
-                raise H2ProtocolError(PROTOCOL_ERROR, "bad RST_STREAM")
-            if stream_id == STREAM_ID:
-                code = U32.unpack(payload)[0]
-                self._fail(f"stream reset by the server ({_h2_error(code)})", reset=None)
-        elif kind == GOAWAY:
-            if len(payload) < 8 or stream_id:
-                raise H2ProtocolError(PROTOCOL_ERROR, "bad GOAWAY")
-            code = U32.unpack_from(payload, 4)[0]
-            debug = payload[8:].decode("utf-8", "replace")
-            self._fail(f"server sent GOAWAY ({_h2_error(code)}){f': {debug}' if debug else ''}")
-        elif kind == PUSH_PROMISE:
-            raise H2ProtocolError(PROTOCOL_ERROR, "PUSH_PROMISE with push disabled")
-        # PRIORITY and unknown frame types are ignored (RFC 9113 sections 5.5 and 5.3.2).
+    def _on_rst_stream(self, stream_id: int, code: int) -> None:
+        if stream_id == STREAM_ID:
+            self._fail(f"stream reset by the server ({_h2_error(code)})", reset=None)
+
+    def _on_goaway(self, code: int, debug: bytes) -> None:
+        text = debug.decode("utf-8", "replace")
+        self._fail(f"server sent GOAWAY ({_h2_error(code)}){f': {text}' if text else ''}")
 
     def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id:

@@ -194,6 +194,68 @@ class HeaderBlocks:
         return self._flags, block
 
 
+class FrameHandler(asyncio.Protocol):
+    """What both ends of a connection do with incoming frames: check them, answer PINGs,
+    reassemble header blocks, and hand the rest to the hooks a subclass implements."""
+
+    _blocks: HeaderBlocks
+
+    def _write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
+        raise NotImplementedError
+
+    def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def _on_rst_stream(self, stream_id: int, code: int) -> None:
+        raise NotImplementedError
+
+    def _on_goaway(self, code: int, debug: bytes) -> None:
+        raise NotImplementedError
+
+    def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if self._blocks.stream and kind != CONTINUATION:
+            raise H2ProtocolError(PROTOCOL_ERROR, "expected CONTINUATION")
+        if kind == DATA:
+            self._on_data(flags, stream_id, payload)
+        elif kind == HEADERS:
+            block = self._blocks.headers(flags, stream_id, payload)
+            if block is not None:
+                self._on_header_block(stream_id, flags, block)
+        elif kind == CONTINUATION:
+            done = self._blocks.continuation(flags, stream_id, payload)
+            if done is not None:
+                self._on_header_block(stream_id, *done)
+        elif kind == SETTINGS:
+            self._on_settings(flags, stream_id, payload)
+        elif kind == WINDOW_UPDATE:
+            self._on_window_update(stream_id, payload)
+        elif kind == PING:
+            if len(payload) != 8 or stream_id:
+                raise H2ProtocolError(FRAME_SIZE_ERROR, "bad PING")
+            if not flags & ACK:
+                self._write(frame(PING, ACK, 0, payload))
+        elif kind == RST_STREAM:
+            if not stream_id or len(payload) != 4:
+                raise H2ProtocolError(PROTOCOL_ERROR, "bad RST_STREAM")
+            self._on_rst_stream(stream_id, U32.unpack(payload)[0])
+        elif kind == GOAWAY:
+            if len(payload) < 8 or stream_id:
+                raise H2ProtocolError(PROTOCOL_ERROR, "bad GOAWAY")
+            self._on_goaway(U32.unpack_from(payload, 4)[0], payload[8:])
+        elif kind == PUSH_PROMISE:
+            raise H2ProtocolError(PROTOCOL_ERROR, "PUSH_PROMISE (push is disabled)")
+        # PRIORITY and unknown frame types are ignored (RFC 9113 sections 5.5 and 5.3.2).
+
+
 class RpcAbort(Exception):
     """Raised by :meth:`ServicerContext.abort`; ends the call with this status."""
 
@@ -326,7 +388,7 @@ class H2ProtocolError(Exception):
         self.code = code
 
 
-class Connection(asyncio.Protocol):
+class Connection(FrameHandler):
     """One client connection. All state is touched on the event loop only."""
 
     def __init__(self, server: H2Server) -> None:
@@ -423,39 +485,13 @@ class Connection(asyncio.Protocol):
 
     # -- frames in -----------------------------------------------------------------------
 
-    def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
-        if self._blocks.stream and kind != CONTINUATION:
-            raise H2ProtocolError(PROTOCOL_ERROR, "expected CONTINUATION")
-        if kind == DATA:
-            self._on_data(flags, stream_id, payload)
-        elif kind == HEADERS:
-            block = self._blocks.headers(flags, stream_id, payload)
-            if block is not None:
-                self._on_header_block(stream_id, flags, block)
-        elif kind == CONTINUATION:
-            done = self._blocks.continuation(flags, stream_id, payload)
-            if done is not None:
-                self._on_header_block(stream_id, *done)
-        elif kind == SETTINGS:
-            self._on_settings(flags, stream_id, payload)
-        elif kind == WINDOW_UPDATE:
-            self._on_window_update(stream_id, payload)
-        elif kind == PING:
-            if len(payload) != 8 or stream_id:
-                raise H2ProtocolError(FRAME_SIZE_ERROR, "bad PING")
-            if not flags & ACK:
-                self._write(frame(PING, ACK, 0, payload))
-        elif kind == RST_STREAM:
-            if not stream_id or len(payload) != 4:
-                raise H2ProtocolError(PROTOCOL_ERROR, "bad RST_STREAM")
-            stream = self.streams.pop(stream_id, None)
-            if stream is not None:
-                self._reset_by_peer(stream)
-        elif kind == GOAWAY:
-            self._going_away = True
-        elif kind == PUSH_PROMISE:
-            raise H2ProtocolError(PROTOCOL_ERROR, "PUSH_PROMISE from a client")
-        # PRIORITY and unknown frame types are ignored (RFC 9113 sections 5.5 and 5.3.2).
+    def _on_rst_stream(self, stream_id: int, code: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            self._reset_by_peer(stream)
+
+    def _on_goaway(self, code: int, debug: bytes) -> None:
+        self._going_away = True
 
     def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id:
