@@ -18,12 +18,11 @@ import asyncio
 import contextlib
 import hashlib
 import random
-import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 import pytest
@@ -51,39 +50,24 @@ from coord.api.h2.server import (
     frame,
     grpc_message,
 )
+from tests.api.h2_support import (
+    LISTEN,
+    WAIT,
+    pattern,
+    run,
+    stream_unary,
+    within,
+)
+from tests.helpers.procs import free_port
 
 if TYPE_CHECKING:
-    Handler = grpc.RpcMethodHandler[Any, Any]
+    from tests.api.h2_support import Handler
 
-T = TypeVar("T")
-
-TEST_TIMEOUT = 15.0
-"""Bound on one test's whole event loop run."""
-WAIT = 5.0
-"""Bound on any single wait for an event, a call or a condition."""
 PROMPT = 1.0
 """How soon a dead call must show it."""
-LISTEN = "127.0.0.1:0"
 MAX_RECEIVE = 4 << 20
 SUM = "/test.S/Sum"
 OTHER = "/test.S/Other"
-
-
-def run(coro: Coroutine[Any, Any, T], *, uvloop: bool = False) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(TEST_TIMEOUT):
-            return await coro
-
-    if uvloop:
-        import uvloop as uv
-        with asyncio.Runner(loop_factory=uv.new_event_loop) as runner:
-            return runner.run(bounded())
-    return asyncio.run(bounded())
-
-
-async def within(aw: Awaitable[T], timeout: float = WAIT) -> T:
-    async with asyncio.timeout(timeout):
-        return await aw
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = WAIT) -> None:
@@ -92,19 +76,6 @@ async def eventually(condition: Callable[[], bool], timeout: float = WAIT) -> No
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.002)
-
-
-def ident(data: bytes) -> bytes:
-    return data
-
-
-def stream_unary(fn: Callable[..., Any]) -> Handler:
-    return grpc.stream_unary_rpc_method_handler(fn, request_deserializer=ident,
-                                                response_serializer=ident)
-
-
-def pattern(n: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(n)
 
 
 def digest(messages: list[bytes]) -> bytes:
@@ -417,12 +388,6 @@ def test_close_cancels_the_handler_and_the_call_stays_dead() -> None:
     collector = run(body())
     assert collector.cancelled
     assert collector.got == [b"one"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_connecting_to_a_closed_port_fails_within_the_timeout() -> None:

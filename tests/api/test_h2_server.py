@@ -16,13 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import random
 import struct
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 import pytest
@@ -56,17 +55,23 @@ from coord.api.h2.server import (
     grpc_message,
 )
 from coord.api.proto import rpc_pb2
+from tests.api.h2_support import (
+    LISTEN,
+    TEST_TIMEOUT,
+    WAIT,
+    ident,
+    pattern,
+    run,
+    stream_stream,
+    stream_unary,
+    unary,
+    unary_stream,
+    within,
+)
 
 if TYPE_CHECKING:
-    Handler = grpc.RpcMethodHandler[Any, Any]
+    from tests.api.h2_support import Handler
 
-T = TypeVar("T")
-
-TEST_TIMEOUT = 15.0
-"""Bound on one test's whole event loop run."""
-WAIT = 5.0
-"""Bound on any single wait for an event, a call or a frame."""
-LISTEN = "127.0.0.1:0"
 MAX_RECEIVE = 4 << 20
 CLIENT_OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
                   ("grpc.max_send_message_length", 64 << 20)]
@@ -76,48 +81,6 @@ ECHO = "/test.S/Echo"
 COUNT = "/test.S/Count"
 SUM = "/test.S/Sum"
 BIDI = "/test.S/Bidi"
-
-
-def run(coro: Coroutine[Any, Any, T], *, uvloop: bool = False) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(TEST_TIMEOUT):
-            return await coro
-
-    if uvloop:
-        import uvloop as uv
-        with asyncio.Runner(loop_factory=uv.new_event_loop) as runner:
-            return runner.run(bounded())
-    return asyncio.run(bounded())
-
-
-async def within(aw: Any, timeout: float = WAIT) -> Any:
-    async with asyncio.timeout(timeout):
-        return await aw
-
-
-def ident(data: bytes) -> bytes:
-    return data
-
-
-def unary(fn: Callable[..., Any], deserializer: Callable[[bytes], Any] = ident) -> Handler:
-    return grpc.unary_unary_rpc_method_handler(fn, request_deserializer=deserializer,
-                                               response_serializer=ident)
-
-
-def unary_stream(fn: Callable[..., Any]) -> Handler:
-    return grpc.unary_stream_rpc_method_handler(fn, request_deserializer=ident,
-                                                response_serializer=ident)
-
-
-def stream_unary(fn: Callable[..., Any],
-                 deserializer: Callable[[bytes], Any] = ident) -> Handler:
-    return grpc.stream_unary_rpc_method_handler(fn, request_deserializer=deserializer,
-                                                response_serializer=ident)
-
-
-def stream_stream(fn: Callable[..., Any]) -> Handler:
-    return grpc.stream_stream_rpc_method_handler(fn, request_deserializer=ident,
-                                                 response_serializer=ident)
 
 
 async def echo(request: bytes, context: ServicerContext) -> bytes:
@@ -206,10 +169,6 @@ async def read_all(call: Any) -> list[bytes]:
     while (message := await within(call.read())) is not EOF:
         out.append(bytes(message))
     return out
-
-
-def pattern(n: int, seed: int = 7) -> bytes:
-    return random.Random(seed).randbytes(n)
 
 
 # -- A1: every call shape --------------------------------------------------------------

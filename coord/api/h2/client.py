@@ -138,7 +138,7 @@ class StreamCall(FrameHandler):
         self._pending: deque[bytes | memoryview] = deque()
         self._pending_size = 0
         self._waiters: list[asyncio.Future[None]] = []
-        self._conn_window = DEFAULT_WINDOW
+        self._send_window = DEFAULT_WINDOW
         self._stream_window = DEFAULT_WINDOW
         self._peer_initial_window = DEFAULT_WINDOW
         self._max_frame = MAX_FRAME
@@ -203,10 +203,10 @@ class StreamCall(FrameHandler):
         n = len(data)
         size = n + 5
         if (not self._pending and size <= self._max_frame and size <= self._stream_window
-                and size <= self._conn_window):
+                and size <= self._send_window):
             # The common case: the whole message in one DATA frame, no copy of ``data``.
             self._stream_window -= size
-            self._conn_window -= size
+            self._send_window -= size
             out = self._out
             if not out:
                 self._loop.call_soon(self._flush)
@@ -355,25 +355,18 @@ class StreamCall(FrameHandler):
                 self._settings.set_result(None)
         self._send_pending()
 
-    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
-        if len(payload) != 4:
-            raise H2ProtocolError(FRAME_SIZE_ERROR, "bad WINDOW_UPDATE")
-        increment = U32.unpack(payload)[0] & 0x7FFFFFFF
-        if not stream_id:
-            if not increment:
-                raise H2ProtocolError(PROTOCOL_ERROR, "zero window increment")
-            self._conn_window += increment
-            if self._conn_window > MAX_WINDOW:
-                raise H2ProtocolError(FLOW_CONTROL_ERROR, "connection window overflow")
-        elif stream_id == STREAM_ID:
-            if not increment:
-                self._fail("zero stream window increment", reset=PROTOCOL_ERROR)
-                return
-            self._stream_window += increment
-            if self._stream_window > MAX_WINDOW:
-                self._fail("stream window overflow", reset=FLOW_CONTROL_ERROR)
-                return
-        else:
+    def _on_connection_credit(self) -> None:
+        self._send_pending()
+
+    def _on_stream_credit(self, stream_id: int, increment: int) -> None:
+        if stream_id != STREAM_ID:
+            return
+        if not increment:
+            self._fail("zero stream window increment", reset=PROTOCOL_ERROR)
+            return
+        self._stream_window += increment
+        if self._stream_window > MAX_WINDOW:
+            self._fail("stream window overflow", reset=FLOW_CONTROL_ERROR)
             return
         self._send_pending()
 
@@ -465,7 +458,7 @@ class StreamCall(FrameHandler):
         frame), then END_STREAM if :meth:`finish` asked for it and nothing is left."""
         pending = self._pending
         while pending:
-            budget = min(self._stream_window, self._conn_window, self._max_frame)
+            budget = min(self._stream_window, self._send_window, self._max_frame)
             if budget <= 0:
                 return
             parts: list[bytes | memoryview] = []
@@ -482,7 +475,7 @@ class StreamCall(FrameHandler):
                 parts.append(chunk)
                 size += len(chunk)
             self._stream_window -= size
-            self._conn_window -= size
+            self._send_window -= size
             self._pending_size -= size
             self._write(FRAME_HEADER.pack(size >> 16, size & 0xFFFF, DATA, 0, STREAM_ID))
             for part in parts:

@@ -199,6 +199,8 @@ class FrameHandler(asyncio.Protocol):
     reassemble header blocks, and hand the rest to the hooks a subclass implements."""
 
     _blocks: HeaderBlocks
+    _send_window: int
+    """Bytes of DATA the peer lets this side send on the connection."""
 
     def _write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -212,8 +214,27 @@ class FrameHandler(asyncio.Protocol):
     def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         raise NotImplementedError
 
-    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
+    def _on_connection_credit(self) -> None:
+        """The peer gave connection-level credit (``_send_window`` already raised)."""
         raise NotImplementedError
+
+    def _on_stream_credit(self, stream_id: int, increment: int) -> None:
+        """The peer gave ``increment`` bytes of credit (maybe 0: an error) on a stream."""
+        raise NotImplementedError
+
+    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise H2ProtocolError(FRAME_SIZE_ERROR, "bad WINDOW_UPDATE")
+        increment = U32.unpack(payload)[0] & 0x7FFFFFFF
+        if stream_id:
+            self._on_stream_credit(stream_id, increment)
+            return
+        if not increment:
+            raise H2ProtocolError(PROTOCOL_ERROR, "zero window increment")
+        self._send_window += increment
+        if self._send_window > MAX_WINDOW:
+            raise H2ProtocolError(FLOW_CONTROL_ERROR, "connection window overflow")
+        self._on_connection_credit()
 
     def _on_rst_stream(self, stream_id: int, code: int) -> None:
         raise NotImplementedError
@@ -516,18 +537,10 @@ class Connection(FrameHandler):
         self._write(frame(SETTINGS, ACK, 0))
         self._unblock()
 
-    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
-        if len(payload) != 4:
-            raise H2ProtocolError(FRAME_SIZE_ERROR, "bad WINDOW_UPDATE")
-        increment = U32.unpack(payload)[0] & 0x7FFFFFFF
-        if not stream_id:
-            if not increment:
-                raise H2ProtocolError(PROTOCOL_ERROR, "zero window increment")
-            self._send_window += increment
-            if self._send_window > MAX_WINDOW:
-                raise H2ProtocolError(FLOW_CONTROL_ERROR, "connection window overflow")
-            self._unblock()
-            return
+    def _on_connection_credit(self) -> None:
+        self._unblock()
+
+    def _on_stream_credit(self, stream_id: int, increment: int) -> None:
         stream = self.streams.get(stream_id)
         if stream is None:
             return
