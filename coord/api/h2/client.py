@@ -33,7 +33,6 @@ import structlog
 
 from coord.api.h2 import hpack
 from coord.api.h2.server import (
-    ACK,
     CANCEL,
     COMPRESSION_ERROR,
     DATA,
@@ -43,7 +42,6 @@ from coord.api.h2.server import (
     FLOW_CONTROL_ERROR,
     FLUSH_AT,
     FRAME_HEADER,
-    FRAME_SIZE_ERROR,
     GOAWAY,
     HEADERS,
     MAX_FRAME,
@@ -56,7 +54,6 @@ from coord.api.h2.server import (
     SETTINGS,
     SETTINGS_ENABLE_PUSH,
     SETTINGS_INITIAL_WINDOW_SIZE,
-    SETTINGS_MAX_FRAME_SIZE,
     U32,
     WINDOW_UPDATE,
     FrameHandler,
@@ -141,7 +138,7 @@ class StreamCall(FrameHandler):
         self._send_window = DEFAULT_WINDOW
         self._stream_window = DEFAULT_WINDOW
         self._peer_initial_window = DEFAULT_WINDOW
-        self._max_frame = MAX_FRAME
+        self._peer_max_frame = MAX_FRAME
         self._conn_unacked = 0
         self._stream_unacked = 0
         self._settings_seen = False
@@ -202,7 +199,7 @@ class StreamCall(FrameHandler):
             raise self._dead()
         n = len(data)
         size = n + 5
-        if (not self._pending and size <= self._max_frame and size <= self._stream_window
+        if (not self._pending and size <= self._peer_max_frame and size <= self._stream_window
                 and size <= self._send_window):
             # The common case: the whole message in one DATA frame, no copy of ``data``.
             self._stream_window -= size
@@ -326,29 +323,12 @@ class StreamCall(FrameHandler):
         text = debug.decode("utf-8", "replace")
         self._fail(f"server sent GOAWAY ({_h2_error(code)}){f': {text}' if text else ''}")
 
-    def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
-        if stream_id:
-            raise H2ProtocolError(PROTOCOL_ERROR, "SETTINGS on a stream")
-        if flags & ACK:
-            if payload:
-                raise H2ProtocolError(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
-            return
-        if len(payload) % 6:
-            raise H2ProtocolError(FRAME_SIZE_ERROR, "bad SETTINGS length")
-        for i in range(0, len(payload), 6):
-            key, value = SETTING.unpack_from(payload, i)
-            if key == SETTINGS_INITIAL_WINDOW_SIZE:
-                if value > MAX_WINDOW:
-                    raise H2ProtocolError(FLOW_CONTROL_ERROR, "initial window too large")
-                self._stream_window += value - self._peer_initial_window
-                self._peer_initial_window = value
-                if self._stream_window > MAX_WINDOW:
-                    raise H2ProtocolError(FLOW_CONTROL_ERROR, "stream window overflow")
-            elif key == SETTINGS_MAX_FRAME_SIZE:
-                if not MAX_FRAME <= value <= 2**24 - 1:
-                    raise H2ProtocolError(PROTOCOL_ERROR, "bad max frame size")
-                self._max_frame = value
-        self._write(frame(SETTINGS, ACK, 0))
+    def _on_initial_window(self, delta: int) -> None:
+        self._stream_window += delta
+        if self._stream_window > MAX_WINDOW:
+            raise H2ProtocolError(FLOW_CONTROL_ERROR, "stream window overflow")
+
+    def _on_peer_settings(self) -> None:
         if not self._settings_seen:
             self._settings_seen = True
             if not self._settings.done():
@@ -458,7 +438,7 @@ class StreamCall(FrameHandler):
         frame), then END_STREAM if :meth:`finish` asked for it and nothing is left."""
         pending = self._pending
         while pending:
-            budget = min(self._stream_window, self._send_window, self._max_frame)
+            budget = min(self._stream_window, self._send_window, self._peer_max_frame)
             if budget <= 0:
                 return
             parts: list[bytes | memoryview] = []

@@ -201,6 +201,8 @@ class FrameHandler(asyncio.Protocol):
     _blocks: HeaderBlocks
     _send_window: int
     """Bytes of DATA the peer lets this side send on the connection."""
+    _peer_initial_window: int
+    _peer_max_frame: int
 
     def _write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -211,8 +213,38 @@ class FrameHandler(asyncio.Protocol):
     def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
         raise NotImplementedError
 
-    def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
+    def _on_initial_window(self, delta: int) -> None:
+        """The peer changed SETTINGS_INITIAL_WINDOW_SIZE by ``delta``: every stream's send
+        window moves by it (RFC 9113 6.9.2)."""
         raise NotImplementedError
+
+    def _on_peer_settings(self) -> None:
+        """The peer's SETTINGS were applied and acknowledged."""
+        raise NotImplementedError
+
+    def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id:
+            raise H2ProtocolError(PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & ACK:
+            if payload:
+                raise H2ProtocolError(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            return
+        if len(payload) % 6:
+            raise H2ProtocolError(FRAME_SIZE_ERROR, "bad SETTINGS length")
+        for i in range(0, len(payload), 6):
+            key, value = SETTING.unpack_from(payload, i)
+            if key == SETTINGS_INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise H2ProtocolError(FLOW_CONTROL_ERROR, "initial window too large")
+                delta = value - self._peer_initial_window
+                self._peer_initial_window = value
+                self._on_initial_window(delta)
+            elif key == SETTINGS_MAX_FRAME_SIZE:
+                if not MAX_FRAME <= value <= 2**24 - 1:
+                    raise H2ProtocolError(PROTOCOL_ERROR, "bad max frame size")
+                self._peer_max_frame = value
+        self._write(frame(SETTINGS, ACK, 0))
+        self._on_peer_settings()
 
     def _on_connection_credit(self) -> None:
         """The peer gave connection-level credit (``_send_window`` already raised)."""
@@ -514,27 +546,11 @@ class Connection(FrameHandler):
     def _on_goaway(self, code: int, debug: bytes) -> None:
         self._going_away = True
 
-    def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
-        if stream_id:
-            raise H2ProtocolError(PROTOCOL_ERROR, "SETTINGS on a stream")
-        if flags & ACK:
-            return
-        if len(payload) % 6:
-            raise H2ProtocolError(FRAME_SIZE_ERROR, "bad SETTINGS length")
-        for i in range(0, len(payload), 6):
-            key, value = SETTING.unpack_from(payload, i)
-            if key == SETTINGS_INITIAL_WINDOW_SIZE:
-                if value > MAX_WINDOW:
-                    raise H2ProtocolError(FLOW_CONTROL_ERROR, "initial window too large")
-                delta = value - self._peer_initial_window
-                self._peer_initial_window = value
-                for stream in self.streams.values():
-                    stream.send_window += delta
-            elif key == SETTINGS_MAX_FRAME_SIZE:
-                if not MAX_FRAME <= value <= 2**24 - 1:
-                    raise H2ProtocolError(PROTOCOL_ERROR, "bad max frame size")
-                self._peer_max_frame = value
-        self._write(frame(SETTINGS, ACK, 0))
+    def _on_initial_window(self, delta: int) -> None:
+        for stream in self.streams.values():
+            stream.send_window += delta
+
+    def _on_peer_settings(self) -> None:
         self._unblock()
 
     def _on_connection_credit(self) -> None:
