@@ -377,6 +377,14 @@ class Raft:
                 pass  # granted pre-votes carry our own future term
             elif m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):
                 self.become_follower(m.term, m.frm)
+            elif m.type == MT.VOTE and self.state != StateRole.LEADER:
+                # Step up to the candidate's term but keep our election timer: Raft (§5.2)
+                # restarts it only when we grant the vote (below) or hear from a leader.
+                # Restarting it here would let a candidate with a stale log and a fast
+                # clock keep every other node from ever campaigning when pre-vote is off.
+                elapsed = self.election_elapsed
+                self.become_follower(m.term, NONE)
+                self.election_elapsed = elapsed
             else:
                 self.become_follower(m.term, NONE)
         elif m.term < self.term:

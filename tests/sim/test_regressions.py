@@ -132,8 +132,5 @@ def test_f3_control_with_pre_vote_a_leader_is_elected() -> None:
     assert all(n == 1 for n in _stale_fast_node_after_heal(pre_vote=True)[-5:])
 
 
-@pytest.mark.xfail(
-    strict=True, reason="F3 open (core, liveness): stale fast node livelocks elections w/o pre-vote"
-)
 def test_f3_stale_fast_node_cannot_block_elections_without_pre_vote() -> None:
     assert all(n == 1 for n in _stale_fast_node_after_heal(pre_vote=False)[-5:])
