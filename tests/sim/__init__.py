@@ -5,7 +5,8 @@ Modules: ``eventloop`` (virtual clock, event heap, per-component RNGs, trace), `
 crash, restore), ``kv`` (the revisioned applier), ``cluster`` (nodes and the Ready driver
 with crash points), ``invariants`` (Raft safety + durability, checked at every state
 change), ``workload`` (clients and their history), ``nemesis`` (crashes, partitions,
-leader churn, transfers, membership changes), ``options`` (swarm options per seed),
+leader churn, transfers, membership changes, the server's early campaign and its false
+alarms), ``options`` (swarm options per seed),
 ``runner`` (safety phase, liveness phase, history check), ``sweep`` (CLI).
 
 Run: ``pytest tests/sim`` (CI seeds 0..299, checker tests, bug-injection tests);

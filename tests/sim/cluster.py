@@ -132,6 +132,7 @@ class Cluster:
         self.respond: Responder = lambda call, res, index: None
         self.refuse: Callable[[Call], None] = lambda call: None
         self.on_crash: Callable[[int], None] = lambda nid: None
+        self.last_heard: dict[tuple[int, int], int] = {}  # (to, frm) -> time of delivery
         self.stats: dict[str, int] = {
             "readys": 0, "crashes": 0, "crash_points": 0, "restarts": 0, "snapshots_taken": 0,
             "snapshots_installed": 0, "conf_changes": 0, "elections": 0, "applied": 0,
@@ -241,6 +242,7 @@ class Cluster:
             return
         if self.trace.on:
             self.trace.log(f"deliver {describe_message(msg)}")
+        self.last_heard[(msg.to, msg.frm)] = self.loop.now
         n.raw.step(msg)
         self.drive(n)
         if msg.type == MessageType.SNAP:

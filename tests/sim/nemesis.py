@@ -8,6 +8,11 @@ when :meth:`Nemesis.stop` is called (the liveness phase).
 * partitions: every ~``partition_every`` ms one of: isolate a node (both ways, or in only,
   or out only), split into two random groups (symmetric or not), cut one directed link;
   healed after ~``partition_len`` ms;
+* early campaign (seeds with ``early_campaign``): the server's reaction to a broken leader
+  stream (``coord/server/raft_node.py``), modelled on a crash of the leader: each follower
+  that heard nothing more from it for ``CONFIRM_LOSS_TICKS`` ticks calls ``forget_leader``
+  and campaigns within ``EARLY_CAMPAIGN_TICKS`` ticks; with ``false_alarm_every``, a random
+  follower of a live leader does the same (a stream that broke while the leader lives);
 * membership (seeds with spares/removals): add each spare as a learner, promote it, then
   remove random voters (never below 3), re-proposing until the change shows up in the
   most advanced node's configuration.
@@ -18,7 +23,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from coord.raft import ConfChange, ConfChangeType
+from coord.raft import ConfChange, ConfChangeType, StateRole
+from coord.server.raft_node import CONFIRM_LOSS_TICKS, EARLY_CAMPAIGN_TICKS
 from tests.sim.cluster import Call, Cluster
 from tests.sim.eventloop import sub_rng
 from tests.sim.kv import Request
@@ -36,13 +42,17 @@ class Nemesis:
         self.member_rng = sub_rng(self.o.seed, "nemesis.membership")
         self.churn_rng = sub_rng(self.o.seed, "nemesis.churn")
         self.transfer_rng = sub_rng(self.o.seed, "nemesis.transfer")
+        self.early_rng = sub_rng(self.o.seed, "nemesis.early")
         self.stopped = False
         self.spares = [nid for nid in cluster.ids if nid not in cluster.founders]
         self.removals_left = self.o.removals
         self.removed: list[int] = []
         self.removing: int | None = None
         self.demotions_left = self.o.demotions
-        self.stats = {"partitions": 0, "cc_proposed": 0, "transfers": 0}
+        self.stats = {
+            "partitions": 0, "cc_proposed": 0, "transfers": 0, "leader_forgotten": 0,
+            "early_campaigns": 0,
+        }  # fmt: skip
         cluster.on_crash = self._crashed
 
     def start(self) -> None:
@@ -56,6 +66,8 @@ class Nemesis:
             self.loop.after(self._exp(self.churn_rng, self.o.churn_every), self._churn)
         if self.spares or self.removals_left or self.demotions_left:
             self.loop.after(50 + self.member_rng.randrange(200), self._membership)
+        if self.o.false_alarm_every:
+            self.loop.after(self._exp(self.early_rng, self.o.false_alarm_every), self._false_alarm)
 
     def stop(self) -> None:
         self.stopped = True
@@ -79,10 +91,65 @@ class Nemesis:
     def _crashed(self, nid: int) -> None:
         if not self.stopped:
             self.loop.after(self._exp(self.crash_rng, self.o.down_ms), self._restart, nid)
+        if self.o.early_campaign:
+            for fid in self.c.ids:
+                raw = self.c.nodes[fid].raw
+                if raw is not None and raw.raft.lead == nid:
+                    self._stream_lost(fid, nid)
 
     def _restart(self, nid: int) -> None:
         if not self.stopped:
             self.c.restart(nid)
+
+    # -- early campaign ----------------------------------------------------------------
+    def _stream_lost(self, nid: int, lead: int) -> None:
+        raw = self.c.nodes[nid].raw
+        assert raw is not None
+        args = (nid, lead, raw.raft.term, self.c.nodes[nid].incarnation, self.loop.now)
+        self.loop.after(CONFIRM_LOSS_TICKS * self.c.tick_period[nid], self._confirm_lost, *args)
+
+    def _confirm_lost(self, nid: int, lead: int, term: int, inc: int, lost_at: int) -> None:
+        n = self.c.nodes[nid]
+        if (n.raw is None or n.incarnation != inc or n.raw.raft.lead != lead
+                or n.raw.raft.term != term
+                or self.c.last_heard.get((nid, lead), -1) > lost_at):
+            return
+        self._forget(nid, "leader stream lost")
+
+    def _forget(self, nid: int, why: str) -> None:
+        n = self.c.nodes[nid]
+        assert n.raw is not None
+        n.raw.forget_leader()
+        self.stats["leader_forgotten"] += 1
+        self.c.trace.log(f"n{nid} forgets its leader ({why})")
+        term, inc = n.raw.raft.term, n.incarnation
+        self.c.drive(n)  # may crash the node (crash points): _early_campaign checks
+        delay = self.early_rng.randint(0, EARLY_CAMPAIGN_TICKS * self.c.tick_period[nid])
+        self.loop.after(delay, self._early_campaign, nid, term, inc)
+
+    def _early_campaign(self, nid: int, term: int, inc: int) -> None:
+        n = self.c.nodes[nid]
+        if (n.raw is None or n.incarnation != inc or n.raw.raft.term != term
+                or not n.raw.follower_without_leader):
+            return
+        self.stats["early_campaigns"] += 1
+        self.c.trace.log(f"n{nid} campaigns early")
+        n.raw.campaign()
+        self.c.drive(n)
+
+    def _false_alarm(self) -> None:
+        if self.stopped:
+            return
+        r = self.early_rng
+        followers = [
+            nid for nid in self.c.ids
+            if (raw := self.c.nodes[nid].raw) is not None
+            and raw.raft.state == StateRole.FOLLOWER and raw.raft.lead
+            and self.c.nodes[raw.raft.lead].up
+        ]  # fmt: skip
+        if followers:
+            self._forget(r.choice(followers), "false alarm: the leader is alive")
+        self.loop.after(self._exp(r, self.o.false_alarm_every), self._false_alarm)
 
     # -- partitions ----------------------------------------------------------------------
     def _partition(self) -> None:

@@ -67,6 +67,8 @@ class SimOptions:
     target_leader: float = 0.0  # chance a crash / isolation hits the current leader
     churn_every: int = 0  # mean ms between "cut off the leader, let it append, kill it"
     transfer_every: int = 0  # mean ms between leadership transfer requests
+    early_campaign: bool = False  # followers of a crashed leader forget it and campaign early
+    false_alarm_every: int = 0  # mean ms between a follower wrongly forgetting a live leader
     down_ms: int = 200  # mean downtime of a crashed node
     crash_points: tuple[str, ...] = ()
     crash_point_p: float = 0.0
@@ -138,6 +140,9 @@ def _hostile(seed: int, r: random.Random) -> SimOptions:
         client_timeout=300,
         safety_ms=r.choice((1500, 2500)),
         liveness_ms=4000,
+        # drawn last, so adding them kept every earlier option of every seed unchanged
+        early_campaign=r.random() < 0.5,
+        false_alarm_every=r.choice((0, 0, 200)),
     )
 
 
@@ -233,7 +238,8 @@ def _clock(r: random.Random, maybe: Callable[[float], bool]) -> dict[str, Any]:
     """Knobs added later: clock skew between nodes, or (only without skew: leases assume
     bounded drift) lease-based ReadIndex; voter demotions; batched proposals
     (``propose_many``); a byte bound on in-flight replication; a Ready outstanding while
-    the node keeps stepping (disk latency); small committed batches per Ready."""
+    the node keeps stepping (disk latency); small committed batches per Ready; the server's
+    early campaign (``forget_leader`` when the leader's stream breaks), with false alarms."""
     skew = r.choice((0.0, 0.0, 0.1, 0.3))
     lease = maybe(0.3) if skew == 0.0 else False
     demotions = r.choice((0, 0, 0, 1, 2))
@@ -245,4 +251,6 @@ def _clock(r: random.Random, maybe: Callable[[float], bool]) -> dict[str, Any]:
         "max_inflight_bytes": r.choice((0, 0, 0, 300)),
         "disk_latency": r.choice((0, 0, 2, 8)),
         "max_committed_size_per_ready": r.choice((1 << 22, 1 << 22, 100)),
+        "early_campaign": maybe(0.5),
+        "false_alarm_every": r.choice((0, 0, 300, 1000)),
     }

@@ -78,6 +78,8 @@ def test_swarm_covers_the_fault_space() -> None:
     assert any(not o.pre_vote for o in opts) and any(not o.check_quorum for o in opts)
     assert any(o.target_leader for o in opts) and any(o.torn_writes for o in opts)
     assert any(o.churn_every for o in opts) and any(o.transfer_every for o in opts)
+    assert any(o.early_campaign for o in opts) and any(not o.early_campaign for o in opts)
+    assert any(o.false_alarm_every for o in opts)
 
 
 def test_sweep_exercises_the_core() -> None:
@@ -92,6 +94,7 @@ def test_sweep_exercises_the_core() -> None:
         "elections", "crashes", "crash_points", "restarts", "snapshots_taken",
         "snapshots_installed", "conf_changes", "partitions", "ops_ok", "ops_fail",
         "ops_unknown", "net_lost", "net_duplicated", "net_blocked", "transfers",
+        "leader_forgotten", "early_campaigns",
     ):  # fmt: skip
         assert totals.get(key, 0) > 0, f"no {key} in 40 seeds: {totals}"
 
@@ -111,9 +114,9 @@ def test_sweep_cli_reports_and_exits(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["0..2", "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     assert out.strip().endswith("3 passed, 0 failed")
-    assert main(["0..1", "--jobs", "2", "--bugs", "stale_local_read"]) == 1
+    assert main(["4..5", "--jobs", "2", "--bugs", "stale_local_read"]) == 1
     out = capsys.readouterr().out
-    assert "SIM_SEED=0 SIM_BUGS=stale_local_read" in out
-    assert "options: seed=0" in out
+    assert "SIM_SEED=4 SIM_BUGS=stale_local_read" in out
+    assert "options: seed=4" in out
     last = out.strip().splitlines()[-1]
     assert last.endswith(" failed") and not last.endswith(" 0 failed"), last
