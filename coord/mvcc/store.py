@@ -478,63 +478,46 @@ class KVStore:
         return h & 0xFFFFFFFF, self._rev, self._compact
 
     # ------------------------------------------------------------------ snapshots
+    def _log_bytes(self, start: int, stop: int) -> bytes:
+        """The snapshot encoding of the log entries of revisions ``start..stop-1``."""
+        ipack, rpack = _I.pack, _REC.pack
+        out: list[bytes] = []
+        for r in range(start, stop):
+            changes = self.log_entry(r)
+            assert changes is not None
+            out.append(ipack(len(changes) // 2))
+            for j in range(0, len(changes), 2):
+                k = changes[j]
+                crec = changes[j + 1]
+                assert isinstance(k, bytes) and isinstance(crec, tuple)
+                v = crec[4]
+                out.append(ipack(len(k)))
+                out.append(k)
+                out.append(rpack(crec[0], crec[1], crec[2], crec[3], -1 if v is None else len(v)))
+                if v:
+                    out.append(v)
+        return b"".join(out)
+
     def snapshot(self) -> bytes:
         """Deterministic bytes of the whole state: base records (the kept record below the
         compact revision of each key, key order) and the log from the compact revision on."""
         return b"".join(self.snapshot_chunks(step=1 << 62))
 
-    def snapshot_chunks(self, step: int = 1000) -> Iterator[bytes]:
+    def snapshot_chunks(
+        self, step: int = 200, reuse: SnapshotReuse | None = None
+    ) -> SnapshotBuild:
         """The bytes of :meth:`snapshot` in pieces — header and base records, then the log
         ``step`` revisions at a time — so a caller can build a large snapshot between other
         work. The state is the one when the first piece is taken; writes made between
         pieces are left out (they only add revisions above it, and records are immutable).
         A compaction or restore between pieces would change what is below it: the next
-        piece then raises ``ValueError`` and the caller starts again later."""
-        assert not self._pending, "snapshot inside a write batch"
-        epoch, last = self._epoch, self._rev
-        out: list[bytes] = [_SNAP_MAGIC, _Q.pack(last), _Q.pack(self._compact)]
-        qpack, ipack, rpack = _Q.pack, _I.pack, _REC.pack
-        base: list[bytes] = []
-        nbase = 0
-        floor = max(self._compact, 2)
-        index = self._index
-        for k in self.sorted_keys():
-            h = index[k]
-            rec = h if isinstance(h, tuple) else h[0]
-            if rec[0] < floor:
-                v = rec[4]
-                assert v is not None
-                base.append(ipack(len(k)))
-                base.append(k)
-                base.append(rpack(rec[0], rec[1], rec[2], rec[3], len(v)))
-                base.append(v)
-                nbase += 1
-        out.append(ipack(nbase))
-        out.extend(base)
-        first = floor if last >= floor else last + 1
-        out.append(qpack(first))
-        out.append(ipack(last - first + 1))
-        for start in range(first, last + 1, step):
-            yield b"".join(out)
-            out = []
-            if self._epoch != epoch:
-                raise ValueError("store compacted or restored while its snapshot was built")
-            for r in range(start, min(start + step, last + 1)):
-                changes = self.log_entry(r)
-                assert changes is not None
-                out.append(ipack(len(changes) // 2))
-                for j in range(0, len(changes), 2):
-                    k = changes[j]
-                    crec = changes[j + 1]
-                    assert isinstance(k, bytes) and isinstance(crec, tuple)
-                    v = crec[4]
-                    out.append(ipack(len(k)))
-                    out.append(k)
-                    out.append(rpack(crec[0], crec[1], crec[2], crec[3],
-                                     -1 if v is None else len(v)))
-                    if v:
-                        out.append(v)
-        yield b"".join(out)
+        piece then raises ``ValueError`` and the caller starts again later.
+
+        ``reuse`` (the :attr:`SnapshotBuild.reuse` of an earlier build of this store, with
+        that build's bytes) lets the new build copy what has not changed since — the base
+        records and the log up to the earlier snapshot's revision — instead of serialising
+        it again; it is ignored when the store was compacted or restored since."""
+        return SnapshotBuild(self, step, reuse)
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a :meth:`snapshot`. Watchers stay registered and are
@@ -610,3 +593,100 @@ class KVStore:
         self._next = cur + 1
         self._compact = comp
         self.watch_hub.on_restore(old_rev)
+
+
+class SnapshotReuse:
+    """Where the parts of a store snapshot that the next snapshot of the same store can
+    copy lie in its bytes: ``buf[base_start:base_end]`` is the compact revision, the base
+    records and the first log revision; ``buf[log_start:log_end]`` the log of revisions
+    ``first..last``. Valid while the store is not compacted or restored (its epoch)."""
+
+    __slots__ = ("base_end", "base_start", "buf", "epoch", "first", "last", "log_end",
+                 "log_start", "store")
+
+    def __init__(self, store: KVStore, epoch: int, first: int, last: int,
+                 base: tuple[int, int], log: tuple[int, int], buf: memoryview | None = None
+                 ) -> None:
+        self.store, self.epoch, self.first, self.last = store, epoch, first, last
+        self.base_start, self.base_end = base
+        self.log_start, self.log_end = log
+        self.buf = buf
+
+    def over(self, buf: memoryview) -> SnapshotReuse:
+        """The same layout over ``buf``: the snapshot bytes (or an equal copy of them)."""
+        return SnapshotReuse(self.store, self.epoch, self.first, self.last,
+                             (self.base_start, self.base_end), (self.log_start, self.log_end),
+                             buf)
+
+
+class SnapshotBuild:
+    """One snapshot of a :class:`KVStore` built in pieces (``KVStore.snapshot_chunks``).
+    Iterating yields the pieces; once the last one is taken, :attr:`reuse` describes the
+    result for the next build (set its buffer with :meth:`SnapshotReuse.over`)."""
+
+    __slots__ = ("_it", "reuse")
+
+    def __init__(self, store: KVStore, step: int, reuse: SnapshotReuse | None) -> None:
+        self.reuse: SnapshotReuse | None = None
+        self._it = self._pieces(store, step, reuse)
+
+    def __iter__(self) -> Iterator[bytes | memoryview]:
+        return self._it
+
+    def __next__(self) -> bytes | memoryview:
+        return next(self._it)
+
+    def _pieces(self, store: KVStore, step: int, old: SnapshotReuse | None
+                ) -> Iterator[bytes | memoryview]:
+        assert not store._pending, "snapshot inside a write batch"
+        epoch, last = store._epoch, store._rev
+        compact = store._compact
+        floor = max(compact, 2)
+        first = floor if last >= floor else last + 1
+        head: list[bytes | memoryview] = [_SNAP_MAGIC, _Q.pack(last)]
+        pos = len(_SNAP_MAGIC) + _Q.size
+        if (old is not None and old.buf is not None and old.store is store
+                and old.epoch == epoch and old.first == first and old.last <= last):
+            base = old.buf[old.base_start:old.base_end]
+            head.append(base)
+            head.append(_I.pack(last - first + 1))
+            base_span = (pos, pos + len(base))
+            log_start = base_span[1] + _I.size
+            yield b"".join(head)
+            copied = old.buf[old.log_start:old.log_end]
+            yield copied
+            size = log_start + len(copied)
+            resume = old.last + 1
+        else:
+            ipack, rpack = _I.pack, _REC.pack
+            out: list[bytes] = [_Q.pack(compact)]
+            nbase = 0
+            base_recs: list[bytes] = []
+            index = store._index
+            for k in store.sorted_keys():
+                h = index[k]
+                rec = h if isinstance(h, tuple) else h[0]
+                if rec[0] < floor:
+                    v = rec[4]
+                    assert v is not None
+                    base_recs.append(ipack(len(k)))
+                    base_recs.append(k)
+                    base_recs.append(rpack(rec[0], rec[1], rec[2], rec[3], len(v)))
+                    base_recs.append(v)
+                    nbase += 1
+            out.append(ipack(nbase))
+            out.extend(base_recs)
+            out.append(_Q.pack(first))
+            body = b"".join(out)
+            base_span = (pos, pos + len(body))
+            log_start = base_span[1] + _I.size
+            yield b"".join((*head, body, _I.pack(last - first + 1)))
+            size = log_start
+            resume = first
+        for start in range(resume, last + 1, step):
+            if store._epoch != epoch:
+                raise ValueError("store compacted or restored while its snapshot was built")
+            piece = store._log_bytes(start, min(start + step, last + 1))
+            size += len(piece)
+            yield piece
+        self.reuse = SnapshotReuse(store, epoch, first, last, base_span, (log_start, size))

@@ -474,6 +474,16 @@ class Applier:
         same applied index (:meth:`snapshot` in two steps, for a sliced build)."""
         return b"".join((_SNAP_MAGIC, _L.pack(len(store)), store, _L.pack(len(lessor)), lessor))
 
+    @staticmethod
+    def pack_snapshot_parts(
+        store: list[bytes | memoryview], lessor: bytes
+    ) -> tuple[list[bytes | memoryview], int]:
+        """:meth:`pack_snapshot` of the store snapshot's pieces, as pieces to join, and the
+        offset of the store's bytes in the joined result."""
+        size = sum(len(p) for p in store)
+        head = _SNAP_MAGIC + _L.pack(size)
+        return [head, *store, _L.pack(len(lessor)), lessor], len(head)
+
     def restore(self, data: bytes, now: float = 0.0) -> None:
         """Replace the whole state with a :meth:`snapshot`; lease keys are re-attached from
         the store's live records."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coord.errors import Compacted, FutureRevision
-from coord.mvcc.store import KVStore
+from coord.mvcc.store import KVStore, SnapshotReuse
 from coord.server.apply import Applier
 from tests.server.reqs import Client, delete, put, txn
 
@@ -158,6 +158,82 @@ def test_snapshot_in_slices_is_the_snapshot_taken_at_its_first_piece() -> None:
     t = KVStore()
     t.restore(whole)
     assert t.snapshot() == whole and t.current_revision < s.current_revision
+
+
+def _build(s: KVStore, reuse: SnapshotReuse | None, step: int = 10,
+           writes_between: int = 0) -> tuple[bytes, SnapshotReuse, int]:
+    """Build a snapshot of ``s`` in pieces (writing in between); return its bytes, the
+    reuse record over them and how many revisions were serialised (not copied)."""
+    whole = s.snapshot()
+    build = s.snapshot_chunks(step=step, reuse=reuse)
+    parts = [bytes(next(build))]
+    copied = 0
+    for piece in build:
+        if isinstance(piece, memoryview):
+            copied += 1
+        parts.append(bytes(piece))
+        if writes_between:
+            _history(s, writes_between, start=2000 + len(parts))
+    data = b"".join(parts)
+    assert data == whole
+    assert build.reuse is not None
+    return data, build.reuse.over(memoryview(data)), copied
+
+
+def test_snapshot_reuses_the_previous_one_and_equals_a_full_build() -> None:
+    """A member snapshots every N entries; the history below the previous snapshot has not
+    changed since, so the next build copies it and serialises only the new revisions —
+    and its bytes are exactly a full build's."""
+    s = KVStore()
+    _history(s, 300)
+    s.compact(100)
+    _history(s, 50, start=300)
+    data, reuse, copied = _build(s, None, writes_between=2)
+    assert copied == 0
+    _history(s, 120, start=400)
+    data2, reuse2, copied2 = _build(s, reuse, writes_between=1)
+    assert copied2 == 1 and len(data2) > len(data)
+    assert reuse2.first == reuse.first and reuse2.last > reuse.last
+    # nothing written since: the whole log is copied
+    data3, _, copied3 = _build(s, reuse2)
+    assert copied3 == 1 and data3 == s.snapshot()
+    t = KVStore()
+    t.restore(data3)
+    assert t.snapshot() == data3
+
+
+def test_snapshot_reuse_is_ignored_after_compaction_restore_or_for_another_store() -> None:
+    s = KVStore()
+    _history(s, 200)
+    _, reuse, _ = _build(s, None)
+    _history(s, 30, start=200)
+    s.compact(150)
+    _, after_compact, copied = _build(s, reuse)
+    assert copied == 0
+    s.restore(s.snapshot())
+    _, _, copied = _build(s, after_compact)
+    assert copied == 0
+    other = KVStore()
+    _history(other, 200)
+    _, _, copied = _build(other, reuse)
+    assert copied == 0
+
+
+def test_snapshot_reuse_chain_under_random_writes_and_compactions() -> None:
+    import random
+
+    rng = random.Random(5)
+    s = KVStore()
+    reuse = None
+    copies = 0
+    for round_ in range(40):
+        _history(s, rng.randrange(0, 40), start=round_ * 50)
+        if rng.random() < 0.2 and s.current_revision > 3:
+            s.compact(rng.randrange(max(2, s.compact_revision), s.current_revision))
+        _, reuse, copied = _build(s, reuse, step=rng.choice((1, 5, 50)),
+                                  writes_between=rng.choice((0, 0, 1)))
+        copies += copied
+    assert copies > 10
 
 
 def test_snapshot_in_slices_stops_if_the_store_is_compacted_or_restored() -> None:

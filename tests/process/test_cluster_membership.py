@@ -168,9 +168,17 @@ async def _snapshot_catch_up(c: CoordCluster, etcdctl_bin: str) -> None:
     await c.wait_caught_up(timeout=30)
     assert n3.proc is not None
     assert "raftnode.snapshot_installed" in n3.proc.log()
+    # The snapshot n3 installed was built incrementally from the previous ones (only the
+    # revisions since each was serialised): n3's state must be the leader's, record for record.
+    async with Client([c.members["n1"].endpoint]) as cli:
+        want = await cli.get("/s/", prefix=True, serializable=True)
     async with Client([n3.endpoint]) as cli:
-        got = await cli.get("/s/", prefix=True, serializable=True, count_only=True)
-        assert got.count == 1300
+        got = await cli.get("/s/", prefix=True, serializable=True)
+        assert len(got.kvs) == 1300
+        assert [(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version)
+                for kv in got.kvs] == [
+            (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version)
+            for kv in want.kvs]
         await _put(cli, "/s/after", "x")
 
 

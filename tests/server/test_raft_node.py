@@ -70,3 +70,70 @@ def test_one_member_reads_need_no_read_index_round(tmp_path: Path) -> None:
             await node.stop()
 
     asyncio.run(body())
+
+
+def test_writes_go_on_while_a_snapshot_file_is_written(tmp_path: Path) -> None:
+    """A snapshot file (the whole store: megabytes) is written on its own thread. Writes
+    must not wait behind it — they did while it shared the WAL thread, a 100 ms stall every
+    ``snapshot_count`` entries — and the WAL segments it covers go only once it is durable.
+    A member restarted afterwards has every write, through the new snapshot."""
+    import threading
+
+    config = ServerConfig(name="n1", data_dir=tmp_path / "n1", listen_client="127.0.0.1:1",
+                          listen_peer="127.0.0.1:2", snapshot_count=20)
+    config.data_dir.mkdir(parents=True)
+
+    def put(i: int) -> internal_pb2.InternalRequest:
+        return internal_pb2.InternalRequest(
+            put=rpc_pb2.PutRequest(key=b"k%03d" % i, value=b"v%d" % i))
+
+    def snapshots_from(index: int) -> list[Path]:
+        return [p for p in (config.data_dir / "snap").glob("*.snap")
+                if int(p.name.split("-")[0], 16) >= index]
+
+    async def body() -> None:
+        node = RaftNode(config, Applier())
+        node.recover()
+        node.start()
+        gate = threading.Event()
+        saving = threading.Event()
+        real_save = node._snaps.save
+
+        def slow_save(index: int, term: int, data: bytes) -> Path:
+            if index >= 20:  # not the bootstrap snapshot
+                saving.set()
+                assert gate.wait(20), "test gate never opened"
+            return real_save(index, term, data)
+
+        node._snaps.save = slow_save  # type: ignore[method-assign]
+        try:
+            async with asyncio.timeout(20):
+                while node._leader == 0:  # a fresh member elects itself within 2 timeouts
+                    await asyncio.sleep(0.01)
+                for i in range(25):
+                    await node.propose(put(i))
+                while not saving.is_set():  # the snapshot at ~20 entries is being saved
+                    await asyncio.sleep(0.01)
+                for i in range(25, 60):  # ... and writes complete meanwhile
+                    await node.propose(put(i))
+                assert not snapshots_from(20)
+                gate.set()
+                while not snapshots_from(20):
+                    await asyncio.sleep(0.01)
+        finally:
+            gate.set()
+            await node.stop()
+
+        again = RaftNode(config, Applier())
+        again.recover()
+        again.start()
+        try:
+            async with asyncio.timeout(20):  # applied in order: the earlier ones are too
+                await again.propose(put(60))
+            store = again.applier.store
+            assert [store.get(b"k%03d" % i) is not None for i in range(60)] == [True] * 60
+            assert again._snap_index >= 20
+        finally:
+            await again.stop()
+
+    asyncio.run(body())
