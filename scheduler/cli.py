@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
 import signal
 import socket
 import sys
@@ -526,12 +528,17 @@ def agent(
 
         await server.start()
         try:
+            # The worker calls its own member in-process (coord.client.local), unless
+            # RAFTCRON_AGENT_LOCAL=0 sends its calls through the client port like any client.
+            local = {}
+            if os.environ.get("RAFTCRON_AGENT_LOCAL", "1") != "0":
+                local = {listen_client: server.local_target()}
             if specs is not None:
-                async with Client([listen_client], timeout=30) as c:
+                async with Client([listen_client], timeout=30, local=local) as c:
                     plan = await apply_jobs(c, specs, prune=False, dry_run=False)
                 log.info("agent.jobs_applied", file=str(jobs), changed=len(plan.effective),
                          total=len(plan.changes))
-            await Worker(cfg).run(stop)
+            await Worker(dataclasses.replace(cfg, local=local)).run(stop)
         finally:
             await server.stop()
 

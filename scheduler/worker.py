@@ -58,6 +58,7 @@ from coord.client import (
     prefix_end,
     txn_op,
 )
+from coord.client.local import LocalTarget
 from scheduler import keys
 from scheduler.claim import (
     ACTIVE,
@@ -131,6 +132,9 @@ class WorkerConfig:
     the specs, the job timers): full collections then no longer walk that heap, each a
     pause of up to ~100 ms at 1,000 jobs that every due occurrence waited out. For a
     worker that owns its process (the CLI); tests running several in one process don't."""
+    local: dict[str, LocalTarget] = field(default_factory=dict)
+    """Endpoints served by a coord member in this process (``raftcron agent``): the
+    worker calls it without a socket (``coord.client.local``)."""
 
 
 @dataclass
@@ -157,7 +161,7 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.clock = config.clock
-        self.client = Client(config.endpoints, timeout=5.0)
+        self.client = Client(config.endpoints, timeout=5.0, local=config.local)
         self.jobs: dict[str, JobEntry] = {}
         self.workers: dict[str, dict[str, str]] = {}
         self.running: dict[tuple[str, str], Running] = {}

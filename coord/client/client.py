@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -35,6 +35,7 @@ from coord.client.errors import (
     WatchCanceledError,
     from_rpc_error,
 )
+from coord.client.local import LocalTarget
 from coord.client.txn import Key, prefix_end, range_request, to_bytes
 from coord.client.types import (
     DeleteResult,
@@ -119,9 +120,15 @@ def _not_sent(err: grpc.aio.AioRpcError) -> bool:
 class _Endpoint:
     __slots__ = ("address", "channel", "cluster", "kv", "lease", "maint", "watch")
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, local: LocalTarget | None = None) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        # A member in this very process is called without a socket (coord.client.local).
+        channel: Any
+        if local is not None:
+            channel = local.channel()
+        else:
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = channel
         # The generated stubs are typed for the sync API; on an aio channel every method
         # returns an awaitable or a stream call, so they are held as Any.
         self.kv: Any = rpc_pb2_grpc.KVStub(self.channel)
@@ -154,10 +161,12 @@ class Client:
     """An etcd-v3 client over one or more endpoints (``host:port``).
 
     Use as ``async with Client(["127.0.0.1:2379"]) as c: ...``. ``timeout`` bounds each
-    call, retries included.
+    call, retries included. ``local`` maps endpoints served by a member in this process to
+    its :class:`~coord.client.local.LocalTarget`: calls to those skip the socket.
     """
 
-    def __init__(self, endpoints: Sequence[str] | str, timeout: float = 5.0) -> None:
+    def __init__(self, endpoints: Sequence[str] | str, timeout: float = 5.0,
+                 local: Mapping[str, LocalTarget] | None = None) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e]
         if not endpoints:
@@ -167,7 +176,8 @@ class Client:
         self._index = 0
         self._ep: _Endpoint | None = None
         self._closed = False
-        self._closing: set[grpc.aio.Channel] = set()
+        self._closing: set[Any] = set()
+        self._local = {k.removeprefix("http://"): v for k, v in (local or {}).items()}
 
     async def __aenter__(self) -> Client:
         return self
@@ -192,7 +202,8 @@ class Client:
         if self._closed:
             raise ClientError("client is closed")
         if self._ep is None:
-            self._ep = _Endpoint(self.endpoints[self._index])
+            address = self.endpoints[self._index]
+            self._ep = _Endpoint(address, self._local.get(address))
         return self._ep
 
     async def _rotate(self, failed: _Endpoint) -> None:

@@ -18,6 +18,7 @@ from coord.api.lease import LeaseService
 from coord.api.maintenance import ClusterService, MaintenanceService
 from coord.api.proto import raft_pb2_grpc, rpc_pb2_grpc
 from coord.api.watch import WatchService
+from coord.client.local import LocalTarget
 from coord.errors import NoLeader
 from coord.server.apply import Applier
 from coord.server.config import GRPC_RECV_LIMIT, ServerConfig
@@ -174,6 +175,7 @@ class CoordServer:
         self.core = Core(self.node, self.applier, config)
         self._grpc: grpc.aio.Server | None = None
         self._h2: H2Server | None = None
+        self._local: LocalTarget | None = None
         self._peer_h2: H2Server | None = None
         self._peer_grpc: grpc.aio.Server | None = None
         self.watch = WatchService(self.core)
@@ -213,6 +215,7 @@ class CoordServer:
         rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.core), table)
         rpc_pb2_grpc.add_AuthServicer_to_server(AuthService(self.core), table)
         handlers = ClientHandlers(self.node, table.handlers)
+        self._local = LocalTarget(handlers.service, max_receive=RECV_LIMIT)
         if kind == "h2":
             h2 = H2Server(handlers.service, max_receive=RECV_LIMIT)
             if self._standalone:
@@ -234,6 +237,12 @@ class CoordServer:
                  grpc_server=kind,
                  member_id=f"{self.node.member_id:x}", data_dir=str(self.config.data_dir),
                  revision=self.applier.current_revision)
+
+    def local_target(self) -> LocalTarget:
+        """This member's client services for a client in the same process (started only)."""
+        if self._local is None:
+            raise RuntimeError("the server is not started")
+        return self._local
 
     async def stop(self, grace: float = 1.0) -> None:
         await self.core.stop()

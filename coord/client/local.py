@@ -1,0 +1,307 @@
+"""Calls to a coord member that runs in the same process, without a socket.
+
+An agent (``raftcron agent``) is a coord member and a worker in one process. Over its client
+port, every call the worker makes costs a grpc.aio client call, HTTP/2 framing both ways
+and the server's frame handling — more CPU than the request itself, on the same event loop
+that serves the member. :class:`LocalTarget` hands the worker's calls to the member's
+handlers directly instead; :class:`coord.client.Client` uses it for the endpoints it is
+given one for.
+
+What stays the same as over the network: requests and responses are serialised and parsed
+(no object is shared between client and server), the member's size limit on requests, the
+call deadline (``DEADLINE_EXCEEDED``), the resolver (etcd's ``hasleader`` metadata), and
+errors reach the client as ``grpc.aio.AioRpcError`` with the server's code and message.
+Response streams are bounded (``STREAM_BUFFER`` messages), as HTTP/2 flow control bounds
+them over the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import grpc
+import structlog
+
+log = structlog.get_logger(__name__)
+
+STREAM_BUFFER = 64
+"""Response messages a stream buffers before its handler waits for the client to read."""
+
+Resolver = Callable[[Any], Any]
+"""``CallDetails`` (``.method``, ``.invocation_metadata``) → a ``grpc.RpcMethodHandler`` or None."""
+
+Metadata = Sequence[tuple[str, str]]
+
+
+class LocalTarget:
+    """A member's client-port handlers, callable in-process (see the module doc)."""
+
+    def __init__(self, resolve: Resolver, max_receive: int) -> None:
+        self.resolve = resolve
+        self.max_receive = max_receive
+
+    def channel(self) -> LocalChannel:
+        return LocalChannel(self)
+
+
+class RpcAbort(Exception):
+    """Raised by a local call's ``context.abort``: the call ends with this status."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+def _error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                details=details, debug_error_string="")
+
+
+class _Details:
+    __slots__ = ("invocation_metadata", "method")
+
+    def __init__(self, method: str, metadata: Metadata | None) -> None:
+        self.method = method
+        self.invocation_metadata = tuple(metadata or ())
+
+
+class _Context:
+    """What a handler sees of a local call (the ``ServicerContext`` methods coord uses)."""
+
+    __slots__ = ("_deadline", "_metadata", "code", "details")
+
+    def __init__(self, metadata: Metadata | None, deadline: float | None) -> None:
+        self._metadata = tuple(metadata or ())
+        self._deadline = deadline
+        self.code = grpc.StatusCode.OK
+        self.details = ""
+
+    async def abort(self, code: grpc.StatusCode, details: str = "",
+                    trailing_metadata: Metadata = ()) -> Any:
+        raise RpcAbort(code, details)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def peer(self) -> str:
+        return "local"
+
+    def time_remaining(self) -> float | None:
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - asyncio.get_running_loop().time())
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+
+
+class LocalChannel:
+    """The parts of ``grpc.aio.Channel`` the generated stubs and the client use."""
+
+    def __init__(self, target: LocalTarget) -> None:
+        self.target = target
+        self._streams: set[LocalStreamCall] = set()
+
+    def unary_unary(self, method: str, request_serializer: Callable[[Any], bytes],
+                    response_deserializer: Callable[[bytes], Any],
+                    **_: Any) -> Callable[..., Any]:
+        async def call(request: Any, *, timeout: float | None = None,
+                       metadata: Metadata | None = None, **_kw: Any) -> Any:
+            return await self._unary(method, request_serializer(request),
+                                     response_deserializer, timeout, metadata)
+        return call
+
+    def stream_stream(self, method: str, request_serializer: Callable[[Any], bytes],
+                      response_deserializer: Callable[[bytes], Any],
+                      **_: Any) -> Callable[..., LocalStreamCall]:
+        def call(*, timeout: float | None = None, metadata: Metadata | None = None,
+                 **_kw: Any) -> LocalStreamCall:
+            s = LocalStreamCall(self, method, request_serializer, response_deserializer,
+                                timeout, metadata)
+            self._streams.add(s)
+            return s
+        return call
+
+    def unary_stream(self, method: str, **_: Any) -> Callable[..., Any]:
+        return self._unsupported(method)
+
+    def stream_unary(self, method: str, **_: Any) -> Callable[..., Any]:
+        return self._unsupported(method)
+
+    @staticmethod
+    def _unsupported(method: str) -> Callable[..., Any]:
+        def call(*_a: Any, **_kw: Any) -> Any:
+            raise _error(grpc.StatusCode.UNIMPLEMENTED,
+                         f"{method}: not available in-process (coord.client.local)")
+        return call
+
+    async def close(self, grace: float | None = None) -> None:
+        for s in list(self._streams):
+            s.cancel()
+        self._streams.clear()
+
+    def _handler(self, method: str, metadata: Metadata | None) -> Any:
+        handler = self.target.resolve(_Details(method, metadata))
+        if handler is None:
+            raise _error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        return handler
+
+    def _parse(self, handler: Any, raw: bytes) -> Any:
+        limit = self.target.max_receive
+        if len(raw) > limit:
+            raise _error(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"grpc: received message larger than max ({len(raw)} vs. {limit})")
+        deserialize = handler.request_deserializer
+        return deserialize(raw) if deserialize is not None else raw
+
+    async def _unary(self, method: str, raw: bytes, parse: Callable[[bytes], Any],
+                     timeout: float | None, metadata: Metadata | None) -> Any:
+        handler = self._handler(method, metadata)
+        if handler.request_streaming or handler.response_streaming:
+            raise _error(grpc.StatusCode.UNIMPLEMENTED, f"{method} is a streaming method")
+        request = self._parse(handler, raw)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        context = _Context(metadata, deadline)
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await handler.unary_unary(request, context)
+        except TimeoutError:
+            raise _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        except RpcAbort as abort:
+            raise _error(abort.code, abort.details) from None
+        except Exception as err:  # a handler bug fails its call only, as over the network
+            log.exception("local.handler_failed", method=method)
+            raise _error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}") from None
+        if context.code is not grpc.StatusCode.OK:
+            raise _error(context.code, context.details)
+        serialize = handler.response_serializer
+        return parse(serialize(response) if serialize is not None else response)
+
+
+_END = object()
+
+
+class LocalStreamCall:
+    """A bidirectional call (Watch, LeaseKeepAlive): ``write``, ``read`` (``grpc.aio.EOF``
+    at the end), ``done_writing``, ``cancel`` — the handler runs in its own task, as it
+    does in a server."""
+
+    def __init__(self, channel: LocalChannel, method: str,
+                 serialize: Callable[[Any], bytes], parse: Callable[[bytes], Any],
+                 timeout: float | None, metadata: Metadata | None) -> None:
+        self._channel = channel
+        self._method = method
+        self._serialize = serialize
+        self._parse = parse
+        self._requests: asyncio.Queue[Any] = asyncio.Queue()
+        self._responses: asyncio.Queue[Any] = asyncio.Queue(STREAM_BUFFER)
+        self._status: grpc.aio.AioRpcError | None = None  # set when the call ended
+        self._cancelled = False
+        loop = asyncio.get_running_loop()
+        self._deadline = None if timeout is None else loop.time() + timeout
+        self._handler: Any = None
+        try:
+            self._handler = channel._handler(method, metadata)
+        except grpc.aio.AioRpcError as err:
+            self._status = err
+            self._task: asyncio.Task[None] | None = None
+            return
+        self._task = loop.create_task(self._run(metadata))
+
+    async def _incoming(self) -> AsyncIterator[Any]:
+        while True:
+            raw = await self._requests.get()
+            if raw is _END:
+                return
+            yield self._channel._parse(self._handler, raw)
+
+    async def _run(self, metadata: Metadata | None) -> None:
+        handler = self._handler
+        context = _Context(metadata, self._deadline)
+        serialize = handler.response_serializer
+        status = _error(grpc.StatusCode.OK, "")
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                fn = handler.stream_stream if handler.request_streaming else None
+                if fn is None or not handler.response_streaming:
+                    raise RpcAbort(grpc.StatusCode.UNIMPLEMENTED,
+                                   "only bidirectional streams are served in-process")
+                responses = fn(self._incoming(), context)
+                try:
+                    async for response in responses:
+                        raw = serialize(response) if serialize is not None else response
+                        await self._responses.put(raw)
+                finally:
+                    aclose = getattr(responses, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+            if context.code is not grpc.StatusCode.OK:
+                status = _error(context.code, context.details)
+        except TimeoutError:
+            status = _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        except RpcAbort as abort:
+            status = _error(abort.code, abort.details)
+        except grpc.aio.AioRpcError as err:  # a request over the size limit
+            status = err
+        except Exception as err:  # a handler bug fails its call only
+            log.exception("local.handler_failed", method=self._method)
+            status = _error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}")
+        finally:
+            self._finish(status)
+
+    def _finish(self, status: grpc.aio.AioRpcError) -> None:
+        if self._status is None:
+            self._status = status
+        self._channel._streams.discard(self)
+        with contextlib.suppress(asyncio.QueueFull):
+            self._responses.put_nowait(_END)
+
+    async def write(self, request: Any) -> None:
+        if self._cancelled:
+            raise asyncio.InvalidStateError("RPC already finished")
+        if self._status is not None:
+            raise self._status if self._status.code() is not grpc.StatusCode.OK else (
+                asyncio.InvalidStateError("RPC already finished"))
+        self._requests.put_nowait(self._serialize(request))
+
+    async def done_writing(self) -> None:
+        self._requests.put_nowait(_END)
+
+    async def read(self) -> Any:
+        if self._cancelled:
+            raise asyncio.CancelledError()
+        if self._responses.empty() and self._status is not None:
+            return self._end()
+        raw = await self._responses.get()
+        if raw is _END:
+            self._responses.put_nowait(_END)  # every later read ends the same way
+            return self._end()
+        return self._parse(raw)
+
+    def _end(self) -> Any:
+        assert self._status is not None
+        if self._cancelled:
+            raise asyncio.CancelledError()
+        if self._status.code() is grpc.StatusCode.OK:
+            return grpc.aio.EOF  # type: ignore[attr-defined]  # missing from the stubs
+        raise self._status
+
+    def cancel(self) -> bool:
+        if self._status is not None and self._cancelled:
+            return False
+        self._cancelled = True
+        if self._task is not None:
+            self._task.cancel()
+        self._finish(_error(grpc.StatusCode.CANCELLED, "Locally cancelled by application!"))
+        return True
+
+    def done(self) -> bool:
+        return self._status is not None
