@@ -528,7 +528,7 @@ def agent(
 
         await server.start()
         try:
-            # The worker calls its own member in-process (coord.client.local), unless
+            # The worker calls its own member in-process (coord.api.local), unless
             # RAFTCRON_AGENT_LOCAL=0 sends its calls through the client port like any client.
             local = {}
             if os.environ.get("RAFTCRON_AGENT_LOCAL", "1") != "0":

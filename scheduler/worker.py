@@ -44,6 +44,7 @@ from typing import Any
 import structlog
 
 from coord.aiotools import within
+from coord.api.local import LocalTarget
 from coord.client import (
     Client,
     ClientError,
@@ -58,7 +59,6 @@ from coord.client import (
     prefix_end,
     txn_op,
 )
-from coord.client.local import LocalTarget
 from scheduler import keys
 from scheduler.claim import (
     ACTIVE,
@@ -134,7 +134,7 @@ class WorkerConfig:
     worker that owns its process (the CLI); tests running several in one process don't."""
     local: dict[str, LocalTarget] = field(default_factory=dict)
     """Endpoints served by a coord member in this process (``raftcron agent``): the
-    worker calls it without a socket (``coord.client.local``)."""
+    worker calls it without a socket (``coord.api.local``)."""
 
 
 @dataclass

@@ -25,6 +25,7 @@ import grpc
 import structlog
 
 from coord.aiotools import within
+from coord.api.local import LocalTarget
 from coord.api.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from coord.client.errors import (
     ClientError,
@@ -35,7 +36,6 @@ from coord.client.errors import (
     WatchCanceledError,
     from_rpc_error,
 )
-from coord.client.local import LocalTarget
 from coord.client.txn import Key, prefix_end, range_request, to_bytes
 from coord.client.types import (
     DeleteResult,
@@ -122,7 +122,7 @@ class _Endpoint:
 
     def __init__(self, address: str, local: LocalTarget | None = None) -> None:
         self.address = address
-        # A member in this very process is called without a socket (coord.client.local).
+        # A member in this very process is called without a socket (coord.api.local).
         channel: Any
         if local is not None:
             channel = local.channel()
@@ -162,7 +162,7 @@ class Client:
 
     Use as ``async with Client(["127.0.0.1:2379"]) as c: ...``. ``timeout`` bounds each
     call, retries included. ``local`` maps endpoints served by a member in this process to
-    its :class:`~coord.client.local.LocalTarget`: calls to those skip the socket.
+    its :class:`~coord.api.local.LocalTarget`: calls to those skip the socket.
     """
 
     def __init__(self, endpoints: Sequence[str] | str, timeout: float = 5.0,

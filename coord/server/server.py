@@ -15,10 +15,10 @@ from coord.api.errors import RECV_LIMIT
 from coord.api.h2.server import H2Server
 from coord.api.kv import KVService
 from coord.api.lease import LeaseService
+from coord.api.local import LocalTarget
 from coord.api.maintenance import ClusterService, MaintenanceService
 from coord.api.proto import raft_pb2_grpc, rpc_pb2_grpc
 from coord.api.watch import WatchService
-from coord.client.local import LocalTarget
 from coord.errors import NoLeader
 from coord.server.apply import Applier
 from coord.server.config import GRPC_RECV_LIMIT, ServerConfig

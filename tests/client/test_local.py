@@ -1,4 +1,4 @@
-"""coord.client.local: an agent's worker calls its own member without a socket, and must see
+"""coord.api.local: an agent's worker calls its own member without a socket, and must see
 exactly what a client over the network sees — results, etcd's errors, watch and lease
 streams, deadlines, the size limit.
 
@@ -16,8 +16,8 @@ from typing import Any
 import grpc
 import pytest
 
+from coord.api.local import LocalTarget, RpcAbort
 from coord.client import Client, ClientError, Compare, put
-from coord.client.local import LocalTarget, RpcAbort
 from coord.server.config import ServerConfig
 from coord.server.server import CoordServer
 from tests.helpers.procs import free_port

@@ -139,7 +139,7 @@ class LocalChannel:
     def _unsupported(method: str) -> Callable[..., Any]:
         def call(*_a: Any, **_kw: Any) -> Any:
             raise _error(grpc.StatusCode.UNIMPLEMENTED,
-                         f"{method}: not available in-process (coord.client.local)")
+                         f"{method}: not available in-process (coord.api.local)")
         return call
 
     async def close(self, grace: float | None = None) -> None:
