@@ -37,14 +37,23 @@ Metadata = Sequence[tuple[str, str]]
 
 
 class LocalTarget:
-    """A member's client-port handlers, callable in-process (see the module doc)."""
+    """A member's client-port handlers, callable in-process (see the module doc).
+    :meth:`close` (the member is stopping) ends its open streams with UNAVAILABLE, as the
+    network server does, and refuses new calls."""
 
     def __init__(self, resolve: Resolver, max_receive: int) -> None:
         self.resolve = resolve
         self.max_receive = max_receive
+        self.closing = False
+        self._streams: set[LocalStreamCall] = set()
 
     def channel(self) -> LocalChannel:
         return LocalChannel(self)
+
+    def close(self) -> None:
+        self.closing = True
+        for s in list(self._streams):
+            s._end_with(_error(grpc.StatusCode.UNAVAILABLE, "server shutting down"))
 
 
 class RpcAbort(Exception):
@@ -107,6 +116,7 @@ class LocalChannel:
 
     def __init__(self, target: LocalTarget) -> None:
         self.target = target
+        self.closed = False
         self._streams: set[LocalStreamCall] = set()
 
     def unary_unary(self, method: str, request_serializer: Callable[[Any], bytes],
@@ -123,10 +133,8 @@ class LocalChannel:
                       **_: Any) -> Callable[..., LocalStreamCall]:
         def call(*, timeout: float | None = None, metadata: Metadata | None = None,
                  **_kw: Any) -> LocalStreamCall:
-            s = LocalStreamCall(self, method, request_serializer, response_deserializer,
-                                timeout, metadata)
-            self._streams.add(s)
-            return s
+            return LocalStreamCall(self, method, request_serializer, response_deserializer,
+                                   timeout, metadata)
         return call
 
     def unary_stream(self, method: str, **_: Any) -> Callable[..., Any]:
@@ -143,12 +151,28 @@ class LocalChannel:
         return call
 
     async def close(self, grace: float | None = None) -> None:
+        """Refuse new calls; cancel the open streams after ``grace`` seconds (at once
+        without one), as ``grpc.aio.Channel.close`` does."""
+        self.closed = True
+        if grace:
+            asyncio.get_running_loop().call_later(grace, self._cancel_streams)
+        else:
+            self._cancel_streams()
+
+    def _cancel_streams(self) -> None:
         for s in list(self._streams):
             s.cancel()
-        self._streams.clear()
 
     def _handler(self, method: str, metadata: Metadata | None) -> Any:
-        handler = self.target.resolve(_Details(method, metadata))
+        if self.closed or self.target.closing:
+            # Nothing was handed to the member: the client may retry it elsewhere.
+            raise _error(grpc.StatusCode.UNAVAILABLE,
+                         "failed to connect: the in-process member is stopping")
+        try:
+            handler = self.target.resolve(_Details(method, metadata))
+        except Exception:  # a resolver bug fails this call only
+            log.exception("local.resolve_failed", method=method)
+            handler = None
         if handler is None:
             raise _error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
         return handler
@@ -170,20 +194,29 @@ class LocalChannel:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         context = _Context(metadata, deadline)
+        timer = asyncio.timeout_at(deadline)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with timer:
                 response = await handler.unary_unary(request, context)
-        except TimeoutError:
-            raise _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
         except RpcAbort as abort:
             raise _error(abort.code, abort.details) from None
-        except Exception as err:  # a handler bug fails its call only, as over the network
-            log.exception("local.handler_failed", method=method)
-            raise _error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}") from None
+        except TimeoutError as err:
+            if timer.expired():
+                raise _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+            raise _failure(method, err) from None
+        except Exception as err:  # noqa: BLE001 - logged by _failure; fails this call only
+            raise _failure(method, err) from None
         if context.code is not grpc.StatusCode.OK:
             raise _error(context.code, context.details)
+        if response is None:
+            raise _error(grpc.StatusCode.UNKNOWN, "the method handler returned no response")
         serialize = handler.response_serializer
         return parse(serialize(response) if serialize is not None else response)
+
+
+def _failure(method: str, err: Exception) -> grpc.aio.AioRpcError:
+    log.error("local.handler_failed", method=method, error=repr(err), exc_info=err)
+    return _error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}")
 
 
 _END = object()
@@ -205,15 +238,17 @@ class LocalStreamCall:
         self._responses: asyncio.Queue[Any] = asyncio.Queue(STREAM_BUFFER)
         self._status: grpc.aio.AioRpcError | None = None  # set when the call ended
         self._cancelled = False
+        self._done_writing = False
+        self._task: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
         self._deadline = None if timeout is None else loop.time() + timeout
-        self._handler: Any = None
         try:
-            self._handler = channel._handler(method, metadata)
+            self._handler: Any = channel._handler(method, metadata)
         except grpc.aio.AioRpcError as err:
             self._status = err
-            self._task: asyncio.Task[None] | None = None
             return
+        channel._streams.add(self)
+        channel.target._streams.add(self)
         self._task = loop.create_task(self._run(metadata))
 
     async def _incoming(self) -> AsyncIterator[Any]:
@@ -221,20 +256,25 @@ class LocalStreamCall:
             raw = await self._requests.get()
             if raw is _END:
                 return
-            yield self._channel._parse(self._handler, raw)
+            try:
+                request = self._channel._parse(self._handler, raw)
+            except grpc.aio.AioRpcError as err:  # over the size limit: the call ends
+                self._end_with(err)
+                return
+            yield request
 
     async def _run(self, metadata: Metadata | None) -> None:
         handler = self._handler
         context = _Context(metadata, self._deadline)
         serialize = handler.response_serializer
         status = _error(grpc.StatusCode.OK, "")
+        timer = asyncio.timeout_at(self._deadline)
         try:
-            async with asyncio.timeout_at(self._deadline):
-                fn = handler.stream_stream if handler.request_streaming else None
-                if fn is None or not handler.response_streaming:
+            async with timer:
+                if not (handler.request_streaming and handler.response_streaming):
                     raise RpcAbort(grpc.StatusCode.UNIMPLEMENTED,
                                    "only bidirectional streams are served in-process")
-                responses = fn(self._incoming(), context)
+                responses = handler.stream_stream(self._incoming(), context)
                 try:
                     async for response in responses:
                         raw = serialize(response) if serialize is not None else response
@@ -245,15 +285,17 @@ class LocalStreamCall:
                         await aclose()
             if context.code is not grpc.StatusCode.OK:
                 status = _error(context.code, context.details)
-        except TimeoutError:
-            status = _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         except RpcAbort as abort:
             status = _error(abort.code, abort.details)
-        except grpc.aio.AioRpcError as err:  # a request over the size limit
-            status = err
-        except Exception as err:  # a handler bug fails its call only
-            log.exception("local.handler_failed", method=self._method)
-            status = _error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}")
+        except TimeoutError as err:
+            status = (_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+                      if timer.expired() else _failure(self._method, err))
+        except asyncio.CancelledError:
+            # By cancel(), the member stopping (their status is set already), or the loop.
+            status = _error(grpc.StatusCode.CANCELLED, "Cancelled")
+            raise
+        except Exception as err:  # noqa: BLE001 - logged by _failure; fails this call only
+            status = _failure(self._method, err)
         finally:
             self._finish(status)
 
@@ -261,19 +303,29 @@ class LocalStreamCall:
         if self._status is None:
             self._status = status
         self._channel._streams.discard(self)
+        self._channel.target._streams.discard(self)
         with contextlib.suppress(asyncio.QueueFull):
             self._responses.put_nowait(_END)
 
-    async def write(self, request: Any) -> None:
-        if self._cancelled:
-            raise asyncio.InvalidStateError("RPC already finished")
+    def _end_with(self, status: grpc.aio.AioRpcError) -> None:
+        """End the call with ``status`` (its handler is cancelled)."""
         if self._status is not None:
-            raise self._status if self._status.code() is not grpc.StatusCode.OK else (
-                asyncio.InvalidStateError("RPC already finished"))
+            return
+        self._finish(status)
+        if self._task is not None:
+            self._task.cancel()
+
+    async def write(self, request: Any) -> None:
+        if self._status is not None or self._done_writing:
+            if self._status is not None and self._status.code() is not grpc.StatusCode.OK:
+                raise self._status
+            raise asyncio.InvalidStateError("RPC already finished")
         self._requests.put_nowait(self._serialize(request))
 
     async def done_writing(self) -> None:
-        self._requests.put_nowait(_END)
+        if not self._done_writing:
+            self._done_writing = True
+            self._requests.put_nowait(_END)
 
     async def read(self) -> Any:
         if self._cancelled:
@@ -295,12 +347,11 @@ class LocalStreamCall:
         raise self._status
 
     def cancel(self) -> bool:
-        if self._status is not None and self._cancelled:
+        """Cancel the call (its handler too); False if it had already ended."""
+        if self._status is not None:
             return False
         self._cancelled = True
-        if self._task is not None:
-            self._task.cancel()
-        self._finish(_error(grpc.StatusCode.CANCELLED, "Locally cancelled by application!"))
+        self._end_with(_error(grpc.StatusCode.CANCELLED, "Locally cancelled by application!"))
         return True
 
     def done(self) -> bool:

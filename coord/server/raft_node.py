@@ -618,7 +618,10 @@ class RaftNode:
         restore in between) is copied from it: a build serialises only the revisions
         applied since, about ``snapshot_count`` of them, however long the history."""
         assert self.rn is not None
-        if self._snap_build is not None:
+        if self._snap_build is not None or self._snap_saves:
+            # One at a time: a build waits until the previous snapshot's file is written,
+            # so a slow disk cannot pile up whole snapshots in memory (the next applied
+            # entry tries again).
             return
         index = self._applied
         cs = self.rn.status().conf_state

@@ -245,6 +245,8 @@ class CoordServer:
         return self._local
 
     async def stop(self, grace: float = 1.0) -> None:
+        if self._local is not None:
+            self._local.close()  # in-process streams end as network ones do
         await self.core.stop()
         await self.watch.close()
         if self._grpc is not None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,10 @@ class SnapshotStore:
     def __init__(self, directory: str | os.PathLike[str], *, sync_fn: SyncFn | None = None):
         self._dir = Path(directory)
         self._sync_fn = sync_fn or default_sync
+        # save and purge may run on different threads (a member writes snapshot files on
+        # its own thread and purges after releasing WAL segments on the WAL thread): one at
+        # a time, so a purge never deletes the temporary file of a save in progress.
+        self._lock = threading.Lock()
         ensure_dir(self._dir)
 
     @property
@@ -119,6 +124,10 @@ class SnapshotStore:
         """
         if index < 0 or term < 0:
             raise ValueError("index and term must be non-negative")
+        with self._lock:
+            return self._save(index, term, data)
+
+    def _save(self, index: int, term: int, data: bytes) -> Path:
         final = self._dir / f"{index:016x}-{term:016x}.snap"
         tmp = final.with_name(final.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -162,6 +171,10 @@ class SnapshotStore:
         """
         if keep < 1:
             raise ValueError("keep must be at least 1")
+        with self._lock:
+            return self._purge(keep)
+
+    def _purge(self, keep: int) -> list[Path]:
         doomed = [p for _, _, p in self.entries()[:-keep]]
         doomed += sorted(self._dir.glob("*.snap.tmp"))
         for path in doomed:

@@ -41,7 +41,8 @@ def _run(tmp_path: Path, body: Body) -> None:
                 async with asyncio.timeout(30):
                     await body(local, net, server)
         finally:
-            await server.stop()
+            if not server.local_target().closing:  # the body may have stopped it
+                await server.stop()
 
     asyncio.run(main())
 
@@ -239,3 +240,96 @@ def test_stream_read_write_eof_abort_and_cancel() -> None:
         assert s.done()
 
     asyncio.run(main())
+
+
+def test_channel_close_grace_server_stop_and_call_edges(tmp_path: Path) -> None:
+    async def none(req: bytes, ctx: Any) -> Any:
+        return None
+
+    async def times_out_itself(req: bytes, ctx: Any) -> bytes:
+        raise TimeoutError("the handler's own timeout")
+
+    async def echo(requests: AsyncIterator[bytes], ctx: Any) -> AsyncIterator[bytes]:
+        async for r in requests:
+            yield r
+
+    async def main() -> None:
+        kw = {"request_deserializer": _ident, "response_serializer": _ident}
+        target = _target({"/s/none": _unary(none), "/s/timeout": _unary(times_out_itself),
+                          "/s/echo": grpc.stream_stream_rpc_method_handler(echo, **kw)}, 8)
+        ch = target.channel()
+
+        def unary(m: str) -> Any:
+            return ch.unary_unary(m, request_serializer=_ident, response_deserializer=_ident)
+
+        def stream(c: Any = ch) -> Any:
+            return c.stream_stream("/s/echo", request_serializer=_ident,
+                                   response_deserializer=_ident)()
+
+        for method, code, details in [
+            ("/s/none", grpc.StatusCode.UNKNOWN, "the method handler returned no response"),
+            ("/s/timeout", grpc.StatusCode.UNKNOWN, "the handler's own timeout"),
+        ]:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await unary(method)(b"x", timeout=5)
+            assert err.value.code() == code and details in (err.value.details() or "")
+
+        s = stream()
+        await s.write(b"ok")
+        assert await s.read() == b"ok"
+        await s.done_writing()
+        with pytest.raises(asyncio.InvalidStateError):
+            await s.write(b"late")
+        assert await s.read() is grpc.aio.EOF  # type: ignore[attr-defined]
+        assert s.cancel() is False  # already ended: unchanged
+        assert await s.read() is grpc.aio.EOF  # type: ignore[attr-defined]
+
+        s = stream()
+        await s.write(b"123456789")  # over the size limit: the call ends
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await s.read()
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        # close(grace): new calls are refused at once, open streams live out the grace
+        s = stream()
+        await ch.close(grace=0.3)
+        await s.write(b"still")
+        assert await s.read() == b"still"
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await unary("/s/none")(b"x")
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(s.read(), 5)
+
+        # the member stopping ends every open stream with UNAVAILABLE, as h2 does
+        ch2 = target.channel()
+        s = stream(ch2)
+        target.close()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await asyncio.wait_for(s.read(), 5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert err.value.details() == "server shutting down"
+        assert not target._streams
+
+    asyncio.run(main())
+
+
+def test_a_stopping_member_ends_its_local_streams(tmp_path: Path) -> None:
+    async def body(local: Client, net: Client, server: CoordServer) -> None:
+        ch = server.local_target().channel()
+        watch = ch.stream_stream("/etcdserverpb.Watch/Watch",
+                                 request_serializer=lambda m: m.SerializeToString(),
+                                 response_deserializer=lambda b: b)()
+        from coord.api.proto import rpc_pb2
+        await watch.write(rpc_pb2.WatchRequest(
+            create_request=rpc_pb2.WatchCreateRequest(key=b"/stop/")))
+        assert await watch.read()  # created
+        await server.stop()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await asyncio.wait_for(watch.read(), 5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(ClientError) as refused:
+            await local.put("/stop/k", "v")
+        assert "in-process member is stopping" in str(refused.value)
+
+    _run(tmp_path, body)

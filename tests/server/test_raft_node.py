@@ -117,6 +117,9 @@ def test_writes_go_on_while_a_snapshot_file_is_written(tmp_path: Path) -> None:
                 for i in range(25, 60):  # ... and writes complete meanwhile
                     await node.propose(put(i))
                 assert not snapshots_from(20)
+                # 35 more entries, but no second snapshot is built while the first is
+                # being written (a slow disk must not pile snapshots up in memory)
+                assert len(node._snap_saves) == 1 and node._snap_build is None
                 gate.set()
                 while not snapshots_from(20):
                     await asyncio.sleep(0.01)

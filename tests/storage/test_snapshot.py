@@ -124,3 +124,48 @@ def test_save_fsyncs_the_file_before_rename(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path, sync_fn=sync)
     store.save(8, 2, b"payload")
     assert seen == [False] and final.exists()
+
+
+def test_purge_waits_for_a_save_in_progress_on_another_thread(tmp_path: Path) -> None:
+    """A member writes snapshot files on one thread and purges old ones on another: a purge
+    must not delete the temporary file of a save that is still being written (the save
+    then failed at its rename and that snapshot never reached the disk)."""
+    import threading
+
+    writing = threading.Event()
+    release = threading.Event()
+
+    def slow_sync(fd: int) -> None:
+        writing.set()
+        assert release.wait(10)
+
+    store = SnapshotStore(tmp_path / "snap", sync_fn=slow_sync)
+    release.set()
+    store.save(1, 1, b"one")
+    store.save(2, 1, b"two")
+    release.clear()
+    writing.clear()
+    errors: list[BaseException] = []
+
+    def save3() -> None:
+        try:
+            store.save(3, 1, b"three")
+        except BaseException as err:  # noqa: BLE001 - reported to the test thread
+            errors.append(err)
+
+    saver = threading.Thread(target=save3)
+    saver.start()
+    assert writing.wait(10)  # snapshot 3 is half written (its .tmp exists)
+    purged: list[Path] = []
+    purger = threading.Thread(target=lambda: purged.extend(store.purge(keep=2)))
+    purger.start()
+    purger.join(0.2)
+    assert purger.is_alive()  # waits for the save
+    release.set()
+    saver.join(10)
+    purger.join(10)
+    assert not errors
+    assert [i for i, _, _ in store.entries()] == [2, 3]
+    assert [p.name for p in purged] == [f"{1:016x}-{1:016x}.snap"]
+    loaded = store.load_newest()
+    assert loaded is not None and loaded.data == b"three"
