@@ -25,6 +25,8 @@ from typing import Any
 import grpc
 import structlog
 
+from coord.api.h2.server import RpcAbort
+
 log = structlog.get_logger(__name__)
 
 STREAM_BUFFER = 64
@@ -54,15 +56,6 @@ class LocalTarget:
         self.closing = True
         for s in list(self._streams):
             s._end_with(_error(grpc.StatusCode.UNAVAILABLE, "server shutting down"))
-
-
-class RpcAbort(Exception):
-    """Raised by a local call's ``context.abort``: the call ends with this status."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
 
 
 def _error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:

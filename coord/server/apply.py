@@ -472,7 +472,7 @@ class Applier:
     def pack_snapshot(store: bytes, lessor: bytes) -> bytes:
         """The applier snapshot made of a store snapshot and a lessor snapshot taken at the
         same applied index (:meth:`snapshot` in two steps, for a sliced build)."""
-        return b"".join((_SNAP_MAGIC, _L.pack(len(store)), store, _L.pack(len(lessor)), lessor))
+        return b"".join(Applier.pack_snapshot_parts([store], lessor)[0])
 
     @staticmethod
     def pack_snapshot_parts(

@@ -67,3 +67,19 @@ def stream_unary(fn: Callable[..., Any],
 def stream_stream(fn: Callable[..., Any]) -> Handler:
     return grpc.stream_stream_rpc_method_handler(fn, request_deserializer=ident,
                                                  response_serializer=ident)
+
+
+class Held:
+    """A handler body that blocks until its call is cancelled: ``started`` is set once it
+    runs, ``ended`` once the cancellation reached it."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.ended = asyncio.Event()
+
+    async def hold(self) -> None:
+        self.started.set()
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            self.ended.set()

@@ -59,6 +59,7 @@ from tests.api.h2_support import (
     LISTEN,
     TEST_TIMEOUT,
     WAIT,
+    Held,
     ident,
     pattern,
     run,
@@ -497,18 +498,13 @@ def test_a_request_that_is_not_protobuf_is_internal(streaming: bool) -> None:
 
 @pytest.mark.parametrize("shape", ["unary", "unary_stream", "stream_stream"])
 def test_a_deadline_fails_the_call_and_cancels_the_handler(shape: str) -> None:
-    started = asyncio.Event()
-    cancelled = asyncio.Event()
+    held = Held()
+    started, cancelled = held.started, held.ended
     remaining: list[float | None] = []
 
     async def wait_forever(context: ServicerContext) -> None:
         remaining.append(context.time_remaining())
-        started.set()
-        try:
-            await asyncio.get_running_loop().create_future()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+        await held.hold()
 
     async def forever(request: bytes, context: ServicerContext) -> bytes:
         await wait_forever(context)
@@ -556,15 +552,11 @@ def test_no_deadline_means_no_time_limit() -> None:
 @pytest.mark.parametrize("shape", ["unary", "unary_stream", "stream_stream"])
 def test_a_cancelled_call_cancels_its_handler_and_the_channel_keeps_working(
         shape: str) -> None:
-    started = asyncio.Event()
-    ended = asyncio.Event()
+    held = Held()
+    started, ended = held.started, held.ended
 
     async def forever(request: bytes, context: ServicerContext) -> bytes:
-        started.set()
-        try:
-            await asyncio.get_running_loop().create_future()
-        finally:
-            ended.set()
+        await held.hold()
         return b""
 
     async def ticks(request: Any, context: ServicerContext) -> AsyncIterator[bytes]:
@@ -1152,15 +1144,11 @@ def test_a_unary_handler_that_returns_none_is_unknown() -> None:
 
 def test_stop_returns_when_the_last_client_with_an_open_call_disconnects() -> None:
     grace = 5.0
-    started = asyncio.Event()
-    ended = asyncio.Event()
+    holder = Held()
+    started, ended = holder.started, holder.ended
 
     async def held(request: bytes, context: ServicerContext) -> bytes:
-        started.set()
-        try:
-            await asyncio.get_running_loop().create_future()
-        finally:
-            ended.set()
+        await holder.hold()
         return b""
 
     async def body() -> float:
@@ -1181,16 +1169,11 @@ def test_stop_returns_when_the_last_client_with_an_open_call_disconnects() -> No
 
 
 def test_data_beyond_the_stream_window_is_a_flow_control_error() -> None:
-    started = asyncio.Event()
-    cancelled = asyncio.Event()
+    held = Held()
+    started, cancelled = held.started, held.ended
 
     async def never_reads(requests: AsyncIterator[bytes], context: ServicerContext) -> bytes:
-        started.set()
-        try:
-            await asyncio.get_running_loop().create_future()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+        await held.hold()
         return b""
 
     size = 16_384  # one whole message per DATA frame

@@ -16,7 +16,8 @@ from typing import Any
 import grpc
 import pytest
 
-from coord.api.local import LocalTarget, RpcAbort
+from coord.api.h2.server import RpcAbort
+from coord.api.local import LocalTarget
 from coord.client import Client, ClientError, Compare, put
 from coord.server.config import ServerConfig
 from coord.server.server import CoordServer

@@ -38,6 +38,18 @@ async def _peer_server(receiver: Transport) -> tuple[H2Server, int]:
     return server, await server.start("127.0.0.1:0")
 
 
+async def _connected() -> tuple[Transport, Transport, H2Server, list[Message], list[int]]:
+    """Member 1's transport sending to member 2's, which serves the peer port and records
+    what it is delivered and which members' streams it lost."""
+    delivered: list[Message] = []
+    lost: list[int] = []
+    receiver = _transport(2, delivered=delivered, lost=lost)
+    server, port = await _peer_server(receiver)
+    sender = _transport(1)
+    sender.set_peer(2, f"127.0.0.1:{port}")
+    return sender, receiver, server, delivered, lost
+
+
 async def _no_renew(lease: int) -> tuple[int, bool]:
     return 0, True
 
@@ -54,13 +66,8 @@ def _heartbeat(frm: int, to: int, term: int) -> Message:
 
 def test_messages_arrive_and_a_broken_stream_is_reported() -> None:
     async def body() -> None:
-        delivered: list[Message] = []
-        lost: list[int] = []
-        receiver = _transport(2, delivered=delivered, lost=lost)
-        server, port = await _peer_server(receiver)
-        sender = _transport(1)
+        sender, receiver, server, delivered, lost = await _connected()
         try:
-            sender.set_peer(2, f"127.0.0.1:{port}")
             sender.send([_heartbeat(1, 2, t) for t in range(1, 201)])
             await _until(lambda: len(delivered) == 200)
             assert [m.term for m in delivered] == list(range(1, 201))
@@ -77,13 +84,8 @@ def test_messages_arrive_and_a_broken_stream_is_reported() -> None:
 
 def test_a_stopped_receiver_does_not_report_its_own_shutdown() -> None:
     async def body() -> None:
-        delivered: list[Message] = []
-        lost: list[int] = []
-        receiver = _transport(2, delivered=delivered, lost=lost)
-        server, port = await _peer_server(receiver)
-        sender = _transport(1)
+        sender, receiver, server, delivered, lost = await _connected()
         try:
-            sender.set_peer(2, f"127.0.0.1:{port}")
             sender.send([_heartbeat(1, 2, 1)])
             await _until(lambda: len(delivered) == 1)
             receiver.stopped = True  # as RaftNode.stop does before the peer port closes
