@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
-
 from coord.api.errors import unary
-from coord.api.proto import rpc_pb2, rpc_pb2_grpc
+from coord.api.handlers import Context as Ctx
+from coord.api.proto import rpc_pb2
 from coord.errors import CoordError
 from coord.server.core import Core
-
-Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class _Precondition(CoordError):
@@ -45,7 +42,7 @@ class Unsupported(CoordError):
     message = "raftcron: users, roles and authentication are not supported yet"
 
 
-class AuthService(rpc_pb2_grpc.AuthServicer):
+class AuthService:
     def __init__(self, core: Core) -> None:
         self.core = core
 

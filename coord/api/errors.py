@@ -6,9 +6,10 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import grpc
 import structlog
 
+from coord.api.handlers import Context
+from coord.api.status import StatusCode
 from coord.errors import CoordError
 
 log = structlog.get_logger("coord.api")
@@ -19,21 +20,21 @@ RECV_LIMIT = 2 * 1024 * 1024
 """What etcd's gRPC server accepts (max-request-bytes 1.5 MiB + 512 KiB)."""
 
 
-def status_code(err: CoordError) -> grpc.StatusCode:
-    return getattr(grpc.StatusCode, err.code_name, grpc.StatusCode.UNKNOWN)
+def status_code(err: CoordError) -> StatusCode:
+    return StatusCode.__members__.get(err.code_name, StatusCode.UNKNOWN)
 
 
 def unary(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     """Wrap a unary handler: a :class:`CoordError` becomes its etcd status and message."""
 
     @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> R:
+    async def wrapper(self: Any, request: Any, context: Context) -> R:
         size = request.ByteSize()
         if size > RECV_LIMIT:
             # etcd's gRPC server (grpc-go) refuses these with this exact wording; grpcio's
             # own limit says it differently, so the transport limit is set higher and the
             # check is made here.
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+            await context.abort(StatusCode.RESOURCE_EXHAUSTED,
                                 f"grpc: received message larger than max ({size} vs. "
                                 f"{RECV_LIMIT})")
         try:

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
-
 from coord.api.errors import unary
-from coord.api.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
+from coord.api.handlers import Context as Ctx
+from coord.api.proto import internal_pb2, rpc_pb2
 from coord.server import validate
 from coord.server.core import Core
 from coord.server.validate import read_only_txn
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
 
-
-class KVService(rpc_pb2_grpc.KVServicer):
+class KVService:
     def __init__(self, core: Core) -> None:
         self.core = core
 

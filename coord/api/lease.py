@@ -6,17 +6,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-
 from coord.api.errors import status_code, unary
-from coord.api.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
+from coord.api.handlers import Context as Ctx
+from coord.api.proto import internal_pb2, rpc_pb2
 from coord.errors import CoordError
 from coord.server.core import Core
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
 
-
-class LeaseService(rpc_pb2_grpc.LeaseServicer):
+class LeaseService:
     def __init__(self, core: Core) -> None:
         self.core = core
 

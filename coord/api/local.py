@@ -13,6 +13,10 @@ call deadline (``DEADLINE_EXCEEDED``), the resolver (etcd's ``hasleader`` metada
 errors reach the client as ``grpc.aio.AioRpcError`` with the server's code and message.
 Response streams are bounded (``STREAM_BUFFER`` messages), as HTTP/2 flow control bounds
 them over the network.
+
+This module is the client's side (it speaks ``grpc.aio``'s types, so it imports grpc):
+a member loads it only when asked for a local target (``CoordServer.local_target``), so
+that a member without an in-process client never loads grpc.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
 
 from coord.api.h2.server import RpcAbort
+from coord.api.status import StatusCode, grpc_code
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +38,8 @@ STREAM_BUFFER = 64
 """Response messages a stream buffers before its handler waits for the client to read."""
 
 Resolver = Callable[[Any], Any]
-"""``CallDetails`` (``.method``, ``.invocation_metadata``) → a ``grpc.RpcMethodHandler`` or None."""
+"""``CallDetails`` (``.method``, ``.invocation_metadata``) → a method handler
+(:class:`coord.api.handlers.MethodHandler`) or None."""
 
 Metadata = Sequence[tuple[str, str]]
 
@@ -55,11 +61,13 @@ class LocalTarget:
     def close(self) -> None:
         self.closing = True
         for s in list(self._streams):
-            s._end_with(_error(grpc.StatusCode.UNAVAILABLE, "server shutting down"))
+            s._end_with(_error(StatusCode.UNAVAILABLE, "server shutting down"))
 
 
-def _error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(),
+def _error(code: StatusCode, details: str) -> grpc.aio.AioRpcError:
+    """The status as the client sees it: grpcio's error and code (the boundary between
+    the member's own status codes and grpcio's)."""
+    return grpc.aio.AioRpcError(grpc_code(code), grpc.aio.Metadata(), grpc.aio.Metadata(),
                                 details=details, debug_error_string="")
 
 
@@ -79,10 +87,10 @@ class _Context:
     def __init__(self, metadata: Metadata | None, deadline: float | None) -> None:
         self._metadata = tuple(metadata or ())
         self._deadline = deadline
-        self.code = grpc.StatusCode.OK
+        self.code = StatusCode.OK
         self.details = ""
 
-    async def abort(self, code: grpc.StatusCode, details: str = "",
+    async def abort(self, code: StatusCode, details: str = "",
                     trailing_metadata: Metadata = ()) -> Any:
         raise RpcAbort(code, details)
 
@@ -97,7 +105,7 @@ class _Context:
             return None
         return max(0.0, self._deadline - asyncio.get_running_loop().time())
 
-    def set_code(self, code: grpc.StatusCode) -> None:
+    def set_code(self, code: StatusCode) -> None:
         self.code = code
 
     def set_details(self, details: str) -> None:
@@ -139,7 +147,7 @@ class LocalChannel:
     @staticmethod
     def _unsupported(method: str) -> Callable[..., Any]:
         def call(*_a: Any, **_kw: Any) -> Any:
-            raise _error(grpc.StatusCode.UNIMPLEMENTED,
+            raise _error(StatusCode.UNIMPLEMENTED,
                          f"{method}: not available in-process (coord.api.local)")
         return call
 
@@ -159,7 +167,7 @@ class LocalChannel:
     def _handler(self, method: str, metadata: Metadata | None) -> Any:
         if self.closed or self.target.closing:
             # Nothing was handed to the member: the client may retry it elsewhere.
-            raise _error(grpc.StatusCode.UNAVAILABLE,
+            raise _error(StatusCode.UNAVAILABLE,
                          "failed to connect: the in-process member is stopping")
         try:
             handler = self.target.resolve(_Details(method, metadata))
@@ -167,13 +175,13 @@ class LocalChannel:
             log.exception("local.resolve_failed", method=method)
             handler = None
         if handler is None:
-            raise _error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+            raise _error(StatusCode.UNIMPLEMENTED, "Method not found!")
         return handler
 
     def _parse(self, handler: Any, raw: bytes) -> Any:
         limit = self.target.max_receive
         if len(raw) > limit:
-            raise _error(grpc.StatusCode.RESOURCE_EXHAUSTED,
+            raise _error(StatusCode.RESOURCE_EXHAUSTED,
                          f"grpc: received message larger than max ({len(raw)} vs. {limit})")
         deserialize = handler.request_deserializer
         return deserialize(raw) if deserialize is not None else raw
@@ -182,7 +190,7 @@ class LocalChannel:
                      timeout: float | None, metadata: Metadata | None) -> Any:
         handler = self._handler(method, metadata)
         if handler.request_streaming or handler.response_streaming:
-            raise _error(grpc.StatusCode.UNIMPLEMENTED, f"{method} is a streaming method")
+            raise _error(StatusCode.UNIMPLEMENTED, f"{method} is a streaming method")
         request = self._parse(handler, raw)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -195,21 +203,21 @@ class LocalChannel:
             raise _error(abort.code, abort.details) from None
         except TimeoutError as err:
             if timer.expired():
-                raise _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+                raise _error(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
             raise _failure(method, err) from None
         except Exception as err:  # noqa: BLE001 - logged by _failure; fails this call only
             raise _failure(method, err) from None
-        if context.code is not grpc.StatusCode.OK:
+        if context.code is not StatusCode.OK:
             raise _error(context.code, context.details)
         if response is None:
-            raise _error(grpc.StatusCode.UNKNOWN, "the method handler returned no response")
+            raise _error(StatusCode.UNKNOWN, "the method handler returned no response")
         serialize = handler.response_serializer
         return parse(serialize(response) if serialize is not None else response)
 
 
 def _failure(method: str, err: Exception) -> grpc.aio.AioRpcError:
     log.error("local.handler_failed", method=method, error=repr(err), exc_info=err)
-    return _error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}")
+    return _error(StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}")
 
 
 _END = object()
@@ -260,12 +268,12 @@ class LocalStreamCall:
         handler = self._handler
         context = _Context(metadata, self._deadline)
         serialize = handler.response_serializer
-        status = _error(grpc.StatusCode.OK, "")
+        status = _error(StatusCode.OK, "")
         timer = asyncio.timeout_at(self._deadline)
         try:
             async with timer:
                 if not (handler.request_streaming and handler.response_streaming):
-                    raise RpcAbort(grpc.StatusCode.UNIMPLEMENTED,
+                    raise RpcAbort(StatusCode.UNIMPLEMENTED,
                                    "only bidirectional streams are served in-process")
                 responses = handler.stream_stream(self._incoming(), context)
                 try:
@@ -276,16 +284,16 @@ class LocalStreamCall:
                     aclose = getattr(responses, "aclose", None)
                     if aclose is not None:
                         await aclose()
-            if context.code is not grpc.StatusCode.OK:
+            if context.code is not StatusCode.OK:
                 status = _error(context.code, context.details)
         except RpcAbort as abort:
             status = _error(abort.code, abort.details)
         except TimeoutError as err:
-            status = (_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            status = (_error(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
                       if timer.expired() else _failure(self._method, err))
         except asyncio.CancelledError:
             # By cancel(), the member stopping (their status is set already), or the loop.
-            status = _error(grpc.StatusCode.CANCELLED, "Cancelled")
+            status = _error(StatusCode.CANCELLED, "Cancelled")
             raise
         except Exception as err:  # noqa: BLE001 - logged by _failure; fails this call only
             status = _failure(self._method, err)
@@ -344,8 +352,16 @@ class LocalStreamCall:
         if self._status is not None:
             return False
         self._cancelled = True
-        self._end_with(_error(grpc.StatusCode.CANCELLED, "Locally cancelled by application!"))
+        self._end_with(_error(StatusCode.CANCELLED, "Locally cancelled by application!"))
         return True
 
     def done(self) -> bool:
         return self._status is not None
+
+
+if TYPE_CHECKING:
+    from coord.api.handlers import Context
+
+    def _is_a_context(context: _Context) -> Context:
+        """mypy checks that the services can be given this context."""
+        return context

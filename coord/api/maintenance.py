@@ -7,10 +7,10 @@ import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-
 from coord.api.errors import unary
-from coord.api.proto import rpc_pb2, rpc_pb2_grpc
+from coord.api.handlers import Context as Ctx
+from coord.api.proto import rpc_pb2
+from coord.api.status import StatusCode
 from coord.errors import (
     CoordError,
     LearnerNotReady,
@@ -25,8 +25,6 @@ from coord.raft import ConfChangeType
 from coord.server.config import member_id_for
 from coord.server.core import Core
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
-
 MAX_LEARNERS = 1
 """etcd 3.4 allows one learner at a time."""
 
@@ -36,7 +34,7 @@ VERSION = "3.4.23"
 SNAPSHOT_CHUNK = 32 * 1024
 
 
-class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
+class MaintenanceService:
     def __init__(self, core: Core) -> None:
         self.core = core
 
@@ -100,7 +98,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         return resp
 
 
-class ClusterService(rpc_pb2_grpc.ClusterServicer):
+class ClusterService:
     def __init__(self, core: Core) -> None:
         self.core = core
 
@@ -175,6 +173,6 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
 
     async def MemberUpdate(self, request: rpc_pb2.MemberUpdateRequest,
                            context: Ctx) -> rpc_pb2.MemberUpdateResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+        await context.abort(StatusCode.UNIMPLEMENTED,
                             "raftcron: member update is not supported; remove and re-add")
         raise AssertionError("unreachable")

@@ -11,23 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
-import grpc
 import structlog
 
-from coord.api.proto import rpc_pb2, rpc_pb2_grpc
+from coord.api.handlers import Context as Ctx
+from coord.api.proto import rpc_pb2
+from coord.api.status import is_grpcio_error
 from coord.server.core import Core
 
 log = structlog.get_logger("coord.watch")
-
-Ctx = grpc.aio.ServicerContext[Any, Any]
 
 PROGRESS_INTERVAL = 600.0
 """etcd's default interval for progress notifications to watchers that asked for them."""
 
 
-class WatchService(rpc_pb2_grpc.WatchServicer):
+class WatchService:
     def __init__(self, core: Core) -> None:
         self.core = core
         self._progress_task: asyncio.Task[None] | None = None
@@ -57,8 +55,11 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
             try:
                 async for req in request_iterator:
                     stream.handle(req)
-            except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            except asyncio.CancelledError:
                 pass
+            except Exception as err:
+                if not is_grpcio_error(err):  # the grpcio fallback's ended request stream
+                    raise
 
         reader = asyncio.get_running_loop().create_task(read_requests())
         try:

@@ -44,11 +44,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import grpc
 import structlog
 
 from coord.aiotools import within
-from coord.api.proto import internal_pb2, raft_pb2, raft_pb2_grpc
+from coord.api.proto import internal_pb2, raft_pb2
 from coord.errors import (
     CoordError,
     LeaderChanged,
@@ -81,7 +80,7 @@ from coord.raft import (
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig, member_id_for
 from coord.server.membership import Membership, decode_snapshot_data, encode_snapshot_data
-from coord.server.transport import Transport
+from coord.server.transport import H2PeerStub, Transport
 from coord.storage import ENTRY, HARD_STATE, METADATA, SNAPSHOT_MARKER, WAL, Record, SnapshotStore
 
 log = structlog.get_logger("coord.raftnode")
@@ -922,11 +921,9 @@ class RaftNode:
             if name == self.config.name:
                 continue
             try:
-                async with grpc.aio.insecure_channel(peer) as ch:
-                    stub: Any = raft_pb2_grpc.PeerStub(ch)
-                    resp = await stub.Join(raft_pb2.MemberJoinRequest(peer=me), timeout=3)
-            except grpc.aio.AioRpcError as err:
-                log.warning("raftnode.join_ask_failed", peer=peer, error=err.details())
+                resp = await H2PeerStub(peer).Join(raft_pb2.MemberJoinRequest(peer=me), timeout=3)
+            except ConnectionError as err:
+                log.warning("raftnode.join_ask_failed", peer=peer, error=str(err))
                 continue
             if not resp.found:
                 log.warning("raftnode.join_not_added", peer=peer,

@@ -5,19 +5,20 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
-import grpc
 import structlog
 
 from coord.api.auth import AuthService
 from coord.api.errors import RECV_LIMIT
 from coord.api.h2.server import H2Server
+from coord.api.handlers import Context, MethodHandler, service_handlers
 from coord.api.kv import KVService
 from coord.api.lease import LeaseService
-from coord.api.local import LocalTarget
 from coord.api.maintenance import ClusterService, MaintenanceService
-from coord.api.proto import raft_pb2_grpc, rpc_pb2_grpc
+from coord.api.proto import rpc_pb2
+from coord.api.status import StatusCode
 from coord.api.watch import WatchService
 from coord.errors import NoLeader
 from coord.server.apply import Applier
@@ -29,11 +30,17 @@ from coord.server.transport import (
     PEER_RECV_LIMIT,
     PeerService,
     grpc_server_kind,
+    peer_handlers,
 )
+
+if TYPE_CHECKING:
+    import grpc
+
+    from coord.api.local import LocalTarget
 
 log = structlog.get_logger("coord.server")
 
-GRPC_OPTIONS: list[tuple[str, Any]] = [
+GRPC_OPTIONS: list[tuple[str, Any]] = [  # the grpcio fallback's
     # The transport accepts more than etcd does so that coord.api.errors can refuse an
     # oversized request with grpc-go's exact wording (etcd's clients see that text).
     ("grpc.max_receive_message_length", 4 * GRPC_RECV_LIMIT),
@@ -47,28 +54,27 @@ GRPC_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-class _Collect:
-    """Stands in for the server in the generated ``add_*Servicer_to_server`` functions and
-    keeps their method handlers (``/package.Service/Method`` -> handler)."""
-
-    def __init__(self) -> None:
-        self.handlers: dict[str, Any] = {}
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        pass  # the same handlers arrive through add_registered_method_handlers
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        for method, handler in handlers.items():
-            self.handlers[f"/{service}/{method}"] = handler
+def client_handlers(core: Core, watch: WatchService) -> dict[str, MethodHandler]:
+    """The client port's method table: every method of etcd's six services
+    (``/etcdserverpb.KV/Range`` ... → handler), built from ``rpc.proto``'s descriptors."""
+    services: dict[str, object] = {
+        "KV": KVService(core), "Lease": LeaseService(core), "Watch": watch,
+        "Maintenance": MaintenanceService(core), "Cluster": ClusterService(core),
+        "Auth": AuthService(core)}
+    table: dict[str, MethodHandler] = {}
+    for name, servicer in services.items():
+        table.update(service_handlers(rpc_pb2.DESCRIPTOR.services_by_name[name], servicer))
+    return table
 
 
-class ClientHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-    """Every client-port method behind one generic handler (a dict lookup per call).
+class ClientHandlers:
+    """Every client-port method behind one resolver, :meth:`service` (a dict lookup per
+    call), for the h2 server, in-process calls and the grpcio fallback.
 
-    Registering them as grpcio "registered methods" (what the generated code does) makes
-    grpc.aio's accept loop keep one pending future per method and ``asyncio.wait`` on all
-    of them for every incoming call; an interceptor adds two coroutines per call. Both cost
-    more CPU per request than the lookup here.
+    On grpc.aio, registering them as grpcio "registered methods" (what the generated code
+    does) makes its accept loop keep one pending future per method and ``asyncio.wait`` on
+    all of them for every incoming call; an interceptor adds two coroutines per call. Both
+    cost more CPU per request than one generic handler doing this lookup.
 
     It also implements etcd's ``hasleader`` metadata: a request carrying
     ``hasleader=true`` fails at once with ``Unavailable: etcdserver: no leader`` when this
@@ -76,37 +82,30 @@ class ClientHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     is part of a quorum). The metadata is only looked at while there is no leader.
     """
 
-    def __init__(self, node: Any, handlers: dict[str, Any]) -> None:
+    def __init__(self, node: Any, handlers: dict[str, MethodHandler]) -> None:
         self.node = node
         self.handlers = handlers
+        self.refusals = {method: _refusal(h) for method, h in handlers.items()}
 
-    def service(self, handler_call_details: Any) -> Any:
+    def service(self, handler_call_details: Any) -> MethodHandler | None:
         handler = self.handlers.get(handler_call_details.method)
         if handler is None or self.node.leader_id != 0:
             return handler
         md = handler_call_details.invocation_metadata or ()
         if any(k == "hasleader" and v == "true" for k, v in md):
-            return _refusal(handler)
+            return self.refusals[handler_call_details.method]
         return handler
 
 
-def _refusal(handler: Any) -> Any:
-    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAVAILABLE, NoLeader.message)
+def _refusal(handler: MethodHandler) -> MethodHandler:
+    async def refuse(request: Any, context: Context) -> Any:
+        await context.abort(StatusCode.UNAVAILABLE, NoLeader.message)
 
-    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAVAILABLE, NoLeader.message)
+    async def refuse_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        await context.abort(StatusCode.UNAVAILABLE, NoLeader.message)
         yield  # pragma: no cover - makes this an async generator
 
-    kw = {"request_deserializer": handler.request_deserializer,
-          "response_serializer": handler.response_serializer}
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse_stream, **kw)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(refuse, **kw)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(refuse_stream, **kw)
-    return grpc.unary_unary_rpc_method_handler(refuse, **kw)
+    return handler.with_behaviour(refuse_stream if handler.response_streaming else refuse)
 
 
 def use_uvloop() -> bool:
@@ -137,7 +136,7 @@ def freeze_startup_heap() -> bool:
     """Collect once, then move every object alive now out of the collector's reach
     (``gc.freeze``), unless ``RAFTCRON_GC_FREEZE=0``. Returns whether it did.
 
-    What a member holds after recovery and start — the imported modules (grpc, protobuf,
+    What a member holds after recovery and start — the imported modules (protobuf,
     structlog, ...), the recovered store, the Raft log — lives as long as the process, yet
     every full (generation 2) collection walked all of it again: a stop-the-world pause of
     40-60 ms every few thousand writes at 64 clients, which every request in flight waits
@@ -175,7 +174,9 @@ class CoordServer:
         self.core = Core(self.node, self.applier, config)
         self._grpc: grpc.aio.Server | None = None
         self._h2: H2Server | None = None
+        self._client: ClientHandlers | None = None
         self._local: LocalTarget | None = None
+        self._stopped = False
         self._peer_h2: H2Server | None = None
         self._peer_grpc: grpc.aio.Server | None = None
         self.watch = WatchService(self.core)
@@ -192,46 +193,31 @@ class CoordServer:
         self.node.recover()
         peer_service = PeerService(self.node.transport, self.node.serve_lease_renew,
                                    self.node.lookup_peer, self.node.serve_lease_ttl)
+        peer_table = peer_handlers(peer_service)
         if kind == "h2":
-            peers: Any = _Collect()
-            raft_pb2_grpc.add_PeerServicer_to_server(peer_service, peers)
-            table_: dict[str, Any] = peers.handlers
-            peer_h2 = H2Server(lambda call: table_.get(call.method), max_receive=PEER_RECV_LIMIT)
+            peer_h2 = H2Server(lambda call: peer_table.get(call.method),
+                               max_receive=PEER_RECV_LIMIT)
             await peer_h2.start(self.config.listen_peer)
             self._peer_h2 = peer_h2
         else:
-            peer_server = grpc.aio.server(options=PEER_GRPC_OPTIONS)
-            raft_pb2_grpc.add_PeerServicer_to_server(peer_service, peer_server)
-            if peer_server.add_insecure_port(self.config.listen_peer) == 0:
-                raise OSError(f"cannot listen on {self.config.listen_peer}")
-            await peer_server.start()
-            self._peer_grpc = peer_server
+            from coord.api import grpcio  # noqa: PLC0415 - imports grpc: the fallback only
+
+            self._peer_grpc = await grpcio.serve(
+                self.config.listen_peer, lambda call: peer_table.get(call.method),
+                PEER_GRPC_OPTIONS)
         self.node.start()
-        table: Any = _Collect()
-        rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.core), table)
-        rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(self.core), table)
-        rpc_pb2_grpc.add_WatchServicer_to_server(self.watch, table)
-        rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.core), table)
-        rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.core), table)
-        rpc_pb2_grpc.add_AuthServicer_to_server(AuthService(self.core), table)
-        handlers = ClientHandlers(self.node, table.handlers)
-        self._local = LocalTarget(handlers.service, max_receive=RECV_LIMIT)
+        self._client = client = ClientHandlers(self.node, client_handlers(self.core, self.watch))
+        if self._standalone:
+            freeze_startup_heap()  # before the first client request, not during one
         if kind == "h2":
-            h2 = H2Server(handlers.service, max_receive=RECV_LIMIT)
-            if self._standalone:
-                freeze_startup_heap()  # before the first client request, not during one
+            h2 = H2Server(client.service, max_receive=RECV_LIMIT)
             await h2.start(self.config.listen_client)
             self._h2 = h2
         else:
-            server = grpc.aio.server(options=GRPC_OPTIONS)
-            server.add_generic_rpc_handlers((handlers,))
-            port = server.add_insecure_port(self.config.listen_client)
-            if port == 0:
-                raise OSError(f"cannot listen on {self.config.listen_client}")
-            if self._standalone:
-                freeze_startup_heap()
-            await server.start()
-            self._grpc = server
+            from coord.api import grpcio  # noqa: PLC0415 - imports grpc: the fallback only
+
+            self._grpc = await grpcio.serve(self.config.listen_client, client.service,
+                                            GRPC_OPTIONS)
         self.core.start()
         log.info("coord.serving", name=self.config.name, client=self.config.listen_client,
                  grpc_server=kind,
@@ -239,12 +225,21 @@ class CoordServer:
                  revision=self.applier.current_revision)
 
     def local_target(self) -> LocalTarget:
-        """This member's client services for a client in the same process (started only)."""
-        if self._local is None:
+        """This member's client services for a client in the same process (started only).
+        Made on first use: ``coord.api.local`` speaks grpc.aio's types to its client, so a
+        member nobody calls in-process never imports grpc."""
+        if self._client is None:
             raise RuntimeError("the server is not started")
+        if self._local is None:
+            from coord.api.local import LocalTarget  # noqa: PLC0415 - imports grpc
+
+            self._local = LocalTarget(self._client.service, max_receive=RECV_LIMIT)
+            if self._stopped:
+                self._local.close()
         return self._local
 
     async def stop(self, grace: float = 1.0) -> None:
+        self._stopped = True
         if self._local is not None:
             self._local.close()  # in-process streams end as network ones do
         await self.core.stop()

@@ -8,6 +8,9 @@
 * A broken stream is reopened with exponential backoff (50 ms .. 1 s).
 * Snapshots (``SNAP`` messages) go in a unary ``SendSnapshot`` call so the sender learns
   the outcome and reports it (``report_snapshot``).
+* Everything goes over coord's own HTTP/2 client (``coord.api.h2.client``): a member
+  never imports grpcio (docs/grpc-server.md), unless ``RAFTCRON_GRPC_SERVER=grpcio``
+  puts grpc.aio back on both ports and on the peer calls.
 * Fault injection (tests only): when enabled (``RAFTCRON_FAULTS=1``), the peer service's
   ``Fault`` RPC cuts links to named members in both directions or delays outgoing batches.
   When not enabled, ``Fault`` answers PERMISSION_DENIED; it is never on the client port.
@@ -24,14 +27,16 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-import grpc
 import structlog
+from google.protobuf.message import Message as ProtoMessage
 
 from coord.aiotools import within
-from coord.api.h2.client import StreamCall
-from coord.api.proto import raft_pb2, raft_pb2_grpc
+from coord.api.h2.client import StreamCall, unary_call
+from coord.api.handlers import Context, MethodHandler, service_handlers
+from coord.api.proto import raft_pb2
+from coord.api.status import StatusCode, is_grpcio_error
 from coord.raft import (
     ConfState,
     Entry,
@@ -54,7 +59,8 @@ CONNECT_TIMEOUT = 1.0
 DRAIN_TIMEOUT = 5.0
 """How long the sender waits without any progress (no flow-control credit, the socket
 not writable) before it drops the stream and reconnects."""
-SEND_METHOD = "/raftcronpb.Peer/Send"
+PEER_SERVICE = raft_pb2.DESCRIPTOR.services_by_name["Peer"]
+SEND_METHOD = f"/{PEER_SERVICE.full_name}/Send"
 PEER_RECV_LIMIT = 2**31 - 1
 """Peer messages are not limited (a snapshot travels as one message)."""
 PEER_GRPC_OPTIONS: list[tuple[str, Any]] = [
@@ -137,6 +143,48 @@ class Faults:
 
 
 # ---------------------------------------------------------------------- sender
+def rpc_failed(err: BaseException) -> bool:
+    """Whether ``err`` is a failed peer call (either HTTP/2 stack's), not a bug."""
+    return isinstance(err, ConnectionError) or is_grpcio_error(err)
+
+
+M = TypeVar("M", bound=ProtoMessage)
+
+
+class H2PeerStub:
+    """The peer service's unary calls on coord's HTTP/2 client, called as on a grpc.aio
+    stub: ``await stub.LeaseRenew(request, timeout=3.0)``. Each call has a connection of
+    its own (these calls are rare: snapshots, lease renewals forwarded by a follower,
+    joining). A failure raises :class:`coord.api.h2.client.StreamCallError`, a
+    ``ConnectionError``."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    async def _call(self, name: str, request: ProtoMessage, response_type: type[M],
+                    timeout: float) -> M:
+        raw = await unary_call(self.address, f"/{PEER_SERVICE.full_name}/{name}",
+                               request.SerializeToString(), timeout=timeout,
+                               max_response=PEER_RECV_LIMIT)
+        return response_type.FromString(raw)
+
+    async def SendSnapshot(self, request: raft_pb2.MessageBatch,
+                           timeout: float) -> raft_pb2.SendResponse:
+        return await self._call("SendSnapshot", request, raft_pb2.SendResponse, timeout)
+
+    async def LeaseRenew(self, request: raft_pb2.LeaseRenewRequest,
+                         timeout: float) -> raft_pb2.LeaseRenewResponse:
+        return await self._call("LeaseRenew", request, raft_pb2.LeaseRenewResponse, timeout)
+
+    async def LeaseTimeToLive(self, request: raft_pb2.LeaseTTLRequest,
+                              timeout: float) -> raft_pb2.LeaseTTLResponse:
+        return await self._call("LeaseTimeToLive", request, raft_pb2.LeaseTTLResponse, timeout)
+
+    async def Join(self, request: raft_pb2.MemberJoinRequest,
+                   timeout: float) -> raft_pb2.MemberJoinResponse:
+        return await self._call("Join", request, raft_pb2.MemberJoinResponse, timeout)
+
+
 class _H2Send:
     """``Send`` on a :class:`StreamCall` with the two methods the sender uses of a grpc.aio
     stream call: ``write`` (waits for flow control) and ``cancel``."""
@@ -171,8 +219,9 @@ class _PeerSender:
         self.address = address
         self.queue: collections.deque[Message] = collections.deque()
         self.wake = asyncio.Event()
-        self.channel: grpc.aio.Channel | None = None
-        # Typed for the sync API by the generator; on an aio channel calls are awaitables.
+        self.channel: Any = None  # grpc.aio's, on the grpcio fallback only
+        # An H2PeerStub, or grpc.aio's (typed for the sync API by the generator; on an aio
+        # channel calls are awaitables).
         self.stub: Any = None
         self.task = asyncio.get_running_loop().create_task(self._run())
         self.snap_tasks: set[asyncio.Task[None]] = set()
@@ -191,8 +240,16 @@ class _PeerSender:
 
     def _stub(self) -> Any:
         if self.stub is None:
-            self.channel = grpc.aio.insecure_channel(self.address, options=PEER_GRPC_OPTIONS)
-            self.stub = raft_pb2_grpc.PeerStub(self.channel)
+            if grpc_server_kind() == "grpcio":
+                import grpc  # noqa: PLC0415 - the grpcio fallback only
+
+                from coord.api.proto import raft_pb2_grpc  # noqa: PLC0415 - imports grpc
+
+                self.channel = grpc.aio.insecure_channel(self.address,
+                                                         options=PEER_GRPC_OPTIONS)
+                self.stub = raft_pb2_grpc.PeerStub(self.channel)
+            else:
+                self.stub = H2PeerStub(self.address)
         return self.stub
 
     async def _send_snapshot(self, m: Message) -> None:
@@ -206,7 +263,9 @@ class _PeerSender:
             ok = True
             log.info("transport.snapshot_sent", to=f"{self.peer_id:x}",
                      index=m.snapshot.metadata.index if m.snapshot else 0)
-        except (grpc.aio.AioRpcError, ConnectionError) as err:
+        except Exception as err:
+            if not rpc_failed(err):
+                raise
             log.warning("transport.snapshot_failed", to=f"{self.peer_id:x}", error=str(err))
         self.t.report_snapshot(self.peer_id, ok)
 
@@ -236,8 +295,8 @@ class _PeerSender:
                     await call.write(batch)
                     backoff = 0.05
                 except Exception as err:  # noqa: BLE001 - the sender must outlive any failure
-                    expected = isinstance(err, (grpc.aio.AioRpcError, asyncio.InvalidStateError,
-                                                OSError))
+                    expected = rpc_failed(err) or isinstance(
+                        err, (asyncio.InvalidStateError, OSError))
                     (log.debug if expected else log.warning)(
                         "transport.send_failed", to=f"{self.peer_id:x}", error=repr(err))
                     if call is not None:
@@ -336,11 +395,11 @@ class Transport:
         self.deliver([message_from_pb(p) for p in batch.messages])
 
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
+Ctx = Context
 
 
-class PeerService(raft_pb2_grpc.PeerServicer):
-    """The peer-port gRPC service."""
+class PeerService:
+    """The peer-port gRPC service (:func:`peer_handlers` serves it)."""
 
     def __init__(self, transport: Transport,
                  lease_renew: Callable[[int], Awaitable[tuple[int, bool]]],
@@ -369,7 +428,7 @@ class PeerService(raft_pb2_grpc.PeerServicer):
                            context: Ctx) -> raft_pb2.SendResponse:
         frm = getattr(request, "from")
         if self.t.faults.cut and self.t.name_of(frm) in self.t.faults.cut:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "link cut")
+            await context.abort(StatusCode.UNAVAILABLE, "link cut")
         self.t.accept(request)
         return raft_pb2.SendResponse()
 
@@ -396,9 +455,14 @@ class PeerService(raft_pb2_grpc.PeerServicer):
                     context: Ctx) -> raft_pb2.FaultResponse:
         f = self.t.faults
         if not f.enabled:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+            await context.abort(StatusCode.PERMISSION_DENIED,
                                 "fault injection is disabled (set RAFTCRON_FAULTS=1)")
         f.cut = set(request.cut)
         f.delay = request.delay_ms / 1000.0
         log.warning("transport.faults", cut=sorted(f.cut), delay_ms=request.delay_ms)
         return raft_pb2.FaultResponse(cut=sorted(f.cut), delay_ms=request.delay_ms)
+
+
+def peer_handlers(service: PeerService) -> dict[str, MethodHandler]:
+    """The peer port's method table (``/raftcronpb.Peer/Send`` ... → handler)."""
+    return service_handlers(PEER_SERVICE, service)

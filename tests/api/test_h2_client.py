@@ -50,6 +50,7 @@ from coord.api.h2.server import (
     frame,
     grpc_message,
 )
+from coord.api.status import StatusCode
 from tests.api.h2_support import (
     LISTEN,
     WAIT,
@@ -319,7 +320,7 @@ def test_handler_abort_fails_the_call_with_its_status_and_details() -> None:
     async def picky(requests: AsyncIterator[bytes], context: ServicerContext) -> bytes:
         async for message in requests:
             if message == b"bad":
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                await context.abort(StatusCode.FAILED_PRECONDITION,
                                     "no thanks: ünïcode 100%")
         return b""
 
@@ -334,7 +335,7 @@ def test_handler_abort_fails_the_call_with_its_status_and_details() -> None:
             return err, caught.value
 
     err, again = run(body())
-    assert err.status is grpc.StatusCode.FAILED_PRECONDITION
+    assert err.status is StatusCode.FAILED_PRECONDITION
     assert "no thanks: ünïcode 100%" in str(err)
     assert (again.status, str(again)) == (err.status, str(err))
 
@@ -352,7 +353,7 @@ def test_a_handler_that_returns_early_ends_the_call() -> None:
             return await write_until_dead(call)
 
     err = run(body())
-    assert err.status is grpc.StatusCode.OK
+    assert err.status is StatusCode.OK
     assert "ended by the server" in str(err)
 
 
@@ -365,7 +366,7 @@ def test_an_unknown_method_is_unimplemented() -> None:
                 await within(call.finish())
             return caught.value
 
-    assert run(body()).status is grpc.StatusCode.UNIMPLEMENTED
+    assert run(body()).status is StatusCode.UNIMPLEMENTED
 
 
 def test_close_cancels_the_handler_and_the_call_stays_dead() -> None:
@@ -640,6 +641,6 @@ def test_interop_with_a_grpc_aio_server() -> None:
 
     response, aborted, stopped = run(body())
     assert response == digest(messages)
-    assert aborted.status is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert aborted.status is StatusCode.RESOURCE_EXHAUSTED
     assert "too much: ünï %" in str(aborted)
     assert isinstance(stopped, ConnectionError)

@@ -55,6 +55,7 @@ from coord.api.h2.server import (
     grpc_message,
 )
 from coord.api.proto import rpc_pb2
+from coord.api.status import StatusCode
 from tests.api.h2_support import (
     LISTEN,
     TEST_TIMEOUT,
@@ -368,7 +369,7 @@ def test_slow_reader_gets_a_long_stream_intact_and_in_order() -> None:
 
 def test_abort_reaches_the_client_with_its_code_and_details() -> None:
     async def lease(request: bytes, context: ServicerContext) -> bytes:
-        await context.abort(grpc.StatusCode.NOT_FOUND, "etcdserver: requested lease not found")
+        await context.abort(StatusCode.NOT_FOUND, "etcdserver: requested lease not found")
 
     async def body() -> grpc.aio.AioRpcError:
         async with serving({ECHO: unary(lease)}) as s:
@@ -382,7 +383,7 @@ def test_abort_reaches_the_client_with_its_code_and_details() -> None:
 def test_abort_from_a_streaming_handler_after_messages() -> None:
     async def partial(request: bytes, context: ServicerContext) -> AsyncIterator[bytes]:
         yield b"one"
-        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "stop here")
+        await context.abort(StatusCode.FAILED_PRECONDITION, "stop here")
 
     async def body() -> tuple[list[bytes], grpc.StatusCode, str]:
         async with serving({COUNT: unary_stream(partial)}) as s:
@@ -401,7 +402,7 @@ def test_abort_from_a_streaming_handler_after_messages() -> None:
 ])
 def test_details_round_trip_through_percent_encoding(details: str) -> None:
     async def fail(request: bytes, context: ServicerContext) -> bytes:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, details)
+        await context.abort(StatusCode.INVALID_ARGUMENT, details)
 
     async def body() -> grpc.aio.AioRpcError:
         async with serving({ECHO: unary(fail)}) as s:
@@ -1251,7 +1252,7 @@ def test_long_non_ascii_details_are_cut_on_a_character_and_fit_one_frame(char: s
     details = char * 10_000
 
     async def fail(request: bytes, context: ServicerContext) -> bytes:
-        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, details)
+        await context.abort(StatusCode.FAILED_PRECONDITION, details)
 
     async def peer(request: bytes, context: ServicerContext) -> bytes:
         return context.peer().encode()

@@ -18,21 +18,17 @@ import pytest
 
 from coord.api.h2.server import RpcAbort
 from coord.api.local import LocalTarget
+from coord.api.status import StatusCode
 from coord.client import Client, ClientError, Compare, put
-from coord.server.config import ServerConfig
 from coord.server.server import CoordServer
-from tests.helpers.procs import free_port
+from tests.helpers.member import member_config
 
 Body = Callable[[Client, Client, CoordServer], Awaitable[None]]
 
 
 def _run(tmp_path: Path, body: Body) -> None:
     async def main() -> None:
-        cport, pport = free_port(), free_port()
-        config = ServerConfig(name="n1", data_dir=tmp_path / "n1",
-                              listen_client=f"127.0.0.1:{cport}",
-                              listen_peer=f"127.0.0.1:{pport}",
-                              initial_cluster={"n1": f"127.0.0.1:{pport}"})
+        config = member_config(tmp_path / "n1")
         server = CoordServer(config)
         await server.start()
         try:
@@ -152,7 +148,7 @@ def test_unary_deadline_abort_handler_bug_size_limit_and_unknown_method() -> Non
         return req
 
     async def refuse(req: bytes, ctx: Any) -> bytes:
-        await ctx.abort(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: no")
+        await ctx.abort(StatusCode.FAILED_PRECONDITION, "etcdserver: no")
         raise AssertionError("abort returned")
 
     async def buggy(req: bytes, ctx: Any) -> bytes:
@@ -193,7 +189,7 @@ def test_stream_read_write_eof_abort_and_cancel() -> None:
         async def echo(requests: AsyncIterator[bytes], ctx: Any) -> AsyncIterator[bytes]:
             async for r in requests:
                 if r == b"stop":
-                    raise RpcAbort(grpc.StatusCode.ABORTED, "told to stop")
+                    raise RpcAbort(StatusCode.ABORTED, "told to stop")
                 yield r.upper()
 
         async def forever(requests: AsyncIterator[bytes], ctx: Any) -> AsyncIterator[bytes]:

@@ -12,7 +12,7 @@ import pytest
 
 from coord.server.config import ServerConfig
 from coord.server.server import CoordServer, freeze_startup_heap
-from tests.helpers.procs import free_port
+from tests.helpers.member import member_config
 
 
 @pytest.fixture
@@ -25,9 +25,7 @@ def unfrozen() -> Iterator[None]:
 
 
 def _config(tmp_path: Path) -> ServerConfig:
-    return ServerConfig(name="n1", data_dir=tmp_path / "n1",
-                        listen_client=f"127.0.0.1:{free_port()}",
-                        listen_peer=f"127.0.0.1:{free_port()}")
+    return member_config(tmp_path / "n1")
 
 
 def test_freeze_startup_heap_freezes_and_can_be_turned_off(

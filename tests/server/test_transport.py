@@ -9,12 +9,19 @@ from typing import Any
 
 import pytest
 
+from coord.api.h2.client import StreamCallError
 from coord.api.h2.server import SETTING, SETTINGS, SETTINGS_INITIAL_WINDOW_SIZE, H2Server, frame
-from coord.api.proto import raft_pb2_grpc
+from coord.api.proto import raft_pb2
+from coord.api.status import StatusCode
 from coord.raft import Message, MessageType
 from coord.server import transport as transport_mod
-from coord.server.server import _Collect
-from coord.server.transport import PeerService, Transport
+from coord.server.transport import (
+    H2PeerStub,
+    PeerService,
+    Transport,
+    message_to_pb,
+    peer_handlers,
+)
 
 
 def _transport(member_id: int, *, delivered: list[Message] | None = None,
@@ -30,10 +37,8 @@ def _transport(member_id: int, *, delivered: list[Message] | None = None,
 
 
 async def _peer_server(receiver: Transport) -> tuple[H2Server, int]:
-    table: Any = _Collect()
-    raft_pb2_grpc.add_PeerServicer_to_server(
-        PeerService(receiver, _no_renew, lambda peer: (0, 0), lambda lease: None), table)
-    handlers: dict[str, Any] = table.handlers
+    handlers = peer_handlers(
+        PeerService(receiver, _no_renew, lambda peer: (0, 0), lambda lease: None))
     server = H2Server(lambda call: handlers.get(call.method), max_receive=2**31 - 1)
     return server, await server.start("127.0.0.1:0")
 
@@ -129,4 +134,49 @@ def test_a_peer_that_stops_reading_does_not_wedge_the_sender(
                 w.close()
             server.close()
             await server.wait_closed()
+    asyncio.run(body())
+
+
+def test_unary_peer_calls_on_the_h2_client() -> None:
+    """Snapshots, forwarded lease calls and joins use coord's own client (no grpcio):
+    answers arrive, a status from the peer service, a deadline and an absent peer each
+    fail the call with a ConnectionError."""
+    hang = asyncio.Event()
+
+    async def renew(lease: int) -> tuple[int, bool]:
+        if lease == 7:
+            await hang.wait()
+        return 30, False
+
+    async def body() -> None:
+        receiver = _transport(2)
+        service = PeerService(receiver, renew, lambda peer: (5, 9), lambda lease: (10, 30, [b"k"]))
+        handlers = peer_handlers(service)
+        server = H2Server(lambda call: handlers.get(call.method), max_receive=2**31 - 1)
+        port = await server.start("127.0.0.1:0")
+        stub = H2PeerStub(f"127.0.0.1:{port}")
+        try:
+            renewed = await stub.LeaseRenew(raft_pb2.LeaseRenewRequest(id=1), timeout=3)
+            assert (renewed.ttl, renewed.not_leader) == (30, False)
+            ttl = await stub.LeaseTimeToLive(raft_pb2.LeaseTTLRequest(id=1), timeout=3)
+            assert (ttl.ttl, ttl.granted, list(ttl.keys)) == (10, 30, [b"k"])
+            joined = await stub.Join(raft_pb2.MemberJoinRequest(peer="x:1"), timeout=3)
+            assert (joined.member_id, joined.cluster_id, joined.found) == (5, 9, True)
+            batch = raft_pb2.MessageBatch(messages=[message_to_pb(_heartbeat(1, 2, 3))])
+            setattr(batch, "from", 1)
+            await stub.SendSnapshot(batch, timeout=3)
+            with pytest.raises(StreamCallError) as refused:
+                await stub._call("Fault", raft_pb2.FaultRequest(), raft_pb2.FaultResponse, 3)
+            assert refused.value.status is StatusCode.PERMISSION_DENIED
+            assert "fault injection is disabled" in str(refused.value)
+            with pytest.raises(StreamCallError) as late:
+                await stub.LeaseRenew(raft_pb2.LeaseRenewRequest(id=7), timeout=0.2)
+            assert late.value.status is StatusCode.DEADLINE_EXCEEDED
+            await _until(lambda: not any(c.streams for c in server.connections))  # cancelled
+        finally:
+            hang.set()
+            receiver.stopped = True
+            await server.stop(0)
+        with pytest.raises(ConnectionError):
+            await stub.LeaseRenew(raft_pb2.LeaseRenewRequest(id=1), timeout=1)
     asyncio.run(body())

@@ -1,4 +1,5 @@
-"""A gRPC client for one long-lived client-streaming call on its own HTTP/2 connection.
+"""A gRPC client for one long-lived client-streaming call on its own HTTP/2 connection,
+and for unary calls (:func:`unary_call`) the same way.
 
 Why not ``grpc.aio``: the Raft peer transport writes a ``MessageBatch`` on one never-ending
 ``Peer/Send`` call per peer, and grpc.aio's ``_StreamRequestMixin._write`` (futures and a
@@ -10,7 +11,9 @@ and everything written in one loop turn goes to the socket in one ``transport.wr
 Scope: prior-knowledge HTTP/2 without TLS (``h2c``), exactly one stream (id 1) per
 connection, request messages not compressed, no metadata, no deadline. The server's
 response (one message and its trailers) is read, and :meth:`StreamCall.finish` returns it;
-the peer transport never finishes its call, it only writes until the call dies.
+the peer transport never finishes its ``Send`` call, it only writes until the call dies.
+Its other calls (snapshots, lease forwarding, joining) are :func:`unary_call`: a call
+written, finished and closed on a connection of its own, within a deadline kept here.
 
 The call is *dead* — :meth:`StreamCall.write` and :meth:`StreamCall.drain` raise
 :class:`StreamCallError` (a ``ConnectionError``) — once any of these happened: the
@@ -28,7 +31,6 @@ import urllib.parse
 from collections import deque
 from typing import cast
 
-import grpc
 import structlog
 
 from coord.api.h2 import hpack
@@ -63,6 +65,7 @@ from coord.api.h2.server import (
     frame,
     read_frames,
 )
+from coord.api.status import StatusCode
 
 log = structlog.get_logger("coord.api.h2.client")
 
@@ -84,7 +87,7 @@ _DATA_HEAD = struct.Struct(">BHBBIBI")
 _MESSAGE_HEAD = struct.Struct(">BI")
 """gRPC's message prefix: compressed flag (always 0), length."""
 
-_STATUS_BY_CODE = {code.value[0]: code for code in grpc.StatusCode}
+_STATUS_BY_CODE = {code.value: code for code in StatusCode}
 _H2_ERRORS = ("NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR",
               "SETTINGS_TIMEOUT", "STREAM_CLOSED", "FRAME_SIZE_ERROR", "REFUSED_STREAM",
               "CANCEL", "COMPRESSION_ERROR", "CONNECT_ERROR", "ENHANCE_YOUR_CALM",
@@ -96,7 +99,7 @@ class StreamCallError(ConnectionError):
     ended the call with, or None when it did not send one (connection lost, GOAWAY,
     RST_STREAM, protocol error, closed by this side)."""
 
-    def __init__(self, message: str, status: grpc.StatusCode | None = None) -> None:
+    def __init__(self, message: str, status: StatusCode | None = None) -> None:
         super().__init__(message)
         self.status = status
 
@@ -122,8 +125,10 @@ class StreamCall(FrameHandler):
       waiter is woken, and ``write``/``drain`` raise a fresh :class:`StreamCallError`.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, address: str, method: str) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, address: str, method: str,
+                 max_response: int = MAX_RESPONSE) -> None:
         self._loop = loop
+        self._max_response = max_response
         self._address = address
         self._method = method
         self._transport: asyncio.Transport | None = None
@@ -155,13 +160,15 @@ class StreamCall(FrameHandler):
     # -- public API ----------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, address: str, method: str, *, connect_timeout: float) -> StreamCall:
+    async def open(cls, address: str, method: str, *, connect_timeout: float,
+                   max_response: int = MAX_RESPONSE) -> StreamCall:
         """Connect to ``address`` (``host:port``, ``[v6]:port``) and start a call of
         ``method`` (``/package.Service/Method``).
 
         Returns once the server's SETTINGS arrived (so a non-HTTP/2 or silent peer fails
         here, not on a later write). Raises :class:`StreamCallError` if that does not
-        happen within ``connect_timeout`` seconds or the connection fails.
+        happen within ``connect_timeout`` seconds or the connection fails. A response of
+        more than ``max_response`` bytes fails the call.
         """
         if not method.startswith("/"):
             raise ValueError(f"method must be /service/name, not {method!r}")
@@ -171,7 +178,7 @@ class StreamCall(FrameHandler):
         try:
             async with asyncio.timeout(connect_timeout):
                 _, call = await loop.create_connection(
-                    lambda: cls(loop, address, method), host, port)
+                    lambda: cls(loop, address, method, max_response), host, port)
                 await call._settings
         except TimeoutError:
             if call is not None:
@@ -241,7 +248,7 @@ class StreamCall(FrameHandler):
         await asyncio.shield(self._done)
         error = self._error
         assert error is not None  # _done is resolved only by _fail
-        if error.status is grpc.StatusCode.OK and self._response is not None:
+        if error.status is StatusCode.OK and self._response is not None:
             return self._response
         raise self._dead()
 
@@ -374,17 +381,17 @@ class StreamCall(FrameHandler):
         details = urllib.parse.unquote(_header(headers, b"grpc-message").decode("latin-1"),
                                        errors="replace")
         if code is None:
-            code = grpc.StatusCode.UNKNOWN
+            code = StatusCode.UNKNOWN
             details = details or f"bad grpc-status {raw!r} in the trailers"
-        if code is grpc.StatusCode.OK:
+        if code is StatusCode.OK:
             buf = self._response_buf
             if (len(buf) >= 5 and buf[0] == 0
                     and U32.unpack_from(buf, 1)[0] == len(buf) - 5):
                 self._response = bytes(buf[5:])
             else:
-                code = grpc.StatusCode.INTERNAL
+                code = StatusCode.INTERNAL
                 details = "the response is not one uncompressed gRPC message"
-        reason = (f"call ended by the server with {code.name}" if code is grpc.StatusCode.OK
+        reason = (f"call ended by the server with {code.name}" if code is StatusCode.OK
                   else f"call failed with {code.name}{f': {details}' if details else ''}")
         self._fail(reason, code, reset=None)  # the connection closes anyway
 
@@ -406,8 +413,8 @@ class StreamCall(FrameHandler):
                 raise H2ProtocolError(PROTOCOL_ERROR, "bad DATA padding")
             payload = payload[1:size - payload[0]]
         self._response_buf += payload
-        if len(self._response_buf) > MAX_RESPONSE:
-            self._fail(f"response over {MAX_RESPONSE} bytes")
+        if len(self._response_buf) > self._max_response:
+            self._fail(f"response over {self._max_response} bytes")
             return
         if flags & END_STREAM:
             self._fail("the response ended without trailers", reset=None)
@@ -474,7 +481,7 @@ class StreamCall(FrameHandler):
 
     # -- the end -------------------------------------------------------------------------
 
-    def _fail(self, reason: str, status: grpc.StatusCode | None = None, *,
+    def _fail(self, reason: str, status: StatusCode | None = None, *,
               reset: int | None = CANCEL, quiet: bool = False) -> None:
         """The call dies: remember why, send RST_STREAM(``reset``) unless None or the
         stream is already closed on both sides, close the connection, wake every waiter."""
@@ -509,6 +516,27 @@ class StreamCall(FrameHandler):
         if error is None:
             return StreamCallError(f"{self._method} to {self._address}: finish() was called")
         return StreamCallError(str(error), error.status)
+
+
+async def unary_call(address: str, method: str, request: bytes, *, timeout: float,
+                     max_response: int = MAX_RESPONSE) -> bytes:
+    """One unary call of ``method`` at ``address``: the serialized response on an OK
+    status. Raises :class:`StreamCallError` for any failure, the server's status
+    (``status``) or no answer within ``timeout`` seconds (``DEADLINE_EXCEEDED``); the
+    server's handler is cancelled then (RST_STREAM)."""
+    call: StreamCall | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            call = await StreamCall.open(address, method, connect_timeout=timeout,
+                                         max_response=max_response)
+            call.write(request)
+            return await call.finish()
+    except TimeoutError:
+        raise StreamCallError(f"{method} to {address}: no answer within {timeout:g} s",
+                              StatusCode.DEADLINE_EXCEEDED) from None
+    finally:
+        if call is not None:
+            call.close()
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
