@@ -340,6 +340,16 @@ class ClaimStore:
             claim.revision = res.revision
         return res.succeeded
 
+    async def hand_back(self, claim: Claim) -> bool:
+        """Undo a claim whose run never started: delete its run record (only if it is
+        still exactly what the claim wrote) and its lock (only if still this run's), so
+        that another worker may claim the occurrence. False if the record had moved on."""
+        rk, lk = run_key(claim.job, claim.occurrence), lock_key(claim.job)
+        res = await self.batcher.submit(
+            claim.job, [Compare.mod(rk) == claim.revision],
+            [delete(rk), txn_op([Compare.create(lk) == claim.token], [delete(lk)], [])])
+        return res.succeeded
+
     async def release_lock(self, claim: Claim) -> None:
         """Delete the lock if it is this run's (used when a claim is abandoned)."""
         lk = lock_key(claim.job)

@@ -1,0 +1,194 @@
+"""Claims sent ahead of the instant (``WorkerConfig.claim_ahead``).
+
+The first-ranked worker claims an occurrence before its instant so that the claim's round
+trip is off the fire-lag path. What a user must still get: the process never starts before
+the instant; a claim the worker no longer wants by the instant (it is stopping, the job was
+suspended) is handed back rather than lost; ``concurrency: replace`` does not kill the
+running occurrence before the next one is due.
+
+Workers run in-process against a coord subprocess; jobs use 6-field cron schedules (seconds
+first) so the instants are known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+from coord.client import Client
+from scheduler import admin, keys
+from scheduler.claim import RunRecord
+from scheduler.plan import parse_occurrence_id
+from scheduler.worker import Worker, WorkerConfig
+from tests.helpers.procs import ProcessGroup, start_coord
+from tests.scheduler.test_worker_faults import apply_text, until
+
+
+def _worker(name: str, endpoint: str, tmp: Path, ahead: float) -> Worker:
+    return Worker(WorkerConfig(name=name, endpoints=[endpoint], session_ttl=5,
+                               log_dir=tmp / "logs" / name, sweep_interval=3600.0,
+                               claim_ahead=ahead))
+
+
+async def _records(c: Client, job: str) -> dict[str, RunRecord]:
+    r = await c.get(keys.runs_prefix(job), prefix=True)
+    return {rec.occurrence: rec for rec in (RunRecord.decode(kv.value) for kv in r.kvs)}
+
+
+async def _claimed_ahead(c: Client, job: str, margin: float) -> tuple[str, datetime]:
+    """Poll until a run record of ``job`` exists at least ``margin`` seconds before its
+    instant; return (occurrence, instant)."""
+    found: list[tuple[str, datetime]] = []
+
+    async def seen() -> bool:
+        now = datetime.now(UTC)
+        for occ, rec in (await _records(c, job)).items():
+            instant = parse_occurrence_id(occ)
+            if rec.status == "claimed" and (instant - now).total_seconds() >= margin:
+                found.append((occ, instant))
+        return bool(found)
+    await until(seen, 15, f"a claim of {job} sent ahead of its instant")
+    return found[0]
+
+
+def _starts(marker: Path) -> dict[str, float]:
+    """occurrence → the child's start time (epoch seconds), from the marker file."""
+    if not marker.exists():
+        return {}
+    return {occ: float(t) for occ, t in (line.split() for line in marker.read_text().split("\n")
+                                         if line)}
+
+
+def _job(name: str, schedule: str, command: str, extra: str = "") -> str:
+    return (f"jobs:\n  - name: {name}\n    schedule: '{schedule}'\n"
+            f"    command: '{command}'\n{extra}")
+
+
+def test_a_claim_sent_ahead_starts_its_process_at_the_instant(
+        procs: ProcessGroup, tmp_path: Path) -> None:
+    coord = start_coord(procs)
+    marker = tmp_path / "starts"
+    text = _job("j", "*/3 * * * * *", f'echo "$RAFTCRON_OCCURRENCE $(date +%s.%N)" >> {marker}')
+
+    async def main() -> None:
+        await apply_text(coord.endpoint, text)
+        w1 = _worker("w1", coord.endpoint, tmp_path, ahead=1.5)
+        stop = asyncio.Event()
+        task = asyncio.create_task(w1.run(stop))
+        try:
+            async with Client([coord.endpoint]) as c:
+                occs = [await _claimed_ahead(c, "j", margin=0.5) for _ in range(2)]
+                for occ, _ in occs:
+                    async def done(occ: str = occ) -> bool:
+                        rec = (await _records(c, "j")).get(occ)
+                        return rec is not None and rec.status == "succeeded"
+                    await until(done, 10, f"occurrence {occ} to succeed")
+        finally:
+            stop.set()
+            await task
+        starts = _starts(marker)
+        for occ, instant in occs:
+            assert starts[occ] >= instant.timestamp(), (occ, starts[occ], instant)
+            assert starts[occ] - instant.timestamp() < 1.0
+        assert w1.store is not None and w1.store.txns == len(starts)  # one claim txn each
+    asyncio.run(main())
+
+
+def test_a_stopping_worker_hands_back_a_claim_sent_ahead(
+        procs: ProcessGroup, tmp_path: Path) -> None:
+    """The claim is undone (record and lock deleted), so another worker runs the occurrence
+    at its instant; it is not lost with the stopping worker's session."""
+    coord = start_coord(procs)
+    marker = tmp_path / "starts"
+    text = _job("j", "*/10 * * * * *", f'echo "$RAFTCRON_OCCURRENCE $(date +%s.%N)" >> {marker}')
+
+    async def main() -> None:
+        await apply_text(coord.endpoint, text)
+        async with Client([coord.endpoint]) as c:
+            w1 = _worker("w1", coord.endpoint, tmp_path, ahead=6.0)
+            stop1 = asyncio.Event()
+            t1 = asyncio.create_task(w1.run(stop1))
+            try:
+                occ, instant = await _claimed_ahead(c, "j", margin=2.5)
+            finally:
+                stop1.set()
+                await t1
+            assert occ not in await _records(c, "j")
+            assert await c.get_one(keys.lock_key("j")) is None
+            assert datetime.now(UTC) < instant  # handed back before its instant
+            w2 = _worker("w2", coord.endpoint, tmp_path, ahead=0.0)
+            stop2 = asyncio.Event()
+            t2 = asyncio.create_task(w2.run(stop2))
+            try:
+                async def ran() -> bool:
+                    rec = (await _records(c, "j")).get(occ)
+                    return rec is not None and rec.status == "succeeded"
+                await until(ran, 15, f"w2 to run {occ}")
+            finally:
+                stop2.set()
+                await t2
+            assert (await _records(c, "j"))[occ].worker == "w2"
+        assert _starts(marker)[occ] >= instant.timestamp()
+    asyncio.run(main())
+
+
+def test_a_claim_sent_ahead_of_a_job_suspended_meanwhile_never_starts(
+        procs: ProcessGroup, tmp_path: Path) -> None:
+    coord = start_coord(procs)
+    marker = tmp_path / "starts"
+    text = _job("j", "*/10 * * * * *", f'echo "$RAFTCRON_OCCURRENCE $(date +%s.%N)" >> {marker}')
+
+    async def main() -> None:
+        await apply_text(coord.endpoint, text)
+        async with Client([coord.endpoint]) as c:
+            w1 = _worker("w1", coord.endpoint, tmp_path, ahead=6.0)
+            stop = asyncio.Event()
+            task = asyncio.create_task(w1.run(stop))
+            try:
+                occ, instant = await _claimed_ahead(c, "j", margin=2.5)
+                assert await admin.set_suspended(c, "j", True)
+
+                async def handed_back() -> bool:
+                    return occ not in await _records(c, "j")
+                await until(handed_back, 10, "the claim to be handed back")
+                await asyncio.sleep(max(0.0, (instant - datetime.now(UTC)).total_seconds()))
+                await asyncio.sleep(0.5)  # past the instant: nothing ran, nothing is held
+                assert occ not in await _records(c, "j")
+                assert await c.get_one(keys.lock_key("j")) is None
+            finally:
+                stop.set()
+                await task
+        assert occ not in _starts(marker)
+    asyncio.run(main())
+
+
+def test_replace_does_not_kill_the_running_occurrence_before_the_next_instant(
+        procs: ProcessGroup, tmp_path: Path) -> None:
+    coord = start_coord(procs)
+    text = _job("j", "*/4 * * * * *", "sleep 30", "    concurrency: replace\n")
+
+    async def main() -> None:
+        await apply_text(coord.endpoint, text)
+        async with Client([coord.endpoint]) as c:
+            w1 = _worker("w1", coord.endpoint, tmp_path, ahead=2.5)
+            stop = asyncio.Event()
+            task = asyncio.create_task(w1.run(stop))
+            try:
+                recs: dict[str, RunRecord] = {}
+
+                async def replaced() -> bool:
+                    recs.update(await _records(c, "j"))
+                    return any(r.status == "killed" for r in recs.values())
+                await until(replaced, 15, "a run to be replaced")
+            finally:
+                stop.set()
+                await task
+        killed = next(r for r in recs.values() if r.status == "killed")
+        successor = next(o for o in sorted(recs) if o > killed.occurrence)
+        assert "replaced by occurrence" in killed.note, killed.note
+        # Killed at the successor's instant (when its claim, sent ahead, found the lock
+        # busy), not when that claim was sent.
+        assert killed.finished_at >= parse_occurrence_id(successor).timestamp(), (
+            killed.finished_at, successor)
+    asyncio.run(main())
