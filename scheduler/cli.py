@@ -74,6 +74,9 @@ def coord_serve(
         "cluster after `etcdctl member add`.")] = "new",
     snapshot_count: Annotated[int, typer.Option(
         "--snapshot-count", help="Applied entries between snapshots (log compaction).")] = 10_000,
+    snapshot_bytes: Annotated[int, typer.Option(
+        "--snapshot-bytes", help="Also snapshot once the entries applied since the last "
+        "snapshot hold this many bytes (or the last snapshot's size, if larger).")] = 8 * 2**20,
 ) -> None:
     """Serve the etcd v3 API from a coord member (no scheduler worker).
 
@@ -91,7 +94,7 @@ def coord_serve(
         config = ServerConfig(name=name, data_dir=data_dir, listen_client=listen_client,
                               listen_peer=listen_peer, initial_cluster=cluster,
                               initial_cluster_state=initial_cluster_state,
-                              snapshot_count=snapshot_count)
+                              snapshot_count=snapshot_count, snapshot_bytes=snapshot_bytes)
     except ConfigError as err:
         fail(str(err), 2)
         return

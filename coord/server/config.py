@@ -64,6 +64,10 @@ class ServerConfig:
     cluster_token: str = "raftcron"
     snapshot_count: int = 10_000
     """Applied entries between snapshots (the WAL is truncated behind each one)."""
+    snapshot_bytes: int = 8 * 2**20
+    """A snapshot is also taken once the entries applied since the last one hold this many
+    bytes (or the last snapshot's size, if larger): large txns would otherwise keep many
+    MB of values in the in-memory log a second time."""
     tick_ms: int = 100
     election_ticks: int = 10
     initial_cluster_state: str = "new"
@@ -84,6 +88,8 @@ class ServerConfig:
             raise ConfigError("--initial-cluster-state: expected 'new' or 'existing'")
         if self.snapshot_count < 1:
             raise ConfigError("snapshot count must be positive")
+        if self.snapshot_bytes < 1:
+            raise ConfigError("snapshot bytes must be positive")
 
     @property
     def member_ids(self) -> dict[str, int]:

@@ -42,6 +42,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -66,7 +67,6 @@ from coord.raft import (
     Entry,
     EntryType,
     HardState,
-    MemoryStorage,
     Message,
     MessageType,
     ProposalDropped,
@@ -74,12 +74,17 @@ from coord.raft import (
     RawNode,
     Ready,
     Snapshot,
-    SnapshotMetadata,
     StateRole,
 )
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig, member_id_for
 from coord.server.membership import Membership, decode_snapshot_data, encode_snapshot_data
+from coord.server.snapfile import (
+    FileBackedStorage,
+    decode_snap_file,
+    encode_snap_file,
+    snap_file_prefix,
+)
 from coord.server.transport import H2PeerStub, Transport
 from coord.storage import ENTRY, HARD_STATE, METADATA, SNAPSHOT_MARKER, WAL, Record, SnapshotStore
 
@@ -101,7 +106,6 @@ TAG_ATTRS = b"A"
 _ENT = struct.Struct("<QQB")
 _HS = struct.Struct("<QQQ")
 _MARK = struct.Struct("<QQ")
-_LEN = struct.Struct("<I")
 
 
 # ---------------------------------------------------------------------- WAL codec
@@ -114,17 +118,10 @@ def decode_entry(b: bytes) -> Entry:
     return Entry(term, index, EntryType(typ), bytes(b[_ENT.size:]))
 
 
-def encode_snap_file(snap: Snapshot) -> bytes:
-    cs = snap.metadata.conf_state
-    head = json.dumps({"voters": list(cs.voters), "learners": list(cs.learners)}).encode()
-    return _LEN.pack(len(head)) + head + snap.data
-
-
-def decode_snap_file(index: int, term: int, blob: bytes) -> Snapshot:
-    (n,) = _LEN.unpack_from(blob)
-    head = json.loads(blob[_LEN.size:_LEN.size + n])
-    cs = ConfState(tuple(head["voters"]), tuple(head["learners"]))
-    return Snapshot(SnapshotMetadata(index, term, cs), blob[_LEN.size + n:])
+def read_snap_file(path: Path) -> Snapshot:
+    """A member's snapshot file, verified and decoded."""
+    f = SnapshotStore.load(path)
+    return decode_snap_file(f.index, f.term, f.data)
 
 
 def wal_release_point(entry_seq: dict[int, int], index: int) -> int:
@@ -155,7 +152,7 @@ class RaftNode:
         self._on_applied = on_applied or (lambda: None)
         self.membership = Membership.bootstrap(config.cluster_id, config.initial_cluster,
                                                config.member_ids)
-        self.storage = MemoryStorage()
+        self.storage = FileBackedStorage(read_snap_file)
         self.rn: RawNode | None = None
         self._campaign_rng = random.Random()
         self.transport = Transport(
@@ -195,6 +192,10 @@ class RaftNode:
         self._leader_waiters: list[asyncio.Future[None]] = []
         self._applied = 0
         self._snap_index = 0
+        self._unsnapped_bytes = 0
+        """Bytes of the entries applied since the last snapshot started."""
+        self._snap_size = 0
+        """Bytes of the last snapshot file's payload this member wrote."""
         self._term = 0
         self._leader = 0
         self._role = StateRole.FOLLOWER
@@ -268,6 +269,8 @@ class RaftNode:
         if snap is not None:
             self.storage.apply_snapshot(snap)
             self._restore(snap, now)
+            if snap_file is not None and snap_file.path is not None:
+                self.storage.keep_on_disk(base, snap_file.path)
         self.storage.append(entries)
         if snap is not None and hs.commit < base:
             hs = HardState(hs.term, hs.vote, base)
@@ -445,8 +448,9 @@ class RaftNode:
                     self.membership, self.applier.snapshot()))
             data = encode_snap_file(snap)
             md = snap.metadata
-            await asyncio.get_running_loop().run_in_executor(
+            snap_path = await asyncio.get_running_loop().run_in_executor(
                 self._io, self._snaps.save, md.index, md.term, data)
+            del data
             records.append(Record(SNAPSHOT_MARKER, _MARK.pack(md.index, md.term)))
         for e in rd.entries:
             records.append(Record(ENTRY, encode_entry(e)))
@@ -498,6 +502,7 @@ class RaftNode:
             self._apply(early, time.monotonic())
         if snap is not None:
             self.storage.apply_snapshot(snap)
+            self.storage.keep_on_disk(snap.metadata.index, snap_path)
             self._durable_index = snap.metadata.index
         if rd.entries:
             self.storage.append(rd.entries)
@@ -519,8 +524,15 @@ class RaftNode:
             self._apply(rest, now)
 
     def _after_advance(self) -> None:
+        """Snapshot every ``snapshot_count`` entries, or sooner once the entries applied
+        since the last snapshot hold ``snapshot_bytes`` — or as many bytes as that snapshot
+        had, if more: the log in memory stays about the size of the data, and a snapshot
+        (which writes the whole store) is written at most once per its own size of new
+        entries."""
+        if self._stopped:
+            return
         if (self._applied - self._snap_index >= self.config.snapshot_count
-                and not self._stopped):
+                or self._unsnapped_bytes >= max(self.config.snapshot_bytes, self._snap_size)):
             self._take_snapshot()
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
@@ -559,6 +571,7 @@ class RaftNode:
             if e.type == EntryType.CONF_CHANGE:
                 self._apply_conf_change(e)
             elif e.data[:1] == TAG_REQUEST:
+                self._unsnapped_bytes += len(e.data)
                 req = internal_pb2.InternalRequest.FromString(e.data[1:])
                 fut = self._waiters.get(req.id)
                 try:
@@ -623,6 +636,7 @@ class RaftNode:
             # entry tries again).
             return
         index = self._applied
+        self._unsnapped_bytes = 0
         cs = self.rn.status().conf_state
         # Everything of the state at ``index`` is captured in this loop turn: the membership
         # (the snapshot data's head), the leases, and the store (its first piece).
@@ -647,43 +661,44 @@ class RaftNode:
         finally:
             self._snap_build = None
         pieces, store_at = Applier.pack_snapshot_parts(parts, lessor)
-        data = b"".join((head, *pieces))
-        del parts, pieces
-        if self._save_snapshot(index, cs, data) and build.reuse is not None:
-            start = len(head) + store_at
-            self._snap_reuse = build.reuse.over(memoryview(data)[start:])
+        del parts
+        # The file's payload, in pieces written one after the other: the data is never
+        # joined in memory (the store part alone is tens of MB for 100,000 keys).
+        payload = [snap_file_prefix(cs), head, *pieces]
+        del pieces
+        reuse_at = len(payload[0]) + len(head) + store_at
+        self._save_snapshot(index, cs, payload, build.reuse, reuse_at)
 
-    def _save_snapshot(self, index: int, cs: ConfState, data: bytes) -> bool:
+    def _save_snapshot(self, index: int, cs: ConfState, payload: list[bytes | memoryview],
+                       reuse: SnapshotReuse | None, reuse_at: int) -> None:
         assert self._wal is not None
         try:
-            snap = self.storage.create_snapshot(index, cs, data)
-        except RaftError as err:
+            term = self.storage.term(index)
+        except RaftError as err:  # a snapshot from the leader replaced the log meanwhile
             log.warning("raftnode.snapshot_skipped", error=repr(err))
-            return False
+            return
         self._snap_index = index
-        compact_to = index - min(CATCH_UP_ENTRIES, max(1, self.config.snapshot_count // 2))
-        if compact_to > self.storage.first_index():
-            self.storage.compact(compact_to)
         wal = self._wal
         release_at = wal_release_point(self._entry_seq, index)
         for i in [i for i in self._entry_seq if i <= index]:
             del self._entry_seq[i]
-        save = asyncio.ensure_future(self._persist_snapshot(snap, wal, release_at))
+        save = asyncio.ensure_future(self._persist_snapshot(
+            index, term, cs, payload, (reuse, reuse_at), wal, release_at))
         self._snap_saves.add(save)
         save.add_done_callback(self._snap_saves.discard)
-        log.info("raftnode.snapshot", index=index, compacted_to=compact_to, bytes=len(data))
-        return True
 
-    async def _persist_snapshot(self, snap: Snapshot, wal: WAL, release_at: int) -> None:
-        """Write the snapshot file on its own thread — a WAL write does not wait behind it —
-        and only once it is durable, on the WAL thread, start a new segment and drop the
-        segments the snapshot covers."""
+    async def _persist_snapshot(self, index: int, term: int, cs: ConfState,
+                                payload: list[bytes | memoryview],
+                                reuse: tuple[SnapshotReuse | None, int],
+                                wal: WAL, release_at: int) -> None:
+        """Write the snapshot file on its own thread — a WAL write does not wait behind it.
+        Once it is durable: the core's storage takes the snapshot (its data stays in the
+        file, :mod:`coord.server.snapfile`) and drops the log entries it covers, the next
+        build reuses the file's bytes (mapped, not read), and on the WAL thread a new
+        segment starts and the segments the snapshot covers go."""
         snaps = self._snaps
-        md = snap.metadata
         loop = asyncio.get_running_loop()
-
-        def save() -> None:
-            snaps.save(md.index, md.term, encode_snap_file(snap))
+        size = sum(len(p) for p in payload)
 
         def release() -> None:
             wal.cut()
@@ -692,14 +707,45 @@ class RaftNode:
             snaps.purge(keep=2)
 
         try:
-            await loop.run_in_executor(self._snap_io, save)
+            path = await loop.run_in_executor(self._snap_io, snaps.save, index, term, payload)
+            del payload
+            try:
+                self.storage.create_snapshot(index, cs, b"")
+            except RaftError as err:  # a snapshot from the leader replaced it meanwhile
+                log.warning("raftnode.snapshot_skipped", error=repr(err))
+                return
+            self.storage.keep_on_disk(index, path)
+            self._snap_size = size
+            compact_to = self._compact_point(index)
+            if compact_to > self.storage.first_index():
+                self.storage.compact(compact_to)
+            base, at = reuse
+            if base is not None:
+                self._snap_reuse = base.over(snaps.map_payload(path)[at:])
+            log.info("raftnode.snapshot", index=index, compacted_to=compact_to, bytes=size)
             self._io_jobs += 1
             try:
                 await loop.run_in_executor(self._io, release)
             finally:
                 self._io_jobs -= 1
         except Exception as err:  # noqa: BLE001 - logged: the next snapshot tries again
-            log.error("raftnode.snapshot_failed", index=md.index, error=repr(err))
+            log.error("raftnode.snapshot_failed", index=index, error=repr(err))
+
+    def _compact_point(self, index: int) -> int:
+        """Where to compact the in-memory log after a snapshot at ``index``: keep up to
+        ``CATCH_UP_ENTRIES`` (at most half of ``snapshot_count``) entries behind it for
+        followers slightly behind, but no more than ``snapshot_bytes / 2`` of them — the
+        entries of large txns would otherwise keep tens of MB of values a second time."""
+        count = min(CATCH_UP_ENTRIES, max(1, self.config.snapshot_count // 2))
+        budget = self.config.snapshot_bytes // 2
+        lo = max(self.storage.first_index(), index - count + 1)
+        kept = used = 0
+        for e in reversed(self.storage.entries(lo, index + 1)):
+            used += len(e.data)
+            if used > budget:
+                break
+            kept += 1
+        return index - kept
 
     # ------------------------------------------------------------------ proposals
     def _bounded(self, fut: asyncio.Future[Any]) -> asyncio.Future[Any]:

@@ -29,12 +29,14 @@ Invariants:
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import struct
 import threading
 import zlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -60,10 +62,25 @@ class Snapshot:
     index: int
     term: int
     data: bytes
+    path: Path | None = field(default=None, compare=False)
+    """The file it was read from."""
 
 
-def _encode_header(index: int, term: int, data: bytes) -> bytes:
-    head = _HEADER.pack(_MAGIC, index, term, len(data), zlib.crc32(data), 0)[:_HCRC_SPAN]
+Payload = bytes | Sequence[bytes | memoryview]
+"""A snapshot payload: bytes, or the pieces that make it, in order (written one after the
+other, never joined in memory)."""
+
+
+def _pieces(data: Payload) -> Sequence[bytes | memoryview]:
+    return (data,) if isinstance(data, bytes) else data
+
+
+def _encode_header(index: int, term: int, data: Payload) -> bytes:
+    length, crc = 0, 0
+    for piece in _pieces(data):
+        length += len(piece)
+        crc = zlib.crc32(piece, crc)
+    head = _HEADER.pack(_MAGIC, index, term, length, crc, 0)[:_HCRC_SPAN]
     return head + zlib.crc32(head).to_bytes(4, "little") + b"\0" * 8
 
 
@@ -86,7 +103,7 @@ def decode_snapshot(path: Path, blob: bytes) -> Snapshot:
     m = _NAME_RE.match(path.name)
     if m and (int(m.group(1), 16), int(m.group(2), 16)) != (index, term):
         raise CorruptSnapshotError(path, f"header says index {index} term {term}, name disagrees")
-    return Snapshot(int(index), int(term), data)
+    return Snapshot(int(index), int(term), data, path)
 
 
 class SnapshotStore:
@@ -116,7 +133,7 @@ class SnapshotStore:
         found.sort(key=lambda t: (t[0], t[1]))
         return found
 
-    def save(self, index: int, term: int, data: bytes) -> Path:
+    def save(self, index: int, term: int, data: Payload) -> Path:
         """Write the snapshot for ``(index, term)`` atomically; return its path.
 
         When this returns the snapshot is durable (file fsync, rename, directory fsync).
@@ -127,20 +144,38 @@ class SnapshotStore:
         with self._lock:
             return self._save(index, term, data)
 
-    def _save(self, index: int, term: int, data: bytes) -> Path:
+    def _save(self, index: int, term: int, data: Payload) -> Path:
         final = self._dir / f"{index:016x}-{term:016x}.snap"
         tmp = final.with_name(final.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        size = 0
         try:
             write_all(fd, _encode_header(index, term, data))
-            write_all(fd, data)
+            for piece in _pieces(data):
+                write_all(fd, piece)
+                size += len(piece)
             self._sync_fn(fd)
         finally:
             os.close(fd)
         os.rename(tmp, final)
         fsync_dir(self._dir)
-        log.info("snapshot.saved", path=str(final), index=index, term=term, bytes=len(data))
+        log.info("snapshot.saved", path=str(final), index=index, term=term, bytes=size)
         return final
+
+    @staticmethod
+    def load(path: Path) -> Snapshot:
+        """Read and verify one snapshot file (:class:`CorruptSnapshotError` if it fails)."""
+        return decode_snapshot(path, path.read_bytes())
+
+    @staticmethod
+    def map_payload(path: Path) -> memoryview:
+        """The payload of a snapshot file this process wrote, mapped read-only (not read,
+        not verified): its pages are read from the page cache only where the view is used,
+        and stay readable if the file is purged meanwhile. The mapping goes when the last
+        view of it does."""
+        with open(path, "rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return memoryview(mapped)[_HEADER_SIZE:]
 
     def load_newest(self) -> Snapshot | None:
         """The newest snapshot that passes its checks, or ``None`` if there is none.

@@ -16,6 +16,7 @@ from coord.errors import RequestTimeout
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig
 from coord.server.raft_node import REQUEST_TIMEOUT, RaftNode
+from coord.storage.snapshot import Payload
 
 
 def _node(tmp_path: Path) -> RaftNode:
@@ -99,7 +100,7 @@ def test_writes_go_on_while_a_snapshot_file_is_written(tmp_path: Path) -> None:
         saving = threading.Event()
         real_save = node._snaps.save
 
-        def slow_save(index: int, term: int, data: bytes) -> Path:
+        def slow_save(index: int, term: int, data: Payload) -> Path:
             if index >= 20:  # not the bootstrap snapshot
                 saving.set()
                 assert gate.wait(20), "test gate never opened"
@@ -136,6 +137,75 @@ def test_writes_go_on_while_a_snapshot_file_is_written(tmp_path: Path) -> None:
             store = again.applier.store
             assert [store.get(b"k%03d" % i) is not None for i in range(60)] == [True] * 60
             assert again._snap_index >= 20
+        finally:
+            await again.stop()
+
+    asyncio.run(body())
+
+
+def _value(applier: Applier, key: bytes) -> bytes | None:
+    rec = applier.store.get(key)
+    return None if rec is None else rec[4]
+
+
+def test_large_entries_snapshot_early_and_the_snapshot_data_stays_on_disk(
+        tmp_path: Path) -> None:
+    """Entries applied since the last snapshot holding ``snapshot_bytes`` trigger one long
+    before ``snapshot_count``; the log then keeps at most ``snapshot_bytes / 2`` of entries
+    behind it. The core's storage holds the snapshot without its data (the file has it)
+    and reads the file when asked — what a follower needing a snapshot is sent is the full
+    state. Later builds reuse the mapped file's bytes; a restart recovers every write."""
+    from coord.server.membership import decode_snapshot_data
+
+    budget = 64 * 1024
+    config = ServerConfig(name="n1", data_dir=tmp_path / "n1", listen_client="127.0.0.1:1",
+                          listen_peer="127.0.0.1:2", snapshot_count=100_000,
+                          snapshot_bytes=budget)
+    config.data_dir.mkdir(parents=True)
+    values = {b"k%03d" % i: bytes([i]) * 8192 for i in range(40)}
+
+    async def body() -> None:
+        node = RaftNode(config, Applier())
+        node.recover()
+        node.start()
+        try:
+            async with asyncio.timeout(20):
+                while node._leader == 0:
+                    await asyncio.sleep(0.01)
+                for k, v in values.items():
+                    await node.propose(internal_pb2.InternalRequest(
+                        put=rpc_pb2.PutRequest(key=k, value=v)))
+                while node._snap_saves or node._snap_build is not None:
+                    await asyncio.sleep(0.01)
+            storage = node.storage
+            path = storage.snapshot_file
+            assert path is not None and path.exists()
+            snap = storage.snapshot()
+            index = snap.metadata.index
+            assert index > 10  # several early snapshots, not the bootstrap one
+            assert storage._snapshot.data == b""  # held in the file only
+            # The log behind the snapshot is bounded by bytes, not by CATCH_UP_ENTRIES.
+            behind = storage.entries(storage.first_index(), index + 1)
+            assert sum(len(e.data) for e in behind) <= budget // 2
+            # What the core would send a follower: the full state at the snapshot index.
+            _, state = decode_snapshot_data(snap.data)
+            fresh = Applier()
+            fresh.restore(state, time.monotonic())
+            held = {k: _value(fresh, k) for k in values}
+            upto = [k for k, v in held.items() if v is not None]
+            assert upto and all(held[k] == values[k] for k in upto)
+        finally:
+            await node.stop()
+
+        again = RaftNode(config, Applier())
+        again.recover()
+        assert again.storage.snapshot_file is not None
+        again.start()
+        try:
+            async with asyncio.timeout(20):
+                await again.propose(internal_pb2.InternalRequest(
+                    put=rpc_pb2.PutRequest(key=b"last", value=b"x")))
+            assert {k: _value(again.applier, k) for k in values} == values
         finally:
             await again.stop()
 
