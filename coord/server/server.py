@@ -112,9 +112,10 @@ def use_uvloop() -> bool:
     """Make the next event loop created by ``asyncio.run`` (or ``new_event_loop``) a uvloop
     loop, unless ``RAFTCRON_UVLOOP=0``. Returns whether it did.
 
-    A coord member spends most of its CPU in grpc.aio's per-call machinery, which is made of
-    asyncio futures, tasks and callbacks; on uvloop's loop a request costs about a fifth
-    less CPU (docs/benchmarks.md). Nothing in coord depends on which loop runs it.
+    A member's request path is asyncio futures, tasks, callbacks and socket I/O (its HTTP/2
+    server, the Raft loop); uvloop runs them for less CPU (about a fifth less per request
+    when members served through grpc.aio, docs/benchmarks.md). Nothing in coord depends on
+    which loop runs it.
     """
     if os.environ.get("RAFTCRON_UVLOOP", "1") == "0":
         return False
