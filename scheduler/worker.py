@@ -453,9 +453,14 @@ class Worker:
 
     async def _record_missed(self, spec: JobSpec, instant: datetime) -> None:
         assert self.store is not None
-        with contextlib.suppress(ClientError):
-            if await self.store.record_missed(spec.name, occurrence_id(instant)):
-                log.info("run.missed", job=spec.name, occurrence=occurrence_id(instant))
+        occ = occurrence_id(instant)
+        try:
+            if await self.store.record_missed(spec.name, occ):
+                log.info("run.missed", job=spec.name, occurrence=occ)
+        except ClientError as err:
+            # Every worker that restarts records these; one that fails here says so rather
+            # than dropping it silently (the occurrence was not run either way).
+            log.warning("run.missed_unrecorded", job=spec.name, occurrence=occ, error=str(err))
 
     # ------------------------------------------------------------------ occurrences
     def _eligible(self, spec: JobSpec) -> list[str]:

@@ -534,3 +534,28 @@ def test_backup_drops_an_occurrence_of_a_job_suspended_meanwhile(
                 stop.set()
                 await asyncio.gather(*tasks)
     asyncio.run(main())
+
+
+def test_a_missed_occurrence_the_store_refuses_to_record_is_logged(tmp_path: Path) -> None:
+    """After a restart, occurrences past their starting deadline are recorded `missed`; a
+    store error on that write is reported (it used to be dropped without a word)."""
+    from structlog.testing import capture_logs
+
+    from coord.client import UnavailableError
+    from scheduler.spec import load_jobs_text
+
+    class Refusing:
+        async def record_missed(self, job: str, occurrence: str) -> bool:
+            raise UnavailableError(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
+
+    w = _worker("w1", "127.0.0.1:1", tmp_path)
+    w.store = Refusing()  # type: ignore[assignment]
+    spec = load_jobs_text("jobs:\n  - name: j\n    schedule: '@hourly'\n"
+                          "    command: 'true'\n")[0]
+    instant = datetime(2026, 12, 2, 5, 0, tzinfo=UTC)
+
+    with capture_logs() as logs:
+        asyncio.run(w._record_missed(spec, instant))
+    assert [(e["event"], e["occurrence"], e["log_level"]) for e in logs] == [
+        ("run.missed_unrecorded", occurrence_id(instant), "warning")]
+    assert "no leader" in logs[0]["error"]
