@@ -16,6 +16,10 @@ Keys (``scheduler.keys``): the run record ``/cron/runs/<job>/<occurrence>`` and 
   compares ``create_revision(lock) == token``: a lock held by someone else is never touched.
 * **lost**: a run record still ``claimed``/``running`` whose lock is gone (its holder's
   lease expired) is marked ``lost`` by whoever notices, guarded by its mod revision.
+* **hand back**: the one case where a run record goes before it is pruned. A claim sent
+  ahead of its instant whose job was suspended or deleted meanwhile is undone: the record is
+  deleted only if its mod revision is still the claim's (nothing was written about the run:
+  it never started), the lock only if its create revision is the token.
 """
 
 from __future__ import annotations

@@ -15,13 +15,14 @@ embedded coord or a real etcd alike. Its life:
    ``claim_ahead`` before the instant, the k-th ``k * grace`` after it if nobody has. The
    claim txn (``scheduler.claim``) decides; a busy ``forbid`` job waits for its lock within
    ``starting_deadline``; ``replace`` asks the holder to kill its run first (at the instant).
-   The winner spawns the process at the instant (a claim the worker no longer wants by then
-   is handed back), runs it with retries, and records the end (fenced) while releasing the
-   lock.
+   The winner spawns the process at the instant (a claim of a job suspended or deleted
+   meanwhile is handed back), runs it with retries, and records the end (fenced) while
+   releasing the lock.
 5. **Deadman.** If the session may have expired (no renewal for a whole TTL), every running
    job is killed at once — before the store can expire the lock and let another worker take
    over — and the worker registers a new session.
-6. **Stop.** SIGTERM: stop firing, let running jobs finish (up to ``stop_timeout``), record
+6. **Stop.** SIGTERM: stop firing and claiming, let running jobs — and claims in flight or
+   waiting for their instant, which start then — finish (up to ``stop_timeout``), record
    them, release locks and revoke the session.
 """
 
@@ -176,7 +177,6 @@ class Worker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._finished: dict[str, int] = {}
         self._stopping = False
-        self._stop_requested = asyncio.Event()
         self._worker_leases: dict[str, int] = {}
         """worker name → the lease of its ``/cron/workers/`` key (its session), from the view."""
         self._held: dict[str, bytes] = {}
@@ -233,14 +233,15 @@ class Worker:
 
     async def _shutdown(self, views: list[asyncio.Task[Any]]) -> None:
         self._stopping = True
-        self._stop_requested.set()
         log.info("worker.stopping", worker=self.config.name, running=len(self.running))
         for entry in self.jobs.values():
             if entry.task is not None:
                 entry.task.cancel()
         for t in views:
             t.cancel()
-        runs = [t for t in self._tasks if t.get_name().startswith("run:")]
+        # Runs, and occurrences being claimed (a claim in flight may land; one sent ahead
+        # starts at its instant): a stopping worker finishes what it has claimed.
+        runs = [t for t in self._tasks if t.get_name().startswith(("run:", "occ:"))]
         if runs:
             _, pending = await asyncio.wait(runs, timeout=self.config.stop_timeout)
             for r in self.running.values():
@@ -547,6 +548,8 @@ class Worker:
         while True:
             store = self.store
             assert store is not None
+            if self._stopping and not uncertain:
+                return None  # no new claim while stopping (the backups will see none)
             if self._deadline(spec, instant) < 0:
                 await self._give_up(spec, occ, uncertain)
                 return None
@@ -704,21 +707,20 @@ class Worker:
 
     async def _await_instant(self, run: Running, instant: datetime) -> bool:
         """A claim sent ahead of its instant (``claim_ahead``) starts at the instant, never
-        before. False if it was handed back instead: the worker began to stop, or the job
-        was suspended or deleted, while it waited. A kill request or a lost session while
+        before. False if it was handed back instead, because the job was suspended or
+        deleted while it waited. A worker that begins to stop meanwhile still starts it at
+        the instant (its stop waits for its runs); a kill request or a lost session while
         waiting is handled by the start checks that follow, as for any claim."""
         wait = (instant - self.clock.now()).total_seconds()
         if wait <= 0:
             return True
-        while wait > 0 and not self._stopping:  # a timer may fire a hair early: never start so
-            with contextlib.suppress(TimeoutError):
-                await within(self._stop_requested.wait(), wait)
+        while wait > 0:  # a timer may fire a hair early: never start before the instant
+            await asyncio.sleep(wait)
             wait = (instant - self.clock.now()).total_seconds()
         claim = run.claim
         current = self.jobs.get(claim.job)
-        if not self._stopping and current is not None and not current.spec.suspend:
+        if current is not None and not current.spec.suspend:
             return True
-        reason = "worker stopping" if self._stopping else "job suspended or deleted"
         handed = False
         assert self.store is not None
         with contextlib.suppress(ClientError):
@@ -726,7 +728,7 @@ class Worker:
         # Not handed back: the record moved on (declared lost) or the store did not answer;
         # the lock then goes with the session and the lost-run detection records the run.
         log.info("run.handed_back", job=claim.job, occurrence=claim.occurrence,
-                 reason=reason, done=handed)
+                 reason="job suspended or deleted", done=handed)
         return False
 
     async def _attempts(self, spec: JobSpec, run: Running, instant: datetime | None) -> None:
@@ -1063,7 +1065,7 @@ class Worker:
             log.info("run.rerun", job=job, occurrence=occ)
             # A task of its own (named run:…), so a graceful stop waits for it and a
             # cancelled sweep never leaves its process behind.
-            self._spawn(self._execute(entry, claim), f"run:{job}:{occ}")
+            self._spawn(self._execute(entry, claim, instant), f"run:{job}:{occ}")
 
     async def _sweep(self) -> None:
         """Every ``sweep_interval`` every worker looks (``_sweep_runs``) for
@@ -1217,7 +1219,10 @@ class Worker:
                 req = json.loads(e.kv.value)
             except ValueError:
                 continue
+            now = self.clock.now()
             for (j, occ), r in list(self.running.items()):
+                if req.get("occurrence") is None and _not_due(occ, now):
+                    continue  # "kill the job" means its runs, not a claim sent ahead
                 if j == job and req.get("occurrence") in (None, occ):
                     r.kill_reason = f"kill requested: {req.get('reason', '')}".strip()
                     if r.process is not None:
@@ -1234,6 +1239,12 @@ class Worker:
             if entry is None or MANUAL_SUFFIX not in occ or instant is None:
                 continue
             self._fire(entry, instant, occ)
+
+
+def _not_due(occ: str, now: datetime) -> bool:
+    """True for the occurrence of a claim sent ahead that waits for its instant."""
+    instant = occurrence_instant(occ)
+    return instant is not None and instant > now
 
 
 class StageStats:

@@ -40,6 +40,7 @@ from coord.raft.errors import (
     ProposalDropped,
     RaftError,
     SnapshotOutOfDate,
+    SnapshotTemporarilyUnavailable,
     StepLocalMessage,
     Unavailable,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "Snapshot",
     "SnapshotMetadata",
     "SnapshotOutOfDate",
+    "SnapshotTemporarilyUnavailable",
     "SoftState",
     "StateRole",
     "Status",

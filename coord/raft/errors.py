@@ -23,6 +23,11 @@ class SnapshotOutOfDate(RaftError):
     """A snapshot older than (or equal to) the current one was offered."""
 
 
+class SnapshotTemporarilyUnavailable(RaftError):
+    """The storage cannot produce its snapshot right now (etcd-io/raft's
+    ErrSnapshotTemporarilyUnavailable); the leader tries again later."""
+
+
 class ProposalDropped(RaftError):
     """The proposal was not appended: no leader, a transfer in progress, or a pending
     configuration change. The caller may retry later."""

@@ -27,7 +27,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from coord.raft.config import Config, ReadOnlyOption
-from coord.raft.errors import Compacted, ProposalDropped, RaftError, Unavailable
+from coord.raft.errors import (
+    Compacted,
+    ProposalDropped,
+    RaftError,
+    SnapshotTemporarilyUnavailable,
+    Unavailable,
+)
 from coord.raft.log import RaftLog
 from coord.raft.progress import Progress, ProgressState
 from coord.raft.quorum import VoteResult, vote_result
@@ -169,7 +175,10 @@ class Raft:
     def _maybe_send_snapshot(self, to: int, pr: Progress) -> bool:
         if not pr.recent_active:
             return False
-        snap = self.log.snapshot()
+        try:
+            snap = self.log.snapshot()
+        except SnapshotTemporarilyUnavailable:
+            return False  # the follower stays as it is; a later append tries again
         if snap.is_empty():
             raise RaftError("need a snapshot but storage has none")
         pr.become_snapshot(snap.metadata.index)

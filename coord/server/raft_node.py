@@ -193,9 +193,14 @@ class RaftNode:
         self._applied = 0
         self._snap_index = 0
         self._unsnapped_bytes = 0
-        """Bytes of the entries applied since the last snapshot started."""
+        """Bytes of the entries applied since the last durable snapshot."""
         self._snap_size = 0
-        """Bytes of the last snapshot file's payload this member wrote."""
+        """Bytes of the last snapshot (the file's payload this member wrote, or the data of
+        the one it restored)."""
+        self._snap_bytes_at = 0
+        """``_unsnapped_bytes`` when the snapshot being built or saved was started: the
+        count drops by that much only once that snapshot is durable (a build abandoned, or
+        a save that fails, leaves the trigger armed)."""
         self._term = 0
         self._leader = 0
         self._role = StateRole.FOLLOWER
@@ -300,8 +305,10 @@ class RaftNode:
             membership.cluster_id = membership.cluster_id or self.cluster_id
             self.membership = membership
             self.cluster_id = membership.cluster_id
+            self._snap_size = len(snap.data)
         self._applied = snap.metadata.index
         self._snap_index = snap.metadata.index
+        self._unsnapped_bytes = 0
 
     def start(self) -> None:
         # The WAL thread hands each fsync result back to the event loop: with the default
@@ -636,7 +643,7 @@ class RaftNode:
             # entry tries again).
             return
         index = self._applied
-        self._unsnapped_bytes = 0
+        self._snap_bytes_at = self._unsnapped_bytes
         cs = self.rn.status().conf_state
         # Everything of the state at ``index`` is captured in this loop turn: the membership
         # (the snapshot data's head), the leases, and the store (its first piece).
@@ -716,6 +723,8 @@ class RaftNode:
                 return
             self.storage.keep_on_disk(index, path)
             self._snap_size = size
+            # What this snapshot covers no longer counts; what was applied since does.
+            self._unsnapped_bytes = max(0, self._unsnapped_bytes - self._snap_bytes_at)
             compact_to = self._compact_point(index)
             if compact_to > self.storage.first_index():
                 self.storage.compact(compact_to)

@@ -15,7 +15,18 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from coord.raft import ConfState, MemoryStorage, Snapshot, SnapshotMetadata
+import structlog
+
+from coord.raft import (
+    ConfState,
+    MemoryStorage,
+    Snapshot,
+    SnapshotMetadata,
+    SnapshotTemporarilyUnavailable,
+)
+from coord.storage import StorageError
+
+log = structlog.get_logger("coord.snapfile")
 
 _LEN = struct.Struct("<I")
 
@@ -30,11 +41,11 @@ def encode_snap_file(snap: Snapshot) -> bytes:
     return snap_file_prefix(snap.metadata.conf_state) + snap.data
 
 
-def decode_snap_file(index: int, term: int, blob: bytes) -> Snapshot:
+def decode_snap_file(index: int, term: int, blob: bytes | memoryview) -> Snapshot:
     (n,) = _LEN.unpack_from(blob)
-    head = json.loads(blob[_LEN.size:_LEN.size + n])
+    head = json.loads(bytes(blob[_LEN.size:_LEN.size + n]))
     cs = ConfState(tuple(head["voters"]), tuple(head["learners"]))
-    return Snapshot(SnapshotMetadata(index, term, cs), blob[_LEN.size + n:])
+    return Snapshot(SnapshotMetadata(index, term, cs), bytes(blob[_LEN.size + n:]))
 
 
 class FileBackedStorage(MemoryStorage):
@@ -62,14 +73,25 @@ class FileBackedStorage(MemoryStorage):
         return self._file
 
     def snapshot(self) -> Snapshot:
+        """The latest snapshot with its data (read from its file if it is on disk). If the
+        file cannot be read, or holds another snapshot — neither happens unless something
+        outside the member touched its directory — the core is told the snapshot is
+        temporarily unavailable (it sends none and tries again later)."""
         snap = self._snapshot
         if self._file is None:
             return snap
-        loaded = self._read(self._file)
+        try:
+            loaded = self._read(self._file)
+        except (OSError, StorageError, ValueError) as err:
+            log.error("snapshot.unreadable", path=str(self._file), error=repr(err))
+            raise SnapshotTemporarilyUnavailable(str(err)) from err
         md = loaded.metadata
         if (md.index, md.term) != (snap.metadata.index, snap.metadata.term):
-            raise RuntimeError(f"snapshot file {self._file} holds {md.index}/{md.term}, "
-                               f"expected {snap.metadata.index}/{snap.metadata.term}")
+            log.error("snapshot.wrong_file", path=str(self._file), holds=(md.index, md.term),
+                      expected=(snap.metadata.index, snap.metadata.term))
+            raise SnapshotTemporarilyUnavailable(
+                f"snapshot file {self._file} holds {md.index}/{md.term}, "
+                f"expected {snap.metadata.index}/{snap.metadata.term}")
         return Snapshot(snap.metadata, loaded.data)
 
     def apply_snapshot(self, snap: Snapshot) -> None:

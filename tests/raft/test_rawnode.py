@@ -356,3 +356,41 @@ def test_single_voter_read_after_restart_waits_for_its_term_to_commit() -> None:
             states += handle(restarted, st).read_states
     assert [rs.request_ctx for rs in states] == [b"after-restart"]
     assert states[0].index >= write_index
+
+
+def test_a_snapshot_temporarily_unavailable_is_retried_later() -> None:
+    """A storage that cannot produce its snapshot right now (coord's reads it from a file)
+    raises SnapshotTemporarilyUnavailable: the leader sends nothing, leaves the follower's
+    progress as it was, and sends the snapshot once the storage can."""
+    from coord.raft import ProgressState, SnapshotTemporarilyUnavailable
+
+    env = Env()
+    env.add_nodes(3, voters=(1, 2, 3))
+    env.elect(1)
+    env.isolate(3)
+    for i in range(3):
+        env.nodes[1].rn.propose(b"%d" % i)
+    env.stabilize()
+    leader = env.nodes[1].storage
+    leader.create_snapshot(4, ConfState((1, 2, 3)), b"")
+    leader.compact(4)
+    real = leader.snapshot
+    calls = []
+
+    def unavailable() -> object:
+        calls.append(1)
+        raise SnapshotTemporarilyUnavailable("file busy")
+
+    leader.snapshot = unavailable  # type: ignore[method-assign,assignment]
+    env.heal()
+    for _ in range(3):
+        env.tick(1)
+        env.stabilize()
+    assert calls  # the leader did need it
+    assert env.nodes[1].rn.status().progress[3].state != ProgressState.SNAPSHOT
+    assert env.nodes[3].rn.raft.log.committed < env.nodes[1].rn.raft.log.committed
+    leader.snapshot = real  # type: ignore[method-assign]
+    for _ in range(3):
+        env.tick(1)
+        env.stabilize()
+    assert env.nodes[3].rn.raft.log.committed == env.nodes[1].rn.raft.log.committed

@@ -2,8 +2,9 @@
 
 The first-ranked worker claims an occurrence before its instant so that the claim's round
 trip is off the fire-lag path. What a user must still get: the process never starts before
-the instant; a claim the worker no longer wants by the instant (it is stopping, the job was
-suspended) is handed back rather than lost; ``concurrency: replace`` does not kill the
+the instant (a takeover of a lost claim included); a worker that stops meanwhile still runs
+what it claimed; a claim of a job suspended meanwhile is handed back and never runs; a kill
+request for the job spares a claim not yet due; ``concurrency: replace`` does not kill the
 running occurrence before the next one is due.
 
 Workers run in-process against a coord subprocess; jobs use 6-field cron schedules (seconds
@@ -36,19 +37,21 @@ async def _records(c: Client, job: str) -> dict[str, RunRecord]:
     return {rec.occurrence: rec for rec in (RunRecord.decode(kv.value) for kv in r.kvs)}
 
 
-async def _claimed_ahead(c: Client, job: str, margin: float) -> tuple[str, datetime]:
-    """Poll until a run record of ``job`` exists at least ``margin`` seconds before its
-    instant; return (occurrence, instant)."""
+async def _claimed_ahead(c: Client, job: str, margin: float,
+                         worker: str | None = None) -> tuple[str, datetime]:
+    """Poll until a run record of ``job`` (claimed by ``worker``, if given) exists at least
+    ``margin`` seconds before its instant; return (occurrence, instant)."""
     found: list[tuple[str, datetime]] = []
 
     async def seen() -> bool:
         now = datetime.now(UTC)
         for occ, rec in (await _records(c, job)).items():
             instant = parse_occurrence_id(occ)
-            if rec.status == "claimed" and (instant - now).total_seconds() >= margin:
+            if (rec.status == "claimed" and worker in (None, rec.worker)
+                    and (instant - now).total_seconds() >= margin):
                 found.append((occ, instant))
         return bool(found)
-    await until(seen, 15, f"a claim of {job} sent ahead of its instant")
+    await until(seen, 90, f"a claim of {job} sent ahead of its instant")
     return found[0]
 
 
@@ -95,10 +98,11 @@ def test_a_claim_sent_ahead_starts_its_process_at_the_instant(
     asyncio.run(main())
 
 
-def test_a_stopping_worker_hands_back_a_claim_sent_ahead(
+def test_a_stopping_worker_starts_what_it_claimed_ahead_then_stops(
         procs: ProcessGroup, tmp_path: Path) -> None:
-    """The claim is undone (record and lock deleted), so another worker runs the occurrence
-    at its instant; it is not lost with the stopping worker's session."""
+    """A worker told to stop while a claim it sent ahead waits for its instant runs that
+    occurrence at the instant and stops once it is done, like any run it had; a live backup
+    does not run it too, and no lock is left behind."""
     coord = start_coord(procs)
     marker = tmp_path / "starts"
     text = _job("j", "*/10 * * * * *", f'echo "$RAFTCRON_OCCURRENCE $(date +%s.%N)" >> {marker}')
@@ -107,29 +111,97 @@ def test_a_stopping_worker_hands_back_a_claim_sent_ahead(
         await apply_text(coord.endpoint, text)
         async with Client([coord.endpoint]) as c:
             w1 = _worker("w1", coord.endpoint, tmp_path, ahead=6.0)
-            stop1 = asyncio.Event()
+            w2 = _worker("w2", coord.endpoint, tmp_path, ahead=6.0)
+            stop1, stop2 = asyncio.Event(), asyncio.Event()
+            t2 = asyncio.create_task(w2.run(stop2))
+            await w2.ready.wait()
             t1 = asyncio.create_task(w1.run(stop1))
+            await w1.ready.wait()
             try:
-                occ, instant = await _claimed_ahead(c, "j", margin=2.5)
-            finally:
+                occ, instant = await _claimed_ahead(c, "j", margin=2.5, worker="w1")
+                await asyncio.sleep(0.3)  # w2, a live backup, has seen w1's lock by now
                 stop1.set()
                 await t1
-            assert occ not in await _records(c, "j")
-            assert await c.get_one(keys.lock_key("j")) is None
-            assert datetime.now(UTC) < instant  # handed back before its instant
-            w2 = _worker("w2", coord.endpoint, tmp_path, ahead=0.0)
-            stop2 = asyncio.Event()
-            t2 = asyncio.create_task(w2.run(stop2))
+                assert datetime.now(UTC) >= instant
+                rec = (await _records(c, "j"))[occ]
+                assert (rec.status, rec.worker) == ("succeeded", "w1")
+                assert await c.get_one(keys.lock_key("j")) is None
+                await asyncio.sleep(1.0)  # past every backup's turn (grace 0.3 s)
+            finally:
+                stop1.set()
+                stop2.set()
+                await asyncio.gather(t1, t2)
+        starts = [line.split()[0] for line in marker.read_text().splitlines()]
+        assert starts.count(occ) == 1
+        assert _starts(marker)[occ] >= instant.timestamp()
+    asyncio.run(main())
+
+
+def test_a_kill_request_for_the_job_spares_a_claim_waiting_for_its_instant(
+        procs: ProcessGroup, tmp_path: Path) -> None:
+    """``raftcron jobs kill j`` (no occurrence) kills the job's runs; a claim sent ahead
+    for the next occurrence is not a run yet and still starts at its instant."""
+    coord = start_coord(procs)
+    marker = tmp_path / "starts"
+    text = _job("j", "*/10 * * * * *", f'echo "$RAFTCRON_OCCURRENCE $(date +%s.%N)" >> {marker}')
+
+    async def main() -> None:
+        await apply_text(coord.endpoint, text)
+        async with Client([coord.endpoint]) as c:
+            w1 = _worker("w1", coord.endpoint, tmp_path, ahead=6.0)
+            stop = asyncio.Event()
+            task = asyncio.create_task(w1.run(stop))
             try:
+                occ, _ = await _claimed_ahead(c, "j", margin=2.5)
+                await admin.kill(c, "j", None, "test")
+
+                async def done() -> bool:
+                    rec = (await _records(c, "j")).get(occ)
+                    return rec is not None and rec.status not in ("claimed", "running")
+                await until(done, 15, f"{occ} to end")
+                assert (await _records(c, "j"))[occ].status == "succeeded"
+            finally:
+                stop.set()
+                await task
+    asyncio.run(main())
+
+
+def test_an_on_lost_rerun_takeover_of_a_claim_sent_ahead_waits_for_the_instant(
+        procs: ProcessGroup, tmp_path: Path) -> None:
+    """The claimant's session ends while its claim, sent ahead, waits (the test revokes
+    it; in life a lease that expires right after the claim). The run is marked lost before
+    it started and, with ``on_lost: rerun``, taken over by another worker, which also
+    starts it no earlier than the instant. (Found by review.)"""
+    coord = start_coord(procs)
+    marker = tmp_path / "starts"
+    text = _job("j", "*/10 * * * * *", f'echo "$RAFTCRON_OCCURRENCE $(date +%s.%N)" >> {marker}',
+                "    on_lost: rerun\n")
+
+    async def main() -> None:
+        await apply_text(coord.endpoint, text)
+        async with Client([coord.endpoint]) as c:
+            w1 = _worker("w1", coord.endpoint, tmp_path, ahead=6.0)
+            w2 = _worker("w2", coord.endpoint, tmp_path, ahead=6.0)
+            stop = asyncio.Event()
+            t2 = asyncio.create_task(w2.run(stop))
+            await w2.ready.wait()
+            t1 = asyncio.create_task(w1.run(stop))
+            await w1.ready.wait()
+            try:
+                occ, instant = await _claimed_ahead(c, "j", margin=3.0, worker="w1")
+                await c.revoke((await _records(c, "j"))[occ].lease)
+
                 async def ran() -> bool:
                     rec = (await _records(c, "j")).get(occ)
                     return rec is not None and rec.status == "succeeded"
-                await until(ran, 15, f"w2 to run {occ}")
+                await until(ran, (instant - datetime.now(UTC)).total_seconds() + 5,
+                            f"{occ} to be re-run")
             finally:
-                stop2.set()
-                await t2
-            assert (await _records(c, "j"))[occ].worker == "w2"
-        assert _starts(marker)[occ] >= instant.timestamp()
+                stop.set()
+                await asyncio.gather(t1, t2)
+        started = _starts(marker)[occ]
+        assert started >= instant.timestamp(), (
+            f"{occ} started {instant.timestamp() - started:.2f}s before its instant")
     asyncio.run(main())
 
 

@@ -191,9 +191,12 @@ def test_large_entries_snapshot_early_and_the_snapshot_data_stays_on_disk(
             _, state = decode_snapshot_data(snap.data)
             fresh = Applier()
             fresh.restore(state, time.monotonic())
-            held = {k: _value(fresh, k) for k in values}
-            upto = [k for k, v in held.items() if v is not None]
-            assert upto and all(held[k] == values[k] for k in upto)
+            # The i-th put is revision i + 2: the snapshot holds exactly the puts up to its
+            # store revision, each with its value.
+            upto = list(values)[:fresh.store.current_revision - 1]
+            assert len(upto) > 10
+            assert {k: _value(fresh, k) for k in values} == {
+                k: values[k] if k in upto else None for k in values}
         finally:
             await node.stop()
 

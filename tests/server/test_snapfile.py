@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from coord.raft import ConfState, Entry, Snapshot, SnapshotMetadata
+from coord.raft import (
+    ConfState,
+    Entry,
+    Snapshot,
+    SnapshotMetadata,
+    SnapshotTemporarilyUnavailable,
+)
 from coord.server.snapfile import FileBackedStorage, decode_snap_file, encode_snap_file
 from coord.storage import SnapshotStore
 
@@ -56,14 +62,30 @@ def test_a_newer_snapshot_replaces_the_file_reference(tmp_path: Path) -> None:
     assert not reads
 
 
-def test_a_file_that_holds_another_snapshot_is_an_error(tmp_path: Path) -> None:
+def test_a_file_that_cannot_serve_the_snapshot_makes_it_temporarily_unavailable(
+        tmp_path: Path) -> None:
+    """A file holding another snapshot, a damaged one or a missing one: the core is told
+    the snapshot is temporarily unavailable (it sends none and retries), never handed
+    wrong or partial data, and the member's loop does not die of it."""
     store = SnapshotStore(tmp_path)
     s = _storage(store, [])
-    s.create_snapshot(8, CS, b"eight")
+    snap = s.create_snapshot(8, CS, b"eight")
     other = store.save(7, 1, encode_snap_file(Snapshot(SnapshotMetadata(7, 1, CS), b"x")))
     s.keep_on_disk(8, other)
-    with pytest.raises(RuntimeError, match="holds 7/1, expected 8/1"):
+    with pytest.raises(SnapshotTemporarilyUnavailable, match="holds 7/1, expected 8/1"):
         s.snapshot()
+    s.create_snapshot(9, CS, b"nine")
+    path = store.save(9, 1, encode_snap_file(Snapshot(SnapshotMetadata(9, 1, CS), b"nine")))
+    s.keep_on_disk(9, path)
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(SnapshotTemporarilyUnavailable, match="CRC"):
+        s.snapshot()
+    path.unlink()
+    with pytest.raises(SnapshotTemporarilyUnavailable):
+        s.snapshot()
+    assert snap.data == b"eight"
 
 
 def test_payload_pieces_and_the_mapped_payload(tmp_path: Path) -> None:
