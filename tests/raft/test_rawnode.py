@@ -216,9 +216,9 @@ def test_report_unreachable_moves_follower_to_probe() -> None:
     assert leader.status().progress[2].state == ProgressState.PROBE
 
 
-def test_report_snapshot_failure_returns_to_probe() -> None:
-    from coord.raft import ProgressState
-
+def _leader_past_a_cut_off_follower() -> Env:
+    """Leader 1 has committed entries that follower 3 (isolated) lacks, and compacted its
+    log behind a snapshot at 4: 3 can catch up only by a snapshot."""
     env = Env()
     env.add_nodes(3, voters=(1, 2, 3))
     env.elect(1)
@@ -228,6 +228,13 @@ def test_report_snapshot_failure_returns_to_probe() -> None:
     env.stabilize()
     env.nodes[1].storage.create_snapshot(4, ConfState((1, 2, 3)), b"")
     env.nodes[1].storage.compact(4)
+    return env
+
+
+def test_report_snapshot_failure_returns_to_probe() -> None:
+    from coord.raft import ProgressState
+
+    env = _leader_past_a_cut_off_follower()
     env.heal()
     env.nodes[1].rn.report_unreachable(3)
     env.tick(1)
@@ -364,16 +371,8 @@ def test_a_snapshot_temporarily_unavailable_is_retried_later() -> None:
     progress as it was, and sends the snapshot once the storage can."""
     from coord.raft import ProgressState, SnapshotTemporarilyUnavailable
 
-    env = Env()
-    env.add_nodes(3, voters=(1, 2, 3))
-    env.elect(1)
-    env.isolate(3)
-    for i in range(3):
-        env.nodes[1].rn.propose(b"%d" % i)
-    env.stabilize()
+    env = _leader_past_a_cut_off_follower()
     leader = env.nodes[1].storage
-    leader.create_snapshot(4, ConfState((1, 2, 3)), b"")
-    leader.compact(4)
     real = leader.snapshot
     calls = []
 

@@ -14,6 +14,9 @@ first) so the instants are known.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,33 +71,66 @@ def _job(name: str, schedule: str, command: str, extra: str = "") -> str:
             f"    command: '{command}'\n{extra}")
 
 
+def _echo_job(marker: Path, schedule: str = "*/10 * * * * *", extra: str = "") -> str:
+    """Job ``j``, whose process appends its occurrence and start time to ``marker``."""
+    return _job("j", schedule, f'echo "$RAFTCRON_OCCURRENCE $(date +%s.%N)" >> {marker}', extra)
+
+
+@dataclass
+class _Run:
+    worker: Worker
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+    async def stopped(self) -> None:
+        self.stop.set()
+        await self.task
+
+
+@contextlib.asynccontextmanager
+async def _running(endpoint: str, tmp: Path, *names: str,
+                   ahead: float) -> AsyncIterator[dict[str, _Run]]:
+    """Workers started in this order (each registered before the next starts); all stopped
+    at the end."""
+    runs: dict[str, _Run] = {}
+    try:
+        for name in names:
+            w = _worker(name, endpoint, tmp, ahead)
+            stop = asyncio.Event()
+            runs[name] = _Run(w, stop, asyncio.create_task(w.run(stop)))
+            await w.ready.wait()
+        yield runs
+    finally:
+        for r in runs.values():
+            r.stop.set()
+        await asyncio.gather(*(r.task for r in runs.values()))
+
+
+async def _until_status(c: Client, occ: str, status: str, timeout: float) -> None:
+    async def reached() -> bool:
+        rec = (await _records(c, "j")).get(occ)
+        return rec is not None and rec.status == status
+    await until(reached, timeout, f"{occ} to be {status}")
+
+
 def test_a_claim_sent_ahead_starts_its_process_at_the_instant(
         procs: ProcessGroup, tmp_path: Path) -> None:
     coord = start_coord(procs)
     marker = tmp_path / "starts"
-    text = _job("j", "*/3 * * * * *", f'echo "$RAFTCRON_OCCURRENCE $(date +%s.%N)" >> {marker}')
 
     async def main() -> None:
-        await apply_text(coord.endpoint, text)
-        w1 = _worker("w1", coord.endpoint, tmp_path, ahead=1.5)
-        stop = asyncio.Event()
-        task = asyncio.create_task(w1.run(stop))
-        try:
-            async with Client([coord.endpoint]) as c:
-                occs = [await _claimed_ahead(c, "j", margin=0.5) for _ in range(2)]
-                for occ, _ in occs:
-                    async def done(occ: str = occ) -> bool:
-                        rec = (await _records(c, "j")).get(occ)
-                        return rec is not None and rec.status == "succeeded"
-                    await until(done, 10, f"occurrence {occ} to succeed")
-        finally:
-            stop.set()
-            await task
+        await apply_text(coord.endpoint, _echo_job(marker, "*/3 * * * * *"))
+        async with (Client([coord.endpoint]) as c,
+                    _running(coord.endpoint, tmp_path, "w1", ahead=1.5) as runs):
+            occs = [await _claimed_ahead(c, "j", margin=0.5) for _ in range(2)]
+            for occ, _ in occs:
+                await _until_status(c, occ, "succeeded", 10)
         starts = _starts(marker)
         for occ, instant in occs:
             assert starts[occ] >= instant.timestamp(), (occ, starts[occ], instant)
             assert starts[occ] - instant.timestamp() < 1.0
-        assert w1.store is not None and w1.store.txns == len(starts)  # one claim txn each
+        store = runs["w1"].worker.store
+        assert store is not None and store.txns == len(starts)  # one claim txn each
     asyncio.run(main())
 
 
@@ -105,32 +141,19 @@ def test_a_stopping_worker_starts_what_it_claimed_ahead_then_stops(
     does not run it too, and no lock is left behind."""
     coord = start_coord(procs)
     marker = tmp_path / "starts"
-    text = _job("j", "*/10 * * * * *", f'echo "$RAFTCRON_OCCURRENCE $(date +%s.%N)" >> {marker}')
 
     async def main() -> None:
-        await apply_text(coord.endpoint, text)
-        async with Client([coord.endpoint]) as c:
-            w1 = _worker("w1", coord.endpoint, tmp_path, ahead=6.0)
-            w2 = _worker("w2", coord.endpoint, tmp_path, ahead=6.0)
-            stop1, stop2 = asyncio.Event(), asyncio.Event()
-            t2 = asyncio.create_task(w2.run(stop2))
-            await w2.ready.wait()
-            t1 = asyncio.create_task(w1.run(stop1))
-            await w1.ready.wait()
-            try:
-                occ, instant = await _claimed_ahead(c, "j", margin=2.5, worker="w1")
-                await asyncio.sleep(0.3)  # w2, a live backup, has seen w1's lock by now
-                stop1.set()
-                await t1
-                assert datetime.now(UTC) >= instant
-                rec = (await _records(c, "j"))[occ]
-                assert (rec.status, rec.worker) == ("succeeded", "w1")
-                assert await c.get_one(keys.lock_key("j")) is None
-                await asyncio.sleep(1.0)  # past every backup's turn (grace 0.3 s)
-            finally:
-                stop1.set()
-                stop2.set()
-                await asyncio.gather(t1, t2)
+        await apply_text(coord.endpoint, _echo_job(marker))
+        async with (Client([coord.endpoint]) as c,
+                    _running(coord.endpoint, tmp_path, "w2", "w1", ahead=6.0) as runs):
+            occ, instant = await _claimed_ahead(c, "j", margin=2.5, worker="w1")
+            await asyncio.sleep(0.3)  # w2, a live backup, has seen w1's lock by now
+            await runs["w1"].stopped()
+            assert datetime.now(UTC) >= instant
+            rec = (await _records(c, "j"))[occ]
+            assert (rec.status, rec.worker) == ("succeeded", "w1")
+            assert await c.get_one(keys.lock_key("j")) is None
+            await asyncio.sleep(1.0)  # past every backup's turn (grace 0.3 s)
         starts = [line.split()[0] for line in marker.read_text().splitlines()]
         assert starts.count(occ) == 1
         assert _starts(marker)[occ] >= instant.timestamp()
@@ -142,27 +165,19 @@ def test_a_kill_request_for_the_job_spares_a_claim_waiting_for_its_instant(
     """``raftcron jobs kill j`` (no occurrence) kills the job's runs; a claim sent ahead
     for the next occurrence is not a run yet and still starts at its instant."""
     coord = start_coord(procs)
-    marker = tmp_path / "starts"
-    text = _job("j", "*/10 * * * * *", f'echo "$RAFTCRON_OCCURRENCE $(date +%s.%N)" >> {marker}')
 
     async def main() -> None:
-        await apply_text(coord.endpoint, text)
-        async with Client([coord.endpoint]) as c:
-            w1 = _worker("w1", coord.endpoint, tmp_path, ahead=6.0)
-            stop = asyncio.Event()
-            task = asyncio.create_task(w1.run(stop))
-            try:
-                occ, _ = await _claimed_ahead(c, "j", margin=2.5)
-                await admin.kill(c, "j", None, "test")
+        await apply_text(coord.endpoint, _echo_job(tmp_path / "starts"))
+        async with (Client([coord.endpoint]) as c,
+                    _running(coord.endpoint, tmp_path, "w1", ahead=6.0)):
+            occ, _ = await _claimed_ahead(c, "j", margin=2.5)
+            await admin.kill(c, "j", None, "test")
 
-                async def done() -> bool:
-                    rec = (await _records(c, "j")).get(occ)
-                    return rec is not None and rec.status not in ("claimed", "running")
-                await until(done, 15, f"{occ} to end")
-                assert (await _records(c, "j"))[occ].status == "succeeded"
-            finally:
-                stop.set()
-                await task
+            async def done() -> bool:
+                rec = (await _records(c, "j")).get(occ)
+                return rec is not None and rec.status not in ("claimed", "running")
+            await until(done, 15, f"{occ} to end")
+            assert (await _records(c, "j"))[occ].status == "succeeded"
     asyncio.run(main())
 
 
@@ -174,31 +189,15 @@ def test_an_on_lost_rerun_takeover_of_a_claim_sent_ahead_waits_for_the_instant(
     starts it no earlier than the instant. (Found by review.)"""
     coord = start_coord(procs)
     marker = tmp_path / "starts"
-    text = _job("j", "*/10 * * * * *", f'echo "$RAFTCRON_OCCURRENCE $(date +%s.%N)" >> {marker}',
-                "    on_lost: rerun\n")
 
     async def main() -> None:
-        await apply_text(coord.endpoint, text)
-        async with Client([coord.endpoint]) as c:
-            w1 = _worker("w1", coord.endpoint, tmp_path, ahead=6.0)
-            w2 = _worker("w2", coord.endpoint, tmp_path, ahead=6.0)
-            stop = asyncio.Event()
-            t2 = asyncio.create_task(w2.run(stop))
-            await w2.ready.wait()
-            t1 = asyncio.create_task(w1.run(stop))
-            await w1.ready.wait()
-            try:
-                occ, instant = await _claimed_ahead(c, "j", margin=3.0, worker="w1")
-                await c.revoke((await _records(c, "j"))[occ].lease)
-
-                async def ran() -> bool:
-                    rec = (await _records(c, "j")).get(occ)
-                    return rec is not None and rec.status == "succeeded"
-                await until(ran, (instant - datetime.now(UTC)).total_seconds() + 5,
-                            f"{occ} to be re-run")
-            finally:
-                stop.set()
-                await asyncio.gather(t1, t2)
+        await apply_text(coord.endpoint, _echo_job(marker, extra="    on_lost: rerun\n"))
+        async with (Client([coord.endpoint]) as c,
+                    _running(coord.endpoint, tmp_path, "w2", "w1", ahead=6.0)):
+            occ, instant = await _claimed_ahead(c, "j", margin=3.0, worker="w1")
+            await c.revoke((await _records(c, "j"))[occ].lease)
+            await _until_status(c, occ, "succeeded",
+                                (instant - datetime.now(UTC)).total_seconds() + 5)
         started = _starts(marker)[occ]
         assert started >= instant.timestamp(), (
             f"{occ} started {instant.timestamp() - started:.2f}s before its instant")
@@ -209,28 +208,21 @@ def test_a_claim_sent_ahead_of_a_job_suspended_meanwhile_never_starts(
         procs: ProcessGroup, tmp_path: Path) -> None:
     coord = start_coord(procs)
     marker = tmp_path / "starts"
-    text = _job("j", "*/10 * * * * *", f'echo "$RAFTCRON_OCCURRENCE $(date +%s.%N)" >> {marker}')
 
     async def main() -> None:
-        await apply_text(coord.endpoint, text)
-        async with Client([coord.endpoint]) as c:
-            w1 = _worker("w1", coord.endpoint, tmp_path, ahead=6.0)
-            stop = asyncio.Event()
-            task = asyncio.create_task(w1.run(stop))
-            try:
-                occ, instant = await _claimed_ahead(c, "j", margin=2.5)
-                assert await admin.set_suspended(c, "j", True)
+        await apply_text(coord.endpoint, _echo_job(marker))
+        async with (Client([coord.endpoint]) as c,
+                    _running(coord.endpoint, tmp_path, "w1", ahead=6.0)):
+            occ, instant = await _claimed_ahead(c, "j", margin=2.5)
+            assert await admin.set_suspended(c, "j", True)
 
-                async def handed_back() -> bool:
-                    return occ not in await _records(c, "j")
-                await until(handed_back, 10, "the claim to be handed back")
-                await asyncio.sleep(max(0.0, (instant - datetime.now(UTC)).total_seconds()))
-                await asyncio.sleep(0.5)  # past the instant: nothing ran, nothing is held
-                assert occ not in await _records(c, "j")
-                assert await c.get_one(keys.lock_key("j")) is None
-            finally:
-                stop.set()
-                await task
+            async def handed_back() -> bool:
+                return occ not in await _records(c, "j")
+            await until(handed_back, 10, "the claim to be handed back")
+            await asyncio.sleep(max(0.0, (instant - datetime.now(UTC)).total_seconds()))
+            await asyncio.sleep(0.5)  # past the instant: nothing ran, nothing is held
+            assert occ not in await _records(c, "j")
+            assert await c.get_one(keys.lock_key("j")) is None
         assert occ not in _starts(marker)
     asyncio.run(main())
 
@@ -238,24 +230,17 @@ def test_a_claim_sent_ahead_of_a_job_suspended_meanwhile_never_starts(
 def test_replace_does_not_kill_the_running_occurrence_before_the_next_instant(
         procs: ProcessGroup, tmp_path: Path) -> None:
     coord = start_coord(procs)
-    text = _job("j", "*/4 * * * * *", "sleep 30", "    concurrency: replace\n")
 
     async def main() -> None:
-        await apply_text(coord.endpoint, text)
-        async with Client([coord.endpoint]) as c:
-            w1 = _worker("w1", coord.endpoint, tmp_path, ahead=2.5)
-            stop = asyncio.Event()
-            task = asyncio.create_task(w1.run(stop))
-            try:
-                recs: dict[str, RunRecord] = {}
-
-                async def replaced() -> bool:
-                    recs.update(await _records(c, "j"))
-                    return any(r.status == "killed" for r in recs.values())
-                await until(replaced, 15, "a run to be replaced")
-            finally:
-                stop.set()
-                await task
+        await apply_text(coord.endpoint, _job("j", "*/4 * * * * *", "sleep 30",
+                                              "    concurrency: replace\n"))
+        recs: dict[str, RunRecord] = {}
+        async with (Client([coord.endpoint]) as c,
+                    _running(coord.endpoint, tmp_path, "w1", ahead=2.5)):
+            async def replaced() -> bool:
+                recs.update(await _records(c, "j"))
+                return any(r.status == "killed" for r in recs.values())
+            await until(replaced, 15, "a run to be replaced")
         killed = next(r for r in recs.values() if r.status == "killed")
         successor = next(o for o in sorted(recs) if o > killed.occurrence)
         assert "replaced by occurrence" in killed.note, killed.note
