@@ -1220,13 +1220,15 @@ class Worker:
             except ValueError:
                 continue
             now = self.clock.now()
+            wanted = req.get("occurrence")
             for (j, occ), r in list(self.running.items()):
-                if req.get("occurrence") is None and _not_due(occ, now):
+                if j != job or wanted not in (None, occ):
+                    continue
+                if wanted is None and _not_due(occ, now):
                     continue  # "kill the job" means its runs, not a claim sent ahead
-                if j == job and req.get("occurrence") in (None, occ):
-                    r.kill_reason = f"kill requested: {req.get('reason', '')}".strip()
-                    if r.process is not None:
-                        r.process.kill(r.kill_reason)
+                r.kill_reason = f"kill requested: {req.get('reason', '')}".strip()
+                if r.process is not None:
+                    r.process.kill(r.kill_reason)
 
 
     async def _on_trigger_batch(self, batch: WatchBatch) -> None:

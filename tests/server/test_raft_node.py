@@ -19,11 +19,27 @@ from coord.server.raft_node import REQUEST_TIMEOUT, RaftNode
 from coord.storage.snapshot import Payload
 
 
-def _node(tmp_path: Path) -> RaftNode:
+def _config(tmp_path: Path, **kw: Any) -> ServerConfig:
     config = ServerConfig(name="n1", data_dir=tmp_path / "n1", listen_client="127.0.0.1:1",
-                          listen_peer="127.0.0.1:2")
+                          listen_peer="127.0.0.1:2", **kw)
     config.data_dir.mkdir(parents=True)
-    return RaftNode(config, Applier())
+    return config
+
+
+def _node(tmp_path: Path) -> RaftNode:
+    return RaftNode(_config(tmp_path), Applier())
+
+
+def _started(config: ServerConfig) -> RaftNode:
+    node = RaftNode(config, Applier())
+    node.recover()
+    node.start()
+    return node
+
+
+async def _elected(node: RaftNode) -> None:
+    while node._leader == 0:  # a fresh member elects itself within 2 timeouts
+        await asyncio.sleep(0.01)
 
 
 def test_waiters_past_their_deadline_fail_with_request_timed_out(tmp_path: Path) -> None:
@@ -80,9 +96,7 @@ def test_writes_go_on_while_a_snapshot_file_is_written(tmp_path: Path) -> None:
     A member restarted afterwards has every write, through the new snapshot."""
     import threading
 
-    config = ServerConfig(name="n1", data_dir=tmp_path / "n1", listen_client="127.0.0.1:1",
-                          listen_peer="127.0.0.1:2", snapshot_count=20)
-    config.data_dir.mkdir(parents=True)
+    config = _config(tmp_path, snapshot_count=20)
 
     def put(i: int) -> internal_pb2.InternalRequest:
         return internal_pb2.InternalRequest(
@@ -93,9 +107,7 @@ def test_writes_go_on_while_a_snapshot_file_is_written(tmp_path: Path) -> None:
                 if int(p.name.split("-")[0], 16) >= index]
 
     async def body() -> None:
-        node = RaftNode(config, Applier())
-        node.recover()
-        node.start()
+        node = _started(config)
         gate = threading.Event()
         saving = threading.Event()
         real_save = node._snaps.save
@@ -109,8 +121,7 @@ def test_writes_go_on_while_a_snapshot_file_is_written(tmp_path: Path) -> None:
         node._snaps.save = slow_save  # type: ignore[method-assign]
         try:
             async with asyncio.timeout(20):
-                while node._leader == 0:  # a fresh member elects itself within 2 timeouts
-                    await asyncio.sleep(0.01)
+                await _elected(node)
                 for i in range(25):
                     await node.propose(put(i))
                 while not saving.is_set():  # the snapshot at ~20 entries is being saved
@@ -128,9 +139,7 @@ def test_writes_go_on_while_a_snapshot_file_is_written(tmp_path: Path) -> None:
             gate.set()
             await node.stop()
 
-        again = RaftNode(config, Applier())
-        again.recover()
-        again.start()
+        again = _started(config)
         try:
             async with asyncio.timeout(20):  # applied in order: the earlier ones are too
                 await again.propose(put(60))
@@ -158,20 +167,14 @@ def test_large_entries_snapshot_early_and_the_snapshot_data_stays_on_disk(
     from coord.server.membership import decode_snapshot_data
 
     budget = 64 * 1024
-    config = ServerConfig(name="n1", data_dir=tmp_path / "n1", listen_client="127.0.0.1:1",
-                          listen_peer="127.0.0.1:2", snapshot_count=100_000,
-                          snapshot_bytes=budget)
-    config.data_dir.mkdir(parents=True)
+    config = _config(tmp_path, snapshot_count=100_000, snapshot_bytes=budget)
     values = {b"k%03d" % i: bytes([i]) * 8192 for i in range(40)}
 
     async def body() -> None:
-        node = RaftNode(config, Applier())
-        node.recover()
-        node.start()
+        node = _started(config)
         try:
             async with asyncio.timeout(20):
-                while node._leader == 0:
-                    await asyncio.sleep(0.01)
+                await _elected(node)
                 for k, v in values.items():
                     await node.propose(internal_pb2.InternalRequest(
                         put=rpc_pb2.PutRequest(key=k, value=v)))
@@ -223,18 +226,13 @@ def test_a_lone_entry_is_written_and_synced_on_the_loop(
     sends them to the thread. Either way every acknowledged write is in the WAL, and its
     sequence number is known (WAL segments are released by it after a snapshot)."""
     monkeypatch.setenv("RAFTCRON_INLINE_SYNC", "1" if inline else "0")
-    config = ServerConfig(name="n1", data_dir=tmp_path / "n1", listen_client="127.0.0.1:1",
-                          listen_peer="127.0.0.1:2")
-    config.data_dir.mkdir(parents=True)
+    config = _config(tmp_path)
 
     async def body() -> None:
-        node = RaftNode(config, Applier())
-        node.recover()
-        node.start()
+        node = _started(config)
         try:
             async with asyncio.timeout(20):
-                while node._leader == 0:
-                    await asyncio.sleep(0.01)
+                await _elected(node)
                 submitted = []
                 real_submit = node._io.submit
 
