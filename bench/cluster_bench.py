@@ -2,7 +2,8 @@
 
 1. Throughput: put, linearizable get and lock txn at 64 clients through the leader's client
    port (the same load generator as ``bench.kv_bench``: ``bench.loadgen``), with ratios;
-   both clusters run at once and the runs alternate etcd/coord (median of ``--reps``).
+   both clusters run at once and the runs alternate etcd/coord (the median of ``--reps``
+   runs' ops/s; p50/p99 over all their operations).
 2. Leader failover: kill -9 the leader, then time until the first successful write through
    another member (a client retrying a put every 10 ms, 0.5 s deadline per attempt);
    median of ``--rounds`` (default 5) fresh clusters of each kind.
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.loadgen import Result, run
+from bench.loadgen import Result, alternate
 from coord.api.proto import rpc_pb2, rpc_pb2_grpc
 from tests.helpers.procs import ProcessGroup, process_group
 from tests.process.cluster import CoordCluster, Member, start_etcd_members
@@ -109,6 +110,12 @@ def _kill_all(group: ProcessGroup) -> None:
             p.kill9()
 
 
+def _report(which: str, r: Result) -> None:
+    sys.stdout.write(f"{which:5} {r.workload:4} c={r.clients} {r.ops_per_s:8.0f} ops/s  "
+                     f"p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}\n")
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -124,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, str], Result] = {}
     windows: dict[str, list[float]] = {"etcd": [], "coord": []}
     with tempfile.TemporaryDirectory() as tmp:
-        # Both clusters up at once and the runs interleaved (etcd, coord, etcd, coord...):
-        # this machine's background load drifts, and a sequential A-then-B would charge
-        # the drift to one side. Each cell is the median of --reps runs.
+        # Both clusters up at once and the runs interleaved (bench.loadgen.alternate).
         groups = {w: ProcessGroup(Path(tmp) / f"{w}-load") for w in starters}
         try:
             leads: dict[str, str] = {}
@@ -135,18 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                 members = start(groups[which])
                 leads[which] = members[_leader(members)].endpoint
             for workload in WORKLOADS:
-                runs: dict[str, list[Result]] = {w: [] for w in starters}
-                for _ in range(args.reps):
-                    for which in starters:
-                        r = run(leads[which], workload, CLIENTS, args.seconds)
-                        runs[which].append(r)
-                        sys.stdout.write(f"{which:5} {workload:4} c={CLIENTS} "
-                                         f"{r.ops_per_s:8.0f} ops/s  p50 {r.p50_ms:6.2f} ms  "
-                                         f"p99 {r.p99_ms:7.2f} ms  errors {r.errors}\n")
-                        sys.stdout.flush()
-                for which in starters:
-                    ordered = sorted(runs[which], key=lambda r: r.ops_per_s)
-                    results[(which, workload)] = ordered[len(ordered) // 2]
+                cell = alternate(leads, workload, CLIENTS, args.seconds, args.reps, _report)
+                for which, r in cell.items():
+                    results[(which, workload)] = r
         finally:
             for g in groups.values():
                 g.close()

@@ -2,10 +2,13 @@
 
 For each workload (put, linearizable get, lock txn) at 1 and 64 clients: ops/s, p50, p99
 and the coord/etcd ratios; then the RSS of each server after loading 100,000 keys of
-256 bytes. Both servers run on this machine with fresh data dirs, are driven by the same
-load generator (``bench.loadgen``) and are measured one after the other.
+256 bytes. Both servers run on this machine at once with fresh data dirs and are driven by
+the same load generator (``bench.loadgen``); every cell is run ``--reps`` times per server,
+interleaved (etcd, coord, coord, etcd, ...), and reported as the median run's throughput
+and the p50/p99 of all its runs' operations pooled.
 
-Run: ``python -m bench.kv_bench [--seconds 5] [--keys 100000] [--markdown docs/benchmarks.md]``
+Run: ``python -m bench.kv_bench [--seconds 5] [--reps 3] [--keys 100000]
+[--markdown docs/benchmarks.md]``
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.loadgen import Result, load_keys, rss_bytes, run
+from bench.loadgen import Result, alternate, load_keys, rss_bytes
 from tests.helpers.procs import ProcessGroup, process_group, start_coord, start_etcd
 
 WORKLOADS = ("put", "get", "lock")
@@ -31,9 +34,17 @@ def fresh(group: ProcessGroup, which: str) -> tuple[str, int]:
     return p.endpoint, p.popen.pid
 
 
+def _report(which: str, r: Result) -> None:
+    sys.stdout.write(f"{which:5} {r.workload:4} c={r.clients:<3} {r.ops_per_s:8.0f} ops/s  "
+                     f"p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  errors {r.errors}\n")
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--reps", type=int, default=3,
+                    help="interleaved runs of every cell per server (median shown)")
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--markdown", type=Path, default=None,
                     help="also write the table to this file")
@@ -44,19 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[str] = []
     results: dict[tuple[str, str, int], Result] = {}
     with tempfile.TemporaryDirectory() as tmp, process_group(Path(tmp)) as group:
-        for which in ("etcd", "coord"):
-            endpoint, _ = fresh(group, which)
-            for workload in WORKLOADS:
-                for clients in CLIENTS:
-                    r = run(endpoint, workload, clients, args.seconds)
+        endpoints = {which: fresh(group, which)[0] for which in ("etcd", "coord")}
+        for workload in WORKLOADS:
+            for clients in CLIENTS:
+                cell = alternate(endpoints, workload, clients, args.seconds, args.reps,
+                                 _report)
+                for which, r in cell.items():
                     results[(which, workload, clients)] = r
-                    sys.stdout.write(f"{which:5} {workload:4} c={clients:<3} "
-                                     f"{r.ops_per_s:8.0f} ops/s  p50 {r.p50_ms:6.2f} ms  "
-                                     f"p99 {r.p99_ms:6.2f} ms  errors {r.errors}\n")
-                    sys.stdout.flush()
-            for p in group.procs:
-                if p.alive():
-                    p.kill9()
+        for p in group.procs:
+            if p.alive():
+                p.kill9()
         rss: dict[str, int] = {}
         for which in ("etcd", "coord"):
             endpoint, pid = fresh(group, which)
@@ -76,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(f"| {workload} | {clients} | {e.ops_per_s:.0f} | {c.ops_per_s:.0f} | "
                         f"{ratio:.2f} | {e.p50_ms:.2f} / {e.p99_ms:.2f} | "
                         f"{c.p50_ms:.2f} / {c.p99_ms:.2f} | {p99r:.2f} |")
+    rows.append("")
+    rows.append(f"Each cell: the median of {args.reps} interleaved {args.seconds:g}-second runs "
+                "per server (ops/s); p50/p99 over all their operations.")
     rows.append("")
     rows.append(f"RSS after {args.keys:,} keys of 256 B: etcd {rss['etcd'] / 2**20:.1f} MiB, "
                 f"coord {rss['coord'] / 2**20:.1f} MiB "

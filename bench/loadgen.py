@@ -19,7 +19,8 @@ import os
 import random
 import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -41,6 +42,8 @@ class Result:
     errors: int
     requests: int = 0
     """RPCs sent (a lock operation is one txn, plus a delete when it won the lock)."""
+    latencies: list[float] = field(default_factory=list, repr=False)
+    """Every operation's latency in seconds, sorted."""
 
     @property
     def ops_per_s(self) -> float:
@@ -140,10 +143,45 @@ def run(endpoint: str, workload: str, clients: int, seconds: float = 5.0,
     for p in workers:
         p.join()
     lat.sort()
-    p50 = statistics.median(lat) * 1000 if lat else 0.0
-    p99 = lat[int(len(lat) * 0.99) - 1] * 1000 if lat else 0.0
+    p50, p99 = _percentiles(lat)
     return Result(workload, clients, len(lat), elapsed if ops is not None else seconds,
-                  p50, p99, errors, len(lat) + errors + extra)
+                  p50, p99, errors, len(lat) + errors + extra, lat)
+
+
+def _percentiles(lat: list[float]) -> tuple[float, float]:
+    """p50 and p99 in milliseconds of sorted latencies in seconds."""
+    if not lat:
+        return 0.0, 0.0
+    return statistics.median(lat) * 1000, lat[max(0, int(len(lat) * 0.99) - 1)] * 1000
+
+
+def combine(runs: list[Result]) -> Result:
+    """Several runs of one cell as one result: the throughput of the median run (by
+    ops/s), the latency percentiles of every operation of every run pooled."""
+    ordered = sorted(runs, key=lambda r: r.ops_per_s)
+    mid = ordered[len(ordered) // 2]
+    lat = sorted(x for r in runs for x in r.latencies)
+    p50, p99 = _percentiles(lat)
+    return Result(mid.workload, mid.clients, mid.ops, mid.seconds, p50, p99,
+                  sum(r.errors for r in runs), sum(r.requests for r in runs), lat)
+
+
+def alternate(endpoints: Mapping[str, str], workload: str, clients: int, seconds: float,
+              reps: int, report: Callable[[str, Result], None]) -> dict[str, Result]:
+    """Run one cell ``reps`` times against every server, interleaved and with the order
+    reversed every other round (A B, B A, A B ...), and ``combine`` each server's runs.
+
+    The servers must all be up: a machine's background load drifts over minutes (on a
+    VM, the host's too), and measuring one server after the other would charge that drift
+    to one side of the ratio; interleaving spreads it over both."""
+    runs: dict[str, list[Result]] = {name: [] for name in endpoints}
+    names = list(endpoints)
+    for i in range(reps):
+        for name in names if i % 2 == 0 else reversed(names):
+            r = run(endpoints[name], workload, clients, seconds)
+            runs[name].append(r)
+            report(name, r)
+    return {name: combine(rs) for name, rs in runs.items()}
 
 
 def rss_bytes(pid: int) -> int:
