@@ -47,6 +47,7 @@ class Node(Protocol):
     def committed_index(self) -> int: ...
     async def propose(self, req: internal_pb2.InternalRequest) -> Any: ...
     async def read_index(self) -> None: ...
+    def log_disk_bytes(self) -> int: ...
 
 
 class Core:
@@ -87,11 +88,12 @@ class Core:
                 return candidate
 
     def approximate_size(self) -> int:
-        """Bytes the member keeps on disk (WAL + snapshots): what etcd reports as dbSize."""
-        total = 0
+        """Bytes the member keeps on disk (WAL records + snapshots): what etcd reports as
+        dbSize. The WAL's preallocated space is not counted."""
+        total = self.node.log_disk_bytes()
         for path in self.config.data_dir.rglob("*"):
             with contextlib.suppress(OSError):
-                if path.is_file():
+                if path.is_file() and path.suffix != ".wal":
                     total += path.stat().st_size
         return total
 

@@ -230,6 +230,10 @@ class RaftNode:
     def committed_index(self) -> int:
         return self._commit
 
+    def log_disk_bytes(self) -> int:
+        """Bytes of WAL records on disk (0 before recovery)."""
+        return self._wal.disk_bytes if self._wal is not None else 0
+
     def membership_name(self, member_id: int) -> str:
         return self.membership.name_of(member_id)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -46,3 +48,32 @@ def ensure_dir(path: Path) -> None:
     for d in reversed(missing):
         d.mkdir(exist_ok=True)
         fsync_dir(d.parent)
+
+
+_ZEROS = bytes(1 << 20)
+
+
+def preallocate(fd: int, size: int) -> None:
+    """Reserve blocks for the file up to ``size`` bytes (no-op where it is already that
+    long, or where the file system cannot): later writes there change no file size."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is None or os.fstat(fd).st_size >= size:
+        return
+    try:
+        fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+
+
+def all_zero(buf: bytes | memoryview | mmap.mmap, start: int) -> bool:
+    """Whether every byte of ``buf`` from ``start`` on is zero (checked a MiB at a time)."""
+    view = memoryview(_ZEROS)
+    size = len(buf)
+    pos = start
+    while pos < size:
+        n = min(len(_ZEROS), size - pos)
+        if buf[pos : pos + n] != view[:n]:
+            return False
+        pos += n
+    return True

@@ -15,6 +15,11 @@ Invariants:
   sequence number ``wal.first_seq + i``.
 * When :meth:`WAL.sync` returns, every record appended before the call is durable (fdatasync
   of the segment; segment creations and removals are covered by a directory fsync).
+* Segments are preallocated to ``segment_size`` when created (as etcd does): an append then
+  writes into blocks the file already owns, and ``fdatasync`` has no file size to commit —
+  cheaper per sync. A segment's records are followed by zeros up to its preallocated end;
+  zeros where the next record would start are the end of the log, not damage. :meth:`cut`
+  and :meth:`close` truncate the segment to its last record.
 * Only the last segment can end in a torn write: :meth:`cut` syncs a segment before starting
   the next one. So damage anywhere else, or damage followed by valid data, is corruption and
   :meth:`WAL.open` refuses it with :class:`CorruptWALError` instead of dropping records that
@@ -29,15 +34,24 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import mmap
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from coord.storage._fs import SyncFn, default_sync, ensure_dir, fsync_dir, write_all
+from coord.storage._fs import (
+    SyncFn,
+    all_zero,
+    default_sync,
+    ensure_dir,
+    fsync_dir,
+    preallocate,
+    write_all,
+)
 from coord.storage.codec import (
     HARD_STATE,
     METADATA,
@@ -184,8 +198,8 @@ class WAL:
 
         segments = _list_segments(path)
         if not segments:
-            seg = _create_segment(path, 0, 1, b"", sync_fn)
-            fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND)
+            seg = _create_segment(path, 0, 1, b"", sync_fn, segment_size)
+            fd = _open_at(seg.path, SEGMENT_HEADER_SIZE)
             wal = cls(
                 directory=path,
                 lock_fd=lock_fd,
@@ -216,27 +230,29 @@ class WAL:
                     0,
                     f"segment starts at sequence {seg.first_seq}, previous ended at {next_seq - 1}",
                 )
-            buf = seg.path.read_bytes()
-            header = decode_segment_header(buf)
-            if isinstance(header, str):
-                raise CorruptWALError(seg.path, 0, header)
-            if header != (seg.index, seg.first_seq):
-                raise CorruptWALError(
-                    seg.path,
-                    0,
-                    f"header says segment {header[0]} first_seq {header[1]}, file name disagrees",
-                )
-            result = decode_frames(buf, SEGMENT_HEADER_SIZE, seg.first_seq)
-            records.extend(result.records)
-            next_seq = result.next_seq
-            end = result.end
-            if result.problem is None:
-                continue
-            if not last:
-                raise CorruptWALError(
-                    seg.path, result.end, f"{result.problem} in a non-last segment"
-                )
-            later = find_valid_frame(buf, result.end + 1, result.next_seq)
+            with _mapped(seg.path) as buf:
+                header = decode_segment_header(buf)
+                if isinstance(header, str):
+                    raise CorruptWALError(seg.path, 0, header)
+                if header != (seg.index, seg.first_seq):
+                    raise CorruptWALError(
+                        seg.path,
+                        0,
+                        f"header says segment {header[0]} first_seq {header[1]}, "
+                        "file name disagrees",
+                    )
+                result = decode_frames(buf, SEGMENT_HEADER_SIZE, seg.first_seq)
+                records.extend(result.records)
+                next_seq = result.next_seq
+                end = result.end
+                if result.problem is None or all_zero(buf, result.end):
+                    continue  # the end of the data, or of it and its preallocated zeros
+                if not last:
+                    raise CorruptWALError(
+                        seg.path, result.end, f"{result.problem} in a non-last segment"
+                    )
+                later = find_valid_frame(buf, result.end + 1, result.next_seq)
+                size = len(buf)
             if later is not None:
                 raise CorruptWALError(
                     seg.path,
@@ -248,7 +264,7 @@ class WAL:
                 "wal.torn_tail_repaired",
                 path=str(seg.path),
                 offset=result.end,
-                dropped_bytes=len(buf) - result.end,
+                dropped_bytes=size - result.end,
                 reason=result.problem,
                 last_seq=result.next_seq - 1,
             )
@@ -265,11 +281,13 @@ class WAL:
             if rec.type in carry_over:
                 latest.pop(rec.type, None)
                 latest[rec.type] = rec
-        fd = os.open(segments[-1].path, os.O_WRONLY | os.O_APPEND)
+        fd = _open_at(segments[-1].path, end)
         # What we just read may have come from the page cache only: the previous process can
         # have been killed after write() and before its fsync. Sync it now, so that everything
-        # returned by open() really is durable before anyone acts on it (e.g. acks it).
+        # returned by open() really is durable before anyone acts on it (e.g. acks it). The
+        # same sync covers the preallocation of a segment a clean close had truncated.
         try:
+            preallocate(fd, segment_size)
             sync_fn(fd)
         except BaseException:
             os.close(fd)
@@ -388,7 +406,7 @@ class WAL:
         file, fsync'd, renamed into place and the directory fsync'd: when this returns, it
         and its carried-over records are durable.
         """
-        self.sync_no_cut()
+        self._seal()
         current = self._segments[-1]
         carried = bytearray()
         seq = self._last_seq
@@ -397,9 +415,14 @@ class WAL:
             encode_frame(carried, seq, rec)
         try:
             seg = _create_segment(
-                self._dir, current.index + 1, self._last_seq + 1, bytes(carried), self._sync_fn
+                self._dir,
+                current.index + 1,
+                self._last_seq + 1,
+                bytes(carried),
+                self._sync_fn,
+                self._segment_size,
             )
-            new_fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND)
+            new_fd = _open_at(seg.path, SEGMENT_HEADER_SIZE + len(carried))
         except OSError as exc:
             self._failed = exc
             raise WALFailedError(f"creating a WAL segment in {self._dir} failed: {exc}") from exc
@@ -429,6 +452,33 @@ class WAL:
                 raise WALFailedError(f"fsync of WAL {self._dir} failed: {exc}") from exc
             self._durable_seq = self._last_seq
         return self._durable_seq
+
+    def _seal(self) -> None:
+        """Make the current segment durable and end it at its last record: its preallocated
+        tail is cut off, in the same sync (a segment that is not the last, or the last one
+        after a clean close, has no zeros after its records)."""
+        self._check_usable()
+        self._flush()
+        try:
+            trim = os.fstat(self._fd).st_size != self._segment_bytes
+            if trim:
+                os.ftruncate(self._fd, self._segment_bytes)
+            if trim or self._durable_seq != self._last_seq:
+                self._sync_fn(self._fd)
+        except OSError as exc:
+            self._failed = exc
+            raise WALFailedError(f"sealing WAL segment in {self._dir} failed: {exc}") from exc
+        self._durable_seq = self._last_seq
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of records on disk: every segment, the current one up to its last record
+        (not its preallocated tail)."""
+        total = self._segment_bytes - len(self._buf)
+        for seg in self._segments[:-1]:
+            with contextlib.suppress(OSError):
+                total += seg.path.stat().st_size
+        return total
 
     def release_before(self, seq: int) -> list[Path]:
         """Delete every segment all of whose records have sequence numbers below ``seq``.
@@ -468,7 +518,7 @@ class WAL:
             return
         try:
             if self._failed is None:
-                self.sync_no_cut()
+                self._seal()
         finally:
             self._closed = True
             with contextlib.suppress(OSError):
@@ -495,9 +545,10 @@ def _list_segments(path: Path) -> list[SegmentInfo]:
 
 
 def _create_segment(
-    path: Path, index: int, first_seq: int, body: bytes, sync_fn: SyncFn
+    path: Path, index: int, first_seq: int, body: bytes, sync_fn: SyncFn, size: int
 ) -> SegmentInfo:
-    """Create a segment atomically: tmp file, fsync, rename, directory fsync."""
+    """Create a segment atomically, preallocated to ``size`` bytes: tmp file, fsync, rename,
+    directory fsync."""
     final = path / _segment_name(index, first_seq)
     if final.exists():
         raise StorageError(f"WAL segment {final} already exists")
@@ -505,9 +556,33 @@ def _create_segment(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         write_all(fd, encode_segment_header(index, first_seq) + body)
+        preallocate(fd, size)
         sync_fn(fd)
     finally:
         os.close(fd)
     os.rename(tmp, final)
     fsync_dir(path)
     return SegmentInfo(index, first_seq, final)
+
+
+def _open_at(path: Path, offset: int) -> int:
+    """Open a segment for writing at ``offset`` (its data's end; zeros may follow)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.lseek(fd, offset, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def _mapped(path: Path) -> Iterator[bytes]:
+    """A segment's bytes, memory-mapped read-only (a preallocated segment is mostly zeros
+    that need not be copied into the process)."""
+    with path.open("rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            yield b""
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            yield mm  # type: ignore[misc]

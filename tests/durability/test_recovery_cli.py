@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from coord.client import Client
+from coord.storage.codec import SEGMENT_HEADER_SIZE, decode_frames
 from tests.helpers.procs import ProcessGroup, coord_argv, free_port, start_coord
 
 N_KEYS = 40
@@ -34,6 +35,13 @@ def _segment(data: Path) -> Path:
     return segs[-1]
 
 
+def _records_end(seg: Path) -> int:
+    """Where the segment's records end: a killed member's segment is preallocated, so zeros
+    follow them up to its full size."""
+    first_seq = int(seg.stem.split("-")[1], 16)
+    return decode_frames(seg.read_bytes(), SEGMENT_HEADER_SIZE, first_seq).end
+
+
 def _count(endpoint: str) -> int:
     async def body() -> int:
         async with Client([endpoint]) as c:
@@ -45,9 +53,11 @@ def test_torn_tail_is_repaired_on_start(procs: ProcessGroup, tmp_path: Path) -> 
     data = tmp_path / "d"
     _fill(procs, data)
     seg = _segment(data)
-    size = seg.stat().st_size
+    end = _records_end(seg)
+    assert seg.stat().st_size > end, "the segment should be preallocated past its records"
     with seg.open("r+b") as f:
-        f.truncate(size - 7)  # the last record loses its tail, as in a crash mid-write
+        f.seek(end - 7)
+        f.write(bytes(7))  # the last record loses its tail, as in a crash mid-write
     server = start_coord(procs, data_dir=data)
     assert _count(server.endpoint) == N_KEYS - 1
     assert "wal.torn_tail_repaired" in server.log()
@@ -58,7 +68,7 @@ def test_corrupt_middle_refuses_to_start(procs: ProcessGroup, tmp_path: Path) ->
     _fill(procs, data)
     seg = _segment(data)
     blob = bytearray(seg.read_bytes())
-    middle = len(blob) // 2
+    middle = _records_end(seg) // 2
     blob[middle] ^= 0xFF
     seg.write_bytes(bytes(blob))
     argv = coord_argv("n1", data, free_port(), free_port())

@@ -261,3 +261,30 @@ def test_a_lone_entry_is_written_and_synced_on_the_loop(
             await again.stop()
 
     asyncio.run(body())
+
+
+def test_db_size_counts_the_wal_records_not_its_preallocated_space(tmp_path: Path) -> None:
+    """What Status reports as dbSize (``Core.approximate_size``) grows with the writes, and
+    is not the 64 MiB the current WAL segment reserves on disk."""
+    from coord.server.core import Core
+
+    config = _config(tmp_path)
+
+    async def body() -> None:
+        node = _started(config)
+        core = Core(node, node.applier, config)
+        try:
+            async with asyncio.timeout(20):
+                await _elected(node)
+                segment = next((config.data_dir / "wal").glob("*.wal"))
+                assert segment.stat().st_size == 64 * 1024 * 1024
+                before = core.approximate_size()
+                assert before < 1024 * 1024
+                for i in range(20):
+                    await node.propose(internal_pb2.InternalRequest(
+                        put=rpc_pb2.PutRequest(key=b"k%d" % i, value=b"v" * 1000)))
+                assert before + 20 * 1000 < core.approximate_size() < before + 64 * 1000
+        finally:
+            await node.stop()
+
+    asyncio.run(body())

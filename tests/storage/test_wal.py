@@ -35,8 +35,13 @@ def reopen(path: Path, **kw: object) -> tuple[WAL, list[Record]]:
     return WAL.open(path, **kw)  # type: ignore[arg-type]
 
 
+SMALL = 4096
+"""A segment size for tests that rewrite a segment many times (the default is 64 MiB)."""
+
+
 def write_closed(path: Path, records: list[Record]) -> Path:
-    """Write ``records`` to a fresh WAL, sync, close; return the single segment's path."""
+    """Write ``records`` to a fresh WAL, sync, close; return the single segment's path (which
+    the close truncated to its last record)."""
     wal, _ = WAL.open(path)
     wal.append(records)
     wal.sync()
@@ -142,9 +147,10 @@ def test_torn_tail_at_every_offset_of_last_record_is_repaired(tmp_path: Path) ->
     for cut in range(start, len(full)):
         seg.write_bytes(full[:cut])
         with capture_logs() as logs:
-            wal, recs = WAL.open(tmp_path)
+            wal, recs = WAL.open(tmp_path, segment_size=SMALL)
         assert recs == records[:-1], cut
-        assert seg.stat().st_size == start, cut
+        # the torn bytes are gone: zeros (the preallocated space) follow the last record
+        assert seg.read_bytes() == full[:start] + bytes(SMALL - start), cut
         torn = [e for e in logs if e["event"] == "wal.torn_tail_repaired"]
         if cut > start:
             assert (
@@ -154,22 +160,123 @@ def test_torn_tail_at_every_offset_of_last_record_is_repaired(tmp_path: Path) ->
             assert torn == []
         wal.append([Record(ENTRY, b"after repair")])
         wal.close()
-        wal, recs = WAL.open(tmp_path)
+        wal, recs = WAL.open(tmp_path, segment_size=SMALL)
         assert recs == [*records[:-1], Record(ENTRY, b"after repair")], cut
         wal.close()
 
 
-@pytest.mark.parametrize("fill", [b"\0", b"\xff", b"\xc5"])
-def test_garbage_or_zero_tail_is_repaired(tmp_path: Path, fill: bytes) -> None:
-    """A tail of zeros (unwritten blocks) or garbage after the last record is cut off."""
+@pytest.mark.parametrize("fill", [b"\xff", b"\xc5"])
+def test_garbage_tail_is_repaired(tmp_path: Path, fill: bytes) -> None:
+    """Garbage after the last record is cut off, with a warning."""
     records = entries(4)
     seg = write_closed(tmp_path, records)
     good = seg.read_bytes()
     seg.write_bytes(good + fill * 5000)
-    wal, recs = WAL.open(tmp_path)
+    with capture_logs() as logs:
+        wal, recs = WAL.open(tmp_path, segment_size=SMALL)
     assert recs == records
-    assert seg.stat().st_size == len(good)
+    assert seg.read_bytes() == good + bytes(SMALL - len(good))
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["wal.torn_tail_repaired"]
     wal.close()
+    assert seg.read_bytes() == good
+
+
+def test_zero_tail_is_the_end_of_the_log(tmp_path: Path) -> None:
+    """Zeros after the last record — a preallocated segment whose writer was killed — end
+    the log quietly: no warning, nothing rewritten, and appends continue after the record."""
+    records = entries(4)
+    seg = write_closed(tmp_path, records)
+    good = seg.read_bytes()
+    seg.write_bytes(good + bytes(5000))
+    with capture_logs() as logs:
+        wal, recs = WAL.open(tmp_path, segment_size=SMALL)
+    assert recs == records
+    assert not [e for e in logs if e["log_level"] == "warning"]
+    assert seg.read_bytes()[: len(good)] == good
+    wal.append(entries(1, start=4))
+    wal.close()
+    wal, recs = WAL.open(tmp_path)
+    assert recs == entries(5)
+    wal.close()
+
+
+# ---------------------------------------------------------------- preallocation
+
+
+def test_segments_are_preallocated_and_appends_do_not_grow_them(tmp_path: Path) -> None:
+    """A new segment owns ``segment_size`` bytes at once (etcd does the same): appends and
+    syncs write inside it, so the file's size — metadata an fdatasync would have to
+    commit — does not change on the write path."""
+    wal, _ = WAL.open(tmp_path, segment_size=SMALL * 4)
+    seg = wal.segments[-1].path
+    assert seg.stat().st_size == SMALL * 4
+    assert seg.stat().st_blocks * 512 >= SMALL * 4  # reserved blocks, not a sparse hole
+    for i in range(10):
+        wal.append(entries(2, start=2 * i))
+        wal.sync()
+        assert seg.stat().st_size == SMALL * 4
+    assert wal.disk_bytes == SEGMENT_HEADER_SIZE + 20 * (FRAME_HEADER_SIZE + 40)
+    wal.close()
+
+
+def test_a_killed_writers_preallocated_segment_reopens(tmp_path: Path) -> None:
+    """The image a kill -9 leaves (records synced, the rest of the preallocated segment zero,
+    no clean close) reopens with every synced record and keeps appending after them."""
+    wal, _ = WAL.open(tmp_path / "live", segment_size=SMALL)
+    wal.append(entries(3))
+    wal.sync()
+    seg = wal.segments[-1].path
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / seg.name).write_bytes(seg.read_bytes())  # a copy of the disk, mid-run
+    wal.close()
+    assert (image / seg.name).stat().st_size == SMALL
+    wal, recs = WAL.open(image, segment_size=SMALL)
+    assert recs == entries(3)
+    wal.append(entries(2, start=3))
+    wal.sync()
+    wal.close()
+    wal, recs = WAL.open(image, segment_size=SMALL)
+    assert recs == entries(5)
+    wal.close()
+
+
+def test_cut_and_close_end_a_segment_at_its_last_record(tmp_path: Path) -> None:
+    """Only the open segment carries preallocated zeros: a cut truncates the old segment to
+    its records and a clean close the current one."""
+    wal, _ = WAL.open(tmp_path, segment_size=SMALL)
+    wal.append(entries(3))
+    wal.sync()
+    old = wal.segments[-1].path
+    wal.cut()
+    assert old.stat().st_size == SEGMENT_HEADER_SIZE + 3 * (FRAME_HEADER_SIZE + 40)
+    current = wal.segments[-1].path
+    assert current.stat().st_size == SMALL
+    wal.append(entries(1, start=3))
+    wal.close()
+    assert current.stat().st_size < SMALL
+    wal, recs = WAL.open(tmp_path, segment_size=SMALL)
+    assert [r for r in recs if r.type == ENTRY] == entries(4)
+    assert current.stat().st_size == SMALL  # reopened: preallocated again
+    wal.close()
+
+
+def test_zeroed_records_at_the_end_of_an_older_segment_are_refused(tmp_path: Path) -> None:
+    """Zeros end the log only where nothing follows: zeroed records at the end of a segment
+    that has a successor leave a gap in the sequence numbers, which is corruption."""
+    wal, _ = WAL.open(tmp_path, segment_size=SMALL)
+    wal.append(entries(3))
+    wal.sync()
+    wal.cut()
+    wal.append(entries(2, start=3))
+    segs = wal.segments
+    wal.close()
+    first = segs[0].path
+    blob = first.read_bytes()
+    last_record = FRAME_HEADER_SIZE + 40
+    first.write_bytes(blob[:-last_record] + bytes(last_record))
+    with pytest.raises(CorruptWALError, match="previous ended at"):
+        WAL.open(tmp_path, segment_size=SMALL)
 
 
 def test_damaged_last_record_payload_is_torn_tail(tmp_path: Path) -> None:
@@ -433,6 +540,6 @@ def test_open_syncs_the_last_segment(tmp_path: Path) -> None:
 
     wal, recs = WAL.open(tmp_path, sync_fn=sync)
     assert recs == entries(3)
-    assert synced == [wal.segments[-1].path.stat().st_size]
+    assert synced == [wal.segments[-1].path.stat().st_size]  # once, after preallocating
     assert wal.durable_seq == 3
     wal.close()
