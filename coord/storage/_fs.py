@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import mmap
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -66,14 +65,26 @@ def preallocate(fd: int, size: int) -> None:
             raise
 
 
-def all_zero(buf: bytes | memoryview | mmap.mmap, start: int) -> bool:
-    """Whether every byte of ``buf`` from ``start`` on is zero (checked a MiB at a time)."""
-    view = memoryview(_ZEROS)
-    size = len(buf)
+def zeros_from(fd: int, start: int, size: int) -> bool:
+    """Whether bytes ``start`` to ``size`` of the file are all zero. Ranges the file system
+    reports as holes — unwritten preallocated blocks, with nothing in the page cache — are
+    skipped without reading (``SEEK_DATA``); the rest is read a MiB at a time."""
     pos = start
     while pos < size:
-        n = min(len(_ZEROS), size - pos)
-        if buf[pos : pos + n] != view[:n]:
-            return False
-        pos += n
+        try:
+            pos = os.lseek(fd, pos, os.SEEK_DATA)
+            stop = min(size, os.lseek(fd, pos, os.SEEK_HOLE))
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return True  # nothing but holes up to the end of the file
+            if exc.errno != errno.EINVAL:
+                raise
+            stop = size  # no SEEK_DATA here: read it all
+        while pos < stop:
+            chunk = os.pread(fd, min(len(_ZEROS), stop - pos), pos)
+            if not chunk:
+                return True
+            if chunk != _ZEROS[: len(chunk)]:
+                return False
+            pos += len(chunk)
     return True

@@ -45,12 +45,12 @@ import structlog
 
 from coord.storage._fs import (
     SyncFn,
-    all_zero,
     default_sync,
     ensure_dir,
     fsync_dir,
     preallocate,
     write_all,
+    zeros_from,
 )
 from coord.storage.codec import (
     HARD_STATE,
@@ -230,7 +230,7 @@ class WAL:
                     0,
                     f"segment starts at sequence {seg.first_seq}, previous ended at {next_seq - 1}",
                 )
-            with _mapped(seg.path) as buf:
+            with _mapped(seg.path) as (seg_fd, buf):
                 header = decode_segment_header(buf)
                 if isinstance(header, str):
                     raise CorruptWALError(seg.path, 0, header)
@@ -245,7 +245,7 @@ class WAL:
                 records.extend(result.records)
                 next_seq = result.next_seq
                 end = result.end
-                if result.problem is None or all_zero(buf, result.end):
+                if result.problem is None or zeros_from(seg_fd, result.end, len(buf)):
                     continue  # the end of the data, or of it and its preallocated zeros
                 if not last:
                     raise CorruptWALError(
@@ -577,12 +577,13 @@ def _open_at(path: Path, offset: int) -> int:
 
 
 @contextlib.contextmanager
-def _mapped(path: Path) -> Iterator[bytes]:
-    """A segment's bytes, memory-mapped read-only (a preallocated segment is mostly zeros
-    that need not be copied into the process)."""
+def _mapped(path: Path) -> Iterator[tuple[int, bytes]]:
+    """A segment's file descriptor and its bytes, memory-mapped read-only (a preallocated
+    segment is mostly zeros, which need not be copied into the process)."""
     with path.open("rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            yield b""
+        fd = f.fileno()
+        if os.fstat(fd).st_size == 0:
+            yield fd, b""
             return
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            yield mm  # type: ignore[misc]
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mm:
+            yield fd, mm  # type: ignore[misc]

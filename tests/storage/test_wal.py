@@ -241,6 +241,34 @@ def test_a_killed_writers_preallocated_segment_reopens(tmp_path: Path) -> None:
     wal.close()
 
 
+@pytest.mark.parametrize("where", [0.0, 0.5, 1.0])
+def test_junk_anywhere_in_the_preallocated_tail_is_found(tmp_path: Path, where: float) -> None:
+    """The zero check skips the unwritten (hole) blocks without reading them, but not a
+    byte written among them: junk right after the records, in the middle of the reserved
+    space or in its last byte makes a torn tail (repaired, with a warning), not a clean
+    end — and it is gone afterwards."""
+    size = 8 * 1024 * 1024
+    wal, _ = WAL.open(tmp_path, segment_size=size)
+    wal.append(entries(3))
+    wal.sync()
+    seg = wal.segments[-1].path
+    end = SEGMENT_HEADER_SIZE + 3 * (FRAME_HEADER_SIZE + 40)
+    at = min(size - 1, end + int((size - end) * where))
+    with seg.open("r+b") as f:  # written by someone else while the WAL is open: a crash image
+        f.seek(at)
+        f.write(b"\x5a")
+    os.close(wal._fd)  # abandon it as a killed writer would: no close, no truncation
+    os.close(wal._lock_fd)
+    with capture_logs() as logs:
+        wal, recs = WAL.open(tmp_path, segment_size=size)
+    assert recs == entries(3)
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["wal.torn_tail_repaired"]
+    with seg.open("rb") as f:
+        f.seek(at)
+        assert f.read(1) == b"\0"
+    wal.close()
+
+
 def test_cut_and_close_end_a_segment_at_its_last_record(tmp_path: Path) -> None:
     """Only the open segment carries preallocated zeros: a cut truncates the old segment to
     its records and a clean close the current one."""
