@@ -3,8 +3,9 @@ commands use)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from coord.api.errors import unary
@@ -22,6 +23,7 @@ from coord.errors import (
     TooManyLearners,
 )
 from coord.raft import ConfChangeType
+from coord.server.apply import Applier
 from coord.server.config import member_id_for
 from coord.server.core import Core
 
@@ -32,6 +34,10 @@ VERSION = "3.4.23"
 """The etcd API version coord implements (clients gate features on it)."""
 
 SNAPSHOT_CHUNK = 32 * 1024
+
+SNAPSHOT_ATTEMPTS = 3
+"""Sliced builds of a Snapshot response tried before one built in a single loop turn (a
+compaction or restore during a sliced build makes it start again)."""
 
 
 class MaintenanceService:
@@ -79,15 +85,18 @@ class MaintenanceService:
     async def Snapshot(self, request: rpc_pb2.SnapshotRequest,
                        context: Ctx) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         # etcdctl checks that the file is a multiple of 512 bytes plus a sha256 trailer.
-        blob = self.core.applier.snapshot()
-        blob += b"\0" * (-len(blob) % 512)
-        for start in range(0, len(blob), SNAPSHOT_CHUNK):
-            chunk = blob[start:start + SNAPSHOT_CHUNK]
-            resp = rpc_pb2.SnapshotResponse(blob=chunk,
-                                            remaining_bytes=len(blob) - start - len(chunk) + 32)
+        pieces = await applier_snapshot(self.core.applier)
+        size = sum(len(p) for p in pieces)
+        pieces.append(bytes(-size % 512))
+        remaining = size + len(pieces[-1]) + 32
+        digest = hashlib.sha256()
+        for chunk in _chunks(pieces, SNAPSHOT_CHUNK):
+            digest.update(chunk)
+            remaining -= len(chunk)
+            resp = rpc_pb2.SnapshotResponse(blob=chunk, remaining_bytes=remaining)
             self.core.fill_header(resp.header)
             yield resp
-        yield rpc_pb2.SnapshotResponse(blob=hashlib.sha256(blob).digest(), remaining_bytes=0)
+        yield rpc_pb2.SnapshotResponse(blob=digest.digest(), remaining_bytes=0)
 
     @unary
     async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest,
@@ -96,6 +105,41 @@ class MaintenanceService:
         resp = rpc_pb2.MoveLeaderResponse()
         self.core.fill_header(resp.header)
         return resp
+
+
+async def applier_snapshot(applier: Applier) -> list[bytes | memoryview]:
+    """The bytes of ``applier.snapshot()`` as pieces, built between other work: the state is
+    captured in one loop turn and the store's history serialised a slice at a time (as the
+    Raft snapshot is), so a large store does not stall every other request for the whole
+    build (0.2-1 s at 20,000-80,000 revisions)."""
+    for _ in range(SNAPSHOT_ATTEMPTS):
+        lessor = applier.lessor.snapshot()
+        build = applier.store.snapshot_chunks()
+        parts: list[bytes | memoryview] = []
+        try:
+            for piece in build:  # the first piece is taken in this turn, with the leases
+                parts.append(piece)
+                await asyncio.sleep(0)
+        except ValueError:  # compacted or restored meanwhile: the captured state is gone
+            continue
+        return Applier.pack_snapshot_parts(parts, lessor)[0]
+    return [applier.snapshot()]
+
+
+def _chunks(pieces: list[bytes | memoryview], size: int) -> Iterator[bytes]:
+    """The pieces' bytes, concatenated, in chunks of ``size`` (the last may be shorter)."""
+    buf = bytearray()
+    for piece in pieces:
+        view = memoryview(piece)
+        while view:
+            take = view[:size - len(buf)]
+            buf += take
+            view = view[len(take):]
+            if len(buf) == size:
+                yield bytes(buf)
+                buf.clear()
+    if buf:
+        yield bytes(buf)
 
 
 class ClusterService:
