@@ -91,9 +91,10 @@ class Core:
         """Bytes the member keeps on disk (WAL records + snapshots): what etcd reports as
         dbSize. The WAL's preallocated space is not counted."""
         total = self.node.log_disk_bytes()
+        wal = self.config.data_dir / "wal"
         for path in self.config.data_dir.rglob("*"):
             with contextlib.suppress(OSError):
-                if path.is_file() and path.suffix != ".wal":
+                if path.is_file() and path.parent != wal:
                     total += path.stat().st_size
         return total
 

@@ -174,21 +174,21 @@ def decode_frames(buf: bytes | memoryview, start: int, first_seq: int) -> Decode
 
     Stops at the end of ``buf`` or at the first frame that is not valid there.
     """
-    view = memoryview(buf)
-    records: list[Record] = []
-    pos = start
-    seq = first_seq
-    size = len(view)
-    while pos < size:
-        checked = _check_frame(view, pos, seq)
-        if isinstance(checked, str):
-            return DecodeResult(records, pos, seq, checked, checked.startswith("truncated"))
-        rtype, length = checked
-        body = pos + FRAME_HEADER_SIZE
-        records.append(Record(rtype, bytes(view[body : body + length])))
-        pos = body + length
-        seq += 1
-    return DecodeResult(records, pos, seq, None, False)
+    with memoryview(buf) as view:  # released on any error too (``buf`` may be an mmap)
+        records: list[Record] = []
+        pos = start
+        seq = first_seq
+        size = len(view)
+        while pos < size:
+            checked = _check_frame(view, pos, seq)
+            if isinstance(checked, str):
+                return DecodeResult(records, pos, seq, checked, checked.startswith("truncated"))
+            rtype, length = checked
+            body = pos + FRAME_HEADER_SIZE
+            records.append(Record(rtype, bytes(view[body : body + length])))
+            pos = body + length
+            seq += 1
+        return DecodeResult(records, pos, seq, None, False)
 
 
 def find_valid_frame(buf: bytes | memoryview, start: int, min_seq: int) -> tuple[int, int] | None:

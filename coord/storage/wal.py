@@ -48,9 +48,9 @@ from coord.storage._fs import (
     default_sync,
     ensure_dir,
     fsync_dir,
+    last_nonzero,
     preallocate,
     write_all,
-    zeros_from,
 )
 from coord.storage.codec import (
     HARD_STATE,
@@ -118,6 +118,7 @@ class WAL:
         segment_size: int,
         sync_fn: SyncFn,
         carry_over: frozenset[int],
+        sealed_bytes: dict[int, int],
     ) -> None:
         """Internal: use :meth:`WAL.open`."""
         self._dir = directory
@@ -134,6 +135,11 @@ class WAL:
         self._carry_over = carry_over
         self._closed = False
         self._failed: BaseException | None = None
+        # Bytes of records in each segment before the current one (by index), and in all of
+        # them plus what the current one was handed: one int, so that a reader on another
+        # thread (Status's dbSize) sees one consistent value.
+        self._sealed_bytes = sealed_bytes
+        self._disk_bytes = sum(sealed_bytes.values()) + segment_bytes
 
     # ------------------------------------------------------------------ open / recovery
 
@@ -211,6 +217,7 @@ class WAL:
                 segment_size=segment_size,
                 sync_fn=sync_fn,
                 carry_over=carry_over,
+                sealed_bytes={},
             )
             log.info("wal.created", dir=str(path))
             return wal, []
@@ -218,6 +225,7 @@ class WAL:
         records: list[Record] = []
         next_seq: int | None = None
         end = 0
+        sealed: dict[int, int] = {}
         for i, seg in enumerate(segments):
             last = i == len(segments) - 1
             if i > 0 and seg.index != segments[i - 1].index + 1:
@@ -245,14 +253,18 @@ class WAL:
                 records.extend(result.records)
                 next_seq = result.next_seq
                 end = result.end
-                if result.problem is None or zeros_from(seg_fd, result.end, len(buf)):
+                if not last:
+                    sealed[seg.index] = end
+                junk = None
+                if result.problem is not None:
+                    junk = last_nonzero(seg_fd, result.end, len(buf))
+                if junk is None:
                     continue  # the end of the data, or of it and its preallocated zeros
                 if not last:
                     raise CorruptWALError(
                         seg.path, result.end, f"{result.problem} in a non-last segment"
                     )
                 later = find_valid_frame(buf, result.end + 1, result.next_seq)
-                size = len(buf)
             if later is not None:
                 raise CorruptWALError(
                     seg.path,
@@ -264,7 +276,7 @@ class WAL:
                 "wal.torn_tail_repaired",
                 path=str(seg.path),
                 offset=result.end,
-                dropped_bytes=size - result.end,
+                dropped_bytes=junk + 1 - result.end,
                 reason=result.problem,
                 last_seq=result.next_seq - 1,
             )
@@ -303,6 +315,7 @@ class WAL:
             segment_size=segment_size,
             sync_fn=sync_fn,
             carry_over=carry_over,
+            sealed_bytes=sealed,
         )
         log.info(
             "wal.opened",
@@ -383,6 +396,7 @@ class WAL:
         except OSError as exc:
             self._failed = exc
             raise WALFailedError(f"write to WAL {self._dir} failed: {exc}") from exc
+        self._disk_bytes += len(self._buf)
         self._buf.clear()
 
     def sync(self) -> int:
@@ -428,8 +442,10 @@ class WAL:
             raise WALFailedError(f"creating a WAL segment in {self._dir} failed: {exc}") from exc
         os.close(self._fd)
         self._fd = new_fd
+        self._sealed_bytes[current.index] = self._segment_bytes
         self._segments.append(seg)
         self._segment_bytes = SEGMENT_HEADER_SIZE + len(carried)
+        self._disk_bytes += self._segment_bytes
         self._last_seq = seq
         self._durable_seq = seq
         log.info(
@@ -474,11 +490,7 @@ class WAL:
     def disk_bytes(self) -> int:
         """Bytes of records on disk: every segment, the current one up to its last record
         (not its preallocated tail)."""
-        total = self._segment_bytes - len(self._buf)
-        for seg in self._segments[:-1]:
-            with contextlib.suppress(OSError):
-                total += seg.path.stat().st_size
-        return total
+        return self._disk_bytes
 
     def release_before(self, seq: int) -> list[Path]:
         """Delete every segment all of whose records have sequence numbers below ``seq``.
@@ -504,6 +516,7 @@ class WAL:
             seg.path.unlink()
         fsync_dir(self._dir)
         del self._segments[: len(doomed)]
+        self._disk_bytes -= sum(self._sealed_bytes.pop(seg.index, 0) for seg in doomed)
         log.info(
             "wal.segments_released",
             count=len(doomed),
@@ -585,5 +598,11 @@ def _mapped(path: Path) -> Iterator[tuple[int, bytes]]:
         if os.fstat(fd).st_size == 0:
             yield fd, b""
             return
-        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mm:
+        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        try:
             yield fd, mm  # type: ignore[misc]
+        finally:
+            # BufferError: a view of it is still referenced (by the traceback of an error
+            # raised while decoding): keep that error; the mapping goes with the view.
+            with contextlib.suppress(BufferError):
+                mm.close()

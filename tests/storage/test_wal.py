@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 from pathlib import Path
@@ -21,8 +22,10 @@ from coord.storage import (
     WALClosedError,
     WALFailedError,
     WALLockedError,
+    _fs,
+    codec,
 )
-from coord.storage.codec import FRAME_HEADER_SIZE, SEGMENT_HEADER_SIZE
+from coord.storage.codec import FRAME_HEADER_SIZE, SEGMENT_HEADER_SIZE, decode_frames
 
 
 def entries(n: int, start: int = 0, size: int = 40) -> list[Record]:
@@ -192,7 +195,7 @@ def test_zero_tail_is_the_end_of_the_log(tmp_path: Path) -> None:
         wal, recs = WAL.open(tmp_path, segment_size=SMALL)
     assert recs == records
     assert not [e for e in logs if e["log_level"] == "warning"]
-    assert seg.read_bytes()[: len(good)] == good
+    assert seg.read_bytes() == good + bytes(5000)  # nothing rewritten
     wal.append(entries(1, start=4))
     wal.close()
     wal, recs = WAL.open(tmp_path)
@@ -266,6 +269,111 @@ def test_junk_anywhere_in_the_preallocated_tail_is_found(tmp_path: Path, where: 
     with seg.open("rb") as f:
         f.seek(at)
         assert f.read(1) == b"\0"
+    wal.close()
+
+
+def test_a_torn_frame_followed_by_zeros_is_repaired_at_every_offset(tmp_path: Path) -> None:
+    """What a writer killed mid-append leaves in a preallocated segment: part of a frame,
+    then zeros to the segment's end. The frame is dropped with a warning that counts the
+    torn bytes (not the zeros), and appends continue where it began."""
+    records = entries(4)
+    seg = write_closed(tmp_path, records)
+    full = seg.read_bytes()
+    start = len(full) - (FRAME_HEADER_SIZE + 40)
+    for cut in range(start + 1, len(full)):
+        seg.write_bytes(full[:cut] + bytes(SMALL - cut))
+        with capture_logs() as logs:
+            wal, recs = WAL.open(tmp_path, segment_size=SMALL)
+        assert recs == records[:-1], cut
+        torn = [e for e in logs if e["log_level"] == "warning"]
+        assert [e["event"] for e in torn] == ["wal.torn_tail_repaired"], cut
+        assert torn[0]["dropped_bytes"] == len(full[start:cut].rstrip(b"\0")), cut
+        wal.append(records[-1:])
+        wal.close()
+        assert seg.read_bytes() == full, cut
+
+
+def test_seal_truncates_before_it_syncs(tmp_path: Path) -> None:
+    """A clean close ends the segment at its last record and syncs that size."""
+    sizes: list[int] = []
+
+    def sync(fd: int) -> None:
+        sizes.append(os.fstat(fd).st_size)
+        os.fdatasync(fd)
+
+    wal, _ = WAL.open(tmp_path, segment_size=SMALL, sync_fn=sync)
+    wal.append(entries(3))
+    sizes.clear()
+    wal.close()
+    assert sizes == [SEGMENT_HEADER_SIZE + 3 * (FRAME_HEADER_SIZE + 40)]
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EOPNOTSUPP, None])
+def test_a_segment_that_cannot_be_preallocated_still_works(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int | None) -> None:
+    """A full disk (ENOSPC, with a warning), a file system without fallocate (EOPNOTSUPP,
+    quietly) or a platform without it (None): the segment grows as it is written, and the
+    WAL opens, cuts, closes and reopens as usual — a restart on a nearly full disk works."""
+    def refuse(fd: int, mode: int, offset: int, length: int) -> int:
+        raise OSError(err, os.strerror(err or 0))
+
+    monkeypatch.setattr(_fs, "_fallocate", None if err is None else refuse)
+    with capture_logs() as logs:
+        wal, _ = WAL.open(tmp_path, segment_size=SMALL)
+        wal.append(entries(3))
+        wal.sync()
+        assert wal.segments[-1].path.stat().st_size == wal.disk_bytes < SMALL
+        wal.cut()
+        wal.append(entries(2, start=3))
+        wal.close()
+        wal, recs = WAL.open(tmp_path, segment_size=SMALL)
+    assert [r for r in recs if r.type == ENTRY] == entries(5)
+    wal.close()
+    warned = [e for e in logs if e["event"] == "storage.preallocate_failed"]
+    assert bool(warned) == (err == errno.ENOSPC)
+
+
+def test_an_error_while_reading_a_segment_is_not_masked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error raised while a mapped segment is decoded (here MemoryError copying a
+    record) reaches the caller as itself, not as a BufferError from unmapping the file."""
+    write_closed(tmp_path, entries(5))
+    made = 0
+
+    def record(rtype: int, data: bytes) -> Record:
+        nonlocal made
+        made += 1
+        if made == 3:
+            raise MemoryError("no room for the third record")
+        return Record(rtype, data)
+
+    monkeypatch.setattr(codec, "Record", record)
+    with pytest.raises(MemoryError, match="third record"):
+        WAL.open(tmp_path)
+
+
+def test_disk_bytes_follow_appends_cuts_and_releases(tmp_path: Path) -> None:
+    """``disk_bytes`` (Status's dbSize) is the bytes of records handed to the files: it
+    moves on writes, cuts and releases, and never counts the preallocated space. It is one
+    int, so a reader on another thread sees either the value before a change or after."""
+    wal, _ = WAL.open(tmp_path, segment_size=SMALL)
+
+    def on_disk() -> int:  # what the files hold, up to each one's last record
+        return sum(decode_frames(s.path.read_bytes(), SEGMENT_HEADER_SIZE, s.first_seq).end
+                   for s in wal.segments)
+
+    assert wal.disk_bytes == on_disk() == SEGMENT_HEADER_SIZE
+    wal.append(entries(2))
+    assert wal.disk_bytes == SEGMENT_HEADER_SIZE  # buffered, not yet written
+    for i in range(200):
+        wal.append(entries(2, start=2 * i))
+        wal.sync()  # cuts every ~40 records
+        assert wal.disk_bytes == on_disk(), i
+    assert len(wal.segments) > 5
+    marker = wal.append([Record(SNAPSHOT_MARKER, b"snap")])
+    wal.sync()
+    assert wal.release_before(marker)
+    assert wal.disk_bytes == on_disk()
     wal.close()
 
 
@@ -560,14 +668,15 @@ def test_open_syncs_the_last_segment(tmp_path: Path) -> None:
     wal.append(entries(3))
     wal.sync()
     wal.close()
-    synced: list[int] = []
+    seg = next(tmp_path.glob("*.wal"))
+    synced: list[list[Record]] = []
 
-    def sync(fd: int) -> None:
-        synced.append(os.fstat(fd).st_size)
+    def sync(fd: int) -> None:  # what the file holds when it is synced
+        synced.append(decode_frames(seg.read_bytes(), SEGMENT_HEADER_SIZE, 1).records)
         os.fdatasync(fd)
 
     wal, recs = WAL.open(tmp_path, sync_fn=sync)
     assert recs == entries(3)
-    assert synced == [wal.segments[-1].path.stat().st_size]  # once, after preallocating
+    assert synced == [entries(3)]  # one sync, of the records returned
     assert wal.durable_seq == 3
     wal.close()
