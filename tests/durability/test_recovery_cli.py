@@ -13,6 +13,7 @@ from pathlib import Path
 
 from coord.client import Client
 from coord.storage.codec import SEGMENT_HEADER_SIZE, decode_frames
+from tests.helpers.fs import require_preallocation
 from tests.helpers.procs import ProcessGroup, coord_argv, free_port, start_coord
 
 N_KEYS = 40
@@ -50,6 +51,7 @@ def _count(endpoint: str) -> int:
 
 
 def test_torn_tail_is_repaired_on_start(procs: ProcessGroup, tmp_path: Path) -> None:
+    require_preallocation(tmp_path)
     data = tmp_path / "d"
     _fill(procs, data)
     seg = _segment(data)

@@ -17,6 +17,7 @@ from coord.server.apply import Applier
 from coord.server.config import ServerConfig
 from coord.server.raft_node import REQUEST_TIMEOUT, RaftNode
 from coord.storage.snapshot import Payload
+from tests.helpers.fs import require_preallocation
 
 
 def _config(tmp_path: Path, **kw: Any) -> ServerConfig:
@@ -268,6 +269,7 @@ def test_db_size_counts_the_wal_records_not_its_preallocated_space(tmp_path: Pat
     is not the 64 MiB the current WAL segment reserves on disk."""
     from coord.server.core import Core
 
+    require_preallocation(tmp_path)
     config = _config(tmp_path)
 
     async def body() -> None:

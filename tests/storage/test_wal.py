@@ -26,6 +26,7 @@ from coord.storage import (
     codec,
 )
 from coord.storage.codec import FRAME_HEADER_SIZE, SEGMENT_HEADER_SIZE, decode_frames
+from tests.helpers.fs import require_preallocation
 
 
 def entries(n: int, start: int = 0, size: int = 40) -> list[Record]:
@@ -142,6 +143,7 @@ def test_record_validation() -> None:
 def test_torn_tail_at_every_offset_of_last_record_is_repaired(tmp_path: Path) -> None:
     """Cutting the file anywhere inside the last record drops just that record, with a
     warning, and the repaired WAL accepts and keeps new appends."""
+    require_preallocation(tmp_path)
     records = entries(5, size=60)
     seg = write_closed(tmp_path, records)
     full = seg.read_bytes()
@@ -171,6 +173,7 @@ def test_torn_tail_at_every_offset_of_last_record_is_repaired(tmp_path: Path) ->
 @pytest.mark.parametrize("fill", [b"\xff", b"\xc5"])
 def test_garbage_tail_is_repaired(tmp_path: Path, fill: bytes) -> None:
     """Garbage after the last record is cut off, with a warning."""
+    require_preallocation(tmp_path)
     records = entries(4)
     seg = write_closed(tmp_path, records)
     good = seg.read_bytes()
@@ -210,6 +213,7 @@ def test_segments_are_preallocated_and_appends_do_not_grow_them(tmp_path: Path) 
     """A new segment owns ``segment_size`` bytes at once (etcd does the same): appends and
     syncs write inside it, so the file's size — metadata an fdatasync would have to
     commit — does not change on the write path."""
+    require_preallocation(tmp_path)
     wal, _ = WAL.open(tmp_path, segment_size=SMALL * 4)
     seg = wal.segments[-1].path
     assert seg.stat().st_size == SMALL * 4
@@ -225,6 +229,7 @@ def test_segments_are_preallocated_and_appends_do_not_grow_them(tmp_path: Path) 
 def test_a_killed_writers_preallocated_segment_reopens(tmp_path: Path) -> None:
     """The image a kill -9 leaves (records synced, the rest of the preallocated segment zero,
     no clean close) reopens with every synced record and keeps appending after them."""
+    require_preallocation(tmp_path)
     wal, _ = WAL.open(tmp_path / "live", segment_size=SMALL)
     wal.append(entries(3))
     wal.sync()
@@ -250,6 +255,7 @@ def test_junk_anywhere_in_the_preallocated_tail_is_found(tmp_path: Path, where: 
     byte written among them: junk right after the records, in the middle of the reserved
     space or in its last byte makes a torn tail (repaired, with a warning), not a clean
     end — and it is gone afterwards."""
+    require_preallocation(tmp_path)
     size = 8 * 1024 * 1024
     wal, _ = WAL.open(tmp_path, segment_size=size)
     wal.append(entries(3))
@@ -380,6 +386,7 @@ def test_disk_bytes_follow_appends_cuts_and_releases(tmp_path: Path) -> None:
 def test_cut_and_close_end_a_segment_at_its_last_record(tmp_path: Path) -> None:
     """Only the open segment carries preallocated zeros: a cut truncates the old segment to
     its records and a clean close the current one."""
+    require_preallocation(tmp_path)
     wal, _ = WAL.open(tmp_path, segment_size=SMALL)
     wal.append(entries(3))
     wal.sync()
