@@ -91,6 +91,8 @@ class Raft:
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_tick
         self.lead_transferee = NONE
+        # A TIMEOUT_NOW went out in this term: its forced votes ignore the followers' leases.
+        self.timeout_now_sent = False
         self.pending_conf_index = 0
         self.bootstrap_snap: Snapshot | None = None
         self._commit_old_term = "commit_old_term_by_count" in config.bugs
@@ -213,6 +215,7 @@ class Raft:
         self.heartbeat_elapsed = 0
         self._reset_randomized_election_timeout()
         self.lead_transferee = NONE
+        self.timeout_now_sent = False
         self.trk.reset_votes()
         last = self.log.last_index()
         for pid in self.trk.ids():
@@ -479,7 +482,7 @@ class Raft:
             pr.msg_app_paused = False
             if pr.match < self.log.last_index() or pr.state == ProgressState.PROBE:
                 self._send_append(m.frm)
-            if self.cfg.read_only != ReadOnlyOption.SAFE or not m.context:
+            if not m.context:  # confirms no read (a lease read's fallback uses them too)
                 return
             acks = self.read_only.recv_ack(m.frm, m.context)
             if acks is None or not self._quorum_acked(acks):
@@ -540,12 +543,29 @@ class Raft:
         if self.trk.is_singleton():  # the quorum is us: nobody to confirm leadership with
             self._respond_read_index(m, self.log.committed)
             return
-        if self.cfg.read_only == ReadOnlyOption.SAFE:
-            self.read_only.add_request(self.log.committed, m)
-            self.read_only.recv_ack(self.id, m.context)
-            self._bcast_heartbeat(m.context)
-        else:
+        if self.cfg.read_only == ReadOnlyOption.LEASE_BASED and self._in_lease():
             self._respond_read_index(m, self.log.committed)
+            return
+        self.read_only.add_request(self.log.committed, m)
+        self.read_only.recv_ack(self.id, m.context)
+        self._bcast_heartbeat(m.context)
+
+    def _in_lease(self) -> bool:
+        """Whether a LEASE_BASED read may be answered from the lease, without a heartbeat
+        round; if not, it takes the SAFE path.
+
+        etcd-io/raft answers every lease read while it is leader, relying on check-quorum
+        to step it down within an election timeout of losing its quorum. But the check
+        runs once per election timeout and counts contacts since the previous check, so an
+        isolated leader can last almost two timeouts — longer when a leader transfer
+        restarts the count — while the others elect a leader after one (tests/sim/FINDINGS.md
+        F4; etcd-io/raft#166). So: a quorum must have been heard from since the last
+        check (less than an election timeout ago), and no leader transfer may be under
+        way or have sent its TIMEOUT_NOW in this term: a transfer's forced votes ignore
+        the followers' leases. What remains assumed, as for every lease: bounded clock
+        drift and message delay."""
+        return (self.trk.quorum_active() and self.lead_transferee == NONE
+                and not self.timeout_now_sent)
 
     def _release_pending_read_index(self) -> None:
         if not self.pending_read_index or not self._committed_entry_in_current_term():
@@ -593,7 +613,7 @@ class Raft:
             while self._maybe_send_append(m.frm, send_if_empty=False):
                 pass
         if m.frm == self.lead_transferee and pr.match == self.log.last_index():
-            self.send(Message(MT.TIMEOUT_NOW, m.frm, self.id, self.term))
+            self._send_timeout_now(m.frm)
 
     def _handle_transfer_leader(self, m: Message, pr: Progress) -> None:
         transferee = m.frm
@@ -609,9 +629,13 @@ class Raft:
         self.election_elapsed = 0
         self.lead_transferee = transferee
         if pr.match == self.log.last_index():
-            self.send(Message(MT.TIMEOUT_NOW, transferee, self.id, self.term))
+            self._send_timeout_now(transferee)
         else:
             self._send_append(transferee)
+
+    def _send_timeout_now(self, transferee: int) -> None:
+        self.timeout_now_sent = True
+        self.send(Message(MT.TIMEOUT_NOW, transferee, self.id, self.term))
 
     # -- candidate ----------------------------------------------------------------------------
     def _step_candidate(self, m: Message) -> None:
