@@ -238,9 +238,12 @@ def test_replace_does_not_kill_the_running_occurrence_before_the_next_instant(
         async with (Client([coord.endpoint]) as c,
                     _running(coord.endpoint, tmp_path, "w1", ahead=2.5)):
             async def replaced() -> bool:
+                # the killed run's record is written before its successor's claim (which
+                # waited for the lock to be freed) writes the successor's
                 recs.update(await _records(c, "j"))
-                return any(r.status == "killed" for r in recs.values())
-            await until(replaced, 15, "a run to be replaced")
+                killed = [o for o, r in recs.items() if r.status == "killed"]
+                return bool(killed) and max(recs) > min(killed)
+            await until(replaced, 15, "a run to be replaced and its successor to start")
         killed = next(r for r in recs.values() if r.status == "killed")
         successor = next(o for o in sorted(recs) if o > killed.occurrence)
         assert "replaced by occurrence" in killed.note, killed.note
