@@ -161,9 +161,9 @@ class RaftNode:
             name_of=self.membership_name, stream_lost=self._leader_stream_lost)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._io_jobs = 0
+        """Background jobs (a saved snapshot's WAL release) queued on or running on ``_io``."""
         self._inline_sync = os.environ.get("RAFTCRON_INLINE_SYNC", "1") != "0"
         """Whether a lone entry's WAL write and fsync may run on the loop (see ``_handle``)."""
-        """Background jobs (a saved snapshot's WAL release) queued on or running on ``_io``."""
         self._snap_io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snap")
         """Writes snapshot files, so that a large one does not hold up WAL writes."""
         self._snap_build: asyncio.Future[None] | None = None
