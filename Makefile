@@ -6,20 +6,36 @@ STAMP   := $(VENV)/.installed-dev
 RSTAMP  := $(VENV)/.installed
 SEEDS   ?= 0..299
 PROTO_DIR := coord/api/proto
+LOCK    := requirements.lock
+PIP     := PIP_CONSTRAINT=$(abspath $(LOCK)) $(BIN)/python -m pip
 
-.PHONY: run test lint proto sim bench clean venv dev
+.PHONY: run test lint proto sim bench clean venv dev lock
 
-$(RSTAMP): pyproject.toml
+# Every install goes through the committed lock: PIP_CONSTRAINT pins the packages and the
+# build backend's too, so a new release on PyPI cannot change what make run/test install.
+$(RSTAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e .
+	$(PIP) install -q pip
+	$(PIP) install -q -e .
 	touch $@
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(PIP) install -q pip
+	$(PIP) install -q -e '.[dev]'
 	touch $@ $(RSTAMP)
+
+## lock: re-resolve every dependency to today's newest allowed versions into requirements.lock
+lock:
+	rm -rf .lock-venv
+	$(PY) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q -e '.[dev]' hatchling
+	{ sed -n '1,2p' $(LOCK); .lock-venv/bin/python -m pip freeze --all --exclude-editable \
+	  | grep -v '^-e'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .lock-venv
+	@echo "requirements.lock refreshed: now run 'make proto' and 'make test', then commit both"
 
 venv: $(RSTAMP)
 dev: $(STAMP)
