@@ -49,6 +49,20 @@ class DuplicateKey(InvalidArgument):
     message = "etcdserver: duplicate key given in txn request"
 
 
+class InvalidSortOption(InvalidArgument):
+    """Newer etcd (3.5+) refuses sort fields outside the enums; 3.4 crashed on them."""
+
+    message = "etcdserver: invalid sort option"
+
+
+class ApplyFailed(CoordError):
+    """A committed request that failed at apply for a reason other than an etcd rule (a bug
+    or a request that slipped past validation). Every member fails it alike, so replicas
+    stay equal; the member keeps serving."""
+
+    message = "etcdserver: request failed at apply"
+
+
 class RequestTooLarge(InvalidArgument):
     message = "etcdserver: request is too large"
 

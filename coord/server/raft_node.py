@@ -46,10 +46,12 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from google.protobuf.message import DecodeError
 
 from coord.aiotools import within
 from coord.api.proto import internal_pb2, raft_pb2
 from coord.errors import (
+    ApplyFailed,
     CoordError,
     LeaderChanged,
     MemberNotFound,
@@ -601,16 +603,7 @@ class RaftNode:
                 self._apply_conf_change(e)
             elif e.data[:1] == TAG_REQUEST:
                 self._unsnapped_bytes += len(e.data)
-                req = internal_pb2.InternalRequest.FromString(e.data[1:])
-                fut = self._waiters.get(req.id)
-                try:
-                    resp = self.applier.apply(req, now)
-                except CoordError as err:
-                    if fut is not None and not fut.done():
-                        fut.set_exception(err)
-                else:
-                    if fut is not None and not fut.done():
-                        fut.set_result(resp)
+                self._apply_request(e, now)
             elif e.data[:1] == TAG_ATTRS:
                 with contextlib.suppress(ValueError, KeyError):
                     self.membership.apply_attributes(e.data[1:])
@@ -625,6 +618,32 @@ class RaftNode:
                 else:
                     keep.append((idx, fut))
             self._applied_waiters = keep
+
+    def _apply_request(self, e: Entry, now: float) -> None:
+        """Apply one client request entry. Total: whatever the entry holds, the member goes
+        on. An etcd rule broken answers its error; any other failure (undecodable bytes, a
+        bug, a request that slipped past validation) is logged and answered ApplyFailed —
+        identically on every member, since apply is deterministic, so replicas stay equal."""
+        try:
+            req = internal_pb2.InternalRequest.FromString(e.data[1:])
+        except DecodeError as err:
+            log.error("apply.undecodable_entry", index=e.index, error=str(err))
+            return
+        fut = self._waiters.get(req.id)
+        try:
+            resp = self.applier.apply(req, now)
+        except CoordError as err:
+            outcome: Any = err
+        except Exception as exc:  # noqa: BLE001 - see the docstring: apply must be total
+            log.error("apply.request_failed", index=e.index, request=req.WhichOneof("request"),
+                      error=repr(exc))
+            outcome = ApplyFailed()
+        else:
+            if fut is not None and not fut.done():
+                fut.set_result(resp)
+            return
+        if fut is not None and not fut.done():
+            fut.set_exception(outcome)
 
     def _apply_conf_change(self, e: Entry) -> None:
         assert self.rn is not None

@@ -290,3 +290,42 @@ def test_db_size_counts_the_wal_records_not_its_preallocated_space(tmp_path: Pat
             await node.stop()
 
     asyncio.run(body())
+
+
+def test_apply_is_total_a_request_past_validation_fails_alone(tmp_path: Path) -> None:
+    """A committed request the applier cannot handle (here a sort target outside the enum,
+    proposed straight to the node, past the API's validation) is answered ApplyFailed; the
+    member keeps applying what follows, and a restart replays the entry without dying."""
+    from coord.errors import ApplyFailed
+
+    bad = internal_pb2.InternalRequest(txn=rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(
+        request_range=rpc_pb2.RangeRequest(key=b"k", sort_order=1, sort_target=9))]))  # type: ignore[arg-type]
+    config = _config(tmp_path)
+
+    async def body() -> int:
+        node = _started(config)
+        try:
+            async with asyncio.timeout(10):
+                await node.propose(internal_pb2.InternalRequest(
+                    put=rpc_pb2.PutRequest(key=b"k", value=b"v")))
+                with pytest.raises(ApplyFailed):
+                    await node.propose(bad)
+                after = await node.propose(internal_pb2.InternalRequest(
+                    put=rpc_pb2.PutRequest(key=b"after", value=b"v")))
+                return int(after.header.revision)
+        finally:
+            await node.stop()
+
+    assert asyncio.run(body()) == 3
+
+    async def again() -> int:
+        node = _started(config)  # replays the bad entry from the WAL
+        try:
+            async with asyncio.timeout(10):
+                resp = await node.propose(internal_pb2.InternalRequest(
+                    put=rpc_pb2.PutRequest(key=b"third", value=b"v")))
+                return int(resp.header.revision)
+        finally:
+            await node.stop()
+
+    assert asyncio.run(again()) == 4
