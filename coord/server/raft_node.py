@@ -160,7 +160,8 @@ class RaftNode:
         self.transport = Transport(
             self.member_id, cluster_id=lambda: self.cluster_id, deliver=self._deliver,
             report_unreachable=self._report_unreachable, report_snapshot=self._report_snapshot,
-            name_of=self.membership_name, stream_lost=self._leader_stream_lost)
+            name_of=self.membership_name, stream_lost=self._leader_stream_lost,
+            is_member=lambda peer: peer in self.membership.members)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._io_jobs = 0
         """Background jobs (a saved snapshot's WAL release) queued on or running on ``_io``."""

@@ -46,6 +46,7 @@ from coord.raft import (
     Snapshot,
     SnapshotMetadata,
 )
+from coord.server.peer_checks import PeerChecks, PeerRefused
 
 log = structlog.get_logger("coord.transport")
 
@@ -257,7 +258,8 @@ class _PeerSender:
         try:
             if self.t.name_of(self.peer_id) in self.t.faults.cut:
                 raise ConnectionError("link cut by fault injection")
-            batch = raft_pb2.MessageBatch(messages=[message_to_pb(m)])
+            batch = raft_pb2.MessageBatch(cluster_id=self.t.cluster_id(),
+                                          messages=[message_to_pb(m)])
             setattr(batch, "from", self.t.member_id)
             await self._stub().SendSnapshot(batch, timeout=SNAPSHOT_TIMEOUT)
             ok = True
@@ -286,10 +288,10 @@ class _PeerSender:
                 msgs: list[Message] = []
                 while self.queue and len(msgs) < BATCH_LIMIT:
                     msgs.append(self.queue.popleft())
-                batch = raft_pb2.MessageBatch(cluster_id=self.t.cluster_id(),
-                                              messages=[message_to_pb(m) for m in msgs])
-                setattr(batch, "from", self.t.member_id)
                 try:
+                    batch = raft_pb2.MessageBatch(cluster_id=self.t.cluster_id(),
+                                                  messages=[message_to_pb(m) for m in msgs])
+                    setattr(batch, "from", self.t.member_id)
                     if call is None:
                         call = await self._open_send()
                     await call.write(batch)
@@ -337,8 +339,10 @@ class Transport:
                  report_unreachable: Callable[[int], None],
                  report_snapshot: Callable[[int, bool], None],
                  name_of: Callable[[int], str],
-                 stream_lost: Callable[[int], None] = lambda peer: None) -> None:
+                 stream_lost: Callable[[int], None] = lambda peer: None,
+                 is_member: Callable[[int], bool] = lambda peer: True) -> None:
         self.member_id = member_id
+        self.checks = PeerChecks(member_id, cluster_id, is_member)
         self.cluster_id = cluster_id
         self.deliver = deliver
         self.report_unreachable = report_unreachable
@@ -388,9 +392,12 @@ class Transport:
         self._peers.clear()
 
     def accept(self, batch: raft_pb2.MessageBatch) -> None:
+        """Hand a received batch's messages to the core; :class:`PeerRefused` if the batch
+        fails :class:`PeerChecks`."""
         frm = getattr(batch, "from")
         if self.faults.cut and self.name_of(frm) in self.faults.cut:
             return
+        self.checks.check(batch)
         self.last_heard[frm] = time.monotonic()
         self.deliver([message_from_pb(p) for p in batch.messages])
 
@@ -415,8 +422,11 @@ class PeerService:
         frm = 0
         try:
             async for batch in request_iterator:
+                try:
+                    self.t.accept(batch)
+                except PeerRefused as err:
+                    await context.abort(StatusCode.FAILED_PRECONDITION, str(err))
                 frm = getattr(batch, "from")
-                self.t.accept(batch)
         except asyncio.CancelledError:
             # The sender's connection broke (its process died, or it closed the stream).
             if frm and not self.t.stopped:
@@ -429,7 +439,10 @@ class PeerService:
         frm = getattr(request, "from")
         if self.t.faults.cut and self.t.name_of(frm) in self.t.faults.cut:
             await context.abort(StatusCode.UNAVAILABLE, "link cut")
-        self.t.accept(request)
+        try:
+            self.t.accept(request)
+        except PeerRefused as err:
+            await context.abort(StatusCode.FAILED_PRECONDITION, str(err))
         return raft_pb2.SendResponse()
 
     async def LeaseRenew(self, request: raft_pb2.LeaseRenewRequest,
