@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from coord.client import Client, UnavailableError
-from tests.helpers.procs import REPO, ProcessGroup, free_port
+from tests.helpers.procs import REPO, ProcessGroup, free_port, wait_until
 from tests.process.cluster import CoordCluster, Member, await_until, etcdctl
 
 pytestmark = pytest.mark.timeout(180)
@@ -45,9 +45,15 @@ def test_one_leader_and_writes_through_every_member(procs: ProcessGroup, etcdctl
         out = _ctl(etcdctl_bin, ep, "get", "k", "--prefix", "--consistency=s",
                    "--print-value-only")
         assert out.split() == ["v0", "v1", "v2"]
-    members = json.loads(_ctl(etcdctl_bin, c.endpoints[0], "member", "list", "-w", "json"))
-    got = sorted((m["name"], m["clientURLs"]) for m in members["members"])
-    assert got == sorted((n, [f"http://{m.endpoint}"]) for n, m in c.members.items())
+    # Each member publishes its client URL through the log once it knows a leader (as
+    # etcd's publish): poll until all three have.
+    want = sorted((n, [f"http://{m.endpoint}"]) for n, m in c.members.items())
+
+    def published() -> list[tuple[str, list[str]]]:
+        members = json.loads(_ctl(etcdctl_bin, c.endpoints[0], "member", "list", "-w", "json"))
+        return sorted((m.get("name", ""), m.get("clientURLs", []))
+                      for m in members["members"])
+    wait_until(lambda: published() == want, 20, "every member's published client URL")
     # raftcron cluster status / members: one endpoint is enough, members are discovered
     cli = [sys.executable, "-m", "scheduler.cli", "cluster"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAFTCRON_ENDPOINTS": c.endpoints[1]}
