@@ -28,6 +28,10 @@ class AdminError(SchedulerError):
     """A client command could not do what was asked; the message says why."""
 
 
+class ApplyConflict(AdminError):
+    """A compare-and-set of ``apply`` lost to a concurrent change: re-read and re-plan."""
+
+
 @dataclass
 class Change:
     kind: str  # "add" | "change" | "delete" | "same"
@@ -108,8 +112,8 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
         res = await client.txn(compares[start:start + MAX_TXN_JOBS],
                                ops[start:start + MAX_TXN_JOBS], [])
         if not res.succeeded:
-            raise AdminError("the stored jobs changed while applying (someone else applied at "
-                             "the same time); nothing more was written — run apply again")
+            raise ApplyConflict("the stored jobs changed while applying (someone else applied "
+                                "at the same time); nothing more was written — run apply again")
     plan.applied = True
     return plan
 

@@ -43,22 +43,66 @@ ClusterOpt = Annotated[str | None, typer.Option(
     "(default: this member alone).")]
 
 
+ClusterStateOpt = Annotated[str, typer.Option(
+    "--initial-cluster-state",
+    help="'new' bootstraps a cluster from --initial-cluster; 'existing' joins a running "
+    "cluster after `etcdctl member add`.")]
+SnapshotCountOpt = Annotated[int, typer.Option(
+    "--snapshot-count", help="Applied entries between snapshots (log compaction).")]
+SnapshotBytesOpt = Annotated[int, typer.Option(
+    "--snapshot-bytes", help="Also snapshot once the entries applied since the last "
+    "snapshot hold this many bytes (or the last snapshot's size, if larger).")]
+StopTimeoutOpt = Annotated[float, typer.Option(
+    "--stop-timeout", help="Seconds a graceful stop (SIGINT/SIGTERM) waits for running jobs "
+    "before killing them; a second signal stops at once.")]
+
+
 def fail(message: str, code: int = 1) -> None:
     typer.echo(f"Error: {message}", err=True)
     raise typer.Exit(code)
 
 
+STOP_NOW_EXIT = 130
+"""Exit status after a second SIGINT/SIGTERM cut a graceful stop short (README, CLI)."""
+
+
 def run_until_signal(make_main: object) -> None:
-    """Run an async ``main(stop_event)`` until SIGINT/SIGTERM."""
+    """Run an async ``main(stop_event)`` until SIGINT/SIGTERM.
+
+    The first signal sets the stop event: ``main`` stops gracefully (a worker lets its
+    running jobs finish, up to its --stop-timeout). A second signal cancels ``main`` at
+    once, whatever state it is in, and the process exits with status 130.
+    """
+    cut_short = False
 
     async def runner() -> None:
+        nonlocal cut_short
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        main = asyncio.ensure_future(make_main(stop))  # type: ignore[operator]
+
+        def on_signal(sig: signal.Signals) -> None:
+            nonlocal cut_short
+            if not stop.is_set():
+                log.info("process.stopping", signal=sig.name,
+                         hint="send it again to stop at once")
+                stop.set()
+            elif not cut_short:
+                log.warning("process.stopping_now", signal=sig.name)
+                cut_short = True
+                main.cancel()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await make_main(stop)  # type: ignore[operator]
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            await main
+        except asyncio.CancelledError:
+            if not cut_short:
+                raise
 
     asyncio.run(runner())
+    if cut_short:
+        raise typer.Exit(STOP_NOW_EXIT)
 
 
 @coord_app.command("serve")
@@ -68,15 +112,9 @@ def coord_serve(
     listen_client: ClientOpt = "127.0.0.1:2379",
     listen_peer: PeerOpt = "127.0.0.1:2380",
     initial_cluster: ClusterOpt = None,
-    initial_cluster_state: Annotated[str, typer.Option(
-        "--initial-cluster-state",
-        help="'new' bootstraps a cluster from --initial-cluster; 'existing' joins a running "
-        "cluster after `etcdctl member add`.")] = "new",
-    snapshot_count: Annotated[int, typer.Option(
-        "--snapshot-count", help="Applied entries between snapshots (log compaction).")] = 10_000,
-    snapshot_bytes: Annotated[int, typer.Option(
-        "--snapshot-bytes", help="Also snapshot once the entries applied since the last "
-        "snapshot hold this many bytes (or the last snapshot's size, if larger).")] = 8 * 2**20,
+    initial_cluster_state: ClusterStateOpt = "new",
+    snapshot_count: SnapshotCountOpt = 10_000,
+    snapshot_bytes: SnapshotBytesOpt = 8 * 2**20,
 ) -> None:
     """Serve the etcd v3 API from a coord member (no scheduler worker).
 
@@ -419,7 +457,8 @@ def workers_cmd(endpoints: EndpointsOpt = "127.0.0.1:2379", output: OutputOpt = 
 
 # ---------------------------------------------------------------------------- processes
 def _worker_config(name: str, endpoints: list[str], tags: str, session_ttl: int,
-                   log_dir: Path, clock_offset: float, compact_retention: str = "10m") -> Any:
+                   log_dir: Path, clock_offset: float, compact_retention: str = "10m",
+                   stop_timeout: float = 30.0) -> Any:
     from coord.server.server import gc_freeze_enabled
     from scheduler.clock import SystemClock
     from scheduler.plan import parse_duration
@@ -429,7 +468,10 @@ def _worker_config(name: str, endpoints: list[str], tags: str, session_ttl: int,
         retention = parse_duration(compact_retention)
     except ValueError as err:
         fail(f"--compact-retention: {err}", 2)
+    if stop_timeout < 0:
+        fail(f"--stop-timeout: must be 0 or more seconds, got {stop_timeout:g}", 2)
     return WorkerConfig(name=name, endpoints=endpoints, tags=parse_tags(tags),
+                        stop_timeout=stop_timeout,
                         session_ttl=session_ttl, log_dir=log_dir,
                         clock=SystemClock(offset=clock_offset),
                         compact_retention=float(retention),
@@ -457,6 +499,7 @@ def worker_cmd(
     log_dir: LogDirOpt = Path("raftcron-logs"),
     clock_offset: OffsetOpt = 0.0,
     compact_retention: CompactOpt = "10m",
+    stop_timeout: StopTimeoutOpt = 30.0,
 ) -> None:
     """Run a scheduler worker against coord members or a real etcd.
 
@@ -475,7 +518,7 @@ def worker_cmd(
     # could wait that long for it at every turn while the event loop is busy.
     sys.setswitchinterval(SWITCH_INTERVAL)
     cfg = _worker_config(name or socket.gethostname(), endpoints.split(","), tags, session_ttl,
-                         log_dir, clock_offset, compact_retention)
+                         log_dir, clock_offset, compact_retention, stop_timeout)
     run_until_signal(Worker(cfg).run)
 
 
@@ -486,13 +529,18 @@ def agent(
     listen_client: ClientOpt = "127.0.0.1:2379",
     listen_peer: PeerOpt = "127.0.0.1:2380",
     initial_cluster: ClusterOpt = None,
-    jobs: Annotated[Path | None, typer.Option("--jobs", help="Apply this job file at start.")]
-    = None,
+    initial_cluster_state: ClusterStateOpt = "new",
+    snapshot_count: SnapshotCountOpt = 10_000,
+    snapshot_bytes: SnapshotBytesOpt = 8 * 2**20,
+    jobs: Annotated[Path | None, typer.Option(
+        "--jobs", help="Apply this job file at start (in the background, retried until "
+        "the store takes it; as `apply` without --prune).")] = None,
     tags: TagsOpt = "",
     session_ttl: SessionOpt = 10,
     log_dir: LogDirOpt = Path("raftcron-logs"),
     clock_offset: OffsetOpt = 0.0,
     compact_retention: CompactOpt = "10m",
+    stop_timeout: StopTimeoutOpt = 30.0,
 ) -> None:
     """Run a coord member and a worker in one process (no flags: a single-node cluster).
 
@@ -503,6 +551,7 @@ def agent(
     from coord.storage import StorageError
     from scheduler.errors import SpecError
     from scheduler.spec import load_jobs
+    from scheduler.startup import apply_at_start
     from scheduler.worker import Worker
 
     configure_logging()
@@ -516,33 +565,37 @@ def agent(
     try:
         cluster = parse_initial_cluster(initial_cluster) if initial_cluster else {}
         config = ServerConfig(name=member, data_dir=data_dir, listen_client=listen_client,
-                              listen_peer=listen_peer, initial_cluster=cluster)
+                              listen_peer=listen_peer, initial_cluster=cluster,
+                              initial_cluster_state=initial_cluster_state,
+                              snapshot_count=snapshot_count, snapshot_bytes=snapshot_bytes)
     except ConfigError as err:
         fail(str(err), 2)
         return
     # Every flag is checked before the member touches its data dir.
     cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset,
-                         compact_retention)
+                         compact_retention, stop_timeout)
     server = CoordServer(config)
 
     async def main(stop: asyncio.Event) -> None:
         from coord.client import Client
-        from scheduler.admin import apply_jobs
 
-        await server.start()
+        await server.start_until(stop)
+        applying: asyncio.Task[None] | None = None
         try:
+            if stop.is_set():
+                return
             # The worker calls its own member in-process (coord.api.local), unless
             # RAFTCRON_AGENT_LOCAL=0 sends its calls through the client port like any client.
             local = {}
             if os.environ.get("RAFTCRON_AGENT_LOCAL", "1") != "0":
                 local = {listen_client: server.local_target()}
-            if specs is not None:
-                async with Client([listen_client], timeout=30, local=local) as c:
-                    plan = await apply_jobs(c, specs, prune=False, dry_run=False)
-                log.info("agent.jobs_applied", file=str(jobs), changed=len(plan.effective),
-                         total=len(plan.changes))
-            await Worker(dataclasses.replace(cfg, local=local)).run(stop)
+            async with Client([listen_client], timeout=5, local=local) as c:
+                if specs is not None and jobs is not None:
+                    applying = asyncio.ensure_future(apply_at_start(c, specs, jobs))
+                await Worker(dataclasses.replace(cfg, local=local)).run(stop)
         finally:
+            if applying is not None:
+                applying.cancel()
             await server.stop()
 
     try:

@@ -89,6 +89,8 @@ log = structlog.get_logger("scheduler.worker")
 
 VERSION = "0.1.0"
 STOP_CANCEL_TIMEOUT = 5.0
+STOP_PROGRESS_EVERY = 5.0
+"""Seconds between two ``worker.stop_waiting`` lines while a stop waits for running jobs."""
 """Seconds a graceful stop waits for cancelled tasks to end before it goes on regardless."""
 RUNNING_MARK_DELAY = 0.25
 """Seconds a run may take before its record is updated from `claimed` to `running`."""
@@ -198,7 +200,20 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker.starting", worker=self.config.name, endpoints=self.config.endpoints,
                  tags=self.config.tags)
-        await self._open_session()
+        # The store may be unreachable for as long as it takes (peers still booting): a stop
+        # must work meanwhile too.
+        opening = asyncio.ensure_future(self._open_session())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({opening, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not opening.done():
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await opening
+            await self.client.close()
+            log.info("worker.stopped", worker=self.config.name, registered=False)
+            return
+        opening.result()
         views = [
             self._spawn(self._view(keys.JOBS, self._load_jobs, self._on_job_batch), "jobs"),
             self._spawn(self._view(keys.WORKERS, self._load_workers, self._on_worker_batch),
@@ -243,7 +258,7 @@ class Worker:
         # starts at its instant): a stopping worker finishes what it has claimed.
         runs = [t for t in self._tasks if t.get_name().startswith(("run:", "occ:"))]
         if runs:
-            _, pending = await asyncio.wait(runs, timeout=self.config.stop_timeout)
+            pending = await self._wait_for_runs(runs)
             for r in self.running.values():
                 if r.process is not None:
                     r.process.kill("worker stopping")
@@ -267,6 +282,22 @@ class Worker:
                  claim_txns=self.store.txns if self.store else 0,
                  batched_txns=self.store.batcher.batches if self.store else 0,
                  lag_ms=self.stats.summary())
+
+    async def _wait_for_runs(self, runs: list[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
+        """Wait up to ``stop_timeout`` for what this worker runs or has claimed, saying which
+        jobs it waits for every few seconds; returns what is still pending."""
+        deadline = time.monotonic() + self.config.stop_timeout
+        pending = set(runs)
+        while pending:
+            left = deadline - time.monotonic()
+            runs_now = sorted(f"{r.claim.job}@{r.claim.occurrence}"
+                              for r in self.running.values())
+            log.info("worker.stop_waiting", worker=self.config.name, runs=runs_now,
+                     tasks=len(pending), timeout_left_s=round(max(left, 0.0), 1))
+            if left <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=min(left, STOP_PROGRESS_EVERY))
+        return pending
 
     # ------------------------------------------------------------------ session
     async def _open_session(self) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
     from coord.api.local import LocalTarget
 
 log = structlog.get_logger("coord.server")
+
+WAIT_LOG_EVERY = 5.0
+"""Seconds between two ``member.waiting_for_peers`` lines while a member knows no leader."""
 
 GRPC_OPTIONS: list[tuple[str, Any]] = [  # the grpcio fallback's
     # The transport accepts more than etcd does so that coord.api.errors can refuse an
@@ -181,6 +186,7 @@ class CoordServer:
         self._peer_h2: H2Server | None = None
         self._peer_grpc: grpc.aio.Server | None = None
         self.watch = WatchService(self.core)
+        self._waiting: asyncio.Task[None] | None = None
 
     def _on_applied(self) -> None:
         self.watch.notify()
@@ -220,6 +226,7 @@ class CoordServer:
             self._grpc = await grpcio.serve(self.config.listen_client, client.service,
                                             GRPC_OPTIONS)
         self.core.start()
+        self._waiting = asyncio.get_running_loop().create_task(self._report_waiting())
         log.info("coord.serving", name=self.config.name, client=self.config.listen_client,
                  grpc_server=kind,
                  member_id=f"{self.node.member_id:x}", data_dir=str(self.config.data_dir),
@@ -239,8 +246,30 @@ class CoordServer:
                 self._local.close()
         return self._local
 
+    async def _report_waiting(self) -> None:
+        """While this member knows no leader (its peers are not up yet, or a quorum is
+        gone), say every few seconds which members it has not heard from: hosts boot in any
+        order, and a member waits for its peers as long as it takes."""
+        node = self.node
+        since = time.monotonic()
+        while True:
+            await asyncio.sleep(WAIT_LOG_EVERY)
+            now = time.monotonic()
+            if node.leader_id:
+                since = now
+                continue
+            silent = sorted(
+                f"{info.name or format(mid, 'x')}@{info.peer}"
+                for mid, info in node.membership.members.items()
+                if mid != node.member_id
+                and now - node.transport.last_heard.get(mid, -WAIT_LOG_EVERY) >= WAIT_LOG_EVERY)
+            log.warning("member.waiting_for_peers", member=self.config.name,
+                        waited_s=round(now - since), not_heard_from=silent)
+
     async def stop(self, grace: float = 1.0) -> None:
         self._stopped = True
+        if self._waiting is not None:
+            self._waiting.cancel()
         if self._local is not None:
             self._local.close()  # in-process streams end as network ones do
         await self.core.stop()
@@ -257,8 +286,26 @@ class CoordServer:
         log.info("coord.stopped", name=self.config.name)
 
     async def serve_until(self, stop: asyncio.Event) -> None:
-        await self.start()
+        """Start, serve until ``stop`` is set, stop — also when ``stop`` is set while still
+        starting (a joining member looking for its cluster)."""
+        await self.start_until(stop)
         try:
             await stop.wait()
         finally:
             await self.stop()
+
+    async def start_until(self, stop: asyncio.Event) -> None:
+        """:meth:`start`, given up (and the member stopped) if ``stop`` is set first; the
+        caller sees ``stop`` set and goes on to stop."""
+        starting = asyncio.ensure_future(self.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+        if not starting.cancelled():
+            starting.result()  # a failed start raises here (StorageError, OSError)
