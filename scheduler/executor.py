@@ -17,6 +17,8 @@ Invariants:
   :meth:`JobProcess.terminate` is the polite SIGTERM-then-SIGKILL form.
 * When the job's main process exits, whatever is left of its process group (background
   children) is SIGKILLed, so a finished run leaves nothing behind.
+* When this process dies (``kill -9`` included), every job group still running is SIGKILLed
+  by this process's guardian (:mod:`scheduler.guardian`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import structlog
 from coord.aiotools import within
 from scheduler.clock import Clock, SystemClock
 from scheduler.errors import ExecutorError
+from scheduler.guardian import guardian
 
 if TYPE_CHECKING:
     from scheduler.spec import JobSpec
@@ -339,7 +342,7 @@ class _ExitWatch:
                 return  # still running
             _kill_group(self.proc.pid)  # exited, not reaped: the group id is still its own
         except ChildProcessError:
-            pass  # reaped already: poll() says how it ended; the group id is not ours now
+            guardian().release(self.proc.pid)  # reaped already: poll() says how it ended
         code = self.proc.poll()
         if code is not None:
             self.close()
@@ -350,7 +353,7 @@ class _ExitWatch:
             os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
             _kill_group(self.proc.pid)  # exited, not reaped: the group id is still its own
         except ChildProcessError:
-            pass
+            guardian().release(self.proc.pid)
         code = self.proc.wait()
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             self.loop.call_soon_threadsafe(self._resolve, code)
@@ -368,9 +371,11 @@ class _ExitWatch:
 
 def _kill_group(pgid: int) -> None:
     """SIGKILL what is left of the process group of a main process that has exited but
-    is not reaped yet: while its zombie exists the group id cannot be reused."""
+    is not reaped yet: while its zombie exists the group id cannot be reused. The group is
+    dead then: the guardian forgets it."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+    guardian().release(pgid)
 
 
 _SPAWNER: ThreadPoolExecutor | None = None
@@ -399,6 +404,7 @@ def _spawn(argv: list[str], env: dict[str, str], workdir: str | None,
     except BaseException:
         out.close()
         raise
+    guardian().watch(proc.pid)  # killed with its group should this process die
     return proc, out, start_offset
 
 
@@ -409,8 +415,7 @@ def _discard_spawned(
     if spawn.cancelled() or spawn.exception() is not None:
         return
     proc, out, _ = spawn.result()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # not reaped yet: the group id is still its own
+    _kill_group(proc.pid)  # not reaped yet: the group id is still its own
     out.close()
     _spawner().submit(proc.wait)
 

@@ -21,10 +21,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+_HANDED_OUT: list[int] = []
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, and none of the last 64 handed out: the kernel
+    may give the same free port to two calls in a row, and a test allocating ports for
+    several servers before starting them would bind two of them to one port."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            break
+    _HANDED_OUT.append(port)
+    del _HANDED_OUT[:-64]
+    return port
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.02) -> None:
