@@ -56,6 +56,10 @@ class HpackError(Exception):
     """A header block that does not decode: a COMPRESSION_ERROR of the connection."""
 
 
+class HeaderListTooLarge(HpackError):
+    """A header block that decodes to more than the decoder's ``max_list_size``."""
+
+
 def _canonical_codes(lengths: tuple[int, ...]) -> dict[tuple[int, int], int]:
     order = sorted(range(len(lengths)), key=lambda s: (lengths[s], s))
     codes: dict[tuple[int, int], int] = {}
@@ -217,7 +221,11 @@ class Decoder:
     peer's encoder may shrink the table below it with a size update, never grow past it.
     """
 
-    def __init__(self, max_table_size: int = DEFAULT_TABLE_SIZE) -> None:
+    def __init__(self, max_table_size: int = DEFAULT_TABLE_SIZE,
+                 max_list_size: int = 1 << 62) -> None:
+        self.max_list_size = max_list_size
+        """Decoding stops with :class:`HeaderListTooLarge` once the fields decoded so far
+        (names, values, 32 bytes each) pass this (SETTINGS_MAX_HEADER_LIST_SIZE)."""
         self._dynamic: list[tuple[bytes, bytes]] = []
         self._size = 0
         self._limit = max_table_size
@@ -253,11 +261,16 @@ class Decoder:
         pos, end = 0, len(block)
         name: bytes
         value: bytes
+        budget = self.max_list_size
         while pos < end:
             first = block[pos]
             if first & 0x80:  # indexed field
                 index, pos = decode_int(block, pos, 7)
-                headers.append(self._entry(index))
+                field = self._entry(index)
+                budget -= len(field[0]) + len(field[1]) + 32
+                if budget < 0:
+                    raise HeaderListTooLarge(f"header list over {self.max_list_size} bytes")
+                headers.append(field)
                 continue
             if first & 0x40:  # literal with incremental indexing
                 index, pos = decode_int(block, pos, 6)
@@ -279,6 +292,9 @@ class Decoder:
             value, pos = _decode_str(block, pos)
             if first & 0x40:
                 self._insert(name, value)
+            budget -= len(name) + len(value) + 32
+            if budget < 0:
+                raise HeaderListTooLarge(f"header list over {self.max_list_size} bytes")
             headers.append((name, value))
         return headers
 

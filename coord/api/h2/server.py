@@ -37,6 +37,19 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import structlog
 
 from coord.api.h2 import hpack
+from coord.api.h2.limits import (
+    MAX_CONCURRENT_STREAMS,
+    MAX_HEADER_LIST_SIZE,
+    PENDING_RESPONSE_LIMIT,
+    PING_BURST,
+    PING_RATE,
+    PREFACE_TIMEOUT,
+    RESET_BURST,
+    RESET_RATE,
+    SETTINGS_BURST,
+    SETTINGS_RATE,
+    Bucket,
+)
 from coord.api.status import StatusCode
 
 log = structlog.get_logger("coord.api.h2")
@@ -206,6 +219,10 @@ class FrameHandler(asyncio.Protocol):
     """Bytes of DATA the peer lets this side send on the connection."""
     _peer_initial_window: int
     _peer_max_frame: int
+    _pings: Bucket | None = None
+    """PING frames the peer may still send (None: no limit)."""
+    _settings_frames: Bucket | None = None
+    """SETTINGS frames the peer may still send (None: no limit)."""
 
     def _write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -234,6 +251,8 @@ class FrameHandler(asyncio.Protocol):
             return
         if len(payload) % 6:
             raise H2ProtocolError(FRAME_SIZE_ERROR, "bad SETTINGS length")
+        if self._settings_frames is not None and not self._settings_frames.take():
+            raise H2ProtocolError(ENHANCE_YOUR_CALM, "too many SETTINGS")
         for i in range(0, len(payload), 6):
             key, value = SETTING.unpack_from(payload, i)
             if key == SETTINGS_INITIAL_WINDOW_SIZE:
@@ -297,6 +316,8 @@ class FrameHandler(asyncio.Protocol):
         elif kind == PING:
             if len(payload) != 8 or stream_id:
                 raise H2ProtocolError(FRAME_SIZE_ERROR, "bad PING")
+            if self._pings is not None and not self._pings.take():
+                raise H2ProtocolError(ENHANCE_YOUR_CALM, "too_many_pings")
             if not flags & ACK:
                 self._write(frame(PING, ACK, 0, payload))
         elif kind == RST_STREAM:
@@ -398,9 +419,9 @@ class Stream:
     be sent under flow control, and the handler's task."""
 
     __slots__ = ("buffer", "code", "conn", "deadline", "details", "drain", "handler",
-                 "headers", "headers_sent", "id", "inbox", "local_closed", "pending",
-                 "queued", "recv_window", "remote_closed", "reset", "send_window", "task",
-                 "timer", "trailer", "unacked", "waiter")
+                 "headers", "headers_sent", "held", "id", "inbox", "local_closed",
+                 "pending", "queued", "recv_window", "remote_closed", "reset", "send_window",
+                 "task", "timer", "trailer", "unacked", "waiter")
 
     def __init__(self, conn: Connection, stream_id: int, headers: list[tuple[bytes, bytes]],
                  send_window: int) -> None:
@@ -412,6 +433,9 @@ class Stream:
         self.buffer = bytearray()
         self.inbox: deque[bytes] = deque()
         self.queued = 0
+        self.held = 0
+        """DATA bytes of this stream not yet given back to the connection's window: those
+        of incomplete messages and of messages the handler has not taken."""
         self.recv_window = STREAM_WINDOW
         self.waiter: asyncio.Future[None] | None = None
         self.remote_closed = False
@@ -455,7 +479,7 @@ class Connection(FrameHandler):
         self.peer = ""
         self._buf = bytearray()
         self._preface = False
-        self._decoder = hpack.Decoder()
+        self._decoder = hpack.Decoder(max_list_size=MAX_HEADER_LIST_SIZE)
         self.streams: dict[int, Stream] = {}
         self._last_id = 0
         self._out: list[bytes] = []
@@ -464,7 +488,17 @@ class Connection(FrameHandler):
         self._peer_initial_window = DEFAULT_WINDOW
         self._peer_max_frame = MAX_FRAME
         self._conn_unacked = 0
-        self._recv_window = CONNECTION_WINDOW
+        # The connection window holds back the bytes of messages not yet consumed, so it
+        # must hold the largest message this side accepts.
+        self._conn_window = min(MAX_WINDOW, max(CONNECTION_WINDOW,
+                                                server.max_receive + 5 + 2 * MAX_FRAME))
+        self._recv_window = self._conn_window
+        self._pending_bytes = 0
+        """Response bytes queued on all streams for lack of flow-control credit."""
+        self._resets = Bucket(RESET_BURST, RESET_RATE)
+        self._pings = Bucket(PING_BURST, PING_RATE)
+        self._settings_frames = Bucket(SETTINGS_BURST, SETTINGS_RATE)
+        self._handshake_timer: asyncio.TimerHandle | None = None
         self._blocked: dict[int, Stream] = {}
         self._paused = False
         self._closed = False
@@ -483,12 +517,27 @@ class Connection(FrameHandler):
         self.server.connections.add(self)
         enable_keepalive(transport)  # dead clients are found by the kernel
         settings = (SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW)
-                    + SETTING.pack(SETTINGS_ENABLE_PUSH, 0))
+                    + SETTING.pack(SETTINGS_ENABLE_PUSH, 0)
+                    + SETTING.pack(SETTINGS_MAX_CONCURRENT_STREAMS, MAX_CONCURRENT_STREAMS)
+                    + SETTING.pack(SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST_SIZE))
         self._write(frame(SETTINGS, 0, 0, settings)
-                    + frame(WINDOW_UPDATE, 0, 0, U32.pack(CONNECTION_WINDOW - DEFAULT_WINDOW)))
+                    + frame(WINDOW_UPDATE, 0, 0, U32.pack(self._conn_window - DEFAULT_WINDOW)))
+        self._handshake_timer = self.loop.call_later(PREFACE_TIMEOUT, self._handshake_expired)
+
+    def _handshake_expired(self) -> None:
+        """The client did not send the preface and its SETTINGS in time: cut it off."""
+        self._handshake_timer = None
+        log.debug("h2.handshake_timeout", peer=self.peer)
+        if self._preface:
+            self._goaway(PROTOCOL_ERROR, b"no SETTINGS")
+            self._flush()
+        self._abort_connection()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
         self.server.connections.discard(self)
         streams = list(self.streams.values())
         self.streams.clear()
@@ -529,7 +578,9 @@ class Connection(FrameHandler):
                 self._preface = True
             read_frames(buf, self._on_frame)
         except (H2ProtocolError, hpack.HpackError) as err:
-            code = err.code if isinstance(err, H2ProtocolError) else COMPRESSION_ERROR
+            code = (err.code if isinstance(err, H2ProtocolError)
+                    else ENHANCE_YOUR_CALM if isinstance(err, hpack.HeaderListTooLarge)
+                    else COMPRESSION_ERROR)
             log.debug("h2.connection_error", peer=self.peer, error=str(err))
             self._goaway(code, str(err).encode()[:200])
             self._flush()
@@ -546,6 +597,8 @@ class Connection(FrameHandler):
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
             self._reset_by_peer(stream)
+            if not self._resets.take():  # CVE-2023-44487
+                raise H2ProtocolError(ENHANCE_YOUR_CALM, "too many streams reset")
 
     def _on_goaway(self, code: int, debug: bytes) -> None:
         self._going_away = True
@@ -555,6 +608,9 @@ class Connection(FrameHandler):
             stream.send_window += delta
 
     def _on_peer_settings(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
         self._unblock()
 
     def _on_connection_credit(self) -> None:
@@ -584,7 +640,8 @@ class Connection(FrameHandler):
             return  # a stream that is already closed; nothing to do
         self._last_id = stream_id
         stream = Stream(self, stream_id, headers, self._peer_initial_window)
-        if self._going_away or self.server.closing:
+        if (self._going_away or self.server.closing or len(self.streams) >= MAX_CONCURRENT_STREAMS
+                or self._pending_bytes > PENDING_RESPONSE_LIMIT):
             self._write(frame(RST_STREAM, 0, stream_id, U32.pack(REFUSED_STREAM)))
             return
         self.streams[stream_id] = stream
@@ -604,23 +661,26 @@ class Connection(FrameHandler):
         self._recv_window -= size
         if self._recv_window < 0:
             raise H2ProtocolError(FLOW_CONTROL_ERROR, "connection window exceeded")
-        self._conn_unacked += size
-        if self._conn_unacked >= CONNECTION_WINDOW // 2:
-            self._write(frame(WINDOW_UPDATE, 0, 0, U32.pack(self._conn_unacked)))
-            self._recv_window += self._conn_unacked
-            self._conn_unacked = 0
         stream = self.streams.get(stream_id)
         if stream is None or stream.remote_closed:
             if stream_id > self._last_id:
                 raise H2ProtocolError(PROTOCOL_ERROR, "DATA on an idle stream")
+            self._credit(size)
             return  # a stream this side already finished or reset
         stream.recv_window -= size
         if stream.recv_window < 0:
+            self._credit(size)
             self._reset(stream, FLOW_CONTROL_ERROR)
             return
         stream.unacked += size
+        # Connection credit goes back for what the handler has consumed, not for what
+        # waits in the stream (an incomplete message, messages not taken yet): clients
+        # that never finish their messages cannot make this side buffer more than the
+        # connection window.
+        stream.held += size
         if payload:
             self._receive_messages(stream, payload)
+        self._release(stream, stream.held - len(stream.buffer) - stream.queued)
         if not flags & END_STREAM and stream.unacked >= STREAM_WINDOW // 2 \
                 and stream.queued < STREAM_WINDOW:
             # Credit goes back as data arrives, unless the handler has a window's worth of
@@ -628,6 +688,20 @@ class Connection(FrameHandler):
             self._ack_stream(stream)
         if flags & END_STREAM and stream_id in self.streams:
             self._end_remote(stream)
+
+    def _credit(self, size: int) -> None:
+        self._conn_unacked += size
+        if self._conn_unacked >= self._conn_window // 2:
+            self._write(frame(WINDOW_UPDATE, 0, 0, U32.pack(self._conn_unacked)))
+            self._recv_window += self._conn_unacked
+            self._conn_unacked = 0
+
+    def _release(self, stream: Stream, size: int) -> None:
+        """Give back up to ``size`` of the stream's held bytes to the connection window."""
+        size = min(size, stream.held)
+        if size > 0:
+            stream.held -= size
+            self._credit(size)
 
     def _ack_stream(self, stream: Stream) -> None:
         if stream.unacked and not stream.remote_closed:
@@ -742,6 +816,7 @@ class Connection(FrameHandler):
             else:
                 raw = stream.inbox.popleft()
                 stream.queued = 0
+                self._release(stream, len(raw))
                 try:
                     request = deserialize(raw)
                 except Exception:  # noqa: BLE001 - any parse failure is the client's
@@ -826,7 +901,9 @@ class Connection(FrameHandler):
         if not stream.headers_sent:
             stream.headers_sent = True
             self._write(frame(HEADERS, END_HEADERS, stream.id, _RESPONSE_HEADERS))
-        stream.pending.append(memoryview(grpc_message(data)))
+        message = memoryview(grpc_message(data))
+        stream.pending.append(message)
+        self._pending_bytes += len(message)
         self._send_pending(stream)
 
     def _send_pending(self, stream: Stream) -> None:
@@ -840,6 +917,7 @@ class Connection(FrameHandler):
                 return
             stream.send_window -= n
             self._send_window -= n
+            self._pending_bytes -= n
             if n == len(chunk):
                 pending.popleft()
                 self._write(frame(DATA, 0, stream.id, chunk))
@@ -888,6 +966,7 @@ class Connection(FrameHandler):
 
     def _closed_locally(self, stream: Stream) -> None:
         stream.local_closed = True
+        self._release(stream, stream.held)
         if stream.timer is not None:
             stream.timer.cancel()
             stream.timer = None
@@ -918,7 +997,9 @@ class Connection(FrameHandler):
 
     def _reset_by_peer(self, stream: Stream) -> None:
         stream.reset = stream.remote_closed = stream.local_closed = True
+        self._pending_bytes -= sum(len(chunk) for chunk in stream.pending)
         stream.pending.clear()
+        self._release(stream, stream.held)
         stream.trailer = None
         self._blocked.pop(stream.id, None)
         if stream.timer is not None:
@@ -979,6 +1060,7 @@ class _Requests:
             stream.waiter = None
         raw = stream.inbox.popleft()
         stream.queued -= len(raw)
+        self._conn._release(stream, len(raw))
         if stream.unacked >= STREAM_WINDOW // 2 and stream.queued < STREAM_WINDOW:
             self._conn._ack_stream(stream)
         try:
