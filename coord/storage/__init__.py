@@ -14,6 +14,7 @@ from coord.storage.errors import (
     WALClosedError,
     WALFailedError,
     WALLockedError,
+    WALTruncatedError,
 )
 from coord.storage.group_commit import FlushFn, GroupCommitter
 from coord.storage.snapshot import Snapshot, SnapshotStore
@@ -39,4 +40,5 @@ __all__ = [
     "WALClosedError",
     "WALFailedError",
     "WALLockedError",
+    "WALTruncatedError",
 ]

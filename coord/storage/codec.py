@@ -46,6 +46,7 @@ __all__ = [
     "SNAPSHOT_MARKER",
     "DecodeResult",
     "Record",
+    "damage_of_last_frame",
     "decode_frames",
     "decode_segment_header",
     "encode_frame",
@@ -208,3 +209,67 @@ def find_valid_frame(buf: bytes | memoryview, start: int, min_seq: int) -> tuple
                 return pos, fseq
         pos = data.find(_FRAME_MAGIC, pos + 1)
     return None
+
+
+SECTOR = 512
+"""The unit a disk persists atomically: a crash can leave any sector of a write unwritten
+(zeros in a preallocated file), as etcd's WAL decoder also assumes (``isTornEntry``)."""
+
+
+def _zero_sector_chunk(buf: bytes | memoryview, start: int, end: int) -> bool:
+    """Whether some sector-aligned piece of ``buf[start:end]`` is all zeros."""
+    pos = start
+    while pos < end:
+        stop = min(end, (pos // SECTOR + 1) * SECTOR)
+        chunk = bytes(buf[pos:stop])
+        if chunk.count(0) == len(chunk):
+            return True
+        pos = stop
+    return False
+
+
+def damage_of_last_frame(
+    buf: bytes | memoryview, pos: int, seq: int, last_data: int
+) -> str | None:
+    """Whether the invalid frame at ``pos`` — the last thing in the log: no valid frame
+    follows, and ``last_data`` is the offset of the segment's last non-zero byte — is a torn
+    write (``None``) or a damaged record (the reason).
+
+    Torn means its bytes end early, as a crash mid-write leaves them: the file ends inside
+    the frame, or its last bytes (or any sector of it) are zeros that were never written, or
+    what is there is not a frame of this log at all (garbage, a stale frame with another
+    sequence number). Damaged means a record that was written whole — its header is the
+    expected frame's, its last byte is written — yet fails its checksum: a flipped bit,
+    not a crash, and dropping it could drop an acknowledged write.
+    """
+    size = len(buf)
+    head_end = pos + FRAME_HEADER_SIZE
+    if head_end > size or last_data < head_end - 1:
+        return None  # the header itself was cut short
+    magic, rtype, flags, length, fseq, data_crc, hdr_crc = _FRAME.unpack_from(buf, pos)
+    hdr_ok = zlib.crc32(buf[pos : pos + _FRAME_CRC_SPAN]) == hdr_crc
+    sane = rtype != 0 and flags == 0 and length <= MAX_PAYLOAD
+    if hdr_ok and magic == _FRAME_MAGIC and sane:
+        if fseq != seq:
+            return None  # a stale frame left from earlier data, not the next record
+        end = head_end + length
+        if end > size or last_data < end - 1 or _zero_sector_chunk(buf, pos, end):
+            return None
+        return f"record {seq} is complete but its payload CRC does not match"
+    # The header fails its checks. It is the expected record with a damaged header when
+    # the magic is the only damage, or the sequence number is right, or the payload it
+    # describes matches its CRC; anything else is not a frame of this log.
+    fixed = bytes(_FRAME_MAGIC) + bytes(buf[pos + 2 : pos + _FRAME_CRC_SPAN])
+    ours = (
+        (magic != _FRAME_MAGIC and zlib.crc32(fixed) == hdr_crc and fseq == seq)
+        or (magic == _FRAME_MAGIC and fseq == seq)
+        or (
+            magic == _FRAME_MAGIC
+            and length <= MAX_PAYLOAD
+            and head_end + length <= size
+            and zlib.crc32(buf[head_end : head_end + length]) == data_crc
+        )
+    )
+    if not ours or _zero_sector_chunk(buf, pos, min(size, last_data + 1)):
+        return None
+    return f"the header of record {seq} is damaged (its bytes are all written)"

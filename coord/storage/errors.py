@@ -15,6 +15,7 @@ __all__ = [
     "WALClosedError",
     "WALFailedError",
     "WALLockedError",
+    "WALTruncatedError",
 ]
 
 
@@ -35,6 +36,22 @@ class CorruptWALError(StorageError):
         self.offset = offset
         self.reason = reason
         super().__init__(f"corrupt WAL: {path} at offset {offset}: {reason}")
+
+
+class WALTruncatedError(CorruptWALError):
+    """The WAL ends before a record the data dir recorded as durable: records were lost
+    (a segment deleted, a file cut short, an older copy put back). Nothing is modified."""
+
+    def __init__(self, path: Path, last_seq: int, must_cover: int) -> None:
+        self.last_seq = last_seq
+        self.must_cover = must_cover
+        what = f"ends at record {last_seq}" if last_seq else "holds no records"
+        super().__init__(
+            path,
+            0,
+            f"the WAL {what}, but records up to {must_cover} were durable: "
+            f"{must_cover - last_seq} records are missing (a segment deleted or cut short)",
+        )
 
 
 class CorruptSnapshotError(StorageError):

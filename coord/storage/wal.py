@@ -58,6 +58,7 @@ from coord.storage.codec import (
     SEGMENT_HEADER_SIZE,
     SNAPSHOT_MARKER,
     Record,
+    damage_of_last_frame,
     decode_frames,
     decode_segment_header,
     encode_frame,
@@ -70,6 +71,7 @@ from coord.storage.errors import (
     WALClosedError,
     WALFailedError,
     WALLockedError,
+    WALTruncatedError,
 )
 
 __all__ = ["DEFAULT_CARRY_OVER", "DEFAULT_SEGMENT_SIZE", "WAL", "SegmentInfo"]
@@ -151,6 +153,7 @@ class WAL:
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         sync_fn: SyncFn | None = None,
         carry_over: Iterable[int] = DEFAULT_CARRY_OVER,
+        must_cover: int = 0,
     ) -> tuple[WAL, list[Record]]:
         """Open (creating if needed) the WAL in ``directory`` and read every record in it.
 
@@ -161,6 +164,12 @@ class WAL:
         truncated (and the truncation fsync'd) with a warning; any other damage raises
         :class:`CorruptWALError` without changing the files. Raises :class:`WALLockedError`
         if the directory is already open. ``sync_fn(fd)`` replaces ``fdatasync`` (tests).
+
+        ``must_cover``: a sequence number the caller knows was durable (a watermark kept
+        outside the WAL). A log that now ends before it lost records that were written —
+        a segment deleted, a file cut short — and is refused with :class:`WALTruncatedError`
+        (an empty directory too); a damaged record at or below it is never a torn write.
+        Nothing is changed on disk when either is raised.
         """
         if segment_size < SEGMENT_HEADER_SIZE:
             raise ValueError(f"segment_size must be at least {SEGMENT_HEADER_SIZE}")
@@ -179,6 +188,7 @@ class WAL:
                 segment_size=segment_size,
                 sync_fn=sync_fn or default_sync,
                 carry_over=frozenset(carry_over),
+                must_cover=must_cover,
             )
         except BaseException:
             os.close(lock_fd)
@@ -193,6 +203,7 @@ class WAL:
         segment_size: int,
         sync_fn: SyncFn,
         carry_over: frozenset[int],
+        must_cover: int,
     ) -> tuple[WAL, list[Record]]:
         removed_tmp = False
         for tmp in sorted(path.glob("*.wal.tmp")):
@@ -203,6 +214,8 @@ class WAL:
             fsync_dir(path)
 
         segments = _list_segments(path)
+        if not segments and must_cover:
+            raise WALTruncatedError(path, 0, must_cover)
         if not segments:
             seg = _create_segment(path, 0, 1, b"", sync_fn, segment_size)
             fd = _open_at(seg.path, SEGMENT_HEADER_SIZE)
@@ -265,20 +278,36 @@ class WAL:
                         seg.path, result.end, f"{result.problem} in a non-last segment"
                     )
                 later = find_valid_frame(buf, result.end + 1, result.next_seq)
-            if later is not None:
-                raise CorruptWALError(
-                    seg.path,
-                    result.end,
-                    f"{result.problem}, followed by a valid record (sequence {later[1]} at "
-                    f"offset {later[0]}): damage in the middle of the log, not a torn tail",
-                )
+                if later is not None:
+                    raise CorruptWALError(
+                        seg.path,
+                        result.end,
+                        f"{result.problem}, followed by a valid record (sequence {later[1]} "
+                        f"at offset {later[0]}): damage in the middle of the log, not a torn "
+                        "tail",
+                    )
+                damage = damage_of_last_frame(buf, result.end, result.next_seq, junk)
+                if damage is not None:
+                    raise CorruptWALError(
+                        seg.path, result.end, f"{damage}: a damaged record, not a torn write"
+                    )
+                if result.next_seq <= must_cover:
+                    raise CorruptWALError(
+                        seg.path,
+                        result.end,
+                        f"{result.problem}: record {result.next_seq} was durable (the data "
+                        f"dir recorded records up to {must_cover} as written), so this is "
+                        "damage, not a torn write",
+                    )
             log.warning(
                 "wal.torn_tail_repaired",
                 path=str(seg.path),
                 offset=result.end,
                 dropped_bytes=junk + 1 - result.end,
+                dropped_seq=result.next_seq,
                 reason=result.problem,
                 last_seq=result.next_seq - 1,
+                note="one record that was never synced (a write cut short by a crash)",
             )
             fd = os.open(seg.path, os.O_WRONLY)
             try:
@@ -288,6 +317,8 @@ class WAL:
                 os.close(fd)
 
         assert next_seq is not None
+        if next_seq - 1 < must_cover:
+            raise WALTruncatedError(path, next_seq - 1, must_cover)
         latest: dict[int, Record] = {}
         for rec in records:
             if rec.type in carry_over:

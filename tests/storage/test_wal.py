@@ -422,16 +422,86 @@ def test_zeroed_records_at_the_end_of_an_older_segment_are_refused(tmp_path: Pat
         WAL.open(tmp_path, segment_size=SMALL)
 
 
-def test_damaged_last_record_payload_is_torn_tail(tmp_path: Path) -> None:
-    """A complete-length last record whose payload CRC fails is a torn write: dropped."""
+def test_flipped_byte_in_the_last_record_is_refused(tmp_path: Path) -> None:
+    """A complete last record whose checksum fails is damage, not a torn write (#15 item 8;
+    etcd stops with ``walpb: crc mismatch``): a flipped bit anywhere in it — header or
+    payload — refuses the open, names the record, and changes nothing. Before, a flip in the
+    payload dropped the record as a torn tail."""
     records = entries(4)
     seg = write_closed(tmp_path, records)
-    blob = bytearray(seg.read_bytes())
-    blob[-3] ^= 0x40
-    seg.write_bytes(bytes(blob))
+    full = seg.read_bytes()
+    start = len(full) - (FRAME_HEADER_SIZE + 40)
+    for i in range(start, len(full)):
+        blob = bytearray(full)
+        blob[i] ^= 0x40
+        # as a killed member leaves it too: the preallocated zeros after the record
+        seg.write_bytes(bytes(blob) + bytes(SMALL - len(blob)))
+        with pytest.raises(CorruptWALError) as info:
+            WAL.open(tmp_path, segment_size=SMALL)
+        assert info.value.offset == start and "not a torn write" in str(info.value), i
+        assert seg.read_bytes()[: len(blob)] == bytes(blob), i
+    seg.write_bytes(full)
     wal, recs = WAL.open(tmp_path)
-    assert recs == records[:-1]
+    assert recs == records
     wal.close()
+
+
+def test_a_record_with_an_unwritten_sector_is_a_torn_write(tmp_path: Path) -> None:
+    """A crash (power loss) can persist the sectors of one write in any order: a last record
+    with a whole sector of zeros that should hold data is torn (etcd's rule), dropped with a
+    warning that names the record."""
+    records = [*entries(2), Record(ENTRY, b"\x01" * 2000)]
+    seg = write_closed(tmp_path, records)
+    blob = bytearray(seg.read_bytes())
+    blob[1024:1536] = bytes(512)  # a sector in the middle of the last record
+    seg.write_bytes(bytes(blob))
+    with capture_logs() as logs:
+        wal, recs = WAL.open(tmp_path, segment_size=SMALL)
+    assert recs == records[:2]
+    torn = [e for e in logs if e["event"] == "wal.torn_tail_repaired"]
+    assert len(torn) == 1 and torn[0]["dropped_seq"] == 3
+    wal.close()
+
+
+def test_must_cover_refuses_a_log_that_lost_durable_records(tmp_path: Path) -> None:
+    """A log cut short at a record boundary, cut inside a durable record, or emptied is
+    refused when the caller knows its records up to ``must_cover`` were durable — and the
+    files are left as they are. A torn record after ``must_cover`` is still repaired."""
+    records = entries(6)
+    seg = write_closed(tmp_path, records)
+    full = seg.read_bytes()
+    frame = FRAME_HEADER_SIZE + 40
+    half = SEGMENT_HEADER_SIZE + 3 * frame
+    for cut in (half, half + 10):
+        seg.write_bytes(full[:cut])
+        with pytest.raises(CorruptWALError, match="durable"):
+            WAL.open(tmp_path, must_cover=6)
+        assert seg.read_bytes() == full[:cut]
+    seg.write_bytes(full[:-10])  # the last record torn: only 5 were durable
+    wal, recs = WAL.open(tmp_path, must_cover=5)
+    assert recs == records[:5]
+    wal.close()
+    seg.unlink()
+    with pytest.raises(CorruptWALError, match="holds no records"):
+        WAL.open(tmp_path, must_cover=5)
+    assert not list(tmp_path.glob("*.wal")), "a refused open must not create a segment"
+
+
+def test_a_deleted_last_segment_is_refused_with_must_cover(tmp_path: Path) -> None:
+    """Without the newest segment the older ones end cleanly; only the watermark shows
+    that records are missing."""
+    wal, _ = WAL.open(tmp_path, segment_size=SMALL)
+    wal.append(entries(3))
+    wal.cut()
+    wal.append(entries(3, start=3))
+    last = wal.segments[-1].path
+    wal.close()
+    _, recs = reopen(tmp_path)
+    assert len(recs) == 6
+    _.close()
+    last.unlink()
+    with pytest.raises(CorruptWALError, match="missing"):
+        WAL.open(tmp_path, must_cover=6)
 
 
 # ---------------------------------------------------------------- corruption
