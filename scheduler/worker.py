@@ -72,7 +72,7 @@ from scheduler.claim import (
     RunRecord,
 )
 from scheduler.clock import Clock, SystemClock
-from scheduler.errors import SpecError
+from scheduler.decode import BadValue, decode_spec, json_object, report_bad, worker_tags
 from scheduler.executor import JobProcess, RunRequest, RunResult
 from scheduler.plan import (
     MANUAL_SUFFIX,
@@ -327,16 +327,25 @@ class Worker:
             except ClientError as err:
                 log.warning("worker.view_failed", prefix=prefix, error=str(err))
                 await asyncio.sleep(0.5)
+            except Exception as err:  # noqa: BLE001 - a bug here must not blind the worker
+                # The decoders are total (scheduler.decode), so this is a bug; the view
+                # says so and re-lists rather than dying.
+                log.error("worker.view_error", prefix=prefix, error=repr(err)[:500])
+                await asyncio.sleep(1.0)
 
     async def _noop_load(self, _: int) -> int:
         return (await self.client.get(keys.ROOT, count_only=True)).revision
 
     async def _load_workers(self, _: int) -> int:
         r = await self.client.get(keys.WORKERS, prefix=True)
-        self.workers = {keys.name_from(kv.key, keys.WORKERS): _worker_tags(kv.value)
-                        for kv in r.kvs}
+        self.workers = {}
+        self._worker_leases = {}
+        for kv in r.kvs:
+            found = _decode_worker(kv)
+            if found is not None:
+                self.workers[found[0]] = found[1]
+                self._worker_leases[found[0]] = kv.lease
         self._eligible_cache.clear()
-        self._worker_leases = {keys.name_from(kv.key, keys.WORKERS): kv.lease for kv in r.kvs}
         live = set(self._worker_leases.values())
         for lease in [lease for lease in self._unsure if lease not in live]:
             self._resolve_unsure(lease, alive=False)
@@ -345,11 +354,15 @@ class Worker:
     async def _on_worker_batch(self, batch: WatchBatch) -> None:
         self._eligible_cache.clear()
         for e in batch.events:
-            name = keys.name_from(e.kv.key, keys.WORKERS)
             if e.is_put:
-                self.workers[name] = _worker_tags(e.kv.value)
-                self._worker_leases[name] = e.kv.lease
-            else:
+                found = _decode_worker(e.kv)
+                if found is None:
+                    continue
+                self.workers[found[0]] = found[1]
+                self._worker_leases[found[0]] = e.kv.lease
+                continue
+            name = keys.worker_from(e.kv.key)
+            if name is not None:
                 self.workers.pop(name, None)
                 lease = self._worker_leases.pop(name, 0)
                 if lease in self._unsure:  # its session ended: check its freed locks now
@@ -359,7 +372,7 @@ class Worker:
         r = await self.client.get(keys.JOBS, prefix=True)
         found = {}
         for kv in r.kvs:
-            spec = _decode_spec(kv.key, kv.value)
+            spec = _decode_spec(kv)
             if spec is not None:
                 found[spec.name] = (spec, kv.mod_revision)
         for name in list(self.jobs):
@@ -375,13 +388,17 @@ class Worker:
 
     async def _on_job_batch(self, batch: WatchBatch) -> None:
         for e in batch.events:
-            name = keys.name_from(e.kv.key, keys.JOBS)
+            name = keys.job_from(e.kv.key, keys.JOBS)
             if not e.is_put:
-                self._remove_job(name)
+                if name is not None:
+                    self._remove_job(name)
                 continue
-            spec = _decode_spec(e.kv.key, e.kv.value)
+            spec = _decode_spec(e.kv)
             if spec is not None:
                 await self._upsert_job(spec, e.kv.mod_revision, startup=False)
+            elif name is not None:
+                # An edit that made a job invalid stops it (it no longer has a valid spec).
+                self._remove_job(name)
 
     def _remove_job(self, name: str) -> None:
         entry = self.jobs.pop(name, None)
@@ -896,7 +913,7 @@ class Worker:
             doomed: list[tuple[str, KeyValue]] = []
             for kv in r.kvs[:min(excess, BATCH_MAX)]:
                 occ = keys.name_from(kv.key, prefix)
-                instant = occurrence_instant(occ)
+                instant = occurrence_instant(occ) if keys.valid_occurrence(occ) else None
                 if instant is None:
                     continue  # not ours to judge
                 if instant >= horizon:
@@ -919,7 +936,11 @@ class Worker:
     # ------------------------------------------------------------------ locks and kills
     async def _on_lock_batch(self, batch: WatchBatch) -> None:
         for e in batch.events:
-            job = keys.name_from(e.kv.key, keys.LOCKS)
+            job = keys.job_from(e.kv.key, keys.LOCKS)
+            if job is None:
+                report_bad(e.kv.key, e.kv.mod_revision, "not /cron/lock/<valid job name>",
+                           "locks")
+                continue
             if e.is_put:
                 self._held[job] = e.kv.value
                 continue
@@ -1134,8 +1155,8 @@ class Worker:
                 holder = LockHolder.decode(kv.value)
             except (ValueError, TypeError):
                 continue
-            job = keys.name_from(kv.key, keys.LOCKS)
-            if (job, holder.occurrence) in self.running:
+            job = keys.job_from(kv.key, keys.LOCKS)
+            if job is None or (job, holder.occurrence) in self.running:
                 continue
             # Re-check after a moment: a claim may be between its txn and _execute.
             await asyncio.sleep(1.0)
@@ -1214,13 +1235,18 @@ class Worker:
         for e in batch.events:
             if not e.is_put:
                 continue
-            job = keys.name_from(e.kv.key, keys.KILLERS)
+            job = keys.job_from(e.kv.key, keys.KILLERS)
             try:
-                req = json.loads(e.kv.value)
-            except ValueError:
+                if job is None:
+                    raise BadValue("not /cron/killer/<valid job name>")
+                req = json_object(e.kv.value)
+                wanted = req.get("occurrence")
+                if wanted is not None and not keys.valid_occurrence(wanted):
+                    raise BadValue("occurrence is not an occurrence id")
+            except BadValue as err:
+                report_bad(e.kv.key, e.kv.mod_revision, str(err), "killers")
                 continue
             now = self.clock.now()
-            wanted = req.get("occurrence")
             for (j, occ), r in list(self.running.items()):
                 if j != job or wanted not in (None, occ):
                     continue
@@ -1235,10 +1261,15 @@ class Worker:
         for e in batch.events:
             if not e.is_put:
                 continue
-            job, _, occ = keys.name_from(e.kv.key, keys.TRIGGERS).partition("/")
+            found = keys.job_occurrence_from(e.kv.key, keys.TRIGGERS)
+            if found is None or MANUAL_SUFFIX not in found[1]:
+                report_bad(e.kv.key, e.kv.mod_revision,
+                           "not /cron/trigger/<job>/<manual occurrence id>", "triggers")
+                continue
+            job, occ = found
             entry = self.jobs.get(job)
             instant = occurrence_instant(occ)
-            if entry is None or MANUAL_SUFFIX not in occ or instant is None:
+            if entry is None or instant is None:
                 continue
             self._fire(entry, instant, occ)
 
@@ -1287,19 +1318,23 @@ def _status(result: RunResult, kill_reason: str | None) -> str:
     return "succeeded" if result.exit_code == 0 else "failed"
 
 
-def _worker_tags(raw: bytes) -> dict[str, str]:
+def _decode_worker(kv: KeyValue) -> tuple[str, dict[str, str]] | None:
+    """(name, tags) of a ``/cron/workers/`` key, or None (logged once) if it is not one."""
+    name = keys.worker_from(kv.key)
     try:
-        tags = json.loads(raw).get("tags", {})
-    except (ValueError, AttributeError):
-        return {}
-    return {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
+        if name is None:
+            raise BadValue("not /cron/workers/<printable UTF-8 name>")
+        return name, worker_tags(kv.value)
+    except BadValue as err:
+        report_bad(kv.key, kv.mod_revision, str(err), "workers")
+        return None
 
 
-def _decode_spec(key: bytes, raw: bytes) -> JobSpec | None:
+def _decode_spec(kv: KeyValue) -> JobSpec | None:
     try:
-        return JobSpec.from_json(raw, source=key.decode(errors="replace"))
-    except SpecError as err:
-        log.error("job.invalid_spec", key=key.decode(errors="replace"), error=str(err))
+        return decode_spec(kv.key, kv.value)
+    except BadValue as err:
+        report_bad(kv.key, kv.mod_revision, str(err), "jobs")
         return None
 
 
