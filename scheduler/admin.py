@@ -163,8 +163,18 @@ async def history(client: Client, name: str, limit: int = 50) -> list[RunRecord]
 
 
 async def trigger(client: Client, name: str) -> str:
-    """Ask the workers to run the job now, once; returns the occurrence id."""
-    await get_job(client, name)
+    """Ask the workers to run the job now, once; returns the occurrence id. A ``forbid``
+    job that is running is not asked (its workers would skip the request anyway)."""
+    spec, _ = await get_job(client, name)
+    if spec.concurrency == "forbid":
+        lock = await client.get_one(keys.lock_key(name))
+        if lock is not None:
+            try:
+                running = f" (occurrence {LockHolder.decode(lock.value).occurrence})"
+            except ValueError:
+                running = ""
+            raise AdminError(f"job {name!r} is running{running} and its concurrency is "
+                             "forbid: nothing started")
     occ = f"{occurrence_id(datetime.now(UTC))}-manual-{secrets.token_hex(2)}"
     grant = await client.grant(60)
     await client.put(keys.trigger_key(name, occ), json.dumps({"at": time.time()}),

@@ -53,7 +53,7 @@ BATCH_MAX = 32
 request of 1.5 MiB; a finish carries up to 4 KiB of output tail)."""
 
 RunStatus = Literal["claimed", "running", "succeeded", "failed", "timeout", "killed", "lost",
-                    "missed", "retrying"]
+                    "missed", "skipped", "retrying"]
 ACTIVE: frozenset[str] = frozenset({"claimed", "running", "retrying"})
 
 
@@ -425,12 +425,14 @@ class ClaimStore:
         rec.fencing_token = res.revision  # the revision a takeover compares against
         return rec
 
-    async def record_missed(self, job: str, occurrence: str) -> bool:
-        """Record an occurrence nobody ran in time (only if no record exists)."""
+    async def record_missed(self, job: str, occurrence: str, *, status: str = "missed",
+                            note: str = "not started within starting_deadline") -> bool:
+        """Record an occurrence that will never run (only if no record exists): ``missed``
+        (nobody ran it in time) or ``skipped`` (a ``forbid`` job's previous run was still
+        running at its instant), with the reason in ``note``."""
         rk = run_key(job, occurrence)
-        rec = RunRecord(job=job, occurrence=occurrence, status="missed",
-                        worker=self.me.worker, finished_at=time.time(),
-                        note="not started within starting_deadline")
+        rec = RunRecord(job=job, occurrence=occurrence, status=status,
+                        worker=self.me.worker, finished_at=time.time(), note=note)
         res = await self.client.txn([Compare.create(rk) == 0], [put(rk, rec.encode())], [])
         return res.succeeded
 

@@ -601,11 +601,22 @@ class Worker:
                 log.debug("occ.claimed_elsewhere", job=spec.name, occurrence=occ,
                           by=rec.worker, status=rec.status)
                 return None  # another worker has this occurrence
-            # The job is busy with an earlier run (forbid/replace): wait for its lock.
+            # The job is busy with an earlier run (forbid/replace).
             log.debug("occ.lock_busy", job=spec.name, occurrence=occ,
                       holder=holder.occurrence if holder else None,
                       holder_worker=holder.worker if holder else None)
             early = (instant - self.clock.now()).total_seconds()
+            if spec.concurrency == "forbid" and early > 0:
+                # Claimed ahead: the previous run may still end before the instant.
+                with contextlib.suppress(TimeoutError):
+                    await within(entry.lock_freed.wait(), early)
+                continue
+            if spec.concurrency == "forbid" and holder is not None:
+                # forbid skips: an occurrence due while the previous run is running is
+                # recorded and never started later (a queue would start it late, and
+                # several queued ones in any order).
+                await self._skip(spec, occ, f"previous run {holder.occurrence} still running")
+                return None
             if spec.concurrency == "replace" and holder is not None and early > 0:
                 # Claimed ahead: the run it replaces may still end on its own before the
                 # instant; only then is it killed.
@@ -628,6 +639,17 @@ class Worker:
             return LockHolder.decode(kv.value)
         except (ValueError, TypeError):
             return None
+
+    async def _skip(self, spec: JobSpec, occ: str, reason: str) -> None:
+        """Record a ``forbid`` occurrence as ``skipped`` (once: the record is create-only,
+        so the backups that find the job busy too add nothing)."""
+        store = self.store
+        assert store is not None
+        try:
+            if await store.record_missed(spec.name, occ, status="skipped", note=reason):
+                log.info("run.skipped", job=spec.name, occurrence=occ, reason=reason)
+        except ClientError as err:
+            log.warning("run.skip_unrecorded", job=spec.name, occurrence=occ, error=str(err))
 
     async def _give_up(self, spec: JobSpec, occ: str, uncertain: bool) -> None:
         """The starting deadline passed. Record the occurrence as skipped; if one of our
