@@ -448,13 +448,19 @@ class Worker:
         if since < now - timedelta(seconds=1):
             plan = catch_up(timetable, since=since, now=now,
                             starting_deadline=spec.starting_deadline)
-            # Only occurrences past their starting deadline are recorded missed: younger
-            # ones may still be claimed by live workers right now (this worker restarted
-            # while others kept going), and a missed record would block them.
+            # Occurrences past their starting deadline are recorded missed now; younger
+            # ones may still be claimed by live workers (this worker restarted while others
+            # kept going), so they are recorded once their deadline has passed, and only
+            # if nobody claimed them meanwhile (the record is create-only). Before, they
+            # were never recorded and vanished from the history.
             horizon = now - timedelta(seconds=spec.starting_deadline)
             for instant in plan.missed:
                 if instant < horizon:
                     await self._record_missed(spec, instant)
+                else:
+                    left = (instant - horizon).total_seconds() + 1.0
+                    self._spawn(self._record_missed_later(spec, instant, left),
+                                f"missed:{spec.name}")
             if plan.run is not None:
                 self._fire(entry, plan.run)
         cursor = max(since, now)
@@ -468,6 +474,13 @@ class Worker:
                 await asyncio.sleep(delay)
             cursor = nxt
             self._fire(entry, nxt, ahead=ahead)
+
+    async def _record_missed_later(self, spec: JobSpec, instant: datetime,
+                                   delay: float) -> None:
+        await asyncio.sleep(delay)
+        current = self.jobs.get(spec.name)
+        if not self._stopping and current is not None and current.spec == spec:
+            await self._record_missed(spec, instant)
 
     async def _record_missed(self, spec: JobSpec, instant: datetime) -> None:
         assert self.store is not None
@@ -827,7 +840,8 @@ class Worker:
             self.stats.add("spawn", time.monotonic() - t_spawn)
             if instant is not None and attempt == claim.record.attempt:
                 self.stats.add("fire", (self.clock.now() - instant).total_seconds())
-            bound.info("run.started", attempt=attempt, pid=proc.pid)
+            bound.info("run.started", attempt=attempt, pid=proc.pid, host=self.config.host,
+                       log=str(log_path))
             started_at = time.time()
             result = None
             if not mark_first:
@@ -844,8 +858,12 @@ class Worker:
             if result is None:
                 result = await proc.wait()
             status = _status(result, run.kill_reason)
-            bound.info("run.finished", attempt=attempt, status=status,
-                       exit_code=result.exit_code, duration=round(result.duration, 3))
+            # One line per run end, at a level that says how it went (README, "Logs").
+            end_level = {"succeeded": "info", "lost": "error"}.get(status, "warning")
+            getattr(bound, end_level)("run.finished", attempt=attempt, status=status,
+                                      exit_code=result.exit_code, signal=result.signal,
+                                      duration=round(result.duration, 3),
+                                      note=run.kill_reason or result.kill_reason or "")
             retry = (status in ("failed", "timeout") and attempt <= spec.retries
                      and run.kill_reason is None and not self._stopping)
             fields = dict(exit_code=result.exit_code, signal=result.signal,
