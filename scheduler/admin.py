@@ -16,7 +16,8 @@ from typing import Any
 from coord.client import Client, Compare, delete, put
 from scheduler import keys
 from scheduler.claim import LockHolder, RunRecord
-from scheduler.errors import SchedulerError, SpecError
+from scheduler.decode import BadValue, decode_spec, json_object
+from scheduler.errors import SchedulerError
 from scheduler.plan import normalize_occurrence, occurrence_id, occurrence_sort_key
 from scheduler.spec import JobSpec
 
@@ -60,9 +61,9 @@ async def stored_jobs(client: Client) -> dict[str, tuple[JobSpec | None, str, in
     for kv in r.kvs:
         name = keys.name_from(kv.key, keys.JOBS)
         raw = kv.value.decode(errors="replace")
-        try:
-            spec: JobSpec | None = JobSpec.from_json(kv.value, source=kv.key.decode())
-        except SpecError:
+        try:  # total: any bad value (too deep, a name not its key's) is just unreadable
+            spec: JobSpec | None = decode_spec(kv.key, kv.value)
+        except BadValue:
             spec = None
         out[name] = (spec, raw, kv.mod_revision)
     return out
@@ -122,7 +123,10 @@ async def get_job(client: Client, name: str) -> tuple[JobSpec, int]:
     kv = await client.get_one(keys.job_key(name))
     if kv is None:
         raise AdminError(f"no job named {name!r} (see `raftcron jobs list`)")
-    return JobSpec.from_json(kv.value, source=keys.job_key(name)), kv.mod_revision
+    try:
+        return decode_spec(kv.key, kv.value), kv.mod_revision
+    except BadValue as err:
+        raise AdminError(f"the stored job {name!r} is invalid: {err}") from None
 
 
 async def set_suspended(client: Client, name: str, suspended: bool) -> bool:
@@ -163,8 +167,18 @@ async def history(client: Client, name: str, limit: int = 50) -> list[RunRecord]
 
 
 async def trigger(client: Client, name: str) -> str:
-    """Ask the workers to run the job now, once; returns the occurrence id."""
-    await get_job(client, name)
+    """Ask the workers to run the job now, once; returns the occurrence id. A ``forbid``
+    job that is running is not asked (its workers would skip the request anyway)."""
+    spec, _ = await get_job(client, name)
+    if spec.concurrency == "forbid":
+        lock = await client.get_one(keys.lock_key(name))
+        if lock is not None:
+            try:
+                running = f" (occurrence {LockHolder.decode(lock.value).occurrence})"
+            except ValueError:
+                running = ""
+            raise AdminError(f"job {name!r} is running{running} and its concurrency is "
+                             "forbid: nothing started")
     occ = f"{occurrence_id(datetime.now(UTC))}-manual-{secrets.token_hex(2)}"
     grant = await client.grant(60)
     await client.put(keys.trigger_key(name, occ), json.dumps({"at": time.time()}),
@@ -216,8 +230,8 @@ async def workers(client: Client) -> list[dict[str, Any]]:
     out = []
     for kv in r.kvs:
         try:
-            info = json.loads(kv.value)
-        except ValueError:
+            info = json_object(kv.value)
+        except BadValue:
             info = {}
         ttl = (await client.time_to_live(kv.lease)).ttl if kv.lease else -1
         out.append({

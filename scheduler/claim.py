@@ -46,14 +46,14 @@ from coord.client import (
     put,
     txn_op,
 )
-from scheduler.keys import lock_key, run_key
+from scheduler.keys import lock_key, run_key, valid_job, valid_occurrence
 
 BATCH_MAX = 32
 """Most guarded txns coalesced into one store txn (etcd allows 128 ops per level and a
 request of 1.5 MiB; a finish carries up to 4 KiB of output tail)."""
 
 RunStatus = Literal["claimed", "running", "succeeded", "failed", "timeout", "killed", "lost",
-                    "missed", "retrying"]
+                    "missed", "skipped", "retrying"]
 ACTIVE: frozenset[str] = frozenset({"claimed", "running", "retrying"})
 
 
@@ -92,9 +92,12 @@ class RunRecord:
 
     @classmethod
     def decode(cls, raw: bytes) -> RunRecord:
-        data = json.loads(raw)
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        """Raises ``ValueError`` unless ``raw`` is a record with fields of the right types
+        and a valid job name and occurrence id (both name keys and files)."""
+        rec = cls(**_fields(raw, _RUN_TYPES, ("job", "occurrence", "status")))
+        if not valid_job(rec.job) or not valid_occurrence(rec.occurrence):
+            raise ValueError("a run record with an invalid job name or occurrence id")
+        return rec
 
 
 @dataclass
@@ -115,8 +118,44 @@ class LockHolder:
 
     @classmethod
     def decode(cls, raw: bytes) -> LockHolder:
+        """Raises ``ValueError`` unless ``raw`` is a holder with a valid occurrence id."""
+        holder = cls(**_fields(raw, _HOLDER_TYPES, tuple(_HOLDER_TYPES)[:-1]))
+        if not valid_occurrence(holder.occurrence):
+            raise ValueError("a lock holder with an invalid occurrence id")
+        return holder
+
+
+_STR, _INT, _FLOAT, _OPT_INT = (str,), (int,), (int, float), (int, type(None))
+_RUN_TYPES: dict[str, tuple[type, ...]] = {
+    "job": _STR, "occurrence": _STR, "status": _STR, "worker": _STR, "host": _STR,
+    "pid": _INT, "run_id": _STR, "attempt": _INT, "fencing_token": _INT, "lease": _INT,
+    "spec_revision": _INT, "claimed_at": _FLOAT, "started_at": _FLOAT,
+    "finished_at": _FLOAT, "exit_code": _OPT_INT, "signal": _OPT_INT, "output_tail": _STR,
+    "note": _STR}
+_HOLDER_TYPES: dict[str, tuple[type, ...]] = {
+    "worker": _STR, "host": _STR, "pid": _INT, "occurrence": _STR, "run_id": _STR,
+    "started_at": _FLOAT, "lease": _INT}
+
+
+def _fields(raw: bytes, types: dict[str, tuple[type, ...]],
+            required: tuple[str, ...]) -> dict[str, Any]:
+    """The known fields of a stored JSON object, type-checked; raises ``ValueError`` for
+    anything else (bad JSON, nesting too deep for the parser, not an object, a field of
+    the wrong type or missing) — never another exception."""
+    try:
         data = json.loads(raw)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+    except (ValueError, RecursionError, TypeError) as err:
+        raise ValueError(f"invalid JSON: {type(err).__name__}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    out = {k: v for k, v in data.items() if k in types}
+    for k, v in out.items():
+        if isinstance(v, bool) or not isinstance(v, types[k]):
+            raise ValueError(f"field {k!r} has the wrong type")
+    missing = [k for k in required if k not in out]
+    if missing:
+        raise ValueError(f"missing fields {missing}")
+    return out
 
 
 @dataclass
@@ -386,12 +425,14 @@ class ClaimStore:
         rec.fencing_token = res.revision  # the revision a takeover compares against
         return rec
 
-    async def record_missed(self, job: str, occurrence: str) -> bool:
-        """Record an occurrence nobody ran in time (only if no record exists)."""
+    async def record_missed(self, job: str, occurrence: str, *, status: str = "missed",
+                            note: str = "not started within starting_deadline") -> bool:
+        """Record an occurrence that will never run (only if no record exists): ``missed``
+        (nobody ran it in time) or ``skipped`` (a ``forbid`` job's previous run was still
+        running at its instant), with the reason in ``note``."""
         rk = run_key(job, occurrence)
-        rec = RunRecord(job=job, occurrence=occurrence, status="missed",
-                        worker=self.me.worker, finished_at=time.time(),
-                        note="not started within starting_deadline")
+        rec = RunRecord(job=job, occurrence=occurrence, status=status,
+                        worker=self.me.worker, finished_at=time.time(), note=note)
         res = await self.client.txn([Compare.create(rk) == 0], [put(rk, rec.encode())], [])
         return res.succeeded
 

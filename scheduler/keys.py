@@ -1,6 +1,15 @@
-"""The scheduler's key layout in the store (see docs: "The scheduler's keys")."""
+"""The scheduler's key layout in the store (see docs: "The scheduler's keys").
+
+Names read back from the store are untrusted: anyone with write access can put any bytes
+under ``/cron/``. Every job name and occurrence id taken from a key or a value goes through
+:func:`valid_job` / :func:`valid_occurrence` (the one validator), so a key like
+``/cron/trigger/<job>/<occ>/../../x`` never names a file or another key.
+"""
 
 from __future__ import annotations
+
+import re
+from typing import Final
 
 ROOT = "/cron/"
 JOBS = "/cron/jobs/"
@@ -9,6 +18,21 @@ RUNS = "/cron/runs/"
 WORKERS = "/cron/workers/"
 KILLERS = "/cron/killer/"
 TRIGGERS = "/cron/trigger/"
+
+JOB_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+"""A job name (the same rule as ``scheduler.spec.NAME_RE``): safe as a key and a file name."""
+OCCURRENCE_RE: Final = re.compile(r"\d{8}T\d{6}(?:\.\d{3})?Z(?:-manual-[0-9a-f]{1,32})?")
+"""An occurrence id: the UTC instant (``20261122T013000Z`` or ``…013000.250Z``), and for a
+manual run ``-manual-<hex>``. No ``/``, no ``..``: safe as a key part and a file name."""
+WORKER_NAME_MAX: Final = 253
+
+
+def valid_job(name: object) -> bool:
+    return isinstance(name, str) and JOB_NAME_RE.fullmatch(name) is not None
+
+
+def valid_occurrence(occ: object) -> bool:
+    return isinstance(occ, str) and OCCURRENCE_RE.fullmatch(occ) is not None
 
 
 def job_key(job: str) -> str:
@@ -41,4 +65,40 @@ def trigger_key(job: str, occurrence: str) -> str:
 
 
 def name_from(key: bytes, prefix: str) -> str:
-    return key.decode()[len(prefix):]
+    """The rest of ``key`` after ``prefix``, for display (bytes that are not UTF-8 are
+    replaced). Not validated: use :func:`job_from` where the name is acted on."""
+    return key.decode(errors="replace")[len(prefix):]
+
+
+def _rest(key: bytes, prefix: str) -> str | None:
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        return None
+    return text[len(prefix):] if text.startswith(prefix) else None
+
+
+def job_from(key: bytes, prefix: str) -> str | None:
+    """The job name of ``<prefix><job>`` (jobs, locks, killers), or None if it is not one."""
+    rest = _rest(key, prefix)
+    return rest if valid_job(rest) else None
+
+
+def worker_from(key: bytes) -> str | None:
+    """The worker name of ``/cron/workers/<name>``, or None (not UTF-8, empty, too long or
+    with control characters)."""
+    rest = _rest(key, WORKERS)
+    if not rest or len(rest) > WORKER_NAME_MAX or not rest.isprintable():
+        return None
+    return rest
+
+
+def job_occurrence_from(key: bytes, prefix: str) -> tuple[str, str] | None:
+    """(job, occurrence) of ``<prefix><job>/<occurrence>`` (runs, triggers), or None."""
+    rest = _rest(key, prefix)
+    if rest is None:
+        return None
+    job, sep, occ = rest.partition("/")
+    if not sep or not valid_job(job) or not valid_occurrence(occ):
+        return None
+    return job, occ

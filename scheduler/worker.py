@@ -72,7 +72,7 @@ from scheduler.claim import (
     RunRecord,
 )
 from scheduler.clock import Clock, SystemClock
-from scheduler.errors import SpecError
+from scheduler.decode import BadValue, decode_spec, json_object, report_bad, worker_tags
 from scheduler.executor import JobProcess, RunRequest, RunResult
 from scheduler.plan import (
     MANUAL_SUFFIX,
@@ -358,16 +358,25 @@ class Worker:
             except ClientError as err:
                 log.warning("worker.view_failed", prefix=prefix, error=str(err))
                 await asyncio.sleep(0.5)
+            except Exception as err:  # noqa: BLE001 - a bug here must not blind the worker
+                # The decoders are total (scheduler.decode), so this is a bug; the view
+                # says so and re-lists rather than dying.
+                log.error("worker.view_error", prefix=prefix, error=repr(err)[:500])
+                await asyncio.sleep(1.0)
 
     async def _noop_load(self, _: int) -> int:
         return (await self.client.get(keys.ROOT, count_only=True)).revision
 
     async def _load_workers(self, _: int) -> int:
         r = await self.client.get(keys.WORKERS, prefix=True)
-        self.workers = {keys.name_from(kv.key, keys.WORKERS): _worker_tags(kv.value)
-                        for kv in r.kvs}
+        self.workers = {}
+        self._worker_leases = {}
+        for kv in r.kvs:
+            found = _decode_worker(kv)
+            if found is not None:
+                self.workers[found[0]] = found[1]
+                self._worker_leases[found[0]] = kv.lease
         self._eligible_cache.clear()
-        self._worker_leases = {keys.name_from(kv.key, keys.WORKERS): kv.lease for kv in r.kvs}
         live = set(self._worker_leases.values())
         for lease in [lease for lease in self._unsure if lease not in live]:
             self._resolve_unsure(lease, alive=False)
@@ -376,11 +385,15 @@ class Worker:
     async def _on_worker_batch(self, batch: WatchBatch) -> None:
         self._eligible_cache.clear()
         for e in batch.events:
-            name = keys.name_from(e.kv.key, keys.WORKERS)
             if e.is_put:
-                self.workers[name] = _worker_tags(e.kv.value)
-                self._worker_leases[name] = e.kv.lease
-            else:
+                found = _decode_worker(e.kv)
+                if found is None:
+                    continue
+                self.workers[found[0]] = found[1]
+                self._worker_leases[found[0]] = e.kv.lease
+                continue
+            name = keys.worker_from(e.kv.key)
+            if name is not None:
                 self.workers.pop(name, None)
                 lease = self._worker_leases.pop(name, 0)
                 if lease in self._unsure:  # its session ended: check its freed locks now
@@ -390,7 +403,7 @@ class Worker:
         r = await self.client.get(keys.JOBS, prefix=True)
         found = {}
         for kv in r.kvs:
-            spec = _decode_spec(kv.key, kv.value)
+            spec = _decode_spec(kv)
             if spec is not None:
                 found[spec.name] = (spec, kv.mod_revision)
         for name in list(self.jobs):
@@ -406,13 +419,17 @@ class Worker:
 
     async def _on_job_batch(self, batch: WatchBatch) -> None:
         for e in batch.events:
-            name = keys.name_from(e.kv.key, keys.JOBS)
+            name = keys.job_from(e.kv.key, keys.JOBS)
             if not e.is_put:
-                self._remove_job(name)
+                if name is not None:
+                    self._remove_job(name)
                 continue
-            spec = _decode_spec(e.kv.key, e.kv.value)
+            spec = _decode_spec(e.kv)
             if spec is not None:
                 await self._upsert_job(spec, e.kv.mod_revision, startup=False)
+            elif name is not None:
+                # An edit that made a job invalid stops it (it no longer has a valid spec).
+                self._remove_job(name)
 
     def _remove_job(self, name: str) -> None:
         entry = self.jobs.pop(name, None)
@@ -462,13 +479,19 @@ class Worker:
         if since < now - timedelta(seconds=1):
             plan = catch_up(timetable, since=since, now=now,
                             starting_deadline=spec.starting_deadline)
-            # Only occurrences past their starting deadline are recorded missed: younger
-            # ones may still be claimed by live workers right now (this worker restarted
-            # while others kept going), and a missed record would block them.
+            # Occurrences past their starting deadline are recorded missed now; younger
+            # ones may still be claimed by live workers (this worker restarted while others
+            # kept going), so they are recorded once their deadline has passed, and only
+            # if nobody claimed them meanwhile (the record is create-only). Before, they
+            # were never recorded and vanished from the history.
             horizon = now - timedelta(seconds=spec.starting_deadline)
             for instant in plan.missed:
                 if instant < horizon:
                     await self._record_missed(spec, instant)
+                else:
+                    left = (instant - horizon).total_seconds() + 1.0
+                    self._spawn(self._record_missed_later(spec, instant, left),
+                                f"missed:{spec.name}")
             if plan.run is not None:
                 self._fire(entry, plan.run)
         cursor = max(since, now)
@@ -482,6 +505,13 @@ class Worker:
                 await asyncio.sleep(delay)
             cursor = nxt
             self._fire(entry, nxt, ahead=ahead)
+
+    async def _record_missed_later(self, spec: JobSpec, instant: datetime,
+                                   delay: float) -> None:
+        await asyncio.sleep(delay)
+        current = self.jobs.get(spec.name)
+        if not self._stopping and current is not None and current.spec == spec:
+            await self._record_missed(spec, instant)
 
     async def _record_missed(self, spec: JobSpec, instant: datetime) -> None:
         assert self.store is not None
@@ -615,11 +645,22 @@ class Worker:
                 log.debug("occ.claimed_elsewhere", job=spec.name, occurrence=occ,
                           by=rec.worker, status=rec.status)
                 return None  # another worker has this occurrence
-            # The job is busy with an earlier run (forbid/replace): wait for its lock.
+            # The job is busy with an earlier run (forbid/replace).
             log.debug("occ.lock_busy", job=spec.name, occurrence=occ,
                       holder=holder.occurrence if holder else None,
                       holder_worker=holder.worker if holder else None)
             early = (instant - self.clock.now()).total_seconds()
+            if spec.concurrency == "forbid" and early > 0:
+                # Claimed ahead: the previous run may still end before the instant.
+                with contextlib.suppress(TimeoutError):
+                    await within(entry.lock_freed.wait(), early)
+                continue
+            if spec.concurrency == "forbid" and holder is not None:
+                # forbid skips: an occurrence due while the previous run is running is
+                # recorded and never started later (a queue would start it late, and
+                # several queued ones in any order).
+                await self._skip(spec, occ, f"previous run {holder.occurrence} still running")
+                return None
             if spec.concurrency == "replace" and holder is not None and early > 0:
                 # Claimed ahead: the run it replaces may still end on its own before the
                 # instant; only then is it killed.
@@ -642,6 +683,17 @@ class Worker:
             return LockHolder.decode(kv.value)
         except (ValueError, TypeError):
             return None
+
+    async def _skip(self, spec: JobSpec, occ: str, reason: str) -> None:
+        """Record a ``forbid`` occurrence as ``skipped`` (once: the record is create-only,
+        so the backups that find the job busy too add nothing)."""
+        store = self.store
+        assert store is not None
+        try:
+            if await store.record_missed(spec.name, occ, status="skipped", note=reason):
+                log.info("run.skipped", job=spec.name, occurrence=occ, reason=reason)
+        except ClientError as err:
+            log.warning("run.skip_unrecorded", job=spec.name, occurrence=occ, error=str(err))
 
     async def _give_up(self, spec: JobSpec, occ: str, uncertain: bool) -> None:
         """The starting deadline passed. Record the occurrence as skipped; if one of our
@@ -819,7 +871,8 @@ class Worker:
             self.stats.add("spawn", time.monotonic() - t_spawn)
             if instant is not None and attempt == claim.record.attempt:
                 self.stats.add("fire", (self.clock.now() - instant).total_seconds())
-            bound.info("run.started", attempt=attempt, pid=proc.pid)
+            bound.info("run.started", attempt=attempt, pid=proc.pid, host=self.config.host,
+                       log=str(log_path))
             started_at = time.time()
             result = None
             if not mark_first:
@@ -836,8 +889,12 @@ class Worker:
             if result is None:
                 result = await proc.wait()
             status = _status(result, run.kill_reason)
-            bound.info("run.finished", attempt=attempt, status=status,
-                       exit_code=result.exit_code, duration=round(result.duration, 3))
+            # One line per run end, at a level that says how it went (README, "Logs").
+            end_level = {"succeeded": "info", "lost": "error"}.get(status, "warning")
+            getattr(bound, end_level)("run.finished", attempt=attempt, status=status,
+                                      exit_code=result.exit_code, signal=result.signal,
+                                      duration=round(result.duration, 3),
+                                      note=run.kill_reason or result.kill_reason or "")
             retry = (status in ("failed", "timeout") and attempt <= spec.retries
                      and run.kill_reason is None and not self._stopping)
             fields = dict(exit_code=result.exit_code, signal=result.signal,
@@ -927,7 +984,7 @@ class Worker:
             doomed: list[tuple[str, KeyValue]] = []
             for kv in r.kvs[:min(excess, BATCH_MAX)]:
                 occ = keys.name_from(kv.key, prefix)
-                instant = occurrence_instant(occ)
+                instant = occurrence_instant(occ) if keys.valid_occurrence(occ) else None
                 if instant is None:
                     continue  # not ours to judge
                 if instant >= horizon:
@@ -950,7 +1007,11 @@ class Worker:
     # ------------------------------------------------------------------ locks and kills
     async def _on_lock_batch(self, batch: WatchBatch) -> None:
         for e in batch.events:
-            job = keys.name_from(e.kv.key, keys.LOCKS)
+            job = keys.job_from(e.kv.key, keys.LOCKS)
+            if job is None:
+                report_bad(e.kv.key, e.kv.mod_revision, "not /cron/lock/<valid job name>",
+                           "locks")
+                continue
             if e.is_put:
                 self._held[job] = e.kv.value
                 continue
@@ -1165,8 +1226,8 @@ class Worker:
                 holder = LockHolder.decode(kv.value)
             except (ValueError, TypeError):
                 continue
-            job = keys.name_from(kv.key, keys.LOCKS)
-            if (job, holder.occurrence) in self.running:
+            job = keys.job_from(kv.key, keys.LOCKS)
+            if job is None or (job, holder.occurrence) in self.running:
                 continue
             # Re-check after a moment: a claim may be between its txn and _execute.
             await asyncio.sleep(1.0)
@@ -1245,13 +1306,18 @@ class Worker:
         for e in batch.events:
             if not e.is_put:
                 continue
-            job = keys.name_from(e.kv.key, keys.KILLERS)
+            job = keys.job_from(e.kv.key, keys.KILLERS)
             try:
-                req = json.loads(e.kv.value)
-            except ValueError:
+                if job is None:
+                    raise BadValue("not /cron/killer/<valid job name>")
+                req = json_object(e.kv.value)
+                wanted = req.get("occurrence")
+                if wanted is not None and not keys.valid_occurrence(wanted):
+                    raise BadValue("occurrence is not an occurrence id")
+            except BadValue as err:
+                report_bad(e.kv.key, e.kv.mod_revision, str(err), "killers")
                 continue
             now = self.clock.now()
-            wanted = req.get("occurrence")
             for (j, occ), r in list(self.running.items()):
                 if j != job or wanted not in (None, occ):
                     continue
@@ -1266,10 +1332,15 @@ class Worker:
         for e in batch.events:
             if not e.is_put:
                 continue
-            job, _, occ = keys.name_from(e.kv.key, keys.TRIGGERS).partition("/")
+            found = keys.job_occurrence_from(e.kv.key, keys.TRIGGERS)
+            if found is None or MANUAL_SUFFIX not in found[1]:
+                report_bad(e.kv.key, e.kv.mod_revision,
+                           "not /cron/trigger/<job>/<manual occurrence id>", "triggers")
+                continue
+            job, occ = found
             entry = self.jobs.get(job)
             instant = occurrence_instant(occ)
-            if entry is None or MANUAL_SUFFIX not in occ or instant is None:
+            if entry is None or instant is None:
                 continue
             self._fire(entry, instant, occ)
 
@@ -1318,19 +1389,23 @@ def _status(result: RunResult, kill_reason: str | None) -> str:
     return "succeeded" if result.exit_code == 0 else "failed"
 
 
-def _worker_tags(raw: bytes) -> dict[str, str]:
+def _decode_worker(kv: KeyValue) -> tuple[str, dict[str, str]] | None:
+    """(name, tags) of a ``/cron/workers/`` key, or None (logged once) if it is not one."""
+    name = keys.worker_from(kv.key)
     try:
-        tags = json.loads(raw).get("tags", {})
-    except (ValueError, AttributeError):
-        return {}
-    return {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
+        if name is None:
+            raise BadValue("not /cron/workers/<printable UTF-8 name>")
+        return name, worker_tags(kv.value)
+    except BadValue as err:
+        report_bad(kv.key, kv.mod_revision, str(err), "workers")
+        return None
 
 
-def _decode_spec(key: bytes, raw: bytes) -> JobSpec | None:
+def _decode_spec(kv: KeyValue) -> JobSpec | None:
     try:
-        return JobSpec.from_json(raw, source=key.decode(errors="replace"))
-    except SpecError as err:
-        log.error("job.invalid_spec", key=key.decode(errors="replace"), error=str(err))
+        return decode_spec(kv.key, kv.value)
+    except BadValue as err:
+        report_bad(kv.key, kv.mod_revision, str(err), "jobs")
         return None
 
 
