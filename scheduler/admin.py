@@ -14,11 +14,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from coord.client import Client, Compare, delete, put
-from scheduler import keys
-from scheduler.claim import LockHolder, RunRecord
+from scheduler import keys, suspension
+from scheduler.claim import ACTIVE, LockHolder, RunRecord
 from scheduler.decode import BadValue, decode_spec, json_object
 from scheduler.errors import SchedulerError
-from scheduler.plan import normalize_occurrence, occurrence_id, occurrence_sort_key
+from scheduler.plan import (
+    normalize_occurrence,
+    occurrence_id,
+    occurrence_instant,
+    occurrence_sort_key,
+)
 from scheduler.spec import JobSpec
 
 MAX_TXN_JOBS = 100
@@ -129,19 +134,23 @@ async def get_job(client: Client, name: str) -> tuple[JobSpec, int]:
         raise AdminError(f"the stored job {name!r} is invalid: {err}") from None
 
 
-async def set_suspended(client: Client, name: str, suspended: bool) -> bool:
-    """Suspend or resume; returns False if it already was. Compare-and-set."""
-    spec, rev = await get_job(client, name)
-    if spec.suspend == suspended:
-        return False
-    data = spec.to_dict()
-    data["suspend"] = suspended
-    new = JobSpec.from_json(json.dumps(data)).to_json()
-    res = await client.txn([Compare.mod(keys.job_key(name)) == rev],
-                           [put(keys.job_key(name), new)], [])
-    if not res.succeeded:
-        raise AdminError(f"job {name!r} changed meanwhile; try again")
-    return True
+async def set_suspended(client: Client, name: str, suspended: bool, reason: str = "") -> bool:
+    """Suspend (recording who, when and ``reason``) or resume; False if it already was.
+
+    This is runtime state in ``/cron/suspend/<job>``, never the spec: applying a job file
+    leaves it as it is. A job whose spec says ``suspend: true`` can only be resumed by
+    applying a file that says otherwise; resuming it here is refused with that advice.
+    """
+    spec, _ = await get_job(client, name)
+    if suspended:
+        return await suspension.suspend(client, name, reason)
+    changed = await suspension.resume(client, name)
+    if spec.suspend:
+        raise AdminError(
+            f"job {name!r} stays suspended: its spec says `suspend: true` (set by the job "
+            "file); change it there and run `raftcron apply`"
+            + (" (its runtime suspension was removed)" if changed else ""))
+    return changed
 
 
 async def delete_job(client: Client, name: str) -> None:
@@ -150,6 +159,20 @@ async def delete_job(client: Client, name: str) -> None:
                            [delete(keys.job_key(name))], [])
     if not res.succeeded:
         raise AdminError(f"job {name!r} changed meanwhile; try again")
+
+
+async def job_exists(client: Client, name: str) -> bool:
+    """A job is known by its name while its spec, a run record or its lock is stored (a
+    deleted job keeps its history until pruned, and may still be running)."""
+    for key in (keys.job_key(name), keys.lock_key(name)):
+        if (await client.get(key, count_only=True)).count:
+            return True
+    return bool((await client.get(keys.runs_prefix(name), prefix=True, count_only=True)).count)
+
+
+async def require_job(client: Client, name: str) -> None:
+    if not await job_exists(client, name):
+        raise AdminError(f"no job named {name!r} (see `raftcron jobs list`)")
 
 
 async def history(client: Client, name: str, limit: int = 50) -> list[RunRecord]:
@@ -186,18 +209,60 @@ async def trigger(client: Client, name: str) -> str:
     return occ
 
 
-async def kill(client: Client, name: str, occurrence: str | None, reason: str) -> None:
-    """Ask the workers to kill the job's running run(s) — only ``occurrence``'s if given."""
+async def running(client: Client, name: str) -> list[str]:
+    """The occurrences of the job whose run is going (its record is active and its instant
+    has come: a claim sent ahead that waits for its instant is not running yet)."""
+    now = datetime.now(UTC)
+    out = []
+    for rec in await history(client, name, limit=1_000_000):
+        instant = occurrence_instant(rec.occurrence)
+        if rec.status in ACTIVE and (instant is None or instant <= now):
+            out.append(rec.occurrence)
+    return out
+
+
+async def kill(client: Client, name: str, occurrence: str | None, reason: str) -> list[str]:
+    """Ask the workers to kill the job's running run(s) — only ``occurrence``'s if given —
+    and return the occurrences asked to die. Works for a job whose spec was deleted. Nothing
+    running is an error (exit 1), so a script knows its kill did nothing."""
     if occurrence is not None:
         try:
             occurrence = normalize_occurrence(occurrence)
         except ValueError as err:
             raise AdminError(f"--occurrence: {err} (see `raftcron jobs history {name}`)") \
                 from None
-    await get_job(client, name)
+    await require_job(client, name)
+    going = [o for o in await running(client, name) if occurrence in (None, o)]
+    if not going:
+        what = f"occurrence {occurrence} of job {name!r}" if occurrence else f"job {name!r}"
+        raise AdminError(f"nothing to kill: {what} is not running "
+                         f"(see `raftcron jobs history {name}`)")
     grant = await client.grant(10)
     await client.put(keys.killer_key(name),
                      json.dumps({"occurrence": occurrence, "reason": reason}), lease=grant.id)
+    return going
+
+
+async def run_record(client: Client, name: str, occurrence: str | None) -> RunRecord:
+    """One run of the job: ``occurrence``'s, or the latest (for ``jobs logs``)."""
+    if occurrence is None:
+        latest = await history(client, name, limit=1)
+        if not latest:
+            await require_job(client, name)
+            raise AdminError(f"job {name!r} has no runs yet")
+        return latest[0]
+    try:
+        occurrence = normalize_occurrence(occurrence)
+    except ValueError as err:
+        raise AdminError(f"{err} (see `raftcron jobs history {name}`)") from None
+    kv = await client.get_one(keys.run_key(name, occurrence))
+    if kv is None:
+        await require_job(client, name)
+        raise AdminError(f"job {name!r} has no run {occurrence} "
+                         f"(see `raftcron jobs history {name}`)")
+    rec = RunRecord.decode(kv.value)
+    rec.fencing_token = rec.fencing_token or kv.create_revision
+    return rec
 
 
 async def locks(client: Client) -> list[dict[str, Any]]:

@@ -84,7 +84,12 @@ class RunRecord:
     exit_code: int | None = None
     signal: int | None = None
     output_tail: str = ""
+    """The output of the last attempt (its last 4 KiB)."""
     note: str = ""
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    """Every finished attempt, oldest first (``scheduler.attempts``): start, end, exit code,
+    status and log path of each. Absent from records of older workers (read as empty), and
+    ignored by them (they decode known fields only)."""
 
     def encode(self) -> bytes:
         # Not dataclasses.asdict (a recursive deep copy): every field is a plain value.

@@ -24,14 +24,37 @@ log = structlog.get_logger("raftcron")
 SWITCH_INTERVAL = 0.0005
 """Seconds a thread may hold the GIL while another waits for it, in `raftcron worker`."""
 
+# Plain help (rich_markup_mode=None): typer's rich help shows every flag, --help included,
+# with a bogus `<bool>` value. --install-completion / --show-completion come from typer.
 app = typer.Typer(
     name="raftcron",
     help="A distributed cron scheduler on an embedded, Raft-replicated, etcd-compatible store.",
     no_args_is_help=True,
-    add_completion=False,
+    rich_markup_mode=None,
 )
-coord_app = typer.Typer(help="Run or inspect a coord store member.", no_args_is_help=True)
+coord_app = typer.Typer(help="Run or inspect a coord store member.", no_args_is_help=True,
+                        rich_markup_mode=None)
 app.add_typer(coord_app, name="coord")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"raftcron {version('raftcron')}")
+        except PackageNotFoundError:
+            from scheduler.worker import VERSION
+
+            typer.echo(f"raftcron {VERSION}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Print raftcron's version and exit.")] = False) -> None:
+    """A distributed cron scheduler on an embedded, Raft-replicated, etcd-compatible store."""
 
 NameOpt = Annotated[str, typer.Option("--name", help="Member name, unique in the cluster.")]
 DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Where the WAL and snapshots live.")]
@@ -152,7 +175,8 @@ EndpointsOpt = Annotated[str, typer.Option(
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table or json.")]
 TagsOpt = Annotated[str, typer.Option("--tags", help="k=v,... this worker offers to jobs.")]
 
-jobs_app = typer.Typer(help="Inspect and control jobs.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Inspect and control jobs.", no_args_is_help=True,
+                       rich_markup_mode=None)
 app.add_typer(jobs_app, name="jobs")
 
 
@@ -177,11 +201,21 @@ def check_output(output: str) -> None:
         fail(f"-o must be table or json, not {output!r}", 2)
 
 
+def check_limit(limit: int) -> None:
+    if limit < 1:
+        fail(f"--limit must be at least 1, not {limit}", 2)
+
+
 def client_call(endpoints: str, fn: Any) -> Any:
     """Run ``fn(client)`` against the endpoints; store errors become a clear exit 1."""
     from coord.client import Client, ClientError
     from scheduler.admin import AdminError
+    from scheduler.cliviews import refused
     from scheduler.errors import SpecError
+
+    why = refused(endpoints)
+    if why is not None:  # nothing listens: say so now, not after the client's retries
+        fail(f"cannot reach the store at {endpoints}: {why}")
 
     async def body() -> Any:
         async with Client(endpoints, timeout=5) as client:
@@ -287,9 +321,12 @@ def jobs_list(endpoints: EndpointsOpt = "127.0.0.1:2379", output: OutputOpt = "t
     """
     check_output(output)
     from scheduler.admin import history, stored_jobs
+    from scheduler.cliviews import suspension_json, suspension_text
+    from scheduler.suspension import read_all
 
     async def body(c: Any) -> list[dict[str, Any]]:
         rows = []
+        paused = await read_all(c)
         for name, (spec, _, rev) in sorted((await stored_jobs(c)).items()):
             last = await history(c, name, limit=1)
             row: dict[str, Any] = {"name": name, "revision": rev}
@@ -297,73 +334,129 @@ def jobs_list(endpoints: EndpointsOpt = "127.0.0.1:2379", output: OutputOpt = "t
                 row["schedule"] = "(unreadable spec)"
             else:
                 nxt = spec.timetable().next_after(datetime.now(UTC))
+                off = spec.suspend or name in paused
                 row.update(schedule=spec.schedule, timezone=spec.timezone,
-                           suspended=spec.suspend, concurrency=spec.concurrency,
-                           next=iso(nxt) if nxt and not spec.suspend else None)
+                           suspended=off, concurrency=spec.concurrency,
+                           next=iso(nxt) if nxt and not off else None)
+                row["suspension"] = suspension_json(spec.suspend, paused.get(name))
             row["last"] = f"{last[0].occurrence} {last[0].status}" if last else None
             rows.append(row)
         return rows
     rows = client_call(endpoints, body)
+    if output == "table":
+        for row in rows:
+            row["suspended"] = suspension_text(row.get("suspension")) or "no"
     emit(output, rows, ["name", "schedule", "timezone", "suspended", "next", "last"], "jobs")
 
 
 @jobs_app.command("show")
 def jobs_show(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
               output: OutputOpt = "table") -> None:
-    """Show one job's spec, next fire times and lock.
+    """Show one job's spec, suspension, next fire times, lock and last run. A deleted job
+    that still runs or has history is shown too (its spec as `deleted`).
 
     Example:  raftcron jobs show heartbeat
     """
     check_output(output)
-    from scheduler.admin import get_job, locks
+    from coord.client import Client
+    from scheduler import keys
+    from scheduler.admin import get_job, history, locks, require_job
+    from scheduler.cliviews import run_json, suspension_json, suspension_text
+    from scheduler.suspension import read_one
 
-    async def body(c: Any) -> dict[str, Any]:
+    async def body(c: Client) -> dict[str, Any]:
+        kv = await c.get_one(keys.job_key(name))
+        held = [lk for lk in await locks(c) if lk["job"] == name]
+        last = await history(c, name, limit=1)
+        if kv is None:
+            await require_job(c, name)
+            return {"spec": None, "deleted": True, "revision": None, "next": [],
+                    "suspension": None, "lock": held[0] if held else None,
+                    "last_run": run_json(last[0]) if last else None}
         spec, rev = await get_job(c, name)
+        paused = await read_one(c, name)
+        fires: list[str] = []
+        t = datetime.now(UTC)
         tt = spec.timetable()
-        fires, t = [], datetime.now(UTC)
-        for _ in range(5):
+        for _ in range(0 if spec.suspend or paused else 5):
             nxt = tt.next_after(t)
             if nxt is None:
                 break
             fires.append(iso(nxt))
             t = nxt
-        held = [lk for lk in await locks(c) if lk["job"] == name]
-        return {"spec": spec.to_dict(), "revision": rev, "next": fires,
-                "lock": held[0] if held else None}
+        return {"spec": spec.to_dict(), "deleted": False, "revision": rev, "next": fires,
+                "suspension": suspension_json(spec.suspend, paused),
+                "lock": held[0] if held else None,
+                "last_run": run_json(last[0]) if last else None}
     info = client_call(endpoints, body)
     if output == "json":
         typer.echo(json.dumps(info, indent=2))
         return
-    for k, v in info["spec"].items():
-        typer.echo(f"{k:18} {v}")
-    typer.echo(f"{'revision':18} {info['revision']}")
-    typer.echo("next fires (UTC):  " + ", ".join(info["next"]))
+    if info["spec"] is None:
+        typer.echo(f"{'name':18} {name}")
+        typer.echo(f"{'spec':18} deleted (history and running runs remain)")
+    else:
+        for k, v in info["spec"].items():
+            typer.echo(f"{k:18} {v}")
+        typer.echo(f"{'revision':18} {info['revision']}")
+        typer.echo(f"{'suspended':18} {suspension_text(info['suspension']) or 'no'}")
+        typer.echo("next fires (UTC):  " + (", ".join(info["next"]) or "none"))
     typer.echo(f"{'lock':18} {info['lock'] or 'free'}")
+    last = info["last_run"]
+    typer.echo(f"{'last run':18} " + (f"{last['occurrence']} {last['status']} "
+                                      f"(attempt {last['attempt']})" if last else "none"))
+
+
+LimitOpt = Annotated[int, typer.Option("--limit", help="How many runs, newest first (≥ 1).")]
 
 
 @jobs_app.command("history")
 def jobs_history(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
-                 output: OutputOpt = "table",
-                 limit: Annotated[int, typer.Option("--limit")] = 20) -> None:
-    """Recent runs of a job, newest first.
+                 output: OutputOpt = "table", limit: LimitOpt = 20) -> None:
+    """Recent runs of a job, newest first: every attempt (how each ended) and the duration
+    from the first start to the end. `-o json` lists each attempt's start, end, exit code,
+    status and log path. Works for a deleted job while its history remains.
 
     Example:  raftcron jobs history heartbeat --limit 5
     """
     check_output(output)
-    from dataclasses import asdict
+    check_limit(limit)
+    from scheduler.admin import history, require_job
+    from scheduler.cliviews import history_row, run_json
 
-    from scheduler.admin import get_job, history
-
-    async def body(c: Any) -> list[dict[str, Any]]:
-        await get_job(c, name)
-        return [asdict(r) for r in await history(c, name, limit)]
-    rows = client_call(endpoints, body)
+    async def body(c: Any) -> list[Any]:
+        runs = await history(c, name, limit)
+        if not runs:
+            await require_job(c, name)
+        return runs
+    runs = client_call(endpoints, body)
+    if output == "json":
+        emit(output, [run_json(r) for r in runs], [], "")
+        return
+    rows = [history_row(r) for r in runs]
     for r in rows:
-        for f in ("started_at", "finished_at", "claimed_at"):
-            r[f] = (datetime.fromtimestamp(r[f], UTC).isoformat(timespec="seconds")
-                    if r[f] else None)
-    emit(output, rows, ["occurrence", "status", "worker", "attempt", "exit_code",
-                        "started_at", "finished_at", "fencing_token", "note"], f"runs of {name}")
+        r["started_at"] = r["first_started_at"]
+        r["attempts"], r["duration"] = r["attempts_text"], r["duration_text"]
+    emit(output, rows, ["occurrence", "status", "attempts", "worker", "exit_code",
+                        "started_at", "duration", "fencing_token", "note"], f"runs of {name}")
+
+
+@jobs_app.command("logs")
+def jobs_logs(name: str,
+              occurrence: Annotated[str | None, typer.Argument(
+                  help="The run's occurrence id (default: the latest run).")] = None,
+              endpoints: EndpointsOpt = "127.0.0.1:2379") -> None:
+    """Print a run's output (the last 4 KiB, kept in its run record) and where each
+    attempt's full log is (host and path, on the worker that ran it).
+
+    Example:  raftcron jobs logs heartbeat 20261122T013000Z
+    """
+    from scheduler.admin import run_record
+    from scheduler.cliviews import logs_text
+
+    rec = client_call(endpoints, lambda c: run_record(c, name, occurrence))
+    for line in logs_text(rec):
+        typer.echo(line)
 
 
 @jobs_app.command("trigger")
@@ -380,26 +473,32 @@ def jobs_trigger(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379") -> None:
 
 @jobs_app.command("kill")
 def jobs_kill(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
-              occurrence: Annotated[str | None, typer.Option("--occurrence")] = None) -> None:
-    """Kill a job's running run(s); the run is recorded as killed.
+              occurrence: Annotated[str | None, typer.Option(
+                  "--occurrence", help="Kill only this run.")] = None) -> None:
+    """Kill a job's running run(s); the run is recorded as killed. Works for a deleted job
+    that is still running; nothing running is an error (exit 1).
 
     Example:  raftcron jobs kill slow-sleeper
     """
     from scheduler.admin import kill
 
-    client_call(endpoints, lambda c: kill(c, name, occurrence, "raftcron jobs kill"))
-    typer.echo(f"kill requested for {name}" + (f" occurrence {occurrence}" if occurrence else ""))
+    going = client_call(endpoints, lambda c: kill(c, name, occurrence, "raftcron jobs kill"))
+    typer.echo(f"kill requested for {name}: " + ", ".join(going))
 
 
 @jobs_app.command("suspend")
-def jobs_suspend(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379") -> None:
-    """Stop scheduling a job (runs in progress finish).
+def jobs_suspend(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
+                 reason: Annotated[str, typer.Option(
+                     "--reason", help="Why (shown by `jobs list` and `jobs show`).")] = ""
+                 ) -> None:
+    """Stop scheduling a job (runs in progress finish). Records who (user@host), when and
+    why; applying a job file or restarting an agent does not resume it.
 
-    Example:  raftcron jobs suspend nightly
+    Example:  raftcron jobs suspend nightly --reason "disk replacement"
     """
     from scheduler.admin import set_suspended
 
-    changed = client_call(endpoints, lambda c: set_suspended(c, name, True))
+    changed = client_call(endpoints, lambda c: set_suspended(c, name, True, reason))
     typer.echo(f"{name} suspended" if changed else f"{name} was already suspended")
 
 
@@ -451,6 +550,11 @@ def workers_cmd(endpoints: EndpointsOpt = "127.0.0.1:2379", output: OutputOpt = 
     from scheduler.admin import workers
 
     rows = client_call(endpoints, workers)
+    if output == "table":
+        from scheduler.cliviews import tags_text
+
+        for row in rows:
+            row["tags"] = tags_text(row["tags"])
     emit(output, rows, ["worker", "host", "pid", "tags", "version", "started_at", "lease_ttl"],
          "workers")
 
@@ -608,7 +712,7 @@ def agent(
 
 # ---------------------------------------------------------------------------- cluster
 cluster_app = typer.Typer(help="Inspect the coord cluster (members, leader, raft state).",
-                          no_args_is_help=True)
+                          no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(cluster_app, name="cluster")
 
 

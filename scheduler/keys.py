@@ -18,6 +18,7 @@ RUNS = "/cron/runs/"
 WORKERS = "/cron/workers/"
 KILLERS = "/cron/killer/"
 TRIGGERS = "/cron/trigger/"
+SUSPENSIONS = "/cron/suspend/"
 
 JOB_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """A job name (the same rule as ``scheduler.spec.NAME_RE``): safe as a key and a file name."""
@@ -62,6 +63,12 @@ def killer_key(job: str) -> str:
 def trigger_key(job: str, occurrence: str) -> str:
     """A manual run request (``raftcron jobs trigger``), on a short lease."""
     return f"{TRIGGERS}{job}/{occurrence}"
+
+
+def suspend_key(job: str) -> str:
+    """A job's runtime suspension (``raftcron jobs suspend``): who, when, why. Not spec:
+    applying a job file never writes or deletes it."""
+    return f"{SUSPENSIONS}{job}"
 
 
 def name_from(key: bytes, prefix: str) -> str:

@@ -62,6 +62,7 @@ from coord.client import (
     txn_op,
 )
 from scheduler import keys
+from scheduler.attempts import attempt_entry
 from scheduler.claim import (
     ACTIVE,
     BATCH_MAX,
@@ -84,6 +85,7 @@ from scheduler.plan import (
 )
 from scheduler.plan import rank_workers as rank
 from scheduler.spec import JobSpec
+from scheduler.suspension import Suspension
 
 log = structlog.get_logger("scheduler.worker")
 
@@ -193,6 +195,8 @@ class Worker:
         """The environment jobs inherit: the worker's, read once."""
         self._eligible_cache: dict[tuple[tuple[str, str], ...], list[str]] = {}
         """job tags → eligible workers; cleared whenever the workers view changes."""
+        self.suspended: dict[str, Suspension] = {}
+        """job → its runtime suspension (``/cron/suspend/``), from the view: not spec."""
         self.ready = asyncio.Event()
         """Set once the worker is registered and has loaded the jobs (tests wait on it)."""
 
@@ -220,6 +224,8 @@ class Worker:
                         "workers"),
             self._spawn(self._view(keys.LOCKS, self._noop_load, self._on_lock_batch,
                                    prev_kv=True), "locks"),
+            self._spawn(self._view(keys.SUSPENSIONS, self._load_suspensions,
+                                   self._on_suspension_batch), "suspensions"),
             self._spawn(self._view(keys.KILLERS, self._noop_load, self._on_killer_batch),
                         "killers"),
             self._spawn(self._view(keys.TRIGGERS, self._noop_load, self._on_trigger_batch),
@@ -400,6 +406,8 @@ class Worker:
                     self._resolve_unsure(lease, alive=False)
 
     async def _load_jobs(self, _: int) -> int:
+        # Suspensions first, so a suspended job's timer never starts (its own view follows).
+        await self._load_suspensions(0)
         r = await self.client.get(keys.JOBS, prefix=True)
         found = {}
         for kv in r.kvs:
@@ -446,13 +454,52 @@ class Worker:
             old.task.cancel()
         entry = JobEntry(spec, revision, self.clock.now())
         self.jobs[spec.name] = entry
-        if spec.suspend:
+        if self._is_suspended(spec.name):
             log.info("job.suspended", job=spec.name)
             return
         since = entry.seen_at
         if startup and old is None:
             since = await self._catch_up_start(spec, revision) or since
         entry.task = self._spawn(self._job_loop(entry, since), f"job:{spec.name}")
+
+    def _is_suspended(self, name: str) -> bool:
+        entry = self.jobs.get(name)
+        return name in self.suspended or (entry is not None and entry.spec.suspend)
+
+    async def _load_suspensions(self, _: int) -> int:
+        r = await self.client.get(keys.SUSPENSIONS, prefix=True)
+        now = {keys.name_from(kv.key, keys.SUSPENSIONS): Suspension.decode(kv.value)
+               for kv in r.kvs}
+        changed = set(now) ^ set(self.suspended)
+        self.suspended = now
+        for name in changed:
+            self._suspension_changed(name)
+        return r.revision
+
+    async def _on_suspension_batch(self, batch: WatchBatch) -> None:
+        for e in batch.events:
+            name = keys.name_from(e.kv.key, keys.SUSPENSIONS)
+            if e.is_put:
+                self.suspended[name] = Suspension.decode(e.kv.value)
+            else:
+                self.suspended.pop(name, None)
+            self._suspension_changed(name)
+
+    def _suspension_changed(self, name: str) -> None:
+        """Stop or restart a job's timer after ``jobs suspend``/``resume``. A resumed job
+        fires from now on: what it missed while suspended is not replayed."""
+        entry = self.jobs.get(name)
+        if entry is None:
+            return
+        if self._is_suspended(name):
+            if entry.task is not None:
+                entry.task.cancel()
+                entry.task = None
+                log.info("job.suspended", job=name)
+        elif entry.task is None:
+            entry.seen_at = self.clock.now()
+            entry.task = self._spawn(self._job_loop(entry, entry.seen_at), f"job:{name}")
+            log.info("job.resumed", job=name)
 
     async def _catch_up_start(self, spec: JobSpec, revision: int) -> datetime | None:
         """After a restart: where the job's timeline stopped, if its spec is unchanged since."""
@@ -564,7 +611,7 @@ class Worker:
         # A spec edited meanwhile does not cancel an occurrence already due (as the first
         # worker's claim is not cancelled either); a deleted or suspended job does.
         current = self.jobs.get(entry.spec.name)
-        if (self._stopping or current is None or current.spec.suspend
+        if (self._stopping or current is None or self._is_suspended(entry.spec.name)
                 or self._taken(entry.spec.name, occ)):
             return
         self._spawn(self._occurrence(entry, instant, occ, position), f"occ:{entry.spec.name}")
@@ -802,7 +849,7 @@ class Worker:
             wait = (instant - self.clock.now()).total_seconds()
         claim = run.claim
         current = self.jobs.get(claim.job)
-        if current is not None and not current.spec.suspend:
+        if current is not None and not self._is_suspended(claim.job):
             return True
         handed = False
         assert self.store is not None
@@ -864,8 +911,12 @@ class Worker:
                 # (ExecutorError for a bad command or workdir; anything else is a bug, but
                 # must still release the lock rather than leave the job blocked).
                 bound.error("run.spawn_failed", error=str(err))
+                now = time.time()
+                tried = attempt_entry(attempt, started_at=now, finished_at=now, exit_code=None,
+                                      signal=None, status="failed", log=None, note=str(err))
                 if not await self._write(claim, store.finish, status="failed",
-                                         finished_at=time.time(), note=str(err)):
+                                         finished_at=now, note=str(err), attempt=attempt,
+                                         attempts=[*claim.record.attempts, tried]):
                     await self._release_settled(claim)
                 return
             self.stats.add("spawn", time.monotonic() - t_spawn)
@@ -897,10 +948,16 @@ class Worker:
                                       note=run.kill_reason or result.kill_reason or "")
             retry = (status in ("failed", "timeout") and attempt <= spec.retries
                      and run.kill_reason is None and not self._stopping)
+            finished_at = time.time()
+            note = run.kill_reason or result.kill_reason or ""
+            # Every attempt is kept (start, end, exit, status, log), not only the last one.
+            tried = attempt_entry(attempt, started_at=started_at, finished_at=finished_at,
+                                  exit_code=result.exit_code, signal=result.signal,
+                                  status=status, log=log_path, note=note)
             fields = dict(exit_code=result.exit_code, signal=result.signal,
-                          output_tail=result.output_tail, finished_at=time.time(),
-                          started_at=started_at,
-                          note=run.kill_reason or result.kill_reason or "")
+                          output_tail=result.output_tail, finished_at=finished_at,
+                          started_at=started_at, note=note, attempt=attempt,
+                          attempts=[*claim.record.attempts, tried])
             if not retry:
                 if await self._write(claim, store.finish, status=status, **fields):
                     self._finished[spec.name] = self._finished.get(spec.name, 0) + 1

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from coord.client import Client
 from scheduler import admin, keys
@@ -171,7 +174,13 @@ def test_a_kill_request_for_the_job_spares_a_claim_waiting_for_its_instant(
         async with (Client([coord.endpoint]) as c,
                     _running(coord.endpoint, tmp_path, "w1", ahead=6.0)):
             occ, _ = await _claimed_ahead(c, "j", margin=2.5)
-            await admin.kill(c, "j", None, "test")
+            # `jobs kill` itself refuses when nothing runs (the claim is not a run yet);
+            # the request as it reaches the workers when a run ended meanwhile:
+            with pytest.raises(admin.AdminError, match="nothing to kill"):
+                await admin.kill(c, "j", None, "test")
+            grant = await c.grant(10)
+            await c.put(keys.killer_key("j"), json.dumps({"occurrence": None,
+                                                          "reason": "test"}), lease=grant.id)
 
             async def done() -> bool:
                 rec = (await _records(c, "j")).get(occ)
