@@ -29,6 +29,7 @@ app = typer.Typer(
     help="A distributed cron scheduler on an embedded, Raft-replicated, etcd-compatible store.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,  # an unexpected error is a plain traceback, not a box
 )
 coord_app = typer.Typer(help="Run or inspect a coord store member.", no_args_is_help=True)
 app.add_typer(coord_app, name="coord")
@@ -46,6 +47,15 @@ ClusterOpt = Annotated[str | None, typer.Option(
 def fail(message: str, code: int = 1) -> None:
     typer.echo(f"Error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def data_dir_failure(data_dir: Path, err: Exception) -> str:
+    """The one line a server prints when its data dir stops it (exit 3)."""
+    from coord.storage import DataDirError
+
+    if isinstance(err, DataDirError):
+        return str(err)
+    return f"cannot recover data dir {data_dir}: {err}"
 
 
 def run_until_signal(make_main: object) -> None:
@@ -98,11 +108,11 @@ def coord_serve(
     except ConfigError as err:
         fail(str(err), 2)
         return
-    server = CoordServer(config)
     try:
+        server = CoordServer(config)
         run_until_signal(server.serve_until)
     except StorageError as err:
-        fail(f"cannot recover data dir {data_dir}: {err}", 3)
+        fail(data_dir_failure(data_dir, err), 3)
     except OSError as err:
         fail(str(err), 1)
 
@@ -523,7 +533,11 @@ def agent(
     # Every flag is checked before the member touches its data dir.
     cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset,
                          compact_retention)
-    server = CoordServer(config)
+    try:
+        server = CoordServer(config)
+    except StorageError as err:
+        fail(data_dir_failure(data_dir, err), 3)
+        return
 
     async def main(stop: asyncio.Event) -> None:
         from coord.client import Client
@@ -548,7 +562,7 @@ def agent(
     try:
         run_until_signal(main)
     except StorageError as err:
-        fail(f"cannot recover data dir {data_dir}: {err}", 3)
+        fail(data_dir_failure(data_dir, err), 3)
     except OSError as err:
         fail(str(err), 1)
 
