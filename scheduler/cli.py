@@ -165,7 +165,9 @@ def client_call(endpoints: str, fn: Any) -> Any:
     except SpecError as err:
         fail(str(err), 2)
     except ClientError as err:
-        fail(f"cannot reach the store at {endpoints}: {err}")
+        from scheduler.cli_errors import client_failure
+
+        fail(client_failure(endpoints, err))
 
 
 def emit(output: str, rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
