@@ -34,6 +34,7 @@ from coord.storage import (
     StorageError,
     WALTruncatedError,
     Watermark,
+    WatermarkError,
 )
 
 log = structlog.get_logger("coord.recovery")
@@ -79,7 +80,13 @@ def open_data_dir(data_dir: Path, snaps: SnapshotStore) -> Opened:
     unchanged) where the data dir cannot be used or lost data."""
     watermark = Watermark(data_dir / WATERMARK_NAME)
     try:
-        mark = watermark.read()
+        try:
+            mark = watermark.read()
+        except WatermarkError as err:
+            raise DataDirError(
+                f"data dir {data_dir}: {err}. It names the last WAL record known durable; "
+                f"restore it from a backup of the data dir, or delete it to start without "
+                "that check.") from err
         snap, broken = snaps.newest_valid()
         wal_dir = data_dir / "wal"
         if not (wal_dir.is_dir() and any(wal_dir.glob("*.wal"))) and mark is None:

@@ -30,10 +30,12 @@ from tests.helpers.procs import REPO, ProcessGroup, coord_argv, free_port, start
 N_KEYS = 60
 
 
-def _serve_refused(data: Path, *extra: str) -> str:
-    """Run `coord serve` on ``data``; assert it stops with exit 3 and one `Error:` line
-    (after the JSON log lines), no traceback; return that line."""
+def _serve_refused(data: Path, *extra: str, agent: bool = False) -> str:
+    """Run `coord serve` (or `agent`) on ``data``; assert it stops with exit 3 and one
+    `Error:` line (after the JSON log lines), no traceback; return that line."""
     argv = [*coord_argv("n1", data, free_port(), free_port()), *extra]
+    if agent:
+        argv[argv.index("coord"):argv.index("serve") + 1] = ["agent"]
     res = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert res.returncode == 3, res.stderr
@@ -111,11 +113,20 @@ def _tree(data: Path) -> dict[str, bytes]:
 # ---------------------------------------------------------------- unusable data dirs
 
 
-def test_a_data_dir_that_is_a_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("agent", [False, True])
+def test_a_data_dir_that_is_a_file(tmp_path: Path, agent: bool) -> None:
     data = tmp_path / "d"
     data.write_text("not a directory")
-    line = _serve_refused(data)
+    line = _serve_refused(data, agent=agent)
     assert line == f"Error: data dir {data} is not a directory"
+
+
+def test_a_damaged_watermark(procs: ProcessGroup, tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    _filled(procs, data)
+    (data / "wal.watermark").write_text("{not json")
+    line = _serve_refused(data)
+    assert "wal.watermark is damaged" in line and "delete it" in line, line
 
 
 @contextlib.contextmanager
