@@ -34,3 +34,20 @@ def test_a_request_too_large_says_so_with_the_limit(procs: ProcessGroup, tmp_pat
     assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
     assert "cannot reach" not in lines[0] and "too large" in lines[0], lines[0]
     assert "1,572,864 bytes" in lines[0] or "2,097,152 bytes" in lines[0], lines[0]
+
+
+def test_an_unexpected_error_is_a_plain_traceback(tmp_path: Path) -> None:
+    """No rich traceback boxes (typer's default drew one around every unexpected error,
+    e.g. the agents' AdminError in #13 item 1): a plain Python traceback, exit 1."""
+    code = ("from scheduler.cli import app\n"
+            "@app.command('boom')\n"
+            "def boom() -> None:\n"
+            "    raise RuntimeError('unexpected')\n"
+            "app(['boom'])\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=False, timeout=60, cwd=tmp_path,
+                         env=dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="80"))
+    assert res.returncode == 1
+    assert "Traceback (most recent call last)" in res.stderr, res.stderr
+    assert "RuntimeError: unexpected" in res.stderr
+    assert not any(ch in res.stderr for ch in "│╭╰"), res.stderr
