@@ -24,7 +24,10 @@ Invariants:
   the next one. So damage anywhere else, or damage followed by valid data, is corruption and
   :meth:`WAL.open` refuses it with :class:`CorruptWALError` instead of dropping records that
   may have been acknowledged. A torn tail (the end of the last segment after a crash during an
-  unsynced write) is truncated away; those records were never reported durable.
+  unsynced write) is truncated away; those records were never reported durable. Torn means
+  the last frame's bytes end early (see ``codec.damage_of_last_frame``): a complete last
+  record with a bad checksum is corruption too, and so is a torn-looking one at or below
+  the caller's ``must_cover`` (a record it knows was durable).
 * After a failed write or fsync the WAL is poisoned (:class:`WALFailedError`) — a retry of
   fsync can falsely succeed on Linux — and must be closed and reopened.
 * Not thread-safe: use one WAL from one thread at a time (see ``group_commit`` for asyncio).
