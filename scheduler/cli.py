@@ -31,6 +31,7 @@ app = typer.Typer(
     help="A distributed cron scheduler on an embedded, Raft-replicated, etcd-compatible store.",
     no_args_is_help=True,
     rich_markup_mode=None,
+    pretty_exceptions_enable=False,  # an unexpected error is a plain traceback, not a box
 )
 coord_app = typer.Typer(help="Run or inspect a coord store member.", no_args_is_help=True,
                         rich_markup_mode=None)
@@ -87,6 +88,15 @@ def fail(message: str, code: int = 1) -> None:
 
 STOP_NOW_EXIT = 130
 """Exit status after a second SIGINT/SIGTERM cut a graceful stop short (README, CLI)."""
+
+
+def data_dir_failure(data_dir: Path, err: Exception) -> str:
+    """The one line a server prints when its data dir stops it (exit 3)."""
+    from coord.storage import DataDirError
+
+    if isinstance(err, DataDirError):
+        return str(err)
+    return f"cannot recover data dir {data_dir}: {err}"
 
 
 def run_until_signal(make_main: object) -> None:
@@ -159,11 +169,11 @@ def coord_serve(
     except ConfigError as err:
         fail(str(err), 2)
         return
-    server = CoordServer(config)
     try:
+        server = CoordServer(config)
         run_until_signal(server.serve_until)
     except StorageError as err:
-        fail(f"cannot recover data dir {data_dir}: {err}", 3)
+        fail(data_dir_failure(data_dir, err), 3)
     except OSError as err:
         fail(str(err), 1)
 
@@ -227,7 +237,9 @@ def client_call(endpoints: str, fn: Any) -> Any:
     except SpecError as err:
         fail(str(err), 2)
     except ClientError as err:
-        fail(f"cannot reach the store at {endpoints}: {err}")
+        from scheduler.cli_errors import client_failure
+
+        fail(client_failure(endpoints, err))
 
 
 def emit(output: str, rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
@@ -678,7 +690,11 @@ def agent(
     # Every flag is checked before the member touches its data dir.
     cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset,
                          compact_retention, stop_timeout)
-    server = CoordServer(config)
+    try:
+        server = CoordServer(config)
+    except StorageError as err:
+        fail(data_dir_failure(data_dir, err), 3)
+        return
 
     async def main(stop: asyncio.Event) -> None:
         from coord.client import Client
@@ -705,7 +721,7 @@ def agent(
     try:
         run_until_signal(main)
     except StorageError as err:
-        fail(f"cannot recover data dir {data_dir}: {err}", 3)
+        fail(data_dir_failure(data_dir, err), 3)
     except OSError as err:
         fail(str(err), 1)
 
