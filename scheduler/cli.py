@@ -271,7 +271,7 @@ def validate(file: Annotated[Path, typer.Argument(help="The job file (YAML).")])
     from scheduler.spec import load_jobs
 
     try:
-        specs = load_jobs(file)
+        specs = load_jobs(file, local_users=True)
     except SpecError as err:
         fail(str(err), 2)
         return
