@@ -31,7 +31,7 @@ def test_an_older_worker_reading_a_new_record_ignores_the_attempts() -> None:
               "signal": None, "status": "failed", "log": "/l/j/o.1.log"},
              {"attempt": 2, "started_at": 103.0, "finished_at": 104.0, "exit_code": 0,
               "signal": None, "status": "succeeded", "log": "/l/j/o.2.log"}]
-    new = RunRecord(job="j", occurrence="o", status="succeeded", attempt=2,
+    new = RunRecord(job="j", occurrence="20261122T013000Z", status="succeeded", attempt=2,
                     started_at=103.0, finished_at=104.0, attempts=tries)
     data = json.loads(new.encode())
     assert data["attempts"] == tries
