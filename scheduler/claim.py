@@ -102,6 +102,7 @@ class RunRecord:
         rec = cls(**_fields(raw, _RUN_TYPES, ("job", "occurrence", "status")))
         if not valid_job(rec.job) or not valid_occurrence(rec.occurrence):
             raise ValueError("a run record with an invalid job name or occurrence id")
+        rec.attempts = [a for a in rec.attempts if isinstance(a, dict)]  # skip what is not
         return rec
 
 
@@ -136,7 +137,7 @@ _RUN_TYPES: dict[str, tuple[type, ...]] = {
     "pid": _INT, "run_id": _STR, "attempt": _INT, "fencing_token": _INT, "lease": _INT,
     "spec_revision": _INT, "claimed_at": _FLOAT, "started_at": _FLOAT,
     "finished_at": _FLOAT, "exit_code": _OPT_INT, "signal": _OPT_INT, "output_tail": _STR,
-    "note": _STR}
+    "note": _STR, "attempts": (list,)}
 _HOLDER_TYPES: dict[str, tuple[type, ...]] = {
     "worker": _STR, "host": _STR, "pid": _INT, "occurrence": _STR, "run_id": _STR,
     "started_at": _FLOAT, "lease": _INT}
