@@ -902,6 +902,15 @@ class Connection(FrameHandler):
             stream.headers_sent = True
             self._write(frame(HEADERS, END_HEADERS, stream.id, _RESPONSE_HEADERS))
         message = memoryview(grpc_message(data))
+        if (self._pending_bytes and self._pending_bytes + len(message) > PENDING_RESPONSE_LIMIT
+                and (stream.pending or len(message) > min(stream.send_window,
+                                                          self._send_window))):
+            # The client does not take what it asked for: drop this response rather than
+            # hold it (one response of any size may wait when nothing else does).
+            log.info("h2.response_dropped", peer=self.peer, stream=stream.id,
+                     pending=self._pending_bytes)
+            self._reset(stream, ENHANCE_YOUR_CALM)
+            return
         stream.pending.append(message)
         self._pending_bytes += len(message)
         self._send_pending(stream)
