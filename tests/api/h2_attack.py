@@ -110,6 +110,9 @@ class Attacker:
     port: int
     settings: bytes = b""
     goaways: list[int] = field(default_factory=list)
+    resets: list[int] = field(default_factory=list)
+    settings_seen: dict[int, int] = field(default_factory=dict)
+    """Error codes of the RST_STREAM frames received."""
     closed_by_server: int = 0
     sock: socket.socket | None = None
     conn_window: int = 65_535
@@ -145,7 +148,7 @@ class Attacker:
                 self._parse(chunk)
                 wait = 0.0
                 self.sock.settimeout(None)
-        except (BlockingIOError, TimeoutError, socket.timeout):
+        except (BlockingIOError, TimeoutError):
             return True
         except OSError:
             self._lost()
@@ -166,6 +169,12 @@ class Attacker:
             payload = buf[pos + 9:pos + 9 + length]
             if kind == GOAWAY and len(payload) >= 8:
                 self.goaways.append(int.from_bytes(payload[4:8], "big"))
+            elif kind == SETTINGS and not buf[pos + 4] & 1:
+                for i in range(0, length - 5, 6):
+                    key, value = struct.unpack_from(">HI", payload, i)
+                    self.settings_seen[key] = value
+            elif kind == RST_STREAM and length == 4:
+                self.resets.append(int.from_bytes(payload, "big"))
             elif kind == WINDOW_UPDATE and stream == 0 and length == 4:
                 self.conn_window += int.from_bytes(payload, "big") & 0x7FFFFFFF
             pos += 9 + length

@@ -9,21 +9,29 @@ its limit (GOAWAY ENHANCE_YOUR_CALM, a refused or dropped stream, flow control).
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
+from coord.api.h2.limits import MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE
 from coord.api.h2.server import (
     DATA,
     END_HEADERS,
+    END_STREAM,
     ENHANCE_YOUR_CALM,
     HEADERS,
+    REFUSED_STREAM,
     SETTINGS_INITIAL_WINDOW_SIZE,
+    SETTINGS_MAX_CONCURRENT_STREAMS,
+    SETTINGS_MAX_HEADER_LIST_SIZE,
     frame,
+    grpc_message,
 )
 from coord.api.proto import rpc_pb2, rpc_pb2_grpc
 from tests.api.h2_attack import (
@@ -84,10 +92,10 @@ def test_rapid_reset_on_four_connections(member: Proc) -> None:
             if counts[i] >= 2_000_000:
                 return False
             if not a.send(rapid_reset_batch(next_id[0], 100)):
-                next_id[0] = 1
+                next_id[0] = 1  # the server closed the connection; a new one
             else:
                 next_id[0] += 200
-            counts[i] += 100
+                counts[i] += 100
             return True
         run_for(ATTACK_SECONDS, step)
         a.close()
@@ -177,8 +185,9 @@ def test_unfinished_messages_on_400_streams(member: Proc) -> None:
         if budget < 16_000:
             a.drain(wait=0.2)  # wait for connection credit
             return True
-        n = min(64, budget // 16_000, (per_stream - state["sent"]) // 16_000 + 1)
-        chunk = piece[:min(16_000, per_stream - state["sent"])]
+        left = per_stream - state["sent"]
+        chunk = piece if left >= 16_000 else piece[:left]
+        n = min(64, budget // 16_000, max(1, left // 16_000))
         out = frame(DATA, 0, sid, chunk) * n
         if not a.send(out):
             return False
@@ -192,7 +201,8 @@ def test_unfinished_messages_on_400_streams(member: Proc) -> None:
         run_for(2 * ATTACK_SECONDS, step)
         a.close()
     print(f"unfinished messages: {state['stream']} streams, {state['data'] >> 20} MiB sent, "
-          f"max RSS {watch.max_rss_kib >> 10} MB, gets {watch.gets}")
+          f"max RSS {watch.max_rss_kib >> 10} MB, gets {watch.gets}, resets {a.resets[:5]} "
+          f"({len(a.resets)}) goaways {a.goaways}")
     _check(watch, member)
 
 
@@ -202,7 +212,6 @@ def test_window_zero_client_asking_for_large_responses(member: Proc) -> None:
                                     timeout=10)
     a = Attacker(_port(member), settings=struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, 0))
     a.connect()
-    from coord.api.h2.server import END_STREAM, grpc_message
     block = request_headers(RANGE)
     body = grpc_message(rpc_pb2.RangeRequest(key=b"big").SerializeToString())
     state = {"next": 1, "calls": 0}
@@ -217,7 +226,7 @@ def test_window_zero_client_asking_for_large_responses(member: Proc) -> None:
         if not a.send(b"".join(out)):
             state["next"] = 1
         state["calls"] += 50
-        return state["calls"] < 20_000
+        return state["calls"] < 600
     with Watch(member.endpoint, member.popen.pid) as watch:
         run_for(ATTACK_SECONDS, step)
         a.drain(wait=1.0)
@@ -228,8 +237,7 @@ def test_window_zero_client_asking_for_large_responses(member: Proc) -> None:
 
 
 def test_connection_without_preface_is_closed(member: Proc) -> None:
-    import socket
-    import time
+    """Connections that never finish the handshake are closed after PREFACE_TIMEOUT."""
     socks = [socket.create_connection(("127.0.0.1", _port(member)), timeout=30)
              for _ in range(3)]
     socks[1].sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # preface, then no SETTINGS
@@ -278,3 +286,21 @@ def test_ping_flood_on_the_leader_keeps_leadership(tmp_path: Path) -> None:
         after = asyncio.run(cluster.status(leader, timeout=5))
         assert after is not None and after.raftTerm == before.raftTerm, cluster.logs()
         print(f"leader ping flood: RSS {rss_kib(proc.popen.pid) >> 10} MB, gets {watch.gets}")
+
+
+def test_streams_over_the_announced_limit_are_refused(member: Proc) -> None:
+    """SETTINGS_MAX_CONCURRENT_STREAMS is announced and held: calls opened beyond it get
+    RST_STREAM REFUSED_STREAM (gRPC clients retry those), the ones within it are served."""
+    a = Attacker(_port(member))
+    a.connect()
+    block = request_headers(RANGE)  # requests never finished: each call stays open
+    a.send(b"".join(frame(HEADERS, END_HEADERS, 1 + 2 * i, block) for i in range(300)))
+    with Watch(member.endpoint, member.popen.pid) as watch:
+        deadline = time.monotonic() + 10
+        while len(a.resets) < 50 and time.monotonic() < deadline:
+            a.drain(wait=0.2)
+    a.close()
+    assert a.settings_seen.get(SETTINGS_MAX_CONCURRENT_STREAMS) == MAX_CONCURRENT_STREAMS
+    assert a.settings_seen.get(SETTINGS_MAX_HEADER_LIST_SIZE) == MAX_HEADER_LIST_SIZE
+    assert a.resets == [REFUSED_STREAM] * 50
+    _check(watch, member)
