@@ -223,6 +223,9 @@ class FrameHandler(asyncio.Protocol):
     """PING frames the peer may still send (None: no limit)."""
     _settings_frames: Bucket | None = None
     """SETTINGS frames the peer may still send (None: no limit)."""
+    _credit_total = 0
+    _sent_at_ping = 0
+    """Connection-level credit the peer gave so far (with ``_send_window``: DATA sent)."""
 
     def _write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -286,12 +289,22 @@ class FrameHandler(asyncio.Protocol):
         if not increment:
             raise H2ProtocolError(PROTOCOL_ERROR, "zero window increment")
         self._send_window += increment
+        self._credit_total += increment
         if self._send_window > MAX_WINDOW:
             raise H2ProtocolError(FLOW_CONTROL_ERROR, "connection window overflow")
         self._on_connection_credit()
 
     def _on_rst_stream(self, stream_id: int, code: int) -> None:
         raise NotImplementedError
+
+    def _data_since_ping(self) -> bool:
+        """Whether this side sent DATA since the last PING over the limit (then the PING is
+        allowed, as in grpc-go: clients measure bandwidth with PINGs while data flows)."""
+        sent = self._credit_total - self._send_window
+        if sent != self._sent_at_ping:
+            self._sent_at_ping = sent
+            return True
+        return False
 
     def _on_goaway(self, code: int, debug: bytes) -> None:
         raise NotImplementedError
@@ -316,7 +329,8 @@ class FrameHandler(asyncio.Protocol):
         elif kind == PING:
             if len(payload) != 8 or stream_id:
                 raise H2ProtocolError(FRAME_SIZE_ERROR, "bad PING")
-            if self._pings is not None and not self._pings.take():
+            if self._pings is not None and not self._pings.take() \
+                    and not self._data_since_ping():
                 raise H2ProtocolError(ENHANCE_YOUR_CALM, "too_many_pings")
             if not flags & ACK:
                 self._write(frame(PING, ACK, 0, payload))
