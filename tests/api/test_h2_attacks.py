@@ -304,3 +304,15 @@ def test_streams_over_the_announced_limit_are_refused(member: Proc) -> None:
     assert a.settings_seen.get(SETTINGS_MAX_HEADER_LIST_SIZE) == MAX_HEADER_LIST_SIZE
     assert a.resets == [REFUSED_STREAM] * 50
     _check(watch, member)
+
+
+def test_many_concurrent_large_puts_on_one_connection_all_succeed(member: Proc) -> None:
+    """Connection credit held for incomplete messages does not stall a normal client:
+    24 concurrent puts of 1.4 MiB on one channel all succeed."""
+    with grpc.insecure_channel(member.endpoint) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        value = b"v" * (1400 << 10)
+        futures = [kv.Put.future(rpc_pb2.PutRequest(key=b"large/%d" % i, value=value),
+                                 timeout=60) for i in range(24)]
+        for f in futures:
+            f.result()

@@ -77,8 +77,11 @@ MAX_HEADER_BLOCK = 64 << 10
 
 STREAM_WINDOW = 1 << 20
 """The receive window this server announces for each stream."""
-CONNECTION_WINDOW = 16 << 20
-"""The receive window of the whole connection (raised from 64 KiB right after the preface)."""
+CONNECTION_WINDOW = 64 << 20
+"""The receive window of the whole connection (raised from 64 KiB right after the preface).
+Its credit comes back as the handlers consume messages, so it bounds what one connection
+can make this side buffer; when more than half of it is held by incomplete messages, the
+stream with the largest one is reset (:meth:`Connection._shed_incomplete`)."""
 
 FLUSH_AT = 256 << 10
 """Bytes queued in one loop turn after which they are handed to the transport at once."""
@@ -695,6 +698,8 @@ class Connection(FrameHandler):
         if payload:
             self._receive_messages(stream, payload)
         self._release(stream, stream.held - len(stream.buffer) - stream.queued)
+        if self._recv_window + self._conn_unacked < self._conn_window // 2:
+            self._shed_incomplete()
         if not flags & END_STREAM and stream.unacked >= STREAM_WINDOW // 2 \
                 and stream.queued < STREAM_WINDOW:
             # Credit goes back as data arrives, unless the handler has a window's worth of
@@ -702,6 +707,19 @@ class Connection(FrameHandler):
             self._ack_stream(stream)
         if flags & END_STREAM and stream_id in self.streams:
             self._end_remote(stream)
+
+    def _shed_incomplete(self) -> None:
+        """More than half the connection window is held: reset the streams with the largest
+        incomplete messages until it is not. Without this, messages sent interleaved and
+        never finished would hold the window and stall every call on the connection."""
+        while self._recv_window + self._conn_unacked < self._conn_window // 2:
+            victim = max((s for s in self.streams.values() if s.buffer and not s.local_closed),
+                         key=lambda s: len(s.buffer), default=None)
+            if victim is None:
+                return
+            log.info("h2.incomplete_message_dropped", peer=self.peer, stream=victim.id,
+                     buffered=len(victim.buffer))
+            self._reset(victim, ENHANCE_YOUR_CALM)
 
     def _credit(self, size: int) -> None:
         self._conn_unacked += size
