@@ -694,10 +694,18 @@ class Connection(FrameHandler):
         # waits in the stream (an incomplete message, messages not taken yet): clients
         # that never finish their messages cannot make this side buffer more than the
         # connection window.
-        stream.held += size
         if payload:
             self._receive_messages(stream, payload)
-        self._release(stream, stream.held - len(stream.buffer) - stream.queued)
+        if stream.local_closed:  # ended while receiving: its held bytes went back then
+            self._credit(size)
+        else:
+            held = len(stream.buffer) + stream.queued
+            give = stream.held + size - held  # framing, padding, messages already taken
+            stream.held = held
+            if give > 0:
+                self._conn_unacked += give
+                if self._conn_unacked >= self._conn_window // 2:
+                    self._credit(0)
         if self._recv_window + self._conn_unacked < self._conn_window // 2:
             self._shed_incomplete()
         if not flags & END_STREAM and stream.unacked >= STREAM_WINDOW // 2 \
@@ -848,7 +856,11 @@ class Connection(FrameHandler):
             else:
                 raw = stream.inbox.popleft()
                 stream.queued = 0
-                self._release(stream, len(raw))
+                if stream.held:  # the request is all this stream holds
+                    self._conn_unacked += stream.held
+                    stream.held = 0
+                    if self._conn_unacked >= self._conn_window // 2:
+                        self._credit(0)
                 try:
                     request = deserialize(raw)
                 except Exception:  # noqa: BLE001 - any parse failure is the client's
@@ -1007,7 +1019,8 @@ class Connection(FrameHandler):
 
     def _closed_locally(self, stream: Stream) -> None:
         stream.local_closed = True
-        self._release(stream, stream.held)
+        if stream.held:
+            self._release(stream, stream.held)
         if stream.timer is not None:
             stream.timer.cancel()
             stream.timer = None
