@@ -11,6 +11,7 @@ import random
 
 import pytest
 
+from coord.api.h2 import hpack
 from coord.api.h2.hpack import (
     STATIC_TABLE,
     Decoder,
@@ -538,3 +539,15 @@ def test_encoded_response_block_leaves_a_filled_table_alone() -> None:
                                      (b"grpc-status", b"0"), _CUSTOM]
     assert _dynamic(decoder) == before
     assert decoder.table_size == 164
+
+
+def test_header_list_limit_stops_decoding_early() -> None:
+    """A block of 1-byte indexed references decodes to at most a slice past the limit
+    before HeaderListTooLarge; blocks under the limit decode as before."""
+    d = hpack.Decoder(max_list_size=16 << 10)
+    with pytest.raises(hpack.HeaderListTooLarge):
+        d.decode(b"\x82" * (64 << 10))
+    big = hpack.encode_literal(b"x-meta", b"v" * 15_000)
+    assert hpack.Decoder(max_list_size=16 << 10).decode(big) == [(b"x-meta", b"v" * 15_000)]
+    with pytest.raises(hpack.HeaderListTooLarge):
+        hpack.Decoder(max_list_size=16 << 10).decode(big + big)

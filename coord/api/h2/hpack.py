@@ -50,6 +50,8 @@ consecutive codes, shifted left whenever the length grows."""
 
 EOS = 256
 DEFAULT_TABLE_SIZE = 4096
+CHECK_EVERY = 512
+"""Bytes of a header block decoded between two checks of the header list's size."""
 
 
 class HpackError(Exception):
@@ -256,46 +258,47 @@ class Decoder:
             self._size -= len(name) + len(value) + 32
 
     def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        """Decode one complete header block (HEADERS + CONTINUATION payloads joined)."""
+        """Decode one complete header block (HEADERS + CONTINUATION payloads joined).
+
+        The list-size limit is checked between slices of :data:`CHECK_EVERY` bytes of the
+        block rather than per field (a field takes at least one byte, so the work past the
+        limit is bounded by a slice; blocks of real calls are a single slice)."""
         headers: list[tuple[bytes, bytes]] = []
         pos, end = 0, len(block)
         name: bytes
         value: bytes
-        budget = self.max_list_size
         while pos < end:
-            first = block[pos]
-            if first & 0x80:  # indexed field
-                index, pos = decode_int(block, pos, 7)
-                field = self._entry(index)
-                budget -= len(field[0]) + len(field[1]) + 32
-                if budget < 0:
-                    raise HeaderListTooLarge(f"header list over {self.max_list_size} bytes")
-                headers.append(field)
-                continue
-            if first & 0x40:  # literal with incremental indexing
-                index, pos = decode_int(block, pos, 6)
-            elif first & 0x20:  # dynamic table size update: only before the first field
-                if headers:
-                    raise HpackError("table size update after a header field")
-                size, pos = decode_int(block, pos, 5)
-                if size > self._limit:
-                    raise HpackError(f"table size {size} over the limit {self._limit}")
-                self._max = size
-                self._evict()
-                continue
-            else:  # literal without indexing / never indexed
-                index, pos = decode_int(block, pos, 4)
-            if index:
-                name = self._entry(index)[0]
-            else:
-                name, pos = _decode_str(block, pos)
-            value, pos = _decode_str(block, pos)
-            if first & 0x40:
-                self._insert(name, value)
-            budget -= len(name) + len(value) + 32
-            if budget < 0:
+            stop = end if end - pos <= CHECK_EVERY else pos + CHECK_EVERY
+            while pos < stop:
+                first = block[pos]
+                if first & 0x80:  # indexed field
+                    index, pos = decode_int(block, pos, 7)
+                    headers.append(self._entry(index))
+                    continue
+                if first & 0x40:  # literal with incremental indexing
+                    index, pos = decode_int(block, pos, 6)
+                elif first & 0x20:  # dynamic table size update: only before the first field
+                    if headers:
+                        raise HpackError("table size update after a header field")
+                    size, pos = decode_int(block, pos, 5)
+                    if size > self._limit:
+                        raise HpackError(f"table size {size} over the limit {self._limit}")
+                    self._max = size
+                    self._evict()
+                    continue
+                else:  # literal without indexing / never indexed
+                    index, pos = decode_int(block, pos, 4)
+                if index:
+                    name = self._entry(index)[0]
+                else:
+                    name, pos = _decode_str(block, pos)
+                value, pos = _decode_str(block, pos)
+                if first & 0x40:
+                    self._insert(name, value)
+                headers.append((name, value))
+            if end > CHECK_EVERY and (len(headers) > self.max_list_size // 32 or sum(
+                    len(n) + len(v) + 32 for n, v in headers) > self.max_list_size):
                 raise HeaderListTooLarge(f"header list over {self.max_list_size} bytes")
-            headers.append((name, value))
         return headers
 
 

@@ -77,8 +77,11 @@ MAX_HEADER_BLOCK = 64 << 10
 
 STREAM_WINDOW = 1 << 20
 """The receive window this server announces for each stream."""
-CONNECTION_WINDOW = 16 << 20
-"""The receive window of the whole connection (raised from 64 KiB right after the preface)."""
+CONNECTION_WINDOW = 64 << 20
+"""The receive window of the whole connection (raised from 64 KiB right after the preface).
+Its credit comes back as the handlers consume messages, so it bounds what one connection
+can make this side buffer; when more than half of it is held by incomplete messages, the
+stream with the largest one is reset (:meth:`Connection._shed_incomplete`)."""
 
 FLUSH_AT = 256 << 10
 """Bytes queued in one loop turn after which they are handed to the transport at once."""
@@ -223,6 +226,9 @@ class FrameHandler(asyncio.Protocol):
     """PING frames the peer may still send (None: no limit)."""
     _settings_frames: Bucket | None = None
     """SETTINGS frames the peer may still send (None: no limit)."""
+    _credit_total = 0
+    _sent_at_ping = 0
+    """Connection-level credit the peer gave so far (with ``_send_window``: DATA sent)."""
 
     def _write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -286,12 +292,22 @@ class FrameHandler(asyncio.Protocol):
         if not increment:
             raise H2ProtocolError(PROTOCOL_ERROR, "zero window increment")
         self._send_window += increment
+        self._credit_total += increment
         if self._send_window > MAX_WINDOW:
             raise H2ProtocolError(FLOW_CONTROL_ERROR, "connection window overflow")
         self._on_connection_credit()
 
     def _on_rst_stream(self, stream_id: int, code: int) -> None:
         raise NotImplementedError
+
+    def _data_since_ping(self) -> bool:
+        """Whether this side sent DATA since the last PING over the limit (then the PING is
+        allowed, as in grpc-go: clients measure bandwidth with PINGs while data flows)."""
+        sent = self._credit_total - self._send_window
+        if sent != self._sent_at_ping:
+            self._sent_at_ping = sent
+            return True
+        return False
 
     def _on_goaway(self, code: int, debug: bytes) -> None:
         raise NotImplementedError
@@ -316,7 +332,8 @@ class FrameHandler(asyncio.Protocol):
         elif kind == PING:
             if len(payload) != 8 or stream_id:
                 raise H2ProtocolError(FRAME_SIZE_ERROR, "bad PING")
-            if self._pings is not None and not self._pings.take():
+            if self._pings is not None and not self._pings.take() \
+                    and not self._data_since_ping():
                 raise H2ProtocolError(ENHANCE_YOUR_CALM, "too_many_pings")
             if not flags & ACK:
                 self._write(frame(PING, ACK, 0, payload))
@@ -677,10 +694,20 @@ class Connection(FrameHandler):
         # waits in the stream (an incomplete message, messages not taken yet): clients
         # that never finish their messages cannot make this side buffer more than the
         # connection window.
-        stream.held += size
         if payload:
             self._receive_messages(stream, payload)
-        self._release(stream, stream.held - len(stream.buffer) - stream.queued)
+        if stream.local_closed:  # ended while receiving: its held bytes went back then
+            self._credit(size)
+        else:
+            held = len(stream.buffer) + stream.queued
+            give = stream.held + size - held  # framing, padding, messages already taken
+            stream.held = held
+            if give > 0:
+                self._conn_unacked += give
+                if self._conn_unacked >= self._conn_window // 2:
+                    self._credit(0)
+        if self._recv_window + self._conn_unacked < self._conn_window // 2:
+            self._shed_incomplete()
         if not flags & END_STREAM and stream.unacked >= STREAM_WINDOW // 2 \
                 and stream.queued < STREAM_WINDOW:
             # Credit goes back as data arrives, unless the handler has a window's worth of
@@ -688,6 +715,19 @@ class Connection(FrameHandler):
             self._ack_stream(stream)
         if flags & END_STREAM and stream_id in self.streams:
             self._end_remote(stream)
+
+    def _shed_incomplete(self) -> None:
+        """More than half the connection window is held: reset the streams with the largest
+        incomplete messages until it is not. Without this, messages sent interleaved and
+        never finished would hold the window and stall every call on the connection."""
+        while self._recv_window + self._conn_unacked < self._conn_window // 2:
+            victim = max((s for s in self.streams.values() if s.buffer and not s.local_closed),
+                         key=lambda s: len(s.buffer), default=None)
+            if victim is None:
+                return
+            log.info("h2.incomplete_message_dropped", peer=self.peer, stream=victim.id,
+                     buffered=len(victim.buffer))
+            self._reset(victim, ENHANCE_YOUR_CALM)
 
     def _credit(self, size: int) -> None:
         self._conn_unacked += size
@@ -816,7 +856,11 @@ class Connection(FrameHandler):
             else:
                 raw = stream.inbox.popleft()
                 stream.queued = 0
-                self._release(stream, len(raw))
+                if stream.held:  # the request is all this stream holds
+                    self._conn_unacked += stream.held
+                    stream.held = 0
+                    if self._conn_unacked >= self._conn_window // 2:
+                        self._credit(0)
                 try:
                     request = deserialize(raw)
                 except Exception:  # noqa: BLE001 - any parse failure is the client's
@@ -902,6 +946,15 @@ class Connection(FrameHandler):
             stream.headers_sent = True
             self._write(frame(HEADERS, END_HEADERS, stream.id, _RESPONSE_HEADERS))
         message = memoryview(grpc_message(data))
+        if (self._pending_bytes and self._pending_bytes + len(message) > PENDING_RESPONSE_LIMIT
+                and (stream.pending or len(message) > min(stream.send_window,
+                                                          self._send_window))):
+            # The client does not take what it asked for: drop this response rather than
+            # hold it (one response of any size may wait when nothing else does).
+            log.info("h2.response_dropped", peer=self.peer, stream=stream.id,
+                     pending=self._pending_bytes)
+            self._reset(stream, ENHANCE_YOUR_CALM)
+            return
         stream.pending.append(message)
         self._pending_bytes += len(message)
         self._send_pending(stream)
@@ -966,7 +1019,8 @@ class Connection(FrameHandler):
 
     def _closed_locally(self, stream: Stream) -> None:
         stream.local_closed = True
-        self._release(stream, stream.held)
+        if stream.held:
+            self._release(stream, stream.held)
         if stream.timer is not None:
             stream.timer.cancel()
             stream.timer = None
