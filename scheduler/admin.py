@@ -17,6 +17,7 @@ from coord.client import Client, Compare, delete, put
 from scheduler import keys
 from scheduler.claim import LockHolder, RunRecord
 from scheduler.errors import SchedulerError, SpecError
+from scheduler.limits import split_batches
 from scheduler.plan import normalize_occurrence, occurrence_id, occurrence_sort_key
 from scheduler.spec import JobSpec
 
@@ -39,6 +40,8 @@ class Change:
 class ApplyPlan:
     changes: list[Change]
     applied: bool = False
+    transactions: int = 0
+    """How many txns the apply was split into (etcd's request size and op count limits)."""
 
     @property
     def effective(self) -> list[Change]:
@@ -76,6 +79,7 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
     changes: list[Change] = []
     compares = []
     ops = []
+    sizes: list[int] = []
     wanted = {s.name for s in specs}
     for spec in sorted(specs, key=lambda s: s.name):
         new = spec.to_json()
@@ -84,6 +88,7 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
             changes.append(Change("add", spec.name, [f"+ {line}" for line in _pretty(new)]))
             compares.append(Compare.create(key) == 0)
             ops.append(put(key, new))
+            sizes.append(len(new))
             continue
         _, raw, rev = current[spec.name]
         if raw == new:
@@ -95,22 +100,28 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
         changes.append(Change("change", spec.name, diff))
         compares.append(Compare.mod(key) == rev)
         ops.append(put(key, new))
+        sizes.append(len(new))
     if prune:
         for name, (_, _, rev) in sorted(current.items()):
             if name not in wanted:
                 changes.append(Change("delete", name))
                 compares.append(Compare.mod(keys.job_key(name)) == rev)
                 ops.append(delete(keys.job_key(name)))
+                sizes.append(len(name))
     plan = ApplyPlan(changes)
     if dry_run or not ops:
         return plan
-    for start in range(0, len(ops), MAX_TXN_JOBS):
-        res = await client.txn(compares[start:start + MAX_TXN_JOBS],
-                               ops[start:start + MAX_TXN_JOBS], [])
+    batches = split_batches(sizes, max_ops=MAX_TXN_JOBS)
+    for done, batch in enumerate(batches):
+        res = await client.txn(compares[batch.start:batch.stop], ops[batch.start:batch.stop],
+                               [])
         if not res.succeeded:
-            raise AdminError("the stored jobs changed while applying (someone else applied at "
-                             "the same time); nothing more was written — run apply again")
+            raise AdminError(
+                "the stored jobs changed while applying (someone else applied at the same "
+                f"time); {done} of {len(batches)} transaction(s) were written, nothing more — "
+                "run apply again")
     plan.applied = True
+    plan.transactions = len(batches)
     return plan
 
 
