@@ -37,9 +37,10 @@ class JobEntry:
 
 
 async def scan(client: Client, prefix: bytes, *, keys_only: bool = False,
-               revision: int = 0, page: int = PAGE) -> AsyncIterator[tuple[int, KeyValue]]:
+               revision: int = 0, page: int = 0) -> AsyncIterator[tuple[int, KeyValue]]:
     """Every key under ``prefix`` in key order, ``page`` keys per range request, all read
     at one revision (the first page's when ``revision`` is 0). Yields (revision, kv)."""
+    page = page or PAGE
     key, end = prefix, prefix_end(prefix)
     while True:
         r = await client.range(range_request(key, range_end=end, revision=revision,
@@ -95,7 +96,7 @@ async def list_jobs(client: Client, *, prefix: str = "", tags: dict[str, str] | 
     run_keys = sorted(by_key)
     found: dict[str, RunRecord] = {}
     for start in range(0, len(run_keys), GETS_PER_TXN):
-        ops = [get(k) for k in run_keys[start:start + GETS_PER_TXN]]
+        ops = [get(k) for k in run_keys[start:start + GETS_PER_TXN]]  # latest, not `revision`
         res = await client.txn([], ops, [])
         for resp in res.responses:
             for kv in getattr(resp, "kvs", []):
