@@ -29,7 +29,8 @@ def coord(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def job_yaml(name: str, *, command: str = "echo hi", env: dict[str, str] | None = None,
              tags: dict[str, str] | None = None) -> str:
-    lines = [f"  - name: {name}", '    schedule: "@every 1h"', f"    command: {json.dumps(command)}"]
+    lines = [f"  - name: {name}", '    schedule: "@every 1h"',
+             f"    command: {json.dumps(command)}"]
     if env:
         lines.append("    env:")
         lines += [f"      {k}: {json.dumps(v)}" for k, v in env.items()]
