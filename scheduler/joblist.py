@@ -54,6 +54,13 @@ async def scan(client: Client, prefix: bytes, *, keys_only: bool = False,
         key = r.kvs[-1].key + b"\0"
 
 
+async def stored_raw(client: Client) -> list[JobEntry]:
+    """Every stored job as raw JSON and mod revision (``spec`` left None), paged."""
+    return [JobEntry(keys.name_from(kv.key, keys.JOBS), None,
+                     kv.value.decode(errors="replace"), kv.mod_revision)
+            async for _, kv in scan(client, keys.JOBS.encode())]
+
+
 def _matches(spec: JobSpec | None, tags: dict[str, str]) -> bool:
     if not tags:
         return True
