@@ -14,7 +14,15 @@ import subprocess
 
 from coord.client import Client
 from scheduler import keys
-from tests.helpers.procs import REPO, ProcessGroup, start_coord, start_etcd, wait_until
+from tests.helpers.procs import (
+    REPO,
+    ProcessGroup,
+    coord_argv,
+    free_port,
+    start_coord,
+    start_etcd,
+    wait_until,
+)
 
 DOC = (REPO / "docs" / "migrate-to-etcd.md").read_text()
 BIN = str(REPO / ".venv" / "bin")
@@ -51,20 +59,21 @@ def test_documented_migration_from_coord_to_etcd(procs: ProcessGroup, etcd_bin: 
     jobs = procs.workdir / "jobs.yaml"
     jobs.write_text("jobs:\n  - name: tick\n    schedule: \"@every 1s\"\n"
                     f"    command: 'echo \"$RAFTCRON_OCCURRENCE\" >> {out}'\n")
-    coord = start_coord(procs)
     etcd = start_etcd(procs, etcd_bin=etcd_bin)
+    cport, pport, data = free_port(), free_port(), procs.workdir / "n1-data"
+    member_flags = coord_argv("n1", data, cport, pport)[5:]  # the flags after `coord serve`
+
+    # Before: an agent (a coord member and a worker) runs the job.
+    agent = procs.spawn("agent", [f"{BIN}/raftcron", "agent", *member_flags, "--jobs", str(jobs)],
+                        cport, {"PYTHONPATH": str(REPO)})
+    wait_until(lambda: out.exists() and len(out.read_text().split()) >= 2, 90, "runs on coord")
+
+    # 1. Stop scheduling: SIGTERM the agent (its lock and worker keys go with its lease), and
+    # start the member again with no worker, with the same flags.
+    assert agent.terminate(timeout=60) == 0, agent.log()
+    coord = start_coord(procs, "n1", data_dir=data, cport=cport, pport=pport)
+    assert coord.argv[3:5] == ["coord", "serve"] and coord.argv[5:] == member_flags
     env = shell_env(coord.endpoint, etcd.endpoint)
-    assert subprocess.run([f"{BIN}/raftcron", "apply", "-f", str(jobs), "--endpoints",
-                           coord.endpoint], env=dict(os.environ, **env), check=False,
-                          capture_output=True, timeout=60).returncode == 0
-
-    # Before: a worker on coord runs the job.
-    w0 = procs.spawn("w0", [f"{BIN}/raftcron", "worker", "--endpoints", coord.endpoint,
-                            "--name", "w0", "--log-dir", str(procs.workdir / "logs")], 0, env)
-    wait_until(lambda: out.exists() and len(out.read_text().split()) >= 2, 60, "runs on coord")
-
-    # 1. Stop scheduling (SIGTERM): the worker's lock and worker keys go with its lease.
-    assert w0.terminate(timeout=60) == 0, w0.log()
 
     # 2. Copy /cron/jobs/ and /cron/runs/; stop make-mirror once the counts match.
     mirrors = [procs.spawn(f"mirror-{p}", ["bash", "-c", documented(
