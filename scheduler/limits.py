@@ -31,6 +31,7 @@ MAX_JOB_BYTES: Final = MAX_REQUEST_BYTES - REQUEST_OVERHEAD
 """The largest job JSON that still fits one put request."""
 
 
+@functools.cache
 def arg_max() -> int:
     """``ARG_MAX`` of this host (2 MiB when unknown)."""
     try:
