@@ -14,6 +14,8 @@ import pytest
 
 from tests.helpers.procs import REPO, wait_until
 
+pytestmark = pytest.mark.timeout(180)
+
 
 def alive(pid: int) -> bool:
     try:

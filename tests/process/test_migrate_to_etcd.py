@@ -12,6 +12,8 @@ import re
 import signal
 import subprocess
 
+import pytest
+
 from coord.client import Client
 from scheduler import keys
 from tests.helpers.procs import (
@@ -23,6 +25,8 @@ from tests.helpers.procs import (
     start_etcd,
     wait_until,
 )
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.etcd]
 
 DOC = (REPO / "docs" / "migrate-to-etcd.md").read_text()
 BIN = str(REPO / ".venv" / "bin")
