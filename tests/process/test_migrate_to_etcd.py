@@ -77,6 +77,9 @@ def test_documented_migration_from_coord_to_etcd(procs: ProcessGroup, etcd_bin: 
     assert agent.terminate(timeout=60) == 0, agent.log()
     coord = start_coord(procs, "n1", data_dir=data, cport=cport, pport=pport)
     assert coord.argv[3:5] == ["coord", "serve"] and coord.argv[5:] == member_flags
+    # The doc's own example (other hosts' addresses) restarts with these same flags.
+    example = DOC[DOC.index("raftcron coord serve"):].split("```")[0].replace("\\\n", " ")
+    assert example.split()[3::2] == member_flags[0::2], example
     env = shell_env(coord.endpoint, etcd.endpoint)
 
     # 2. Copy /cron/jobs/ and /cron/runs/; stop make-mirror once the counts match.
