@@ -18,6 +18,8 @@ from scheduler import keys, suspension
 from scheduler.claim import ACTIVE, LockHolder, RunRecord
 from scheduler.decode import BadValue, decode_spec, json_object
 from scheduler.errors import SchedulerError
+from scheduler.joblist import stored_raw
+from scheduler.limits import split_batches
 from scheduler.plan import (
     normalize_occurrence,
     occurrence_id,
@@ -49,6 +51,8 @@ class Change:
 class ApplyPlan:
     changes: list[Change]
     applied: bool = False
+    transactions: int = 0
+    """How many txns the apply was split into (etcd's request size and op count limits)."""
 
     @property
     def effective(self) -> list[Change]:
@@ -82,10 +86,13 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
     ``create_revision == 0`` for a new one), so a concurrent edit makes the apply fail
     instead of being overwritten. Re-applying the same file changes nothing.
     """
-    current = await stored_jobs(client)
+    # Raw JSON and revision only: apply compares text, and parsing 20,000 stored specs
+    # would cost seconds.
+    current = {e.name: (None, e.raw, e.revision) for e in await stored_raw(client)}
     changes: list[Change] = []
     compares = []
     ops = []
+    sizes: list[int] = []
     wanted = {s.name for s in specs}
     for spec in sorted(specs, key=lambda s: s.name):
         new = spec.to_json()
@@ -94,6 +101,7 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
             changes.append(Change("add", spec.name, [f"+ {line}" for line in _pretty(new)]))
             compares.append(Compare.create(key) == 0)
             ops.append(put(key, new))
+            sizes.append(len(new))
             continue
         _, raw, rev = current[spec.name]
         if raw == new:
@@ -105,22 +113,28 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
         changes.append(Change("change", spec.name, diff))
         compares.append(Compare.mod(key) == rev)
         ops.append(put(key, new))
+        sizes.append(len(new))
     if prune:
         for name, (_, _, rev) in sorted(current.items()):
             if name not in wanted:
                 changes.append(Change("delete", name))
                 compares.append(Compare.mod(keys.job_key(name)) == rev)
                 ops.append(delete(keys.job_key(name)))
+                sizes.append(len(name))
     plan = ApplyPlan(changes)
     if dry_run or not ops:
         return plan
-    for start in range(0, len(ops), MAX_TXN_JOBS):
-        res = await client.txn(compares[start:start + MAX_TXN_JOBS],
-                               ops[start:start + MAX_TXN_JOBS], [])
+    batches = split_batches(sizes, max_ops=MAX_TXN_JOBS)
+    for done, batch in enumerate(batches):
+        res = await client.txn(compares[batch.start:batch.stop], ops[batch.start:batch.stop],
+                               [])
         if not res.succeeded:
-            raise ApplyConflict("the stored jobs changed while applying (someone else applied "
-                                "at the same time); nothing more was written — run apply again")
+            raise ApplyConflict(
+                "the stored jobs changed while applying (someone else applied at the same "
+                f"time); {done} of {len(batches)} transaction(s) were written, nothing more — "
+                "run apply again")
     plan.applied = True
+    plan.transactions = len(batches)
     return plan
 
 

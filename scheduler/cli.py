@@ -261,9 +261,21 @@ def emit(output: str, rows: list[dict[str, Any]], columns: list[str], title: str
     Console(width=None if sys.stdout.isatty() else 240).print(table)
 
 
+SUMMARY_OVER = 50
+"""Files with more jobs than this get a summary from validate and apply (unless --verbose)."""
+
+SUMMARY_SHOWN = 20
+"""Jobs (validate) or changes (apply) printed in full in a summary."""
+
+VerboseOpt = Annotated[bool, typer.Option(
+    "--verbose", "-v", help=f"Print every job or diff even beyond {SUMMARY_OVER} jobs.")]
+
+
 @app.command("validate")
-def validate(file: Annotated[Path, typer.Argument(help="The job file (YAML).")]) -> None:
-    """Check a job file; print every problem, or each job's next 5 fire times.
+def validate(file: Annotated[Path, typer.Argument(help="The job file (YAML).")],
+             verbose: VerboseOpt = False) -> None:
+    """Check a job file; print every problem, or each job's next 5 fire times (the first
+    few jobs only in a large file, unless --verbose).
 
     Example:  raftcron validate jobs.example.yaml
     """
@@ -276,7 +288,8 @@ def validate(file: Annotated[Path, typer.Argument(help="The job file (YAML).")])
         fail(str(err), 2)
         return
     now = datetime.now(UTC)
-    for spec in specs:
+    shown = specs if verbose or len(specs) <= SUMMARY_OVER else specs[:SUMMARY_SHOWN]
+    for spec in shown:
         tt = spec.timetable()
         state = " (suspended)" if spec.suspend else ""
         typer.echo(f"{spec.name}: {spec.schedule} [{spec.timezone}]{state}")
@@ -288,7 +301,11 @@ def validate(file: Annotated[Path, typer.Argument(help="The job file (YAML).")])
             local = nxt.astimezone(ZoneInfo(spec.timezone))
             typer.echo(f"    {iso(nxt)}    {iso(local)}")
             t = nxt
-    typer.echo(f"{file}: {len(specs)} job(s) OK")
+    if len(shown) < len(specs):
+        typer.echo(f"... and {len(specs) - len(shown)} more job(s) (--verbose lists them all)")
+    suspended = sum(1 for s in specs if s.suspend)
+    typer.echo(f"{file}: {len(specs)} job(s) OK"
+               + (f" ({suspended} suspended)" if suspended else ""))
 
 
 @app.command("apply")
@@ -299,8 +316,10 @@ def apply(
     = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the diff, write nothing.")]
     = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Store the jobs of FILE (compare-and-set) and print what changed.
+    """Store the jobs of FILE (compare-and-set) and print what changed (a summary with the
+    first diffs when more than 50 jobs are involved, unless --verbose).
 
     Example:  raftcron apply -f jobs.yaml --prune --dry-run
     """
@@ -314,51 +333,85 @@ def apply(
         fail(str(err), 2)
         return
     plan = client_call(endpoints, lambda c: apply_jobs(c, specs, prune=prune, dry_run=dry_run))
+    summary = not verbose and len(plan.changes) > SUMMARY_OVER
+    printed = 0
     for ch in plan.changes:
+        if summary and (ch.kind == "same" or printed >= SUMMARY_SHOWN):
+            continue
+        printed += ch.kind != "same"
         sign = {"add": "+", "change": "~", "delete": "-", "same": "="}[ch.kind]
         typer.echo(f"{sign} {ch.name}" + ("" if ch.kind == "same" else f" ({ch.kind})"))
         for line in ch.diff:
             typer.echo(f"      {line}")
     n = len(plan.effective)
+    if summary and printed < n:
+        kinds = {k: sum(1 for c in plan.effective if c.kind == k)
+                 for k in ("add", "change", "delete")}
+        typer.echo(f"... and {n - printed} more change(s) not shown ({kinds['add']} added, "
+                   f"{kinds['change']} changed, {kinds['delete']} deleted in all; --verbose "
+                   "prints every diff)")
     verb = "would change" if dry_run else "changed"
-    typer.echo(f"{n} job(s) {verb}, {len(plan.changes) - n} unchanged"
-               + (" (dry run: nothing written)" if dry_run else ""))
+    tail = ""
+    if dry_run:
+        tail = " (dry run: nothing written)"
+    elif plan.applied:
+        tail = f"; applied in {plan.transactions} transaction(s)"
+    typer.echo(f"{n} job(s) {verb}, {len(plan.changes) - n} unchanged{tail}")
 
 
 @jobs_app.command("list")
-def jobs_list(endpoints: EndpointsOpt = "127.0.0.1:2379", output: OutputOpt = "table") -> None:
-    """List stored jobs with their next fire time and last run.
+def jobs_list(
+    endpoints: EndpointsOpt = "127.0.0.1:2379",
+    output: OutputOpt = "table",
+    prefix: Annotated[str, typer.Option("--prefix", help="Only jobs whose name starts so.")]
+    = "",
+    tag: Annotated[list[str] | None, typer.Option(
+        "--tag", help="Only jobs with this tag, as k=v (repeat: all must match).")] = None,
+) -> None:
+    """List stored jobs with their next fire time and last run (read in one pass).
 
-    Example:  raftcron jobs list -o json
+    Example:  raftcron jobs list --prefix backup- --tag disk=ssd -o json
     """
     check_output(output)
-    from scheduler.admin import history, stored_jobs
-    from scheduler.cliviews import suspension_json, suspension_text
+    from scheduler.cliviews import suspension_text
+    from scheduler.joblist import list_jobs
     from scheduler.suspension import read_all
 
+    want: dict[str, str] = {}
+    for t in tag or []:
+        k, eq, v = t.partition("=")
+        if not eq or not k:
+            fail(f"--tag must be k=v, not {t!r}", 2)
+        want[k] = v
+
     async def body(c: Any) -> list[dict[str, Any]]:
-        rows = []
         paused = await read_all(c)
-        for name, (spec, _, rev) in sorted((await stored_jobs(c)).items()):
-            last = await history(c, name, limit=1)
-            row: dict[str, Any] = {"name": name, "revision": rev}
-            if spec is None:
-                row["schedule"] = "(unreadable spec)"
-            else:
-                nxt = spec.timetable().next_after(datetime.now(UTC))
-                off = spec.suspend or name in paused
-                row.update(schedule=spec.schedule, timezone=spec.timezone,
-                           suspended=off, concurrency=spec.concurrency,
-                           next=iso(nxt) if nxt and not off else None)
-                row["suspension"] = suspension_json(spec.suspend, paused.get(name))
-            row["last"] = f"{last[0].occurrence} {last[0].status}" if last else None
-            rows.append(row)
-        return rows
+        return [_job_row(e, paused) for e in await list_jobs(c, prefix=prefix, tags=want)]
     rows = client_call(endpoints, body)
     if output == "table":
         for row in rows:
             row["suspended"] = suspension_text(row.get("suspension")) or "no"
     emit(output, rows, ["name", "schedule", "timezone", "suspended", "next", "last"], "jobs")
+
+
+def _job_row(e: Any, paused: dict[str, Any]) -> dict[str, Any]:
+    """One `jobs list` row from a :class:`scheduler.joblist.JobEntry` and the runtime
+    suspensions (``/cron/suspend/``)."""
+    from scheduler.cliviews import suspension_json
+
+    row: dict[str, Any] = {"name": e.name, "revision": e.revision}
+    spec = e.spec
+    if spec is None:
+        row["schedule"] = "(unreadable spec)"
+    else:
+        nxt = spec.timetable().next_after(datetime.now(UTC))
+        off = spec.suspend or e.name in paused
+        row.update(schedule=spec.schedule, timezone=spec.timezone,
+                   suspended=off, concurrency=spec.concurrency,
+                   next=iso(nxt) if nxt and not off else None)
+        row["suspension"] = suspension_json(spec.suspend, paused.get(e.name))
+    row["last"] = f"{e.last.occurrence} {e.last.status}" if e.last else None
+    return row
 
 
 @jobs_app.command("show")

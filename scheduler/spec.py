@@ -42,6 +42,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from scheduler.errors import ScheduleError, SpecError, SpecProblem
+from scheduler.limits import exec_problems, store_problems
 from scheduler.plan import (
     DURATION_HELP,
     Timetable,
@@ -228,7 +229,8 @@ def load_jobs_text(text: str, filename: str = "<string>", *,
                    local_users: bool = False) -> list[JobSpec]:
     """Validate job-file text. All problems or all jobs: never a partial list."""
     try:
-        docs = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        # libyaml's parser when built in: the same nodes and marks, ~10x faster on big files.
+        docs = list(yaml.compose_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         msg = " ".join(x for x in (exc.context, exc.problem) if x)
@@ -238,7 +240,7 @@ def load_jobs_text(text: str, filename: str = "<string>", *,
     except yaml.YAMLError as exc:
         raise SpecError([SpecProblem(filename, None, None, None, None,
                                      f"invalid YAML: {exc}")]) from None
-    checker = _Checker(filename, local_users=local_users)
+    checker = _Checker(filename, local_users=local_users, limits=True)
     docs = [d for d in docs if d is not None]
     if not docs:
         checker.add(None, None, None, "is empty; expected a top-level 'jobs:' list")
@@ -499,10 +501,14 @@ _CONVERTERS: Final[Mapping[str, Callable[[Node], object]]] = {
 class _Checker:
     """Walks a composed document, collecting problems instead of stopping at the first."""
 
-    def __init__(self, filename: str, *, local_users: bool = False) -> None:
+    def __init__(self, filename: str, *, local_users: bool = False,
+                 limits: bool = False) -> None:
         self.filename = filename
         self.local_users = local_users
         self.problems: list[SpecProblem] = []
+        self.check_limits = limits
+        """Also check exec and store limits (for files: a stored spec already fit the store,
+        and a worker that cannot exec a command records that run as failed)."""
 
     def add(self, node: Node | None, job: str | None, fld: str | None, message: str) -> None:
         mark = node.start_mark if node is not None else None
@@ -604,7 +610,17 @@ class _Checker:
                 self.add(node, label, key, "is required")
         if len(self.problems) > before:
             return None
-        return JobSpec(**values)  # type: ignore[arg-type]
+        spec = JobSpec(**values)  # type: ignore[arg-type]
+        return spec if not self.check_limits or self.limits(node, label, spec) else None
+
+    def limits(self, node: Node, label: str, spec: JobSpec) -> bool:
+        """Record what would fail only at run time (exec or store limits); True if none."""
+        argv = (["/bin/sh", "-c", spec.command] if isinstance(spec.command, str)
+                else list(spec.command))
+        found = exec_problems(argv, dict(spec.env)) + store_problems(spec.to_json())
+        for fld, message in found:
+            self.add(node, label, fld or None, message)
+        return not found
 
 
 def _name_node(item: Node) -> ScalarNode | None:

@@ -3,12 +3,19 @@
 Every process started here is registered with a :class:`ProcessGroup`, which
 kills whatever is still running at teardown (``kill -9`` of the whole process
 group), so a failing test never leaks servers.
+
+An interrupted run (Ctrl-C, SIGTERM: see tests/conftest.py) also removes the data the
+groups' processes wrote — their WALs are preallocated, 64 MiB a segment — keeping only the
+process logs (``*.log``) for a look at what was running. Groups that a fixture never got to
+close are closed by :func:`close_all` at session end and at exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -93,12 +100,48 @@ class Proc:
             return ""
 
 
+INTERRUPTED = False
+"""Set when the run was interrupted (SIGINT/SIGTERM): closing a group then removes its data."""
+
+_OPEN: list[ProcessGroup] = []
+"""Every group of this process not closed yet."""
+
+
+def mark_interrupted() -> None:
+    global INTERRUPTED
+    INTERRUPTED = True
+
+
+def close_all() -> None:
+    """Close every group still open (kill -9 its processes; its data too if interrupted)."""
+    for group in list(_OPEN):
+        group.close()
+
+
+atexit.register(close_all)
+
+
+def remove_data(workdir: Path) -> None:
+    """Remove everything under ``workdir`` but the process logs."""
+    if not workdir.is_dir():
+        return
+    for entry in workdir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif not entry.name.endswith(".log"):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
 @dataclass
 class ProcessGroup:
     """Owns every process a test starts; ``close()`` kills the survivors."""
 
     workdir: Path
     procs: list[Proc] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _OPEN.append(self)
 
     def spawn(
         self, name: str, argv: Sequence[str], client_port: int, env: dict[str, str] | None = None
@@ -125,6 +168,9 @@ class ProcessGroup:
         for p in self.procs:
             if p.alive():
                 p.kill9()
+        _OPEN[:] = [g for g in _OPEN if g is not self]
+        if INTERRUPTED:
+            remove_data(self.workdir)
 
 
 @contextlib.contextmanager
