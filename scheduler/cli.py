@@ -248,10 +248,13 @@ def jobs_list(endpoints: EndpointsOpt = "127.0.0.1:2379", output: OutputOpt = "t
     Example:  raftcron jobs list -o json
     """
     check_output(output)
-    from scheduler.admin import history, stored_jobs
+    from scheduler.admin import history, stored_jobs, workers
+    from scheduler.eligibility import ineligible_reason
 
     async def body(c: Any) -> list[dict[str, Any]]:
         rows = []
+        live = {w["worker"]: w["tags"] if isinstance(w["tags"], dict) else {}
+                for w in await workers(c)}
         for name, (spec, _, rev) in sorted((await stored_jobs(c)).items()):
             last = await history(c, name, limit=1)
             row: dict[str, Any] = {"name": name, "revision": rev}
@@ -261,12 +264,14 @@ def jobs_list(endpoints: EndpointsOpt = "127.0.0.1:2379", output: OutputOpt = "t
                 nxt = spec.timetable().next_after(datetime.now(UTC))
                 row.update(schedule=spec.schedule, timezone=spec.timezone,
                            suspended=spec.suspend, concurrency=spec.concurrency,
-                           next=iso(nxt) if nxt and not spec.suspend else None)
+                           next=iso(nxt) if nxt and not spec.suspend else None,
+                           workers=ineligible_reason(spec.tags, live) or "ok")
             row["last"] = f"{last[0].occurrence} {last[0].status}" if last else None
             rows.append(row)
         return rows
     rows = client_call(endpoints, body)
-    emit(output, rows, ["name", "schedule", "timezone", "suspended", "next", "last"], "jobs")
+    emit(output, rows, ["name", "schedule", "timezone", "suspended", "next", "last", "workers"],
+         "jobs")
 
 
 @jobs_app.command("show")
@@ -277,10 +282,13 @@ def jobs_show(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
     Example:  raftcron jobs show heartbeat
     """
     check_output(output)
-    from scheduler.admin import get_job, locks
+    from scheduler.admin import get_job, locks, workers
+    from scheduler.eligibility import ineligible_reason
 
     async def body(c: Any) -> dict[str, Any]:
         spec, rev = await get_job(c, name)
+        live = {w["worker"]: w["tags"] if isinstance(w["tags"], dict) else {}
+                for w in await workers(c)}
         tt = spec.timetable()
         fires, t = [], datetime.now(UTC)
         for _ in range(5):
@@ -291,7 +299,8 @@ def jobs_show(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
             t = nxt
         held = [lk for lk in await locks(c) if lk["job"] == name]
         return {"spec": spec.to_dict(), "revision": rev, "next": fires,
-                "lock": held[0] if held else None}
+                "lock": held[0] if held else None,
+                "workers": ineligible_reason(spec.tags, live) or "ok"}
     info = client_call(endpoints, body)
     if output == "json":
         typer.echo(json.dumps(info, indent=2))
@@ -301,6 +310,7 @@ def jobs_show(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
     typer.echo(f"{'revision':18} {info['revision']}")
     typer.echo("next fires (UTC):  " + ", ".join(info["next"]))
     typer.echo(f"{'lock':18} {info['lock'] or 'free'}")
+    typer.echo(f"{'workers':18} {info['workers']}")
 
 
 @jobs_app.command("history")

@@ -73,6 +73,7 @@ from scheduler.claim import (
 )
 from scheduler.clock import Clock, SystemClock
 from scheduler.decode import BadValue, decode_spec, json_object, report_bad, worker_tags
+from scheduler.eligibility import ineligible_reason
 from scheduler.executor import JobProcess, RunRequest, RunResult
 from scheduler.plan import (
     MANUAL_SUFFIX,
@@ -191,6 +192,9 @@ class Worker:
         """The environment jobs inherit: the worker's, read once."""
         self._eligible_cache: dict[tuple[tuple[str, str], ...], list[str]] = {}
         """job tags → eligible workers; cleared whenever the workers view changes."""
+        self._no_worker: set[str] = set()
+        """Jobs warned about as runnable by no live worker (``job.no_eligible_worker``)."""
+        self._workers_loaded = False
         self.ready = asyncio.Event()
         """Set once the worker is registered and has loaded the jobs (tests wait on it)."""
 
@@ -346,6 +350,7 @@ class Worker:
                 self.workers[found[0]] = found[1]
                 self._worker_leases[found[0]] = kv.lease
         self._eligible_cache.clear()
+        self._workers_loaded = True
         live = set(self._worker_leases.values())
         for lease in [lease for lease in self._unsure if lease not in live]:
             self._resolve_unsure(lease, alive=False)
@@ -418,6 +423,8 @@ class Worker:
         if spec.suspend:
             log.info("job.suspended", job=spec.name)
             return
+        if self._workers_loaded and not self._eligible(spec):
+            self._warn_ineligible(spec)  # say it now, not only at its next fire instant
         since = entry.seen_at
         if startup and old is None:
             since = await self._catch_up_start(spec, revision) or since
@@ -503,6 +510,17 @@ class Worker:
             found = self._eligible_cache[key] = eligible_workers(spec.tags, live)
         return found
 
+    def _warn_ineligible(self, spec: JobSpec) -> None:
+        """Warn (once, until it becomes runnable again) that no live worker may run the job."""
+        if spec.name in self._no_worker:
+            return
+        live = dict(self.workers)
+        live.setdefault(self.config.name, self.config.tags)
+        reason = ineligible_reason(spec.tags, live)
+        if reason is not None:
+            self._no_worker.add(spec.name)
+            log.warning("job.no_eligible_worker", job=spec.name, reason=reason)
+
     def _deadline(self, spec: JobSpec, instant: datetime) -> float:
         """Seconds left (by this worker's clock) to start this occurrence."""
         late = (self.clock.now() - instant).total_seconds()
@@ -518,6 +536,10 @@ class Worker:
         occ = occ or occurrence_id(instant)
         self.stats.add("wake", (self.clock.now() - instant).total_seconds() + ahead)
         eligible = self._eligible(spec)
+        if not eligible:
+            self._warn_ineligible(spec)
+        elif self._no_worker:
+            self._no_worker.discard(spec.name)
         if self.config.name not in eligible:
             return
         position = rank(spec.name, occ, eligible).index(self.config.name)
