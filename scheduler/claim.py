@@ -277,7 +277,12 @@ def _run_from(result: RangeResult) -> tuple[RunRecord | None, KeyValue | None]:
     if not result.kvs:
         return None, None
     kv = result.kvs[0]
-    return RunRecord.decode(kv.value), kv
+    try:
+        return RunRecord.decode(kv.value), kv
+    except ValueError as err:
+        # Someone wrote garbage here: the occurrence has a record, so it is taken (never
+        # claimed or written by this worker); the placeholder is nobody's run.
+        return RunRecord(job="", occurrence="", status="unreadable", note=str(err)), kv
 
 
 class ClaimStore:

@@ -575,6 +575,19 @@ class Worker:
             self.stats.add("claim", time.monotonic() - t0)
             await self._execute(entry, claim, instant)
 
+    def _later_claimed(self, spec: JobSpec, occ: str) -> str | None:
+        """For a ``forbid`` job: the occurrence the locks watch last showed claimed, if it
+        is later than ``occ`` (best effort: the watch may lag, the claim txn decides)."""
+        raw = self._held.get(spec.name)
+        if spec.concurrency != "forbid" or raw is None:
+            return None
+        try:
+            held = LockHolder.decode(raw).occurrence
+        except ValueError:
+            return None
+        mine, theirs = occurrence_instant(occ), occurrence_instant(held)
+        return held if mine is not None and theirs is not None and theirs > mine else None
+
     def _taken(self, job: str, occ: str) -> bool:
         """True if the locks watch showed a claim of (job, occ): a backup need not read the
         store to know it is too late (the claim txn would refuse it anyway)."""
@@ -604,6 +617,12 @@ class Worker:
                 return None  # no new claim while stopping (the backups will see none)
             if self._deadline(spec, instant) < 0:
                 await self._give_up(spec, occ, uncertain)
+                return None
+            later = self._later_claimed(spec, occ) if not uncertain else None
+            if later is not None:
+                # forbid runs occurrences in order: one whose later sibling was claimed
+                # already (a slow backup) is skipped, not started after it.
+                await self._skip(spec, occ, f"a later occurrence {later} was claimed first")
                 return None
             entry.lock_freed.clear()
             try:

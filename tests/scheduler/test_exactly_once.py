@@ -7,8 +7,9 @@ and restarted every ~12 s. Afterwards:
 * no occurrence appears twice in the file;
 * every occurrence in the observed window appears once, except those whose run record says
   ``lost`` (a worker died between its claim and the start) — counted and reported, at most
-  one per job per kill, and those the (default ``forbid``) job skipped because a killed
-  worker's lost run still held its lock at their instant (until its session lease expired).
+  one per job per kill, and those the (default ``forbid``) job recorded ``skipped`` because
+  an earlier run still held its lock at their instant (a killed worker's, until its session
+  lease expired) — bounded per job by the kills.
 
 It runs twice: on a real 3-member etcd (the scheduler must run on it unchanged), and with 3
 agents embedding a 3-member coord, where the coord leader is among the killed.
@@ -33,7 +34,7 @@ import pytest
 
 from coord.client import Client, ClientError
 from scheduler import keys
-from scheduler.plan import Timetable, occurrence_id, parse_schedule, spread
+from scheduler.plan import Timetable, occurrence_id, parse_occurrence_id, parse_schedule, spread
 from tests.helpers.binaries import require_binary
 from tests.helpers.procs import REPO, Proc, ProcessGroup, free_port, start_etcd_cluster
 
@@ -170,17 +171,19 @@ async def settle(endpoints: str, expected: list[tuple[str, str]],
         await asyncio.sleep(1.0)
 
 
-def behind_lost_run(key: tuple[str, str], rec: dict[str, object],
-                    records: dict[tuple[str, str], dict[str, object]]) -> bool:
-    """True for an occurrence the (default ``forbid``) job skipped because a killed
-    worker's run still held its lock at the instant — the lock lives until the dead
-    holder's session lease expires, and forbid skips rather than start late. The run it
-    names must have been recorded ``lost``."""
+def behind_held_lock(key: tuple[str, str], rec: dict[str, object],
+                     records: dict[tuple[str, str], dict[str, object]]) -> bool:
+    """True for an occurrence the (default ``forbid``) job skipped, on the record and with
+    the reason, because an earlier run still held the job's lock at its instant: a killed
+    worker's run (its lock lives until the dead holder's session lease expires) or a run
+    whose final write waited out a coord leader election. forbid skips those rather than
+    start them late (issue 13, item 5); the run it names must be a recorded earlier one."""
     note = str(rec.get("note", ""))
     if rec.get("status") != "skipped" or not note.startswith("previous run "):
         return False
     blocker = note.removeprefix("previous run ").removesuffix(" still running")
-    return records.get((key[0], blocker), {}).get("status") == "lost"
+    return (key[0], blocker) in records and (
+        parse_occurrence_id(blocker) < parse_occurrence_id(key[1]))
 
 
 def scenario(fleet: Fleet, tmp: Path, seed: int) -> None:
@@ -231,7 +234,7 @@ def scenario(fleet: Fleet, tmp: Path, seed: int) -> None:
         rec = records.get(key)
         if rec is not None and rec.get("status") == "lost":
             lost.append(key)
-        elif rec is not None and behind_lost_run(key, rec, records):
+        elif rec is not None and behind_held_lock(key, rec, records):
             skipped.append(key)
         else:
             missing.append((key, rec.get("status") if rec else None))
