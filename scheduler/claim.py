@@ -431,13 +431,15 @@ class ClaimStore:
         return rec
 
     async def record_missed(self, job: str, occurrence: str, *, status: str = "missed",
-                            note: str = "not started within starting_deadline") -> bool:
+                            note: str = "not started within starting_deadline",
+                            spec_revision: int = 0) -> bool:
         """Record an occurrence that will never run (only if no record exists): ``missed``
         (nobody ran it in time) or ``skipped`` (a ``forbid`` job's previous run was still
         running at its instant), with the reason in ``note``."""
         rk = run_key(job, occurrence)
         rec = RunRecord(job=job, occurrence=occurrence, status=status,
-                        worker=self.me.worker, finished_at=time.time(), note=note)
+                        worker=self.me.worker, finished_at=time.time(), note=note,
+                        spec_revision=spec_revision)
         res = await self.client.txn([Compare.create(rk) == 0], [put(rk, rec.encode())], [])
         return res.succeeded
 

@@ -441,7 +441,9 @@ class Worker:
         for kv in r.kvs:  # keys sort by occurrence
             with contextlib.suppress(ValueError, TypeError):
                 rec = RunRecord.decode(kv.value)
-                if MANUAL_SUFFIX not in rec.occurrence:
+                # Records without a spec revision (missed records written before they
+                # carried it) say nothing about the spec: skip them.
+                if MANUAL_SUFFIX not in rec.occurrence and rec.spec_revision:
                     last = rec
         if last is None or last.spec_revision != revision:
             return None
@@ -489,11 +491,18 @@ class Worker:
         if not self._stopping and current is not None and current.spec == spec:
             await self._record_missed(spec, instant)
 
+    def _revision(self, spec: JobSpec) -> int:
+        """The store revision of ``spec`` if it is the job's current one (records remember
+        it: a restart resumes the timeline only for an unchanged spec), else 0."""
+        entry = self.jobs.get(spec.name)
+        return entry.revision if entry is not None and entry.spec is spec else 0
+
     async def _record_missed(self, spec: JobSpec, instant: datetime) -> None:
         assert self.store is not None
         occ = occurrence_id(instant)
         try:
-            if await self.store.record_missed(spec.name, occ):
+            if await self.store.record_missed(spec.name, occ,
+                                              spec_revision=self._revision(spec)):
                 log.info("run.missed", job=spec.name, occurrence=occ)
         except ClientError as err:
             # Every worker that restarts records these; one that fails here says so rather
@@ -700,7 +709,8 @@ class Worker:
         store = self.store
         assert store is not None
         try:
-            if await store.record_missed(spec.name, occ, status="skipped", note=reason):
+            if await store.record_missed(spec.name, occ, status="skipped", note=reason,
+                                         spec_revision=self._revision(spec)):
                 log.info("run.skipped", job=spec.name, occurrence=occ, reason=reason)
         except ClientError as err:
             log.warning("run.skip_unrecorded", job=spec.name, occurrence=occ, error=str(err))
@@ -726,7 +736,8 @@ class Worker:
                         if claim is not None:
                             await self._abandon(claim, "claimed too late to start")
                         return  # recorded already (by us or by whoever claimed it)
-                if await store.record_missed(spec.name, occ):
+                if await store.record_missed(spec.name, occ,
+                                             spec_revision=self._revision(spec)):
                     log.info("run.skipped", job=spec.name, occurrence=occ,
                              reason="not started within starting_deadline")
                 return
