@@ -283,7 +283,12 @@ def _run_from(result: RangeResult) -> tuple[RunRecord | None, KeyValue | None]:
     if not result.kvs:
         return None, None
     kv = result.kvs[0]
-    return RunRecord.decode(kv.value), kv
+    try:
+        return RunRecord.decode(kv.value), kv
+    except ValueError as err:
+        # Someone wrote garbage here: the occurrence has a record, so it is taken (never
+        # claimed or written by this worker); the placeholder is nobody's run.
+        return RunRecord(job="", occurrence="", status="unreadable", note=str(err)), kv
 
 
 class ClaimStore:
@@ -432,13 +437,15 @@ class ClaimStore:
         return rec
 
     async def record_missed(self, job: str, occurrence: str, *, status: str = "missed",
-                            note: str = "not started within starting_deadline") -> bool:
+                            note: str = "not started within starting_deadline",
+                            spec_revision: int = 0) -> bool:
         """Record an occurrence that will never run (only if no record exists): ``missed``
         (nobody ran it in time) or ``skipped`` (a ``forbid`` job's previous run was still
         running at its instant), with the reason in ``note``."""
         rk = run_key(job, occurrence)
         rec = RunRecord(job=job, occurrence=occurrence, status=status,
-                        worker=self.me.worker, finished_at=time.time(), note=note)
+                        worker=self.me.worker, finished_at=time.time(), note=note,
+                        spec_revision=spec_revision)
         res = await self.client.txn([Compare.create(rk) == 0], [put(rk, rec.encode())], [])
         return res.succeeded
 

@@ -386,18 +386,30 @@ def jobs_list(
 
     async def body(c: Any) -> list[dict[str, Any]]:
         paused = await read_all(c)
-        return [_job_row(e, paused) for e in await list_jobs(c, prefix=prefix, tags=want)]
+        live = await _live_tags(c)
+        return [_job_row(e, paused, live)
+                for e in await list_jobs(c, prefix=prefix, tags=want)]
     rows = client_call(endpoints, body)
     if output == "table":
         for row in rows:
             row["suspended"] = suspension_text(row.get("suspension")) or "no"
-    emit(output, rows, ["name", "schedule", "timezone", "suspended", "next", "last"], "jobs")
+    emit(output, rows, ["name", "schedule", "timezone", "suspended", "next", "last", "workers"],
+         "jobs")
 
 
-def _job_row(e: Any, paused: dict[str, Any]) -> dict[str, Any]:
-    """One `jobs list` row from a :class:`scheduler.joblist.JobEntry` and the runtime
-    suspensions (``/cron/suspend/``)."""
+async def _live_tags(c: Any) -> dict[str, dict[str, str]]:
+    """Live workers → their tags (for "no eligible worker" reasons)."""
+    from scheduler.admin import workers
+
+    return {w["worker"]: w["tags"] if isinstance(w["tags"], dict) else {}
+            for w in await workers(c)}
+
+
+def _job_row(e: Any, paused: dict[str, Any], live: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """One `jobs list` row from a :class:`scheduler.joblist.JobEntry`, the runtime
+    suspensions (``/cron/suspend/``) and the live workers' tags."""
     from scheduler.cliviews import suspension_json
+    from scheduler.eligibility import ineligible_reason
 
     row: dict[str, Any] = {"name": e.name, "revision": e.revision}
     spec = e.spec
@@ -410,6 +422,7 @@ def _job_row(e: Any, paused: dict[str, Any]) -> dict[str, Any]:
                    suspended=off, concurrency=spec.concurrency,
                    next=iso(nxt) if nxt and not off else None)
         row["suspension"] = suspension_json(spec.suspend, paused.get(e.name))
+        row["workers"] = ineligible_reason(spec.tags, live) or "ok"
     row["last"] = f"{e.last.occurrence} {e.last.status}" if e.last else None
     return row
 
@@ -427,6 +440,7 @@ def jobs_show(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
     from scheduler import keys
     from scheduler.admin import get_job, history, locks, require_job
     from scheduler.cliviews import run_json, suspension_json, suspension_text
+    from scheduler.eligibility import ineligible_reason
     from scheduler.suspension import read_one
 
     async def body(c: Client) -> dict[str, Any]:
@@ -442,6 +456,7 @@ def jobs_show(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
         paused = await read_one(c, name)
         fires: list[str] = []
         t = datetime.now(UTC)
+        live = await _live_tags(c)
         tt = spec.timetable()
         for _ in range(0 if spec.suspend or paused else 5):
             nxt = tt.next_after(t)
@@ -452,7 +467,8 @@ def jobs_show(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
         return {"spec": spec.to_dict(), "deleted": False, "revision": rev, "next": fires,
                 "suspension": suspension_json(spec.suspend, paused),
                 "lock": held[0] if held else None,
-                "last_run": run_json(last[0]) if last else None}
+                "last_run": run_json(last[0]) if last else None,
+                "workers": ineligible_reason(spec.tags, live) or "ok"}
     info = client_call(endpoints, body)
     if output == "json":
         typer.echo(json.dumps(info, indent=2))
@@ -467,6 +483,8 @@ def jobs_show(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
         typer.echo(f"{'suspended':18} {suspension_text(info['suspension']) or 'no'}")
         typer.echo("next fires (UTC):  " + (", ".join(info["next"]) or "none"))
     typer.echo(f"{'lock':18} {info['lock'] or 'free'}")
+    if info.get("workers"):
+        typer.echo(f"{'workers':18} {info['workers']}")
     last = info["last_run"]
     typer.echo(f"{'last run':18} " + (f"{last['occurrence']} {last['status']} "
                                       f"(attempt {last['attempt']})" if last else "none"))

@@ -234,7 +234,7 @@ class JobProcess:
         self._exit = _ExitWatch(proc)
         started_at = self.clock.now()
         t0 = self.clock.monotonic()
-        self._log.info("job.start", pid=proc.pid, argv=argv, workdir=req.workdir,
+        self._log.debug("job.start", pid=proc.pid, argv=argv, workdir=req.workdir,
                        timeout=req.timeout, fencing_token=req.fencing_token)
         self._out, self._start_offset = out, start_offset
         self._task = asyncio.create_task(
@@ -348,7 +348,7 @@ class JobProcess:
             output_bytes=total,
             output_truncated=total > len(tail),
         )
-        self._log.info("job.end", pid=proc.pid, exit_code=result.exit_code,
+        self._log.debug("job.end", pid=proc.pid, exit_code=result.exit_code,
                        signal=result.signal, timed_out=result.timed_out, killed=result.killed,
                        kill_reason=result.kill_reason, duration=round(duration, 3),
                        output_bytes=result.output_bytes)

@@ -74,6 +74,7 @@ from scheduler.claim import (
 )
 from scheduler.clock import Clock, SystemClock
 from scheduler.decode import BadValue, decode_spec, json_object, report_bad, worker_tags
+from scheduler.eligibility import ineligible_reason
 from scheduler.executor import JobProcess, RunRequest, RunResult
 from scheduler.plan import (
     MANUAL_SUFFIX,
@@ -197,6 +198,9 @@ class Worker:
         """job tags → eligible workers; cleared whenever the workers view changes."""
         self.suspended: dict[str, Suspension] = {}
         """job → its runtime suspension (``/cron/suspend/``), from the view: not spec."""
+        self._no_worker: set[str] = set()
+        """Jobs warned about as runnable by no live worker (``job.no_eligible_worker``)."""
+        self._workers_loaded = False
         self.ready = asyncio.Event()
         """Set once the worker is registered and has loaded the jobs (tests wait on it)."""
 
@@ -383,6 +387,7 @@ class Worker:
                 self.workers[found[0]] = found[1]
                 self._worker_leases[found[0]] = kv.lease
         self._eligible_cache.clear()
+        self._workers_loaded = True
         live = set(self._worker_leases.values())
         for lease in [lease for lease in self._unsure if lease not in live]:
             self._resolve_unsure(lease, alive=False)
@@ -457,6 +462,8 @@ class Worker:
         if self._is_suspended(spec.name):
             log.info("job.suspended", job=spec.name)
             return
+        if self._workers_loaded and not self._eligible(spec):
+            self._warn_ineligible(spec)  # say it now, not only at its next fire instant
         since = entry.seen_at
         if startup and old is None:
             since = await self._catch_up_start(spec, revision) or since
@@ -514,7 +521,9 @@ class Worker:
         for kv in r.kvs:  # keys sort by occurrence
             with contextlib.suppress(ValueError, TypeError):
                 rec = RunRecord.decode(kv.value)
-                if MANUAL_SUFFIX not in rec.occurrence:
+                # Records without a spec revision (missed records written before they
+                # carried it) say nothing about the spec: skip them.
+                if MANUAL_SUFFIX not in rec.occurrence and rec.spec_revision:
                     last = rec
         if last is None or last.spec_revision != revision:
             return None
@@ -562,11 +571,18 @@ class Worker:
         if not self._stopping and current is not None and current.spec == spec:
             await self._record_missed(spec, instant)
 
+    def _revision(self, spec: JobSpec) -> int:
+        """The store revision of ``spec`` if it is the job's current one (records remember
+        it: a restart resumes the timeline only for an unchanged spec), else 0."""
+        entry = self.jobs.get(spec.name)
+        return entry.revision if entry is not None and entry.spec is spec else 0
+
     async def _record_missed(self, spec: JobSpec, instant: datetime) -> None:
         assert self.store is not None
         occ = occurrence_id(instant)
         try:
-            if await self.store.record_missed(spec.name, occ):
+            if await self.store.record_missed(spec.name, occ,
+                                              spec_revision=self._revision(spec)):
                 log.info("run.missed", job=spec.name, occurrence=occ)
         except ClientError as err:
             # Every worker that restarts records these; one that fails here says so rather
@@ -583,6 +599,17 @@ class Worker:
             found = self._eligible_cache[key] = eligible_workers(spec.tags, live)
         return found
 
+    def _warn_ineligible(self, spec: JobSpec) -> None:
+        """Warn (once, until it becomes runnable again) that no live worker may run the job."""
+        if spec.name in self._no_worker:
+            return
+        live = dict(self.workers)
+        live.setdefault(self.config.name, self.config.tags)
+        reason = ineligible_reason(spec.tags, live)
+        if reason is not None:
+            self._no_worker.add(spec.name)
+            log.warning("job.no_eligible_worker", job=spec.name, reason=reason)
+
     def _deadline(self, spec: JobSpec, instant: datetime) -> float:
         """Seconds left (by this worker's clock) to start this occurrence."""
         late = (self.clock.now() - instant).total_seconds()
@@ -598,6 +625,10 @@ class Worker:
         occ = occ or occurrence_id(instant)
         self.stats.add("wake", (self.clock.now() - instant).total_seconds() + ahead)
         eligible = self._eligible(spec)
+        if not eligible:
+            self._warn_ineligible(spec)
+        elif self._no_worker:
+            self._no_worker.discard(spec.name)
         if self.config.name not in eligible:
             return
         position = rank(spec.name, occ, eligible).index(self.config.name)
@@ -633,6 +664,19 @@ class Worker:
             self.stats.add("claim", time.monotonic() - t0)
             await self._execute(entry, claim, instant)
 
+    def _later_claimed(self, spec: JobSpec, occ: str) -> str | None:
+        """For a ``forbid`` job: the occurrence the locks watch last showed claimed, if it
+        is later than ``occ`` (best effort: the watch may lag, the claim txn decides)."""
+        raw = self._held.get(spec.name)
+        if spec.concurrency != "forbid" or raw is None:
+            return None
+        try:
+            held = LockHolder.decode(raw).occurrence
+        except ValueError:
+            return None
+        mine, theirs = occurrence_instant(occ), occurrence_instant(held)
+        return held if mine is not None and theirs is not None and theirs > mine else None
+
     def _taken(self, job: str, occ: str) -> bool:
         """True if the locks watch showed a claim of (job, occ): a backup need not read the
         store to know it is too late (the claim txn would refuse it anyway)."""
@@ -662,6 +706,12 @@ class Worker:
                 return None  # no new claim while stopping (the backups will see none)
             if self._deadline(spec, instant) < 0:
                 await self._give_up(spec, occ, uncertain)
+                return None
+            later = self._later_claimed(spec, occ) if not uncertain else None
+            if later is not None:
+                # forbid runs occurrences in order: one whose later sibling was claimed
+                # already (a slow backup) is skipped, not started after it.
+                await self._skip(spec, occ, f"a later occurrence {later} was claimed first")
                 return None
             entry.lock_freed.clear()
             try:
@@ -739,7 +789,8 @@ class Worker:
         store = self.store
         assert store is not None
         try:
-            if await store.record_missed(spec.name, occ, status="skipped", note=reason):
+            if await store.record_missed(spec.name, occ, status="skipped", note=reason,
+                                         spec_revision=self._revision(spec)):
                 log.info("run.skipped", job=spec.name, occurrence=occ, reason=reason)
         except ClientError as err:
             log.warning("run.skip_unrecorded", job=spec.name, occurrence=occ, error=str(err))
@@ -765,7 +816,8 @@ class Worker:
                         if claim is not None:
                             await self._abandon(claim, "claimed too late to start")
                         return  # recorded already (by us or by whoever claimed it)
-                if await store.record_missed(spec.name, occ):
+                if await store.record_missed(spec.name, occ,
+                                             spec_revision=self._revision(spec)):
                     log.info("run.skipped", job=spec.name, occurrence=occ,
                              reason="not started within starting_deadline")
                 return

@@ -13,11 +13,12 @@ import json
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from coord.client import Client
 from scheduler.plan import occurrence_id
+from scheduler.spec import load_jobs
 from tests.helpers.procs import ProcessGroup, wait_until
 from tests.scheduler.test_agent import ENV, start_agent
 
@@ -49,6 +50,9 @@ def test_bad_keys_never_blind_a_worker(procs: ProcessGroup) -> None:
     wait_until(lambda: _runs(good) >= 2, 60, "the good job to run\n" + agent.log(), step=0.2)
 
     occ = occurrence_id(datetime.now(UTC).replace(microsecond=0))
+    # A garbage run record at an occurrence still to come: that occurrence is taken.
+    coming = occurrence_id(load_jobs(jobs)[0].timetable().next_after(
+        datetime.now(UTC) + timedelta(seconds=3)) or datetime.now(UTC))
     deep = b"[" * 100_000
     _put_all(agent.endpoint, [
         (b"/cron/jobs/deep", deep),                                  # RecursionError
@@ -62,6 +66,7 @@ def test_bad_keys_never_blind_a_worker(procs: ProcessGroup) -> None:
         (b"/cron/lock/deep", deep),
         (b"/cron/runs/good/" + occ.encode(), deep),
         (b"/cron/runs/good/x", b"\"not a record\""),
+        (f"/cron/runs/good/{coming}".encode(), b"[" * 5000),
         # Path traversal: the occurrence id named the job's log file.
         (f"/cron/trigger/good/{occ}-manual-abcd/../../../x".encode(), b"{}"),
         (b"/cron/trigger/\xff/x", b"{}"),
@@ -103,5 +108,6 @@ def test_bad_keys_never_blind_a_worker(procs: ProcessGroup) -> None:
         assert log.count('"event": "store.bad_key"') >= bad, log[-4000:]
         assert log.count('"key": "/cron/jobs/innocent"') == 1, log[-4000:]
     assert not ghost.exists(), "the ghost job ran"
+    assert coming not in good.read_text().split(), "an occurrence with a record ran"
     assert not (procs.workdir / "x.1.log").exists(), "a job log was written outside the log dir"
     assert not list(procs.workdir.rglob("x.*.log"))

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import pytest
 import structlog
 
+from scheduler import executor
 from scheduler.clock import ManualClock, SystemClock
 from scheduler.errors import ExecutorError
 from scheduler.executor import JobProcess, RunRequest, RunResult, run_job
@@ -252,10 +253,16 @@ def test_wait_before_start_and_double_start() -> None:
 # ------------------------------------------------------------------ clock and logs
 
 
-def test_clock_is_injected_and_logs_are_structured() -> None:
+def test_clock_is_injected_and_logs_are_structured(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = ManualClock(datetime(2026, 11, 22, 1, 30, tzinfo=UTC))
-    with structlog.testing.capture_logs() as logs:
-        result = run(run_job(request("exit 0"), clock=clock))
+    # job.start/job.end are debug lines (the worker's run.started/run.finished are the ones
+    # at info): capture every level, whatever level an earlier test configured.
+    cap = structlog.testing.LogCapture()
+    monkeypatch.setattr(executor, "log", structlog.wrap_logger(
+        structlog.ReturnLogger(), processors=[cap],
+        wrapper_class=structlog.make_filtering_bound_logger(0)))
+    logs = cap.entries
+    result = run(run_job(request("exit 0"), clock=clock))
     assert result.started_at == datetime(2026, 11, 22, 1, 30, tzinfo=UTC)
     assert result.finished_at == result.started_at
     events = [e["event"] for e in logs]

@@ -15,7 +15,7 @@ from pathlib import Path
 from scheduler.admin import history
 from scheduler.plan import occurrence_id, parse_occurrence_id
 from scheduler.spec import load_jobs
-from tests.helpers.procs import ProcessGroup, wait_until
+from tests.helpers.procs import Proc, ProcessGroup, wait_until
 from tests.scheduler.test_agent import query, start_agent
 
 DOWN = 8.0
@@ -60,3 +60,41 @@ def test_occurrences_missed_while_down_are_recorded(procs: ProcessGroup) -> None
     ran = Path(out).read_text().split()
     assert len(ran) == len(set(ran)), "an occurrence ran twice"
     assert not [o for o in down if found[o] == "missed" and o in ran]
+
+
+def test_restart_after_a_skipped_occurrence_keeps_the_timeline(procs: ProcessGroup) -> None:
+    """The last record before the stop is a forbid ``skipped`` one: the restart resumes
+    from it (skipped and missed records carry the spec revision), so the occurrences of
+    the downtime are still recorded."""
+    out = procs.workdir / "runs.txt"
+    jobs = procs.workdir / "jobs.yaml"
+    jobs.write_text("jobs:\n  - name: slow\n    schedule: '@every 2s'\n"
+                    "    starting_deadline: 10s\n"
+                    f"    command: 'echo $RAFTCRON_OCCURRENCE >> {out}; sleep 5'\n")
+    data = str(procs.workdir / "data")
+    agent = start_agent(procs, "a1", "--jobs", str(jobs), "--data-dir", data)
+
+    def records(p: Proc) -> dict[str, str]:
+        recs = query(p.endpoint, lambda c: history(c, "slow", limit=200)) or []
+        return {r.occurrence: r.status for r in recs}
+
+    def last_is_skipped() -> bool:
+        found = records(agent)
+        return bool(found) and found[max(found, key=parse_occurrence_id)] == "skipped"
+    wait_until(lambda: out.exists() and last_is_skipped(), 60,
+               "a skipped occurrence after a run\n" + agent.log()[-3000:], step=0.1)
+    before = max(records(agent), key=parse_occurrence_id)
+    agent.popen.send_signal(signal.SIGTERM)
+    assert agent.popen.wait(timeout=60) == 0, agent.log()[-3000:]
+    stopped = datetime.now(UTC)
+    wait_until(lambda: (datetime.now(UTC) - stopped).total_seconds() > DOWN, DOWN + 5,
+               "the agent's downtime")
+
+    agent2 = start_agent(procs, "a1", "--jobs", str(jobs), "--data-dir", data)
+    started = datetime.now(UTC)
+    timetable = load_jobs(jobs)[0].timetable()
+    down = [occurrence_id(t)
+            for t in timetable.between(parse_occurrence_id(before), started)][:-1]
+    assert len(down) >= 2, down
+    wait_until(lambda: all(o in records(agent2) for o in down), 40,
+               f"records of {down}\n{records(agent2)}\n" + agent2.log()[-3000:], step=0.5)
