@@ -53,6 +53,22 @@ class RequestTooLarge(InvalidArgument):
     message = "etcdserver: request is too large"
 
 
+class InvalidSortOption(InvalidArgument):
+    """etcd 3.5's ErrGRPCInvalidSortOption (3.4 crashed the applier on these)."""
+
+    message = "etcdserver: invalid sort option"
+
+
+class ApplyFailed(CoordError):
+    """A committed request the applier could not carry out (a check missing before the
+    proposal): it is answered with this error, rolled back on every member alike (the
+    applier is deterministic), and the member keeps serving. etcd has no such error: its
+    validation is complete, and so should ours be; this is the net under it."""
+
+    code_name = "INTERNAL"
+    message = "etcdserver: request failed at apply (nothing was changed)"
+
+
 class OutOfRange(CoordError):
     code_name = "OUT_OF_RANGE"
 

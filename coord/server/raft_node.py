@@ -139,6 +139,14 @@ def wal_release_point(entry_seq: dict[int, int], index: int) -> int:
     return entry_seq.get(index + 1) or entry_seq.get(index, 0)
 
 
+READY_FAILED_HINT = (
+    "the member stopped so as not to vote or serve on state it could not persist or apply; "
+    "fix the cause (disk full, permissions) and restart it. If it stops again at the same "
+    "entries, the data dir cannot be recovered: remove the member (etcdctl member remove), "
+    "move its data dir away and add it back (etcdctl member add) so it copies the state from "
+    "the leader.")
+
+
 class RaftNode:
     """A Raft cluster member (implements ``coord.server.core.Node``)."""
 
@@ -440,7 +448,14 @@ class RaftNode:
                 try:
                     await self._handle(rd)
                 except Exception as exc:  # noqa: BLE001 - any failure is fatal
-                    log.error("raftnode.ready_failed", error=repr(exc))
+                    # One bad request cannot get here (the applier answers it with an
+                    # error); this is a disk failure or a broken invariant. Say where and
+                    # what to do: a restart replays the same entries.
+                    ents = rd.committed_entries
+                    log.error("raftnode.ready_failed", error=repr(exc),
+                              member=f"{self.member_id:x}",
+                              applying=(f"{ents[0].index}..{ents[-1].index}" if ents else "none"),
+                              hint=READY_FAILED_HINT)
                     self._stopped = True
                     self._fail_all(Stopped("etcdserver: request timed out"))
                     os._exit(70)  # a member that cannot persist must not keep voting

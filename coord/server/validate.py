@@ -15,6 +15,7 @@ from coord.api.proto import rpc_pb2
 from coord.errors import (
     DuplicateKey,
     EmptyKey,
+    InvalidSortOption,
     KeyNotFound,
     LeaseProvided,
     RequestTooLarge,
@@ -28,10 +29,18 @@ MAX_REQUEST_BYTES = 1536 * 1024
 """etcd's default --max-request-bytes (1.5 MiB)."""
 
 
+_SORT_ORDERS = frozenset(rpc_pb2.RangeRequest.SortOrder.values())
+_SORT_TARGETS = frozenset(rpc_pb2.RangeRequest.SortTarget.values())
+
+
 def check_range(r: rpc_pb2.RangeRequest) -> None:
-    """Empty key → EmptyKey."""
+    """Empty key → EmptyKey; a sort order or target that is not one of the enum's values →
+    InvalidSortOption (etcd 3.5's checkRangeRequest; proto3 keeps unknown enum numbers, and
+    the applier must never see one)."""
     if not r.key:
         raise EmptyKey()
+    if r.sort_order not in _SORT_ORDERS or r.sort_target not in _SORT_TARGETS:
+        raise InvalidSortOption()
 
 
 def check_put(r: rpc_pb2.PutRequest) -> None:
