@@ -166,7 +166,8 @@ class RaftNode:
         self.transport = Transport(
             self.member_id, cluster_id=lambda: self.cluster_id, deliver=self._deliver,
             report_unreachable=self._report_unreachable, report_snapshot=self._report_snapshot,
-            name_of=self.membership_name, stream_lost=self._leader_stream_lost)
+            name_of=self.membership_name, stream_lost=self._leader_stream_lost,
+            is_member=self._is_member)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._io_jobs = 0
         """Background jobs (a saved snapshot's WAL release) queued on or running on ``_io``."""
@@ -366,6 +367,9 @@ class RaftNode:
         self._snap_io.shutdown(wait=True)
 
     # ------------------------------------------------------------------ inputs
+    def _is_member(self, member_id: int) -> bool:
+        """Whether ``member_id`` is in the current configuration (peer intake check)."""
+        return member_id in self.membership.members
     def _deliver(self, msgs: list[Any]) -> None:
         if self.rn is None or self._stopped:
             return

@@ -46,6 +46,7 @@ from coord.raft import (
     Snapshot,
     SnapshotMetadata,
 )
+from coord.raft.types import LOCAL_MESSAGES
 
 log = structlog.get_logger("coord.transport")
 
@@ -74,6 +75,30 @@ PEER_GRPC_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.min_reconnect_backoff_ms", 50),
 ]
+
+
+MAX_TERM = 1 << 48
+"""The largest term a peer message may carry. A term grows by one per election round, so an
+honest cluster would need 2^48 rounds — 890,000 years at one every 100 ms — to reach it;
+anything above is forged or corrupt. It keeps ``term + 1`` (and every sum of terms the core
+makes) far from the uint64 the wire and the WAL use: one heartbeat at term 2^64-1 used to
+overflow ``message_to_pb`` on every member and brick the cluster."""
+MAX_INDEX = 1 << 62
+"""The largest log index (or commit) a peer message may carry (2^62: ~1.5 million years of
+100,000 entries a second), for the same reason."""
+REJECT_LOG_INTERVAL = 10.0
+"""Refused peer batches are counted always and logged at most once per this many seconds
+per (reason, sender)."""
+
+
+class PeerRejected(Exception):
+    """A peer batch refused before it reaches the core; ``str()`` is the reason sent back
+    (etcd's rafthttp answers 412 "cluster ID mismatch" / 403 for a removed member) and
+    ``kind`` the counter it is counted under."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(detail or kind)
+        self.kind = kind
 
 
 def grpc_server_kind() -> str:
@@ -224,6 +249,7 @@ class _PeerSender:
         # channel calls are awaitables).
         self.stub: Any = None
         self.task = asyncio.get_running_loop().create_task(self._run())
+        self.task.add_done_callback(self._supervise)
         self.snap_tasks: set[asyncio.Task[None]] = set()
 
     def enqueue(self, m: Message) -> None:
@@ -257,7 +283,8 @@ class _PeerSender:
         try:
             if self.t.name_of(self.peer_id) in self.t.faults.cut:
                 raise ConnectionError("link cut by fault injection")
-            batch = raft_pb2.MessageBatch(messages=[message_to_pb(m)])
+            batch = raft_pb2.MessageBatch(cluster_id=self.t.cluster_id(),
+                                          messages=[message_to_pb(m)])
             setattr(batch, "from", self.t.member_id)
             await self._stub().SendSnapshot(batch, timeout=SNAPSHOT_TIMEOUT)
             ok = True
@@ -286,9 +313,12 @@ class _PeerSender:
                 msgs: list[Message] = []
                 while self.queue and len(msgs) < BATCH_LIMIT:
                     msgs.append(self.queue.popleft())
-                batch = raft_pb2.MessageBatch(cluster_id=self.t.cluster_id(),
-                                              messages=[message_to_pb(m) for m in msgs])
-                setattr(batch, "from", self.t.member_id)
+                try:
+                    batch = self._batch(msgs)
+                except ValueError as err:  # a field out of the wire's range: a bug, not I/O
+                    log.error("transport.unencodable_batch", to=f"{self.peer_id:x}",
+                              error=repr(err), dropped=len(msgs))
+                    continue
                 try:
                     if call is None:
                         call = await self._open_send()
@@ -309,6 +339,25 @@ class _PeerSender:
         finally:
             if call is not None:  # also when the sender is cancelled (Transport.stop)
                 call.cancel()
+
+    def _batch(self, msgs: list[Message]) -> raft_pb2.MessageBatch:
+        batch = raft_pb2.MessageBatch(cluster_id=self.t.cluster_id(),
+                                      messages=[message_to_pb(m) for m in msgs])
+        setattr(batch, "from", self.t.member_id)
+        return batch
+
+    def _supervise(self, task: asyncio.Task[None]) -> None:
+        """Done-callback of the sender task: a sender that ended other than by being
+        cancelled or stopped is logged and restarted (it used to die silently, leaving the
+        peer unreachable for good)."""
+        if task.cancelled() or self.t.stopped or self.t._peers.get(self.peer_id) is not self:
+            return
+        exc = task.exception()
+        log.error("transport.sender_died", to=f"{self.peer_id:x}", error=repr(exc))
+        self.t.sender_restarts += 1
+        self.queue.clear()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        self.task.add_done_callback(self._supervise)
 
     async def _open_send(self) -> Any:
         """The long-lived ``Send`` stream to this peer: coord's own HTTP/2 client
@@ -337,8 +386,16 @@ class Transport:
                  report_unreachable: Callable[[int], None],
                  report_snapshot: Callable[[int, bool], None],
                  name_of: Callable[[int], str],
-                 stream_lost: Callable[[int], None] = lambda peer: None) -> None:
+                 stream_lost: Callable[[int], None] = lambda peer: None,
+                 is_member: Callable[[int], bool] = lambda peer: True) -> None:
         self.member_id = member_id
+        self.is_member = is_member
+        """Whether an id is a member (voter or learner) of the current configuration."""
+        self.rejected: collections.Counter[str] = collections.Counter()
+        """Refused peer batches by reason (see :meth:`check`)."""
+        self._reject_logged: dict[tuple[str, int], float] = {}
+        self.sender_restarts = 0
+        """Sender tasks that died and were restarted (see ``_PeerSender._supervise``)."""
         self.cluster_id = cluster_id
         self.deliver = deliver
         self.report_unreachable = report_unreachable
@@ -387,12 +444,79 @@ class Transport:
             await p.close()
         self._peers.clear()
 
-    def accept(self, batch: raft_pb2.MessageBatch) -> None:
+    def check(self, batch: raft_pb2.MessageBatch, stream_from: int = 0) -> list[Message]:
+        """The batch's messages, decoded, if the batch may reach the core; else raises
+        :class:`PeerRejected` (counted in :attr:`rejected`, logged rate-limited). Refused:
+
+        * another cluster's batch (etcd: 412 "cluster ID mismatch");
+        * a sender that is not a member of the current configuration (removed ones
+          included), or that is not the one this stream started with (``stream_from``);
+        * a message whose ``from`` is not the batch's, whose ``to`` is not this member, of
+          an unknown type or of a type only a member feeds itself (HUP, BEAT, CHECK_QUORUM,
+          UNREACHABLE, SNAP_STATUS; etcd-raft's ``IsLocalMsg``, which its node drops when
+          they come from the network) — proposals are accepted from members only, as a
+          follower forwarding to its leader sends them;
+        * a term above :data:`MAX_TERM` or an index/commit above :data:`MAX_INDEX`.
+
+        Without peer TLS a member's id is only a number in the batch: someone who knows a
+        member's id and the cluster id can still speak as that member (docs/security.md).
+        """
+        frm = getattr(batch, "from")
+        try:
+            local = self.cluster_id()
+            if local and batch.cluster_id != local:
+                raise PeerRejected("cluster ID mismatch")
+            if frm == self.member_id or not self.is_member(frm):
+                raise PeerRejected("not a member",
+                                   f"sender {frm:x} is not a member of this cluster")
+            if stream_from and frm != stream_from:
+                raise PeerRejected("sender changed",
+                                   f"sender changed from {stream_from:x} to {frm:x}")
+            return [self._check_message(p, frm) for p in batch.messages]
+        except PeerRejected as err:
+            reason = err.kind
+            self.rejected[reason] += 1
+            now = time.monotonic()
+            key = (reason, frm)
+            if now - self._reject_logged.get(key, -REJECT_LOG_INTERVAL) >= REJECT_LOG_INTERVAL:
+                if len(self._reject_logged) > 1024:
+                    self._reject_logged.clear()
+                self._reject_logged[key] = now
+                log.warning("transport.peer_rejected", sender=f"{frm:x}", reason=str(err),
+                            cluster_id=f"{batch.cluster_id:x}", total=self.rejected[reason])
+            raise
+
+    def _check_message(self, p: raft_pb2.RaftMessage, frm: int) -> Message:
+        if getattr(p, "from") != frm:
+            raise PeerRejected("bad from", "a message's from differs from the batch's")
+        if p.to != self.member_id:
+            raise PeerRejected("bad to", f"message to {p.to:x}, not to this member")
+        try:
+            mtype = MessageType(p.type)
+        except ValueError:
+            raise PeerRejected("bad type", f"unknown message type {p.type}") from None
+        if mtype in LOCAL_MESSAGES:
+            raise PeerRejected("local type", f"local message type {mtype.name} from the network")
+        if p.term > MAX_TERM or p.log_term > MAX_TERM:
+            raise PeerRejected("bad term", f"term above {MAX_TERM}")
+        if max(p.index, p.commit, p.reject_hint) > MAX_INDEX:
+            raise PeerRejected("bad index", f"index above {MAX_INDEX}")
+        for e in p.entries:
+            if e.term > MAX_TERM or e.index > MAX_INDEX or e.type not in (0, 1):
+                raise PeerRejected("bad entry", "entry with an out-of-range term, index or type")
+        if p.has_snapshot and (p.snapshot.term > MAX_TERM or p.snapshot.index > MAX_INDEX):
+            raise PeerRejected("bad snapshot", "snapshot with an out-of-range term or index")
+        return message_from_pb(p)
+
+    def accept(self, batch: raft_pb2.MessageBatch, stream_from: int = 0) -> None:
+        """Hand a received batch to the core (raises :class:`PeerRejected`, see
+        :meth:`check`)."""
         frm = getattr(batch, "from")
         if self.faults.cut and self.name_of(frm) in self.faults.cut:
             return
+        msgs = self.check(batch, stream_from)
         self.last_heard[frm] = time.monotonic()
-        self.deliver([message_from_pb(p) for p in batch.messages])
+        self.deliver(msgs)
 
 
 Ctx = Context
@@ -415,8 +539,11 @@ class PeerService:
         frm = 0
         try:
             async for batch in request_iterator:
-                frm = getattr(batch, "from")
-                self.t.accept(batch)
+                try:
+                    self.t.accept(batch, frm)
+                except PeerRejected as err:
+                    await context.abort(StatusCode.FAILED_PRECONDITION, str(err))
+                frm = frm or getattr(batch, "from")
         except asyncio.CancelledError:
             # The sender's connection broke (its process died, or it closed the stream).
             if frm and not self.t.stopped:
@@ -429,7 +556,10 @@ class PeerService:
         frm = getattr(request, "from")
         if self.t.faults.cut and self.t.name_of(frm) in self.t.faults.cut:
             await context.abort(StatusCode.UNAVAILABLE, "link cut")
-        self.t.accept(request)
+        try:
+            self.t.accept(request)
+        except PeerRejected as err:
+            await context.abort(StatusCode.FAILED_PRECONDITION, str(err))
         return raft_pb2.SendResponse()
 
     async def LeaseRenew(self, request: raft_pb2.LeaseRenewRequest,

@@ -162,7 +162,8 @@ def test_unary_peer_calls_on_the_h2_client() -> None:
             assert (ttl.ttl, ttl.granted, list(ttl.keys)) == (10, 30, [b"k"])
             joined = await stub.Join(raft_pb2.MemberJoinRequest(peer="x:1"), timeout=3)
             assert (joined.member_id, joined.cluster_id, joined.found) == (5, 9, True)
-            batch = raft_pb2.MessageBatch(messages=[message_to_pb(_heartbeat(1, 2, 3))])
+            batch = raft_pb2.MessageBatch(cluster_id=1,
+                                          messages=[message_to_pb(_heartbeat(1, 2, 3))])
             setattr(batch, "from", 1)
             await stub.SendSnapshot(batch, timeout=3)
             with pytest.raises(StreamCallError) as refused:
