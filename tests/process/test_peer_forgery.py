@@ -47,7 +47,8 @@ def _batch(cluster_id: int, frm: int, *msgs: raft_pb2.RaftMessage) -> raft_pb2.M
 
 def _put_entry(key: bytes) -> raft_pb2.RaftEntry:
     req = internal_pb2.InternalRequest(id=424242, put=rpc_pb2.PutRequest(key=key, value=b"x"))
-    return raft_pb2.RaftEntry(type=int(EntryType.NORMAL), data=TAG_REQUEST + req.SerializeToString())
+    return raft_pb2.RaftEntry(type=int(EntryType.NORMAL),
+                              data=TAG_REQUEST + req.SerializeToString())
 
 
 async def _send(peer: str, batch: raft_pb2.MessageBatch) -> grpc.StatusCode:
@@ -56,7 +57,7 @@ async def _send(peer: str, batch: raft_pb2.MessageBatch) -> grpc.StatusCode:
         try:
             await stub.Send(iter([batch]), timeout=5)
         except grpc.aio.AioRpcError as err:
-            return err.code()  # type: ignore[no-any-return]
+            return err.code()
         return grpc.StatusCode.OK
 
 
@@ -84,13 +85,13 @@ async def _scenario(c: CoordCluster) -> None:
     refused = grpc.StatusCode.FAILED_PRECONDITION
 
     # 1. A proposal from non-member 0xbad: used to write a key replicated to all.
-    assert await _send(lpeer, _batch(cid, BAD, _msg(MessageType.PROP, BAD, lid,
-                                                    entries=[_put_entry(b"/forged/prop")]))) == refused
+    prop = _msg(MessageType.PROP, BAD, lid, entries=[_put_entry(b"/forged/prop")])
+    assert await _send(lpeer, _batch(cid, BAD, prop)) == refused
     # 2. A REMOVE_NODE conf change proposed by a non-member: used to remove a member.
     cc = ConfChange(ConfChangeType.REMOVE_NODE, ids[other], json.dumps({"rid": 7}).encode())
-    assert await _send(lpeer, _batch(cid, BAD, _msg(
-        MessageType.PROP, BAD, lid,
-        entries=[raft_pb2.RaftEntry(type=int(EntryType.CONF_CHANGE), data=cc.encode())]))) == refused
+    remove = _msg(MessageType.PROP, BAD, lid, entries=[
+        raft_pb2.RaftEntry(type=int(EntryType.CONF_CHANGE), data=cc.encode())])
+    assert await _send(lpeer, _batch(cid, BAD, remove)) == refused
     # 3. Another cluster's batch, even from a member's id (etcd: 412 cluster ID mismatch).
     assert await _send(fpeer, _batch(cid ^ 1, lid, _msg(MessageType.HEARTBEAT, lid, fid,
                                                         term=term))) == refused

@@ -11,7 +11,15 @@ from coord.errors import ApplyFailed, InvalidSortOption
 from coord.server import validate
 from coord.server.apply import Applier
 
-BAD = rpc_pb2.RangeRequest(key=b"a", range_end=b"\0", sort_order=1, sort_target=9)
+def _range(key: bytes, sort_order: int = 0, sort_target: int = 0) -> rpc_pb2.RangeRequest:
+    """A RangeRequest with raw enum numbers (proto3 keeps numbers it has no name for)."""
+    r = rpc_pb2.RangeRequest(key=key, range_end=b"\0")
+    r.sort_order = sort_order  # type: ignore[assignment]
+    r.sort_target = sort_target  # type: ignore[assignment]
+    return r
+
+
+BAD = _range(b"a", sort_order=1, sort_target=9)
 
 
 def _txn_with(r: rpc_pb2.RangeRequest, nested: bool = False) -> rpc_pb2.TxnRequest:
@@ -26,7 +34,7 @@ def _txn_with(r: rpc_pb2.RangeRequest, nested: bool = False) -> rpc_pb2.TxnReque
                                     dict(sort_order=3), dict(sort_order=-1),
                                     dict(sort_target=5)])
 def test_bad_sort_fields_are_refused_everywhere(fields: dict[str, int]) -> None:
-    r = rpc_pb2.RangeRequest(key=b"a", **fields)
+    r = _range(b"a", **fields)
     with pytest.raises(InvalidSortOption, match="etcdserver: invalid sort option"):
         validate.check_range(r)
     for nested in (False, True):
