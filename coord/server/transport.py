@@ -313,11 +313,8 @@ class _PeerSender:
                 msgs: list[Message] = []
                 while self.queue and len(msgs) < BATCH_LIMIT:
                     msgs.append(self.queue.popleft())
-                try:
-                    batch = self._batch(msgs)
-                except ValueError as err:  # a field out of the wire's range: a bug, not I/O
-                    log.error("transport.unencodable_batch", to=f"{self.peer_id:x}",
-                              error=repr(err), dropped=len(msgs))
+                batch = self._batch(msgs)
+                if not batch.messages:
                     continue
                 try:
                     if call is None:
@@ -341,9 +338,17 @@ class _PeerSender:
                 call.cancel()
 
     def _batch(self, msgs: list[Message]) -> raft_pb2.MessageBatch:
-        batch = raft_pb2.MessageBatch(cluster_id=self.t.cluster_id(),
-                                      messages=[message_to_pb(m) for m in msgs])
+        """The batch to send; a message with a field out of the wire's range (a bug or a
+        corrupt state, not I/O) is logged and dropped alone, as a lost message."""
+        batch = raft_pb2.MessageBatch(cluster_id=self.t.cluster_id())
         setattr(batch, "from", self.t.member_id)
+        add = batch.messages.append
+        for m in msgs:
+            try:
+                add(message_to_pb(m))
+            except ValueError as err:
+                log.error("transport.unencodable_message", to=f"{self.peer_id:x}",
+                          type=m.type.name, term=m.term, error=repr(err))
         return batch
 
     def _supervise(self, task: asyncio.Task[None]) -> None:
