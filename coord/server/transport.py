@@ -464,7 +464,7 @@ class Transport:
         * a term above :data:`MAX_TERM` or an index/commit above :data:`MAX_INDEX`.
 
         Without peer TLS a member's id is only a number in the batch: someone who knows a
-        member's id and the cluster id can still speak as that member (docs/security.md).
+        member's id and the cluster id can still speak as that member (docs/hostile-input.md).
         """
         frm = getattr(batch, "from")
         try:

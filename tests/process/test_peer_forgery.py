@@ -7,7 +7,7 @@ still serves writes and reads on every member.
 
 Not covered (cannot be without peer authentication): a forger that knows a member's id and
 the cluster id, sending well-formed messages at a plausible term as that member — see
-docs/security.md.
+docs/hostile-input.md.
 """
 
 from __future__ import annotations
