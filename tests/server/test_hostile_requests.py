@@ -11,6 +11,7 @@ from coord.errors import ApplyFailed, InvalidSortOption
 from coord.server import validate
 from coord.server.apply import Applier
 
+
 def _range(key: bytes, sort_order: int = 0, sort_target: int = 0) -> rpc_pb2.RangeRequest:
     """A RangeRequest with raw enum numbers (proto3 keeps numbers it has no name for)."""
     r = rpc_pb2.RangeRequest(key=key, range_end=b"\0")
