@@ -598,7 +598,7 @@ def _compare_one(c: rpc_pb2.Compare, rec: Rec) -> bool:
         elif target == _C.LEASE:
             have_i, want_i = rec[3], c.lease if which == "lease" else 0
         else:
-            return True
+            have_i = want_i = 0  # an unnamed target compares equal, as in etcd's compareKV
         result = (have_i > want_i) - (have_i < want_i)
     res = c.result
     if res == _C.EQUAL:

@@ -67,3 +67,20 @@ def test_apply_of_a_bad_txn_answers_an_error_and_changes_nothing() -> None:
     resp = a.apply(internal_pb2.InternalRequest(put=rpc_pb2.PutRequest(key=b"x", value=b"2")),
                    0.0)
     assert resp is not None and resp.header.revision == rev + 1
+
+
+@pytest.mark.parametrize(("result", "succeeded"), [(rpc_pb2.Compare.EQUAL, True),
+                                                   (rpc_pb2.Compare.NOT_EQUAL, False),
+                                                   (rpc_pb2.Compare.GREATER, False),
+                                                   (rpc_pb2.Compare.LESS, False), (7, True)])
+def test_unnamed_compare_target_compares_equal_as_in_etcd(result: int,
+                                                          succeeded: bool) -> None:
+    """etcd's compareKV leaves the comparison at 0 for a target it has no case for, then
+    applies the result; an unnamed result is true."""
+    a = Applier()
+    a.apply(internal_pb2.InternalRequest(put=rpc_pb2.PutRequest(key=b"a", value=b"1")), 0.0)
+    c = rpc_pb2.Compare(key=b"a", version=5)
+    c.target = 9  # type: ignore[assignment]
+    c.result = result  # type: ignore[assignment]
+    resp = a.apply(internal_pb2.InternalRequest(txn=rpc_pb2.TxnRequest(compare=[c])), 0.0)
+    assert isinstance(resp, rpc_pb2.TxnResponse) and resp.succeeded is succeeded
