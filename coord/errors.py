@@ -49,22 +49,24 @@ class DuplicateKey(InvalidArgument):
     message = "etcdserver: duplicate key given in txn request"
 
 
+class RequestTooLarge(InvalidArgument):
+    message = "etcdserver: request is too large"
+
+
 class InvalidSortOption(InvalidArgument):
-    """Newer etcd (3.5+) refuses sort fields outside the enums; 3.4 crashed on them."""
+    """etcd 3.5's ErrGRPCInvalidSortOption (3.4 crashed the applier on these)."""
 
     message = "etcdserver: invalid sort option"
 
 
 class ApplyFailed(CoordError):
-    """A committed request that failed at apply for a reason other than an etcd rule (a bug
-    or a request that slipped past validation). Every member fails it alike, so replicas
-    stay equal; the member keeps serving."""
+    """A committed request the applier could not carry out (a check missing before the
+    proposal): it is answered with this error, rolled back on every member alike (the
+    applier is deterministic), and the member keeps serving. etcd has no such error: its
+    validation is complete, and so should ours be; this is the net under it."""
 
-    message = "etcdserver: request failed at apply"
-
-
-class RequestTooLarge(InvalidArgument):
-    message = "etcdserver: request is too large"
+    code_name = "INTERNAL"
+    message = "etcdserver: request failed at apply (nothing was changed)"
 
 
 class OutOfRange(CoordError):

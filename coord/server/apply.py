@@ -23,8 +23,17 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import structlog
+
 from coord.api.proto import internal_pb2, kv_pb2, rpc_pb2
-from coord.errors import Compacted, FutureRevision, KeyNotFound, LeaseNotFound
+from coord.errors import (
+    ApplyFailed,
+    Compacted,
+    CoordError,
+    FutureRevision,
+    KeyNotFound,
+    LeaseNotFound,
+)
 from coord.lease.lessor import Lessor
 from coord.mvcc.gosort import go_sort
 from coord.mvcc.store import KeyRec, KVStore, Rec
@@ -63,6 +72,14 @@ Response = (
     | rpc_pb2.LeaseRevokeResponse
     | rpc_pb2.RangeResponse
 )
+
+
+log = structlog.get_logger("coord.apply")
+
+
+class ApplyInvariantError(RuntimeError):
+    """The applier's state may be inconsistent (a rollback itself failed): the member must
+    stop rather than serve or vote on it."""
 
 
 def _fill_kv(kv: kv_pb2.KeyValue, key: bytes, rec: Rec) -> None:
@@ -115,7 +132,27 @@ class Applier:
     # ------------------------------------------------------------------ entry points
     def apply(self, req: internal_pb2.InternalRequest, now: float) -> Response | None:
         """Apply one committed request; returns its response (None for LeaseExpire or an
-        empty request). Raises CoordError with no state change."""
+        empty request). Raises CoordError with no state change — also for a request that
+        fails unexpectedly (:class:`ApplyFailed`, after rolling back anything staged), so
+        one bad request can never stop a member. Raises :class:`ApplyInvariantError` only
+        when the rollback itself fails."""
+        try:
+            return self._apply(req, now)
+        except CoordError:
+            raise
+        except Exception as exc:
+            try:
+                if self.store.in_write:
+                    self._rollback()
+            except Exception as bad:
+                raise ApplyInvariantError(
+                    f"rollback of a failed {req.WhichOneof('request')} request failed: "
+                    f"{bad!r} (after {exc!r})") from bad
+            log.error("apply.request_failed", request=req.WhichOneof("request"),
+                      request_id=req.id, error=repr(exc))
+            raise ApplyFailed() from exc
+
+    def _apply(self, req: internal_pb2.InternalRequest, now: float) -> Response | None:
         which = req.WhichOneof("request")
         if which is None:
             return None
@@ -561,7 +598,7 @@ def _compare_one(c: rpc_pb2.Compare, rec: Rec) -> bool:
         elif target == _C.LEASE:
             have_i, want_i = rec[3], c.lease if which == "lease" else 0
         else:
-            return True
+            have_i = want_i = 0  # an unnamed target compares equal, as in etcd's compareKV
         result = (have_i > want_i) - (have_i < want_i)
     res = c.result
     if res == _C.EQUAL:

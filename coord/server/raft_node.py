@@ -51,7 +51,6 @@ from google.protobuf.message import DecodeError
 from coord.aiotools import within
 from coord.api.proto import internal_pb2, raft_pb2
 from coord.errors import (
-    ApplyFailed,
     CoordError,
     LeaderChanged,
     MemberNotFound,
@@ -153,6 +152,14 @@ def wal_release_point(entry_seq: dict[int, int], index: int) -> int:
     return entry_seq.get(index + 1) or entry_seq.get(index, 0)
 
 
+READY_FAILED_HINT = (
+    "the member stopped so as not to vote or serve on state it could not persist or apply; "
+    "fix the cause (disk full, permissions) and restart it. If it stops again at the same "
+    "entries, the data dir cannot be recovered: remove the member (etcdctl member remove), "
+    "move its data dir away and add it back (etcdctl member add) so it copies the state from "
+    "the leader.")
+
+
 class RaftNode:
     """A Raft cluster member (implements ``coord.server.core.Node``)."""
 
@@ -173,7 +180,7 @@ class RaftNode:
             self.member_id, cluster_id=lambda: self.cluster_id, deliver=self._deliver,
             report_unreachable=self._report_unreachable, report_snapshot=self._report_snapshot,
             name_of=self.membership_name, stream_lost=self._leader_stream_lost,
-            is_member=lambda peer: peer in self.membership.members)
+            is_member=self._is_member)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._io_jobs = 0
         """Background jobs (a saved snapshot's WAL release) queued on or running on ``_io``."""
@@ -395,6 +402,9 @@ class RaftNode:
         self._snap_io.shutdown(wait=True)
 
     # ------------------------------------------------------------------ inputs
+    def _is_member(self, member_id: int) -> bool:
+        """Whether ``member_id`` is in the current configuration (peer intake check)."""
+        return member_id in self.membership.members
     def _deliver(self, msgs: list[Any]) -> None:
         if self.rn is None or self._stopped:
             return
@@ -499,7 +509,14 @@ class RaftNode:
                 try:
                     await self._handle(rd)
                 except Exception as exc:  # noqa: BLE001 - any failure is fatal
-                    log.error("raftnode.ready_failed", error=repr(exc))
+                    # One bad request cannot get here (the applier answers it with an
+                    # error); this is a disk failure or a broken invariant. Say where and
+                    # what to do: a restart replays the same entries.
+                    ents = rd.committed_entries
+                    log.error("raftnode.ready_failed", error=repr(exc),
+                              member=f"{self.member_id:x}",
+                              applying=(f"{ents[0].index}..{ents[-1].index}" if ents else "none"),
+                              hint=READY_FAILED_HINT)
                     self._stopped = True
                     self._fail_all(Stopped("etcdserver: request timed out"))
                     os._exit(70)  # a member that cannot persist must not keep voting
@@ -677,10 +694,10 @@ class RaftNode:
             self._applied_waiters = keep
 
     def _apply_request(self, e: Entry, now: float) -> None:
-        """Apply one client request entry. Total: whatever the entry holds, the member goes
-        on. An etcd rule broken answers its error; any other failure (undecodable bytes, a
-        bug, a request that slipped past validation) is logged and answered ApplyFailed —
-        identically on every member, since apply is deterministic, so replicas stay equal."""
+        """Apply one client request entry. The applier is total (a request that fails at
+        apply is rolled back and answered ApplyFailed); undecodable bytes are logged and
+        skipped, identically on every member. Only an ApplyInvariantError (a failed
+        rollback) propagates, and stops the member."""
         try:
             req = internal_pb2.InternalRequest.FromString(e.data[1:])
         except DecodeError as err:
@@ -690,17 +707,11 @@ class RaftNode:
         try:
             resp = self.applier.apply(req, now)
         except CoordError as err:
-            outcome: Any = err
-        except Exception as exc:  # noqa: BLE001 - see the docstring: apply must be total
-            log.error("apply.request_failed", index=e.index, request=req.WhichOneof("request"),
-                      error=repr(exc))
-            outcome = ApplyFailed()
+            if fut is not None and not fut.done():
+                fut.set_exception(err)
         else:
             if fut is not None and not fut.done():
                 fut.set_result(resp)
-            return
-        if fut is not None and not fut.done():
-            fut.set_exception(outcome)
 
     def _apply_conf_change(self, e: Entry) -> None:
         assert self.rn is not None

@@ -46,7 +46,7 @@ from coord.raft import (
     Snapshot,
     SnapshotMetadata,
 )
-from coord.server.peer_checks import PeerChecks, PeerRefused
+from coord.raft.types import LOCAL_MESSAGES
 
 log = structlog.get_logger("coord.transport")
 
@@ -75,6 +75,30 @@ PEER_GRPC_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.min_reconnect_backoff_ms", 50),
 ]
+
+
+MAX_TERM = 1 << 48
+"""The largest term a peer message may carry. A term grows by one per election round, so an
+honest cluster would need 2^48 rounds — 890,000 years at one every 100 ms — to reach it;
+anything above is forged or corrupt. It keeps ``term + 1`` (and every sum of terms the core
+makes) far from the uint64 the wire and the WAL use: one heartbeat at term 2^64-1 used to
+overflow ``message_to_pb`` on every member and brick the cluster."""
+MAX_INDEX = 1 << 62
+"""The largest log index (or commit) a peer message may carry (2^62: ~1.5 million years of
+100,000 entries a second), for the same reason."""
+REJECT_LOG_INTERVAL = 10.0
+"""Refused peer batches are counted always and logged at most once per this many seconds
+per (reason, sender)."""
+
+
+class PeerRejected(Exception):
+    """A peer batch refused before it reaches the core; ``str()`` is the reason sent back
+    (etcd's rafthttp answers 412 "cluster ID mismatch" / 403 for a removed member) and
+    ``kind`` the counter it is counted under."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(detail or kind)
+        self.kind = kind
 
 
 def grpc_server_kind() -> str:
@@ -225,6 +249,7 @@ class _PeerSender:
         # channel calls are awaitables).
         self.stub: Any = None
         self.task = asyncio.get_running_loop().create_task(self._run())
+        self.task.add_done_callback(self._supervise)
         self.snap_tasks: set[asyncio.Task[None]] = set()
 
     def enqueue(self, m: Message) -> None:
@@ -288,10 +313,10 @@ class _PeerSender:
                 msgs: list[Message] = []
                 while self.queue and len(msgs) < BATCH_LIMIT:
                     msgs.append(self.queue.popleft())
+                batch = self._batch(msgs)
+                if not batch.messages:
+                    continue
                 try:
-                    batch = raft_pb2.MessageBatch(cluster_id=self.t.cluster_id(),
-                                                  messages=[message_to_pb(m) for m in msgs])
-                    setattr(batch, "from", self.t.member_id)
                     if call is None:
                         call = await self._open_send()
                     await call.write(batch)
@@ -311,6 +336,33 @@ class _PeerSender:
         finally:
             if call is not None:  # also when the sender is cancelled (Transport.stop)
                 call.cancel()
+
+    def _batch(self, msgs: list[Message]) -> raft_pb2.MessageBatch:
+        """The batch to send; a message with a field out of the wire's range (a bug or a
+        corrupt state, not I/O) is logged and dropped alone, as a lost message."""
+        batch = raft_pb2.MessageBatch(cluster_id=self.t.cluster_id())
+        setattr(batch, "from", self.t.member_id)
+        add = batch.messages.append
+        for m in msgs:
+            try:
+                add(message_to_pb(m))
+            except ValueError as err:
+                log.error("transport.unencodable_message", to=f"{self.peer_id:x}",
+                          type=m.type.name, term=m.term, error=repr(err))
+        return batch
+
+    def _supervise(self, task: asyncio.Task[None]) -> None:
+        """Done-callback of the sender task: a sender that ended other than by being
+        cancelled or stopped is logged and restarted (it used to die silently, leaving the
+        peer unreachable for good)."""
+        if task.cancelled() or self.t.stopped or self.t._peers.get(self.peer_id) is not self:
+            return
+        exc = task.exception()
+        log.error("transport.sender_died", to=f"{self.peer_id:x}", error=repr(exc))
+        self.t.sender_restarts += 1
+        self.queue.clear()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        self.task.add_done_callback(self._supervise)
 
     async def _open_send(self) -> Any:
         """The long-lived ``Send`` stream to this peer: coord's own HTTP/2 client
@@ -342,7 +394,13 @@ class Transport:
                  stream_lost: Callable[[int], None] = lambda peer: None,
                  is_member: Callable[[int], bool] = lambda peer: True) -> None:
         self.member_id = member_id
-        self.checks = PeerChecks(member_id, cluster_id, is_member)
+        self.is_member = is_member
+        """Whether an id is a member (voter or learner) of the current configuration."""
+        self.rejected: collections.Counter[str] = collections.Counter()
+        """Refused peer batches by reason (see :meth:`check`)."""
+        self._reject_logged: dict[tuple[str, int], float] = {}
+        self.sender_restarts = 0
+        """Sender tasks that died and were restarted (see ``_PeerSender._supervise``)."""
         self.cluster_id = cluster_id
         self.deliver = deliver
         self.report_unreachable = report_unreachable
@@ -391,15 +449,83 @@ class Transport:
             await p.close()
         self._peers.clear()
 
-    def accept(self, batch: raft_pb2.MessageBatch) -> None:
-        """Hand a received batch's messages to the core; :class:`PeerRefused` if the batch
-        fails :class:`PeerChecks`."""
+    def check(self, batch: raft_pb2.MessageBatch, stream_from: int = 0) -> list[Message]:
+        """The batch's messages, decoded, if the batch may reach the core; else raises
+        :class:`PeerRejected` (counted in :attr:`rejected`, logged rate-limited). Refused:
+
+        * another cluster's batch (etcd: 412 "cluster ID mismatch");
+        * a sender that is not a member of the current configuration (removed ones
+          included), or that is not the one this stream started with (``stream_from``);
+        * a message whose ``from`` is not the batch's, whose ``to`` is not this member, of
+          an unknown type or of a type only a member feeds itself (HUP, BEAT, CHECK_QUORUM,
+          UNREACHABLE, SNAP_STATUS; etcd-raft's ``IsLocalMsg``, which its node drops when
+          they come from the network) — proposals are accepted from members only, as a
+          follower forwarding to its leader sends them;
+        * a term above :data:`MAX_TERM` or an index/commit above :data:`MAX_INDEX`.
+
+        Without peer TLS a member's id is only a number in the batch: someone who knows a
+        member's id and the cluster id can still speak as that member (docs/hostile-input.md).
+        """
+        frm = getattr(batch, "from")
+        try:
+            local = self.cluster_id()
+            if local and batch.cluster_id != local:
+                raise PeerRejected("cluster ID mismatch")
+            if frm == self.member_id or not self.is_member(frm):
+                raise PeerRejected("not a member",
+                                   f"sender {frm:x} is not a member of this cluster")
+            if stream_from and frm != stream_from:
+                raise PeerRejected("sender changed",
+                                   f"sender changed from {stream_from:x} to {frm:x}")
+            return [self._check_message(p, frm) for p in batch.messages]
+        except PeerRejected as err:
+            reason = err.kind
+            self.rejected[reason] += 1
+            now = time.monotonic()
+            key = (reason, frm)
+            if now - self._reject_logged.get(key, -REJECT_LOG_INTERVAL) >= REJECT_LOG_INTERVAL:
+                if len(self._reject_logged) > 1024:
+                    self._reject_logged.clear()
+                self._reject_logged[key] = now
+                log.warning("transport.peer_rejected", sender=f"{frm:x}", reason=str(err),
+                            cluster_id=f"{batch.cluster_id:x}", total=self.rejected[reason])
+            raise
+
+    def _check_message(self, p: raft_pb2.RaftMessage, frm: int) -> Message:
+        # Decode first: the checks then read Python ints, not protobuf fields (half the cost).
+        try:
+            m = message_from_pb(p)
+        except ValueError:
+            raise PeerRejected("bad type", f"unknown message or entry type in a {p.type} "
+                               "message") from None
+        if m.frm != frm:
+            raise PeerRejected("bad from", "a message's from differs from the batch's")
+        if m.to != self.member_id:
+            raise PeerRejected("bad to", f"message to {m.to:x}, not to this member")
+        if m.type in LOCAL_MESSAGES:
+            raise PeerRejected("local type", f"local message type {m.type.name} from the network")
+        if m.term > MAX_TERM or m.log_term > MAX_TERM:
+            raise PeerRejected("bad term", f"term above {MAX_TERM}")
+        if m.index > MAX_INDEX or m.commit > MAX_INDEX or m.reject_hint > MAX_INDEX:
+            raise PeerRejected("bad index", f"index above {MAX_INDEX}")
+        for e in m.entries:
+            if e.term > MAX_TERM or e.index > MAX_INDEX:
+                raise PeerRejected("bad entry", "entry with an out-of-range term or index")
+        snap = m.snapshot
+        if snap is not None and (snap.metadata.term > MAX_TERM
+                                 or snap.metadata.index > MAX_INDEX):
+            raise PeerRejected("bad snapshot", "snapshot with an out-of-range term or index")
+        return m
+
+    def accept(self, batch: raft_pb2.MessageBatch, stream_from: int = 0) -> None:
+        """Hand a received batch to the core (raises :class:`PeerRejected`, see
+        :meth:`check`)."""
         frm = getattr(batch, "from")
         if self.faults.cut and self.name_of(frm) in self.faults.cut:
             return
-        self.checks.check(batch)
+        msgs = self.check(batch, stream_from)
         self.last_heard[frm] = time.monotonic()
-        self.deliver([message_from_pb(p) for p in batch.messages])
+        self.deliver(msgs)
 
 
 Ctx = Context
@@ -423,10 +549,10 @@ class PeerService:
         try:
             async for batch in request_iterator:
                 try:
-                    self.t.accept(batch)
-                except PeerRefused as err:
+                    self.t.accept(batch, frm)
+                except PeerRejected as err:
                     await context.abort(StatusCode.FAILED_PRECONDITION, str(err))
-                frm = getattr(batch, "from")
+                frm = frm or getattr(batch, "from")
         except asyncio.CancelledError:
             # The sender's connection broke (its process died, or it closed the stream).
             if frm and not self.t.stopped:
@@ -441,7 +567,7 @@ class PeerService:
             await context.abort(StatusCode.UNAVAILABLE, "link cut")
         try:
             self.t.accept(request)
-        except PeerRefused as err:
+        except PeerRejected as err:
             await context.abort(StatusCode.FAILED_PRECONDITION, str(err))
         return raft_pb2.SendResponse()
 

@@ -34,8 +34,9 @@ _SORT_TARGETS = frozenset(rpc_pb2.RangeRequest.SortTarget.values())
 
 
 def check_range(r: rpc_pb2.RangeRequest) -> None:
-    """Empty key → EmptyKey; a sort order or target outside its enum → InvalidSortOption
-    (etcd 3.5's checkRangeRequest: the values arrive as raw ints from the wire)."""
+    """Empty key → EmptyKey; a sort order or target that is not one of the enum's values →
+    InvalidSortOption (etcd 3.5's checkRangeRequest; proto3 keeps unknown enum numbers, and
+    the applier must never see one)."""
     if not r.key:
         raise EmptyKey()
     if r.sort_order not in _SORT_ORDERS or r.sort_target not in _SORT_TARGETS:
