@@ -176,3 +176,22 @@ def test_jobs_list_reads_in_pages_and_filters(coord: str, tmp_path: Path,
     assert listing("--tag", "disk=nvme") == []
     bad = CliRunner().invoke(app, ["jobs", "list", "--endpoints", coord, "--tag", "nokv"])
     assert bad.exit_code == 2 and "--tag must be k=v" in bad.output
+
+
+def test_a_large_table_prints_every_row_as_plain_aligned_columns(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Beyond PLAIN_TABLE_OVER rows, `emit` skips rich's per-cell layout (20,000 jobs took
+    11-20 s to render) and prints plain columns: every row, aligned, nothing truncated."""
+    from scheduler.cli import PLAIN_TABLE_OVER, emit
+
+    n = PLAIN_TABLE_OVER * 5
+    rows = [{"name": f"job-{i:05d}", "schedule": "* * * * *", "last": None if i % 2 else "ok"}
+            for i in range(n)]
+    emit("table", rows, ["name", "schedule", "last"], "jobs")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"jobs ({n})"
+    assert lines[1].split() == ["name", "schedule", "last"]
+    body = lines[2:]
+    assert [ln.split()[0] for ln in body] == [r["name"] for r in rows]
+    assert {ln.index("* * * * *") for ln in body} == {lines[1].index("schedule")}
+    assert body[0].endswith("ok") and body[1].endswith("*")
