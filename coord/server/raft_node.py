@@ -87,7 +87,7 @@ from coord.server.snapfile import (
     encode_snap_file,
     snap_file_prefix,
 )
-from coord.server.transport import H2PeerStub, Transport
+from coord.server.transport import MAX_TERM, MAX_TERM_STEP, H2PeerStub, Transport
 from coord.storage import (
     ENTRY,
     HARD_STATE,
@@ -180,7 +180,7 @@ class RaftNode:
             self.member_id, cluster_id=lambda: self.cluster_id, deliver=self._deliver,
             report_unreachable=self._report_unreachable, report_snapshot=self._report_snapshot,
             name_of=self.membership_name, stream_lost=self._leader_stream_lost,
-            is_member=self._is_member)
+            is_member=self._is_member, term_bound=self._term_bound)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._io_jobs = 0
         """Background jobs (a saved snapshot's WAL release) queued on or running on ``_io``."""
@@ -234,6 +234,8 @@ class RaftNode:
         a save that fails, leaves the trigger armed)."""
         self._term = 0
         self._leader = 0
+        self._leaderless_since = time.monotonic()
+        """When this member last lost its leader (see _term_bound)."""
         self._role = StateRole.FOLLOWER
         self._commit = 0
         self._durable_index = 0
@@ -640,8 +642,18 @@ class RaftNode:
                 or self._unsnapped_bytes >= max(self.config.snapshot_bytes, self._snap_size)):
             self._take_snapshot()
 
+    def _term_bound(self) -> int:
+        """The highest term this member takes from a peer now (see MAX_TERM_STEP)."""
+        leaderless_for = time.monotonic() - self._leaderless_since
+        limit = 3 * self.config.election_ticks * self.config.tick_ms / 1000.0
+        if self._leader == 0 and leaderless_for >= limit:
+            return MAX_TERM
+        return self._term + MAX_TERM_STEP
+
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
         old = self._leader
+        if leader == 0 and old != 0:
+            self._leaderless_since = time.monotonic()
         was_leader = self._role == StateRole.LEADER
         self._leader = leader
         self._role = role

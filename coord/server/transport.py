@@ -77,12 +77,19 @@ PEER_GRPC_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-MAX_TERM = 1 << 48
-"""The largest term a peer message may carry. A term grows by one per election round, so an
-honest cluster would need 2^48 rounds — 890,000 years at one every 100 ms — to reach it;
-anything above is forged or corrupt. It keeps ``term + 1`` (and every sum of terms the core
-makes) far from the uint64 the wire and the WAL use: one heartbeat at term 2^64-1 used to
-overflow ``message_to_pb`` on every member and brick the cluster."""
+MAX_TERM = 1 << 62
+"""The largest term a peer message may carry at all: it keeps ``term + 1`` (and every sum of
+terms the core makes) far from the uint64 the wire and the WAL use — one heartbeat at term
+2^64-1 used to overflow ``message_to_pb`` on every member and brick the cluster."""
+MAX_TERM_STEP = 1 << 20
+"""How far above this member's own term a peer message's term may be. With pre-vote, terms
+rise only by real elections, one at a time, so no honest peer is a million elections ahead.
+An absolute cap alone is a trap: a forged message at exactly the cap was adopted, and then
+no member could ever campaign past it (a one-packet, permanent loss of leadership). With
+the step, a forger climbs at most 2^20 per accepted message, and the cluster can always
+elect at the term it was pushed to. A member left leaderless for several election
+timeouts accepts any term up to MAX_TERM again, so one that the others moved more than a
+step past (they adopted a forged term it never saw) rejoins instead of being stranded."""
 MAX_INDEX = 1 << 62
 """The largest log index (or commit) a peer message may carry (2^62: ~1.5 million years of
 100,000 entries a second), for the same reason."""
@@ -392,9 +399,14 @@ class Transport:
                  report_snapshot: Callable[[int, bool], None],
                  name_of: Callable[[int], str],
                  stream_lost: Callable[[int], None] = lambda peer: None,
-                 is_member: Callable[[int], bool] = lambda peer: True) -> None:
+                 is_member: Callable[[int], bool] = lambda peer: True,
+                 term_bound: Callable[[], int] = lambda: MAX_TERM) -> None:
         self.member_id = member_id
         self.is_member = is_member
+        self.term_bound = term_bound
+        """The highest term a peer message may carry now (RaftNode: its term +
+        MAX_TERM_STEP while it has had a leader lately, MAX_TERM once it has been leaderless
+        for a while, so a member the others moved far past can still rejoin)."""
         """Whether an id is a member (voter or learner) of the current configuration."""
         self.rejected: collections.Counter[str] = collections.Counter()
         """Refused peer batches by reason (see :meth:`check`)."""
@@ -506,6 +518,9 @@ class Transport:
             raise PeerRejected("local type", f"local message type {m.type.name} from the network")
         if m.term > MAX_TERM or m.log_term > MAX_TERM:
             raise PeerRejected("bad term", f"term above {MAX_TERM}")
+        if m.term > self.term_bound():
+            raise PeerRejected("bad term", f"term {m.term} is above this member's bound "
+                               f"{self.term_bound()} (its term + {MAX_TERM_STEP})")
         if m.index > MAX_INDEX or m.commit > MAX_INDEX or m.reject_hint > MAX_INDEX:
             raise PeerRejected("bad index", f"index above {MAX_INDEX}")
         for e in m.entries:

@@ -13,6 +13,7 @@ from coord.raft import Message, MessageType
 from coord.server.transport import (
     MAX_INDEX,
     MAX_TERM,
+    MAX_TERM_STEP,
     PeerRejected,
     Transport,
     message_to_pb,
@@ -22,10 +23,11 @@ from tests.server.test_transport import _connected, _heartbeat, _until
 MEMBERS = {1, 2, 3}
 
 
-def _receiver(delivered: list[Message]) -> Transport:
+def _receiver(delivered: list[Message], term: int = MAX_TERM - MAX_TERM_STEP) -> Transport:
     return Transport(2, cluster_id=lambda: 77, deliver=delivered.extend,
                      report_unreachable=lambda p: None, report_snapshot=lambda p, ok: None,
-                     name_of=lambda p: f"m{p}", is_member=MEMBERS.__contains__)
+                     name_of=lambda p: f"m{p}", is_member=MEMBERS.__contains__,
+                     term_bound=lambda: term + MAX_TERM_STEP)
 
 
 def _batch(frm: int, *msgs: raft_pb2.RaftMessage, cluster: int = 77) -> raft_pb2.MessageBatch:
@@ -71,6 +73,17 @@ def test_refused_batches_never_reach_the_core(case: str) -> None:
         t.accept(batch)
     assert err.value.kind == kind
     assert delivered == [] and t.rejected[kind] == 1
+
+
+def test_a_term_far_above_this_members_is_refused_one_a_step_above_passes() -> None:
+    """An absolute cap alone let one forged heartbeat at the cap stop every later election;
+    a term may be at most MAX_TERM_STEP above this member's own."""
+    delivered: list[Message] = []
+    t = _receiver(delivered, term=5)
+    with pytest.raises(PeerRejected, match="above this member's bound"):
+        t.accept(_batch(1, _pb(MessageType.HEARTBEAT, term=5 + MAX_TERM_STEP + 1)))
+    t.accept(_batch(1, _pb(MessageType.HEARTBEAT, term=5 + MAX_TERM_STEP)))
+    assert [m.term for m in delivered] == [5 + MAX_TERM_STEP]
 
 
 def test_member_batches_pass_including_forwarded_proposals() -> None:
