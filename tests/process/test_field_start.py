@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -197,20 +198,37 @@ def test_a_second_signal_cuts_a_graceful_stop_short(procs: ProcessGroup) -> None
 
 
 def test_agent_and_coord_serve_take_the_same_store_flags() -> None:
-    def flags(*cmd: str) -> dict[str, str]:
-        text = subprocess.run([*CLI, *cmd, "--help"], capture_output=True, text=True,
-                              env={"COLUMNS": "200", "TERM": "dumb", "PATH": "/usr/bin:/bin",
-                                   **ENV}, check=True, timeout=60).stdout
-        found = {}
-        for line in text.splitlines():
-            m = re.search(r"(--[a-z-]+)\s+\S+.*?\[default: ([^\]]+)\]", line)
-            if m:
-                found[m.group(1)] = m.group(2)
-        return found
+    """Every flag of `coord serve` is an `agent` flag too, with the same default, type and
+    help (one definition); `--help` shows the same default for each."""
+    import typer.main
 
-    serve, agent = flags("coord", "serve"), flags("agent")
-    store = ["--data-dir", "--listen-client", "--listen-peer", "--initial-cluster-state",
-             "--snapshot-count", "--snapshot-bytes"]
-    for flag in store:
-        assert flag in serve and flag in agent, (flag, serve, agent)
-        assert serve[flag] == agent[flag], (flag, serve[flag], agent[flag])
+    from scheduler.cli import app
+
+    root: Any = typer.main.get_command(app)
+    serve, agent = root.commands["coord"].commands["serve"], root.commands["agent"]
+
+    def options(cmd: Any) -> dict[str, Any]:
+        return {p.opts[0]: p for p in cmd.params
+                if p.param_type_name == "option" and p.opts[0] != "--help"}
+
+    serve_opts, agent_opts = options(serve), options(agent)
+    assert {"--name", "--data-dir", "--listen-client", "--listen-peer", "--initial-cluster",
+            "--initial-cluster-state", "--snapshot-count", "--snapshot-bytes"} <= set(serve_opts)
+    for flag, opt in serve_opts.items():
+        assert flag in agent_opts, f"agent lacks {flag}"
+        other = agent_opts[flag]
+        assert (other.default, other.type_descriptor.annotation, other.help,
+                other.show_default, other.hidden) == \
+            (opt.default, opt.type_descriptor.annotation, opt.help, opt.show_default,
+             opt.hidden), flag
+
+    def help_text(*cmd: str) -> str:
+        return " ".join(subprocess.run([*CLI, *cmd, "--help"], capture_output=True, text=True,
+                                       env={"TERM": "dumb", "PATH": "/usr/bin:/bin", **ENV},
+                                       check=True, timeout=60).stdout.split())
+
+    serve_help, agent_help = help_text("coord", "serve"), help_text("agent")
+    for shown in ["[default: raftcron-data]", "[default: 127.0.0.1:2379]",
+                  "[default: 127.0.0.1:2380]", "[default: new]", "[default: 10000]",
+                  "[default: 8388608]", "[default: (the host name)]"]:
+        assert shown in serve_help and shown in agent_help, shown
