@@ -32,6 +32,7 @@ app = typer.Typer(
     help="A distributed cron scheduler on an embedded, Raft-replicated, etcd-compatible store.",
     no_args_is_help=True,
     rich_markup_mode=None,
+    pretty_exceptions_enable=False,  # an unexpected error is a plain traceback, not a box
 )
 coord_app = typer.Typer(help="Run or inspect a coord store member.", no_args_is_help=True,
                         rich_markup_mode=None)
@@ -118,6 +119,15 @@ STOP_NOW_EXIT = 130
 """Exit status after a second SIGINT/SIGTERM cut a graceful stop short (README, CLI)."""
 
 
+def data_dir_failure(data_dir: Path, err: Exception) -> str:
+    """The one line a server prints when its data dir stops it (exit 3)."""
+    from coord.storage import DataDirError
+
+    if isinstance(err, DataDirError):
+        return str(err)
+    return f"cannot recover data dir {data_dir}: {err}"
+
+
 def run_until_signal(make_main: object) -> None:
     """Run an async ``main(stop_event)`` until SIGINT/SIGTERM.
 
@@ -181,11 +191,11 @@ def coord_serve(
     config = store_config_from_flags(name, data_dir, listen_client, listen_peer,
                                      initial_cluster, initial_cluster_state, snapshot_count,
                                      snapshot_bytes)
-    server = CoordServer(config)
     try:
+        server = CoordServer(config)
         run_until_signal(server.serve_until)
     except StorageError as err:
-        fail(f"cannot recover data dir {data_dir}: {err}", 3)
+        fail(data_dir_failure(data_dir, err), 3)
     except OSError as err:
         fail(str(err), 1)
 
@@ -249,7 +259,9 @@ def client_call(endpoints: str, fn: Any) -> Any:
     except SpecError as err:
         fail(str(err), 2)
     except ClientError as err:
-        fail(f"cannot reach the store at {endpoints}: {err}")
+        from scheduler.cli_errors import client_failure
+
+        fail(client_failure(endpoints, err))
 
 
 def emit(output: str, rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
@@ -281,7 +293,7 @@ def validate(file: Annotated[Path, typer.Argument(help="The job file (YAML).")])
     from scheduler.spec import load_jobs
 
     try:
-        specs = load_jobs(file)
+        specs = load_jobs(file, local_users=True)
     except SpecError as err:
         fail(str(err), 2)
         return
@@ -693,7 +705,11 @@ def agent(
     # Every flag is checked before the member touches its data dir.
     cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset,
                          compact_retention, stop_timeout)
-    server = CoordServer(config)
+    try:
+        server = CoordServer(config)
+    except StorageError as err:
+        fail(data_dir_failure(data_dir, err), 3)
+        return
 
     async def main(stop: asyncio.Event) -> None:
         from coord.client import Client
@@ -722,7 +738,7 @@ def agent(
     try:
         run_until_signal(main)
     except StorageError as err:
-        fail(f"cannot recover data dir {data_dir}: {err}", 3)
+        fail(data_dir_failure(data_dir, err), 3)
     except OSError as err:
         fail(str(err), 1)
 

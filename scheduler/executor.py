@@ -5,9 +5,17 @@ Invariants:
 * The job runs in a new session (``start_new_session``), so its process group id is its pid
   and every signal raftcron sends goes to the **whole group**: grandchildren included.
 * A string command runs as ``/bin/sh -c <string>``; a list runs directly (no shell).
-* The environment is the worker's, then the job's ``env``, then ``RAFTCRON_JOB``,
-  ``RAFTCRON_OCCURRENCE``, ``RAFTCRON_RUN_ID``, ``RAFTCRON_FENCING_TOKEN`` and
-  ``RAFTCRON_ATTEMPT`` (which the job cannot override). stdin is ``/dev/null``.
+* The environment is clean, not the worker's: ``HOME``, ``USER`` and ``LOGNAME`` of the user
+  the job runs as (from the password database), then the worker's variables named by the
+  job's ``inherit_env`` (names, or prefixes ending in ``*``), then the job's ``env``, then
+  ``RAFTCRON_JOB``, ``RAFTCRON_OCCURRENCE``, ``RAFTCRON_RUN_ID``, ``RAFTCRON_FENCING_TOKEN``,
+  ``RAFTCRON_ATTEMPT`` and ``RAFTCRON_SUPERVISOR`` (which the job cannot override). stdin
+  is ``/dev/null``.
+* ``user``: the job runs as that user (its primary group and supplementary groups) when the
+  worker runs as root; a worker that is not root refuses a job whose user is not its own.
+* The job never outlives the worker process: :mod:`scheduler.supervisor` kills the process
+  groups of a dead worker's jobs (the ``RAFTCRON_SUPERVISOR`` mark finds them).
+* Log files are created 0600 in directories created 0700.
 * stdout and stderr are merged and written by the job straight into the caller's log file
   (appended; an anonymous temporary file when there is none), so no pipe can keep a run
   "open" and raftcron never copies output. When the run ends, the last ``tail_bytes``
@@ -17,8 +25,6 @@ Invariants:
   :meth:`JobProcess.terminate` is the polite SIGTERM-then-SIGKILL form.
 * When the job's main process exits, whatever is left of its process group (background
   children) is SIGKILLed, so a finished run leaves nothing behind.
-* When this process dies (``kill -9`` included), every job group still running is SIGKILLed
-  by this process's guardian (:mod:`scheduler.guardian`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import signal
 import subprocess
 import tempfile
@@ -40,9 +47,10 @@ from typing import IO, TYPE_CHECKING
 import structlog
 
 from coord.aiotools import within
+from scheduler import supervisor
 from scheduler.clock import Clock, SystemClock
 from scheduler.errors import ExecutorError
-from scheduler.guardian import guardian
+from scheduler.spec import DEFAULT_INHERIT_ENV
 
 if TYPE_CHECKING:
     from scheduler.spec import JobSpec
@@ -69,6 +77,8 @@ class RunRequest:
     env: Mapping[str, str] = field(default_factory=dict)
     workdir: str | None = None
     timeout: float | None = None
+    inherit_env: tuple[str, ...] = DEFAULT_INHERIT_ENV
+    user: str | None = None
 
     @classmethod
     def from_spec(cls, spec: JobSpec, *, occurrence: str, run_id: str, fencing_token: int,
@@ -76,15 +86,43 @@ class RunRequest:
         """The request for one attempt of ``spec``'s occurrence ``occurrence``."""
         return cls(job=spec.name, occurrence=occurrence, run_id=run_id,
                    fencing_token=fencing_token, attempt=attempt, command=spec.command,
-                   env=dict(spec.env), workdir=spec.workdir, timeout=spec.timeout)
+                   env=dict(spec.env), workdir=spec.workdir, timeout=spec.timeout,
+                   inherit_env=tuple(spec.inherit_env), user=spec.user)
 
     def argv(self) -> list[str]:
         if isinstance(self.command, str):
             return ["/bin/sh", "-c", self.command]
         return list(self.command)
 
-    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
-        env = dict(base)
+    def account(self) -> pwd.struct_passwd | None:
+        """The password entry the job runs as: ``user`` if set, else the worker's own
+        (None if the worker's uid has none). Raises :class:`ExecutorError` for an unknown
+        ``user``, or one a worker that is not root cannot switch to."""
+        if self.user is None:
+            try:
+                return pwd.getpwuid(os.geteuid())
+            except KeyError:
+                return None
+        try:
+            entry = (pwd.getpwuid(int(self.user)) if self.user.isdigit()
+                     else pwd.getpwnam(self.user))
+        except KeyError:
+            raise ExecutorError(f"job {self.job!r}: user {self.user!r} does not exist on "
+                                "this host") from None
+        if os.geteuid() != 0 and entry.pw_uid != os.geteuid():
+            raise ExecutorError(
+                f"job {self.job!r}: user {self.user!r} needs a worker running as root (this "
+                f"one runs as uid {os.geteuid()} and cannot switch users)")
+        return entry
+
+    def environment(self, base: Mapping[str, str],
+                    account: pwd.struct_passwd | None = None) -> dict[str, str]:
+        """The job's environment: identity of ``account``, the variables of ``base`` that
+        ``inherit_env`` names, the job's ``env``, then raftcron's own."""
+        env: dict[str, str] = {}
+        if account is not None:
+            env.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name)
+        env.update(inherited(base, self.inherit_env))
         env.update(self.env)
         env.update({
             "RAFTCRON_JOB": self.job,
@@ -170,9 +208,16 @@ class JobProcess:
             raise ExecutorError("already started")
         self._starting = True
         req = self.request
-        argv, env = req.argv(), req.environment(self.base_env)
+        try:
+            account = req.account()
+        except ExecutorError as exc:
+            self._log.warning("job.spawn_failed", error=str(exc))
+            raise
+        argv, env = req.argv(), req.environment(self.base_env, account)
+        switch = account if req.user is not None and account is not None \
+            and account.pw_uid != os.geteuid() else None
         spawn = asyncio.get_running_loop().run_in_executor(
-            _spawner(), _spawn, argv, env, req.workdir, self.log_path)
+            _spawner(), _spawn, argv, env, req.workdir, self.log_path, switch)
         try:
             proc, out, start_offset = await asyncio.shield(spawn)
         except asyncio.CancelledError:
@@ -342,7 +387,7 @@ class _ExitWatch:
                 return  # still running
             _kill_group(self.proc.pid)  # exited, not reaped: the group id is still its own
         except ChildProcessError:
-            guardian().release(self.proc.pid)  # reaped already: poll() says how it ended
+            pass  # reaped already: poll() says how it ended; the group id is not ours now
         code = self.proc.poll()
         if code is not None:
             self.close()
@@ -353,7 +398,7 @@ class _ExitWatch:
             os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
             _kill_group(self.proc.pid)  # exited, not reaped: the group id is still its own
         except ChildProcessError:
-            guardian().release(self.proc.pid)
+            pass
         code = self.proc.wait()
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             self.loop.call_soon_threadsafe(self._resolve, code)
@@ -371,11 +416,9 @@ class _ExitWatch:
 
 def _kill_group(pgid: int) -> None:
     """SIGKILL what is left of the process group of a main process that has exited but
-    is not reaped yet: while its zombie exists the group id cannot be reused. The group is
-    dead then: the guardian forgets it."""
+    is not reaped yet: while its zombie exists the group id cannot be reused."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    guardian().release(pgid)
 
 
 _SPAWNER: ThreadPoolExecutor | None = None
@@ -391,20 +434,28 @@ def _spawner() -> ThreadPoolExecutor:
 
 
 def _spawn(argv: list[str], env: dict[str, str], workdir: str | None,
-           log_path: Path | None) -> tuple[subprocess.Popen[bytes], IO[bytes], int]:
+           log_path: Path | None, account: pwd.struct_passwd | None = None,
+           ) -> tuple[subprocess.Popen[bytes], IO[bytes], int]:
     """Open the output file and start the process (runs on the spawn thread pool). A plain
     Popen (vfork + exec, no asyncio transport): the exit is awaited on a pidfd in the event
-    loop (see _ExitWatch), not by a thread per child."""
+    loop (see _ExitWatch), not by a thread per child. The process carries this worker
+    process's supervisor token (started here if needed), so it dies with the worker.
+    ``account``: switch to that user, its primary and supplementary groups."""
+    env = dict(env)
+    env[supervisor.TOKEN_ENV] = supervisor.ensure()
+    ids: dict[str, object] = {}
+    if account is not None:
+        ids = {"user": account.pw_uid, "group": account.pw_gid,
+               "extra_groups": os.getgrouplist(account.pw_name, account.pw_gid)}
     out = _open_log(log_path) if log_path is not None else tempfile.TemporaryFile()  # noqa: SIM115
     try:
         start_offset = out.seek(0, os.SEEK_END)
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,  # type: ignore[call-overload]
                                 stderr=subprocess.STDOUT, env=env, cwd=workdir,
-                                start_new_session=True)
+                                start_new_session=True, **ids)
     except BaseException:
         out.close()
         raise
-    guardian().watch(proc.pid)  # killed with its group should this process die
     return proc, out, start_offset
 
 
@@ -415,18 +466,40 @@ def _discard_spawned(
     if spawn.cancelled() or spawn.exception() is not None:
         return
     proc, out, _ = spawn.result()
-    _kill_group(proc.pid)  # not reaped yet: the group id is still its own
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # not reaped yet: the group id is still its own
     out.close()
     _spawner().submit(proc.wait)
 
 
+LOG_FILE_MODE = 0o600
+LOG_DIR_MODE = 0o700
+
+
 def _open_log(path: Path) -> IO[bytes]:
-    # Unbuffered: the job writes to the file directly, raftcron only reads the tail back.
+    """Open (append) a job's log file, 0600; missing directories (the job's and the log
+    root) are created 0700: output may hold secrets. Unbuffered: the job writes to the
+    file directly, raftcron only reads the tail back."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
     try:
-        return open(path, "a+b", buffering=0)
+        fd = os.open(path, flags, LOG_FILE_MODE)
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "a+b", buffering=0)
+        for d in (path.parent.parent, path.parent):
+            with contextlib.suppress(FileExistsError):
+                d.mkdir(mode=LOG_DIR_MODE, parents=True)
+                os.chmod(d, LOG_DIR_MODE)  # mkdir's mode is cut by the umask
+        fd = os.open(path, flags, LOG_FILE_MODE)
+    os.fchmod(fd, LOG_FILE_MODE)  # the umask may have cut it; an old file may be wider
+    return open(fd, "a+b", buffering=0)
+
+
+def inherited(base: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    """The variables of ``base`` that ``names`` allows: exact names, or prefixes written
+    with a trailing ``*`` (``LC_*``)."""
+    exact = {n for n in names if not n.endswith("*")}
+    prefixes = tuple(n[:-1] for n in names if n.endswith("*"))
+    return {k: v for k, v in base.items()
+            if k in exact or (prefixes and k.startswith(prefixes))}
 
 
 def _read_tail(out: IO[bytes], start: int, limit: int) -> tuple[int, bytes]:

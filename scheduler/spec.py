@@ -17,9 +17,10 @@ Invariants of a ``JobSpec``: every field holds a validated value; ``name`` is sa
 segment of a store key; ``to_json()`` is canonical (sorted keys, no whitespace, durations in
 whole seconds), so equal specs give equal bytes, and ``JobSpec.from_json(s.to_json()) == s``.
 
-Defaults: timezone ``UTC``, env ``{}``, workdir none (the worker's directory), timeout none,
-retries 0, retry_backoff 10s, concurrency ``forbid``, starting_deadline 60s, on_lost
-``record``, tags ``{}``, history_limit 20, suspend false.
+Defaults: timezone ``UTC``, env ``{}``, inherit_env ``[PATH, LANG, LC_*, TZ]``, user none (the
+worker's own), workdir none (the worker's directory), timeout none, retries 0, retry_backoff
+10s, concurrency ``forbid``, starting_deadline 60s, on_lost ``record``, tags ``{}``,
+history_limit 20, suspend false.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from __future__ import annotations
 import difflib
 import io
 import json
+import os
+import pwd
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +53,7 @@ from scheduler.plan import (
 
 __all__ = [
     "DEFAULTS",
+    "DEFAULT_INHERIT_ENV",
     "FIELDS",
     "JobSpec",
     "SpecError",
@@ -69,20 +73,27 @@ NAME_HELP: Final = ("must be 1-128 characters of letters, digits, '_', '-' and '
 ENV_KEY_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TAG_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 RESERVED_ENV_PREFIX: Final = "RAFTCRON_"
+INHERIT_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?|\*")
+USER_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")
+DEFAULT_INHERIT_ENV: Final[tuple[str, ...]] = ("PATH", "LANG", "LC_*", "TZ")
+"""What a job inherits from its worker's environment unless it says otherwise: where to find
+programs, the locale and the time zone, and nothing that could hold a secret."""
 MAX_RETRIES: Final = 100
 MAX_HISTORY: Final = 10_000
 MAX_RETRY_DELAY: Final = 3600
 MAX_DURATION: Final = 366 * 86400
 
 FIELDS: Final = (
-    "name", "schedule", "timezone", "command", "env", "workdir", "timeout", "retries",
-    "retry_backoff", "concurrency", "starting_deadline", "on_lost", "tags", "history_limit",
-    "suspend",
+    "name", "schedule", "timezone", "command", "env", "inherit_env", "user", "workdir",
+    "timeout", "retries", "retry_backoff", "concurrency", "starting_deadline", "on_lost",
+    "tags", "history_limit", "suspend",
 )
 REQUIRED: Final = ("name", "schedule", "command")
 DEFAULTS: Final[Mapping[str, object]] = MappingProxyType({
     "timezone": "UTC",
     "env": {},
+    "inherit_env": DEFAULT_INHERIT_ENV,
+    "user": None,
     "workdir": None,
     "timeout": None,
     "retries": 0,
@@ -108,6 +119,8 @@ class JobSpec:
     command: tuple[str, ...] | str
     timezone: str = "UTC"
     env: Mapping[str, str] = field(default_factory=dict)
+    inherit_env: tuple[str, ...] = DEFAULT_INHERIT_ENV
+    user: str | None = None
     workdir: str | None = None
     timeout: int | None = None
     retries: int = 0
@@ -125,6 +138,7 @@ class JobSpec:
         object.__setattr__(self, "tags", MappingProxyType(dict(sorted(self.tags.items()))))
         if isinstance(self.command, list):
             object.__setattr__(self, "command", tuple(self.command))
+        object.__setattr__(self, "inherit_env", tuple(self.inherit_env))
 
     def __hash__(self) -> int:
         return hash(self.to_json())
@@ -154,6 +168,8 @@ class JobSpec:
             "timezone": self.timezone,
             "command": self.command if isinstance(self.command, str) else list(self.command),
             "env": dict(self.env),
+            "inherit_env": list(self.inherit_env),
+            "user": self.user,
             "workdir": self.workdir,
             "timeout": self.timeout,
             "retries": self.retries,
@@ -193,18 +209,23 @@ class JobSpec:
 # ---------------------------------------------------------------------------- loading
 
 
-def load_jobs(path: str | Path) -> list[JobSpec]:
-    """Load and validate a job file; raises :class:`SpecError` listing every problem."""
+def load_jobs(path: str | Path, *, local_users: bool = False) -> list[JobSpec]:
+    """Load and validate a job file; raises :class:`SpecError` listing every problem.
+
+    ``local_users``: also check that every ``user:`` exists on this host and that this
+    process may run jobs as it (it is root, or it is that user) — what ``raftcron validate``
+    checks, on the host that will run the jobs."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([SpecProblem(str(p), None, None, None, None,
                                      f"cannot read: {exc}")]) from None
-    return load_jobs_text(text, str(p))
+    return load_jobs_text(text, str(p), local_users=local_users)
 
 
-def load_jobs_text(text: str, filename: str = "<string>") -> list[JobSpec]:
+def load_jobs_text(text: str, filename: str = "<string>", *,
+                   local_users: bool = False) -> list[JobSpec]:
     """Validate job-file text. All problems or all jobs: never a partial list."""
     try:
         docs = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
@@ -217,7 +238,7 @@ def load_jobs_text(text: str, filename: str = "<string>") -> list[JobSpec]:
     except yaml.YAMLError as exc:
         raise SpecError([SpecProblem(filename, None, None, None, None,
                                      f"invalid YAML: {exc}")]) from None
-    checker = _Checker(filename)
+    checker = _Checker(filename, local_users=local_users)
     docs = [d for d in docs if d is not None]
     if not docs:
         checker.add(None, None, None, "is empty; expected a top-level 'jobs:' list")
@@ -354,6 +375,56 @@ def _env(node: Node) -> dict[str, str]:
     return env
 
 
+def _inherit_env(node: Node) -> tuple[str, ...]:
+    what = ("a list of variable names to take from the worker's environment (a trailing '*' "
+            "takes every name with that prefix, e.g. LC_*)")
+    if not isinstance(node, SequenceNode):
+        raise _Bad(f"must be {what} {_got(node)}", node)
+    names: list[str] = []
+    for item in node.value:
+        name = _text(item, "a variable name")
+        if not INHERIT_RE.fullmatch(name):
+            raise _Bad(f"{json.dumps(name)} is not a variable name (letters, digits, '_', "
+                       "optionally ending in '*')", item)
+        if name.upper().startswith(RESERVED_ENV_PREFIX):
+            raise _Bad(f"{json.dumps(name)}: names starting with {RESERVED_ENV_PREFIX} are "
+                       "set by raftcron itself", item)
+        if name in names:
+            raise _Bad(f"{json.dumps(name)} is listed twice", item)
+        names.append(name)
+    return tuple(names)
+
+
+def _user(node: Node) -> str:
+    s = _nonempty_text(node, "a user name or numeric uid")
+    if not USER_RE.fullmatch(s):
+        raise _Bad(f"must be a user name or numeric uid (letters, digits, '_', '-', '.', at "
+                   f"most 32) {_got(node)}", node)
+    return s
+
+
+def _runnable_as(user: str, node: Node) -> None:
+    """This process can start a job as ``user``: the user exists here, and this process is
+    root or is that user (the executor makes the same check before every start)."""
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise _Bad(f"no user {json.dumps(user)} on this host", node) from None
+    euid = os.geteuid()
+    if euid not in (0, entry.pw_uid):
+        me = pwd.getpwuid(euid).pw_name if _has_uid(euid) else str(euid)
+        raise _Bad(f"raftcron runs as {json.dumps(me)}, not root, so it cannot run a job as "
+                   f"{json.dumps(user)}: run the agent as root, or remove 'user:'", node)
+
+
+def _has_uid(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
 def _tags(node: Node) -> dict[str, str]:
     def value(v: Node) -> str:
         s = _text(v, "a string")
@@ -410,6 +481,8 @@ _CONVERTERS: Final[Mapping[str, Callable[[Node], object]]] = {
     "timezone": _timezone,
     "command": _command,
     "env": _env,
+    "inherit_env": _inherit_env,
+    "user": _user,
     "workdir": lambda n: _nonempty_text(n, "a directory path"),
     "timeout": lambda n: _duration(n, minimum=1),
     "retries": lambda n: _int(n, 0, MAX_RETRIES),
@@ -426,8 +499,9 @@ _CONVERTERS: Final[Mapping[str, Callable[[Node], object]]] = {
 class _Checker:
     """Walks a composed document, collecting problems instead of stopping at the first."""
 
-    def __init__(self, filename: str) -> None:
+    def __init__(self, filename: str, *, local_users: bool = False) -> None:
         self.filename = filename
+        self.local_users = local_users
         self.problems: list[SpecProblem] = []
 
     def add(self, node: Node | None, job: str | None, fld: str | None, message: str) -> None:
@@ -521,6 +595,8 @@ class _Checker:
                 continue  # an optional field left empty takes its default
             try:
                 values[key] = conv(v)
+                if key == "user" and self.local_users:
+                    _runnable_as(str(values[key]), v)
             except _Bad as bad:
                 self.add(bad.node or v, label, key, bad.message)
         for key in REQUIRED:

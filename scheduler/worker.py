@@ -495,7 +495,9 @@ class Worker:
             if entry.task is not None:
                 entry.task.cancel()
                 entry.task = None
-                log.info("job.suspended", job=name)
+                why = self.suspended.get(name)
+                log.info("job.suspended", job=name, by=why.by if why else "spec",
+                         reason=why.reason if why else "")
         elif entry.task is None:
             entry.seen_at = self.clock.now()
             entry.task = self._spawn(self._job_loop(entry, entry.seen_at), f"job:{name}")

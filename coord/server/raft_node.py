@@ -81,6 +81,7 @@ from coord.raft import (
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig, member_id_for
 from coord.server.membership import Membership, decode_snapshot_data, encode_snapshot_data
+from coord.server.recovery import finish, gap_error, open_data_dir, os_problem, writable_check
 from coord.server.snapfile import (
     FileBackedStorage,
     decode_snap_file,
@@ -88,7 +89,16 @@ from coord.server.snapfile import (
     snap_file_prefix,
 )
 from coord.server.transport import H2PeerStub, Transport
-from coord.storage import ENTRY, HARD_STATE, METADATA, SNAPSHOT_MARKER, WAL, Record, SnapshotStore
+from coord.storage import (
+    ENTRY,
+    HARD_STATE,
+    METADATA,
+    SNAPSHOT_MARKER,
+    WAL,
+    Record,
+    SnapshotStore,
+    Watermark,
+)
 
 log = structlog.get_logger("coord.raftnode")
 
@@ -102,6 +112,8 @@ EARLY_CAMPAIGN_TICKS = 4
 delay, so that two followers rarely split the vote)."""
 CATCH_UP_ENTRIES = 1000
 """Entries kept in memory behind a snapshot so that slightly lagging followers need none."""
+MARK_INTERVAL = 1.0
+"""Seconds between updates of the durable watermark while records are written."""
 TAG_REQUEST = b"R"
 TAG_ATTRS = b"A"
 
@@ -174,7 +186,14 @@ class RaftNode:
         self._snap_reuse: SnapshotReuse | None = None  # the last snapshot's, for the next
         self._snap_saves: set[asyncio.Task[None]] = set()
         self._wal: WAL | None = None
-        self._snaps = SnapshotStore(config.data_dir / "snap")
+        writable_check(config.data_dir)
+        try:
+            self._snaps = SnapshotStore(config.data_dir / "snap")
+        except OSError as err:
+            raise os_problem(config.data_dir, err) from err
+        self._watermark: Watermark | None = None
+        self._marking: asyncio.Future[bool] | None = None
+        self._marked_at = 0.0
         self._entry_seq: dict[int, int] = {}
         self._kick = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -247,9 +266,10 @@ class RaftNode:
     def recover(self) -> None:
         """Rebuild storage, state machine and core from the snapshot + WAL (at boot)."""
         cfg = self.config
-        snap_file = self._snaps.load_newest()
-        wal, records = WAL.open(cfg.data_dir / "wal")
+        opened = open_data_dir(cfg.data_dir, self._snaps)
+        snap_file, wal, records = opened.snapshot, opened.wal, opened.records
         self._wal = wal
+        self._watermark = opened.watermark
         hs = HardState()
         entries: list[Entry] = []
         meta: dict[str, Any] | None = None
@@ -273,7 +293,11 @@ class RaftNode:
         base = snap.metadata.index if snap else 0
         entries = [e for e in entries if e.index > base]
         if entries and entries[0].index != base + 1:
-            raise CoordError(f"WAL has a gap: snapshot at {base}, first entry {entries[0].index}")
+            raise gap_error(cfg.data_dir, opened, base, entries[0].index)
+        if opened.broken and snap is not None:
+            log.warning("raftnode.older_snapshot_used", index=base,
+                        broken=[p.name for p, _ in opened.broken])
+        finish(opened, self._snaps)
         if meta is not None:
             self.member_id = int(meta["member_id"])
             self.cluster_id = int(meta["cluster_id"])
@@ -301,6 +325,7 @@ class RaftNode:
                 wal.append([Record(METADATA, json.dumps(
                     {"member_id": self.member_id, "cluster_id": self.cluster_id}).encode())])
                 wal.sync()
+                opened.watermark.mark(wal.last_seq)
             if not self.join:
                 self.rn.bootstrap(sorted(self.membership.members))
         log.info("raftnode.recovered", member_id=f"{self.member_id:x}", snapshot_index=base,
@@ -354,9 +379,18 @@ class RaftNode:
         for save in list(self._snap_saves):  # let a snapshot being written finish
             with contextlib.suppress(Exception):
                 await save
+        if self._marking is not None:
+            with contextlib.suppress(Exception):
+                await self._marking
         if self._wal is not None:
-            wal = self._wal
-            await asyncio.get_running_loop().run_in_executor(self._io, wal.close)
+            wal, watermark = self._wal, self._watermark
+
+            def close() -> None:
+                wal.close()
+                if watermark is not None and wal.durable_seq == wal.last_seq:
+                    watermark.mark(wal.durable_seq, clean=True)
+
+            await asyncio.get_running_loop().run_in_executor(self._io, close)
         self._io.shutdown(wait=True)
         self._snap_io.shutdown(wait=True)
 
@@ -426,9 +460,31 @@ class RaftNode:
             if self.removed:
                 continue
             self.rn.tick()
+            self._mark_durable()
             self._expire_waiters(time.monotonic())
             self._check_reads()
             self._kick.set()
+
+    def _mark_durable(self) -> None:
+        """About once a second while records are written, record the WAL's durable end in
+        the watermark file (on the snapshot thread: a small file and two fsyncs, off the
+        WAL's path), so that a log later cut short or missing a segment is refused at the
+        next start instead of read as a shorter log (see ``coord.server.recovery``)."""
+        wal, mark = self._wal, self._watermark
+        now = time.monotonic()
+        if (wal is None or mark is None or self._marking is not None
+                or now - self._marked_at < MARK_INTERVAL or wal.durable_seq <= mark.seq):
+            return
+        self._marked_at = now
+        fut = asyncio.get_running_loop().run_in_executor(self._snap_io, mark.mark,
+                                                         wal.durable_seq)
+        self._marking = fut
+
+        def done(f: asyncio.Future[bool]) -> None:
+            self._marking = None
+            if not f.cancelled() and f.exception() is not None:
+                log.error("raftnode.watermark_failed", error=repr(f.exception()))
+        fut.add_done_callback(done)
 
     # ------------------------------------------------------------------ Ready loop
     async def _run(self) -> None:
@@ -749,8 +805,12 @@ class RaftNode:
         loop = asyncio.get_running_loop()
         size = sum(len(p) for p in payload)
 
+        watermark = self._watermark
+
         def release() -> None:
             wal.cut()
+            if watermark is not None:  # the new segment exists: deleting it is now seen
+                watermark.mark(wal.durable_seq)
             if release_at:
                 wal.release_before(release_at)
             snaps.purge(keep=2)

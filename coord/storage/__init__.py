@@ -10,6 +10,7 @@ from coord.storage.codec import ENTRY, HARD_STATE, METADATA, SNAPSHOT_MARKER, Re
 from coord.storage.errors import (
     CorruptSnapshotError,
     CorruptWALError,
+    DataDirError,
     StorageError,
     WALClosedError,
     WALFailedError,
@@ -19,6 +20,7 @@ from coord.storage.errors import (
 from coord.storage.group_commit import FlushFn, GroupCommitter
 from coord.storage.snapshot import Snapshot, SnapshotStore
 from coord.storage.wal import DEFAULT_CARRY_OVER, DEFAULT_SEGMENT_SIZE, WAL, SegmentInfo
+from coord.storage.watermark import Mark, Watermark, WatermarkError
 
 __all__ = [
     "DEFAULT_CARRY_OVER",
@@ -30,8 +32,10 @@ __all__ = [
     "WAL",
     "CorruptSnapshotError",
     "CorruptWALError",
+    "DataDirError",
     "FlushFn",
     "GroupCommitter",
+    "Mark",
     "Record",
     "SegmentInfo",
     "Snapshot",
@@ -41,4 +45,6 @@ __all__ = [
     "WALFailedError",
     "WALLockedError",
     "WALTruncatedError",
+    "Watermark",
+    "WatermarkError",
 ]

@@ -13,6 +13,12 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
+DIR_MODE = 0o700
+"""Data, WAL and snapshot directories are created owner-only (etcd's 0700): they hold every
+key and value of the store."""
+FILE_MODE = 0o600
+"""WAL segments, snapshots and the lock file: owner read/write only (etcd's 0600)."""
+
 SyncFn = Callable[[int], None]
 """Makes a file descriptor's data durable (``os.fdatasync`` by default); injectable in tests."""
 
@@ -44,14 +50,15 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 
 
 def ensure_dir(path: Path) -> None:
-    """Create ``path`` (and parents) if missing, fsyncing each parent whose entries changed."""
+    """Create ``path`` (and parents) if missing, owner-only (:data:`DIR_MODE`), fsyncing each
+    parent whose entries changed. An existing directory keeps its mode."""
     missing: list[Path] = []
     p = path
     while not p.exists():
         missing.append(p)
         p = p.parent
     for d in reversed(missing):
-        d.mkdir(exist_ok=True)
+        d.mkdir(mode=DIR_MODE, exist_ok=True)
         fsync_dir(d.parent)
 
 

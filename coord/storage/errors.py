@@ -11,6 +11,7 @@ from pathlib import Path
 __all__ = [
     "CorruptSnapshotError",
     "CorruptWALError",
+    "DataDirError",
     "StorageError",
     "WALClosedError",
     "WALFailedError",
@@ -78,3 +79,8 @@ class WALFailedError(StorageError):
     a retry could "succeed" without the data being on disk. The only safe recovery is to close
     the WAL, and reopen it (which re-reads and re-verifies what really is on disk).
     """
+
+
+class DataDirError(StorageError):
+    """A data dir that cannot be used as it is: not a directory, not writable, damaged, or
+    holding less than it shows it held. The message says what is wrong and what to do."""

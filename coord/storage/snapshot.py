@@ -41,7 +41,7 @@ from pathlib import Path
 
 import structlog
 
-from coord.storage._fs import SyncFn, default_sync, ensure_dir, fsync_dir, write_all
+from coord.storage._fs import FILE_MODE, SyncFn, default_sync, ensure_dir, fsync_dir, write_all
 from coord.storage.errors import CorruptSnapshotError
 
 __all__ = ["Snapshot", "SnapshotStore"]
@@ -147,7 +147,7 @@ class SnapshotStore:
     def _save(self, index: int, term: int, data: Payload) -> Path:
         final = self._dir / f"{index:016x}-{term:016x}.snap"
         tmp = final.with_name(final.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         size = 0
         try:
             write_all(fd, _encode_header(index, term, data))
@@ -183,20 +183,29 @@ class SnapshotStore:
         Damaged newer files are renamed to ``.broken`` (fsync'd) with a warning, so they are
         skipped for good; temporary files are ignored.
         """
-        for index, term, path in reversed(self.entries()):
+        snap, broken = self.newest_valid()
+        for path, reason in broken:
+            self.quarantine(path, reason)
+        return snap
+
+    def newest_valid(self) -> tuple[Snapshot | None, list[tuple[Path, str]]]:
+        """The newest snapshot that passes its checks (or ``None``), and the newer files
+        that failed them with the reason each: nothing is renamed, so a caller that cannot
+        use the older snapshot can refuse to start and leave the directory as it was."""
+        broken: list[tuple[Path, str]] = []
+        for _index, _term, path in reversed(self.entries()):
             try:
-                return decode_snapshot(path, path.read_bytes())
+                return decode_snapshot(path, path.read_bytes()), broken
             except CorruptSnapshotError as exc:
-                log.warning(
-                    "snapshot.corrupt_skipped",
-                    path=str(path),
-                    index=index,
-                    term=term,
-                    reason=exc.reason,
-                )
-                os.rename(path, path.with_name(path.name + ".broken"))
-                fsync_dir(self._dir)
-        return None
+                broken.append((path, exc.reason))
+        return None, broken
+
+    def quarantine(self, path: Path, reason: str) -> None:
+        """Rename a damaged snapshot ``.broken`` (fsync'd), with a warning."""
+        log.warning("snapshot.corrupt_skipped", path=str(path), reason=reason,
+                    renamed_to=path.name + ".broken")
+        os.rename(path, path.with_name(path.name + ".broken"))
+        fsync_dir(self._dir)
 
     def purge(self, keep: int = 5) -> list[Path]:
         """Delete all but the ``keep`` newest ``.snap`` files, and leftover ``.tmp`` files.

@@ -24,7 +24,10 @@ Invariants:
   the next one. So damage anywhere else, or damage followed by valid data, is corruption and
   :meth:`WAL.open` refuses it with :class:`CorruptWALError` instead of dropping records that
   may have been acknowledged. A torn tail (the end of the last segment after a crash during an
-  unsynced write) is truncated away; those records were never reported durable.
+  unsynced write) is truncated away; those records were never reported durable. Torn means
+  the last frame's bytes end early (see ``codec.damage_of_last_frame``): a complete last
+  record with a bad checksum is corruption too, and so is a torn-looking one at or below
+  the caller's ``must_cover`` (a record it knows was durable).
 * After a failed write or fsync the WAL is poisoned (:class:`WALFailedError`) — a retry of
   fsync can falsely succeed on Linux — and must be closed and reopened.
 * Not thread-safe: use one WAL from one thread at a time (see ``group_commit`` for asyncio).
@@ -44,6 +47,7 @@ from pathlib import Path
 import structlog
 
 from coord.storage._fs import (
+    FILE_MODE,
     SyncFn,
     default_sync,
     ensure_dir,
@@ -168,14 +172,16 @@ class WAL:
         ``must_cover``: a sequence number the caller knows was durable (a watermark kept
         outside the WAL). A log that now ends before it lost records that were written —
         a segment deleted, a file cut short — and is refused with :class:`WALTruncatedError`
-        (an empty directory too); a damaged record at or below it is never a torn write.
-        Nothing is changed on disk when either is raised.
+        (an empty or missing directory too: nothing is created then); a damaged record at
+        or below it is never a torn write. No file is changed when either is raised.
         """
         if segment_size < SEGMENT_HEADER_SIZE:
             raise ValueError(f"segment_size must be at least {SEGMENT_HEADER_SIZE}")
         path = Path(directory)
+        if must_cover and not path.is_dir():
+            raise WALTruncatedError(path, 0, must_cover)  # and create nothing
         ensure_dir(path)
-        lock_fd = os.open(path / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        lock_fd = os.open(path / _LOCK_NAME, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -292,13 +298,8 @@ class WAL:
                         seg.path, result.end, f"{damage}: a damaged record, not a torn write"
                     )
                 if result.next_seq <= must_cover:
-                    raise CorruptWALError(
-                        seg.path,
-                        result.end,
-                        f"{result.problem}: record {result.next_seq} was durable (the data "
-                        f"dir recorded records up to {must_cover} as written), so this is "
-                        "damage, not a torn write",
-                    )
+                    # It looks torn, but it was durable: the file was cut short.
+                    raise WALTruncatedError(seg.path, result.next_seq - 1, must_cover)
             log.warning(
                 "wal.torn_tail_repaired",
                 path=str(seg.path),
@@ -569,6 +570,16 @@ class WAL:
                 os.close(self._fd)
             os.close(self._lock_fd)
 
+    def abandon(self) -> None:
+        """Close without syncing or trimming anything (a recovery that was refused after the
+        WAL opened: its files stay exactly as they are). Releases the directory lock."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        os.close(self._lock_fd)
+
     def __enter__(self) -> WAL:
         return self
 
@@ -597,7 +608,7 @@ def _create_segment(
     if final.exists():
         raise StorageError(f"WAL segment {final} already exists")
     tmp = final.with_name(final.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         write_all(fd, encode_segment_header(index, first_seq) + body)
         preallocate(fd, size)

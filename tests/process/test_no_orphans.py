@@ -17,7 +17,7 @@ import pytest
 from coord.client import Client
 from tests.helpers.procs import ProcessGroup, free_port, wait_until
 from tests.process.test_field_start import start_cluster
-from tests.scheduler.test_guardian import _group
+from tests.scheduler.test_worker_death import _group
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,6 +45,17 @@ def test_show_completion_prints_a_bash_script() -> None:
     res = run("--show-completion", "bash")
     assert res.returncode == 0, res.stderr
     assert "complete -o default -F" in res.stdout and "COMPREPLY" in res.stdout, res.stdout
+
+
+def test_install_completion_for_bash(tmp_path: Path) -> None:
+    """As a user installs it: the `raftcron` script, completion written under $HOME."""
+    script = Path(sys.executable).parent / "raftcron"
+    res = subprocess.run([str(script), "--install-completion", "bash"], capture_output=True,
+                         text=True, check=False, timeout=60, env=dict(ENV, HOME=str(tmp_path)))
+    assert res.returncode == 0, res.stderr
+    installed = tmp_path / ".bash_completions" / "raftcron.sh"
+    assert "_raftcron_completion" in installed.read_text()
+    assert f"source '{installed}'" in (tmp_path / ".bashrc").read_text()
 
 
 def test_no_help_shows_bool_artifacts() -> None:

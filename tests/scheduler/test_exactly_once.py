@@ -50,6 +50,7 @@ def job_file(path: Path, out: Path) -> None:
             f"  - name: j{i:02d}",
             '    schedule: "@every 1s"',
             f'    command: \'echo "$RAFTCRON_JOB $RAFTCRON_OCCURRENCE $WORKER_NAME" >> {out}\'',
+            "    inherit_env: [PATH, WORKER_NAME]",
             f"    starting_deadline: {STARTING_DEADLINE}s",
         ]
     path.write_text("\n".join(lines) + "\n")

@@ -63,14 +63,15 @@ def test_env_and_raftcron_variables_are_passed() -> None:
     req = request(
         'echo "$RAFTCRON_JOB|$RAFTCRON_OCCURRENCE|$RAFTCRON_RUN_ID|$RAFTCRON_FENCING_TOKEN|'
         '$RAFTCRON_ATTEMPT|$FOO|$BASE"',
-        env={"FOO": "bar baz", "RAFTCRON_JOB": "spoofed"}, attempt=3)
+        env={"FOO": "bar baz", "RAFTCRON_JOB": "spoofed"}, attempt=3,
+        inherit_env=("PATH", "BASE"))
     result = run(run_job(req, base_env={"BASE": "b", "PATH": os.environ["PATH"]}))
     assert result.ok
     assert result.exit_code == 0
     assert result.output_tail == "j|20261122T013000Z|r-1|42|3|bar baz|b\n"
 
 
-def test_worker_environment_is_inherited_by_default() -> None:
+def test_path_is_inherited_by_default() -> None:
     result = run(run_job(request('echo "$PATH"')))
     assert result.output_tail.strip() == os.environ["PATH"]
 

@@ -92,6 +92,7 @@ def test_deadman_kills_cut_off_worker_job_and_run_is_lost(procs: ProcessGroup,
     ttl = 3
     jobs = (f"jobs:\n  - name: long\n    schedule: '*/4 * * * * *'\n"
             f"    command: 'echo $$ > {pids}/$RAFTCRON_OCCURRENCE.$WHO; exec sleep 60'\n"
+            f"    inherit_env: [PATH, WHO]\n"
             f"    starting_deadline: 30s\n")
 
     async def main() -> None:
