@@ -18,6 +18,7 @@ import structlog
 import typer
 
 from coord.logsetup import configure as configure_logging
+from coord.server import config as store_config
 
 log = structlog.get_logger("raftcron")
 
@@ -57,7 +58,11 @@ def _root(version: Annotated[bool, typer.Option(
         help="Print raftcron's version and exit.")] = False) -> None:
     """A distributed cron scheduler on an embedded, Raft-replicated, etcd-compatible store."""
 
-NameOpt = Annotated[str, typer.Option("--name", help="Member name, unique in the cluster.")]
+# The store flags: one definition (option and default) for `coord serve` and `agent`, whose
+# store is the same member; the defaults are coord.server.config's.
+NameOpt = Annotated[str, typer.Option("--name", help="Member name, unique in the cluster "
+                                      "(an agent's worker has the same name).",
+                                      show_default="the host name")]
 DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Where the WAL and snapshots live.")]
 ClientOpt = Annotated[str, typer.Option("--listen-client",
                                         help="HOST:PORT for etcd-v3 clients (etcdctl, workers).")]
@@ -65,8 +70,6 @@ PeerOpt = Annotated[str, typer.Option("--listen-peer", help="HOST:PORT for Raft 
 ClusterOpt = Annotated[str | None, typer.Option(
     "--initial-cluster", help="NAME=HOST:PORT,... of every member's peer address "
     "(default: this member alone).")]
-
-
 ClusterStateOpt = Annotated[str, typer.Option(
     "--initial-cluster-state",
     help="'new' bootstraps a cluster from --initial-cluster; 'existing' joins a running "
@@ -76,6 +79,32 @@ SnapshotCountOpt = Annotated[int, typer.Option(
 SnapshotBytesOpt = Annotated[int, typer.Option(
     "--snapshot-bytes", help="Also snapshot once the entries applied since the last "
     "snapshot hold this many bytes (or the last snapshot's size, if larger).")]
+DEFAULT_NAME = ""  # the host name
+DEFAULT_DATA_DIR = Path("raftcron-data")
+DEFAULT_CLIENT = store_config.DEFAULT_CLIENT
+DEFAULT_PEER = store_config.DEFAULT_PEER
+DEFAULT_CLUSTER_STATE = store_config.ServerConfig.initial_cluster_state
+DEFAULT_SNAPSHOT_COUNT = store_config.ServerConfig.snapshot_count
+DEFAULT_SNAPSHOT_BYTES = store_config.ServerConfig.snapshot_bytes
+
+
+def store_config_from_flags(name: str, data_dir: Path, listen_client: str, listen_peer: str,
+                            initial_cluster: str | None, initial_cluster_state: str,
+                            snapshot_count: int, snapshot_bytes: int) -> Any:
+    """The member's ServerConfig from the store flags (``coord serve`` and ``agent``); a
+    bad flag is exit 2, before anything touches the data dir."""
+    try:
+        cluster = (store_config.parse_initial_cluster(initial_cluster)
+                   if initial_cluster else {})
+        return store_config.ServerConfig(
+            name=name or socket.gethostname(), data_dir=data_dir, listen_client=listen_client,
+            listen_peer=listen_peer, initial_cluster=cluster,
+            initial_cluster_state=initial_cluster_state, snapshot_count=snapshot_count,
+            snapshot_bytes=snapshot_bytes)
+    except store_config.ConfigError as err:
+        fail(str(err), 2)
+
+
 StopTimeoutOpt = Annotated[float, typer.Option(
     "--stop-timeout", help="Seconds a graceful stop (SIGINT/SIGTERM) waits for running jobs "
     "before killing them; a second signal stops at once.")]
@@ -140,14 +169,14 @@ def run_until_signal(make_main: object) -> None:
 
 @coord_app.command("serve")
 def coord_serve(
-    name: NameOpt = "default",
-    data_dir: DataDirOpt = Path("raftcron-data"),
-    listen_client: ClientOpt = "127.0.0.1:2379",
-    listen_peer: PeerOpt = "127.0.0.1:2380",
+    name: NameOpt = DEFAULT_NAME,
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    listen_client: ClientOpt = DEFAULT_CLIENT,
+    listen_peer: PeerOpt = DEFAULT_PEER,
     initial_cluster: ClusterOpt = None,
-    initial_cluster_state: ClusterStateOpt = "new",
-    snapshot_count: SnapshotCountOpt = 10_000,
-    snapshot_bytes: SnapshotBytesOpt = 8 * 2**20,
+    initial_cluster_state: ClusterStateOpt = DEFAULT_CLUSTER_STATE,
+    snapshot_count: SnapshotCountOpt = DEFAULT_SNAPSHOT_COUNT,
+    snapshot_bytes: SnapshotBytesOpt = DEFAULT_SNAPSHOT_BYTES,
 ) -> None:
     """Serve the etcd v3 API from a coord member (no scheduler worker).
 
@@ -155,20 +184,13 @@ def coord_serve(
     --listen-client 127.0.0.1:2379 --listen-peer 127.0.0.1:2380
     --initial-cluster n1=127.0.0.1:2380
     """
-    from coord.server.config import ConfigError, ServerConfig, parse_initial_cluster
     from coord.server.server import CoordServer
     from coord.storage import StorageError
 
     configure_logging()
-    try:
-        cluster = parse_initial_cluster(initial_cluster) if initial_cluster else {}
-        config = ServerConfig(name=name, data_dir=data_dir, listen_client=listen_client,
-                              listen_peer=listen_peer, initial_cluster=cluster,
-                              initial_cluster_state=initial_cluster_state,
-                              snapshot_count=snapshot_count, snapshot_bytes=snapshot_bytes)
-    except ConfigError as err:
-        fail(str(err), 2)
-        return
+    config = store_config_from_flags(name, data_dir, listen_client, listen_peer,
+                                     initial_cluster, initial_cluster_state, snapshot_count,
+                                     snapshot_bytes)
     try:
         server = CoordServer(config)
         run_until_signal(server.serve_until)
@@ -726,14 +748,14 @@ def worker_cmd(
 
 @app.command("agent")
 def agent(
-    name: NameOpt = "",
-    data_dir: DataDirOpt = Path("raftcron-data"),
-    listen_client: ClientOpt = "127.0.0.1:2379",
-    listen_peer: PeerOpt = "127.0.0.1:2380",
+    name: NameOpt = DEFAULT_NAME,
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    listen_client: ClientOpt = DEFAULT_CLIENT,
+    listen_peer: PeerOpt = DEFAULT_PEER,
     initial_cluster: ClusterOpt = None,
-    initial_cluster_state: ClusterStateOpt = "new",
-    snapshot_count: SnapshotCountOpt = 10_000,
-    snapshot_bytes: SnapshotBytesOpt = 8 * 2**20,
+    initial_cluster_state: ClusterStateOpt = DEFAULT_CLUSTER_STATE,
+    snapshot_count: SnapshotCountOpt = DEFAULT_SNAPSHOT_COUNT,
+    snapshot_bytes: SnapshotBytesOpt = DEFAULT_SNAPSHOT_BYTES,
     jobs: Annotated[Path | None, typer.Option(
         "--jobs", help="Apply this job file at start (in the background, retried until "
         "the store takes it; as `apply` without --prune).")] = None,
@@ -748,12 +770,11 @@ def agent(
 
     Example:  raftcron agent --jobs jobs.example.yaml
     """
-    from coord.server.config import ConfigError, ServerConfig, parse_initial_cluster
     from coord.server.server import CoordServer
     from coord.storage import StorageError
     from scheduler.errors import SpecError
     from scheduler.spec import load_jobs
-    from scheduler.startup import apply_at_start
+    from scheduler.startup import apply_at_start, cancel_and_wait
     from scheduler.worker import Worker
 
     configure_logging()
@@ -764,15 +785,9 @@ def agent(
             specs = load_jobs(jobs)
         except SpecError as err:
             fail(str(err), 2)
-    try:
-        cluster = parse_initial_cluster(initial_cluster) if initial_cluster else {}
-        config = ServerConfig(name=member, data_dir=data_dir, listen_client=listen_client,
-                              listen_peer=listen_peer, initial_cluster=cluster,
-                              initial_cluster_state=initial_cluster_state,
-                              snapshot_count=snapshot_count, snapshot_bytes=snapshot_bytes)
-    except ConfigError as err:
-        fail(str(err), 2)
-        return
+    config = store_config_from_flags(member, data_dir, listen_client, listen_peer,
+                                     initial_cluster, initial_cluster_state, snapshot_count,
+                                     snapshot_bytes)
     # Every flag is checked before the member touches its data dir.
     cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset,
                          compact_retention, stop_timeout)
@@ -786,7 +801,7 @@ def agent(
         from coord.client import Client
 
         await server.start_until(stop)
-        applying: asyncio.Task[None] | None = None
+        applying: asyncio.Future[None] | None = None
         try:
             if stop.is_set():
                 return
@@ -798,10 +813,12 @@ def agent(
             async with Client([listen_client], timeout=5, local=local) as c:
                 if specs is not None and jobs is not None:
                     applying = asyncio.ensure_future(apply_at_start(c, specs, jobs))
-                await Worker(dataclasses.replace(cfg, local=local)).run(stop)
+                try:
+                    await Worker(dataclasses.replace(cfg, local=local)).run(stop)
+                finally:
+                    # An apply still retrying ends before its client closes.
+                    await cancel_and_wait(applying)
         finally:
-            if applying is not None:
-                applying.cancel()
             await server.stop()
 
     try:

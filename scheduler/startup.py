@@ -10,6 +10,7 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from pathlib import Path
 
@@ -51,3 +52,12 @@ async def apply_at_start(client: Client, specs: list[JobSpec], source: Path) -> 
             return
         await asyncio.sleep(delay)
         delay = min(delay * 2, RETRY_MAX)
+
+
+async def cancel_and_wait(task: asyncio.Future[None] | None) -> None:
+    """Cancel ``task`` (if any, and not done) and wait until it has ended."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -92,9 +92,9 @@ log = structlog.get_logger("scheduler.worker")
 
 VERSION = "0.1.0"
 STOP_CANCEL_TIMEOUT = 5.0
+"""Seconds a graceful stop waits for cancelled tasks to end before it goes on regardless."""
 STOP_PROGRESS_EVERY = 5.0
 """Seconds between two ``worker.stop_waiting`` lines while a stop waits for running jobs."""
-"""Seconds a graceful stop waits for cancelled tasks to end before it goes on regardless."""
 RUNNING_MARK_DELAY = 0.25
 """Seconds a run may take before its record is updated from `claimed` to `running`."""
 PRUNE_EVERY = 10

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shlex
 import signal
@@ -21,10 +22,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from coord.client import Client
+from scheduler import keys
+from scheduler.claim import RunRecord
 from tests.helpers.procs import REPO, Proc, ProcessGroup, free_port, port_open, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -32,13 +36,32 @@ ENV = {"PYTHONPATH": str(REPO), "RAFTCRON_LOG_LEVEL": "info"}
 CLI = [sys.executable, "-m", "scheduler.cli"]
 
 
-def readme_cluster_argv() -> list[str]:
-    """The README's cluster command, as one argv (line continuations joined)."""
+def readme_cluster_commands() -> list[list[str]]:
+    """The commands of the README's "Running a cluster" section, each as one argv (line
+    continuations joined): the agent command, then the status check."""
     text = (REPO / "README.md").read_text()
     section = text[text.index("\n## Running a cluster"):]
-    block = re.search(r"```sh\n(.*?)```", section, flags=re.S)
-    assert block is not None
-    return shlex.split(block.group(1).replace("\\\n", " "))
+    section = section[:section.index("\n## ", 1)]
+    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    return [shlex.split(b.replace("\\\n", " ")) for b in blocks]
+
+
+def readme_cluster_argv() -> list[str]:
+    """The README's cluster command (an agent, as host 1 runs it)."""
+    return readme_cluster_commands()[0]
+
+
+def readme_status_argv(ports: dict[int, tuple[int, int]]) -> list[str]:
+    """The README's status check, pointed at the loopback cluster."""
+    words = readme_cluster_commands()[1]
+    assert words[:3] == ["raftcron", "cluster", "status"], words
+    out = []
+    for word in words[1:]:
+        arg = word
+        for h, (cport, _) in ports.items():
+            arg = arg.replace(f"10.0.0.{h}:2379", f"127.0.0.1:{cport}")
+        out.append(arg)
+    return [*CLI, *out]
 
 
 def host_argv(readme: list[str], i: int, ports: dict[int, tuple[int, int]], data: Path,
@@ -63,10 +86,10 @@ def jobs_file(workdir: Path, out: Path) -> Path:
     jobs = workdir / "jobs.yaml"
     jobs.write_text(
         "jobs:\n"
-        "  - name: every-second\n    schedule: '* * * * * *'\n"
-        f"    command: 'echo $RAFTCRON_JOB $RAFTCRON_OCCURRENCE >> {out}'\n"
-        "  - name: every-2s\n    schedule: '@every 2s'\n"
-        f"    command: 'echo $RAFTCRON_JOB $RAFTCRON_OCCURRENCE >> {out}'\n")
+        "  - name: every-second\n    schedule: '* * * * * *'\n    history_limit: 500\n"
+        f"    command: 'echo $RAFTCRON_JOB $RAFTCRON_OCCURRENCE $RAFTCRON_RUN_ID >> {out}'\n"
+        "  - name: every-2s\n    schedule: '@every 2s'\n    history_limit: 500\n"
+        f"    command: 'echo $RAFTCRON_JOB $RAFTCRON_OCCURRENCE $RAFTCRON_RUN_ID >> {out}'\n")
     return jobs
 
 
@@ -78,6 +101,36 @@ def start_cluster(procs: ProcessGroup, hosts: list[int], jobs: Path,
         argv = host_argv(readme, i, ports, procs.workdir / f"n{i}", jobs)
         started[i] = procs.spawn(f"n{i}", argv, ports[i][0], env=ENV)
     return started
+
+
+async def _run_records(endpoint: str) -> dict[tuple[str, str], RunRecord]:
+    async with Client([endpoint], timeout=5) as c:
+        r = await c.get(keys.RUNS, prefix=True)
+        out = {}
+        for kv in r.kvs:
+            rec = RunRecord.decode(kv.value)
+            out[rec.job, rec.occurrence] = rec
+        return out
+
+
+def check_once_per_occurrence(out: Path, endpoint: str) -> list[tuple[str, str]]:
+    """Every occurrence ran at most once (the job's own output), and the run records tell
+    the same story: each run that wrote a line has its record, succeeded, with its run id;
+    each succeeded record has its line. Returns the (job, occurrence) pairs that ran."""
+    runs = [tuple(ln.split()) for ln in out.read_text().splitlines()]
+    ran = [(job, occ) for job, occ, _ in runs]
+    assert len(ran) == len(set(ran)), "an occurrence ran twice: " + repr(
+        sorted(r for r in ran if ran.count(r) > 1))
+    records = asyncio.run(_run_records(endpoint))
+    for job, occ, run_id in runs:
+        rec = records.get((job, occ))
+        assert rec is not None, f"{job} {occ} ran but has no run record"
+        assert rec.run_id == run_id, (job, occ, rec)
+        # A run that just wrote its line may not be recorded finished yet.
+        assert rec.status in ("succeeded", "claimed", "running"), (job, occ, rec)
+    succeeded = {k for k, rec in records.items() if rec.status == "succeeded"}
+    assert succeeded <= set(ran), f"recorded as run but never ran: {succeeded - set(ran)}"
+    return ran
 
 
 async def _job_revisions(endpoint: str) -> dict[bytes, int]:
@@ -99,9 +152,14 @@ def test_three_agents_started_at_once_all_run_and_a_restart_writes_nothing(
     logs = "\n".join(a.log() for a in agents.values())
     assert all(a.alive() for a in agents.values()), logs[-5000:]
     assert "AdminError" not in logs and "Traceback" not in logs, logs[-5000:]
-    lines = out.read_text().splitlines()
-    assert len(lines) == len(set(lines)), "an occurrence ran twice"
-    assert sum(ln.startswith("every-second") for ln in lines) >= 5
+    status = subprocess.run(readme_status_argv(ports), capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", **ENV}, timeout=60, check=False)
+    assert status.returncode == 0, status.stderr
+    for cport, _ in ports.values():
+        assert f"127.0.0.1:{cport}" in status.stdout, status.stdout
+    ran = check_once_per_occurrence(out, agents[1].endpoint)
+    assert sum(job == "every-second" for job, _ in ran) >= 10, ran
+    assert sum(job == "every-2s" for job, _ in ran) >= 5, ran
 
     # Restart one agent with the same command and file: the jobs are not rewritten.
     before = asyncio.run(_job_revisions(agents[1].endpoint))
@@ -127,6 +185,9 @@ def test_a_member_started_alone_waits_for_its_peers(procs: ProcessGroup) -> None
     # Past the 30 s after which a lone agent used to exit (its --jobs apply timed out).
     wait_until(lambda: not first.alive() or time.monotonic() - t_start > 35, 60, "35 s alone")
     assert first.alive(), first.log()[-3000:]
+    # It kept saying so (every 5 s), and nothing failed meanwhile.
+    assert first.log().count('"event": "member.waiting_for_peers"') >= 3, first.log()[-3000:]
+    assert "Traceback" not in first.log() and '"level": "error"' not in first.log()
     start_cluster(procs, [1, 2], jobs, ports)
     wait_until(lambda: out.exists() and "every-second" in out.read_text(), 60,
                "jobs to run once the peers are up\n" + first.log()[-3000:])
@@ -164,6 +225,20 @@ def test_signals_stop_an_agent_waiting_for_peers(procs: ProcessGroup,
     _stops_on(a, sig, "an agent waiting for its peers")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_stop_a_member_waiting_for_its_peers(procs: ProcessGroup,
+                                                     sig: signal.Signals) -> None:
+    cport, pport = free_port(), free_port()
+    peers = f"m=127.0.0.1:{pport},x=127.0.0.1:{free_port()},y=127.0.0.1:{free_port()}"
+    m = procs.spawn("m", [*CLI, "coord", "serve", "--name", "m", "--data-dir",
+                          str(procs.workdir / "m"), "--listen-client", f"127.0.0.1:{cport}",
+                          "--listen-peer", f"127.0.0.1:{pport}", "--initial-cluster", peers],
+                    cport, env=ENV)
+    wait_until(lambda: "member.waiting_for_peers" in m.log() or not m.alive(), 30,
+               "the member to wait for its peers")
+    _stops_on(m, sig, "a member waiting for its peers")
+
+
 def test_sigterm_stops_a_member_looking_for_the_cluster_it_joins(procs: ProcessGroup) -> None:
     cport, pport, nobody = free_port(), free_port(), free_port()
     m = procs.spawn("j", [*CLI, "coord", "serve", "--name", "j", "--data-dir",
@@ -188,29 +263,50 @@ def test_a_second_signal_cuts_a_graceful_stop_short(procs: ProcessGroup) -> None
                           "--jobs", str(jobs), "--stop-timeout", "100"], cport, env=ENV)
     wait_until(started.exists, 60, "the long job to start\n" + a.log()[-3000:])
     a.popen.send_signal(signal.SIGTERM)
-    wait_until(lambda: '"event": "worker.stop_waiting"' in a.log(), 20,
-               "the stop to say what it waits for")
-    assert "long@" in a.log()
+    # It says what it waits for, and again every few seconds with the time left.
+    wait_until(lambda: a.log().count('"event": "worker.stop_waiting"') >= 2, 30,
+               "the stop to say twice what it waits for\n" + a.log()[-3000:])
+    waiting = [json.loads(ln) for ln in a.log().splitlines()
+               if '"event": "worker.stop_waiting"' in ln]
+    assert all(w["runs"] and w["runs"][0].startswith("long@") for w in waiting), waiting
+    assert waiting[1]["timeout_left_s"] < waiting[0]["timeout_left_s"] <= 100, waiting
     assert a.alive()  # waiting for the job, as --stop-timeout allows
     a.popen.send_signal(signal.SIGTERM)
     assert a.popen.wait(timeout=20) == 130, a.log()[-3000:]
 
 
 def test_agent_and_coord_serve_take_the_same_store_flags() -> None:
-    def flags(*cmd: str) -> dict[str, str]:
-        text = subprocess.run([*CLI, *cmd, "--help"], capture_output=True, text=True,
-                              env={"COLUMNS": "200", "TERM": "dumb", "PATH": "/usr/bin:/bin",
-                                   **ENV}, check=True, timeout=60).stdout
-        found = {}
-        for line in text.splitlines():
-            m = re.search(r"(--[a-z-]+)\s+\S+.*?\[default: ([^\]]+)\]", line)
-            if m:
-                found[m.group(1)] = m.group(2)
-        return found
+    """Every flag of `coord serve` is an `agent` flag too, with the same default, type and
+    help (one definition); `--help` shows the same default for each."""
+    import typer.main
 
-    serve, agent = flags("coord", "serve"), flags("agent")
-    store = ["--data-dir", "--listen-client", "--listen-peer", "--initial-cluster-state",
-             "--snapshot-count", "--snapshot-bytes"]
-    for flag in store:
-        assert flag in serve and flag in agent, (flag, serve, agent)
-        assert serve[flag] == agent[flag], (flag, serve[flag], agent[flag])
+    from scheduler.cli import app
+
+    root: Any = typer.main.get_command(app)
+    serve, agent = root.commands["coord"].commands["serve"], root.commands["agent"]
+
+    def options(cmd: Any) -> dict[str, Any]:
+        return {p.opts[0]: p for p in cmd.params
+                if p.param_type_name == "option" and p.opts[0] != "--help"}
+
+    serve_opts, agent_opts = options(serve), options(agent)
+    assert {"--name", "--data-dir", "--listen-client", "--listen-peer", "--initial-cluster",
+            "--initial-cluster-state", "--snapshot-count", "--snapshot-bytes"} <= set(serve_opts)
+    for flag, opt in serve_opts.items():
+        assert flag in agent_opts, f"agent lacks {flag}"
+        other = agent_opts[flag]
+        assert (other.default, other.type_descriptor.annotation, other.help,
+                other.show_default, other.hidden) == \
+            (opt.default, opt.type_descriptor.annotation, opt.help, opt.show_default,
+             opt.hidden), flag
+
+    def help_text(*cmd: str) -> str:
+        return " ".join(subprocess.run([*CLI, *cmd, "--help"], capture_output=True, text=True,
+                                       env={"TERM": "dumb", "PATH": "/usr/bin:/bin", **ENV},
+                                       check=True, timeout=60).stdout.split())
+
+    serve_help, agent_help = help_text("coord", "serve"), help_text("agent")
+    for shown in ["[default: raftcron-data]", "[default: 127.0.0.1:2379]",
+                  "[default: 127.0.0.1:2380]", "[default: new]", "[default: 10000]",
+                  "[default: 8388608]", "[default: (the host name)]"]:
+        assert shown in serve_help and shown in agent_help, shown
