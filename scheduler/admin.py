@@ -168,7 +168,12 @@ async def set_suspended(client: Client, name: str, suspended: bool, reason: str 
 
 
 async def delete_job(client: Client, name: str) -> None:
-    _, rev = await get_job(client, name)
+    """Delete a stored job, a valid spec or not (an invalid one is exactly what an operator
+    wants gone); compare-and-set on what was read."""
+    kv = await client.get_one(keys.job_key(name))
+    if kv is None:
+        raise AdminError(f"no job named {name!r} (see `raftcron jobs list`)")
+    rev = kv.mod_revision
     res = await client.txn([Compare.mod(keys.job_key(name)) == rev],
                            [delete(keys.job_key(name))], [])
     if not res.succeeded:

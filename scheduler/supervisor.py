@@ -15,7 +15,7 @@ How it works:
 * For every process found it signals the process **and its whole process group** (a job is
   the leader of its own group, so a child that cleared its environment is still caught by
   the group): SIGTERM first, then SIGKILL to whatever is left after ``GRACE`` seconds
-  (default 0.5 s, so a job that ignores SIGTERM is dead about half a second after its
+  (default 0.25 s, so a job that ignores SIGTERM is dead about a quarter second after its
   worker), scanning again until nothing carries the token (a job forking while it is being
   killed is caught on the next pass), at most :data:`REAP_DEADLINE` seconds.
 * SIGTERM to the supervisor does the same at once (it then exits); SIGINT and SIGHUP are
@@ -47,7 +47,7 @@ __all__ = ["DEFAULT_GRACE", "REAP_DEADLINE", "TOKEN_ENV", "ensure", "find", "rea
 
 TOKEN_ENV = "RAFTCRON_SUPERVISOR"
 """The environment variable that marks a job's processes with its worker's token."""
-DEFAULT_GRACE = 0.5
+DEFAULT_GRACE = 0.25
 """Seconds between SIGTERM and SIGKILL when the worker is gone."""
 REAP_DEADLINE = 10.0
 """Seconds the supervisor keeps scanning and killing before it gives up and exits."""

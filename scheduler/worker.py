@@ -272,13 +272,15 @@ class Worker:
             for r in self.running.values():
                 if r.process is not None:
                     r.process.kill("worker stopping")
-            if pending:
-                await asyncio.wait(pending, timeout=10)
+            if pending:  # killed just now: give their tasks a moment to record the end
+                await asyncio.wait(pending, timeout=STOP_CANCEL_TIMEOUT / 2)
         leftover = list(self._tasks)
         for t in leftover:
             t.cancel()
         if leftover:
-            _, stuck = await asyncio.wait(leftover, timeout=STOP_CANCEL_TIMEOUT)
+            # A stop takes at most --stop-timeout plus STOP_CANCEL_TIMEOUT, whatever the store
+            # does (claims retrying against a store without quorum used to add 15 s).
+            _, stuck = await asyncio.wait(leftover, timeout=STOP_CANCEL_TIMEOUT / 2)
             if stuck:  # a bug, but a stop must not hang on it: say which, and go on
                 log.error("worker.stop_stuck_tasks", worker=self.config.name,
                           tasks=sorted(t.get_name() for t in stuck))
