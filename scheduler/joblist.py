@@ -16,7 +16,7 @@ from coord.client import Client, KeyValue, get
 from coord.client.txn import prefix_end, range_request
 from scheduler import keys
 from scheduler.claim import RunRecord
-from scheduler.errors import SpecError
+from scheduler.decode import BadValue, decode_spec
 from scheduler.plan import occurrence_sort_key
 from scheduler.spec import JobSpec
 
@@ -79,8 +79,8 @@ async def list_jobs(client: Client, *, prefix: str = "", tags: dict[str, str] | 
     async for revision, kv in scan(client, keys.JOBS.encode() + prefix.encode()):  # noqa: B007
         name = keys.name_from(kv.key, keys.JOBS)
         try:
-            spec: JobSpec | None = JobSpec.from_json(kv.value, source=kv.key.decode())
-        except SpecError:
+            spec: JobSpec | None = decode_spec(kv.key, kv.value)
+        except BadValue:  # listed as unreadable, as every view skips it
             spec = None
         if _matches(spec, tags):
             entries.append(JobEntry(name, spec, kv.value.decode(errors="replace"),
