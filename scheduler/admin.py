@@ -322,8 +322,14 @@ async def workers(client: Client) -> list[dict[str, Any]]:
             "worker": keys.name_from(kv.key, keys.WORKERS), "host": info.get("host", ""),
             "pid": info.get("pid", 0), "tags": info.get("tags", {}),
             "version": info.get("version", ""),
-            "started_at": datetime.fromtimestamp(info.get("started_at", 0), UTC).isoformat(
-                timespec="seconds"),
+            "started_at": datetime.fromtimestamp(_timestamp(info.get("started_at")),
+                                                 UTC).isoformat(timespec="seconds"),
             "lease_ttl": ttl,
         })
     return out
+
+
+def _timestamp(value: object) -> float:
+    """A stored Unix time, or 0 for anything else (any client can write these keys)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e11
+    return float(value) if ok else 0.0  # type: ignore[arg-type]

@@ -62,6 +62,7 @@ def test_bad_keys_never_blind_a_worker(procs: ProcessGroup) -> None:
         (b"/cron/killer/deep", deep),
         (b"/cron/workers/\xff\xfe", b"{}"),                          # key not UTF-8
         (b"/cron/workers/deep", deep),
+        (b"/cron/workers/odd", b'{"started_at": "yesterday", "tags": [1]}'),
         (b"/cron/lock/\xff", b"{}"),
         (b"/cron/lock/deep", deep),
         (b"/cron/runs/good/" + occ.encode(), deep),
@@ -85,6 +86,12 @@ def test_bad_keys_never_blind_a_worker(procs: ProcessGroup) -> None:
                          timeout=60, cwd=procs.workdir)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "good" in out.stdout and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "scheduler.cli", "workers",
+                          "--endpoints", agent.endpoint, "-o", "json"],
+                         check=False, capture_output=True, text=True, env=ENV, timeout=60,
+                         cwd=procs.workdir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert '"a1"' in out.stdout and "Traceback" not in out.stderr
 
     # A worker started afterwards loads the good job and runs it, with the bad keys still
     # there: stop the agent, start it again on the same data dir.

@@ -459,11 +459,11 @@ def test_an_occurrence_given_up_during_an_outage_is_still_recorded_missed(
         raise UnavailableError(grpc.StatusCode.UNAVAILABLE, "injected: no leader")
     real_missed = ClaimStore.record_missed
 
-    async def missed_fails_twice(self: ClaimStore, job: str, occ: str) -> bool:
+    async def missed_fails_twice(self: ClaimStore, job: str, occ: str, **kw: Any) -> bool:
         if outage["missed_writes"] > 0:
             outage["missed_writes"] -= 1
             raise UnavailableError(grpc.StatusCode.UNAVAILABLE, "injected: no leader")
-        return await real_missed(self, job, occ)
+        return await real_missed(self, job, occ, **kw)
     monkeypatch.setattr(ClaimStore, "claim", claim_fails)
     monkeypatch.setattr(ClaimStore, "record_missed", missed_fails_twice)
 
@@ -545,7 +545,7 @@ def test_a_missed_occurrence_the_store_refuses_to_record_is_logged(tmp_path: Pat
     from scheduler.spec import load_jobs_text
 
     class Refusing:
-        async def record_missed(self, job: str, occurrence: str) -> bool:
+        async def record_missed(self, job: str, occurrence: str, **_: Any) -> bool:
             raise UnavailableError(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
 
     w = _worker("w1", "127.0.0.1:1", tmp_path)
