@@ -256,3 +256,12 @@ def start_etcd_cluster(group: ProcessGroup, size: int = 3, etcd_bin: str = "etcd
         if not p.alive():
             raise RuntimeError(f"etcd member {p.name} exited early:\n{p.log()}")
     return procs
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (PID 1 here may not reap orphans)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")

@@ -18,6 +18,7 @@ from scheduler.clock import ManualClock, SystemClock
 from scheduler.errors import ExecutorError
 from scheduler.executor import JobProcess, RunRequest, RunResult, run_job
 from scheduler.spec import load_jobs, load_jobs_text
+from tests.helpers.procs import pid_alive
 
 T = TypeVar("T")
 
@@ -33,13 +34,7 @@ def request(command: tuple[str, ...] | str, **kw: Any) -> RunRequest:
     return RunRequest(**base)
 
 
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (PID 1 here may not reap orphans)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+alive = pid_alive
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 
 from coord.client import Client, ClientError
 from scheduler.admin import history, locks
-from tests.helpers.procs import REPO, Proc, ProcessGroup, free_port, wait_until
+from tests.helpers.procs import REPO, Proc, ProcessGroup, free_port, pid_alive, wait_until
 
 SESSION_TTL = 5
 
@@ -46,13 +46,7 @@ wait
 """
 
 
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (PID 1 here may not reap orphans)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+alive = pid_alive
 
 
 def query(endpoints: list[str], fn: Any) -> Any:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from scheduler import supervisor
-from tests.helpers.procs import REPO, wait_until
+from tests.helpers.procs import REPO, pid_alive, wait_until
 
 CHILD = """
 import asyncio, sys
@@ -35,13 +35,7 @@ JOB = ("echo $$ >> {pids}; sleep 300 & echo $! >> {pids}; "
        "setsid sleep 302 & echo $! >> {pids}; echo ready >> {pids}; wait")
 
 
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (PID 1 here may not reap orphans)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+alive = pid_alive
 
 
 def group_members(pgid: int) -> list[int]:
@@ -126,6 +120,9 @@ def test_supervisor_is_restarted_and_reaps_by_token(tmp_path: Path) -> None:
         os.kill(second, signal.SIGTERM)
         assert marked.wait(timeout=10) == -signal.SIGKILL  # it ignored SIGTERM
         wait_until(lambda: not group_members(marked.pid), 10, "the background sleep to die")
+        # A reaping supervisor kills whatever carries this process's token until it exits:
+        # let it finish before later tests start jobs here.
+        wait_until(lambda: not alive(second), 15, "the reaping supervisor to exit")
     finally:
         if marked.poll() is None:
             os.killpg(marked.pid, signal.SIGKILL)
