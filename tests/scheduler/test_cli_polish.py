@@ -41,17 +41,24 @@ def test_version() -> None:
     assert res.returncode == 0 and res.stdout.strip() == "raftcron 0.1.0", res
 
 
+def _from_bash(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed `raftcron` from a bash shell, as a user types it: typer detects
+    the shell from the parent processes (under `make` the parent would be sh)."""
+    script = Path(sys.executable).parent / "raftcron"
+    line = " ".join([str(script), *args]) + "; exit $?"  # no exec: bash stays the parent
+    return subprocess.run(["bash", "-c", line], capture_output=True, text=True, check=False,
+                          timeout=60, env=env or ENV)
+
+
 def test_show_completion_prints_a_bash_script() -> None:
-    res = run("--show-completion", "bash")
+    res = _from_bash("--show-completion")
     assert res.returncode == 0, res.stderr
     assert "complete -o default -F" in res.stdout and "COMPREPLY" in res.stdout, res.stdout
 
 
 def test_install_completion_for_bash(tmp_path: Path) -> None:
     """As a user installs it: the `raftcron` script, completion written under $HOME."""
-    script = Path(sys.executable).parent / "raftcron"
-    res = subprocess.run([str(script), "--install-completion", "bash"], capture_output=True,
-                         text=True, check=False, timeout=60, env=dict(ENV, HOME=str(tmp_path)))
+    res = _from_bash("--install-completion", env=dict(ENV, HOME=str(tmp_path)))
     assert res.returncode == 0, res.stderr
     installed = tmp_path / ".bash_completions" / "raftcron.sh"
     assert "_raftcron_completion" in installed.read_text()
