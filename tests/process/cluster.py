@@ -87,6 +87,15 @@ class CoordCluster:
         for n in names or tuple(self.members):
             self.wait_listening(n)
 
+    def run(self, scenario: Callable[[CoordCluster], Awaitable[None]]) -> None:
+        """Run an async scenario against the cluster; on failure print every member's log
+        (pytest shows it with the failure)."""
+        try:
+            asyncio.run(scenario(self))
+        except BaseException:
+            print(self.logs())
+            raise
+
     def wait_listening(self, name: str, timeout: float = 30.0) -> None:
         m = self.members[name]
         deadline = time.monotonic() + timeout

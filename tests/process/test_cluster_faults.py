@@ -40,11 +40,7 @@ def test_faults_under_load(procs: ProcessGroup) -> None:
     # for a while is more than the kept catch-up entries behind, so it gets a snapshot.
     cluster = CoordCluster(procs, size=3, snapshot_count=200)
     cluster.start()
-    try:
-        asyncio.run(_scenario(cluster))
-    except BaseException:
-        print(cluster.logs())
-        raise
+    cluster.run(_scenario)
 
 
 async def _scenario(c: CoordCluster) -> None:

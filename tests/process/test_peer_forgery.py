@@ -64,11 +64,7 @@ async def _send(peer: str, batch: raft_pb2.MessageBatch) -> grpc.StatusCode:
 def test_forged_peer_messages_are_refused(procs: ProcessGroup) -> None:
     cluster = CoordCluster(procs, size=3)
     cluster.start()
-    try:
-        asyncio.run(_scenario(cluster))
-    except BaseException:
-        print(cluster.logs())
-        raise
+    cluster.run(_scenario)
 
 
 async def _scenario(c: CoordCluster) -> None:

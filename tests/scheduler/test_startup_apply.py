@@ -20,15 +20,7 @@ from scheduler import keys, startup
 from scheduler.admin import apply_jobs
 from scheduler.spec import JobSpec, load_jobs
 from tests.helpers.procs import ProcessGroup, free_port, start_coord
-
-JOBS = """jobs:
-  - name: alpha
-    schedule: "*/5 * * * *"
-    command: [echo, alpha]
-  - name: beta
-    schedule: "@every 30s"
-    command: echo beta
-"""
+from tests.scheduler.test_cli import JOBS
 
 
 def specs(tmp: Path) -> tuple[Path, list[JobSpec]]:
