@@ -100,7 +100,8 @@ def store_config_from_flags(name: str, data_dir: Path, listen_client: str, liste
             name=name or socket.gethostname(), data_dir=data_dir, listen_client=listen_client,
             listen_peer=listen_peer, initial_cluster=cluster,
             initial_cluster_state=initial_cluster_state, snapshot_count=snapshot_count,
-            snapshot_bytes=snapshot_bytes)
+            snapshot_bytes=snapshot_bytes,
+            inline_sync=os.environ.get("RAFTCRON_INLINE_SYNC", "1") != "0")
     except store_config.ConfigError as err:
         fail(str(err), 2)
 
@@ -188,6 +189,9 @@ def coord_serve(
     from coord.storage import StorageError
 
     configure_logging()
+    # The WAL thread hands each fsync result back to the event loop: with the default
+    # 5 ms GIL switch interval that handoff alone can add milliseconds to every Ready.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     config = store_config_from_flags(name, data_dir, listen_client, listen_peer,
                                      initial_cluster, initial_cluster_state, snapshot_count,
                                      snapshot_bytes)
@@ -785,6 +789,7 @@ def agent(
             specs = load_jobs(jobs)
         except SpecError as err:
             fail(str(err), 2)
+    sys.setswitchinterval(SWITCH_INTERVAL)  # the member's WAL thread, as in `coord serve`
     config = store_config_from_flags(member, data_dir, listen_client, listen_peer,
                                      initial_cluster, initial_cluster_state, snapshot_count,
                                      snapshot_bytes)

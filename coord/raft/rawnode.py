@@ -116,6 +116,43 @@ class RawNode:
         r = self.raft
         return r.state == StateRole.FOLLOWER and r.lead == NONE
 
+    # -- state the driver reads ----------------------------------------------------------
+    @property
+    def id(self) -> int:
+        return self.raft.id
+
+    @property
+    def lead(self) -> int:
+        """The leader this node knows (0: none)."""
+        return self.raft.lead
+
+    @property
+    def term(self) -> int:
+        return self.raft.term
+
+    @property
+    def role(self) -> StateRole:
+        return self.raft.state
+
+    @property
+    def committed(self) -> int:
+        """The commit index this node knows."""
+        return self.raft.log.committed
+
+    def last_index(self) -> int:
+        """The index of the last entry in this node's log (stable or not)."""
+        return self.raft.log.last_index()
+
+    def term_at(self, index: int) -> int:
+        """The term of the entry at ``index`` (0 if compacted away or beyond the log)."""
+        return self.raft.log.term_or_zero(index)
+
+    @property
+    def sole_voter(self) -> bool:
+        """Whether this node is the only voter of its configuration (it commits alone)."""
+        r = self.raft
+        return r.trk.is_singleton() and r.id in r.trk.voters
+
     def propose(self, data: bytes) -> None:
         """Propose a normal entry. Raises ``ProposalDropped`` if it cannot be accepted now."""
         r = self.raft

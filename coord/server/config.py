@@ -70,6 +70,9 @@ class ServerConfig:
     MB of values in the in-memory log a second time."""
     tick_ms: int = 100
     election_ticks: int = 10
+    inline_sync: bool = True
+    """Whether a lone entry's WAL write and fsync may run on the event loop instead of the
+    WAL thread (``coord.storage.wal_writer``)."""
     initial_cluster_state: str = "new"
     """``new``: bootstrap the cluster from ``initial_cluster``; ``existing``: join a running
     cluster that already added this member (``etcdctl member add``)."""

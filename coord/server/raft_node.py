@@ -37,10 +37,8 @@ import itertools
 import json
 import os
 import random
-import struct
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -79,6 +77,13 @@ from coord.raft import (
 )
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig, member_id_for
+from coord.server.member_core import (
+    EarlyCampaign,
+    compact_point,
+    snapshot_due,
+    split_committed,
+    wal_release_point,
+)
 from coord.server.membership import Membership, decode_snapshot_data, encode_snapshot_data
 from coord.server.recovery import finish, gap_error, open_data_dir, os_problem, writable_check
 from coord.server.snapfile import (
@@ -88,27 +93,14 @@ from coord.server.snapfile import (
     snap_file_prefix,
 )
 from coord.server.transport import MAX_TERM, MAX_TERM_STEP, H2PeerStub, Transport
-from coord.storage import (
-    ENTRY,
-    HARD_STATE,
-    METADATA,
-    SNAPSHOT_MARKER,
-    WAL,
-    Record,
-    SnapshotStore,
-    Watermark,
-)
+from coord.storage import WAL, SnapshotStore, Watermark
+from coord.storage.records import metadata_record, ready_records, record_seqs, replay
+from coord.storage.wal_writer import WalWriter
 
 log = structlog.get_logger("coord.raftnode")
 
 REQUEST_TIMEOUT = 7.0
 """Seconds a proposal waits to be applied before ``request timed out``."""
-CONFIRM_LOSS_TICKS = 3
-"""After the leader's stream breaks, a follower waits this many ticks for any message from
-it before it believes the leader gone (a live leader reconnects within one or two)."""
-EARLY_CAMPAIGN_TICKS = 4
-"""A follower that believes its leader gone campaigns within this many ticks (a random
-delay, so that two followers rarely split the vote)."""
 CATCH_UP_ENTRIES = 1000
 """Entries kept in memory behind a snapshot so that slightly lagging followers need none."""
 MARK_INTERVAL = 1.0
@@ -116,40 +108,12 @@ MARK_INTERVAL = 1.0
 TAG_REQUEST = b"R"
 TAG_ATTRS = b"A"
 
-_ENT = struct.Struct("<QQB")
-_HS = struct.Struct("<QQQ")
-_MARK = struct.Struct("<QQ")
 
-
-# ---------------------------------------------------------------------- WAL codec
-def encode_entry(e: Entry) -> bytes:
-    return _ENT.pack(e.term, e.index, int(e.type)) + e.data
-
-
-def decode_entry(b: bytes) -> Entry:
-    term, index, typ = _ENT.unpack_from(b)
-    return Entry(term, index, EntryType(typ), bytes(b[_ENT.size:]))
-
-
+# ---------------------------------------------------------------------- snapshots on disk
 def read_snap_file(path: Path) -> Snapshot:
     """A member's snapshot file, verified and decoded."""
     f = SnapshotStore.load(path)
     return decode_snap_file(f.index, f.term, f.data)
-
-
-def wal_release_point(entry_seq: dict[int, int], index: int) -> int:
-    """The WAL sequence number before which segments may go once a snapshot at ``index``
-    is durable (0: release nothing).
-
-    The record of entry ``index + 1`` when its write is known, else the record of entry
-    ``index`` itself: every segment wholly before it holds only entries the snapshot
-    covers (hard state and markers are carried into each new segment). Never "everything
-    before the newest record": with snapshots built over several loop turns, entries after
-    ``index`` may already sit in the WAL while their sequence numbers are not yet known
-    here (their write is still being acknowledged) — releasing up to the newest record lost
-    them, and a restart then found a gap between the snapshot and the first entry.
-    """
-    return entry_seq.get(index + 1) or entry_seq.get(index, 0)
 
 
 READY_FAILED_HINT = (
@@ -175,17 +139,13 @@ class RaftNode:
                                                config.member_ids)
         self.storage = FileBackedStorage(read_snap_file)
         self.rn: RawNode | None = None
-        self._campaign_rng = random.Random()
+        self._early = EarlyCampaign(lambda: self.rn, config.tick_ms / 1000, random.Random(),
+                                    lambda: not self._stopped and not self.removed)
         self.transport = Transport(
             self.member_id, cluster_id=lambda: self.cluster_id, deliver=self._deliver,
             report_unreachable=self._report_unreachable, report_snapshot=self._report_snapshot,
             name_of=self.membership_name, stream_lost=self._leader_stream_lost,
             is_member=self._is_member, term_bound=self._term_bound)
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
-        self._io_jobs = 0
-        """Background jobs (a saved snapshot's WAL release) queued on or running on ``_io``."""
-        self._inline_sync = os.environ.get("RAFTCRON_INLINE_SYNC", "1") != "0"
-        """Whether a lone entry's WAL write and fsync may run on the loop (see ``_handle``)."""
         self._snap_io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snap")
         """Writes snapshot files, so that a large one does not hold up WAL writes."""
         self._snap_build: asyncio.Future[None] | None = None
@@ -193,6 +153,8 @@ class RaftNode:
         self._snap_reuse: SnapshotReuse | None = None  # the last snapshot's, for the next
         self._snap_saves: set[asyncio.Task[None]] = set()
         self._wal: WAL | None = None
+        self._writer: WalWriter | None = None
+        """The one writer of ``_wal`` (where each write runs: on the loop or its thread)."""
         writable_check(config.data_dir)
         try:
             self._snaps = SnapshotStore(config.data_dir / "snap")
@@ -278,24 +240,11 @@ class RaftNode:
         opened = open_data_dir(cfg.data_dir, self._snaps)
         snap_file, wal, records = opened.snapshot, opened.wal, opened.records
         self._wal = wal
+        self._writer = WalWriter(wal, inline_sync=cfg.inline_sync)
         self._watermark = opened.watermark
-        hs = HardState()
-        entries: list[Entry] = []
-        meta: dict[str, Any] | None = None
-        seq = wal.first_seq
-        for rec in records:
-            if rec.type == ENTRY:
-                e = decode_entry(rec.data)
-                if entries and e.index <= entries[-1].index:
-                    k = e.index - entries[0].index
-                    del entries[max(k, 0):]
-                entries.append(e)
-                self._entry_seq[e.index] = seq
-            elif rec.type == HARD_STATE:
-                hs = HardState(*_HS.unpack(rec.data))
-            elif rec.type == METADATA:
-                meta = json.loads(rec.data)
-            seq += 1
+        replayed = replay(records, wal.first_seq)
+        entries, hs, meta = replayed.entries, replayed.hard_state, replayed.metadata
+        self._entry_seq.update(replayed.entry_seq)
         snap: Snapshot | None = None
         if snap_file is not None:
             snap = decode_snap_file(snap_file.index, snap_file.term, snap_file.data)
@@ -331,8 +280,7 @@ class RaftNode:
         self._durable_index = self.storage.last_index()
         if fresh:
             if meta is None:
-                wal.append([Record(METADATA, json.dumps(
-                    {"member_id": self.member_id, "cluster_id": self.cluster_id}).encode())])
+                wal.append([metadata_record(self.member_id, self.cluster_id)])
                 wal.sync()
                 opened.watermark.mark(wal.last_seq)
             if not self.join:
@@ -354,9 +302,6 @@ class RaftNode:
         self._unsnapped_bytes = 0
 
     def start(self) -> None:
-        # The WAL thread hands each fsync result back to the event loop: with the default
-        # 5 ms GIL switch interval that handoff alone can add milliseconds to every Ready.
-        sys.setswitchinterval(0.0005)
         loop = asyncio.get_running_loop()
         for info in self.membership.members.values():
             self.transport.set_peer(info.id, info.peer)
@@ -391,16 +336,8 @@ class RaftNode:
         if self._marking is not None:
             with contextlib.suppress(Exception):
                 await self._marking
-        if self._wal is not None:
-            wal, watermark = self._wal, self._watermark
-
-            def close() -> None:
-                wal.close()
-                if watermark is not None and wal.durable_seq == wal.last_seq:
-                    watermark.mark(wal.durable_seq, clean=True)
-
-            await asyncio.get_running_loop().run_in_executor(self._io, close)
-        self._io.shutdown(wait=True)
+        if self._writer is not None:
+            await self._writer.close(self._watermark)
         self._snap_io.shutdown(wait=True)
 
     # ------------------------------------------------------------------ inputs
@@ -422,42 +359,26 @@ class RaftNode:
             self.rn.report_unreachable(peer)
 
     def _leader_stream_lost(self, peer: int) -> None:
-        """The stream ``peer`` was sending us Raft messages on broke. If ``peer`` leads us
-        and nothing more is heard from it for ``CONFIRM_LOSS_TICKS`` ticks (a live leader
-        reconnects and sends a heartbeat well within that), its process most likely died
-        — a kill -9 closes its sockets at once: forget it and campaign after a random delay
-        of up to ``EARLY_CAMPAIGN_TICKS`` ticks, unless a leader shows up first. A failover
-        then takes well under a second instead of a whole election timeout. Should the
-        leader be alive after all, the other members, still hearing from it, refuse the
-        pre-vote (check-quorum's lease) and its next heartbeat restores it here."""
-        rn = self.rn
-        if rn is None or self._stopped or self.removed or peer != rn.raft.lead:
-            return
-        lost_at = time.monotonic()
-        term = rn.raft.term
-        asyncio.get_running_loop().call_later(
-            CONFIRM_LOSS_TICKS * self.config.tick_ms / 1000,
-            self._confirm_leader_lost, peer, term, lost_at)
+        """The stream ``peer`` was sending us Raft messages on broke: if ``peer`` leads us,
+        the early campaign (``member_core.EarlyCampaign``) starts watching for it."""
+        self._wake_at(self._early.stream_lost(peer, time.monotonic()))
 
-    def _confirm_leader_lost(self, peer: int, term: int, lost_at: float) -> None:
-        rn = self.rn
-        if (rn is None or self._stopped or self.removed or rn.raft.lead != peer
-                or rn.raft.term != term
-                or self.transport.last_heard.get(peer, 0.0) > lost_at):
-            return  # a leader is back (or another one was elected)
-        rn.forget_leader()
-        self._kick.set()
-        delay = self._campaign_rng.uniform(0.0, EARLY_CAMPAIGN_TICKS * self.config.tick_ms / 1000)
-        asyncio.get_running_loop().call_later(delay, self._early_campaign, term)
-        log.info("raftnode.leader_lost", leader=f"{peer:x}", campaign_in_ms=round(delay * 1000))
+    def _wake_at(self, due: float | None) -> None:
+        if due is not None:
+            asyncio.get_running_loop().call_later(max(0.0, due - time.monotonic()),
+                                                  self._fire_early)
 
-    def _early_campaign(self, term: int) -> None:
-        rn = self.rn
-        if (rn is None or self._stopped or self.removed or rn.raft.term != term
-                or not rn.follower_without_leader):
-            return  # a leader was elected meanwhile (or this member voted for a candidate)
-        rn.campaign()
-        self._kick.set()
+    def _fire_early(self) -> None:
+        forgotten, campaigns = self._early.forgotten, self._early.campaigns
+        wakes = self._early.fire(time.monotonic(),
+                                 lambda peer: self.transport.last_heard.get(peer, 0.0))
+        for due in wakes:
+            self._wake_at(due)
+        if self._early.forgotten != forgotten:
+            log.info("raftnode.leader_lost", term=self._term,
+                     campaign_in_ms=round(max(0.0, min(wakes) - time.monotonic()) * 1000))
+        if self._early.forgotten != forgotten or self._early.campaigns != campaigns:
+            self._kick.set()
 
     def _report_snapshot(self, peer: int, ok: bool) -> None:
         if self.rn is not None and not self._stopped:
@@ -531,72 +452,33 @@ class RaftNode:
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
         self.transport.send(rd.messages)
-        records: list[Record] = []
+        assert self._writer is not None
         snap = rd.snapshot
+        marker: tuple[int, int] | None = None
         if snap is not None:
             if not snap.data:  # the bootstrap snapshot: store the initial membership too
                 snap = Snapshot(snap.metadata, encode_snapshot_data(
                     self.membership, self.applier.snapshot()))
             data = encode_snap_file(snap)
             md = snap.metadata
-            snap_path = await asyncio.get_running_loop().run_in_executor(
-                self._io, self._snaps.save, md.index, md.term, data)
+            snaps = self._snaps
+            snap_path = await self._writer.run(lambda: snaps.save(md.index, md.term, data))
             del data
-            records.append(Record(SNAPSHOT_MARKER, _MARK.pack(md.index, md.term)))
-        for e in rd.entries:
-            records.append(Record(ENTRY, encode_entry(e)))
-        if rd.hard_state is not None:
-            hs = rd.hard_state
-            records.append(Record(HARD_STATE, _HS.pack(hs.term, hs.vote, hs.commit)))
-        # Committed entries this member already holds durably are applied while this
-        # Ready's write is in flight (the leader answers its clients without waiting for
-        # the fsync of the proposals that arrived since); the rest after it.
-        early: list[Entry] = []
-        rest = rd.committed_entries
-        if snap is None and rest:
-            limit = self._durable_index
-            if rd.entries:
-                limit = min(limit, rd.entries[0].index - 1)
-            k = 0
-            while k < len(rest) and rest[k].index <= limit:
-                k += 1
-            early, rest = rest[:k], rest[k:]
+            marker = (md.index, md.term)
+        records = ready_records(marker, rd.entries, rd.hard_state)
+        early, rest = split_committed(rd.committed_entries, self._durable_index, rd.entries,
+                                      snap is not None)
         for rs in rd.read_states:
             self._read_done(rs.request_ctx, rs.index)
-        if (records and rd.must_sync and self._inline_sync and not self._io_jobs
-                and not self._props and len(rd.entries) <= 1):
-            # One entry and nothing queued behind it (a lone client): write and fsync here on
-            # the loop. The thread hand-off costs two wake-ups, more than the fsync itself
-            # (0.1-0.2 ms here), and under load a Ready carries many entries and goes to the
-            # WAL thread as before. Single-client put and lock: ~15 % more ops/s.
-            last = self._wal.append(records)
-            self._wal.sync()
-            self._note_written(records, last)
+        if records:
+            written = self._writer.write(records, rd.must_sync,
+                                         lone=not self._props and len(rd.entries) <= 1)
             if early:
                 self._apply(early, time.monotonic())
-        elif records and not rd.must_sync and not self._io_jobs:
-            # Nothing to make durable (only the commit index moved): the WAL buffers the
-            # records for its next fsync, here on the loop — a thread handoff would cost
-            # more than the encoding. The WAL thread is idle (no snapshot job), so the WAL
-            # is used from one thread at a time.
-            self._wal.append(records)
-            if early:
-                self._apply(early, time.monotonic())
-        elif records:
-            wal = self._wal
-            must_sync = rd.must_sync
-
-            def write() -> int:
-                last = wal.append(records)
-                if must_sync:
-                    wal.sync()
-                return last
-
-            pending = asyncio.get_running_loop().run_in_executor(self._io, write)
-            if early:
-                self._apply(early, time.monotonic())
-            last = await pending
-            self._note_written(records, last)
+            if not isinstance(written, int):
+                written = await written
+            if rd.entries:
+                self._entry_seq.update(record_seqs(records, written))
         elif early:
             self._apply(early, time.monotonic())
         if snap is not None:
@@ -622,14 +504,6 @@ class RaftNode:
         if rest:
             self._apply(rest, now)
 
-    def _note_written(self, records: list[Record], last: int) -> None:
-        """Remember the WAL sequence number of each entry among ``records``, the last of
-        which got ``last`` (a snapshot releases WAL segments by them)."""
-        first = last - len(records) + 1
-        for i, rec in enumerate(records):
-            if rec.type == ENTRY:
-                self._entry_seq[_ENT.unpack_from(rec.data)[1]] = first + i
-
     def _after_advance(self) -> None:
         """Snapshot every ``snapshot_count`` entries, or sooner once the entries applied
         since the last snapshot hold ``snapshot_bytes`` — or as many bytes as that snapshot
@@ -638,8 +512,9 @@ class RaftNode:
         entries."""
         if self._stopped:
             return
-        if (self._applied - self._snap_index >= self.config.snapshot_count
-                or self._unsnapped_bytes >= max(self.config.snapshot_bytes, self._snap_size)):
+        cfg = self.config
+        if snapshot_due(self._applied, self._snap_index, cfg.snapshot_count,
+                        self._unsnapped_bytes, cfg.snapshot_bytes, self._snap_size):
             self._take_snapshot()
 
     def _term_bound(self) -> int:
@@ -665,7 +540,7 @@ class RaftNode:
             self.applier.lessor.demote()
         if leader != old:
             log.info("raftnode.leader", leader=f"{leader:x}", role=role.name,
-                     term=self.rn.raft.term if self.rn else 0)
+                     term=self.rn.term if self.rn else 0)
             if old != 0:
                 self._fail_waiters(LeaderChanged())
             if self._read_inflight is not None:
@@ -680,7 +555,7 @@ class RaftNode:
                 self._issue_read()
 
     # ------------------------------------------------------------------ apply
-    def _apply(self, entries: list[Entry], now: float) -> None:
+    def _apply(self, entries: Sequence[Entry], now: float) -> None:
         assert self.rn is not None
         for e in entries:
             if e.index <= self._applied:
@@ -857,29 +732,16 @@ class RaftNode:
             if base is not None:
                 self._snap_reuse = base.over(snaps.map_payload(path)[at:])
             log.info("raftnode.snapshot", index=index, compacted_to=compact_to, bytes=size)
-            self._io_jobs += 1
-            try:
-                await loop.run_in_executor(self._io, release)
-            finally:
-                self._io_jobs -= 1
+            assert self._writer is not None
+            await self._writer.run(release)
         except Exception as err:  # noqa: BLE001 - logged: the next snapshot tries again
             log.error("raftnode.snapshot_failed", index=index, error=repr(err))
 
     def _compact_point(self, index: int) -> int:
-        """Where to compact the in-memory log after a snapshot at ``index``: keep up to
-        ``CATCH_UP_ENTRIES`` (at most half of ``snapshot_count``) entries behind it for
-        followers slightly behind, but no more than ``snapshot_bytes / 2`` of them — the
-        entries of large txns would otherwise keep tens of MB of values a second time."""
-        count = min(CATCH_UP_ENTRIES, max(1, self.config.snapshot_count // 2))
-        budget = self.config.snapshot_bytes // 2
-        lo = max(self.storage.first_index(), index - count + 1)
-        kept = used = 0
-        for e in reversed(self.storage.entries(lo, index + 1)):
-            used += len(e.data)
-            if used > budget:
-                break
-            kept += 1
-        return index - kept
+        """Keep up to ``CATCH_UP_ENTRIES`` (at most half of ``snapshot_count``) entries
+        behind a snapshot at ``index``, no more than ``snapshot_bytes / 2`` of them."""
+        keep = min(CATCH_UP_ENTRIES, max(1, self.config.snapshot_count // 2))
+        return compact_point(self.storage, index, keep, self.config.snapshot_bytes // 2)
 
     # ------------------------------------------------------------------ proposals
     def _bounded(self, fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
@@ -981,14 +843,14 @@ class RaftNode:
         if self._leader == 0:
             await self._wait_leader()
         assert self.rn is not None
-        r = self.rn.raft
-        if r.state == StateRole.LEADER and r.trk.is_singleton() and r.id in r.trk.voters:
-            if r.log.term_or_zero(r.log.committed) != r.term:
+        rn = self.rn
+        if rn.role == StateRole.LEADER and rn.sole_voter:
+            if rn.term_at(rn.committed) != rn.term:
                 # this term's first entry (the no-op) is at or before the last index
-                await self._wait_applied(r.log.last_index())
+                await self._wait_applied(rn.last_index())
                 await self.read_index()
                 return
-            index = r.log.committed
+            index = rn.committed
             if index > self._applied:
                 await self._wait_applied(index)
             return

@@ -221,13 +221,13 @@ def test_large_entries_snapshot_early_and_the_snapshot_data_stays_on_disk(
 
 @pytest.mark.parametrize("inline", [True, False])
 def test_a_lone_entry_is_written_and_synced_on_the_loop(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool) -> None:
+        tmp_path: Path, inline: bool) -> None:
     """A lone client's writes (one entry per Ready, nothing queued) are appended and
     fsync'd on the loop, without the WAL thread's two wake-ups; ``RAFTCRON_INLINE_SYNC=0``
+    (``ServerConfig.inline_sync``)
     sends them to the thread. Either way every acknowledged write is in the WAL, and its
     sequence number is known (WAL segments are released by it after a snapshot)."""
-    monkeypatch.setenv("RAFTCRON_INLINE_SYNC", "1" if inline else "0")
-    config = _config(tmp_path)
+    config = _config(tmp_path, inline_sync=inline)
 
     async def body() -> None:
         node = _started(config)
@@ -235,13 +235,14 @@ def test_a_lone_entry_is_written_and_synced_on_the_loop(
             async with asyncio.timeout(20):
                 await _elected(node)
                 submitted = []
-                real_submit = node._io.submit
+                assert node._writer is not None
+                real_submit = node._writer._io.submit
 
                 def counting_submit(fn: Any, *args: Any) -> Any:
                     submitted.append(fn)
                     return real_submit(fn, *args)
 
-                node._io.submit = counting_submit  # type: ignore[method-assign]
+                node._writer._io.submit = counting_submit  # type: ignore[method-assign]
                 first = node.storage.last_index() + 1
                 for i in range(10):
                     await node.propose(internal_pb2.InternalRequest(

@@ -5,7 +5,7 @@ to the newest record lost such entries: a restart found "WAL has a gap"."""
 
 from __future__ import annotations
 
-from coord.server.raft_node import wal_release_point
+from coord.server.member_core import wal_release_point
 
 
 def test_the_next_entry_s_record_is_the_boundary_when_known() -> None:

@@ -24,7 +24,7 @@ import random
 from collections.abc import Callable
 
 from coord.raft import ConfChange, ConfChangeType, StateRole
-from coord.server.raft_node import CONFIRM_LOSS_TICKS, EARLY_CAMPAIGN_TICKS
+from coord.server.member_core import CONFIRM_LOSS_TICKS, EARLY_CAMPAIGN_TICKS
 from tests.sim.cluster import Call, Cluster
 from tests.sim.eventloop import sub_rng
 from tests.sim.kv import Request
