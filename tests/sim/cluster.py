@@ -30,6 +30,7 @@ unanswered call times out and is recorded as indeterminate.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -51,6 +52,7 @@ from coord.raft import (
     StateRole,
 )
 from coord.raft.describe import describe_message, describe_ready
+from coord.server.member_core import compact_point, snapshot_due
 from tests.sim.disk import Disk
 from tests.sim.eventloop import EventLoop, sub_rng
 from tests.sim.invariants import Invariants, Violation
@@ -511,14 +513,16 @@ class Cluster:
         n.read_waits = keep
 
     def _maybe_snapshot(self, n: SimNode) -> None:
+        # The production member's rules (coord.server.member_core), by entry count only.
         every = self.opts.snapshot_every
-        if not every or n.applied - n.snap_index < every or n.storage is None:
+        if (not every or n.storage is None
+                or not snapshot_due(n.applied, n.snap_index, every, 0, sys.maxsize, 0)):
             return
         snap = n.storage.create_snapshot(n.applied, n.conf_state, n.kv.encode())
         n.disk.write_snapshot(snap, keep_log=True)
         n.disk.fsync()
         n.snap_index = n.applied
-        compact_to = n.applied - self.opts.snapshot_keep
+        compact_to = compact_point(n.storage, n.applied, self.opts.snapshot_keep, sys.maxsize)
         if compact_to > n.storage.first_index() - 1:
             n.storage.compact(compact_to)
         self.stats["snapshots_taken"] += 1

@@ -8,11 +8,12 @@ when :meth:`Nemesis.stop` is called (the liveness phase).
 * partitions: every ~``partition_every`` ms one of: isolate a node (both ways, or in only,
   or out only), split into two random groups (symmetric or not), cut one directed link;
   healed after ~``partition_len`` ms;
-* early campaign (seeds with ``early_campaign``): the server's reaction to a broken leader
-  stream (``coord/server/raft_node.py``), modelled on a crash of the leader: each follower
-  that heard nothing more from it for ``CONFIRM_LOSS_TICKS`` ticks calls ``forget_leader``
-  and campaigns within ``EARLY_CAMPAIGN_TICKS`` ticks; with ``false_alarm_every``, a random
-  follower of a live leader does the same (a stream that broke while the leader lives);
+* early campaign (seeds with ``early_campaign``): the server's own reaction to a broken
+  leader stream (``coord.server.member_core.EarlyCampaign``), started by a crash of the
+  leader: each follower that heard nothing more from it for ``CONFIRM_LOSS_TICKS`` ticks
+  forgets it and campaigns within ``EARLY_CAMPAIGN_TICKS`` ticks; with
+  ``false_alarm_every``, a random follower of a live leader forgets it (a stream that
+  broke while the leader lives);
 * membership (seeds with spares/removals): add each spare as a learner, promote it, then
   remove random voters (never below 3), re-proposing until the change shows up in the
   most advanced node's configuration.
@@ -20,11 +21,12 @@ when :meth:`Nemesis.stop` is called (the liveness phase).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 
 from coord.raft import ConfChange, ConfChangeType, StateRole
-from coord.server.member_core import CONFIRM_LOSS_TICKS, EARLY_CAMPAIGN_TICKS
+from coord.server.member_core import EarlyCampaign
 from tests.sim.cluster import Call, Cluster
 from tests.sim.eventloop import sub_rng
 from tests.sim.kv import Request
@@ -53,6 +55,7 @@ class Nemesis:
             "partitions": 0, "cc_proposed": 0, "transfers": 0, "leader_forgotten": 0,
             "early_campaigns": 0,
         }  # fmt: skip
+        self._campaigns: dict[int, tuple[int, EarlyCampaign]] = {}
         cluster.on_crash = self._crashed
 
     def start(self) -> None:
@@ -94,48 +97,50 @@ class Nemesis:
         if self.o.early_campaign:
             for fid in self.c.ids:
                 raw = self.c.nodes[fid].raw
-                if raw is not None and raw.raft.lead == nid:
-                    self._stream_lost(fid, nid)
+                if raw is not None and raw.lead == nid:
+                    self._wake(fid, self._early(fid).stream_lost(nid, self.loop.now))
 
     def _restart(self, nid: int) -> None:
         if not self.stopped:
             self.c.restart(nid)
 
-    # -- early campaign ----------------------------------------------------------------
-    def _stream_lost(self, nid: int, lead: int) -> None:
-        raw = self.c.nodes[nid].raw
-        assert raw is not None
-        args = (nid, lead, raw.raft.term, self.c.nodes[nid].incarnation, self.loop.now)
-        self.loop.after(CONFIRM_LOSS_TICKS * self.c.tick_period[nid], self._confirm_lost, *args)
-
-    def _confirm_lost(self, nid: int, lead: int, term: int, inc: int, lost_at: int) -> None:
+    # -- early campaign: the production member's (coord.server.member_core) ------------
+    def _early(self, nid: int) -> EarlyCampaign:
+        """Node ``nid``'s early campaign, for its current incarnation (a crash drops its
+        pending timers with the process)."""
         n = self.c.nodes[nid]
-        if (n.raw is None or n.incarnation != inc or n.raw.raft.lead != lead
-                or n.raw.raft.term != term
-                or self.c.last_heard.get((nid, lead), -1) > lost_at):
+        inc, ec = self._campaigns.get(nid, (-1, None))
+        if ec is None or inc != n.incarnation:
+            inc = n.incarnation
+            ec = EarlyCampaign(lambda: n.raw if n.incarnation == inc else None,
+                               self.c.tick_period[nid], self.early_rng)
+            self._campaigns[nid] = (inc, ec)
+        return ec
+
+    def _wake(self, nid: int, due: float | None) -> None:
+        if due is not None:
+            self.loop.at(math.ceil(due), self._fire, nid, self.c.nodes[nid].incarnation)
+
+    def _fire(self, nid: int, inc: int) -> None:
+        n = self.c.nodes[nid]
+        if n.incarnation != inc:
             return
-        self._forget(nid, "leader stream lost")
+        ec = self._early(nid)
+        forgotten, campaigns = ec.forgotten, ec.campaigns
+        wakes = ec.fire(self.loop.now, lambda peer: self.c.last_heard.get((nid, peer), -1))
+        if ec.forgotten != forgotten:
+            self._forgot(nid, "leader stream lost")
+        if ec.campaigns != campaigns:
+            self.stats["early_campaigns"] += 1
+            self.c.trace.log(f"n{nid} campaigns early")
+        if ec.forgotten != forgotten or ec.campaigns != campaigns:
+            self.c.drive(n)  # may crash the node (crash points): the next _fire checks
+        for due in wakes:
+            self._wake(nid, due)
 
-    def _forget(self, nid: int, why: str) -> None:
-        n = self.c.nodes[nid]
-        assert n.raw is not None
-        n.raw.forget_leader()
+    def _forgot(self, nid: int, why: str) -> None:
         self.stats["leader_forgotten"] += 1
         self.c.trace.log(f"n{nid} forgets its leader ({why})")
-        term, inc = n.raw.raft.term, n.incarnation
-        self.c.drive(n)  # may crash the node (crash points): _early_campaign checks
-        delay = self.early_rng.randint(0, EARLY_CAMPAIGN_TICKS * self.c.tick_period[nid])
-        self.loop.after(delay, self._early_campaign, nid, term, inc)
-
-    def _early_campaign(self, nid: int, term: int, inc: int) -> None:
-        n = self.c.nodes[nid]
-        if (n.raw is None or n.incarnation != inc or n.raw.raft.term != term
-                or not n.raw.follower_without_leader):
-            return
-        self.stats["early_campaigns"] += 1
-        self.c.trace.log(f"n{nid} campaigns early")
-        n.raw.campaign()
-        self.c.drive(n)
 
     def _false_alarm(self) -> None:
         if self.stopped:
@@ -144,11 +149,15 @@ class Nemesis:
         followers = [
             nid for nid in self.c.ids
             if (raw := self.c.nodes[nid].raw) is not None
-            and raw.raft.state == StateRole.FOLLOWER and raw.raft.lead
-            and self.c.nodes[raw.raft.lead].up
+            and raw.role == StateRole.FOLLOWER and raw.lead
+            and self.c.nodes[raw.lead].up
         ]  # fmt: skip
         if followers:
-            self._forget(r.choice(followers), "false alarm: the leader is alive")
+            nid = r.choice(followers)
+            due = self._early(nid).leader_gone(self.loop.now)
+            self._forgot(nid, "false alarm: the leader is alive")
+            self.c.drive(self.c.nodes[nid])  # may crash the node (crash points)
+            self._wake(nid, due)
         self.loop.after(self._exp(r, self.o.false_alarm_every), self._false_alarm)
 
     # -- partitions ----------------------------------------------------------------------
