@@ -3,7 +3,6 @@ commands use)."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -26,6 +25,7 @@ from coord.raft import ConfChangeType
 from coord.server.apply import Applier
 from coord.server.config import member_id_for
 from coord.server.core import Core
+from coord.server.snapshotter import StateCapture
 
 MAX_LEARNERS = 1
 """etcd 3.4 allows one learner at a time."""
@@ -113,16 +113,12 @@ async def applier_snapshot(applier: Applier) -> list[bytes | memoryview]:
     Raft snapshot is), so a large store does not stall every other request for the whole
     build (0.2-1 s at 20,000-80,000 revisions)."""
     for _ in range(SNAPSHOT_ATTEMPTS):
-        lessor = applier.lessor.snapshot()
-        build = applier.store.snapshot_chunks()
-        parts: list[bytes | memoryview] = []
         try:
-            for piece in build:  # the first piece is taken in this turn, with the leases
-                parts.append(piece)
-                await asyncio.sleep(0)
+            built = await StateCapture(applier).finish()
         except ValueError:  # compacted or restored meanwhile: the captured state is gone
             continue
-        return Applier.pack_snapshot_parts(parts, lessor)[0]
+        assert built is not None  # never stopped
+        return built[0]
     return [applier.snapshot()]
 
 

@@ -23,6 +23,14 @@ answered once its entry is applied, so a stale leader never acknowledges a write
 commit; on a leader change pending waiters get ``leader changed`` (outcome unknown), after
 ``REQUEST_TIMEOUT`` they get ``request timed out``.
 
+Parts: this module is the shell that performs I/O (the Ready loop, WAL and snapshot
+writes, the transport, timers); the decisions without I/O (the early campaign, which
+committed entries apply during a write, when to snapshot, compaction and WAL release
+points) are in ``member_core``, which the simulator (``tests/sim``) runs too; the WAL
+records and their one writer in ``coord.storage.records`` and ``wal_writer``; clients'
+waiters in ``member_requests``, applying in ``member_apply``, snapshots in
+``snapshotter``, lease forwarding and membership in ``member_cluster``.
+
 Restart: load the newest snapshot, replay the WAL's entries after it (an entry at index i
 replaces every earlier-written entry ≥ i) and its latest hard state into a fresh
 ``MemoryStorage``; the core then re-delivers the committed entries past the snapshot.
@@ -34,41 +42,23 @@ import asyncio
 import collections
 import contextlib
 import itertools
-import json
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import structlog
-from google.protobuf.message import DecodeError
 
-from coord.aiotools import within
-from coord.api.proto import internal_pb2, raft_pb2
 from coord.errors import (
-    CoordError,
-    LeaderChanged,
-    MemberNotFound,
-    NoLeader,
-    NotLeader,
-    RequestTimeout,
     Stopped,
 )
-from coord.mvcc.store import SnapshotBuild, SnapshotReuse
+from coord.mvcc.store import SnapshotReuse
 from coord.raft import (
-    ConfChange,
-    ConfChangeType,
     Config,
-    ConfState,
-    Entry,
-    EntryType,
     HardState,
-    Message,
-    MessageType,
-    ProposalDropped,
     RaftError,
     RawNode,
     Ready,
@@ -77,36 +67,35 @@ from coord.raft import (
 )
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig, member_id_for
+from coord.server.member_apply import Applying
+from coord.server.member_cluster import ClusterOps
 from coord.server.member_core import (
     EarlyCampaign,
-    compact_point,
     snapshot_due,
     split_committed,
-    wal_release_point,
 )
+from coord.server.member_requests import Requests
+from coord.server.member_state import REQUEST_TIMEOUT, TAG_ATTRS, TAG_REQUEST
 from coord.server.membership import Membership, decode_snapshot_data, encode_snapshot_data
 from coord.server.recovery import finish, gap_error, open_data_dir, os_problem, writable_check
 from coord.server.snapfile import (
     FileBackedStorage,
     decode_snap_file,
     encode_snap_file,
-    snap_file_prefix,
 )
-from coord.server.transport import MAX_TERM, MAX_TERM_STEP, H2PeerStub, Transport
+from coord.server.snapshotter import Snapshotting
+from coord.server.transport import MAX_TERM, MAX_TERM_STEP, Transport
 from coord.storage import WAL, SnapshotStore, Watermark
 from coord.storage.records import metadata_record, ready_records, record_seqs, replay
 from coord.storage.wal_writer import WalWriter
 
+__all__ = ["READY_FAILED_HINT", "REQUEST_TIMEOUT", "TAG_ATTRS", "TAG_REQUEST", "RaftNode",
+           "read_snap_file"]
+
 log = structlog.get_logger("coord.raftnode")
 
-REQUEST_TIMEOUT = 7.0
-"""Seconds a proposal waits to be applied before ``request timed out``."""
-CATCH_UP_ENTRIES = 1000
-"""Entries kept in memory behind a snapshot so that slightly lagging followers need none."""
 MARK_INTERVAL = 1.0
 """Seconds between updates of the durable watermark while records are written."""
-TAG_REQUEST = b"R"
-TAG_ATTRS = b"A"
 
 
 # ---------------------------------------------------------------------- snapshots on disk
@@ -124,7 +113,7 @@ READY_FAILED_HINT = (
     "the leader.")
 
 
-class RaftNode:
+class RaftNode(Requests, Applying, Snapshotting, ClusterOps):
     """A Raft cluster member (implements ``coord.server.core.Node``)."""
 
     def __init__(self, config: ServerConfig, applier: Applier,
@@ -210,10 +199,6 @@ class RaftNode:
     @property
     def leader_id(self) -> int:
         return self._leader
-
-    @property
-    def is_leader(self) -> bool:
-        return self._role == StateRole.LEADER and not self._stopped
 
     @property
     def applied_index(self) -> int:
@@ -525,545 +510,6 @@ class RaftNode:
             return MAX_TERM
         return self._term + MAX_TERM_STEP
 
-    def _on_soft_state(self, leader: int, role: StateRole) -> None:
-        old = self._leader
-        if leader == 0 and old != 0:
-            self._leaderless_since = time.monotonic()
-        was_leader = self._role == StateRole.LEADER
-        self._leader = leader
-        self._role = role
-        # The lessor follows leadership at once (Core's loop also checks periodically):
-        # a new leader extends every lease, as etcd's Promote does.
-        if role == StateRole.LEADER and not was_leader:
-            self.applier.lessor.promote(time.monotonic())
-        elif was_leader and role != StateRole.LEADER:
-            self.applier.lessor.demote()
-        if leader != old:
-            log.info("raftnode.leader", leader=f"{leader:x}", role=role.name,
-                     term=self.rn.term if self.rn else 0)
-            if old != 0:
-                self._fail_waiters(LeaderChanged())
-            if self._read_inflight is not None:
-                _, batch, _ = self._read_inflight
-                self._read_inflight = None
-                self._read_waiting[:0] = batch
-            if leader != 0:
-                for f in self._leader_waiters:
-                    if not f.done():
-                        f.set_result(None)
-                self._leader_waiters.clear()
-                self._issue_read()
-
-    # ------------------------------------------------------------------ apply
-    def _apply(self, entries: Sequence[Entry], now: float) -> None:
-        assert self.rn is not None
-        for e in entries:
-            if e.index <= self._applied:
-                continue
-            if e.type == EntryType.CONF_CHANGE:
-                self._apply_conf_change(e)
-            elif e.data[:1] == TAG_REQUEST:
-                self._unsnapped_bytes += len(e.data)
-                self._apply_request(e, now)
-            elif e.data[:1] == TAG_ATTRS:
-                with contextlib.suppress(ValueError, KeyError):
-                    self.membership.apply_attributes(e.data[1:])
-            self._applied = e.index
-        self._on_applied()
-        if self._applied_waiters:
-            keep = []
-            for idx, fut in self._applied_waiters:
-                if idx <= self._applied:
-                    if not fut.done():
-                        fut.set_result(None)
-                else:
-                    keep.append((idx, fut))
-            self._applied_waiters = keep
-
-    def _apply_request(self, e: Entry, now: float) -> None:
-        """Apply one client request entry. The applier is total (a request that fails at
-        apply is rolled back and answered ApplyFailed); undecodable bytes are logged and
-        skipped, identically on every member. Only an ApplyInvariantError (a failed
-        rollback) propagates, and stops the member."""
-        try:
-            req = internal_pb2.InternalRequest.FromString(e.data[1:])
-        except DecodeError as err:
-            log.error("apply.undecodable_entry", index=e.index, error=str(err))
-            return
-        fut = self._waiters.get(req.id)
-        try:
-            resp = self.applier.apply(req, now)
-        except CoordError as err:
-            if fut is not None and not fut.done():
-                fut.set_exception(err)
-        else:
-            if fut is not None and not fut.done():
-                fut.set_result(resp)
-
-    def _apply_conf_change(self, e: Entry) -> None:
-        assert self.rn is not None
-        cc = ConfChange.decode(e.data)
-        ctx: dict[str, Any] = json.loads(cc.context) if cc.context else {}
-        try:
-            self.rn.apply_conf_change(cc)
-        except RaftError as err:
-            log.warning("raftnode.conf_change_rejected", error=repr(err))
-        self.membership.apply_conf_change(cc)
-        if cc.type == ConfChangeType.REMOVE_NODE:
-            self.transport.remove_peer(cc.node_id)
-            if cc.node_id == self.member_id:
-                self.removed = True
-                log.warning("raftnode.removed_from_cluster")
-        else:
-            peer = self.membership.peer_of(cc.node_id)
-            if peer:
-                self.transport.set_peer(cc.node_id, peer)
-        log.info("raftnode.conf_change", type=cc.type.name, node=f"{cc.node_id:x}", index=e.index)
-        fut = self._conf_waiters.get(int(ctx.get("rid", 0)))
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
     # ------------------------------------------------------------------ snapshots
-    def _take_snapshot(self) -> None:
-        """Start a snapshot of the state at the applied index. The store's part (its whole
-        history since the last compaction: ~10 µs a revision) is serialised in slices
-        between other work, so a large store never stalls the loop — heartbeats, client
-        requests — for the whole build (it took 0.2 to 1 s at 20,000 to 80,000 revisions).
-        What the previous snapshot serialised and has not changed since (no compaction or
-        restore in between) is copied from it: a build serialises only the revisions
-        applied since, about ``snapshot_count`` of them, however long the history."""
-        assert self.rn is not None
-        if self._snap_build is not None or self._snap_saves:
-            # One at a time: a build waits until the previous snapshot's file is written,
-            # so a slow disk cannot pile up whole snapshots in memory (the next applied
-            # entry tries again).
-            return
-        index = self._applied
-        self._snap_bytes_at = self._unsnapped_bytes
-        cs = self.rn.status().conf_state
-        # Everything of the state at ``index`` is captured in this loop turn: the membership
-        # (the snapshot data's head), the leases, and the store (its first piece).
-        head = encode_snapshot_data(self.membership, b"")
-        lessor = self.applier.lessor.snapshot()
-        build = self.applier.store.snapshot_chunks(reuse=self._snap_reuse)
-        parts = [next(build)]
-        self._snap_build = asyncio.ensure_future(
-            self._build_snapshot(index, cs, head, lessor, parts, build))
-
-    async def _build_snapshot(self, index: int, cs: ConfState, head: bytes, lessor: bytes,
-                              parts: list[bytes | memoryview], build: SnapshotBuild) -> None:
-        try:
-            for piece in build:
-                parts.append(piece)
-                await asyncio.sleep(0)
-                if self._stopped:
-                    return
-        except ValueError as err:  # compacted or restored meanwhile: next time
-            log.info("raftnode.snapshot_restarted", index=index, reason=str(err))
-            return
-        finally:
-            self._snap_build = None
-        pieces, store_at = Applier.pack_snapshot_parts(parts, lessor)
-        del parts
-        # The file's payload, in pieces written one after the other: the data is never
-        # joined in memory (the store part alone is tens of MB for 100,000 keys).
-        payload = [snap_file_prefix(cs), head, *pieces]
-        del pieces
-        reuse_at = len(payload[0]) + len(head) + store_at
-        self._save_snapshot(index, cs, payload, build.reuse, reuse_at)
-
-    def _save_snapshot(self, index: int, cs: ConfState, payload: list[bytes | memoryview],
-                       reuse: SnapshotReuse | None, reuse_at: int) -> None:
-        assert self._wal is not None
-        try:
-            term = self.storage.term(index)
-        except RaftError as err:  # a snapshot from the leader replaced the log meanwhile
-            log.warning("raftnode.snapshot_skipped", error=repr(err))
-            return
-        self._snap_index = index
-        wal = self._wal
-        release_at = wal_release_point(self._entry_seq, index)
-        for i in [i for i in self._entry_seq if i <= index]:
-            del self._entry_seq[i]
-        save = asyncio.ensure_future(self._persist_snapshot(
-            index, term, cs, payload, (reuse, reuse_at), wal, release_at))
-        self._snap_saves.add(save)
-        save.add_done_callback(self._snap_saves.discard)
-
-    async def _persist_snapshot(self, index: int, term: int, cs: ConfState,
-                                payload: list[bytes | memoryview],
-                                reuse: tuple[SnapshotReuse | None, int],
-                                wal: WAL, release_at: int) -> None:
-        """Write the snapshot file on its own thread — a WAL write does not wait behind it.
-        Once it is durable: the core's storage takes the snapshot (its data stays in the
-        file, :mod:`coord.server.snapfile`) and drops the log entries it covers, the next
-        build reuses the file's bytes (mapped, not read), and on the WAL thread a new
-        segment starts and the segments the snapshot covers go."""
-        snaps = self._snaps
-        loop = asyncio.get_running_loop()
-        size = sum(len(p) for p in payload)
-
-        watermark = self._watermark
-
-        def release() -> None:
-            wal.cut()
-            if watermark is not None:  # the new segment exists: deleting it is now seen
-                watermark.mark(wal.durable_seq)
-            if release_at:
-                wal.release_before(release_at)
-            snaps.purge(keep=2)
-
-        try:
-            path = await loop.run_in_executor(self._snap_io, snaps.save, index, term, payload)
-            del payload
-            try:
-                self.storage.create_snapshot(index, cs, b"")
-            except RaftError as err:  # a snapshot from the leader replaced it meanwhile
-                log.warning("raftnode.snapshot_skipped", error=repr(err))
-                return
-            self.storage.keep_on_disk(index, path)
-            self._snap_size = size
-            # What this snapshot covers no longer counts; what was applied since does.
-            self._unsnapped_bytes = max(0, self._unsnapped_bytes - self._snap_bytes_at)
-            compact_to = self._compact_point(index)
-            if compact_to > self.storage.first_index():
-                self.storage.compact(compact_to)
-            base, at = reuse
-            if base is not None:
-                self._snap_reuse = base.over(snaps.map_payload(path)[at:])
-            log.info("raftnode.snapshot", index=index, compacted_to=compact_to, bytes=size)
-            assert self._writer is not None
-            await self._writer.run(release)
-        except Exception as err:  # noqa: BLE001 - logged: the next snapshot tries again
-            log.error("raftnode.snapshot_failed", index=index, error=repr(err))
-
-    def _compact_point(self, index: int) -> int:
-        """Keep up to ``CATCH_UP_ENTRIES`` (at most half of ``snapshot_count``) entries
-        behind a snapshot at ``index``, no more than ``snapshot_bytes / 2`` of them."""
-        keep = min(CATCH_UP_ENTRIES, max(1, self.config.snapshot_count // 2))
-        return compact_point(self.storage, index, keep, self.config.snapshot_bytes // 2)
-
-    # ------------------------------------------------------------------ proposals
-    def _bounded(self, fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
-        """``fut``, which fails with ``request timed out`` if it is not done within
-        ``REQUEST_TIMEOUT`` (checked every tick)."""
-        self._deadlines.append((time.monotonic() + REQUEST_TIMEOUT, fut))
-        return fut
-
-    def _expire_waiters(self, now: float) -> None:
-        d = self._deadlines
-        while d and (d[0][1].done() or d[0][0] <= now):
-            _, fut = d.popleft()
-            if not fut.done():
-                fut.set_exception(RequestTimeout())
-
-    def _next_id(self) -> int:
-        return next(self._ids)
-
-    async def _wait_leader(self) -> None:
-        if self._leader != 0:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._leader_waiters.append(fut)
-        timeout = 2 * self.config.election_ticks * self.config.tick_ms / 1000.0
-        try:
-            await within(fut, timeout)
-        except TimeoutError:
-            raise NoLeader() from None
-
-    async def propose(self, req: internal_pb2.InternalRequest) -> Any:
-        """Replicate ``req``; return the applier's response once it is applied here."""
-        if self._stopped or self.removed:
-            raise Stopped()
-        if self._leader == 0:
-            await self._wait_leader()
-        assert self.rn is not None
-        req.id = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiters[req.id] = fut
-        try:
-            # Queued and stepped in as one PROP per Ready-loop turn: one append message per
-            # follower for a whole batch of proposals instead of one per proposal.
-            self._props.append((req.id, TAG_REQUEST + req.SerializeToString()))
-            self._kick.set()
-            return await self._bounded(fut)
-        finally:
-            self._waiters.pop(req.id, None)
-
-    def _flush_proposals(self) -> None:
-        if not self._props or self.rn is None:
-            return
-        batch, self._props = self._props, []
-        try:
-            self.rn.step(Message(MessageType.PROP, self.member_id, self.member_id,
-                                 entries=tuple(Entry(0, 0, data=d) for _, d in batch)))
-        except ProposalDropped:
-            for rid, _ in batch:  # never appended anywhere: safe for the client to retry
-                fut = self._waiters.get(rid)
-                if fut is not None and not fut.done():
-                    fut.set_exception(NoLeader())
-
-    def _fail_waiters(self, err: CoordError) -> None:
-        for fut in self._waiters.values():
-            if not fut.done():
-                fut.set_exception(err)
-        for fut in self._conf_waiters.values():
-            if not fut.done():
-                fut.set_exception(err)
-
-    def _fail_all(self, err: CoordError) -> None:
-        self._fail_waiters(err)
-        for rf in self._read_waiting:
-            if not rf.done():
-                rf.set_exception(err)
-        if self._read_inflight is not None:
-            for rf in self._read_inflight[1]:
-                if not rf.done():
-                    rf.set_exception(err)
-        for _, af in self._applied_waiters:
-            if not af.done():
-                af.set_exception(err)
-        for lf in self._leader_waiters:
-            if not lf.done():
-                lf.set_exception(err)
-
     # ------------------------------------------------------------------ reads
-    async def read_index(self) -> None:
-        """Linearizable-read barrier: ReadIndex through the leader, then wait until this
-        member applied up to the read index.
-
-        On the leader of a one-voter cluster no round is needed: no other member can
-        commit, so the commit index is the read index — once this leader has committed an
-        entry of its own term (until then the commit index it recovered may lag a write
-        that was acknowledged before a restart, Raft §6.4, the rule etcd applies to the
-        multi-member case). The read then only waits for ``applied >= commit``: no
-        message, no Ready, no future when the member is caught up."""
-        if self._stopped or self.removed:
-            raise Stopped()
-        if self._leader == 0:
-            await self._wait_leader()
-        assert self.rn is not None
-        rn = self.rn
-        if rn.role == StateRole.LEADER and rn.sole_voter:
-            if rn.term_at(rn.committed) != rn.term:
-                # this term's first entry (the no-op) is at or before the last index
-                await self._wait_applied(rn.last_index())
-                await self.read_index()
-                return
-            index = rn.committed
-            if index > self._applied:
-                await self._wait_applied(index)
-            return
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._read_waiting.append(fut)
-        self._issue_read()
-        index = await self._bounded(fut)
-        if index > self._applied:
-            await self._wait_applied(index)
-
-    async def _wait_applied(self, index: int) -> None:
-        """Wait until this member applied ``index`` (``request timed out`` after
-        ``REQUEST_TIMEOUT``)."""
-        if index <= self._applied:
-            return
-        af: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._applied_waiters.append((index, af))
-        await self._bounded(af)
-
-    def _issue_read(self) -> None:
-        if self._read_inflight is not None or not self._read_waiting or self.rn is None:
-            return
-        self._read_waiting = [f for f in self._read_waiting if not f.done()]
-        if not self._read_waiting:
-            return
-        ctx = f"{self.member_id:x}/{next(self._read_ctx)}".encode()
-        batch, self._read_waiting = self._read_waiting, []
-        try:
-            self.rn.read_index(ctx)
-        except ProposalDropped:
-            self._read_waiting[:0] = batch  # retried when a leader is known
-            return
-        self._read_inflight = (ctx, batch, time.monotonic())
-        self._kick.set()
-
-    def _read_done(self, ctx: bytes, index: int) -> None:
-        if self._read_inflight is None or self._read_inflight[0] != ctx:
-            return
-        _, batch, _ = self._read_inflight
-        self._read_inflight = None
-        for f in batch:
-            if not f.done():
-                f.set_result(index)
-        self._issue_read()
-
-    def _check_reads(self) -> None:
-        """Re-issue a ReadIndex that got no answer within an election timeout (lost)."""
-        if self._read_inflight is None:
-            self._issue_read()
-            return
-        _, batch, started = self._read_inflight
-        limit = self.config.election_ticks * self.config.tick_ms / 1000.0
-        if time.monotonic() - started > limit:
-            self._read_inflight = None
-            self._read_waiting[:0] = batch
-            self._issue_read()
-
-    # ------------------------------------------------------------------ leases
-    async def lease_renew(self, lease_id: int) -> int:
-        """Renew on the leader's lessor (locally, or forwarded to the leader)."""
-        if self.is_leader:
-            return self.applier.lessor.renew(lease_id, time.monotonic())
-        await self._wait_leader()
-        stub = self.transport.stub(self._leader)
-        if stub is None:
-            raise NoLeader()
-        try:
-            resp = await stub.LeaseRenew(raft_pb2.LeaseRenewRequest(id=lease_id), timeout=3.0)
-        except Exception as err:
-            raise NoLeader() from err
-        if resp.not_leader:
-            raise NotLeader()
-        return int(resp.ttl)
-
-    def serve_lease_ttl(self, lease_id: int) -> tuple[int, int, list[bytes]] | None:
-        if not self.is_leader:
-            return None
-        return self.applier.lessor.time_to_live(lease_id, time.monotonic())
-
-    async def lease_time_to_live(self, lease_id: int) -> tuple[int, int, list[bytes]]:
-        """The leader's view of a lease (followers have no deadlines), as etcd forwards."""
-        if self.is_leader:
-            return self.applier.lessor.time_to_live(lease_id, time.monotonic())
-        await self._wait_leader()
-        stub = self.transport.stub(self._leader)
-        if stub is None:
-            raise NoLeader()
-        try:
-            resp = await stub.LeaseTimeToLive(raft_pb2.LeaseTTLRequest(id=lease_id), timeout=3.0)
-        except Exception as err:
-            raise NoLeader() from err
-        if resp.not_leader:
-            raise NotLeader()
-        return int(resp.ttl), int(resp.granted), list(resp.keys)
-
-    async def serve_lease_renew(self, lease_id: int) -> tuple[int, bool]:
-        if not self.is_leader:
-            return 0, True
-        try:
-            return self.applier.lessor.renew(lease_id, time.monotonic()), False
-        except NotLeader:
-            return 0, True
-
     # ------------------------------------------------------------------ membership
-    async def discover_cluster(self) -> None:
-        """Joining (``--initial-cluster-state existing``, empty data dir): ask the other
-        members for the cluster id, and check that they added this member (by peer URL)."""
-        me = self.config.listen_peer
-        for name, peer in self.config.initial_cluster.items():
-            if name == self.config.name:
-                continue
-            try:
-                resp = await H2PeerStub(peer).Join(raft_pb2.MemberJoinRequest(peer=me), timeout=3)
-            except ConnectionError as err:
-                log.warning("raftnode.join_ask_failed", peer=peer, error=str(err))
-                continue
-            if not resp.found:
-                log.warning("raftnode.join_not_added", peer=peer,
-                            hint="run `etcdctl member add` for this member first")
-                continue
-            if resp.member_id != self.member_id:
-                log.warning("raftnode.join_id_mismatch", expected=f"{self.member_id:x}",
-                            got=f"{resp.member_id:x}")
-            self.cluster_id = resp.cluster_id
-            log.info("raftnode.join_discovered", cluster_id=f"{self.cluster_id:x}", via=peer)
-            return
-
-    def lookup_peer(self, peer: str) -> tuple[int, int]:
-        info = self.membership.by_peer(peer)
-        return (info.id if info else 0), self.cluster_id
-
-    async def _publish(self) -> None:
-        """Publish this member's name and client URL through the log (etcd's publish)."""
-        client = f"http://{self.config.listen_client}"
-        while True:
-            await asyncio.sleep(0.2)
-            info = self.membership.members.get(self.member_id)
-            if self.removed or info is None:
-                if self.removed:
-                    return
-                continue
-            if info.name == self.config.name and info.clients == [client]:
-                await asyncio.sleep(1.0)
-                continue
-            if self._leader == 0 or self.rn is None:
-                continue
-            data = json.dumps({"id": self.member_id, "name": self.config.name,
-                               "clients": [client]}).encode()
-            with contextlib.suppress(ProposalDropped):
-                self.rn.propose(TAG_ATTRS + data)
-                self._kick.set()
-            await asyncio.sleep(1.0)
-
-    async def change_membership(self, cc_type: ConfChangeType, node_id: int,
-                                peer: str = "", name: str = "") -> None:
-        """Propose a conf change and wait until it is applied here."""
-        if self._stopped:
-            raise Stopped()
-        await self._wait_leader()
-        assert self.rn is not None
-        if cc_type == ConfChangeType.REMOVE_NODE and node_id not in self.membership.members:
-            raise MemberNotFound()
-        rid = self._next_id()
-        ctx = json.dumps({"rid": rid, "peer": peer, "name": name}).encode()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._conf_waiters[rid] = fut
-        try:
-            deadline = time.monotonic() + REQUEST_TIMEOUT
-            while True:
-                try:
-                    self.rn.propose_conf_change(ConfChange(cc_type, node_id, ctx))
-                    break
-                except ProposalDropped:
-                    # an earlier change (or the leader's no-op) is not applied yet
-                    if time.monotonic() > deadline:
-                        raise RequestTimeout() from None
-                    await asyncio.sleep(0.05)
-            self._kick.set()
-            try:
-                await within(asyncio.shield(fut), REQUEST_TIMEOUT)
-            except TimeoutError:
-                raise RequestTimeout() from None
-        finally:
-            self._conf_waiters.pop(rid, None)
-
-    def learner_in_sync(self, node_id: int) -> bool:
-        assert self.rn is not None
-        st = self.rn.status()
-        pr = st.progress.get(node_id)
-        if pr is None:
-            return False
-        # etcd's rule (isLearnerReady): the learner's match is at least 90% of the
-        # leader's commit — and it must have answered at all, or promoting it could cost
-        # the cluster its quorum.
-        return pr.match > 0 and pr.match >= 0.9 * self._commit
-
-    def ready_to_remove(self, node_id: int) -> bool:
-        """etcd's strict reconfig check: after removing ``node_id`` the voters that are
-        still active must form a quorum of the remaining voters (never zero voters)."""
-        assert self.rn is not None
-        progress = self.rn.status().progress
-        if not progress:
-            return True  # not the leader: the leader decides when the proposal arrives
-        voters = [i for i, pr in progress.items() if not pr.is_learner]
-        if node_id not in voters:
-            return True  # removing a learner never costs a quorum
-        remaining = [i for i in voters if i != node_id]
-        if not remaining:
-            return False
-        started = [i for i in remaining if i == self.member_id or progress[i].recent_active]
-        return len(started) >= len(remaining) // 2 + 1
-
-    def transfer_leader(self, target: int) -> None:
-        assert self.rn is not None
-        self.rn.transfer_leader(target)
-        self._kick.set()
