@@ -42,7 +42,7 @@ class Cluster:
         self.pump()
         self.nodes[1].campaign()
         self.pump()
-        assert self.nodes[1].raft.state == StateRole.LEADER
+        assert self.nodes[1].role == StateRole.LEADER
 
     def handle_ready(self, nid: int) -> bool:
         rn = self.nodes[nid]
@@ -85,7 +85,7 @@ def measure(n: int, batch: int, size: int, seconds: float) -> tuple[float, float
     done = 0
     wall0, cpu0 = time.perf_counter(), time.process_time()
     while time.process_time() - cpu0 < seconds:
-        target = leader.raft.log.last_index() + batch
+        target = leader.last_index() + batch
         leader.propose_many([payload] * batch)
         c.pump()
         assert c.applied[1] >= target

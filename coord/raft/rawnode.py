@@ -77,16 +77,16 @@ class RawNode:
     """Thread-unsafe driver API of one Raft node."""
 
     def __init__(self, config: Config, storage: Storage) -> None:
-        self.raft = Raft(config, storage)
-        self._prev_soft = self.raft.soft_state()
-        self._prev_hard = self.raft.hard_state()
+        self._raft = Raft(config, storage)
+        self._prev_soft = self._raft.soft_state()
+        self._prev_hard = self._raft.hard_state()
         self._outstanding: Ready | None = None
         self._steps_on_advance: list[Message] = []
 
     # -- inputs ------------------------------------------------------------------------------
     def bootstrap(self, peers: list[int]) -> None:
         """Start a brand-new cluster whose voters are ``peers`` (call on every member)."""
-        r = self.raft
+        r = self._raft
         if r.log.last_index() != 0 or not r.hard_state().is_empty():
             raise RaftError("bootstrap needs empty storage")
         if not peers:
@@ -100,62 +100,62 @@ class RawNode:
 
     def tick(self) -> None:
         """Advance logical time by one tick."""
-        self.raft.tick()
+        self._raft.tick()
 
     def campaign(self) -> None:
         """Start an election now (a pre-vote first if enabled)."""
-        self.raft.step(Message(MessageType.HUP, self.raft.id, self.raft.id))
+        self._raft.step(Message(MessageType.HUP, self._raft.id, self._raft.id))
 
     def forget_leader(self) -> None:
         """Forget a follower's leader (see ``Raft.forget_leader``); a no-op otherwise."""
-        self.raft.forget_leader()
+        self._raft.forget_leader()
 
     @property
     def follower_without_leader(self) -> bool:
         """A follower that knows no leader (the moment to campaign early, see RaftNode)."""
-        r = self.raft
+        r = self._raft
         return r.state == StateRole.FOLLOWER and r.lead == NONE
 
     # -- state the driver reads ----------------------------------------------------------
     @property
     def id(self) -> int:
-        return self.raft.id
+        return self._raft.id
 
     @property
     def lead(self) -> int:
         """The leader this node knows (0: none)."""
-        return self.raft.lead
+        return self._raft.lead
 
     @property
     def term(self) -> int:
-        return self.raft.term
+        return self._raft.term
 
     @property
     def role(self) -> StateRole:
-        return self.raft.state
+        return self._raft.state
 
     @property
     def committed(self) -> int:
         """The commit index this node knows."""
-        return self.raft.log.committed
+        return self._raft.log.committed
 
     def last_index(self) -> int:
         """The index of the last entry in this node's log (stable or not)."""
-        return self.raft.log.last_index()
+        return self._raft.log.last_index()
 
     def term_at(self, index: int) -> int:
         """The term of the entry at ``index`` (0 if compacted away or beyond the log)."""
-        return self.raft.log.term_or_zero(index)
+        return self._raft.log.term_or_zero(index)
 
     @property
     def sole_voter(self) -> bool:
         """Whether this node is the only voter of its configuration (it commits alone)."""
-        r = self.raft
+        r = self._raft
         return r.trk.is_singleton() and r.id in r.trk.voters
 
     def propose(self, data: bytes) -> None:
         """Propose a normal entry. Raises ``ProposalDropped`` if it cannot be accepted now."""
-        r = self.raft
+        r = self._raft
         r.step(Message(MessageType.PROP, r.id, r.id, entries=(Entry(0, 0, data=data),)))
 
     def propose_many(self, datas: Sequence[bytes]) -> None:
@@ -163,33 +163,33 @@ class RawNode:
         replicated in the same APPs (cheaper than one ``propose`` per entry)."""
         if not datas:
             return
-        r = self.raft
+        r = self._raft
         ents = tuple(Entry(0, 0, data=d) for d in datas)
         r.step(Message(MessageType.PROP, r.id, r.id, entries=ents))
 
     def propose_conf_change(self, cc: ConfChange) -> None:
         """Propose a single-member change; ``ProposalDropped`` while another is unapplied."""
-        r = self.raft
+        r = self._raft
         e = Entry(0, 0, EntryType.CONF_CHANGE, cc.encode())
         r.step(Message(MessageType.PROP, r.id, r.id, entries=(e,)))
 
     def apply_conf_change(self, cc: ConfChange) -> ConfState:
         """Apply a committed conf change (call while applying its entry)."""
-        return self.raft.apply_conf_change(cc)
+        return self._raft.apply_conf_change(cc)
 
     def read_index(self, ctx: bytes) -> None:
         """Request a linearizable read point; the answer is a ``ReadState`` with ``ctx`` in a
         later Ready. ``ctx`` must be non-empty and unique among pending requests."""
         if not ctx:
             raise ValueError("read_index needs a non-empty context")
-        r = self.raft
+        r = self._raft
         if r.state == StateRole.FOLLOWER and r.lead == 0:
             raise ProposalDropped("no leader to serve the read")
         r.step(Message(MessageType.READ_INDEX, r.id, r.id, context=ctx))
 
     def transfer_leader(self, to: int) -> None:
         """Ask the leader to hand leadership to ``to`` (aborted after an election timeout)."""
-        r = self.raft
+        r = self._raft
         r.step(Message(MessageType.TRANSFER_LEADER, r.id, to))
 
     def step(self, msg: Message) -> None:
@@ -198,7 +198,7 @@ class RawNode:
         if msg.type in LOCAL_MESSAGES:
             raise StepLocalMessage(f"{msg.type.name} may not come from the network")
         try:
-            self.raft.step(msg)
+            self._raft.step(msg)
         except ProposalDropped:
             # Even a proposal that originated here can come back over the network (bounced
             # by a peer that lost leadership); the driver's own proposals use propose().
@@ -206,19 +206,19 @@ class RawNode:
 
     def report_unreachable(self, node_id: int) -> None:
         """The transport failed to deliver a message to ``node_id``."""
-        r = self.raft
+        r = self._raft
         r.step(Message(MessageType.UNREACHABLE, r.id, node_id))
 
     def report_snapshot(self, node_id: int, ok: bool) -> None:
         """The transport finished (or failed) sending a snapshot to ``node_id``."""
-        r = self.raft
+        r = self._raft
         r.step(Message(MessageType.SNAP_STATUS, r.id, node_id, reject=not ok))
 
     # -- outputs ---------------------------------------------------------------------------
     def has_ready(self) -> bool:
         if self._outstanding is not None:
             return False
-        r = self.raft
+        r = self._raft
         ps, ph = self._prev_soft, self._prev_hard
         if r.lead != ps.leader or r.state != ps.role:
             return True
@@ -235,7 +235,7 @@ class RawNode:
     def ready(self) -> Ready:
         if self._outstanding is not None:
             raise RaftError("advance() the previous Ready first")
-        r = self.raft
+        r = self._raft
         ss = r.soft_state()
         hs = r.hard_state()
         u = r.log.unstable
@@ -270,7 +270,7 @@ class RawNode:
         if rd is not self._outstanding:
             raise RaftError("advance() must be given the outstanding Ready")
         self._outstanding = None
-        log = self.raft.log
+        log = self._raft.log
         if rd.snapshot is not None:
             log.unstable.stable_snap_to(rd.snapshot.metadata.index)
             log.applied = max(log.applied, rd.snapshot.metadata.index)
@@ -281,10 +281,10 @@ class RawNode:
             log.applied_to(rd.committed_entries[-1].index)
         steps, self._steps_on_advance = self._steps_on_advance, []
         for m in steps:
-            self.raft.step(m)
+            self._raft.step(m)
 
     def status(self) -> Status:
-        r = self.raft
+        r = self._raft
         progress: dict[int, ProgressView] = {}
         if r.state == StateRole.LEADER:
             for pid, pr in sorted(r.trk.progress.items()):

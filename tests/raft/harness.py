@@ -216,9 +216,9 @@ class Env:
         from coord.raft import StateRole
 
         leaders = [
-            nid for nid, nd in self.nodes.items() if nd.rn.raft.state == StateRole.LEADER
+            nid for nid, nd in self.nodes.items() if nd.rn._raft.state == StateRole.LEADER
         ]
-        return max(leaders, key=lambda i: self.nodes[i].rn.raft.term) if leaders else 0
+        return max(leaders, key=lambda i: self.nodes[i].rn._raft.term) if leaders else 0
 
     def elect(self, nid: int) -> None:
         self.nodes[nid].rn.campaign()

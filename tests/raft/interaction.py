@@ -153,7 +153,7 @@ def cmd_raft_state(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
         if node.crashed:
             out.append(f"{nid}: crashed")
             continue
-        r = node.rn.raft
+        r = node.rn._raft
         out.append(
             f"{nid}: {r.state.name} term={r.term} lead={r.lead} vote={r.vote} "
             f"last={r.log.last_index()} commit={r.log.committed} applied={r.log.applied} "
@@ -165,7 +165,7 @@ def cmd_raft_state(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
 def cmd_raft_log(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
     out = []
     for nid in _ids(env, pos):
-        log = env.nodes[nid].rn.raft.log
+        log = env.nodes[nid].rn._raft.log
         first = log.first_index()
         out.append(f"{nid}: snapshot={log.term(first - 1)}/{first - 1} commit={log.committed}")
         ents = log.all_entries()
@@ -233,7 +233,7 @@ def cmd_restart(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
 
 def cmd_set_election_timeout(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
     """Pin the node's current randomized election timeout (until its next role change)."""
-    env.nodes[int(pos[0])].rn.raft.randomized_election_timeout = int(pos[1])
+    env.nodes[int(pos[0])].rn._raft.randomized_election_timeout = int(pos[1])
     return []
 
 
@@ -252,7 +252,7 @@ def cmd_applied(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
 
 def cmd_leader(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
     leaders = [n for n, nd in env.nodes.items()
-               if not nd.crashed and nd.rn.raft.state == StateRole.LEADER]
+               if not nd.crashed and nd.rn._raft.state == StateRole.LEADER]
     return [f"leaders: {','.join(map(str, leaders)) or 'none'}"]
 
 

@@ -71,13 +71,13 @@ def test_update_term_from_message(role: str) -> None:
     elif role == "leader":
         env.elect(1)
     rn.step(Message(MT.APP, 1, 2, term=9, log_term=0, index=0))
-    assert rn.raft.term == 9 and rn.raft.state == StateRole.FOLLOWER
+    assert rn._raft.term == 9 and rn._raft.state == StateRole.FOLLOWER
 
 
 def test_reject_stale_term_message() -> None:
     rn, st = node(term=5, pre_vote=False, check_quorum=False)
     rn.step(Message(MT.APP, 1, 2, term=4, log_term=1, index=1, entries=(Entry(4, 2),)))
-    assert rn.raft.log.last_index() == 1 and rn.raft.term == 5
+    assert rn._raft.log.last_index() == 1 and rn._raft.term == 5
     assert outbox(rn, st) == []  # silently ignored (no pre-vote, no check-quorum)
 
 
@@ -86,9 +86,9 @@ def test_reject_stale_term_message() -> None:
 # each of the other servers."
 def test_follower_starts_election_after_timeout() -> None:
     rn, st = node()
-    for _ in range(rn.raft.cfg.election_tick):
+    for _ in range(rn._raft.cfg.election_tick):
         rn.tick()
-    assert rn.raft.state == StateRole.CANDIDATE and rn.raft.term == 2 and rn.raft.vote == 1
+    assert rn._raft.state == StateRole.CANDIDATE and rn._raft.term == 2 and rn._raft.vote == 1
     msgs = outbox(rn, st)
     assert sorted((m.to, m.type, m.term) for m in msgs) == [(2, MT.VOTE, 2), (3, MT.VOTE, 2)]
 
@@ -98,8 +98,8 @@ def test_election_timeout_is_randomized_in_range() -> None:
     seen = set()
     for seed in range(50):
         rn = RawNode(Config(id=1, rng=random.Random(seed), election_tick=10), MemoryStorage())
-        rn.raft.become_follower(1, 0)
-        seen.add(rn.raft.randomized_election_timeout)
+        rn._raft.become_follower(1, 0)
+        seen.add(rn._raft.randomized_election_timeout)
     assert seen <= set(range(10, 20)) and len(seen) > 5
 
 
@@ -122,9 +122,9 @@ def test_vote_once_per_term() -> None:
 def test_candidate_yields_to_leader_of_same_term() -> None:
     rn, _ = node()
     rn.campaign()
-    assert rn.raft.state == StateRole.CANDIDATE
+    assert rn._raft.state == StateRole.CANDIDATE
     rn.step(Message(MT.APP, 1, 2, term=2, log_term=1, index=1))
-    assert rn.raft.state == StateRole.FOLLOWER and rn.raft.lead == 2
+    assert rn._raft.state == StateRole.FOLLOWER and rn._raft.lead == 2
 
 
 # §5.2 "a candidate wins an election if it receives votes from a majority of the servers
@@ -141,7 +141,7 @@ def test_candidate_needs_majority(size: int, grants: int, won: bool) -> None:
     for voter in peers[1 : 1 + grants]:
         rn.step(Message(MT.VOTE_RESP, 1, voter, term=2))
     outbox(rn, st)
-    assert (rn.raft.state == StateRole.LEADER) == won
+    assert (rn._raft.state == StateRole.LEADER) == won
 
 
 # §5.3 "Once a leader has been elected ... it appends the command to its log as a new
@@ -155,13 +155,13 @@ def test_leader_replicates_and_commits_on_majority() -> None:
     env.partition({1, 2, 3}, {4, 5})
     env.nodes[1].rn.propose(b"cmd")
     env.stabilize()
-    assert env.nodes[1].rn.raft.log.committed == 3
+    assert env.nodes[1].rn._raft.log.committed == 3
     assert [d for _, d in env.nodes[2].applied] == [b"cmd"]
     assert env.nodes[4].applied == []
     env.partition({1, 2}, {3, 4, 5})
     env.nodes[1].rn.propose(b"not-yet")
     env.stabilize()
-    assert env.nodes[1].rn.raft.log.committed == 3  # only 2 of 5
+    assert env.nodes[1].rn._raft.log.committed == 3  # only 2 of 5
 
 
 # §5.3 "If a follower's log is inconsistent with the leader's, the AppendEntries
@@ -214,15 +214,15 @@ def test_leader_does_not_commit_previous_term_entry_by_counting() -> None:
     outbox(rn, st)
     rn.step(Message(MT.VOTE_RESP, 1, 2, term=2))
     outbox(rn, st)
-    assert rn.raft.state == StateRole.LEADER
+    assert rn._raft.state == StateRole.LEADER
     # Follower 2 acknowledges only up to the old entry 2: a majority holds it, but it is
     # from term 1.
     rn.step(Message(MT.APP_RESP, 1, 2, term=2, index=2))
     outbox(rn, st)
-    assert rn.raft.log.committed == 1
+    assert rn._raft.log.committed == 1
     rn.step(Message(MT.APP_RESP, 1, 2, term=2, index=3))  # the term-2 no-op
     outbox(rn, st)
-    assert rn.raft.log.committed == 3  # commits it and, indirectly, entry 2
+    assert rn._raft.log.committed == 3  # commits it and, indirectly, entry 2
 
 
 # §8 "a leader must have the latest information on which entries are committed ... Raft
@@ -231,5 +231,5 @@ def test_leader_appends_noop_on_election() -> None:
     env = Env()
     env.add_nodes(3, voters=(1, 2, 3))
     env.elect(2)
-    entries = env.nodes[2].rn.raft.log.all_entries()
+    entries = env.nodes[2].rn._raft.log.all_entries()
     assert [(e.term, e.data) for e in entries] == [(2, b"")]

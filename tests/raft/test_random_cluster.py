@@ -23,7 +23,7 @@ class Checker:
         for nid, node in env.nodes.items():
             if node.crashed:
                 continue
-            r = node.rn.raft
+            r = node.rn._raft
             if r.state == StateRole.LEADER:
                 prev = self.leaders.setdefault(r.term, nid)
                 assert prev == nid, f"two leaders in term {r.term}: {prev} and {nid}"
@@ -37,7 +37,7 @@ class Checker:
         for nid, node in env.nodes.items():
             if node.crashed:
                 continue
-            log = node.rn.raft.log
+            log = node.rn._raft.log
             logs[nid] = {e.index: (e.term, e.data) for e in log.all_entries()
                          if e.index <= log.committed}
         ids = sorted(logs)
@@ -90,7 +90,7 @@ def run(seed: int, steps: int = 600) -> None:
             counter += 1
             ctx = b"r%d" % counter
             # A read point must cover everything committed before the request.
-            reads[ctx] = max(nd.rn.raft.log.committed for nd in env.nodes.values())
+            reads[ctx] = max(nd.rn._raft.log.committed for nd in env.nodes.values())
             with contextlib.suppress(ProposalDropped):
                 rn.read_index(ctx)
         elif op < 0.87:
@@ -111,7 +111,7 @@ def run(seed: int, steps: int = 600) -> None:
                     env.restart(i)
         elif op < 0.98:
             node = env.nodes[nid]
-            applied = node.rn.raft.log.applied
+            applied = node.rn._raft.log.applied
             st = node.storage
             if applied > st.first_index():
                 data = encode_sm([(i, d) for i, d in node.applied if i <= applied])
@@ -119,7 +119,7 @@ def run(seed: int, steps: int = 600) -> None:
                 st.compact(applied)
         else:
             rn = env.nodes[nid].rn
-            if rn.raft.state == StateRole.LEADER and spare <= n + 2:
+            if rn._raft.state == StateRole.LEADER and spare <= n + 2:
                 env.add_nodes(1, jitter=True)
                 try:
                     rn.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER_NODE, spare))
@@ -142,7 +142,7 @@ def run(seed: int, steps: int = 600) -> None:
         env.stabilize(verbose=False)
         chk.check(env)
         leader = env.leader()
-        if leader and env.nodes[leader].rn.raft.log.committed >= 1:
+        if leader and env.nodes[leader].rn._raft.log.committed >= 1:
             try:
                 env.nodes[leader].rn.propose(b"final")
             except ProposalDropped:

@@ -47,7 +47,7 @@ def single_leader() -> tuple[RawNode, MemoryStorage]:
     rn.campaign()  # allowed at once; its own vote counts once the snapshot is persisted
     while rn.has_ready():
         handle(rn, st)
-    assert rn.raft.state == StateRole.LEADER
+    assert rn._raft.state == StateRole.LEADER
     return rn, st
 
 
@@ -109,12 +109,12 @@ def test_leader_counts_itself_only_after_advance() -> None:
     env.deliver(2)
     env.process_ready(2)
     env.deliver(1)
-    assert leader.raft.trk.progress[2].match == rd.entries[-1].index
-    committed_before = leader.raft.log.committed
+    assert leader._raft.trk.progress[2].match == rd.entries[-1].index
+    committed_before = leader._raft.log.committed
     assert committed_before < rd.entries[-1].index
     env.nodes[1].storage.append(rd.entries)
     leader.advance(rd)
-    assert leader.raft.log.committed == rd.entries[-1].index > committed_before
+    assert leader._raft.log.committed == rd.entries[-1].index > committed_before
 
 
 def test_only_one_outstanding_ready() -> None:
@@ -174,7 +174,7 @@ def test_forwarded_proposal_dropped_silently_on_leader_in_transfer() -> None:
     from coord.raft import Entry
 
     leader.step(Message(MessageType.PROP, 1, 2, entries=(Entry(0, 0, data=b"x"),)))
-    assert leader.raft.log.last_index() == 2
+    assert leader._raft.log.last_index() == 2
 
 
 def test_restart_keeps_term_vote_and_log() -> None:
@@ -184,7 +184,7 @@ def test_restart_keeps_term_vote_and_log() -> None:
     env.nodes[1].rn.propose(b"x")
     env.stabilize()
     env.restart(2)
-    r = env.nodes[2].rn.raft
+    r = env.nodes[2].rn._raft
     assert (r.term, r.vote, r.log.last_index(), r.log.committed) == (2, 1, 3, 3)
     assert r.state == StateRole.FOLLOWER and r.lead == 0
     env.stabilize()
@@ -252,7 +252,7 @@ def test_report_snapshot_failure_returns_to_probe() -> None:
     # After a heartbeat interval the leader retries and the follower catches up.
     env.tick(1)
     env.stabilize()
-    assert env.nodes[3].rn.raft.log.committed == env.nodes[1].rn.raft.log.committed
+    assert env.nodes[3].rn._raft.log.committed == env.nodes[1].rn._raft.log.committed
 
 
 def test_same_seed_same_behaviour() -> None:
@@ -314,10 +314,10 @@ def test_received_snapshot_blocks_campaign_until_persisted() -> None:
     snap = Snapshot(SnapshotMetadata(5, 2, ConfState((1, 2, 3))))
     rn.step(Message(MessageType.SNAP, 2, 1, term=2, snapshot=snap))
     rn.campaign()
-    assert rn.raft.state == StateRole.FOLLOWER  # installing a snapshot: no campaign
+    assert rn._raft.state == StateRole.FOLLOWER  # installing a snapshot: no campaign
     handle(rn, st)
     rn.campaign()
-    assert rn.raft.state == StateRole.CANDIDATE
+    assert rn._raft.state == StateRole.CANDIDATE
 
 
 def test_restart_tolerates_stale_commit_and_applied_below_snapshot() -> None:
@@ -328,7 +328,7 @@ def test_restart_tolerates_stale_commit_and_applied_below_snapshot() -> None:
     st.append([Entry(2, 6), Entry(2, 7)])
     st.set_hard_state(HardState(term=2, vote=1, commit=3))  # written before the snapshot
     rn = new_node(1, st, applied=2)
-    assert rn.raft.log.committed == 5 and rn.status().applied == 5
+    assert rn._raft.log.committed == 5 and rn.status().applied == 5
     st.set_hard_state(HardState(term=2, vote=1, commit=9))
     with pytest.raises(RaftError):
         new_node(1, st)
@@ -355,8 +355,8 @@ def test_single_voter_read_after_restart_waits_for_its_term_to_commit() -> None:
     states = []
     asked = False
     while restarted.has_ready() or not asked:
-        if restarted.raft.state == StateRole.LEADER and not asked:
-            assert restarted.raft.log.committed < write_index  # the lagging index, still
+        if restarted._raft.state == StateRole.LEADER and not asked:
+            assert restarted._raft.log.committed < write_index  # the lagging index, still
             restarted.read_index(b"after-restart")
             asked = True
         if restarted.has_ready():
@@ -387,9 +387,9 @@ def test_a_snapshot_temporarily_unavailable_is_retried_later() -> None:
         env.stabilize()
     assert calls  # the leader did need it
     assert env.nodes[1].rn.status().progress[3].state != ProgressState.SNAPSHOT
-    assert env.nodes[3].rn.raft.log.committed < env.nodes[1].rn.raft.log.committed
+    assert env.nodes[3].rn._raft.log.committed < env.nodes[1].rn._raft.log.committed
     leader.snapshot = real  # type: ignore[method-assign]
     for _ in range(3):
         env.tick(1)
         env.stabilize()
-    assert env.nodes[3].rn.raft.log.committed == env.nodes[1].rn.raft.log.committed
+    assert env.nodes[3].rn._raft.log.committed == env.nodes[1].rn._raft.log.committed

@@ -83,7 +83,7 @@ def test_one_member_reads_need_no_read_index_round(tmp_path: Path) -> None:
                 finally:
                     node.rn.read_index = real  # type: ignore[method-assign]
                 assert issued == []
-                assert node.applied_index >= node.rn.raft.log.committed
+                assert node.applied_index >= node.rn.committed
         finally:
             await node.stop()
 

@@ -181,7 +181,7 @@ def test_f4_a_lease_leader_that_heard_no_quorum_since_its_last_check_confirms_re
     env, leader = _lease_cluster()
     env.isolate(1)
     _isolated_lease_ticks(env, 1, 10)  # one election timeout: the check passes
-    assert leader.raft.state == StateRole.LEADER
+    assert leader.role == StateRole.LEADER
     leader.read_index(b"after-check")
     env.process_ready(1)
     assert env.read_states == []  # not from the lease: nobody answered since the check
@@ -204,7 +204,7 @@ def test_f4_no_lease_reads_in_a_term_after_a_timeout_now() -> None:
     for _ in range(10):  # the transfer does not finish within an election timeout
         env.tick(1)
         env.stabilize([1, 3])
-    assert leader.raft.state == StateRole.LEADER and leader.raft.lead_transferee == 0
+    assert leader._raft.state == StateRole.LEADER and leader._raft.lead_transferee == 0
     leader.read_index(b"after-transfer")
     env.process_ready(1)
     assert env.read_states == []  # in lease by contacts, but not after a TIMEOUT_NOW
