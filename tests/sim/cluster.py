@@ -13,8 +13,10 @@ one the touched node's Readys are handled, one at a time, as docs/raft-api.md pr
 4. ``advance()``; then maybe take a snapshot of the state machine and compact the log.
 
 With ``disk_latency`` a Ready stays outstanding for a few virtual ms (its ``messages``
-leave at once): meanwhile the node keeps stepping messages, ticks and proposals, as a
-server with asynchronous writes does. With ``batch_ms`` a node gathers proposals and
+leave at once, and the committed entries the node already holds durably are applied, as
+the production member decides: ``coord.server.member_core.split_committed``); meanwhile
+the node keeps stepping messages, ticks and proposals, as a server with asynchronous
+writes does. With ``batch_ms`` a node gathers proposals and
 hands them over with one ``propose_many``.
 
 Named crash points (:data:`~tests.sim.options.CRASH_POINTS`) sit between those steps; a
@@ -52,7 +54,7 @@ from coord.raft import (
     StateRole,
 )
 from coord.raft.describe import describe_message, describe_ready
-from coord.server.member_core import compact_point, snapshot_due
+from coord.server.member_core import compact_point, snapshot_due, split_committed
 from tests.sim.disk import Disk
 from tests.sim.eventloop import EventLoop, sub_rng
 from tests.sim.invariants import Invariants, Violation
@@ -90,6 +92,8 @@ class SimNode:
     created: bool = False
     incarnation: int = 0
     snap_index: int = 0
+    durable_index: int = 0  # the last log index this incarnation wrote durably
+    applied_early: int = 0  # the last entry of the outstanding Ready applied during its write
     pending: dict[int, Call] = field(default_factory=dict)  # request id -> call
     batch: list[Call] = field(default_factory=list)  # proposals waiting for propose_many
     pending_reads: dict[bytes, Call] = field(default_factory=dict)  # ReadIndex ctx -> call
@@ -138,6 +142,7 @@ class Cluster:
         self.stats: dict[str, int] = {
             "readys": 0, "crashes": 0, "crash_points": 0, "restarts": 0, "snapshots_taken": 0,
             "snapshots_installed": 0, "conf_changes": 0, "elections": 0, "applied": 0,
+            "applied_during_write": 0,
         }  # fmt: skip
         for nid in self.founders:
             self.start(nid, bootstrap=True)
@@ -191,6 +196,7 @@ class Cluster:
         n.raw = None
         n.storage = None
         lost = n.disk.crash(self.disk_rng, torn=self.opts.torn_writes)
+        n.applied_early = 0
         n.pending.clear()
         n.batch.clear()
         n.pending_reads.clear()
@@ -218,6 +224,7 @@ class Cluster:
             n.applied = n.snap_index = 0
             n.conf_state = ConfState()
         n.storage = storage
+        n.durable_index = storage.last_index()
         n.hs = hs
         n.raw = RawNode(self._config(nid, n.applied), storage)
         n.up = True
@@ -362,11 +369,34 @@ class Cluster:
                 early = "ack_before_fsync" not in self.opts.sim_bugs
                 if early:
                     self._send(rd.messages)
+                if not self._apply_during_write(n, raw, rd):
+                    return
                 delay = 1 + self.lat_rng.randrange(self.opts.disk_latency)
                 self.loop.after(delay, self._finish_ready, n.id, n.incarnation, rd, early)
                 return
             if not self._handle_ready(n, raw, rd, messages_sent=False):
                 return
+
+    def _apply_during_write(self, n: SimNode, raw: RawNode, rd: Ready) -> bool:
+        """As the production member does (``member_core.split_committed``): apply the
+        committed entries this node already holds durably while the Ready's write is in
+        flight; False if a crash point fired."""
+        now, _ = split_committed(rd.committed_entries, n.durable_index, rd.entries,
+                                 rd.snapshot is not None)
+        try:
+            for e in now:
+                if len(now) > 1:
+                    self._cp("mid_apply")
+                self._apply(n, raw, e)
+                n.applied_early = e.index
+        except NodeCrashed as e:
+            self.stats["crash_points"] += 1
+            self.crash(n.id, f"crash point {e}")
+            return False
+        if now:
+            self.stats["applied_during_write"] += len(now)
+            self._serve_reads(n)
+        return True
 
     def _finish_ready(self, nid: int, incarnation: int, rd: Ready, messages_sent: bool) -> None:
         n = self.nodes[nid]
@@ -425,6 +455,10 @@ class Cluster:
         self._cp("before_fsync")
         if rd.must_sync:
             n.disk.fsync()
+        if rd.snapshot is not None:
+            n.durable_index = rd.snapshot.metadata.index
+        if rd.entries:
+            n.durable_index = rd.entries[-1].index
         ss = rd.soft_state
         if ss is not None and ss.role != StateRole.LEADER:
             # stepped down: the entries of this Ready may legitimately replace its log
@@ -449,7 +483,10 @@ class Cluster:
         # 3. apply
         if rd.snapshot is not None:
             self._install_snapshot(n, rd.snapshot)
+        done, n.applied_early = n.applied_early, 0  # applied while the write was in flight
         for e in rd.committed_entries:
+            if e.index <= done:
+                continue
             if len(rd.committed_entries) > 1:
                 self._cp("mid_apply")
             self._apply(n, raw, e)
