@@ -12,11 +12,15 @@ milliseconds in the simulator); ``tick`` is one Raft tick in that unit.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from coord.raft import Entry, RawNode, Storage
+from coord.raft import Entry, ProposalDropped, RawNode, Storage
+
+T = TypeVar("T")
 
 CONFIRM_LOSS_TICKS = 3
 """After the leader's stream breaks, a follower waits this many ticks for any message from
@@ -103,6 +107,74 @@ class EarlyCampaign:
                 rn.campaign()
                 self.campaigns += 1
         return wakes
+
+
+# ---------------------------------------------------------------------- reads
+class ReadBatcher(Generic[T]):
+    """A member's linearizable reads, batched: one ReadIndex in flight at a time carries
+    every read (a waiter ``T``) that arrived before it was issued; one that got no answer
+    within ``timeout`` (lost with a message or a leader) is issued again, and on a leader
+    change the one in flight goes back to the queue, to be issued to the new leader.
+    ``live(waiter)`` says whether a waiter still wants its answer."""
+
+    def __init__(self, member_id: int, timeout: float,
+                 live: Callable[[T], bool] = lambda _: True) -> None:
+        self._prefix = f"{member_id:x}/"
+        self.timeout = timeout
+        self._live = live
+        self._ctx = itertools.count(1)
+        self.waiting: list[T] = []
+        self.inflight: tuple[bytes, list[T], float] | None = None
+
+    def add(self, waiter: T) -> None:
+        self.waiting.append(waiter)
+
+    def issue(self, rn: RawNode | None, now: float) -> bool:
+        """Issue a ReadIndex for the waiting reads unless one is in flight; True if one
+        was issued (the core has a message to send)."""
+        if self.inflight is not None or not self.waiting or rn is None:
+            return False
+        self.waiting = [w for w in self.waiting if self._live(w)]
+        if not self.waiting:
+            return False
+        ctx = f"{self._prefix}{next(self._ctx)}".encode()
+        batch, self.waiting = self.waiting, []
+        try:
+            rn.read_index(ctx)
+        except ProposalDropped:
+            self.waiting[:0] = batch  # issued again when a leader is known
+            return False
+        self.inflight = (ctx, batch, now)
+        return True
+
+    def done(self, ctx: bytes) -> list[T]:
+        """The waiters the ReadIndex ``ctx`` answered (none if it is not the one in
+        flight: an answer to one given up on)."""
+        if self.inflight is None or self.inflight[0] != ctx:
+            return []
+        batch = self.inflight[1]
+        self.inflight = None
+        return batch
+
+    def check(self, rn: RawNode | None, now: float) -> bool:
+        """Each tick: give up on a ReadIndex unanswered for ``timeout`` and issue the
+        waiting reads; True if one was issued."""
+        if self.inflight is not None and now - self.inflight[2] > self.timeout:
+            self.waiting[:0] = self.inflight[1]
+            self.inflight = None
+        return self.issue(rn, now)
+
+    def leader_changed(self) -> None:
+        """The ReadIndex in flight went to a leader that is gone: queue its reads again."""
+        if self.inflight is not None:
+            self.waiting[:0] = self.inflight[1]
+            self.inflight = None
+
+    def drain(self) -> list[T]:
+        """Every waiter, waiting or in flight (the member is stopping)."""
+        out = self.waiting + (self.inflight[1] if self.inflight is not None else [])
+        self.waiting, self.inflight = [], None
+        return out
 
 
 # ---------------------------------------------------------------------- Ready handling

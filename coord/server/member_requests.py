@@ -75,13 +75,9 @@ class Requests(MemberState):
 
     def _fail_all(self, err: CoordError) -> None:
         self._fail_waiters(err)
-        for rf in self._read_waiting:
+        for rf in self._reads.drain():
             if not rf.done():
                 rf.set_exception(err)
-        if self._read_inflight is not None:
-            for rf in self._read_inflight[1]:
-                if not rf.done():
-                    rf.set_exception(err)
         for _, af in self._applied_waiters:
             if not af.done():
                 af.set_exception(err)
@@ -116,7 +112,7 @@ class Requests(MemberState):
                 await self._wait_applied(index)
             return
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._read_waiting.append(fut)
+        self._reads.add(fut)
         self._issue_read()
         index = await self._bounded(fut)
         if index > self._applied:
@@ -132,26 +128,14 @@ class Requests(MemberState):
         await self._bounded(af)
 
     def _issue_read(self) -> None:
-        if self._read_inflight is not None or not self._read_waiting or self.rn is None:
-            return
-        self._read_waiting = [f for f in self._read_waiting if not f.done()]
-        if not self._read_waiting:
-            return
-        ctx = f"{self.member_id:x}/{next(self._read_ctx)}".encode()
-        batch, self._read_waiting = self._read_waiting, []
-        try:
-            self.rn.read_index(ctx)
-        except ProposalDropped:
-            self._read_waiting[:0] = batch  # retried when a leader is known
-            return
-        self._read_inflight = (ctx, batch, time.monotonic())
-        self._kick.set()
+        """Issue a ReadIndex for the waiting reads (``member_core.ReadBatcher``)."""
+        if self._reads.issue(self.rn, time.monotonic()):
+            self._kick.set()
 
     def _read_done(self, ctx: bytes, index: int) -> None:
-        if self._read_inflight is None or self._read_inflight[0] != ctx:
+        batch = self._reads.done(ctx)
+        if not batch:
             return
-        _, batch, _ = self._read_inflight
-        self._read_inflight = None
         for f in batch:
             if not f.done():
                 f.set_result(index)
@@ -159,15 +143,8 @@ class Requests(MemberState):
 
     def _check_reads(self) -> None:
         """Re-issue a ReadIndex that got no answer within an election timeout (lost)."""
-        if self._read_inflight is None:
-            self._issue_read()
-            return
-        _, batch, started = self._read_inflight
-        limit = self.config.election_ticks * self.config.tick_ms / 1000.0
-        if time.monotonic() - started > limit:
-            self._read_inflight = None
-            self._read_waiting[:0] = batch
-            self._issue_read()
+        if self._reads.check(self.rn, time.monotonic()):
+            self._kick.set()
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
         old = self._leader
@@ -187,10 +164,7 @@ class Requests(MemberState):
                      term=self.rn.term if self.rn else 0)
             if old != 0:
                 self._fail_waiters(LeaderChanged())
-            if self._read_inflight is not None:
-                _, batch, _ = self._read_inflight
-                self._read_inflight = None
-                self._read_waiting[:0] = batch
+            self._reads.leader_changed()
             if leader != 0:
                 for f in self._leader_waiters:
                     if not f.done():

@@ -18,7 +18,7 @@ from coord.mvcc.store import SnapshotReuse
 from coord.raft import RawNode, StateRole
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig
-from coord.server.member_core import EarlyCampaign
+from coord.server.member_core import EarlyCampaign, ReadBatcher
 from coord.server.membership import Membership
 from coord.server.snapfile import FileBackedStorage
 from coord.server.transport import Transport
@@ -69,9 +69,7 @@ class MemberState:
     _waiters: dict[int, asyncio.Future[Any]]
     _props: list[tuple[int, bytes]]
     _conf_waiters: dict[int, asyncio.Future[Any]]
-    _read_waiting: list[asyncio.Future[int]]
-    _read_inflight: tuple[bytes, list[asyncio.Future[int]], float] | None
-    _read_ctx: itertools.count[int]
+    _reads: ReadBatcher[asyncio.Future[int]]
     _applied_waiters: list[tuple[int, asyncio.Future[None]]]
     _deadlines: collections.deque[tuple[float, asyncio.Future[Any]]]
     """Every waiter with its deadline, oldest first (one timeout for all, so the order of

@@ -71,6 +71,7 @@ from coord.server.member_apply import Applying
 from coord.server.member_cluster import ClusterOps
 from coord.server.member_core import (
     EarlyCampaign,
+    ReadBatcher,
     snapshot_due,
     split_committed,
 )
@@ -162,9 +163,7 @@ class RaftNode(Requests, Applying, Snapshotting, ClusterOps):
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._props: list[tuple[int, bytes]] = []
         self._conf_waiters: dict[int, asyncio.Future[Any]] = {}
-        self._read_waiting: list[asyncio.Future[int]] = []
-        self._read_inflight: tuple[bytes, list[asyncio.Future[int]], float] | None = None
-        self._read_ctx = itertools.count(1)
+        self._reads: ReadBatcher[asyncio.Future[int]] = self._read_batcher()
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # Every waiter with its deadline, oldest first (one timeout for all, so the order
         # of deadlines is the order of creation); the ticker fails the expired ones. This
@@ -245,6 +244,7 @@ class RaftNode(Requests, Applying, Snapshotting, ClusterOps):
             self.member_id = int(meta["member_id"])
             self.cluster_id = int(meta["cluster_id"])
             self.transport.member_id = self.member_id
+            self._reads = self._read_batcher()
         fresh = snap is None and not entries and hs == HardState()
         now = time.monotonic()
         if snap is not None:
@@ -273,6 +273,10 @@ class RaftNode(Requests, Applying, Snapshotting, ClusterOps):
         log.info("raftnode.recovered", member_id=f"{self.member_id:x}", snapshot_index=base,
                  entries=len(entries), term=hs.term, commit=hs.commit, fresh=fresh,
                  join=self.join)
+
+    def _read_batcher(self) -> ReadBatcher[asyncio.Future[int]]:
+        timeout = self.config.election_ticks * self.config.tick_ms / 1000.0
+        return ReadBatcher(self.member_id, timeout, lambda f: not f.done())
 
     def _restore(self, snap: Snapshot, now: float) -> None:
         if snap.data:

@@ -54,7 +54,12 @@ from coord.raft import (
     StateRole,
 )
 from coord.raft.describe import describe_message, describe_ready
-from coord.server.member_core import compact_point, snapshot_due, split_committed
+from coord.server.member_core import (
+    ReadBatcher,
+    compact_point,
+    snapshot_due,
+    split_committed,
+)
 from tests.sim.disk import Disk
 from tests.sim.eventloop import EventLoop, sub_rng
 from tests.sim.invariants import Invariants, Violation
@@ -96,7 +101,7 @@ class SimNode:
     applied_early: int = 0  # the last entry of the outstanding Ready applied during its write
     pending: dict[int, Call] = field(default_factory=dict)  # request id -> call
     batch: list[Call] = field(default_factory=list)  # proposals waiting for propose_many
-    pending_reads: dict[bytes, Call] = field(default_factory=dict)  # ReadIndex ctx -> call
+    reads: ReadBatcher[Call] | None = None  # the production member's ReadIndex batching
     read_waits: list[tuple[int, Call]] = field(default_factory=list)
 
 
@@ -180,6 +185,7 @@ class Cluster:
         n.created = True
         n.storage = MemoryStorage()
         n.raw = RawNode(self._config(nid, 0), n.storage)
+        n.reads = self._read_batcher(nid)
         if bootstrap:
             n.raw.bootstrap(self.founders)
         self.inv.new_node(nid)
@@ -187,6 +193,9 @@ class Cluster:
         self.trace.log(f"n{nid} start{' (bootstrap)' if bootstrap else ' (joining, empty)'}")
         self.loop.after(self.tick_rng.randrange(self.opts.tick_ms), self._tick, nid, n.incarnation)
         self.drive(n)
+
+    def _read_batcher(self, nid: int) -> ReadBatcher[Call]:
+        return ReadBatcher(nid, self.opts.election_tick * self.tick_period[nid])
 
     def crash(self, nid: int, why: str) -> None:
         n = self.nodes[nid]
@@ -199,7 +208,7 @@ class Cluster:
         n.applied_early = 0
         n.pending.clear()
         n.batch.clear()
-        n.pending_reads.clear()
+        n.reads = None
         n.read_waits.clear()
         n.role, n.leader = StateRole.FOLLOWER, 0
         self.inv.leading[nid] = 0
@@ -227,6 +236,7 @@ class Cluster:
         n.durable_index = storage.last_index()
         n.hs = hs
         n.raw = RawNode(self._config(nid, n.applied), storage)
+        n.reads = self._read_batcher(nid)
         n.up = True
         self.stats["restarts"] += 1
         self.trace.log(
@@ -242,6 +252,8 @@ class Cluster:
         if not n.up or n.incarnation != incarnation or n.raw is None:
             return
         n.raw.tick()
+        if n.reads is not None:
+            n.reads.check(n.raw, self.loop.now)
         self.drive(n)
         self.loop.after(self.tick_period[nid], self._tick, nid, incarnation)
 
@@ -314,15 +326,15 @@ class Cluster:
         self.drive(n)
 
     def read_index(self, nid: int, call: Call) -> bool:
+        """Queue a linearizable read at node ``nid`` (batched into one ReadIndex in flight
+        as the production member does); False if refused (node down or no leader known)."""
         n = self.nodes[nid]
-        if n.raw is None:
+        if n.raw is None or n.reads is None:
             return False
-        ctx = f"r{call.req.id}".encode()
-        try:
-            n.raw.read_index(ctx)
-        except ProposalDropped:
+        if n.raw.role == StateRole.FOLLOWER and n.raw.lead == 0:
             return False
-        n.pending_reads[ctx] = call
+        n.reads.add(call)
+        n.reads.issue(n.raw, self.loop.now)
         self.drive(n)
         return True
 
@@ -460,6 +472,11 @@ class Cluster:
         if rd.entries:
             n.durable_index = rd.entries[-1].index
         ss = rd.soft_state
+        if ss is not None and ss.leader != n.leader and n.reads is not None:
+            # as the member does: a read in flight to a leader that is gone goes again
+            n.reads.leader_changed()
+            if ss.leader:
+                n.reads.issue(raw, self.loop.now)
         if ss is not None and ss.role != StateRole.LEADER:
             # stepped down: the entries of this Ready may legitimately replace its log
             n.role, n.leader = ss.role, ss.leader
@@ -491,9 +508,11 @@ class Cluster:
                 self._cp("mid_apply")
             self._apply(n, raw, e)
         for rs in rd.read_states:
-            call = n.pending_reads.pop(rs.request_ctx, None)
-            if call is not None:
-                n.read_waits.append((rs.index, call))
+            assert n.reads is not None
+            batch = n.reads.done(rs.request_ctx)
+            n.read_waits.extend((rs.index, call) for call in batch)
+            if batch:
+                n.reads.issue(raw, self.loop.now)
         self._serve_reads(n)
         self._cp("before_advance")
         # 4. advance
