@@ -37,11 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import mmap
 import os
-import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
 import structlog
@@ -52,7 +49,6 @@ from coord.storage._fs import (
     default_sync,
     ensure_dir,
     fsync_dir,
-    last_nonzero,
     preallocate,
     write_all,
 )
@@ -62,20 +58,20 @@ from coord.storage.codec import (
     SEGMENT_HEADER_SIZE,
     SNAPSHOT_MARKER,
     Record,
-    damage_of_last_frame,
-    decode_frames,
-    decode_segment_header,
     encode_frame,
-    encode_segment_header,
-    find_valid_frame,
 )
 from coord.storage.errors import (
-    CorruptWALError,
-    StorageError,
     WALClosedError,
     WALFailedError,
     WALLockedError,
     WALTruncatedError,
+)
+from coord.storage.wal_segments import (
+    SegmentInfo,
+    create_segment,
+    list_segments,
+    open_at,
+    read_segments,
 )
 
 __all__ = ["DEFAULT_CARRY_OVER", "DEFAULT_SEGMENT_SIZE", "WAL", "SegmentInfo"]
@@ -87,21 +83,7 @@ DEFAULT_CARRY_OVER: frozenset[int] = frozenset({HARD_STATE, SNAPSHOT_MARKER, MET
 """Record types whose latest instance is copied to the start of every new segment."""
 
 _FLUSH_THRESHOLD = 1024 * 1024
-_SEGMENT_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
 _LOCK_NAME = "LOCK"
-
-
-def _segment_name(index: int, first_seq: int) -> str:
-    return f"{index:016x}-{first_seq:016x}.wal"
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentInfo:
-    """A segment file: its number, the sequence number of its first record, and its path."""
-
-    index: int
-    first_seq: int
-    path: Path
 
 
 class WAL:
@@ -219,12 +201,12 @@ class WAL:
         if removed_tmp:
             fsync_dir(path)
 
-        segments = _list_segments(path)
+        segments = list_segments(path)
         if not segments and must_cover:
             raise WALTruncatedError(path, 0, must_cover)
         if not segments:
-            seg = _create_segment(path, 0, 1, b"", sync_fn, segment_size)
-            fd = _open_at(seg.path, SEGMENT_HEADER_SIZE)
+            seg = create_segment(path, 0, 1, b"", sync_fn, segment_size)
+            fd = open_at(seg.path, SEGMENT_HEADER_SIZE)
             wal = cls(
                 directory=path,
                 lock_fd=lock_fd,
@@ -241,82 +223,7 @@ class WAL:
             log.info("wal.created", dir=str(path))
             return wal, []
 
-        records: list[Record] = []
-        next_seq: int | None = None
-        end = 0
-        sealed: dict[int, int] = {}
-        for i, seg in enumerate(segments):
-            last = i == len(segments) - 1
-            if i > 0 and seg.index != segments[i - 1].index + 1:
-                raise CorruptWALError(
-                    seg.path, 0, f"segment {segments[i - 1].index + 1} is missing before it"
-                )
-            if next_seq is not None and seg.first_seq != next_seq:
-                raise CorruptWALError(
-                    seg.path,
-                    0,
-                    f"segment starts at sequence {seg.first_seq}, previous ended at {next_seq - 1}",
-                )
-            with _mapped(seg.path) as (seg_fd, buf):
-                header = decode_segment_header(buf)
-                if isinstance(header, str):
-                    raise CorruptWALError(seg.path, 0, header)
-                if header != (seg.index, seg.first_seq):
-                    raise CorruptWALError(
-                        seg.path,
-                        0,
-                        f"header says segment {header[0]} first_seq {header[1]}, "
-                        "file name disagrees",
-                    )
-                result = decode_frames(buf, SEGMENT_HEADER_SIZE, seg.first_seq)
-                records.extend(result.records)
-                next_seq = result.next_seq
-                end = result.end
-                if not last:
-                    sealed[seg.index] = end
-                junk = None
-                if result.problem is not None:
-                    junk = last_nonzero(seg_fd, result.end, len(buf))
-                if junk is None:
-                    continue  # the end of the data, or of it and its preallocated zeros
-                if not last:
-                    raise CorruptWALError(
-                        seg.path, result.end, f"{result.problem} in a non-last segment"
-                    )
-                later = find_valid_frame(buf, result.end + 1, result.next_seq)
-                if later is not None:
-                    raise CorruptWALError(
-                        seg.path,
-                        result.end,
-                        f"{result.problem}, followed by a valid record (sequence {later[1]} "
-                        f"at offset {later[0]}): damage in the middle of the log, not a torn "
-                        "tail",
-                    )
-                damage = damage_of_last_frame(buf, result.end, result.next_seq, junk)
-                if damage is not None:
-                    raise CorruptWALError(
-                        seg.path, result.end, f"{damage}: a damaged record, not a torn write"
-                    )
-                if result.next_seq <= must_cover:
-                    # It looks torn, but it was durable: the file was cut short.
-                    raise WALTruncatedError(seg.path, result.next_seq - 1, must_cover)
-            log.warning(
-                "wal.torn_tail_repaired",
-                path=str(seg.path),
-                offset=result.end,
-                dropped_bytes=junk + 1 - result.end,
-                dropped_seq=result.next_seq,
-                reason=result.problem,
-                last_seq=result.next_seq - 1,
-                note="one record that was never synced (a write cut short by a crash)",
-            )
-            fd = os.open(seg.path, os.O_WRONLY)
-            try:
-                os.ftruncate(fd, result.end)
-                sync_fn(fd)
-            finally:
-                os.close(fd)
-
+        records, next_seq, end, sealed = read_segments(path, segments, must_cover, sync_fn)
         assert next_seq is not None
         if next_seq - 1 < must_cover:
             raise WALTruncatedError(path, next_seq - 1, must_cover)
@@ -325,7 +232,7 @@ class WAL:
             if rec.type in carry_over:
                 latest.pop(rec.type, None)
                 latest[rec.type] = rec
-        fd = _open_at(segments[-1].path, end)
+        fd = open_at(segments[-1].path, end)
         # What we just read may have come from the page cache only: the previous process can
         # have been killed after write() and before its fsync. Sync it now, so that everything
         # returned by open() really is durable before anyone acts on it (e.g. acks it). The
@@ -460,7 +367,7 @@ class WAL:
             seq += 1
             encode_frame(carried, seq, rec)
         try:
-            seg = _create_segment(
+            seg = create_segment(
                 self._dir,
                 current.index + 1,
                 self._last_seq + 1,
@@ -468,7 +375,7 @@ class WAL:
                 self._sync_fn,
                 self._segment_size,
             )
-            new_fd = _open_at(seg.path, SEGMENT_HEADER_SIZE + len(carried))
+            new_fd = open_at(seg.path, SEGMENT_HEADER_SIZE + len(carried))
         except OSError as exc:
             self._failed = exc
             raise WALFailedError(f"creating a WAL segment in {self._dir} failed: {exc}") from exc
@@ -585,66 +492,3 @@ class WAL:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _list_segments(path: Path) -> list[SegmentInfo]:
-    segments: list[SegmentInfo] = []
-    for entry in path.iterdir():
-        m = _SEGMENT_RE.match(entry.name)
-        if m:
-            segments.append(SegmentInfo(int(m.group(1), 16), int(m.group(2), 16), entry))
-        elif entry.name.endswith(".wal"):
-            raise StorageError(f"unexpected file in WAL directory: {entry}")
-    segments.sort(key=lambda s: s.index)
-    return segments
-
-
-def _create_segment(
-    path: Path, index: int, first_seq: int, body: bytes, sync_fn: SyncFn, size: int
-) -> SegmentInfo:
-    """Create a segment atomically, preallocated to ``size`` bytes: tmp file, fsync, rename,
-    directory fsync."""
-    final = path / _segment_name(index, first_seq)
-    if final.exists():
-        raise StorageError(f"WAL segment {final} already exists")
-    tmp = final.with_name(final.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        write_all(fd, encode_segment_header(index, first_seq) + body)
-        preallocate(fd, size)
-        sync_fn(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, final)
-    fsync_dir(path)
-    return SegmentInfo(index, first_seq, final)
-
-
-def _open_at(path: Path, offset: int) -> int:
-    """Open a segment for writing at ``offset`` (its data's end; zeros may follow)."""
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.lseek(fd, offset, os.SEEK_SET)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-@contextlib.contextmanager
-def _mapped(path: Path) -> Iterator[tuple[int, bytes]]:
-    """A segment's file descriptor and its bytes, memory-mapped read-only (a preallocated
-    segment is mostly zeros, which need not be copied into the process)."""
-    with path.open("rb") as f:
-        fd = f.fileno()
-        if os.fstat(fd).st_size == 0:
-            yield fd, b""
-            return
-        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-        try:
-            yield fd, mm  # type: ignore[misc]
-        finally:
-            # BufferError: a view of it is still referenced (by the traceback of an error
-            # raised while decoding): keep that error; the mapping goes with the view.
-            with contextlib.suppress(BufferError):
-                mm.close()
