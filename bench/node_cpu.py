@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop")
     args = ap.parse_args(argv)
+    # As the CLI does for a member (its WAL thread hands each fsync back to the loop).
+    sys.setswitchinterval(0.0005)
     workloads = args.workloads.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         main_coro = _run(Path(tmp) / "n1", workloads, args.ops, args.clients, args.repeat)
