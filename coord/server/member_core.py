@@ -115,11 +115,18 @@ class ReadBatcher(Generic[T]):
     every read (a waiter ``T``) that arrived before it was issued; one that got no answer
     within ``timeout`` (lost with a message or a leader) is issued again, and on a leader
     change the one in flight goes back to the queue, to be issued to the new leader.
-    ``live(waiter)`` says whether a waiter still wants its answer."""
+    ``live(waiter)`` says whether a waiter still wants its answer.
+
+    A context (``member/nonce/n``) must never be reused by a restarted member: the leader
+    ignores a ReadIndex whose context it still has pending (the previous process's, not
+    yet confirmed) and answers the old request with the read index it fixed back then,
+    which the new process would take for the answer to its own read — a stale read. So
+    ``nonce`` differs per process (random on the server, the incarnation in the
+    simulator)."""
 
     def __init__(self, member_id: int, timeout: float,
-                 live: Callable[[T], bool] = lambda _: True) -> None:
-        self._prefix = f"{member_id:x}/"
+                 live: Callable[[T], bool] = lambda _: True, *, nonce: int) -> None:
+        self._prefix = f"{member_id:x}/{nonce:x}/"
         self.timeout = timeout
         self._live = live
         self._ctx = itertools.count(1)

@@ -276,7 +276,8 @@ class RaftNode(Requests, Applying, Snapshotting, ClusterOps):
 
     def _read_batcher(self) -> ReadBatcher[asyncio.Future[int]]:
         timeout = self.config.election_ticks * self.config.tick_ms / 1000.0
-        return ReadBatcher(self.member_id, timeout, lambda f: not f.done())
+        return ReadBatcher(self.member_id, timeout, lambda f: not f.done(),
+                           nonce=random.SystemRandom().getrandbits(32))
 
     def _restore(self, snap: Snapshot, now: float) -> None:
         if snap.data:

@@ -195,7 +195,8 @@ class Cluster:
         self.drive(n)
 
     def _read_batcher(self, nid: int) -> ReadBatcher[Call]:
-        return ReadBatcher(nid, self.opts.election_tick * self.tick_period[nid])
+        return ReadBatcher(nid, self.opts.election_tick * self.tick_period[nid],
+                           nonce=self.nodes[nid].incarnation)
 
     def crash(self, nid: int, why: str) -> None:
         n = self.nodes[nid]

@@ -210,3 +210,27 @@ def test_f4_no_lease_reads_in_a_term_after_a_timeout_now() -> None:
     assert env.read_states == []  # in lease by contacts, but not after a TIMEOUT_NOW
     env.stabilize([1, 3])  # 3's heartbeat ack makes a quorum with the leader
     assert [(n, rs.request_ctx) for n, rs in env.read_states] == [(1, b"after-transfer")]
+
+
+# F6: a restarted member reused its ReadIndex contexts (counted from 1): the leader still
+# had the previous process's "3/1" pending, ignored the new one, and answered with the
+# read index fixed before a write the new read followed — a stale read. Seed 135654 (a
+# member restarted with a read in flight) fails with a context that repeats per process.
+F6_SEEDS = [135654]
+
+
+@pytest.mark.parametrize("seed", F6_SEEDS)
+def test_f6_seeds(seed: int) -> None:
+    res = run_seed(seed)
+    assert res.ok, res.report(trace_lines=0)
+
+
+# S2 (simulator): the probe's proposer, checked as "final leader", had lost leadership and
+# was applying during a write before holding the newest committed entry (seed 129055).
+S2_SEEDS = [129055]
+
+
+@pytest.mark.parametrize("seed", S2_SEEDS)
+def test_s2_seeds(seed: int) -> None:
+    res = run_seed(seed)
+    assert res.ok, res.report(trace_lines=0)
