@@ -4,7 +4,8 @@ snapshots, membership, ReadIndex and leader transfer.
 Structure (as etcd-io/raft): ``step(m)`` first applies the rules common to every role
 (term comparison, vote requests), then dispatches to the role's handler held in
 ``self._step``; ``tick()`` calls the role's tick function held in ``self._tick``. Each
-``become_*`` swaps both and resets per-term state.
+``become_*`` swaps both and resets per-term state. The handlers live in
+:mod:`coord.raft.leader` and :mod:`coord.raft.follower` (candidate and follower).
 
 Outbound messages go to two lists: ``msgs`` (may be sent at once) and
 ``msgs_after_append`` (APP_RESP, VOTE_RESP, PRE_VOTE_RESP and VOTE, which depend on state
@@ -24,24 +25,26 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
+from coord.raft import follower, leader
 from coord.raft.config import Config, ReadOnlyOption
 from coord.raft.errors import (
     Compacted,
-    ProposalDropped,
     RaftError,
     SnapshotTemporarilyUnavailable,
     Unavailable,
 )
 from coord.raft.log import RaftLog
 from coord.raft.progress import Progress, ProgressState
-from coord.raft.quorum import VoteResult, vote_result
+from coord.raft.quorum import VoteResult
 from coord.raft.read_only import ReadOnly
 from coord.raft.storage import Storage
 from coord.raft.tracker import ProgressTracker
 from coord.raft.types import (
     AFTER_PERSIST_MESSAGES,
+    NONE,
     ConfChange,
     ConfChangeType,
     ConfState,
@@ -57,7 +60,6 @@ from coord.raft.types import (
     entry_size,
 )
 
-NONE = 0
 #: Context of VOTE messages sent on a leader transfer: voters bypass the leader lease.
 CAMPAIGN_TRANSFER = b"transfer"
 
@@ -97,7 +99,7 @@ class Raft:
         self.bootstrap_snap: Snapshot | None = None
         self._commit_old_term = "commit_old_term_by_count" in config.bugs
         self._vote_shorter = "vote_for_shorter_log" in config.bugs
-        self._step: Callable[[Message], None] = self._step_follower
+        self._step: Callable[[Message], None] = functools.partial(follower.step_follower, self)
         self._tick: Callable[[], None] = self._tick_election
 
         hs, cs = storage.initial_state()
@@ -234,7 +236,7 @@ class Raft:
         self.randomized_election_timeout = self.rng.randint(et, 2 * et - 1)
 
     def become_follower(self, term: int, lead: int) -> None:
-        self._step = self._step_follower
+        self._step = functools.partial(follower.step_follower, self)
         self._reset(term)
         self._tick = self._tick_election
         self.lead = lead
@@ -243,7 +245,7 @@ class Raft:
     def become_candidate(self) -> None:
         if self.state == StateRole.LEADER:
             raise RaftError("invalid transition leader -> candidate")
-        self._step = self._step_candidate
+        self._step = functools.partial(follower.step_candidate, self)
         self._reset(self.term + 1)
         self._tick = self._tick_election
         self.vote = self.id
@@ -253,7 +255,7 @@ class Raft:
         if self.state == StateRole.LEADER:
             raise RaftError("invalid transition leader -> pre-candidate")
         # Term and vote are unchanged: a failed pre-vote leaves no trace.
-        self._step = self._step_candidate
+        self._step = functools.partial(follower.step_candidate, self)
         self.trk.reset_votes()
         self._tick = self._tick_election
         self.lead = NONE
@@ -262,7 +264,7 @@ class Raft:
     def become_leader(self) -> None:
         if self.state == StateRole.FOLLOWER:
             raise RaftError("invalid transition follower -> leader")
-        self._step = self._step_leader
+        self._step = functools.partial(leader.step_leader, self)
         self._reset(self.term)
         self._tick = self._tick_heartbeat
         self.lead = self.id
@@ -274,7 +276,7 @@ class Raft:
         # accepted until it is applied: this both serialises conf changes with any
         # unapplied ones from earlier terms and fixes the single-server-change bug
         # (a leader must commit an entry of its own term before changing membership).
-        self._append_entries([Entry(0, 0)])
+        leader.append_entries(self, [Entry(0, 0)])
         self.pending_conf_index = self.log.last_index()
 
     # -- ticks ------------------------------------------------------------------------------
@@ -439,302 +441,6 @@ class Raft:
                 Message(_vote_resp_type(m.type), m.frm, self.id, term=self.term, reject=True)
             )
 
-    # -- leader -----------------------------------------------------------------------------
-    def _append_entries(self, es: list[Entry]) -> None:
-        li = self.log.last_index()
-        ents = [Entry(self.term, li + 1 + i, e.type, e.data) for i, e in enumerate(es)]
-        li = self.log.append(ents)
-        # Self-acknowledgement, delivered back on advance() once persisted.
-        self.send(Message(MT.APP_RESP, self.id, self.id, self.term, index=li))
-
-    def _maybe_commit(self) -> bool:
-        return self.log.maybe_commit(self.trk.committed(), self.term, self._commit_old_term)
-
-    def _committed_entry_in_current_term(self) -> bool:
-        return self.log.term_or_zero(self.log.committed) == self.term
-
-    def _step_leader(self, m: Message) -> None:
-        t = m.type
-        if t == MT.BEAT:
-            self._bcast_heartbeat()
-            return
-        if t == MT.CHECK_QUORUM:
-            if not self.trk.quorum_active():
-                self.become_follower(self.term, NONE)
-            for pid, other in self.trk.progress.items():
-                if pid != self.id:
-                    other.recent_active = False
-            return
-        if t == MT.PROP:
-            self._leader_propose(m)
-            return
-        if t == MT.READ_INDEX:
-            self._leader_read_index(m)
-            return
-
-        pr = self.trk.progress.get(m.frm)
-        if pr is None:
-            return
-        if t == MT.APP_RESP:
-            self._handle_append_response(m, pr)
-        elif t == MT.HEARTBEAT_RESP:
-            pr.recent_active = True
-            pr.msg_app_paused = False
-            if pr.match < self.log.last_index() or pr.state == ProgressState.PROBE:
-                self._send_append(m.frm)
-            if not m.context:  # confirms no read (a lease read's fallback uses them too)
-                return
-            acks = self.read_only.recv_ack(m.frm, m.context)
-            if acks is None or not self._quorum_acked(acks):
-                return
-            for rs in self.read_only.advance(m.context):
-                self._respond_read_index(rs.req, rs.index)
-        elif t == MT.SNAP_STATUS:
-            if pr.state != ProgressState.SNAPSHOT:
-                return
-            if m.reject:
-                pr.pending_snapshot = 0
-            pr.become_probe()
-            # Wait for the follower's APP_RESP (success) or a heartbeat interval (failure)
-            # before the next APP.
-            pr.msg_app_paused = True
-        elif t == MT.UNREACHABLE:
-            # An APP was probably lost: stop pipelining and probe again.
-            if pr.state == ProgressState.REPLICATE:
-                pr.become_probe()
-        elif t == MT.TRANSFER_LEADER:
-            self._handle_transfer_leader(m, pr)
-
-    def _quorum_acked(self, acks: dict[int, bool]) -> bool:
-        return vote_result(self.trk.voters, acks) == VoteResult.WON
-
-    def _leader_propose(self, m: Message) -> None:
-        if not m.entries:
-            raise RaftError("empty proposal")
-        if self.id not in self.trk.progress:
-            raise ProposalDropped("this leader was removed from the configuration")
-        if self.lead_transferee != NONE:
-            raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
-        ents = list(m.entries)
-        for i, e in enumerate(ents):
-            if e.type != EntryType.CONF_CHANGE:
-                continue
-            if self.pending_conf_index > self.log.applied:
-                raise ProposalDropped(
-                    f"a conf change is pending (index {self.pending_conf_index}, applied "
-                    f"{self.log.applied})"
-                )
-            if any(x.type == EntryType.CONF_CHANGE for x in ents[i + 1 :]):
-                raise ProposalDropped("one conf change at a time")
-            self.pending_conf_index = self.log.last_index() + i + 1
-        self._append_entries(ents)
-        self._bcast_append()
-
-    def _leader_read_index(self, m: Message) -> None:
-        if not self._committed_entry_in_current_term():
-            # Our commit index may lag the true one until our no-op commits (§6.4). This
-            # holds for a single voter too: a commit index that was never made durable
-            # (only entries must be fsync'd) restarts lower than a write already answered.
-            self.pending_read_index.append(m)
-            return
-        self._send_read_index_response(m)
-
-    def _send_read_index_response(self, m: Message) -> None:
-        if self.trk.is_singleton():  # the quorum is us: nobody to confirm leadership with
-            self._respond_read_index(m, self.log.committed)
-            return
-        if self.cfg.read_only == ReadOnlyOption.LEASE_BASED and self._in_lease():
-            self._respond_read_index(m, self.log.committed)
-            return
-        self.read_only.add_request(self.log.committed, m)
-        self.read_only.recv_ack(self.id, m.context)
-        self._bcast_heartbeat(m.context)
-
-    def _in_lease(self) -> bool:
-        """Whether a LEASE_BASED read may be answered from the lease, without a heartbeat
-        round; if not, it takes the SAFE path.
-
-        etcd-io/raft answers every lease read while it is leader, relying on check-quorum
-        to step it down within an election timeout of losing its quorum. But the check
-        runs once per election timeout and counts contacts since the previous check, so an
-        isolated leader can last almost two timeouts — longer when a leader transfer
-        restarts the count — while the others elect a leader after one (tests/sim/FINDINGS.md
-        F4; etcd-io/raft#166). So: a quorum must have been heard from since the last
-        check (less than an election timeout ago), and no leader transfer may be under
-        way or have sent its TIMEOUT_NOW in this term: a transfer's forced votes ignore
-        the followers' leases. What remains assumed, as for every lease: bounded clock
-        drift and message delay."""
-        return (self.trk.quorum_active() and self.lead_transferee == NONE
-                and not self.timeout_now_sent)
-
-    def _release_pending_read_index(self) -> None:
-        if not self.pending_read_index or not self._committed_entry_in_current_term():
-            return
-        pending, self.pending_read_index = self.pending_read_index, []
-        for m in pending:
-            self._send_read_index_response(m)
-
-    def _respond_read_index(self, req: Message, index: int) -> None:
-        if req.frm in (NONE, self.id):
-            self.read_states.append(ReadState(index, req.context))
-        else:
-            self.send(Message(MT.READ_INDEX_RESP, req.frm, self.id, self.term, index=index,
-                              context=req.context))
-
-    def _handle_append_response(self, m: Message, pr: Progress) -> None:
-        pr.recent_active = True
-        if m.reject:
-            next_probe = m.reject_hint
-            if m.log_term > 0:
-                next_probe, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
-            if pr.maybe_decr_to(m.index, next_probe):
-                if pr.state == ProgressState.REPLICATE:
-                    pr.become_probe()
-                self._send_append(m.frm)
-            return
-        old_paused = pr.is_paused()
-        if not (pr.maybe_update(m.index) or (
-            pr.match == m.index and pr.state == ProgressState.PROBE
-        )):
-            return
-        if pr.state == ProgressState.PROBE:
-            pr.become_replicate()
-        elif pr.state == ProgressState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
-            pr.become_probe()
-            pr.become_replicate()
-        elif pr.state == ProgressState.REPLICATE:
-            pr.inflights.free_le(m.index)
-        if self._maybe_commit():
-            self._release_pending_read_index()
-            self._bcast_append()
-        elif old_paused and m.frm != self.id:
-            self._send_append(m.frm)
-        if m.frm != self.id:
-            while self._maybe_send_append(m.frm, send_if_empty=False):
-                pass
-        if m.frm == self.lead_transferee and pr.match == self.log.last_index():
-            self._send_timeout_now(m.frm)
-
-    def _handle_transfer_leader(self, m: Message, pr: Progress) -> None:
-        transferee = m.frm
-        if pr.is_learner:
-            return
-        if self.lead_transferee != NONE:
-            if self.lead_transferee == transferee:
-                return
-            self.lead_transferee = NONE
-        if transferee == self.id:
-            return
-        # The transfer must finish within one election timeout.
-        self.election_elapsed = 0
-        self.lead_transferee = transferee
-        if pr.match == self.log.last_index():
-            self._send_timeout_now(transferee)
-        else:
-            self._send_append(transferee)
-
-    def _send_timeout_now(self, transferee: int) -> None:
-        self.timeout_now_sent = True
-        self.send(Message(MT.TIMEOUT_NOW, transferee, self.id, self.term))
-
-    # -- candidate ----------------------------------------------------------------------------
-    def _step_candidate(self, m: Message) -> None:
-        my_resp = MT.PRE_VOTE_RESP if self.state == StateRole.PRE_CANDIDATE else MT.VOTE_RESP
-        t = m.type
-        if t == MT.PROP:
-            raise ProposalDropped("no leader (election in progress)")
-        if t == MT.APP:
-            self.become_follower(m.term, m.frm)
-            self._handle_append(m)
-        elif t == MT.HEARTBEAT:
-            self.become_follower(m.term, m.frm)
-            self._handle_heartbeat(m)
-        elif t == MT.SNAP:
-            self.become_follower(m.term, m.frm)
-            self._handle_snapshot(m)
-        elif t == my_resp:
-            res = self._poll(m.frm, not m.reject)
-            if res == VoteResult.WON:
-                if self.state == StateRole.PRE_CANDIDATE:
-                    self._campaign(MT.VOTE)
-                else:
-                    self.become_leader()
-                    self._bcast_append()
-            elif res == VoteResult.LOST:
-                self.become_follower(self.term, NONE)
-
-    # -- follower -----------------------------------------------------------------------------
-    def _step_follower(self, m: Message) -> None:
-        t = m.type
-        if t == MT.PROP:
-            if self.lead == NONE:
-                raise ProposalDropped("no leader")
-            self.send(_with_to(m, self.lead))
-        elif t in (MT.APP, MT.HEARTBEAT, MT.SNAP):
-            self.election_elapsed = 0
-            self.lead = m.frm
-            if t == MT.APP:
-                self._handle_append(m)
-            elif t == MT.HEARTBEAT:
-                self._handle_heartbeat(m)
-            else:
-                self._handle_snapshot(m)
-        elif t == MT.TRANSFER_LEADER:
-            if self.lead != NONE:
-                self.send(_with_to(m, self.lead))
-        elif t == MT.TIMEOUT_NOW:
-            self._hup(transfer=True)
-        elif t == MT.READ_INDEX:
-            if self.lead != NONE:
-                self.send(_with_to(m, self.lead))
-        elif t == MT.READ_INDEX_RESP:
-            self.read_states.append(ReadState(m.index, m.context))
-
-    def _handle_append(self, m: Message) -> None:
-        if m.index < self.log.committed:
-            self.send(Message(MT.APP_RESP, m.frm, self.id, self.term, index=self.log.committed))
-            return
-        last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
-        if last_new is not None:
-            self.send(Message(MT.APP_RESP, m.frm, self.id, self.term, index=last_new))
-            return
-        # Mismatch at m.index: hint the largest (index, term) that may match, skipping
-        # our entries whose term is above the leader's log_term (fast backtracking).
-        hint_index = min(m.index, self.log.last_index())
-        hint_index, hint_term = self.log.find_conflict_by_term(hint_index, m.log_term)
-        self.send(
-            Message(MT.APP_RESP, m.frm, self.id, self.term, index=m.index, reject=True,
-                    reject_hint=hint_index, log_term=hint_term)
-        )
-
-    def _handle_heartbeat(self, m: Message) -> None:
-        self.log.commit_to(m.commit)
-        self.send(Message(MT.HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
-
-    def _handle_snapshot(self, m: Message) -> None:
-        assert m.snapshot is not None
-        if self.restore(m.snapshot):
-            self.send(Message(MT.APP_RESP, m.frm, self.id, self.term, index=self.log.last_index()))
-        else:
-            self.send(Message(MT.APP_RESP, m.frm, self.id, self.term, index=self.log.committed))
-
-    def restore(self, snap: Snapshot) -> bool:
-        """Install ``snap`` if it is ahead of our commit index; False if ignored."""
-        md = snap.metadata
-        if md.index <= self.log.committed:
-            return False
-        if self.state != StateRole.FOLLOWER:
-            # Defensive: only followers install snapshots.
-            self.become_follower(self.term + 1, NONE)
-            return False
-        if self.log.match_term(md.index, md.term):
-            # We already hold the snapshot's last entry: just fast-forward the commit.
-            self.log.commit_to(md.index)
-            return False
-        self.log.restore(snap)
-        self.restore_conf(md.conf_state)
-        return True
-
     # -- membership -----------------------------------------------------------------------------
     def restore_conf(self, cs: ConfState) -> None:
         self.trk = ProgressTracker(self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes)
@@ -787,8 +493,8 @@ class Raft:
         if self.lead_transferee != NONE and not self.trk.is_voter(self.lead_transferee):
             self.lead_transferee = NONE
         # The quorum changed: the commit index may move (e.g. after a removal).
-        if self._maybe_commit():
-            self._release_pending_read_index()
+        if leader.maybe_commit(self):
+            leader.release_pending_read_index(self)
             self._bcast_append()
         else:
             for pid in self.trk.ids():
@@ -798,9 +504,4 @@ class Raft:
 
 def _with_term(m: Message, term: int) -> Message:
     return Message(m.type, m.to, m.frm, term, m.log_term, m.index, m.entries, m.commit,
-                   m.snapshot, m.reject, m.reject_hint, m.context)
-
-
-def _with_to(m: Message, to: int) -> Message:
-    return Message(m.type, to, m.frm, m.term, m.log_term, m.index, m.entries, m.commit,
                    m.snapshot, m.reject, m.reject_hint, m.context)

@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from coord.raft.config import Config
 from coord.raft.errors import ProposalDropped, RaftError, StepLocalMessage
 from coord.raft.progress import ProgressState
-from coord.raft.raft import NONE, Raft
+from coord.raft.raft import Raft
 from coord.raft.storage import Storage
 from coord.raft.types import (
     LOCAL_MESSAGES,
+    NONE,
     ConfChange,
     ConfState,
     Entry,

@@ -37,6 +37,9 @@ class MessageType(IntEnum):
 
 
 #: Messages that only the local node may feed to itself; ``RawNode.step`` refuses them.
+NONE = 0
+"""No node: the leader a node does not know, the vote it has not cast."""
+
 LOCAL_MESSAGES = frozenset(
     {MessageType.HUP, MessageType.BEAT, MessageType.CHECK_QUORUM, MessageType.UNREACHABLE,
      MessageType.SNAP_STATUS}
