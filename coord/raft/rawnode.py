@@ -148,11 +148,15 @@ class RawNode:
         """The term of the entry at ``index`` (0 if compacted away or beyond the log)."""
         return self._raft.log.term_or_zero(index)
 
-    @property
-    def sole_voter(self) -> bool:
-        """Whether this node is the only voter of its configuration (it commits alone)."""
+    def sole_voter_read(self) -> tuple[int, bool] | None:
+        """On the leader of a one-voter configuration (which commits alone): its commit
+        index and whether that entry is of its own term (then the commit index is a
+        linearizable read point without a round of messages); None elsewhere."""
         r = self._raft
-        return r.trk.is_singleton() and r.id in r.trk.voters
+        if r.state != StateRole.LEADER or not r.trk.is_singleton() or r.id not in r.trk.voters:
+            return None
+        c = r.log.committed
+        return c, r.log.term_or_zero(c) == r.term
 
     def propose(self, data: bytes) -> None:
         """Propose a normal entry. Raises ``ProposalDropped`` if it cannot be accepted now."""

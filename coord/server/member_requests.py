@@ -101,13 +101,14 @@ class Requests(MemberState):
             await self._wait_leader()
         assert self.rn is not None
         rn = self.rn
-        if rn.role == StateRole.LEADER and rn.sole_voter:
-            if rn.term_at(rn.committed) != rn.term:
+        sole = rn.sole_voter_read()
+        if sole is not None:
+            index, of_this_term = sole
+            if not of_this_term:
                 # this term's first entry (the no-op) is at or before the last index
                 await self._wait_applied(rn.last_index())
                 await self.read_index()
                 return
-            index = rn.committed
             if index > self._applied:
                 await self._wait_applied(index)
             return

@@ -10,8 +10,9 @@ A Ready's records are written either on the event loop or on the WAL's own threa
 * otherwise (many entries, a snapshot, an fsync with work queued): on the thread, so that
   the loop keeps serving while the disk works.
 
-The WAL is used from one thread at a time: a write runs on the loop only while no job
-(a write or a segment release) is queued on the thread.
+The WAL is used from one thread at a time: the caller awaits each write before the next,
+and a write runs on the loop only while no job (a segment release) is queued on the
+thread.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ class WalWriter:
                 wal.sync()
             return last
 
-        return self.run(write)
+        # Not counted as a job: the caller awaits it before its next write, and jobs
+        # queued after it (``run``) wait for it on the same thread.
+        return asyncio.get_running_loop().run_in_executor(self._io, write)
 
     def run(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         """Run ``fn`` (which may use the WAL) on the WAL thread, after the writes before it."""
