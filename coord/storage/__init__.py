@@ -1,7 +1,9 @@
-"""Durable storage for coord: a segmented write-ahead log, snapshot files, group commit.
+"""Durable storage for coord: a segmented write-ahead log, snapshot files, the WAL records
+of a Raft member (:mod:`coord.storage.records`) and the one writer of its WAL
+(:mod:`coord.storage.wal_writer`).
 
-Synchronous file code (the server runs it off the event loop, e.g. via
-:class:`GroupCommitter`'s single thread). What is durable when each call returns is stated in
+Synchronous file code (the member runs it off the event loop, on ``WalWriter``'s thread,
+or on the loop where that is cheaper). What is durable when each call returns is stated in
 its docstring; the on-disk formats are described in :mod:`coord.storage.codec` and
 :mod:`coord.storage.snapshot`.
 """
@@ -17,7 +19,6 @@ from coord.storage.errors import (
     WALLockedError,
     WALTruncatedError,
 )
-from coord.storage.group_commit import FlushFn, GroupCommitter
 from coord.storage.snapshot import Snapshot, SnapshotStore
 from coord.storage.wal import DEFAULT_CARRY_OVER, DEFAULT_SEGMENT_SIZE, WAL, SegmentInfo
 from coord.storage.watermark import Mark, Watermark, WatermarkError
@@ -33,8 +34,6 @@ __all__ = [
     "CorruptSnapshotError",
     "CorruptWALError",
     "DataDirError",
-    "FlushFn",
-    "GroupCommitter",
     "Mark",
     "Record",
     "SegmentInfo",
