@@ -64,6 +64,8 @@ class EarlyCampaign:
         self._pending: list[_Pending] = []
         self.forgotten = 0
         self.campaigns = 0
+        self.last_lost = 0
+        """The leader this member last believed gone after its stream broke."""
 
     def stream_lost(self, peer: int, now: float) -> float | None:
         """The stream ``peer`` sent Raft messages on broke at ``now``; returns when to
@@ -100,6 +102,7 @@ class EarlyCampaign:
             if p.confirm:
                 if rn.lead != p.leader or last_heard(p.leader) > p.since:
                     continue  # a leader is back (or another one was elected)
+                self.last_lost = p.leader
                 at = self.leader_gone(now)
                 if at is not None:
                     wakes.append(at)

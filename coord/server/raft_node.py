@@ -365,7 +365,7 @@ class RaftNode(Requests, Applying, Snapshotting, ClusterOps):
         for due in wakes:
             self._wake_at(due)
         if self._early.forgotten != forgotten:
-            log.info("raftnode.leader_lost", term=self._term,
+            log.info("raftnode.leader_lost", leader=f"{self._early.last_lost:x}",
                      campaign_in_ms=round(max(0.0, min(wakes) - time.monotonic()) * 1000))
         if self._early.forgotten != forgotten or self._early.campaigns != campaigns:
             self._kick.set()
