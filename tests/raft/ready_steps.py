@@ -64,7 +64,7 @@ def cmd_ready(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
     rd = rn.ready()
     se.held[nid] = rd
     se.queue.extend(rd.messages)
-    return [f"> {nid} ready (held)", *describe_ready(rd)]
+    return [f"> {nid} ready (held) must_sync={rd.must_sync}", *describe_ready(rd)]
 
 
 def cmd_persist(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
