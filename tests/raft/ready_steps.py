@@ -29,6 +29,7 @@ from coord.raft import (
     MessageType,
     Ready,
     describe_entry,
+    describe_message,
     describe_ready,
 )
 from coord.raft.describe import describe_conf_state, describe_hard_state
@@ -80,7 +81,7 @@ def cmd_persist(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
     se.read_states.extend((nid, rs) for rs in rd.read_states)
     se.queue.extend(rd.messages_after_persist)
     se.persisted.add(nid)
-    return [f"  sent: {m.frm}->{m.to} {m.type.name}" for m in rd.messages_after_persist]
+    return [f"  sent: {describe_message(m)}" for m in rd.messages_after_persist]
 
 
 def cmd_advance(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
@@ -101,6 +102,18 @@ def cmd_advance(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
         elif e.data:
             node.applied.append((e.index, e.data))
     node.rn.advance(rd)
+    return out
+
+
+def cmd_crash(env: Env, pos: list[str], kw: dict[str, str]) -> list[str]:
+    """crash <id>: as the base command; a held Ready that was not persisted is lost."""
+    se, nid = _env(env), int(pos[0])
+    out = []
+    if nid in se.held:
+        out.append("  lost: the held Ready" + ("" if nid in se.persisted else " (not persisted)"))
+        del se.held[nid]
+        se.persisted.discard(nid)
+    se.crash(nid)
     return out
 
 
@@ -180,6 +193,7 @@ EXTRA_COMMANDS: dict[str, Callable[[Env, list[str], dict[str, str]], list[str]]]
     "ready": cmd_ready,
     "persist": cmd_persist,
     "advance": cmd_advance,
+    "crash": cmd_crash,
     "create-snapshot": cmd_create_snapshot,
     "send-snapshot": cmd_send_snapshot,
     "durable": cmd_durable,

@@ -50,3 +50,23 @@ def test_etcd_scenario(path: Path) -> None:
             )
         )
         pytest.fail(f"{path.name} differs (RAFT_REWRITE=1 to accept):\n{diff}")
+
+
+#: The etcd-io/raft testdata scenarios ported here (issue 20, item 7).
+PORTED = {
+    "async_storage_writes",
+    "async_storage_writes_append_aba_race",
+    "commit_index_regression",
+    "heartbeat_resp_recovers_from_probing",
+    "lagging_commit",
+    "probe_and_replicate",
+    "replicate_pause",
+    "single_node",
+    "slow_follower_after_compaction",
+    "snapshot_succeed_via_app_resp",
+    "snapshot_succeed_via_app_resp_behind",
+}
+
+
+def test_every_port_is_present() -> None:
+    assert {p.stem for p in SCENARIOS.glob("*.txt")} == PORTED
