@@ -39,7 +39,7 @@ import structlog
 
 from coord.api.h2.client import StreamCall
 from coord.api.proto import raft_pb2
-from coord.raft import Message, MessageType
+from coord.raft import Entry, Message, MessageType
 from coord.server.transport_codec import message_to_pb, wire_size
 from coord.server.transport_h2 import (
     CONNECT_TIMEOUT,
@@ -137,7 +137,7 @@ def split_oversized(m: Message) -> list[Message]:
     if m.type != MessageType.PROP or len(m.entries) < 2 or wire_size(m) <= BATCH_BYTES:
         return [m]
     parts: list[Message] = []
-    group: list[Any] = []
+    group: list[Entry] = []
     size = 0
     for e in m.entries:
         n = 32 + len(e.data)
