@@ -210,7 +210,7 @@ class _PeerSender:
                 await send_snapshot_h2(self.address, chunks, total)
             ok = True
             log.info("transport.snapshot_sent", to=f"{self.peer_id:x}",
-                     index=m.snapshot.metadata.index if m.snapshot else 0)
+                     index=m.snapshot.metadata.index, bytes=total)
         except Exception as err:
             if not rpc_failed(err):
                 raise
