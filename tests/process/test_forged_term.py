@@ -33,7 +33,7 @@ async def _forge_and_recover(c: CoordCluster) -> None:
             Message(MessageType.HEARTBEAT, ids[follower], ids[leader], term=forged_term))])
         setattr(batch, "from", ids[leader])
         try:
-            await stub.SendSnapshot(batch, timeout=5)
+            await stub.send_batch(batch, timeout=5)
         except StreamCallError:
             assert forged_term == 2**48  # far above: refused
     # Whatever was adopted, the cluster elects a leader again and takes writes.

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63oord/api/proto/raft.proto\x12\nraftcronpb\"D\n\tRaftEntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04type\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"[\n\x0cRaftSnapshot\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06voters\x18\x03 \x03(\x04\x12\x10\n\x08learners\x18\x04 \x03(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"\x94\x02\n\x0bRaftMessage\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12&\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x15.raftcronpb.RaftEntry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12*\n\x08snapshot\x18\t \x01(\x0b\x32\x18.raftcronpb.RaftSnapshot\x12\x14\n\x0chas_snapshot\x18\n \x01(\x08\x12\x0e\n\x06reject\x18\x0b \x01(\x08\x12\x13\n\x0breject_hint\x18\x0c \x01(\x04\x12\x0f\n\x07\x63ontext\x18\r \x01(\x0c\"[\n\x0cMessageBatch\x12\x0c\n\x04\x66rom\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\x04\x12)\n\x08messages\x18\x03 \x03(\x0b\x32\x17.raftcronpb.RaftMessage\"\x0e\n\x0cSendResponse\"\x1f\n\x11LeaseRenewRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"5\n\x12LeaseRenewResponse\x12\x0b\n\x03ttl\x18\x01 \x01(\x03\x12\x12\n\nnot_leader\x18\x02 \x01(\x08\"\x1d\n\x0fLeaseTTLRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"R\n\x10LeaseTTLResponse\x12\x0b\n\x03ttl\x18\x01 \x01(\x03\x12\x0f\n\x07granted\x18\x02 \x01(\x03\x12\x0c\n\x04keys\x18\x03 \x03(\x0c\x12\x12\n\nnot_leader\x18\x04 \x01(\x08\"-\n\x0c\x46\x61ultRequest\x12\x0b\n\x03\x63ut\x18\x01 \x03(\t\x12\x10\n\x08\x64\x65lay_ms\x18\x02 \x01(\r\".\n\rFaultResponse\x12\x0b\n\x03\x63ut\x18\x01 \x03(\t\x12\x10\n\x08\x64\x65lay_ms\x18\x02 \x01(\r\"!\n\x11MemberJoinRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\"J\n\x12MemberJoinResponse\x12\x11\n\tmember_id\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\x04\x12\r\n\x05\x66ound\x18\x03 \x01(\x08\x32\xa8\x03\n\x04Peer\x12<\n\x04Send\x12\x18.raftcronpb.MessageBatch\x1a\x18.raftcronpb.SendResponse(\x01\x12\x42\n\x0cSendSnapshot\x12\x18.raftcronpb.MessageBatch\x1a\x18.raftcronpb.SendResponse\x12K\n\nLeaseRenew\x12\x1d.raftcronpb.LeaseRenewRequest\x1a\x1e.raftcronpb.LeaseRenewResponse\x12L\n\x0fLeaseTimeToLive\x12\x1b.raftcronpb.LeaseTTLRequest\x1a\x1c.raftcronpb.LeaseTTLResponse\x12<\n\x05\x46\x61ult\x12\x18.raftcronpb.FaultRequest\x1a\x19.raftcronpb.FaultResponse\x12\x45\n\x04Join\x12\x1d.raftcronpb.MemberJoinRequest\x1a\x1e.raftcronpb.MemberJoinResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63oord/api/proto/raft.proto\x12\nraftcronpb\"D\n\tRaftEntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04type\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"[\n\x0cRaftSnapshot\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06voters\x18\x03 \x03(\x04\x12\x10\n\x08learners\x18\x04 \x03(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"\x94\x02\n\x0bRaftMessage\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12&\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x15.raftcronpb.RaftEntry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12*\n\x08snapshot\x18\t \x01(\x0b\x32\x18.raftcronpb.RaftSnapshot\x12\x14\n\x0chas_snapshot\x18\n \x01(\x08\x12\x0e\n\x06reject\x18\x0b \x01(\x08\x12\x13\n\x0breject_hint\x18\x0c \x01(\x04\x12\x0f\n\x07\x63ontext\x18\r \x01(\x0c\"[\n\x0cMessageBatch\x12\x0c\n\x04\x66rom\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\x04\x12)\n\x08messages\x18\x03 \x03(\x0b\x32\x17.raftcronpb.RaftMessage\"\x0e\n\x0cSendResponse\"\xaa\x01\n\rSnapshotChunk\x12\x0c\n\x04\x66rom\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\x04\x12(\n\x07message\x18\x03 \x01(\x0b\x32\x17.raftcronpb.RaftMessage\x12\x12\n\ntotal_size\x18\x04 \x01(\x04\x12\x0e\n\x06offset\x18\x05 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\x0c\n\x04last\x18\x07 \x01(\x08\x12\r\n\x05\x63rc32\x18\x08 \x01(\r\"\x1f\n\x11LeaseRenewRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"5\n\x12LeaseRenewResponse\x12\x0b\n\x03ttl\x18\x01 \x01(\x03\x12\x12\n\nnot_leader\x18\x02 \x01(\x08\"\x1d\n\x0fLeaseTTLRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"R\n\x10LeaseTTLResponse\x12\x0b\n\x03ttl\x18\x01 \x01(\x03\x12\x0f\n\x07granted\x18\x02 \x01(\x03\x12\x0c\n\x04keys\x18\x03 \x03(\x0c\x12\x12\n\nnot_leader\x18\x04 \x01(\x08\"-\n\x0c\x46\x61ultRequest\x12\x0b\n\x03\x63ut\x18\x01 \x03(\t\x12\x10\n\x08\x64\x65lay_ms\x18\x02 \x01(\r\".\n\rFaultResponse\x12\x0b\n\x03\x63ut\x18\x01 \x03(\t\x12\x10\n\x08\x64\x65lay_ms\x18\x02 \x01(\r\"!\n\x11MemberJoinRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\"J\n\x12MemberJoinResponse\x12\x11\n\tmember_id\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\x04\x12\r\n\x05\x66ound\x18\x03 \x01(\x08\x32\xab\x03\n\x04Peer\x12<\n\x04Send\x12\x18.raftcronpb.MessageBatch\x1a\x18.raftcronpb.SendResponse(\x01\x12\x45\n\x0cSendSnapshot\x12\x19.raftcronpb.SnapshotChunk\x1a\x18.raftcronpb.SendResponse(\x01\x12K\n\nLeaseRenew\x12\x1d.raftcronpb.LeaseRenewRequest\x1a\x1e.raftcronpb.LeaseRenewResponse\x12L\n\x0fLeaseTimeToLive\x12\x1b.raftcronpb.LeaseTTLRequest\x1a\x1c.raftcronpb.LeaseTTLResponse\x12<\n\x05\x46\x61ult\x12\x18.raftcronpb.FaultRequest\x1a\x19.raftcronpb.FaultResponse\x12\x45\n\x04Join\x12\x1d.raftcronpb.MemberJoinRequest\x1a\x1e.raftcronpb.MemberJoinResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,22 +41,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESSAGEBATCH']._serialized_end=575
   _globals['_SENDRESPONSE']._serialized_start=577
   _globals['_SENDRESPONSE']._serialized_end=591
-  _globals['_LEASERENEWREQUEST']._serialized_start=593
-  _globals['_LEASERENEWREQUEST']._serialized_end=624
-  _globals['_LEASERENEWRESPONSE']._serialized_start=626
-  _globals['_LEASERENEWRESPONSE']._serialized_end=679
-  _globals['_LEASETTLREQUEST']._serialized_start=681
-  _globals['_LEASETTLREQUEST']._serialized_end=710
-  _globals['_LEASETTLRESPONSE']._serialized_start=712
-  _globals['_LEASETTLRESPONSE']._serialized_end=794
-  _globals['_FAULTREQUEST']._serialized_start=796
-  _globals['_FAULTREQUEST']._serialized_end=841
-  _globals['_FAULTRESPONSE']._serialized_start=843
-  _globals['_FAULTRESPONSE']._serialized_end=889
-  _globals['_MEMBERJOINREQUEST']._serialized_start=891
-  _globals['_MEMBERJOINREQUEST']._serialized_end=924
-  _globals['_MEMBERJOINRESPONSE']._serialized_start=926
-  _globals['_MEMBERJOINRESPONSE']._serialized_end=1000
-  _globals['_PEER']._serialized_start=1003
-  _globals['_PEER']._serialized_end=1427
+  _globals['_SNAPSHOTCHUNK']._serialized_start=594
+  _globals['_SNAPSHOTCHUNK']._serialized_end=764
+  _globals['_LEASERENEWREQUEST']._serialized_start=766
+  _globals['_LEASERENEWREQUEST']._serialized_end=797
+  _globals['_LEASERENEWRESPONSE']._serialized_start=799
+  _globals['_LEASERENEWRESPONSE']._serialized_end=852
+  _globals['_LEASETTLREQUEST']._serialized_start=854
+  _globals['_LEASETTLREQUEST']._serialized_end=883
+  _globals['_LEASETTLRESPONSE']._serialized_start=885
+  _globals['_LEASETTLRESPONSE']._serialized_end=967
+  _globals['_FAULTREQUEST']._serialized_start=969
+  _globals['_FAULTREQUEST']._serialized_end=1014
+  _globals['_FAULTRESPONSE']._serialized_start=1016
+  _globals['_FAULTRESPONSE']._serialized_end=1062
+  _globals['_MEMBERJOINREQUEST']._serialized_start=1064
+  _globals['_MEMBERJOINREQUEST']._serialized_end=1097
+  _globals['_MEMBERJOINRESPONSE']._serialized_start=1099
+  _globals['_MEMBERJOINRESPONSE']._serialized_end=1173
+  _globals['_PEER']._serialized_start=1176
+  _globals['_PEER']._serialized_end=1603
 # @@protoc_insertion_point(module_scope)

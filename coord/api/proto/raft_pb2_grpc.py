@@ -39,9 +39,9 @@ class PeerStub:
                 request_serializer=coord_dot_api_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
                 response_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.SendResponse.FromString,
                 _registered_method=True)
-        self.SendSnapshot = channel.unary_unary(
+        self.SendSnapshot = channel.stream_unary(
                 '/raftcronpb.Peer/SendSnapshot',
-                request_serializer=coord_dot_api_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
+                request_serializer=coord_dot_api_dot_proto_dot_raft__pb2.SnapshotChunk.SerializeToString,
                 response_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.SendResponse.FromString,
                 _registered_method=True)
         self.LeaseRenew = channel.unary_unary(
@@ -75,7 +75,7 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def SendSnapshot(self, request, context):
+    def SendSnapshot(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,9 +113,9 @@ def add_PeerServicer_to_server(servicer, server):
                     request_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.MessageBatch.FromString,
                     response_serializer=coord_dot_api_dot_proto_dot_raft__pb2.SendResponse.SerializeToString,
             ),
-            'SendSnapshot': grpc.unary_unary_rpc_method_handler(
+            'SendSnapshot': grpc.stream_unary_rpc_method_handler(
                     servicer.SendSnapshot,
-                    request_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.MessageBatch.FromString,
+                    request_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.SnapshotChunk.FromString,
                     response_serializer=coord_dot_api_dot_proto_dot_raft__pb2.SendResponse.SerializeToString,
             ),
             'LeaseRenew': grpc.unary_unary_rpc_method_handler(
@@ -177,7 +177,7 @@ class Peer:
             _registered_method=True)
 
     @staticmethod
-    def SendSnapshot(request,
+    def SendSnapshot(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -187,11 +187,11 @@ class Peer:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
             '/raftcronpb.Peer/SendSnapshot',
-            coord_dot_api_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
+            coord_dot_api_dot_proto_dot_raft__pb2.SnapshotChunk.SerializeToString,
             coord_dot_api_dot_proto_dot_raft__pb2.SendResponse.FromString,
             options,
             channel_credentials,
