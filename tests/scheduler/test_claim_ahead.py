@@ -135,7 +135,9 @@ def test_a_claim_sent_ahead_starts_its_process_at_the_instant(
         starts = _starts(marker)
         for occ, instant in occs:
             assert starts[occ] >= instant.timestamp(), (occ, starts[occ], instant)
-            assert starts[occ] - instant.timestamp() < 1.0
+            # on time: before the next instant (a start a period late is not), with no
+            # bound under a few seconds on a loaded 2-core machine
+            assert starts[occ] - instant.timestamp() < 3.0
         store = runs["w1"].worker.store
         assert store is not None and store.txns == len(starts)  # one claim txn each
     asyncio.run(main())
