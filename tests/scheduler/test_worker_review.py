@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,11 +71,16 @@ async def _views_show(ws: list[Worker], names: set[str]) -> bool:
 # ---------------------------------------------------------------- executor (findings 3, 8)
 def test_start_cancelled_twice_still_kills_what_it_spawned(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both cancellations land while the spawn thread is held (a slow filesystem while the
+    log file is created): the first while the start awaits the spawn, the second once the
+    start has handled the first. Only then is the spawn let through."""
     spawned: list[int] = []
     real_spawn = executor._spawn
+    entered, release = threading.Event(), threading.Event()
 
-    def slow_spawn(*args: Any) -> Any:  # a slow filesystem while the log file is created
-        time.sleep(0.5)
+    def slow_spawn(*args: Any) -> Any:
+        entered.set()
+        release.wait(30)
         proc, out, offset = real_spawn(*args)
         spawned.append(proc.pid)
         return proc, out, offset
@@ -85,10 +91,17 @@ def test_start_cancelled_twice_still_kills_what_it_spawned(
                          command=("sleep", "30"))
         p = JobProcess(req, log_path=tmp_path / "j.log")
         t = asyncio.create_task(p.start())
-        await asyncio.sleep(0.1)  # the spawn thread is under way
-        t.cancel()
-        await asyncio.sleep(0.1)  # the start is now in its cleanup branch
-        t.cancel()
+        try:
+            await until(lambda: _true(entered.is_set()), 10, "the spawn thread to be under way")
+            t.cancel()
+            # A few loop turns (not time): the start handles the first cancellation; the
+            # spawn is still held, so the start cannot have got past it.
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not spawned
+            t.cancel()
+        finally:
+            release.set()
         with pytest.raises(asyncio.CancelledError):
             await t
         await until(lambda: _true(bool(spawned)), 10, "the spawn thread to start the job")
