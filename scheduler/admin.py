@@ -9,7 +9,7 @@ import difflib
 import json
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +44,22 @@ class ApplyConflict(AdminError):
 class Change:
     kind: str  # "add" | "change" | "delete" | "same"
     name: str
-    diff: list[str] = field(default_factory=list)
+    old: str | None = None
+    """The stored JSON (a change), as read."""
+    new: str | None = None
+    """The file's JSON (an add or a change)."""
+
+    @property
+    def diff(self) -> list[str]:
+        """The change as diff lines; built on demand (pretty-printing 20,000 specs for a
+        summary that shows 20 of them took seconds)."""
+        if self.new is None:
+            return []
+        if self.old is None:
+            return [f"+ {line}" for line in _pretty(self.new)]
+        old = _pretty(self.old) if self.old.startswith("{") else [self.old]
+        return [line for line in difflib.unified_diff(old, _pretty(self.new), lineterm="", n=1)
+                if not line.startswith(("---", "+++"))]
 
 
 @dataclass
@@ -98,7 +113,7 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
         new = spec.to_json()
         key = keys.job_key(spec.name)
         if spec.name not in current:
-            changes.append(Change("add", spec.name, [f"+ {line}" for line in _pretty(new)]))
+            changes.append(Change("add", spec.name, new=new))
             compares.append(Compare.create(key) == 0)
             ops.append(put(key, new))
             sizes.append(len(new))
@@ -107,10 +122,7 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
         if raw == new:
             changes.append(Change("same", spec.name))
             continue
-        diff = [line for line in difflib.unified_diff(
-            _pretty(raw) if raw.startswith("{") else [raw], _pretty(new), lineterm="", n=1)
-            if not line.startswith(("---", "+++"))]
-        changes.append(Change("change", spec.name, diff))
+        changes.append(Change("change", spec.name, old=raw, new=new))
         compares.append(Compare.mod(key) == rev)
         ops.append(put(key, new))
         sizes.append(len(new))

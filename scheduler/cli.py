@@ -252,8 +252,11 @@ def client_call(endpoints: str, fn: Any) -> Any:
     async def body() -> Any:
         async with Client(endpoints, timeout=5) as client:
             return await fn(client)
+    from scheduler.spec import gc_paused
+
     try:
-        return asyncio.run(body())
+        with gc_paused():  # a short-lived process decoding thousands of values (jobs list)
+            return asyncio.run(body())
     except AdminError as err:
         fail(str(err))
     except SpecError as err:

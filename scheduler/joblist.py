@@ -8,6 +8,7 @@ The cost is O(pages), not one read per job. Rendering is the CLI's.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -69,6 +70,23 @@ def _matches(spec: JobSpec | None, tags: dict[str, str]) -> bool:
     return all(spec.tags.get(k) == v for k, v in tags.items())
 
 
+def _may_match(raw: bytes, tags: dict[str, str]) -> bool:
+    """False when the stored JSON's tags cannot match ``tags`` (then the value need not be
+    decoded in full: a valid spec's tags are the JSON's, and an invalid one matches no
+    tag). A cheap filter before :func:`decode_spec`, which settles the rest."""
+    if not tags:
+        return True
+    try:
+        stored = json.loads(raw).get("tags")
+    except (ValueError, RecursionError, TypeError, AttributeError):
+        return False
+    if not isinstance(stored, dict):
+        return False
+    # A non-string value (``5``) may still decode to the tag asked for ("5"): decode it.
+    return all(k in stored and (stored[k] == v or not isinstance(stored[k], str))
+               for k, v in tags.items())
+
+
 async def list_jobs(client: Client, *, prefix: str = "", tags: dict[str, str] | None = None,
                     with_last: bool = True) -> list[JobEntry]:
     """Stored jobs whose name starts with ``prefix`` and whose tags include ``tags``, sorted
@@ -78,6 +96,8 @@ async def list_jobs(client: Client, *, prefix: str = "", tags: dict[str, str] | 
     revision = 0
     async for revision, kv in scan(client, keys.JOBS.encode() + prefix.encode()):  # noqa: B007
         name = keys.name_from(kv.key, keys.JOBS)
+        if not _may_match(kv.value, tags):
+            continue
         try:
             spec: JobSpec | None = decode_spec(kv.key, kv.value)
         except BadValue:  # listed as unreadable, as every view skips it
