@@ -87,6 +87,18 @@ def _may_match(raw: bytes, tags: dict[str, str]) -> bool:
                for k, v in tags.items())
 
 
+def _latest(run_keys: list[bytes]) -> bytes:
+    """The key of the latest occurrence among one job's run keys (parsing the occurrence
+    ids only when there is a choice: most listed jobs have one run)."""
+    if len(run_keys) == 1:
+        return run_keys[0]
+
+    def when(key: bytes) -> tuple[datetime, str]:
+        job_occ = key[len(keys.RUNS.encode()):].decode(errors="replace")
+        return occurrence_sort_key(job_occ.partition("/")[2])
+    return max(run_keys, key=when)
+
+
 async def list_jobs(client: Client, *, prefix: str = "", tags: dict[str, str] | None = None,
                     with_last: bool = True) -> list[JobEntry]:
     """Stored jobs whose name starts with ``prefix`` and whose tags include ``tags``, sorted
@@ -108,18 +120,14 @@ async def list_jobs(client: Client, *, prefix: str = "", tags: dict[str, str] | 
     if not with_last or not entries:
         return entries
     wanted = {e.name for e in entries}
-    latest: dict[str, tuple[tuple[datetime, str], bytes]] = {}
+    run_keys_of: dict[str, list[bytes]] = {}
     runs = keys.RUNS.encode()
     async for _, kv in scan(client, runs + prefix.encode(), keys_only=True,
                             revision=revision):
-        job, _, occ = kv.key[len(runs):].decode(errors="replace").partition("/")
-        if job not in wanted:
-            continue
-        sort_key = occurrence_sort_key(occ)
-        best = latest.get(job)
-        if best is None or sort_key > best[0]:
-            latest[job] = (sort_key, kv.key)
-    by_key = {k: job for job, (_, k) in latest.items()}
+        job = kv.key[len(runs):].decode(errors="replace").partition("/")[0]
+        if job in wanted:
+            run_keys_of.setdefault(job, []).append(kv.key)
+    by_key = {_latest(job_keys): job for job, job_keys in run_keys_of.items()}
     run_keys = sorted(by_key)
     found: dict[str, RunRecord] = {}
     for start in range(0, len(run_keys), GETS_PER_TXN):

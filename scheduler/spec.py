@@ -328,6 +328,7 @@ _INT = "tag:yaml.org,2002:int"
 _BOOL = "tag:yaml.org,2002:bool"
 _NULL = "tag:yaml.org,2002:null"
 _MERGE = "tag:yaml.org,2002:merge"
+_VALUE = "tag:yaml.org,2002:value"
 _SEQ = "tag:yaml.org,2002:seq"
 _MAP = "tag:yaml.org,2002:map"
 
@@ -501,7 +502,7 @@ def _tags(node: Node) -> dict[str, str]:
 
 def _duration(node: Node, *, minimum: int = 0) -> int:
     if isinstance(node, ScalarNode) and node.tag == _INT:
-        n = int(SafeConstructor().construct_yaml_int(node))
+        n = _yaml_int(node)
     elif isinstance(node, ScalarNode) and node.tag == _STR:
         try:
             n = parse_duration(node.value)
@@ -516,10 +517,22 @@ def _duration(node: Node, *, minimum: int = 0) -> int:
     return n
 
 
+_DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+
+
+def _yaml_int(node: ScalarNode) -> int:
+    """The value of a YAML int: plain decimal at once, other forms (0x1f, 1_000, 1:30)
+    as PyYAML reads them."""
+    text = str(node.value)
+    if _DECIMAL.fullmatch(text):
+        return int(text)
+    return int(SafeConstructor().construct_yaml_int(node))
+
+
 def _int(node: Node, lo: int, hi: int) -> int:
     if not (isinstance(node, ScalarNode) and node.tag == _INT):
         raise _Bad(f"must be a whole number from {lo} to {hi} {_got(node)}", node)
-    n = int(SafeConstructor().construct_yaml_int(node))
+    n = _yaml_int(node)
     if not lo <= n <= hi:
         raise _Bad(f"must be a whole number from {lo} to {hi} {_got(node)}", node)
     return n
@@ -580,14 +593,17 @@ class _Checker:
     def _pairs(self, node: MappingNode, job: str | None) -> list[tuple[str, Node, Node]]:
         """(key, key node, value node), ``<<`` merges applied, duplicate keys reported."""
         seen: dict[str, Node] = {}
+        special = False  # a '<<' merge key or a '=' value key, which flatten_mapping resolves
         for k, _ in node.value:
             if isinstance(k, ScalarNode) and k.tag != _MERGE:
                 if k.value in seen:
                     self.add(k, job, str(k.value), "is given twice (first at line "
                              f"{seen[k.value].start_mark.line + 1})")
                 seen.setdefault(k.value, k)
+            special = special or k.tag in (_MERGE, _VALUE)
         try:
-            SafeConstructor().flatten_mapping(node)
+            if special:
+                SafeConstructor().flatten_mapping(node)
         except yaml.MarkedYAMLError as exc:
             self.add(node, job, None, f"bad '<<' merge: {exc.problem}")
             return []
