@@ -22,6 +22,7 @@ from scheduler import admin, joblist, keys
 from scheduler.errors import SpecError
 from scheduler.spec import JobSpec, gc_paused, load_jobs_text
 from scheduler.spec_fields import node_of
+from scheduler.spec_load import _checked_fields, _Checker
 from tests.helpers.procs import process_group, start_coord
 from tests.scheduler.test_cli import stored
 
@@ -168,3 +169,31 @@ def test_a_stored_float_is_reported_as_written() -> None:
     with pytest.raises(SpecError, match=r'"retries": must be a whole number from 0 to 100 '
                                         r"\(got 1.5\)"):
         JobSpec.from_json(json.dumps(spec))
+
+
+def test_the_memoised_check_of_stored_specs_agrees_with_the_full_check() -> None:
+    """`from_json` checks a stored spec's fields with a memo of repeated values and falls back
+    to the full checker at the first doubt: for every value, good or bad, both say the same."""
+    base = json.loads(JobSpec(name="m", schedule="*/5 * * * *", command=("echo", "x"),
+                              env={"A": "1"}, tags={"k": "v"}, timeout=30).to_json())
+    variants: list[dict[str, Any]] = [base]
+    odd_values: list[Any] = [None, "", "x", "forbid", "rerun", "UTC", "Mars/Base", "@daily",
+                             "1h", "0", 0, 1, -1, 5, 10**6, True, False, 1.5, [], ["a"],
+                             ["PATH", "PATH"], {}, {"A": "1"}, {"A": None}, {"RAFTCRON_X": "1"},
+                             {"k": 5}, {"bad key": "v"}]
+    for key in base:
+        variants += [dict(base, **{key: v}) for v in odd_values]
+    variants += [{k: v for k, v in base.items() if k != "schedule"}, dict(base, nope=1)]
+    agreed = 0
+    for data in variants:
+        checker = _Checker("<json>")
+        full = checker.job(node_of(data), 1)
+        for _ in range(2):  # the second time from the memo
+            fast = _checked_fields(data)
+            assert fast is None or (full is not None and fast == full
+                                    and fast.to_json() == full.to_json()), data
+        if full is not None and fast is not None:
+            agreed += 1
+        if full is not None and not checker.problems:
+            assert fast is not None, data  # a valid spec takes the memoised path
+    assert agreed > 50  # the comparison above compared specs, not only failures
