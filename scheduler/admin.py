@@ -78,21 +78,6 @@ def _pretty(spec_json: str) -> list[str]:
     return json.dumps(json.loads(spec_json), indent=2, sort_keys=True).splitlines()
 
 
-async def stored_jobs(client: Client) -> dict[str, tuple[JobSpec | None, str, int]]:
-    """name → (spec or None if unreadable, raw JSON, mod_revision)."""
-    r = await client.get(keys.JOBS, prefix=True)
-    out: dict[str, tuple[JobSpec | None, str, int]] = {}
-    for kv in r.kvs:
-        name = keys.name_from(kv.key, keys.JOBS)
-        raw = kv.value.decode(errors="replace")
-        try:  # total: any bad value (too deep, a name not its key's) is just unreadable
-            spec: JobSpec | None = decode_spec(kv.key, kv.value)
-        except BadValue:
-            spec = None
-        out[name] = (spec, raw, kv.mod_revision)
-    return out
-
-
 async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
                      dry_run: bool) -> ApplyPlan:
     """Make the stored jobs match ``specs`` with compare-and-set txns.
