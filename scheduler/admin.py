@@ -51,8 +51,8 @@ class Change:
 
     @property
     def diff(self) -> list[str]:
-        """The change as diff lines; built on demand (pretty-printing 20,000 specs for a
-        summary that shows 20 of them took seconds)."""
+        """The change as diff lines; built on demand, as a summary prints only a few of
+        them and pretty-printing every spec of a large file is slow."""
         if self.new is None:
             return []
         if self.old is None:
@@ -86,8 +86,8 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
     ``create_revision == 0`` for a new one), so a concurrent edit makes the apply fail
     instead of being overwritten. Re-applying the same file changes nothing.
     """
-    # Raw JSON and revision only: apply compares text, and parsing 20,000 stored specs
-    # would cost seconds.
+    # Raw JSON and revision only: apply compares text, and parsing every stored spec would
+    # be most of its cost.
     current = {e.name: (None, e.raw, e.revision) for e in await stored_raw(client)}
     changes: list[Change] = []
     compares = []

@@ -17,7 +17,6 @@ def iso(t: datetime) -> str:
     return t.isoformat(timespec="milliseconds" if t.microsecond else "seconds")
 
 
-
 PLAIN_TABLE_OVER = 200
 """Tables with more rows than this print as plain aligned columns (fast), not rich's box."""
 
@@ -31,8 +30,8 @@ def emit(output: str, rows: list[dict[str, Any]], columns: list[str], title: str
         return
     cells = [["" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
     if len(rows) > PLAIN_TABLE_OVER:
-        # rich lays out a table cell by cell (~1 ms a row): 20,000 jobs took 11-20 s. Plain
-        # aligned columns print the same information at once.
+        # rich lays out a table cell by cell, far too slow for thousands of rows (figures in
+        # docs/benchmarks.md); plain aligned columns print the same information at once.
         widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
         lines = [f"{title} ({len(rows)})",
                  "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]

@@ -295,10 +295,10 @@ CONVERTERS: Final[Mapping[str, Callable[[Node], object]]] = {
 
 def node_of(value: Any) -> Node:
     """The YAML node PyYAML's SafeDumper represents a JSON value as (mappings sorted by
-    key, no marks), built directly: the generic representer cost ~0.1 ms a spec, most of
-    `jobs list` at 20,000 jobs. Anything but str, bool, int, None, list and a dict with
-    string keys (a float) goes to the representer, so every value reads in a message as
-    before."""
+    key, no marks), built directly because the generic representer is most of the cost of
+    checking many stored specs. Anything but str, bool, int, None, list and a dict with
+    string keys (a float) goes to the representer, so a value reads in a message as the
+    representer writes it."""
     kind = type(value)
     if kind is str:
         return ScalarNode(STR_TAG, value)
@@ -312,6 +312,6 @@ def node_of(value: Any) -> Node:
         return SequenceNode(SEQ_TAG, [node_of(v) for v in value])
     if kind is dict and all(type(k) is str for k in value):
         return MappingNode(MAP_TAG, [(ScalarNode(STR_TAG, k), node_of(v))
-                                  for k, v in sorted(value.items())])
+                                     for k, v in sorted(value.items())])
     node: Node = yaml.SafeDumper(io.StringIO()).represent_data(value)
     return node

@@ -50,10 +50,11 @@ def load_jobs(path: str | Path, *, local_users: bool = False) -> list[JobSpec]:
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside: building many small objects that all stay alive
-    (a file's YAML nodes, 20,000 specs) triggers collections that each walk every object
-    built so far: at 20,000 jobs that was 90% of composing the file. Nothing built here
-    forms reference cycles that must be freed early; collection resumes on exit."""
+    """No cyclic garbage collection inside: building many small objects that all stay
+    alive (a large file's YAML nodes, thousands of specs) triggers collections that each walk
+    every object built so far, most of the cost of loading a large file. Nothing built here
+    forms reference cycles that must be freed early; collection resumes on exit (if it was
+    on)."""
     was = gc.isenabled()
     gc.disable()
     try:
@@ -122,7 +123,7 @@ def spec_from_json(text: str | bytes, source: str = "<json>") -> JobSpec:
 _FIELD_MEMO_MAX = 4096
 _field_memo: dict[tuple[str, object], object] = {}
 """(field, stored JSON value) → its checked value, for the fields that repeat from job to
-job (a listing of 20,000 stored specs checks the same few schedules, zones and defaults)."""
+job (a listing of many stored specs checks the same few schedules, zones and defaults)."""
 _UNIQUE_FIELDS = frozenset({"name", "command"})
 
 

@@ -61,8 +61,8 @@ DEFAULTS: Final[Mapping[str, object]] = MappingProxyType({
 
 
 schedule_of = lru_cache(maxsize=1024)(parse_schedule)
-"""parse_schedule, remembered: many jobs share a schedule, and a file of 20,000 jobs (or a
-listing of them) would otherwise parse the same few cron expressions 20,000 times. The
+"""parse_schedule, remembered: many jobs share a schedule, and a large file (or a listing
+of the stored jobs) would otherwise parse the same few cron expressions once per job. The
 schedules are immutable values; an invalid expression raises every time (not cached)."""
 
 
