@@ -46,7 +46,6 @@ from typing import Any
 import structlog
 
 from coord.aiotools import within
-from coord.api.local import LocalTarget
 from coord.client import (
     Client,
     ClientError,
@@ -61,6 +60,7 @@ from coord.client import (
     prefix_end,
     txn_op,
 )
+from coord.rpc.local import LocalTarget
 from scheduler import keys
 from scheduler.attempts import attempt_entry
 from scheduler.claim import (
@@ -146,7 +146,7 @@ class WorkerConfig:
     worker that owns its process (the CLI); tests running several in one process don't."""
     local: dict[str, LocalTarget] = field(default_factory=dict)
     """Endpoints served by a coord member in this process (``raftcron agent``): the
-    worker calls it without a socket (``coord.api.local``)."""
+    worker calls it without a socket (``coord.rpc.local``)."""
 
 
 @dataclass

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from coord.api.errors import unary
-from coord.api.handlers import Context as Ctx
 from coord.api.proto import rpc_pb2
 from coord.errors import CoordError
+from coord.rpc.handlers import Context as Ctx
 from coord.server.core import Core
 
 

@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 import structlog
 
-from coord.api.handlers import Context
-from coord.api.status import StatusCode
 from coord.errors import CoordError
+from coord.rpc.handlers import Context
+from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.api")
 

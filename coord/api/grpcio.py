@@ -1,9 +1,9 @@
 """The grpcio fallback (``RAFTCRON_GRPC_SERVER=grpcio``): coord's method handlers
-(:class:`coord.api.handlers.MethodHandler`) served by ``grpc.aio.server``.
+(:class:`coord.rpc.handlers.MethodHandler`) served by ``grpc.aio.server``.
 
 This module imports grpc; a member imports it only on that path (docs/grpc-server.md).
 The services see grpcio's context through :class:`_Context`, which converts coord's
-:class:`~coord.api.status.StatusCode` to grpcio's at this boundary.
+:class:`~coord.rpc.status.StatusCode` to grpcio's at this boundary.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
-from coord.api.handlers import Context, MethodHandler
-from coord.api.status import StatusCode, grpc_code
+from coord.rpc.handlers import Context, MethodHandler
+from coord.rpc.status import StatusCode, grpc_code
 
 GrpcContext = grpc.aio.ServicerContext[Any, Any]
 
 
 class _Context:
     """grpcio's per-call context as coord's services use it
-    (:class:`coord.api.handlers.Context`)."""
+    (:class:`coord.rpc.handlers.Context`)."""
 
     __slots__ = ("_context",)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from coord.api.errors import unary
-from coord.api.handlers import Context as Ctx
 from coord.api.proto import internal_pb2, rpc_pb2
+from coord.rpc.handlers import Context as Ctx
 from coord.server import validate
 from coord.server.core import Core
 from coord.server.validate import read_only_txn

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from coord.api.errors import status_code, unary
-from coord.api.handlers import Context as Ctx
 from coord.api.proto import internal_pb2, rpc_pb2
 from coord.errors import CoordError
+from coord.rpc.handlers import Context as Ctx
 from coord.server.core import Core
 
 

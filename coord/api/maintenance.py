@@ -9,9 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from coord.api.errors import unary
-from coord.api.handlers import Context as Ctx
 from coord.api.proto import rpc_pb2
-from coord.api.status import StatusCode
 from coord.errors import (
     CoordError,
     LearnerNotReady,
@@ -23,6 +21,8 @@ from coord.errors import (
     TooManyLearners,
 )
 from coord.raft import ConfChangeType
+from coord.rpc.handlers import Context as Ctx
+from coord.rpc.status import StatusCode
 from coord.server.apply import Applier
 from coord.server.config import member_id_for
 from coord.server.core import Core

@@ -25,7 +25,6 @@ import grpc
 import structlog
 
 from coord.aiotools import within
-from coord.api.local import LocalTarget
 from coord.api.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from coord.client.errors import (
     ClientError,
@@ -52,6 +51,7 @@ from coord.client.types import (
     TxnResult,
     WatchBatch,
 )
+from coord.rpc.local import LocalTarget
 
 log = structlog.get_logger("coord.client")
 
@@ -122,7 +122,7 @@ class _Endpoint:
 
     def __init__(self, address: str, local: LocalTarget | None = None) -> None:
         self.address = address
-        # A member in this very process is called without a socket (coord.api.local).
+        # A member in this very process is called without a socket (coord.rpc.local).
         channel: Any
         if local is not None:
             channel = local.channel()
@@ -162,7 +162,7 @@ class Client:
 
     Use as ``async with Client(["127.0.0.1:2379"]) as c: ...``. ``timeout`` bounds each
     call, retries included. ``local`` maps endpoints served by a member in this process to
-    its :class:`~coord.api.local.LocalTarget`: calls to those skip the socket.
+    its :class:`~coord.rpc.local.LocalTarget`: calls to those skip the socket.
     """
 
     def __init__(self, endpoints: Sequence[str] | str, timeout: float = 5.0,

@@ -14,15 +14,15 @@ import structlog
 
 from coord.api.auth import AuthService
 from coord.api.errors import RECV_LIMIT
-from coord.api.h2.server import H2Server
-from coord.api.handlers import Context, MethodHandler, service_handlers
 from coord.api.kv import KVService
 from coord.api.lease import LeaseService
 from coord.api.maintenance import ClusterService, MaintenanceService
 from coord.api.proto import rpc_pb2
-from coord.api.status import StatusCode
 from coord.api.watch import WatchService
 from coord.errors import NoLeader
+from coord.rpc.h2.server import H2Server
+from coord.rpc.handlers import Context, MethodHandler, service_handlers
+from coord.rpc.status import StatusCode
 from coord.server.apply import Applier
 from coord.server.config import GRPC_RECV_LIMIT, ServerConfig
 from coord.server.core import Core
@@ -38,7 +38,7 @@ from coord.server.transport import (
 if TYPE_CHECKING:
     import grpc
 
-    from coord.api.local import LocalTarget
+    from coord.rpc.local import LocalTarget
 
 log = structlog.get_logger("coord.server")
 
@@ -234,12 +234,12 @@ class CoordServer:
 
     def local_target(self) -> LocalTarget:
         """This member's client services for a client in the same process (started only).
-        Made on first use: ``coord.api.local`` speaks grpc.aio's types to its client, so a
+        Made on first use: ``coord.rpc.local`` speaks grpc.aio's types to its client, so a
         member nobody calls in-process never imports grpc."""
         if self._client is None:
             raise RuntimeError("the server is not started")
         if self._local is None:
-            from coord.api.local import LocalTarget  # noqa: PLC0415 - imports grpc
+            from coord.rpc.local import LocalTarget  # noqa: PLC0415 - imports grpc
 
             self._local = LocalTarget(self._client.service, max_receive=RECV_LIMIT)
             if self._stopped:

@@ -8,7 +8,7 @@
 * A broken stream is reopened with exponential backoff (50 ms .. 1 s).
 * Snapshots (``SNAP`` messages) go in a unary ``SendSnapshot`` call so the sender learns
   the outcome and reports it (``report_snapshot``).
-* Everything goes over coord's own HTTP/2 client (``coord.api.h2.client``): a member
+* Everything goes over coord's own HTTP/2 client (``coord.rpc.h2.client``): a member
   never imports grpcio (docs/grpc-server.md), unless ``RAFTCRON_GRPC_SERVER=grpcio``
   puts grpc.aio back on both ports and on the peer calls.
 * Fault injection (tests only): when enabled (``RAFTCRON_FAULTS=1``), the peer service's
@@ -33,10 +33,7 @@ import structlog
 from google.protobuf.message import Message as ProtoMessage
 
 from coord.aiotools import within
-from coord.api.h2.client import StreamCall, unary_call
-from coord.api.handlers import Context, MethodHandler, service_handlers
 from coord.api.proto import raft_pb2
-from coord.api.status import StatusCode, is_grpcio_error
 from coord.raft import (
     ConfState,
     Entry,
@@ -47,6 +44,9 @@ from coord.raft import (
     SnapshotMetadata,
 )
 from coord.raft.types import LOCAL_MESSAGES
+from coord.rpc.h2.client import StreamCall, unary_call
+from coord.rpc.handlers import Context, MethodHandler, service_handlers
+from coord.rpc.status import StatusCode, is_grpcio_error
 
 log = structlog.get_logger("coord.transport")
 
@@ -109,7 +109,7 @@ class PeerRejected(Exception):
 
 
 def grpc_server_kind() -> str:
-    """Which HTTP/2 stack members use for gRPC: ``h2`` (coord's own, :mod:`coord.api.h2`,
+    """Which HTTP/2 stack members use for gRPC: ``h2`` (coord's own, :mod:`coord.rpc.h2`,
     the default: the client and peer ports' servers and the peer ``Send`` streams) or
     ``grpcio`` (``grpc.aio``) when ``RAFTCRON_GRPC_SERVER=grpcio``. Both speak the same
     protocol; grpcio costs about ten times the CPU per call (docs/grpc-server.md) and is
@@ -187,7 +187,7 @@ class H2PeerStub:
     """The peer service's unary calls on coord's HTTP/2 client, called as on a grpc.aio
     stub: ``await stub.LeaseRenew(request, timeout=3.0)``. Each call has a connection of
     its own (these calls are rare: snapshots, lease renewals forwarded by a follower,
-    joining). A failure raises :class:`coord.api.h2.client.StreamCallError`, a
+    joining). A failure raises :class:`coord.rpc.h2.client.StreamCallError`, a
     ``ConnectionError``."""
 
     def __init__(self, address: str) -> None:
@@ -373,7 +373,7 @@ class _PeerSender:
 
     async def _open_send(self) -> Any:
         """The long-lived ``Send`` stream to this peer: coord's own HTTP/2 client
-        (:mod:`coord.api.h2.client`, a tenth of grpc.aio's CPU per write), or grpc.aio's
+        (:mod:`coord.rpc.h2.client`, a tenth of grpc.aio's CPU per write), or grpc.aio's
         when ``RAFTCRON_GRPC_SERVER=grpcio``."""
         if grpc_server_kind() == "grpcio":
             return self._stub().Send()

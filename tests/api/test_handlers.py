@@ -1,4 +1,4 @@
-"""The method tables built from the protobuf descriptors (``coord.api.handlers``) and the
+"""The method tables built from the protobuf descriptors (``coord.rpc.handlers``) and the
 grpcio fallback's adapter (``coord.api.grpcio``): the tables are what grpcio's generated
 code builds, coord's status codes are grpcio's, and both servers answer a client alike —
 results, etcd's errors (codes and messages), aborts inside streams, ``hasleader``."""
@@ -14,11 +14,11 @@ import grpc
 import pytest
 
 from coord.api import grpcio
-from coord.api.h2.server import H2Server
-from coord.api.handlers import MethodHandler
 from coord.api.proto import raft_pb2_grpc, rpc_pb2, rpc_pb2_grpc
-from coord.api.status import StatusCode, grpc_code
 from coord.api.watch import WatchService
+from coord.rpc.h2.server import H2Server
+from coord.rpc.handlers import MethodHandler
+from coord.rpc.status import StatusCode, grpc_code
 from coord.server.server import ClientHandlers, CoordServer, client_handlers
 from coord.server.transport import PeerService, peer_handlers
 from tests.api.h2_support import LISTEN, run, within

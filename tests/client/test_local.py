@@ -1,4 +1,4 @@
-"""coord.api.local: an agent's worker calls its own member without a socket, and must see
+"""coord.rpc.local: an agent's worker calls its own member without a socket, and must see
 exactly what a client over the network sees — results, etcd's errors, watch and lease
 streams, deadlines, the size limit.
 
@@ -16,10 +16,10 @@ from typing import Any
 import grpc
 import pytest
 
-from coord.api.h2.server import RpcAbort
-from coord.api.local import LocalTarget
-from coord.api.status import StatusCode
 from coord.client import Client, ClientError, Compare, put
+from coord.rpc.h2.server import RpcAbort
+from coord.rpc.local import LocalTarget
+from coord.rpc.status import StatusCode
 from coord.server.server import CoordServer
 from tests.helpers.member import member_config
 

@@ -1,6 +1,6 @@
 """Method handlers for coord's gRPC services, built from the protobuf service descriptors.
 
-The h2 server (``coord.api.h2.server``) and in-process calls (``coord.api.local``) look a
+The h2 server (``coord.rpc.h2.server``) and in-process calls (``coord.rpc.local``) look a
 call's path up in a table of :class:`MethodHandler` — the same fields as grpcio's
 ``RpcMethodHandler``, so either kind of handler serves there — and never need grpcio's
 generated ``*_pb2_grpc`` modules, whose import loads the whole ``grpc`` package
@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, NoReturn, Protocol
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
 
-from coord.api.status import StatusCode
+from coord.rpc.status import StatusCode
 
 Behaviour = Callable[[Any, Any], Any]
 """``(request or request iterator, context)`` → an awaitable response, or an async

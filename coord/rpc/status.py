@@ -1,6 +1,6 @@
 """gRPC status codes for coord's server side, without grpcio.
 
-A member serves both of its ports with coord's own HTTP/2 server (``coord.api.h2``), so
+A member serves both of its ports with coord's own HTTP/2 server (``coord.rpc.h2``), so
 nothing on that path needs the ``grpc`` package — importing it costs a member about
 13 MB of resident memory (docs/grpc-server.md). :class:`StatusCode` has grpcio's names
 and numbers (the ``grpc-status`` values of the gRPC spec); code that hands a status to

@@ -1,5 +1,5 @@
 """A gRPC server on asyncio: HTTP/2 framing, flow control and gRPC's message framing,
-serving method handlers with grpcio's fields (:class:`coord.api.handlers.MethodHandler`,
+serving method handlers with grpcio's fields (:class:`coord.rpc.handlers.MethodHandler`,
 built from the protobuf service descriptors; grpcio's own ``RpcMethodHandler`` works too).
 Nothing here imports grpcio (docs/grpc-server.md).
 
@@ -18,7 +18,7 @@ trailers (or a trailers-only response). Not supported, refused cleanly: compress
 messages (``grpc-encoding``), server push (never sent), priorities (ignored, as RFC 9113
 allows). Handlers see a :class:`ServicerContext` that implements the part of
 ``grpc.aio.ServicerContext`` coord's services use (``abort``, metadata, peer, deadline;
-:class:`coord.api.handlers.Context`), with coord's own :class:`StatusCode`.
+:class:`coord.rpc.handlers.Context`), with coord's own :class:`StatusCode`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
 
-from coord.api.h2 import hpack
-from coord.api.h2.limits import (
+from coord.rpc.h2 import hpack
+from coord.rpc.h2.limits import (
     MAX_CONCURRENT_STREAMS,
     MAX_HEADER_LIST_SIZE,
     PENDING_RESPONSE_LIMIT,
@@ -50,9 +50,9 @@ from coord.api.h2.limits import (
     SETTINGS_RATE,
     Bucket,
 )
-from coord.api.status import StatusCode
+from coord.rpc.status import StatusCode
 
-log = structlog.get_logger("coord.api.h2")
+log = structlog.get_logger("coord.rpc.h2")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -476,7 +476,7 @@ class Stream:
 
 
 Resolver = Callable[[CallDetails], Any]
-"""Maps a call to its method handler (:class:`coord.api.handlers.MethodHandler`, or
+"""Maps a call to its method handler (:class:`coord.rpc.handlers.MethodHandler`, or
 anything with the same fields, such as grpcio's ``RpcMethodHandler``), or None."""
 
 
@@ -1206,7 +1206,7 @@ class H2Server:
 
 
 if TYPE_CHECKING:
-    from coord.api.handlers import Context
+    from coord.rpc.handlers import Context
 
     def _is_a_context(context: ServicerContext) -> Context:
         """mypy checks that the services can be given this context."""

@@ -4,7 +4,7 @@ and for unary calls (:func:`unary_call`) the same way.
 Why not ``grpc.aio``: the Raft peer transport writes a ``MessageBatch`` on one never-ending
 ``Peer/Send`` call per peer, and grpc.aio's ``_StreamRequestMixin._write`` (futures and a
 hand-off to its poller thread per message) was the largest single CPU cost of a member.
-This module is the sending half of :mod:`coord.api.h2.server`'s protocol: one
+This module is the sending half of :mod:`coord.rpc.h2.server`'s protocol: one
 ``asyncio.Protocol`` per call, a message becomes a DATA frame appended to an output list,
 and everything written in one loop turn goes to the socket in one ``transport.write``.
 
@@ -33,8 +33,8 @@ from typing import cast
 
 import structlog
 
-from coord.api.h2 import hpack
-from coord.api.h2.server import (
+from coord.rpc.h2 import hpack
+from coord.rpc.h2.server import (
     CANCEL,
     COMPRESSION_ERROR,
     DATA,
@@ -65,9 +65,9 @@ from coord.api.h2.server import (
     frame,
     read_frames,
 )
-from coord.api.status import StatusCode
+from coord.rpc.status import StatusCode
 
-log = structlog.get_logger("coord.api.h2.client")
+log = structlog.get_logger("coord.rpc.h2.client")
 
 STREAM_ID = 1
 """The one stream of a connection."""

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 
-from coord.api.h2.server import RpcAbort
-from coord.api.status import StatusCode, grpc_code
+from coord.rpc.h2.server import RpcAbort
+from coord.rpc.status import StatusCode, grpc_code
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +39,7 @@ STREAM_BUFFER = 64
 
 Resolver = Callable[[Any], Any]
 """``CallDetails`` (``.method``, ``.invocation_metadata``) → a method handler
-(:class:`coord.api.handlers.MethodHandler`) or None."""
+(:class:`coord.rpc.handlers.MethodHandler`) or None."""
 
 Metadata = Sequence[tuple[str, str]]
 
@@ -148,7 +148,7 @@ class LocalChannel:
     def _unsupported(method: str) -> Callable[..., Any]:
         def call(*_a: Any, **_kw: Any) -> Any:
             raise _error(StatusCode.UNIMPLEMENTED,
-                         f"{method}: not available in-process (coord.api.local)")
+                         f"{method}: not available in-process (coord.rpc.local)")
         return call
 
     async def close(self, grace: float | None = None) -> None:
@@ -360,7 +360,7 @@ class LocalStreamCall:
 
 
 if TYPE_CHECKING:
-    from coord.api.handlers import Context
+    from coord.rpc.handlers import Context
 
     def _is_a_context(context: _Context) -> Context:
         """mypy checks that the services can be given this context."""
