@@ -805,16 +805,16 @@ def agent(
         try:
             if stop.is_set():
                 return
-            # The worker calls its own member in-process (coord.api.local), unless
+            # The worker calls its own member in-process (coord.rpc.local), unless
             # RAFTCRON_AGENT_LOCAL=0 sends its calls through the client port like any client.
-            local = {}
+            channels = None
             if os.environ.get("RAFTCRON_AGENT_LOCAL", "1") != "0":
-                local = {listen_client: server.local_target()}
-            async with Client([listen_client], timeout=5, local=local) as c:
+                channels = server.channels()
+            async with Client([listen_client], timeout=5, channels=channels) as c:
                 if specs is not None and jobs is not None:
                     applying = asyncio.ensure_future(apply_at_start(c, specs, jobs))
                 try:
-                    await Worker(dataclasses.replace(cfg, local=local)).run(stop)
+                    await Worker(dataclasses.replace(cfg, channels=channels)).run(stop)
                 finally:
                     # An apply still retrying ends before its client closes.
                     await cancel_and_wait(applying)

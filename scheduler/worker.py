@@ -47,6 +47,7 @@ import structlog
 
 from coord.aiotools import within
 from coord.client import (
+    ChannelFactory,
     Client,
     ClientError,
     CompactedError,
@@ -60,7 +61,6 @@ from coord.client import (
     prefix_end,
     txn_op,
 )
-from coord.rpc.local import LocalTarget
 from scheduler import keys
 from scheduler.attempts import attempt_entry
 from scheduler.claim import (
@@ -144,9 +144,9 @@ class WorkerConfig:
     the specs, the job timers): full collections then no longer walk that heap, each a
     pause of up to ~100 ms at 1,000 jobs that every due occurrence waited out. For a
     worker that owns its process (the CLI); tests running several in one process don't."""
-    local: dict[str, LocalTarget] = field(default_factory=dict)
-    """Endpoints served by a coord member in this process (``raftcron agent``): the
-    worker calls it without a socket (``coord.rpc.local``)."""
+    channels: ChannelFactory | None = None
+    """How the client reaches an endpoint (``coord.client.ChannelFactory``): an agent's
+    reaches its own member in the same process without a socket."""
 
 
 @dataclass
@@ -173,7 +173,7 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.clock = config.clock
-        self.client = Client(config.endpoints, timeout=5.0, local=config.local)
+        self.client = Client(config.endpoints, timeout=5.0, channels=config.channels)
         self.jobs: dict[str, JobEntry] = {}
         self.workers: dict[str, dict[str, str]] = {}
         self.running: dict[tuple[str, str], Running] = {}

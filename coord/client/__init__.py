@@ -1,6 +1,6 @@
 """coord.client: the asyncio etcd-v3 client the scheduler (and tests) use."""
 
-from coord.client.client import Client, KeepAlive
+from coord.client.client import ChannelFactory, Client, KeepAlive, network_channel
 from coord.client.errors import (
     ClientError,
     CompactedError,
@@ -27,9 +27,9 @@ from coord.client.types import (
 )
 
 __all__ = [
-    "Client", "ClientError", "CompactedError", "Compare", "DeleteResult", "Event",
+    "ChannelFactory", "Client", "ClientError", "CompactedError", "Compare", "DeleteResult", "Event",
     "EventType", "FutureRevisionError", "KeepAlive", "KeyValue", "LeaseGrant",
     "LeaseNotFoundError", "LeaseTTL", "Member", "PutResult", "RangeResult", "ServerError",
     "Status", "TxnResult", "UnavailableError", "WatchBatch", "WatchCanceledError", "delete",
-    "get", "prefix_end", "put", "txn_op",
+    "get", "network_channel", "prefix_end", "put", "txn_op",
 ]

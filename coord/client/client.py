@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -51,7 +51,6 @@ from coord.client.types import (
     TxnResult,
     WatchBatch,
 )
-from coord.rpc.local import LocalTarget
 
 log = structlog.get_logger("coord.client")
 
@@ -117,18 +116,25 @@ def _not_sent(err: grpc.aio.AioRpcError) -> bool:
     )
 
 
+ChannelFactory = Callable[[str], Any]
+"""An endpoint (``host:port``) → a channel to it with ``grpc.aio.Channel``'s interface, or
+None to dial it over the network. The program's composition root passes one: an agent's
+(``CoordServer.channels``) reaches the member in the same process without a socket, so
+this package needs no server code to do that."""
+
+
+def network_channel(address: str) -> Any:
+    """A grpc.aio channel to ``address`` with the client's options."""
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
 class _Endpoint:
     __slots__ = ("address", "channel", "cluster", "kv", "lease", "maint", "watch")
 
-    def __init__(self, address: str, local: LocalTarget | None = None) -> None:
+    def __init__(self, address: str, channels: ChannelFactory | None = None) -> None:
         self.address = address
-        # A member in this very process is called without a socket (coord.rpc.local).
-        channel: Any
-        if local is not None:
-            channel = local.channel()
-        else:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self.channel = channel
+        channel = channels(address) if channels is not None else None
+        self.channel = channel if channel is not None else network_channel(address)
         # The generated stubs are typed for the sync API; on an aio channel every method
         # returns an awaitable or a stream call, so they are held as Any.
         self.kv: Any = rpc_pb2_grpc.KVStub(self.channel)
@@ -161,12 +167,12 @@ class Client:
     """An etcd-v3 client over one or more endpoints (``host:port``).
 
     Use as ``async with Client(["127.0.0.1:2379"]) as c: ...``. ``timeout`` bounds each
-    call, retries included. ``local`` maps endpoints served by a member in this process to
-    its :class:`~coord.rpc.local.LocalTarget`: calls to those skip the socket.
+    call, retries included. ``channels`` makes the channel to an endpoint
+    (:data:`ChannelFactory`); without it, or where it returns None, a network one.
     """
 
     def __init__(self, endpoints: Sequence[str] | str, timeout: float = 5.0,
-                 local: Mapping[str, LocalTarget] | None = None) -> None:
+                 channels: ChannelFactory | None = None) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e]
         if not endpoints:
@@ -177,7 +183,7 @@ class Client:
         self._ep: _Endpoint | None = None
         self._closed = False
         self._closing: set[Any] = set()
-        self._local = {k.removeprefix("http://"): v for k, v in (local or {}).items()}
+        self._channels = channels
 
     async def __aenter__(self) -> Client:
         return self
@@ -203,7 +209,7 @@ class Client:
             raise ClientError("client is closed")
         if self._ep is None:
             address = self.endpoints[self._index]
-            self._ep = _Endpoint(address, self._local.get(address))
+            self._ep = _Endpoint(address, self._channels)
         return self._ep
 
     async def _rotate(self, failed: _Endpoint) -> None:

@@ -7,7 +7,7 @@ import contextlib
 import gc
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -245,6 +245,17 @@ class CoordServer:
             if self._stopped:
                 self._local.close()
         return self._local
+
+    def channels(self) -> Callable[[str], Any]:
+        """A channel factory (``coord.client.ChannelFactory``) for a client in this process:
+        this member's own client address is reached in-process (:meth:`local_target`), any
+        other endpoint is left to the client (None: over the network)."""
+        own = self.config.listen_client.removeprefix("http://")
+
+        def channel(address: str) -> Any:
+            return self.local_target().channel() if address == own else None
+
+        return channel
 
     async def _report_waiting(self) -> None:
         """While this member knows no leader (its peers are not up yet, or a quorum is

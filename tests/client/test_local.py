@@ -33,7 +33,7 @@ def _run(tmp_path: Path, body: Body) -> None:
         await server.start()
         try:
             addr = config.listen_client
-            async with (Client([addr], local={addr: server.local_target()}) as local,
+            async with (Client([addr], channels=server.channels()) as local,
                         Client([addr]) as net):
                 async with asyncio.timeout(30):
                     await body(local, net, server)
