@@ -48,9 +48,11 @@ run: $(RSTAMP)
 test: $(STAMP)
 	PYTHONHASHSEED=0 $(BIN)/python -m pytest -q
 
+## lint: ruff, mypy --strict, and the layering contract (DESIGN.md "Layers", tests/layering.py)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/python -m tests.layering
 
 ## proto: regenerate the committed *_pb2 modules from coord/api/proto/*.proto
 proto: $(STAMP)

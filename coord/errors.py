@@ -145,6 +145,15 @@ class LearnerNotReady(CoordError):
     message = "etcdserver: can only promote a learner member which is in sync with leader"
 
 
+class BadLeaderTransferee(CoordError):
+    code_name = "FAILED_PRECONDITION"
+    message = "etcdserver: bad leader transferee"
+
+
+class MembershipUnsupported(CoordError):
+    message = "raftcron: membership changes are not supported by this member"
+
+
 class UnhealthyCluster(Unavailable):
     message = "etcdserver: unhealthy cluster"
 

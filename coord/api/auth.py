@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from coord.api.errors import unary
+from coord.api.ports import Headers
 from coord.api.proto import rpc_pb2
 from coord.errors import CoordError
 from coord.rpc.handlers import Context as Ctx
-from coord.server.core import Core
 
 
 class _Precondition(CoordError):
@@ -43,7 +43,7 @@ class Unsupported(CoordError):
 
 
 class AuthService:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Headers) -> None:
         self.core = core
 
     def _header(self, resp: Any) -> Any:

@@ -9,15 +9,13 @@ from typing import Any, TypeVar
 import structlog
 
 from coord.errors import CoordError
+from coord.limits import RECV_LIMIT
 from coord.rpc.handlers import Context
 from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.api")
 
 R = TypeVar("R")
-
-RECV_LIMIT = 2 * 1024 * 1024
-"""What etcd's gRPC server accepts (max-request-bytes 1.5 MiB + 512 KiB)."""
 
 
 def status_code(err: CoordError) -> StatusCode:

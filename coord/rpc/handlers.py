@@ -4,8 +4,7 @@ The h2 server (``coord.rpc.h2.server``) and in-process calls (``coord.rpc.local`
 call's path up in a table of :class:`MethodHandler` — the same fields as grpcio's
 ``RpcMethodHandler``, so either kind of handler serves there — and never need grpcio's
 generated ``*_pb2_grpc`` modules, whose import loads the whole ``grpc`` package
-(docs/grpc-server.md). The grpcio fallback server converts this table
-(``coord.api.grpcio``).
+(docs/grpc-server.md).
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ iterator of responses for a response-streaming method."""
 
 
 class Context(Protocol):
-    """What a service method may use of its per-call context: the h2 server's, the
-    in-process one, and the grpcio fallback's adapter all provide it."""
+    """What a service method may use of its per-call context: the h2 server's and the
+    in-process one provide it."""
 
     async def abort(self, code: StatusCode, details: str = "",
                     trailing_metadata: Sequence[tuple[str, str]] = ()) -> NoReturn:

@@ -4,8 +4,8 @@ A member serves both of its ports with coord's own HTTP/2 server (``coord.rpc.h2
 nothing on that path needs the ``grpc`` package — importing it costs a member about
 13 MB of resident memory (docs/grpc-server.md). :class:`StatusCode` has grpcio's names
 and numbers (the ``grpc-status`` values of the gRPC spec); code that hands a status to
-grpcio (its fallback server, the in-process client's ``AioRpcError``) converts with
-:func:`grpc_code` at that boundary.
+grpcio (the in-process client's ``AioRpcError``) converts with :func:`grpc_code` at that
+boundary.
 """
 
 from __future__ import annotations

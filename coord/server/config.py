@@ -8,8 +8,6 @@ from pathlib import Path
 
 DEFAULT_CLIENT = "127.0.0.1:2379"
 DEFAULT_PEER = "127.0.0.1:2380"
-MAX_REQUEST_BYTES = 1536 * 1024  # etcd's --max-request-bytes default (1.5 MiB)
-GRPC_RECV_LIMIT = MAX_REQUEST_BYTES + 512 * 1024  # what etcd's gRPC server accepts
 
 
 class ConfigError(ValueError):

@@ -9,8 +9,7 @@
 * Snapshots (``SNAP`` messages) go in a unary ``SendSnapshot`` call so the sender learns
   the outcome and reports it (``report_snapshot``).
 * Everything goes over coord's own HTTP/2 client (``coord.rpc.h2.client``): a member
-  never imports grpcio (docs/grpc-server.md), unless ``RAFTCRON_GRPC_SERVER=grpcio``
-  puts grpc.aio back on both ports and on the peer calls.
+  never imports grpcio (docs/grpc-server.md).
 * Fault injection (tests only): when enabled (``RAFTCRON_FAULTS=1``), the peer service's
   ``Fault`` RPC cuts links to named members in both directions or delays outgoing batches.
   When not enabled, ``Fault`` answers PERMISSION_DENIED; it is never on the client port.
@@ -46,7 +45,7 @@ from coord.raft import (
 from coord.raft.types import LOCAL_MESSAGES
 from coord.rpc.h2.client import StreamCall, unary_call
 from coord.rpc.handlers import Context, MethodHandler, service_handlers
-from coord.rpc.status import StatusCode, is_grpcio_error
+from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.transport")
 
@@ -64,17 +63,6 @@ PEER_SERVICE = raft_pb2.DESCRIPTOR.services_by_name["Peer"]
 SEND_METHOD = f"/{PEER_SERVICE.full_name}/Send"
 PEER_RECV_LIMIT = 2**31 - 1
 """Peer messages are not limited (a snapshot travels as one message)."""
-PEER_GRPC_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_receive_message_length", PEER_RECV_LIMIT),
-    ("grpc.max_send_message_length", 2**31 - 1),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
-    ("grpc.http2.max_ping_strikes", 0),
-    ("grpc.so_reuseport", 0),
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    ("grpc.min_reconnect_backoff_ms", 50),
-]
 
 
 MAX_TERM = 1 << 62
@@ -106,18 +94,6 @@ class PeerRejected(Exception):
     def __init__(self, kind: str, detail: str = "") -> None:
         super().__init__(detail or kind)
         self.kind = kind
-
-
-def grpc_server_kind() -> str:
-    """Which HTTP/2 stack members use for gRPC: ``h2`` (coord's own, :mod:`coord.rpc.h2`,
-    the default: the client and peer ports' servers and the peer ``Send`` streams) or
-    ``grpcio`` (``grpc.aio``) when ``RAFTCRON_GRPC_SERVER=grpcio``. Both speak the same
-    protocol; grpcio costs about ten times the CPU per call (docs/grpc-server.md) and is
-    kept as a fallback."""
-    kind = os.environ.get("RAFTCRON_GRPC_SERVER", "h2")
-    if kind not in ("h2", "grpcio"):
-        raise ValueError(f"RAFTCRON_GRPC_SERVER must be h2 or grpcio, not {kind!r}")
-    return kind
 
 
 def faults_enabled() -> bool:
@@ -176,8 +152,8 @@ class Faults:
 
 # ---------------------------------------------------------------------- sender
 def rpc_failed(err: BaseException) -> bool:
-    """Whether ``err`` is a failed peer call (either HTTP/2 stack's), not a bug."""
-    return isinstance(err, ConnectionError) or is_grpcio_error(err)
+    """Whether ``err`` is a failed peer call, not a bug."""
+    return isinstance(err, ConnectionError)
 
 
 M = TypeVar("M", bound=ProtoMessage)
@@ -251,10 +227,7 @@ class _PeerSender:
         self.address = address
         self.queue: collections.deque[Message] = collections.deque()
         self.wake = asyncio.Event()
-        self.channel: Any = None  # grpc.aio's, on the grpcio fallback only
-        # An H2PeerStub, or grpc.aio's (typed for the sync API by the generator; on an aio
-        # channel calls are awaitables).
-        self.stub: Any = None
+        self.stub: H2PeerStub | None = None
         self.task = asyncio.get_running_loop().create_task(self._run())
         self.task.add_done_callback(self._supervise)
         self.snap_tasks: set[asyncio.Task[None]] = set()
@@ -271,18 +244,9 @@ class _PeerSender:
         self.queue.append(m)
         self.wake.set()
 
-    def _stub(self) -> Any:
+    def _stub(self) -> H2PeerStub:
         if self.stub is None:
-            if grpc_server_kind() == "grpcio":
-                import grpc  # noqa: PLC0415 - the grpcio fallback only
-
-                from coord.api.proto import raft_pb2_grpc  # noqa: PLC0415 - imports grpc
-
-                self.channel = grpc.aio.insecure_channel(self.address,
-                                                         options=PEER_GRPC_OPTIONS)
-                self.stub = raft_pb2_grpc.PeerStub(self.channel)
-            else:
-                self.stub = H2PeerStub(self.address)
+            self.stub = H2PeerStub(self.address)
         return self.stub
 
     async def _send_snapshot(self, m: Message) -> None:
@@ -373,10 +337,7 @@ class _PeerSender:
 
     async def _open_send(self) -> Any:
         """The long-lived ``Send`` stream to this peer: coord's own HTTP/2 client
-        (:mod:`coord.rpc.h2.client`, a tenth of grpc.aio's CPU per write), or grpc.aio's
-        when ``RAFTCRON_GRPC_SERVER=grpcio``."""
-        if grpc_server_kind() == "grpcio":
-            return self._stub().Send()
+        (:mod:`coord.rpc.h2.client`, a tenth of grpc.aio's CPU per write)."""
         return _H2Send(await StreamCall.open(self.address, SEND_METHOD,
                                              connect_timeout=CONNECT_TIMEOUT))
 
@@ -386,8 +347,6 @@ class _PeerSender:
             t.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
-        if self.channel is not None:
-            await self.channel.close(None)
 
 
 class Transport:

@@ -22,11 +22,10 @@ from coord.errors import (
     TooManyOps,
     ValueProvided,
 )
+from coord.limits import MAX_REQUEST_BYTES
 
 MAX_TXN_OPS = 128
 """etcd's default --max-txn-ops."""
-MAX_REQUEST_BYTES = 1536 * 1024
-"""etcd's default --max-request-bytes (1.5 MiB)."""
 
 
 _SORT_ORDERS = frozenset(rpc_pb2.RangeRequest.SortOrder.values())
