@@ -23,7 +23,8 @@ PACKAGES = ("coord", "scheduler")
 
 PB = "coord.api.proto"
 """The generated protobuf modules: a leaf every layer but coord/raft may import."""
-LEAVES = ("coord.errors", "coord.limits", "coord.aiotools", "coord.logsetup", "coord.process")
+LEAVES = ("coord.errors", "coord.limits", "coord.netaddr", "coord.aiotools", "coord.logsetup",
+          "coord.process")
 """Modules of coord shared by every layer above coord/raft; they import nothing of coord."""
 
 

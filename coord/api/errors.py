@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from coord import errors
 from coord.errors import CoordError
 from coord.limits import RECV_LIMIT
 from coord.rpc.handlers import Context
@@ -18,8 +19,26 @@ log = structlog.get_logger("coord.api")
 R = TypeVar("R")
 
 
+STATUS: dict[type[CoordError], StatusCode] = {
+    errors.InvalidArgument: StatusCode.INVALID_ARGUMENT,
+    errors.OutOfRange: StatusCode.OUT_OF_RANGE,
+    errors.NotFound: StatusCode.NOT_FOUND,
+    errors.FailedPrecondition: StatusCode.FAILED_PRECONDITION,
+    errors.Unavailable: StatusCode.UNAVAILABLE,
+    errors.ResourceExhausted: StatusCode.RESOURCE_EXHAUSTED,
+    errors.Internal: StatusCode.INTERNAL,
+    errors.Unimplemented: StatusCode.UNIMPLEMENTED,
+}
+"""The one table from coord's errors to gRPC status codes: by kind (the nearest base class
+listed here); any other error is UNKNOWN, as etcd answers the errors v3rpc does not map."""
+
+
 def status_code(err: CoordError) -> StatusCode:
-    return StatusCode.__members__.get(err.code_name, StatusCode.UNKNOWN)
+    for cls in type(err).__mro__:
+        code = STATUS.get(cls)
+        if code is not None:
+            return code
+    return StatusCode.UNKNOWN
 
 
 def unary(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from coord.api.errors import status_code
 from coord.api.proto import internal_pb2, rpc_pb2
 from coord.errors import (
     Compacted,
@@ -646,4 +647,4 @@ def test_lease_read_helpers(c: Client) -> None:
 )
 def test_error_codes_and_messages(cls: type[CoordError], code: str, message: str) -> None:
     err = cls()
-    assert (err.code_name, str(err)) == (code, message)
+    assert (status_code(err).name, str(err)) == (code, message)

@@ -33,6 +33,7 @@ from typing import cast
 
 import structlog
 
+from coord.netaddr import parse_hostport
 from coord.rpc.h2 import hpack
 from coord.rpc.h2.server import (
     CANCEL,
@@ -552,7 +553,7 @@ def _h2_error(code: int) -> str:
 
 def _split_address(address: str) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` → (host, port); ValueError if it is neither."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    host, port = parse_hostport(address)
+    if not host:
         raise ValueError(f"not host:port: {address!r}")
-    return host.strip("[]"), int(port)
+    return host, port

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
 
+from coord.netaddr import parse_hostport
 from coord.rpc.h2 import hpack
 from coord.rpc.h2.limits import (
     MAX_CONCURRENT_STREAMS,
@@ -1145,11 +1146,12 @@ def _path(stream: Stream) -> str:
 
 
 def split_address(address: str) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port`` → (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise OSError(f"cannot listen on {address}: not host:port")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    """``host:port``, ``[v6]:port`` → (host, port); no host: every interface."""
+    try:
+        host, port = parse_hostport(address)
+    except ValueError:
+        raise OSError(f"cannot listen on {address}: not host:port") from None
+    return host or "0.0.0.0", port
 
 
 class H2Server:
