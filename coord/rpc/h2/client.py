@@ -35,7 +35,7 @@ import structlog
 
 from coord.netaddr import parse_hostport
 from coord.rpc.h2 import hpack
-from coord.rpc.h2.server import (
+from coord.rpc.h2.frames import (
     CANCEL,
     COMPRESSION_ERROR,
     DATA,
@@ -59,13 +59,13 @@ from coord.rpc.h2.server import (
     SETTINGS_INITIAL_WINDOW_SIZE,
     U32,
     WINDOW_UPDATE,
-    FrameHandler,
     H2ProtocolError,
     HeaderBlocks,
     enable_keepalive,
     frame,
     read_frames,
 )
+from coord.rpc.h2.protocol import FrameHandler
 from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.rpc.h2.client")
