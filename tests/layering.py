@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("coord", "scheduler")
 
-PB = "coord.api.proto"
+PB = "coord.pb"
 """The generated protobuf modules: a leaf every layer but coord/raft may import."""
 LEAVES = ("coord.errors", "coord.limits", "coord.netaddr", "coord.aiotools", "coord.logsetup",
           "coord.process")
@@ -126,7 +126,7 @@ def source_files(root: Path) -> Iterator[Path]:
 
 def imports(path: Path, module: str, known: set[str]) -> Iterator[tuple[str, int]]:
     """``(imported module, line)`` for every import in the file, resolved to the most
-    specific known module (``from coord.api.proto import rpc_pb2`` → ``...rpc_pb2``)."""
+    specific known module (``from coord.pb import rpc_pb2`` → ``...rpc_pb2``)."""
     tree = ast.parse(path.read_text(), str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in ast.walk(tree):

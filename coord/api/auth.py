@@ -12,8 +12,8 @@ from typing import Any
 
 from coord.api.errors import unary
 from coord.api.ports import Headers
-from coord.api.proto import rpc_pb2
 from coord.errors import AuthNotEnabled, FailedPrecondition, Unimplemented
+from coord.pb import rpc_pb2
 from coord.rpc.handlers import Context as Ctx
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from coord.api.errors import unary
 from coord.api.ports import RaftKV
-from coord.api.proto import internal_pb2, rpc_pb2
+from coord.pb import internal_pb2, rpc_pb2
 from coord.rpc.handlers import Context as Ctx
 from coord.server import validate
 from coord.server.validate import read_only_txn

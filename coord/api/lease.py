@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 from coord.api.errors import status_code, unary
 from coord.api.ports import Leases
-from coord.api.proto import internal_pb2, rpc_pb2
 from coord.errors import CoordError
+from coord.pb import internal_pb2, rpc_pb2
 from coord.rpc.handlers import Context as Ctx
 
 

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 from coord.api.errors import unary
 from coord.api.ports import ClusterMembers, MemberStatus
-from coord.api.proto import rpc_pb2
 from coord.errors import CoordError
+from coord.pb import rpc_pb2
 from coord.rpc.handlers import Context as Ctx
 from coord.rpc.status import StatusCode
 from coord.server.apply import Applier  # the Snapshot path (below)

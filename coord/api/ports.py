@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from coord.api.proto import internal_pb2, rpc_pb2
+from coord.pb import internal_pb2, rpc_pb2
 
 
 class Headers(Protocol):

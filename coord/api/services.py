@@ -11,8 +11,8 @@ from coord.api.kv import KVService
 from coord.api.lease import LeaseService
 from coord.api.maintenance import ClusterService, Maintained, MaintenanceService
 from coord.api.ports import ClusterMembers, Leases, RaftKV
-from coord.api.proto import rpc_pb2
 from coord.errors import NoLeader
+from coord.pb import rpc_pb2
 from coord.rpc.handlers import Context, MethodHandler, service_handlers
 from coord.rpc.status import StatusCode
 

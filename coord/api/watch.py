@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 
-from coord.api.proto import rpc_pb2
+from coord.pb import rpc_pb2
 from coord.rpc.handlers import Context as Ctx
 from coord.rpc.status import is_grpcio_error
 from coord.server.core import Core

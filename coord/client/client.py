@@ -25,7 +25,6 @@ import grpc
 import structlog
 
 from coord.aiotools import within
-from coord.api.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from coord.client.errors import (
     ClientError,
     CompactedError,
@@ -51,6 +50,7 @@ from coord.client.types import (
     TxnResult,
     WatchBatch,
 )
+from coord.pb import kv_pb2, rpc_pb2, rpc_pb2_grpc
 
 log = structlog.get_logger("coord.client")
 

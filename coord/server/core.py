@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 import structlog
 
-from coord.api.proto import internal_pb2, rpc_pb2
 from coord.errors import (
     BadLeaderTransferee,
     LearnerNotReady,
@@ -31,6 +30,7 @@ from coord.errors import (
     RequestTimeout,
     TooManyLearners,
 )
+from coord.pb import internal_pb2, rpc_pb2
 from coord.raft import ConfChangeType
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig, member_id_for

@@ -32,7 +32,7 @@ import structlog
 from google.protobuf.message import Message as ProtoMessage
 
 from coord.aiotools import within
-from coord.api.proto import raft_pb2
+from coord.pb import raft_pb2
 from coord.raft import (
     ConfState,
     Entry,

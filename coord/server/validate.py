@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 from google.protobuf.message import Message
 
-from coord.api.proto import rpc_pb2
 from coord.errors import (
     DuplicateKey,
     EmptyKey,
@@ -23,6 +22,7 @@ from coord.errors import (
     ValueProvided,
 )
 from coord.limits import MAX_REQUEST_BYTES
+from coord.pb import rpc_pb2
 
 MAX_TXN_OPS = 128
 """etcd's default --max-txn-ops."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from coord.api.proto import rpc_pb2, rpc_pb2_grpc
+from coord.pb import rpc_pb2, rpc_pb2_grpc
 from coord.rpc.h2 import hpack
 from coord.rpc.h2.server import (
     CONTINUATION,

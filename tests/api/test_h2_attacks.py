@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from coord.api.proto import rpc_pb2, rpc_pb2_grpc
+from coord.pb import rpc_pb2, rpc_pb2_grpc
 from coord.rpc.h2.limits import MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE
 from coord.rpc.h2.server import (
     DATA,

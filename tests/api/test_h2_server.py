@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import grpc
 import pytest
 
-from coord.api.proto import rpc_pb2
+from coord.pb import rpc_pb2
 from coord.rpc.h2 import hpack
 from coord.rpc.h2.server import (
     ACK,

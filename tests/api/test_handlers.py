@@ -12,9 +12,9 @@ from typing import Any, cast
 
 import grpc
 
-from coord.api.proto import raft_pb2_grpc, rpc_pb2, rpc_pb2_grpc
 from coord.api.services import ClientHandlers, client_handlers
 from coord.api.watch import WatchService
+from coord.pb import raft_pb2_grpc, rpc_pb2, rpc_pb2_grpc
 from coord.rpc.h2.server import H2Server
 from coord.rpc.handlers import MethodHandler
 from coord.rpc.status import StatusCode, grpc_code

@@ -317,7 +317,7 @@ def test_a_stopping_member_ends_its_local_streams(tmp_path: Path) -> None:
         watch = ch.stream_stream("/etcdserverpb.Watch/Watch",
                                  request_serializer=lambda m: m.SerializeToString(),
                                  response_deserializer=lambda b: b)()
-        from coord.api.proto import rpc_pb2
+        from coord.pb import rpc_pb2
         await watch.write(rpc_pb2.WatchRequest(
             create_request=rpc_pb2.WatchCreateRequest(key=b"/stop/")))
         assert await watch.read()  # created

@@ -9,8 +9,8 @@ import asyncio
 
 import pytest
 
-from coord.api.proto import raft_pb2
 from coord.client import Client
+from coord.pb import raft_pb2
 from coord.raft import Message, MessageType
 from coord.rpc.h2.client import StreamCallError
 from coord.server.transport import MAX_TERM_STEP, H2PeerStub, message_to_pb

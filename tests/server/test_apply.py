@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from coord.api.errors import status_code
-from coord.api.proto import internal_pb2, rpc_pb2
 from coord.errors import (
     Compacted,
     CoordError,
@@ -22,6 +21,7 @@ from coord.errors import (
     TooManyOps,
     ValueProvided,
 )
+from coord.pb import internal_pb2, rpc_pb2
 from coord.server import validate
 from coord.server.apply import Applier, lease_id_for
 from tests.server.reqs import RR, Client, cmp, delete, kvs, put, rng, txn, txn_op

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from coord.api.errors import status_code
-from coord.api.proto import internal_pb2, rpc_pb2
 from coord.errors import ApplyFailed, InvalidSortOption
+from coord.pb import internal_pb2, rpc_pb2
 from coord.server import validate
 from coord.server.apply import Applier
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from coord.api.proto import raft_pb2
+from coord.pb import raft_pb2
 from coord.raft import Message, MessageType
 from coord.rpc.h2.client import StreamCallError
 from coord.rpc.h2.server import SETTING, SETTINGS, SETTINGS_INITIAL_WINDOW_SIZE, H2Server, frame

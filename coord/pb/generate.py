@@ -1,7 +1,7 @@
-"""Regenerate the committed protobuf/gRPC modules: ``python -m coord.api.proto.generate``.
+"""Regenerate the committed protobuf/gRPC modules: ``python -m coord.pb.generate``.
 
 ``generate(out_dir)`` writes the modules for every ``*.proto`` here into ``out_dir``
-(mirroring the ``coord/api/proto/`` path); the drift test generates into a temp dir and
+(mirroring the ``coord/pb/`` path); the drift test generates into a temp dir and
 compares with the committed files.
 """
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 PROTO_DIR = Path(__file__).resolve().parent
-REPO = PROTO_DIR.parents[2]
+REPO = PROTO_DIR.parents[1]
 
 
 def proto_files() -> list[Path]:

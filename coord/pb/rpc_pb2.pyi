@@ -7,8 +7,8 @@ Written for raftcron; regenerate the Python modules with `make proto`.
 """
 
 from collections import abc as _abc
-from coord.api.proto import auth_pb2 as _auth_pb2
-from coord.api.proto import kv_pb2 as _kv_pb2
+from coord.pb import auth_pb2 as _auth_pb2
+from coord.pb import kv_pb2 as _kv_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers

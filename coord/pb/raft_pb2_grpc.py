@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from coord.api.proto import raft_pb2 as coord_dot_api_dot_proto_dot_raft__pb2
+from coord.pb import raft_pb2 as coord_dot_pb_dot_raft__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in coord/api/proto/raft_pb2_grpc.py depends on'
+        + ' but the generated code in coord/pb/raft_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,33 +36,33 @@ class PeerStub:
         """
         self.Send = channel.stream_unary(
                 '/raftcronpb.Peer/Send',
-                request_serializer=coord_dot_api_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
-                response_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.SendResponse.FromString,
+                request_serializer=coord_dot_pb_dot_raft__pb2.MessageBatch.SerializeToString,
+                response_deserializer=coord_dot_pb_dot_raft__pb2.SendResponse.FromString,
                 _registered_method=True)
         self.SendSnapshot = channel.unary_unary(
                 '/raftcronpb.Peer/SendSnapshot',
-                request_serializer=coord_dot_api_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
-                response_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.SendResponse.FromString,
+                request_serializer=coord_dot_pb_dot_raft__pb2.MessageBatch.SerializeToString,
+                response_deserializer=coord_dot_pb_dot_raft__pb2.SendResponse.FromString,
                 _registered_method=True)
         self.LeaseRenew = channel.unary_unary(
                 '/raftcronpb.Peer/LeaseRenew',
-                request_serializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseRenewRequest.SerializeToString,
-                response_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseRenewResponse.FromString,
+                request_serializer=coord_dot_pb_dot_raft__pb2.LeaseRenewRequest.SerializeToString,
+                response_deserializer=coord_dot_pb_dot_raft__pb2.LeaseRenewResponse.FromString,
                 _registered_method=True)
         self.LeaseTimeToLive = channel.unary_unary(
                 '/raftcronpb.Peer/LeaseTimeToLive',
-                request_serializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseTTLRequest.SerializeToString,
-                response_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseTTLResponse.FromString,
+                request_serializer=coord_dot_pb_dot_raft__pb2.LeaseTTLRequest.SerializeToString,
+                response_deserializer=coord_dot_pb_dot_raft__pb2.LeaseTTLResponse.FromString,
                 _registered_method=True)
         self.Fault = channel.unary_unary(
                 '/raftcronpb.Peer/Fault',
-                request_serializer=coord_dot_api_dot_proto_dot_raft__pb2.FaultRequest.SerializeToString,
-                response_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.FaultResponse.FromString,
+                request_serializer=coord_dot_pb_dot_raft__pb2.FaultRequest.SerializeToString,
+                response_deserializer=coord_dot_pb_dot_raft__pb2.FaultResponse.FromString,
                 _registered_method=True)
         self.Join = channel.unary_unary(
                 '/raftcronpb.Peer/Join',
-                request_serializer=coord_dot_api_dot_proto_dot_raft__pb2.MemberJoinRequest.SerializeToString,
-                response_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.MemberJoinResponse.FromString,
+                request_serializer=coord_dot_pb_dot_raft__pb2.MemberJoinRequest.SerializeToString,
+                response_deserializer=coord_dot_pb_dot_raft__pb2.MemberJoinResponse.FromString,
                 _registered_method=True)
 
 
@@ -110,33 +110,33 @@ def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Send': grpc.stream_unary_rpc_method_handler(
                     servicer.Send,
-                    request_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.MessageBatch.FromString,
-                    response_serializer=coord_dot_api_dot_proto_dot_raft__pb2.SendResponse.SerializeToString,
+                    request_deserializer=coord_dot_pb_dot_raft__pb2.MessageBatch.FromString,
+                    response_serializer=coord_dot_pb_dot_raft__pb2.SendResponse.SerializeToString,
             ),
             'SendSnapshot': grpc.unary_unary_rpc_method_handler(
                     servicer.SendSnapshot,
-                    request_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.MessageBatch.FromString,
-                    response_serializer=coord_dot_api_dot_proto_dot_raft__pb2.SendResponse.SerializeToString,
+                    request_deserializer=coord_dot_pb_dot_raft__pb2.MessageBatch.FromString,
+                    response_serializer=coord_dot_pb_dot_raft__pb2.SendResponse.SerializeToString,
             ),
             'LeaseRenew': grpc.unary_unary_rpc_method_handler(
                     servicer.LeaseRenew,
-                    request_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseRenewRequest.FromString,
-                    response_serializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseRenewResponse.SerializeToString,
+                    request_deserializer=coord_dot_pb_dot_raft__pb2.LeaseRenewRequest.FromString,
+                    response_serializer=coord_dot_pb_dot_raft__pb2.LeaseRenewResponse.SerializeToString,
             ),
             'LeaseTimeToLive': grpc.unary_unary_rpc_method_handler(
                     servicer.LeaseTimeToLive,
-                    request_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseTTLRequest.FromString,
-                    response_serializer=coord_dot_api_dot_proto_dot_raft__pb2.LeaseTTLResponse.SerializeToString,
+                    request_deserializer=coord_dot_pb_dot_raft__pb2.LeaseTTLRequest.FromString,
+                    response_serializer=coord_dot_pb_dot_raft__pb2.LeaseTTLResponse.SerializeToString,
             ),
             'Fault': grpc.unary_unary_rpc_method_handler(
                     servicer.Fault,
-                    request_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.FaultRequest.FromString,
-                    response_serializer=coord_dot_api_dot_proto_dot_raft__pb2.FaultResponse.SerializeToString,
+                    request_deserializer=coord_dot_pb_dot_raft__pb2.FaultRequest.FromString,
+                    response_serializer=coord_dot_pb_dot_raft__pb2.FaultResponse.SerializeToString,
             ),
             'Join': grpc.unary_unary_rpc_method_handler(
                     servicer.Join,
-                    request_deserializer=coord_dot_api_dot_proto_dot_raft__pb2.MemberJoinRequest.FromString,
-                    response_serializer=coord_dot_api_dot_proto_dot_raft__pb2.MemberJoinResponse.SerializeToString,
+                    request_deserializer=coord_dot_pb_dot_raft__pb2.MemberJoinRequest.FromString,
+                    response_serializer=coord_dot_pb_dot_raft__pb2.MemberJoinResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -164,8 +164,8 @@ class Peer:
             request_iterator,
             target,
             '/raftcronpb.Peer/Send',
-            coord_dot_api_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
-            coord_dot_api_dot_proto_dot_raft__pb2.SendResponse.FromString,
+            coord_dot_pb_dot_raft__pb2.MessageBatch.SerializeToString,
+            coord_dot_pb_dot_raft__pb2.SendResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -191,8 +191,8 @@ class Peer:
             request,
             target,
             '/raftcronpb.Peer/SendSnapshot',
-            coord_dot_api_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
-            coord_dot_api_dot_proto_dot_raft__pb2.SendResponse.FromString,
+            coord_dot_pb_dot_raft__pb2.MessageBatch.SerializeToString,
+            coord_dot_pb_dot_raft__pb2.SendResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -218,8 +218,8 @@ class Peer:
             request,
             target,
             '/raftcronpb.Peer/LeaseRenew',
-            coord_dot_api_dot_proto_dot_raft__pb2.LeaseRenewRequest.SerializeToString,
-            coord_dot_api_dot_proto_dot_raft__pb2.LeaseRenewResponse.FromString,
+            coord_dot_pb_dot_raft__pb2.LeaseRenewRequest.SerializeToString,
+            coord_dot_pb_dot_raft__pb2.LeaseRenewResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -245,8 +245,8 @@ class Peer:
             request,
             target,
             '/raftcronpb.Peer/LeaseTimeToLive',
-            coord_dot_api_dot_proto_dot_raft__pb2.LeaseTTLRequest.SerializeToString,
-            coord_dot_api_dot_proto_dot_raft__pb2.LeaseTTLResponse.FromString,
+            coord_dot_pb_dot_raft__pb2.LeaseTTLRequest.SerializeToString,
+            coord_dot_pb_dot_raft__pb2.LeaseTTLResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -272,8 +272,8 @@ class Peer:
             request,
             target,
             '/raftcronpb.Peer/Fault',
-            coord_dot_api_dot_proto_dot_raft__pb2.FaultRequest.SerializeToString,
-            coord_dot_api_dot_proto_dot_raft__pb2.FaultResponse.FromString,
+            coord_dot_pb_dot_raft__pb2.FaultRequest.SerializeToString,
+            coord_dot_pb_dot_raft__pb2.FaultResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -299,8 +299,8 @@ class Peer:
             request,
             target,
             '/raftcronpb.Peer/Join',
-            coord_dot_api_dot_proto_dot_raft__pb2.MemberJoinRequest.SerializeToString,
-            coord_dot_api_dot_proto_dot_raft__pb2.MemberJoinResponse.FromString,
+            coord_dot_pb_dot_raft__pb2.MemberJoinRequest.SerializeToString,
+            coord_dot_pb_dot_raft__pb2.MemberJoinResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,7 +5,7 @@ v3lockpb: etcd's server-side lock service.
 Written for raftcron; regenerate the Python modules with `make proto`.
 """
 
-from coord.api.proto import rpc_pb2 as _rpc_pb2
+from coord.pb import rpc_pb2 as _rpc_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 import builtins as _builtins

@@ -7,7 +7,7 @@ them to an empty store on any member yields the same store.
 """
 
 from collections import abc as _abc
-from coord.api.proto import rpc_pb2 as _rpc_pb2
+from coord.pb import rpc_pb2 as _rpc_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers

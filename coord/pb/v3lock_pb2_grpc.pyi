@@ -6,7 +6,7 @@ Written for raftcron; regenerate the Python modules with `make proto`.
 """
 
 from collections import abc as _abc
-from coord.api.proto import v3lock_pb2 as _v3lock_pb2
+from coord.pb import v3lock_pb2 as _v3lock_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc

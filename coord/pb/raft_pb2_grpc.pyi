@@ -9,7 +9,7 @@ fault-injection control (answered only when the member runs with RAFTCRON_FAULTS
 """
 
 from collections import abc as _abc
-from coord.api.proto import raft_pb2 as _raft_pb2
+from coord.pb import raft_pb2 as _raft_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
