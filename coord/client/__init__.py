@@ -1,6 +1,7 @@
 """coord.client: the asyncio etcd-v3 client the scheduler (and tests) use."""
 
-from coord.client.client import ChannelFactory, Client, KeepAlive, network_channel
+from coord.client.channels import ChannelFactory, network_channel
+from coord.client.client import Client
 from coord.client.errors import (
     ClientError,
     CompactedError,
@@ -10,6 +11,7 @@ from coord.client.errors import (
     UnavailableError,
     WatchCanceledError,
 )
+from coord.client.keepalive import KeepAlive
 from coord.client.txn import Compare, delete, get, prefix_end, put, txn_op
 from coord.client.types import (
     DeleteResult,
