@@ -22,6 +22,16 @@ Behaviour = Callable[[Any, Any], Any]
 iterator of responses for a response-streaming method."""
 
 
+class RpcAbort(Exception):
+    """Raised by a context's ``abort``: ends the call with this status (on either
+    transport: the h2 server's trailers, or the in-process caller's error)."""
+
+    def __init__(self, code: StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
 class Context(Protocol):
     """What a service method may use of its per-call context: the h2 server's and the
     in-process one provide it."""

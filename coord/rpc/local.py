@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 
-from coord.rpc.h2.server import RpcAbort
+from coord.rpc.handlers import RpcAbort
 from coord.rpc.status import StatusCode, grpc_code
 
 log = structlog.get_logger(__name__)

@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from coord.client import Client, ClientError, Compare, put
-from coord.rpc.h2.server import RpcAbort
+from coord.rpc.handlers import RpcAbort
 from coord.rpc.local import LocalTarget
 from coord.rpc.status import StatusCode
 from coord.server.server import CoordServer

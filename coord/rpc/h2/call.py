@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NoReturn, Protocol
 
 from coord.rpc.h2.frames import STREAM_WINDOW
+from coord.rpc.handlers import RpcAbort
 from coord.rpc.status import StatusCode
 
 _TIMEOUT_UNITS = {ord("H"): 3600.0, ord("M"): 60.0, ord("S"): 1.0, ord("m"): 1e-3,
@@ -29,15 +30,6 @@ class CallOwner(Protocol):
     def _ack_stream(self, stream: Stream) -> None: ...
 
     def _finish(self, stream: Stream, code: StatusCode, details: str) -> None: ...
-
-
-class RpcAbort(Exception):
-    """Raised by :meth:`ServicerContext.abort`; ends the call with this status."""
-
-    def __init__(self, code: StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
 
 
 class CallDetails:

@@ -14,7 +14,6 @@ import structlog
 from coord.rpc.h2.call import (
     CallDetails,
     Requests,
-    RpcAbort,
     ServicerContext,
     Stream,
     call_path,
@@ -41,6 +40,7 @@ from coord.rpc.h2.limits import (
     PENDING_RESPONSE_LIMIT,
 )
 from coord.rpc.h2.protocol import FrameHandler
+from coord.rpc.handlers import RpcAbort
 from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.rpc.h2")

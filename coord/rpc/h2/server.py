@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from coord.netaddr import parse_hostport
-from coord.rpc.h2.call import CallDetails, RpcAbort, ServicerContext, Stream, metadata
+from coord.rpc.h2.call import CallDetails, ServicerContext, Stream, metadata
 from coord.rpc.h2.connection import Connection
 from coord.rpc.h2.frames import (
     ACK,
@@ -91,6 +91,7 @@ from coord.rpc.h2.frames import (
     status_block,
 )
 from coord.rpc.h2.protocol import FrameHandler
+from coord.rpc.handlers import RpcAbort
 
 __all__ = [
     "ACK",
