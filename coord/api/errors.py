@@ -10,7 +10,6 @@ import structlog
 
 from coord import errors
 from coord.errors import CoordError
-from coord.limits import RECV_LIMIT
 from coord.rpc.handlers import Context
 from coord.rpc.status import StatusCode
 
@@ -42,18 +41,12 @@ def status_code(err: CoordError) -> StatusCode:
 
 
 def unary(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-    """Wrap a unary handler: a :class:`CoordError` becomes its etcd status and message."""
+    """Wrap a unary handler: a :class:`CoordError` becomes its etcd status and message.
+    (A request over ``coord.limits.RECV_LIMIT`` never gets here: both transports refuse it
+    with grpc-go's wording.)"""
 
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: Context) -> R:
-        size = request.ByteSize()
-        if size > RECV_LIMIT:
-            # etcd's gRPC server (grpc-go) refuses these with this exact wording; grpcio's
-            # own limit says it differently, so the transport limit is set higher and the
-            # check is made here.
-            await context.abort(StatusCode.RESOURCE_EXHAUSTED,
-                                f"grpc: received message larger than max ({size} vs. "
-                                f"{RECV_LIMIT})")
         try:
             return await fn(self, request, context)
         except CoordError as err:
