@@ -1,7 +1,7 @@
 """The composition root of a member: CoordServer wires the node (storage, Raft, applier,
 lessor, watch hub), the gRPC services over it (``coord.api``, through the narrow interfaces
 ``Core`` provides) and the listeners (``coord.rpc``). It is the one module of
-``coord.server`` that imports the API adapters (tests/test_layers.py)."""
+``coord.server`` that imports the API adapters (the rules: tests/layering.py)."""
 
 from __future__ import annotations
 
