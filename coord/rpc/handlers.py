@@ -9,6 +9,7 @@ generated ``*_pb2_grpc`` modules, whose import loads the whole ``grpc`` package
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, NoReturn, Protocol
 
@@ -49,6 +50,48 @@ class Context(Protocol):
     def set_code(self, code: StatusCode) -> None: ...
 
     def set_details(self, details: str) -> None: ...
+
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+class CallContext:
+    """The one per-call context both transports give a handler (:class:`Context`): the
+    h2 server's calls (``peer`` the client's address, metadata decoded from the request
+    headers on first use) and in-process calls (``peer`` "local"). ``deadline`` is on
+    ``time.monotonic()``'s clock; ``code`` and ``details`` are what the handler set."""
+
+    __slots__ = ("_decode", "_metadata", "code", "deadline", "details", "peer_address")
+
+    def __init__(self, peer: str, deadline: float | None, metadata: Any = (),
+                 decode: Callable[[Any], Metadata] | None = None) -> None:
+        self.peer_address = peer
+        self.deadline = deadline
+        self._metadata = metadata
+        self._decode = decode
+        self.code = StatusCode.OK
+        self.details = ""
+
+    async def abort(self, code: StatusCode, details: str = "",
+                    trailing_metadata: Sequence[tuple[str, str]] = ()) -> NoReturn:
+        raise RpcAbort(code, details)
+
+    def invocation_metadata(self) -> Metadata:
+        decode = self._decode
+        return decode(self._metadata) if decode is not None else tuple(self._metadata)
+
+    def peer(self) -> str:
+        return self.peer_address
+
+    def time_remaining(self) -> float | None:
+        deadline = self.deadline
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def set_code(self, code: StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
 
 
 class MethodHandler(NamedTuple):

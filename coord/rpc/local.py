@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
 
-from coord.rpc.handlers import RpcAbort
+from coord.rpc.handlers import CallContext, RpcAbort
 from coord.rpc.status import StatusCode, grpc_code
 
 log = structlog.get_logger(__name__)
@@ -77,39 +78,6 @@ class _Details:
     def __init__(self, method: str, metadata: Metadata | None) -> None:
         self.method = method
         self.invocation_metadata = tuple(metadata or ())
-
-
-class _Context:
-    """What a handler sees of a local call (the ``ServicerContext`` methods coord uses)."""
-
-    __slots__ = ("_deadline", "_metadata", "code", "details")
-
-    def __init__(self, metadata: Metadata | None, deadline: float | None) -> None:
-        self._metadata = tuple(metadata or ())
-        self._deadline = deadline
-        self.code = StatusCode.OK
-        self.details = ""
-
-    async def abort(self, code: StatusCode, details: str = "",
-                    trailing_metadata: Metadata = ()) -> Any:
-        raise RpcAbort(code, details)
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
-
-    def peer(self) -> str:
-        return "local"
-
-    def time_remaining(self) -> float | None:
-        if self._deadline is None:
-            return None
-        return max(0.0, self._deadline - asyncio.get_running_loop().time())
-
-    def set_code(self, code: StatusCode) -> None:
-        self.code = code
-
-    def set_details(self, details: str) -> None:
-        self.details = details
 
 
 class LocalChannel:
@@ -194,7 +162,8 @@ class LocalChannel:
         request = self._parse(handler, raw)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        context = _Context(metadata, deadline)
+        context = CallContext("local", None if timeout is None else time.monotonic() + timeout,
+                              metadata or ())
         timer = asyncio.timeout_at(deadline)
         try:
             async with timer:
@@ -243,6 +212,7 @@ class LocalStreamCall:
         self._task: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
         self._deadline = None if timeout is None else loop.time() + timeout
+        self._context_deadline = None if timeout is None else time.monotonic() + timeout
         try:
             self._handler: Any = channel._handler(method, metadata)
         except grpc.aio.AioRpcError as err:
@@ -266,7 +236,7 @@ class LocalStreamCall:
 
     async def _run(self, metadata: Metadata | None) -> None:
         handler = self._handler
-        context = _Context(metadata, self._deadline)
+        context = CallContext("local", self._context_deadline, metadata or ())
         serialize = handler.response_serializer
         status = _error(StatusCode.OK, "")
         timer = asyncio.timeout_at(self._deadline)
@@ -362,6 +332,6 @@ class LocalStreamCall:
 if TYPE_CHECKING:
     from coord.rpc.handlers import Context
 
-    def _is_a_context(context: _Context) -> Context:
+    def _is_a_context(context: CallContext) -> Context:
         """mypy checks that the services can be given this context."""
         return context

@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, NoReturn, Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 
 from coord.rpc.h2.frames import STREAM_WINDOW
-from coord.rpc.handlers import RpcAbort
+from coord.rpc.handlers import CallContext
 from coord.rpc.status import StatusCode
 
 _TIMEOUT_UNITS = {ord("H"): 3600.0, ord("M"): 60.0, ord("S"): 1.0, ord("m"): 1e-3,
@@ -68,47 +67,16 @@ def metadata(headers: list[tuple[bytes, bytes]]) -> tuple[tuple[str, str | bytes
 _RESERVED = frozenset((b"content-type", b"te", b"user-agent"))
 
 
-class ServicerContext:
-    """The per-call object handlers receive; mirrors the ``grpc.aio.ServicerContext``
-    methods coord uses."""
-
-    __slots__ = ("_stream",)
-
-    def __init__(self, stream: Stream) -> None:
-        self._stream = stream
-
-    async def abort(self, code: StatusCode, details: str = "",
-                    trailing_metadata: Sequence[tuple[str, str]] = ()) -> NoReturn:
-        raise RpcAbort(code, details)
-
-    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
-        return metadata(self._stream.headers)
-
-    def peer(self) -> str:
-        return self._stream.conn.peer
-
-    def time_remaining(self) -> float | None:
-        deadline = self._stream.deadline
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-    def cancelled(self) -> bool:
-        return self._stream.reset
-
-    def done(self) -> bool:
-        return self._stream.local_closed
-
-    def set_code(self, code: StatusCode) -> None:
-        self._stream.code = code
-
-    def set_details(self, details: str) -> None:
-        self._stream.details = details
+ServicerContext = CallContext
+"""What the h2 server's handlers receive: the runtime's one context
+(:class:`coord.rpc.handlers.CallContext`), under grpc.aio's name for it."""
 
 
 class Stream:
     """One call: its request headers, the request messages received so far, what waits to
     be sent under flow control, and the handler's task."""
 
-    __slots__ = ("buffer", "code", "conn", "deadline", "details", "drain", "handler",
+    __slots__ = ("buffer", "conn", "deadline", "drain", "handler",
                  "headers", "headers_sent", "held", "id", "inbox", "local_closed",
                  "pending", "queued", "recv_window", "remote_closed", "reset", "send_window",
                  "task", "timer", "trailer", "unacked", "waiter")
@@ -139,8 +107,6 @@ class Stream:
         self.unacked = 0
         self.deadline: float | None = None
         self.timer: asyncio.TimerHandle | None = None
-        self.code = StatusCode.OK
-        self.details = ""
 
     def wake(self) -> None:
         waiter = self.waiter

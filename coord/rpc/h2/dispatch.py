@@ -14,10 +14,10 @@ import structlog
 from coord.rpc.h2.call import (
     CallDetails,
     Requests,
-    ServicerContext,
     Stream,
     call_path,
     identity,
+    metadata,
     parse_timeout,
 )
 from coord.rpc.h2.frames import (
@@ -40,7 +40,7 @@ from coord.rpc.h2.limits import (
     PENDING_RESPONSE_LIMIT,
 )
 from coord.rpc.h2.protocol import FrameHandler
-from coord.rpc.handlers import RpcAbort
+from coord.rpc.handlers import CallContext, RpcAbort
 from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.rpc.h2")
@@ -132,7 +132,7 @@ class CallDispatch(FrameHandler):
 
     async def _run(self, stream: Stream) -> None:
         handler = stream.handler
-        context = ServicerContext(stream)
+        context = CallContext(stream.conn.peer, stream.deadline, stream.headers, metadata)
         deserialize = handler.request_deserializer or identity
         serialize = handler.response_serializer or identity
         try:
@@ -165,13 +165,13 @@ class CallDispatch(FrameHandler):
                     aclose = getattr(responses, "aclose", None)
                     if aclose is not None:
                         await aclose()
-                self._finish(stream, stream.code, stream.details)
+                self._finish(stream, context.code, context.details)
             else:
                 fn = handler.stream_unary if handler.request_streaming else handler.unary_unary
                 response = await fn(request, context)
                 if not stream.local_closed:
-                    if stream.code is not StatusCode.OK:
-                        self._finish(stream, stream.code, stream.details)
+                    if context.code is not StatusCode.OK:
+                        self._finish(stream, context.code, context.details)
                     elif response is None:
                         self._finish(stream, StatusCode.UNKNOWN,
                                      "the method handler returned no response")
