@@ -161,6 +161,7 @@ def coord_serve(
     --listen-client 127.0.0.1:2379 --listen-peer 127.0.0.1:2380
     --initial-cluster n1=127.0.0.1:2380
     """
+    from coord.process import gc_freeze_enabled, setup_process
     from coord.server.server import CoordServer
     from coord.storage import StorageError
 
@@ -169,7 +170,8 @@ def coord_serve(
                                      initial_cluster, initial_cluster_state, snapshot_count,
                                      snapshot_bytes)
     try:
-        server = CoordServer(config)
+        setup_process()
+        server = CoordServer(config, freeze_heap=gc_freeze_enabled())
         run_until_signal(server.serve_until)
     except StorageError as err:
         fail(data_dir_failure(data_dir, err), 3)
@@ -181,7 +183,7 @@ def coord_serve(
 def _worker_config(name: str, endpoints: list[str], tags: str, session_ttl: int,
                    log_dir: Path, clock_offset: float, compact_retention: str = "10m",
                    stop_timeout: float = 30.0) -> Any:
-    from coord.server.server import gc_freeze_enabled
+    from coord.process import gc_freeze_enabled
     from scheduler.clock import SystemClock
     from scheduler.plan import parse_duration
     from scheduler.worker import WorkerConfig
@@ -227,14 +229,14 @@ def worker_cmd(
 
     Example:  raftcron worker --endpoints 10.0.0.1:2379,10.0.0.2:2379 --tags disk=ssd
     """
-    from coord.server.server import use_uvloop
+    from coord.process import setup_process
     from scheduler.worker import Worker
 
     configure_logging()
     # The worker's CPU goes mostly to grpc.aio's futures and callbacks, as a coord member's
     # does: on uvloop's loop (as in `agent`) an occurrence costs about a seventh less CPU
     # (docs/benchmarks.md). RAFTCRON_UVLOOP=0 keeps asyncio's own loop.
-    use_uvloop()
+    setup_process()
     # Jobs are forked on a few threads (scheduler.executor); each hands the GIL back and
     # forth several times per spawn, and with the default 5 ms switch interval a thread
     # could wait that long for it at every turn while the event loop is busy.
@@ -268,6 +270,7 @@ def agent(
 
     Example:  raftcron agent --jobs jobs.example.yaml
     """
+    from coord.process import gc_freeze_enabled, setup_process
     from coord.server.server import CoordServer
     from coord.storage import StorageError
     from scheduler.errors import SpecError
@@ -290,7 +293,8 @@ def agent(
     cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset,
                          compact_retention, stop_timeout)
     try:
-        server = CoordServer(config)
+        setup_process()
+        server = CoordServer(config, freeze_heap=gc_freeze_enabled())
     except StorageError as err:
         fail(data_dir_failure(data_dir, err), 3)
         return
@@ -303,16 +307,16 @@ def agent(
         try:
             if stop.is_set():
                 return
-            # The worker calls its own member in-process (coord.api.local), unless
+            # The worker calls its own member in-process (coord.rpc.local), unless
             # RAFTCRON_AGENT_LOCAL=0 sends its calls through the client port like any client.
-            local = {}
+            channels = None
             if os.environ.get("RAFTCRON_AGENT_LOCAL", "1") != "0":
-                local = {listen_client: server.local_target()}
-            async with Client([listen_client], timeout=5, local=local) as c:
+                channels = server.channels()
+            async with Client([listen_client], timeout=5, channels=channels) as c:
                 if specs is not None and jobs is not None:
                     applying = asyncio.ensure_future(apply_at_start(c, specs, jobs))
                 try:
-                    await Worker(dataclasses.replace(cfg, local=local)).run(stop)
+                    await Worker(dataclasses.replace(cfg, channels=channels)).run(stop)
                 finally:
                     # An apply still retrying ends before its client closes.
                     await cancel_and_wait(applying)

@@ -15,7 +15,7 @@ with any invalid job yields no jobs at all, so a caller never applies half a fil
 
 Invariants of a ``JobSpec``: every field holds a validated value; ``name`` is safe as one
 segment of a store key; ``to_json()`` is canonical (sorted keys, no whitespace, durations in
-whole seconds), so equal specs give equal bytes, and ``JobSpec.from_json(s.to_json()) == s``.
+whole seconds), so equal specs give equal bytes, and ``spec_from_json(s.to_json()) == s``.
 
 Defaults: timezone ``UTC``, env ``{}``, inherit_env ``[PATH, LANG, LC_*, TZ]``, user none (the
 worker's own), workdir none (the worker's directory), timeout none, retries 0, retry_backoff
@@ -26,7 +26,7 @@ history_limit 20, suspend false.
 from __future__ import annotations
 
 from scheduler.errors import SpecError, SpecProblem
-from scheduler.spec_load import gc_paused, load_jobs, load_jobs_text
+from scheduler.spec_load import gc_paused, load_jobs, load_jobs_text, spec_from_json
 from scheduler.spec_model import DEFAULT_INHERIT_ENV, DEFAULTS, FIELDS, NAME_RE, JobSpec
 
 __all__ = [
@@ -40,4 +40,5 @@ __all__ = [
     "gc_paused",
     "load_jobs",
     "load_jobs_text",
+    "spec_from_json",
 ]

@@ -100,7 +100,7 @@ def _load_jobs_text(text: str, filename: str, *, local_users: bool) -> list[JobS
 
 
 def spec_from_json(text: str | bytes, source: str = "<json>") -> JobSpec:
-    """:meth:`JobSpec.from_json`: a stored spec, checked as a job of a file would be."""
+    """A stored spec (JSON), checked as a job of a file would be."""
     try:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:

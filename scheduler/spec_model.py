@@ -151,11 +151,3 @@ class JobSpec:
         # immutable, so the text cannot go stale).
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
                           ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, text: str | bytes, source: str = "<json>") -> JobSpec:
-        """Parse and re-validate a stored spec; raises :class:`SpecError`."""
-        # spec_load builds JobSpecs, so it imports this module: imported when first used.
-        from scheduler.spec_load import spec_from_json  # noqa: PLC0415
-
-        return spec_from_json(text, source)

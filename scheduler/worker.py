@@ -46,8 +46,8 @@ from typing import Any
 import structlog
 
 from coord.aiotools import within
-from coord.api.local import LocalTarget
 from coord.client import (
+    ChannelFactory,
     Client,
     ClientError,
     CompactedError,
@@ -144,9 +144,9 @@ class WorkerConfig:
     the specs, the job timers): full collections then no longer walk that heap, each a
     pause of up to ~100 ms at 1,000 jobs that every due occurrence waited out. For a
     worker that owns its process (the CLI); tests running several in one process don't."""
-    local: dict[str, LocalTarget] = field(default_factory=dict)
-    """Endpoints served by a coord member in this process (``raftcron agent``): the
-    worker calls it without a socket (``coord.api.local``)."""
+    channels: ChannelFactory | None = None
+    """How the client reaches an endpoint (``coord.client.ChannelFactory``): an agent's
+    reaches its own member in the same process without a socket."""
 
 
 @dataclass
@@ -173,7 +173,7 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.clock = config.clock
-        self.client = Client(config.endpoints, timeout=5.0, local=config.local)
+        self.client = Client(config.endpoints, timeout=5.0, channels=config.channels)
         self.jobs: dict[str, JobEntry] = {}
         self.workers: dict[str, dict[str, str]] = {}
         self.running: dict[tuple[str, str], Running] = {}

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 
 import structlog
 
-from coord.api.handlers import Context as Ctx
-from coord.api.proto import rpc_pb2
-from coord.api.status import is_grpcio_error
+from coord.pb import rpc_pb2
+from coord.rpc.handlers import Context as Ctx
+from coord.rpc.status import is_grpcio_error
 from coord.server.core import Core
 
 log = structlog.get_logger("coord.watch")

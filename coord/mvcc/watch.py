@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from coord.api.proto import kv_pb2, rpc_pb2
+from coord.pb import kv_pb2, rpc_pb2
 
 if TYPE_CHECKING:
     from coord.mvcc.store import KVStore, Rec

@@ -25,7 +25,6 @@ from typing import Any
 
 import structlog
 
-from coord.api.proto import internal_pb2, kv_pb2, rpc_pb2
 from coord.errors import (
     ApplyFailed,
     Compacted,
@@ -38,6 +37,7 @@ from coord.lease.lessor import Lessor
 from coord.mvcc.gosort import go_sort
 from coord.mvcc.store import KeyRec, KVStore, Rec
 from coord.mvcc.watch import WatchHub
+from coord.pb import internal_pb2, kv_pb2, rpc_pb2
 
 _RR = rpc_pb2.RangeRequest
 _KEY, _VERSION, _CREATE, _MOD, _VALUE = (

@@ -49,7 +49,6 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from coord.aiotools import within
-from coord.api.proto import internal_pb2, raft_pb2
 from coord.errors import (
     CoordError,
     LeaderChanged,
@@ -60,6 +59,7 @@ from coord.errors import (
     Stopped,
 )
 from coord.mvcc.store import SnapshotBuild, SnapshotReuse
+from coord.pb import internal_pb2, raft_pb2
 from coord.raft import (
     ConfChange,
     ConfChangeType,

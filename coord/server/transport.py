@@ -11,9 +11,8 @@
 * Snapshots (``SNAP`` messages) go in chunks on a ``SendSnapshot`` stream of their own
   (:mod:`coord.server.transport_snapshot`), so the sender learns the outcome and reports
   it (``report_snapshot``), and no peer message is larger than a chunk.
-* Everything goes over coord's own HTTP/2 client (``coord.api.h2.client``): a member
-  never imports grpcio (docs/grpc-server.md), unless ``RAFTCRON_GRPC_SERVER=grpcio``
-  puts grpc.aio back on both ports and on the peer calls.
+* Everything goes over coord's own HTTP/2 client (``coord.rpc.h2.client``): a member
+  never imports grpcio (docs/grpc-server.md).
 * Fault injection is a test hook (:class:`LinkHook`, installed by tests through
   :data:`link_hook_factory`): with one, the peer service's ``Fault`` RPC cuts links to
   named members or delays outgoing batches. Without (in production), ``Fault`` answers
@@ -30,16 +29,15 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import os
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
-from coord.api.h2.client import StreamCall
-from coord.api.proto import raft_pb2
+from coord.pb import raft_pb2
 from coord.raft import Entry, Message, MessageType
+from coord.rpc.h2.client import StreamCall
 from coord.server.transport_codec import message_to_pb, wire_size
 from coord.server.transport_h2 import (
     CONNECT_TIMEOUT,
@@ -56,18 +54,17 @@ from coord.server.transport_intake import (
     PeerRejected,
     check_message,
 )
-from coord.server.transport_service import PeerService, peer_handlers
+from coord.server.transport_service import LinkHook, PeerService, peer_handlers
 from coord.server.transport_snapshot import (
     SNAPSHOT_CHUNK,
     SnapshotReceiver,
-    send_snapshot_grpcio,
     send_snapshot_h2,
     snapshot_chunks,
 )
 
 __all__ = [  # what other modules import from here, some of it defined in the helpers
-    "MAX_INDEX", "MAX_TERM", "MAX_TERM_STEP", "PEER_GRPC_OPTIONS", "PEER_RECV_LIMIT",
-    "H2PeerStub", "PeerRejected", "PeerService", "Transport", "grpc_server_kind",
+    "MAX_INDEX", "MAX_TERM", "MAX_TERM_STEP", "PEER_RECV_LIMIT",
+    "H2PeerStub", "LinkHook", "PeerRejected", "PeerService", "Transport",
     "message_to_pb", "peer_handlers",
 ]
 
@@ -88,43 +85,6 @@ one entry (a request of at most 1.5 MiB), and a forwarded proposal split to fit.
 MESSAGE_LIMIT = PEER_RECV_LIMIT - (64 << 10)
 """The largest single message a sender puts in a batch (the batch's own fields aside); a
 larger one is dropped and logged (Raft treats it as lost), never sent to be refused."""
-PEER_GRPC_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_receive_message_length", PEER_RECV_LIMIT),
-    ("grpc.max_send_message_length", 2**31 - 1),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
-    ("grpc.http2.max_ping_strikes", 0),
-    ("grpc.so_reuseport", 0),
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    ("grpc.min_reconnect_backoff_ms", 50),
-]
-
-
-def grpc_server_kind() -> str:
-    """Which HTTP/2 stack members use for gRPC: ``h2`` (coord's own, :mod:`coord.api.h2`,
-    the default: the client and peer ports' servers and the peer ``Send`` streams) or
-    ``grpcio`` (``grpc.aio``) when ``RAFTCRON_GRPC_SERVER=grpcio``. Both speak the same
-    protocol; grpcio costs about ten times the CPU per call (docs/grpc-server.md) and is
-    kept as a fallback."""
-    kind = os.environ.get("RAFTCRON_GRPC_SERVER", "h2")
-    if kind not in ("h2", "grpcio"):
-        raise ValueError(f"RAFTCRON_GRPC_SERVER must be h2 or grpcio, not {kind!r}")
-    return kind
-
-
-class LinkHook(Protocol):
-    """Fault injection, for tests only (``tests/helpers/faults.py``): which links are cut,
-    a delay before each outgoing batch, and the ``Fault`` RPC that sets them."""
-
-    def cut(self, peer: int) -> bool:
-        """Whether messages to and from member ``peer`` are dropped."""
-
-    async def before_send(self) -> None:
-        """Awaited before each outgoing batch (a delay)."""
-
-    async def control(self, request: raft_pb2.FaultRequest) -> raft_pb2.FaultResponse:
-        """Answer the ``Fault`` RPC."""
 
 
 link_hook_factory: Callable[[Transport], LinkHook] | None = None
@@ -158,10 +118,7 @@ class _PeerSender:
         self.address = address
         self.queue: collections.deque[Message] = collections.deque()
         self.wake = asyncio.Event()
-        self.channel: Any = None  # grpc.aio's, on the grpcio fallback only
-        # An H2PeerStub, or grpc.aio's (typed for the sync API by the generator; on an aio
-        # channel calls are awaitables).
-        self.stub: Any = None
+        self.stub: H2PeerStub | None = None
         self.task = asyncio.get_running_loop().create_task(self._run())
         self.task.add_done_callback(self._supervise)
         self.snap_tasks: set[asyncio.Task[None]] = set()
@@ -180,18 +137,9 @@ class _PeerSender:
         self.queue.extend(split_oversized(m))
         self.wake.set()
 
-    def _stub(self) -> Any:
+    def _stub(self) -> H2PeerStub:
         if self.stub is None:
-            if grpc_server_kind() == "grpcio":
-                import grpc  # noqa: PLC0415 - the grpcio fallback only
-
-                from coord.api.proto import raft_pb2_grpc  # noqa: PLC0415 - imports grpc
-
-                self.channel = grpc.aio.insecure_channel(self.address,
-                                                         options=PEER_GRPC_OPTIONS)
-                self.stub = raft_pb2_grpc.PeerStub(self.channel)
-            else:
-                self.stub = H2PeerStub(self.address)
+            self.stub = H2PeerStub(self.address)
         return self.stub
 
     async def _send_snapshot(self, m: Message) -> None:
@@ -204,10 +152,7 @@ class _PeerSender:
             total = len(m.snapshot.data)
             chunks = snapshot_chunks(m, self.t.cluster_id(), self.t.member_id,
                                      self.t.snapshot_chunk)
-            if grpc_server_kind() == "grpcio":
-                await send_snapshot_grpcio(self._stub(), chunks, total)
-            else:
-                await send_snapshot_h2(self.address, chunks, total)
+            await send_snapshot_h2(self.address, chunks, total)
             ok = True
             log.info("transport.snapshot_sent", to=f"{self.peer_id:x}",
                      index=m.snapshot.metadata.index, bytes=total)
@@ -305,10 +250,7 @@ class _PeerSender:
 
     async def _open_send(self) -> Any:
         """The long-lived ``Send`` stream to this peer: coord's own HTTP/2 client
-        (:mod:`coord.api.h2.client`, a tenth of grpc.aio's CPU per write), or grpc.aio's
-        when ``RAFTCRON_GRPC_SERVER=grpcio``."""
-        if grpc_server_kind() == "grpcio":
-            return self._stub().Send()
+        (:mod:`coord.rpc.h2.client`, a tenth of grpc.aio's CPU per write)."""
         return H2Send(await StreamCall.open(self.address, SEND_METHOD,
                                              connect_timeout=CONNECT_TIMEOUT))
 
@@ -318,8 +260,6 @@ class _PeerSender:
             t.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
-        if self.channel is not None:
-            await self.channel.close(None)
 
 
 class Transport:
@@ -351,9 +291,9 @@ class Transport:
         self.report_snapshot = report_snapshot
         self.name_of = name_of
         self.stream_lost = stream_lost
+        """Called with a peer's id when the stream it was sending us messages on breaks."""
         self.last_heard: dict[int, float] = {}
         """When a batch from each peer last arrived (monotonic seconds)."""
-        """Called with a peer's id when the stream it was sending us messages on breaks."""
         self.snapshot_chunk = SNAPSHOT_CHUNK
         """Bytes of snapshot data per chunk this member sends."""
         self.snapshots = SnapshotReceiver(self.check)

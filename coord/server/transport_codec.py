@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coord.api.proto import raft_pb2
+from coord.pb import raft_pb2
 from coord.raft import (
     ConfState,
     Entry,

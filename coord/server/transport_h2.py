@@ -1,4 +1,4 @@
-"""The peer calls a member makes on coord's own HTTP/2 client (``coord.api.h2.client``):
+"""The peer calls a member makes on coord's own HTTP/2 client (``coord.rpc.h2.client``):
 the unary calls (:class:`H2PeerStub`) and the two client streams, ``Send`` (Raft message
 batches) and ``SendSnapshot`` (a snapshot in chunks), written with :func:`write_drained`."""
 
@@ -9,9 +9,8 @@ from typing import TypeVar
 from google.protobuf.message import Message as ProtoMessage
 
 from coord.aiotools import within
-from coord.api.h2.client import StreamCall, unary_call
-from coord.api.proto import raft_pb2
-from coord.api.status import is_grpcio_error
+from coord.pb import raft_pb2
+from coord.rpc.h2.client import StreamCall, unary_call
 
 PEER_SERVICE = raft_pb2.DESCRIPTOR.services_by_name["Peer"]
 SEND_METHOD = f"/{PEER_SERVICE.full_name}/Send"
@@ -27,7 +26,7 @@ RESPONSE_LIMIT = 1 << 20
 
 def rpc_failed(err: BaseException) -> bool:
     """Whether ``err`` is a failed peer call (either HTTP/2 stack's), not a bug."""
-    return isinstance(err, ConnectionError) or is_grpcio_error(err)
+    return isinstance(err, ConnectionError)
 
 
 async def write_drained(call: StreamCall, message: ProtoMessage) -> None:
@@ -53,7 +52,7 @@ class H2PeerStub:
     """The peer service's unary calls on coord's HTTP/2 client, called as on a grpc.aio
     stub: ``await stub.LeaseRenew(request, timeout=3.0)``. Each call has a connection of
     its own (these calls are rare: lease renewals forwarded by a follower, joining). A
-    failure raises :class:`coord.api.h2.client.StreamCallError`, a ``ConnectionError``."""
+    failure raises :class:`coord.rpc.h2.client.StreamCallError`, a ``ConnectionError``."""
 
     def __init__(self, address: str) -> None:
         self.address = address

@@ -3,7 +3,7 @@ reaches the core (see ``Transport.check``)."""
 
 from __future__ import annotations
 
-from coord.api.proto import raft_pb2
+from coord.pb import raft_pb2
 from coord.raft import Message
 from coord.raft.types import LOCAL_MESSAGES
 from coord.server.transport_codec import message_from_pb

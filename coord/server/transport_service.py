@@ -4,29 +4,59 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
-from coord.api.handlers import Context, MethodHandler, service_handlers
-from coord.api.proto import raft_pb2
-from coord.api.status import StatusCode
+from coord.pb import raft_pb2
+from coord.raft import Message
+from coord.rpc.handlers import Context, MethodHandler, service_handlers
+from coord.rpc.status import StatusCode
 from coord.server.transport_h2 import PEER_SERVICE
 from coord.server.transport_intake import PeerRejected
-from coord.server.transport_snapshot import SnapshotRefused
-
-if TYPE_CHECKING:
-    from coord.server.transport import Transport
+from coord.server.transport_snapshot import SnapshotReceiver, SnapshotRefused
 
 log = structlog.get_logger("coord.transport")
 
 Ctx = Context
 
 
+class LinkHook(Protocol):
+    """Fault injection, for tests only (``tests/helpers/faults.py``): which links are cut,
+    a delay before each outgoing batch, and the ``Fault`` RPC that sets them."""
+
+    def cut(self, peer: int) -> bool:
+        """Whether messages to and from member ``peer`` are dropped."""
+
+    async def before_send(self) -> None:
+        """Awaited before each outgoing batch (a delay)."""
+
+    async def control(self, request: raft_pb2.FaultRequest) -> raft_pb2.FaultResponse:
+        """Answer the ``Fault`` RPC."""
+
+
+class PeerEndpoint(Protocol):
+    """What the service needs of the transport that owns it (the transport implements it;
+    a Protocol so that this module does not import the transport back)."""
+
+    stopped: bool
+    snapshots: SnapshotReceiver
+    hook: LinkHook | None
+
+    def accept(self, batch: raft_pb2.MessageBatch, frm: int) -> None:
+        """Check one incoming batch and hand its messages to the node."""
+
+    def stream_lost(self, frm: int) -> None:
+        """The ``Send`` stream from member ``frm`` ended."""
+
+    def hand_over(self, frm: int, messages: list[Message]) -> None:
+        """Hand already-checked messages from member ``frm`` to the node."""
+
+
 class PeerService:
     """The peer-port gRPC service (:func:`peer_handlers` serves it)."""
 
-    def __init__(self, transport: Transport,
+    def __init__(self, transport: PeerEndpoint,
                  lease_renew: Callable[[int], Awaitable[tuple[int, bool]]],
                  join: Callable[[str], tuple[int, int]],
                  lease_ttl: Callable[[int], tuple[int, int, list[bytes]] | None]) -> None:

@@ -25,14 +25,13 @@ import dataclasses
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
 
 import structlog
 
 from coord.aiotools import within
-from coord.api.h2.client import StreamCall
-from coord.api.proto import raft_pb2
+from coord.pb import raft_pb2
 from coord.raft import Message, MessageType, Snapshot
+from coord.rpc.h2.client import StreamCall
 from coord.server.transport_codec import message_to_pb
 from coord.server.transport_h2 import (
     CONNECT_TIMEOUT,
@@ -95,7 +94,7 @@ def snapshot_chunks(m: Message, cluster_id: int, frm: int,
 async def send_snapshot_h2(address: str, chunks: Iterator[raft_pb2.SnapshotChunk],
                            total: int) -> None:
     """Stream ``chunks`` to ``address`` on coord's HTTP/2 client and wait for the answer.
-    Raises a ConnectionError (:class:`coord.api.h2.client.StreamCallError`) on failure."""
+    Raises a ConnectionError (:class:`coord.rpc.h2.client.StreamCallError`) on failure."""
     call = await StreamCall.open(address, SNAPSHOT_METHOD, connect_timeout=CONNECT_TIMEOUT,
                                  max_response=RESPONSE_LIMIT)
     try:
@@ -107,15 +106,6 @@ async def send_snapshot_h2(address: str, chunks: Iterator[raft_pb2.SnapshotChunk
         raise ConnectionError(f"snapshot transfer to {address} timed out") from None
     finally:
         call.close()
-
-
-async def send_snapshot_grpcio(stub: Any, chunks: Iterator[raft_pb2.SnapshotChunk],
-                               total: int) -> None:
-    """The same on grpc.aio's stub (the ``RAFTCRON_GRPC_SERVER=grpcio`` fallback)."""
-    async def requests() -> AsyncIterator[raft_pb2.SnapshotChunk]:
-        for chunk in chunks:
-            yield chunk
-    await stub.SendSnapshot(requests(), timeout=transfer_deadline(total) + ANSWER_TIMEOUT)
 
 
 @dataclasses.dataclass(eq=False)

@@ -10,7 +10,7 @@ import asyncio
 import random
 
 from coord.api.maintenance import _chunks, applier_snapshot
-from coord.api.proto import internal_pb2, rpc_pb2
+from coord.pb import internal_pb2, rpc_pb2
 from coord.server.apply import Applier
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from coord.api.proto import raft_pb2
+from coord.pb import raft_pb2
 from coord.server import transport
 
 log = structlog.get_logger("tests.faults")

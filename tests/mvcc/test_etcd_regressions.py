@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from coord.api.proto import rpc_pb2
 from coord.errors import Compacted
 from coord.mvcc.watch import WatchStream
+from coord.pb import rpc_pb2
 from tests.server.reqs import Client, delete, put, rng, txn
 
 W = rpc_pb2.WatchCreateRequest

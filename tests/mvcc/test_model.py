@@ -13,8 +13,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from coord.api.proto import rpc_pb2
 from coord.errors import Compacted, DuplicateKey, FutureRevision
+from coord.pb import rpc_pb2
 from coord.server import validate
 from coord.server.apply import Applier
 from tests.server.reqs import RR, Client, cmp, delete, put, rng, txn

@@ -3,13 +3,13 @@ streams."""
 
 from __future__ import annotations
 
-from coord.api.proto import rpc_pb2
 from coord.mvcc.watch import (
     DUPLICATE_ID_REASON,
     EMPTY_RANGE_REASON,
     MAX_RESPONSE_BYTES,
     WatchStream,
 )
+from coord.pb import rpc_pb2
 from tests.server.reqs import Client, delete, put, txn
 
 W = rpc_pb2.WatchCreateRequest

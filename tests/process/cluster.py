@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from coord.api.proto import raft_pb2, raft_pb2_grpc, rpc_pb2, rpc_pb2_grpc
+from coord.pb import raft_pb2, raft_pb2_grpc, rpc_pb2, rpc_pb2_grpc
 from tests.helpers.procs import REPO, Proc, ProcessGroup, coord_argv, free_port, port_open
 
 

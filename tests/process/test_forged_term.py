@@ -9,10 +9,10 @@ import asyncio
 
 import pytest
 
-from coord.api.h2.client import StreamCallError
-from coord.api.proto import raft_pb2
 from coord.client import Client
+from coord.pb import raft_pb2
 from coord.raft import Message, MessageType
+from coord.rpc.h2.client import StreamCallError
 from coord.server.transport import MAX_TERM_STEP, H2PeerStub, message_to_pb
 from tests.helpers.procs import ProcessGroup
 from tests.process.cluster import CoordCluster

@@ -15,9 +15,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from coord.api.h2 import hpack
-from coord.api.h2.server import DATA, END_HEADERS, END_STREAM, HEADERS, RST_STREAM, frame
-from coord.api.proto import rpc_pb2, rpc_pb2_grpc
+from coord.pb import rpc_pb2, rpc_pb2_grpc
+from coord.rpc.h2 import hpack
+from coord.rpc.h2.server import DATA, END_HEADERS, END_STREAM, HEADERS, RST_STREAM, frame
 from coord.server.transport import PEER_RECV_LIMIT
 from tests.api.h2_attack import Attacker, Watch, request_headers, run_for
 from tests.helpers.procs import Proc, free_port, process_group, start_coord

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from coord.client import Client
 from scheduler import admin, joblist, keys
 from scheduler.errors import SpecError
-from scheduler.spec import JobSpec, gc_paused, load_jobs_text
+from scheduler.spec import JobSpec, gc_paused, load_jobs_text, spec_from_json
 from scheduler.spec_fields import node_of
 from scheduler.spec_load import _checked_fields, _Checker
 from tests.helpers.procs import process_group, start_coord
@@ -168,7 +168,7 @@ def test_a_stored_float_is_reported_as_written() -> None:
     spec["retries"] = 1.5
     with pytest.raises(SpecError, match=r'"retries": must be a whole number from 0 to 100 '
                                         r"\(got 1.5\)"):
-        JobSpec.from_json(json.dumps(spec))
+        spec_from_json(json.dumps(spec))
 
 
 def test_the_memoised_check_of_stored_specs_agrees_with_the_full_check() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coord.api.proto import internal_pb2, rpc_pb2
+from coord.api.errors import status_code
 from coord.errors import (
     Compacted,
     CoordError,
@@ -21,6 +21,7 @@ from coord.errors import (
     TooManyOps,
     ValueProvided,
 )
+from coord.pb import internal_pb2, rpc_pb2
 from coord.server import validate
 from coord.server.apply import Applier, lease_id_for
 from tests.server.reqs import RR, Client, cmp, delete, kvs, put, rng, txn, txn_op
@@ -646,4 +647,4 @@ def test_lease_read_helpers(c: Client) -> None:
 )
 def test_error_codes_and_messages(cls: type[CoordError], code: str, message: str) -> None:
     err = cls()
-    assert (err.code_name, str(err)) == (code, message)
+    assert (status_code(err).name, str(err)) == (code, message)

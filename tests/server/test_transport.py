@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from coord.api.h2.client import StreamCallError
-from coord.api.h2.server import SETTING, SETTINGS, SETTINGS_INITIAL_WINDOW_SIZE, H2Server, frame
-from coord.api.proto import raft_pb2
-from coord.api.status import StatusCode
+from coord.pb import raft_pb2
 from coord.raft import Message, MessageType
+from coord.rpc.h2.client import StreamCallError
+from coord.rpc.h2.server import SETTING, SETTINGS, SETTINGS_INITIAL_WINDOW_SIZE, H2Server, frame
+from coord.rpc.status import StatusCode
 from coord.server import transport_h2
 from coord.server.transport import (
     H2PeerStub,

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from coord.api.h2.client import StreamCall, StreamCallError
-from coord.api.proto import raft_pb2
-from coord.api.status import StatusCode
 from coord.client import Client
+from coord.pb import raft_pb2
 from coord.raft import ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata
+from coord.rpc.h2.client import StreamCall, StreamCallError
+from coord.rpc.status import StatusCode
 from coord.server import transport_snapshot
 from coord.server.config import ServerConfig
 from coord.server.server import CoordServer
