@@ -1,28 +1,219 @@
 """etcdserverpb.Watch: a bidi stream per client, many watchers per stream.
 
-The watch hub (``coord.mvcc.watch``) is pure; this adapter owns the two tasks of a stream:
-a reader that hands each client request to the hub, and the writer (the handler itself)
-that drains the hub's ready responses whenever it is woken. A client half-closing its side
-does not end the stream: events keep flowing until the call is cancelled, as in etcd.
+The watch hub (``coord.mvcc.watch``) is pure and speaks plain named types; this adapter
+maps WatchRequests to hub calls and the hub's output to WatchResponses
+(:class:`RpcWatchStream`), and owns the two tasks of a stream: a reader that hands each
+client request to the hub, and the writer (the handler itself) that drains the hub's ready
+output whenever it is woken. A client half-closing its side does not end the stream: events
+keep flowing until the call is cancelled, as in etcd.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 
 from coord.api.handlers import Context as Ctx
-from coord.api.proto import rpc_pb2
+from coord.api.proto import kv_pb2, rpc_pb2
 from coord.api.status import is_grpcio_error
+from coord.mvcc.watch import WatchHub, WatchStream
+from coord.mvcc.watch_types import (
+    DUPLICATE_ID_REASON,
+    EMPTY_RANGE_REASON,
+    Canceled,
+    CompactCanceled,
+    Created,
+    EventBatch,
+    Progress,
+    WatchOutput,
+    WatchSpec,
+)
 from coord.server.core import Core
 
 log = structlog.get_logger("coord.watch")
 
 PROGRESS_INTERVAL = 600.0
 """etcd's default interval for progress notifications to watchers that asked for them."""
+MAX_RESPONSE_BYTES = 1536 * 1024 + 512 * 1024
+"""etcd's max-request-bytes (1.5 MiB) + gRPC overhead: the fragment threshold."""
+
+__all__ = ["DUPLICATE_ID_REASON", "EMPTY_RANGE_REASON", "MAX_RESPONSE_BYTES", "RpcWatchStream",
+           "WatchService", "open_stream"]
+
+_DELETE = kv_pb2.Event.DELETE
+_NOPUT = rpc_pb2.WatchCreateRequest.NOPUT
+_NODELETE = rpc_pb2.WatchCreateRequest.NODELETE
+
+
+def spec_of(req: rpc_pb2.WatchCreateRequest) -> WatchSpec:
+    """The hub's view of a WatchCreateRequest."""
+    filters = req.filters
+    return WatchSpec(req.key, req.range_end, req.start_revision, req.watch_id, req.prev_kv,
+                     req.fragment, req.progress_notify, _NOPUT in filters, _NODELETE in filters)
+
+
+def responses(item: WatchOutput, out: list[rpc_pb2.WatchResponse]) -> None:
+    """Append the WatchResponse(s) of one hub output item to ``out``, with
+    ``header.revision`` set as etcd sets it (the server adds cluster_id, member_id and
+    raft_term)."""
+    if type(item) is EventBatch:
+        _events_response(item, out)
+        return
+    resp = rpc_pb2.WatchResponse(watch_id=item.watch_id)
+    if type(item) is Created:
+        resp.created = True
+        resp.header.revision = item.revision
+        if item.cancel_reason:
+            resp.canceled = True
+            resp.cancel_reason = item.cancel_reason
+    elif type(item) is Canceled:
+        resp.canceled = True
+        resp.header.revision = item.revision
+    elif type(item) is CompactCanceled:
+        resp.canceled = True
+        resp.compact_revision = item.compact_revision
+        resp.header.SetInParent()
+    else:
+        assert type(item) is Progress
+        resp.header.revision = item.revision
+    out.append(resp)
+
+
+def _events_response(b: EventBatch, out: list[rpc_pb2.WatchResponse]) -> None:
+    resp = rpc_pb2.WatchResponse(watch_id=b.watch_id)
+    resp.header.revision = b.revision
+    add = resp.events.add
+    prevs = b.prevs
+    for i, (k, rec) in enumerate(b.events):
+        v = rec.value
+        if v is None:
+            ev = add(type=_DELETE)
+            ev.kv.key = k
+            ev.kv.mod_revision = rec.mod_rev
+        else:
+            ev = add()
+            kv = ev.kv
+            kv.key = k
+            kv.create_revision = rec.create_rev
+            kv.mod_revision = rec.mod_rev
+            kv.version = rec.version
+            kv.value = v
+            kv.lease = rec.lease
+        if prevs is not None:
+            prev = prevs[i]
+            if prev is not None:
+                p = ev.prev_kv
+                p.key = k
+                p.create_revision = prev.create_rev
+                p.mod_revision = prev.mod_rev
+                p.version = prev.version
+                p.value = prev.value  # type: ignore[assignment]
+                p.lease = prev.lease
+    if b.fragment and len(resp.events) >= 2 and resp.ByteSize() >= MAX_RESPONSE_BYTES:
+        out.extend(_fragments(resp))
+    else:
+        out.append(resp)
+
+
+def _fragments(resp: rpc_pb2.WatchResponse) -> list[rpc_pb2.WatchResponse]:
+    """etcd's sendFragments: fill each part until adding one more event would reach the
+    limit (a part always holds at least one event); every part but the last has fragment."""
+    parts: list[rpc_pb2.WatchResponse] = []
+    events = list(resp.events)
+    base = rpc_pb2.WatchResponse()
+    base.CopyFrom(resp)
+    del base.events[:]
+    base.fragment = True
+    base_size = base.ByteSize()
+    idx = 0
+    while True:
+        cur = rpc_pb2.WatchResponse()
+        cur.CopyFrom(base)
+        size = base_size
+        n = 0
+        while idx < len(events):
+            ev = events[idx]
+            es = ev.ByteSize()
+            esz = 1 + _varint_len(es) + es
+            if n >= 1 and size + esz >= MAX_RESPONSE_BYTES:
+                break
+            cur.events.append(ev)
+            size += esz
+            n += 1
+            idx += 1
+        if idx == len(events):
+            cur.fragment = False
+            parts.append(cur)
+            return parts
+        parts.append(cur)
+
+
+def _varint_len(n: int) -> int:
+    length = 1
+    while n >= 0x80:
+        n >>= 7
+        length += 1
+    return length
+
+
+class RpcWatchStream:
+    """A hub stream (one Watch RPC) speaking WatchRequest / WatchResponse."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: WatchStream) -> None:
+        self.stream = stream
+
+    @property
+    def watchers(self) -> dict[int, object]:
+        """The stream's live watches by id."""
+        return self.stream.watchers  # type: ignore[return-value]
+
+    @property
+    def has_pending(self) -> bool:
+        """True if :meth:`pending` would return something now."""
+        return self.stream.has_pending
+
+    def handle(self, req: rpc_pb2.WatchRequest) -> None:
+        """Dispatch one client WatchRequest (create / cancel / progress)."""
+        which = req.WhichOneof("request_union")
+        if which == "create_request":
+            self.create(req.create_request)
+        elif which == "cancel_request":
+            self.cancel(req.cancel_request.watch_id)
+        elif which == "progress_request":
+            self.request_progress()
+
+    def create(self, req: rpc_pb2.WatchCreateRequest) -> int:
+        """See :meth:`WatchStream.create`."""
+        return self.stream.create(spec_of(req))
+
+    def cancel(self, watch_id: int) -> bool:
+        """See :meth:`WatchStream.cancel`."""
+        return self.stream.cancel(watch_id)
+
+    def request_progress(self) -> None:
+        """See :meth:`WatchStream.request_progress`."""
+        self.stream.request_progress()
+
+    def close(self) -> None:
+        """See :meth:`WatchStream.close`."""
+        self.stream.close()
+
+    def pending(self, max_bytes: int = 4 * 1024 * 1024) -> list[rpc_pb2.WatchResponse]:
+        """The ready output as WatchResponses (see :meth:`WatchStream.pending`)."""
+        out: list[rpc_pb2.WatchResponse] = []
+        for item in self.stream.pending(max_bytes):
+            responses(item, out)
+        return out
+
+
+def open_stream(hub: WatchHub, wake: Callable[[], None] | None = None) -> RpcWatchStream:
+    """A new Watch RPC stream on ``hub``; ``wake`` is called when it has output."""
+    return RpcWatchStream(hub.open_stream(wake))
 
 
 class WatchService:
@@ -49,7 +240,7 @@ class WatchService:
         if self._progress_task is None:
             self._progress_task = asyncio.get_running_loop().create_task(self._progress_loop())
         wake = asyncio.Event()
-        stream = self.core.applier.watch_hub.open_stream(wake.set)
+        stream = open_stream(self.core.applier.watch_hub, wake.set)
 
         async def read_requests() -> None:
             try:

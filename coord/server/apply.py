@@ -50,13 +50,13 @@ _KEY, _VERSION, _CREATE, _MOD, _VALUE = (
 _NONE, _ASCEND, _DESCEND = _RR.NONE, _RR.ASCEND, _RR.DESCEND
 _C = rpc_pb2.Compare
 _SORT_KEYS: dict[int, Any] = {
-    _VERSION: lambda kr: kr[1][2],
-    _CREATE: lambda kr: kr[1][1],
-    _MOD: lambda kr: kr[1][0],
-    _VALUE: lambda kr: kr[1][4],
+    _VERSION: lambda kr: kr[1].version,
+    _CREATE: lambda kr: kr[1].create_rev,
+    _MOD: lambda kr: kr[1].mod_rev,
+    _VALUE: lambda kr: kr[1].value,
 }
 _C_VALUE = _C.VALUE
-_ZERO: Rec = (0, 0, 0, 0, b"")
+_ZERO = Rec(0, 0, 0, 0, b"")
 _OP_RANGE, _OP_PUT, _OP_DELETE, _OP_TXN, _OP_EMPTY = range(5)
 _Step = tuple[int, Any, Any]
 _Plan = tuple[bool, list[_Step]]
@@ -84,11 +84,11 @@ class ApplyInvariantError(RuntimeError):
 
 def _fill_kv(kv: kv_pb2.KeyValue, key: bytes, rec: Rec) -> None:
     kv.key = key
-    kv.create_revision = rec[1]
-    kv.mod_revision = rec[0]
-    kv.version = rec[2]
-    kv.value = rec[4]  # type: ignore[assignment]
-    kv.lease = rec[3]
+    kv.create_revision = rec.create_rev
+    kv.mod_revision = rec.mod_rev
+    kv.version = rec.version
+    kv.value = rec.value  # type: ignore[assignment]
+    kv.lease = rec.lease
 
 
 def lease_id_for(request_id: int) -> int:
@@ -103,6 +103,8 @@ class Applier:
     def __init__(self, store: KVStore | None = None, lessor: Lessor | None = None) -> None:
         self.store = store if store is not None else KVStore()
         self.lessor = lessor if lessor is not None else Lessor()
+        self.watch_hub = WatchHub(self.store)
+        """The store's watchers: its commit observer, told of each new revision."""
         self._dispatch = {
             "put": self._apply_put,
             "delete_range": self._apply_delete_range,
@@ -123,11 +125,6 @@ class Applier:
     def compact_revision(self) -> int:
         """The store's compact revision (-1 if never compacted)."""
         return self.store.compact_revision
-
-    @property
-    def watch_hub(self) -> WatchHub:
-        """The store's watch hub."""
-        return self.store.watch_hub
 
     # ------------------------------------------------------------------ entry points
     def apply(self, req: internal_pb2.InternalRequest, now: float) -> Response | None:
@@ -219,12 +216,12 @@ class Applier:
         add = resp.kvs.add
         if r.keys_only:
             for k, rec in items:
-                add(key=k, create_revision=rec[1], mod_revision=rec[0], version=rec[2],
-                    lease=rec[3])
+                add(key=k, create_revision=rec.create_rev, mod_revision=rec.mod_rev,
+                    version=rec.version, lease=rec.lease)
         else:
             for k, rec in items:
-                add(key=k, create_revision=rec[1], mod_revision=rec[0], version=rec[2],
-                    value=rec[4], lease=rec[3])
+                add(key=k, create_revision=rec.create_rev, mod_revision=rec.mod_rev,
+                    version=rec.version, value=rec.value, lease=rec.lease)
 
     # ------------------------------------------------------------------ put / delete
     def _check_put(self, p: rpc_pb2.PutRequest) -> None:
@@ -244,15 +241,15 @@ class Applier:
             if cur is None:
                 raise KeyNotFound()
             if p.ignore_value:
-                value = cur[4]  # type: ignore[assignment]
+                value = cur.value  # type: ignore[assignment]
             if p.ignore_lease:
-                lease = cur[3]
+                lease = cur.lease
         prev = store.put(key, value, lease)
         resp.header.revision = store.current_revision + 1
         if prev is not None:
-            if prev[3] != lease:
-                if prev[3]:
-                    self.lessor.detach(prev[3], key)
+            if prev.lease != lease:
+                if prev.lease:
+                    self.lessor.detach(prev.lease, key)
                 if lease:
                     self.lessor.attach(lease, key)
             if p.prev_kv:
@@ -269,8 +266,8 @@ class Applier:
             prev, rev = store.put_commit(key, p.value, 0)
             resp.header.revision = rev
             if prev is not None:
-                if prev[3]:
-                    self.lessor.detach(prev[3], key)
+                if prev.lease:
+                    self.lessor.detach(prev.lease, key)
                 if p.prev_kv:
                     _fill_kv(resp.prev_kv, key, prev)
             return resp
@@ -294,8 +291,8 @@ class Applier:
         resp.deleted = len(deleted)
         detach = self.lessor.detach
         for k, rec in deleted:
-            if rec[3]:
-                detach(rec[3], k)
+            if rec.lease:
+                detach(rec.lease, k)
         if d.prev_kv:
             add = resp.prev_kvs.add
             for k, rec in deleted:
@@ -322,8 +319,8 @@ class Applier:
                 lessor.detach(lid, k)
         for k in touched:
             rec = store.get(k)
-            if rec is not None and rec[3]:
-                lessor.attach(rec[3], k)
+            if rec is not None and rec.lease:
+                lessor.attach(rec.lease, k)
 
     # ------------------------------------------------------------------ txn
     def _compare(self, c: rpc_pb2.Compare) -> bool:
@@ -541,8 +538,8 @@ class Applier:
         store = self.store
         for k in store.sorted_keys():
             rec = store.get(k)
-            if rec is not None and rec[3]:
-                self.lessor.attach(rec[3], k)
+            if rec is not None and rec.lease:
+                self.lessor.attach(rec.lease, k)
 
     def hash_kv(self, rev: int = 0) -> tuple[int, int]:
         """``(hash, compact_rev)`` of the store up to ``rev`` (0 = current); see
@@ -567,16 +564,16 @@ def _prune(items: list[KeyRec], r: rpc_pb2.RangeRequest) -> list[KeyRec]:
     out = items
     if r.max_mod_revision:
         m = r.max_mod_revision
-        out = [kr for kr in out if kr[1][0] <= m]
+        out = [kr for kr in out if kr[1].mod_rev <= m]
     if r.min_mod_revision:
         m = r.min_mod_revision
-        out = [kr for kr in out if kr[1][0] >= m]
+        out = [kr for kr in out if kr[1].mod_rev >= m]
     if r.max_create_revision:
         m = r.max_create_revision
-        out = [kr for kr in out if kr[1][1] <= m]
+        out = [kr for kr in out if kr[1].create_rev <= m]
     if r.min_create_revision:
         m = r.min_create_revision
-        out = [kr for kr in out if kr[1][1] >= m]
+        out = [kr for kr in out if kr[1].create_rev >= m]
     return out
 
 
@@ -586,17 +583,17 @@ def _compare_one(c: rpc_pb2.Compare, rec: Rec) -> bool:
     result: int
     if target == _C.VALUE:
         want = c.value if which == "value" else b""
-        have = rec[4] or b""
+        have = rec.value or b""
         result = (have > want) - (have < want)
     else:
         if target == _C.CREATE:
-            have_i, want_i = rec[1], c.create_revision if which == "create_revision" else 0
+            have_i, want_i = rec.create_rev, c.create_revision if which == "create_revision" else 0
         elif target == _C.MOD:
-            have_i, want_i = rec[0], c.mod_revision if which == "mod_revision" else 0
+            have_i, want_i = rec.mod_rev, c.mod_revision if which == "mod_revision" else 0
         elif target == _C.VERSION:
-            have_i, want_i = rec[2], c.version if which == "version" else 0
+            have_i, want_i = rec.version, c.version if which == "version" else 0
         elif target == _C.LEASE:
-            have_i, want_i = rec[3], c.lease if which == "lease" else 0
+            have_i, want_i = rec.lease, c.lease if which == "lease" else 0
         else:
             have_i = want_i = 0  # an unnamed target compares equal, as in etcd's compareKV
         result = (have_i > want_i) - (have_i < want_i)
