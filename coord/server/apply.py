@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from coord.api.proto import internal_pb2, kv_pb2, rpc_pb2
+from coord.api.proto import internal_pb2, rpc_pb2
 from coord.errors import (
     ApplyFailed,
     Compacted,
@@ -35,28 +35,10 @@ from coord.errors import (
     LeaseNotFound,
 )
 from coord.lease.lessor import Lessor
-from coord.mvcc.gosort import go_sort
-from coord.mvcc.store import KeyRec, KVStore, Rec
+from coord.mvcc.store import KVStore
 from coord.mvcc.watch import WatchHub
+from coord.server.apply_read import compare, fill_kv, range_into
 
-_RR = rpc_pb2.RangeRequest
-_KEY, _VERSION, _CREATE, _MOD, _VALUE = (
-    _RR.KEY,
-    _RR.VERSION,
-    _RR.CREATE,
-    _RR.MOD,
-    _RR.VALUE,
-)
-_NONE, _ASCEND, _DESCEND = _RR.NONE, _RR.ASCEND, _RR.DESCEND
-_C = rpc_pb2.Compare
-_SORT_KEYS: dict[int, Any] = {
-    _VERSION: lambda kr: kr[1].version,
-    _CREATE: lambda kr: kr[1].create_rev,
-    _MOD: lambda kr: kr[1].mod_rev,
-    _VALUE: lambda kr: kr[1].value,
-}
-_C_VALUE = _C.VALUE
-_ZERO = Rec(0, 0, 0, 0, b"")
 _OP_RANGE, _OP_PUT, _OP_DELETE, _OP_TXN, _OP_EMPTY = range(5)
 _Step = tuple[int, Any, Any]
 _Plan = tuple[bool, list[_Step]]
@@ -80,15 +62,6 @@ log = structlog.get_logger("coord.apply")
 class ApplyInvariantError(RuntimeError):
     """The applier's state may be inconsistent (a rollback itself failed): the member must
     stop rather than serve or vote on it."""
-
-
-def _fill_kv(kv: kv_pb2.KeyValue, key: bytes, rec: Rec) -> None:
-    kv.key = key
-    kv.create_revision = rec.create_rev
-    kv.mod_revision = rec.mod_rev
-    kv.version = rec.version
-    kv.value = rec.value  # type: ignore[assignment]
-    kv.lease = rec.lease
 
 
 def lease_id_for(request_id: int) -> int:
@@ -176,52 +149,8 @@ class Applier:
     # ------------------------------------------------------------------ range
     def _range(self, r: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         resp = rpc_pb2.RangeResponse()
-        self._range_into(resp, r)
+        range_into(self.store, resp, r)
         return resp
-
-    def _range_into(self, resp: rpc_pb2.RangeResponse, r: rpc_pb2.RangeRequest) -> None:
-        """etcd's applierV3backend.Range, filling ``resp`` (header: revision only)."""
-        limit = r.limit
-        sort_order = r.sort_order
-        sort_target = r.sort_target
-        filtered = (
-            r.min_mod_revision or r.max_mod_revision or r.min_create_revision
-            or r.max_create_revision
-        )
-        fetch = limit
-        if sort_order != _NONE or filtered:
-            fetch = 0  # fetch everything; sort and truncate afterwards
-        if fetch > 0:
-            fetch += 1  # one extra for 'more'
-        count_only = r.count_only
-        items, count, hrev = self.store.range(r.key, r.range_end, r.revision, fetch, count_only)
-        resp.header.revision = hrev
-        if count:
-            resp.count = count
-        if count_only or not items:
-            return
-        if filtered:
-            items = _prune(items, r)
-        if sort_target != _KEY and sort_order == _NONE:
-            sort_order = _ASCEND
-        if sort_order != _NONE:
-            if sort_target == _KEY:
-                if sort_order == _DESCEND:
-                    items.reverse()
-            else:
-                _sort_like_go(items, sort_target, sort_order == _DESCEND)
-        if limit > 0 and len(items) > limit:
-            del items[limit:]
-            resp.more = True
-        add = resp.kvs.add
-        if r.keys_only:
-            for k, rec in items:
-                add(key=k, create_revision=rec.create_rev, mod_revision=rec.mod_rev,
-                    version=rec.version, lease=rec.lease)
-        else:
-            for k, rec in items:
-                add(key=k, create_revision=rec.create_rev, mod_revision=rec.mod_rev,
-                    version=rec.version, value=rec.value, lease=rec.lease)
 
     # ------------------------------------------------------------------ put / delete
     def _check_put(self, p: rpc_pb2.PutRequest) -> None:
@@ -253,7 +182,7 @@ class Applier:
                 if lease:
                     self.lessor.attach(lease, key)
             if p.prev_kv:
-                _fill_kv(resp.prev_kv, key, prev)
+                fill_kv(resp.prev_kv, key, prev)
         elif lease:
             self.lessor.attach(lease, key)
 
@@ -269,7 +198,7 @@ class Applier:
                 if prev.lease:
                     self.lessor.detach(prev.lease, key)
                 if p.prev_kv:
-                    _fill_kv(resp.prev_kv, key, prev)
+                    fill_kv(resp.prev_kv, key, prev)
             return resp
         self._check_put(p)
         try:
@@ -296,7 +225,7 @@ class Applier:
         if d.prev_kv:
             add = resp.prev_kvs.add
             for k, rec in deleted:
-                _fill_kv(add(), k, rec)
+                fill_kv(add(), k, rec)
 
     def _apply_delete_range(self, d: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
         resp = rpc_pb2.DeleteRangeResponse()
@@ -323,19 +252,6 @@ class Applier:
                 lessor.attach(rec.lease, k)
 
     # ------------------------------------------------------------------ txn
-    def _compare(self, c: rpc_pb2.Compare) -> bool:
-        """etcd applyCompare against the latest (start) state."""
-        end = c.range_end
-        if not end:
-            rec = self.store.get(c.key)
-            if rec is None:
-                return c.target != _C_VALUE and _compare_one(c, _ZERO)
-            return _compare_one(c, rec)
-        items, _, _ = self.store.range(c.key, end)
-        if not items:
-            return c.target != _C_VALUE and _compare_one(c, _ZERO)
-        return all(_compare_one(c, rec) for _, rec in items)
-
     def _plan(self, t: rpc_pb2.TxnRequest, puts: list[rpc_pb2.PutRequest],
               ranges: list[rpc_pb2.RangeRequest]) -> _Plan:
         """etcd compareToPath in one pass: evaluate this txn's compares and, recursively, those
@@ -343,7 +259,7 @@ class Applier:
         chosen puts and ranges for the pre-checks."""
         ok = True
         for c in t.compare:
-            if not self._compare(c):
+            if not compare(self.store, c):
                 ok = False
                 break
         steps: list[_Step] = []
@@ -376,7 +292,7 @@ class Applier:
             if kind == _OP_PUT:
                 self._put_into(ro.response_put, msg)
             elif kind == _OP_RANGE:
-                self._range_into(ro.response_range, msg)
+                range_into(self.store, ro.response_range, msg)
             elif kind == _OP_DELETE:
                 self._delete_into(ro.response_delete_range, msg)
             elif kind == _OP_TXN:
@@ -546,64 +462,3 @@ class Applier:
         :meth:`KVStore.hash_kv`. Raises Compacted / FutureRevision."""
         h, _cur, comp = self.store.hash_kv(rev)
         return h, comp
-
-
-def _sort_like_go(items: list[KeyRec], target: int, descend: bool) -> None:
-    """etcd's ``sort.Sort`` order: Python's stable sort agrees with Go's unstable pdqsort
-    unless there are ties among more than 12 items; then the exact Go port decides."""
-    keyf = _SORT_KEYS[target]
-    if len(items) > 12:
-        keys = [keyf(kr) for kr in items]
-        if len(set(keys)) < len(keys):
-            go_sort(items, keys, descend)
-            return
-    items.sort(key=keyf, reverse=descend)
-
-
-def _prune(items: list[KeyRec], r: rpc_pb2.RangeRequest) -> list[KeyRec]:
-    out = items
-    if r.max_mod_revision:
-        m = r.max_mod_revision
-        out = [kr for kr in out if kr[1].mod_rev <= m]
-    if r.min_mod_revision:
-        m = r.min_mod_revision
-        out = [kr for kr in out if kr[1].mod_rev >= m]
-    if r.max_create_revision:
-        m = r.max_create_revision
-        out = [kr for kr in out if kr[1].create_rev <= m]
-    if r.min_create_revision:
-        m = r.min_create_revision
-        out = [kr for kr in out if kr[1].create_rev >= m]
-    return out
-
-
-def _compare_one(c: rpc_pb2.Compare, rec: Rec) -> bool:
-    target = c.target
-    which = c.WhichOneof("target_union")
-    result: int
-    if target == _C.VALUE:
-        want = c.value if which == "value" else b""
-        have = rec.value or b""
-        result = (have > want) - (have < want)
-    else:
-        if target == _C.CREATE:
-            have_i, want_i = rec.create_rev, c.create_revision if which == "create_revision" else 0
-        elif target == _C.MOD:
-            have_i, want_i = rec.mod_rev, c.mod_revision if which == "mod_revision" else 0
-        elif target == _C.VERSION:
-            have_i, want_i = rec.version, c.version if which == "version" else 0
-        elif target == _C.LEASE:
-            have_i, want_i = rec.lease, c.lease if which == "lease" else 0
-        else:
-            have_i = want_i = 0  # an unnamed target compares equal, as in etcd's compareKV
-        result = (have_i > want_i) - (have_i < want_i)
-    res = c.result
-    if res == _C.EQUAL:
-        return result == 0
-    if res == _C.NOT_EQUAL:
-        return result != 0
-    if res == _C.GREATER:
-        return result > 0
-    if res == _C.LESS:
-        return result < 0
-    return True
