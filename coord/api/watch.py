@@ -172,11 +172,6 @@ class RpcWatchStream:
         """The stream's live watches by id."""
         return self.stream.watchers  # type: ignore[return-value]
 
-    @property
-    def has_pending(self) -> bool:
-        """True if :meth:`pending` would return something now."""
-        return self.stream.has_pending
-
     def handle(self, req: rpc_pb2.WatchRequest) -> None:
         """Dispatch one client WatchRequest (create / cancel / progress)."""
         which = req.WhichOneof("request_union")

@@ -1,5 +1,5 @@
-"""The store's snapshot format: encoding in slices (with reuse of an earlier build) and
-decoding.
+"""The store's whole-state encodings: the snapshot format — encoded in slices (with reuse of
+an earlier build) and decoded — and the hash members compare.
 
 Layout (little-endian)::
 
@@ -15,10 +15,11 @@ key when it lies below the first logged revision (always live).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
-from coord.mvcc.record import Hist, Rec, new_rec
+from coord.mvcc.record import Hist, Rec, hist_list, new_rec
 
 if TYPE_CHECKING:
     from coord.mvcc.store import KVStore
@@ -106,6 +107,24 @@ def decode(data: bytes) -> Decoded:
     return Decoded(cur, comp, index, keys, log, first)
 
 
+def hash_records(histories: Iterable[tuple[bytes, Hist]], rev: int) -> int:
+    """CRC32 over every record with ``mod_rev <= rev`` of ``(key, history)`` pairs in key
+    order: each key, then its record packed as in a snapshot, then its value."""
+    h = zlib.crc32(b"key")
+    pack = REC_STRUCT.pack
+    for k, hist in histories:
+        for rec in hist_list(hist):
+            if rec.mod_rev > rev:
+                break
+            v = rec.value
+            h = zlib.crc32(k, h)
+            h = zlib.crc32(pack(rec.mod_rev, rec.create_rev, rec.version, rec.lease,
+                                -1 if v is None else len(v)), h)
+            if v:
+                h = zlib.crc32(v, h)
+    return h & 0xFFFFFFFF
+
+
 def log_bytes(store: KVStore, start: int, stop: int) -> bytes:
     """The snapshot encoding of the log entries of revisions ``start..stop-1``."""
     ipack, rpack = _I.pack, REC_STRUCT.pack
@@ -153,9 +172,21 @@ class SnapshotReuse:
 
 
 class SnapshotBuild:
-    """One snapshot of a :class:`KVStore` built in pieces (``KVStore.snapshot_chunks``).
-    Iterating yields the pieces; once the last one is taken, :attr:`reuse` describes the
-    result for the next build (set its buffer with :meth:`SnapshotReuse.over`)."""
+    """One snapshot of a :class:`KVStore` built in pieces (``KVStore.snapshot_chunks``):
+    header and base records, then the log ``step`` revisions at a time, so a caller can
+    build a large snapshot between other work. Iterating yields the pieces; once the last
+    one is taken, :attr:`reuse` describes the result for the next build (set its buffer with
+    :meth:`SnapshotReuse.over`).
+
+    The state is the one when the first piece is taken; writes made between pieces are left
+    out (they only add revisions above it, and records are immutable). A compaction or
+    restore between pieces would change what is below it: the next piece then raises
+    ``ValueError`` and the caller starts again later.
+
+    ``reuse`` (the :attr:`reuse` of an earlier build of this store, with that build's bytes)
+    lets the new build copy what has not changed since — the base records and the log up to
+    the earlier snapshot's revision — instead of serialising it again; it is ignored when
+    the store was compacted or restored since."""
 
     __slots__ = ("_it", "reuse")
 
@@ -195,7 +226,8 @@ class SnapshotBuild:
             out: list[bytes] = [_Q.pack(compact)]
             nbase = 0
             base_recs: list[bytes] = []
-            for k, rec in store.oldest_records():
+            for k, hist in store.histories():
+                rec = hist if isinstance(hist, tuple) else hist[0]
                 if rec.mod_rev < floor:
                     v = rec.value
                     assert v is not None

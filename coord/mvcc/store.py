@@ -35,8 +35,6 @@ Invariants:
 
 from __future__ import annotations
 
-import struct
-import zlib
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import Protocol
@@ -56,13 +54,10 @@ from coord.mvcc.record import (
     new_rec,
     tombstone,
 )
-from coord.mvcc.snapshot import SnapshotBuild, SnapshotReuse, decode
+from coord.mvcc.snapshot import SnapshotBuild, SnapshotReuse, decode, hash_records
 
 __all__ = ["Changes", "CommitObserver", "KVStore", "KeyRec", "Rec", "SnapshotBuild",
            "SnapshotReuse"]
-
-_REC = struct.Struct("<qqqqi")  # hash input: mod, create, version, lease, value length
-
 
 class CommitObserver(Protocol):
     """What the store tells about its revisions (the watch hub sits here, on top)."""
@@ -450,46 +445,30 @@ class KVStore:
                 del recs[:i]
         self._compact = rev
 
-    # ------------------------------------------------------------------ hashing
+    # ------------------------------------------------------------------ whole state
     def hash_kv(self, rev: int = 0) -> tuple[int, int, int]:
         """CRC32 over every stored record with ``mod_rev <= rev`` (0 = current), keys in
-        order: equal on members with the same history and compaction. Returns
-        ``(hash, current_rev, compact_rev)``. Raises Compacted / FutureRevision like etcd
-        (``0 < rev <= compact_rev`` → Compacted)."""
+        order (:func:`coord.mvcc.snapshot.hash_records`): equal on members with the same
+        history and compaction. Returns ``(hash, current_rev, compact_rev)``. Raises
+        Compacted / FutureRevision like etcd (``0 < rev <= compact_rev`` → Compacted)."""
         if 0 < rev <= self._compact:
             raise Compacted()
         if rev > self._rev:
             raise FutureRevision()
-        if rev <= 0:
-            rev = self._rev
-        h = zlib.crc32(b"key")
-        pack = _REC.pack
-        index = self._index
-        for k in self.sorted_keys():
-            for rec in hist_list(index[k]):
-                if rec.mod_rev > rev:
-                    break
-                v = rec.value
-                h = zlib.crc32(k, h)
-                h = zlib.crc32(pack(rec.mod_rev, rec.create_rev, rec.version, rec.lease,
-                                    -1 if v is None else len(v)), h)
-                if v:
-                    h = zlib.crc32(v, h)
-        return h & 0xFFFFFFFF, self._rev, self._compact
+        return hash_records(self.histories(), rev if rev > 0 else self._rev), self._rev, \
+            self._compact
 
-    # ------------------------------------------------------------------ snapshots
     @property
     def epoch(self) -> int:
         """Bumped by every compaction and restore: a snapshot build taken before either is
         stale (see :meth:`snapshot_chunks`)."""
         return self._epoch
 
-    def oldest_records(self) -> Iterator[KeyRec]:
-        """``(key, oldest kept record)`` of every key, in key order (a snapshot's base)."""
+    def histories(self) -> Iterator[tuple[bytes, Hist]]:
+        """``(key, history)`` of every key, in key order."""
         index = self._index
         for k in self.sorted_keys():
-            h = index[k]
-            yield k, (h if isinstance(h, tuple) else h[0])
+            yield k, index[k]
 
     def snapshot(self) -> bytes:
         """Deterministic bytes of the whole state (format: :mod:`coord.mvcc.snapshot`): base
@@ -500,17 +479,8 @@ class KVStore:
     def snapshot_chunks(
         self, step: int = 200, reuse: SnapshotReuse | None = None
     ) -> SnapshotBuild:
-        """The bytes of :meth:`snapshot` in pieces — header and base records, then the log
-        ``step`` revisions at a time — so a caller can build a large snapshot between other
-        work. The state is the one when the first piece is taken; writes made between
-        pieces are left out (they only add revisions above it, and records are immutable).
-        A compaction or restore between pieces would change what is below it: the next
-        piece then raises ``ValueError`` and the caller starts again later.
-
-        ``reuse`` (the :attr:`SnapshotBuild.reuse` of an earlier build of this store, with
-        that build's bytes) lets the new build copy what has not changed since — the base
-        records and the log up to the earlier snapshot's revision — instead of serialising
-        it again; it is ignored when the store was compacted or restored since."""
+        """The bytes of :meth:`snapshot` in pieces, ``step`` log revisions each, with what an
+        earlier build can ``reuse``: see :class:`SnapshotBuild`."""
         return SnapshotBuild(self, step, reuse)
 
     def restore(self, data: bytes) -> None:

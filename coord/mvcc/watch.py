@@ -240,11 +240,6 @@ class WatchStream:
             self._signal()
         return out
 
-    @property
-    def has_pending(self) -> bool:
-        """True if :meth:`pending` would return something now."""
-        return bool(self._queue) or bool(self._unsynced) or self._progress_wanted
-
     # ------------------------------------------------------------------ internals
     def _signal(self) -> None:
         if self.wake is not None and not self._closed:

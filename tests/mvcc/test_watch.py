@@ -227,7 +227,7 @@ def test_cancel_drops_queued_events_and_close_unregisters() -> None:
     assert [(r.watch_id, r.canceled, len(r.events)) for r in out] == [(wid, True, 0)]
     create(s, b"k")
     create(s, b"a", b"z", start_revision=1)
-    hub.close_stream(s)
+    hub.close_stream(s.stream)
     assert hub.watcher_count() == (0, 0)
     assert not hub.active
     c.put(b"k", b"2")
@@ -355,7 +355,7 @@ def test_many_watchers_on_one_prefix_across_streams() -> None:
         create(s, b"/cron/", b"/cron0")
         drain(s)
     streams[1].cancel(0)
-    hub.close_stream(streams[2])
+    hub.close_stream(streams[2].stream)
     c.put(b"/cron/jobs/a", b"1")
     c.put(b"/cron/lock/a", b"1")
     out0, out1 = drain(streams[0]), drain(streams[1])
