@@ -83,36 +83,38 @@ def responses(item: WatchOutput, out: list[rpc_pb2.WatchResponse]) -> None:
 
 
 def _events_response(b: EventBatch, out: list[rpc_pb2.WatchResponse]) -> None:
-    resp = rpc_pb2.WatchResponse(watch_id=b.watch_id)
-    resp.header.revision = b.revision
+    # The hot path of a watch: records are unpacked by name once (faster than field reads).
+    watch_id, revision, events, prevs, fragment = b
+    resp = rpc_pb2.WatchResponse(watch_id=watch_id)
+    resp.header.revision = revision
     add = resp.events.add
-    prevs = b.prevs
-    for i, (k, rec) in enumerate(b.events):
-        v = rec.value
-        if v is None:
+    for i, (k, rec) in enumerate(events):
+        mod_rev, create_rev, version, lease, value = rec
+        if value is None:
             ev = add(type=_DELETE)
             ev.kv.key = k
-            ev.kv.mod_revision = rec.mod_rev
+            ev.kv.mod_revision = mod_rev
         else:
             ev = add()
             kv = ev.kv
             kv.key = k
-            kv.create_revision = rec.create_rev
-            kv.mod_revision = rec.mod_rev
-            kv.version = rec.version
-            kv.value = v
-            kv.lease = rec.lease
+            kv.create_revision = create_rev
+            kv.mod_revision = mod_rev
+            kv.version = version
+            kv.value = value
+            kv.lease = lease
         if prevs is not None:
             prev = prevs[i]
             if prev is not None:
+                mod_rev, create_rev, version, lease, value = prev
                 p = ev.prev_kv
                 p.key = k
-                p.create_revision = prev.create_rev
-                p.mod_revision = prev.mod_rev
-                p.version = prev.version
-                p.value = prev.value  # type: ignore[assignment]
-                p.lease = prev.lease
-    if b.fragment and len(resp.events) >= 2 and resp.ByteSize() >= MAX_RESPONSE_BYTES:
+                p.create_revision = create_rev
+                p.mod_revision = mod_rev
+                p.version = version
+                p.value = value  # type: ignore[assignment]
+                p.lease = lease
+    if fragment and len(resp.events) >= 2 and resp.ByteSize() >= MAX_RESPONSE_BYTES:
         out.extend(_fragments(resp))
     else:
         out.append(resp)
@@ -202,7 +204,10 @@ class RpcWatchStream:
         """The ready output as WatchResponses (see :meth:`WatchStream.pending`)."""
         out: list[rpc_pb2.WatchResponse] = []
         for item in self.stream.pending(max_bytes):
-            responses(item, out)
+            if type(item) is EventBatch:
+                _events_response(item, out)
+            else:
+                responses(item, out)
         return out
 
 

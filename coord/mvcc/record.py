@@ -9,7 +9,7 @@ about seven times a tuple literal, so the store's write paths build records with
 from __future__ import annotations
 
 from bisect import bisect_right
-from operator import attrgetter
+from operator import itemgetter
 from typing import NamedTuple
 
 
@@ -39,7 +39,9 @@ Hist = Rec | list[Rec]
 Changes = tuple[bytes | Rec, ...]
 """The changes of one revision, flat: ``(key0, rec0, key1, rec1, ...)`` in op order."""
 
-mod_rev_of = attrgetter("mod_rev")
+mod_rev_of = itemgetter(Rec._fields.index("mod_rev"))
+"""The bisect key of a history: ``rec.mod_rev`` read by position, about half the cost of an
+attrgetter on a NamedTuple (a long history's bisect calls it ~log2(n) times)."""
 
 
 def tombstone(rev: int) -> Rec:

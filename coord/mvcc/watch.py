@@ -37,9 +37,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, cast
 
-from coord.mvcc.record import Changes, KeyRec, Rec
+from coord.mvcc.record import Changes, KeyRec
 from coord.mvcc.watch_types import (
     DUPLICATE_ID_REASON,
     EMPTY_RANGE_REASON,
@@ -51,72 +50,12 @@ from coord.mvcc.watch_types import (
     WatchOutput,
     WatchSpec,
 )
+from coord.mvcc.watcher import History, Watcher, add_event, batch, events_size, new, select
 
-
-class History(Protocol):
-    """What the hub reads from the store (:class:`coord.mvcc.store.KVStore`)."""
-
-    @property
-    def current_revision(self) -> int: ...
-
-    @property
-    def compact_revision(self) -> int: ...
-
-    def log_keys(self, rev: int) -> bytes | tuple[bytes, ...] | None: ...
-
-    def log_entry(self, rev: int) -> Changes | None: ...
-
-    def prev_of(self, key: bytes, rev: int) -> Rec | None: ...
-
-    def set_observer(self, observer: WatchHub | None) -> None: ...
-
-
-class Watcher:
-    """One watch: ``[key, end)`` where ``end is None`` means the single key and ``end == b""``
-    means every key ``>= key``. ``next_rev`` is the lowest revision not yet delivered."""
-
-    __slots__ = (
-        "end",
-        "fragment",
-        "id",
-        "key",
-        "next_rev",
-        "no_delete",
-        "no_put",
-        "prev_kv",
-        "progress_notify",
-        "stream",
-        "synced",
-    )
-
-    def __init__(
-        self, stream: WatchStream, wid: int, *, key: bytes, end: bytes | None, next_rev: int,
-        spec: WatchSpec,
-    ) -> None:
-        self.stream = stream
-        self.id = wid
-        self.key = key
-        self.end = end
-        self.next_rev = next_rev
-        self.prev_kv = spec.prev_kv
-        self.fragment = spec.fragment
-        self.progress_notify = spec.progress_notify
-        self.no_put = spec.no_put
-        self.no_delete = spec.no_delete
-        self.synced = False
-
-    def contains(self, k: bytes) -> bool:
-        """True if ``k`` is in the watched range."""
-        end = self.end
-        if end is None:
-            return k == self.key
-        return k >= self.key and (not end or k < end)
-
-
-_Queued = tuple[Watcher, int, list[KeyRec]]
+_Queued = tuple[Watcher, int, list[KeyRec], int]
 """One synced watcher's events of one revision, queued as a plain tuple ``(watcher,
-header_rev, [(key, rec), ...])``; its EventBatch is made when drained (prev records are read
-then, as in etcd)."""
+header_rev, [(key, rec), ...], size)``; its EventBatch is made when drained (prev records are
+read then, as in etcd). ``size`` is the events' :func:`events_size`."""
 _Item = WatchOutput | _Queued
 """A stream queue item: a ready output item, or queued events."""
 
@@ -219,17 +158,23 @@ class WatchStream:
         budget = max_bytes
         queue = self._queue
         store = self.hub.store
+        w: Watcher
+        hrev: int
+        evs: list[KeyRec]
+        size: int
         while queue and budget > 0:
             item = queue.popleft()
             if type(item) is not tuple:  # output items are NamedTuples, not plain tuples
-                out.append(cast(WatchOutput, item))
+                out.append(item)  # type: ignore[arg-type]
                 continue
-            w, hrev, evs = cast(_Queued, item)
-            size = events_size(evs)
+            w, hrev, evs, size = item  # type: ignore[misc]
             self._queued_bytes -= size
             budget -= size
             if w.stream is self and self.watchers.get(w.id) is w:
-                out.append(_batch(w, hrev, evs, store))
+                if w.prev_kv:
+                    out.append(batch(w, hrev, evs, store))
+                else:
+                    out.append(new(EventBatch, (w.id, hrev, evs, None, w.fragment)))
         if not queue:
             self._queued_bytes = 0
         if budget > 0 and not queue and self._unsynced:
@@ -259,8 +204,9 @@ class WatchStream:
         hub = self.hub
         if len(self._queue) >= hub.max_queued or self._queued_bytes >= hub.max_queued_bytes:
             return False
-        self._queue.append((w, rev, evs))
-        self._queued_bytes += events_size(evs)
+        size = events_size(evs)
+        self._queue.append((w, rev, evs, size))
+        self._queued_bytes += size
         return True
 
     def _make_unsynced(self, w: Watcher) -> None:
@@ -304,7 +250,7 @@ class WatchStream:
                     nrevs += 1
                     changes = store.log_entry(r)
                     assert changes is not None
-                    found = _filter(w, changes)
+                    found = select(w, changes)
                     if found:
                         evs.extend(found)
                         size += events_size(found)
@@ -315,47 +261,12 @@ class WatchStream:
             w.next_rev = r
             budget -= size
             if evs:
-                out.append(_batch(w, cur, evs, store))
+                out.append(batch(w, cur, evs, store))
             if r > cur:
                 del self._unsynced[w]
                 hub._add_synced(w)
         if self._unsynced:
             self._signal()
-
-
-def _filter(w: Watcher, changes: Changes) -> list[KeyRec]:
-    evs: list[KeyRec] = []
-    no_put, no_delete = w.no_put, w.no_delete
-    for j in range(0, len(changes), 2):
-        k = changes[j]
-        assert isinstance(k, bytes)
-        if w.contains(k):
-            rec = changes[j + 1]
-            assert isinstance(rec, tuple)
-            if (no_put and rec.value is not None) or (no_delete and rec.value is None):
-                continue
-            evs.append((k, rec))
-    return evs
-
-
-def _batch(w: Watcher, hrev: int, evs: list[KeyRec], store: History) -> EventBatch:
-    """The output of one watcher's events, with their prev records if it asked for them
-    (read now: a compaction since the commit hides them, as in etcd)."""
-    prevs: list[Rec | None] | None = None
-    if w.prev_kv:
-        prev_of = store.prev_of
-        prevs = [None if rec.create_rev == rec.mod_rev else prev_of(k, rec.mod_rev)
-                 for k, rec in evs]
-    return EventBatch(w.id, hrev, evs, prevs, w.fragment)
-
-
-def events_size(evs: list[KeyRec]) -> int:
-    """The queue accounting size of some events: keys, values and a fixed overhead each."""
-    n = 0
-    for k, rec in evs:
-        v = rec.value
-        n += len(k) + 32 + (len(v) if v is not None else 0)
-    return n
 
 
 class WatchHub:
@@ -425,12 +336,12 @@ class WatchHub:
             ws = by_key.get(k)
             if ws is not None:
                 for w in ws:
-                    _add_event(batches, w, k, rec)
+                    add_event(batches, w, k, rec)
             if ranges:
                 for (lo, hi), group in ranges.items():
                     if k >= lo and (not hi or k < hi):
                         for w in group:
-                            _add_event(batches, w, k, rec)
+                            add_event(batches, w, k, rec)
         for w, evs in batches.items():
             if w.next_rev > rev:
                 continue  # a future start revision not reached yet
@@ -487,14 +398,3 @@ class WatchHub:
                 group.pop(w, None)
                 if not group:
                     del self._ranges[rk]
-
-
-def _add_event(batches: dict[Watcher, list[KeyRec]], w: Watcher, k: bytes, rec: Rec) -> None:
-    if (w.no_put and rec.value is not None) or (w.no_delete and rec.value is None):
-        batches.setdefault(w, [])
-        return
-    lst = batches.get(w)
-    if lst is None:
-        batches[w] = [(k, rec)]
-    else:
-        lst.append((k, rec))
