@@ -31,6 +31,7 @@ from coord.mvcc.watch_types import (
     WatchOutput,
     WatchSpec,
 )
+from coord.mvcc.watcher import Watcher
 from coord.server.core import Core
 
 log = structlog.get_logger("coord.watch")
@@ -170,9 +171,9 @@ class RpcWatchStream:
         self.stream = stream
 
     @property
-    def watchers(self) -> dict[int, object]:
+    def watchers(self) -> dict[int, Watcher]:
         """The stream's live watches by id."""
-        return self.stream.watchers  # type: ignore[return-value]
+        return self.stream.watchers
 
     def handle(self, req: rpc_pb2.WatchRequest) -> None:
         """Dispatch one client WatchRequest (create / cancel / progress)."""
@@ -204,7 +205,7 @@ class RpcWatchStream:
         """The ready output as WatchResponses (see :meth:`WatchStream.pending`)."""
         out: list[rpc_pb2.WatchResponse] = []
         for item in self.stream.pending(max_bytes):
-            if type(item) is EventBatch:
+            if type(item) is EventBatch:  # the common item, without the dispatch call
                 _events_response(item, out)
             else:
                 responses(item, out)
