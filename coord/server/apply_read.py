@@ -75,14 +75,15 @@ def range_into(store: KVStore, resp: rpc_pb2.RangeResponse, r: rpc_pb2.RangeRequ
         del items[limit:]
         resp.more = True
     add = resp.kvs.add
+    # Records unpacked by name in one step: cheaper than five field reads per key.
     if r.keys_only:
-        for k, rec in items:
-            add(key=k, create_revision=rec.create_rev, mod_revision=rec.mod_rev,
-                version=rec.version, lease=rec.lease)
+        for k, (mod_rev, create_rev, version, lease, _value) in items:
+            add(key=k, create_revision=create_rev, mod_revision=mod_rev, version=version,
+                lease=lease)
     else:
-        for k, rec in items:
-            add(key=k, create_revision=rec.create_rev, mod_revision=rec.mod_rev,
-                version=rec.version, value=rec.value, lease=rec.lease)
+        for k, (mod_rev, create_rev, version, lease, value) in items:
+            add(key=k, create_revision=create_rev, mod_revision=mod_rev, version=version,
+                value=value, lease=lease)
 
 
 def compare(store: KVStore, c: rpc_pb2.Compare) -> bool:
