@@ -292,12 +292,10 @@ class WatchHub:
         # range watchers grouped by (key, end): many watchers of one prefix cost one check
         self._ranges: dict[tuple[bytes, bytes], dict[Watcher, None]] = {}
         self._nsynced = 0
+        self.active = False
+        """True if any watcher is synced (the store skips :meth:`on_commit` otherwise); an
+        attribute, not a property: the store reads it on every commit."""
         store.set_observer(self)
-
-    @property
-    def active(self) -> bool:
-        """True if any watcher is synced (the store skips :meth:`on_commit` otherwise)."""
-        return self._nsynced > 0
 
     def open_stream(self, wake: Callable[[], None] | None = None) -> WatchStream:
         """A new per-RPC stream; ``wake`` is called when it has output."""
@@ -375,6 +373,7 @@ class WatchHub:
     def _add_synced(self, w: Watcher) -> None:
         w.synced = True
         self._nsynced += 1
+        self.active = True
         if w.end is None:
             self._by_key.setdefault(w.key, {})[w] = None
         else:
@@ -385,6 +384,7 @@ class WatchHub:
             return
         w.synced = False
         self._nsynced -= 1
+        self.active = self._nsynced > 0
         if w.end is None:
             ws = self._by_key.get(w.key)
             if ws is not None:
