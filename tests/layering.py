@@ -79,12 +79,6 @@ RULES: tuple[Rule, ...] = (
 )
 
 ALLOWED: dict[tuple[str, str], str] = {
-    ("coord.mvcc.watch", f"{PB}.rpc_pb2"):
-        "the watch hub still builds WatchResponse; it moves onto an on-commit observer of "
-        "the store with the API layer building the responses (issue #14 item 2, h6)",
-    ("coord.api.watch", "coord.server.core"):
-        "Watch still reaches the hub through Core.applier; it moves to the hub's observer "
-        "interface with the mvcc/watch rework (h6)",
     ("coord.api.maintenance", "coord.server.apply"):
         "Maintenance.Snapshot streams the applier's state; it moves onto the snapshotter "
         "shared with Raft snapshots (issue #14 item 1, h4)",
@@ -92,9 +86,6 @@ ALLOWED: dict[tuple[str, str], str] = {
 """Known breaches being removed: (importer, imported) → why it is still there."""
 
 ALLOWED_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"coord.mvcc.store", "coord.mvcc.watch"}):
-        "the store builds the watch hub, which imports the store back (for types); the hub "
-        "moves on top of the store as an on-commit observer (issue #14 item 2, h6)",
 }
 """Known import cycles being removed (their modules) → why."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from coord.mvcc.watch import WatchHub
 from coord.pb import internal_pb2, rpc_pb2
 
 
@@ -87,3 +88,10 @@ class ClusterMembers(Headers, Protocol):
     async def remove_member(self, member_id: int) -> None: ...
 
     async def promote_member(self, member_id: int) -> None: ...
+
+
+class Watches(Headers, Protocol):
+    """What Watch needs: the member's watch hub (an observer of its store)."""
+
+    @property
+    def watch_hub(self) -> WatchHub: ...

@@ -30,6 +30,7 @@ from coord.errors import (
     RequestTimeout,
     TooManyLearners,
 )
+from coord.mvcc.watch import WatchHub
 from coord.pb import internal_pb2, rpc_pb2
 from coord.raft import ConfChangeType
 from coord.server.apply import Applier
@@ -83,6 +84,10 @@ class Core:
 
     async def propose(self, req: internal_pb2.InternalRequest) -> Any:
         return await self.node.propose(req)
+
+    @property
+    def watch_hub(self) -> WatchHub:
+        return self.applier.watch_hub
 
     def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         return self.applier.range(request)

@@ -1,9 +1,8 @@
-"""Durable storage for coord: a segmented write-ahead log, snapshot files, group commit.
+"""Durable storage for coord: a segmented write-ahead log and snapshot files.
 
-Synchronous file code (the server runs it off the event loop, e.g. via
-:class:`GroupCommitter`'s single thread). What is durable when each call returns is stated in
-its docstring; the on-disk formats are described in :mod:`coord.storage.codec` and
-:mod:`coord.storage.snapshot`.
+Synchronous file code (the server runs it off the event loop). What is durable when each
+call returns is stated in its docstring; the on-disk formats are described in
+:mod:`coord.storage.codec` and :mod:`coord.storage.snapshot`.
 """
 
 from coord.storage.codec import ENTRY, HARD_STATE, METADATA, SNAPSHOT_MARKER, Record
@@ -17,8 +16,7 @@ from coord.storage.errors import (
     WALLockedError,
     WALTruncatedError,
 )
-from coord.storage.group_commit import FlushFn, GroupCommitter
-from coord.storage.snapshot import Snapshot, SnapshotStore
+from coord.storage.snapshot import SnapshotFile, SnapshotStore
 from coord.storage.wal import DEFAULT_CARRY_OVER, DEFAULT_SEGMENT_SIZE, WAL, SegmentInfo
 from coord.storage.watermark import Mark, Watermark, WatermarkError
 
@@ -33,12 +31,10 @@ __all__ = [
     "CorruptSnapshotError",
     "CorruptWALError",
     "DataDirError",
-    "FlushFn",
-    "GroupCommitter",
     "Mark",
     "Record",
     "SegmentInfo",
-    "Snapshot",
+    "SnapshotFile",
     "SnapshotStore",
     "StorageError",
     "WALClosedError",

@@ -30,7 +30,7 @@ Invariants:
   the caller's ``must_cover`` (a record it knows was durable).
 * After a failed write or fsync the WAL is poisoned (:class:`WALFailedError`) — a retry of
   fsync can falsely succeed on Linux — and must be closed and reopened.
-* Not thread-safe: use one WAL from one thread at a time (see ``group_commit`` for asyncio).
+* Not thread-safe: use one WAL from one thread at a time.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coord.api.errors import status_code
+from coord.api.watch import open_stream
 from coord.errors import (
     Compacted,
     CoordError,
@@ -391,7 +392,7 @@ def test_revoke_deletes_keys_in_one_sorted_revision(c: Client) -> None:
     for k in (b"z", b"a", b"m"):
         c.put(k, b"v", lease=7)
     hub = c.a.watch_hub
-    s = hub.open_stream()
+    s = open_stream(hub)
     s.create(rpc_pb2.WatchCreateRequest(key=b"\0", range_end=b"\0"))
     s.pending()
     rev = c.rev
