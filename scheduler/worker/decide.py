@@ -189,6 +189,37 @@ def active_record(raw: bytes) -> RunRecord | None:
     return rec if rec.status in ACTIVE else None
 
 
+class Sweep(Enum):
+    """What the sweep makes of an active run record."""
+
+    SKIP = "skip"
+    """Not a suspect: its job is unknown here, this worker runs it, or its claimant's
+    session is alive (or young enough, for a record without a lease)."""
+    ASK = "ask"
+    """Ask the store whether the claimant's lease is alive, then decide again."""
+    SUSPECT = "suspect"
+    """Its claimant's session is gone: lost, if this worker is first for it."""
+
+
+def sweep_verdict(rec: RunRecord, *, known_job: bool, running_here: bool,
+                  live: set[int], alive: Mapping[int, bool], now: float,
+                  session_ttl: float) -> Sweep:
+    """The sweep's look at one active record. ``live``: the leases the workers view shows;
+    ``alive``: what the store said of other leases in this pass; ``now``: wall-clock
+    seconds."""
+    if not known_job or running_here:
+        return Sweep.SKIP
+    if rec.lease:
+        if rec.lease in live:
+            return Sweep.SKIP  # its claimant's session is registered: alive
+        if rec.lease not in alive:
+            return Sweep.ASK
+        return Sweep.SKIP if alive[rec.lease] else Sweep.SUSPECT
+    if now - rec.claimed_at < 2 * session_ttl:
+        return Sweep.SKIP  # an old-format record: give its holder a session's time
+    return Sweep.SUSPECT
+
+
 class Orphan(Enum):
     """What to do with a lock on this worker's session for a run it does not track."""
 

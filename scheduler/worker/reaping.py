@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 
 import structlog
@@ -263,17 +264,16 @@ class Reaper:
                 if rec is None:
                     continue
                 entry = ctx.jobs.get(rec.job)
-                if entry is None or (rec.job, rec.occurrence) in ctx.running:
+                verdict = functools.partial(
+                    decide.sweep_verdict, rec, known_job=entry is not None, live=live,
+                    alive=alive, running_here=(rec.job, rec.occurrence) in ctx.running,
+                    now=time.time(), session_ttl=ctx.config.session_ttl)
+                found = verdict()
+                if found is decide.Sweep.ASK:
+                    alive[rec.lease] = (await ctx.client.time_to_live(rec.lease)).ttl > 0
+                    found = verdict()
+                if found is not decide.Sweep.SUSPECT or entry is None:
                     continue
-                if rec.lease:
-                    if rec.lease in live:
-                        continue  # its claimant's session is registered: alive
-                    if rec.lease not in alive:
-                        alive[rec.lease] = (await ctx.client.time_to_live(rec.lease)).ttl > 0
-                    if alive[rec.lease]:
-                        continue
-                elif time.time() - rec.claimed_at < 2 * ctx.config.session_ttl:
-                    continue  # an old-format record: give its holder a session's time
                 if not self.first_for(entry.spec, f"sweep:{period}:{rec.occurrence}",
                                       rec.worker, rec.lease):
                     continue

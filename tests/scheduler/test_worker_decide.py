@@ -10,7 +10,7 @@ from scheduler.claim import LockHolder, RunRecord
 from scheduler.executor import RunResult
 from scheduler.plan import MANUAL_SUFFIX, occurrence_id, rank_workers
 from scheduler.worker import decide
-from scheduler.worker.decide import Busy, Compaction, Orphan
+from scheduler.worker.decide import Busy, Compaction, Orphan, Sweep
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -228,6 +228,27 @@ def test_rerun_due(on_lost: str, started_at: float, eligible: bool, left: float 
 def test_active_record(raw: bytes, expected: str | None) -> None:
     rec = decide.active_record(raw)
     assert (rec.status if rec is not None else None) == expected
+
+
+def _claimed(lease: int, claimed_at: float = 0.0) -> RunRecord:
+    return RunRecord(job="j", occurrence=occ(), status="running", lease=lease,
+                     claimed_at=claimed_at)
+
+
+@pytest.mark.parametrize(("rec", "known", "here", "alive", "now", "expected"), [
+    (_claimed(5), True, False, {}, 0.0, Sweep.SKIP),           # lease 5 in the view
+    (_claimed(6), True, False, {}, 0.0, Sweep.ASK),            # unknown lease: ask
+    (_claimed(6), True, False, {6: True}, 0.0, Sweep.SKIP),
+    (_claimed(6), True, False, {6: False}, 0.0, Sweep.SUSPECT),
+    (_claimed(6), False, False, {6: False}, 0.0, Sweep.SKIP),  # a job unknown here
+    (_claimed(6), True, True, {6: False}, 0.0, Sweep.SKIP),    # this worker runs it
+    (_claimed(0, claimed_at=100.0), True, False, {}, 119.0, Sweep.SKIP),  # < 2 TTLs old
+    (_claimed(0, claimed_at=100.0), True, False, {}, 120.0, Sweep.SUSPECT),
+])
+def test_sweep_verdict(rec: RunRecord, known: bool, here: bool, alive: dict[int, bool],
+                       now: float, expected: Sweep) -> None:
+    assert decide.sweep_verdict(rec, known_job=known, running_here=here, live={5},
+                                alive=alive, now=now, session_ttl=10) is expected
 
 
 @pytest.mark.parametrize(("rec", "expected"), [
