@@ -42,7 +42,7 @@ def _run(tmp_path: Path, body: Body) -> None:
         await server.start()
         try:
             addr = config.listen_client
-            async with Client([addr], local={addr: server.local_target()}) as c:
+            async with Client([addr], channels=server.channels()) as c:
                 async def new_store(name: str) -> ClaimStore:
                     lease = (await c.grant(30)).id
                     return ClaimStore(c, Identity(worker=name, lease=lease))

@@ -158,7 +158,7 @@ def test_a_stopping_worker_starts_what_it_claimed_ahead_then_stops(
             occ, instant = await _claimed_ahead(c, "j", margin=2.5, worker="w1")
 
             async def backup_saw_lock() -> bool:  # w2, a live backup, knows it is taken
-                raw = runs["w2"].worker._held.get("j")
+                raw = runs["w2"].worker.ctx.held.get("j")
                 return raw is not None and LockHolder.decode(raw).occurrence == occ
             await until(backup_saw_lock, 10, "w2 to see w1's lock on the locks watch")
             await runs["w1"].stopped()
