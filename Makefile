@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-dev
 RSTAMP  := $(VENV)/.installed
 SEEDS   ?= 0..299
-PROTO_DIR := coord/api/proto
+PROTO_DIR := coord/pb
 LOCK    := requirements.lock
 PIP     := PIP_CONSTRAINT=$(abspath $(LOCK)) $(BIN)/python -m pip
 
@@ -48,13 +48,15 @@ run: $(RSTAMP)
 test: $(STAMP)
 	PYTHONHASHSEED=0 $(BIN)/python -m pytest -q
 
+## lint: ruff, mypy --strict, and the layering contract (DESIGN.md "Layers", tests/layering.py)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/python -m tests.layering
 
-## proto: regenerate the committed *_pb2 modules from coord/api/proto/*.proto
+## proto: regenerate the committed *_pb2 modules from coord/pb/*.proto
 proto: $(STAMP)
-	$(BIN)/python -m coord.api.proto.generate
+	$(BIN)/python -m coord.pb.generate
 
 ## sim: sweep simulator seeds, e.g. make sim SEEDS=1000..5999
 sim: $(STAMP)

@@ -27,7 +27,7 @@ from pathlib import Path
 import grpc
 
 from bench.loadgen import Result, alternate
-from coord.api.proto import rpc_pb2, rpc_pb2_grpc
+from coord.pb import rpc_pb2, rpc_pb2_grpc
 from tests.helpers.procs import ProcessGroup, process_group
 from tests.process.cluster import CoordCluster, Member, start_etcd_members
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from coord.api.proto import rpc_pb2, rpc_pb2_grpc
+from coord.pb import rpc_pb2, rpc_pb2_grpc
 
 VALUE = b"v" * 256
 KEYS = 10_000

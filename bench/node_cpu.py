@@ -29,7 +29,7 @@ from typing import Any
 
 from coord.api.kv import KVService
 from coord.api.lease import LeaseService
-from coord.api.proto import rpc_pb2
+from coord.pb import rpc_pb2
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig
 from coord.server.core import Core

@@ -1,18 +1,18 @@
 """coord's error hierarchy, mirroring etcd's server errors.
 
-Each error carries the gRPC status code and the exact message etcd 3.4 sends, because
-clientv3 (and so etcdctl) maps the message string back to a typed error: a different
-string changes what the user sees. The API layer turns a :class:`CoordError` into a gRPC
-status with :func:`CoordError.code_name` and ``str(err)``.
+Each error carries the exact message etcd 3.4 sends, because clientv3 (and so etcdctl) maps
+the message string back to a typed error: a different string changes what the user sees.
+Its kind (the base classes below: InvalidArgument, OutOfRange, NotFound, ...) decides its
+gRPC status code, in one table of the API layer (``coord.api.errors.STATUS``).
 """
 
 from __future__ import annotations
 
 
 class CoordError(Exception):
-    """Base of every error coord reports to clients. ``message`` is etcd's exact string."""
+    """Base of every error coord reports to clients. ``message`` is etcd's exact string.
+    One of no more specific kind is answered with UNKNOWN."""
 
-    code_name: str = "UNKNOWN"
     message: str = "etcdserver: unknown error"
 
     def __init__(self, message: str | None = None) -> None:
@@ -22,7 +22,35 @@ class CoordError(Exception):
 
 
 class InvalidArgument(CoordError):
-    code_name = "INVALID_ARGUMENT"
+    """A request that can never succeed as sent."""
+
+
+class OutOfRange(CoordError):
+    """A revision or TTL outside what the store has or allows."""
+
+
+class NotFound(CoordError):
+    """A lease or member that does not exist."""
+
+
+class FailedPrecondition(CoordError):
+    """A request this member cannot carry out in its present state."""
+
+
+class Unavailable(CoordError):
+    """The member cannot answer now; another member, or this one later, may."""
+
+
+class ResourceExhausted(CoordError):
+    """A quota is used up."""
+
+
+class Internal(CoordError):
+    """A failure of coord's own, not of the request."""
+
+
+class Unimplemented(CoordError):
+    """An etcd call coord does not implement."""
 
 
 class EmptyKey(InvalidArgument):
@@ -59,18 +87,13 @@ class InvalidSortOption(InvalidArgument):
     message = "etcdserver: invalid sort option"
 
 
-class ApplyFailed(CoordError):
+class ApplyFailed(Internal):
     """A committed request the applier could not carry out (a check missing before the
     proposal): it is answered with this error, rolled back on every member alike (the
     applier is deterministic), and the member keeps serving. etcd has no such error: its
     validation is complete, and so should ours be; this is the net under it."""
 
-    code_name = "INTERNAL"
     message = "etcdserver: request failed at apply (nothing was changed)"
-
-
-class OutOfRange(CoordError):
-    code_name = "OUT_OF_RANGE"
 
 
 class Compacted(OutOfRange):
@@ -85,23 +108,16 @@ class LeaseTTLTooLarge(OutOfRange):
     message = "etcdserver: too large lease TTL"
 
 
-class LeaseNotFound(CoordError):
-    code_name = "NOT_FOUND"
+class LeaseNotFound(NotFound):
     message = "etcdserver: requested lease not found"
 
 
-class LeaseExists(CoordError):
-    code_name = "FAILED_PRECONDITION"
+class LeaseExists(FailedPrecondition):
     message = "etcdserver: lease already exists"
 
 
-class NotLeader(CoordError):
-    code_name = "FAILED_PRECONDITION"
+class NotLeader(FailedPrecondition):
     message = "etcdserver: not leader"
-
-
-class Unavailable(CoordError):
-    code_name = "UNAVAILABLE"
 
 
 class NoLeader(Unavailable):
@@ -120,37 +136,39 @@ class Stopped(Unavailable):
     message = "etcdserver: server stopped"
 
 
-class NoSpace(CoordError):
-    code_name = "RESOURCE_EXHAUSTED"
+class NoSpace(ResourceExhausted):
     message = "etcdserver: mvcc: database space exceeded"
 
 
-class MemberNotFound(CoordError):
-    code_name = "NOT_FOUND"
+class MemberNotFound(NotFound):
     message = "etcdserver: member not found"
 
 
-class PeerURLExists(CoordError):
-    code_name = "FAILED_PRECONDITION"
+class PeerURLExists(FailedPrecondition):
     message = "etcdserver: Peer URLs already exists"
 
 
-class MemberNotLearner(CoordError):
-    code_name = "FAILED_PRECONDITION"
+class MemberNotLearner(FailedPrecondition):
     message = "etcdserver: can only promote a learner member"
 
 
-class LearnerNotReady(CoordError):
-    code_name = "FAILED_PRECONDITION"
+class LearnerNotReady(FailedPrecondition):
     message = "etcdserver: can only promote a learner member which is in sync with leader"
+
+
+class BadLeaderTransferee(FailedPrecondition):
+    message = "etcdserver: bad leader transferee"
+
+
+class MembershipUnsupported(CoordError):
+    message = "raftcron: membership changes are not supported by this member"
 
 
 class UnhealthyCluster(Unavailable):
     message = "etcdserver: unhealthy cluster"
 
 
-class AuthNotEnabled(CoordError):
-    code_name = "FAILED_PRECONDITION"
+class AuthNotEnabled(FailedPrecondition):
     message = "etcdserver: authentication is not enabled"
 
 
@@ -158,10 +176,8 @@ class NotEnoughStartedMembers(CoordError):
     """etcd 3.4 sends this one with code Unknown (it is not in v3rpc's error map on the
     member-remove path); the message is what clients match on."""
 
-    code_name = "UNKNOWN"
     message = "etcdserver: re-configuration failed due to not enough started members"
 
 
-class TooManyLearners(CoordError):
-    code_name = "FAILED_PRECONDITION"
+class TooManyLearners(FailedPrecondition):
     message = "etcdserver: too many learner members in cluster"

@@ -9,7 +9,7 @@ import difflib
 import json
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +44,22 @@ class ApplyConflict(AdminError):
 class Change:
     kind: str  # "add" | "change" | "delete" | "same"
     name: str
-    diff: list[str] = field(default_factory=list)
+    old: str | None = None
+    """The stored JSON (a change), as read."""
+    new: str | None = None
+    """The file's JSON (an add or a change)."""
+
+    @property
+    def diff(self) -> list[str]:
+        """The change as diff lines; built on demand, as a summary prints only a few of
+        them and pretty-printing every spec of a large file is slow."""
+        if self.new is None:
+            return []
+        if self.old is None:
+            return [f"+ {line}" for line in _pretty(self.new)]
+        old = _pretty(self.old) if self.old.startswith("{") else [self.old]
+        return [line for line in difflib.unified_diff(old, _pretty(self.new), lineterm="", n=1)
+                if not line.startswith(("---", "+++"))]
 
 
 @dataclass
@@ -63,21 +78,6 @@ def _pretty(spec_json: str) -> list[str]:
     return json.dumps(json.loads(spec_json), indent=2, sort_keys=True).splitlines()
 
 
-async def stored_jobs(client: Client) -> dict[str, tuple[JobSpec | None, str, int]]:
-    """name → (spec or None if unreadable, raw JSON, mod_revision)."""
-    r = await client.get(keys.JOBS, prefix=True)
-    out: dict[str, tuple[JobSpec | None, str, int]] = {}
-    for kv in r.kvs:
-        name = keys.name_from(kv.key, keys.JOBS)
-        raw = kv.value.decode(errors="replace")
-        try:  # total: any bad value (too deep, a name not its key's) is just unreadable
-            spec: JobSpec | None = decode_spec(kv.key, kv.value)
-        except BadValue:
-            spec = None
-        out[name] = (spec, raw, kv.mod_revision)
-    return out
-
-
 async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
                      dry_run: bool) -> ApplyPlan:
     """Make the stored jobs match ``specs`` with compare-and-set txns.
@@ -86,8 +86,8 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
     ``create_revision == 0`` for a new one), so a concurrent edit makes the apply fail
     instead of being overwritten. Re-applying the same file changes nothing.
     """
-    # Raw JSON and revision only: apply compares text, and parsing 20,000 stored specs
-    # would cost seconds.
+    # Raw JSON and revision only: apply compares text, and parsing every stored spec would
+    # be most of its cost.
     current = {e.name: (None, e.raw, e.revision) for e in await stored_raw(client)}
     changes: list[Change] = []
     compares = []
@@ -98,7 +98,7 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
         new = spec.to_json()
         key = keys.job_key(spec.name)
         if spec.name not in current:
-            changes.append(Change("add", spec.name, [f"+ {line}" for line in _pretty(new)]))
+            changes.append(Change("add", spec.name, new=new))
             compares.append(Compare.create(key) == 0)
             ops.append(put(key, new))
             sizes.append(len(new))
@@ -107,10 +107,7 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
         if raw == new:
             changes.append(Change("same", spec.name))
             continue
-        diff = [line for line in difflib.unified_diff(
-            _pretty(raw) if raw.startswith("{") else [raw], _pretty(new), lineterm="", n=1)
-            if not line.startswith(("---", "+++"))]
-        changes.append(Change("change", spec.name, diff))
+        changes.append(Change("change", spec.name, old=raw, new=new))
         compares.append(Compare.mod(key) == rev)
         ops.append(put(key, new))
         sizes.append(len(new))

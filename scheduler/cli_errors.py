@@ -11,11 +11,10 @@ import re
 
 from coord.client import ClientError
 from coord.client.errors import ServerError, UnavailableError
+from coord.limits import MAX_REQUEST_BYTES
 
 __all__ = ["MAX_REQUEST_BYTES", "client_failure"]
 
-MAX_REQUEST_BYTES = 1536 * 1024
-"""The largest request etcd (and coord) accepts by default (``--max-request-bytes``)."""
 
 _LARGER = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")
 

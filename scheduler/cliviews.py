@@ -7,6 +7,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from coord.netaddr import parse_hostport
 from scheduler.attempts import attempt_count, attempts_of, duration
 from scheduler.claim import RunRecord
 
@@ -31,11 +32,12 @@ def refused(endpoints: str) -> str | None:
     errors = []
     for ep in filter(None, (e.strip() for e in endpoints.split(","))):
         hostport = ep.split("://", 1)[-1]
-        host, _, port = hostport.rpartition(":")
-        if not port.isdigit():
+        try:
+            host, port = parse_hostport(hostport)
+        except ValueError:
             return None
         try:
-            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)),
+            with socket.create_connection((host or "127.0.0.1", port),
                                           timeout=PROBE_TIMEOUT):
                 return None
         except ConnectionRefusedError:

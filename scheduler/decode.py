@@ -16,7 +16,7 @@ import structlog
 
 from scheduler import keys
 from scheduler.errors import SpecError
-from scheduler.spec import JobSpec
+from scheduler.spec import JobSpec, spec_from_json
 
 log = structlog.get_logger("scheduler.decode")
 
@@ -66,7 +66,7 @@ def decode_spec(key: bytes, raw: bytes) -> JobSpec:
     if name is None:
         raise BadValue("the key is not /cron/jobs/<valid job name>")
     try:
-        spec = JobSpec.from_json(raw, source=key.decode())
+        spec = spec_from_json(raw, source=key.decode())
     except SpecError as err:
         raise BadValue(str(err)) from None
     except RecursionError:

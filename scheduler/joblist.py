@@ -8,6 +8,7 @@ The cost is O(pages), not one read per job. Rendering is the CLI's.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -69,6 +70,35 @@ def _matches(spec: JobSpec | None, tags: dict[str, str]) -> bool:
     return all(spec.tags.get(k) == v for k, v in tags.items())
 
 
+def _may_match(raw: bytes, tags: dict[str, str]) -> bool:
+    """False when the stored JSON's tags cannot match ``tags`` (then the value need not be
+    decoded in full: a valid spec's tags are the JSON's, and an invalid one matches no
+    tag). A cheap filter before :func:`decode_spec`, which settles the rest."""
+    if not tags:
+        return True
+    try:
+        stored = json.loads(raw).get("tags")
+    except (ValueError, RecursionError, TypeError, AttributeError):
+        return False
+    if not isinstance(stored, dict):
+        return False
+    # A non-string value (``5``) may still decode to the tag asked for ("5"): decode it.
+    return all(k in stored and (stored[k] == v or not isinstance(stored[k], str))
+               for k, v in tags.items())
+
+
+def _latest(run_keys: list[bytes]) -> bytes:
+    """The key of the latest occurrence among one job's run keys (parsing the occurrence
+    ids only when there is a choice: most listed jobs have one run)."""
+    if len(run_keys) == 1:
+        return run_keys[0]
+
+    def when(key: bytes) -> tuple[datetime, str]:
+        job_occ = key[len(keys.RUNS.encode()):].decode(errors="replace")
+        return occurrence_sort_key(job_occ.partition("/")[2])
+    return max(run_keys, key=when)
+
+
 async def list_jobs(client: Client, *, prefix: str = "", tags: dict[str, str] | None = None,
                     with_last: bool = True) -> list[JobEntry]:
     """Stored jobs whose name starts with ``prefix`` and whose tags include ``tags``, sorted
@@ -78,6 +108,8 @@ async def list_jobs(client: Client, *, prefix: str = "", tags: dict[str, str] | 
     revision = 0
     async for revision, kv in scan(client, keys.JOBS.encode() + prefix.encode()):  # noqa: B007
         name = keys.name_from(kv.key, keys.JOBS)
+        if not _may_match(kv.value, tags):
+            continue
         try:
             spec: JobSpec | None = decode_spec(kv.key, kv.value)
         except BadValue:  # listed as unreadable, as every view skips it
@@ -88,18 +120,14 @@ async def list_jobs(client: Client, *, prefix: str = "", tags: dict[str, str] | 
     if not with_last or not entries:
         return entries
     wanted = {e.name for e in entries}
-    latest: dict[str, tuple[tuple[datetime, str], bytes]] = {}
+    run_keys_of: dict[str, list[bytes]] = {}
     runs = keys.RUNS.encode()
     async for _, kv in scan(client, runs + prefix.encode(), keys_only=True,
                             revision=revision):
-        job, _, occ = kv.key[len(runs):].decode(errors="replace").partition("/")
-        if job not in wanted:
-            continue
-        sort_key = occurrence_sort_key(occ)
-        best = latest.get(job)
-        if best is None or sort_key > best[0]:
-            latest[job] = (sort_key, kv.key)
-    by_key = {k: job for job, (_, k) in latest.items()}
+        job = kv.key[len(runs):].decode(errors="replace").partition("/")[0]
+        if job in wanted:
+            run_keys_of.setdefault(job, []).append(kv.key)
+    by_key = {_latest(job_keys): job for job, job_keys in run_keys_of.items()}
     run_keys = sorted(by_key)
     found: dict[str, RunRecord] = {}
     for start in range(0, len(run_keys), GETS_PER_TXN):

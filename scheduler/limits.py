@@ -5,7 +5,7 @@
   (strings, NULs and one pointer each) exceed ``ARG_MAX`` (``sysconf(_SC_ARG_MAX)``, a quarter
   of the stack limit, 2 MiB by default). A string command is one argument of ``/bin/sh -c``.
 * store: etcd refuses a request larger than ``--max-request-bytes`` (default 1.5 MiB, the same
-  figure as coord's ``MAX_REQUEST_BYTES``) and a txn with more than ``--max-txn-ops`` (default
+  figure as ``coord.limits.MAX_REQUEST_BYTES``) and a txn with more than ``--max-txn-ops`` (default
   128) operations in any branch. A job is stored as one put of its canonical JSON.
 """
 
@@ -15,11 +15,11 @@ import functools
 import os
 from typing import Final
 
+from coord.limits import MAX_REQUEST_BYTES
+
 MAX_ARG_STRLEN: Final = 32 * 4096
 """Linux's per-string limit for argv and envp entries, NUL included."""
 
-MAX_REQUEST_BYTES: Final = 1536 * 1024
-"""etcd's ``--max-request-bytes`` default; coord uses the same (coord/server/config.py)."""
 
 MAX_TXN_OPS: Final = 128
 """etcd's ``--max-txn-ops`` default."""

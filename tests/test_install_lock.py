@@ -14,7 +14,7 @@ from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 LOCK = REPO / "requirements.lock"
-PROTO = REPO / "coord" / "api" / "proto"
+PROTO = REPO / "coord" / "pb"
 
 
 def _lock() -> dict[str, Version]:

@@ -11,39 +11,30 @@ from __future__ import annotations
 from typing import Any
 
 from coord.api.errors import unary
-from coord.api.handlers import Context as Ctx
-from coord.api.proto import rpc_pb2
-from coord.errors import CoordError
-from coord.server.core import Core
+from coord.api.ports import Headers
+from coord.errors import AuthNotEnabled, FailedPrecondition, Unimplemented
+from coord.pb import rpc_pb2
+from coord.rpc.handlers import Context as Ctx
 
 
-class _Precondition(CoordError):
-    code_name = "FAILED_PRECONDITION"
-
-
-class AuthNotEnabled(_Precondition):
-    message = "etcdserver: authentication is not enabled"
-
-
-class RootUserNotExist(_Precondition):
+class RootUserNotExist(FailedPrecondition):
     message = "etcdserver: root user does not exist"
 
 
-class UserNotFound(_Precondition):
+class UserNotFound(FailedPrecondition):
     message = "etcdserver: user name not found"
 
 
-class RoleNotFound(_Precondition):
+class RoleNotFound(FailedPrecondition):
     message = "etcdserver: role name not found"
 
 
-class Unsupported(CoordError):
-    code_name = "UNIMPLEMENTED"
+class Unsupported(Unimplemented):
     message = "raftcron: users, roles and authentication are not supported yet"
 
 
 class AuthService:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Headers) -> None:
         self.core = core
 
     def _header(self, resp: Any) -> Any:

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from coord.api.errors import unary
-from coord.api.handlers import Context as Ctx
-from coord.api.proto import internal_pb2, rpc_pb2
+from coord.api.ports import RaftKV
+from coord.pb import internal_pb2, rpc_pb2
+from coord.rpc.handlers import Context as Ctx
 from coord.server import validate
-from coord.server.core import Core
 from coord.server.validate import read_only_txn
 
 
 class KVService:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: RaftKV) -> None:
         self.core = core
 
     @unary
     async def Range(self, request: rpc_pb2.RangeRequest, context: Ctx) -> rpc_pb2.RangeResponse:
         validate.check_range(request)
         await self.core.read_barrier(request.serializable)
-        resp = self.core.applier.range(request)
+        resp = self.core.range(request)
         self.core.fill_header(resp.header)
         return resp
 

@@ -4,17 +4,16 @@ by the leader's lessor, as in etcd."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from coord.api.errors import status_code, unary
-from coord.api.handlers import Context as Ctx
-from coord.api.proto import internal_pb2, rpc_pb2
+from coord.api.ports import Leases
 from coord.errors import CoordError
-from coord.server.core import Core
+from coord.pb import internal_pb2, rpc_pb2
+from coord.rpc.handlers import Context as Ctx
 
 
 class LeaseService:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Leases) -> None:
         self.core = core
 
     @unary
@@ -66,14 +65,8 @@ class LeaseService:
     async def LeaseLeases(self, request: rpc_pb2.LeaseLeasesRequest,
                           context: Ctx) -> rpc_pb2.LeaseLeasesResponse:
         await self.core.read_barrier(serializable=False)
-        lessor = self.core.applier.lessor
-        # etcd lists leases by expiry (soonest first); equal deadlines keep grant order.
-        ids = sorted(lessor.leases(), key=lambda i: _deadline(lessor, i))
+        ids = self.core.lease_ids_by_expiry()
         resp = rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in ids])
         self.core.fill_header(resp.header)
         return resp
 
-
-def _deadline(lessor: Any, lease_id: int) -> float:
-    lease = lessor.lookup(lease_id)
-    return float(lease.deadline) if lease is not None else float("inf")

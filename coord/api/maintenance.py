@@ -5,57 +5,41 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from coord.api.errors import unary
-from coord.api.handlers import Context as Ctx
-from coord.api.proto import rpc_pb2
-from coord.api.status import StatusCode
-from coord.errors import (
-    CoordError,
-    LearnerNotReady,
-    MemberNotFound,
-    MemberNotLearner,
-    NotEnoughStartedMembers,
-    NotLeader,
-    PeerURLExists,
-    TooManyLearners,
-)
-from coord.raft import ConfChangeType
-from coord.server.apply import Applier
-from coord.server.config import member_id_for
-from coord.server.core import Core
-from coord.server.snapshotter import StateCapture
-
-MAX_LEARNERS = 1
-"""etcd 3.4 allows one learner at a time."""
+from coord.api.ports import ClusterMembers, MemberStatus
+from coord.errors import CoordError
+from coord.pb import rpc_pb2
+from coord.rpc.handlers import Context as Ctx
+from coord.rpc.status import StatusCode
 
 VERSION = "3.4.23"
 """The etcd API version coord implements (clients gate features on it)."""
 
 SNAPSHOT_CHUNK = 32 * 1024
 
-SNAPSHOT_ATTEMPTS = 3
-"""Sliced builds of a Snapshot response tried before one built in a single loop turn (a
-compaction or restore during a sliced build makes it start again)."""
+
+
+class Maintained(MemberStatus, Protocol):
+    """What Maintenance needs: :class:`~coord.api.ports.MemberStatus`, and for its Snapshot
+    call the member's state as snapshot pieces."""
+
+    async def state_snapshot(self) -> list[bytes | memoryview]: ...
 
 
 class MaintenanceService:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Maintained) -> None:
         self.core = core
 
     @unary
     async def Status(self, request: rpc_pb2.StatusRequest, context: Ctx) -> rpc_pb2.StatusResponse:
-        node = self.core.node
-        size = self.core.approximate_size()
+        core = self.core
+        size = core.approximate_size()
         resp = rpc_pb2.StatusResponse(
-            version=VERSION, dbSize=size, dbSizeInUse=size, leader=node.leader_id,
-            raftIndex=node.committed_index, raftTerm=node.term,
-            raftAppliedIndex=node.applied_index)
-        table = getattr(node, "membership", None)
-        me = table.members.get(node.member_id) if table is not None else None
-        if me is not None and me.learner:
-            resp.isLearner = True
+            version=VERSION, dbSize=size, dbSizeInUse=size, leader=core.leader_id,
+            raftIndex=core.committed_index, raftTerm=core.term,
+            raftAppliedIndex=core.applied_index, isLearner=core.is_learner)
         self.core.fill_header(resp.header)
         return resp
 
@@ -70,14 +54,14 @@ class MaintenanceService:
 
     @unary
     async def HashKV(self, request: rpc_pb2.HashKVRequest, context: Ctx) -> rpc_pb2.HashKVResponse:
-        value, compact_rev = self.core.applier.hash_kv(request.revision)
+        value, compact_rev = self.core.hash_kv(request.revision)
         resp = rpc_pb2.HashKVResponse(hash=value, compact_revision=compact_rev)
         self.core.fill_header(resp.header)
         return resp
 
     @unary
     async def Hash(self, request: rpc_pb2.HashRequest, context: Ctx) -> rpc_pb2.HashResponse:
-        value, _ = self.core.applier.hash_kv(0)
+        value, _ = self.core.hash_kv(0)
         resp = rpc_pb2.HashResponse(hash=value)
         self.core.fill_header(resp.header)
         return resp
@@ -85,7 +69,7 @@ class MaintenanceService:
     async def Snapshot(self, request: rpc_pb2.SnapshotRequest,
                        context: Ctx) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         # etcdctl checks that the file is a multiple of 512 bytes plus a sha256 trailer.
-        pieces = await applier_snapshot(self.core.applier)
+        pieces = await self.core.state_snapshot()
         size = sum(len(p) for p in pieces)
         pieces.append(bytes(-size % 512))
         remaining = size + len(pieces[-1]) + 32
@@ -107,21 +91,6 @@ class MaintenanceService:
         return resp
 
 
-async def applier_snapshot(applier: Applier) -> list[bytes | memoryview]:
-    """The bytes of ``applier.snapshot()`` as pieces, built between other work: the state is
-    captured in one loop turn and the store's history serialised a slice at a time (as the
-    Raft snapshot is), so a large store does not stall every other request for the whole
-    build (0.2-1 s at 20,000-80,000 revisions)."""
-    for _ in range(SNAPSHOT_ATTEMPTS):
-        try:
-            built = await StateCapture(applier).finish()
-        except ValueError:  # compacted or restored meanwhile: the captured state is gone
-            continue
-        assert built is not None  # never stopped
-        return built[0]
-    return [applier.snapshot()]
-
-
 def _chunks(pieces: list[bytes | memoryview], size: int) -> Iterator[bytes]:
     """The pieces' bytes, concatenated, in chunks of ``size`` (the last may be shorter)."""
     buf = bytearray()
@@ -139,7 +108,7 @@ def _chunks(pieces: list[bytes | memoryview], size: int) -> Iterator[bytes]:
 
 
 class ClusterService:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: ClusterMembers) -> None:
         self.core = core
 
     @unary
@@ -149,12 +118,6 @@ class ClusterService:
         self.core.fill_header(resp.header, revision=False)  # etcd's carries no revision
         return resp
 
-    def _node(self) -> Any:
-        node = self.core.node
-        if not hasattr(node, "change_membership"):
-            raise CoordError("raftcron: membership changes are not supported by this member")
-        return node
-
     def _members_resp(self, resp: Any) -> None:
         resp.members.extend(self.core.members())
         self.core.fill_header(resp.header, revision=False)
@@ -162,18 +125,10 @@ class ClusterService:
     @unary
     async def MemberAdd(self, request: rpc_pb2.MemberAddRequest,
                         context: Ctx) -> rpc_pb2.MemberAddResponse:
-        node = self._node()
         peers = [u.removeprefix("http://").removeprefix("https://") for u in request.peerURLs]
         if not peers:
             raise CoordError("etcdserver: member peer URLs not given")
-        if any(node.membership.by_peer(p) is not None for p in peers):
-            raise PeerURLExists()
-        if request.isLearner and sum(
-                1 for m in node.membership.members.values() if m.learner) >= MAX_LEARNERS:
-            raise TooManyLearners()
-        member_id = member_id_for("", peers[0], self.core.config.cluster_token)
-        cc_type = ConfChangeType.ADD_LEARNER_NODE if request.isLearner else ConfChangeType.ADD_NODE
-        await node.change_membership(cc_type, member_id, peer=peers[0])
+        member_id = await self.core.add_member(peers, request.isLearner)
         resp = rpc_pb2.MemberAddResponse(member=rpc_pb2.Member(
             ID=member_id, peerURLs=list(request.peerURLs), isLearner=request.isLearner))
         self._members_resp(resp)
@@ -182,12 +137,7 @@ class ClusterService:
     @unary
     async def MemberRemove(self, request: rpc_pb2.MemberRemoveRequest,
                            context: Ctx) -> rpc_pb2.MemberRemoveResponse:
-        node = self._node()
-        if request.ID not in node.membership.members:
-            raise MemberNotFound()
-        if not node.ready_to_remove(request.ID):
-            raise NotEnoughStartedMembers()
-        await node.change_membership(ConfChangeType.REMOVE_NODE, request.ID)
+        await self.core.remove_member(request.ID)
         resp = rpc_pb2.MemberRemoveResponse()
         self._members_resp(resp)
         return resp
@@ -195,18 +145,7 @@ class ClusterService:
     @unary
     async def MemberPromote(self, request: rpc_pb2.MemberPromoteRequest,
                             context: Ctx) -> rpc_pb2.MemberPromoteResponse:
-        node = self._node()
-        info = node.membership.members.get(request.ID)
-        if info is None:
-            raise MemberNotFound()
-        if not info.learner:
-            raise MemberNotLearner()
-        if not node.is_leader:
-            raise NotLeader()  # only the leader knows how far the learner got
-        if not node.learner_in_sync(request.ID):
-            raise LearnerNotReady()
-        await node.change_membership(ConfChangeType.ADD_NODE, request.ID, peer=info.peer,
-                                     name=info.name)
+        await self.core.promote_member(request.ID)
         resp = rpc_pb2.MemberPromoteResponse()
         self._members_resp(resp)
         return resp

@@ -1,6 +1,7 @@
 """coord.client: the asyncio etcd-v3 client the scheduler (and tests) use."""
 
-from coord.client.client import Client, KeepAlive
+from coord.client.channels import ChannelFactory, network_channel
+from coord.client.client import Client
 from coord.client.errors import (
     ClientError,
     CompactedError,
@@ -10,6 +11,7 @@ from coord.client.errors import (
     UnavailableError,
     WatchCanceledError,
 )
+from coord.client.keepalive import KeepAlive
 from coord.client.txn import Compare, delete, get, prefix_end, put, txn_op
 from coord.client.types import (
     DeleteResult,
@@ -27,9 +29,9 @@ from coord.client.types import (
 )
 
 __all__ = [
-    "Client", "ClientError", "CompactedError", "Compare", "DeleteResult", "Event",
+    "ChannelFactory", "Client", "ClientError", "CompactedError", "Compare", "DeleteResult", "Event",
     "EventType", "FutureRevisionError", "KeepAlive", "KeyValue", "LeaseGrant",
     "LeaseNotFoundError", "LeaseTTL", "Member", "PutResult", "RangeResult", "ServerError",
     "Status", "TxnResult", "UnavailableError", "WatchBatch", "WatchCanceledError", "delete",
-    "get", "prefix_end", "put", "txn_op",
+    "get", "network_channel", "prefix_end", "put", "txn_op",
 ]

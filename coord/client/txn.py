@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coord.api.proto import rpc_pb2
+from coord.pb import rpc_pb2
 
 Key = str | bytes
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from coord.api.proto import kv_pb2
+from coord.pb import kv_pb2
 
 
 @dataclass(frozen=True, slots=True)

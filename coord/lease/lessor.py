@@ -40,10 +40,6 @@ class Lease:
         self.deadline = deadline
         self.keys: set[bytes] = set()
 
-    def remaining(self, now: float) -> float:
-        """Seconds until expiry (``inf`` on a non-primary)."""
-        return self.deadline - now
-
 
 class Lessor:
     """Leases by id. IDs are any non-zero int64 (negative ones too, as etcd accepts)."""
@@ -122,11 +118,6 @@ class Lessor:
         return ttl_left, lease.ttl, sorted(lease.keys)
 
     # ------------------------------------------------------------------ primary-only ops
-    @property
-    def is_primary(self) -> bool:
-        """True between :meth:`promote` and :meth:`demote`."""
-        return self._primary
-
     def renew(self, lease_id: int, now: float) -> int:
         """KeepAlive: reset the deadline to ``now + ttl``; returns the granted TTL, or 0 if the
         lease is unknown or already expired (awaiting its revoke). Only the primary renews:
@@ -150,12 +141,6 @@ class Lessor:
         if limit > 0:
             due = due[:limit]
         return [lid for _, lid in due]
-
-    def next_deadline(self) -> float:
-        """The earliest deadline (``inf`` if none or not primary): when to poll next."""
-        if not self._primary or not self._leases:
-            return _FOREVER
-        return min(lease.deadline for lease in self._leases.values())
 
     def promote(self, now: float) -> None:
         """Become primary: every lease gets a full TTL from ``now``."""

@@ -5,8 +5,9 @@ to two empty stores yields byte-identical snapshots.
 
 Data model (chosen for memory: one tuple per key version, no per-revision objects):
 
-* A *record* is a tuple ``(mod_rev, create_rev, version, lease, value)``. A tombstone (a
-  delete) is ``(mod_rev, 0, 0, 0, None)``. Records are immutable.
+* A *record* is a :class:`coord.mvcc.record.Rec`, the named tuple ``(mod_rev, create_rev,
+  version, lease, value)``. A tombstone (a delete) is ``(mod_rev, 0, 0, 0, None)``. Records
+  are immutable.
 * ``_index[key]`` is the key's history in increasing ``mod_rev`` order: the record itself when
   the key has exactly one (the common case after compaction), else a list of records. A
   *generation* is a run of live records ended by a tombstone; the newest record tells whether
@@ -34,54 +35,42 @@ Invariants:
 
 from __future__ import annotations
 
-import struct
-import zlib
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from operator import itemgetter
+from typing import Protocol
 
 from sortedcontainers import SortedList
 
 from coord.errors import Compacted, FutureRevision
-from coord.mvcc.watch import WatchHub
+from coord.mvcc.record import (
+    Changes,
+    Hist,
+    KeyRec,
+    Rec,
+    hist_at,
+    hist_last,
+    hist_list,
+    mod_rev_of,
+    new_rec,
+    tombstone,
+)
+from coord.mvcc.snapshot import SnapshotBuild, SnapshotReuse, decode, hash_records
 
-Rec = tuple[int, int, int, int, bytes | None]
-"""``(mod_rev, create_rev, version, lease, value)``; ``value is None`` marks a tombstone."""
+__all__ = ["Changes", "CommitObserver", "KVStore", "KeyRec", "Rec", "SnapshotBuild",
+           "SnapshotReuse"]
 
-KeyRec = tuple[bytes, Rec]
-Hist = Rec | list[Rec]
-"""A key's history: one record, or a list of records (oldest first)."""
-Changes = tuple[bytes | Rec, ...]
-"""The changes of one revision, flat: ``(key0, rec0, key1, rec1, ...)`` in op order."""
+class CommitObserver(Protocol):
+    """What the store tells about its revisions (the watch hub sits here, on top)."""
 
-_modrev = itemgetter(0)
-_SNAP_MAGIC = b"COORDMVCC2"
-_Q = struct.Struct("<q")
-_I = struct.Struct("<I")
-_REC = struct.Struct("<qqqqi")  # mod, create, version, lease, value length (-1 = tombstone)
+    @property
+    def active(self) -> bool:
+        """False when :meth:`on_commit` would do nothing (the store then skips it)."""
 
+    def on_commit(self, rev: int, changes: Changes) -> None:
+        """Revision ``rev`` was committed: its changes, flat ``(key, rec, ...)`` in op order."""
 
-def rec_at(recs: list[Rec], rev: int) -> Rec | None:
-    """The newest record of a key history list with ``mod_rev <= rev``, or None."""
-    last = recs[-1]
-    if last[0] <= rev:
-        return last
-    i = bisect_right(recs, rev, key=_modrev)
-    return recs[i - 1] if i else None
-
-
-def _at(h: Hist, rev: int) -> Rec | None:
-    if isinstance(h, tuple):
-        return h if h[0] <= rev else None
-    return rec_at(h, rev)
-
-
-def _last(h: Hist) -> Rec:
-    return h if isinstance(h, tuple) else h[-1]
-
-
-def _as_list(h: Hist) -> list[Rec]:
-    return [h] if isinstance(h, tuple) else h
+    def on_restore(self, old_rev: int) -> None:
+        """The whole state was replaced by a snapshot; ``old_rev`` was the revision before."""
 
 
 class KVStore:
@@ -99,9 +88,9 @@ class KVStore:
         "_log_first",
         "_new",
         "_next",
+        "_observer",
         "_pending",
         "_rev",
-        "watch_hub",
     )
 
     def __init__(self) -> None:
@@ -115,7 +104,12 @@ class KVStore:
         self._next = 2  # the int object shared by every record of the next revision
         self._compact = -1
         self._epoch = 0  # bumped by compact() and restore(): see snapshot_chunks()
-        self.watch_hub: WatchHub = WatchHub(self)
+        self._observer: CommitObserver | None = None
+
+    def set_observer(self, observer: CommitObserver | None) -> None:
+        """Install the one observer told of every commit and restore (None: none)."""
+        assert observer is None or self._observer is None, "the store already has an observer"
+        self._observer = observer
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -149,7 +143,7 @@ class KVStore:
     def history(self, key: bytes) -> list[Rec]:
         """A copy of a key's records, oldest first (for tests and debugging)."""
         h = self._index.get(key)
-        return [] if h is None else list(_as_list(h))
+        return [] if h is None else list(hist_list(h))
 
     def log_keys(self, rev: int) -> bytes | tuple[bytes, ...] | None:
         """The keys changed at ``rev`` (one key, or a tuple in op order), without resolving
@@ -172,16 +166,16 @@ class KVStore:
             if isinstance(h, tuple):
                 return (entry, h)
             recs: list[Rec] = h
-            return (entry, recs[bisect_left(recs, rev, key=_modrev)])
+            return (entry, recs[bisect_left(recs, rev, key=mod_rev_of)])
         out: list[bytes | Rec] = []
         seen: dict[bytes, int] = {}
         for k in entry:
             assert isinstance(k, bytes)
-            recs = _as_list(index[k])
+            recs = hist_list(index[k])
             j = seen.get(k, 0)
             seen[k] = j + 1
             out.append(k)
-            out.append(recs[bisect_left(recs, rev, key=_modrev) + j])
+            out.append(recs[bisect_left(recs, rev, key=mod_rev_of) + j])
         return tuple(out)
 
     def sorted_keys(self) -> SortedList:
@@ -222,12 +216,12 @@ class KVStore:
             if h is None:
                 return [], 0, cur
             rec = h if isinstance(h, tuple) else h[-1]
-            if rec[0] > rev:
-                found = _at(h, rev)
+            if rec.mod_rev > rev:
+                found = hist_at(h, rev)
                 if found is None:
                     return [], 0, cur
                 rec = found
-            if rec[4] is None:
+            if rec.value is None:
                 return [], 0, cur
             return ([] if count_only else [(key, rec)]), 1, cur
         if end == b"\0":
@@ -242,12 +236,12 @@ class KVStore:
         for k in it:
             h = index[k]
             rec = h if isinstance(h, tuple) else h[-1]
-            if rec[0] > rev:
-                found = _at(h, rev)
+            if rec.mod_rev > rev:
+                found = hist_at(h, rev)
                 if found is None:
                     continue
                 rec = found
-            if rec[4] is None:
+            if rec.value is None:
                 continue
             count += 1
             if room:
@@ -263,8 +257,8 @@ class KVStore:
         h = self._index.get(key)
         if h is None:
             return None
-        rec = _last(h) if rev <= 0 else _at(h, rev)
-        if rec is None or rec[4] is None:
+        rec = hist_last(h) if rev <= 0 else hist_at(h, rev)
+        if rec is None or rec.value is None:
             return None
         return rec
 
@@ -292,9 +286,9 @@ class KVStore:
         h = self._index.get(key)
         if h is not None:
             prev = h if isinstance(h, tuple) else h[-1]
-            if prev[4] is not None:
-                return (rev, prev[1], prev[2] + 1, lease, value), prev
-        return (rev, rev, 1, lease, value), None
+            if prev.value is not None:
+                return new_rec(Rec, (rev, prev.create_rev, prev.version + 1, lease, value)), prev
+        return new_rec(Rec, (rev, rev, 1, lease, value)), None
 
     def put(self, key: bytes, value: bytes, lease: int) -> Rec | None:
         """Stage a put at ``current + 1``; returns the previous live record (None if absent).
@@ -317,7 +311,7 @@ class KVStore:
         """
         items, _, _ = self.range(key, end)
         if items:
-            tomb: Rec = (self._next, 0, 0, 0, None)
+            tomb = tombstone(self._next)
             pending = self._pending
             for k, _rec in items:
                 self._append(k, tomb)
@@ -327,7 +321,7 @@ class KVStore:
 
     def commit(self) -> int:
         """End the batch: if anything was staged, it becomes revision ``current + 1`` and the
-        watch hub is notified. Returns the (possibly unchanged) current revision."""
+        commit observer is told. Returns the (possibly unchanged) current revision."""
         pending = self._pending
         if not pending:
             return self._rev
@@ -339,9 +333,9 @@ class KVStore:
             self._log.append(changes[0])  # type: ignore[arg-type]
         else:
             self._log.append(changes[0::2])  # type: ignore[arg-type]
-        hub = self.watch_hub
-        if hub.active:
-            hub.notify(rev, changes)
+        obs = self._observer
+        if obs is not None and obs.active:
+            obs.on_commit(rev, changes)
         return rev
 
     def put_commit(self, key: bytes, value: bytes, lease: int) -> tuple[Rec | None, int]:
@@ -353,18 +347,18 @@ class KVStore:
         h = index.get(key)
         prev: Rec | None
         if h is None:
-            rec: Rec = (rev, rev, 1, lease, value)
+            rec: Rec = new_rec(Rec, (rev, rev, 1, lease, value))
             index[key] = rec
             self._new.append(key)
             prev = None
         else:
             prev = h if isinstance(h, tuple) else h[-1]
             assert prev is not None
-            if prev[4] is None:
-                rec = (rev, rev, 1, lease, value)
+            if prev.value is None:
+                rec = new_rec(Rec, (rev, rev, 1, lease, value))
                 prev = None
             else:
-                rec = (rev, prev[1], prev[2] + 1, lease, value)
+                rec = new_rec(Rec, (rev, prev.create_rev, prev.version + 1, lease, value))
             if isinstance(h, tuple):
                 index[key] = [h, rec]
             else:
@@ -372,9 +366,9 @@ class KVStore:
         self._rev = rev
         self._next = rev + 1
         self._log.append(key)
-        hub = self.watch_hub
-        if hub.active:
-            hub.notify(rev, (key, rec))
+        obs = self._observer
+        if obs is not None and obs.active:
+            obs.on_commit(rev, (key, rec))
         return prev, rev
 
     def rollback(self) -> None:
@@ -429,17 +423,17 @@ class KVStore:
             if h is None:
                 continue
             if isinstance(h, tuple):
-                if h[0] < rev and h[4] is None:
+                if h.mod_rev < rev and h.value is None:
                     del index[k]
                     keys.remove(k)
                 continue
             recs: list[Rec] = h
-            i = bisect_left(recs, rev, key=_modrev)  # first record at or after rev
-            if i == len(recs) or recs[i][0] != rev:
+            i = bisect_left(recs, rev, key=mod_rev_of)  # first record at or after rev
+            if i == len(recs) or recs[i].mod_rev != rev:
                 i -= 1  # the newest record below rev: kept only if live
                 if i < 0:
                     continue
-                if recs[i][4] is None:
+                if recs[i].value is None:
                     i += 1
             n = len(recs) - i
             if n == 0:
@@ -451,242 +445,60 @@ class KVStore:
                 del recs[:i]
         self._compact = rev
 
-    # ------------------------------------------------------------------ hashing
+    # ------------------------------------------------------------------ whole state
     def hash_kv(self, rev: int = 0) -> tuple[int, int, int]:
         """CRC32 over every stored record with ``mod_rev <= rev`` (0 = current), keys in
-        order: equal on members with the same history and compaction. Returns
-        ``(hash, current_rev, compact_rev)``. Raises Compacted / FutureRevision like etcd
-        (``0 < rev <= compact_rev`` → Compacted)."""
+        order (:func:`coord.mvcc.snapshot.hash_records`): equal on members with the same
+        history and compaction. Returns ``(hash, current_rev, compact_rev)``. Raises
+        Compacted / FutureRevision like etcd (``0 < rev <= compact_rev`` → Compacted)."""
         if 0 < rev <= self._compact:
             raise Compacted()
         if rev > self._rev:
             raise FutureRevision()
-        if rev <= 0:
-            rev = self._rev
-        h = zlib.crc32(b"key")
-        pack = _REC.pack
+        return hash_records(self.histories(), rev if rev > 0 else self._rev), self._rev, \
+            self._compact
+
+    @property
+    def epoch(self) -> int:
+        """Bumped by every compaction and restore: a snapshot build taken before either is
+        stale (see :meth:`snapshot_chunks`)."""
+        return self._epoch
+
+    def histories(self) -> Iterator[tuple[bytes, Hist]]:
+        """``(key, history)`` of every key, in key order."""
         index = self._index
         for k in self.sorted_keys():
-            for rec in _as_list(index[k]):
-                if rec[0] > rev:
-                    break
-                v = rec[4]
-                h = zlib.crc32(k, h)
-                h = zlib.crc32(pack(rec[0], rec[1], rec[2], rec[3], -1 if v is None else len(v)), h)
-                if v:
-                    h = zlib.crc32(v, h)
-        return h & 0xFFFFFFFF, self._rev, self._compact
-
-    # ------------------------------------------------------------------ snapshots
-    def _log_bytes(self, start: int, stop: int) -> bytes:
-        """The snapshot encoding of the log entries of revisions ``start..stop-1``."""
-        ipack, rpack = _I.pack, _REC.pack
-        out: list[bytes] = []
-        for r in range(start, stop):
-            changes = self.log_entry(r)
-            assert changes is not None
-            out.append(ipack(len(changes) // 2))
-            for j in range(0, len(changes), 2):
-                k = changes[j]
-                crec = changes[j + 1]
-                assert isinstance(k, bytes) and isinstance(crec, tuple)
-                v = crec[4]
-                out.append(ipack(len(k)))
-                out.append(k)
-                out.append(rpack(crec[0], crec[1], crec[2], crec[3], -1 if v is None else len(v)))
-                if v:
-                    out.append(v)
-        return b"".join(out)
+            yield k, index[k]
 
     def snapshot(self) -> bytes:
-        """Deterministic bytes of the whole state: base records (the kept record below the
-        compact revision of each key, key order) and the log from the compact revision on."""
+        """Deterministic bytes of the whole state (format: :mod:`coord.mvcc.snapshot`): base
+        records (the kept record below the compact revision of each key, key order) and the
+        log from the compact revision on."""
         return b"".join(self.snapshot_chunks(step=1 << 62))
 
     def snapshot_chunks(
         self, step: int = 200, reuse: SnapshotReuse | None = None
     ) -> SnapshotBuild:
-        """The bytes of :meth:`snapshot` in pieces — header and base records, then the log
-        ``step`` revisions at a time — so a caller can build a large snapshot between other
-        work. The state is the one when the first piece is taken; writes made between
-        pieces are left out (they only add revisions above it, and records are immutable).
-        A compaction or restore between pieces would change what is below it: the next
-        piece then raises ``ValueError`` and the caller starts again later.
-
-        ``reuse`` (the :attr:`SnapshotBuild.reuse` of an earlier build of this store, with
-        that build's bytes) lets the new build copy what has not changed since — the base
-        records and the log up to the earlier snapshot's revision — instead of serialising
-        it again; it is ignored when the store was compacted or restored since."""
+        """The bytes of :meth:`snapshot` in pieces, ``step`` log revisions each, with what an
+        earlier build can ``reuse``: see :class:`SnapshotBuild`."""
         return SnapshotBuild(self, step, reuse)
 
     def restore(self, data: bytes) -> None:
-        """Replace the whole state with a :meth:`snapshot`. Watchers stay registered and are
-        made to catch up from the restored history (or are told it was compacted)."""
+        """Replace the whole state with a :meth:`snapshot`. The commit observer is told
+        (watchers stay registered and catch up from the restored history, or are told it
+        was compacted)."""
+        d = decode(data)
         self._epoch += 1
         old_rev = self._rev
-        mv = memoryview(data)
-        if bytes(mv[: len(_SNAP_MAGIC)]) != _SNAP_MAGIC:
-            raise ValueError("not an mvcc snapshot")
-        pos = len(_SNAP_MAGIC)
-        qun, iun, run = _Q.unpack_from, _I.unpack_from, _REC.unpack_from
-        (cur,) = qun(mv, pos)
-        (comp,) = qun(mv, pos + 8)
-        pos += 16
-        (nbase,) = iun(mv, pos)
-        pos += 4
-        index: dict[bytes, Hist] = {}
-        keys: list[bytes] = []
-        for _ in range(nbase):
-            (kl,) = iun(mv, pos)
-            pos += 4
-            k = bytes(mv[pos : pos + kl])
-            pos += kl
-            mod, create, ver, lease, vl = run(mv, pos)
-            pos += _REC.size
-            v = bytes(mv[pos : pos + vl])
-            pos += vl
-            index[k] = (mod, create, ver, lease, v)
-            keys.append(k)
-        (first,) = qun(mv, pos)
-        (nlog,) = iun(mv, pos + 8)
-        pos += 12
-        log: list[bytes | tuple[bytes, ...]] = []
-        for _r in range(first, first + nlog):
-            (n,) = iun(mv, pos)
-            pos += 4
-            names: list[bytes] = []
-            tomb: Rec | None = None
-            for _ in range(n):
-                (kl,) = iun(mv, pos)
-                pos += 4
-                k = bytes(mv[pos : pos + kl])
-                pos += kl
-                mod, create, ver, lease, vl = run(mv, pos)
-                pos += _REC.size
-                rec: Rec
-                if vl < 0:
-                    if tomb is None:
-                        tomb = (mod, 0, 0, 0, None)
-                    rec = tomb
-                else:
-                    rec = (mod, create, ver, lease, bytes(mv[pos : pos + vl]))
-                    pos += vl
-                names.append(k)
-                h = index.get(k)
-                if h is None:
-                    index[k] = rec
-                    keys.append(k)
-                elif isinstance(h, tuple):
-                    index[k] = [h, rec]
-                else:
-                    h.append(rec)
-            log.append(names[0] if n == 1 else tuple(names))
-        if pos != len(data):
-            raise ValueError("trailing bytes in mvcc snapshot")
-        self._index = index
-        self._keys = SortedList(keys)
+        self._index = d.histories
+        self._keys = SortedList(d.keys)
         self._new = []
-        self._log = log
-        self._log_first = first
+        self._log = d.log
+        self._log_first = d.log_first
         self._pending = []
-        self._rev = cur
-        self._next = cur + 1
-        self._compact = comp
-        self.watch_hub.on_restore(old_rev)
-
-
-class SnapshotReuse:
-    """Where the parts of a store snapshot that the next snapshot of the same store can
-    copy lie in its bytes: ``buf[base_start:base_end]`` is the compact revision, the base
-    records and the first log revision; ``buf[log_start:log_end]`` the log of revisions
-    ``first..last``. Valid while the store is not compacted or restored (its epoch)."""
-
-    __slots__ = ("base_end", "base_start", "buf", "epoch", "first", "last", "log_end",
-                 "log_start", "store")
-
-    def __init__(self, store: KVStore, epoch: int, first: int, last: int,
-                 base: tuple[int, int], log: tuple[int, int], buf: memoryview | None = None
-                 ) -> None:
-        self.store, self.epoch, self.first, self.last = store, epoch, first, last
-        self.base_start, self.base_end = base
-        self.log_start, self.log_end = log
-        self.buf = buf
-
-    def over(self, buf: memoryview) -> SnapshotReuse:
-        """The same layout over ``buf``: the snapshot bytes (or an equal copy of them)."""
-        return SnapshotReuse(self.store, self.epoch, self.first, self.last,
-                             (self.base_start, self.base_end), (self.log_start, self.log_end),
-                             buf)
-
-
-class SnapshotBuild:
-    """One snapshot of a :class:`KVStore` built in pieces (``KVStore.snapshot_chunks``).
-    Iterating yields the pieces; once the last one is taken, :attr:`reuse` describes the
-    result for the next build (set its buffer with :meth:`SnapshotReuse.over`)."""
-
-    __slots__ = ("_it", "reuse")
-
-    def __init__(self, store: KVStore, step: int, reuse: SnapshotReuse | None) -> None:
-        self.reuse: SnapshotReuse | None = None
-        self._it = self._pieces(store, step, reuse)
-
-    def __iter__(self) -> Iterator[bytes | memoryview]:
-        return self._it
-
-    def __next__(self) -> bytes | memoryview:
-        return next(self._it)
-
-    def _pieces(self, store: KVStore, step: int, old: SnapshotReuse | None
-                ) -> Iterator[bytes | memoryview]:
-        assert not store._pending, "snapshot inside a write batch"
-        epoch, last = store._epoch, store._rev
-        compact = store._compact
-        floor = max(compact, 2)
-        first = floor if last >= floor else last + 1
-        head: list[bytes | memoryview] = [_SNAP_MAGIC, _Q.pack(last)]
-        pos = len(_SNAP_MAGIC) + _Q.size
-        if (old is not None and old.buf is not None and old.store is store
-                and old.epoch == epoch and old.first == first and old.last <= last):
-            base = old.buf[old.base_start:old.base_end]
-            head.append(base)
-            head.append(_I.pack(last - first + 1))
-            base_span = (pos, pos + len(base))
-            log_start = base_span[1] + _I.size
-            yield b"".join(head)
-            copied = old.buf[old.log_start:old.log_end]
-            yield copied
-            size = log_start + len(copied)
-            resume = old.last + 1
-        else:
-            ipack, rpack = _I.pack, _REC.pack
-            out: list[bytes] = [_Q.pack(compact)]
-            nbase = 0
-            base_recs: list[bytes] = []
-            index = store._index
-            for k in store.sorted_keys():
-                h = index[k]
-                rec = h if isinstance(h, tuple) else h[0]
-                if rec[0] < floor:
-                    v = rec[4]
-                    assert v is not None
-                    base_recs.append(ipack(len(k)))
-                    base_recs.append(k)
-                    base_recs.append(rpack(rec[0], rec[1], rec[2], rec[3], len(v)))
-                    base_recs.append(v)
-                    nbase += 1
-            out.append(ipack(nbase))
-            out.extend(base_recs)
-            out.append(_Q.pack(first))
-            body = b"".join(out)
-            base_span = (pos, pos + len(body))
-            log_start = base_span[1] + _I.size
-            yield b"".join((*head, body, _I.pack(last - first + 1)))
-            size = log_start
-            resume = first
-        for start in range(resume, last + 1, step):
-            if store._epoch != epoch:
-                raise ValueError("store compacted or restored while its snapshot was built")
-            piece = store._log_bytes(start, min(start + step, last + 1))
-            size += len(piece)
-            yield piece
-        self.reuse = SnapshotReuse(store, epoch, first, last, base_span, (log_start, size))
+        self._rev = d.current_rev
+        self._next = d.current_rev + 1
+        self._compact = d.compact_rev
+        obs = self._observer
+        if obs is not None:
+            obs.on_restore(old_rev)

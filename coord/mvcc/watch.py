@@ -1,41 +1,34 @@
 """The watch hub: etcd's watchable store plus the per-stream watch-id bookkeeping of v3rpc.
 
-Pure and synchronous (no asyncio, no threads): the gRPC layer owns the stream tasks.
+Pure and synchronous (no asyncio, no threads, no protobuf): it sits on top of the store as
+its commit observer, and produces plain output items (:mod:`coord.mvcc.watch_types`) that
+the API layer (``coord.api.watch``) turns into ``WatchResponse`` messages and writes::
 
-How a gRPC Watch stream uses it::
+    hub = WatchHub(store)                          # observes the store's commits
+    stream = hub.open_stream(wake)                 # one per Watch RPC; wake() = has output
+    stream.create(WatchSpec(...)) / stream.cancel(id) / stream.request_progress()
+    while items := stream.pending():               # bounded batch, in order
+        ...                                        # EventBatch / Created / Canceled / ...
+    stream.close()                                 # the call ended
 
-    stream = applier.watch_hub.open_stream()      # one per Watch RPC
-    wake = asyncio.Event()
-    stream.wake = wake.set                         # called whenever the stream has output
-    # reader task: for each WatchRequest from the client
-    stream.handle(req)                             # create / cancel / progress; replies queued
-    # writer task:
-    while True:
-        await wake.wait(); wake.clear()
-        while batch := stream.pending():          # bounded batch of WatchResponse messages
-            for resp in batch:
-                fill_header(resp.header)           # cluster_id, member_id, raft_term only
-                await context.write(resp)
-    # on stream end (call cancelled or finished): stream.close()
-
-Every ``WatchResponse`` comes out with ``header.revision`` set as etcd sets it (live events:
-their revision; history catch-up batches, created/canceled/progress: the current revision;
-compaction cancel: 0). The server adds cluster_id, member_id and raft_term.
+Every item carries the header revision etcd sets (live events: their revision; history
+catch-up batches, created/canceled/progress: the current revision; compaction cancel: none,
+header revision 0 on the wire).
 
 Invariants:
 
 * A watcher is either *synced* (``next_rev == current + 1``, or a future start revision) and
   registered in the hub's key/range indexes, or *unsynced* and listed only on its stream.
-* Synced watchers get each committed revision as one response (events in op order) the moment
-  it commits, unless their stream already holds ``max_queued`` responses or
-  ``max_queued_bytes`` of values: then the watcher turns unsynced and later catches up from the
-  revision log in bounded chunks. A write therefore never waits for a reader.
+* Synced watchers get each committed revision as one batch (events in op order) the moment
+  it commits, unless their stream already holds ``max_queued`` items or ``max_queued_bytes``
+  of values: then the watcher turns unsynced and later catches up from the revision log in
+  bounded chunks. A write therefore never waits for a reader.
 * Events reach a watcher in strictly increasing revision order, each exactly once; no event
   below its ``next_rev`` is ever delivered (etcd #15271, #20221), and a revision is never split
-  across responses unless the watcher asked for ``fragment``.
+  across batches (the API layer fragments one batch when the watcher asked for ``fragment``).
 * A watcher whose ``next_rev`` falls below the compact revision gets the compaction cancel
-  (``canceled``, ``compact_revision``, header revision 0) and is removed. ``start_revision ==
-  compact_rev`` is served in full, deletes included (etcd #19179, #18089).
+  and is removed. ``start_revision == compact_rev`` is served in full, deletes included (etcd
+  #19179, #18089).
 * A progress reply is produced only when every watcher on the stream is synced and after every
   event queued before it, so no later event can be at or below its revision (etcd #15220).
 """
@@ -44,75 +37,27 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from coord.api.proto import kv_pb2, rpc_pb2
+from coord.mvcc.record import Changes, KeyRec
+from coord.mvcc.watch_types import (
+    DUPLICATE_ID_REASON,
+    EMPTY_RANGE_REASON,
+    Canceled,
+    CompactCanceled,
+    Created,
+    EventBatch,
+    Progress,
+    WatchOutput,
+    WatchSpec,
+)
+from coord.mvcc.watcher import History, Watcher, add_event, batch, events_size, new, select
 
-if TYPE_CHECKING:
-    from coord.mvcc.store import KVStore, Rec
-
-DUPLICATE_ID_REASON = "mvcc: duplicate watch ID provided on the WatchStream"
-EMPTY_RANGE_REASON = "mvcc: watcher range is empty"
-MAX_RESPONSE_BYTES = 1536 * 1024 + 512 * 1024
-"""etcd's max-request-bytes (1.5 MiB) + gRPC overhead: the fragment threshold."""
-
-_PUT = kv_pb2.Event.PUT
-_DELETE = kv_pb2.Event.DELETE
-_NOPUT = rpc_pb2.WatchCreateRequest.NOPUT
-_NODELETE = rpc_pb2.WatchCreateRequest.NODELETE
-
-
-class Watcher:
-    """One watch: ``[key, end)`` where ``end is None`` means the single key and ``end == b""``
-    means every key ``>= key``. ``next_rev`` is the lowest revision not yet delivered."""
-
-    __slots__ = (
-        "end",
-        "fragment",
-        "id",
-        "key",
-        "next_rev",
-        "no_delete",
-        "no_put",
-        "prev_kv",
-        "progress_notify",
-        "stream",
-        "synced",
-    )
-
-    def __init__(
-        self,
-        stream: WatchStream,
-        wid: int,
-        *,
-        key: bytes,
-        end: bytes | None,
-        next_rev: int,
-        req: rpc_pb2.WatchCreateRequest,
-    ) -> None:
-        self.stream = stream
-        self.id = wid
-        self.key = key
-        self.end = end
-        self.next_rev = next_rev
-        self.prev_kv = req.prev_kv
-        self.fragment = req.fragment
-        self.progress_notify = req.progress_notify
-        filters = req.filters
-        self.no_put = _NOPUT in filters
-        self.no_delete = _NODELETE in filters
-        self.synced = False
-
-    def contains(self, k: bytes) -> bool:
-        """True if ``k`` is in the watched range."""
-        end = self.end
-        if end is None:
-            return k == self.key
-        return k >= self.key and (not end or k < end)
-
-
-# Queue items: a ready control response, or (watcher, header_rev, [(key, rec), ...]).
-_Item = rpc_pb2.WatchResponse | tuple[Watcher, int, list[tuple[bytes, "Rec"]]]
+_Queued = tuple[Watcher, int, list[KeyRec], int]
+"""One synced watcher's events of one revision, queued as a plain tuple ``(watcher,
+header_rev, [(key, rec), ...], size)``; its EventBatch is made when drained (prev records are
+read then, as in etcd). ``size`` is the events' :func:`events_size`."""
+_Item = WatchOutput | _Queued
+"""A stream queue item: a ready output item, or queued events."""
 
 
 class WatchStream:
@@ -135,27 +80,17 @@ class WatchStream:
         self._closed = False
 
     # ------------------------------------------------------------------ requests
-    def handle(self, req: rpc_pb2.WatchRequest) -> None:
-        """Dispatch one client WatchRequest (create / cancel / progress)."""
-        which = req.WhichOneof("request_union")
-        if which == "create_request":
-            self.create(req.create_request)
-        elif which == "cancel_request":
-            self.cancel(req.cancel_request.watch_id)
-        elif which == "progress_request":
-            self.request_progress()
-
-    def create(self, req: rpc_pb2.WatchCreateRequest) -> int:
+    def create(self, spec: WatchSpec) -> int:
         """Register a watcher; queues the created reply. Returns the watch id, or -1 when the
-        creation failed (empty range / duplicate id: a created+canceled reply is queued)."""
+        creation failed (empty range / duplicate id: a refused :class:`Created` is queued)."""
         hub = self.hub
         cur = hub.store.current_revision
-        key = req.key or b"\0"
-        end: bytes | None = req.range_end or None
+        key = spec.key or b"\0"
+        end: bytes | None = spec.range_end or None
         if end == b"\0":
             end = b""
         reason = ""
-        wid = req.watch_id
+        wid = spec.watch_id
         if end and key >= end:
             reason = EMPTY_RANGE_REASON
         elif wid == 0:
@@ -165,21 +100,15 @@ class WatchStream:
             self._next_id += 1
         elif wid in self.watchers:
             reason = DUPLICATE_ID_REASON
-        resp = rpc_pb2.WatchResponse(created=True)
-        resp.header.revision = cur
         if reason:
-            resp.watch_id = -1
-            resp.canceled = True
-            resp.cancel_reason = reason
-            self._push(resp)
+            self._push(Created(-1, cur, reason))
             return -1
-        resp.watch_id = wid
-        start = req.start_revision
+        start = spec.start_revision
         synced = start == 0 or start > cur
         next_rev = max(start, cur + 1) if synced else max(start, 1)
-        w = Watcher(self, wid, key=key, end=end, next_rev=next_rev, req=req)
+        w = Watcher(self, wid, key=key, end=end, next_rev=next_rev, spec=spec)
         self.watchers[wid] = w
-        self._push(resp)
+        self._push(Created(wid, cur))
         if synced:
             hub._add_synced(w)
         else:
@@ -188,24 +117,22 @@ class WatchStream:
         return wid
 
     def cancel(self, watch_id: int) -> bool:
-        """Cancel a watcher: queues ``{watch_id, canceled}``; an unknown id gets no reply."""
+        """Cancel a watcher: queues :class:`Canceled`; an unknown id gets no reply."""
         w = self.watchers.pop(watch_id, None)
         if w is None:
             return False
         self._drop(w)
-        resp = rpc_pb2.WatchResponse(watch_id=watch_id, canceled=True)
-        resp.header.revision = self.hub.store.current_revision
-        self._push(resp)
+        self._push(Canceled(watch_id, self.hub.store.current_revision))
         return True
 
     def request_progress(self) -> None:
-        """Queue a progress reply ``{header.revision, watch_id: -1}``, deferred until every
-        watcher of the stream is synced so that it is a valid bookmark."""
+        """Queue a progress reply (watch id -1), deferred until every watcher of the stream
+        is synced so that it is a valid bookmark."""
         if self._unsynced:
             self._progress_wanted = True
             self._signal()
         else:
-            self._push_progress()
+            self._push(Progress(-1, self.hub.store.current_revision))
 
     def close(self) -> None:
         """Remove every watcher of the stream and forget it (the gRPC call ended)."""
@@ -220,90 +147,73 @@ class WatchStream:
         self.hub.streams.pop(self, None)
 
     # ------------------------------------------------------------------ output
-    def pending(self, max_bytes: int = 4 * 1024 * 1024) -> list[rpc_pb2.WatchResponse]:
-        """Drain ready responses, in order, up to about ``max_bytes`` of values per call;
-        then let unsynced watchers catch up from the revision log (bounded chunk each).
+    def pending(self, max_bytes: int = 4 * 1024 * 1024) -> list[WatchOutput]:
+        """Drain ready items, in order, up to about ``max_bytes`` of values per call; then
+        let unsynced watchers catch up from the revision log (bounded chunk each).
 
         Returns ``[]`` when nothing is ready now; if catch-up work remains (a chunk scanned
-        history without a match), ``wake`` has already been called again, so the writer loop
-        shown in the module docstring needs no extra logic."""
-        out: list[rpc_pb2.WatchResponse] = []
+        history without a match), ``wake`` has already been called again, so a writer loop
+        needs no extra logic."""
+        out: list[WatchOutput] = []
         budget = max_bytes
         queue = self._queue
         store = self.hub.store
+        w: Watcher
+        hrev: int
+        evs: list[KeyRec]
+        size: int
         while queue and budget > 0:
             item = queue.popleft()
-            if isinstance(item, rpc_pb2.WatchResponse):
-                out.append(item)
+            if type(item) is not tuple:  # output items are NamedTuples, not plain tuples
+                out.append(item)  # type: ignore[arg-type]
                 continue
-            w, hrev, evs = item
-            size = _events_size(evs)
+            w, hrev, evs, size = item  # type: ignore[misc]
             self._queued_bytes -= size
             budget -= size
             if w.stream is self and self.watchers.get(w.id) is w:
-                self._materialize(w, hrev, evs, store, out)
+                if w.prev_kv:
+                    out.append(batch(w, hrev, evs, store))
+                else:
+                    out.append(new(EventBatch, (w.id, hrev, evs, None, w.fragment)))
         if not queue:
             self._queued_bytes = 0
         if budget > 0 and not queue and self._unsynced:
             self._catch_up(out, budget)
         if self._progress_wanted and not self._unsynced and not queue:
             self._progress_wanted = False
-            self._push_progress()
-            out.append(queue.popleft())  # type: ignore[arg-type]
+            out.append(Progress(-1, store.current_revision))
+            self._signal()
         return out
-
-    @property
-    def has_pending(self) -> bool:
-        """True if :meth:`pending` would return something now."""
-        return bool(self._queue) or bool(self._unsynced) or self._progress_wanted
 
     # ------------------------------------------------------------------ internals
     def _signal(self) -> None:
         if self.wake is not None and not self._closed:
             self.wake()
 
-    def _push(self, resp: rpc_pb2.WatchResponse) -> None:
-        self._queue.append(resp)
+    def _push(self, item: WatchOutput) -> None:
+        self._queue.append(item)
         self._signal()
-
-    def _push_progress(self) -> None:
-        resp = rpc_pb2.WatchResponse(watch_id=-1)
-        resp.header.revision = self.hub.store.current_revision
-        self._push(resp)
 
     def _drop(self, w: Watcher) -> None:
         if w.synced:
             self.hub._remove_synced(w)
         self._unsynced.pop(w, None)
 
-    def _enqueue_events(self, w: Watcher, rev: int, evs: list[tuple[bytes, Rec]]) -> bool:
+    def _enqueue_events(self, w: Watcher, rev: int, evs: list[KeyRec]) -> bool:
         """Queue one revision for a synced watcher; False if the stream is full."""
         hub = self.hub
         if len(self._queue) >= hub.max_queued or self._queued_bytes >= hub.max_queued_bytes:
             return False
-        self._queue.append((w, rev, evs))
-        self._queued_bytes += _events_size(evs)
+        size = events_size(evs)
+        self._queue.append((w, rev, evs, size))
+        self._queued_bytes += size
         return True
 
     def _make_unsynced(self, w: Watcher) -> None:
         self.hub._remove_synced(w)
         self._unsynced[w] = None
 
-    def _filter(self, w: Watcher, changes: tuple[bytes | Rec, ...]) -> list[tuple[bytes, Rec]]:
-        evs: list[tuple[bytes, Rec]] = []
-        no_put, no_delete = w.no_put, w.no_delete
-        for j in range(0, len(changes), 2):
-            k = changes[j]
-            assert isinstance(k, bytes)
-            if w.contains(k):
-                rec = changes[j + 1]
-                assert isinstance(rec, tuple)
-                if (no_put and rec[4] is not None) or (no_delete and rec[4] is None):
-                    continue
-                evs.append((k, rec))
-        return evs
-
-    def _catch_up(self, out: list[rpc_pb2.WatchResponse], budget: int) -> None:
+    def _catch_up(self, out: list[WatchOutput], budget: int) -> None:
         hub = self.hub
         store = hub.store
         cur = store.current_revision
@@ -314,11 +224,7 @@ class WatchStream:
             if w.next_rev < compact:
                 del self._unsynced[w]
                 del self.watchers[w.id]
-                resp = rpc_pb2.WatchResponse(
-                    watch_id=w.id, canceled=True, compact_revision=compact
-                )
-                resp.header.SetInParent()
-                out.append(resp)
+                out.append(CompactCanceled(w.id, compact))
                 continue
             if w.next_rev > cur:
                 del self._unsynced[w]
@@ -327,7 +233,7 @@ class WatchStream:
             # etcd's eventBatch: up to watchBatchMaxRevs distinct revisions that hold events
             # in the watcher's range (counted before NOPUT/NODELETE filtering), header =
             # the current revision; the rest follows in the next batch.
-            evs: list[tuple[bytes, Rec]] = []
+            evs: list[KeyRec] = []
             size = 0
             nrevs = 0
             max_revs = hub.catch_up_revisions
@@ -344,10 +250,10 @@ class WatchStream:
                     nrevs += 1
                     changes = store.log_entry(r)
                     assert changes is not None
-                    found = self._filter(w, changes)
+                    found = select(w, changes)
                     if found:
                         evs.extend(found)
-                        size += _events_size(found)
+                        size += events_size(found)
                         if size >= hub.catch_up_bytes:
                             r += 1
                             break
@@ -355,113 +261,22 @@ class WatchStream:
             w.next_rev = r
             budget -= size
             if evs:
-                self._materialize(w, cur, evs, store, out)
+                out.append(batch(w, cur, evs, store))
             if r > cur:
                 del self._unsynced[w]
                 hub._add_synced(w)
         if self._unsynced:
             self._signal()
 
-    def _materialize(
-        self,
-        w: Watcher,
-        hrev: int,
-        evs: list[tuple[bytes, Rec]],
-        store: KVStore,
-        out: list[rpc_pb2.WatchResponse],
-    ) -> None:
-        resp = rpc_pb2.WatchResponse(watch_id=w.id)
-        resp.header.revision = hrev
-        add = resp.events.add
-        want_prev = w.prev_kv
-        for k, rec in evs:
-            v = rec[4]
-            if v is None:
-                ev = add(type=_DELETE)
-                ev.kv.key = k
-                ev.kv.mod_revision = rec[0]
-            else:
-                ev = add()
-                kv = ev.kv
-                kv.key = k
-                kv.create_revision = rec[1]
-                kv.mod_revision = rec[0]
-                kv.version = rec[2]
-                kv.value = v
-                kv.lease = rec[3]
-            if want_prev and rec[1] != rec[0]:
-                prev = store.prev_of(k, rec[0])
-                if prev is not None:
-                    p = ev.prev_kv
-                    p.key = k
-                    p.create_revision = prev[1]
-                    p.mod_revision = prev[0]
-                    p.version = prev[2]
-                    p.value = prev[4]  # type: ignore[assignment]
-                    p.lease = prev[3]
-        if w.fragment and len(resp.events) >= 2 and resp.ByteSize() >= MAX_RESPONSE_BYTES:
-            out.extend(_fragments(resp))
-        else:
-            out.append(resp)
-
-
-def _events_size(evs: list[tuple[bytes, Rec]]) -> int:
-    n = 0
-    for k, rec in evs:
-        v = rec[4]
-        n += len(k) + 32 + (len(v) if v is not None else 0)
-    return n
-
-
-def _fragments(resp: rpc_pb2.WatchResponse) -> list[rpc_pb2.WatchResponse]:
-    """etcd's sendFragments: fill each part until adding one more event would reach the
-    limit (a part always holds at least one event); every part but the last has fragment."""
-    parts: list[rpc_pb2.WatchResponse] = []
-    events = list(resp.events)
-    base = rpc_pb2.WatchResponse()
-    base.CopyFrom(resp)
-    del base.events[:]
-    base.fragment = True
-    base_size = base.ByteSize()
-    idx = 0
-    while True:
-        cur = rpc_pb2.WatchResponse()
-        cur.CopyFrom(base)
-        size = base_size
-        n = 0
-        while idx < len(events):
-            ev = events[idx]
-            es = ev.ByteSize()
-            esz = 1 + _varint_len(es) + es
-            if n >= 1 and size + esz >= MAX_RESPONSE_BYTES:
-                break
-            cur.events.append(ev)
-            size += esz
-            n += 1
-            idx += 1
-        if idx == len(events):
-            cur.fragment = False
-            parts.append(cur)
-            return parts
-        parts.append(cur)
-
-
-def _varint_len(n: int) -> int:
-    length = 1
-    while n >= 0x80:
-        n >>= 7
-        length += 1
-    return length
-
 
 class WatchHub:
-    """All watchers of one store. The store calls :meth:`notify` on every commit.
+    """All watchers of one store: its commit observer (:meth:`on_commit`).
 
-    Tunables (class defaults, per-instance overridable): ``max_queued`` responses /
+    Tunables (class defaults, per-instance overridable): ``max_queued`` items /
     ``max_queued_bytes`` of values per stream before its watchers go unsynced;
-    ``catch_up_revisions``: distinct revisions with events per catch-up response (etcd's
+    ``catch_up_revisions``: distinct revisions with events per catch-up batch (etcd's
     watchBatchMaxRevs = 1000); ``catch_up_scan``: revisions scanned per watcher per drain;
-    ``catch_up_bytes``: a safety cap on one catch-up response (etcd has none).
+    ``catch_up_bytes``: a safety cap on one catch-up batch (etcd has none).
     """
 
     max_queued = 1024
@@ -470,18 +285,17 @@ class WatchHub:
     catch_up_scan = 200_000
     catch_up_bytes = 64 * 1024 * 1024
 
-    def __init__(self, store: KVStore) -> None:
+    def __init__(self, store: History) -> None:
         self.store = store
         self.streams: dict[WatchStream, None] = {}
         self._by_key: dict[bytes, dict[Watcher, None]] = {}
         # range watchers grouped by (key, end): many watchers of one prefix cost one check
         self._ranges: dict[tuple[bytes, bytes], dict[Watcher, None]] = {}
         self._nsynced = 0
-
-    @property
-    def active(self) -> bool:
-        """True if any watcher is synced (the store skips notify otherwise)."""
-        return self._nsynced > 0
+        self.active = False
+        """True if any watcher is synced (the store skips :meth:`on_commit` otherwise); an
+        attribute, not a property: the store reads it on every commit."""
+        store.set_observer(self)
 
     def open_stream(self, wake: Callable[[], None] | None = None) -> WatchStream:
         """A new per-RPC stream; ``wake`` is called when it has output."""
@@ -500,19 +314,17 @@ class WatchHub:
         return self._nsynced, uns
 
     def progress_notify(self) -> None:
-        """Periodic progress (the server calls it every 10 min): ``{header.revision,
-        watch_id}`` for every synced watcher created with ``progress_notify``."""
+        """Periodic progress (the server calls it every 10 min): a :class:`Progress` for
+        every synced watcher created with ``progress_notify``."""
         cur = self.store.current_revision
         for s in self.streams:
             for w in s.watchers.values():
                 if w.progress_notify and w.synced:
-                    resp = rpc_pb2.WatchResponse(watch_id=w.id)
-                    resp.header.revision = cur
-                    s._push(resp)
+                    s._push(Progress(w.id, cur))
 
-    def notify(self, rev: int, changes: tuple[bytes | Rec, ...]) -> None:
+    def on_commit(self, rev: int, changes: Changes) -> None:
         """Deliver revision ``rev`` (flat ``(key, rec, ...)`` in op order) to synced watchers."""
-        batches: dict[Watcher, list[tuple[bytes, Rec]]] = {}
+        batches: dict[Watcher, list[KeyRec]] = {}
         by_key = self._by_key
         ranges = self._ranges
         for j in range(0, len(changes), 2):
@@ -522,12 +334,12 @@ class WatchHub:
             ws = by_key.get(k)
             if ws is not None:
                 for w in ws:
-                    _add_event(batches, w, k, rec)
+                    add_event(batches, w, k, rec)
             if ranges:
                 for (lo, hi), group in ranges.items():
                     if k >= lo and (not hi or k < hi):
                         for w in group:
-                            _add_event(batches, w, k, rec)
+                            add_event(batches, w, k, rec)
         for w, evs in batches.items():
             if w.next_rev > rev:
                 continue  # a future start revision not reached yet
@@ -561,6 +373,7 @@ class WatchHub:
     def _add_synced(self, w: Watcher) -> None:
         w.synced = True
         self._nsynced += 1
+        self.active = True
         if w.end is None:
             self._by_key.setdefault(w.key, {})[w] = None
         else:
@@ -571,6 +384,7 @@ class WatchHub:
             return
         w.synced = False
         self._nsynced -= 1
+        self.active = self._nsynced > 0
         if w.end is None:
             ws = self._by_key.get(w.key)
             if ws is not None:
@@ -584,16 +398,3 @@ class WatchHub:
                 group.pop(w, None)
                 if not group:
                     del self._ranges[rk]
-
-
-def _add_event(
-    batches: dict[Watcher, list[tuple[bytes, Rec]]], w: Watcher, k: bytes, rec: Rec
-) -> None:
-    if (w.no_put and rec[4] is not None) or (w.no_delete and rec[4] is None):
-        batches.setdefault(w, [])
-        return
-    lst = batches.get(w)
-    if lst is None:
-        batches[w] = [(k, rec)]
-    else:
-        lst.append((k, rec))

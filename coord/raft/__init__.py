@@ -35,14 +35,14 @@ from coord.raft.describe import (
     describe_snapshot,
 )
 from coord.raft.errors import (
-    Compacted,
-    ConfigError,
+    InvalidConfig,
+    LogCompacted,
+    LogUnavailable,
     ProposalDropped,
     RaftError,
     SnapshotOutOfDate,
     SnapshotTemporarilyUnavailable,
     StepLocalMessage,
-    Unavailable,
 )
 from coord.raft.progress import ProgressState
 from coord.raft.rawnode import ProgressView, RawNode, Status
@@ -66,15 +66,16 @@ from coord.raft.types import (
 
 __all__ = [
     "KNOWN_BUGS",
-    "Compacted",
     "ConfChange",
     "ConfChangeType",
     "ConfState",
     "Config",
-    "ConfigError",
     "Entry",
     "EntryType",
     "HardState",
+    "InvalidConfig",
+    "LogCompacted",
+    "LogUnavailable",
     "MemoryStorage",
     "Message",
     "MessageType",
@@ -95,7 +96,6 @@ __all__ = [
     "Status",
     "StepLocalMessage",
     "Storage",
-    "Unavailable",
     "describe_entry",
     "describe_hard_state",
     "describe_message",

@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from coord.raft.errors import ConfigError
+from coord.raft.errors import InvalidConfig
 
 #: Names of deliberately broken behaviours (simulator bug-injection tests only).
 KNOWN_BUGS = frozenset({"commit_old_term_by_count", "vote_for_shorter_log"})
@@ -59,21 +59,21 @@ class Config:
 
     def validate(self) -> None:
         if self.id <= 0:
-            raise ConfigError("id must be positive (0 means 'no node')")
+            raise InvalidConfig("id must be positive (0 means 'no node')")
         if self.heartbeat_tick <= 0:
-            raise ConfigError("heartbeat_tick must be positive")
+            raise InvalidConfig("heartbeat_tick must be positive")
         if self.election_tick <= self.heartbeat_tick:
-            raise ConfigError("election_tick must be greater than heartbeat_tick")
+            raise InvalidConfig("election_tick must be greater than heartbeat_tick")
         if self.max_inflight_msgs <= 0:
-            raise ConfigError("max_inflight_msgs must be positive")
+            raise InvalidConfig("max_inflight_msgs must be positive")
         if self.max_size_per_msg <= 0 or self.max_committed_size_per_ready <= 0:
-            raise ConfigError("size limits must be positive")
+            raise InvalidConfig("size limits must be positive")
         if self.max_inflight_bytes < 0:
-            raise ConfigError("max_inflight_bytes must not be negative")
+            raise InvalidConfig("max_inflight_bytes must not be negative")
         if self.applied < 0:
-            raise ConfigError("applied must not be negative")
+            raise InvalidConfig("applied must not be negative")
         if self.read_only == ReadOnlyOption.LEASE_BASED and not self.check_quorum:
-            raise ConfigError("LEASE_BASED reads require check_quorum")
+            raise InvalidConfig("LEASE_BASED reads require check_quorum")
         unknown = set(self.bugs) - KNOWN_BUGS
         if unknown:
-            raise ConfigError(f"unknown bugs: {sorted(unknown)}")
+            raise InvalidConfig(f"unknown bugs: {sorted(unknown)}")

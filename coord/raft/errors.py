@@ -7,15 +7,15 @@ class RaftError(Exception):
     """Base class of every error raised by ``coord.raft``."""
 
 
-class ConfigError(RaftError):
+class InvalidConfig(RaftError):
     """A ``Config`` failed validation."""
 
 
-class Compacted(RaftError):
+class LogCompacted(RaftError):
     """The requested index is older than the first available entry (compacted away)."""
 
 
-class Unavailable(RaftError):
+class LogUnavailable(RaftError):
     """The requested index is beyond the last entry."""
 
 

@@ -9,7 +9,7 @@ Invariants (``RaftLog``):
 
 from __future__ import annotations
 
-from coord.raft.errors import Compacted, RaftError, Unavailable
+from coord.raft.errors import LogCompacted, LogUnavailable, RaftError
 from coord.raft.storage import Storage
 from coord.raft.types import Entry, Snapshot, limit_size
 
@@ -110,15 +110,15 @@ class RaftLog:
         if t is not None:
             return t
         if i < self.first_index() - 1:
-            raise Compacted(f"index {i} compacted")
+            raise LogCompacted(f"index {i} compacted")
         if i > self.last_index():
-            raise Unavailable(f"index {i} beyond last {self.last_index()}")
+            raise LogUnavailable(f"index {i} beyond last {self.last_index()}")
         return self.storage.term(i)
 
     def term_or_zero(self, i: int) -> int:
         try:
             return self.term(i)
-        except (Compacted, Unavailable):
+        except (LogCompacted, LogUnavailable):
             return 0
 
     def last_term(self) -> int:
@@ -127,7 +127,7 @@ class RaftLog:
     def match_term(self, i: int, t: int) -> bool:
         try:
             return self.term(i) == t
-        except (Compacted, Unavailable):
+        except (LogCompacted, LogUnavailable):
             return False
 
     def is_up_to_date(self, last_index: int, last_term: int) -> bool:
@@ -140,9 +140,9 @@ class RaftLog:
     def slice(self, lo: int, hi: int, max_size: int | None = None) -> list[Entry]:
         """Entries [lo, hi), limited to ``max_size`` bytes (at least one)."""
         if lo < self.first_index():
-            raise Compacted(f"index {lo} compacted")
+            raise LogCompacted(f"index {lo} compacted")
         if hi > self.last_index() + 1:
-            raise Unavailable(f"slice [{lo}, {hi}) beyond last {self.last_index()}")
+            raise LogUnavailable(f"slice [{lo}, {hi}) beyond last {self.last_index()}")
         if lo >= hi:
             return []
         off = self.unstable.offset
@@ -192,7 +192,7 @@ class RaftLog:
         while index > 0:
             try:
                 t = self.term(index)
-            except (Compacted, Unavailable):
+            except (LogCompacted, LogUnavailable):
                 return index, 0
             if t <= term:
                 return index, t

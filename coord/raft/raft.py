@@ -31,10 +31,10 @@ from collections.abc import Callable
 from coord.raft import follower, leader
 from coord.raft.config import Config, ReadOnlyOption
 from coord.raft.errors import (
-    Compacted,
+    LogCompacted,
+    LogUnavailable,
     RaftError,
     SnapshotTemporarilyUnavailable,
-    Unavailable,
 )
 from coord.raft.log import RaftLog
 from coord.raft.progress import Progress, ProgressState
@@ -157,13 +157,13 @@ class Raft:
         prev_index = pr.next - 1
         try:
             prev_term = self.log.term(prev_index)
-        except (Compacted, Unavailable):
+        except (LogCompacted, LogUnavailable):
             return self._maybe_send_snapshot(to, pr)
         ents: list[Entry] = []
         if pr.state != ProgressState.REPLICATE or not pr.inflights.full():
             try:
                 ents = self.log.entries_from(pr.next, self.cfg.max_size_per_msg)
-            except Compacted:
+            except LogCompacted:
                 return self._maybe_send_snapshot(to, pr)
         if not ents and not send_if_empty:
             return False
@@ -313,7 +313,7 @@ class Raft:
             return False
         try:
             ents = self.log.slice(self.log.applied + 1, self.log.committed + 1)
-        except (Compacted, Unavailable):
+        except (LogCompacted, LogUnavailable):
             return False
         return any(e.type == EntryType.CONF_CHANGE for e in ents)
 

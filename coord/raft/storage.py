@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from coord.raft.errors import Compacted, RaftError, SnapshotOutOfDate, Unavailable
+from coord.raft.errors import LogCompacted, LogUnavailable, RaftError, SnapshotOutOfDate
 from coord.raft.types import (
     EMPTY_SNAPSHOT,
     ConfState,
@@ -68,17 +68,17 @@ class MemoryStorage:
     def term(self, i: int) -> int:
         offset = self._ents[0].index
         if i < offset:
-            raise Compacted(f"index {i} compacted (first is {offset + 1})")
+            raise LogCompacted(f"index {i} compacted (first is {offset + 1})")
         if i - offset >= len(self._ents):
-            raise Unavailable(f"index {i} beyond last {self.last_index()}")
+            raise LogUnavailable(f"index {i} beyond last {self.last_index()}")
         return self._ents[i - offset].term
 
     def entries(self, lo: int, hi: int, max_size: int | None = None) -> list[Entry]:
         offset = self._ents[0].index
         if lo <= offset:
-            raise Compacted(f"index {lo} compacted (first is {offset + 1})")
+            raise LogCompacted(f"index {lo} compacted (first is {offset + 1})")
         if hi > self.last_index() + 1:
-            raise Unavailable(f"entries [{lo}, {hi}) beyond last {self.last_index()}")
+            raise LogUnavailable(f"entries [{lo}, {hi}) beyond last {self.last_index()}")
         if lo >= hi:
             return []
         return limit_size(self._ents[lo - offset : hi - offset], max_size)
@@ -104,7 +104,7 @@ class MemoryStorage:
         if index <= self._snapshot.metadata.index:
             raise SnapshotOutOfDate(f"snapshot at {index} not newer than the current one")
         if index > self.last_index():
-            raise Unavailable(f"snapshot index {index} beyond last {self.last_index()}")
+            raise LogUnavailable(f"snapshot index {index} beyond last {self.last_index()}")
         self._snapshot = Snapshot(SnapshotMetadata(index, self.term(index), conf_state), data)
         return self._snapshot
 
@@ -115,9 +115,9 @@ class MemoryStorage:
         which must cover it."""
         offset = self._ents[0].index
         if index <= offset:
-            raise Compacted(f"already compacted to {offset}")
+            raise LogCompacted(f"already compacted to {offset}")
         if index > self.last_index():
-            raise Unavailable(f"compact {index} beyond last {self.last_index()}")
+            raise LogUnavailable(f"compact {index} beyond last {self.last_index()}")
         k = index - offset
         self._ents = [Entry(self._ents[k].term, index), *self._ents[k + 1 :]]
 

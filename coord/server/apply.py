@@ -25,7 +25,6 @@ from typing import Any
 
 import structlog
 
-from coord.api.proto import internal_pb2, kv_pb2, rpc_pb2
 from coord.errors import (
     ApplyFailed,
     Compacted,
@@ -35,28 +34,11 @@ from coord.errors import (
     LeaseNotFound,
 )
 from coord.lease.lessor import Lessor
-from coord.mvcc.gosort import go_sort
-from coord.mvcc.store import KeyRec, KVStore, Rec
+from coord.mvcc.store import KVStore
 from coord.mvcc.watch import WatchHub
+from coord.pb import internal_pb2, rpc_pb2
+from coord.server.apply_read import compare, fill_kv, range_into
 
-_RR = rpc_pb2.RangeRequest
-_KEY, _VERSION, _CREATE, _MOD, _VALUE = (
-    _RR.KEY,
-    _RR.VERSION,
-    _RR.CREATE,
-    _RR.MOD,
-    _RR.VALUE,
-)
-_NONE, _ASCEND, _DESCEND = _RR.NONE, _RR.ASCEND, _RR.DESCEND
-_C = rpc_pb2.Compare
-_SORT_KEYS: dict[int, Any] = {
-    _VERSION: lambda kr: kr[1][2],
-    _CREATE: lambda kr: kr[1][1],
-    _MOD: lambda kr: kr[1][0],
-    _VALUE: lambda kr: kr[1][4],
-}
-_C_VALUE = _C.VALUE
-_ZERO: Rec = (0, 0, 0, 0, b"")
 _OP_RANGE, _OP_PUT, _OP_DELETE, _OP_TXN, _OP_EMPTY = range(5)
 _Step = tuple[int, Any, Any]
 _Plan = tuple[bool, list[_Step]]
@@ -82,15 +64,6 @@ class ApplyInvariantError(RuntimeError):
     stop rather than serve or vote on it."""
 
 
-def _fill_kv(kv: kv_pb2.KeyValue, key: bytes, rec: Rec) -> None:
-    kv.key = key
-    kv.create_revision = rec[1]
-    kv.mod_revision = rec[0]
-    kv.version = rec[2]
-    kv.value = rec[4]  # type: ignore[assignment]
-    kv.lease = rec[3]
-
-
 def lease_id_for(request_id: int) -> int:
     """Deterministic positive int63 lease ID derived from a proposal id (never 0)."""
     lid = (request_id * 0x9E3779B97F4A7C15) & ((1 << 63) - 1)
@@ -103,6 +76,8 @@ class Applier:
     def __init__(self, store: KVStore | None = None, lessor: Lessor | None = None) -> None:
         self.store = store if store is not None else KVStore()
         self.lessor = lessor if lessor is not None else Lessor()
+        self.watch_hub = WatchHub(self.store)
+        """The store's watchers: its commit observer, told of each new revision."""
         self._dispatch = {
             "put": self._apply_put,
             "delete_range": self._apply_delete_range,
@@ -123,11 +98,6 @@ class Applier:
     def compact_revision(self) -> int:
         """The store's compact revision (-1 if never compacted)."""
         return self.store.compact_revision
-
-    @property
-    def watch_hub(self) -> WatchHub:
-        """The store's watch hub."""
-        return self.store.watch_hub
 
     # ------------------------------------------------------------------ entry points
     def apply(self, req: internal_pb2.InternalRequest, now: float) -> Response | None:
@@ -179,52 +149,8 @@ class Applier:
     # ------------------------------------------------------------------ range
     def _range(self, r: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         resp = rpc_pb2.RangeResponse()
-        self._range_into(resp, r)
+        range_into(self.store, resp, r)
         return resp
-
-    def _range_into(self, resp: rpc_pb2.RangeResponse, r: rpc_pb2.RangeRequest) -> None:
-        """etcd's applierV3backend.Range, filling ``resp`` (header: revision only)."""
-        limit = r.limit
-        sort_order = r.sort_order
-        sort_target = r.sort_target
-        filtered = (
-            r.min_mod_revision or r.max_mod_revision or r.min_create_revision
-            or r.max_create_revision
-        )
-        fetch = limit
-        if sort_order != _NONE or filtered:
-            fetch = 0  # fetch everything; sort and truncate afterwards
-        if fetch > 0:
-            fetch += 1  # one extra for 'more'
-        count_only = r.count_only
-        items, count, hrev = self.store.range(r.key, r.range_end, r.revision, fetch, count_only)
-        resp.header.revision = hrev
-        if count:
-            resp.count = count
-        if count_only or not items:
-            return
-        if filtered:
-            items = _prune(items, r)
-        if sort_target != _KEY and sort_order == _NONE:
-            sort_order = _ASCEND
-        if sort_order != _NONE:
-            if sort_target == _KEY:
-                if sort_order == _DESCEND:
-                    items.reverse()
-            else:
-                _sort_like_go(items, sort_target, sort_order == _DESCEND)
-        if limit > 0 and len(items) > limit:
-            del items[limit:]
-            resp.more = True
-        add = resp.kvs.add
-        if r.keys_only:
-            for k, rec in items:
-                add(key=k, create_revision=rec[1], mod_revision=rec[0], version=rec[2],
-                    lease=rec[3])
-        else:
-            for k, rec in items:
-                add(key=k, create_revision=rec[1], mod_revision=rec[0], version=rec[2],
-                    value=rec[4], lease=rec[3])
 
     # ------------------------------------------------------------------ put / delete
     def _check_put(self, p: rpc_pb2.PutRequest) -> None:
@@ -244,19 +170,19 @@ class Applier:
             if cur is None:
                 raise KeyNotFound()
             if p.ignore_value:
-                value = cur[4]  # type: ignore[assignment]
+                value = cur.value  # type: ignore[assignment]
             if p.ignore_lease:
-                lease = cur[3]
+                lease = cur.lease
         prev = store.put(key, value, lease)
         resp.header.revision = store.current_revision + 1
         if prev is not None:
-            if prev[3] != lease:
-                if prev[3]:
-                    self.lessor.detach(prev[3], key)
+            if prev.lease != lease:
+                if prev.lease:
+                    self.lessor.detach(prev.lease, key)
                 if lease:
                     self.lessor.attach(lease, key)
             if p.prev_kv:
-                _fill_kv(resp.prev_kv, key, prev)
+                fill_kv(resp.prev_kv, key, prev)
         elif lease:
             self.lessor.attach(lease, key)
 
@@ -269,10 +195,10 @@ class Applier:
             prev, rev = store.put_commit(key, p.value, 0)
             resp.header.revision = rev
             if prev is not None:
-                if prev[3]:
-                    self.lessor.detach(prev[3], key)
+                if prev.lease:
+                    self.lessor.detach(prev.lease, key)
                 if p.prev_kv:
-                    _fill_kv(resp.prev_kv, key, prev)
+                    fill_kv(resp.prev_kv, key, prev)
             return resp
         self._check_put(p)
         try:
@@ -294,12 +220,12 @@ class Applier:
         resp.deleted = len(deleted)
         detach = self.lessor.detach
         for k, rec in deleted:
-            if rec[3]:
-                detach(rec[3], k)
+            if rec.lease:
+                detach(rec.lease, k)
         if d.prev_kv:
             add = resp.prev_kvs.add
             for k, rec in deleted:
-                _fill_kv(add(), k, rec)
+                fill_kv(add(), k, rec)
 
     def _apply_delete_range(self, d: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
         resp = rpc_pb2.DeleteRangeResponse()
@@ -322,23 +248,10 @@ class Applier:
                 lessor.detach(lid, k)
         for k in touched:
             rec = store.get(k)
-            if rec is not None and rec[3]:
-                lessor.attach(rec[3], k)
+            if rec is not None and rec.lease:
+                lessor.attach(rec.lease, k)
 
     # ------------------------------------------------------------------ txn
-    def _compare(self, c: rpc_pb2.Compare) -> bool:
-        """etcd applyCompare against the latest (start) state."""
-        end = c.range_end
-        if not end:
-            rec = self.store.get(c.key)
-            if rec is None:
-                return c.target != _C_VALUE and _compare_one(c, _ZERO)
-            return _compare_one(c, rec)
-        items, _, _ = self.store.range(c.key, end)
-        if not items:
-            return c.target != _C_VALUE and _compare_one(c, _ZERO)
-        return all(_compare_one(c, rec) for _, rec in items)
-
     def _plan(self, t: rpc_pb2.TxnRequest, puts: list[rpc_pb2.PutRequest],
               ranges: list[rpc_pb2.RangeRequest]) -> _Plan:
         """etcd compareToPath in one pass: evaluate this txn's compares and, recursively, those
@@ -346,7 +259,7 @@ class Applier:
         chosen puts and ranges for the pre-checks."""
         ok = True
         for c in t.compare:
-            if not self._compare(c):
+            if not compare(self.store, c):
                 ok = False
                 break
         steps: list[_Step] = []
@@ -379,7 +292,7 @@ class Applier:
             if kind == _OP_PUT:
                 self._put_into(ro.response_put, msg)
             elif kind == _OP_RANGE:
-                self._range_into(ro.response_range, msg)
+                range_into(self.store, ro.response_range, msg)
             elif kind == _OP_DELETE:
                 self._delete_into(ro.response_delete_range, msg)
             elif kind == _OP_TXN:
@@ -541,72 +454,11 @@ class Applier:
         store = self.store
         for k in store.sorted_keys():
             rec = store.get(k)
-            if rec is not None and rec[3]:
-                self.lessor.attach(rec[3], k)
+            if rec is not None and rec.lease:
+                self.lessor.attach(rec.lease, k)
 
     def hash_kv(self, rev: int = 0) -> tuple[int, int]:
         """``(hash, compact_rev)`` of the store up to ``rev`` (0 = current); see
         :meth:`KVStore.hash_kv`. Raises Compacted / FutureRevision."""
         h, _cur, comp = self.store.hash_kv(rev)
         return h, comp
-
-
-def _sort_like_go(items: list[KeyRec], target: int, descend: bool) -> None:
-    """etcd's ``sort.Sort`` order: Python's stable sort agrees with Go's unstable pdqsort
-    unless there are ties among more than 12 items; then the exact Go port decides."""
-    keyf = _SORT_KEYS[target]
-    if len(items) > 12:
-        keys = [keyf(kr) for kr in items]
-        if len(set(keys)) < len(keys):
-            go_sort(items, keys, descend)
-            return
-    items.sort(key=keyf, reverse=descend)
-
-
-def _prune(items: list[KeyRec], r: rpc_pb2.RangeRequest) -> list[KeyRec]:
-    out = items
-    if r.max_mod_revision:
-        m = r.max_mod_revision
-        out = [kr for kr in out if kr[1][0] <= m]
-    if r.min_mod_revision:
-        m = r.min_mod_revision
-        out = [kr for kr in out if kr[1][0] >= m]
-    if r.max_create_revision:
-        m = r.max_create_revision
-        out = [kr for kr in out if kr[1][1] <= m]
-    if r.min_create_revision:
-        m = r.min_create_revision
-        out = [kr for kr in out if kr[1][1] >= m]
-    return out
-
-
-def _compare_one(c: rpc_pb2.Compare, rec: Rec) -> bool:
-    target = c.target
-    which = c.WhichOneof("target_union")
-    result: int
-    if target == _C.VALUE:
-        want = c.value if which == "value" else b""
-        have = rec[4] or b""
-        result = (have > want) - (have < want)
-    else:
-        if target == _C.CREATE:
-            have_i, want_i = rec[1], c.create_revision if which == "create_revision" else 0
-        elif target == _C.MOD:
-            have_i, want_i = rec[0], c.mod_revision if which == "mod_revision" else 0
-        elif target == _C.VERSION:
-            have_i, want_i = rec[2], c.version if which == "version" else 0
-        elif target == _C.LEASE:
-            have_i, want_i = rec[3], c.lease if which == "lease" else 0
-        else:
-            have_i = want_i = 0  # an unnamed target compares equal, as in etcd's compareKV
-        result = (have_i > want_i) - (have_i < want_i)
-    res = c.result
-    if res == _C.EQUAL:
-        return result == 0
-    if res == _C.NOT_EQUAL:
-        return result != 0
-    if res == _C.GREATER:
-        return result > 0
-    if res == _C.LESS:
-        return result < 0
-    return True

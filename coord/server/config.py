@@ -6,10 +6,10 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coord import netaddr
+
 DEFAULT_CLIENT = "127.0.0.1:2379"
 DEFAULT_PEER = "127.0.0.1:2380"
-MAX_REQUEST_BYTES = 1536 * 1024  # etcd's --max-request-bytes default (1.5 MiB)
-GRPC_RECV_LIMIT = MAX_REQUEST_BYTES + 512 * 1024  # what etcd's gRPC server accepts
 
 
 class ConfigError(ValueError):
@@ -17,11 +17,15 @@ class ConfigError(ValueError):
 
 
 def parse_hostport(value: str, flag: str) -> tuple[str, int]:
-    v = value.removeprefix("http://")
-    host, sep, port = v.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    """:func:`coord.netaddr.parse_hostport`, a host and a port (not 0) required, errors
+    naming ``flag``."""
+    try:
+        host, port = netaddr.parse_hostport(value)
+    except ValueError:
+        host, port = "", 0
+    if not host or not port:
         raise ConfigError(f"{flag}: expected HOST:PORT, got {value!r}")
-    return host, int(port)
+    return host, port
 
 
 def parse_initial_cluster(value: str) -> dict[str, str]:
@@ -37,7 +41,7 @@ def parse_initial_cluster(value: str) -> dict[str, str]:
         if name in members:
             raise ConfigError(f"--initial-cluster: member {name!r} listed twice")
         host, port = parse_hostport(addr, "--initial-cluster")
-        members[name] = f"{host}:{port}"
+        members[name] = netaddr.join_hostport(host, port)
     if not members:
         raise ConfigError("--initial-cluster: no members given")
     return members

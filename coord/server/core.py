@@ -1,8 +1,10 @@
 """Core: what the gRPC services see of a member — the node, the applier, the lessor.
 
-It hides whether the member is a single node or a Raft cluster member: the services call
-``propose`` (a state change through the log), ``read_barrier`` (before a linearizable
-read), ``fill_header`` and the read-side accessors, and nothing else.
+It provides the narrow interfaces the services are written against (``coord.api.ports``:
+``RaftKV``, ``Leases``, ``MemberStatus``, ``ClusterMembers``): ``propose`` (a state change
+through the log), ``read_barrier`` (before a linearizable read), ``fill_header``, the
+read-side accessors and the membership changes with their checks, and nothing else. It
+hides whether the member is a single node or a Raft cluster member.
 """
 
 from __future__ import annotations
@@ -11,21 +13,34 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import structlog
 
-from coord.api.proto import internal_pb2, rpc_pb2
-from coord.errors import CoordError, NotLeader, RequestTimeout
+from coord.errors import (
+    BadLeaderTransferee,
+    LearnerNotReady,
+    MemberNotFound,
+    MemberNotLearner,
+    MembershipUnsupported,
+    NotEnoughStartedMembers,
+    NotLeader,
+    PeerURLExists,
+    RequestTimeout,
+    TooManyLearners,
+)
+from coord.mvcc.watch import WatchHub
+from coord.pb import internal_pb2, rpc_pb2
+from coord.raft import ConfChangeType
+from coord.server import snapshotter
 from coord.server.apply import Applier
-from coord.server.config import ServerConfig
+from coord.server.config import ServerConfig, member_id_for
 
 log = structlog.get_logger("coord.core")
 
-class BadLeaderTransferee(CoordError):
-    code_name = "FAILED_PRECONDITION"
-    message = "etcdserver: bad leader transferee"
-
+MAX_LEARNERS = 1
+"""etcd 3.4 allows one learner at a time."""
 
 LEASE_EXPIRY_INTERVAL = 0.25
 """Seconds between the leader's scans for expired leases."""
@@ -70,6 +85,53 @@ class Core:
 
     async def propose(self, req: internal_pb2.InternalRequest) -> Any:
         return await self.node.propose(req)
+
+    async def state_snapshot(self) -> list[bytes | memoryview]:
+        """Maintenance.Snapshot's bytes (the applier's whole state), as pieces."""
+        return await snapshotter.state_snapshot(self.applier)
+
+    @property
+    def watch_hub(self) -> WatchHub:
+        return self.applier.watch_hub
+
+    def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        return self.applier.range(request)
+
+    def hash_kv(self, revision: int) -> tuple[int, int]:
+        return self.applier.hash_kv(revision)
+
+    def lease_ids_by_expiry(self) -> list[int]:
+        lessor = self.applier.lessor
+
+        def deadline(lease_id: int) -> float:
+            lease = lessor.lookup(lease_id)
+            return float(lease.deadline) if lease is not None else float("inf")
+
+        # Equal deadlines keep grant order (a stable sort), as etcd lists them.
+        return sorted(lessor.leases(), key=deadline)
+
+    # ------------------------------------------------------------------ status
+    @property
+    def leader_id(self) -> int:
+        return self.node.leader_id
+
+    @property
+    def term(self) -> int:
+        return self.node.term
+
+    @property
+    def committed_index(self) -> int:
+        return self.node.committed_index
+
+    @property
+    def applied_index(self) -> int:
+        return self.node.applied_index
+
+    @property
+    def is_learner(self) -> bool:
+        table = getattr(self.node, "membership", None)
+        me = table.members.get(self.node.member_id) if table is not None else None
+        return me is not None and bool(me.learner)
 
     async def read_barrier(self, serializable: bool) -> None:
         """Wait until a read here sees every write acknowledged before the call."""
@@ -133,6 +195,48 @@ class Core:
                 raise RequestTimeout("etcdserver: request timed out, leader transfer took too long")
             await asyncio.sleep(0.02)
 
+    # ------------------------------------------------------------------ membership
+    def _membership_node(self) -> Any:
+        if not hasattr(self.node, "change_membership"):
+            raise MembershipUnsupported()
+        return self.node
+
+    async def add_member(self, peers: Sequence[str], learner: bool) -> int:
+        """Add the member listening on ``peers[0]`` (a learner with ``learner``); its id."""
+        node = self._membership_node()
+        if any(node.membership.by_peer(p) is not None for p in peers):
+            raise PeerURLExists()
+        if learner and sum(
+                1 for m in node.membership.members.values() if m.learner) >= MAX_LEARNERS:
+            raise TooManyLearners()
+        member_id = member_id_for("", peers[0], self.config.cluster_token)
+        cc_type = ConfChangeType.ADD_LEARNER_NODE if learner else ConfChangeType.ADD_NODE
+        await node.change_membership(cc_type, member_id, peer=peers[0])
+        return member_id
+
+    async def remove_member(self, member_id: int) -> None:
+        node = self._membership_node()
+        if member_id not in node.membership.members:
+            raise MemberNotFound()
+        if not node.ready_to_remove(member_id):
+            raise NotEnoughStartedMembers()
+        await node.change_membership(ConfChangeType.REMOVE_NODE, member_id)
+
+    async def promote_member(self, member_id: int) -> None:
+        node = self._membership_node()
+        info = node.membership.members.get(member_id)
+        if info is None:
+            raise MemberNotFound()
+        if not info.learner:
+            raise MemberNotLearner()
+        if not node.is_leader:
+            raise NotLeader()  # only the leader knows how far the learner got
+        if not node.learner_in_sync(member_id):
+            raise LearnerNotReady()
+        await node.change_membership(ConfChangeType.ADD_NODE, member_id, peer=info.peer,
+                                     name=info.name)
+
+    # ------------------------------------------------------------------ leases
     async def lease_renew(self, lease_id: int) -> int:
         """Renew a lease on the leader's lessor (forwarded when this member follows)."""
         renew = getattr(self.node, "lease_renew", None)
@@ -149,7 +253,7 @@ class Core:
         got: tuple[int, int, list[bytes]] = await ttl_fn(lease_id)
         return got
 
-    # ------------------------------------------------------------------ leases
+    # ------------------------------------------------------------------ lease expiry
     def start(self) -> None:
         self._expiry_task = asyncio.get_running_loop().create_task(self._expire_leases())
 

@@ -12,10 +12,10 @@ from typing import Any
 import structlog
 from google.protobuf.message import DecodeError
 
-from coord.api.proto import internal_pb2
 from coord.errors import (
     CoordError,
 )
+from coord.pb import internal_pb2
 from coord.raft import (
     ConfChange,
     ConfChangeType,

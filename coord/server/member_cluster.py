@@ -13,7 +13,6 @@ from typing import Any
 import structlog
 
 from coord.aiotools import within
-from coord.api.proto import raft_pb2
 from coord.errors import (
     MemberNotFound,
     NoLeader,
@@ -21,6 +20,7 @@ from coord.errors import (
     RequestTimeout,
     Stopped,
 )
+from coord.pb import raft_pb2
 from coord.raft import (
     ConfChange,
     ConfChangeType,

@@ -10,13 +10,13 @@ from typing import Any
 
 import structlog
 
-from coord.api.proto import internal_pb2
 from coord.errors import (
     CoordError,
     LeaderChanged,
     NoLeader,
     Stopped,
 )
+from coord.pb import internal_pb2
 from coord.raft import (
     Entry,
     Message,

@@ -12,7 +12,7 @@ import json
 import struct
 from dataclasses import asdict, dataclass, field
 
-from coord.api.proto import rpc_pb2
+from coord.pb import rpc_pb2
 from coord.raft import ConfChange, ConfChangeType
 
 _SNAP_MAGIC = b"RCSNAP1\n"

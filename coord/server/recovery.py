@@ -29,7 +29,7 @@ from coord.storage import (
     CorruptWALError,
     DataDirError,
     Record,
-    Snapshot,
+    SnapshotFile,
     SnapshotStore,
     StorageError,
     WALTruncatedError,
@@ -52,7 +52,7 @@ class Opened:
     """What :func:`open_data_dir` found: the newest usable snapshot file, the open WAL and
     its records, and the newer snapshot files that failed their checks."""
 
-    snapshot: Snapshot | None
+    snapshot: SnapshotFile | None
     wal: WAL
     records: list[Record]
     watermark: Watermark

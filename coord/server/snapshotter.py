@@ -175,3 +175,23 @@ class Snapshotting(MemberState):
         behind a snapshot at ``index``, no more than ``snapshot_bytes / 2`` of them."""
         keep = min(CATCH_UP_ENTRIES, max(1, self.config.snapshot_count // 2))
         return compact_point(self.storage, index, keep, self.config.snapshot_bytes // 2)
+
+
+SNAPSHOT_ATTEMPTS = 3
+"""Sliced builds of a Snapshot response tried before one built in a single loop turn (a
+compaction or restore during a sliced build makes it start again)."""
+
+
+async def state_snapshot(applier: Applier) -> list[bytes | memoryview]:
+    """The bytes of ``applier.snapshot()`` as pieces, built between other work: the state is
+    captured in one loop turn and the store's history serialised a slice at a time (as the
+    Raft snapshot is), so a large store does not stall every other request for the whole
+    build (0.2-1 s at 20,000-80,000 revisions)."""
+    for _ in range(SNAPSHOT_ATTEMPTS):
+        try:
+            built = await StateCapture(applier).finish()
+        except ValueError:  # compacted or restored meanwhile: the captured state is gone
+            continue
+        assert built is not None  # never stopped
+        return built[0]
+    return [applier.snapshot()]

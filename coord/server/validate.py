@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 from google.protobuf.message import Message
 
-from coord.api.proto import rpc_pb2
 from coord.errors import (
     DuplicateKey,
     EmptyKey,
@@ -22,11 +21,11 @@ from coord.errors import (
     TooManyOps,
     ValueProvided,
 )
+from coord.limits import MAX_REQUEST_BYTES
+from coord.pb import rpc_pb2
 
 MAX_TXN_OPS = 128
 """etcd's default --max-txn-ops."""
-MAX_REQUEST_BYTES = 1536 * 1024
-"""etcd's default --max-request-bytes (1.5 MiB)."""
 
 
 _SORT_ORDERS = frozenset(rpc_pb2.RangeRequest.SortOrder.values())

@@ -19,7 +19,7 @@ from coord.storage.errors import (
     WALLockedError,
     WALTruncatedError,
 )
-from coord.storage.snapshot import Snapshot, SnapshotStore
+from coord.storage.snapshot import SnapshotFile, SnapshotStore
 from coord.storage.wal import DEFAULT_CARRY_OVER, DEFAULT_SEGMENT_SIZE, WAL, SegmentInfo
 from coord.storage.watermark import Mark, Watermark, WatermarkError
 
@@ -37,7 +37,7 @@ __all__ = [
     "Mark",
     "Record",
     "SegmentInfo",
-    "Snapshot",
+    "SnapshotFile",
     "SnapshotStore",
     "StorageError",
     "WALClosedError",

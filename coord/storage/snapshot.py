@@ -44,7 +44,7 @@ import structlog
 from coord.storage._fs import FILE_MODE, SyncFn, default_sync, ensure_dir, fsync_dir, write_all
 from coord.storage.errors import CorruptSnapshotError
 
-__all__ = ["Snapshot", "SnapshotStore"]
+__all__ = ["SnapshotFile", "SnapshotStore"]
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +56,7 @@ _NAME_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.snap$")
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
+class SnapshotFile:
     """A verified snapshot: the Raft index and term it covers and the caller's payload."""
 
     index: int
@@ -84,7 +84,7 @@ def _encode_header(index: int, term: int, data: Payload) -> bytes:
     return head + zlib.crc32(head).to_bytes(4, "little") + b"\0" * 8
 
 
-def decode_snapshot(path: Path, blob: bytes) -> Snapshot:
+def decode_snapshot(path: Path, blob: bytes) -> SnapshotFile:
     """Verify and decode a snapshot file's bytes; raise :class:`CorruptSnapshotError`."""
     if len(blob) < _HEADER_SIZE:
         raise CorruptSnapshotError(path, f"file too short ({len(blob)} bytes)")
@@ -103,7 +103,7 @@ def decode_snapshot(path: Path, blob: bytes) -> Snapshot:
     m = _NAME_RE.match(path.name)
     if m and (int(m.group(1), 16), int(m.group(2), 16)) != (index, term):
         raise CorruptSnapshotError(path, f"header says index {index} term {term}, name disagrees")
-    return Snapshot(int(index), int(term), data, path)
+    return SnapshotFile(int(index), int(term), data, path)
 
 
 class SnapshotStore:
@@ -163,7 +163,7 @@ class SnapshotStore:
         return final
 
     @staticmethod
-    def load(path: Path) -> Snapshot:
+    def load(path: Path) -> SnapshotFile:
         """Read and verify one snapshot file (:class:`CorruptSnapshotError` if it fails)."""
         return decode_snapshot(path, path.read_bytes())
 
@@ -177,7 +177,7 @@ class SnapshotStore:
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return memoryview(mapped)[_HEADER_SIZE:]
 
-    def load_newest(self) -> Snapshot | None:
+    def load_newest(self) -> SnapshotFile | None:
         """The newest snapshot that passes its checks, or ``None`` if there is none.
 
         Damaged newer files are renamed to ``.broken`` (fsync'd) with a warning, so they are
@@ -188,7 +188,7 @@ class SnapshotStore:
             self.quarantine(path, reason)
         return snap
 
-    def newest_valid(self) -> tuple[Snapshot | None, list[tuple[Path, str]]]:
+    def newest_valid(self) -> tuple[SnapshotFile | None, list[tuple[Path, str]]]:
         """The newest snapshot that passes its checks (or ``None``), and the newer files
         that failed them with the reason each: nothing is renamed, so a caller that cannot
         use the older snapshot can refuse to start and leave the directory as it was."""

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from coord.api.h2 import hpack
-from coord.api.h2.server import (
+from coord.pb import rpc_pb2, rpc_pb2_grpc
+from coord.rpc.h2 import hpack
+from coord.rpc.h2.server import (
     CONTINUATION,
     DATA,
     END_HEADERS,
@@ -31,7 +32,6 @@ from coord.api.h2.server import (
     frame,
     grpc_message,
 )
-from coord.api.proto import rpc_pb2, rpc_pb2_grpc
 
 CANCEL = 8
 RANGE = b"/etcdserverpb.KV/Range"

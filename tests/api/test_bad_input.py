@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from coord.api.proto import rpc_pb2, rpc_pb2_grpc
+from coord.pb import rpc_pb2, rpc_pb2_grpc
 from tests.helpers.binaries import require_binary
 from tests.helpers.procs import process_group, start_coord, start_etcd
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from coord.api.h2.limits import MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE
-from coord.api.h2.server import (
+from coord.pb import rpc_pb2, rpc_pb2_grpc
+from coord.rpc.h2.limits import MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE
+from coord.rpc.h2.server import (
     DATA,
     END_HEADERS,
     END_STREAM,
@@ -33,7 +34,6 @@ from coord.api.h2.server import (
     frame,
     grpc_message,
 )
-from coord.api.proto import rpc_pb2, rpc_pb2_grpc
 from tests.api.h2_attack import (
     PUT,
     RANGE,

@@ -1,6 +1,6 @@
-"""coord's own client-streaming gRPC client (:mod:`coord.api.h2.client`).
+"""coord's own client-streaming gRPC client (:mod:`coord.rpc.h2.client`).
 
-Part A runs it against :class:`coord.api.h2.server.H2Server` in-process: messages in order
+Part A runs it against :class:`coord.rpc.h2.server.H2Server` in-process: messages in order
 and intact across flow-control windows, backpressure, and every way a call dies (server
 stop, connection loss, handler abort or early return, close, unknown method, no server).
 Part B is a raw HTTP/2 peer that checks the bytes: the request headers, SETTINGS and PING
@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import grpc
 import pytest
 
-from coord.api.h2 import hpack
-from coord.api.h2.client import StreamCall, StreamCallError
-from coord.api.h2.server import (
+from coord.rpc.h2 import hpack
+from coord.rpc.h2.client import StreamCall, StreamCallError
+from coord.rpc.h2.server import (
     ACK,
     CANCEL,
     DATA,
@@ -50,7 +50,7 @@ from coord.api.h2.server import (
     frame,
     grpc_message,
 )
-from coord.api.status import StatusCode
+from coord.rpc.status import StatusCode
 from tests.api.h2_support import (
     LISTEN,
     WAIT,

@@ -11,8 +11,8 @@ import random
 
 import pytest
 
-from coord.api.h2 import hpack
-from coord.api.h2.hpack import (
+from coord.rpc.h2 import hpack
+from coord.rpc.h2.hpack import (
     STATIC_TABLE,
     Decoder,
     HpackError,

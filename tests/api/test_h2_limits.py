@@ -1,4 +1,4 @@
-"""The per-connection limits of coord's HTTP/2 server (coord/api/h2/limits.py), on one
+"""The per-connection limits of coord's HTTP/2 server (coord/rpc/h2/limits.py), on one
 in-process connection fed raw frames: the rules that the process tests of
 test_h2_attacks.py cannot pin down exactly."""
 
@@ -8,9 +8,9 @@ import asyncio
 import struct
 from typing import Any
 
-from coord.api.h2 import hpack
-from coord.api.h2.limits import PING_BURST, RESET_BURST
-from coord.api.h2.server import (
+from coord.rpc.h2 import hpack
+from coord.rpc.h2.limits import PING_BURST, RESET_BURST
+from coord.rpc.h2.server import (
     DATA,
     END_HEADERS,
     END_STREAM,

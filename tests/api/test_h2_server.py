@@ -1,4 +1,4 @@
-"""coord's own gRPC server (:mod:`coord.api.h2.server`), seen from the outside.
+"""coord's own gRPC server (:mod:`coord.rpc.h2.server`), seen from the outside.
 
 Part A drives it with a real grpcio client (``grpc.aio``): every call shape, many calls at
 once, messages far larger than a flow-control window, errors and their exact status,
@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import grpc
 import pytest
 
-from coord.api.h2 import hpack
-from coord.api.h2.server import (
+from coord.pb import rpc_pb2
+from coord.rpc.h2 import hpack
+from coord.rpc.h2.server import (
     ACK,
     CONTINUATION,
     DATA,
@@ -54,8 +55,7 @@ from coord.api.h2.server import (
     frame,
     grpc_message,
 )
-from coord.api.proto import rpc_pb2
-from coord.api.status import StatusCode
+from coord.rpc.status import StatusCode
 from tests.api.h2_support import (
     LISTEN,
     TEST_TIMEOUT,

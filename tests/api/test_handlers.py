@@ -1,29 +1,27 @@
-"""The method tables built from the protobuf descriptors (``coord.api.handlers``) and the
-grpcio fallback's adapter (``coord.api.grpcio``): the tables are what grpcio's generated
-code builds, coord's status codes are grpcio's, and both servers answer a client alike —
-results, etcd's errors (codes and messages), aborts inside streams, ``hasleader``."""
+"""The method tables built from the protobuf descriptors (``coord.rpc.handlers``): the
+tables are what grpcio's generated code builds, coord's status codes are grpcio's, and a
+member answers a grpcio client with etcd's results and errors (codes and messages), aborts
+inside streams, ``hasleader``."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, cast
 
 import grpc
-import pytest
 
-from coord.api import grpcio
-from coord.api.h2.server import H2Server
-from coord.api.handlers import MethodHandler
-from coord.api.proto import raft_pb2_grpc, rpc_pb2, rpc_pb2_grpc
-from coord.api.status import StatusCode, grpc_code
+from coord.api.services import ClientHandlers, client_handlers
 from coord.api.watch import WatchService
-from coord.server.server import ClientHandlers, CoordServer, client_handlers
+from coord.pb import raft_pb2_grpc, rpc_pb2, rpc_pb2_grpc
+from coord.rpc.h2.server import H2Server
+from coord.rpc.handlers import MethodHandler
+from coord.rpc.status import StatusCode, grpc_code
+from coord.server.server import CoordServer
 from coord.server.transport import PeerService, peer_handlers
 from tests.api.h2_support import LISTEN, run, within
 from tests.helpers.member import member_config
-from tests.helpers.procs import free_port
 
 Outcome = tuple[str, str]
 
@@ -149,11 +147,9 @@ async def _answers(endpoint: str) -> list[Any]:
     return out
 
 
-def _member_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> list[Any]:
-    monkeypatch.setenv("RAFTCRON_GRPC_SERVER", kind)
-
+def _member_answers(tmp_path: Path) -> list[Any]:
     async def main() -> list[Any]:
-        config = member_config(tmp_path / kind)
+        config = member_config(tmp_path / "n1")
         server = CoordServer(config)
         await server.start()
         try:
@@ -165,10 +161,8 @@ def _member_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) 
     return asyncio.run(main())
 
 
-def test_h2_and_grpcio_answer_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    h2 = _member_answers(tmp_path, monkeypatch, "h2")
-    fallback = _member_answers(tmp_path, monkeypatch, "grpcio")
-    assert h2 == fallback
+def test_a_member_answers_with_etcds_results_and_errors(tmp_path: Path) -> None:
+    h2 = _member_answers(tmp_path)
     assert h2[0] == [(b"/h/a", b"1", True)]
     assert h2[1] == ("OUT_OF_RANGE", "etcdserver: mvcc: required revision is a future revision")
     assert h2[2] == ("INVALID_ARGUMENT", "etcdserver: key is not provided")
@@ -186,20 +180,14 @@ class _Leaderless:
     leader_id = 0
 
 
-@pytest.mark.parametrize("kind", ["h2", "grpcio"])
-def test_hasleader_refusals_on_both_servers(kind: str) -> None:
+def test_hasleader_refusals() -> None:
     table = client_handlers(cast(Any, None), WatchService(cast(Any, None)))  # never run
     handlers = ClientHandlers(_Leaderless(), table)
     hasleader = (("hasleader", "true"),)
 
     async def body() -> list[Outcome]:
-        server: Any
-        if kind == "h2":
-            server = H2Server(handlers.service, max_receive=1 << 20)
-            port = await server.start(LISTEN)
-        else:
-            port = free_port()
-            server = await grpcio.serve(f"127.0.0.1:{port}", handlers.service, [])
+        server = H2Server(handlers.service, max_receive=1 << 20)
+        port = await server.start(LISTEN)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
                 kv = rpc_pb2_grpc.KVStub(ch)
@@ -214,7 +202,7 @@ def test_hasleader_refusals_on_both_servers(kind: str) -> None:
             await within(server.stop(0))
 
     assert run(body()) == [("UNAVAILABLE", "etcdserver: no leader")] * 2
-    # Refusals are made once per method, so the grpcio adapter converts a bounded set.
+    # Refusals are made once per method, not per call.
     assert handlers.service(_Details("/etcdserverpb.KV/Range", hasleader)) is \
         handlers.service(_Details("/etcdserverpb.KV/Range", hasleader))
 
@@ -223,35 +211,3 @@ class _Details:
     def __init__(self, method: str, metadata: tuple[tuple[str, str], ...]) -> None:
         self.method = method
         self.invocation_metadata = metadata
-
-
-def test_the_grpcio_adapter_closes_response_streams(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A cancelled response stream on the fallback runs the service's cleanup (the
-    Watch handler's ``finally``) at once, as on the h2 server."""
-    closed = asyncio.Event()
-
-    async def forever(request: Any, context: Any) -> AsyncIterator[bytes]:
-        try:
-            while True:
-                yield b"x"
-                await asyncio.sleep(0.01)
-        finally:
-            closed.set()
-
-    ident: Callable[[bytes], bytes] = bytes
-    handler = MethodHandler(False, True, ident, ident, None, forever, None, None)
-
-    async def body() -> bool:
-        port = free_port()
-        server = await grpcio.serve(f"127.0.0.1:{port}", lambda call: handler, [])
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-                call = ch.unary_stream("/t.S/M")(b"")
-                assert await within(call.read()) == b"x"
-                call.cancel()
-                await within(closed.wait())
-                return True
-        finally:
-            await within(server.stop(0))
-
-    assert run(body())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from coord.api.proto import rpc_pb2, rpc_pb2_grpc
+from coord.pb import rpc_pb2, rpc_pb2_grpc
 from tests.helpers.procs import ProcessGroup, coord_argv, free_port, port_open, wait_until
 
 HASLEADER = (("hasleader", "true"),)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import random
 
-from coord.api.maintenance import _chunks, applier_snapshot
-from coord.api.proto import internal_pb2, rpc_pb2
+from coord.api.maintenance import _chunks
+from coord.pb import internal_pb2, rpc_pb2
 from coord.server.apply import Applier
+from coord.server.snapshotter import state_snapshot
 
 
 def _put(applier: Applier, key: bytes, value: bytes) -> None:
@@ -44,7 +45,7 @@ def test_writes_go_on_while_the_snapshot_is_built_and_are_not_in_it() -> None:
 
         task = asyncio.ensure_future(writer())
         try:
-            pieces = await applier_snapshot(applier)
+            pieces = await state_snapshot(applier)
         finally:
             task.cancel()
         return b"".join(pieces), writes
@@ -71,7 +72,7 @@ def test_a_compaction_during_the_build_starts_it_again() -> None:
                 compaction=rpc_pb2.CompactionRequest(revision=rev)), 0.0)
 
         task = asyncio.ensure_future(compact_soon())
-        pieces = await applier_snapshot(applier)
+        pieces = await state_snapshot(applier)
         await task
         return b"".join(pieces)
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from coord.api.proto.generate import PROTO_DIR, generate
+from coord.pb.generate import PROTO_DIR, generate
 
 
 def test_generated_modules_match_protos(tmp_path: Path) -> None:
     generate(tmp_path)
-    fresh_dir = tmp_path / "coord" / "api" / "proto"
+    fresh_dir = tmp_path / "coord" / "pb"
     fresh = sorted(p.name for p in fresh_dir.iterdir() if p.suffix in {".py", ".pyi"})
     assert fresh, "protoc generated nothing"
     for name in fresh:
@@ -25,7 +25,7 @@ def test_generated_modules_match_protos(tmp_path: Path) -> None:
 
 def test_wire_names_match_etcd() -> None:
     """Spot-check the facts clients depend on: package, service and field numbers."""
-    from coord.api.proto import kv_pb2, rpc_pb2
+    from coord.pb import kv_pb2, rpc_pb2
 
     assert rpc_pb2.DESCRIPTOR.package == "etcdserverpb"
     assert rpc_pb2.DESCRIPTOR.services_by_name["KV"].methods_by_name["Txn"].full_name == (

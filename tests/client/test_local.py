@@ -1,4 +1,4 @@
-"""coord.api.local: an agent's worker calls its own member without a socket, and must see
+"""coord.rpc.local: an agent's worker calls its own member without a socket, and must see
 exactly what a client over the network sees — results, etcd's errors, watch and lease
 streams, deadlines, the size limit.
 
@@ -16,10 +16,10 @@ from typing import Any
 import grpc
 import pytest
 
-from coord.api.h2.server import RpcAbort
-from coord.api.local import LocalTarget
-from coord.api.status import StatusCode
 from coord.client import Client, ClientError, Compare, put
+from coord.rpc.handlers import RpcAbort
+from coord.rpc.local import LocalTarget
+from coord.rpc.status import StatusCode
 from coord.server.server import CoordServer
 from tests.helpers.member import member_config
 
@@ -33,7 +33,7 @@ def _run(tmp_path: Path, body: Body) -> None:
         await server.start()
         try:
             addr = config.listen_client
-            async with (Client([addr], local={addr: server.local_target()}) as local,
+            async with (Client([addr], channels=server.channels()) as local,
                         Client([addr]) as net):
                 async with asyncio.timeout(30):
                     await body(local, net, server)
@@ -317,7 +317,7 @@ def test_a_stopping_member_ends_its_local_streams(tmp_path: Path) -> None:
         watch = ch.stream_stream("/etcdserverpb.Watch/Watch",
                                  request_serializer=lambda m: m.SerializeToString(),
                                  response_deserializer=lambda b: b)()
-        from coord.api.proto import rpc_pb2
+        from coord.pb import rpc_pb2
         await watch.write(rpc_pb2.WatchRequest(
             create_request=rpc_pb2.WatchCreateRequest(key=b"/stop/")))
         assert await watch.read()  # created

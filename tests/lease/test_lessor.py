@@ -66,7 +66,6 @@ def test_non_primary_never_expires_and_cannot_renew() -> None:
     le.grant(1, 5, 0.0)
     assert le.expired(1e12) == []
     assert le.time_to_live(1, 1e9) == (5, 5, [])
-    assert le.next_deadline() == math.inf
     with pytest.raises(NotLeader):
         le.renew(1, 0.0)
 
@@ -83,7 +82,6 @@ def test_promote_extends_every_lease_and_demote_stops() -> None:
     assert le.expired(105.0) == [1]
     assert le.expired(200.0, limit=1) == [1]
     assert le.expired(200.0) == [1, 2]
-    assert le.next_deadline() == 105.0
 
 
 def test_expired_order_is_deadline_then_id() -> None:

@@ -10,7 +10,7 @@ import gc
 import time
 from collections.abc import Callable
 
-from coord.api.proto import internal_pb2, rpc_pb2
+from coord.pb import internal_pb2, rpc_pb2
 from coord.server.apply import Applier
 
 N = 20_000

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from coord.api.proto import rpc_pb2
+from coord.api.watch import RpcWatchStream as WatchStream
+from coord.api.watch import open_stream
 from coord.errors import Compacted
-from coord.mvcc.watch import WatchStream
+from coord.pb import rpc_pb2
 from tests.server.reqs import Client, delete, put, rng, txn
 
 W = rpc_pb2.WatchCreateRequest
@@ -28,7 +29,7 @@ def test_etcd_18089_delete_event_not_dropped_when_compacting_on_a_delete() -> No
     c = Client()
     hub = c.a.watch_hub
     hub.max_queued = 1
-    behind = hub.open_stream()
+    behind = open_stream(hub)
     behind.create(W(key=b"k"))
     drain(behind)
     c.put(b"k", b"1")  # queued: the stream is now full
@@ -45,7 +46,7 @@ def test_etcd_18089_delete_event_not_dropped_when_compacting_on_a_delete() -> No
     else:  # pragma: no cover - the other legal outcome
         assert got[-1] == (DEL, b"k", del_rev)
     # a watch opened at the compaction revision still sees the delete
-    s = hub.open_stream()
+    s = open_stream(hub)
     s.create(W(key=b"k", start_revision=del_rev))
     assert evs(drain(s)) == [(DEL, b"k", del_rev)]
 
@@ -58,7 +59,7 @@ def test_etcd_19179_watch_at_compaction_revision_gets_the_delete() -> None:
     comp = c.rev
     c.put(b"b", b"2")
     c.compact(comp)
-    s = c.a.watch_hub.open_stream()
+    s = open_stream(c.a.watch_hub)
     s.create(W(key=b"\0", range_end=b"\0", start_revision=comp, prev_kv=True))
     out = drain(s)
     assert evs(out) == [(DEL, b"a", comp), (PUT, b"c", comp), (PUT, b"b", comp + 1)]
@@ -69,7 +70,7 @@ def test_etcd_19179_watch_at_compaction_revision_gets_the_delete() -> None:
     # and the store agrees: the key is gone at comp, readable at comp
     assert c.get(b"a", revision=comp).count == 0
     assert c.get(b"b", revision=comp).kvs[0].value == b"1"
-    s2 = c.a.watch_hub.open_stream()
+    s2 = open_stream(c.a.watch_hub)
     s2.create(W(key=b"a", start_revision=comp - 1))
     out2 = drain(s2)
     assert out2[-1].canceled and out2[-1].compact_revision == comp
@@ -82,7 +83,7 @@ def test_etcd_20221_future_revision_watch_never_returns_old_events() -> None:
     hub = c.a.watch_hub
     hub.max_queued = 1
     start = c.rev + 3
-    s = hub.open_stream()
+    s = open_stream(hub)
     s.create(W(key=b"k", start_revision=start))
     for i in range(10):
         c.put(b"k", b"n%d" % i)  # the stream is not drained: watcher goes unsynced
@@ -118,7 +119,7 @@ def test_etcd_15271_watch_never_goes_back_in_time() -> None:
     delivers an event at or below one already delivered."""
     leader = Client()
     follower = Client()
-    fs = follower.a.watch_hub.open_stream()
+    fs = open_stream(follower.a.watch_hub)
     fs.create(W(key=b"\0", range_end=b"\0", start_revision=1))
     seen: list[int] = []
     for i in range(30):
@@ -128,7 +129,7 @@ def test_etcd_15271_watch_never_goes_back_in_time() -> None:
             seen += [e.kv.mod_revision for r in drain(fs) for e in r.events]
     assert seen == sorted(set(seen)) == list(range(2, leader.rev + 1))
     # a resumed watch from last+1 starts exactly there
-    s = follower.a.watch_hub.open_stream()
+    s = open_stream(follower.a.watch_hub)
     s.create(W(key=b"\0", range_end=b"\0", start_revision=seen[15] + 1))
     assert [e.kv.mod_revision for r in drain(s) for e in r.events] == seen[16:]
     # headers on one stream never go backwards
@@ -140,7 +141,7 @@ def test_etcd_15220_progress_notify_in_sync_with_stream() -> None:
     c = Client()
     hub = c.a.watch_hub
     hub.max_queued = 1
-    s = hub.open_stream()
+    s = open_stream(hub)
     s.create(W(key=b"k"))
     drain(s)
     for i in range(5):
@@ -163,7 +164,7 @@ def test_etcd_17529_starved_stream_loses_no_events() -> None:
     hub = c.a.watch_hub
     hub.max_queued = 3
     hub.max_queued_bytes = 1000
-    s = hub.open_stream()
+    s = open_stream(hub)
     s.create(W(key=b"p/", range_end=b"p0"))
     drain(s)
     for i in range(200):

@@ -13,8 +13,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from coord.api.proto import rpc_pb2
+from coord.api.watch import open_stream
 from coord.errors import Compacted, DuplicateKey, FutureRevision
+from coord.pb import rpc_pb2
 from coord.server import validate
 from coord.server.apply import Applier
 from tests.server.reqs import RR, Client, cmp, delete, put, rng, txn
@@ -89,12 +90,12 @@ class MVCCMachine(RuleBasedStateMachine):
         super().__init__()
         self.c = Client()
         self.m = Model()
-        self.stream = self.c.a.watch_hub.open_stream()
+        self.stream = open_stream(self.c.a.watch_hub)
         self.stream.create(rpc_pb2.WatchCreateRequest(key=b"\0", range_end=b"\0"))
         self.seen: list[tuple[int, int, bytes]] = []
         # a slow stream (tiny queue, drained only now and then) watching from revision 1
         self.c.a.watch_hub.max_queued = 2
-        self.slow = self.c.a.watch_hub.open_stream()
+        self.slow = open_stream(self.c.a.watch_hub)
         self.slow.create(rpc_pb2.WatchCreateRequest(key=b"b", range_end=b"\0", start_revision=1))
         self.slow_seen: list[tuple[int, int, bytes]] = []
         self.slow_cancelled_at = 0

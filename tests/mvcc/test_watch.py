@@ -3,13 +3,14 @@ streams."""
 
 from __future__ import annotations
 
-from coord.api.proto import rpc_pb2
-from coord.mvcc.watch import (
+from coord.api.watch import (
     DUPLICATE_ID_REASON,
     EMPTY_RANGE_REASON,
     MAX_RESPONSE_BYTES,
-    WatchStream,
+    open_stream,
 )
+from coord.api.watch import RpcWatchStream as WatchStream
+from coord.pb import rpc_pb2
 from tests.server.reqs import Client, delete, put, txn
 
 W = rpc_pb2.WatchCreateRequest
@@ -45,7 +46,7 @@ def test_appendix_b_watch_probe() -> None:
     hub = c.a.watch_hub
     c.put(b"wprobe/a", b"0")
     rev0 = c.rev
-    s = hub.open_stream()
+    s = open_stream(hub)
     assert create(s, b"wprobe/a") == 0
     assert create(s, b"wprobe/", b"wprobe0", prev_kv=True) == 1
     assert create(s, b"wprobe/", b"wprobe0", watch_id=100, filters=[W.NOPUT]) == 100
@@ -110,7 +111,7 @@ def test_appendix_b_watch_probe() -> None:
     c.put(b"wprobe/c", b"x")
     c.put(b"wprobe/c", b"y")
     c.compact(c.rev)
-    s2 = hub.open_stream()
+    s2 = open_stream(hub)
     create(s2, b"wprobe/c", start_revision=c.rev - 1)
     out = drain(s2)
     assert out[0].created and out[0].header.revision == c.rev
@@ -127,7 +128,7 @@ def test_fragment_split_matches_etcd() -> None:
     """6 x 500 KiB keys deleted in one revision, watched with prev_kv and NOPUT: 4 + 2."""
     c = Client()
     hub = c.a.watch_hub
-    s = hub.open_stream()
+    s = open_stream(hub)
     create(s, b"f/", b"f0", prev_kv=True, filters=[W.NOPUT], fragment=True)
     create(s, b"f/", b"f0", prev_kv=True, filters=[W.NOPUT])
     drain(s)
@@ -147,7 +148,7 @@ def test_fragment_split_matches_etcd() -> None:
 
 def test_no_fragment_for_small_or_single_event() -> None:
     c = Client()
-    s = c.a.watch_hub.open_stream()
+    s = open_stream(c.a.watch_hub)
     create(s, b"k", fragment=True)
     drain(s)
     c.put(b"k", b"x" * (2 * 1024 * 1024 + 10))
@@ -157,7 +158,7 @@ def test_no_fragment_for_small_or_single_event() -> None:
 
 def test_filters() -> None:
     c = Client()
-    s = c.a.watch_hub.open_stream()
+    s = open_stream(c.a.watch_hub)
     np = create(s, b"k", filters=[W.NOPUT])
     nd = create(s, b"k", filters=[W.NODELETE])
     both = create(s, b"k", filters=[W.NOPUT, W.NODELETE])
@@ -175,7 +176,7 @@ def test_history_replay_groups_revisions_and_keeps_txn_order() -> None:
     c.put(b"a", b"1")
     c.txn(txn([], [put(b"c", b"1"), put(b"b", b"1"), delete(b"a")]))
     c.put(b"b", b"2")
-    s = c.a.watch_hub.open_stream()
+    s = open_stream(c.a.watch_hub)
     create(s, b"\0", b"\0", start_revision=1)
     out = drain(s)
     assert out[0].created
@@ -192,7 +193,7 @@ def test_history_replay_groups_revisions_and_keeps_txn_order() -> None:
 def test_start_revision_zero_is_now_and_future_waits() -> None:
     c = Client()
     c.put(b"k", b"1")
-    s = c.a.watch_hub.open_stream()
+    s = open_stream(c.a.watch_hub)
     now = create(s, b"k")
     fut = create(s, b"k", start_revision=c.rev + 2)
     drain(s)
@@ -206,18 +207,18 @@ def test_start_revision_zero_is_now_and_future_waits() -> None:
 
 def test_auto_ids_skip_explicit_ones() -> None:
     c = Client()
-    s = c.a.watch_hub.open_stream()
+    s = open_stream(c.a.watch_hub)
     assert create(s, b"k", watch_id=1) == 1
     assert create(s, b"k") == 0
     assert create(s, b"k") == 2
-    s2 = c.a.watch_hub.open_stream()
+    s2 = open_stream(c.a.watch_hub)
     assert create(s2, b"k") == 0  # ids are per stream
 
 
 def test_cancel_drops_queued_events_and_close_unregisters() -> None:
     c = Client()
     hub = c.a.watch_hub
-    s = hub.open_stream()
+    s = open_stream(hub)
     wid = create(s, b"k")
     drain(s)
     c.put(b"k", b"1")
@@ -226,7 +227,7 @@ def test_cancel_drops_queued_events_and_close_unregisters() -> None:
     assert [(r.watch_id, r.canceled, len(r.events)) for r in out] == [(wid, True, 0)]
     create(s, b"k")
     create(s, b"a", b"z", start_revision=1)
-    hub.close_stream(s)
+    hub.close_stream(s.stream)
     assert hub.watcher_count() == (0, 0)
     assert not hub.active
     c.put(b"k", b"2")
@@ -235,7 +236,7 @@ def test_cancel_drops_queued_events_and_close_unregisters() -> None:
 def test_wake_called_on_output() -> None:
     c = Client()
     calls: list[int] = []
-    s = c.a.watch_hub.open_stream(wake=lambda: calls.append(1))
+    s = open_stream(c.a.watch_hub, wake=lambda: calls.append(1))
     create(s, b"k")
     assert calls
     drain(s)
@@ -251,8 +252,8 @@ def test_slow_stream_never_blocks_writes_and_catches_up_in_order() -> None:
     hub = c.a.watch_hub
     hub.max_queued = 8
     hub.catch_up_revisions = 7
-    slow = hub.open_stream()
-    fast = hub.open_stream()
+    slow = open_stream(hub)
+    fast = open_stream(hub)
     create(slow, b"k", prev_kv=True)
     create(fast, b"k")
     drain(slow)
@@ -275,7 +276,7 @@ def test_slow_watcher_compacted_while_behind() -> None:
     c = Client()
     hub = c.a.watch_hub
     hub.max_queued = 2
-    s = hub.open_stream()
+    s = open_stream(hub)
     create(s, b"k")
     drain(s)
     for i in range(10):
@@ -292,7 +293,7 @@ def test_progress_waits_for_unsynced_watchers() -> None:
     c = Client()
     for i in range(5):
         c.put(b"k", b"%d" % i)
-    s = c.a.watch_hub.open_stream()
+    s = open_stream(c.a.watch_hub)
     create(s, b"k", start_revision=2)
     s.request_progress()
     out = drain(s)
@@ -305,7 +306,7 @@ def test_progress_waits_for_unsynced_watchers() -> None:
 def test_progress_notify_only_for_synced_opted_in() -> None:
     c = Client()
     hub = c.a.watch_hub
-    s = hub.open_stream()
+    s = open_stream(hub)
     a = create(s, b"k", progress_notify=True)
     create(s, b"j")
     drain(s)
@@ -318,7 +319,7 @@ def test_restore_makes_watchers_catch_up() -> None:
     src = Client()
     src.put(b"k", b"1")
     dst = Client()
-    s = dst.a.watch_hub.open_stream()
+    s = open_stream(dst.a.watch_hub)
     create(s, b"k", start_revision=1)
     drain(s)
     src.put(b"k", b"2")
@@ -332,7 +333,7 @@ def test_restore_makes_watchers_catch_up() -> None:
 
 def test_handle_dispatch() -> None:
     c = Client()
-    s = c.a.watch_hub.open_stream()
+    s = open_stream(c.a.watch_hub)
     s.handle(rpc_pb2.WatchRequest(create_request=W(key=b"k")))
     s.handle(rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest()))
     s.handle(rpc_pb2.WatchRequest(cancel_request=rpc_pb2.WatchCancelRequest(watch_id=0)))
@@ -347,14 +348,14 @@ def test_handle_dispatch() -> None:
 def test_many_watchers_on_one_prefix_across_streams() -> None:
     c = Client()
     hub = c.a.watch_hub
-    streams = [hub.open_stream() for _ in range(3)]
+    streams = [open_stream(hub) for _ in range(3)]
     for s in streams:
         create(s, b"/cron/jobs/", b"/cron/jobs0")
         create(s, b"/cron/jobs/", b"/cron/jobs0", filters=[W.NOPUT])
         create(s, b"/cron/", b"/cron0")
         drain(s)
     streams[1].cancel(0)
-    hub.close_stream(streams[2])
+    hub.close_stream(streams[2].stream)
     c.put(b"/cron/jobs/a", b"1")
     c.put(b"/cron/lock/a", b"1")
     out0, out1 = drain(streams[0]), drain(streams[1])
@@ -372,7 +373,7 @@ def test_catch_up_batches_like_etcd() -> None:
     base = c.rev
     for i in range(1100):
         c.put(b"p/k%d" % (i % 7), b"%d" % i)
-    s = c.a.watch_hub.open_stream()
+    s = open_stream(c.a.watch_hub)
     create(s, b"p/", b"p0", start_revision=base + 1)
     out = drain(s)
     shapes = [(r.created, len(r.events), r.header.revision) for r in out]
@@ -388,7 +389,7 @@ def test_catch_up_batch_counts_revisions_before_filtering() -> None:
     for i in range(4):
         c.put(b"k", b"%d" % i)
         c.delete(b"k")
-    s = hub.open_stream()
+    s = open_stream(hub)
     create(s, b"k", start_revision=1, filters=[W.NOPUT])
     out = drain(s)
     # 8 revisions with events: batches of 3 revisions (put, del, put | del, put, del | ...),

@@ -2,8 +2,8 @@
 
 ``CoordCluster`` starts ``raftcron coord serve`` members with ``--initial-cluster``,
 restarts and kill -9's them, and cuts links through the peer-port fault RPC (members run
-with ``RAFTCRON_FAULTS=1``). Every process belongs to the test's :class:`ProcessGroup`,
-which kill -9's the survivors at teardown.
+through ``tests.helpers.fault_member``, which installs the test fault hook). Every process
+belongs to the test's :class:`ProcessGroup`, which kill -9's the survivors at teardown.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from coord.api.proto import raft_pb2, raft_pb2_grpc, rpc_pb2, rpc_pb2_grpc
+from coord.pb import raft_pb2, raft_pb2_grpc, rpc_pb2, rpc_pb2_grpc
 from tests.helpers.procs import REPO, Proc, ProcessGroup, coord_argv, free_port, port_open
 
 
@@ -67,14 +67,14 @@ class CoordCluster:
 
     def env(self) -> dict[str, str]:
         env = {"PYTHONPATH": str(REPO)}
-        if self.faults:
-            env["RAFTCRON_FAULTS"] = "1"
         env.update(self.extra_env)
         return env
 
     def spawn(self, name: str, *, state: str = "new", initial_cluster: str | None = None) -> Proc:
         m = self.members[name]
         argv = coord_argv(name, m.data, m.cport, m.pport, initial_cluster or self.initial_cluster)
+        if self.faults:  # the CLI with the test fault hook installed
+            argv[1:3] = ["-m", "tests.helpers.fault_member"]
         argv += ["--snapshot-count", str(self.snapshot_count)]
         if state != "new":
             argv += ["--initial-cluster-state", state]

@@ -12,9 +12,9 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from coord.api.proto import rpc_pb2
 from coord.client import Client
 from coord.client.errors import ClientError, ServerError
+from coord.pb import rpc_pb2
 from tests.helpers.history import Kind, Op, Recorder, Status
 
 _DEFINITELY_NOT_APPLIED = ("etcdserver: no leader", "etcdserver: server stopped",

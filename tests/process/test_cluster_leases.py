@@ -10,6 +10,7 @@ import time
 import pytest
 
 from coord.client import Client
+from tests.helpers.observe import events_during
 from tests.helpers.procs import ProcessGroup
 from tests.process.cluster import CoordCluster, await_until
 
@@ -56,7 +57,11 @@ async def _leases(c: CoordCluster) -> None:
         try:
             c.kill9(leader)
             await c.wait_leader([follower, other])
-            await asyncio.sleep(7)  # longer than the TTL: only renewals keep it alive
+            before = await cli.get("/lease/live")
+            # Watched for longer than the TTL (only renewals keep it alive): no event at all.
+            seen = await events_during(cli, "/lease/live", 7,
+                                       start_revision=before.header.revision + 1)
+            assert before.count == 1 and seen == [], f"a failover expired a live session: {seen}"
             got = await cli.get("/lease/live")
             assert got.count == 1, "a failover expired a live session"
         finally:

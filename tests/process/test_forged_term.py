@@ -9,10 +9,10 @@ import asyncio
 
 import pytest
 
-from coord.api.h2.client import StreamCallError
-from coord.api.proto import raft_pb2
 from coord.client import Client
+from coord.pb import raft_pb2
 from coord.raft import Message, MessageType
+from coord.rpc.h2.client import StreamCallError
 from coord.server.transport import MAX_TERM_STEP, H2PeerStub, message_to_pb
 from tests.helpers.procs import ProcessGroup
 from tests.process.cluster import CoordCluster
@@ -33,7 +33,7 @@ async def _forge_and_recover(c: CoordCluster) -> None:
             Message(MessageType.HEARTBEAT, ids[follower], ids[leader], term=forged_term))])
         setattr(batch, "from", ids[leader])
         try:
-            await stub.SendSnapshot(batch, timeout=5)
+            await stub.send_batch(batch, timeout=5)
         except StreamCallError:
             assert forged_term == 2**48  # far above: refused
     # Whatever was adopted, the cluster elects a leader again and takes writes.

@@ -64,7 +64,9 @@ def test_kill_9_of_a_forbid_jobs_holder_leaves_no_overlap(procs: ProcessGroup) -
         last_alive = time.time()
         time.sleep(0.01)
     assert not _group(pgid), "the killed agent's job outlived it"
-    assert last_alive - killed_at < 1.0, "the job's group took over a second to die"
+    # The supervisor kills at once (0.25 s grace); the bound is a few seconds, not a
+    # timing guess on a loaded 2-core machine: a job nobody kills never dies at all.
+    assert last_alive - killed_at < 3.0, "the job's group took over 3 s to die"
 
     # Another agent takes the job over once the dead holder's lease expires.
     wait_until(lambda: any(occ != first_occ for _, _, occ in _starts(out)), 90,

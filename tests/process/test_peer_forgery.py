@@ -19,8 +19,8 @@ from typing import Any
 import grpc
 import pytest
 
-from coord.api.proto import internal_pb2, raft_pb2, raft_pb2_grpc, rpc_pb2
 from coord.client import Client
+from coord.pb import internal_pb2, raft_pb2, raft_pb2_grpc, rpc_pb2
 from coord.raft import ConfChange, ConfChangeType, EntryType, MessageType
 from coord.server.raft_node import TAG_REQUEST
 from tests.helpers.procs import ProcessGroup

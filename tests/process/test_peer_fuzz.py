@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coord.api.proto import raft_pb2, raft_pb2_grpc
+from coord.pb import raft_pb2, raft_pb2_grpc
 from coord.raft import MessageType
 from coord.server.transport import MAX_INDEX, MAX_TERM
 from tests.helpers.procs import ProcessGroup

@@ -29,8 +29,8 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coord.api.proto import rpc_pb2
 from coord.client import Client
+from coord.pb import rpc_pb2
 from tests.helpers.linearizability import check_history
 from tests.helpers.procs import ProcessGroup
 from tests.process.cluster import CoordCluster

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from coord.raft import Compacted, ConfState, Entry, MemoryStorage, RaftError, Snapshot, Unavailable
+from coord.raft import (
+    ConfState,
+    Entry,
+    LogCompacted,
+    LogUnavailable,
+    MemoryStorage,
+    RaftError,
+    Snapshot,
+)
 from coord.raft.log import RaftLog, Unstable
 from coord.raft.types import SnapshotMetadata
 
@@ -60,7 +68,7 @@ class TestRaftLog:
         log = make_log([1, 1, 2], [2, 3])
         assert [e.index for e in log.slice(2, 6)] == [2, 3, 4, 5]
         assert log.last_index() == 5 and log.term(4) == 2 and log.term(5) == 3
-        with pytest.raises(Unavailable):
+        with pytest.raises(LogUnavailable):
             log.slice(1, 7)
 
     def test_slice_after_compaction(self) -> None:
@@ -68,10 +76,10 @@ class TestRaftLog:
         st = log.storage
         assert isinstance(st, MemoryStorage)
         st.compact(2)
-        with pytest.raises(Compacted):
+        with pytest.raises(LogCompacted):
             log.slice(2, 4)
         assert log.term(2) == 1  # the compaction point's term stays known
-        with pytest.raises(Compacted):
+        with pytest.raises(LogCompacted):
             log.term(1)
 
     def test_maybe_append(self) -> None:

@@ -8,9 +8,9 @@ import pytest
 
 from coord.raft import (
     Config,
-    ConfigError,
     ConfState,
     HardState,
+    InvalidConfig,
     MemoryStorage,
     Message,
     MessageType,
@@ -53,13 +53,13 @@ def single_leader() -> tuple[RawNode, MemoryStorage]:
 
 def test_config_validation() -> None:
     rng = random.Random(0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidConfig):
         Config(id=0, rng=rng).validate()
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidConfig):
         Config(id=1, rng=rng, election_tick=1, heartbeat_tick=1).validate()
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidConfig):
         Config(id=1, rng=rng, bugs=frozenset({"nope"})).validate()
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidConfig):
         Config(id=1, rng=rng, check_quorum=False, read_only=1).validate()  # type: ignore[arg-type]
     Config(id=1, rng=rng, bugs=frozenset({"vote_for_shorter_log"})).validate()
 

@@ -3,16 +3,16 @@ from __future__ import annotations
 import pytest
 
 from coord.raft import (
-    Compacted,
     ConfState,
     Entry,
     HardState,
+    LogCompacted,
+    LogUnavailable,
     MemoryStorage,
     RaftError,
     Snapshot,
     SnapshotMetadata,
     SnapshotOutOfDate,
-    Unavailable,
 )
 
 
@@ -29,7 +29,7 @@ def test_empty_storage() -> None:
     assert (s.first_index(), s.last_index()) == (1, 0)
     assert s.term(0) == 0
     assert s.initial_state() == (HardState(), ConfState())
-    with pytest.raises(Unavailable):
+    with pytest.raises(LogUnavailable):
         s.term(1)
 
 
@@ -37,11 +37,11 @@ def test_term_and_entries_bounds() -> None:
     s = storage_with(3, 4, 5, start=4)  # snapshot at 3 (term 3), entries 4..6
     assert s.first_index() == 4 and s.last_index() == 6
     assert [s.term(i) for i in (3, 4, 5, 6)] == [3, 3, 4, 5]
-    with pytest.raises(Compacted):
+    with pytest.raises(LogCompacted):
         s.term(2)
-    with pytest.raises(Compacted):
+    with pytest.raises(LogCompacted):
         s.entries(3, 5)
-    with pytest.raises(Unavailable):
+    with pytest.raises(LogUnavailable):
         s.entries(4, 8)
     assert [e.index for e in s.entries(4, 7)] == [4, 5, 6]
     # max_size keeps at least one entry.
@@ -69,11 +69,11 @@ def test_compact_and_snapshots() -> None:
     assert snap.metadata.index == 3 and snap.metadata.term == 2
     s.compact(3)
     assert s.first_index() == 4 and s.term(3) == 2
-    with pytest.raises(Compacted):
+    with pytest.raises(LogCompacted):
         s.compact(2)
     with pytest.raises(SnapshotOutOfDate):
         s.create_snapshot(2, ConfState(), b"")
-    with pytest.raises(Unavailable):
+    with pytest.raises(LogUnavailable):
         s.compact(9)
 
 

@@ -16,6 +16,7 @@ import pytest
 from coord.client import Client
 from scheduler import keys
 from tests.helpers.procs import REPO, ProcessGroup, process_group, start_coord
+from tests.scheduler.test_worker_faults import until
 
 JOBS = """jobs:
   - name: alpha
@@ -155,8 +156,9 @@ def test_graceful_stop_finishes_the_run_and_leaves_no_lock(procs: ProcessGroup,
                                 log_dir=tmp_path / "logs"))
         stop = asyncio.Event()
         task = asyncio.create_task(w.run(stop))
-        while not marker.exists():
-            await asyncio.sleep(0.05)
+        async def started() -> bool:
+            return marker.exists()
+        await until(started, 30, "the slow job to start")
         stop.set()
         await asyncio.wait_for(task, timeout=30)
         async with Client([endpoint]) as c:

@@ -36,9 +36,13 @@ def test_forbid_skips_in_order_and_trigger_refuses(procs: ProcessGroup) -> None:
     out = procs.workdir / "runs.txt"
     jobs = procs.workdir / "jobs.yaml"
     stamp = "echo $RAFTCRON_OCCURRENCE $(date +%s.%N)"
+    # Each run also takes an exclusive flock that its processes hold until they die: a run
+    # that found it held (a previous run still alive, its end stamp written or not) says so.
+    held = procs.workdir / "job.flock"
     jobs.write_text(
         f"jobs:\n  - name: slow\n    schedule: '@every {PERIOD}s'\n    concurrency: forbid\n"
-        f"    command: '{stamp} start >> {out}; sleep {RUN}; {stamp} end >> {out}'\n")
+        f"    command: 'exec 9>>{held}; if flock -n 9; then {stamp} start >> {out}; "
+        f"sleep {RUN}; {stamp} end >> {out}; else {stamp} overlap >> {out}; fi'\n")
     agent = start_agent(procs, "a1", "--jobs", str(jobs),
                         "--data-dir", str(procs.workdir / "data"))
     wait_until(lambda: any(w[2] == "start" for w in _lines(out)), 60,
@@ -65,7 +69,9 @@ def test_forbid_skips_in_order_and_trigger_refuses(procs: ProcessGroup) -> None:
     for occ, at in starts:
         late = at - parse_occurrence_id(occ).timestamp()
         assert late < LATE_BOUND, f"{occ} started {late:.1f}s late"
-    # Never two at once: each start comes after the previous run ended.
+    # Never two at once: no run found the previous one's processes alive, and each start
+    # comes after the previous run ended.
+    assert not [w for w in lines if w[2] == "overlap"], lines
     for (prev, _), (_, at) in itertools.pairwise(starts):
         assert prev in ends and ends[prev] <= at, (prev, at, lines)
 

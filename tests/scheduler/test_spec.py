@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scheduler.errors import SpecError, SpecProblem
-from scheduler.spec import DEFAULTS, FIELDS, JobSpec, load_jobs, load_jobs_text
+from scheduler.spec import DEFAULTS, FIELDS, JobSpec, load_jobs, load_jobs_text, spec_from_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -213,7 +213,7 @@ def test_json_is_canonical_and_round_trips() -> None:
         assert list(data) == sorted(data)
         assert set(data) == set(FIELDS)
         assert " " not in text.replace(spec.schedule, "").split('"command"')[0]
-        back = JobSpec.from_json(text)
+        back = spec_from_json(text)
         assert back == spec
         assert back.to_json() == text
         assert hash(back) == hash(spec)
@@ -237,15 +237,15 @@ def test_from_json_validates() -> None:
     good = json.loads(load(MINIMAL)[0].to_json())
     bad = dict(good, concurrency="sometimes", retries=-1, bogus=1)
     with pytest.raises(SpecError) as info:
-        JobSpec.from_json(json.dumps(bad), source="/cron/jobs/hello")
+        spec_from_json(json.dumps(bad), source="/cron/jobs/hello")
     text = str(info.value)
     assert '/cron/jobs/hello: job "hello": field "concurrency": must be one of' in text
     assert 'field "retries"' in text
     assert 'field "bogus": unknown field' in text
     with pytest.raises(SpecError, match="invalid JSON"):
-        JobSpec.from_json("{nope")
+        spec_from_json("{nope")
     with pytest.raises(SpecError, match="must be a JSON object"):
-        JobSpec.from_json("[1]")
+        spec_from_json("[1]")
 
 
 def test_spec_is_immutable() -> None:
@@ -285,7 +285,7 @@ def test_json_round_trip_property(
     spec = JobSpec(name=name, schedule="*/5 * * * *",
                    command=command if isinstance(command, str) else tuple(command), env=env,
                    retries=retries, timeout=timeout, suspend=suspend)
-    back = JobSpec.from_json(spec.to_json())
+    back = spec_from_json(spec.to_json())
     assert back == spec
     assert back.to_json() == spec.to_json()
 

@@ -88,8 +88,9 @@ def test_job_processes_die_with_their_worker(tmp_path: Path, how: str) -> None:
         wait_until(lambda: not any(alive(p) for p in pids) and not group_members(job), 10,
                    "the job's processes to die")
         took = time.monotonic() - t0
-        # SIGTERM, 0.25 s of grace, SIGKILL for the one that ignores SIGTERM.
-        assert took < 2.0, f"the job outlived its worker by {took:.2f}s"
+        # SIGTERM, 0.25 s of grace, SIGKILL for the one that ignores SIGTERM; bounded by
+        # a few seconds (a loaded machine), where nobody killing them means never.
+        assert took < 3.0, f"the job outlived its worker by {took:.2f}s"
     finally:
         for p in pids:
             if alive(p):

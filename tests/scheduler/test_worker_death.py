@@ -63,7 +63,7 @@ def test_kill_9_of_the_worker_kills_the_jobs_whole_group(tmp_path: Path) -> None
         runner.wait(timeout=10)
         t0 = time.monotonic()
         wait_until(lambda: not _group(pgid), 5, f"group {pgid} to die: {_group(pgid)}")
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 3.0  # a few seconds: unkilled, it would live on
     finally:
         if runner.poll() is None:
             runner.kill()

@@ -4,7 +4,7 @@
   finish in milliseconds on a 1-second schedule; every occurrence starts once.
 * Deadman: a worker cut off from the store (a TCP proxy drops its link) kills its running job
   within the session TTL; the occurrence is recorded ``lost`` and the next one runs on
-  another worker.
+  another worker, only once the first job is dead (the runs share a flock).
 * ``raftcron locks -o json`` during a 5-second run shows who holds it; ``raftcron jobs
   history`` shows the run afterwards.
 """
@@ -19,12 +19,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from coord.client import Client
 from scheduler import keys
 from scheduler.admin import apply_jobs
 from scheduler.clock import SystemClock
+from scheduler.plan import occurrence_id
 from scheduler.spec import load_jobs_text
 from scheduler.worker import Worker, WorkerConfig
 from tests.helpers.procs import REPO, ProcessGroup, start_coord
@@ -73,7 +75,19 @@ def test_fast_jobs_with_skewed_clocks_start_once(procs: ProcessGroup, tmp_path: 
 
         async def body() -> None:
             await asyncio.gather(*(w.ready.wait() for w in ws))
-            await asyncio.sleep(12)  # the scenario is a fixed 12 s of schedule
+            # The scenario is 12 s of schedule: the occurrences due in that window, each
+            # waited for until its run record is final (started and finished, or recorded).
+            first = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+            window = [occurrence_id(first + timedelta(seconds=k)) for k in range(12)]
+
+            async with Client([coord.endpoint]) as c:
+                async def settled() -> bool:
+                    recs = [json.loads(kv.value)
+                            for kv in (await c.get(keys.RUNS, prefix=True)).kvs]
+                    final = {(r["job"], r["occurrence"]) for r in recs
+                             if r["status"] not in ("claimed", "running", "retrying")}
+                    return all((f"fast{i}", occ) in final for i in range(4) for occ in window)
+                await until(settled, 12 + 30, "every occurrence of the 12 s window to settle")
         await run_workers(ws, body)
     asyncio.run(main())
     starts = Counter(tuple(line.split()) for line in out.read_text().splitlines())
@@ -90,8 +104,16 @@ def test_deadman_kills_cut_off_worker_job_and_run_is_lost(procs: ProcessGroup,
     pids = tmp_path / "pids"
     pids.mkdir()
     ttl = 3
+    # Each run first takes an exclusive flock on one file, held by its process until it
+    # dies (the kernel drops it then, however it dies); a run that cannot take it at once
+    # records that it overlapped another and exits. So w2's run starting at all, lock
+    # taken, proves that w1's run was dead by then: no timing guess.
+    held = tmp_path / "job.flock"
+    overlap = tmp_path / "overlap"
     jobs = (f"jobs:\n  - name: long\n    schedule: '*/4 * * * * *'\n"
-            f"    command: 'echo $$ > {pids}/$RAFTCRON_OCCURRENCE.$WHO; exec sleep 60'\n"
+            f"    command: 'exec 9>>{held}; if flock -n 9; then "
+            f"echo $$ > {pids}/$RAFTCRON_OCCURRENCE.$WHO; exec sleep 60; "
+            f"else echo $RAFTCRON_OCCURRENCE.$WHO >> {overlap}; exit 1; fi'\n"
             f"    inherit_env: [PATH, WHO]\n"
             f"    starting_deadline: 30s\n")
 
@@ -126,6 +148,10 @@ def test_deadman_kills_cut_off_worker_job_and_run_is_lost(procs: ProcessGroup,
             return kv is not None and json.loads(kv.value)["status"] == "lost"
         await until(recorded_lost, 20, "the run to be recorded lost")
         await until(lambda: _nonempty(started_on("w2")), 20, "the next occurrence on w2")
+        assert not overlap.exists(), (
+            f"a run started while w1's job still held its lock: {overlap.read_text()}")
+        second = (await started_on("w2"))[0].name.rsplit(".", 1)[0]
+        assert second > occurrence, (occurrence, second)
         stop.set()
         await proxy.close()
         await asyncio.gather(t1, t2)

@@ -116,7 +116,7 @@ def test_normal_finishes_cost_no_lost_check(procs: ProcessGroup, tmp_path: Path,
 
 
 async def _all_settled(ws: list[Worker]) -> bool:
-    return all(not w._unsure for w in ws)
+    return all(not w.reaper.unsure for w in ws)
 
 
 def _record(job: str, occ: str, status: str, lease: int) -> bytes:
@@ -144,7 +144,7 @@ def test_sweep_marks_runs_of_expired_sessions_lost(procs: ProcessGroup, tmp_path
                 "s", "20260101T000001Z", "running", live.id))
             await c.put(keys.run_key("s", "20260101T000002Z"), _record(
                 "s", "20260101T000002Z", "succeeded", dead.id))
-            await w._sweep_runs()
+            await w.reaper.sweep_runs()
             status = {keys.name_from(kv.key, keys.runs_prefix("s")):
                       json.loads(kv.value)["status"]
                       for kv in (await c.get(keys.runs_prefix("s"), prefix=True)).kvs}
@@ -175,7 +175,7 @@ def test_prune_keeps_history_limit_and_active_runs(procs: ProcessGroup, tmp_path
                 status = "running" if i == 1 else "succeeded"
                 await c.put(keys.run_key("p", occ), _record("p", occ, status, 0))
                 (tmp_path / "logs" / "pruner" / "p" / f"{occ}.1.log").write_text("x")
-            await w._prune(spec)
+            await w.keeper.prune(spec)
             left = [keys.name_from(kv.key, keys.runs_prefix("p"))
                     for kv in (await c.get(keys.runs_prefix("p"), prefix=True)).kvs]
         stop.set()

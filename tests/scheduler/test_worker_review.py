@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ from scheduler.executor import JobProcess, RunRequest
 from scheduler.plan import occurrence_id
 from scheduler.plan import rank_workers as rank
 from scheduler.worker import Worker, WorkerConfig
+from scheduler.worker.firing import Firing
 from tests.helpers.procs import ProcessGroup, start_coord
 from tests.scheduler.test_worker_faults import _dead, apply_text, until
 
@@ -70,11 +72,16 @@ async def _views_show(ws: list[Worker], names: set[str]) -> bool:
 # ---------------------------------------------------------------- executor (findings 3, 8)
 def test_start_cancelled_twice_still_kills_what_it_spawned(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both cancellations land while the spawn thread is held (a slow filesystem while the
+    log file is created): the first while the start awaits the spawn, the second once the
+    start has handled the first. Only then is the spawn let through."""
     spawned: list[int] = []
     real_spawn = executor._spawn
+    entered, release = threading.Event(), threading.Event()
 
-    def slow_spawn(*args: Any) -> Any:  # a slow filesystem while the log file is created
-        time.sleep(0.5)
+    def slow_spawn(*args: Any) -> Any:
+        entered.set()
+        release.wait(30)
         proc, out, offset = real_spawn(*args)
         spawned.append(proc.pid)
         return proc, out, offset
@@ -85,10 +92,17 @@ def test_start_cancelled_twice_still_kills_what_it_spawned(
                          command=("sleep", "30"))
         p = JobProcess(req, log_path=tmp_path / "j.log")
         t = asyncio.create_task(p.start())
-        await asyncio.sleep(0.1)  # the spawn thread is under way
-        t.cancel()
-        await asyncio.sleep(0.1)  # the start is now in its cleanup branch
-        t.cancel()
+        try:
+            await until(lambda: _true(entered.is_set()), 10, "the spawn thread to be under way")
+            t.cancel()
+            # A few loop turns (not time): the start handles the first cancellation; the
+            # spawn is still held, so the start cannot have got past it.
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not spawned
+            t.cancel()
+        finally:
+            release.set()
         with pytest.raises(asyncio.CancelledError):
             await t
         await until(lambda: _true(bool(spawned)), 10, "the spawn thread to start the job")
@@ -166,7 +180,7 @@ def test_holder_restarted_under_its_name_reruns_its_never_started_run(
                 new = w1.store.me.lease
 
                 async def views_show_restart() -> bool:
-                    return all(w._worker_leases.get("w1") == new for w in (w1, w2))
+                    return all(w.ctx.worker_leases.get("w1") == new for w in (w1, w2))
                 await until(views_show_restart, 10, "both views to show w1's new session")
                 await c.revoke(old.id)  # the old incarnation's lease ends
 
@@ -201,7 +215,7 @@ def test_never_started_run_found_by_the_sweep_is_rerun_by_an_eligible_worker(
                 await until(lambda: _views_show([w1, *others], {"w1", "x0", "x1"}), 10,
                             "the workers views")
                 for w in others:  # sweeps by workers that cannot run the job
-                    await w._sweep_runs()
+                    await w.reaper.sweep_runs()
 
                 async def rerun() -> bool:
                     return marker.exists() and await _status(c, "j", occ) == "succeeded"
@@ -245,15 +259,15 @@ def test_a_lock_is_never_freed_under_an_active_record(
             # a: a claim abandoned (as when claimed too late to start).
             claim_a = await store.claim("a", occ, exclusive=True)
             assert claim_a is not None
-            await w1._abandon(claim_a, "test: claimed too late")
+            await w1.runner.abandon(claim_a, "test: claimed too late")
             # b: the worker's own code fails before the start.
 
             async def crash(*_: Any) -> None:
                 raise RuntimeError("injected worker bug")
-            monkeypatch.setattr(w1, "_attempts", crash)
+            monkeypatch.setattr(w1.runner, "attempts", crash)
             claim_b = await store.claim("b", occ, exclusive=True)
             assert claim_b is not None
-            await asyncio.create_task(w1._execute(w1.jobs["b"], claim_b))  # a run task
+            await asyncio.create_task(w1.runner.execute(w1.jobs["b"], claim_b))  # a run task
             # c: a started run whose worker lost track of it (its lock stays on the lease).
             claim_c = await store.claim("c", occ, exclusive=True)
             assert claim_c is not None
@@ -323,7 +337,7 @@ def test_a_cancelled_run_kills_its_process(procs: ProcessGroup, tmp_path: Path) 
             assert w.store is not None
             claim = await w.store.claim("j", occurrence_id(datetime.now(UTC)), exclusive=True)
             assert claim is not None
-            run = asyncio.create_task(w._execute(w.jobs["j"], claim))
+            run = asyncio.create_task(w.runner.execute(w.jobs["j"], claim))
             await until(lambda: _true(pidf.exists()), 10, "the job to start")
             pid = int(pidf.read_text())
             run.cancel()
@@ -495,12 +509,12 @@ def test_backup_drops_an_occurrence_of_a_job_suspended_meanwhile(
     job = "jobs:\n  - name: j\n    schedule: '0 0 1 1 *'\n    command: 'true'\n" \
           "    suspend: {s}\n"
     turns: list[str] = []
-    real_due = Worker._backup_due
+    real_due = Firing._backup_due
 
-    def spy(self: Worker, entry: Any, instant: datetime, occ: str, position: int) -> None:
+    def spy(self: Firing, entry: Any, instant: datetime, occ: str, position: int) -> None:
         real_due(self, entry, instant, occ, position)
         turns.append(occ)
-    monkeypatch.setattr(Worker, "_backup_due", spy)
+    monkeypatch.setattr(Firing, "_backup_due", spy)
 
     async def main() -> None:
         await apply_text(coord.endpoint, job.format(s="false"))
@@ -528,7 +542,7 @@ def test_backup_drops_an_occurrence_of_a_job_suspended_meanwhile(
                     return w1.jobs["j"].spec.suspend
                 await until(suspended, 5, "w1 to see the suspension")
                 await until(lambda: _true(occ in turns), 10, "the backup's turn")
-                assert not any(t.get_name() == "occ:j" for t in w1._tasks)
+                assert not any(t.get_name() == "occ:j" for t in w1.ctx.tasks)
                 assert await _status(c, "j", occ) is None
             finally:
                 stop.set()
@@ -555,7 +569,7 @@ def test_a_missed_occurrence_the_store_refuses_to_record_is_logged(tmp_path: Pat
     instant = datetime(2026, 12, 2, 5, 0, tzinfo=UTC)
 
     with capture_logs() as logs:
-        asyncio.run(w._record_missed(spec, instant))
+        asyncio.run(w.firing.record_missed(spec, instant))
     assert [(e["event"], e["occurrence"], e["log_level"]) for e in logs] == [
         ("run.missed_unrecorded", occurrence_id(instant), "warning")]
     assert "no leader" in logs[0]["error"]

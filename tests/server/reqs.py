@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coord.api.proto import internal_pb2, rpc_pb2
+from coord.pb import internal_pb2, rpc_pb2
 from coord.server.apply import Applier
 
 C = rpc_pb2.Compare

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from coord.api.proto import internal_pb2, rpc_pb2
+from coord.api.errors import status_code
+from coord.api.watch import open_stream
 from coord.errors import (
     Compacted,
     CoordError,
@@ -21,6 +22,7 @@ from coord.errors import (
     TooManyOps,
     ValueProvided,
 )
+from coord.pb import internal_pb2, rpc_pb2
 from coord.server import validate
 from coord.server.apply import Applier, lease_id_for
 from tests.server.reqs import RR, Client, cmp, delete, kvs, put, rng, txn, txn_op
@@ -390,7 +392,7 @@ def test_revoke_deletes_keys_in_one_sorted_revision(c: Client) -> None:
     for k in (b"z", b"a", b"m"):
         c.put(k, b"v", lease=7)
     hub = c.a.watch_hub
-    s = hub.open_stream()
+    s = open_stream(hub)
     s.create(rpc_pb2.WatchCreateRequest(key=b"\0", range_end=b"\0"))
     s.pending()
     rev = c.rev
@@ -646,4 +648,4 @@ def test_lease_read_helpers(c: Client) -> None:
 )
 def test_error_codes_and_messages(cls: type[CoordError], code: str, message: str) -> None:
     err = cls()
-    assert (err.code_name, str(err)) == (code, message)
+    assert (status_code(err).name, str(err)) == (code, message)

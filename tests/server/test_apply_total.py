@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from coord.api.proto import internal_pb2, rpc_pb2
 from coord.errors import ApplyFailed
+from coord.pb import internal_pb2, rpc_pb2
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig
 from coord.server.raft_node import RaftNode

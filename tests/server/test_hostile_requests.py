@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from coord.api.proto import internal_pb2, rpc_pb2
+from coord.api.errors import status_code
 from coord.errors import ApplyFailed, InvalidSortOption
+from coord.pb import internal_pb2, rpc_pb2
 from coord.server import validate
 from coord.server.apply import Applier
 
@@ -44,7 +45,7 @@ def test_bad_sort_fields_are_refused_everywhere(fields: dict[str, int]) -> None:
 
 
 def test_invalid_sort_option_is_invalid_argument() -> None:
-    assert InvalidSortOption.code_name == "INVALID_ARGUMENT"
+    assert status_code(InvalidSortOption()).name == "INVALID_ARGUMENT"
 
 
 def test_apply_of_a_bad_txn_answers_an_error_and_changes_nothing() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from coord.api.proto import raft_pb2
+from coord.pb import raft_pb2
 from coord.raft import Message, MessageType
 from coord.server.transport import (
     MAX_INDEX,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from coord.api.proto import internal_pb2, rpc_pb2
 from coord.errors import RequestTimeout
+from coord.pb import internal_pb2, rpc_pb2
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig
 from coord.server.raft_node import REQUEST_TIMEOUT, RaftNode

@@ -1,5 +1,6 @@
-"""A standalone member freezes the heap it holds once it is ready to serve; in-process
-members (tests, a shared process) leave the collector alone."""
+"""A member that owns its process (the CLI builds it with ``freeze_heap``) freezes the heap
+it holds once it is ready to serve; in-process members (tests, a shared process) leave the
+collector alone."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from coord.process import freeze_startup_heap
 from coord.server.config import ServerConfig
-from coord.server.server import CoordServer, freeze_startup_heap
+from coord.server.server import CoordServer
 from tests.helpers.member import member_config
 
 
@@ -38,10 +40,8 @@ def test_freeze_startup_heap_freezes_and_can_be_turned_off(
     assert gc.get_freeze_count() > 0
 
 
-def test_a_member_built_outside_a_loop_freezes_at_start(
-        unfrozen: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("RAFTCRON_UVLOOP", "0")  # keep this process's loop policy
-    server = CoordServer(_config(tmp_path))
+def test_a_member_the_cli_builds_freezes_at_start(unfrozen: None, tmp_path: Path) -> None:
+    server = CoordServer(_config(tmp_path), freeze_heap=True)
 
     async def body() -> int:
         await server.start()
@@ -53,7 +53,7 @@ def test_a_member_built_outside_a_loop_freezes_at_start(
     assert asyncio.run(body()) > 0
 
 
-def test_a_member_built_inside_a_loop_leaves_the_collector_alone(
+def test_a_member_built_by_default_leaves_the_collector_alone(
         unfrozen: None, tmp_path: Path) -> None:
     async def body() -> int:
         server = CoordServer(_config(tmp_path))

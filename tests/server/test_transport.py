@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from coord.api.h2.client import StreamCallError
-from coord.api.h2.server import SETTING, SETTINGS, SETTINGS_INITIAL_WINDOW_SIZE, H2Server, frame
-from coord.api.proto import raft_pb2
-from coord.api.status import StatusCode
+from coord.pb import raft_pb2
 from coord.raft import Message, MessageType
-from coord.server import transport as transport_mod
+from coord.rpc.h2.client import StreamCallError
+from coord.rpc.h2.server import SETTING, SETTINGS, SETTINGS_INITIAL_WINDOW_SIZE, H2Server, frame
+from coord.rpc.status import StatusCode
+from coord.server import transport_h2
 from coord.server.transport import (
     H2PeerStub,
     PeerService,
@@ -106,7 +106,7 @@ def test_a_peer_that_stops_reading_does_not_wedge_the_sender(
     """A peer that accepts the connection and then gives no flow-control credit (a hung
     process, a host gone without a RST): after DRAIN_TIMEOUT the sender drops the stream,
     reports the peer unreachable and connects again."""
-    monkeypatch.setattr(transport_mod, "DRAIN_TIMEOUT", 0.3)
+    monkeypatch.setattr(transport_h2, "DRAIN_TIMEOUT", 0.3)
 
     async def body() -> None:
         connections: list[asyncio.StreamWriter] = []
@@ -138,7 +138,7 @@ def test_a_peer_that_stops_reading_does_not_wedge_the_sender(
 
 
 def test_unary_peer_calls_on_the_h2_client() -> None:
-    """Snapshots, forwarded lease calls and joins use coord's own client (no grpcio):
+    """One-batch sends, forwarded lease calls and joins use coord's own client (no grpcio):
     answers arrive, a status from the peer service, a deadline and an absent peer each
     fail the call with a ConnectionError."""
     hang = asyncio.Event()
@@ -165,7 +165,7 @@ def test_unary_peer_calls_on_the_h2_client() -> None:
             batch = raft_pb2.MessageBatch(cluster_id=1,
                                           messages=[message_to_pb(_heartbeat(1, 2, 3))])
             setattr(batch, "from", 1)
-            await stub.SendSnapshot(batch, timeout=3)
+            await stub.send_batch(batch, timeout=3)
             with pytest.raises(StreamCallError) as refused:
                 await stub._call("Fault", raft_pb2.FaultRequest(), raft_pb2.FaultResponse, 3)
             assert refused.value.status is StatusCode.PERMISSION_DENIED

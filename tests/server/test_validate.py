@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from coord.api.proto import internal_pb2, rpc_pb2
 from coord.errors import (
     DuplicateKey,
     EmptyKey,
@@ -14,6 +13,7 @@ from coord.errors import (
     TooManyOps,
     ValueProvided,
 )
+from coord.pb import internal_pb2, rpc_pb2
 from coord.server import validate
 from tests.server.reqs import cmp, delete, put, rng, txn, txn_op
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from coord.storage import CorruptSnapshotError, Snapshot, SnapshotStore
+from coord.storage import CorruptSnapshotError, SnapshotFile, SnapshotStore
 from coord.storage.snapshot import decode_snapshot
 
 
@@ -25,7 +25,7 @@ def test_save_and_load_newest(tmp_path: Path) -> None:
     blobs = {i: os.urandom(1000 * i) for i in (1, 5, 3)}
     for i, blob in blobs.items():
         store.save(i * 10, 2, blob)
-    assert store.load_newest() == Snapshot(50, 2, blobs[5])
+    assert store.load_newest() == SnapshotFile(50, 2, blobs[5])
     assert [(i, t) for i, t, _ in store.entries()] == [(10, 2), (30, 2), (50, 2)]
 
 
@@ -33,7 +33,7 @@ def test_empty_payload_roundtrip(tmp_path: Path) -> None:
     """A zero-length snapshot payload is valid."""
     store = SnapshotStore(tmp_path)
     store.save(7, 1, b"")
-    assert store.load_newest() == Snapshot(7, 1, b"")
+    assert store.load_newest() == SnapshotFile(7, 1, b"")
 
 
 def test_leftover_tmp_file_is_ignored_and_purged(tmp_path: Path) -> None:
@@ -42,7 +42,7 @@ def test_leftover_tmp_file_is_ignored_and_purged(tmp_path: Path) -> None:
     store.save(5, 1, b"good")
     tmp = tmp_path / f"{9:016x}-{1:016x}.snap.tmp"
     tmp.write_bytes(b"half a snapshot")
-    assert store.load_newest() == Snapshot(5, 1, b"good")
+    assert store.load_newest() == SnapshotFile(5, 1, b"good")
     assert tmp in store.purge(keep=3)
     assert not tmp.exists()
 
@@ -67,7 +67,7 @@ def test_corrupt_newest_falls_back_to_previous(tmp_path: Path, damage: str) -> N
         blob = bytearray()
     newest.write_bytes(bytes(blob))
     with capture_logs() as logs:
-        assert store.load_newest() == Snapshot(10, 1, b"older" * 100)
+        assert store.load_newest() == SnapshotFile(10, 1, b"older" * 100)
     assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["snapshot.corrupt_skipped"]
     assert not newest.exists()
     assert newest.with_name(newest.name + ".broken").exists()
@@ -97,7 +97,7 @@ def test_purge_keeps_newest(tmp_path: Path) -> None:
     removed = store.purge(keep=2)
     assert len(removed) == 4
     assert [i for i, _, _ in store.entries()] == [5, 6]
-    assert store.load_newest() == Snapshot(6, 1, b"s6")
+    assert store.load_newest() == SnapshotFile(6, 1, b"s6")
     with pytest.raises(ValueError):
         store.purge(keep=0)
 
@@ -107,7 +107,7 @@ def test_save_replaces_same_name_atomically(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
     store.save(4, 1, b"first")
     store.save(4, 1, b"second")
-    assert store.load_newest() == Snapshot(4, 1, b"second")
+    assert store.load_newest() == SnapshotFile(4, 1, b"second")
     assert len(store.entries()) == 1
     assert not list(tmp_path.glob("*.tmp"))
 

@@ -1,0 +1,145 @@
+"""Method handlers for coord's gRPC services, built from the protobuf service descriptors.
+
+The h2 server (``coord.rpc.h2.server``) and in-process calls (``coord.rpc.local``) look a
+call's path up in a table of :class:`MethodHandler` — the same fields as grpcio's
+``RpcMethodHandler``, so either kind of handler serves there — and never need grpcio's
+generated ``*_pb2_grpc`` modules, whose import loads the whole ``grpc`` package
+(docs/grpc-server.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, NoReturn, Protocol
+
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message_factory import GetMessageClass
+
+from coord.rpc.status import StatusCode
+
+Behaviour = Callable[[Any, Any], Any]
+"""``(request or request iterator, context)`` → an awaitable response, or an async
+iterator of responses for a response-streaming method."""
+
+
+class RpcAbort(Exception):
+    """Raised by a context's ``abort``: ends the call with this status (on either
+    transport: the h2 server's trailers, or the in-process caller's error)."""
+
+    def __init__(self, code: StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class Context(Protocol):
+    """What a service method may use of its per-call context: the h2 server's and the
+    in-process one provide it."""
+
+    async def abort(self, code: StatusCode, details: str = "",
+                    trailing_metadata: Sequence[tuple[str, str]] = ()) -> NoReturn:
+        """End the call with ``code`` and ``details`` (raises)."""
+
+    def invocation_metadata(self) -> Sequence[tuple[str, str | bytes]]: ...
+
+    def peer(self) -> str: ...
+
+    def time_remaining(self) -> float | None: ...
+
+    def set_code(self, code: StatusCode) -> None: ...
+
+    def set_details(self, details: str) -> None: ...
+
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+class CallContext:
+    """The one per-call context both transports give a handler (:class:`Context`): the
+    h2 server's calls (``peer`` the client's address, metadata decoded from the request
+    headers on first use) and in-process calls (``peer`` "local"). ``deadline`` is on
+    ``time.monotonic()``'s clock; ``code`` and ``details`` are what the handler set."""
+
+    __slots__ = ("_decode", "_metadata", "code", "deadline", "details", "peer_address")
+
+    def __init__(self, peer: str, deadline: float | None, metadata: Any = (),
+                 decode: Callable[[Any], Metadata] | None = None) -> None:
+        self.peer_address = peer
+        self.deadline = deadline
+        self._metadata = metadata
+        self._decode = decode
+        self.code = StatusCode.OK
+        self.details = ""
+
+    async def abort(self, code: StatusCode, details: str = "",
+                    trailing_metadata: Sequence[tuple[str, str]] = ()) -> NoReturn:
+        raise RpcAbort(code, details)
+
+    def invocation_metadata(self) -> Metadata:
+        decode = self._decode
+        return decode(self._metadata) if decode is not None else tuple(self._metadata)
+
+    def peer(self) -> str:
+        return self.peer_address
+
+    def time_remaining(self) -> float | None:
+        deadline = self.deadline
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def set_code(self, code: StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+
+
+class MethodHandler(NamedTuple):
+    """One method: how to parse its requests, serialise its responses, and which of the
+    four call shapes it has (exactly one behaviour is set), as in grpcio."""
+
+    request_streaming: bool
+    response_streaming: bool
+    request_deserializer: Callable[[bytes], Any] | None
+    response_serializer: Callable[[Any], bytes] | None
+    unary_unary: Behaviour | None
+    unary_stream: Behaviour | None
+    stream_unary: Behaviour | None
+    stream_stream: Behaviour | None
+
+    @property
+    def behaviour(self) -> Behaviour:
+        fn = self.unary_unary or self.unary_stream or self.stream_unary or self.stream_stream
+        assert fn is not None
+        return fn
+
+    def with_behaviour(self, fn: Behaviour) -> MethodHandler:
+        """The same method (shape, parsing, serialisation) run by ``fn``."""
+        return method_handler(fn, self.request_streaming, self.response_streaming,
+                              self.request_deserializer, self.response_serializer)
+
+
+def method_handler(fn: Behaviour, request_streaming: bool, response_streaming: bool,
+                   request_deserializer: Callable[[bytes], Any] | None = None,
+                   response_serializer: Callable[[Any], bytes] | None = None) -> MethodHandler:
+    shape = (request_streaming, response_streaming)
+    return MethodHandler(request_streaming, response_streaming, request_deserializer,
+                         response_serializer,
+                         fn if shape == (False, False) else None,
+                         fn if shape == (False, True) else None,
+                         fn if shape == (True, False) else None,
+                         fn if shape == (True, True) else None)
+
+
+def service_handlers(service: ServiceDescriptor, servicer: object) -> dict[str, MethodHandler]:
+    """Every method of ``service`` (e.g. ``rpc_pb2.DESCRIPTOR.services_by_name["KV"]``),
+    served by the servicer's method of the same name: ``/package.Service/Method`` →
+    handler. What grpcio's generated ``add_*Servicer_to_server`` builds, from the same
+    descriptor. A servicer lacking a method is an error here, not at call time."""
+    handlers: dict[str, MethodHandler] = {}
+    for method in service.methods:
+        handlers[f"/{service.full_name}/{method.name}"] = method_handler(
+            getattr(servicer, method.name), method.client_streaming, method.server_streaming,
+            GetMessageClass(method.input_type).FromString,
+            GetMessageClass(method.output_type).SerializeToString)
+    return handlers

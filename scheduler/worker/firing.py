@@ -1,0 +1,307 @@
+"""Firing: job timers, rendezvous ranking, claiming (ahead of the instant).
+
+One task per job sleeps until the job's next fire instant (by this worker's clock, which
+may be skewed). For each occurrence the live eligible workers are ranked; the first claims
+``claim_ahead`` before the instant, the k-th ``k * grace`` after it if nobody has. The claim
+txn (``scheduler.claim``) decides; a busy ``forbid`` job waits for its lock within
+``starting_deadline`` or skips; ``replace`` asks the holder to kill its run first. A won
+claim goes to the running part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import datetime, timedelta
+
+import structlog
+
+from coord.aiotools import within
+from coord.client import ClientError, LeaseNotFoundError, WatchBatch
+from scheduler import keys
+from scheduler.claim import Claim, LockHolder
+from scheduler.decode import report_bad
+from scheduler.plan import MANUAL_SUFFIX, catch_up, occurrence_id, occurrence_instant
+from scheduler.spec import JobSpec
+from scheduler.worker import decide
+from scheduler.worker.decide import Busy
+from scheduler.worker.running import Runner
+from scheduler.worker.state import JobEntry, Shared
+
+log = structlog.get_logger("scheduler.worker")
+
+GIVE_UP_RETRY = 60.0
+"""Seconds past its starting deadline that a worker keeps trying to record an occurrence it
+could not claim as ``missed`` (through a store outage)."""
+
+
+class Firing:
+    def __init__(self, ctx: Shared, runner: Runner) -> None:
+        self.ctx = ctx
+        self.runner = runner
+
+    def start(self, entry: JobEntry, since: datetime) -> None:
+        """Start the job's timer, catching up from ``since``."""
+        entry.task = self.ctx.spawn(self.job_loop(entry, since), f"job:{entry.spec.name}")
+
+    # ------------------------------------------------------------------ timers
+    async def job_loop(self, entry: JobEntry, since: datetime) -> None:
+        ctx = self.ctx
+        spec = entry.spec
+        timetable = spec.timetable()
+        now = ctx.clock.now()
+        if since < now - timedelta(seconds=1):
+            plan = catch_up(timetable, since=since, now=now,
+                            starting_deadline=spec.starting_deadline)
+            # Occurrences past their starting deadline are recorded missed now; younger
+            # ones may still be claimed by live workers (this worker restarted while others
+            # kept going), so they are recorded once their deadline has passed, and only
+            # if nobody claimed them meanwhile (the record is create-only).
+            horizon = now - timedelta(seconds=spec.starting_deadline)
+            past, young = decide.split_missed(plan.missed, horizon)
+            for instant in past:
+                await self.record_missed(spec, instant)
+            for instant in young:
+                left = (instant - horizon).total_seconds() + 1.0
+                ctx.spawn(self._record_missed_later(spec, instant, left),
+                          f"missed:{spec.name}")
+            if plan.run is not None:
+                self.fire(entry, plan.run)
+        cursor = max(since, now)
+        ahead = ctx.config.claim_ahead
+        while True:
+            nxt = timetable.next_after(cursor)
+            if nxt is None:
+                return
+            delay = (nxt - ctx.clock.now()).total_seconds() - ahead
+            if delay > 0:
+                await asyncio.sleep(delay)
+            cursor = nxt
+            self.fire(entry, nxt, ahead=ahead)
+
+    async def _record_missed_later(self, spec: JobSpec, instant: datetime,
+                                   delay: float) -> None:
+        await asyncio.sleep(delay)
+        current = self.ctx.jobs.get(spec.name)
+        if not self.ctx.stopping and current is not None and current.spec == spec:
+            await self.record_missed(spec, instant)
+
+    async def record_missed(self, spec: JobSpec, instant: datetime) -> None:
+        store = self.ctx.store
+        assert store is not None
+        occ = occurrence_id(instant)
+        try:
+            if await store.record_missed(spec.name, occ,
+                                         spec_revision=self.ctx.revision(spec)):
+                log.info("run.missed", job=spec.name, occurrence=occ)
+        except ClientError as err:
+            # Every worker that restarts records these; one that fails here says so rather
+            # than dropping it silently (the occurrence was not run either way).
+            log.warning("run.missed_unrecorded", job=spec.name, occurrence=occ, error=str(err))
+
+    # ------------------------------------------------------------------ occurrences
+    def fire(self, entry: JobEntry, instant: datetime, occ: str | None = None,
+             ahead: float = 0.0) -> None:
+        """One fire instant of a job (called ``ahead`` seconds before it by the timers):
+        the first-ranked worker claims at once (in a task of its own) and starts the process
+        at the instant; the k-th looks again ``k * grace`` after the instant (a timer) and
+        starts a task only if the locks watch has not shown the occurrence claimed by then."""
+        ctx = self.ctx
+        spec = entry.spec
+        occ = occ or occurrence_id(instant)
+        ctx.stats.add("wake", (ctx.clock.now() - instant).total_seconds() + ahead)
+        eligible = ctx.check_eligible(spec)
+        position = decide.claim_position(spec.name, occ, eligible, ctx.config.name)
+        if position is None:
+            return
+        if position == 0:
+            ctx.spawn(self._occurrence(entry, instant, occ, 0), f"occ:{spec.name}")
+        else:
+            early = max(0.0, (instant - ctx.clock.now()).total_seconds())
+            asyncio.get_running_loop().call_later(early + position * ctx.config.grace,
+                                                  self._backup_due, entry, instant, occ,
+                                                  position)
+
+    def _backup_due(self, entry: JobEntry, instant: datetime, occ: str, position: int) -> None:
+        # A spec edited meanwhile does not cancel an occurrence already due (as the first
+        # worker's claim is not cancelled either); a deleted or suspended job does.
+        ctx = self.ctx
+        job = entry.spec.name
+        if (ctx.stopping or job not in ctx.jobs or ctx.is_suspended(job)
+                or decide.taken(ctx.held.get(job), occ)):
+            return
+        ctx.spawn(self._occurrence(entry, instant, occ, position), f"occ:{job}")
+
+    async def _occurrence(self, entry: JobEntry, instant: datetime, occ: str,
+                          position: int) -> None:
+        spec = entry.spec
+        if position > 0:
+            assert self.ctx.store is not None
+            with contextlib.suppress(ClientError):  # unknown: go on and try to claim
+                if await self.ctx.store.run_exists(spec.name, occ):
+                    log.debug("occ.taken", job=spec.name, occurrence=occ, position=position)
+                    return
+        t0 = time.monotonic()
+        claim = await self._claim(entry, occ, instant)
+        if claim is not None:
+            self.ctx.stats.add("claim", time.monotonic() - t0)
+            await self.runner.execute(entry, claim, instant)
+
+    async def _claim(self, entry: JobEntry, occ: str, instant: datetime) -> Claim | None:
+        try:
+            return await self._claim_loop(entry, occ, instant)
+        finally:
+            if self.ctx.store is not None:
+                self.ctx.store.forget(entry.spec.name, occ)
+
+    async def _claim_loop(self, entry: JobEntry, occ: str, instant: datetime) -> Claim | None:
+        ctx = self.ctx
+        spec = entry.spec
+        exclusive = spec.concurrency != "allow"
+        uncertain = False
+        while True:
+            store = ctx.store
+            assert store is not None
+            if ctx.stopping and not uncertain:
+                return None  # no new claim while stopping (the backups will see none)
+            if ctx.deadline(spec, instant) < 0:
+                await self._give_up(spec, occ, uncertain)
+                return None
+            later = (decide.later_claimed(spec.concurrency, ctx.held.get(spec.name), occ)
+                     if not uncertain else None)
+            if later is not None:
+                # forbid runs occurrences in order: one whose later sibling was claimed
+                # already (a slow backup) is skipped, not started after it.
+                await self._skip(spec, occ, f"a later occurrence {later} was claimed first")
+                return None
+            entry.lock_freed.clear()
+            try:
+                claim = await store.claim(spec.name, occ, exclusive=exclusive,
+                                          spec_revision=entry.revision)
+                if claim is not None:
+                    log.debug("occ.claimed", job=spec.name, occurrence=occ, token=claim.token)
+                    return claim
+                rec, kv = await store.get_run_kv(spec.name, occ)
+                holder = await self._holder(spec.name) if rec is None else None
+            except LeaseNotFoundError:
+                # Our session lease is gone on the server: nothing can be claimed on it.
+                # Declare the session lost now (the deadman re-registers) and retry on the
+                # new one instead of waiting for the keepalive to notice.
+                ctx.session_gone(store.me.lease)
+                await asyncio.sleep(0.1)
+                continue
+            except ClientError as err:
+                # The outcome is unknown (the store may be electing a leader): try again
+                # while the deadline allows; a claim that did land is adopted below.
+                uncertain = True
+                log.warning("run.claim_retry", job=spec.name, occurrence=occ, error=str(err))
+                await asyncio.sleep(0.25)
+                continue
+            if rec is not None and kv is not None:
+                adopted = store.adopt(rec, kv, exclusive)
+                if adopted is not None and (spec.name, occ) not in ctx.running:
+                    log.info("run.adopted", job=spec.name, occurrence=occ)
+                    return adopted  # our earlier attempt landed; its answer was lost
+                log.debug("occ.claimed_elsewhere", job=spec.name, occurrence=occ,
+                          by=rec.worker, status=rec.status)
+                return None  # another worker has this occurrence
+            # The job is busy with an earlier run (forbid/replace).
+            log.debug("occ.lock_busy", job=spec.name, occurrence=occ,
+                      holder=holder.occurrence if holder else None,
+                      holder_worker=holder.worker if holder else None)
+            early = (instant - ctx.clock.now()).total_seconds()
+            busy = decide.when_busy(spec.concurrency, early, holder is not None)
+            if busy is Busy.WAIT_FOR_INSTANT:
+                # Claimed ahead: the previous run may still end on its own before the
+                # instant (for replace: only then is it killed).
+                with contextlib.suppress(TimeoutError):
+                    await within(entry.lock_freed.wait(), early)
+                continue
+            if busy is Busy.SKIP and holder is not None:
+                # forbid skips: an occurrence due while the previous run is running is
+                # recorded and never started later (a queue would start it late, and
+                # several queued ones in any order).
+                await self._skip(spec, occ, f"previous run {holder.occurrence} still running")
+                return None
+            if busy is Busy.KILL_AND_WAIT and holder is not None:
+                with contextlib.suppress(ClientError):
+                    await self.runner.request_kill(spec.name, occurrence=holder.occurrence,
+                                                   reason=f"replaced by occurrence {occ}")
+            with contextlib.suppress(TimeoutError):
+                await within(entry.lock_freed.wait(),
+                             timeout=max(0.05, min(ctx.deadline(spec, instant), 2.0)))
+
+    async def _holder(self, job: str) -> LockHolder | None:
+        kv = await self.ctx.client.get_one(keys.lock_key(job))
+        if kv is None:
+            return None
+        try:
+            return LockHolder.decode(kv.value)
+        except (ValueError, TypeError):
+            return None
+
+    async def _skip(self, spec: JobSpec, occ: str, reason: str) -> None:
+        """Record a ``forbid`` occurrence as ``skipped`` (once: the record is create-only,
+        so the backups that find the job busy too add nothing)."""
+        store = self.ctx.store
+        assert store is not None
+        try:
+            if await store.record_missed(spec.name, occ, status="skipped", note=reason,
+                                         spec_revision=self.ctx.revision(spec)):
+                log.info("run.skipped", job=spec.name, occurrence=occ, reason=reason)
+        except ClientError as err:
+            log.warning("run.skip_unrecorded", job=spec.name, occurrence=occ, error=str(err))
+
+    async def _give_up(self, spec: JobSpec, occ: str, uncertain: bool) -> None:
+        """The starting deadline passed. Record the occurrence as skipped; if one of our
+        claims may have landed unheard, release it (so its lock does not block the job).
+
+        Retried through store outages (for up to ``GIVE_UP_RETRY`` seconds): every worker
+        that fired the occurrence gives up at about the same time, so if each dropped its
+        write on an error, an outage at the deadline would leave the occurrence with
+        neither a start nor a record."""
+        delay = 0.25
+        retry_until = time.monotonic() + GIVE_UP_RETRY
+        while True:
+            store = self.ctx.store  # a new session's store after a re-registration
+            assert store is not None
+            try:
+                if uncertain:
+                    rec, kv = await store.get_run_kv(spec.name, occ)
+                    if rec is not None and kv is not None:
+                        claim = store.adopt(rec, kv, spec.concurrency != "allow")
+                        if claim is not None:
+                            await self.runner.abandon(claim, "claimed too late to start")
+                        return  # recorded already (by us or by whoever claimed it)
+                if await store.record_missed(spec.name, occ,
+                                             spec_revision=self.ctx.revision(spec)):
+                    log.info("run.skipped", job=spec.name, occurrence=occ,
+                             reason="not started within starting_deadline")
+                return
+            except ClientError as err:
+                if self.ctx.stopping or time.monotonic() > retry_until:
+                    log.warning("run.give_up_failed", job=spec.name, occurrence=occ,
+                                error=str(err))
+                    return
+                log.debug("run.give_up_retry", job=spec.name, occurrence=occ, error=str(err))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    # ------------------------------------------------------------------ triggers
+    async def on_trigger_batch(self, batch: WatchBatch) -> None:
+        """``raftcron jobs trigger``: fire a manual occurrence now."""
+        for e in batch.events:
+            if not e.is_put:
+                continue
+            found = keys.job_occurrence_from(e.kv.key, keys.TRIGGERS)
+            if found is None or MANUAL_SUFFIX not in found[1]:
+                report_bad(e.kv.key, e.kv.mod_revision,
+                           "not /cron/trigger/<job>/<manual occurrence id>", "triggers")
+                continue
+            job, occ = found
+            entry = self.ctx.jobs.get(job)
+            instant = occurrence_instant(occ)
+            if entry is None or instant is None:
+                continue
+            self.fire(entry, instant, occ)
