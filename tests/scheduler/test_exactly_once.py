@@ -266,7 +266,8 @@ def scenario(fleet: Fleet, tmp: Path, seed: int) -> None:
         elif rec is not None and behind_held_lock(key, rec, records):
             skipped.append(key)
         else:
-            missing.append((key, rec.get("status") if rec else None))
+            missing.append((key, rec.get("status") if rec else None,
+                            rec.get("note") if rec else None))
     # A long run cut short: its job's next start came within LONG_RUN s of it (only a
     # kill ends one early). Its successor started while it would still have been running,
     # had it outlived its worker; the flock shows whether it did.
