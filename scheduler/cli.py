@@ -30,6 +30,15 @@ from coord.server import config as store_config
 from scheduler import cli_cluster, cli_files, cli_jobs  # noqa: F401
 from scheduler.cli_app import EndpointsOpt, TagsOpt, app, coord_app, fail, parse_tags
 from scheduler.cli_output import PLAIN_TABLE_OVER, emit
+from scheduler.cli_tls import (
+    DEFAULT_MIN_VERSION,
+    CertFileOpt,
+    ClientCertAuthOpt,
+    KeyFileOpt,
+    MinVersionOpt,
+    ServerTLSFlags,
+    TrustedCAOpt,
+)
 
 # What other modules and tests import from here, as before the split.
 __all__ = ["PLAIN_TABLE_OVER", "STOP_NOW_EXIT", "app", "emit", "fail", "main",
@@ -72,19 +81,25 @@ DEFAULT_SNAPSHOT_BYTES = store_config.ServerConfig.snapshot_bytes
 
 def store_config_from_flags(name: str, data_dir: Path, listen_client: str, listen_peer: str,
                             initial_cluster: str | None, initial_cluster_state: str,
-                            snapshot_count: int, snapshot_bytes: int) -> Any:
+                            snapshot_count: int, snapshot_bytes: int,
+                            client_tls: ServerTLSFlags | None = None) -> Any:
     """The member's ServerConfig from the store flags (``coord serve`` and ``agent``); a
     bad flag is exit 2, before anything touches the data dir."""
+    from coord.rpc.h2.tls import TLSConfigError, server_tls
+
+    c = client_tls or ServerTLSFlags()
     try:
         cluster = (store_config.parse_initial_cluster(initial_cluster)
                    if initial_cluster else {})
+        tls = server_tls("--", c.cert_file, c.key_file, c.trusted_ca_file,
+                         c.client_cert_auth, c.min_version)
         return store_config.ServerConfig(
             name=name or socket.gethostname(), data_dir=data_dir, listen_client=listen_client,
             listen_peer=listen_peer, initial_cluster=cluster,
             initial_cluster_state=initial_cluster_state, snapshot_count=snapshot_count,
-            snapshot_bytes=snapshot_bytes,
+            snapshot_bytes=snapshot_bytes, client_tls=tls,
             inline_sync=os.environ.get("RAFTCRON_INLINE_SYNC", "1") != "0")
-    except store_config.ConfigError as err:
+    except (store_config.ConfigError, TLSConfigError) as err:
         fail(str(err), 2)
 
 
@@ -155,6 +170,11 @@ def coord_serve(
     initial_cluster_state: ClusterStateOpt = DEFAULT_CLUSTER_STATE,
     snapshot_count: SnapshotCountOpt = DEFAULT_SNAPSHOT_COUNT,
     snapshot_bytes: SnapshotBytesOpt = DEFAULT_SNAPSHOT_BYTES,
+    cert_file: CertFileOpt = None,
+    key_file: KeyFileOpt = None,
+    trusted_ca_file: TrustedCAOpt = None,
+    client_cert_auth: ClientCertAuthOpt = False,
+    tls_min_version: MinVersionOpt = DEFAULT_MIN_VERSION,
 ) -> None:
     """Serve the etcd v3 API from a coord member (no scheduler worker).
 
@@ -172,7 +192,9 @@ def coord_serve(
     sys.setswitchinterval(SWITCH_INTERVAL)
     config = store_config_from_flags(name, data_dir, listen_client, listen_peer,
                                      initial_cluster, initial_cluster_state, snapshot_count,
-                                     snapshot_bytes)
+                                     snapshot_bytes, ServerTLSFlags(
+                                         cert_file, key_file, trusted_ca_file,
+                                         client_cert_auth, tls_min_version))
     try:
         setup_process()
         server = CoordServer(config, freeze_heap=gc_freeze_enabled())
@@ -260,6 +282,11 @@ def agent(
     initial_cluster_state: ClusterStateOpt = DEFAULT_CLUSTER_STATE,
     snapshot_count: SnapshotCountOpt = DEFAULT_SNAPSHOT_COUNT,
     snapshot_bytes: SnapshotBytesOpt = DEFAULT_SNAPSHOT_BYTES,
+    cert_file: CertFileOpt = None,
+    key_file: KeyFileOpt = None,
+    trusted_ca_file: TrustedCAOpt = None,
+    client_cert_auth: ClientCertAuthOpt = False,
+    tls_min_version: MinVersionOpt = DEFAULT_MIN_VERSION,
     jobs: Annotated[Path | None, typer.Option(
         "--jobs", help="Apply this job file at start (in the background, retried until "
         "the store takes it; as `apply` without --prune).")] = None,
@@ -293,7 +320,9 @@ def agent(
     sys.setswitchinterval(SWITCH_INTERVAL)  # the member's WAL thread, as in `coord serve`
     config = store_config_from_flags(member, data_dir, listen_client, listen_peer,
                                      initial_cluster, initial_cluster_state, snapshot_count,
-                                     snapshot_bytes)
+                                     snapshot_bytes, ServerTLSFlags(
+                                         cert_file, key_file, trusted_ca_file,
+                                         client_cert_auth, tls_min_version))
     # Every flag is checked before the member touches its data dir.
     cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset,
                          compact_retention, stop_timeout)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coord import netaddr
+from coord.rpc.h2.tls import ServerTLS
 
 DEFAULT_CLIENT = "127.0.0.1:2379"
 DEFAULT_PEER = "127.0.0.1:2380"
@@ -80,6 +81,10 @@ class ServerConfig:
     initial_cluster_state: str = "new"
     """``new``: bootstrap the cluster from ``initial_cluster``; ``existing``: join a running
     cluster that already added this member (``etcdctl member add``)."""
+    client_tls: ServerTLS | None = None
+    """TLS on the client port (``--cert-file`` ...; :mod:`coord.rpc.h2.tls`); None: h2c."""
+    peer_tls: ServerTLS | None = None
+    """TLS on the peer port (``--peer-cert-file`` ...); None: h2c."""
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen_client, "--listen-client")

@@ -67,19 +67,22 @@ class CoordServer:
         peer_service = PeerService(self.node.transport, self.node.serve_lease_renew,
                                    self.node.lookup_peer, self.node.serve_lease_ttl)
         peer_table = peer_handlers(peer_service)
-        peer_h2 = H2Server(lambda call: peer_table.get(call.method), max_receive=PEER_RECV_LIMIT)
+        peer_h2 = H2Server(lambda call: peer_table.get(call.method), max_receive=PEER_RECV_LIMIT,
+                           tls=self.config.peer_tls)
         await peer_h2.start(self.config.listen_peer)
         self._peer_h2 = peer_h2
         self.node.start()
         self._client = client = ClientHandlers(self.node, client_handlers(self.core, self.watch))
         if self.freeze_heap:
             freeze_startup_heap()  # before the first client request, not during one
-        h2 = H2Server(client.service, max_receive=RECV_LIMIT)
+        h2 = H2Server(client.service, max_receive=RECV_LIMIT, tls=self.config.client_tls)
         await h2.start(self.config.listen_client)
         self._h2 = h2
         self.core.start()
         self._waiting = asyncio.get_running_loop().create_task(self._report_waiting())
         log.info("coord.serving", name=self.config.name, client=self.config.listen_client,
+                 client_tls=self.config.client_tls is not None,
+                 peer_tls=self.config.peer_tls is not None,
                  member_id=f"{self.node.member_id:x}", data_dir=str(self.config.data_dir),
                  revision=self.applier.current_revision)
 
