@@ -38,6 +38,7 @@ from scheduler.cli_tls import (
     MinVersionOpt,
     ServerTLSFlags,
     TrustedCAOpt,
+    client_tls,
 )
 
 # What other modules and tests import from here, as before the split.
@@ -225,7 +226,7 @@ def _worker_config(name: str, endpoints: list[str], tags: str, session_ttl: int,
                         session_ttl=session_ttl, log_dir=log_dir,
                         clock=SystemClock(offset=clock_offset),
                         compact_retention=float(retention),
-                        freeze_heap=gc_freeze_enabled())
+                        freeze_heap=gc_freeze_enabled(), tls=client_tls())
 
 
 SessionOpt = Annotated[int, typer.Option("--session-ttl",
@@ -346,7 +347,8 @@ def agent(
             channels = None
             if os.environ.get("RAFTCRON_AGENT_LOCAL", "1") != "0":
                 channels = server.channels()
-            async with Client([listen_client], timeout=5, channels=channels) as c:
+            async with Client([listen_client], timeout=5, channels=channels,
+                              tls=cfg.tls) as c:
                 if specs is not None and jobs is not None:
                     applying = asyncio.ensure_future(apply_at_start(c, specs, jobs))
                 try:

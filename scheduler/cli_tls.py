@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -32,3 +32,55 @@ class ServerTLSFlags:
     trusted_ca_file: Path | None = None
     client_cert_auth: bool = False
     min_version: str = DEFAULT_MIN_VERSION
+
+
+# The client side: etcdctl's global flags, given before the command
+# (``raftcron --cacert ca.pem jobs list --endpoints https://h:2379``), or from the environment.
+CACertOpt = Annotated[Path | None, typer.Option(
+    "--cacert", envvar="RAFTCRON_CACERT",
+    help="Verify the stores' certificates with this CA bundle (TLS; implied by https://).")]
+CertOpt = Annotated[Path | None, typer.Option(
+    "--cert", envvar="RAFTCRON_CERT", help="Client certificate (for --client-cert-auth).")]
+KeyOpt = Annotated[Path | None, typer.Option(
+    "--key", envvar="RAFTCRON_KEY", help="Private key of --cert.")]
+SkipVerifyOpt = Annotated[bool, typer.Option(
+    "--insecure-skip-tls-verify",
+    help="TLS without verifying the server's certificate (testing only).")]
+
+
+@dataclass
+class ClientTLSFlags:
+    """The global client TLS flags, set by the root command before any command runs."""
+
+    cacert: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    insecure_skip_verify: bool = False
+
+    def given(self) -> bool:
+        return bool(self.cacert or self.cert or self.key or self.insecure_skip_verify)
+
+
+CLIENT_TLS = ClientTLSFlags()
+"""What this process's client commands (and worker) use to reach the store."""
+
+
+def client_tls() -> Any:
+    """The coord client's :class:`coord.client.ClientTLS` from the flags, or None (then
+    ``https://`` endpoints still use TLS, with the system's CAs)."""
+    flags = CLIENT_TLS
+    if not flags.given():
+        return None
+    if (flags.cert is None) != (flags.key is None):
+        from scheduler.cli_app import fail
+
+        fail("--cert and --key go together", 2)
+    for flag, path in (("--cacert", flags.cacert), ("--cert", flags.cert),
+                       ("--key", flags.key)):
+        if path is not None and not path.is_file():
+            from scheduler.cli_app import fail
+
+            fail(f"{flag}: no such file: {path}", 2)
+    from coord.client import ClientTLS
+
+    return ClientTLS(flags.cacert, flags.cert, flags.key, flags.insecure_skip_verify)
