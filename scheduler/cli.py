@@ -34,6 +34,7 @@ from scheduler.cli_tls import (
     DEFAULT_MIN_VERSION,
     CertFileOpt,
     ClientCertAuthOpt,
+    InsecureListenOpt,
     KeyFileOpt,
     MinVersionOpt,
     ServerTLSFlags,
@@ -98,7 +99,7 @@ def store_config_from_flags(name: str, data_dir: Path, listen_client: str, liste
             name=name or socket.gethostname(), data_dir=data_dir, listen_client=listen_client,
             listen_peer=listen_peer, initial_cluster=cluster,
             initial_cluster_state=initial_cluster_state, snapshot_count=snapshot_count,
-            snapshot_bytes=snapshot_bytes, client_tls=tls,
+            snapshot_bytes=snapshot_bytes, client_tls=tls, insecure_listen=c.insecure_listen,
             inline_sync=os.environ.get("RAFTCRON_INLINE_SYNC", "1") != "0")
     except (store_config.ConfigError, TLSConfigError) as err:
         fail(str(err), 2)
@@ -176,6 +177,7 @@ def coord_serve(
     trusted_ca_file: TrustedCAOpt = None,
     client_cert_auth: ClientCertAuthOpt = False,
     tls_min_version: MinVersionOpt = DEFAULT_MIN_VERSION,
+    insecure_listen: InsecureListenOpt = False,
 ) -> None:
     """Serve the etcd v3 API from a coord member (no scheduler worker).
 
@@ -195,7 +197,8 @@ def coord_serve(
                                      initial_cluster, initial_cluster_state, snapshot_count,
                                      snapshot_bytes, ServerTLSFlags(
                                          cert_file, key_file, trusted_ca_file,
-                                         client_cert_auth, tls_min_version))
+                                         client_cert_auth, tls_min_version,
+                                         insecure_listen))
     try:
         setup_process()
         server = CoordServer(config, freeze_heap=gc_freeze_enabled())
@@ -288,6 +291,7 @@ def agent(
     trusted_ca_file: TrustedCAOpt = None,
     client_cert_auth: ClientCertAuthOpt = False,
     tls_min_version: MinVersionOpt = DEFAULT_MIN_VERSION,
+    insecure_listen: InsecureListenOpt = False,
     jobs: Annotated[Path | None, typer.Option(
         "--jobs", help="Apply this job file at start (in the background, retried until "
         "the store takes it; as `apply` without --prune).")] = None,
@@ -323,7 +327,8 @@ def agent(
                                      initial_cluster, initial_cluster_state, snapshot_count,
                                      snapshot_bytes, ServerTLSFlags(
                                          cert_file, key_file, trusted_ca_file,
-                                         client_cert_auth, tls_min_version))
+                                         client_cert_auth, tls_min_version,
+                                         insecure_listen))
     # Every flag is checked before the member touches its data dir.
     cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset,
                          compact_retention, stop_timeout)

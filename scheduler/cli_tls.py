@@ -21,6 +21,9 @@ ClientCertAuthOpt = Annotated[bool, typer.Option(
 MinVersionOpt = Annotated[str, typer.Option(
     "--tls-min-version", help="Lowest TLS version accepted: TLS1.2 or TLS1.3.")]
 DEFAULT_MIN_VERSION = "TLS1.2"
+InsecureListenOpt = Annotated[bool, typer.Option(
+    "--insecure-listen", help="Allow plaintext listeners on addresses other hosts can reach "
+    "(refused by default; logs a warning at every start).")]
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class ServerTLSFlags:
     trusted_ca_file: Path | None = None
     client_cert_auth: bool = False
     min_version: str = DEFAULT_MIN_VERSION
+    insecure_listen: bool = False
 
 
 # The client side: etcdctl's global flags, given before the command

@@ -60,6 +60,11 @@ class CoordServer:
 
     async def start(self) -> None:
         """Recover from disk, then start serving. Raises StorageError on a damaged WAL."""
+        exposed = self.config.plaintext_exposed()
+        if exposed:  # allowed by --insecure-listen (the config refuses it otherwise)
+            log.warning("coord.insecure_listen", name=self.config.name, plaintext=exposed,
+                        hint="anyone who reaches these ports can write jobs; give them TLS "
+                        "(docs/security.md)")
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         if self.node.join and not (self.config.data_dir / "wal").exists():
             await self.node.discover_cluster()
