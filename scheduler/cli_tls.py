@@ -76,15 +76,17 @@ def client_tls() -> Any:
     if not flags.given():
         return None
     if (flags.cert is None) != (flags.key is None):
-        from scheduler.cli_app import fail
-
-        fail("--cert and --key go together", 2)
+        _bad_flag("--cert and --key go together")
     for flag, path in (("--cacert", flags.cacert), ("--cert", flags.cert),
                        ("--key", flags.key)):
         if path is not None and not path.is_file():
-            from scheduler.cli_app import fail
-
-            fail(f"{flag}: no such file: {path}", 2)
+            _bad_flag(f"{flag}: no such file: {path}")
     from coord.client import ClientTLS
 
     return ClientTLS(flags.cacert, flags.cert, flags.key, flags.insecure_skip_verify)
+
+
+def _bad_flag(message: str) -> None:
+    """As ``scheduler.cli_app.fail(message, 2)`` (which imports this module)."""
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(2)
