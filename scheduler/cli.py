@@ -37,6 +37,11 @@ from scheduler.cli_tls import (
     InsecureListenOpt,
     KeyFileOpt,
     MinVersionOpt,
+    PeerAllowedCNOpt,
+    PeerCertFileOpt,
+    PeerClientCertAuthOpt,
+    PeerKeyFileOpt,
+    PeerTrustedCAOpt,
     ServerTLSFlags,
     TrustedCAOpt,
     client_tls,
@@ -95,11 +100,15 @@ def store_config_from_flags(name: str, data_dir: Path, listen_client: str, liste
                    if initial_cluster else {})
         tls = server_tls("--", c.cert_file, c.key_file, c.trusted_ca_file,
                          c.client_cert_auth, c.min_version)
+        peer_tls = server_tls("--peer-", c.peer_cert_file, c.peer_key_file,
+                              c.peer_trusted_ca_file, c.peer_client_cert_auth, c.min_version,
+                              c.peer_allowed_cn)
         return store_config.ServerConfig(
             name=name or socket.gethostname(), data_dir=data_dir, listen_client=listen_client,
             listen_peer=listen_peer, initial_cluster=cluster,
             initial_cluster_state=initial_cluster_state, snapshot_count=snapshot_count,
             snapshot_bytes=snapshot_bytes, client_tls=tls, insecure_listen=c.insecure_listen,
+            peer_tls=peer_tls,
             inline_sync=os.environ.get("RAFTCRON_INLINE_SYNC", "1") != "0")
     except (store_config.ConfigError, TLSConfigError) as err:
         fail(str(err), 2)
@@ -178,6 +187,11 @@ def coord_serve(
     client_cert_auth: ClientCertAuthOpt = False,
     tls_min_version: MinVersionOpt = DEFAULT_MIN_VERSION,
     insecure_listen: InsecureListenOpt = False,
+    peer_cert_file: PeerCertFileOpt = None,
+    peer_key_file: PeerKeyFileOpt = None,
+    peer_trusted_ca_file: PeerTrustedCAOpt = None,
+    peer_client_cert_auth: PeerClientCertAuthOpt = False,
+    peer_cert_allowed_cn: PeerAllowedCNOpt = "",
 ) -> None:
     """Serve the etcd v3 API from a coord member (no scheduler worker).
 
@@ -198,7 +212,9 @@ def coord_serve(
                                      snapshot_bytes, ServerTLSFlags(
                                          cert_file, key_file, trusted_ca_file,
                                          client_cert_auth, tls_min_version,
-                                         insecure_listen))
+                                         insecure_listen, peer_cert_file, peer_key_file,
+                                         peer_trusted_ca_file, peer_client_cert_auth,
+                                         peer_cert_allowed_cn))
     try:
         setup_process()
         server = CoordServer(config, freeze_heap=gc_freeze_enabled())
@@ -292,6 +308,11 @@ def agent(
     client_cert_auth: ClientCertAuthOpt = False,
     tls_min_version: MinVersionOpt = DEFAULT_MIN_VERSION,
     insecure_listen: InsecureListenOpt = False,
+    peer_cert_file: PeerCertFileOpt = None,
+    peer_key_file: PeerKeyFileOpt = None,
+    peer_trusted_ca_file: PeerTrustedCAOpt = None,
+    peer_client_cert_auth: PeerClientCertAuthOpt = False,
+    peer_cert_allowed_cn: PeerAllowedCNOpt = "",
     jobs: Annotated[Path | None, typer.Option(
         "--jobs", help="Apply this job file at start (in the background, retried until "
         "the store takes it; as `apply` without --prune).")] = None,
@@ -328,7 +349,9 @@ def agent(
                                      snapshot_bytes, ServerTLSFlags(
                                          cert_file, key_file, trusted_ca_file,
                                          client_cert_auth, tls_min_version,
-                                         insecure_listen))
+                                         insecure_listen, peer_cert_file, peer_key_file,
+                                         peer_trusted_ca_file, peer_client_cert_auth,
+                                         peer_cert_allowed_cn))
     # Every flag is checked before the member touches its data dir.
     cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset,
                          compact_retention, stop_timeout)

@@ -26,6 +26,21 @@ InsecureListenOpt = Annotated[bool, typer.Option(
     "(refused by default; logs a warning at every start).")]
 
 
+PeerCertFileOpt = Annotated[Path | None, typer.Option(
+    "--peer-cert-file", help="Certificate of the peer port (PEM), also presented when this "
+    "member dials its peers; with --peer-key-file: peers speak TLS.")]
+PeerKeyFileOpt = Annotated[Path | None, typer.Option(
+    "--peer-key-file", help="Private key of --peer-cert-file (PEM).")]
+PeerTrustedCAOpt = Annotated[Path | None, typer.Option(
+    "--peer-trusted-ca-file", help="CA bundle peer certificates are verified against "
+    "(both ways).")]
+PeerClientCertAuthOpt = Annotated[bool, typer.Option(
+    "--peer-client-cert-auth", help="Require a peer certificate signed by "
+    "--peer-trusted-ca-file on the peer port.")]
+PeerAllowedCNOpt = Annotated[str, typer.Option(
+    "--peer-cert-allowed-cn", help="Accept only peer certificates with this common name.")]
+
+
 @dataclass(frozen=True)
 class ServerTLSFlags:
     """A listener's TLS flags as given (checked when the member's config is made)."""
@@ -36,6 +51,11 @@ class ServerTLSFlags:
     client_cert_auth: bool = False
     min_version: str = DEFAULT_MIN_VERSION
     insecure_listen: bool = False
+    peer_cert_file: Path | None = None
+    peer_key_file: Path | None = None
+    peer_trusted_ca_file: Path | None = None
+    peer_client_cert_auth: bool = False
+    peer_allowed_cn: str = ""
 
 
 # The client side: etcdctl's global flags, given before the command

@@ -18,6 +18,7 @@ from coord.api.watch import WatchService
 from coord.limits import RECV_LIMIT
 from coord.process import freeze_startup_heap
 from coord.rpc.h2.server import H2Server
+from coord.rpc.h2.tls import client_context
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig
 from coord.server.core import Core
@@ -47,6 +48,11 @@ class CoordServer:
         self.node = RaftNode(config, self.applier, on_applied=self._on_applied,
                              join=config.initial_cluster_state == "existing")
         self.core = Core(self.node, self.applier, config)
+        peer = config.peer_tls
+        if peer is not None:  # dial peers with this member's peer certificate
+            self.node.transport.peer_ssl = client_context(
+                peer.trusted_ca_file, peer.cert_file, peer.key_file,
+                min_version=peer.min_version)
         self._h2: H2Server | None = None
         self._client: ClientHandlers | None = None
         self._local: LocalTarget | None = None
