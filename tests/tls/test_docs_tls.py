@@ -39,7 +39,7 @@ def test_the_tls_section_as_written(procs: ProcessGroup, certs: Certs) -> None:
                       ("client-key.pem", certs.client.key)):
         shutil.copy(src, work / name)
     cport, pport = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "ETCDCTL_API": "3", "RAFTCRON_UVLOOP": "0"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ETCDCTL_API": "3"}
     commands = doc_commands()
     assert commands[0].startswith(LONG_RUNNING[0]) and commands[-1].startswith(LONG_RUNNING[1])
     outputs = []

@@ -133,11 +133,15 @@ def test_tls_min_version_13_refuses_a_tls12_client(procs: ProcessGroup,
      "--tls-min-version: expected one of TLS1.2, TLS1.3"),
     (["--cert-file", "/nonexistent.pem", "--key-file", "{key}"],
      "--cert-file: no such file"),
+    (["--cert-file", "{cert}", "--key-file", "{other_key}"], "cannot be loaded"),
+    (["--cert-file", "{cert}", "--key-file", "{key}", "--trusted-ca-file", "{key}"],
+     "cannot be loaded"),
 ])
 def test_tls_flags_that_cannot_work_are_exit_2(tmp_path: Path, certs: Certs,
                                                flags: list[str], says: str) -> None:
     argv = [*coord_argv("n1", tmp_path / "data", free_port(), free_port()),
-            *(f.format(cert=certs.server.cert, key=certs.server.key) for f in flags)]
+            *(f.format(cert=certs.server.cert, key=certs.server.key,
+                      other_key=certs.client.key) for f in flags)]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=30,
                        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, check=False)
     assert r.returncode == 2, r.stderr

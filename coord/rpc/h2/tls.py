@@ -65,8 +65,16 @@ def server_tls(prefix: str, cert_file: Path | None, key_file: Path | None,
                        (f"{prefix}trusted-ca-file", trusted_ca_file)):
         if path is not None and not path.is_file():
             raise TLSConfigError(f"{flag}: no such file: {path}")
-    return ServerTLS(cert_file, key_file, trusted_ca_file, client_cert_auth, min_version,
-                     allowed_cn)
+    tls = ServerTLS(cert_file, key_file, trusted_ca_file, client_cert_auth, min_version,
+                    allowed_cn)
+    try:
+        server_context(tls)  # a key that does not match, a file that is not PEM: say so now
+    except ssl.SSLError as err:
+        raise TLSConfigError(
+            f"{prefix}cert-file {cert_file}, {prefix}key-file {key_file}"
+            f"{f', {prefix}trusted-ca-file {trusted_ca_file}' if trusted_ca_file else ''}: "
+            f"cannot be loaded ({err.reason or err})") from None
+    return tls
 
 
 def server_context(tls: ServerTLS) -> ssl.SSLContext:
