@@ -10,11 +10,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from coord.client import Client, ClientError, ClientTLS
-from tests.helpers.procs import REPO, process_group
+from tests.helpers.procs import REPO, process_group, wait_until
 from tests.tls.conftest import Certs, start_tls_etcd
 
 TIMEOUT = 3.0
@@ -104,3 +105,29 @@ def test_the_cli_takes_etcdctls_flags(server: str, mtls_port: int, etcd_port: in
     assert refused.stderr.startswith("Error: cannot reach the store"), refused.stderr
     half = raftcron("--cert", str(certs.client.cert), "jobs", "list", "--endpoints", ep)
     assert half.returncode == 2 and "--cert and --key go together" in half.stderr
+
+
+def test_a_worker_runs_jobs_against_a_real_etcd_with_mutual_tls(
+        tmp_path: Path, certs: Certs, etcd_port: int) -> None:
+    """`raftcron apply` then `raftcron worker`, both with etcdctl's flags, against etcd
+    with --client-cert-auth: the job's command runs."""
+    out = tmp_path / "ran.txt"
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("jobs:\n  - name: tls-every-second\n    schedule: '* * * * * *'\n"
+                    f"    command: 'echo $RAFTCRON_JOB >> {out}'\n")
+    ep = f"https://127.0.0.1:{etcd_port}"
+    flags = ["--cacert", str(certs.ca.cert), "--cert", str(certs.client.cert),
+             "--key", str(certs.client.key)]
+    applied = raftcron(*flags, "apply", "-f", str(jobs), "--endpoints", ep)
+    assert applied.returncode == 0, applied.stderr
+    (tmp_path / "procs").mkdir()
+    with process_group(tmp_path / "procs") as group:
+        worker = group.spawn("w1", [sys.executable, "-m", "scheduler.cli", *flags, "worker",
+                                    "--endpoints", ep, "--name", "tls-w1",
+                                    "--log-dir", str(tmp_path / "logs")],
+                             etcd_port, env={"PYTHONPATH": str(REPO)})
+        wait_until(lambda: (out.exists() and "tls-every-second" in out.read_text())
+                   or not worker.alive(), 30, "the job to run over TLS")
+        assert worker.alive(), worker.log()
+    removed = raftcron(*flags, "jobs", "delete", "tls-every-second", "--endpoints", ep)
+    assert removed.returncode == 0, removed.stderr
