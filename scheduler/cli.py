@@ -355,6 +355,14 @@ def agent(
     # Every flag is checked before the member touches its data dir.
     cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset,
                          compact_retention, stop_timeout)
+    if cfg.tls is None and config.client_tls is not None:
+        # The worker reaches its own TLS client port (RAFTCRON_AGENT_LOCAL=0) with the
+        # member's files: its CA and, for --client-cert-auth, its own certificate.
+        from coord.client import ClientTLS
+
+        own = config.client_tls
+        cfg = dataclasses.replace(cfg, tls=ClientTLS(own.trusted_ca_file, own.cert_file,
+                                                     own.key_file))
     try:
         setup_process()
         server = CoordServer(config, freeze_heap=gc_freeze_enabled())

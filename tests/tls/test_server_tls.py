@@ -16,9 +16,9 @@ import grpc
 import pytest
 
 from coord.pb import rpc_pb2, rpc_pb2_grpc
-from tests.helpers.procs import REPO, ProcessGroup, coord_argv, free_port
+from tests.helpers.procs import REPO, ProcessGroup, coord_argv, free_port, wait_until
 from tests.tls.certs import Pair
-from tests.tls.conftest import Certs, start_tls_coord
+from tests.tls.conftest import Certs, start_tls_coord, tls_argv
 
 CALL_TIMEOUT = 5.0
 
@@ -148,3 +148,22 @@ def test_tls_flags_that_cannot_work_are_exit_2(tmp_path: Path, certs: Certs,
     assert r.stderr.startswith("Error: ") and says in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1, r.stderr
     assert not (tmp_path / "data").exists()  # refused before the data dir is touched
+
+
+def test_an_agent_with_mutual_tls_runs_jobs_through_its_own_tls_port(
+        procs: ProcessGroup, certs: Certs, tmp_path: Path) -> None:
+    """``agent`` with --client-cert-auth and RAFTCRON_AGENT_LOCAL=0: its worker dials the
+    member's TLS client port with the member's own CA and certificate, and runs a job."""
+    out = tmp_path / "ran.txt"
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("jobs:\n  - name: agent-tls\n    schedule: '* * * * * *'\n"
+                    f"    command: 'echo $RAFTCRON_JOB >> {out}'\n")
+    cport, pport = free_port(), free_port()
+    serve = tls_argv("n1", tmp_path / "data", cport, pport, certs, "--client-cert-auth")
+    argv = [*serve[:serve.index("serve") - 1], "agent", *serve[serve.index("serve") + 1:],
+            "--jobs", str(jobs), "--log-dir", str(tmp_path / "logs")]
+    agent = procs.spawn("agent", argv, cport, env={"PYTHONPATH": str(REPO),
+                                                   "RAFTCRON_AGENT_LOCAL": "0"})
+    wait_until(lambda: (out.exists() and "agent-tls" in out.read_text()) or not agent.alive(),
+               30, "the agent's job to run")
+    assert agent.alive(), agent.log()
