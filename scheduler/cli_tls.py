@@ -43,7 +43,8 @@ PeerAllowedCNOpt = Annotated[str, typer.Option(
 
 @dataclass(frozen=True)
 class ServerTLSFlags:
-    """A listener's TLS flags as given (checked when the member's config is made)."""
+    """A member's TLS flags as given, client port, peer port and --insecure-listen
+    (checked when the member's config is made)."""
 
     cert_file: Path | None = None
     key_file: Path | None = None
