@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from coord.client.errors import ClientError
 from coord.pb import rpc_pb2_grpc
 
 EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from the stubs
@@ -106,8 +107,15 @@ class ClientTLS:
 def _server_certificate(address: str) -> tuple[bytes, str]:
     """The PEM certificate ``address`` presents, unverified, and a name it is valid for."""
     host, _, port = address.rpartition(":")
-    pem = ssl.get_server_certificate((host.strip("[]"), int(port)), timeout=5)
-    from cryptography import x509  # noqa: PLC0415 - only this rare path parses certificates
+    try:
+        pem = ssl.get_server_certificate((host.strip("[]"), int(port)), timeout=5)
+    except OSError as err:
+        raise ClientError(f"{address}: cannot fetch its certificate: {err}") from None
+    try:
+        from cryptography import x509  # noqa: PLC0415 - only this rare path parses certificates
+    except ImportError:
+        raise ClientError("--insecure-skip-tls-verify needs the cryptography package "
+                          "(pip install cryptography)") from None
 
     cert = x509.load_pem_x509_certificate(pem.encode())
     name = ""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from coord.client import Client, ClientError, ClientTLS
-from tests.helpers.procs import REPO, process_group, wait_until
+from tests.helpers.procs import REPO, free_port, process_group, wait_until
 from tests.tls.conftest import Certs, start_tls_etcd
 
 TIMEOUT = 3.0
@@ -131,3 +131,9 @@ def test_a_worker_runs_jobs_against_a_real_etcd_with_mutual_tls(
         assert worker.alive(), worker.log()
     removed = raftcron(*flags, "jobs", "delete", "tls-every-second", "--endpoints", ep)
     assert removed.returncode == 0, removed.stderr
+
+
+def test_insecure_skip_tls_verify_against_nothing_is_a_client_error() -> None:
+    tls = ClientTLS(insecure_skip_verify=True)
+    with pytest.raises(ClientError, match="cannot fetch its certificate"):
+        asyncio.run(round_trip(f"127.0.0.1:{free_port()}", tls, b"x"))
