@@ -30,6 +30,22 @@ from coord.server import config as store_config
 from scheduler import cli_cluster, cli_files, cli_jobs  # noqa: F401
 from scheduler.cli_app import EndpointsOpt, TagsOpt, app, coord_app, fail, parse_tags
 from scheduler.cli_output import PLAIN_TABLE_OVER, emit
+from scheduler.cli_tls import (
+    DEFAULT_MIN_VERSION,
+    CertFileOpt,
+    ClientCertAuthOpt,
+    InsecureListenOpt,
+    KeyFileOpt,
+    MinVersionOpt,
+    PeerAllowedCNOpt,
+    PeerCertFileOpt,
+    PeerClientCertAuthOpt,
+    PeerKeyFileOpt,
+    PeerTrustedCAOpt,
+    ServerTLSFlags,
+    TrustedCAOpt,
+    client_tls,
+)
 
 # What other modules and tests import from here, as before the split.
 __all__ = ["PLAIN_TABLE_OVER", "STOP_NOW_EXIT", "app", "emit", "fail", "main",
@@ -72,19 +88,29 @@ DEFAULT_SNAPSHOT_BYTES = store_config.ServerConfig.snapshot_bytes
 
 def store_config_from_flags(name: str, data_dir: Path, listen_client: str, listen_peer: str,
                             initial_cluster: str | None, initial_cluster_state: str,
-                            snapshot_count: int, snapshot_bytes: int) -> Any:
+                            snapshot_count: int, snapshot_bytes: int,
+                            client_tls: ServerTLSFlags | None = None) -> Any:
     """The member's ServerConfig from the store flags (``coord serve`` and ``agent``); a
     bad flag is exit 2, before anything touches the data dir."""
+    from coord.rpc.h2.tls import TLSConfigError, server_tls
+
+    c = client_tls or ServerTLSFlags()
     try:
         cluster = (store_config.parse_initial_cluster(initial_cluster)
                    if initial_cluster else {})
+        tls = server_tls("--", c.cert_file, c.key_file, c.trusted_ca_file,
+                         c.client_cert_auth, c.min_version)
+        peer_tls = server_tls("--peer-", c.peer_cert_file, c.peer_key_file,
+                              c.peer_trusted_ca_file, c.peer_client_cert_auth, c.min_version,
+                              c.peer_allowed_cn)
         return store_config.ServerConfig(
             name=name or socket.gethostname(), data_dir=data_dir, listen_client=listen_client,
             listen_peer=listen_peer, initial_cluster=cluster,
             initial_cluster_state=initial_cluster_state, snapshot_count=snapshot_count,
-            snapshot_bytes=snapshot_bytes,
+            snapshot_bytes=snapshot_bytes, client_tls=tls, insecure_listen=c.insecure_listen,
+            peer_tls=peer_tls,
             inline_sync=os.environ.get("RAFTCRON_INLINE_SYNC", "1") != "0")
-    except store_config.ConfigError as err:
+    except (store_config.ConfigError, TLSConfigError) as err:
         fail(str(err), 2)
 
 
@@ -155,6 +181,17 @@ def coord_serve(
     initial_cluster_state: ClusterStateOpt = DEFAULT_CLUSTER_STATE,
     snapshot_count: SnapshotCountOpt = DEFAULT_SNAPSHOT_COUNT,
     snapshot_bytes: SnapshotBytesOpt = DEFAULT_SNAPSHOT_BYTES,
+    cert_file: CertFileOpt = None,
+    key_file: KeyFileOpt = None,
+    trusted_ca_file: TrustedCAOpt = None,
+    client_cert_auth: ClientCertAuthOpt = False,
+    tls_min_version: MinVersionOpt = DEFAULT_MIN_VERSION,
+    insecure_listen: InsecureListenOpt = False,
+    peer_cert_file: PeerCertFileOpt = None,
+    peer_key_file: PeerKeyFileOpt = None,
+    peer_trusted_ca_file: PeerTrustedCAOpt = None,
+    peer_client_cert_auth: PeerClientCertAuthOpt = False,
+    peer_cert_allowed_cn: PeerAllowedCNOpt = "",
 ) -> None:
     """Serve the etcd v3 API from a coord member (no scheduler worker).
 
@@ -172,7 +209,12 @@ def coord_serve(
     sys.setswitchinterval(SWITCH_INTERVAL)
     config = store_config_from_flags(name, data_dir, listen_client, listen_peer,
                                      initial_cluster, initial_cluster_state, snapshot_count,
-                                     snapshot_bytes)
+                                     snapshot_bytes, ServerTLSFlags(
+                                         cert_file, key_file, trusted_ca_file,
+                                         client_cert_auth, tls_min_version,
+                                         insecure_listen, peer_cert_file, peer_key_file,
+                                         peer_trusted_ca_file, peer_client_cert_auth,
+                                         peer_cert_allowed_cn))
     try:
         setup_process()
         server = CoordServer(config, freeze_heap=gc_freeze_enabled())
@@ -203,7 +245,7 @@ def _worker_config(name: str, endpoints: list[str], tags: str, session_ttl: int,
                         session_ttl=session_ttl, log_dir=log_dir,
                         clock=SystemClock(offset=clock_offset),
                         compact_retention=float(retention),
-                        freeze_heap=gc_freeze_enabled())
+                        freeze_heap=gc_freeze_enabled(), tls=client_tls())
 
 
 SessionOpt = Annotated[int, typer.Option("--session-ttl",
@@ -260,6 +302,17 @@ def agent(
     initial_cluster_state: ClusterStateOpt = DEFAULT_CLUSTER_STATE,
     snapshot_count: SnapshotCountOpt = DEFAULT_SNAPSHOT_COUNT,
     snapshot_bytes: SnapshotBytesOpt = DEFAULT_SNAPSHOT_BYTES,
+    cert_file: CertFileOpt = None,
+    key_file: KeyFileOpt = None,
+    trusted_ca_file: TrustedCAOpt = None,
+    client_cert_auth: ClientCertAuthOpt = False,
+    tls_min_version: MinVersionOpt = DEFAULT_MIN_VERSION,
+    insecure_listen: InsecureListenOpt = False,
+    peer_cert_file: PeerCertFileOpt = None,
+    peer_key_file: PeerKeyFileOpt = None,
+    peer_trusted_ca_file: PeerTrustedCAOpt = None,
+    peer_client_cert_auth: PeerClientCertAuthOpt = False,
+    peer_cert_allowed_cn: PeerAllowedCNOpt = "",
     jobs: Annotated[Path | None, typer.Option(
         "--jobs", help="Apply this job file at start (in the background, retried until "
         "the store takes it; as `apply` without --prune).")] = None,
@@ -293,10 +346,23 @@ def agent(
     sys.setswitchinterval(SWITCH_INTERVAL)  # the member's WAL thread, as in `coord serve`
     config = store_config_from_flags(member, data_dir, listen_client, listen_peer,
                                      initial_cluster, initial_cluster_state, snapshot_count,
-                                     snapshot_bytes)
+                                     snapshot_bytes, ServerTLSFlags(
+                                         cert_file, key_file, trusted_ca_file,
+                                         client_cert_auth, tls_min_version,
+                                         insecure_listen, peer_cert_file, peer_key_file,
+                                         peer_trusted_ca_file, peer_client_cert_auth,
+                                         peer_cert_allowed_cn))
     # Every flag is checked before the member touches its data dir.
     cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset,
                          compact_retention, stop_timeout)
+    if cfg.tls is None and config.client_tls is not None:
+        # The worker reaches its own TLS client port (RAFTCRON_AGENT_LOCAL=0) with the
+        # member's files: its CA and, for --client-cert-auth, its own certificate.
+        from coord.client import ClientTLS
+
+        own = config.client_tls
+        cfg = dataclasses.replace(cfg, tls=ClientTLS(own.trusted_ca_file, own.cert_file,
+                                                     own.key_file))
     try:
         setup_process()
         server = CoordServer(config, freeze_heap=gc_freeze_enabled())
@@ -317,7 +383,8 @@ def agent(
             channels = None
             if os.environ.get("RAFTCRON_AGENT_LOCAL", "1") != "0":
                 channels = server.channels()
-            async with Client([listen_client], timeout=5, channels=channels) as c:
+            async with Client([listen_client], timeout=5, channels=channels,
+                              tls=cfg.tls) as c:
                 if specs is not None and jobs is not None:
                     applying = asyncio.ensure_future(apply_at_start(c, specs, jobs))
                 try:

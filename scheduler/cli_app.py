@@ -4,9 +4,17 @@ client commands share, and how a client command reaches the store and fails."""
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Annotated, Any
 
 import typer
+
+# grpc's core logs every failed TLS handshake to stderr, line after line while the client
+# retries; a command prints one `Error:` line that says what failed, and a worker logs its
+# store errors itself. Set before anything imports grpc; GRPC_VERBOSITY=ERROR brings it back.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+from scheduler.cli_tls import CLIENT_TLS, CACertOpt, CertOpt, KeyOpt, SkipVerifyOpt, client_tls
 
 # Plain help (rich_markup_mode=None): typer's rich help shows every flag, --help included,
 # with a bogus `<bool>` value. --install-completion / --show-completion come from typer.
@@ -38,8 +46,12 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True,
-        help="Print raftcron's version and exit.")] = False) -> None:
+        help="Print raftcron's version and exit.")] = False,
+          cacert: CACertOpt = None, cert: CertOpt = None, key: KeyOpt = None,
+          insecure_skip_tls_verify: SkipVerifyOpt = False) -> None:
     """A distributed cron scheduler on an embedded, Raft-replicated, etcd-compatible store."""
+    CLIENT_TLS.cacert, CLIENT_TLS.cert, CLIENT_TLS.key = cacert, cert, key
+    CLIENT_TLS.insecure_skip_verify = insecure_skip_tls_verify
 
 
 jobs_app = typer.Typer(help="Inspect and control jobs.", no_args_is_help=True,
@@ -90,12 +102,13 @@ def client_call(endpoints: str, fn: Any) -> Any:
     from scheduler.errors import SpecError
     from scheduler.spec import gc_paused
 
+    tls = client_tls()
     why = refused(endpoints)
     if why is not None:  # nothing listens: say so now, not after the client's retries
         fail(f"cannot reach the store at {endpoints}: {why}")
 
     async def body() -> Any:
-        async with Client(endpoints, timeout=5) as client:
+        async with Client(endpoints, timeout=5, tls=tls) as client:
             return await fn(client)
     try:
         with gc_paused():  # a short-lived process decoding thousands of values (jobs list)

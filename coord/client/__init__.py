@@ -1,6 +1,6 @@
 """coord.client: the asyncio etcd-v3 client the scheduler (and tests) use."""
 
-from coord.client.channels import ChannelFactory, network_channel
+from coord.client.channels import ChannelFactory, ClientTLS, network_channel
 from coord.client.client import Client
 from coord.client.errors import (
     ClientError,
@@ -29,7 +29,8 @@ from coord.client.types import (
 )
 
 __all__ = [
-    "ChannelFactory", "Client", "ClientError", "CompactedError", "Compare", "DeleteResult", "Event",
+    "ChannelFactory", "Client", "ClientError", "ClientTLS", "CompactedError", "Compare",
+    "DeleteResult", "Event",
     "EventType", "FutureRevisionError", "KeepAlive", "KeyValue", "LeaseGrant",
     "LeaseNotFoundError", "LeaseTTL", "Member", "PutResult", "RangeResult", "ServerError",
     "Status", "TxnResult", "UnavailableError", "WatchBatch", "WatchCanceledError", "delete",

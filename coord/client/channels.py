@@ -4,11 +4,15 @@ whether to try another (the failover rules in :mod:`coord.client.client`)."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from coord.client.errors import ClientError
 from coord.pb import rpc_pb2_grpc
 
 EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from the stubs
@@ -70,18 +74,87 @@ None to dial it over the network. The program's composition root passes one: an 
 this package needs no server code to do that."""
 
 
-def network_channel(address: str) -> Any:
-    """A grpc.aio channel to ``address`` with the client's options."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+@dataclass(frozen=True)
+class ClientTLS:
+    """TLS to the endpoints, with etcdctl's flags: ``--cacert`` (the CA the servers'
+    certificates are verified against; the system's CAs without it), ``--cert``/``--key``
+    (this client's certificate, for a server with ``--client-cert-auth``) and
+    ``--insecure-skip-tls-verify`` (encrypt, but accept whatever certificate the server
+    shows: trust on first use of its certificate, for tests and bootstrapping only)."""
+
+    cacert: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    insecure_skip_verify: bool = False
+
+    def credentials(self, address: str) -> tuple[Any, list[tuple[str, Any]]]:
+        """grpc's channel credentials for ``address`` and the extra channel options."""
+        options: list[tuple[str, Any]] = []
+        root = self.cacert.read_bytes() if self.cacert is not None else None
+        if self.insecure_skip_verify:
+            # grpc has no "don't verify": trust the certificate the server shows now, under
+            # the name it carries (its first DNS name or IP address).
+            root, name = _server_certificate(address)
+            if name:
+                options.append(("grpc.ssl_target_name_override", name))
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=root,
+            private_key=self.key.read_bytes() if self.key is not None else None,
+            certificate_chain=self.cert.read_bytes() if self.cert is not None else None)
+        return creds, options
+
+
+def _server_certificate(address: str) -> tuple[bytes, str]:
+    """The PEM certificate ``address`` presents, unverified, and a name it is valid for."""
+    host, _, port = address.rpartition(":")
+    try:
+        pem = ssl.get_server_certificate((host.strip("[]"), int(port)), timeout=5)
+    except OSError as err:
+        raise ClientError(f"{address}: cannot fetch its certificate: {err}") from None
+    try:
+        from cryptography import x509  # noqa: PLC0415 - only this rare path parses certificates
+    except ImportError:
+        raise ClientError("--insecure-skip-tls-verify needs the cryptography package "
+                          "(pip install cryptography)") from None
+
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    name = ""
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [*map(str, sans.get_values_for_type(x509.IPAddress)),
+                 *sans.get_values_for_type(x509.DNSName)]
+        name = names[0] if names else ""
+    except x509.ExtensionNotFound:
+        pass
+    return pem.encode(), name
+
+
+SCHEMES = ("http://", "https://")
+
+
+def split_scheme(endpoint: str) -> tuple[str, bool]:
+    """``https://h:p`` → (``h:p``, True); ``http://h:p`` or ``h:p`` → (``h:p``, False)."""
+    if endpoint.startswith("https://"):
+        return endpoint.removeprefix("https://"), True
+    return endpoint.removeprefix("http://"), False
+
+
+def network_channel(address: str, tls: ClientTLS | None = None) -> Any:
+    """A grpc.aio channel to ``address`` with the client's options; over TLS with ``tls``."""
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    creds, extra = tls.credentials(address)
+    return grpc.aio.secure_channel(address, creds, options=CHANNEL_OPTIONS + extra)
 
 
 class Endpoint:
     __slots__ = ("address", "channel", "cluster", "kv", "lease", "maint", "watch")
 
-    def __init__(self, address: str, channels: ChannelFactory | None = None) -> None:
+    def __init__(self, address: str, channels: ChannelFactory | None = None,
+                 tls: ClientTLS | None = None) -> None:
         self.address = address
         channel = channels(address) if channels is not None else None
-        self.channel = channel if channel is not None else network_channel(address)
+        self.channel = channel if channel is not None else network_channel(address, tls)
         # The generated stubs are typed for the sync API; on an aio channel every method
         # returns an awaitable or a stream call, so they are held as Any.
         self.kv: Any = rpc_pb2_grpc.KVStub(self.channel)

@@ -28,9 +28,11 @@ from coord.client.channels import (
     EOF,
     CancelledRpc,
     ChannelFactory,
+    ClientTLS,
     Endpoint,
     caller_cancelled,
     not_sent,
+    split_scheme,
     transport_failure,
 )
 from coord.client.errors import (
@@ -102,12 +104,17 @@ class Client:
     """
 
     def __init__(self, endpoints: Sequence[str] | str, timeout: float = 5.0,
-                 channels: ChannelFactory | None = None) -> None:
+                 channels: ChannelFactory | None = None, tls: ClientTLS | None = None) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e]
         if not endpoints:
             raise ValueError("at least one endpoint is required")
-        self.endpoints = [e.removeprefix("http://") for e in endpoints]
+        split = [split_scheme(e) for e in endpoints]
+        self.endpoints = [address for address, _ in split]
+        if tls is None and any(secure for _, secure in split):
+            tls = ClientTLS()  # https:// without --cacert: the system's CAs, as etcdctl
+        self.tls = tls
+        """None: plaintext; else every endpoint over TLS (:class:`ClientTLS`)."""
         self.timeout = timeout
         self._index = 0
         self._ep: Endpoint | None = None
@@ -139,7 +146,7 @@ class Client:
             raise ClientError("client is closed")
         if self._ep is None:
             address = self.endpoints[self._index]
-            self._ep = Endpoint(address, self._channels)
+            self._ep = Endpoint(address, self._channels, self.tls)
         return self._ep
 
     async def _rotate(self, failed: Endpoint) -> None:
@@ -374,7 +381,7 @@ class Client:
                           r.raftTerm, r.raftAppliedIndex)
         if endpoint is None:
             return await self._call(ask, idempotent=True)
-        one = Endpoint(endpoint.removeprefix("http://"))
+        one = Endpoint(split_scheme(endpoint)[0], tls=self.tls)
         try:
             return await ask(one, self.timeout)
         except grpc.aio.AioRpcError as err:

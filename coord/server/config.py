@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from coord import netaddr
+from coord.rpc.h2.tls import ServerTLS
 
 DEFAULT_CLIENT = "127.0.0.1:2379"
 DEFAULT_PEER = "127.0.0.1:2380"
@@ -26,6 +28,18 @@ def parse_hostport(value: str, flag: str) -> tuple[str, int]:
     if not host or not port:
         raise ConfigError(f"{flag}: expected HOST:PORT, got {value!r}")
     return host, port
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listener on ``host`` is reachable from this host only: ``localhost`` or a
+    loopback address. Any other name, and every-interface (empty, ``0.0.0.0``, ``::``), is
+    not (a name may resolve to anything)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_initial_cluster(value: str) -> dict[str, str]:
@@ -80,6 +94,14 @@ class ServerConfig:
     initial_cluster_state: str = "new"
     """``new``: bootstrap the cluster from ``initial_cluster``; ``existing``: join a running
     cluster that already added this member (``etcdctl member add``)."""
+    client_tls: ServerTLS | None = None
+    """TLS on the client port (``--cert-file`` ...; :mod:`coord.rpc.h2.tls`); None: h2c."""
+    peer_tls: ServerTLS | None = None
+    """TLS on the peer port (``--peer-cert-file`` ...); None: h2c."""
+    insecure_listen: bool = False
+    """``--insecure-listen``: serve plaintext on an address other hosts can reach. Without
+    it such a config is refused (:meth:`plaintext_exposed`); with it the member logs a
+    warning at every start."""
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen_client, "--listen-client")
@@ -97,6 +119,23 @@ class ServerConfig:
             raise ConfigError("snapshot count must be positive")
         if self.snapshot_bytes < 1:
             raise ConfigError("snapshot bytes must be positive")
+        exposed = self.plaintext_exposed()
+        if exposed and not self.insecure_listen:
+            raise ConfigError(
+                f"refusing to serve plaintext on {' and '.join(exposed)}, reachable from "
+                "other hosts: anyone there could write jobs (commands every worker runs). "
+                "Give the port TLS (--cert-file/--key-file, --peer-cert-file/--peer-key-file; "
+                "docs/security.md), listen on 127.0.0.1, or pass --insecure-listen")
+
+    def plaintext_exposed(self) -> list[str]:
+        """The listeners (``--listen-client H:P``...) that are plaintext on an address
+        other hosts can reach."""
+        out = []
+        for flag, address, tls in (("--listen-client", self.listen_client, self.client_tls),
+                                   ("--listen-peer", self.listen_peer, self.peer_tls)):
+            if tls is None and not is_loopback(parse_hostport(address, flag)[0]):
+                out.append(f"{flag} {address}")
+        return out
 
     @property
     def member_ids(self) -> dict[str, int]:

@@ -90,7 +90,8 @@ class ClusterOps(MemberState):
             if name == self.config.name:
                 continue
             try:
-                resp = await H2PeerStub(peer).Join(raft_pb2.MemberJoinRequest(peer=me), timeout=3)
+                resp = await H2PeerStub(peer, self.transport.peer_ssl).Join(
+                    raft_pb2.MemberJoinRequest(peer=me), timeout=3)
             except ConnectionError as err:
                 log.warning("raftnode.join_ask_failed", peer=peer, error=str(err))
                 continue

@@ -18,6 +18,7 @@ from coord.api.watch import WatchService
 from coord.limits import RECV_LIMIT
 from coord.process import freeze_startup_heap
 from coord.rpc.h2.server import H2Server
+from coord.rpc.h2.tls import client_context
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig
 from coord.server.core import Core
@@ -47,6 +48,11 @@ class CoordServer:
         self.node = RaftNode(config, self.applier, on_applied=self._on_applied,
                              join=config.initial_cluster_state == "existing")
         self.core = Core(self.node, self.applier, config)
+        peer = config.peer_tls
+        if peer is not None:  # dial peers with this member's peer certificate
+            self.node.transport.peer_ssl = client_context(
+                peer.trusted_ca_file, peer.cert_file, peer.key_file,
+                min_version=peer.min_version)
         self._h2: H2Server | None = None
         self._client: ClientHandlers | None = None
         self._local: LocalTarget | None = None
@@ -60,6 +66,11 @@ class CoordServer:
 
     async def start(self) -> None:
         """Recover from disk, then start serving. Raises StorageError on a damaged WAL."""
+        exposed = self.config.plaintext_exposed()
+        if exposed:  # allowed by --insecure-listen (the config refuses it otherwise)
+            log.warning("coord.insecure_listen", name=self.config.name, plaintext=exposed,
+                        hint="anyone who reaches these ports can write jobs; give them TLS "
+                        "(docs/security.md)")
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         if self.node.join and not (self.config.data_dir / "wal").exists():
             await self.node.discover_cluster()
@@ -67,19 +78,22 @@ class CoordServer:
         peer_service = PeerService(self.node.transport, self.node.serve_lease_renew,
                                    self.node.lookup_peer, self.node.serve_lease_ttl)
         peer_table = peer_handlers(peer_service)
-        peer_h2 = H2Server(lambda call: peer_table.get(call.method), max_receive=PEER_RECV_LIMIT)
+        peer_h2 = H2Server(lambda call: peer_table.get(call.method), max_receive=PEER_RECV_LIMIT,
+                           tls=self.config.peer_tls)
         await peer_h2.start(self.config.listen_peer)
         self._peer_h2 = peer_h2
         self.node.start()
         self._client = client = ClientHandlers(self.node, client_handlers(self.core, self.watch))
         if self.freeze_heap:
             freeze_startup_heap()  # before the first client request, not during one
-        h2 = H2Server(client.service, max_receive=RECV_LIMIT)
+        h2 = H2Server(client.service, max_receive=RECV_LIMIT, tls=self.config.client_tls)
         await h2.start(self.config.listen_client)
         self._h2 = h2
         self.core.start()
         self._waiting = asyncio.get_running_loop().create_task(self._report_waiting())
         log.info("coord.serving", name=self.config.name, client=self.config.listen_client,
+                 client_tls=self.config.client_tls is not None,
+                 peer_tls=self.config.peer_tls is not None,
                  member_id=f"{self.node.member_id:x}", data_dir=str(self.config.data_dir),
                  revision=self.applier.current_revision)
 

@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
+from ssl import SSLContext
 from typing import Any
 
 import structlog
@@ -139,7 +140,7 @@ class _PeerSender:
 
     def _stub(self) -> H2PeerStub:
         if self.stub is None:
-            self.stub = H2PeerStub(self.address)
+            self.stub = H2PeerStub(self.address, self.t.peer_ssl)
         return self.stub
 
     async def _send_snapshot(self, m: Message) -> None:
@@ -152,7 +153,7 @@ class _PeerSender:
             total = len(m.snapshot.data)
             chunks = snapshot_chunks(m, self.t.cluster_id(), self.t.member_id,
                                      self.t.snapshot_chunk)
-            await send_snapshot_h2(self.address, chunks, total)
+            await send_snapshot_h2(self.address, chunks, total, self.t.peer_ssl)
             ok = True
             log.info("transport.snapshot_sent", to=f"{self.peer_id:x}",
                      index=m.snapshot.metadata.index, bytes=total)
@@ -252,7 +253,8 @@ class _PeerSender:
         """The long-lived ``Send`` stream to this peer: coord's own HTTP/2 client
         (:mod:`coord.rpc.h2.client`, a tenth of grpc.aio's CPU per write)."""
         return H2Send(await StreamCall.open(self.address, SEND_METHOD,
-                                             connect_timeout=CONNECT_TIMEOUT))
+                                             connect_timeout=CONNECT_TIMEOUT,
+                                             ssl=self.t.peer_ssl))
 
     async def close(self) -> None:
         self.task.cancel()
@@ -298,6 +300,9 @@ class Transport:
         """Bytes of snapshot data per chunk this member sends."""
         self.snapshots = SnapshotReceiver(self.check)
         """Snapshot transfers being received (one per sending member at most)."""
+        self.peer_ssl: SSLContext | None = None
+        """How this member dials its peers: TLS with its ``--peer-`` certificate (set by
+        the composition root, ``coord.server.server``), None: plaintext."""
         self.hook: LinkHook | None = None
         """Fault injection (tests only)."""
         if link_hook_factory is not None:

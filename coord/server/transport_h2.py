@@ -4,6 +4,7 @@ batches) and ``SendSnapshot`` (a snapshot in chunks), written with :func:`write_
 
 from __future__ import annotations
 
+from ssl import SSLContext
 from typing import TypeVar
 
 from google.protobuf.message import Message as ProtoMessage
@@ -54,21 +55,23 @@ class H2PeerStub:
     its own (these calls are rare: lease renewals forwarded by a follower, joining). A
     failure raises :class:`coord.rpc.h2.client.StreamCallError`, a ``ConnectionError``."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, ssl: SSLContext | None = None) -> None:
         self.address = address
+        self.ssl = ssl
+        """The peer TLS dialer's context (``--peer-cert-file``...), None: plaintext."""
 
     async def _call(self, name: str, request: ProtoMessage, response_type: type[M],
                     timeout: float) -> M:
         raw = await unary_call(self.address, f"/{PEER_SERVICE.full_name}/{name}",
                                request.SerializeToString(), timeout=timeout,
-                               max_response=RESPONSE_LIMIT)
+                               max_response=RESPONSE_LIMIT, ssl=self.ssl)
         return response_type.FromString(raw)
 
     async def send_batch(self, batch: raft_pb2.MessageBatch, timeout: float) -> None:
         """One batch on a ``Send`` stream of its own, and the peer's answer: a refused
         batch fails the call with the peer's status (tests speak as a forger this way)."""
         call = await StreamCall.open(self.address, SEND_METHOD, connect_timeout=timeout,
-                                     max_response=RESPONSE_LIMIT)
+                                     max_response=RESPONSE_LIMIT, ssl=self.ssl)
         try:
             await within(write_drained(call, batch), timeout)
             await within(call.finish(), timeout)

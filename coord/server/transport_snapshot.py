@@ -25,6 +25,7 @@ import dataclasses
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
+from ssl import SSLContext
 
 import structlog
 
@@ -92,11 +93,11 @@ def snapshot_chunks(m: Message, cluster_id: int, frm: int,
 
 
 async def send_snapshot_h2(address: str, chunks: Iterator[raft_pb2.SnapshotChunk],
-                           total: int) -> None:
+                           total: int, ssl: SSLContext | None = None) -> None:
     """Stream ``chunks`` to ``address`` on coord's HTTP/2 client and wait for the answer.
     Raises a ConnectionError (:class:`coord.rpc.h2.client.StreamCallError`) on failure."""
     call = await StreamCall.open(address, SNAPSHOT_METHOD, connect_timeout=CONNECT_TIMEOUT,
-                                 max_response=RESPONSE_LIMIT)
+                                 max_response=RESPONSE_LIMIT, ssl=ssl)
     try:
         async with asyncio.timeout(transfer_deadline(total)):
             for chunk in chunks:

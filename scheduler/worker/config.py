@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coord.client import ChannelFactory
+from coord.client import ChannelFactory, ClientTLS
 from scheduler.clock import Clock, SystemClock
 
 
@@ -45,3 +45,6 @@ class WorkerConfig:
     channels: ChannelFactory | None = None
     """How the client reaches an endpoint (``coord.client.ChannelFactory``): an agent's
     reaches its own member in the same process without a socket."""
+    tls: ClientTLS | None = None
+    """TLS to the endpoints (``--cacert``/``--cert``/``--key``); None: plaintext, or TLS
+    with the system's CAs for ``https://`` endpoints."""

@@ -55,7 +55,8 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.clock = config.clock
-        self.client = Client(config.endpoints, timeout=5.0, channels=config.channels)
+        self.client = Client(config.endpoints, timeout=5.0, channels=config.channels,
+                             tls=config.tls)
         ctx = self.ctx = Shared(config, self.client)
         self.sessions = Session(ctx)
         self.keeper = Housekeeper(ctx)

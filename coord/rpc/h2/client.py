@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections import deque
+from ssl import SSLContext
 from typing import cast
 
 import structlog
@@ -140,14 +141,17 @@ class StreamCall(ResponseReader):
 
     @classmethod
     async def open(cls, address: str, method: str, *, connect_timeout: float,
-                   max_response: int = MAX_RESPONSE) -> StreamCall:
+                   max_response: int = MAX_RESPONSE,
+                   ssl: SSLContext | None = None) -> StreamCall:
         """Connect to ``address`` (``host:port``, ``[v6]:port``) and start a call of
         ``method`` (``/package.Service/Method``).
 
         Returns once the server's SETTINGS arrived (so a non-HTTP/2 or silent peer fails
         here, not on a later write). Raises :class:`StreamCallError` if that does not
-        happen within ``connect_timeout`` seconds or the connection fails. A response of
-        more than ``max_response`` bytes fails the call.
+        happen within ``connect_timeout`` seconds or the connection fails (a TLS handshake
+        too). A response of more than ``max_response`` bytes fails the call. With ``ssl``
+        (:func:`coord.rpc.h2.tls.client_context`) the connection is TLS, the server's
+        certificate checked against the address's host.
         """
         if not method.startswith("/"):
             raise ValueError(f"method must be /service/name, not {method!r}")
@@ -157,7 +161,8 @@ class StreamCall(ResponseReader):
         try:
             async with asyncio.timeout(connect_timeout):
                 _, call = await loop.create_connection(
-                    lambda: cls(loop, address, method, max_response), host, port)
+                    lambda: cls(loop, address, method, max_response), host, port, ssl=ssl,
+                    server_hostname=host if ssl is not None else None)
                 await call._settings
         except TimeoutError:
             if call is not None:
@@ -423,7 +428,7 @@ class StreamCall(ResponseReader):
 
 
 async def unary_call(address: str, method: str, request: bytes, *, timeout: float,
-                     max_response: int = MAX_RESPONSE) -> bytes:
+                     max_response: int = MAX_RESPONSE, ssl: SSLContext | None = None) -> bytes:
     """One unary call of ``method`` at ``address``: the serialized response on an OK
     status. Raises :class:`StreamCallError` for any failure, the server's status
     (``status``) or no answer within ``timeout`` seconds (``DEADLINE_EXCEEDED``); the
@@ -432,7 +437,7 @@ async def unary_call(address: str, method: str, request: bytes, *, timeout: floa
     try:
         async with asyncio.timeout(timeout):
             call = await StreamCall.open(address, method, connect_timeout=timeout,
-                                         max_response=max_response)
+                                         max_response=max_response, ssl=ssl)
             call.write(request)
             return await call.finish()
     except TimeoutError:

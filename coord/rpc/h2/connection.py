@@ -58,6 +58,7 @@ from coord.rpc.h2.limits import (
     SETTINGS_RATE,
     Bucket,
 )
+from coord.rpc.h2.tls import common_name
 from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.rpc.h2")
@@ -108,6 +109,11 @@ class Connection(CallDispatch):
             host = peer[0]
             self.peer = (f"ipv6:[{host}]:{peer[1]}" if ":" in host
                          else f"ipv4:{host}:{peer[1]}")
+        allowed_cn = self.server.tls.allowed_cn if self.server.tls is not None else ""
+        if allowed_cn and common_name(transport.get_extra_info("peercert")) != allowed_cn:
+            log.warning("h2.peer_cn_refused", peer=self.peer, allowed_cn=allowed_cn)
+            transport.abort()  # type: ignore[attr-defined]
+            return
         self.server.connections.add(self)
         enable_keepalive(transport)  # dead clients are found by the kernel
         settings = (SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW)

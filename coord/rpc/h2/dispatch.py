@@ -40,6 +40,7 @@ from coord.rpc.h2.limits import (
     PENDING_RESPONSE_LIMIT,
 )
 from coord.rpc.h2.protocol import FrameHandler
+from coord.rpc.h2.tls import ServerTLS
 from coord.rpc.handlers import CallContext, RpcAbort
 from coord.rpc.status import StatusCode
 
@@ -54,6 +55,7 @@ class ServerState(Protocol):
     closing: bool
     idle: asyncio.Event
     connections: set[Any]
+    tls: ServerTLS | None
 
 
 class CallDispatch(FrameHandler):

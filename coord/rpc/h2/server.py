@@ -11,7 +11,8 @@ frames are parsed straight from ``data_received``, a call is one task, and every
 loop turn writes goes out in one ``transport.write``; the same bare "return a constant
 PutResponse" benchmark costs 0.03 ms per call.
 
-Scope — what etcd's clients use: prior-knowledge HTTP/2 without TLS (``h2c``), unary and
+Scope — what etcd's clients use: prior-knowledge HTTP/2 without TLS (``h2c``) or over
+TLS with ALPN ``h2`` (asyncio's TLS, :mod:`coord.rpc.h2.tls`), unary and
 streaming calls in both directions, flow control on both sides, ``grpc-timeout``
 deadlines, cancellation by ``RST_STREAM``, PING, GOAWAY on shutdown, status and message in
 trailers (or a trailers-only response). Not supported, refused cleanly: compressed
@@ -91,6 +92,7 @@ from coord.rpc.h2.frames import (
     status_block,
 )
 from coord.rpc.h2.protocol import FrameHandler
+from coord.rpc.h2.tls import ServerTLS, server_context
 from coord.rpc.handlers import RpcAbort
 
 __all__ = [
@@ -177,20 +179,25 @@ def split_address(address: str) -> tuple[str, int]:
 class H2Server:
     """Serves gRPC calls on one listening address; ``resolve`` picks each call's handler."""
 
-    def __init__(self, resolve: Resolver, max_receive: int) -> None:
+    def __init__(self, resolve: Resolver, max_receive: int,
+                 tls: ServerTLS | None = None) -> None:
         self.resolve = resolve
         self.max_receive = max_receive
+        self.tls = tls
+        """None: plaintext (h2c); else TLS with ALPN h2 (:mod:`coord.rpc.h2.tls`)."""
         self.connections: set[Connection] = set()
         self.closing = False
         self.idle = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, address: str) -> int:
-        """Listen on ``address``; returns the bound port. Raises OSError if it cannot."""
+        """Listen on ``address``; returns the bound port. Raises OSError if it cannot
+        (``ssl.SSLError``, an OSError, for a certificate or key it cannot load)."""
         host, port = split_address(address)
         loop = asyncio.get_running_loop()
+        ssl = server_context(self.tls) if self.tls is not None else None
         self._server = await loop.create_server(lambda: Connection(self), host, port,
-                                                reuse_address=True)
+                                                reuse_address=True, ssl=ssl)
         sockets: Iterable[Any] = getattr(self._server, "sockets", None) or ()
         for sock in sockets:
             return int(sock.getsockname()[1])
