@@ -60,6 +60,16 @@ def later_claimed(concurrency: str, raw_holder: bytes | None, occ: str) -> str |
     return held if mine is not None and theirs is not None and theirs > mine else None
 
 
+def busy_note(occ: str, held: str) -> str:
+    """Why a ``forbid`` occurrence is skipped when the job's lock is held by run ``held``:
+    an earlier run still running, or (after a store outage, when the claims of two
+    occurrences race) a later occurrence that won its claim first."""
+    mine, theirs = occurrence_instant(occ), occurrence_instant(held)
+    if mine is not None and theirs is not None and theirs > mine:
+        return f"a later occurrence {held} was claimed first"
+    return f"previous run {held} still running"
+
+
 class Busy(Enum):
     """What a claim does when the job's lock is held by an earlier run."""
 

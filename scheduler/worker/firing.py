@@ -222,7 +222,7 @@ class Firing:
                 # forbid skips: an occurrence due while the previous run is running is
                 # recorded and never started later (a queue would start it late, and
                 # several queued ones in any order).
-                await self._skip(spec, occ, f"previous run {holder.occurrence} still running")
+                await self._skip(spec, occ, decide.busy_note(occ, holder.occurrence))
                 return None
             if busy is Busy.KILL_AND_WAIT and holder is not None:
                 with contextlib.suppress(ClientError):

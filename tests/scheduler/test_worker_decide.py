@@ -300,3 +300,11 @@ def test_one_worker_compacts_per_period() -> None:
     who = [[w for w in workers if decide.compacts(w, workers - {w}, t)] for t in turns]
     assert all(len(w) == 1 for w in who)
     assert {w[0] for w in who} == workers
+
+
+@pytest.mark.parametrize(("held", "expected"), [
+    (occ(-60), f"previous run {occ(-60)} still running"),
+    (occ(60), f"a later occurrence {occ(60)} was claimed first"),  # claims raced (outage)
+])
+def test_busy_note_names_what_holds_the_lock(held: str, expected: str) -> None:
+    assert decide.busy_note(occ(), held) == expected
