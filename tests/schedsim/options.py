@@ -35,9 +35,12 @@ class Fault:
     at: float
     kind: str
     """``crash`` (restart after ``length``), ``cut`` (the worker cannot reach the store
-    for ``length``), ``outage`` (nobody can), ``compact`` (the store compacts to now)."""
+    for ``length``), ``outage`` (nobody can), ``compact`` (the store compacts to now), and
+    an operator's requests on ``job``: ``suspend`` (resumed after ``length``),
+    ``trigger``, ``kill``."""
     worker: str = ""
     length: float = 0.0
+    job: str = ""
 
 
 @dataclass
@@ -68,9 +71,12 @@ def draw(seed: int) -> Options:
                               on_lost=rng.choice(("record", "record", "rerun"))))
     t = rng.uniform(3.0, 8.0)
     while t < o.duration - 6:
-        kind = rng.choice(("crash", "crash", "cut", "cut", "outage", "compact"))
+        kind = rng.choice(("crash", "crash", "cut", "cut", "outage", "compact", "suspend",
+                           "trigger", "kill"))
         length = {"crash": rng.uniform(0.5, 6.0), "cut": rng.uniform(0.5, 6.0),
-                  "outage": rng.uniform(0.2, 2.5), "compact": 0.0}[kind]
-        o.faults.append(Fault(round(t, 3), kind, rng.choice(o.workers), round(length, 3)))
-        t += rng.uniform(2.0, 9.0)
+                  "outage": rng.uniform(0.2, 2.5), "suspend": rng.uniform(1.0, 8.0)
+                  }.get(kind, 0.0)
+        o.faults.append(Fault(round(t, 3), kind, rng.choice(o.workers), round(length, 3),
+                              rng.choice(o.jobs).name))
+        t += rng.uniform(1.5, 7.0)
     return o

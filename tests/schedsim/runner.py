@@ -20,20 +20,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import os
 import random
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 import scheduler.worker.running as running_mod
-from scheduler import keys
+from coord.client import Client, ClientError
+from scheduler import keys, suspension
+from scheduler.plan import MANUAL_SUFFIX, occurrence_id
 from scheduler.worker import Worker, WorkerConfig
-from tests.schedsim.options import Options, draw
+from tests.schedsim.options import Fault, Options, draw
 from tests.schedsim.procs import Incarnation, ProcEvent, SimClock, SimProcess
 from tests.schedsim.store import Commit, SimStore
 from tests.schedsim.vtime import VirtualClock, new_loop, virtual_time
@@ -44,7 +48,9 @@ _owner: contextvars.ContextVar[str | None] = contextvars.ContextVar("schedsim_ow
 
 @dataclass
 class Window:
-    """A fault as it happened: [start, end) in simulated seconds; ``worker`` "" = all."""
+    """A fault or an operator's request as it happened: [start, end) in simulated seconds.
+    ``worker``: the worker it hit ("" = all), or for a request (``suspend`` — then
+    ``suspended`` once acknowledged —, ``trigger``, ``kill``) the job."""
 
     kind: str
     worker: str
@@ -76,6 +82,7 @@ class World:
         self.lives: dict[str, int] = {}
         self.stops: dict[str, asyncio.Event] = {}
         self.tasks: dict[str, set[asyncio.Task[Any]]] = {}
+        self.requests: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ tasks
     def task_factory(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],
@@ -121,12 +128,48 @@ class World:
         self.store.notify()
 
     # ------------------------------------------------------------------ the run
+    async def operator(self, f: Fault) -> None:
+        """An operator's request through its own client (``raftcron jobs ...``): suspend
+        and resume with :mod:`scheduler.suspension`; trigger and kill write the request keys
+        as :mod:`scheduler.admin` does, with simulated instants (admin reads the real clock)."""
+        client = Client(["sim:2379"], timeout=5.0, channels=self.store.channels("operator"))
+        now = self.clock.now
+        try:
+            if f.kind == "suspend":
+                self.windows.append(Window("suspend", f.job, now, float("inf")))
+                window = self.windows[-1]
+                if await suspension.suspend(client, f.job, "schedsim"):
+                    window.kind = "suspended"
+                    window.start = self.clock.now  # acknowledged: the workers must see it
+                await asyncio.sleep(f.length)
+                window.end = self.clock.now  # from here a resume may land
+                await suspension.resume(client, f.job)
+            elif f.kind == "trigger":
+                at = datetime.fromtimestamp(self.clock.wall(), UTC)
+                occ = f"{occurrence_id(at)}{MANUAL_SUFFIX}-{f.at:.0f}"
+                grant = await client.grant(60)
+                await client.put(keys.trigger_key(f.job, occ), json.dumps({"at": now}),
+                                 lease=grant.id)
+                self.windows.append(Window("trigger", f.job, now, now))
+            elif f.kind == "kill":
+                grant = await client.grant(10)
+                await client.put(keys.killer_key(f.job),
+                                 json.dumps({"occurrence": None, "reason": "schedsim"}),
+                                 lease=grant.id)
+                self.windows.append(Window("kill", f.job, now, now))
+        except ClientError:
+            pass  # the store was out: the request may or may not have landed
+        finally:
+            await client.close()
+
     async def faults(self) -> None:
         loop = asyncio.get_running_loop()
         for f in self.o.faults:
             await asyncio.sleep(max(f.at - self.clock.now, 0.0))
             now = self.clock.now
-            if f.kind == "crash":
+            if f.kind in ("suspend", "trigger", "kill"):
+                self.requests.add(loop.create_task(self.operator(f)))
+            elif f.kind == "crash":
                 self.crash(f.worker)
                 self.windows.append(Window("crash", f.worker, now, now + f.length))
                 loop.call_later(f.length, self.start_worker, f.worker)
