@@ -164,7 +164,7 @@ def fencing(h: History) -> list[str]:
 
 
 def _suspended(h: History, job: str, t: float, margin: float) -> bool:
-    return any(w.kind in ("suspend", "suspended") and w.worker == job
+    return any(w.kind in ("suspend", "suspended", "resuming") and w.worker == job
                and w.start - margin <= t <= w.end + margin for w in h.windows)
 
 

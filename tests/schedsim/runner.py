@@ -50,7 +50,8 @@ _owner: contextvars.ContextVar[str | None] = contextvars.ContextVar("schedsim_ow
 class Window:
     """A fault or an operator's request as it happened: [start, end) in simulated seconds.
     ``worker``: the worker it hit ("" = all), or for a request (``suspend`` — then
-    ``suspended`` once acknowledged —, ``trigger``, ``kill``) the job."""
+    ``suspended`` once acknowledged —, ``resuming`` from the first resume sent to the one
+    answered, ``trigger``, ``kill``) the job."""
 
     kind: str
     worker: str
@@ -83,6 +84,7 @@ class World:
         self.stops: dict[str, asyncio.Event] = {}
         self.tasks: dict[str, set[asyncio.Task[Any]]] = {}
         self.requests: set[asyncio.Task[None]] = set()
+        self.suspending: set[str] = set()
 
     # ------------------------------------------------------------------ tasks
     def task_factory(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],
@@ -136,14 +138,25 @@ class World:
         now = self.clock.now
         try:
             if f.kind == "suspend":
+                if f.job in self.suspending:
+                    return  # one operator at a time: a second resume would end the first
+                self.suspending.add(f.job)
                 self.windows.append(Window("suspend", f.job, now, float("inf")))
                 window = self.windows[-1]
-                if await suspension.suspend(client, f.job, "schedsim"):
-                    window.kind = "suspended"
-                    window.start = self.clock.now  # acknowledged: the workers must see it
+                with contextlib.suppress(ClientError):  # unanswered: it may have landed
+                    if await suspension.suspend(client, f.job, "schedsim"):
+                        window.kind = "suspended"
+                        window.start = self.clock.now  # acknowledged: workers must see it
                 await asyncio.sleep(f.length)
                 window.end = self.clock.now  # from here a resume may land
-                await suspension.resume(client, f.job)
+                while True:  # the operator retries until the store answers
+                    try:
+                        await suspension.resume(client, f.job)
+                        break
+                    except ClientError:
+                        await asyncio.sleep(1.0)
+                self.windows.append(Window("resuming", f.job, window.end, self.clock.now))
+                self.suspending.discard(f.job)
             elif f.kind == "trigger":
                 at = datetime.fromtimestamp(self.clock.wall(), UTC)
                 occ = f"{occurrence_id(at)}{MANUAL_SUFFIX}-{f.at:.0f}"
