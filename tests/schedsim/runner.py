@@ -37,6 +37,7 @@ from coord.client import Client, ClientError
 from scheduler import keys, suspension
 from scheduler.plan import MANUAL_SUFFIX, occurrence_id
 from scheduler.worker import Worker, WorkerConfig
+from tests.schedsim.bugs import injected
 from tests.schedsim.options import Fault, Options, draw
 from tests.schedsim.procs import Incarnation, ProcEvent, SimClock, SimProcess
 from tests.schedsim.store import Commit, SimStore
@@ -250,7 +251,6 @@ def patched_worker() -> Iterator[None]:
 
 def run(options: Options, bugs: frozenset[str] = frozenset()) -> History:
     """Run one simulation; returns its history (the checkers judge it)."""
-    from tests.schedsim.bugs import injected
     world = World(options, bugs)
     loop = new_loop(world.clock)
     loop.set_task_factory(world.task_factory)  # type: ignore[arg-type]
