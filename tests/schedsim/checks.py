@@ -58,7 +58,10 @@ def _jobs(h: History) -> dict[str, JobPlan]:
 
 
 def _disturbed(h: History, worker: str, start: float, end: float) -> bool:
-    """True if a fault touched ``worker`` (or everyone) during [start - ttl, end]."""
+    """True if an outage, or any worker's crash or cut, overlaps [start - ttl, end]: a
+    dead or cut-off first-ranked worker leaves the occurrence to a backup, which may only
+    claim once the holder's lease is gone; claims retry through an outage. (``worker``
+    is kept for the message; any worker's fault counts.)"""
     lo = start - h.options.session_ttl
     return any(w.start <= end and w.end >= lo and w.kind == "outage" for w in h.windows) or any(
         w.start <= end and w.end >= lo and w.kind in ("crash", "cut") for w in h.windows)
@@ -99,8 +102,8 @@ def no_overlap(h: History) -> list[str]:
 
 def forbid_on_time_in_order(h: History) -> list[str]:
     """Promise 8: a ``forbid`` job's occurrences start in order and on time (a queued one
-    would start late). Excused: a first start near a fault touching its worker or
-    everyone (claims retry through an outage), and a start of a run taken over."""
+    would start late). Only first starts count (a retry is late by design). Lateness is
+    excused near a fault (:func:`_disturbed`); order never is."""
     bad = []
     jobs = _jobs(h)
     first: dict[tuple[str, str], ProcEvent] = {}
