@@ -9,7 +9,7 @@ PROTO_DIR := coord/pb
 LOCK    := requirements.lock
 PIP     := PIP_CONSTRAINT=$(abspath $(LOCK)) $(BIN)/python -m pip
 
-.PHONY: run test lint proto sim bench clean venv dev lock
+.PHONY: run test lint proto sim schedsim bench clean venv dev lock
 
 # Every install goes through the committed lock: PIP_CONSTRAINT pins the packages and the
 # build backend's too, so a new release on PyPI cannot change what make run/test install.
@@ -61,6 +61,10 @@ proto: $(STAMP)
 ## sim: sweep simulator seeds, e.g. make sim SEEDS=1000..5999
 sim: $(STAMP)
 	PYTHONHASHSEED=0 $(BIN)/python -m tests.sim.sweep $(SEEDS)
+
+## schedsim: sweep scheduler-simulator seeds, e.g. make schedsim SEEDS=0..19999
+schedsim: $(STAMP)
+	PYTHONHASHSEED=0 $(BIN)/python -m tests.schedsim.sweep $(SEEDS)
 
 ## bench: benchmarks against a real etcd side by side (not part of make test)
 bench: $(STAMP)

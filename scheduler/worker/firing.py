@@ -165,6 +165,8 @@ class Firing:
             assert store is not None
             if ctx.stopping and not uncertain:
                 return None  # no new claim while stopping (the backups will see none)
+            if not uncertain and (spec.name not in ctx.jobs or ctx.is_suspended(spec.name)):
+                return None  # suspended or deleted while it waited for the lock: not run
             if ctx.deadline(spec, instant) < 0:
                 await self._give_up(spec, occ, uncertain)
                 return None
