@@ -4,15 +4,18 @@ The h2 server (``coord.rpc.h2.server``) and in-process calls (``coord.rpc.local`
 call's path up in a table of :class:`MethodHandler` — the same fields as grpcio's
 ``RpcMethodHandler``, so either kind of handler serves there — and never need grpcio's
 generated ``*_pb2_grpc`` modules, whose import loads the whole ``grpc`` package
-(docs/grpc-server.md).
+(docs/grpc-server.md). Both run the handler with :func:`run_call` and one
+:class:`CallContext`, so a call ends with the same status on either transport.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, NoReturn, Protocol
 
+import structlog
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
 
@@ -143,3 +146,93 @@ def service_handlers(service: ServiceDescriptor, servicer: object) -> dict[str, 
             GetMessageClass(method.input_type).FromString,
             GetMessageClass(method.output_type).SerializeToString)
     return handlers
+
+
+# --------------------------------------------------------------------------- running a call
+
+log = structlog.get_logger("coord.rpc")
+
+NO_RESPONSE = "the method handler returned no response"
+DEADLINE_EXCEEDED = "Deadline Exceeded"
+
+Send = Callable[[bytes], Awaitable[bool]]
+"""Hands one serialised response of a stream to the transport (waiting while it is full);
+False when the call has already ended and the handler should stop."""
+
+
+class Outcome(NamedTuple):
+    """How a call ended: its status, and for a unary-response call that succeeded, the
+    serialised response (None otherwise)."""
+
+    code: StatusCode
+    details: str
+    response: bytes | None = None
+
+
+_OK = Outcome(StatusCode.OK, "")
+
+
+def _identity(raw: Any) -> Any:
+    return raw
+
+
+async def run_call(handler: MethodHandler, request: Any, context: CallContext,
+                   send: Send | None, method: Callable[[], str], event: str,
+                   deadline: float | None = None) -> Outcome:
+    """Run ``handler`` on ``request`` (a message, or an async iterator of them for a
+    request-streaming method) and map how it ended to a status, the same way for every
+    transport: an abort (:class:`RpcAbort`) or the code the handler set ends the call with
+    that status; a unary handler that returns None is UNKNOWN; any other exception is
+    logged (``event``, ``method()``) and ends only this call, UNKNOWN. A stream's responses
+    go to ``send``. ``deadline`` (on the event loop's clock) cancels the handler and ends
+    the call DEADLINE_EXCEEDED; a transport that keeps the deadline itself passes None.
+    Cancellation propagates: the transport says what it means."""
+    if deadline is None:
+        return await _run(handler, request, context, send, method, event)
+    timer = asyncio.timeout_at(deadline)
+    try:
+        async with timer:
+            return await _run(handler, request, context, send, method, event)
+    except TimeoutError as err:
+        if timer.expired():
+            return Outcome(StatusCode.DEADLINE_EXCEEDED, DEADLINE_EXCEEDED)
+        return _failure(method, event, err)
+
+
+async def _run(handler: MethodHandler, request: Any, context: CallContext,
+               send: Send | None, method: Callable[[], str], event: str) -> Outcome:
+    serialize = handler.response_serializer or _identity
+    try:
+        if handler.response_streaming:
+            assert send is not None, "a response stream needs somewhere to go"
+            fn = handler.stream_stream if handler.request_streaming else handler.unary_stream
+            assert fn is not None
+            responses = fn(request, context)
+            try:
+                async for response in responses:
+                    if not await send(serialize(response)):
+                        break
+            finally:
+                aclose = getattr(responses, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            if context.code is StatusCode.OK:
+                return _OK
+            return Outcome(context.code, context.details)
+        fn = handler.stream_unary if handler.request_streaming else handler.unary_unary
+        assert fn is not None
+        response = await fn(request, context)
+        if context.code is not StatusCode.OK:
+            return Outcome(context.code, context.details)
+        if response is None:
+            return Outcome(StatusCode.UNKNOWN, NO_RESPONSE)
+        return Outcome(StatusCode.OK, "", serialize(response))
+    except RpcAbort as abort:
+        return Outcome(abort.code, abort.details)
+    except Exception as err:  # noqa: BLE001 - a handler bug fails its call only (logged)
+        return _failure(method, event, err)
+
+
+def _failure(method: Callable[[], str], event: str, err: Exception) -> Outcome:
+    log.error(event, method=method(), error=repr(err), exc_info=err)
+    return Outcome(StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}")

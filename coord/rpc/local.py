@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 
-from coord.rpc.handlers import CallContext, RpcAbort
+from coord.rpc.handlers import CallContext, run_call
 from coord.rpc.status import StatusCode, grpc_code
 
 log = structlog.get_logger(__name__)
@@ -160,33 +160,14 @@ class LocalChannel:
         if handler.request_streaming or handler.response_streaming:
             raise _error(StatusCode.UNIMPLEMENTED, f"{method} is a streaming method")
         request = self._parse(handler, raw)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         context = CallContext("local", None if timeout is None else time.monotonic() + timeout,
                               metadata or ())
-        timer = asyncio.timeout_at(deadline)
-        try:
-            async with timer:
-                response = await handler.unary_unary(request, context)
-        except RpcAbort as abort:
-            raise _error(abort.code, abort.details) from None
-        except TimeoutError as err:
-            if timer.expired():
-                raise _error(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
-            raise _failure(method, err) from None
-        except Exception as err:  # noqa: BLE001 - logged by _failure; fails this call only
-            raise _failure(method, err) from None
-        if context.code is not StatusCode.OK:
-            raise _error(context.code, context.details)
-        if response is None:
-            raise _error(StatusCode.UNKNOWN, "the method handler returned no response")
-        serialize = handler.response_serializer
-        return parse(serialize(response) if serialize is not None else response)
-
-
-def _failure(method: str, err: Exception) -> grpc.aio.AioRpcError:
-    log.error("local.handler_failed", method=method, error=repr(err), exc_info=err)
-    return _error(StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}")
+        outcome = await run_call(handler, request, context, None, lambda: method,
+                                 "local.handler_failed", deadline)
+        if outcome.response is None:
+            raise _error(outcome.code, outcome.details)
+        return parse(outcome.response)
 
 
 _END = object()
@@ -236,39 +217,28 @@ class LocalStreamCall:
 
     async def _run(self, metadata: Metadata | None) -> None:
         handler = self._handler
-        context = CallContext("local", self._context_deadline, metadata or ())
-        serialize = handler.response_serializer
         status = _error(StatusCode.OK, "")
-        timer = asyncio.timeout_at(self._deadline)
         try:
-            async with timer:
-                if not (handler.request_streaming and handler.response_streaming):
-                    raise RpcAbort(StatusCode.UNIMPLEMENTED,
-                                   "only bidirectional streams are served in-process")
-                responses = handler.stream_stream(self._incoming(), context)
-                try:
-                    async for response in responses:
-                        raw = serialize(response) if serialize is not None else response
-                        await self._responses.put(raw)
-                finally:
-                    aclose = getattr(responses, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
-            if context.code is not StatusCode.OK:
-                status = _error(context.code, context.details)
-        except RpcAbort as abort:
-            status = _error(abort.code, abort.details)
-        except TimeoutError as err:
-            status = (_error(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
-                      if timer.expired() else _failure(self._method, err))
+            if not (handler.request_streaming and handler.response_streaming):
+                status = _error(StatusCode.UNIMPLEMENTED,
+                                "only bidirectional streams are served in-process")
+                return
+            context = CallContext("local", self._context_deadline, metadata or ())
+            outcome = await run_call(handler, self._incoming(), context, self._send,
+                                     lambda: self._method, "local.handler_failed",
+                                     self._deadline)
+            if outcome.code is not StatusCode.OK:
+                status = _error(outcome.code, outcome.details)
         except asyncio.CancelledError:
             # By cancel(), the member stopping (their status is set already), or the loop.
             status = _error(StatusCode.CANCELLED, "Cancelled")
             raise
-        except Exception as err:  # noqa: BLE001 - logged by _failure; fails this call only
-            status = _failure(self._method, err)
         finally:
             self._finish(status)
+
+    async def _send(self, raw: bytes) -> bool:
+        await self._responses.put(raw)
+        return True
 
     def _finish(self, status: grpc.aio.AioRpcError) -> None:
         if self._status is None:

@@ -40,7 +40,7 @@ from coord.rpc.h2.limits import (
     PENDING_RESPONSE_LIMIT,
 )
 from coord.rpc.h2.protocol import FrameHandler
-from coord.rpc.handlers import CallContext, RpcAbort
+from coord.rpc.handlers import CallContext, Send, run_call
 from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.rpc.h2")
@@ -133,11 +133,9 @@ class CallDispatch(FrameHandler):
     async def _run(self, stream: Stream) -> None:
         handler = stream.handler
         context = CallContext(stream.conn.peer, stream.deadline, stream.headers, metadata)
-        deserialize = handler.request_deserializer or identity
-        serialize = handler.response_serializer or identity
         try:
             if handler.request_streaming:
-                request: Any = Requests(self, stream, deserialize)
+                request: Any = Requests(self, stream, handler.request_deserializer or identity)
             else:
                 raw = stream.inbox.popleft()
                 stream.queued = 0
@@ -146,39 +144,18 @@ class CallDispatch(FrameHandler):
                     stream.held = 0
                     if self._conn_unacked >= self._conn_window // 2:
                         self._credit(0)
+                deserialize = handler.request_deserializer
                 try:
-                    request = deserialize(raw)
+                    request = deserialize(raw) if deserialize is not None else raw
                 except Exception:  # noqa: BLE001 - any parse failure is the client's
-                    raise RpcAbort(StatusCode.INTERNAL,
-                                   "Exception deserializing request!") from None
-            if handler.response_streaming:
-                fn = handler.stream_stream if handler.request_streaming else handler.unary_stream
-                responses = fn(request, context)
-                try:
-                    async for response in responses:
-                        if stream.local_closed or stream.trailer is not None:
-                            break
-                        self._send_message(stream, serialize(response))
-                        if stream.pending or self._paused:
-                            await self._drained(stream)
-                finally:
-                    aclose = getattr(responses, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
-                self._finish(stream, context.code, context.details)
-            else:
-                fn = handler.stream_unary if handler.request_streaming else handler.unary_unary
-                response = await fn(request, context)
-                if not stream.local_closed:
-                    if context.code is not StatusCode.OK:
-                        self._finish(stream, context.code, context.details)
-                    elif response is None:
-                        self._finish(stream, StatusCode.UNKNOWN,
-                                     "the method handler returned no response")
-                    else:
-                        self._send_unary(stream, serialize(response))
-        except RpcAbort as abort:
-            self._finish(stream, abort.code, abort.details)
+                    self._finish(stream, StatusCode.INTERNAL, "Exception deserializing request!")
+                    return
+            # The deadline is the connection's timer (_expire): it also ends calls whose
+            # request has not arrived yet.
+            outcome = await run_call(
+                handler, request, context,
+                self._stream_sender(stream) if handler.response_streaming else None,
+                lambda: call_path(stream), "h2.handler_failed")
         except asyncio.CancelledError:
             if not stream.local_closed and not stream.reset:
                 # Cut off by a stopping server: UNAVAILABLE makes etcd's clients retry
@@ -188,9 +165,23 @@ class CallDispatch(FrameHandler):
                 else:
                     self._finish(stream, StatusCode.CANCELLED, "Cancelled")
             raise
-        except Exception as err:  # a handler bug fails its call only
-            log.exception("h2.handler_failed", method=call_path(stream))
-            self._finish(stream, StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}")
+        if outcome.response is not None:
+            if not stream.local_closed:
+                self._send_unary(stream, outcome.response)
+        else:
+            self._finish(stream, outcome.code, outcome.details)
+
+    def _stream_sender(self, stream: Stream) -> Send:
+        """Where a response stream's messages go: queued under flow control, waiting while
+        the stream or the connection is full."""
+        async def send(data: bytes) -> bool:
+            if stream.local_closed or stream.trailer is not None:
+                return False
+            self._send_message(stream, data)
+            if stream.pending or self._paused:
+                await self._drained(stream)
+            return True
+        return send
 
     # -- frames out ----------------------------------------------------------------------
 
