@@ -160,16 +160,11 @@ Send = Callable[[bytes], Awaitable[bool]]
 False when the call has already ended and the handler should stop."""
 
 
-class Outcome(NamedTuple):
-    """How a call ended: its status, and for a unary-response call that succeeded, the
-    serialised response (None otherwise)."""
+Outcome = tuple[StatusCode, str, bytes | None]
+"""How a call ended: its status code and details, and for a unary-response call that
+succeeded, the serialised response (None otherwise). A plain tuple: one per call."""
 
-    code: StatusCode
-    details: str
-    response: bytes | None = None
-
-
-_OK = Outcome(StatusCode.OK, "")
+_OK: Outcome = (StatusCode.OK, "", None)
 
 
 def _identity(raw: Any) -> Any:
@@ -177,30 +172,14 @@ def _identity(raw: Any) -> Any:
 
 
 async def run_call(handler: MethodHandler, request: Any, context: CallContext,
-                   send: Send | None, method: Callable[[], str], event: str,
-                   deadline: float | None = None) -> Outcome:
+                   send: Send | None, method: Callable[[], str], event: str) -> Outcome:
     """Run ``handler`` on ``request`` (a message, or an async iterator of them for a
     request-streaming method) and map how it ended to a status, the same way for every
     transport: an abort (:class:`RpcAbort`) or the code the handler set ends the call with
     that status; a unary handler that returns None is UNKNOWN; any other exception is
     logged (``event``, ``method()``) and ends only this call, UNKNOWN. A stream's responses
-    go to ``send``. ``deadline`` (on the event loop's clock) cancels the handler and ends
-    the call DEADLINE_EXCEEDED; a transport that keeps the deadline itself passes None.
-    Cancellation propagates: the transport says what it means."""
-    if deadline is None:
-        return await _run(handler, request, context, send, method, event)
-    timer = asyncio.timeout_at(deadline)
-    try:
-        async with timer:
-            return await _run(handler, request, context, send, method, event)
-    except TimeoutError as err:
-        if timer.expired():
-            return Outcome(StatusCode.DEADLINE_EXCEEDED, DEADLINE_EXCEEDED)
-        return _failure(method, event, err)
-
-
-async def _run(handler: MethodHandler, request: Any, context: CallContext,
-               send: Send | None, method: Callable[[], str], event: str) -> Outcome:
+    go to ``send``. Cancellation propagates: the transport says what it means. The call's
+    deadline is the transport's (:func:`run_call_until` runs it on the loop's clock)."""
     serialize = handler.response_serializer or _identity
     try:
         if handler.response_streaming:
@@ -218,21 +197,38 @@ async def _run(handler: MethodHandler, request: Any, context: CallContext,
                     await aclose()
             if context.code is StatusCode.OK:
                 return _OK
-            return Outcome(context.code, context.details)
+            return context.code, context.details, None
         fn = handler.stream_unary if handler.request_streaming else handler.unary_unary
         assert fn is not None
         response = await fn(request, context)
         if context.code is not StatusCode.OK:
-            return Outcome(context.code, context.details)
+            return context.code, context.details, None
         if response is None:
-            return Outcome(StatusCode.UNKNOWN, NO_RESPONSE)
-        return Outcome(StatusCode.OK, "", serialize(response))
+            return StatusCode.UNKNOWN, NO_RESPONSE, None
+        return StatusCode.OK, "", serialize(response)
     except RpcAbort as abort:
-        return Outcome(abort.code, abort.details)
+        return abort.code, abort.details, None
     except Exception as err:  # noqa: BLE001 - a handler bug fails its call only (logged)
+        return _failure(method, event, err)
+
+
+async def run_call_until(deadline: float | None, handler: MethodHandler, request: Any,
+                         context: CallContext, send: Send | None, method: Callable[[], str],
+                         event: str) -> Outcome:
+    """:func:`run_call` under ``deadline`` (on the event loop's clock, None for none):
+    when it passes, the handler is cancelled and the call ends DEADLINE_EXCEEDED."""
+    if deadline is None:
+        return await run_call(handler, request, context, send, method, event)
+    timer = asyncio.timeout_at(deadline)
+    try:
+        async with timer:
+            return await run_call(handler, request, context, send, method, event)
+    except TimeoutError as err:
+        if timer.expired():
+            return StatusCode.DEADLINE_EXCEEDED, DEADLINE_EXCEEDED, None
         return _failure(method, event, err)
 
 
 def _failure(method: Callable[[], str], event: str, err: Exception) -> Outcome:
     log.error(event, method=method(), error=repr(err), exc_info=err)
-    return Outcome(StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}")
+    return StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}", None

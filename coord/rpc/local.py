@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 
-from coord.rpc.handlers import CallContext, run_call
+from coord.rpc.handlers import CallContext, run_call_until
 from coord.rpc.status import StatusCode, grpc_code
 
 log = structlog.get_logger(__name__)
@@ -163,11 +163,11 @@ class LocalChannel:
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         context = CallContext("local", None if timeout is None else time.monotonic() + timeout,
                               metadata or ())
-        outcome = await run_call(handler, request, context, None, lambda: method,
-                                 "local.handler_failed", deadline)
-        if outcome.response is None:
-            raise _error(outcome.code, outcome.details)
-        return parse(outcome.response)
+        code, details, response = await run_call_until(
+            deadline, handler, request, context, None, lambda: method, "local.handler_failed")
+        if response is None:
+            raise _error(code, details)
+        return parse(response)
 
 
 _END = object()
@@ -224,11 +224,11 @@ class LocalStreamCall:
                                 "only bidirectional streams are served in-process")
                 return
             context = CallContext("local", self._context_deadline, metadata or ())
-            outcome = await run_call(handler, self._incoming(), context, self._send,
-                                     lambda: self._method, "local.handler_failed",
-                                     self._deadline)
-            if outcome.code is not StatusCode.OK:
-                status = _error(outcome.code, outcome.details)
+            code, details, _ = await run_call_until(
+                self._deadline, handler, self._incoming(), context, self._send,
+                lambda: self._method, "local.handler_failed")
+            if code is not StatusCode.OK:
+                status = _error(code, details)
         except asyncio.CancelledError:
             # By cancel(), the member stopping (their status is set already), or the loop.
             status = _error(StatusCode.CANCELLED, "Cancelled")

@@ -165,11 +165,12 @@ class CallDispatch(FrameHandler):
                 else:
                     self._finish(stream, StatusCode.CANCELLED, "Cancelled")
             raise
-        if outcome.response is not None:
+        code, details, response = outcome
+        if response is not None:
             if not stream.local_closed:
-                self._send_unary(stream, outcome.response)
+                self._send_unary(stream, response)
         else:
-            self._finish(stream, outcome.code, outcome.details)
+            self._finish(stream, code, details)
 
     def _stream_sender(self, stream: Stream) -> Send:
         """Where a response stream's messages go: queued under flow control, waiting while
