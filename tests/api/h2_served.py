@@ -132,6 +132,3 @@ async def failure(call: Any) -> grpc.aio.AioRpcError:
 
 async def sized(request: bytes, context: ServicerContext) -> bytes:
     return pattern(int(request))
-
-
-"""A grpcio client whose stream window stays at 64 KiB (no BDP-driven growth)."""

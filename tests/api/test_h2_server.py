@@ -218,6 +218,7 @@ def test_a_client_stream_message_larger_than_the_stream_window() -> None:
 
 
 SMALL_WINDOW = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 65_535)]
+"""A grpcio client whose stream window stays at 64 KiB (no BDP-driven growth)."""
 
 
 def test_slow_reader_gets_a_long_stream_intact_and_in_order() -> None:
