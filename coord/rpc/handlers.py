@@ -172,14 +172,16 @@ def _identity(raw: Any) -> Any:
 
 
 async def run_call(handler: MethodHandler, request: Any, context: CallContext,
-                   send: Send | None, method: Callable[[], str], event: str) -> Outcome:
+                   send: Send | None, name: Callable[[Any], str], call: Any,
+                   event: str) -> Outcome:
     """Run ``handler`` on ``request`` (a message, or an async iterator of them for a
     request-streaming method) and map how it ended to a status, the same way for every
     transport: an abort (:class:`RpcAbort`) or the code the handler set ends the call with
     that status; a unary handler that returns None is UNKNOWN; any other exception is
-    logged (``event``, ``method()``) and ends only this call, UNKNOWN. A stream's responses
-    go to ``send``. Cancellation propagates: the transport says what it means. The call's
-    deadline is the transport's (:func:`run_call_until` runs it on the loop's clock)."""
+    logged (``event`` and the method, ``name(call)``) and ends only this call, UNKNOWN. A
+    stream's responses go to ``send``. Cancellation propagates: the transport says what it
+    means. The deadline is the transport's (:func:`run_call_until` keeps one on the loop's
+    clock)."""
     serialize = handler.response_serializer or _identity
     try:
         if handler.response_streaming:
@@ -209,26 +211,26 @@ async def run_call(handler: MethodHandler, request: Any, context: CallContext,
     except RpcAbort as abort:
         return abort.code, abort.details, None
     except Exception as err:  # noqa: BLE001 - a handler bug fails its call only (logged)
-        return _failure(method, event, err)
+        return _failure(name(call), event, err)
 
 
 async def run_call_until(deadline: float | None, handler: MethodHandler, request: Any,
-                         context: CallContext, send: Send | None, method: Callable[[], str],
-                         event: str) -> Outcome:
+                         context: CallContext, send: Send | None, name: Callable[[Any], str],
+                         call: Any, event: str) -> Outcome:
     """:func:`run_call` under ``deadline`` (on the event loop's clock, None for none):
     when it passes, the handler is cancelled and the call ends DEADLINE_EXCEEDED."""
     if deadline is None:
-        return await run_call(handler, request, context, send, method, event)
+        return await run_call(handler, request, context, send, name, call, event)
     timer = asyncio.timeout_at(deadline)
     try:
         async with timer:
-            return await run_call(handler, request, context, send, method, event)
+            return await run_call(handler, request, context, send, name, call, event)
     except TimeoutError as err:
         if timer.expired():
             return StatusCode.DEADLINE_EXCEEDED, DEADLINE_EXCEEDED, None
-        return _failure(method, event, err)
+        return _failure(name(call), event, err)
 
 
-def _failure(method: Callable[[], str], event: str, err: Exception) -> Outcome:
-    log.error(event, method=method(), error=repr(err), exc_info=err)
+def _failure(method: str, event: str, err: Exception) -> Outcome:
+    log.error(event, method=method, error=repr(err), exc_info=err)
     return StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}", None

@@ -164,7 +164,7 @@ class LocalChannel:
         context = CallContext("local", None if timeout is None else time.monotonic() + timeout,
                               metadata or ())
         code, details, response = await run_call_until(
-            deadline, handler, request, context, None, lambda: method, "local.handler_failed")
+            deadline, handler, request, context, None, str, method, "local.handler_failed")
         if response is None:
             raise _error(code, details)
         return parse(response)
@@ -226,7 +226,7 @@ class LocalStreamCall:
             context = CallContext("local", self._context_deadline, metadata or ())
             code, details, _ = await run_call_until(
                 self._deadline, handler, self._incoming(), context, self._send,
-                lambda: self._method, "local.handler_failed")
+                str, self._method, "local.handler_failed")
             if code is not StatusCode.OK:
                 status = _error(code, details)
         except asyncio.CancelledError:

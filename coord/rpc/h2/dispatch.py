@@ -155,7 +155,7 @@ class CallDispatch(FrameHandler):
             outcome = await run_call(
                 handler, request, context,
                 self._stream_sender(stream) if handler.response_streaming else None,
-                lambda: call_path(stream), "h2.handler_failed")
+                call_path, stream, "h2.handler_failed")
         except asyncio.CancelledError:
             if not stream.local_closed and not stream.reset:
                 # Cut off by a stopping server: UNAVAILABLE makes etcd's clients retry
