@@ -171,19 +171,42 @@ def _identity(raw: Any) -> Any:
     return raw
 
 
+class CallEnds(Protocol):
+    """What a transport gives :func:`run_call` for one of its calls (``call``, the
+    transport's own record of it): no object is made per call for these."""
+
+    event: str
+    """The log event of a handler failure (``h2.handler_failed``)."""
+
+    def call_name(self, call: Any) -> str:
+        """The call's method, for the log."""
+
+    def call_request(self, call: Any, request: Any) -> Any:
+        """The request as the handler gets it (parsed here, inside the call, if the
+        transport has not parsed it yet; raise :class:`RpcAbort` if it cannot be)."""
+
+    def call_done(self, call: Any, outcome: Outcome) -> None:
+        """Write how the call ended (its status, and a unary call's response)."""
+
+    def call_cancelled(self, call: Any) -> None:
+        """The call's task is being cancelled: say so to the caller if it still listens."""
+
+
 async def run_call(handler: MethodHandler, request: Any, context: CallContext,
-                   send: Send | None, name: Callable[[Any], str], call: Any,
-                   event: str) -> Outcome:
+                   send: Send | None, ends: CallEnds, call: Any) -> Outcome:
     """Run ``handler`` on ``request`` (a message, or an async iterator of them for a
     request-streaming method) and map how it ended to a status, the same way for every
     transport: an abort (:class:`RpcAbort`) or the code the handler set ends the call with
     that status; a unary handler that returns None is UNKNOWN; any other exception is
-    logged (``event`` and the method, ``name(call)``) and ends only this call, UNKNOWN. A
-    stream's responses go to ``send``. Cancellation propagates: the transport says what it
-    means. The deadline is the transport's (:func:`run_call_until` keeps one on the loop's
-    clock)."""
+    logged and ends only this call, UNKNOWN. A stream's responses go to ``send``; the
+    outcome goes to ``ends.call_done`` and is returned. On cancellation
+    ``ends.call_cancelled`` says what it means, and the cancellation propagates. The
+    deadline is the transport's (:func:`run_call_until` keeps one on the loop's clock).
+    A transport can make this coroutine its call's task (no frame of its own around it)."""
     serialize = handler.response_serializer or _identity
+    outcome: Outcome
     try:
+        request = ends.call_request(call, request)
         if handler.response_streaming:
             assert send is not None, "a response stream needs somewhere to go"
             fn = handler.stream_stream if handler.request_streaming else handler.unary_stream
@@ -197,38 +220,47 @@ async def run_call(handler: MethodHandler, request: Any, context: CallContext,
                 aclose = getattr(responses, "aclose", None)
                 if aclose is not None:
                     await aclose()
-            if context.code is StatusCode.OK:
-                return _OK
-            return context.code, context.details, None
-        fn = handler.stream_unary if handler.request_streaming else handler.unary_unary
-        assert fn is not None
-        response = await fn(request, context)
-        if context.code is not StatusCode.OK:
-            return context.code, context.details, None
-        if response is None:
-            return StatusCode.UNKNOWN, NO_RESPONSE, None
-        return StatusCode.OK, "", serialize(response)
+            outcome = _OK if context.code is StatusCode.OK else (
+                context.code, context.details, None)
+        else:
+            fn = handler.stream_unary if handler.request_streaming else handler.unary_unary
+            assert fn is not None
+            response = await fn(request, context)
+            if context.code is not StatusCode.OK:
+                outcome = context.code, context.details, None
+            elif response is None:
+                outcome = StatusCode.UNKNOWN, NO_RESPONSE, None
+            else:
+                outcome = StatusCode.OK, "", serialize(response)
     except RpcAbort as abort:
-        return abort.code, abort.details, None
+        outcome = abort.code, abort.details, None
+    except asyncio.CancelledError:
+        ends.call_cancelled(call)
+        raise
     except Exception as err:  # noqa: BLE001 - a handler bug fails its call only (logged)
-        return _failure(name(call), event, err)
+        outcome = _failure(ends.call_name(call), ends.event, err)
+    ends.call_done(call, outcome)
+    return outcome
 
 
 async def run_call_until(deadline: float | None, handler: MethodHandler, request: Any,
-                         context: CallContext, send: Send | None, name: Callable[[Any], str],
-                         call: Any, event: str) -> Outcome:
+                         context: CallContext, send: Send | None, ends: CallEnds,
+                         call: Any) -> Outcome:
     """:func:`run_call` under ``deadline`` (on the event loop's clock, None for none):
-    when it passes, the handler is cancelled and the call ends DEADLINE_EXCEEDED."""
+    when it passes, the handler is cancelled (``ends.call_cancelled``) and the call ends
+    DEADLINE_EXCEEDED (``ends.call_done``)."""
     if deadline is None:
-        return await run_call(handler, request, context, send, name, call, event)
+        return await run_call(handler, request, context, send, ends, call)
     timer = asyncio.timeout_at(deadline)
     try:
         async with timer:
-            return await run_call(handler, request, context, send, name, call, event)
+            return await run_call(handler, request, context, send, ends, call)
     except TimeoutError as err:
-        if timer.expired():
-            return StatusCode.DEADLINE_EXCEEDED, DEADLINE_EXCEEDED, None
-        return _failure(name(call), event, err)
+        outcome: Outcome = (
+            (StatusCode.DEADLINE_EXCEEDED, DEADLINE_EXCEEDED, None) if timer.expired()
+            else _failure(ends.call_name(call), ends.event, err))
+        ends.call_done(call, outcome)
+        return outcome
 
 
 def _failure(method: str, event: str, err: Exception) -> Outcome:

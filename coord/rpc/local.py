@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 
-from coord.rpc.handlers import CallContext, run_call_until
+from coord.rpc.handlers import CallContext, Outcome, run_call_until
 from coord.rpc.status import StatusCode, grpc_code
 
 log = structlog.get_logger(__name__)
@@ -63,6 +63,29 @@ class LocalTarget:
         self.closing = True
         for s in list(self._streams):
             s._end_with(_error(StatusCode.UNAVAILABLE, "server shutting down"))
+
+
+class _Ends:
+    """The runner's ends for in-process calls (``call`` is the method's path): requests
+    arrive parsed, and the caller reads the outcome :func:`run_call_until` returns (a
+    cancelled call's status is set by whoever cancelled it)."""
+
+    event = "local.handler_failed"
+
+    def call_name(self, call: str) -> str:
+        return call
+
+    def call_request(self, call: str, request: Any) -> Any:
+        return request
+
+    def call_done(self, call: str, outcome: Outcome) -> None:
+        pass
+
+    def call_cancelled(self, call: str) -> None:
+        pass
+
+
+_ENDS = _Ends()
 
 
 def _error(code: StatusCode, details: str) -> grpc.aio.AioRpcError:
@@ -164,7 +187,7 @@ class LocalChannel:
         context = CallContext("local", None if timeout is None else time.monotonic() + timeout,
                               metadata or ())
         code, details, response = await run_call_until(
-            deadline, handler, request, context, None, str, method, "local.handler_failed")
+            deadline, handler, request, context, None, _ENDS, method)
         if response is None:
             raise _error(code, details)
         return parse(response)
@@ -226,7 +249,7 @@ class LocalStreamCall:
             context = CallContext("local", self._context_deadline, metadata or ())
             code, details, _ = await run_call_until(
                 self._deadline, handler, self._incoming(), context, self._send,
-                str, self._method, "local.handler_failed")
+                _ENDS, self._method)
             if code is not StatusCode.OK:
                 status = _error(code, details)
         except asyncio.CancelledError:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import structlog
@@ -40,7 +40,7 @@ from coord.rpc.h2.limits import (
     PENDING_RESPONSE_LIMIT,
 )
 from coord.rpc.h2.protocol import FrameHandler
-from coord.rpc.handlers import CallContext, Send, run_call
+from coord.rpc.handlers import CallContext, Outcome, RpcAbort, Send, run_call
 from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.rpc.h2")
@@ -130,47 +130,58 @@ class CallDispatch(FrameHandler):
             if task is not None:
                 task.cancel()
 
-    async def _run(self, stream: Stream) -> None:
+    def _run(self, stream: Stream) -> Coroutine[Any, Any, Any]:
+        """The call's task: the shared runner, with this connection as its ends (below).
+        The deadline is the connection's timer (_expire): it also ends calls whose request
+        has not arrived yet."""
         handler = stream.handler
         context = CallContext(stream.conn.peer, stream.deadline, stream.headers, metadata)
+        request: Any = (Requests(self, stream, handler.request_deserializer or identity)
+                        if handler.request_streaming else None)
+        return run_call(handler, request, context,
+                        self._stream_sender(stream) if handler.response_streaming else None,
+                        self, stream)
+
+    # -- the runner's ends (coord.rpc.handlers.CallEnds) ----------------------------------
+
+    event = "h2.handler_failed"
+
+    def call_name(self, call: Stream) -> str:
+        return call_path(call)
+
+    def call_request(self, call: Stream, request: Any) -> Any:
+        """A unary request is parsed inside the call; a request stream is the iterator."""
+        if request is not None:
+            return request
+        raw = call.inbox.popleft()
+        call.queued = 0
+        if call.held:  # the request is all this stream holds
+            self._conn_unacked += call.held
+            call.held = 0
+            if self._conn_unacked >= self._conn_window // 2:
+                self._credit(0)
+        deserialize = call.handler.request_deserializer
         try:
-            if handler.request_streaming:
-                request: Any = Requests(self, stream, handler.request_deserializer or identity)
-            else:
-                raw = stream.inbox.popleft()
-                stream.queued = 0
-                if stream.held:  # the request is all this stream holds
-                    self._conn_unacked += stream.held
-                    stream.held = 0
-                    if self._conn_unacked >= self._conn_window // 2:
-                        self._credit(0)
-                deserialize = handler.request_deserializer
-                try:
-                    request = deserialize(raw) if deserialize is not None else raw
-                except Exception:  # noqa: BLE001 - any parse failure is the client's
-                    self._finish(stream, StatusCode.INTERNAL, "Exception deserializing request!")
-                    return
-            # The deadline is the connection's timer (_expire): it also ends calls whose
-            # request has not arrived yet.
-            outcome = await run_call(
-                handler, request, context,
-                self._stream_sender(stream) if handler.response_streaming else None,
-                call_path, stream, "h2.handler_failed")
-        except asyncio.CancelledError:
-            if not stream.local_closed and not stream.reset:
-                # Cut off by a stopping server: UNAVAILABLE makes etcd's clients retry
-                # elsewhere (they give up on a watch that ends CANCELLED).
-                if self.server.closing:
-                    self._finish(stream, StatusCode.UNAVAILABLE, "server shutting down")
-                else:
-                    self._finish(stream, StatusCode.CANCELLED, "Cancelled")
-            raise
+            return deserialize(raw) if deserialize is not None else raw
+        except Exception:  # noqa: BLE001 - any parse failure is the client's
+            raise RpcAbort(StatusCode.INTERNAL, "Exception deserializing request!") from None
+
+    def call_done(self, call: Stream, outcome: Outcome) -> None:
         code, details, response = outcome
         if response is not None:
-            if not stream.local_closed:
-                self._send_unary(stream, response)
+            if not call.local_closed:
+                self._send_unary(call, response)
         else:
-            self._finish(stream, code, details)
+            self._finish(call, code, details)
+
+    def call_cancelled(self, call: Stream) -> None:
+        if not call.local_closed and not call.reset:
+            # Cut off by a stopping server: UNAVAILABLE makes etcd's clients retry
+            # elsewhere (they give up on a watch that ends CANCELLED).
+            if self.server.closing:
+                self._finish(call, StatusCode.UNAVAILABLE, "server shutting down")
+            else:
+                self._finish(call, StatusCode.CANCELLED, "Cancelled")
 
     def _stream_sender(self, stream: Stream) -> Send:
         """Where a response stream's messages go: queued under flow control, waiting while
