@@ -280,8 +280,8 @@ def worker_cmd(
 
     configure_logging()
     # The worker's CPU goes mostly to grpc.aio's futures and callbacks, as a coord member's
-    # does: on uvloop's loop (as in `agent`) an occurrence costs about a seventh less CPU
-    # (docs/benchmarks.md). RAFTCRON_UVLOOP=0 keeps asyncio's own loop.
+    # does: on uvloop's loop (as in `agent`) an occurrence costs less CPU (figures in
+    # docs/benchmarks.md). RAFTCRON_UVLOOP=0 keeps asyncio's own loop.
     setup_process()
     # Jobs are forked on a few threads (scheduler.executor); each hands the GIL back and
     # forth several times per spawn, and with the default 5 ms switch interval a thread

@@ -73,7 +73,7 @@ def load_jobs_text(text: str, filename: str = "<string>", *,
 
 def _load_jobs_text(text: str, filename: str, *, local_users: bool) -> list[JobSpec]:
     try:
-        # libyaml's parser when built in: the same nodes and marks, ~10x faster on big files.
+        # libyaml's parser when built in: the same nodes and marks, far faster on big files.
         docs = list(yaml.compose_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 
-from coord.rpc.handlers import CallContext, RpcAbort
+from coord.rpc.handlers import CallContext, Outcome, run_call_until
 from coord.rpc.status import StatusCode, grpc_code
 
 log = structlog.get_logger(__name__)
@@ -63,6 +63,29 @@ class LocalTarget:
         self.closing = True
         for s in list(self._streams):
             s._end_with(_error(StatusCode.UNAVAILABLE, "server shutting down"))
+
+
+class _Ends:
+    """The runner's ends for in-process calls (``call`` is the method's path): requests
+    arrive parsed, and the caller reads the outcome :func:`run_call_until` returns (a
+    cancelled call's status is set by whoever cancelled it)."""
+
+    event = "local.handler_failed"
+
+    def call_name(self, call: str) -> str:
+        return call
+
+    def call_request(self, call: str, request: Any) -> Any:
+        return request
+
+    def call_done(self, call: str, outcome: Outcome) -> None:
+        pass
+
+    def call_cancelled(self, call: str) -> None:
+        pass
+
+
+_ENDS = _Ends()
 
 
 def _error(code: StatusCode, details: str) -> grpc.aio.AioRpcError:
@@ -160,33 +183,14 @@ class LocalChannel:
         if handler.request_streaming or handler.response_streaming:
             raise _error(StatusCode.UNIMPLEMENTED, f"{method} is a streaming method")
         request = self._parse(handler, raw)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         context = CallContext("local", None if timeout is None else time.monotonic() + timeout,
                               metadata or ())
-        timer = asyncio.timeout_at(deadline)
-        try:
-            async with timer:
-                response = await handler.unary_unary(request, context)
-        except RpcAbort as abort:
-            raise _error(abort.code, abort.details) from None
-        except TimeoutError as err:
-            if timer.expired():
-                raise _error(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
-            raise _failure(method, err) from None
-        except Exception as err:  # noqa: BLE001 - logged by _failure; fails this call only
-            raise _failure(method, err) from None
-        if context.code is not StatusCode.OK:
-            raise _error(context.code, context.details)
+        code, details, response = await run_call_until(
+            deadline, handler, request, context, None, _ENDS, method)
         if response is None:
-            raise _error(StatusCode.UNKNOWN, "the method handler returned no response")
-        serialize = handler.response_serializer
-        return parse(serialize(response) if serialize is not None else response)
-
-
-def _failure(method: str, err: Exception) -> grpc.aio.AioRpcError:
-    log.error("local.handler_failed", method=method, error=repr(err), exc_info=err)
-    return _error(StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}")
+            raise _error(code, details)
+        return parse(response)
 
 
 _END = object()
@@ -236,39 +240,28 @@ class LocalStreamCall:
 
     async def _run(self, metadata: Metadata | None) -> None:
         handler = self._handler
-        context = CallContext("local", self._context_deadline, metadata or ())
-        serialize = handler.response_serializer
         status = _error(StatusCode.OK, "")
-        timer = asyncio.timeout_at(self._deadline)
         try:
-            async with timer:
-                if not (handler.request_streaming and handler.response_streaming):
-                    raise RpcAbort(StatusCode.UNIMPLEMENTED,
-                                   "only bidirectional streams are served in-process")
-                responses = handler.stream_stream(self._incoming(), context)
-                try:
-                    async for response in responses:
-                        raw = serialize(response) if serialize is not None else response
-                        await self._responses.put(raw)
-                finally:
-                    aclose = getattr(responses, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
-            if context.code is not StatusCode.OK:
-                status = _error(context.code, context.details)
-        except RpcAbort as abort:
-            status = _error(abort.code, abort.details)
-        except TimeoutError as err:
-            status = (_error(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
-                      if timer.expired() else _failure(self._method, err))
+            if not (handler.request_streaming and handler.response_streaming):
+                status = _error(StatusCode.UNIMPLEMENTED,
+                                "only bidirectional streams are served in-process")
+                return
+            context = CallContext("local", self._context_deadline, metadata or ())
+            code, details, _ = await run_call_until(
+                self._deadline, handler, self._incoming(), context, self._send,
+                _ENDS, self._method)
+            if code is not StatusCode.OK:
+                status = _error(code, details)
         except asyncio.CancelledError:
             # By cancel(), the member stopping (their status is set already), or the loop.
             status = _error(StatusCode.CANCELLED, "Cancelled")
             raise
-        except Exception as err:  # noqa: BLE001 - logged by _failure; fails this call only
-            status = _failure(self._method, err)
         finally:
             self._finish(status)
+
+    async def _send(self, raw: bytes) -> bool:
+        await self._responses.put(raw)
+        return True
 
     def _finish(self, status: grpc.aio.AioRpcError) -> None:
         if self._status is None:

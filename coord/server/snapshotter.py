@@ -65,9 +65,9 @@ class StateCapture:
 class Snapshotting(MemberState):
     def _take_snapshot(self) -> None:
         """Start a snapshot of the state at the applied index. The store's part (its whole
-        history since the last compaction: ~10 µs a revision) is serialised in slices
-        between other work, so a large store never stalls the loop — heartbeats, client
-        requests — for the whole build (it took 0.2 to 1 s at 20,000 to 80,000 revisions).
+        history since the last compaction, in proportion to its revisions) is serialised in
+        slices between other work, so a large store never stalls the loop — heartbeats,
+        client requests — for the whole build (docs/cluster.md has the figures).
         What the previous snapshot serialised and has not changed since (no compaction or
         restore in between) is copied from it: a build serialises only the revisions
         applied since, about ``snapshot_count`` of them, however long the history."""

@@ -3,8 +3,8 @@
 A Ready's records are written either on the event loop or on the WAL's own thread:
 
 * ``inline_sync`` and one entry with nothing queued behind it (a lone client): append and
-  fsync on the loop. The thread hand-off costs two wake-ups, more than the fsync itself
-  (0.1-0.2 ms), and a lone client's put or lock gets ~15 % more ops/s (docs/cluster.md);
+  fsync on the loop. The thread hand-off costs two wake-ups, more than the fsync itself,
+  so a lone client's put or lock goes faster this way (figures in docs/cluster.md);
 * nothing to make durable (only the commit index moved): append on the loop, into the
   WAL's buffer for its next fsync; a thread hand-off would cost more than the encoding;
 * otherwise (many entries, a snapshot, an fsync with work queued): on the thread, so that

@@ -21,9 +21,8 @@ class WorkerConfig:
     """Seconds between the rendezvous ranks: rank k claims after ``k * grace``."""
     claim_ahead: float = 0.25
     """Seconds before an occurrence's instant that the first-ranked worker sends its claim;
-    the process still starts at the instant. The claim's round trip (a few ms, but ~90 ms at
-    the 99th percentile on a loaded 2-core machine) is then off the fire-lag path. 0 claims
-    at the instant."""
+    the process still starts at the instant. The claim's round trip (docs/scheduling.md,
+    "Claiming ahead") is then off the fire-lag path. 0 claims at the instant."""
     log_dir: Path = field(default_factory=lambda: Path("raftcron-logs"))
     stop_timeout: float = 30.0
     sweep_interval: float = 15.0
@@ -39,9 +38,9 @@ class WorkerConfig:
     applications that compact it themselves)."""
     freeze_heap: bool = False
     """Once the jobs are loaded, collect and ``gc.freeze()`` everything alive (the modules,
-    the specs, the job timers): full collections then no longer walk that heap, each a
-    pause of up to ~100 ms at 1,000 jobs that every due occurrence waited out. For a
-    worker that owns its process (the CLI); tests running several in one process don't."""
+    the specs, the job timers): full collections then no longer walk that heap, whose
+    pauses grow with the number of jobs and delay every due occurrence. For a worker that
+    owns its process (the CLI); tests running several in one process don't."""
     channels: ChannelFactory | None = None
     """How the client reaches an endpoint (``coord.client.ChannelFactory``): an agent's
     reaches its own member in the same process without a socket."""

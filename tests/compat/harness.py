@@ -28,6 +28,9 @@ Normalisation (see :class:`Normalizer`) rewrites ONLY:
 moved to ``n1``) and sends every command to the follower ``n2``; the other members'
 ports and ids become ``<client-port-n1>``, ``<member-n1>``…, and ``member list`` rows
 are compared sorted (they come ordered by member id, which differs).
+
+The servers are started by :mod:`tests.compat.harness_servers` and transcripts rewritten by
+:mod:`tests.compat.harness_normalize`; their names used by the tests are re-exported here.
 """
 
 from __future__ import annotations
@@ -46,213 +49,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.compat.harness_normalize import (
+    _CANCELED_WARNING,
+    Normalizer,
+)
+from tests.compat.harness_servers import (
+    STEP_TIMEOUT,
+    CtlResult,
+    Server,
+    compat_target,
+    ctl_env,
+    on_coord,
+    start_server,
+    wait_ready,
+)
 from tests.helpers.procs import (
-    REPO,
     Proc,
     ProcessGroup,
-    coord_argv,
-    free_port,
-    port_open,
-    start_coord,
-    start_etcd,
     wait_until,
 )
 
-CTL_TIMEOUT = "5s"
-STEP_TIMEOUT = 20.0
-
-
-def on_coord() -> bool:
-    """True when the target is coord: known, documented differences are xfail'ed only
-    then (``COMPAT_TARGET=etcd`` must stay all green, and a strict xfail would fail)."""
-    return compat_target() == "coord"
-
-
-def compat_target() -> str:
-    """``coord`` (default) or ``etcd`` (a second real etcd, for developing the suite)."""
-    t = os.environ.get("COMPAT_TARGET", "coord").strip().lower()
-    if t not in {"coord", "etcd"}:
-        raise ValueError(f"COMPAT_TARGET must be coord or etcd, not {t!r}")
-    return t
-
-
-# --------------------------------------------------------------------------- servers
-
-
-@dataclass
-class Server:
-    """One server under test and the facts normalisation needs about it."""
-
-    label: str  # "etcd" (reference) or "coord"/"etcd2" (target)
-    proc: Proc
-    peer_port: int
-    etcdctl: str
-    cluster_id: int = 0
-    member_id: int = 0
-    # COMPAT_CLUSTER: the other members, name -> (client port, peer port, member id)
-    others: dict[str, tuple[int, int, int]] = field(default_factory=dict)
-
-    @property
-    def endpoint(self) -> str:
-        return self.proc.endpoint
-
-    @property
-    def client_port(self) -> int:
-        return self.proc.client_port
-
-    def ctl_argv(self, args: Sequence[str]) -> list[str]:
-        return [self.etcdctl, f"--endpoints={self.endpoint}", f"--command-timeout={CTL_TIMEOUT}",
-                *args]
-
-    def ctl(self, args: Sequence[str], stdin: bytes | None = None,
-            timeout: float = STEP_TIMEOUT) -> CtlResult:
-        argv = self.ctl_argv(args)
-        try:
-            cp = subprocess.run(argv, input=stdin if stdin is not None else b"",
-                                capture_output=True, timeout=timeout,
-                                env=ctl_env(), check=False)
-        except subprocess.TimeoutExpired as e:
-            return CtlResult(e.stdout or b"", (e.stderr or b"") + b"\n[harness: timed out]", None)
-        return CtlResult(cp.stdout, cp.stderr, cp.returncode)
-
-    def learn_ids(self) -> None:
-        r = self.ctl(["get", "compat-ids", "-w", "json"])
-        hdr = json.loads(r.stdout)["header"]
-        self.cluster_id = int(hdr["cluster_id"])
-        self.member_id = int(hdr["member_id"])
-
-    def revision(self) -> int:
-        r = self.ctl(["get", "compat-revision", "-w", "json"])
-        if r.rc != 0:
-            raise RuntimeError(f"{self.label}: cannot read revision: {r.stderr!r}")
-        return int(json.loads(r.stdout)["header"]["revision"])
-
-
-def ctl_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["ETCDCTL_API"] = "3"
-    for k in list(env):
-        if k.startswith("ETCDCTL_") and k != "ETCDCTL_API":
-            del env[k]
-    return env
-
-
-@dataclass
-class CtlResult:
-    stdout: bytes
-    stderr: bytes
-    rc: int | None
-
-    @property
-    def out(self) -> str:
-        return self.stdout.decode("utf-8", "replace")
-
-
-def _peer_port(argv: Sequence[str]) -> int:
-    for i, a in enumerate(argv):
-        if a in ("--listen-peer-urls", "--listen-peer"):
-            return int(argv[i + 1].rsplit(":", 1)[1])
-    raise ValueError(f"no peer flag in {argv}")
-
-
-def wait_ready(server: Server) -> None:
-    """Wait until ``server`` serves reads (after a start or a restart)."""
-    _wait_ready(server)
-
-
-def _wait_ready(server: Server) -> None:
-    def ok() -> bool:
-        if not server.proc.alive():
-            raise RuntimeError(f"{server.label} exited:\n{server.proc.log()[-4000:]}")
-        return server.ctl(["get", "compat-ready"], timeout=10).rc == 0
-
-    wait_until(ok, 60, f"{server.label} at {server.endpoint} to serve reads", step=0.1)
-    server.learn_ids()
-
-
-def compat_cluster_size() -> int:
-    """``COMPAT_CLUSTER=3``: both sides are 3-member clusters, driven through a follower."""
-    size = int(os.environ.get("COMPAT_CLUSTER", "1") or "1")
-    if size not in (1, 3, 5):
-        raise ValueError(f"COMPAT_CLUSTER must be 1, 3 or 5, not {size}")
-    return size
-
-
-def start_cluster_server(kind: str, label: str, group: ProcessGroup, etcd_bin: str,
-                         etcdctl_bin: str, size: int) -> Server:
-    """Start ``size`` fresh members n1..nN of ``kind``, move leadership to n1 and return
-    the follower n2 as the server under test (it knows the others for normalisation)."""
-    names = [f"n{i}" for i in range(1, size + 1)]
-    ports = {n: (free_port(), free_port()) for n in names}
-    procs: dict[str, Proc] = {}
-    if kind == "etcd":
-        initial = ",".join(f"{n}=http://127.0.0.1:{ports[n][1]}" for n in names)
-        for n in names:
-            c, pp = ports[n]
-            argv = [etcd_bin, "--name", n, "--data-dir", str(group.workdir / f"{n}-data"),
-                    "--listen-client-urls", f"http://127.0.0.1:{c}",
-                    "--advertise-client-urls", f"http://127.0.0.1:{c}",
-                    "--listen-peer-urls", f"http://127.0.0.1:{pp}",
-                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{pp}",
-                    "--initial-cluster", initial, "--log-level", "error"]
-            procs[n] = group.spawn(n, argv, c, env={"ETCD_UNSUPPORTED_ARCH": ""})
-    else:
-        initial = ",".join(f"{n}=127.0.0.1:{ports[n][1]}" for n in names)
-        for n in names:
-            c, pp = ports[n]
-            argv = coord_argv(n, group.workdir / f"{n}-data", c, pp, initial)
-            procs[n] = group.spawn(n, argv, c, env={"PYTHONPATH": str(REPO)})
-    for n in names:
-        proc, cport = procs[n], ports[n][0]
-
-        def listening(proc: Proc = proc, cport: int = cport) -> bool:
-            return port_open(cport) or not proc.alive()
-        wait_until(listening, 60, f"{label} {n} to listen")
-    servers = {n: Server(label, procs[n], ports[n][1], etcdctl_bin) for n in names}
-    for srv in servers.values():
-        _wait_ready(srv)
-    everyone = ",".join(f"127.0.0.1:{ports[n][0]}" for n in names)
-    ids: dict[str, int] = {}
-
-    def all_named() -> bool:
-        r = servers["n1"].ctl(["member", "list", "-w", "json"], timeout=10)
-        if r.rc != 0:
-            return False
-        ids.clear()
-        ids.update({m.get("name", ""): int(m["ID"]) for m in json.loads(r.stdout)["members"]})
-        return all(n in ids for n in names)
-
-    wait_until(all_named, 30, f"{label} members to publish their names", step=0.1)
-
-    def n1_leads() -> bool:
-        r = servers["n1"].ctl(["endpoint", "status", "-w", "json"], timeout=10)
-        if r.rc == 0 and json.loads(r.stdout)[0]["Status"]["leader"] == ids["n1"]:
-            return True
-        subprocess.run([etcdctl_bin, f"--endpoints={everyone}", "move-leader",
-                        f"{ids['n1']:x}"], capture_output=True, env=ctl_env(), timeout=20,
-                       check=False)
-        return False
-
-    wait_until(n1_leads, 30, f"{label} leadership on n1", step=0.2)
-    target = servers["n2"]
-    target.others = {n: (ports[n][0], ports[n][1], ids[n]) for n in names if n != "n2"}
-    return target
-
-
-def start_server(kind: str, label: str, group: ProcessGroup, etcd_bin: str,
-                 etcdctl_bin: str) -> Server:
-    """Start a fresh single-member server of ``kind`` (etcd|coord), ready for reads (with
-    ``COMPAT_CLUSTER``: a follower of a fresh cluster)."""
-    size = compat_cluster_size()
-    if size > 1:
-        return start_cluster_server(kind, label, group, etcd_bin, etcdctl_bin, size)
-    if kind == "etcd":
-        proc = start_etcd(group, name="n1", etcd_bin=etcd_bin)
-    else:
-        proc = start_coord(group, name="n1")
-    server = Server(label, proc, _peer_port(proc.argv), etcdctl_bin)
-    _wait_ready(server)
-    return server
+__all__ = [
+    "Background",
+    "Case",
+    "CompatMismatch",
+    "Normalizer",
+    "Pair",
+    "Rev",
+    "Server",
+    "Side",
+    "Var",
+    "compat_target",
+    "on_coord",
+    "open_pair",
+    "render_diff",
+    "repo_python",
+    "start_pair",
+    "wait_ready",
+]
 
 
 @dataclass
@@ -325,173 +159,6 @@ def start_pair(workdir: Path, etcd_bin: str, etcdctl_bin: str,
         yield pair
     finally:
         pair.close()
-
-
-# --------------------------------------------------------------------------- normalisation
-
-REV_KEYS = {"revision", "createrevision", "modrevision", "compactrevision"}
-ID_KEYS = {"id", "lease", "leader", "memberid", "clusterid"}
-TERM_KEYS = {"raftterm"}
-SIZE_KEYS = {"dbsize", "dbsizeinuse"}
-INDEX_KEYS = {"raftindex", "raftappliedindex"}
-
-_HEX16 = re.compile(r"\b[0-9a-f]{16}\b")
-_MEMBER_X = re.compile(r"(^Member +|^|^\| +)([0-9a-f]{1,16})"
-                       r"(?=(?: (?:added|removed|updated|promoted)"
-                       r"|, (?:un)?started,| +\| (?:un)?started))", re.M)
-_FIELDS_LINE = re.compile(r'^"(\w+)" : (-?\d+)$', re.M)
-_UUID = re.compile(r"client-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_TS = re.compile(r'"ts":"[^"]*"')
-_TOOK = re.compile(r"took = [0-9.]+[a-zµ]+")
-_COMPACTED = re.compile(r"^compacted revision (\d+)$", re.M)
-_PROGRESS = re.compile(r"^progress notify: (\d+)$", re.M)
-_ATTACHED = re.compile(r"attached keys\(\[([^\]]*)\]\)")
-_CANCELED_WARNING = re.compile(
-    r'^\{"level":\s?"warn".*code = Canceled desc = context canceled"\}\n?', re.M)
-_REMAINING = re.compile(r"granted with TTL\((\d+)s\), remaining\((-?\d+)s\)")
-
-
-def _canon(key: str) -> str:
-    return key.lower().replace("_", "").replace("-", "")
-
-
-class Normalizer:
-    """Per-server, per-case rewriting of output into a comparable form."""
-
-    def __init__(self, server: Server, base: int, absolute: bool = False) -> None:
-        self.server = server
-        self.base = 0 if absolute else base
-        self.absolute = absolute
-        self.ids: dict[int, str] = {}
-        self.id_prefixes: list[re.Pattern[str]] = []
-        if server.cluster_id:
-            self.ids[server.cluster_id] = "<cluster>"
-        if server.member_id:
-            self.ids[server.member_id] = "<member>"
-        for name, (_, _, mid) in server.others.items():
-            self.ids[mid] = f"<member-{name}>"
-
-    # -- scalar rules
-    def rev(self, v: int) -> str | int:
-        if v == 0:
-            return 0
-        if self.absolute:
-            return v
-        d = v - self.base
-        return f"R{d:+d}"
-
-    def ident(self, v: int) -> str | int:
-        if v == 0:
-            return 0
-        if v not in self.ids:
-            self.ids[v] = f"<id{sum(1 for s in self.ids.values() if s.startswith('<id')) + 1}>"
-        return self.ids[v]
-
-    def scalar(self, key: str, v: Any, parent: dict[str, Any] | None = None) -> Any:
-        k = _canon(key)
-        if k == "took" and isinstance(v, str):
-            return "<duration>"
-        if not isinstance(v, int) or isinstance(v, bool):
-            return v
-        if k in REV_KEYS:
-            return self.rev(v)
-        if k in ID_KEYS:
-            return self.ident(v)
-        if k in TERM_KEYS:
-            return "<term>" if v > 0 else v
-        if k in SIZE_KEYS:
-            return "<size>" if v > 0 else v
-        if k in INDEX_KEYS:
-            return "<index>" if v > 0 else v
-        if k == "ttl" and parent is not None and "granted-ttl" in parent:
-            granted = parent["granted-ttl"]
-            if isinstance(granted, int) and 0 < granted - v <= 3 and v > 0:
-                return "<remaining>"
-        return v
-
-    def tree(self, node: Any, key: str = "", parent: dict[str, Any] | None = None) -> Any:
-        if (key == "keys" and isinstance(node, list) and parent is not None
-                and "granted-ttl" in parent):
-            # a lease's keys are a set in etcd (Go map order); compare them sorted
-            return sorted(node, key=str)
-        if isinstance(node, dict):
-            return {k: self.tree(v, k, node) for k, v in node.items()}
-        if isinstance(node, list):
-            return [self.tree(v, key, parent) for v in node]
-        return self.scalar(key, node, parent)
-
-    # -- text
-    def scrub(self, s: str) -> str:
-        """The server's own ports and clientv3's per-process uuids."""
-        srv = self.server
-        s = s.replace(f"127.0.0.1:{srv.client_port}", "127.0.0.1:<client-port>")
-        s = s.replace(f"127.0.0.1:{srv.peer_port}", "127.0.0.1:<peer-port>")
-        for name, (cport, pport, _) in srv.others.items():
-            s = s.replace(f"127.0.0.1:{cport}", f"127.0.0.1:<client-port-{name}>")
-            s = s.replace(f"127.0.0.1:{pport}", f"127.0.0.1:<peer-port-{name}>")
-        return _UUID.sub("client-<uuid>", s)
-
-    def text(self, s: str) -> str:
-        s = self.scrub(s)
-        s = _TS.sub('"ts":"<ts>"', s)
-        s = _TOOK.sub("took = <duration>", s)
-        out = []
-        for line in s.split("\n"):
-            stripped = line.strip()
-            if stripped[:1] in "{[" and stripped:
-                try:
-                    parsed = json.loads(stripped)
-                except ValueError:
-                    out.append(self._text_line(line))
-                    continue
-                out.append(json.dumps(self.tree(parsed), ensure_ascii=False))
-            else:
-                out.append(self._text_line(line))
-        return "\n".join(out)
-
-    def id_after(self, prefix: str) -> None:
-        """Treat ``<prefix>/<hex>`` as a lease id printed with %x (lock/elect keys)."""
-        self.id_prefixes.append(re.compile(re.escape(prefix) + r"/([0-9a-f]{1,16})\b"))
-
-    def _text_line(self, line: str) -> str:
-        srv = self.server
-        for pat in self.id_prefixes:
-            line = pat.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)]
-                           + str(self.ident(int(m.group(1), 16))), line)
-        if line.startswith(("+-", "|")):
-            # -w table: column widths follow the (id, port) text lengths; keep the cells
-            line = re.sub(r"-{2,}", "--", re.sub(r" {2,}", " ", line))
-        line = _ATTACHED.sub(lambda m: "attached keys([" + " ".join(sorted(m.group(1).split()))
-                             + "])", line)
-        if line.startswith('ETCD_INITIAL_CLUSTER="'):
-            # "member add" prints the members in member-id order (ids are random)
-            inner = line[len('ETCD_INITIAL_CLUSTER="'):].rstrip('"')
-            line = 'ETCD_INITIAL_CLUSTER="' + ",".join(sorted(inner.split(","))) + '"'
-        if line.startswith("Member "):
-            # "Member %16x added to cluster %16x": space padding follows the id lengths
-            line = re.sub(r" {2,}", " ", line)
-        if srv.member_id:
-            # member list prints the member id with %x (no zero padding)
-            line = re.sub(rf"\b{srv.member_id:x}\b", "<member>", line)
-        if srv.cluster_id:
-            line = re.sub(rf"\b{srv.cluster_id:x}\b", "<cluster>", line)
-        # other members' ids printed with %x: "Member <id> added ...", "<id>, unstarted, ..."
-        line = _MEMBER_X.sub(lambda m: m.group(1) + str(self.ident(int(m.group(2), 16))), line)
-        for name, (_, _, mid) in srv.others.items():
-            line = re.sub(rf"\b{mid:x}\b", f"<member-{name}>", line)
-        line = _HEX16.sub(lambda m: str(self.ident(int(m.group(0), 16))), line)
-        line = _FIELDS_LINE.sub(
-            lambda m: f'"{m.group(1)}" : {self.scalar(m.group(1), int(m.group(2)))}', line)
-        line = _COMPACTED.sub(lambda m: f"compacted revision {self.rev(int(m.group(1)))}", line)
-        line = _PROGRESS.sub(lambda m: f"progress notify: {self.rev(int(m.group(1)))}", line)
-
-        def remaining(m: re.Match[str]) -> str:
-            granted, rem = int(m.group(1)), int(m.group(2))
-            plausible = 0 < rem < granted and granted - rem <= 3
-            shown = "<remaining>" if plausible else f"{rem}s"
-            return f"granted with TTL({granted}s), remaining({shown})"
-
-        return _REMAINING.sub(remaining, line)
 
 
 # --------------------------------------------------------------------------- cases

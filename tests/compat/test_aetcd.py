@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,11 +30,11 @@ from tests.helpers.procs import REPO
 
 pytestmark = pytest.mark.etcd
 
-DRIVER = Path(__file__).with_name("aetcd_driver.py")
+DRIVER = ["-m", "tests.compat.aetcd_driver"]  # run from the repository (cwd=REPO)
 
 
 def run_driver(server: Server, prefix: str) -> dict[str, Any]:
-    argv = [repo_python(), str(DRIVER), "--endpoint", server.endpoint, "--prefix", prefix,
+    argv = [repo_python(), *DRIVER, "--endpoint", server.endpoint, "--prefix", prefix,
             *SCENARIOS]
     cp = subprocess.run(argv, capture_output=True, timeout=120, cwd=str(REPO), check=False)
     if cp.returncode != 0:
@@ -85,6 +84,6 @@ def test_aetcd_scenario(aetcd_results: tuple[Pair, dict[str, Any], dict[str, Any
 
 
 def test_driver_scenario_list_is_in_sync() -> None:
-    cp = subprocess.run([repo_python(), str(DRIVER), "--list"], capture_output=True,
+    cp = subprocess.run([repo_python(), *DRIVER, "--list"], capture_output=True,
                         timeout=60, cwd=str(REPO), check=True)
     assert cp.stdout.decode().split() == SCENARIOS

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import structlog
@@ -41,7 +41,7 @@ from coord.rpc.h2.limits import (
 )
 from coord.rpc.h2.protocol import FrameHandler
 from coord.rpc.h2.tls import ServerTLS
-from coord.rpc.handlers import CallContext, RpcAbort
+from coord.rpc.handlers import CallContext, Outcome, RpcAbort, Send, run_call
 from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.rpc.h2")
@@ -132,67 +132,70 @@ class CallDispatch(FrameHandler):
             if task is not None:
                 task.cancel()
 
-    async def _run(self, stream: Stream) -> None:
+    def _run(self, stream: Stream) -> Coroutine[Any, Any, Any]:
+        """The call's task: the shared runner, with this connection as its ends (below).
+        The deadline is the connection's timer (_expire): it also ends calls whose request
+        has not arrived yet."""
         handler = stream.handler
         context = CallContext(stream.conn.peer, stream.deadline, stream.headers, metadata)
-        deserialize = handler.request_deserializer or identity
-        serialize = handler.response_serializer or identity
+        request: Any = (Requests(self, stream, handler.request_deserializer or identity)
+                        if handler.request_streaming else None)
+        return run_call(handler, request, context,
+                        self._stream_sender(stream) if handler.response_streaming else None,
+                        self, stream)
+
+    # -- the runner's ends (coord.rpc.handlers.CallEnds) ----------------------------------
+
+    event = "h2.handler_failed"
+
+    def call_name(self, call: Stream) -> str:
+        return call_path(call)
+
+    def call_request(self, call: Stream, request: Any) -> Any:
+        """A unary request is parsed inside the call; a request stream is the iterator."""
+        if request is not None:
+            return request
+        raw = call.inbox.popleft()
+        call.queued = 0
+        if call.held:  # the request is all this stream holds
+            self._conn_unacked += call.held
+            call.held = 0
+            if self._conn_unacked >= self._conn_window // 2:
+                self._credit(0)
+        deserialize = call.handler.request_deserializer
         try:
-            if handler.request_streaming:
-                request: Any = Requests(self, stream, deserialize)
+            return deserialize(raw) if deserialize is not None else raw
+        except Exception:  # noqa: BLE001 - any parse failure is the client's
+            raise RpcAbort(StatusCode.INTERNAL, "Exception deserializing request!") from None
+
+    def call_done(self, call: Stream, outcome: Outcome) -> None:
+        code, details, response = outcome
+        if response is not None:
+            if not call.local_closed:
+                self._send_unary(call, response)
+        else:
+            self._finish(call, code, details)
+
+    def call_cancelled(self, call: Stream) -> None:
+        if not call.local_closed and not call.reset:
+            # Cut off by a stopping server: UNAVAILABLE makes etcd's clients retry
+            # elsewhere (they give up on a watch that ends CANCELLED).
+            if self.server.closing:
+                self._finish(call, StatusCode.UNAVAILABLE, "server shutting down")
             else:
-                raw = stream.inbox.popleft()
-                stream.queued = 0
-                if stream.held:  # the request is all this stream holds
-                    self._conn_unacked += stream.held
-                    stream.held = 0
-                    if self._conn_unacked >= self._conn_window // 2:
-                        self._credit(0)
-                try:
-                    request = deserialize(raw)
-                except Exception:  # noqa: BLE001 - any parse failure is the client's
-                    raise RpcAbort(StatusCode.INTERNAL,
-                                   "Exception deserializing request!") from None
-            if handler.response_streaming:
-                fn = handler.stream_stream if handler.request_streaming else handler.unary_stream
-                responses = fn(request, context)
-                try:
-                    async for response in responses:
-                        if stream.local_closed or stream.trailer is not None:
-                            break
-                        self._send_message(stream, serialize(response))
-                        if stream.pending or self._paused:
-                            await self._drained(stream)
-                finally:
-                    aclose = getattr(responses, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
-                self._finish(stream, context.code, context.details)
-            else:
-                fn = handler.stream_unary if handler.request_streaming else handler.unary_unary
-                response = await fn(request, context)
-                if not stream.local_closed:
-                    if context.code is not StatusCode.OK:
-                        self._finish(stream, context.code, context.details)
-                    elif response is None:
-                        self._finish(stream, StatusCode.UNKNOWN,
-                                     "the method handler returned no response")
-                    else:
-                        self._send_unary(stream, serialize(response))
-        except RpcAbort as abort:
-            self._finish(stream, abort.code, abort.details)
-        except asyncio.CancelledError:
-            if not stream.local_closed and not stream.reset:
-                # Cut off by a stopping server: UNAVAILABLE makes etcd's clients retry
-                # elsewhere (they give up on a watch that ends CANCELLED).
-                if self.server.closing:
-                    self._finish(stream, StatusCode.UNAVAILABLE, "server shutting down")
-                else:
-                    self._finish(stream, StatusCode.CANCELLED, "Cancelled")
-            raise
-        except Exception as err:  # a handler bug fails its call only
-            log.exception("h2.handler_failed", method=call_path(stream))
-            self._finish(stream, StatusCode.UNKNOWN, f"Unexpected {type(err)}: {err}")
+                self._finish(call, StatusCode.CANCELLED, "Cancelled")
+
+    def _stream_sender(self, stream: Stream) -> Send:
+        """Where a response stream's messages go: queued under flow control, waiting while
+        the stream or the connection is full."""
+        async def send(data: bytes) -> bool:
+            if stream.local_closed or stream.trailer is not None:
+                return False
+            self._send_message(stream, data)
+            if stream.pending or self._paused:
+                await self._drained(stream)
+            return True
+        return send
 
     # -- frames out ----------------------------------------------------------------------
 
