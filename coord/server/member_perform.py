@@ -60,6 +60,9 @@ class Performing(Requests, Applying):
                 self._on_soft_state(a.leader, a.role)
             elif isinstance(a, Send) and not a.after_persist:
                 self.transport.send(list(a.messages))
+            elif isinstance(a, ReadStates):
+                for rs in a.states:
+                    self._read_done(rs.request_ctx, rs.index)
             elif isinstance(a, Persist):
                 write = await self._write(a)
             elif isinstance(a, Apply) and a.during_write:
@@ -74,9 +77,6 @@ class Performing(Requests, Applying):
                     self._install(write.persist.snapshot)
                 elif isinstance(a, Apply):
                     self._apply(list(a.entries), time.monotonic())
-                elif isinstance(a, ReadStates):
-                    for rs in a.states:
-                        self._read_done(rs.request_ctx, rs.index)
         if write is not None:
             await self._persisted(write)
 

@@ -7,15 +7,16 @@ the order the Raft contract (docs/raft.md) allows:
 
 1. :class:`SoftState` — the leader or role changed;
 2. :class:`Send` ``messages`` — they may leave before this member's own write;
-3. :class:`Persist` — the snapshot, entries and hard state, in one write (fsync when
+3. :class:`ReadStates` — answers to ReadIndex requests (they need nothing of this
+   member's own write; a read is served once the member applied its index);
+4. :class:`Persist` — the snapshot, entries and hard state, in one write (fsync when
    ``must_sync``);
-4. :class:`Apply` ``during_write`` — the committed entries this member already holds
+5. :class:`Apply` ``during_write`` — the committed entries this member already holds
    durably (``member_core.split_committed``), applied while the write is in flight;
-5. — the caller waits for the write and reports it with :meth:`MemberCore.persisted`,
+6. — the caller waits for the write and reports it with :meth:`MemberCore.persisted`,
    which mirrors it into the storage the core reads —
-6. :class:`Send` ``after_persist`` (votes, append acknowledgements);
-7. :class:`InstallSnapshot`, then :class:`Apply` the rest of the committed entries;
-8. :class:`ReadStates` — answers to ReadIndex requests;
+7. :class:`Send` ``after_persist`` (votes, append acknowledgements);
+8. :class:`InstallSnapshot`, then :class:`Apply` the rest of the committed entries;
 
 then :meth:`MemberCore.advance`. The server (``raft_node``) performs the actions with the
 real WAL writer, transport and applier; the simulator (``tests/sim``) with its simulated
@@ -123,6 +124,8 @@ class MemberCore:
             out.append(Send(rd.messages, after_persist=False))
         early, rest = split_committed(rd.committed_entries, self.durable_index, rd.entries,
                                       rd.snapshot is not None)
+        if rd.read_states:
+            out.append(ReadStates(rd.read_states))
         out.append(Persist(rd.snapshot, rd.entries, rd.hard_state, rd.must_sync))
         if early:
             out.append(Apply(early, during_write=True))
@@ -132,8 +135,6 @@ class MemberCore:
             out.append(InstallSnapshot(rd.snapshot))
         if rest:
             out.append(Apply(rest, during_write=False))
-        if rd.read_states:
-            out.append(ReadStates(rd.read_states))
         return out
 
     def persisted(self, p: Persist) -> None:

@@ -374,9 +374,10 @@ class Cluster:
     def drive(self, n: SimNode) -> None:
         """Perform ``n``'s Readys (as :class:`MemberCore` lists their actions) until it has
         none. With ``disk_latency`` the write stays in flight for a few virtual ms: the
-        Ready's ``messages`` leave and the entries the core lets apply during the write
-        are applied at once, the node keeps stepping messages, ticks and proposals, and
-        the rest of the actions are performed when the write completes."""
+        Ready's ``messages`` leave, its read states are taken and the entries the core
+        lets apply during the write are applied at once, the node keeps stepping
+        messages, ticks and proposals, and the rest of the actions are performed when the
+        write completes."""
         while n.core is not None:
             core = n.core
             actions = core.ready()
@@ -410,10 +411,12 @@ class Cluster:
             for a in actions:
                 if isinstance(a, Send) and not a.after_persist:
                     self._send(a.messages)
+                elif isinstance(a, ReadStates):
+                    self._read_states(n, a)
                 elif isinstance(a, Apply) and a.during_write:
                     self._apply_all(n, a.entries)
                     self.stats["applied_during_write"] += len(a.entries)
-                    self._serve_reads(n)
+            self._serve_reads(n)
         return step
 
     def _finish_ready(self, nid: int, incarnation: int, actions: list[Action]) -> None:
@@ -465,8 +468,8 @@ class Cluster:
                     self._apply_all(n, a.entries)
             elif isinstance(a, InstallSnapshot):
                 self._install_snapshot(n, a.snapshot)
-            elif isinstance(a, ReadStates):
-                self._read_states(n, core, a)
+            elif isinstance(a, ReadStates) and not started:
+                self._read_states(n, a)
         self._serve_reads(n)
         self._cp("before_advance")
         core.advance()
@@ -516,13 +519,13 @@ class Cluster:
                 self._cp("mid_apply")
             self._apply(n, n.raw, e)
 
-    def _read_states(self, n: SimNode, core: MemberCore, a: ReadStates) -> None:
-        assert n.reads is not None
+    def _read_states(self, n: SimNode, a: ReadStates) -> None:
+        assert n.reads is not None and n.raw is not None
         for rs in a.states:
             batch = n.reads.done(rs.request_ctx)
             n.read_waits.extend((rs.index, call) for call in batch)
             if batch:
-                n.reads.issue(core.rn, self.loop.now)
+                n.reads.issue(n.raw, self.loop.now)
 
     def _send_after_persist(self, n: SimNode, msgs: Sequence[Message]) -> None:
         if msgs:
