@@ -242,6 +242,10 @@ class Cluster:
         n.hs = hs
         n.raw = RawNode(self._config(nid, n.applied), storage)
         n.core = MemberCore(n.raw, storage)
+        if nid in self.founders and snap is None and hs == HardState() and not storage.last_index():
+            # As the server's recovery does: a founder that persisted nothing (it crashed
+            # before its bootstrap Ready was durable) bootstraps again.
+            n.raw.bootstrap(self.founders)
         n.reads = self._read_batcher(nid)
         n.up = True
         self.stats["restarts"] += 1
