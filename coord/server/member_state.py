@@ -1,5 +1,6 @@
 """The state a member's parts share (:class:`~coord.server.raft_node.RaftNode` is made of
-them: ``member_requests``, ``member_apply``, ``member_cluster``, ``snapshotter``), and the
+them: ``member_perform``, ``member_requests``, ``member_apply``, ``member_cluster``,
+``snapshotter``), and the
 few small helpers more than one part uses. ``RaftNode.__init__`` sets every attribute."""
 
 from __future__ import annotations
@@ -93,7 +94,6 @@ class MemberState:
     """When this member last lost its leader (see ``_term_bound``)."""
     _role: StateRole
     _commit: int
-    _durable_index: int
 
     @property
     def is_leader(self) -> bool:

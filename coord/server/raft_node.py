@@ -1,6 +1,8 @@
 """RaftNode: a coord member driven by the Raft core (``coord.raft``), for 1, 3 or 5 members.
 
-The Ready loop (one task; the core is only touched from the event loop):
+The Ready loop (one task; the core is only touched from the event loop) asks
+``member_ready.MemberCore`` for each Ready as a list of actions and performs them
+(``member_perform``), which comes to:
 
 1. take ``ready()``; send ``messages`` at once (the leader's appends may leave before its
    own fsync);
@@ -23,10 +25,13 @@ answered once its entry is applied, so a stale leader never acknowledges a write
 commit; on a leader change pending waiters get ``leader changed`` (outcome unknown), after
 ``REQUEST_TIMEOUT`` they get ``request timed out``.
 
-Parts: this module is the shell that performs I/O (the Ready loop, WAL and snapshot
-writes, the transport, timers); the decisions without I/O (the early campaign, which
-committed entries apply during a write, when to snapshot, compaction and WAL release
-points) are in ``member_core``, which the simulator (``tests/sim``) runs too; the WAL
+Parts: this module is the shell that performs I/O (the Ready loop, timers, recovery);
+the Ready handling without I/O (each Ready as ordered actions, the log mirror, the
+durable index) is ``member_ready.MemberCore``, performed here by ``member_perform``
+(WAL and snapshot writes, the transport, the applier) and by the simulator
+(``tests/sim``) over its simulated disk and network; the other decisions (the early
+campaign, when to snapshot, compaction and WAL release points) are in ``member_core``,
+which the simulator runs too; the WAL
 records and their one writer in ``coord.storage.records`` and ``wal_writer``; clients'
 waiters in ``member_requests``, applying in ``member_apply``, snapshots in
 ``snapshotter``, lease forwarding and membership in ``member_cluster``.
@@ -61,33 +66,29 @@ from coord.raft import (
     HardState,
     RaftError,
     RawNode,
-    Ready,
     Snapshot,
     StateRole,
 )
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig, member_id_for
-from coord.server.member_apply import Applying
 from coord.server.member_cluster import ClusterOps
-from coord.server.member_core import (
-    EarlyCampaign,
-    ReadBatcher,
-    snapshot_due,
-    split_committed,
+from coord.server.member_core import EarlyCampaign, ReadBatcher, snapshot_due
+from coord.server.member_perform import Performing
+from coord.server.member_ready import (
+    MemberCore,
+    restore_storage,
 )
-from coord.server.member_requests import Requests
 from coord.server.member_state import REQUEST_TIMEOUT, TAG_ATTRS, TAG_REQUEST
-from coord.server.membership import Membership, decode_snapshot_data, encode_snapshot_data
+from coord.server.membership import Membership
 from coord.server.recovery import finish, gap_error, open_data_dir, os_problem, writable_check
 from coord.server.snapfile import (
     FileBackedStorage,
     decode_snap_file,
-    encode_snap_file,
 )
 from coord.server.snapshotter import Snapshotting
 from coord.server.transport import MAX_TERM, MAX_TERM_STEP, Transport
 from coord.storage import WAL, SnapshotStore, Watermark
-from coord.storage.records import metadata_record, ready_records, record_seqs, replay
+from coord.storage.records import metadata_record, replay
 from coord.storage.wal_writer import WalWriter
 
 __all__ = ["READY_FAILED_HINT", "REQUEST_TIMEOUT", "TAG_ATTRS", "TAG_REQUEST", "RaftNode",
@@ -114,7 +115,7 @@ READY_FAILED_HINT = (
     "the leader.")
 
 
-class RaftNode(Requests, Applying, Snapshotting, ClusterOps):
+class RaftNode(Performing, Snapshotting, ClusterOps):
     """A Raft cluster member (implements ``coord.server.core.Node``)."""
 
     def __init__(self, config: ServerConfig, applier: Applier,
@@ -129,6 +130,8 @@ class RaftNode(Requests, Applying, Snapshotting, ClusterOps):
                                                config.member_ids)
         self.storage = FileBackedStorage(read_snap_file)
         self.rn: RawNode | None = None
+        self._core: MemberCore | None = None
+        """The Ready handling over ``rn`` (set by ``recover``)."""
         self._early = EarlyCampaign(lambda: self.rn, config.tick_ms / 1000, random.Random(),
                                     lambda: not self._stopped and not self.removed)
         self.transport = Transport(
@@ -188,7 +191,6 @@ class RaftNode(Requests, Applying, Snapshotting, ClusterOps):
         """When this member last lost its leader (see _term_bound)."""
         self._role = StateRole.FOLLOWER
         self._commit = 0
-        self._durable_index = 0
 
     # ------------------------------------------------------------------ Node protocol
     @property
@@ -246,23 +248,18 @@ class RaftNode(Requests, Applying, Snapshotting, ClusterOps):
             self.transport.member_id = self.member_id
             self._reads = self._read_batcher()
         fresh = snap is None and not entries and hs == HardState()
-        now = time.monotonic()
+        hs = restore_storage(self.storage, snap, entries, hs)
         if snap is not None:
-            self.storage.apply_snapshot(snap)
-            self._restore(snap, now)
+            self._restore(snap, time.monotonic())
             if snap_file is not None and snap_file.path is not None:
                 self.storage.keep_on_disk(base, snap_file.path)
-        self.storage.append(entries)
-        if snap is not None and hs.commit < base:
-            hs = HardState(hs.term, hs.vote, base)
-        self.storage.set_hard_state(hs)
         rcfg = Config(id=self.member_id, rng=random.Random(),
                       election_tick=cfg.election_ticks, heartbeat_tick=1, applied=base,
                       check_quorum=True, pre_vote=True)
         self.rn = RawNode(rcfg, self.storage)
+        self._core = MemberCore(self.rn, self.storage)
         self._term = hs.term
         self._commit = hs.commit
-        self._durable_index = self.storage.last_index()
         if fresh:
             if meta is None:
                 wal.append([metadata_record(self.member_id, self.cluster_id)])
@@ -278,18 +275,6 @@ class RaftNode(Requests, Applying, Snapshotting, ClusterOps):
         timeout = self.config.election_ticks * self.config.tick_ms / 1000.0
         return ReadBatcher(self.member_id, timeout, lambda f: not f.done(),
                            nonce=random.SystemRandom().getrandbits(32))
-
-    def _restore(self, snap: Snapshot, now: float) -> None:
-        if snap.data:
-            membership, state = decode_snapshot_data(snap.data)
-            self.applier.restore(state, now)
-            membership.cluster_id = membership.cluster_id or self.cluster_id
-            self.membership = membership
-            self.cluster_id = membership.cluster_id
-            self._snap_size = len(snap.data)
-        self._applied = snap.metadata.index
-        self._snap_index = snap.metadata.index
-        self._unsnapped_bytes = 0
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -411,21 +396,20 @@ class RaftNode(Requests, Applying, Snapshotting, ClusterOps):
 
     # ------------------------------------------------------------------ Ready loop
     async def _run(self) -> None:
-        assert self.rn is not None
-        rn = self.rn
+        assert self._core is not None
+        core = self._core
         while True:
             await self._kick.wait()
             self._kick.clear()
             self._flush_proposals()
-            while rn.has_ready():
-                rd = rn.ready()
+            while (actions := core.ready()) is not None:
                 try:
-                    await self._handle(rd)
+                    await self._perform(actions)
                 except Exception as exc:  # noqa: BLE001 - any failure is fatal
                     # One bad request cannot get here (the applier answers it with an
                     # error); this is a disk failure or a broken invariant. Say where and
                     # what to do: a restart replays the same entries.
-                    ents = rd.committed_entries
+                    ents = core.current.committed_entries if core.current else []
                     log.error("raftnode.ready_failed", error=repr(exc),
                               member=f"{self.member_id:x}",
                               applying=(f"{ents[0].index}..{ents[-1].index}" if ents else "none"),
@@ -433,66 +417,9 @@ class RaftNode(Requests, Applying, Snapshotting, ClusterOps):
                     self._stopped = True
                     self._fail_all(Stopped("etcdserver: request timed out"))
                     os._exit(70)  # a member that cannot persist must not keep voting
-                rn.advance(rd)
+                core.advance()
                 self._flush_proposals()
             self._after_advance()
-
-    async def _handle(self, rd: Ready) -> None:
-        assert self.rn is not None and self._wal is not None
-        if rd.soft_state is not None:
-            self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
-        self.transport.send(rd.messages)
-        assert self._writer is not None
-        snap = rd.snapshot
-        marker: tuple[int, int] | None = None
-        if snap is not None:
-            if not snap.data:  # the bootstrap snapshot: store the initial membership too
-                snap = Snapshot(snap.metadata, encode_snapshot_data(
-                    self.membership, self.applier.snapshot()))
-            data = encode_snap_file(snap)
-            md = snap.metadata
-            snaps = self._snaps
-            snap_path = await self._writer.run(lambda: snaps.save(md.index, md.term, data))
-            del data
-            marker = (md.index, md.term)
-        records = ready_records(marker, rd.entries, rd.hard_state)
-        early, rest = split_committed(rd.committed_entries, self._durable_index, rd.entries,
-                                      snap is not None)
-        for rs in rd.read_states:
-            self._read_done(rs.request_ctx, rs.index)
-        if records:
-            written = self._writer.write(records, rd.must_sync,
-                                         lone=not self._props and len(rd.entries) <= 1)
-            if early:
-                self._apply(early, time.monotonic())
-            if not isinstance(written, int):
-                written = await written
-            if rd.entries:
-                self._entry_seq.update(record_seqs(records, written))
-        elif early:
-            self._apply(early, time.monotonic())
-        if snap is not None:
-            self.storage.apply_snapshot(snap)
-            self.storage.keep_on_disk(snap.metadata.index, snap_path)
-            self._durable_index = snap.metadata.index
-        if rd.entries:
-            self.storage.append(rd.entries)
-            self._durable_index = rd.entries[-1].index
-        if rd.hard_state is not None:
-            self.storage.set_hard_state(rd.hard_state)
-            self._term = rd.hard_state.term
-            self._commit = rd.hard_state.commit
-        self.transport.send(rd.messages_after_persist)
-        now = time.monotonic()
-        if snap is not None:
-            self._restore(snap, now)
-            for info in self.membership.members.values():
-                self.transport.set_peer(info.id, info.peer)
-            self._snap_reuse = None  # the store was restored: nothing to reuse
-            log.info("raftnode.snapshot_installed", index=snap.metadata.index)
-            self._on_applied()
-        if rest:
-            self._apply(rest, now)
 
     def _after_advance(self) -> None:
         """Snapshot every ``snapshot_count`` entries, or sooner once the entries applied

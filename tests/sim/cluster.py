@@ -33,8 +33,9 @@ unanswered call times out and is recorded as indeterminate.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from coord.raft import (
     ConfChange,
@@ -49,16 +50,20 @@ from coord.raft import (
     ProposalDropped,
     RawNode,
     ReadOnlyOption,
-    Ready,
     Snapshot,
     StateRole,
 )
 from coord.raft.describe import describe_message, describe_ready
-from coord.server.member_core import (
-    ReadBatcher,
-    compact_point,
-    snapshot_due,
-    split_committed,
+from coord.server.member_core import ReadBatcher, compact_point, snapshot_due
+from coord.server.member_ready import (
+    Action,
+    Apply,
+    InstallSnapshot,
+    MemberCore,
+    Persist,
+    ReadStates,
+    Send,
+    SoftState,
 )
 from tests.sim.disk import Disk
 from tests.sim.eventloop import EventLoop, sub_rng
@@ -87,6 +92,7 @@ class SimNode:
     disk: Disk = field(default_factory=Disk)
     raw: RawNode | None = None
     storage: MemoryStorage | None = None
+    core: MemberCore | None = None  # the production member's Ready handling over raw
     kv: KVStore = field(default_factory=KVStore)
     applied: int = 0
     conf_state: ConfState = field(default_factory=ConfState)
@@ -97,8 +103,6 @@ class SimNode:
     created: bool = False
     incarnation: int = 0
     snap_index: int = 0
-    durable_index: int = 0  # the last log index this incarnation wrote durably
-    applied_early: int = 0  # the last entry of the outstanding Ready applied during its write
     pending: dict[int, Call] = field(default_factory=dict)  # request id -> call
     batch: list[Call] = field(default_factory=list)  # proposals waiting for propose_many
     reads: ReadBatcher[Call] | None = None  # the production member's ReadIndex batching
@@ -185,6 +189,7 @@ class Cluster:
         n.created = True
         n.storage = MemoryStorage()
         n.raw = RawNode(self._config(nid, 0), n.storage)
+        n.core = MemberCore(n.raw, n.storage)
         n.reads = self._read_batcher(nid)
         if bootstrap:
             n.raw.bootstrap(self.founders)
@@ -205,8 +210,8 @@ class Cluster:
         n.up = False
         n.raw = None
         n.storage = None
+        n.core = None
         lost = n.disk.crash(self.disk_rng, torn=self.opts.torn_writes)
-        n.applied_early = 0
         n.pending.clear()
         n.batch.clear()
         n.reads = None
@@ -234,9 +239,13 @@ class Cluster:
             n.applied = n.snap_index = 0
             n.conf_state = ConfState()
         n.storage = storage
-        n.durable_index = storage.last_index()
         n.hs = hs
         n.raw = RawNode(self._config(nid, n.applied), storage)
+        n.core = MemberCore(n.raw, storage)
+        if nid in self.founders and snap is None and hs == HardState() and not storage.last_index():
+            # As the server's recovery does: a founder that persisted nothing (it crashed
+            # before its bootstrap Ready was durable) bootstraps again.
+            n.raw.bootstrap(self.founders)
         n.reads = self._read_batcher(nid)
         n.up = True
         self.stats["restarts"] += 1
@@ -365,58 +374,62 @@ class Cluster:
         self.drive(n)
         return True
 
-    # -- the Ready driver --------------------------------------------------------------
+    # -- performing the member's actions -----------------------------------------------
     def drive(self, n: SimNode) -> None:
-        """Handle ``n``'s Readys until it has none. With ``disk_latency`` the Ready stays
-        outstanding for a few virtual ms while its writes are "in flight": its
-        ``messages`` leave at once (allowed before persisting), the node keeps stepping
-        messages, ticks and proposals, and the rest of the Ready is handled later."""
-        while n.raw is not None and n.raw.has_ready():
-            raw = n.raw
-            rd = raw.ready()
+        """Perform ``n``'s Readys (as :class:`MemberCore` lists their actions) until it has
+        none. With ``disk_latency`` the write stays in flight for a few virtual ms: the
+        Ready's ``messages`` leave, its read states are taken and the entries the core
+        lets apply during the write are applied at once, the node keeps stepping
+        messages, ticks and proposals, and the rest of the actions are performed when the
+        write completes."""
+        while n.core is not None:
+            core = n.core
+            actions = core.ready()
+            if actions is None:
+                return
             self.stats["readys"] += 1
-            if self.trace.on:
+            if self.trace.on and core.current is not None:
                 self.trace.log(f"n{n.id} ready")
-                self.trace.lines.extend(describe_ready(rd, " " * 10))
+                self.trace.lines.extend(describe_ready(core.current, " " * 10))
             if self.opts.disk_latency:
-                early = "ack_before_fsync" not in self.opts.sim_bugs
-                if early:
-                    self._send(rd.messages)
-                if not self._apply_during_write(n, raw, rd):
+                if not self._run(n, self._start_write(n, actions)):
                     return
                 delay = 1 + self.lat_rng.randrange(self.opts.disk_latency)
-                self.loop.after(delay, self._finish_ready, n.id, n.incarnation, rd, early)
+                self.loop.after(delay, self._finish_ready, n.id, n.incarnation, actions)
                 return
-            if not self._handle_ready(n, raw, rd, messages_sent=False):
+            if not self._run(n, partial(self._perform, n, core, actions, started=False)):
                 return
 
-    def _apply_during_write(self, n: SimNode, raw: RawNode, rd: Ready) -> bool:
-        """As the production member does (``member_core.split_committed``): apply the
-        committed entries this node already holds durably while the Ready's write is in
-        flight; False if a crash point fired."""
-        now, _ = split_committed(rd.committed_entries, n.durable_index, rd.entries,
-                                 rd.snapshot is not None)
+    def _run(self, n: SimNode, step: Callable[[], None]) -> bool:
+        """Run ``step``; False if a crash point fired in it (the node is down)."""
         try:
-            for e in now:
-                if len(now) > 1:
-                    self._cp("mid_apply")
-                self._apply(n, raw, e)
-                n.applied_early = e.index
+            step()
         except NodeCrashed as e:
             self.stats["crash_points"] += 1
             self.crash(n.id, f"crash point {e}")
             return False
-        if now:
-            self.stats["applied_during_write"] += len(now)
-            self._serve_reads(n)
         return True
 
-    def _finish_ready(self, nid: int, incarnation: int, rd: Ready, messages_sent: bool) -> None:
+    def _start_write(self, n: SimNode, actions: list[Action]) -> Callable[[], None]:
+        def step() -> None:
+            for a in actions:
+                if isinstance(a, Send) and not a.after_persist:
+                    self._send(a.messages)
+                elif isinstance(a, ReadStates):
+                    self._read_states(n, a)
+                elif isinstance(a, Apply) and a.during_write:
+                    self._apply_all(n, a.entries)
+                    self.stats["applied_during_write"] += len(a.entries)
+            self._serve_reads(n)
+        return step
+
+    def _finish_ready(self, nid: int, incarnation: int, actions: list[Action]) -> None:
         n = self.nodes[nid]
-        if n.raw is None or n.incarnation != incarnation:
+        core = n.core
+        if core is None or n.incarnation != incarnation:
             return  # crashed meanwhile: the Ready is gone with the process
         self.trace.log(f"n{nid} ready written: persist, send, apply, advance")
-        if self._handle_ready(n, n.raw, rd, messages_sent=messages_sent):
+        if self._run(n, partial(self._perform, n, core, actions, started=True)):
             self.drive(n)
 
     def _cp(self, name: str) -> None:
@@ -424,106 +437,104 @@ class Cluster:
         if not self.calm and name in o.crash_points and self.cp_rng.random() < o.crash_point_p:
             raise NodeCrashed(name)
 
-    def _send(self, msgs: list[Message]) -> None:
+    def _send(self, msgs: Sequence[Message]) -> None:
         for m in msgs:
             if m.to in self.nodes and self.nodes[m.to].created:
                 self.net.send(m)
 
-    def _handle_ready(self, n: SimNode, raw: RawNode, rd: Ready, *, messages_sent: bool) -> bool:
-        """Steps 1-4 for one Ready; False if a crash point fired (the node is down)."""
-        try:
-            self._handle_ready_steps(n, raw, rd, messages_sent)
-        except NodeCrashed as e:
-            self.stats["crash_points"] += 1
-            self.crash(n.id, f"crash point {e}")
-            return False
-        return True
+    def _perform(self, n: SimNode, core: MemberCore, actions: list[Action], *,
+                 started: bool) -> None:
+        """The actions of one Ready in order (those of the write's start already done if
+        ``started``), then ``advance``. The ``ack_before_fsync`` bug sends the
+        after-persist messages before the write."""
+        ack_early = "ack_before_fsync" in self.opts.sim_bugs
+        soft: SoftState | None = None
+        for a in actions:
+            if isinstance(a, SoftState):
+                soft = a
+            elif isinstance(a, Send):
+                if a.after_persist and not ack_early:
+                    self._send_after_persist(n, a.messages)
+                    self._cp("after_send")
+                elif not a.after_persist and not started:
+                    self._send(a.messages)
+            elif isinstance(a, Persist):
+                self._cp("before_persist")
+                if ack_early:
+                    for s in actions:
+                        if isinstance(s, Send) and s.after_persist:
+                            self._send_after_persist(n, s.messages)
+                    self._cp("after_send")
+                self._persist(n, core, a, soft)
+                self._cp("after_persist")
+            elif isinstance(a, Apply):
+                if not (a.during_write and started):
+                    self._apply_all(n, a.entries)
+            elif isinstance(a, InstallSnapshot):
+                self._install_snapshot(n, a.snapshot)
+            elif isinstance(a, ReadStates) and not started:
+                self._read_states(n, a)
+        self._serve_reads(n)
+        self._cp("before_advance")
+        core.advance()
+        self._maybe_snapshot(n)
 
-    def _handle_ready_steps(self, n: SimNode, raw: RawNode, rd: Ready, messages_sent: bool) -> None:
-        bugs = self.opts.sim_bugs
-        self._cp("before_persist")
-        if "ack_before_fsync" in bugs:
-            if not messages_sent:
-                self._send(rd.messages)
-            self._send_after_persist(n, rd)
-            self._cp("after_send")
-        # 1. persist
-        if rd.snapshot is not None:
-            n.disk.write_snapshot(rd.snapshot, keep_log=False)
-            assert n.storage is not None
-            n.storage.apply_snapshot(rd.snapshot)
-        if rd.entries:
-            n.disk.write_entries(rd.entries)
-            assert n.storage is not None
-            n.storage.append(rd.entries)
+    def _persist(self, n: SimNode, core: MemberCore, p: Persist, soft: SoftState | None) -> None:
+        """Write ``p`` to the simulated disk (fsync if asked), report it to the core, and
+        check the invariants on the new state."""
+        if p.snapshot is not None:
+            n.disk.write_snapshot(p.snapshot, keep_log=False)
+        if p.entries:
+            n.disk.write_entries(list(p.entries))
         old_commit = n.hs.commit
-        if rd.hard_state is not None:
-            hs = rd.hard_state
+        if p.hard_state is not None:
+            hs = p.hard_state
             n.disk.write_hard_state(
-                HardState(hs.term, 0, hs.commit) if "forget_vote" in bugs else hs
+                HardState(hs.term, 0, hs.commit) if "forget_vote" in self.opts.sim_bugs else hs
             )
-            assert n.storage is not None
-            n.storage.set_hard_state(hs)
             n.hs = hs
         self._cp("before_fsync")
-        if rd.must_sync:
+        if p.must_sync:
             n.disk.fsync()
-        if rd.snapshot is not None:
-            n.durable_index = rd.snapshot.metadata.index
-        if rd.entries:
-            n.durable_index = rd.entries[-1].index
-        ss = rd.soft_state
-        if ss is not None and ss.leader != n.leader and n.reads is not None:
+        core.persisted(p)
+        if soft is not None and soft.leader != n.leader and n.reads is not None:
             # as the member does: a read in flight to a leader that is gone goes again
             n.reads.leader_changed()
-            if ss.leader:
-                n.reads.issue(raw, self.loop.now)
-        if ss is not None and ss.role != StateRole.LEADER:
+            if soft.leader:
+                n.reads.issue(core.rn, self.loop.now)
+        if soft is not None and soft.role != StateRole.LEADER:
             # stepped down: the entries of this Ready may legitimately replace its log
-            n.role, n.leader = ss.role, ss.leader
+            n.role, n.leader = soft.role, soft.leader
             self.inv.on_role(n.id, False, n.hs.term)
-        self.inv.on_persist(n.id, rd.snapshot, rd.entries)
-        if ss is not None and ss.role == StateRole.LEADER:
+        self.inv.on_persist(n.id, p.snapshot, list(p.entries))
+        if soft is not None and soft.role == StateRole.LEADER:
             if n.role != StateRole.LEADER:
                 self.stats["elections"] += 1
                 self.trace.log(f"n{n.id} LEADER term={n.hs.term}")
-            n.role, n.leader = ss.role, ss.leader
+            n.role, n.leader = soft.role, soft.leader
             self.inv.on_role(n.id, True, n.hs.term)
         if n.hs.commit > old_commit:
             self.inv.on_commit(n.id, old_commit, n.hs.commit, n.hs.term)
-        self._cp("after_persist")
-        # 2. send
-        if "ack_before_fsync" not in bugs:
-            if not messages_sent:
-                self._send(rd.messages)
-            self._send_after_persist(n, rd)
-            self._cp("after_send")
-        # 3. apply
-        if rd.snapshot is not None:
-            self._install_snapshot(n, rd.snapshot)
-        done, n.applied_early = n.applied_early, 0  # applied while the write was in flight
-        for e in rd.committed_entries:
-            if e.index <= done:
-                continue
-            if len(rd.committed_entries) > 1:
+
+    def _apply_all(self, n: SimNode, entries: Sequence[Entry]) -> None:
+        assert n.raw is not None
+        for e in entries:
+            if len(entries) > 1:
                 self._cp("mid_apply")
-            self._apply(n, raw, e)
-        for rs in rd.read_states:
-            assert n.reads is not None
+            self._apply(n, n.raw, e)
+
+    def _read_states(self, n: SimNode, a: ReadStates) -> None:
+        assert n.reads is not None and n.raw is not None
+        for rs in a.states:
             batch = n.reads.done(rs.request_ctx)
             n.read_waits.extend((rs.index, call) for call in batch)
             if batch:
-                n.reads.issue(raw, self.loop.now)
-        self._serve_reads(n)
-        self._cp("before_advance")
-        # 4. advance
-        raw.advance(rd)
-        self._maybe_snapshot(n)
+                n.reads.issue(n.raw, self.loop.now)
 
-    def _send_after_persist(self, n: SimNode, rd: Ready) -> None:
-        if rd.messages_after_persist:
-            self.inv.on_send_after_persist(n.id, n.hs, rd.messages_after_persist)
-            self._send(rd.messages_after_persist)
+    def _send_after_persist(self, n: SimNode, msgs: Sequence[Message]) -> None:
+        if msgs:
+            self.inv.on_send_after_persist(n.id, n.hs, list(msgs))
+            self._send(msgs)
 
     def _install_snapshot(self, n: SimNode, snap: Snapshot) -> None:
         md = snap.metadata

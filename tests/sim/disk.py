@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from coord.raft.storage import MemoryStorage
 from coord.raft.types import Entry, HardState, Snapshot
+from coord.server.member_ready import restore_storage
 
 
 class DiskError(Exception):
@@ -141,8 +142,5 @@ class Disk:
         """A fresh ``MemoryStorage`` mirror of the durable image."""
         img = self.durable
         st = MemoryStorage()
-        if img.snapshot is not None:
-            st.apply_snapshot(img.snapshot)
-        st.set_hard_state(img.hard_state)
-        st.append(list(img.entries))
-        return st, img.hard_state, img.snapshot
+        hs = restore_storage(st, img.snapshot, img.entries, img.hard_state)
+        return st, hs, img.snapshot

@@ -157,7 +157,7 @@ class Invariants:
         if other != node:
             raise Violation(f"election safety: nodes {other} and {node} both lead term {term}")
         self.leading[node] = term
-        self.check_complete(node, f"new leader of term {term}")
+        self.check_complete(node, f"new leader of term {term}", term)
 
     def on_commit(self, node: int, old: int, new: int, term: int) -> None:
         """A leader's hard state moved its commit index from ``old`` to ``new``."""
@@ -171,10 +171,18 @@ class Invariants:
                 f"{old} -> {new}, onto an entry of term {at} (Raft §5.4.2)"
             )
 
-    def check_complete(self, node: int, who: str) -> None:
+    def check_complete(self, node: int, who: str, term: int | None = None) -> None:
+        """``node`` (a leader of ``term``, if given) holds the committed entries it must:
+        every one, or for a leader of ``term`` those of an older term — Raft's leader
+        completeness covers the leaders of later terms only, and an entry of term ``term``
+        or newer was committed in a term no older than ``term`` (a stale candidate can win
+        ``term`` with a vote delayed past the commit of a newer term's entry)."""
         ch = self.chains[node]
         c = self.max_committed
-        if c <= ch.base:
+        if term is not None:
+            while c > ch.base and c in self.committed and self.committed[c][0] >= term:
+                c -= 1
+        if c <= ch.base or c not in self.committed:
             return
         want = self.committed[c][1]
         have = ch.hash_at(c)

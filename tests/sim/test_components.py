@@ -279,6 +279,19 @@ def test_state_machine_safety_and_leader_completeness() -> None:
         inv.on_apply(3, _e(2, 3, b"c"))
 
 
+def test_leader_completeness_binds_only_leaders_of_later_terms() -> None:
+    """A candidate of term 3 can win with a vote delayed past the commit of a term-4
+    entry (sweep seed 216428): Raft does not require it to hold that entry, but a leader
+    of term 5 must."""
+    inv = Invariants()
+    _booted(inv, 1, 2, 3)
+    inv.on_persist(1, None, [_e(4, 2, b"a")])
+    inv.on_apply(1, _e(4, 2, b"a"))
+    inv.on_role(2, True, 3)  # stale term: fine
+    with pytest.raises(Violation, match="leader completeness"):
+        inv.on_role(3, True, 5)
+
+
 def test_durability_of_term_and_vote() -> None:
     inv = Invariants()
     vote = Message(MessageType.VOTE_RESP, 2, 1, term=5)

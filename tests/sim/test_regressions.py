@@ -234,3 +234,15 @@ S2_SEEDS = [129055]
 def test_s2_seeds(seed: int) -> None:
     res = run_seed(seed)
     assert res.ok, res.report(trace_lines=0)
+
+
+S3_S4_SEEDS = [216428, 231415]
+"""S3: a leader of an older term elected after a newer term committed (the checker asked
+it for that entry); S4: every founder crashed before its bootstrap Ready was durable and
+restarted with nothing (the server's recovery bootstraps again; the simulator did not)."""
+
+
+@pytest.mark.parametrize("seed", S3_S4_SEEDS)
+def test_s3_s4_seeds(seed: int) -> None:
+    res = run_seed(seed)
+    assert res.ok, res.report(trace_lines=0)
