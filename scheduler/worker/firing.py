@@ -173,8 +173,9 @@ class Firing:
             later = (decide.later_claimed(spec.concurrency, ctx.held.get(spec.name), occ)
                      if not uncertain else None)
             if later is not None:
-                # forbid runs occurrences in order: one whose later sibling was claimed
-                # already (a slow backup) is skipped, not started after it.
+                # forbid and replace run occurrences in order: one whose later sibling
+                # was claimed already (a slow backup, a waiter) is skipped, not started
+                # after it.
                 await self._skip(spec, occ, f"a later occurrence {later} was claimed first")
                 return None
             entry.lock_freed.clear()
@@ -227,6 +228,12 @@ class Firing:
                 await self._skip(spec, occ, decide.busy_note(occ, holder.occurrence))
                 return None
             if busy is Busy.KILL_AND_WAIT and holder is not None:
+                later = decide.later_occurrence(spec.concurrency, holder.occurrence, occ)
+                if later is not None:
+                    # replace runs occurrences in order too: a waiter older than the
+                    # run holding the lock is skipped, never kills the newer run.
+                    await self._skip(spec, occ, decide.busy_note(occ, later))
+                    return None
                 with contextlib.suppress(ClientError):
                     await self.runner.request_kill(spec.name, occurrence=holder.occurrence,
                                                    reason=f"replaced by occurrence {occ}")
@@ -244,8 +251,8 @@ class Firing:
             return None
 
     async def _skip(self, spec: JobSpec, occ: str, reason: str) -> None:
-        """Record a ``forbid`` occurrence as ``skipped`` (once: the record is create-only,
-        so the backups that find the job busy too add nothing)."""
+        """Record a ``forbid`` or ``replace`` occurrence as ``skipped`` (once: the record is
+        create-only, so the backups that find the job busy too add nothing)."""
         store = self.ctx.store
         assert store is not None
         try:

@@ -61,13 +61,27 @@ def test_taken(held: bytes | None, occurrence: str, expected: bool) -> None:
     ("forbid", holder(occ(-60)), occ(), None),        # an earlier one
     ("forbid", None, occ(), None),
     ("forbid", b"garbage", occ(), None),
-    ("allow", holder(occ(60)), occ(), None),          # only forbid runs in order
-    ("replace", holder(occ(60)), occ(), None),
+    ("allow", holder(occ(60)), occ(), None),          # allow runs in any order
+    ("replace", holder(occ(60)), occ(), occ(60)),     # replace runs in order too
+    ("replace", holder(occ(-60)), occ(), None),       # an earlier one: replaced
+    ("replace", holder(occ(60)), occ() + MANUAL_SUFFIX + "0001", None),  # manual: replaces
     ("forbid", holder(occ(60)), occ() + MANUAL_SUFFIX + "0001", occ(60)),
 ])
 def test_later_claimed(concurrency: str, held: bytes | None, occurrence: str,
                        expected: str | None) -> None:
     assert decide.later_claimed(concurrency, held, occurrence) == expected
+
+
+@pytest.mark.parametrize(("concurrency", "held", "expected"), [
+    ("replace", occ(60), occ(60)),   # a waiter older than the holder: skipped, no kill
+    ("replace", occ(-60), None),     # the holder is older: kill it and wait
+    ("replace", occ(), None),
+    ("replace", None, None),
+    ("forbid", occ(60), occ(60)),
+    ("allow", occ(60), None),
+])
+def test_later_occurrence(concurrency: str, held: str | None, expected: str | None) -> None:
+    assert decide.later_occurrence(concurrency, held, occ()) == expected
 
 
 @pytest.mark.parametrize(("concurrency", "early", "holder_known", "expected"), [
