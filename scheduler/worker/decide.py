@@ -17,7 +17,7 @@ from enum import Enum
 from scheduler.claim import ACTIVE, LockHolder, RunRecord
 from scheduler.executor import RunResult
 from scheduler.keys import valid_occurrence
-from scheduler.plan import MANUAL_SUFFIX, occurrence_instant, rank_workers
+from scheduler.plan import MANUAL_SUFFIX, Timetable, catch_up, occurrence_instant, rank_workers
 
 ACTIVE_STATUS = re.compile(rb'"status"\s*:\s*"(?:claimed|running|retrying)"')
 """Matches the bytes of a run record whose status is active (decoded only then)."""
@@ -114,6 +114,16 @@ def split_missed(missed: Iterable[datetime], horizon: datetime
     for instant in missed:
         (now if instant < horizon else later).append(instant)
     return now, later
+
+
+def missed_while_suspended(timetable: Timetable, suspended_at: datetime,
+                           resumed_at: datetime) -> datetime | None:
+    """The latest occurrence due while the job was suspended (in ``(suspended_at,
+    resumed_at]``), None if none was. Recorded ``skipped`` at the resume, it is where a
+    worker that starts later resumes the job's timeline from, so the restart catch-up
+    (which starts after the latest record) does not replay it."""
+    return catch_up(timetable, since=suspended_at, now=resumed_at,
+                    starting_deadline=float("inf"), max_missed=0).run
 
 
 def not_due(occ: str, now: datetime) -> bool:

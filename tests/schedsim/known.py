@@ -4,8 +4,5 @@ once fixed (``make schedsim SEEDS=n``; remove a seed when its finding is fixed).
 
 KNOWN_FAILING: dict[int, str] = {
     31: "F1",
-    54: "F2",
-    145: "F2",
-    256: "F2",
 }
 """seed → finding id (FINDINGS.md), for the CI range 0..299."""
