@@ -3,6 +3,5 @@ CI set (``test_schedsim``) so the suite stays green, and listed here so they are
 once fixed (``make schedsim SEEDS=n``; remove a seed when its finding is fixed)."""
 
 KNOWN_FAILING: dict[int, str] = {
-    31: "F1",
 }
 """seed → finding id (FINDINGS.md), for the CI range 0..299."""
