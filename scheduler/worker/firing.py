@@ -166,7 +166,11 @@ class Firing:
             if ctx.stopping and not uncertain:
                 return None  # no new claim while stopping (the backups will see none)
             if not uncertain and (spec.name not in ctx.jobs or ctx.is_suspended(spec.name)):
-                return None  # suspended or deleted while it waited for the lock: not run
+                # Suspended or deleted while it waited for the lock: not run. One already
+                # due is recorded skipped, so every occurrence has a record.
+                if spec.name in ctx.jobs and not decide.not_due(occ, ctx.clock.now()):
+                    await self._skip(spec, occ, "job suspended while it waited for the lock")
+                return None
             if ctx.deadline(spec, instant) < 0:
                 await self._give_up(spec, occ, uncertain)
                 return None
