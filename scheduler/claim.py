@@ -46,7 +46,7 @@ from coord.client import (
     put,
     txn_op,
 )
-from scheduler.keys import lock_key, run_key, valid_job, valid_occurrence
+from scheduler.keys import lock_key, run_key, suspend_key, valid_job, valid_occurrence
 
 BATCH_MAX = 32
 """Most guarded txns coalesced into one store txn (etcd allows 128 ops per level and a
@@ -319,17 +319,21 @@ class ClaimStore:
 
     async def claim(self, job: str, occurrence: str, *, exclusive: bool,
                     spec_revision: int = 0) -> Claim | None:
-        """Try to claim (job, occurrence). ``None``: someone else has it (or the job is busy)."""
+        """Try to claim (job, occurrence). ``None``: someone else has it, the job is busy,
+        or it is suspended: the claim also requires ``/cron/suspend/<job>`` absent, so a
+        worker whose suspensions view is stale (cut off from the store while the job was
+        suspended) cannot start it; the firing part waits and sees the suspension."""
         rec = self._new_record(job, occurrence, 1, spec_revision)
         self.attempted.setdefault((job, occurrence), set()).add(rec.run_id)
         rk, lk = run_key(job, occurrence), lock_key(job)
         lock_put = put(lk, self._holder(rec).encode(), lease=self.me.lease)
+        not_suspended = Compare.create(suspend_key(job)) == 0
         if exclusive:
-            compare = [Compare.create(rk) == 0, Compare.create(lk) == 0]
+            compare = [Compare.create(rk) == 0, Compare.create(lk) == 0, not_suspended]
             success = [put(rk, rec.encode()), lock_put]
         else:
             # Concurrent runs allowed: the lock shows one of them, if it is free.
-            compare = [Compare.create(rk) == 0]
+            compare = [Compare.create(rk) == 0, not_suspended]
             success = [put(rk, rec.encode()), txn_op([Compare.create(lk) == 0], [lock_put], [])]
         self.txns += 1
         res = await self.batcher.submit(job, compare, success)

@@ -17,7 +17,7 @@ from enum import Enum
 from scheduler.claim import ACTIVE, LockHolder, RunRecord
 from scheduler.executor import RunResult
 from scheduler.keys import valid_occurrence
-from scheduler.plan import occurrence_instant, rank_workers
+from scheduler.plan import MANUAL_SUFFIX, Timetable, catch_up, occurrence_instant, rank_workers
 
 ACTIVE_STATUS = re.compile(rb'"status"\s*:\s*"(?:claimed|running|retrying)"')
 """Matches the bytes of a run record whose status is active (decoded only then)."""
@@ -49,12 +49,20 @@ def taken(raw_holder: bytes | None, occ: str) -> bool:
 
 
 def later_claimed(concurrency: str, raw_holder: bytes | None, occ: str) -> str | None:
-    """For a ``forbid`` job: the occurrence last seen claimed, if it is later than ``occ``
-    (best effort: the watch may lag, the claim txn decides)."""
-    if concurrency != "forbid":
+    """The occurrence last seen claimed on the locks watch, if ``occ`` must not start
+    after it (:func:`later_occurrence`; best effort: the watch may lag, the claim txn
+    decides)."""
+    return later_occurrence(concurrency, held_occurrence(raw_holder), occ)
+
+
+def later_occurrence(concurrency: str, held: str | None, occ: str) -> str | None:
+    """``held`` if it is a later occurrence than ``occ`` of a ``forbid`` or ``replace``
+    job: their occurrences start in order, so ``occ`` is skipped rather than started
+    after it (for ``replace``: rather than killing the newer run). A manual ``replace``
+    run is exempt: it replaces whatever runs, as requested."""
+    if held is None or concurrency not in ("forbid", "replace"):
         return None
-    held = held_occurrence(raw_holder)
-    if held is None:
+    if concurrency == "replace" and MANUAL_SUFFIX in occ:
         return None
     mine, theirs = occurrence_instant(occ), occurrence_instant(held)
     return held if mine is not None and theirs is not None and theirs > mine else None
@@ -106,6 +114,16 @@ def split_missed(missed: Iterable[datetime], horizon: datetime
     for instant in missed:
         (now if instant < horizon else later).append(instant)
     return now, later
+
+
+def missed_while_suspended(timetable: Timetable, suspended_at: datetime,
+                           resumed_at: datetime) -> datetime | None:
+    """The latest occurrence due while the job was suspended (in ``(suspended_at,
+    resumed_at]``), None if none was. Recorded ``skipped`` at the resume, it is where a
+    worker that starts later resumes the job's timeline from, so the restart catch-up
+    (which starts after the latest record) does not replay it."""
+    return catch_up(timetable, since=suspended_at, now=resumed_at,
+                    starting_deadline=float("inf"), max_missed=0).run
 
 
 def not_due(occ: str, now: datetime) -> bool:

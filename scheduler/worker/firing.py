@@ -166,15 +166,20 @@ class Firing:
             if ctx.stopping and not uncertain:
                 return None  # no new claim while stopping (the backups will see none)
             if not uncertain and (spec.name not in ctx.jobs or ctx.is_suspended(spec.name)):
-                return None  # suspended or deleted while it waited for the lock: not run
+                # Suspended or deleted while it waited for the lock: not run. One already
+                # due is recorded skipped, so every occurrence has a record.
+                if spec.name in ctx.jobs and not decide.not_due(occ, ctx.clock.now()):
+                    await self._skip(spec, occ, "job suspended while it waited for the lock")
+                return None
             if ctx.deadline(spec, instant) < 0:
                 await self._give_up(spec, occ, uncertain)
                 return None
             later = (decide.later_claimed(spec.concurrency, ctx.held.get(spec.name), occ)
                      if not uncertain else None)
             if later is not None:
-                # forbid runs occurrences in order: one whose later sibling was claimed
-                # already (a slow backup) is skipped, not started after it.
+                # forbid and replace run occurrences in order: one whose later sibling
+                # was claimed already (a slow backup, a waiter) is skipped, not started
+                # after it.
                 await self._skip(spec, occ, f"a later occurrence {later} was claimed first")
                 return None
             entry.lock_freed.clear()
@@ -227,6 +232,12 @@ class Firing:
                 await self._skip(spec, occ, decide.busy_note(occ, holder.occurrence))
                 return None
             if busy is Busy.KILL_AND_WAIT and holder is not None:
+                later = decide.later_occurrence(spec.concurrency, holder.occurrence, occ)
+                if later is not None:
+                    # replace runs occurrences in order too: a waiter older than the
+                    # run holding the lock is skipped, never kills the newer run.
+                    await self._skip(spec, occ, decide.busy_note(occ, later))
+                    return None
                 with contextlib.suppress(ClientError):
                     await self.runner.request_kill(spec.name, occurrence=holder.occurrence,
                                                    reason=f"replaced by occurrence {occ}")
@@ -244,8 +255,8 @@ class Firing:
             return None
 
     async def _skip(self, spec: JobSpec, occ: str, reason: str) -> None:
-        """Record a ``forbid`` occurrence as ``skipped`` (once: the record is create-only,
-        so the backups that find the job busy too add nothing)."""
+        """Record a ``forbid`` or ``replace`` occurrence as ``skipped`` (once: the record is
+        create-only, so the backups that find the job busy too add nothing)."""
         store = self.ctx.store
         assert store is not None
         try:

@@ -3,14 +3,5 @@ CI set (``test_schedsim``) so the suite stays green, and listed here so they are
 once fixed (``make schedsim SEEDS=n``; remove a seed when its finding is fixed)."""
 
 KNOWN_FAILING: dict[int, str] = {
-    31: "F1",
-    54: "F2",
-    145: "F2",
-    256: "F2",
-    22: "F5",
-    27: "F5",
-    87: "F5",
-    175: "F5",
-    221: "F5",
 }
 """seed → finding id (FINDINGS.md), for the CI range 0..299."""

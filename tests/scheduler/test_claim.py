@@ -23,7 +23,7 @@ import pytest
 
 from coord.client import Client, LeaseNotFoundError
 from coord.server.server import CoordServer
-from scheduler import keys
+from scheduler import keys, suspension
 from scheduler.claim import Claim, ClaimStore, Identity, LockHolder, RunRecord
 from tests.helpers.member import member_config
 
@@ -342,4 +342,23 @@ def test_hand_back_undoes_an_unstarted_claim_only(tmp_path: Path) -> None:
         assert (await _record(c, OCC[0]))[0].status == "running"
         held = await _lock(c)
         assert held is not None and held[1] == again.token
+    _run(tmp_path, body)
+
+
+# -- suspension ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("exclusive", [True, False])
+def test_a_claim_is_refused_while_the_job_is_suspended(tmp_path: Path, exclusive: bool) -> None:
+    """The claim txn requires ``/cron/suspend/<job>`` absent: a worker whose suspensions
+    view is stale (it was cut off while the job was suspended) cannot start the job. The
+    refusal writes nothing, and once the job is resumed the occurrence is claimed."""
+    async def body(c: Client, new_store: Callable[[str], Awaitable[ClaimStore]]) -> None:
+        a = await new_store("a")
+        assert await suspension.suspend(c, J, "maintenance")
+        assert await a.claim(J, OCC[0], exclusive=exclusive) is None
+        assert await c.get_one(keys.run_key(J, OCC[0])) is None, "a refused claim wrote"
+        assert await _lock(c) is None
+        assert await suspension.resume(c, J)
+        claim = await a.claim(J, OCC[0], exclusive=exclusive)
+        assert claim is not None and claim.holds_lock
     _run(tmp_path, body)

@@ -8,7 +8,7 @@ import pytest
 
 from scheduler.claim import LockHolder, RunRecord
 from scheduler.executor import RunResult
-from scheduler.plan import MANUAL_SUFFIX, occurrence_id, rank_workers
+from scheduler.plan import MANUAL_SUFFIX, Timetable, occurrence_id, rank_workers
 from scheduler.worker import decide
 from scheduler.worker.decide import Busy, Compaction, Orphan, Sweep
 
@@ -61,13 +61,27 @@ def test_taken(held: bytes | None, occurrence: str, expected: bool) -> None:
     ("forbid", holder(occ(-60)), occ(), None),        # an earlier one
     ("forbid", None, occ(), None),
     ("forbid", b"garbage", occ(), None),
-    ("allow", holder(occ(60)), occ(), None),          # only forbid runs in order
-    ("replace", holder(occ(60)), occ(), None),
+    ("allow", holder(occ(60)), occ(), None),          # allow runs in any order
+    ("replace", holder(occ(60)), occ(), occ(60)),     # replace runs in order too
+    ("replace", holder(occ(-60)), occ(), None),       # an earlier one: replaced
+    ("replace", holder(occ(60)), occ() + MANUAL_SUFFIX + "0001", None),  # manual: replaces
     ("forbid", holder(occ(60)), occ() + MANUAL_SUFFIX + "0001", occ(60)),
 ])
 def test_later_claimed(concurrency: str, held: bytes | None, occurrence: str,
                        expected: str | None) -> None:
     assert decide.later_claimed(concurrency, held, occurrence) == expected
+
+
+@pytest.mark.parametrize(("concurrency", "held", "expected"), [
+    ("replace", occ(60), occ(60)),   # a waiter older than the holder: skipped, no kill
+    ("replace", occ(-60), None),     # the holder is older: kill it and wait
+    ("replace", occ(), None),
+    ("replace", None, None),
+    ("forbid", occ(60), occ(60)),
+    ("allow", occ(60), None),
+])
+def test_later_occurrence(concurrency: str, held: str | None, expected: str | None) -> None:
+    assert decide.later_occurrence(concurrency, held, occ()) == expected
 
 
 @pytest.mark.parametrize(("concurrency", "early", "holder_known", "expected"), [
@@ -92,6 +106,21 @@ def test_split_missed_records_now_only_what_is_past_its_deadline() -> None:
     now, later = decide.split_missed(instants, T0 + timedelta(seconds=20))
     assert now == instants[:2]
     assert later == instants[2:]
+
+
+@pytest.mark.parametrize(("suspended", "resumed", "expected"), [
+    (5, 200, 180),         # several missed: the latest is recorded
+    (5, 60, 60),           # one due at the resume instant itself
+    (5, 59, None),         # none due while suspended
+    (0, 30, None),         # the occurrence at the suspension instant is not missed
+    (-3600 * 24 * 30, 1, 0),  # a month suspended: found without walking every minute
+])
+def test_missed_while_suspended(suspended: float, resumed: float,
+                                expected: float | None) -> None:
+    every_minute = Timetable.parse("* * * * *")
+    got = decide.missed_while_suspended(every_minute, T0 + timedelta(seconds=suspended),
+                                        T0 + timedelta(seconds=resumed))
+    assert got == (None if expected is None else T0 + timedelta(seconds=expected))
 
 
 @pytest.mark.parametrize(("occurrence", "expected"), [
