@@ -20,6 +20,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -131,7 +132,7 @@ def load_ca(directory: Path) -> tuple[x509.Certificate, PrivateKey]:
         raise CertsError(f"cannot read the CA in {directory}: {err}") from err
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise CertsError(f"{paths.key}: not an ECDSA or RSA key")
-    if key.public_key().public_numbers() != cert.public_key().public_numbers():
+    if _spki(key.public_key()) != _spki(cert.public_key()):
         raise CertsError(f"{paths.key} is not the key of {paths.cert}")
     return cert, key
 
@@ -188,6 +189,11 @@ def _issue(directory: Path, paths: Written, name: str, sans: list[x509.GeneralNa
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     _write(directory, paths, builder.sign(ca_key, hashes.SHA256()), key)
     return paths
+
+
+def _spki(public_key: Any) -> bytes:
+    return bytes(public_key.public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def _san(host: str) -> x509.GeneralName:

@@ -69,9 +69,10 @@ def certs_init(
 @certs_app.command("member")
 def certs_member(
     name: Annotated[str, typer.Argument(help="The member's --name (the certificate's CN).")],
-    hosts: Annotated[list[str], typer.Option(
+    hosts: Annotated[list[str] | None, typer.Option(
         "--host", help="An IP address or DNS name the member is reached at (its "
-        "--listen-client/--listen-peer and --initial-cluster host); repeat for more.")],
+        "--listen-client/--listen-peer and --initial-cluster host); repeat for more.",
+        show_default="none: give at least one")] = None,
     directory: DirOpt = DEFAULT_DIR,
     days: Annotated[int, typer.Option("--days", help="Days the certificate is valid.")] = 365,
     key_type: KeyTypeOpt = DEFAULT_KEY_TYPE,
@@ -85,9 +86,10 @@ def certs_member(
     """
     from scheduler import certs
 
-    paths = _run(lambda: certs.issue_member(directory, name, hosts, days=days,
+    given = hosts or []
+    paths = _run(lambda: certs.issue_member(directory, name, given, days=days,
                                             key_type=key_type, force=force))
-    _report(paths, f"member {name}, for {', '.join(hosts)}, valid for {days} days")
+    _report(paths, f"member {name}, for {', '.join(given)}, valid for {days} days")
 
 
 @certs_app.command("client")
