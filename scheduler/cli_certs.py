@@ -70,7 +70,7 @@ def certs_init(
 def certs_member(
     name: Annotated[str, typer.Argument(help="The member's --name (the certificate's CN).")],
     hosts: Annotated[list[str] | None, typer.Option(
-        "--host", help="An IP address or DNS name the member is reached at (its "
+        "--host", metavar="HOST", help="An IP address or DNS name the member is reached at (its "
         "--listen-client/--listen-peer and --initial-cluster host); repeat for more.",
         show_default="none: give at least one")] = None,
     directory: DirOpt = DEFAULT_DIR,
