@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +27,7 @@ import pytest
 
 from tests.helpers.binaries import require_binary
 from tests.helpers.procs import REPO, Proc, ProcessGroup, free_port, port_open, wait_until
+from tests.tls.test_server_tls import closed_on_us
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 HOSTS = (1, 2, 3)
@@ -86,6 +89,22 @@ def client_command(line: str, ports: dict[int, tuple[int, int]]) -> str:
         line = line.replace(f"https://10.0.0.{h}:2379", f"https://127.0.0.1:{cport}")
     assert "10.0.0." not in line, line
     return line
+
+
+def served(port: int, ca: Path, cert: Path | None, key: Path | None) -> bool:
+    """Whether a TLS client with ``cert`` (or none) gets HTTP/2 from ``port`` (False: the
+    member cut it off, in the handshake or right after)."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.set_alpn_protocols(["h2"])
+    if cert is not None:
+        ctx.load_cert_chain(cert, key)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            tls = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        except (ssl.SSLError, ConnectionResetError):
+            return False
+        with tls:
+            return not closed_on_us(tls)
 
 
 def test_the_secure_cluster_section_as_written(procs: ProcessGroup) -> None:
@@ -153,6 +172,13 @@ def test_the_secure_cluster_section_as_written(procs: ProcessGroup) -> None:
         if cmd.startswith("raftcron"):
             assert r.returncode == 1, (cmd, r.stderr)
             assert r.stderr.startswith("Error: ") and len(r.stderr.splitlines()) == 1, r.stderr
+    # The peer ports too: a member's certificate is served, none or another CA's is not.
+    d, stranger = admin / "certs", admin / "stranger"
+    pport = ports[1][1]
+    assert served(pport, d / "ca.pem", d / "member-n2.pem", d / "member-n2-key.pem")
+    assert not served(pport, d / "ca.pem", None, None)
+    assert not served(pport, d / "ca.pem", stranger / "client-admin.pem",
+                      stranger / "client-admin-key.pem")
     # ...and the cluster keeps serving the client that has one.
     assert f"/cron/jobs/{JOB}" in ok(admin, etcdctl_get, env)
     assert all(p.alive() for p in agents.values())
