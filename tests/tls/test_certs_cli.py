@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -222,6 +223,7 @@ def test_clear_errors_and_nothing_written(tmp_path: Path) -> None:
     assert "cannot read the CA" in refused(tmp_path, "client", "admin")
 
 
+@pytest.mark.etcd
 def test_a_member_takes_clients_of_its_ca_only(tmp_path: Path, procs: ProcessGroup) -> None:
     etcdctl = require_binary("etcdctl")
     ok(tmp_path, "init")
@@ -256,3 +258,45 @@ def test_a_member_takes_clients_of_its_ca_only(tmp_path: Path, procs: ProcessGro
     assert r.returncode != 0 and "OK" not in r.stdout, r.stdout
     assert etcdctl_put(d).returncode == 0  # still serving
     assert member.alive(), member.log()
+
+
+@pytest.mark.etcd
+def test_a_real_etcd_takes_them_too(tmp_path: Path, procs: ProcessGroup) -> None:
+    """Go's x509 (etcd's server and etcdctl) accepts the member and client certificates:
+    the files work with a real etcd as they do with coord."""
+    etcd, etcdctl = require_binary("etcd"), require_binary("etcdctl")
+    ok(tmp_path, "init")
+    ok(tmp_path, "member", "e1", "--host", "127.0.0.1")
+    ok(tmp_path, "client", "admin")
+    ok(tmp_path, "init", "--dir", "other")
+    ok(tmp_path, "client", "admin", "--dir", "other")
+    d = tmp_path / "certs"
+    cport, pport = free_port(), free_port()
+    member = [str(d / "member-e1.pem"), str(d / "member-e1-key.pem")]
+    argv = [etcd, "--name", "e1", "--data-dir", str(tmp_path / "e1-data"),
+            "--listen-client-urls", f"https://127.0.0.1:{cport}",
+            "--advertise-client-urls", f"https://127.0.0.1:{cport}",
+            "--listen-peer-urls", f"https://127.0.0.1:{pport}",
+            "--initial-advertise-peer-urls", f"https://127.0.0.1:{pport}",
+            "--initial-cluster", f"e1=https://127.0.0.1:{pport}",
+            "--cert-file", member[0], "--key-file", member[1],
+            "--trusted-ca-file", str(d / "ca.pem"), "--client-cert-auth",
+            "--peer-cert-file", member[0], "--peer-key-file", member[1],
+            "--peer-trusted-ca-file", str(d / "ca.pem"), "--peer-client-cert-auth",
+            "--log-level", "error"]
+    proc = procs.spawn("e1", argv, cport, env={"ETCD_UNSUPPORTED_ARCH": ""})
+    wait_until(lambda: port_open(cport) or not proc.alive(), 30, "etcd")
+    assert proc.alive(), proc.log()
+
+    def put(cert_dir: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [etcdctl, "--endpoints", f"https://127.0.0.1:{cport}", "--dial-timeout=3s",
+             "--command-timeout=5s", "--cacert", str(d / "ca.pem"),
+             "--cert", str(cert_dir / "client-admin.pem"),
+             "--key", str(cert_dir / "client-admin-key.pem"), "put", "k", "v"],
+            env={**os.environ, "ETCDCTL_API": "3"}, capture_output=True, text=True,
+            timeout=30, check=False)
+
+    wait_until(lambda: put(d).returncode == 0, 30, "etcd taking a put over mutual TLS")
+    r = put(tmp_path / "other")
+    assert r.returncode != 0 and "OK" not in r.stdout, r.stdout

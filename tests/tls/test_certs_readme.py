@@ -29,7 +29,7 @@ from tests.helpers.binaries import require_binary
 from tests.helpers.procs import REPO, Proc, ProcessGroup, free_port, port_open, wait_until
 from tests.tls.test_server_tls import closed_on_us
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.etcd, pytest.mark.timeout(240)]
 HOSTS = (1, 2, 3)
 JOB = "secure-heartbeat"
 
