@@ -34,6 +34,7 @@ from scheduler import (  # noqa: F401
     cli_jobs,
 )
 from scheduler.cli_app import EndpointsOpt, TagsOpt, app, coord_app, fail, parse_tags
+from scheduler.cli_ops import MetricsOpt, check_listen_metrics, new_registry, ops_listener
 from scheduler.cli_output import PLAIN_TABLE_OVER, emit
 from scheduler.cli_tls import (
     DEFAULT_MIN_VERSION,
@@ -197,6 +198,7 @@ def coord_serve(
     peer_trusted_ca_file: PeerTrustedCAOpt = None,
     peer_client_cert_auth: PeerClientCertAuthOpt = False,
     peer_cert_allowed_cn: PeerAllowedCNOpt = "",
+    listen_metrics: MetricsOpt = "",
 ) -> None:
     """Serve the etcd v3 API from a coord member (no scheduler worker).
 
@@ -220,10 +222,17 @@ def coord_serve(
                                          insecure_listen, peer_cert_file, peer_key_file,
                                          peer_trusted_ca_file, peer_client_cert_auth,
                                          peer_cert_allowed_cn))
+    check_listen_metrics(listen_metrics, insecure_listen)
+    registry = new_registry(listen_metrics)
     try:
         setup_process()
-        server = CoordServer(config, freeze_heap=gc_freeze_enabled())
-        run_until_signal(server.serve_until)
+        server = CoordServer(config, freeze_heap=gc_freeze_enabled(), metrics=registry)
+
+        async def serve(stop: asyncio.Event) -> None:
+            async with ops_listener(listen_metrics, registry, [server.health_check()], []):
+                await server.serve_until(stop)
+
+        run_until_signal(serve)
     except StorageError as err:
         fail(data_dir_failure(data_dir, err), 3)
     except OSError as err:
@@ -275,6 +284,8 @@ def worker_cmd(
     clock_offset: OffsetOpt = 0.0,
     compact_retention: CompactOpt = "10m",
     stop_timeout: StopTimeoutOpt = 30.0,
+    listen_metrics: MetricsOpt = "",
+    insecure_listen: InsecureListenOpt = False,
 ) -> None:
     """Run a scheduler worker against coord members or a real etcd.
 
@@ -294,7 +305,25 @@ def worker_cmd(
     sys.setswitchinterval(SWITCH_INTERVAL)
     cfg = _worker_config(name or socket.gethostname(), endpoints.split(","), tags, session_ttl,
                          log_dir, clock_offset, compact_retention, stop_timeout)
-    run_until_signal(Worker(cfg).run)
+    check_listen_metrics(listen_metrics, insecure_listen)
+    registry = new_registry(listen_metrics)
+    if registry is None:
+        run_until_signal(Worker(cfg).run)
+        return
+    from scheduler.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics(registry)
+    worker = Worker(dataclasses.replace(cfg, metrics=metrics))
+
+    async def run(stop: asyncio.Event) -> None:
+        checks = [metrics.ready_check]
+        async with ops_listener(listen_metrics, registry, checks, checks):
+            await worker.run(stop)
+
+    try:
+        run_until_signal(run)
+    except OSError as err:
+        fail(str(err), 1)
 
 
 @app.command("agent")
@@ -327,6 +356,7 @@ def agent(
     clock_offset: OffsetOpt = 0.0,
     compact_retention: CompactOpt = "10m",
     stop_timeout: StopTimeoutOpt = 30.0,
+    listen_metrics: MetricsOpt = "",
 ) -> None:
     """Run a coord member and a worker in one process (no flags: a single-node cluster).
 
@@ -368,14 +398,25 @@ def agent(
         own = config.client_tls
         cfg = dataclasses.replace(cfg, tls=ClientTLS(own.trusted_ca_file, own.cert_file,
                                                      own.key_file))
+    check_listen_metrics(listen_metrics, insecure_listen)
+    registry = new_registry(listen_metrics)
+    if registry is not None:
+        from scheduler.metrics import WorkerMetrics
+
+        cfg = dataclasses.replace(cfg, metrics=WorkerMetrics(registry))
     try:
         setup_process()
-        server = CoordServer(config, freeze_heap=gc_freeze_enabled())
+        server = CoordServer(config, freeze_heap=gc_freeze_enabled(), metrics=registry)
     except StorageError as err:
         fail(data_dir_failure(data_dir, err), 3)
         return
 
     async def main(stop: asyncio.Event) -> None:
+        ready = [cfg.metrics.ready_check] if cfg.metrics is not None else []
+        async with ops_listener(listen_metrics, registry, [server.health_check()], ready):
+            await agent_main(stop)
+
+    async def agent_main(stop: asyncio.Event) -> None:
         from coord.client import Client
 
         await server.start_until(stop)

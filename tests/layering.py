@@ -71,6 +71,14 @@ RULES: tuple[Rule, ...] = (
          ("coord.server", "coord.api", "coord.rpc", "coord.mvcc", "coord.lease",
           "coord.storage", "coord.raft", "scheduler"),
          allowed=(PB,)),
+    Rule("operations (metrics, health: coord.ops) read a member through its accessors and "
+         "are wired by the composition roots; no API adapter, client or scheduler code",
+         ("coord.ops",), ("coord.api", "coord.client", "scheduler"),
+         allowed=(PB,)),
+    Rule("the node's parts take plain hooks from coord.ops, never import it (only the "
+         "composition root, coord.server.server, does)", ("coord.server", "coord.storage",
+         "coord.mvcc", "coord.lease", "coord.rpc", "coord.api", "coord.client"),
+         ("coord.ops",), exempt=("coord.server.server",)),
     Rule("the scheduler talks to coord only through coord.client, except the CLI (the "
          "composition root of agent and coord serve)", ("scheduler",),
          ("coord.server", "coord.api", "coord.rpc", "coord.mvcc", "coord.lease",

@@ -16,6 +16,7 @@ import structlog
 from coord.api.services import ClientHandlers, client_handlers
 from coord.api.watch import WatchService
 from coord.limits import RECV_LIMIT
+from coord.ops.grpc_health import health_handlers
 from coord.process import freeze_startup_heap
 from coord.rpc.h2.server import H2Server
 from coord.rpc.h2.tls import client_context
@@ -26,6 +27,8 @@ from coord.server.raft_node import RaftNode
 from coord.server.transport import PEER_RECV_LIMIT, PeerService, peer_handlers
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from coord.rpc.local import LocalTarget
 
 log = structlog.get_logger("coord.server")
@@ -40,14 +43,25 @@ class CoordServer:
     (:func:`coord.process.freeze_startup_heap`) — for a member that owns its process (the
     CLI passes :func:`coord.process.gc_freeze_enabled`); tests sharing a process don't."""
 
-    def __init__(self, config: ServerConfig, *, freeze_heap: bool = False) -> None:
+    def __init__(self, config: ServerConfig, *, freeze_heap: bool = False,
+                 metrics: CollectorRegistry | None = None) -> None:
         self.freeze_heap = freeze_heap
         self.config = config
         self.applier = Applier()
+        self.metrics = metrics
+        """etcd's series of this member go here (``coord.ops``); None: no metrics, and
+        the plain node with no counters."""
+        node_class = RaftNode
+        if metrics is not None:
+            from coord.ops.node import MeteredRaftNode  # noqa: PLC0415 - metrics only
+
+            node_class = MeteredRaftNode
         # Every member runs Raft, a one-member cluster too (as etcd does).
-        self.node = RaftNode(config, self.applier, on_applied=self._on_applied,
-                             join=config.initial_cluster_state == "existing")
+        self.node = node_class(config, self.applier, on_applied=self._on_applied,
+                               join=config.initial_cluster_state == "existing")
         self.core = Core(self.node, self.applier, config)
+        if metrics is not None:
+            self._meter(metrics)
         peer = config.peer_tls
         if peer is not None:  # dial peers with this member's peer certificate
             self.node.transport.peer_ssl = client_context(
@@ -63,6 +77,32 @@ class CoordServer:
 
     def _on_applied(self) -> None:
         self.watch.notify()
+
+    def _meter(self, registry: CollectorRegistry) -> None:
+        """Register etcd's series over this member and hook the counters in."""
+        from coord.ops.etcd_metrics import EtcdMetrics  # noqa: PLC0415 - metrics only
+        from coord.ops.node import MeteredRaftNode  # noqa: PLC0415
+
+        node = self.node
+        assert isinstance(node, MeteredRaftNode)
+        applier = self.applier
+        em = EtcdMetrics(registry, node, self.core.approximate_size,
+                         lambda: len(applier.store))
+        node.on_fsync = em.fsync
+        transport = node.transport
+        unreachable = transport.report_unreachable
+
+        def report_unreachable(peer: int) -> None:  # a failed or dropped send to ``peer``
+            em.peer_send_failed(peer)
+            unreachable(peer)
+
+        transport.report_unreachable = report_unreachable
+
+    def health_check(self) -> Any:
+        """etcd's ``/health`` check of this member (a ``coord.ops.health.Check``)."""
+        from coord.ops.health import member_check  # noqa: PLC0415
+
+        return member_check(self.core)
 
     async def start(self) -> None:
         """Recover from disk, then start serving. Raises StorageError on a damaged WAL."""
@@ -83,7 +123,12 @@ class CoordServer:
         await peer_h2.start(self.config.listen_peer)
         self._peer_h2 = peer_h2
         self.node.start()
-        self._client = client = ClientHandlers(self.node, client_handlers(self.core, self.watch))
+        table = client_handlers(self.core, self.watch) | health_handlers(self.node)
+        if self.metrics is not None:
+            from coord.ops.grpc_metrics import handled_counter, instrument  # noqa: PLC0415
+
+            table = instrument(table, handled_counter(self.metrics))
+        self._client = client = ClientHandlers(self.node, table)
         if self.freeze_heap:
             freeze_startup_heap()  # before the first client request, not during one
         h2 = H2Server(client.service, max_receive=RECV_LIMIT, tls=self.config.client_tls)

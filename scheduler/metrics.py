@@ -1,0 +1,176 @@
+"""A worker's ``raftcron_*`` series (``--listen-metrics``), and its readiness.
+
+The worker calls in at three places only, and only when metrics are on
+(``WorkerConfig.metrics``): the wiring attaches :class:`WorkerMetrics` to the worker's
+shared state (:meth:`WorkerMetrics.attach`, which swaps in a stage-stats object that also
+feeds the fire-lag histogram), the session builds its claim store from
+:attr:`WorkerMetrics.claim_store` (a :class:`~scheduler.claim.ClaimStore` that counts the
+run records it writes, and the fenced writes refused) and the deadman reports a session
+lost. Everything else is read at scrape time from the shared state (running runs, live
+workers, next fire per job, claim txns). A worker without metrics runs none of this.
+
+Outcomes (label ``outcome``): a run record's final status, as operators name them —
+``success``, ``failure``, ``timeout``, ``killed``, ``lost``, ``skipped``, ``missed``.
+Labels are job names and outcomes only (never occurrences or run ids): the series are
+bounded by the number of jobs. Each worker counts the records it wrote; sum over workers
+for the cluster (``sum by (job, outcome) (raftcron_runs_total)``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from scheduler.claim import Claim, ClaimStore, RunRecord
+
+if TYPE_CHECKING:
+    from scheduler.worker.state import Shared, StageStats
+
+OUTCOMES = {"succeeded": "success", "failed": "failure", "timeout": "timeout",
+            "killed": "killed", "lost": "lost", "skipped": "skipped", "missed": "missed"}
+"""Run-record status → the ``outcome`` label."""
+
+FIRE_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    60.0)
+"""Seconds from an occurrence's instant to its process start."""
+
+
+def outcome_of(status: str) -> str:
+    return OUTCOMES.get(status, status)
+
+
+class WorkerMetrics:
+    """One worker's series in ``registry`` (passed in: tests run several workers in one
+    process)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.runs = Counter("raftcron_runs_total",
+                            "Runs recorded by this worker, by job and outcome.",
+                            ["job", "outcome"], registry=registry)
+        self.last_success = Gauge("raftcron_last_success_timestamp_seconds",
+                                  "Unix time of the latest successful run this worker "
+                                  "recorded, by job.", ["job"], registry=registry)
+        self.fire_lag = Histogram("raftcron_fire_lag_seconds",
+                                  "Seconds from an occurrence's scheduled instant to its "
+                                  "process start.", buckets=FIRE_LAG_BUCKETS,
+                                  registry=registry)
+        self.lease_losses = Counter("raftcron_session_lost_total",
+                                    "Times this worker's session lease may have expired "
+                                    "(the deadman fired).", registry=registry)
+        self.deadman_kills = Counter("raftcron_deadman_kills_total",
+                                     "Running jobs the deadman killed after a session loss.",
+                                     registry=registry)
+        self.fenced = Counter("raftcron_fencing_rejections_total",
+                              "Writes about a run the store refused because the run's "
+                              "fencing token no longer matched.", registry=registry)
+        self.ctx: Shared | None = None
+        metrics = self
+
+        class MeteredClaimStore(ClaimStore):
+            async def update(self, claim: Claim, **changes: Any) -> bool:
+                ok = await super().update(claim, **changes)
+                if not ok:
+                    metrics.fenced.inc()
+                return ok
+
+            async def finish(self, claim: Claim, **changes: Any) -> bool:
+                ok = await super().finish(claim, **changes)
+                if ok:
+                    metrics.recorded(claim.job, claim.record.status)
+                else:
+                    metrics.fenced.inc()
+                return ok
+
+            async def mark_lost(self, job: str, occurrence: str, note: str, *, run_id: str,
+                                token: int | None) -> RunRecord | None:
+                rec = await super().mark_lost(job, occurrence, note, run_id=run_id,
+                                              token=token)
+                if rec is not None:
+                    metrics.recorded(job, "lost")
+                return rec
+
+            async def record_missed(self, job: str, occurrence: str, *,
+                                    status: str = "missed",
+                                    note: str = "not started within starting_deadline",
+                                    spec_revision: int = 0) -> bool:
+                ok = await super().record_missed(job, occurrence, status=status, note=note,
+                                                 spec_revision=spec_revision)
+                if ok:
+                    metrics.recorded(job, status)
+                return ok
+
+        self.claim_store: type[ClaimStore] = MeteredClaimStore
+
+    def recorded(self, job: str, status: str) -> None:
+        """A run record of ``job`` reached its final ``status``."""
+        if status not in OUTCOMES:
+            return
+        self.runs.labels(job, outcome_of(status)).inc()
+        if status == "succeeded":
+            self.last_success.labels(job).set(time.time())
+
+    def session_lost(self, killed: int) -> None:
+        self.lease_losses.inc()
+        self.deadman_kills.inc(killed)
+
+    def attach(self, ctx: Shared) -> None:
+        """Read ``ctx`` at scrape time, and feed the fire-lag histogram from its stage
+        stats (the ``fire`` stage: instant → process start)."""
+        self.ctx = ctx
+        lag = self.fire_lag
+        stats: StageStats = ctx.stats
+        plain_add = stats.add
+
+        def add(stage: str, seconds: float) -> None:
+            plain_add(stage, seconds)
+            if stage == "fire":
+                lag.observe(max(seconds, 0.0))
+
+        stats.add = add  # type: ignore[method-assign]
+        self.registry.register(StateCollector(ctx))
+
+    async def ready_check(self) -> str | None:
+        """``/readyz`` of a worker: its session is open and its views are synced."""
+        ctx = self.ctx
+        if ctx is None:
+            return "worker not started"
+        if ctx.session is None or ctx.session.lost.is_set():
+            return "worker session not open"
+        if not ctx.ready.is_set():
+            return "worker views not synced"
+        return None
+
+
+class StateCollector(Collector):
+    """The series read off a worker's shared state at scrape time."""
+
+    def __init__(self, ctx: Shared) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[Metric]:
+        ctx = self.ctx
+        yield GaugeMetricFamily("raftcron_running_runs", "Runs this worker is running now.",
+                                value=len(ctx.running))
+        yield GaugeMetricFamily("raftcron_workers_alive",
+                                "Live workers this worker sees (itself included).",
+                                value=len(ctx.live()))
+        store = ctx.store
+        yield CounterMetricFamily("raftcron_claim_txns",
+                                  "Claim txns this worker sent (takeovers included).",
+                                  value=store.txns if store is not None else 0)
+        nxt = GaugeMetricFamily("raftcron_next_fire_timestamp_seconds",
+                                "Unix time of the job's next scheduled occurrence (absent "
+                                "while suspended).", labels=["job"])
+        now = ctx.clock.now()
+        for name, entry in sorted(ctx.jobs.items()):
+            if ctx.is_suspended(name):
+                continue
+            when = entry.spec.timetable().next_after(now)
+            if when is not None:
+                nxt.add_metric([name], when.timestamp())
+        yield nxt
