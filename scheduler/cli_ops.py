@@ -52,8 +52,10 @@ def new_registry(address: str) -> CollectorRegistry | None:
     prometheus_client's global one), else None: no metrics at all."""
     if not address:
         return None
-    from prometheus_client import CollectorRegistry
+    from prometheus_client import CollectorRegistry, disable_created_metrics
 
+    # No ``*_created`` series: etcd has none, and they double every counter's lines.
+    disable_created_metrics()
     return CollectorRegistry(auto_describe=True)
 
 
