@@ -11,9 +11,10 @@ workers, next fire per job, claim txns). A worker without metrics runs none of t
 
 Outcomes (label ``outcome``): a run record's final status, as operators name them —
 ``success``, ``failure``, ``timeout``, ``killed``, ``lost``, ``skipped``, ``missed``.
-Labels are job names and outcomes only (never occurrences or run ids): the series are
-bounded by the number of jobs. Each worker counts the records it wrote; sum over workers
-for the cluster (``sum by (job, outcome) (raftcron_runs_total)``)."""
+Labels are job names (label ``cronjob``, as kube-state-metrics names it: ``job`` is the
+label Prometheus gives every scrape target) and outcomes only, never occurrences or run
+ids: the series are bounded by the number of jobs. Each worker counts the records it
+wrote; sum over workers for the cluster (``sum by (cronjob, outcome) (raftcron_runs_total)``)."""
 
 from __future__ import annotations
 
@@ -51,10 +52,10 @@ class WorkerMetrics:
         self.registry = registry
         self.runs = Counter("raftcron_runs_total",
                             "Runs recorded by this worker, by job and outcome.",
-                            ["job", "outcome"], registry=registry)
+                            ["cronjob", "outcome"], registry=registry)
         self.last_success = Gauge("raftcron_last_success_timestamp_seconds",
                                   "Unix time of the latest successful run this worker "
-                                  "recorded, by job.", ["job"], registry=registry)
+                                  "recorded, by job.", ["cronjob"], registry=registry)
         self.fire_lag = Histogram("raftcron_fire_lag_seconds",
                                   "Seconds from an occurrence's scheduled instant to its "
                                   "process start.", buckets=FIRE_LAG_BUCKETS,
@@ -165,7 +166,7 @@ class StateCollector(Collector):
                                   value=store.txns if store is not None else 0)
         nxt = GaugeMetricFamily("raftcron_next_fire_timestamp_seconds",
                                 "Unix time of the job's next scheduled occurrence (absent "
-                                "while suspended).", labels=["job"])
+                                "while suspended).", labels=["cronjob"])
         now = ctx.clock.now()
         for name, entry in sorted(ctx.jobs.items()):
             if ctx.is_suspended(name):
