@@ -1,0 +1,115 @@
+"""``--listen-metrics`` on ``coord serve`` and on a ``worker`` of a real etcd, its flag
+checks, and the listener under hostile clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers.procs import REPO, ProcessGroup, free_port, start_etcd, wait_until
+from tests.ops.scrape import get, names, scrape, total, try_get
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "scheduler.cli", *args]
+
+
+ENV = {"PYTHONPATH": str(REPO)}
+
+
+def wait_status(port: int, path: str, status: int, timeout: float = 60.0) -> None:
+    def ok() -> bool:
+        answer = try_get(port, path)
+        return answer is not None and answer.status == status
+    wait_until(ok, timeout, f"{path} {status} on :{port}", step=0.2)
+
+
+@pytest.mark.parametrize("command", [["coord", "serve"], ["agent"], ["worker"]])
+def test_listen_metrics_beyond_loopback_needs_insecure_listen(
+        command: list[str], tmp_path: object) -> None:
+    out = subprocess.run(cli(*command, "--listen-metrics", f"0.0.0.0:{free_port()}"),
+                         capture_output=True, text=True, timeout=60, check=False,
+                         cwd=str(tmp_path), env={**os.environ, **ENV})
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: refusing to serve plaintext on "
+                                                   "--listen-metrics 0.0.0.0:"), out.stderr
+    assert not list(tmp_path.iterdir()), "nothing was created"  # type: ignore[attr-defined]
+    bad = subprocess.run(cli(*command, "--listen-metrics", "127.0.0.1"), capture_output=True,
+                         text=True, timeout=60, check=False, cwd=str(tmp_path),
+                         env={**os.environ, **ENV})
+    assert bad.returncode == 2 and bad.stderr.startswith("Error: --listen-metrics: "), bad
+
+
+def test_coord_serve_metrics(procs: ProcessGroup) -> None:
+    cport, pport, mport = free_port(), free_port(), free_port()
+    procs.spawn("n1", cli("coord", "serve", "--name", "n1", "--data-dir",
+                          str(procs.workdir / "n1"), "--listen-client", f"127.0.0.1:{cport}",
+                          "--listen-peer", f"127.0.0.1:{pport}",
+                          "--listen-metrics", f"127.0.0.1:{mport}"), cport, env=ENV)
+    wait_status(mport, "/health", 200)
+    s = scrape(mport)
+    assert s[("etcd_server_is_leader", ())] == 1
+    assert not any(n.startswith("raftcron_") for n in names(s)), "a member runs no worker"
+    assert get(mport, "/readyz").status == 200
+
+
+def test_worker_on_real_etcd_metrics(procs: ProcessGroup) -> None:
+    etcd = start_etcd(procs)
+    jobs = procs.workdir / "jobs.yaml"
+    jobs.write_text('jobs:\n  - name: tick\n    schedule: "@every 1s"\n'
+                    '    command: ["true"]\n')
+    mport = free_port()
+    applied = subprocess.run(cli("apply", "-f", str(jobs), "--endpoints", etcd.endpoint),
+                             capture_output=True, text=True, timeout=60, check=False,
+                             cwd=procs.workdir, env={**os.environ, **ENV})
+    assert applied.returncode == 0, applied.stderr
+    procs.spawn("w1", cli("worker", "--name", "w1", "--endpoints", etcd.endpoint,
+                          "--log-dir", str(procs.workdir / "logs"),
+                          "--listen-metrics", f"127.0.0.1:{mport}"), etcd.client_port,
+                env=ENV)
+    wait_status(mport, "/readyz", 200)
+    assert json.loads(get(mport, "/health").body) == {"health": "true", "reason": ""}
+    wait_until(lambda: total(scrape(mport), "raftcron_runs_total", cronjob="tick",
+                             outcome="success") >= 2, 30, "two runs of tick", step=0.3)
+    s = scrape(mport)
+    assert not any(n.startswith("etcd_") for n in names(s)), "a worker has no member"
+    assert s[("raftcron_workers_alive", ())] == 1
+
+
+def test_listener_survives_floods_and_slow_clients(procs: ProcessGroup) -> None:
+    """Silent connections, a request head far over the limit and garbage: each is cut off
+    or answered with an error, within bounds, and /metrics still answers meanwhile."""
+    cport, pport, mport = free_port(), free_port(), free_port()
+    procs.spawn("n1", cli("coord", "serve", "--name", "n1", "--data-dir",
+                          str(procs.workdir / "n1"), "--listen-client", f"127.0.0.1:{cport}",
+                          "--listen-peer", f"127.0.0.1:{pport}",
+                          "--listen-metrics", f"127.0.0.1:{mport}"), cport, env=ENV)
+    wait_status(mport, "/health", 200)
+    with socket.create_connection(("127.0.0.1", mport), timeout=10) as big:
+        big.sendall(b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20_000)
+        try:
+            head = big.recv(64)
+        except ConnectionResetError:  # closed with the rest of the head unread: also fine
+            head = b"HTTP/1.1 431 (reset)"
+    assert head.startswith(b"HTTP/1.1 431") or head == b"", head
+    with socket.create_connection(("127.0.0.1", mport), timeout=10) as junk:
+        junk.sendall(b"\x16\x03\x01 not http\r\n\r\n")
+        assert junk.recv(64).startswith(b"HTTP/1.1 400")
+    # A flood of silent connections: beyond MAX_CONNECTIONS they are closed at once, the
+    # others after HEAD_TIMEOUT; then the listener serves again.
+    silent = [socket.create_connection(("127.0.0.1", mport)) for _ in range(200)]
+    try:
+        t0 = time.monotonic()
+        wait_status(mport, "/metrics", 200, timeout=30)
+        assert time.monotonic() - t0 < 20
+    finally:
+        for c in silent:
+            c.close()
+    assert get(mport, "/health").status == 200
