@@ -31,7 +31,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from coord.client import Client
+from coord.client import Client, ClientError
 from coord.pb import health_pb2, health_pb2_grpc
 from tests.helpers.procs import REPO, Proc, ProcessGroup, free_port, process_group, wait_until
 from tests.ops.scrape import get, names, scrape, total, try_get, value
@@ -246,6 +246,12 @@ def test_health_follows_quorum(cluster: Cluster) -> None:
     assert get(port, "/readyz").status == 503
     assert get(port, "/livez").status == 200
     assert value(scrape(port), "etcd_server_has_leader") == 0
+    # A write to the survivor cannot commit: the proposal fails, and counts.
+    with pytest.raises(ClientError):
+        asyncio.run(put_keys(f"127.0.0.1:{cluster.cports[survivor]}", 1))
+    s = scrape(port)
+    assert value(s, "etcd_server_proposals_failed_total") >= 1
+    assert total(s, "etcd_network_peer_sent_failures_total") >= 1
     for n in ("m2", "m3"):
         cluster.start(n)
     cluster.wait_healthy()
