@@ -125,9 +125,9 @@ class CoordServer:
         self.node.start()
         table = client_handlers(self.core, self.watch) | health_handlers(self.node)
         if self.metrics is not None:
-            from coord.ops.grpc_metrics import handled_counter, instrument  # noqa: PLC0415
+            from coord.ops.grpc_metrics import HandledCounts, instrument  # noqa: PLC0415
 
-            table = instrument(table, handled_counter(self.metrics))
+            table = instrument(table, HandledCounts(self.metrics))
         self._client = client = ClientHandlers(self.node, table)
         if self.freeze_heap:
             freeze_startup_heap()  # before the first client request, not during one
