@@ -211,8 +211,11 @@ def test_runs_total_matches_run_records(cluster: Cluster) -> None:
 
     # Runs in flight when the jobs were suspended finish; then both sides are final.
     seen: list[tuple[dict[str, Counter[str]], dict[str, Counter[str]]]] = []
-    wait_until(lambda: seen.append(counts()) or seen[-1][0] == seen[-1][1], 30,
-               "runs_total to equal the run records", step=0.5)
+    def settled() -> bool:
+        seen.append(counts())
+        return seen[-1][0] == seen[-1][1]
+
+    wait_until(settled, 30, "runs_total to equal the run records", step=0.5)
     metrics, records = seen[-1]
     assert metrics["ok"]["success"] >= 2 and metrics["bad"]["failure"] >= 2, metrics
     assert records == metrics
