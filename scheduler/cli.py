@@ -217,7 +217,7 @@ def coord_serve(
                                          peer_cert_allowed_cn))
     try:
         setup_process()
-        server = CoordServer(config, freeze_heap=gc_freeze_enabled())
+        server = CoordServer(config, freeze_heap=gc_freeze_enabled(), sighup=True)
         run_until_signal(server.serve_until)
     except StorageError as err:
         fail(data_dir_failure(data_dir, err), 3)
@@ -365,7 +365,7 @@ def agent(
                                                      own.key_file))
     try:
         setup_process()
-        server = CoordServer(config, freeze_heap=gc_freeze_enabled())
+        server = CoordServer(config, freeze_heap=gc_freeze_enabled(), sighup=True)
     except StorageError as err:
         fail(data_dir_failure(data_dir, err), 3)
         return

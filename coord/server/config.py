@@ -138,6 +138,17 @@ class ServerConfig:
         return out
 
     @property
+    def client_url(self) -> str:
+        """This member's client URL as ``member list`` shows it: ``https://`` with TLS."""
+        return f"{'https' if self.client_tls is not None else 'http'}://{self.listen_client}"
+
+    @property
+    def peer_scheme(self) -> str:
+        """The scheme of the members' peer URLs (every member is assumed to share this
+        member's peer TLS setting: they could not talk otherwise)."""
+        return "https" if self.peer_tls is not None else "http"
+
+    @property
     def member_ids(self) -> dict[str, int]:
         return {n: member_id_for(n, p, self.cluster_token)
                 for n, p in self.initial_cluster.items()}

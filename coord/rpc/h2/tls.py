@@ -3,13 +3,24 @@
 ``create_connection(ssl=...)``); the HTTP/2 connection above it is the same as in plaintext.
 
 ALPN offers only ``h2``: gRPC clients (grpc-go in etcdctl, grpcio) require it over TLS.
+
+Reload: a listener's context is made once, but every handshake switches to the newest
+context of its :class:`ServerTLS` (``sni_callback``, which OpenSSL calls for every
+ClientHello, with or without a server name), so :func:`reload_server` — on SIGHUP or when
+the files change — makes new handshakes use new files while connections made before go on.
+A reload that cannot load the files keeps the context it had.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("coord.tls")
 
 TLS_VERSIONS = {"TLS1.2": ssl.TLSVersion.TLSv1_2, "TLS1.3": ssl.TLSVersion.TLSv1_3}
 """``--tls-min-version`` values (etcd's spelling) → the ssl module's."""
@@ -19,6 +30,24 @@ DEFAULT_MIN_VERSION = "TLS1.2"
 
 class TLSConfigError(ValueError):
     """TLS flags that cannot work together; the message names the flags."""
+
+
+class LiveContext:
+    """The context a listener's new handshakes use (swapped by :func:`reload_server`), and
+    the state of the files it was made from."""
+
+    def __init__(self) -> None:
+        self.current: ssl.SSLContext | None = None
+        self.stamp: tuple[object, ...] = ()
+        """:func:`files_stamp` of the files ``current`` was made from (or last failed to
+        load: a broken set is reported once, not at every poll)."""
+
+    def select(self, obj: ssl.SSLObject, server_name: str | None,
+               ctx: ssl.SSLContext) -> None:
+        """``sni_callback``: the handshake goes on with the newest context."""
+        current = self.current
+        if current is not None and obj.context is not current:
+            obj.context = current
 
 
 @dataclass(frozen=True)
@@ -34,6 +63,28 @@ class ServerTLS:
     allowed_cn: str = ""
     """Peer port only (``--peer-cert-allowed-cn``): a client certificate must carry this
     common name; empty: any certificate the CA signed."""
+    live: LiveContext = field(default_factory=LiveContext, compare=False, hash=False,
+                              repr=False)
+    """The context new handshakes use (see the module's docstring)."""
+
+    def files(self) -> tuple[Path, ...]:
+        """The files this listener's TLS is made from."""
+        return tuple(p for p in (self.cert_file, self.key_file, self.trusted_ca_file)
+                     if p is not None)
+
+
+def files_stamp(paths: tuple[Path, ...]) -> tuple[object, ...]:
+    """What tells a changed file from the one read before: inode, size and modification
+    time of each path (None for a file that is missing now)."""
+    out: list[object] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 def check_min_version(value: str) -> str:
@@ -79,8 +130,40 @@ def server_tls(prefix: str, cert_file: Path | None, key_file: Path | None,
 
 def server_context(tls: ServerTLS) -> ssl.SSLContext:
     """The listener's context: its certificate, ALPN ``h2``, the minimum version, and with
-    ``client_cert_auth`` a client certificate signed by ``trusted_ca_file`` required.
-    Raises ``ssl.SSLError``/``OSError`` on an unreadable or mismatched key pair."""
+    ``client_cert_auth`` a client certificate signed by ``trusted_ca_file`` required; each
+    handshake switches to the newest context of ``tls.live``. Raises ``ssl.SSLError``/
+    ``OSError`` on an unreadable or mismatched key pair."""
+    stamp = files_stamp(tls.files())
+    ctx = build_server_context(tls)
+    ctx.sni_callback = tls.live.select
+    tls.live.current, tls.live.stamp = ctx, stamp
+    return ctx
+
+
+def reload_server(tls: ServerTLS, trigger: str, port: str) -> bool:
+    """Load ``tls``'s files again for the handshakes to come; False (and one
+    ``tls.reload_failed`` error, the old context kept) if they cannot be loaded. ``trigger``
+    and ``port`` (``client``/``peer``) are for the log."""
+    stamp = files_stamp(tls.files())
+    try:
+        ctx = build_server_context(tls)
+    except (ssl.SSLError, OSError) as err:
+        if stamp != tls.live.stamp or trigger == "SIGHUP":
+            log.error("tls.reload_failed", port=port, trigger=trigger,
+                      cert_file=str(tls.cert_file), key_file=str(tls.key_file),
+                      error=getattr(err, "reason", None) or str(err),
+                      hint="the certificate in use is kept; fix the files (a key that "
+                      "matches the certificate, PEM) and send SIGHUP or write them again")
+        tls.live.stamp = stamp
+        return False
+    ctx.sni_callback = tls.live.select
+    tls.live.current, tls.live.stamp = ctx, stamp
+    log.info("tls.reloaded", port=port, trigger=trigger, cert_file=str(tls.cert_file))
+    return True
+
+
+def build_server_context(tls: ServerTLS) -> ssl.SSLContext:
+    """A new context from ``tls``'s files (see :func:`server_context`)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = TLS_VERSIONS[tls.min_version]
     ctx.load_cert_chain(tls.cert_file, tls.key_file)
@@ -119,3 +202,23 @@ def common_name(peercert: dict[str, object] | None) -> str:
             if key == "commonName":
                 return str(value)
     return ""
+
+
+AuthContext = dict[str, list[bytes]]
+"""A call's view of its connection's verified client certificate, in grpc's
+``ServicerContext.auth_context()`` form: ``x509_common_name``,
+``x509_subject_alternative_name`` (DNS names and IP addresses), ``transport_security_type``.
+Empty for a plaintext connection or one whose client presented no certificate."""
+
+
+def auth_context(peercert: dict[str, object] | None) -> AuthContext:
+    """The :data:`AuthContext` of a connection whose verified client certificate is
+    ``peercert`` (``getpeercert()``: empty when none was verified)."""
+    if not peercert:
+        return {}
+    sans = [str(value).encode() for kind, value in
+            peercert.get("subjectAltName", ())  # type: ignore[attr-defined]
+            if kind in ("DNS", "IP Address")]
+    return {"transport_security_type": [b"ssl"],
+            "x509_common_name": [common_name(peercert).encode()],
+            "x509_subject_alternative_name": sans}
