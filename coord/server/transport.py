@@ -48,6 +48,7 @@ from coord.server.transport_h2 import (
     H2Send,
     rpc_failed,
 )
+from coord.server.transport_identity import PeerIdentity
 from coord.server.transport_intake import (
     MAX_INDEX,
     MAX_TERM,
@@ -56,7 +57,6 @@ from coord.server.transport_intake import (
     PeerRejected,
     check_message,
 )
-from coord.server.transport_identity import PeerIdentity
 from coord.server.transport_service import LinkHook, PeerService, peer_handlers
 from coord.server.transport_snapshot import (
     SNAPSHOT_CHUNK,

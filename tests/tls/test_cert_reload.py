@@ -94,9 +94,9 @@ def serves(m: Member, port: int, creds: tuple[CA, Pair]) -> bool:
     ctx.set_alpn_protocols(["h2"])
     ctx.load_cert_chain(pair.cert, pair.key)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                return not closed_on_us(tls)
+        with (socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+              ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls):
+            return not closed_on_us(tls)
     except (ssl.SSLError, OSError):
         return False
 
@@ -161,7 +161,7 @@ def test_a_file_change_reloads_both_ports(member: Member) -> None:
 
 def test_a_broken_pair_keeps_the_old_certificate(member: Member) -> None:
     m = member
-    ca, pair = m.new
+    pair = m.new[1]
     install(m.live, m.old[0], pair, key=m.old[1].key)  # new certificate, old key
     wait_until(lambda: len(events(m.proc, "tls.reload_failed")) > 0 or not m.proc.alive(),
                20, "the broken pair reported")

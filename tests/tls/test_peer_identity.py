@@ -50,7 +50,6 @@ from tests.helpers.procs import (
     wait_until,
 )
 from tests.tls.certs import Pair, make_ca
-from tests.tls.conftest import Certs
 
 pytestmark = pytest.mark.timeout(150)
 
