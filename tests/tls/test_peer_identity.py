@@ -36,7 +36,6 @@ from coord.raft import (
     Snapshot,
     SnapshotMetadata,
 )
-from coord.rpc.h2.client import StreamCallError
 from coord.server.raft_node import TAG_REQUEST
 from coord.server.transport import H2PeerStub
 from coord.server.transport_snapshot import send_snapshot_h2, snapshot_chunks
@@ -140,7 +139,7 @@ async def refused(call: asyncio.Future[object] | object) -> str:
     """The refusal's text ('' if the call was accepted)."""
     try:
         await call  # type: ignore[misc]
-    except StreamCallError as err:
+    except ConnectionError as err:  # the peer's status (h2 client: StreamCallError)
         return str(err)
     return ""
 
@@ -198,14 +197,14 @@ async def _forge(c: Cluster) -> None:
     loop = asyncio.get_running_loop()
     async with Client([f"127.0.0.1:{c.cports[n]}" for n in NAMES], timeout=5) as cli:
         end = loop.time() + OBSERVE
-        n = 0
+        puts = 0
         while loop.time() < end:
-            await cli.put(f"/real/{n}", "v")
-            n += 1
+            await cli.put(f"/real/{puts}", "v")
+            puts += 1
     for name in NAMES:
         async with Client([f"127.0.0.1:{c.cports[name]}"], timeout=5) as one:
             assert (await one.get("/forged/", prefix=True)).count == 0, name
-            assert (await one.get("/real/", prefix=True)).count == n, name
+            assert (await one.get("/real/", prefix=True)).count == puts, name
     after = await _status(c.cports[t])
     assert (after.raft_term, after.leader) == (term, lid)
     assert all(p.alive() for p in c.procs.values())
