@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,3 +243,56 @@ def test_plaintext_checks_cluster_id_and_membership(tmp_path: Path) -> None:
                   if line.startswith("{") and "transport.peer_rejected" in line]
         assert {e["kind"] for e in events} == {"not a member", "cluster ID mismatch"}
         assert proc.alive()
+
+
+def test_a_member_added_over_peer_tls_joins(tmp_path: Path) -> None:
+    """``member add`` gives a member no name: until it publishes its own, its certificate
+    must name the host of its peer URL (a SAN); then its name (the CN). It joins, catches
+    up, publishes, and ``member list`` shows both members with https:// peer URLs."""
+    d = tmp_path / "certs"
+    d.mkdir()
+    ca = make_ca(d)
+    pairs = {n: ca.issue(d, n) for n in ("n1", "n2")}
+    cports = {n: free_port() for n in pairs}
+    pports = {n: free_port() for n in pairs}
+
+    def argv(n: str, initial: str, *extra: str) -> list[str]:
+        return [*coord_argv(n, tmp_path / f"{n}-data", cports[n], pports[n], initial),
+                "--peer-cert-file", str(pairs[n].cert), "--peer-key-file", str(pairs[n].key),
+                "--peer-trusted-ca-file", str(ca.cert), "--peer-client-cert-auth", *extra]
+
+    env = {"PYTHONPATH": str(REPO)}
+    with process_group(tmp_path) as group:
+        n1 = group.spawn("n1", argv("n1", f"n1=127.0.0.1:{pports['n1']}"), cports["n1"], env)
+        wait_until(lambda: has_leader(cports["n1"]) or not n1.alive(), 30, "n1 leads")
+
+        add = subprocess.run(
+            ["etcdctl", f"--endpoints=127.0.0.1:{cports['n1']}", "--command-timeout=5s",
+             "member", "add", "n2", f"--peer-urls=https://127.0.0.1:{pports['n2']}"],
+            capture_output=True, text=True, timeout=30, check=False,
+            env={"ETCDCTL_API": "3", "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        assert add.returncode == 0, add.stderr
+        both = ",".join(f"{n}=127.0.0.1:{pports[n]}" for n in pairs)
+        n2 = group.spawn("n2", argv("n2", both, "--initial-cluster-state", "existing"),
+                         cports["n2"], env)
+
+        async def joined() -> list[tuple[str, list[str]]]:
+            async with Client([f"127.0.0.1:{cports['n1']}"], timeout=3) as c:
+                await c.put("/before-join", "x")  # needs both voters now
+            async with Client([f"127.0.0.1:{cports['n2']}"], timeout=3) as c:
+                assert (await c.get("/before-join")).count == 1
+                return sorted((m.name, m.peer_urls) for m in await c.members())
+
+        want = [(n, [f"https://127.0.0.1:{pports[n]}"]) for n in ("n1", "n2")]
+
+        def published() -> bool:
+            try:
+                return asyncio.run(joined()) == want
+            except Exception:  # noqa: BLE001 - joining, catching up or publishing
+                return False
+
+        wait_until(lambda: published() or not n2.alive(), 60, "n2 joined and named")
+        assert n1.alive() and n2.alive()
+        rejected = [line for p in (n1, n2) for line in p.log().splitlines()
+                    if "transport.peer_rejected" in line]
+        assert not rejected, rejected
