@@ -27,7 +27,12 @@ from coord.server import config as store_config
 
 # The commands register in this order (the order of `raftcron --help`): validate, apply,
 # locks, workers, then worker and agent below.
-from scheduler import cli_cluster, cli_files, cli_jobs  # noqa: F401
+from scheduler import (  # noqa: F401
+    cli_certs,
+    cli_cluster,
+    cli_files,
+    cli_jobs,
+)
 from scheduler.cli_app import EndpointsOpt, TagsOpt, app, coord_app, fail, parse_tags
 from scheduler.cli_output import PLAIN_TABLE_OVER, emit
 from scheduler.cli_tls import (
