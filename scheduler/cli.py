@@ -105,11 +105,12 @@ def store_config_from_flags(name: str, data_dir: Path, listen_client: str, liste
                    if initial_cluster else {})
         tls = server_tls("--", c.cert_file, c.key_file, c.trusted_ca_file,
                          c.client_cert_auth, c.min_version)
+        name = name or socket.gethostname()
         peer_tls = server_tls("--peer-", c.peer_cert_file, c.peer_key_file,
                               c.peer_trusted_ca_file, c.peer_client_cert_auth, c.min_version,
-                              c.peer_allowed_cn)
+                              c.peer_allowed_cn, member_name=name)
         return store_config.ServerConfig(
-            name=name or socket.gethostname(), data_dir=data_dir, listen_client=listen_client,
+            name=name, data_dir=data_dir, listen_client=listen_client,
             listen_peer=listen_peer, initial_cluster=cluster,
             initial_cluster_state=initial_cluster_state, snapshot_count=snapshot_count,
             snapshot_bytes=snapshot_bytes, client_tls=tls, insecure_listen=c.insecure_listen,

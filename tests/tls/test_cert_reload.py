@@ -186,3 +186,32 @@ def test_member_list_shows_https_urls(member: Member) -> None:
     (m,) = json.loads(out.stdout)["members"]
     assert m["peerURLs"] == [f"https://127.0.0.1:{member.pport}"]
     assert m["clientURLs"] == [f"https://127.0.0.1:{member.cport}"]
+
+
+def served_cn(port: int, creds: tuple[CA, Pair]) -> str:
+    """The common name of the certificate ``port`` presents."""
+    ca, pair = creds
+    ctx = ssl.create_default_context(cafile=str(ca.cert))
+    ctx.load_cert_chain(pair.cert, pair.key)
+    with (socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+          ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls):
+        cert = tls.getpeercert() or {}
+        return next((str(v) for rdn in cert.get("subject", ()) for k, v in rdn
+                     if k == "commonName"), "")
+
+
+def test_a_peer_certificate_naming_another_member_is_not_taken(
+        member: Member, tmp_path: Path) -> None:
+    """Peers check that a member's certificate names it: a reload to one that names
+    another member would cut this one off, so the peer port keeps its certificate (the
+    client port, which has no such rule, takes it)."""
+    ca, _ = m_old = member.old
+    other = ca.issue(tmp_path / "certs", "n2")
+    install(member.live, ca, other)
+    wait_until(lambda: bool(events(member.proc, "tls.reload_failed"))
+               or not member.proc.alive(), 20, "the wrong name reported")
+    (failed,) = events(member.proc, "tls.reload_failed")
+    assert failed["port"] == "peer" and "not this member's name 'n1'" in str(failed["error"])
+    wait_until(lambda: served_cn(member.cport, m_old) == "n2", 20, "the client port reloads")
+    assert served_cn(member.pport, m_old) == "n1"
+    assert member.proc.alive()

@@ -296,3 +296,19 @@ def test_a_member_added_over_peer_tls_joins(tmp_path: Path) -> None:
         rejected = [line for p in (n1, n2) for line in p.log().splitlines()
                     if "transport.peer_rejected" in line]
         assert not rejected, rejected
+
+
+def test_a_member_whose_certificate_names_another_does_not_start(tmp_path: Path) -> None:
+    """Its peers would refuse every message it sends: say so at start (exit 2, one line)."""
+    ca = make_ca(tmp_path)
+    wrong = ca.issue(tmp_path, "n2")
+    argv = [*coord_argv("n1", tmp_path / "n1-data", free_port(), free_port()),
+            "--peer-cert-file", str(wrong.cert), "--peer-key-file", str(wrong.key),
+            "--peer-trusted-ca-file", str(ca.cert)]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: --peer-cert-file "), lines
+    assert "not this member's name 'n1'" in lines[0] and "--peer-cert-allowed-cn" in lines[0]
+    assert not (tmp_path / "n1-data").exists()

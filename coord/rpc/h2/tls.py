@@ -63,6 +63,10 @@ class ServerTLS:
     allowed_cn: str = ""
     """Peer port only (``--peer-cert-allowed-cn``): a client certificate must carry this
     common name; empty: any certificate the CA signed."""
+    own_cn: str = ""
+    """Peer port whose peers check identity (a CA, no allowed CN): the common name this
+    member's own certificate must carry, its name (``coord.server.transport_identity``);
+    a certificate with another is refused at start and at reload. Empty: not checked."""
     live: LiveContext = field(default_factory=LiveContext, compare=False, hash=False,
                               repr=False)
     """The context new handshakes use (see the module's docstring)."""
@@ -96,9 +100,11 @@ def check_min_version(value: str) -> str:
 
 def server_tls(prefix: str, cert_file: Path | None, key_file: Path | None,
                trusted_ca_file: Path | None, client_cert_auth: bool, min_version: str,
-               allowed_cn: str = "") -> ServerTLS | None:
+               allowed_cn: str = "", member_name: str = "") -> ServerTLS | None:
     """The listener's TLS from its flags (``prefix`` is ``--`` or ``--peer-``), None for
-    plaintext; raises :class:`TLSConfigError` on a combination that cannot work."""
+    plaintext; raises :class:`TLSConfigError` on a combination that cannot work. For the
+    peer port, ``member_name`` is the member's name, which its certificate must carry
+    when its peers check identity (a CA and no ``allowed_cn``)."""
     check_min_version(min_version)
     if cert_file is None and key_file is None:
         if client_cert_auth or trusted_ca_file is not None or allowed_cn:
@@ -116,8 +122,9 @@ def server_tls(prefix: str, cert_file: Path | None, key_file: Path | None,
                        (f"{prefix}trusted-ca-file", trusted_ca_file)):
         if path is not None and not path.is_file():
             raise TLSConfigError(f"{flag}: no such file: {path}")
+    own_cn = member_name if trusted_ca_file is not None and not allowed_cn else ""
     tls = ServerTLS(cert_file, key_file, trusted_ca_file, client_cert_auth, min_version,
-                    allowed_cn)
+                    allowed_cn, own_cn)
     try:
         server_context(tls)  # a key that does not match, a file that is not PEM: say so now
     except ssl.SSLError as err:
@@ -147,7 +154,7 @@ def reload_server(tls: ServerTLS, trigger: str, port: str) -> bool:
     stamp = files_stamp(tls.files())
     try:
         ctx = build_server_context(tls)
-    except (ssl.SSLError, OSError) as err:
+    except (ssl.SSLError, OSError, TLSConfigError) as err:
         if stamp != tls.live.stamp or trigger == "SIGHUP":
             log.error("tls.reload_failed", port=port, trigger=trigger,
                       cert_file=str(tls.cert_file), key_file=str(tls.key_file),
@@ -167,6 +174,16 @@ def build_server_context(tls: ServerTLS) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = TLS_VERSIONS[tls.min_version]
     ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.own_cn:
+        cn = certificate_cn(tls.cert_file)
+        if cn != tls.own_cn:
+            raise TLSConfigError(
+                f"--peer-cert-file {tls.cert_file}: its common name is {cn!r}, not this "
+                f"member's name {tls.own_cn!r}, so its peers would refuse it (they check "
+                "that a member's certificate names it: docs/security.md, \"Peer identity\"). "
+                f"Use a certificate made for it (raftcron certs member {tls.own_cn} --host "
+                "...), or give every member's certificate one common name and pass it as "
+                "--peer-cert-allowed-cn")
     ctx.set_alpn_protocols(["h2"])
     if tls.trusted_ca_file is not None:
         ctx.load_verify_locations(cafile=tls.trusted_ca_file)
@@ -202,6 +219,21 @@ def common_name(peercert: dict[str, object] | None) -> str:
             if key == "commonName":
                 return str(value)
     return ""
+
+
+def certificate_cn(path: Path) -> str:
+    """The subject common name of the first certificate in PEM file ``path`` ('' if it
+    has none); raises TLSConfigError if it cannot be read."""
+    from cryptography import x509  # noqa: PLC0415 - only a peer port checking names needs it
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as err:
+        raise TLSConfigError(f"--peer-cert-file {path}: cannot be read ({err})") from None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = names[0].value if names else ""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 AuthContext = dict[str, list[bytes]]
