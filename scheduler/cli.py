@@ -115,9 +115,21 @@ def store_config_from_flags(name: str, data_dir: Path, listen_client: str, liste
             initial_cluster_state=initial_cluster_state, snapshot_count=snapshot_count,
             snapshot_bytes=snapshot_bytes, client_tls=tls, insecure_listen=c.insecure_listen,
             peer_tls=peer_tls,
-            inline_sync=os.environ.get("RAFTCRON_INLINE_SYNC", "1") != "0")
+            inline_sync=os.environ.get("RAFTCRON_INLINE_SYNC", "1") != "0",
+            tls_watch_interval=tls_watch_interval())
     except (store_config.ConfigError, TLSConfigError) as err:
         fail(str(err), 2)
+
+
+def tls_watch_interval() -> float:
+    """Seconds between looks at the certificate files: 2, or ``RAFTCRON_TLS_WATCH_INTERVAL``
+    (0 turns the watch off; SIGHUP still reloads)."""
+    raw = os.environ.get("RAFTCRON_TLS_WATCH_INTERVAL", "")
+    try:
+        return max(0.0, float(raw)) if raw else 2.0
+    except ValueError:
+        fail(f"RAFTCRON_TLS_WATCH_INTERVAL: expected seconds, got {raw!r}", 2)
+        raise  # fail() exits
 
 
 StopTimeoutOpt = Annotated[float, typer.Option(

@@ -98,6 +98,9 @@ class ServerConfig:
     """TLS on the client port (``--cert-file`` ...; :mod:`coord.rpc.h2.tls`); None: h2c."""
     peer_tls: ServerTLS | None = None
     """TLS on the peer port (``--peer-cert-file`` ...); None: h2c."""
+    tls_watch_interval: float = 2.0
+    """Seconds between two looks at the certificate files for a reload
+    (:mod:`coord.server.tls_reload`); 0: no watch (SIGHUP still reloads)."""
     insecure_listen: bool = False
     """``--insecure-listen``: serve plaintext on an address other hosts can reach. Without
     it such a config is refused (:meth:`plaintext_exposed`); with it the member logs a

@@ -3,8 +3,8 @@
 Both listeners (client and peer port) and the peer dialer take new certificate, key and
 CA files for the handshakes that follow; connections made before go on with what they
 were made with. Files are watched by polling their inode, size and modification time
-every :data:`WATCH_INTERVAL` seconds (``RAFTCRON_TLS_WATCH_INTERVAL`` overrides it; 0
-turns the watch off, SIGHUP still reloads). Files that cannot be loaded (a key that does
+every ``ServerConfig.tls_watch_interval`` seconds (0 turns the watch off; SIGHUP still
+reloads). Files that cannot be loaded (a key that does
 not match the certificate, a file half written) leave the certificate in use in place,
 with one ``tls.reload_failed`` error per broken set of files (docs/security.md).
 """
@@ -12,7 +12,6 @@ with one ``tls.reload_failed`` error per broken set of files (docs/security.md).
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 
 import structlog
@@ -23,17 +22,6 @@ from coord.server.transport import Transport
 
 log = structlog.get_logger("coord.tls")
 
-WATCH_INTERVAL = 2.0
-"""Seconds between two looks at the certificate files."""
-
-
-def watch_interval() -> float:
-    """:data:`WATCH_INTERVAL`, or ``RAFTCRON_TLS_WATCH_INTERVAL`` when set (0: no watch)."""
-    raw = os.environ.get("RAFTCRON_TLS_WATCH_INTERVAL", "")
-    try:
-        return max(0.0, float(raw)) if raw else WATCH_INTERVAL
-    except ValueError:
-        return WATCH_INTERVAL
 
 
 def dialer_context(peer: ServerTLS) -> ssl.SSLContext:
@@ -70,7 +58,7 @@ class TLSReloader:
 
     async def watch(self) -> None:
         """Reload a port whenever its files change (runs until cancelled)."""
-        interval = watch_interval()
+        interval = self.config.tls_watch_interval
         if not self.enabled or interval <= 0:
             return
         while True:
