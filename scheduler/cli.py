@@ -106,18 +106,31 @@ def store_config_from_flags(name: str, data_dir: Path, listen_client: str, liste
                    if initial_cluster else {})
         tls = server_tls("--", c.cert_file, c.key_file, c.trusted_ca_file,
                          c.client_cert_auth, c.min_version)
+        name = name or socket.gethostname()
         peer_tls = server_tls("--peer-", c.peer_cert_file, c.peer_key_file,
                               c.peer_trusted_ca_file, c.peer_client_cert_auth, c.min_version,
-                              c.peer_allowed_cn)
+                              c.peer_allowed_cn, member_name=name)
         return store_config.ServerConfig(
-            name=name or socket.gethostname(), data_dir=data_dir, listen_client=listen_client,
+            name=name, data_dir=data_dir, listen_client=listen_client,
             listen_peer=listen_peer, initial_cluster=cluster,
             initial_cluster_state=initial_cluster_state, snapshot_count=snapshot_count,
             snapshot_bytes=snapshot_bytes, client_tls=tls, insecure_listen=c.insecure_listen,
             peer_tls=peer_tls,
-            inline_sync=os.environ.get("RAFTCRON_INLINE_SYNC", "1") != "0")
+            inline_sync=os.environ.get("RAFTCRON_INLINE_SYNC", "1") != "0",
+            tls_watch_interval=tls_watch_interval())
     except (store_config.ConfigError, TLSConfigError) as err:
         fail(str(err), 2)
+
+
+def tls_watch_interval() -> float:
+    """Seconds between looks at the certificate files: 2, or ``RAFTCRON_TLS_WATCH_INTERVAL``
+    (0 turns the watch off; SIGHUP still reloads)."""
+    raw = os.environ.get("RAFTCRON_TLS_WATCH_INTERVAL", "")
+    try:
+        return max(0.0, float(raw)) if raw else 2.0
+    except ValueError:
+        fail(f"RAFTCRON_TLS_WATCH_INTERVAL: expected seconds, got {raw!r}", 2)
+        raise  # fail() exits
 
 
 StopTimeoutOpt = Annotated[float, typer.Option(
@@ -226,7 +239,8 @@ def coord_serve(
     registry = new_registry(listen_metrics)
     try:
         setup_process()
-        server = CoordServer(config, freeze_heap=gc_freeze_enabled(), metrics=registry)
+        server = CoordServer(config, freeze_heap=gc_freeze_enabled(), sighup=True,
+                             metrics=registry)
 
         async def serve(stop: asyncio.Event) -> None:
             async with ops_listener(listen_metrics, registry, [server.health_check()], []):
@@ -406,7 +420,8 @@ def agent(
         cfg = dataclasses.replace(cfg, metrics=WorkerMetrics(registry))
     try:
         setup_process()
-        server = CoordServer(config, freeze_heap=gc_freeze_enabled(), metrics=registry)
+        server = CoordServer(config, freeze_heap=gc_freeze_enabled(), sighup=True,
+                             metrics=registry)
     except StorageError as err:
         fail(data_dir_failure(data_dir, err), 3)
         return

@@ -163,18 +163,19 @@ class Core:
     def members(self) -> list[rpc_pb2.Member]:
         table = getattr(self.node, "membership", None)
         if table is not None:
-            out: list[rpc_pb2.Member] = table.to_pb()
+            out: list[rpc_pb2.Member] = table.to_pb(self.config.peer_scheme)
             for m in out:  # this member's own attributes, before its publish is applied
                 if self.node.member_id == m.ID and not m.clientURLs:
                     m.name = self.config.name
-                    m.clientURLs.append(f"http://{self.config.listen_client}")
+                    m.clientURLs.append(self.config.client_url)
             return out
         ids = self.config.member_ids
         out = []
         for name, peer in self.config.initial_cluster.items():
-            m = rpc_pb2.Member(ID=ids[name], name=name, peerURLs=[f"http://{peer}"])
+            m = rpc_pb2.Member(ID=ids[name], name=name,
+                               peerURLs=[f"{self.config.peer_scheme}://{peer}"])
             if name == self.config.name:
-                m.clientURLs.append(f"http://{self.config.listen_client}")
+                m.clientURLs.append(self.config.client_url)
             out.append(m)
         return out
 

@@ -58,7 +58,7 @@ from coord.rpc.h2.limits import (
     SETTINGS_RATE,
     Bucket,
 )
-from coord.rpc.h2.tls import common_name
+from coord.rpc.h2.tls import AuthContext, auth_context, common_name
 from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.rpc.h2")
@@ -99,6 +99,8 @@ class Connection(CallDispatch):
         self._closed = False
         self._going_away = False
         self._blocks = HeaderBlocks()
+        self.auth: AuthContext = {}
+        """The client's verified certificate, for the calls' ``auth_context()``."""
 
     # -- transport callbacks -------------------------------------------------------------
 
@@ -110,7 +112,9 @@ class Connection(CallDispatch):
             self.peer = (f"ipv6:[{host}]:{peer[1]}" if ":" in host
                          else f"ipv4:{host}:{peer[1]}")
         allowed_cn = self.server.tls.allowed_cn if self.server.tls is not None else ""
-        if allowed_cn and common_name(transport.get_extra_info("peercert")) != allowed_cn:
+        peercert = transport.get_extra_info("peercert") if self.server.tls is not None else None
+        self.auth = auth_context(peercert)
+        if allowed_cn and common_name(peercert) != allowed_cn:
             log.warning("h2.peer_cn_refused", peer=self.peer, allowed_cn=allowed_cn)
             transport.abort()  # type: ignore[attr-defined]
             return

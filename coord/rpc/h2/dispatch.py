@@ -137,7 +137,8 @@ class CallDispatch(FrameHandler):
         The deadline is the connection's timer (_expire): it also ends calls whose request
         has not arrived yet."""
         handler = stream.handler
-        context = CallContext(stream.conn.peer, stream.deadline, stream.headers, metadata)
+        context = CallContext(stream.conn.peer, stream.deadline, stream.headers, metadata,
+                              getattr(stream.conn, "auth", None))
         request: Any = (Requests(self, stream, handler.request_deserializer or identity)
                         if handler.request_streaming else None)
         return run_call(handler, request, context,
