@@ -113,3 +113,22 @@ def test_listener_survives_floods_and_slow_clients(procs: ProcessGroup) -> None:
         for c in silent:
             c.close()
     assert get(mport, "/health").status == 200
+
+
+def test_worker_not_ready_without_its_store(procs: ProcessGroup) -> None:
+    """A worker whose store does not answer is live but not ready, and says why; it turns
+    ready once the store is up."""
+    mport, cport = free_port(), free_port()
+    procs.spawn("w1", cli("worker", "--name", "w1", "--endpoints", f"127.0.0.1:{cport}",
+                          "--log-dir", str(procs.workdir / "logs"),
+                          "--listen-metrics", f"127.0.0.1:{mport}"), cport, env=ENV)
+    wait_status(mport, "/livez", 200)
+    ready = get(mport, "/readyz")
+    assert ready.status == 503 and "worker session not open" in ready.body, ready
+    health = json.loads(get(mport, "/health").body)
+    assert health == {"health": "false", "reason": "worker session not open"}
+    pport = free_port()
+    procs.spawn("n1", cli("coord", "serve", "--name", "n1", "--data-dir",
+                          str(procs.workdir / "n1"), "--listen-client", f"127.0.0.1:{cport}",
+                          "--listen-peer", f"127.0.0.1:{pport}"), cport, env=ENV)
+    wait_status(mport, "/readyz", 200)
