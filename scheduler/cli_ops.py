@@ -52,11 +52,20 @@ def new_registry(address: str) -> CollectorRegistry | None:
     prometheus_client's global one), else None: no metrics at all."""
     if not address:
         return None
-    from prometheus_client import CollectorRegistry, disable_created_metrics
+    from prometheus_client import (
+        CollectorRegistry,
+        PlatformCollector,
+        ProcessCollector,
+        disable_created_metrics,
+    )
 
     # No ``*_created`` series: etcd has none, and they double every counter's lines.
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    return CollectorRegistry(auto_describe=True)
+    registry = CollectorRegistry(auto_describe=True)
+    # process_* (CPU, resident memory, open fds), as etcd exports Go's process collector.
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
 
 
 @contextlib.asynccontextmanager

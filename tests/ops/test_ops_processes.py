@@ -57,6 +57,7 @@ def test_coord_serve_metrics(procs: ProcessGroup) -> None:
     s = scrape(mport)
     assert s[("etcd_server_is_leader", ())] == 1
     assert not any(n.startswith("raftcron_") for n in names(s)), "a member runs no worker"
+    assert s[("process_resident_memory_bytes", ())] > 0
     assert get(mport, "/readyz").status == 200
 
 
