@@ -27,7 +27,8 @@ MAX_CONNECTIONS = 64
 """Connections served at once; more are closed without an answer."""
 
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-           431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+           431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           503: "Service Unavailable"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,5 +102,9 @@ class OpsServer:
             return Reply(404, b"404 page not found\n"), False
         if method not in (b"GET", b"HEAD"):
             return Reply(405, b"method not allowed\n"), False
-        return await route(), method == b"HEAD"
+        try:
+            return await route(), method == b"HEAD"
+        except Exception as err:  # noqa: BLE001 - a failing page fails its request only
+            log.error("ops.page_failed", path=target, error=repr(err))
+            return Reply(500, b"internal error\n"), False
 
