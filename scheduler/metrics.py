@@ -27,6 +27,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from coord.client import ClientError
+from coord.client.txn import range_request
+from coord.pb import rpc_pb2
+from scheduler import keys
 from scheduler.claim import Claim, ClaimStore, RunRecord
 from scheduler.spec import JobSpec
 
@@ -36,6 +40,9 @@ if TYPE_CHECKING:
 OUTCOMES = {"succeeded": "success", "failed": "failure", "timeout": "timeout",
             "killed": "killed", "lost": "lost", "skipped": "skipped", "missed": "missed"}
 """Run-record status → the ``outcome`` label."""
+
+SEED_RECORDS = 10
+"""Newest run records of each job read once at start for its latest success."""
 
 FIRE_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                     60.0)
@@ -72,6 +79,8 @@ class WorkerMetrics:
                               "Writes about a run the store refused because the run's "
                               "fencing token no longer matched.", registry=registry)
         self.ctx: Shared | None = None
+        self._last: dict[str, float] = {}
+        """job → the latest success known (what ``last_success`` says)."""
         metrics = self
 
         class MeteredClaimStore(ClaimStore):
@@ -84,7 +93,8 @@ class WorkerMetrics:
             async def finish(self, claim: Claim, **changes: Any) -> bool:
                 ok = await super().finish(claim, **changes)
                 if ok:
-                    metrics.recorded(claim.job, claim.record.status)
+                    metrics.recorded(claim.job, claim.record.status,
+                                     claim.record.finished_at)
                 else:
                     metrics.fenced.inc()
                 return ok
@@ -109,13 +119,43 @@ class WorkerMetrics:
 
         self.claim_store: type[ClaimStore] = MeteredClaimStore
 
-    def recorded(self, job: str, status: str) -> None:
-        """A run record of ``job`` reached its final ``status``."""
+    def recorded(self, job: str, status: str, finished_at: float | None = None) -> None:
+        """A run record of ``job`` reached its final ``status`` (finished at
+        ``finished_at``, the record's own time; now if it has none)."""
         if status not in OUTCOMES:
             return
         self.runs.labels(job, outcome_of(status)).inc()
         if status == "succeeded":
-            self.last_success.labels(job).set(time.time())
+            self.succeeded(job, float(finished_at or time.time()))
+
+    def succeeded(self, job: str, at: float) -> None:
+        if at > self._last.get(job, 0.0):
+            self._last[job] = at
+            self.last_success.labels(job).set(at)
+
+    async def seed(self, ctx: Shared) -> None:
+        """Learn each job's latest success from its newest run records (once, after the
+        jobs are loaded): a restarted worker does not forget that a job succeeded an hour
+        ago, and a job that never succeeds again after a restart of every worker still
+        has a ``last_success`` for the overdue alert to grow old. One small range per job,
+        one at a time, in the background."""
+        for name in sorted(ctx.jobs):
+            if ctx.stopping:
+                return
+            req = range_request(keys.runs_prefix(name), prefix=True, limit=SEED_RECORDS)
+            req.sort_order = rpc_pb2.RangeRequest.DESCEND
+            req.sort_target = rpc_pb2.RangeRequest.KEY
+            try:
+                result = await ctx.client.range(req)
+            except ClientError:
+                continue
+            for kv in result.kvs:
+                try:
+                    rec = RunRecord.decode(kv.value)
+                except (ValueError, TypeError):
+                    continue
+                if rec.status == "succeeded" and rec.finished_at:
+                    self.succeeded(name, float(rec.finished_at))
 
     def session_lost(self, killed: int) -> None:
         self.lease_losses.inc()
@@ -135,7 +175,7 @@ class WorkerMetrics:
                 lag.observe(max(seconds, 0.0))
 
         stats.add = add  # type: ignore[method-assign]
-        self.registry.register(StateCollector(ctx))
+        self.registry.register(StateCollector(ctx, self))
 
     async def ready_check(self) -> str | None:
         """``/readyz`` of a worker: its session is open and its views are synced."""
@@ -152,8 +192,12 @@ class WorkerMetrics:
 class StateCollector(Collector):
     """The series read off a worker's shared state at scrape time."""
 
-    def __init__(self, ctx: Shared) -> None:
+    def __init__(self, ctx: Shared, metrics: WorkerMetrics) -> None:
         self.ctx = ctx
+        self.metrics = metrics
+        self._seeding: Any = None
+        """The seeding task (:meth:`WorkerMetrics.seed`), started by the first scrape
+        once the worker is ready: a worker nobody scrapes reads nothing."""
         self._next: dict[str, tuple[JobSpec, datetime]] = {}
         """job → (the spec, its next occurrence) as last computed: recomputed only once
         that instant has passed or the spec changed (about 15 µs a job otherwise, which
@@ -172,6 +216,8 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         ctx = self.ctx
+        if self._seeding is None and ctx.ready.is_set() and not ctx.stopping:
+            self._seeding = ctx.spawn(self.metrics.seed(ctx), "metrics:seed")
         yield GaugeMetricFamily("raftcron_running_runs", "Runs this worker is running now.",
                                 value=len(ctx.running))
         yield GaugeMetricFamily("raftcron_workers_alive",

@@ -133,3 +133,44 @@ def test_worker_not_ready_without_its_store(procs: ProcessGroup) -> None:
                           str(procs.workdir / "n1"), "--listen-client", f"127.0.0.1:{cport}",
                           "--listen-peer", f"127.0.0.1:{pport}"), cport, env=ENV)
     wait_status(mport, "/readyz", 200)
+
+
+def test_last_success_survives_a_worker_restart(procs: ProcessGroup) -> None:
+    """A restarted worker learns each job's latest success from the run records, so the
+    overdue alert keeps counting from it (here the job is suspended meanwhile: no run
+    after the restart could tell it)."""
+    etcd = start_etcd(procs)
+    jobs = procs.workdir / "jobs.yaml"
+    jobs.write_text('jobs:\n  - name: tick\n    schedule: "@every 1s"\n'
+                    '    command: ["true"]\n')
+
+    def run_cli(*args: str) -> None:
+        out = subprocess.run(cli(*args, "--endpoints", etcd.endpoint), capture_output=True,
+                             text=True, timeout=60, check=False, cwd=procs.workdir,
+                             env={**os.environ, **ENV})
+        assert out.returncode == 0, out.stderr
+
+    def last_success(port: int) -> float | None:
+        return scrape(port).get(("raftcron_last_success_timestamp_seconds",
+                                 (("cronjob", "tick"),)))
+
+    def start_worker(port: int) -> object:
+        return procs.spawn("w1", cli("worker", "--name", "w1", "--endpoints", etcd.endpoint,
+                                     "--log-dir", str(procs.workdir / "logs"),
+                                     "--listen-metrics", f"127.0.0.1:{port}"),
+                           etcd.client_port, env=ENV)
+
+    run_cli("apply", "-f", str(jobs))
+    first, second = free_port(), free_port()
+    worker = start_worker(first)
+    wait_status(first, "/readyz", 200)
+    wait_until(lambda: last_success(first) is not None, 30, "a success", step=0.3)
+    run_cli("jobs", "suspend", "tick")
+    before = last_success(first)
+    worker.terminate()  # type: ignore[attr-defined]
+    start_worker(second)
+    wait_status(second, "/readyz", 200)
+    wait_until(lambda: last_success(second) is not None, 30, "the success learnt", step=0.3)
+    after = last_success(second)
+    assert before is not None and after is not None and after >= before, (before, after)
+    assert after <= time.time()
