@@ -15,6 +15,7 @@ import base64
 import secrets
 import string
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import bcrypt
@@ -23,7 +24,7 @@ from coord.api.errors import unary
 from coord.api.ports import Headers, Proposer
 from coord.auth import AuthFailed, AuthStore
 from coord.auth.caller import caller
-from coord.errors import AuthNotEnabled
+from coord.errors import AuthNotEnabled, CoordError
 from coord.pb import internal_pb2, rpc_pb2
 from coord.rpc.handlers import Context as Ctx
 
@@ -64,14 +65,20 @@ class AuthService:
     async def _propose(self, **request: Any) -> Any:
         return self._header(await self.core.propose(internal_pb2.InternalRequest(**request)))
 
-    async def _admin_read(self) -> AuthStore:
+    async def _admin_read(self, own: Callable[[AuthStore, str], bool] | None = None,
+                          ) -> AuthStore:
         """The auth state for a linearizable read by an admin (etcd sends these through
-        the log with the admin check; a read barrier gives the same view)."""
+        the log with the admin check; a read barrier gives the same view). ``own``: what
+        a non-admin may read all the same (its own user, a role it has: etcd 3.4)."""
         await self.core.read_barrier(serializable=False)
         store = self.core.auth_store
         user = caller.get()
         if user is not None:
-            store.check_admin(user)
+            try:
+                store.check_admin(user)
+            except CoordError:
+                if own is None or not own(store, user):
+                    raise
         return store
 
     @unary
@@ -143,7 +150,8 @@ class AuthService:
 
     @unary
     async def UserGet(self, request: rpc_pb2.AuthUserGetRequest, context: Ctx) -> Any:
-        roles = (await self._admin_read()).user_get(request.name)
+        roles = (await self._admin_read(lambda _s, user: user == request.name)
+                 ).user_get(request.name)
         return self._header(rpc_pb2.AuthUserGetResponse(roles=roles))
 
     @unary
@@ -153,7 +161,8 @@ class AuthService:
 
     @unary
     async def RoleGet(self, request: rpc_pb2.AuthRoleGetRequest, context: Ctx) -> Any:
-        perms = (await self._admin_read()).role_get(request.role)
+        perms = (await self._admin_read(lambda s, user: s.has_role(user, request.role))
+                 ).role_get(request.role)
         resp = rpc_pb2.AuthRoleGetResponse()
         for p in perms:
             resp.perm.add(permType=p.perm_type, key=p.key,

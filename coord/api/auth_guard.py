@@ -29,6 +29,7 @@ from coord.auth.caller import caller
 from coord.errors import CoordError
 from coord.pb import rpc_pb2
 from coord.rpc.handlers import Context, MethodHandler
+from coord.rpc.status import StatusCode
 
 ADMIN_ONLY = frozenset({
     "/etcdserverpb.Maintenance/Defragment", "/etcdserverpb.Maintenance/Snapshot",
@@ -37,6 +38,15 @@ ADMIN_ONLY = frozenset({
     "/etcdserverpb.Cluster/MemberAdd", "/etcdserverpb.Cluster/MemberRemove",
     "/etcdserverpb.Cluster/MemberUpdate", "/etcdserverpb.Cluster/MemberPromote"})
 """etcd's root-only calls (``authMaintenanceServer``, ``checkMembershipOperationPermission``)."""
+RAW_ERRORS = frozenset({
+    "/etcdserverpb.Maintenance/Defragment", "/etcdserverpb.Maintenance/Snapshot",
+    "/etcdserverpb.Maintenance/Hash", "/etcdserverpb.Maintenance/HashKV",
+    "/etcdserverpb.Maintenance/MoveLeader"})
+"""Calls whose auth errors etcd 3.4 returns unmapped: its auth package's own message
+("auth: permission denied") with gRPC code Unknown."""
+_GRPC_NAMES = {StatusCode.PERMISSION_DENIED: "PermissionDenied",
+               StatusCode.INVALID_ARGUMENT: "InvalidArgument",
+               StatusCode.UNAUTHENTICATED: "Unauthenticated"}
 NO_TOKEN_NEEDED = frozenset({"/etcdserverpb.Auth/Authenticate"})
 RANGE = "/etcdserverpb.KV/Range"
 WATCH = "/etcdserverpb.Watch/Watch"
@@ -60,6 +70,13 @@ def guard_handlers(core: AuthMember, table: dict[str, MethodHandler]) -> dict[st
 def _guard(core: AuthMember, method: str, handler: MethodHandler) -> MethodHandler:
     inner = handler.behaviour
     admin = method in ADMIN_ONLY
+    raw = method in RAW_ERRORS
+
+    async def refuse(context: Context, err: CoordError) -> None:
+        if raw:
+            await context.abort(StatusCode.UNKNOWN,
+                                err.message.replace("etcdserver: ", "auth: ", 1))
+        await context.abort(status_code(err), err.message)
 
     def check(request: Any) -> None:
         store = core.auth_store
@@ -80,7 +97,7 @@ def _guard(core: AuthMember, method: str, handler: MethodHandler) -> MethodHandl
                     caller.set(caller_of(store, context))
                     check(request)
                 except CoordError as err:
-                    await context.abort(status_code(err), err.message)
+                    await refuse(context, err)
             async for resp in inner(request, context):
                 yield resp
         return handler.with_behaviour(guarded_stream)
@@ -93,7 +110,7 @@ def _guard(core: AuthMember, method: str, handler: MethodHandler) -> MethodHandl
             reset = caller.set(caller_of(store, context))
             check(request)
         except CoordError as err:
-            await context.abort(status_code(err), err.message)
+            await refuse(context, err)
         try:
             return await inner(request, context)
         finally:
@@ -127,8 +144,10 @@ def _watch_guard(core: AuthMember, inner: Callable[[Any, Any], Any]
                     try:
                         store.check(user, c.key, c.range_end, READ)
                     except (PermissionDenied, CoordError) as err:
-                        denied = rpc_pb2.WatchResponse(watch_id=-1, created=True,
-                                                       canceled=True, cancel_reason=err.message)
+                        denied = rpc_pb2.WatchResponse(
+                            watch_id=-1, created=True, canceled=True,
+                            cancel_reason=f"rpc error: code = {_GRPC_NAMES[status_code(err)]}"
+                                          f" desc = {err.message}")
                         core.fill_header(denied.header)
                         await out.put(denied)
                         continue

@@ -8,6 +8,7 @@ from coord.auth.errors import (
     AuthOldRevision,
     InvalidAuthMgmt,
     InvalidAuthToken,
+    NoPasswordUser,
     PermissionDenied,
     PermissionNotGiven,
     PermissionNotGranted,
@@ -25,7 +26,8 @@ from coord.auth.store import READ, READWRITE, ROOT, WRITE, AuthStore
 
 __all__ = [
     "READ", "READWRITE", "ROOT", "WRITE", "AuthFailed", "AuthOldRevision", "AuthStore",
-    "InvalidAuthMgmt", "InvalidAuthToken", "PermissionDenied", "PermissionNotGiven",
+    "InvalidAuthMgmt", "InvalidAuthToken", "NoPasswordUser", "PermissionDenied",
+    "PermissionNotGiven",
     "PermissionNotGranted", "RoleAlreadyExist", "RoleEmpty", "RoleNotFound", "RoleNotGranted",
     "RootRoleNotExist", "RootUserNotExist", "UserAlreadyExist", "UserEmpty", "UserNotFound",
 ]

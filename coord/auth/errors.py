@@ -72,3 +72,10 @@ class InvalidAuthMgmt(InvalidArgument):
 
 class AuthOldRevision(InvalidArgument):
     message = "etcdserver: revision of auth store is old"
+
+
+class NoPasswordUser(CoordError):
+    """A password given for a user added with ``--no-password``: etcd 3.4 answers its
+    auth package's error unmapped (gRPC Unknown)."""
+
+    message = "auth: authentication failed, password was given for no password user"

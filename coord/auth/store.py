@@ -15,7 +15,9 @@ The rules etcd enforces, checked here in etcd's order:
 * While enabled, ``root`` can't be deleted, the ``root`` role can't be deleted, and the
   ``root`` user can't lose the ``root`` role (``invalid auth management``).
 * Granting the ``root`` role does not need the role to exist; a user with it may do
-  anything, and ``RoleGet root`` answers one READWRITE permission on every key.
+  anything.
+* A permission's range is not checked (etcd 3.4 stores ``[z, a)`` as it is: it covers
+  nothing).
 * Each change but ``AuthEnable`` bumps the auth revision (etcd's ``commitRevision``);
   a no-op (granting a role held already, enabling twice) keeps it.
 """
@@ -30,6 +32,7 @@ from coord.auth.errors import (
     AuthFailed,
     InvalidAuthMgmt,
     InvalidAuthToken,
+    NoPasswordUser,
     PermissionDenied,
     PermissionNotGiven,
     PermissionNotGranted,
@@ -101,10 +104,6 @@ def _covers(intervals: list[tuple[bytes, bytes | None]], lo: bytes, hi: bytes | 
         if hi is not None and reach >= hi:
             return True
     return False
-
-
-def _valid_range(key: bytes, range_end: bytes) -> bool:
-    return not range_end or range_end == b"\x00" or key < range_end
 
 
 class AuthStore:
@@ -197,8 +196,10 @@ class AuthStore:
         """The stored hash to check a password against (Authenticate); AuthFailed for an
         unknown or password-less user, as etcd answers both."""
         user = self.users.get(name)
-        if user is None or user.no_password:
+        if user is None:
             raise AuthFailed()
+        if user.no_password:
+            raise NoPasswordUser()
         return user.password
 
     # ------------------------------------------------------------------ roles
@@ -225,9 +226,7 @@ class AuthStore:
         perms = self.roles.get(name)
         if perms is None:
             raise RoleNotFound()
-        if name == ROOT:
-            return [Perm(b"", b"\x00", READWRITE)]
-        return list(perms)
+        return list(perms)  # etcd 3.4 answers root's stored permissions (none) as well
 
     def role_list(self) -> list[str]:
         return sorted(self.roles)
@@ -235,8 +234,6 @@ class AuthStore:
     def role_grant_permission(self, name: str, perm: Perm | None) -> None:
         if perm is None:
             raise PermissionNotGiven()
-        if not _valid_range(perm.key, perm.range_end):
-            raise InvalidAuthMgmt()
         perms = self.roles.get(name)
         if perms is None:
             raise RoleNotFound()
@@ -282,6 +279,10 @@ class AuthStore:
     def is_root(self, user: str) -> bool:
         u = self.users.get(user)
         return u is not None and ROOT in u.roles
+
+    def has_role(self, user: str, role: str) -> bool:
+        u = self.users.get(user)
+        return u is not None and role in u.roles
 
     def check_admin(self, user: str) -> None:
         """etcd IsAdminPermitted: root only while enabled."""
