@@ -67,6 +67,29 @@ def guard_handlers(core: AuthMember, table: dict[str, MethodHandler]) -> dict[st
     return {method: _guard(core, method, h) for method, h in table.items()}
 
 
+class Guarded:
+    """A service method behind the guard. It still names the method it runs
+    (``__self__``, ``__func__``, as a bound method does), so the method table can be
+    compared with what grpcio's generated code builds."""
+
+    __slots__ = ("_fn", "_inner")
+
+    def __init__(self, inner: Callable[..., Any], fn: Callable[..., Any]) -> None:
+        self._inner = inner
+        self._fn = fn
+
+    def __call__(self, request: Any, context: Context) -> Any:
+        return self._fn(request, context)
+
+    @property
+    def __self__(self) -> Any:
+        return getattr(self._inner, "__self__", None)
+
+    @property
+    def __func__(self) -> Any:
+        return getattr(self._inner, "__func__", self._inner)
+
+
 def _guard(core: AuthMember, method: str, handler: MethodHandler) -> MethodHandler:
     inner = handler.behaviour
     admin = method in ADMIN_ONLY
@@ -88,7 +111,7 @@ def _guard(core: AuthMember, method: str, handler: MethodHandler) -> MethodHandl
             store.check(user, request.key, request.range_end, READ)
 
     if method == WATCH:
-        return handler.with_behaviour(_watch_guard(core, inner))
+        return handler.with_behaviour(Guarded(inner, _watch_guard(core, inner)))
     if handler.response_streaming:  # Maintenance.Snapshot
         async def guarded_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             store = core.auth_store
@@ -100,7 +123,7 @@ def _guard(core: AuthMember, method: str, handler: MethodHandler) -> MethodHandl
                     await refuse(context, err)
             async for resp in inner(request, context):
                 yield resp
-        return handler.with_behaviour(guarded_stream)
+        return handler.with_behaviour(Guarded(inner, guarded_stream))
 
     async def guarded(request: Any, context: Context) -> Any:
         store = core.auth_store
@@ -116,7 +139,7 @@ def _guard(core: AuthMember, method: str, handler: MethodHandler) -> MethodHandl
         finally:
             caller.reset(reset)
 
-    return handler.with_behaviour(guarded)
+    return handler.with_behaviour(Guarded(inner, guarded))
 
 
 def _watch_guard(core: AuthMember, inner: Callable[[Any, Any], Any]
