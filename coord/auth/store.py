@@ -54,6 +54,9 @@ READ, WRITE, READWRITE = (auth_pb2.Permission.READ, auth_pb2.Permission.WRITE,
 DEFAULT_TOKEN_TTL = 300.0
 """etcd's ``--auth-token-ttl`` default, in seconds; each use of a token renews it."""
 
+SWEEP_EVERY = 256
+"""Logins between two sweeps of the expired tokens."""
+
 _MAGIC = b"COORDAUTH1"
 _HEAD = struct.Struct("<?QII")
 _LEN = struct.Struct("<I")
@@ -114,6 +117,7 @@ class AuthStore:
         self.roles: dict[str, list[Perm]] = {}
         self.token_ttl = token_ttl
         self._tokens: dict[str, _Token] = {}
+        self._assigned = 0
 
     # ------------------------------------------------------------------ enable / disable
     def enable(self) -> None:
@@ -258,9 +262,19 @@ class AuthStore:
 
     # ------------------------------------------------------------------ tokens
     def assign_token(self, token: str, user: str, now: float) -> None:
-        """Record a token the authenticating member made (applied on every member)."""
+        """Record a token the authenticating member made (applied on every member). Every
+        :data:`SWEEP_EVERY` logins the expired tokens go, so tokens never used again (one
+        per etcdctl command) don't pile up."""
         if user in self.users:
             self._tokens[token] = _Token(user, now + self.token_ttl)
+        self._assigned += 1
+        if self._assigned % SWEEP_EVERY == 0:
+            for tok in [k for k, t in self._tokens.items() if t.deadline <= now]:
+                del self._tokens[tok]
+
+    @property
+    def token_count(self) -> int:
+        return len(self._tokens)
 
     def user_of_token(self, token: str, now: float) -> str:
         """The user a valid token stands for (its TTL renewed); InvalidAuthToken else."""

@@ -28,7 +28,7 @@ from coord.auth import (
     UserEmpty,
     UserNotFound,
 )
-from coord.auth.store import Perm
+from coord.auth.store import SWEEP_EVERY, Perm
 from coord.pb import auth_pb2, internal_pb2, rpc_pb2
 from coord.server.apply import Applier
 
@@ -192,6 +192,15 @@ def test_tokens_expire_and_renew_and_die_with_their_user() -> None:
         a.user_of_token("t3", 301.0)
     with pytest.raises(InvalidAuthToken):
         a.user_of_token("never", 0.0)
+
+
+def test_expired_tokens_never_used_again_are_swept() -> None:
+    a = enabled_store()
+    a.token_ttl = 10.0
+    for i in range(10 * SWEEP_EVERY):  # a login per second, each token used never again
+        a.assign_token(f"t{i}", "root", now=float(i))
+    assert a.token_count <= SWEEP_EVERY + 10
+    assert a.user_of_token(f"t{10 * SWEEP_EVERY - 1}", float(10 * SWEEP_EVERY)) == "root"
 
 
 def test_password_hash_lookup() -> None:
