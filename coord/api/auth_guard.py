@@ -34,14 +34,13 @@ from coord.rpc.status import StatusCode
 ADMIN_ONLY = frozenset({
     "/etcdserverpb.Maintenance/Defragment", "/etcdserverpb.Maintenance/Snapshot",
     "/etcdserverpb.Maintenance/Hash", "/etcdserverpb.Maintenance/HashKV",
-    "/etcdserverpb.Maintenance/MoveLeader",
     "/etcdserverpb.Cluster/MemberAdd", "/etcdserverpb.Cluster/MemberRemove",
     "/etcdserverpb.Cluster/MemberUpdate", "/etcdserverpb.Cluster/MemberPromote"})
-"""etcd's root-only calls (``authMaintenanceServer``, ``checkMembershipOperationPermission``)."""
+"""etcd 3.4's root-only calls (``authMaintenanceServer``,
+``checkMembershipOperationPermission``); MoveLeader and Status are not checked there."""
 RAW_ERRORS = frozenset({
     "/etcdserverpb.Maintenance/Defragment", "/etcdserverpb.Maintenance/Snapshot",
-    "/etcdserverpb.Maintenance/Hash", "/etcdserverpb.Maintenance/HashKV",
-    "/etcdserverpb.Maintenance/MoveLeader"})
+    "/etcdserverpb.Maintenance/Hash", "/etcdserverpb.Maintenance/HashKV"})
 """Calls whose auth errors etcd 3.4 returns unmapped: its auth package's own message
 ("auth: permission denied") with gRPC code Unknown."""
 _GRPC_NAMES = {StatusCode.PERMISSION_DENIED: "PermissionDenied",

@@ -8,13 +8,14 @@ import signal
 
 import pytest
 
-from tests.compat.harness import Case, Pair, Side
+from tests.compat.harness import Case, Pair, Side, Var
 
 pytestmark = pytest.mark.etcd
 
 ROOT = "--user=root:rootpw"
 ALICE = "--user=alice:apw"
 BOB = "--user=bob:bpw"
+GRANTED = r"lease ([0-9a-f]+) granted"
 
 
 def _setup(c: Case) -> None:
@@ -84,6 +85,30 @@ def _as_users(c: Case) -> None:
     c.ctl(ALICE, "member", "list", "-w", "fields")
 
 
+def _leases_and_admin(c: Case) -> None:
+    """Leases: revoking needs write on every key attached; attaching a lease already on a
+    key the user may not write is refused. Compaction and the root-only calls."""
+    c.capture(c.ctl(ALICE, "lease", "grant", "60"), GRANTED, "L")
+    c.ctl(ALICE, "put", "app/l", "1", "--lease", Var("L"))
+    c.ctl(ALICE, "lease", "timetolive", Var("L"), "--keys")
+    c.ctl(BOB, "lease", "timetolive", Var("L"), "--keys")
+    c.ctl(BOB, "lease", "revoke", Var("L"))
+    c.capture(c.ctl(ROOT, "lease", "grant", "60"), GRANTED, "L2")
+    c.ctl(ROOT, "put", "pub/l", "1", "--lease", Var("L2"))
+    c.ctl(ALICE, "put", "app/l2", "1", "--lease", Var("L2"))
+    c.ctl(ALICE, "lease", "revoke", Var("L"))
+    c.ctl(ALICE, "get", "app/l")
+    c.ctl(ROOT, "lease", "revoke", Var("L2"))
+    c.ctl(BOB, "compaction", "2")
+    c.ctl("compaction", "2")
+    c.ctl(ALICE, "endpoint", "hashkv")
+    c.ctl("defrag")
+    c.ctl(ALICE, "member", "add", "x", "--peer-urls=http://127.0.0.1:1")
+    c.ctl(ALICE, "member", "remove", "1234")
+    c.ctl(ALICE, "move-leader", "1234")
+    c.ctl(ALICE, "alarm", "list")
+
+
 def _root_changes(c: Case) -> None:
     c.ctl(ROOT, "user", "list")
     c.ctl(ROOT, "role", "list")
@@ -139,4 +164,5 @@ def test_auth_users_roles_permissions(fresh_pair: Pair) -> None:
         c.ctl("auth", "enable")
         _as_users(c)
         _watch_denied_and_allowed(c)
+        _leases_and_admin(c)
         _root_changes(c)
