@@ -40,6 +40,11 @@ class AuthMember(Headers, Proposer, Protocol):
     @property
     def auth_store(self) -> AuthStore: ...
 
+    @property
+    def cert_users(self) -> bool:
+        """Whether a verified client certificate's common name is the user of a call
+        without a token (``--client-cert-auth``, as etcd)."""
+
 
 def hash_password(password: str) -> str:
     """etcd's stored form: the bcrypt hash, base64 as in ``hashedPassword``."""

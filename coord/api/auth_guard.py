@@ -2,7 +2,8 @@
 etcd's v3rpc and ``authApplierV3`` check them.
 
 * The ``token`` metadata names the caller (an unknown or expired token: ``invalid auth
-  token``, Unauthenticated); no token leaves the caller empty, which every check refuses
+  token``, Unauthenticated); without one, under ``--client-cert-auth``, the client
+  certificate's common name does; else the caller is empty, which every check refuses
   with ``user name is empty``.
 * The caller is put in :data:`coord.auth.caller.caller` for the call: the member stamps
   proposed requests with it and the applier checks Put, DeleteRange, Txn (every op of
@@ -51,13 +52,21 @@ RANGE = "/etcdserverpb.KV/Range"
 WATCH = "/etcdserverpb.Watch/Watch"
 
 
-def caller_of(store: AuthStore, context: Context) -> str:
-    """The user a call's ``token`` metadata stands for, '' without one; raises
-    InvalidAuthToken for a token unknown here or expired."""
+def caller_of(store: AuthStore, context: Context, cert_users: bool) -> str:
+    """The user a call's ``token`` metadata stands for; raises InvalidAuthToken for a
+    token unknown here or expired. Without a token, with ``cert_users``
+    (``--client-cert-auth``), the common name of the connection's verified client
+    certificate (etcd's AuthInfoFromTLS); '' otherwise."""
     for key, value in context.invocation_metadata():
         if key == "token":
             token = value.decode() if isinstance(value, bytes) else value
             return store.user_of_token(token, time.monotonic())
+    if cert_users:
+        # The RPC layer's grpc-style auth_context (x509_common_name), where it has one.
+        auth_context = getattr(context, "auth_context", None)
+        names = auth_context().get("x509_common_name") if auth_context is not None else None
+        if names:
+            return str(names[0].decode(errors="replace"))
     return ""
 
 
@@ -116,7 +125,7 @@ def _guard(core: AuthMember, method: str, handler: MethodHandler) -> MethodHandl
             store = core.auth_store
             if store.enabled:
                 try:
-                    caller.set(caller_of(store, context))
+                    caller.set(caller_of(store, context, core.cert_users))
                     check(request)
                 except CoordError as err:
                     await refuse(context, err)
@@ -129,7 +138,7 @@ def _guard(core: AuthMember, method: str, handler: MethodHandler) -> MethodHandl
         if not store.enabled or method in NO_TOKEN_NEEDED:
             return await inner(request, context)
         try:
-            reset = caller.set(caller_of(store, context))
+            reset = caller.set(caller_of(store, context, core.cert_users))
             check(request)
         except CoordError as err:
             await refuse(context, err)
@@ -154,7 +163,7 @@ def _watch_guard(core: AuthMember, inner: Callable[[Any, Any], Any]
                 yield resp
             return
         try:
-            user = caller_of(store, context)
+            user = caller_of(store, context, core.cert_users)
         except CoordError as err:
             await context.abort(status_code(err), err.message)
         out: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)

@@ -102,6 +102,11 @@ class Core:
         """The applied auth state (read only: changes go through :meth:`propose`)."""
         return self.applier.auth
 
+    @property
+    def cert_users(self) -> bool:
+        tls = self.config.client_tls
+        return tls is not None and tls.client_cert_auth
+
     async def state_snapshot(self) -> list[bytes | memoryview]:
         """Maintenance.Snapshot's bytes (the applier's whole state), as pieces."""
         return await snapshotter.state_snapshot(self.applier)
