@@ -95,6 +95,14 @@ class AuthService:
         return await self._propose(auth_disable=request)
 
     @unary
+    async def AuthStatus(self, request: Any, context: Ctx) -> Any:
+        """etcd 3.5's AuthStatus (any user): enabled, and the auth revision."""
+        await self.core.read_barrier(serializable=False)
+        store = self.core.auth_store
+        return self._header(rpc_pb2.AuthStatusResponse(enabled=store.enabled,
+                                                       authRevision=store.revision))
+
+    @unary
     async def Authenticate(self, request: rpc_pb2.AuthenticateRequest, context: Ctx) -> Any:
         store = self.core.auth_store
         if not store.enabled:

@@ -1648,6 +1648,21 @@ class AuthDisableRequest(_message.Message):
 Global___AuthDisableRequest: _TypeAlias = AuthDisableRequest  # noqa: Y015
 
 @_typing.final
+class AuthStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthStatusRequest: _TypeAlias = AuthStatusRequest  # noqa: Y015
+
+@_typing.final
 class AuthenticateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1981,6 +1996,32 @@ class AuthDisableResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuthDisableResponse: _TypeAlias = AuthDisableResponse  # noqa: Y015
+
+@_typing.final
+class AuthStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    AUTHREVISION_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    authRevision: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___ResponseHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___ResponseHeader | None = ...,
+        enabled: _builtins.bool = ...,
+        authRevision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authRevision", b"authRevision", "enabled", b"enabled", "header", b"header"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthStatusResponse: _TypeAlias = AuthStatusResponse  # noqa: Y015
 
 @_typing.final
 class AuthenticateResponse(_message.Message):

@@ -1,8 +1,9 @@
 """Simple tokens over gRPC against an in-process member (its token TTL shortened to 3 s,
 etcd's ``--auth-token-ttl`` is not a flag of ``coord serve`` yet): a token used within its
 TTL stays valid, an idle one expires with ``invalid auth token`` and no data, a new login
-works; a watch on a range the user may not read is refused at creation while the stream
-serves the user's permitted watch."""
+works; AuthStatus reports the enabled flag and the auth revision; a watch on a range the
+user may not read is refused at creation while the stream serves the user's permitted
+watch."""
 
 from __future__ import annotations
 
@@ -45,8 +46,15 @@ async def _scenario(server: CoordServer) -> None:
     async with grpc.aio.insecure_channel(server.config.listen_client) as ch:
         stubs = {"auth": rpc_pb2_grpc.AuthStub(ch), "kv": rpc_pb2_grpc.KVStub(ch)}
         kv: Any = stubs["kv"]
+        status = await stubs["auth"].AuthStatus(rpc_pb2.AuthStatusRequest())
+        assert (status.enabled, status.authRevision) == (False, 0)
         await _setup(stubs)
         md = await _login(stubs["auth"], "u", "upw")
+        status = await stubs["auth"].AuthStatus(rpc_pb2.AuthStatusRequest(), metadata=md)
+        # six changes (two users, two grants of a role, a role, a permission); enabling
+        # keeps the revision
+        assert (status.enabled, status.authRevision) == (True, 6)
+        assert status.header.revision > 0
         read = rpc_pb2.RangeRequest(key=b"a/1")
 
         # Used every 0.5 s for 2 TTLs: each use renews it.
