@@ -104,6 +104,9 @@ class AuthService:
 
     @unary
     async def Authenticate(self, request: rpc_pb2.AuthenticateRequest, context: Ctx) -> Any:
+        # As etcd: a linearizable view first, so a user just added (or a password just
+        # changed) through another member is seen here.
+        await self.core.read_barrier(serializable=False)
         store = self.core.auth_store
         if not store.enabled:
             raise AuthNotEnabled()
