@@ -80,13 +80,17 @@ class Guarded:
     (``__self__``, ``__func__``, as a bound method does), so the method table can be
     compared with what grpcio's generated code builds."""
 
-    __slots__ = ("_fn", "_inner")
+    __slots__ = ("_core", "_fn", "_inner")
 
-    def __init__(self, inner: Callable[..., Any], fn: Callable[..., Any]) -> None:
+    def __init__(self, core: AuthMember, inner: Callable[..., Any],
+                 fn: Callable[..., Any]) -> None:
+        self._core = core
         self._inner = inner
         self._fn = fn
 
     def __call__(self, request: Any, context: Context) -> Any:
+        if not self._core.auth_store.enabled:  # the method itself: no frame added
+            return self._inner(request, context)
         return self._fn(request, context)
 
     @property
@@ -119,7 +123,7 @@ def _guard(core: AuthMember, method: str, handler: MethodHandler) -> MethodHandl
             store.check(user, request.key, request.range_end, READ)
 
     if method == WATCH:
-        return handler.with_behaviour(Guarded(inner, _watch_guard(core, inner)))
+        return handler.with_behaviour(Guarded(core, inner, _watch_guard(core, inner)))
     if handler.response_streaming:  # Maintenance.Snapshot
         async def guarded_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             store = core.auth_store
@@ -131,7 +135,7 @@ def _guard(core: AuthMember, method: str, handler: MethodHandler) -> MethodHandl
                     await refuse(context, err)
             async for resp in inner(request, context):
                 yield resp
-        return handler.with_behaviour(Guarded(inner, guarded_stream))
+        return handler.with_behaviour(Guarded(core, inner, guarded_stream))
 
     async def guarded(request: Any, context: Context) -> Any:
         store = core.auth_store
@@ -147,7 +151,7 @@ def _guard(core: AuthMember, method: str, handler: MethodHandler) -> MethodHandl
         finally:
             caller.reset(reset)
 
-    return handler.with_behaviour(Guarded(inner, guarded))
+    return handler.with_behaviour(Guarded(core, inner, guarded))
 
 
 def _watch_guard(core: AuthMember, inner: Callable[[Any, Any], Any]
