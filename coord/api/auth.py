@@ -122,8 +122,8 @@ class AuthService:
     async def UserAdd(self, request: rpc_pb2.AuthUserAddRequest, context: Ctx) -> Any:
         req = rpc_pb2.AuthUserAddRequest(name=request.name, options=request.options)
         if request.name and not request.options.no_password:
-            req.hashedPassword = request.hashedPassword or await asyncio.to_thread(
-                hash_password, request.password)
+            # A hash sent by the client is ignored (etcd 3.5 overwrites it too).
+            req.hashedPassword = await asyncio.to_thread(hash_password, request.password)
         return await self._propose(auth_user_add=req)
 
     @unary
@@ -132,8 +132,7 @@ class AuthService:
         req = rpc_pb2.AuthUserChangePasswordRequest(name=request.name)
         user = self.core.auth_store.users.get(request.name)
         if user is not None and not user.no_password:
-            req.hashedPassword = request.hashedPassword or await asyncio.to_thread(
-                hash_password, request.password)
+            req.hashedPassword = await asyncio.to_thread(hash_password, request.password)
         return await self._propose(auth_user_change_password=req)
 
     @unary

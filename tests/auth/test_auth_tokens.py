@@ -25,7 +25,9 @@ TTL = 3.0
 
 async def _setup(stubs: dict[str, Any]) -> None:
     auth, kv = stubs["auth"], stubs["kv"]
-    await auth.UserAdd(rpc_pb2.AuthUserAddRequest(name="root", password="rootpw"))
+    # A hash sent by the client is ignored (it once reached the applier: INTERNAL).
+    await auth.UserAdd(rpc_pb2.AuthUserAddRequest(name="root", password="rootpw",
+                                                  hashedPassword="0"))
     await auth.UserGrantRole(rpc_pb2.AuthUserGrantRoleRequest(user="root", role="root"))
     await auth.UserAdd(rpc_pb2.AuthUserAddRequest(name="u", password="upw"))
     await auth.RoleAdd(rpc_pb2.AuthRoleAddRequest(name="r"))
@@ -55,6 +57,7 @@ async def _scenario(server: CoordServer) -> None:
         # keeps the revision
         assert (status.enabled, status.authRevision) == (True, 6)
         assert status.header.revision > 0
+        await _login(stubs["auth"], "root", "rootpw")
         read = rpc_pb2.RangeRequest(key=b"a/1")
 
         # Used every 0.5 s for 2 TTLs: each use renews it.
