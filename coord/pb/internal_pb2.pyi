@@ -96,21 +96,19 @@ class RequestHeader(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USERNAME_FIELD_NUMBER: _builtins.int
-    AUTH_REVISION_FIELD_NUMBER: _builtins.int
     username: _builtins.str
     """Who asked (etcd's RequestHeader): the applier checks the request's permissions for
-    this user against the auth state at the request's place in the log.
+    this user against the auth state at the request's place in the log (so no auth
+    revision is needed to notice a change since the API's check).
     """
-    auth_revision: _builtins.int
     def __init__(
         self,
         *,
         username: _builtins.str = ...,
-        auth_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_revision", b"auth_revision", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
