@@ -2,8 +2,8 @@
 client certificate's common name, as in etcd: the same etcdctl script against a real etcd
 and a coord member, both with mutual TLS, gives the same outputs and exit codes.
 
-It needs the RPC layer to hand the services the connection's verified certificate
-(``CallContext.auth_context()``, issue #15's TLS work); until then it is skipped."""
+The RPC layer hands the services the connection's verified certificate through
+``CallContext.auth_context()``."""
 
 from __future__ import annotations
 
@@ -13,16 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from coord.rpc.handlers import CallContext
 from tests.helpers.procs import ProcessGroup
 from tests.tls.certs import make_ca
 from tests.tls.conftest import Certs, start_tls_coord, start_tls_etcd
 
 pytestmark = [
     pytest.mark.timeout(120),
-    pytest.mark.skipif(not hasattr(CallContext, "auth_context"),
-                       reason="the RPC layer does not pass client certificates to the "
-                              "services yet (CallContext.auth_context)"),
 ]
 
 
