@@ -47,12 +47,13 @@ RULES: tuple[Rule, ...] = (
     Rule("shared leaf modules import nothing of coord", LEAVES, ("coord", "scheduler")),
     Rule("generated protobuf modules are a leaf", (PB,), ("coord", "scheduler"),
          allowed=(PB,)),
-    Rule("storage, mvcc and lease don't import the node, the API, the RPC runtime or the "
-         "client", ("coord.storage", "coord.mvcc", "coord.lease"),
+    Rule("storage, mvcc, lease and auth don't import the node, the API, the RPC runtime or "
+         "the client", ("coord.storage", "coord.mvcc", "coord.lease", "coord.auth"),
          ("coord.server", "coord.api", "coord.rpc", "coord.client", "scheduler"),
          allowed=(PB,)),
-    Rule("mvcc, lease and storage don't build the etcd API's messages (rpc_pb2): the API "
-         "layer builds WatchResponse", ("coord.storage", "coord.mvcc", "coord.lease"),
+    Rule("mvcc, lease, storage and auth don't build the etcd API's messages (rpc_pb2): the "
+         "API layer builds WatchResponse", ("coord.storage", "coord.mvcc", "coord.lease",
+                                           "coord.auth"),
          (f"{PB}.rpc_pb2",)),
     Rule("the RPC runtime knows no service, node or store",
          ("coord.rpc",),

@@ -44,6 +44,7 @@ class StateCapture:
 
     def __init__(self, applier: Applier, reuse: SnapshotReuse | None = None) -> None:
         self.lessor = applier.lessor.snapshot()
+        self.auth = applier.auth_snapshot()
         self.build: SnapshotBuild = applier.store.snapshot_chunks(reuse=reuse)
         self._parts: list[bytes | memoryview] = [next(self.build)]
 
@@ -59,7 +60,7 @@ class StateCapture:
             if stopped():
                 return None
         self._parts = []
-        return Applier.pack_snapshot_parts(parts, self.lessor)
+        return Applier.pack_snapshot_parts(parts, self.lessor, self.auth)
 
 
 class Snapshotting(MemberState):
