@@ -14,13 +14,16 @@ from coord.rpc.h2 import hpack
 from coord.rpc.h2.call import Stream
 from coord.rpc.h2.dispatch import CallDispatch, ServerState
 from coord.rpc.h2.frames import (
+    ACK,
     COMPRESSION_ERROR,
     CONNECTION_WINDOW,
+    DATA,
     DEFAULT_WINDOW,
     END_STREAM,
     ENHANCE_YOUR_CALM,
     FLOW_CONTROL_ERROR,
     GOAWAY,
+    HEADERS,
     INTERNAL_ERROR,
     MAX_FRAME,
     MAX_WINDOW,
@@ -36,6 +39,7 @@ from coord.rpc.h2.frames import (
     SETTINGS_INITIAL_WINDOW_SIZE,
     SETTINGS_MAX_CONCURRENT_STREAMS,
     SETTINGS_MAX_HEADER_LIST_SIZE,
+    STREAM_CLOSED,
     STREAM_WINDOW,
     U32,
     WINDOW_UPDATE,
@@ -58,7 +62,18 @@ from coord.rpc.h2.limits import (
     SETTINGS_RATE,
     Bucket,
 )
+from coord.rpc.h2.streams import (
+    CLOSED_RECEIVE,
+    RECEIVE,
+    RECEIVED_END,
+    Closed,
+    ClosedStreams,
+    State,
+    Verdict,
+    opened,
+)
 from coord.rpc.h2.tls import common_name
+from coord.rpc.h2.validate import malformed
 from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.rpc.h2")
@@ -99,6 +114,9 @@ class Connection(CallDispatch):
         self._closed = False
         self._going_away = False
         self._blocks = HeaderBlocks()
+        self._closed_streams = ClosedStreams()
+        self._settings_seen = False
+        """The client's first frame, SETTINGS, arrived (RFC 9113 3.4)."""
 
     # -- transport callbacks -------------------------------------------------------------
 
@@ -176,7 +194,7 @@ class Connection(CallDispatch):
                     raise H2ProtocolError(PROTOCOL_ERROR, "not an HTTP/2 preface")
                 del buf[:len(PREFACE)]
                 self._preface = True
-            read_frames(buf, self._on_frame)
+            read_frames(buf, self._on_frame if self._settings_seen else self._first_frames)
         except (H2ProtocolError, hpack.HpackError) as err:
             code = (err.code if isinstance(err, H2ProtocolError)
                     else ENHANCE_YOUR_CALM if isinstance(err, hpack.HeaderListTooLarge)
@@ -193,12 +211,49 @@ class Connection(CallDispatch):
 
     # -- frames in -----------------------------------------------------------------------
 
+    def _first_frames(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        """The frames of the first read after the preface: the very first must be the
+        client's SETTINGS (RFC 9113 3.4), else the connection ends with PROTOCOL_ERROR."""
+        if not self._settings_seen:
+            if kind != SETTINGS or flags & ACK:
+                raise H2ProtocolError(PROTOCOL_ERROR, "the first frame is not SETTINGS")
+            self._settings_seen = True
+        self._on_frame(kind, flags, stream_id, payload)
+
+    def _late_frame(self, kind: int, stream_id: int) -> None:
+        """A frame for a stream not in the table: idle or closed. RFC 9113 5.1 says what it
+        means (:mod:`coord.rpc.h2.streams`); DATA's bytes were already given back."""
+        if stream_id % 2 == 0 or stream_id > self._last_id:
+            where = "idle"
+            verdict, code = RECEIVE[State.IDLE, kind]
+        else:
+            where = "closed"
+            verdict, code = CLOSED_RECEIVE[self._closed_streams.cause(stream_id), kind]
+        if verdict is Verdict.CONNECTION_ERROR:
+            raise H2ProtocolError(code, f"frame type {kind} on {where} stream {stream_id}")
+        if verdict is Verdict.STREAM_ERROR and kind != RST_STREAM:  # never RST for an RST
+            self._write(frame(RST_STREAM, 0, stream_id, U32.pack(code)))
+
+    def _stream_error(self, stream_id: int, code: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            self._reset(stream, code)
+        elif stream_id % 2 == 0 or stream_id > self._last_id:
+            # An idle stream cannot be reset (RFC 9113 6.4): the connection ends instead.
+            raise H2ProtocolError(code, f"stream error on idle stream {stream_id}")
+        else:
+            self._write(frame(RST_STREAM, 0, stream_id, U32.pack(code)))
+
     def _on_rst_stream(self, stream_id: int, code: int) -> None:
         stream = self.streams.pop(stream_id, None)
-        if stream is not None:
-            self._reset_by_peer(stream)
-            if not self._resets.take():  # CVE-2023-44487
-                raise H2ProtocolError(ENHANCE_YOUR_CALM, "too many streams reset")
+        if stream is None:
+            self._late_frame(RST_STREAM, stream_id)
+            return
+        stream.closed_how = Closed.RESET_RECEIVED
+        self._closed_streams.add(stream_id, Closed.RESET_RECEIVED)
+        self._reset_by_peer(stream)
+        if not self._resets.take():  # CVE-2023-44487
+            raise H2ProtocolError(ENHANCE_YOUR_CALM, "too many streams reset")
 
     def _on_goaway(self, code: int, debug: bytes) -> None:
         self._going_away = True
@@ -219,6 +274,7 @@ class Connection(CallDispatch):
     def _on_stream_credit(self, stream_id: int, increment: int) -> None:
         stream = self.streams.get(stream_id)
         if stream is None:
+            self._late_frame(WINDOW_UPDATE, stream_id)
             return
         stream.send_window += increment
         if not increment or stream.send_window > MAX_WINDOW:
@@ -230,22 +286,36 @@ class Connection(CallDispatch):
         headers = self._decoder.decode(block)  # always, to keep the table in step
         stream = self.streams.get(stream_id)
         if stream is not None:  # trailers from the client end its side
+            if stream.remote_closed:  # half-closed (remote): it already ended its side
+                self._reset(stream, STREAM_CLOSED)
+                return
             if not flags & END_STREAM:
                 raise H2ProtocolError(PROTOCOL_ERROR, "second HEADERS without END_STREAM")
+            if any(name[:1] == b":" for name, _ in headers):  # RFC 9113 8.1
+                self._reset(stream, PROTOCOL_ERROR)
+                return
             self._end_remote(stream)
             return
         if stream_id % 2 == 0 or stream_id <= self._last_id:
-            if stream_id % 2 == 0 or stream_id > self._last_id:
+            if stream_id % 2 == 0:
                 raise H2ProtocolError(PROTOCOL_ERROR, f"bad stream id {stream_id}")
-            return  # a stream that is already closed; nothing to do
-        self._last_id = stream_id
-        stream = Stream(self, stream_id, headers, self._peer_initial_window)
+            self._late_frame(HEADERS, stream_id)
+            return
+        self._last_id = stream_id  # idle -> open: every lower idle stream is closed (5.1.1)
+        reason = malformed(headers)
+        if reason is not None:  # RFC 9113 8.1.1: a stream error, the connection goes on
+            log.debug("h2.malformed_request", peer=self.peer, stream=stream_id, reason=reason)
+            self._write(frame(RST_STREAM, 0, stream_id, U32.pack(PROTOCOL_ERROR)))
+            self._closed_streams.add(stream_id, Closed.RESET_SENT)
+            return
         if (self._going_away or self.server.closing or len(self.streams) >= MAX_CONCURRENT_STREAMS
                 or self._pending_bytes > PENDING_RESPONSE_LIMIT):
             self._write(frame(RST_STREAM, 0, stream_id, U32.pack(REFUSED_STREAM)))
+            self._closed_streams.add(stream_id, Closed.RESET_SENT)
             return
+        stream = Stream(self, stream_id, headers, self._peer_initial_window)
         self.streams[stream_id] = stream
-        stream.remote_closed = bool(flags & END_STREAM)  # no RST for a refused call then
+        stream.state = opened(bool(flags & END_STREAM))  # no RST for a refused call then
         self._start_call(stream, headers)
         if flags & END_STREAM and not stream.local_closed:
             self._end_remote(stream)
@@ -263,10 +333,12 @@ class Connection(CallDispatch):
             raise H2ProtocolError(FLOW_CONTROL_ERROR, "connection window exceeded")
         stream = self.streams.get(stream_id)
         if stream is None or stream.remote_closed:
-            if stream_id > self._last_id:
-                raise H2ProtocolError(PROTOCOL_ERROR, "DATA on an idle stream")
-            self._credit(size)
-            return  # a stream this side already finished or reset
+            self._credit(size)  # counted against the connection window all the same
+            if stream is not None:  # half-closed (remote)
+                self._reset(stream, STREAM_CLOSED)
+            else:
+                self._late_frame(DATA, stream_id)
+            return
         stream.recv_window -= size
         if stream.recv_window < 0:
             self._credit(size)
@@ -370,7 +442,7 @@ class Connection(CallDispatch):
             self._finish(stream, StatusCode.INTERNAL, "Too many requests for a unary call")
 
     def _end_remote(self, stream: Stream) -> None:
-        stream.remote_closed = True
+        stream.state = RECEIVED_END.get(stream.state, stream.state)
         stream.unacked = 0
         if stream.buffer and not stream.local_closed:
             self._finish(stream, StatusCode.INTERNAL, "Incomplete message")
@@ -390,18 +462,22 @@ class Connection(CallDispatch):
 
     def _forget(self, stream: Stream) -> None:
         if stream.local_closed and stream.remote_closed:
-            self.streams.pop(stream.id, None)
+            if self.streams.pop(stream.id, None) is not None:
+                self._closed_streams.add(stream.id, stream.closed_how)
             self._blocked.pop(stream.id, None)
             if not self.streams and (self._going_away or self.server.closing):
                 self.server.idle.set()
 
     def _reset(self, stream: Stream, code: int) -> None:
         self._write(frame(RST_STREAM, 0, stream.id, U32.pack(code)))
-        self.streams.pop(stream.id, None)
+        stream.closed_how = Closed.RESET_SENT
+        if self.streams.pop(stream.id, None) is not None:
+            self._closed_streams.add(stream.id, Closed.RESET_SENT)
         self._reset_by_peer(stream)
 
     def _reset_by_peer(self, stream: Stream) -> None:
-        stream.reset = stream.remote_closed = stream.local_closed = True
+        stream.reset = True
+        stream.state = State.CLOSED
         self._pending_bytes -= sum(len(chunk) for chunk in stream.pending)
         stream.pending.clear()
         self._release(stream, stream.held)

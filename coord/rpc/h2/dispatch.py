@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from coord.rpc.h2 import hpack
 from coord.rpc.h2.call import (
     CallDetails,
     Requests,
@@ -28,6 +29,7 @@ from coord.rpc.h2.frames import (
     FLUSH_AT,
     HEADERS,
     NO_ERROR,
+    PROTOCOL_ERROR,
     RESPONSE_HEADERS,
     RST_STREAM,
     TRAILERS_OK,
@@ -40,7 +42,9 @@ from coord.rpc.h2.limits import (
     PENDING_RESPONSE_LIMIT,
 )
 from coord.rpc.h2.protocol import FrameHandler
+from coord.rpc.h2.streams import SENT_END, Closed, State
 from coord.rpc.h2.tls import ServerTLS
+from coord.rpc.h2.validate import grpc_content_type
 from coord.rpc.handlers import CallContext, Outcome, RpcAbort, Send, run_call
 from coord.rpc.status import StatusCode
 
@@ -97,20 +101,33 @@ class CallDispatch(FrameHandler):
     def _start_call(self, stream: Stream, headers: list[tuple[bytes, bytes]]) -> None:
         path = b""
         timeout = b""
+        method = content_type = b""
         for name, value in headers:
             if name == b":path":
                 path = value
+            elif name == b":method":
+                method = value
+            elif name == b"content-type":
+                content_type = value
             elif name == b"grpc-timeout":
                 timeout = value
             elif name == b"grpc-encoding" and value != b"identity":
                 self._finish(stream, StatusCode.UNIMPLEMENTED,
                              f"grpc: compression {value.decode('latin-1')} is not supported")
                 return
-        method = path.decode("latin-1")
+        if method != b"POST":  # gRPC is POST only; grpc-go resets the stream
+            self._reset(stream, PROTOCOL_ERROR)
+            return
+        if not grpc_content_type(content_type):  # gRPC's PROTOCOL-HTTP2: HTTP 415
+            self._finish(stream, StatusCode.INTERNAL,
+                         f"invalid gRPC request content-type {content_type.decode('latin-1')!r}",
+                         http_status=415)
+            return
+        full_name = path.decode("latin-1")
         try:
-            handler = self.server.resolve(CallDetails(method, headers))
+            handler = self.server.resolve(CallDetails(full_name, headers))
         except Exception:  # a resolver bug must not take the connection down
-            log.exception("h2.resolve_failed", method=method)
+            log.exception("h2.resolve_failed", method=full_name)
             handler = None
         if handler is None:
             self._finish(stream, StatusCode.UNIMPLEMENTED, "Method not found!")
@@ -222,7 +239,8 @@ class CallDispatch(FrameHandler):
                 and size <= self._peer_max_frame):
             stream.send_window -= size
             self._send_window -= size
-            stream.headers_sent = stream.local_closed = True
+            stream.headers_sent = True
+            stream.state = SENT_END.get(stream.state, stream.state)
             self._write(frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS)
                         + frame(DATA, 0, stream.id, message)
                         + frame(HEADERS, END_HEADERS | END_STREAM, stream.id, TRAILERS_OK))
@@ -290,16 +308,20 @@ class CallDispatch(FrameHandler):
         if drain is not None and not drain.done() and not self._paused:
             drain.set_result(None)
 
-    def _finish(self, stream: Stream, code: StatusCode, details: str) -> None:
+    def _finish(self, stream: Stream, code: StatusCode, details: str,
+                http_status: int = 200) -> None:
         """End the call with a status: trailers after any queued data, or a trailers-only
-        response when nothing was sent yet."""
+        response when nothing was sent yet (with ``http_status`` as its ``:status``)."""
         if stream.local_closed or stream.trailer is not None or stream.reset:
             return
         if not stream.headers_sent:
             stream.headers_sent = True
-            block = RESPONSE_HEADERS + (TRAILERS_OK if code is StatusCode.OK
-                                         else status_block(code, details))
-            stream.local_closed = True
+            head = (RESPONSE_HEADERS if http_status == 200 else
+                    hpack.encode_literal_indexed_name(8, str(http_status).encode())
+                    + RESPONSE_HEADERS[1:])
+            block = head + (TRAILERS_OK if code is StatusCode.OK
+                            else status_block(code, details))
+            stream.state = SENT_END.get(stream.state, stream.state)
             self._write(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, block))
             self._closed_locally(stream)
             return
@@ -308,7 +330,7 @@ class CallDispatch(FrameHandler):
         self._send_pending(stream)
 
     def _closed_locally(self, stream: Stream) -> None:
-        stream.local_closed = True
+        stream.state = SENT_END.get(stream.state, stream.state)
         if stream.held:
             self._release(stream, stream.held)
         if stream.timer is not None:
@@ -323,6 +345,7 @@ class CallDispatch(FrameHandler):
         if not stream.remote_closed:
             # The response is complete; the client need not send the rest (RFC 9113 8.1).
             self._write(frame(RST_STREAM, 0, stream.id, U32.pack(NO_ERROR)))
-            stream.remote_closed = True
+            stream.state = State.CLOSED
+            stream.closed_how = Closed.RESET_SENT
             stream.wake()
         self._forget(stream)
