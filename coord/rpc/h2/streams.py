@@ -48,8 +48,9 @@ class Closed(IntEnum):
     RESET_RECEIVED = 2
     """The peer sent RST_STREAM: it must send nothing more but PRIORITY."""
     FORGOTTEN = 3
-    """Closed long enough ago that this side no longer remembers how (treated as reset
-    sent: late frames are ignored, DATA still counted against the connection window)."""
+    """Never opened (skipped: a higher id was opened), or closed long enough ago that this
+    side no longer remembers how: late frames are ignored as after a reset, DATA still
+    counted against the connection window, but HEADERS cannot open it (5.1.1)."""
 
 
 class Verdict(IntEnum):
@@ -106,7 +107,10 @@ for _kind in FRAME_KINDS:
         else _CONN_STREAM_CLOSED)
     # after this side's RST_STREAM: whatever the peer had in flight is ignored
     CLOSED_RECEIVE[Closed.RESET_SENT, _kind] = _OK if _kind == PRIORITY else _DROP
-    CLOSED_RECEIVE[Closed.FORGOTTEN, _kind] = _OK if _kind == PRIORITY else _DROP
+    # closed long ago, or never opened (implicitly closed when a higher id was, 5.1.1):
+    # a HEADERS is an unexpected stream identifier, the rest is ignored
+    CLOSED_RECEIVE[Closed.FORGOTTEN, _kind] = (
+        _OK if _kind == PRIORITY else _CONN_PROTOCOL if _kind == HEADERS else _DROP)
     # after the peer's RST_STREAM: anything but PRIORITY is a stream error STREAM_CLOSED
     CLOSED_RECEIVE[Closed.RESET_RECEIVED, _kind] = _OK if _kind == PRIORITY else _STREAM_CLOSED
 
