@@ -323,6 +323,7 @@ class StreamCall(ResponseReader):
 
     def _on_stream_credit(self, stream_id: int, increment: int) -> None:
         if stream_id != STREAM_ID:
+            self._other_stream(WINDOW_UPDATE, stream_id)
             return
         if not increment:
             self._fail("zero stream window increment", reset=PROTOCOL_ERROR)
