@@ -11,12 +11,23 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from coord.rpc.h2.frames import STREAM_WINDOW
-from coord.rpc.h2.streams import Closed, State
+from coord.rpc.h2.streams import (
+    ENDED,
+    HALF_CLOSED_REMOTE,
+    LOCAL_CLOSED,
+    OPEN,
+)
 from coord.rpc.handlers import CallContext
 from coord.rpc.status import StatusCode
 
 _TIMEOUT_UNITS = {ord("H"): 3600.0, ord("M"): 60.0, ord("S"): 1.0, ord("m"): 1e-3,
                   ord("u"): 1e-6, ord("n"): 1e-9}
+
+
+class StreamOwner(Protocol):
+    """What a stream keeps of its connection (:class:`coord.rpc.h2.core.ServerCore`)."""
+
+    peer: str
 
 
 class CallOwner(Protocol):
@@ -82,7 +93,7 @@ class Stream:
                  "pending", "queued", "recv_window", "reset", "send_window", "state",
                  "task", "timer", "trailer", "unacked", "waiter")
 
-    def __init__(self, conn: CallOwner, stream_id: int, headers: list[tuple[bytes, bytes]],
+    def __init__(self, conn: StreamOwner, stream_id: int, headers: list[tuple[bytes, bytes]],
                  send_window: int) -> None:
         self.conn = conn
         self.id = stream_id
@@ -97,10 +108,10 @@ class Stream:
         of incomplete messages and of messages the handler has not taken."""
         self.recv_window = STREAM_WINDOW
         self.waiter: asyncio.Future[None] | None = None
-        self.state = State.OPEN
+        self.state = OPEN
         """RFC 9113 5.1 (:mod:`coord.rpc.h2.streams`); a stream in the connection's table
         is open or half-closed, never idle or reserved."""
-        self.closed_how = Closed.ENDED
+        self.closed_how = ENDED
         """Once closed: whether by END_STREAM both ways or by whose RST_STREAM."""
         self.reset = False
         """The call was cancelled (RST_STREAM either way, or the connection was lost)."""
@@ -116,21 +127,18 @@ class Stream:
     @property
     def remote_closed(self) -> bool:
         """The client sent END_STREAM (or the stream was reset)."""
-        return self.state >= State.HALF_CLOSED_REMOTE
+        return self.state >= HALF_CLOSED_REMOTE
 
     @property
     def local_closed(self) -> bool:
         """This side sent END_STREAM (or the stream was reset)."""
-        return self.state in _LOCAL_CLOSED
+        return self.state in LOCAL_CLOSED
 
     def wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-
-
-_LOCAL_CLOSED = frozenset((State.HALF_CLOSED_LOCAL, State.CLOSED))
 
 
 class Requests:

@@ -84,7 +84,7 @@ _MESSAGE_HEAD = struct.Struct(">BI")
 """gRPC's message prefix: compressed flag (always 0), length."""
 
 
-class StreamCall(ResponseReader):
+class StreamCall(ResponseReader, asyncio.Protocol):
     """One client-streaming gRPC call on its own connection. Create with :meth:`open`.
 
     Invariants (all state is touched on the event loop only):

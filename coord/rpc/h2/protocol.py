@@ -1,10 +1,9 @@
-"""The asyncio protocol both ends of an HTTP/2 connection share: frames checked, PINGs
-answered, SETTINGS and WINDOW_UPDATEs applied, header blocks reassembled; the rest goes to
-the hooks the server's connection and the peer client implement."""
+"""What both ends of an HTTP/2 connection do with incoming frames, without I/O: frames
+checked, PINGs answered, SETTINGS and WINDOW_UPDATEs applied, header blocks reassembled;
+the rest goes to the hooks the server's core (:mod:`coord.rpc.h2.core`) and the peer
+client (:mod:`coord.rpc.h2.client`) implement. Output is only ever ``_write``."""
 
 from __future__ import annotations
-
-import asyncio
 
 from coord.rpc.h2.frames import (
     ACK,
@@ -38,7 +37,7 @@ from coord.rpc.h2.limits import (
 )
 
 
-class FrameHandler(asyncio.Protocol):
+class FrameHandler:
     """What both ends of a connection do with incoming frames: check them, answer PINGs,
     reassemble header blocks, and hand the rest to the hooks a subclass implements."""
 

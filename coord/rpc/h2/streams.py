@@ -13,7 +13,6 @@ cannot be entered; they are in the tables so that the machine is the RFC's whole
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from enum import IntEnum
 
 from coord.rpc.h2.frames import (
@@ -76,7 +75,7 @@ FRAME_KINDS = (DATA, HEADERS, PRIORITY, RST_STREAM, PUSH_PROMISE, WINDOW_UPDATE)
 """The frame types that belong to a stream (CONTINUATION is part of its HEADERS)."""
 
 _S = State
-RECEIVE: dict[tuple[State, int], Answer] = {}
+RECEIVE: dict[tuple[int, int], Answer] = {}
 """(state, frame type) → what a received frame means (before END_STREAM is applied).
 A frame type missing for a state is :data:`_CONN_PROTOCOL` (none is missing today)."""
 
@@ -96,7 +95,7 @@ for _kind in FRAME_KINDS:
     RECEIVE[_S.HALF_CLOSED_REMOTE, _kind] = (
         _OK if _kind in (WINDOW_UPDATE, PRIORITY, RST_STREAM) else _STREAM_CLOSED)
 
-CLOSED_RECEIVE: dict[tuple[Closed, int], Answer] = {}
+CLOSED_RECEIVE: dict[tuple[int, int], Answer] = {}
 """(how it closed, frame type) → what a frame received on a closed stream means."""
 
 for _kind in FRAME_KINDS:
@@ -121,62 +120,68 @@ for _state in State:
 for _how in Closed:
     CLOSED_RECEIVE[_how, PUSH_PROMISE] = _CONN_PROTOCOL
 
-RECEIVED_END: dict[State, State] = {
-    State.OPEN: State.HALF_CLOSED_REMOTE,
-    State.HALF_CLOSED_LOCAL: State.CLOSED,
-    State.RESERVED_REMOTE: State.HALF_CLOSED_LOCAL,  # its HEADERS without END_STREAM
+# The states and causes as plain ints, for the per-frame paths (an enum member costs an
+# attribute lookup each time); they equal the enum members, so the tables take either.
+OPEN, HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE, CLOSED = 3, 4, 5, 6
+ENDED, RESET_SENT, RESET_RECEIVED = 0, 1, 2
+assert (OPEN, HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE, CLOSED) == (
+    State.OPEN, State.HALF_CLOSED_LOCAL, State.HALF_CLOSED_REMOTE, State.CLOSED)
+assert (ENDED, RESET_SENT, RESET_RECEIVED) == (
+    Closed.ENDED, Closed.RESET_SENT, Closed.RESET_RECEIVED)
+
+LOCAL_CLOSED = frozenset((HALF_CLOSED_LOCAL, CLOSED))
+"""The states in which this side has sent END_STREAM; the peer has in those ``>=
+HALF_CLOSED_REMOTE``."""
+
+RECEIVED_END: dict[int, int] = {
+    OPEN: HALF_CLOSED_REMOTE,
+    HALF_CLOSED_LOCAL: CLOSED,
+    int(State.RESERVED_REMOTE): HALF_CLOSED_LOCAL,  # its HEADERS without END_STREAM
 }
 """The state after a received frame with END_STREAM (states not listed do not change)."""
 
-SENT_END: dict[State, State] = {
-    State.OPEN: State.HALF_CLOSED_LOCAL,
-    State.HALF_CLOSED_REMOTE: State.CLOSED,
+SENT_END: dict[int, int] = {
+    OPEN: HALF_CLOSED_LOCAL,
+    HALF_CLOSED_REMOTE: CLOSED,
 }
 """The state after this side sends a frame with END_STREAM."""
 
 
-def opened(end_stream: bool) -> State:
+def opened(end_stream: bool) -> int:
     """The state of a stream the peer opens with HEADERS (idle → open or half-closed)."""
-    return State.HALF_CLOSED_REMOTE if end_stream else State.OPEN
-
-
-def remote_closed(state: State) -> bool:
-    return state in (State.HALF_CLOSED_REMOTE, State.CLOSED)
-
-
-def local_closed(state: State) -> bool:
-    return state in (State.HALF_CLOSED_LOCAL, State.CLOSED)
+    return HALF_CLOSED_REMOTE if end_stream else OPEN
 
 
 REMEMBERED = 1024
-"""Closed streams whose cause is kept (RFC 9113 5.1 lets an endpoint limit for how long it
-tells "reset by me" from "ended"); older ones are :attr:`Closed.FORGOTTEN`."""
+"""Closed streams whose cause is kept, at least (RFC 9113 5.1 lets an endpoint limit for
+how long it tells "reset by me" from "ended"; between this and twice as many, dropped in
+batches); older ones are :attr:`Closed.FORGOTTEN`."""
 
 
 class ClosedStreams:
-    """How recently closed streams closed, at most :data:`REMEMBERED` of them."""
+    """How recently closed streams closed: the last :data:`REMEMBERED` at least."""
 
     __slots__ = ("_causes",)
 
     def __init__(self) -> None:
-        self._causes: OrderedDict[int, Closed] = OrderedDict()
+        self._causes: dict[int, int] = {}
 
-    def add(self, stream_id: int, how: Closed) -> None:
+    def add(self, stream_id: int, how: int) -> None:
         causes = self._causes
         causes[stream_id] = how
-        if len(causes) > REMEMBERED:
-            causes.popitem(last=False)
+        if len(causes) >= 2 * REMEMBERED:  # keep the newest (dicts keep insertion order)
+            self._causes = dict(list(causes.items())[REMEMBERED:])
 
     def cause(self, stream_id: int) -> Closed:
-        return self._causes.get(stream_id, Closed.FORGOTTEN)
+        return Closed(self._causes.get(stream_id, Closed.FORGOTTEN))
 
     def __len__(self) -> int:
         return len(self._causes)
 
 
-def received(state: State, kind: int, closed: Closed = Closed.FORGOTTEN) -> Answer:
+def received(state: int, kind: int, closed: Closed = Closed.FORGOTTEN) -> Answer:
     """What frame type ``kind`` received on a stream in ``state`` means (``closed``: how a
     closed stream got there)."""
-    if state is State.CLOSED:
+    if state == CLOSED:
         return CLOSED_RECEIVE.get((closed, kind), _DROP)
     return RECEIVE.get((state, kind), _CONN_PROTOCOL)
