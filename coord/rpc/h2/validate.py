@@ -30,11 +30,32 @@ def _bad_value(value: bytes) -> bool:
             or (bool(value) and (value[0] in (0x20, 0x09) or value[-1] in (0x20, 0x09))))
 
 
-_good: set[tuple[bytes, bytes]] = set()
-"""Fields already found well-formed: clients send the same few on every call, so most of
-a request is checked by one set lookup per field."""
-_GOOD_MAX, _GOOD_FIELD = 1024, 128
+_known: dict[tuple[bytes, bytes], int] = {}
+"""Fields already found well-formed, each with its pseudo-header bit (0: a regular field).
+Clients send the same few fields on every call, so most of a request is checked by one
+dict lookup per field."""
+_KNOWN_MAX, _KNOWN_FIELD = 1024, 128
 """At most so many fields of at most so many bytes are kept (128 KiB in all)."""
+
+
+def _check_field(name: bytes, value: bytes) -> int | str:
+    """A field never seen before: its pseudo-header bit (0: regular), or what is wrong."""
+    if name[:1] == b":":
+        bit = _PSEUDO_BITS.get(name)
+        if bit is None:
+            return f"pseudo-header {name!r} is not a request's"
+        if _bad_value(value):
+            return f"bad characters in {name!r}"
+        return bit
+    if not name or name.translate(None, _NAME_BYTES):
+        return f"bad field name {name!r}"
+    if _bad_value(value):
+        return f"bad characters in the value of {name!r}"
+    if name in CONNECTION_SPECIFIC:
+        return f"connection-specific field {name!r}"
+    if name == b"te" and value != b"trailers":
+        return "te other than trailers"
+    return 0
 
 
 def malformed(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -42,43 +63,30 @@ def malformed(headers: list[tuple[bytes, bytes]]) -> str | None:
     seen = 0  # the pseudo-headers seen, as _PSEUDO_BITS
     regular = False
     method = path = b""
-    good = _good
+    known = _known
     for field in headers:
-        name = field[0]
-        if name[:1] == b":":
-            bit = _PSEUDO_BITS.get(name)
-            if regular:
-                return f"pseudo-header {name!r} after a regular field"
-            if bit is None:
-                return f"pseudo-header {name!r} is not a request's"
-            if seen & bit:
-                return f"duplicate pseudo-header {name!r}"
-            seen |= bit
-            if bit == _METHOD:
-                method = field[1]
-            elif bit == _PATH:
-                path = field[1]
-            if field in good:
-                continue
-            if _bad_value(field[1]):
-                return f"bad characters in {name!r}"
-        else:
+        bit = known.get(field)
+        if bit is None:
+            checked = _check_field(*field)
+            if isinstance(checked, str):
+                return checked
+            bit = checked
+            if len(field[0]) + len(field[1]) <= _KNOWN_FIELD:
+                if len(known) >= _KNOWN_MAX:
+                    known.clear()
+                known[field] = bit
+        if not bit:
             regular = True
-            if field in good:
-                continue
-            value = field[1]
-            if not name or name.translate(None, _NAME_BYTES):
-                return f"bad field name {name!r}"
-            if _bad_value(value):
-                return f"bad characters in the value of {name!r}"
-            if name in CONNECTION_SPECIFIC:
-                return f"connection-specific field {name!r}"
-            if name == b"te" and value != b"trailers":
-                return "te other than trailers"
-        if len(name) + len(field[1]) <= _GOOD_FIELD:
-            if len(good) >= _GOOD_MAX:
-                good.clear()
-            good.add(field)
+            continue
+        if regular:
+            return f"pseudo-header {field[0]!r} after a regular field"
+        if seen & bit:
+            return f"duplicate pseudo-header {field[0]!r}"
+        seen |= bit
+        if bit == _METHOD:
+            method = field[1]
+        elif bit == _PATH:
+            path = field[1]
     if not method:
         return "no :method"
     if method == b"CONNECT":
