@@ -41,6 +41,7 @@ from coord.rpc.h2.frames import (
 )
 from coord.rpc.h2.limits import MAX_CONCURRENT_STREAMS
 from coord.rpc.h2.streams import HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE, LOCAL_CLOSED, OPEN
+from coord.rpc.h2.validate import Head
 
 FUZZ = settings(max_examples=400, derandomize=True, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -76,9 +77,10 @@ class Core(ServerCore):
         self.start()
         self.calls = 0
 
-    def _start_call(self, stream: Stream, headers: list[tuple[bytes, bytes]]) -> None:
+    def _start_call(self, stream: Stream, headers: list[tuple[bytes, bytes]],
+                    head: Head) -> None:
         self.calls += 1
-        path = dict(headers).get(b":path", b"")
+        path = head[1]
         stream.handler = STREAMING if path.endswith(b"Stream") else UNARY
 
     def _request_complete(self, stream: Stream) -> None:

@@ -80,7 +80,7 @@ from coord.rpc.h2.streams import (
     State,
     Verdict,
 )
-from coord.rpc.h2.validate import malformed
+from coord.rpc.h2.validate import Head, request_head
 from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.rpc.h2")
@@ -259,9 +259,9 @@ class ServerCore(StreamSender):
             self._late_frame(HEADERS, stream_id)
             return
         self._last_id = stream_id  # idle -> open: every lower idle stream is closed (5.1.1)
-        reason = malformed(headers)
-        if reason is not None:  # RFC 9113 8.1.1: a stream error, the connection goes on
-            log.debug("h2.malformed_request", peer=self.peer, stream=stream_id, reason=reason)
+        head = request_head(headers)
+        if isinstance(head, str):  # RFC 9113 8.1.1: a stream error, the connection goes on
+            log.debug("h2.malformed_request", peer=self.peer, stream=stream_id, reason=head)
             self._write(frame(RST_STREAM, 0, stream_id, U32.pack(PROTOCOL_ERROR)))
             self._closed_streams.add(stream_id, RESET_SENT)
             return
@@ -273,7 +273,7 @@ class ServerCore(StreamSender):
         stream = Stream(self, stream_id, headers, self._peer_initial_window)
         self.streams[stream_id] = stream
         stream.state = HALF_CLOSED_REMOTE if flags & END_STREAM else OPEN  # idle: opened
-        self._start_call(stream, headers)
+        self._start_call(stream, headers, head)
         if flags & END_STREAM and stream.state not in LOCAL_CLOSED:
             self._end_remote(stream)
 
@@ -456,9 +456,10 @@ class ServerCore(StreamSender):
 
     # -- what the I/O side provides (no-ops for a bare core) -------------------------------
 
-    def _start_call(self, stream: Stream, headers: list[tuple[bytes, bytes]]) -> None:
-        """A well-formed request opened ``stream``: resolve and start its call (or end the
-        stream with a status)."""
+    def _start_call(self, stream: Stream, headers: list[tuple[bytes, bytes]],
+                    head: Head) -> None:
+        """A well-formed request opened ``stream`` (``head``: the fields a gRPC server
+        reads): resolve and start its call, or end the stream with a status."""
 
     def _request_complete(self, stream: Stream) -> None:
         """A unary call's one request message and END_STREAM arrived: run its handler."""

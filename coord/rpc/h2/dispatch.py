@@ -27,7 +27,7 @@ from coord.rpc.h2.streams import (
     LOCAL_CLOSED,
 )
 from coord.rpc.h2.tls import ServerTLS
-from coord.rpc.h2.validate import grpc_content_type
+from coord.rpc.h2.validate import Head, grpc_content_type
 from coord.rpc.handlers import CallContext, Outcome, RpcAbort, Send, run_call
 from coord.rpc.status import StatusCode
 
@@ -51,23 +51,9 @@ class CallDispatch(ServerCore):
 
     # -- calls ---------------------------------------------------------------------------
 
-    def _start_call(self, stream: Stream, headers: list[tuple[bytes, bytes]]) -> None:
-        path = b""
-        timeout = b""
-        method = content_type = b""
-        for name, value in headers:
-            if name == b":path":
-                path = value
-            elif name == b":method":
-                method = value
-            elif name == b"content-type":
-                content_type = value
-            elif name == b"grpc-timeout":
-                timeout = value
-            elif name == b"grpc-encoding" and value != b"identity":
-                self._finish(stream, StatusCode.UNIMPLEMENTED,
-                             f"grpc: compression {value.decode('latin-1')} is not supported")
-                return
+    def _start_call(self, stream: Stream, headers: list[tuple[bytes, bytes]],
+                    head: Head) -> None:
+        method, path, content_type, timeout, encoding = head
         if method != b"POST":  # gRPC is POST only; grpc-go resets the stream
             self._reset(stream, PROTOCOL_ERROR)
             return
@@ -75,6 +61,10 @@ class CallDispatch(ServerCore):
             self._finish(stream, StatusCode.INTERNAL,
                          f"invalid gRPC request content-type {content_type.decode('latin-1')!r}",
                          http_status=415)
+            return
+        if encoding and encoding != b"identity":
+            self._finish(stream, StatusCode.UNIMPLEMENTED,
+                         f"grpc: compression {encoding.decode('latin-1')} is not supported")
             return
         full_name = path.decode("latin-1")
         try:
