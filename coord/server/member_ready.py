@@ -20,8 +20,9 @@ the order the Raft contract (docs/raft.md) allows:
 
 then :meth:`MemberCore.advance`. The server (``raft_node``) performs the actions with the
 real WAL writer, transport and applier; the simulator (``tests/sim``) with its simulated
-disk and network, crashing between them. :func:`restore_storage` rebuilds the mirror from
-what a member persisted, for both.
+disk and network, crashing between them. :func:`recover` decides, for both, what a
+restarted member starts from (the entries after its snapshot, its hard state, its
+applied index, whether it bootstraps) and rebuilds the mirror from it.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ from coord.raft import (
     StateRole,
 )
 from coord.server.member_core import split_committed
+from coord.server.member_snap import SnapshotPlan, SnapshotPolicy
 
-__all__ = ["Action", "Apply", "InstallSnapshot", "MemberCore", "Persist", "ReadStates",
-           "Send", "SoftState", "restore_storage"]
+__all__ = ["Action", "Apply", "InstallSnapshot", "LogGap", "MemberCore", "Persist",
+           "ReadStates", "Recovered", "Send", "SoftState", "recover", "restore_storage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +105,12 @@ Action = SoftState | Send | Persist | Apply | InstallSnapshot | ReadStates
 class MemberCore:
     """The Raft core of one member and the one Ready it is handling."""
 
-    def __init__(self, rn: RawNode, storage: MemoryStorage) -> None:
+    def __init__(self, rn: RawNode, storage: MemoryStorage,
+                 policy: SnapshotPolicy | None = None) -> None:
         self.rn = rn
         self.storage = storage
+        self.snaps = SnapshotPlan(policy or SnapshotPolicy(0, 0, 0, 0))
+        """When to snapshot, compact and release WAL segments (``member_snap``)."""
         self.durable_index = storage.last_index()
         """The last log index this member holds durably (what :func:`split_committed`
         may apply during a write)."""
@@ -168,3 +173,43 @@ def restore_storage(storage: MemoryStorage, snapshot: Snapshot | None,
     storage.set_hard_state(hard_state)
     storage.append(list(entries))
     return hard_state
+
+
+class LogGap(Exception):
+    """The log's first entry after the snapshot is not the next index: entries
+    ``base + 1 .. first - 1`` are in no file."""
+
+    def __init__(self, base: int, first: int) -> None:
+        super().__init__(f"entries {base + 1}..{first - 1} are in no file")
+        self.base = base
+        self.first = first
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What a restarted member starts from."""
+
+    snapshot: Snapshot | None
+    entries: Sequence[Entry]
+    """The entries after the snapshot, from ``applied + 1`` on without a gap."""
+    hard_state: HardState
+    """Its commit at least the snapshot's index."""
+    applied: int
+    """The snapshot's index (0 without one): the core re-delivers what follows."""
+    fresh: bool
+    """Nothing was persisted: a founder bootstraps (again)."""
+
+
+def recover(storage: MemoryStorage, snapshot: Snapshot | None, entries: Sequence[Entry],
+            hard_state: HardState) -> Recovered:
+    """A member's start from what it persisted: ``snapshot`` (the newest usable one),
+    ``entries`` (its log as last written, see ``coord.storage.records.replay``) and
+    ``hard_state``; rebuilds ``storage`` (empty) from it. Raises :class:`LogGap` (storage
+    untouched) if the log does not reach back to the snapshot."""
+    base = snapshot.metadata.index if snapshot is not None else 0
+    after = [e for e in entries if e.index > base]
+    if after and after[0].index != base + 1:
+        raise LogGap(base, after[0].index)
+    fresh = snapshot is None and not after and hard_state == HardState()
+    hs = restore_storage(storage, snapshot, after, hard_state)
+    return Recovered(snapshot, after, hs, base, fresh)

@@ -11,7 +11,7 @@ import itertools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coord.aiotools import within
 from coord.errors import NoLeader, RequestTimeout
@@ -25,6 +25,9 @@ from coord.server.snapfile import FileBackedStorage
 from coord.server.transport import Transport
 from coord.storage import WAL, SnapshotStore, Watermark
 from coord.storage.wal_writer import WalWriter
+
+if TYPE_CHECKING:
+    from coord.server.member_ready import MemberCore
 
 REQUEST_TIMEOUT = 7.0
 """Seconds a proposal waits to be applied before ``request timed out``."""
@@ -44,6 +47,9 @@ class MemberState:
     membership: Membership
     storage: FileBackedStorage
     rn: RawNode | None
+    _core: MemberCore | None
+    """The sans-I/O member over ``rn`` (set by ``recover``): Ready handling, and when to
+    snapshot, compact and release WAL segments (``_core.snaps``)."""
     _early: EarlyCampaign
     transport: Transport
     _snap_io: ThreadPoolExecutor
@@ -60,8 +66,6 @@ class MemberState:
     _watermark: Watermark | None
     _marking: asyncio.Future[bool] | None
     _marked_at: float
-    _entry_seq: dict[int, int]
-    """Entry index -> the WAL sequence number of its record (WAL release points)."""
     _kick: asyncio.Event
     _tasks: list[asyncio.Task[Any]]
     _stopped: bool
@@ -78,12 +82,8 @@ class MemberState:
     cheaper on the hot path than a timer handle per request."""
     _leader_waiters: list[asyncio.Future[None]]
     _applied: int
-    _snap_index: int
     _unsnapped_bytes: int
     """Bytes of the entries applied since the last durable snapshot."""
-    _snap_size: int
-    """Bytes of the last snapshot (the file's payload this member wrote, or the data of
-    the one it restored)."""
     _snap_bytes_at: int
     """``_unsnapped_bytes`` when the snapshot being built or saved was started: the count
     drops by that much only once that snapshot is durable (a build abandoned, or a save

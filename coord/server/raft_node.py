@@ -63,7 +63,6 @@ from coord.errors import (
 from coord.mvcc.store import SnapshotReuse
 from coord.raft import (
     Config,
-    HardState,
     RaftError,
     RawNode,
     Snapshot,
@@ -72,12 +71,10 @@ from coord.raft import (
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig, member_id_for
 from coord.server.member_cluster import ClusterOps
-from coord.server.member_core import EarlyCampaign, ReadBatcher, snapshot_due
+from coord.server.member_core import EarlyCampaign, ReadBatcher
 from coord.server.member_perform import Performing
-from coord.server.member_ready import (
-    MemberCore,
-    restore_storage,
-)
+from coord.server.member_ready import LogGap, MemberCore
+from coord.server.member_ready import recover as member_recover
 from coord.server.member_state import REQUEST_TIMEOUT, TAG_ATTRS, TAG_REQUEST
 from coord.server.membership import Membership
 from coord.server.recovery import finish, gap_error, open_data_dir, os_problem, writable_check
@@ -156,7 +153,6 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
         self._watermark: Watermark | None = None
         self._marking: asyncio.Future[bool] | None = None
         self._marked_at = 0.0
-        self._entry_seq: dict[int, int] = {}
         self._kick = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = False
@@ -175,12 +171,8 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
             collections.deque())
         self._leader_waiters: list[asyncio.Future[None]] = []
         self._applied = 0
-        self._snap_index = 0
         self._unsnapped_bytes = 0
         """Bytes of the entries applied since the last durable snapshot."""
-        self._snap_size = 0
-        """Bytes of the last snapshot (the file's payload this member wrote, or the data of
-        the one it restored)."""
         self._snap_bytes_at = 0
         """``_unsnapped_bytes`` when the snapshot being built or saved was started: the
         count drops by that much only once that snapshot is durable (a build abandoned, or
@@ -229,15 +221,15 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
         self._writer = WalWriter(wal, inline_sync=cfg.inline_sync)
         self._watermark = opened.watermark
         replayed = replay(records, wal.first_seq)
-        entries, hs, meta = replayed.entries, replayed.hard_state, replayed.metadata
-        self._entry_seq.update(replayed.entry_seq)
+        hs, meta = replayed.hard_state, replayed.metadata
         snap: Snapshot | None = None
         if snap_file is not None:
             snap = decode_snap_file(snap_file.index, snap_file.term, snap_file.data)
-        base = snap.metadata.index if snap else 0
-        entries = [e for e in entries if e.index > base]
-        if entries and entries[0].index != base + 1:
-            raise gap_error(cfg.data_dir, opened, base, entries[0].index)
+        try:
+            rec = member_recover(self.storage, snap, replayed.entries, hs)
+        except LogGap as gap:
+            raise gap_error(cfg.data_dir, opened, gap.base, gap.first) from None
+        base, entries, hs = rec.applied, rec.entries, rec.hard_state
         if opened.broken and snap is not None:
             log.warning("raftnode.older_snapshot_used", index=base,
                         broken=[p.name for p, _ in opened.broken])
@@ -247,17 +239,17 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
             self.cluster_id = int(meta["cluster_id"])
             self.transport.member_id = self.member_id
             self._reads = self._read_batcher()
-        fresh = snap is None and not entries and hs == HardState()
-        hs = restore_storage(self.storage, snap, entries, hs)
-        if snap is not None:
-            self._restore(snap, time.monotonic())
-            if snap_file is not None and snap_file.path is not None:
-                self.storage.keep_on_disk(base, snap_file.path)
+        fresh = rec.fresh
         rcfg = Config(id=self.member_id, rng=random.Random(),
                       election_tick=cfg.election_ticks, heartbeat_tick=1, applied=base,
                       check_quorum=True, pre_vote=True)
         self.rn = RawNode(rcfg, self.storage)
-        self._core = MemberCore(self.rn, self.storage)
+        self._core = MemberCore(self.rn, self.storage, self._snapshot_policy())
+        self._core.snaps.wrote(replayed.entry_seq)
+        if snap is not None:
+            self._restore(snap, time.monotonic())
+            if snap_file is not None and snap_file.path is not None:
+                self.storage.keep_on_disk(base, snap_file.path)
         self._term = hs.term
         self._commit = hs.commit
         if fresh:
@@ -427,12 +419,11 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
         had, if more: the log in memory stays about the size of the data, and a snapshot
         (which writes the whole store) is written at most once per its own size of new
         entries."""
-        if self._stopped:
+        if self._stopped or self._core is None:
             return
-        cfg = self.config
-        if snapshot_due(self._applied, self._snap_index, cfg.snapshot_count,
-                        self._unsnapped_bytes, cfg.snapshot_bytes, self._snap_size):
-            self._take_snapshot()
+        take = self._core.snaps.due(self._applied, self._unsnapped_bytes)
+        if take is not None:
+            self._take_snapshot(take)
 
     def _term_bound(self) -> int:
         """The highest term this member takes from a peer now (see MAX_TERM_STEP)."""
