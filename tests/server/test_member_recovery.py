@@ -35,7 +35,7 @@ def test_a_rewrite_after_an_installed_snapshot_replaces_the_entry_it_rewrites() 
     replayed = replay(records, 1)
     assert [(e.term, e.index) for e in replayed.entries if e.index > 6] == (
         [(3, i) for i in range(7, 13)] + [(10, 13), (11, 14)])
-    assert replayed.entry_seq[13] == 13 and replayed.entry_seq[14] == 14
+    assert replayed.entry_seq[13] == 12 and replayed.entry_seq[14] == 13
     st = MemoryStorage()
     rec = recover(st, _snap(6, 2), replayed.entries, replayed.hard_state)
     assert [e.index for e in rec.entries] == list(range(7, 15))
