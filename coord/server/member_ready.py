@@ -27,7 +27,7 @@ applied index, whether it bootstraps) and rebuilds the mirror from it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from coord.raft import (
@@ -41,11 +41,12 @@ from coord.raft import (
     Snapshot,
     StateRole,
 )
-from coord.server.member_core import split_committed
+from coord.server.member_core import EarlyCampaign, split_committed
 from coord.server.member_snap import SnapshotPlan, SnapshotPolicy
 
-__all__ = ["Action", "Apply", "InstallSnapshot", "LogGap", "MemberCore", "Persist",
-           "ReadStates", "Recovered", "Send", "SoftState", "recover", "restore_storage"]
+__all__ = ["Action", "Apply", "CampaignedEarly", "InstallSnapshot", "LeaderLost", "LogGap",
+           "MemberCore", "Persist", "ReadStates", "Recovered", "Send", "SoftState", "Timed",
+           "recover", "restore_storage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,16 +100,34 @@ class ReadStates:
     states: Sequence[ReadState]
 
 
+@dataclass(frozen=True, slots=True)
+class LeaderLost:
+    """The early campaign forgot ``leader`` (its stream broke, then silence); this member
+    campaigns at ``campaign_at`` unless a leader shows up first."""
+
+    leader: int
+    campaign_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignedEarly:
+    """This member campaigned early: its core has a Ready."""
+
+
 Action = SoftState | Send | Persist | Apply | InstallSnapshot | ReadStates
+Timed = LeaderLost | CampaignedEarly
 
 
 class MemberCore:
     """The Raft core of one member and the one Ready it is handling."""
 
     def __init__(self, rn: RawNode, storage: MemoryStorage,
-                 policy: SnapshotPolicy | None = None) -> None:
+                 policy: SnapshotPolicy | None = None,
+                 early: EarlyCampaign | None = None) -> None:
         self.rn = rn
         self.storage = storage
+        self.early = early
+        """The early campaign's timers (None: this member has none)."""
         self.snaps = SnapshotPlan(policy or SnapshotPolicy(0, 0, 0, 0))
         """When to snapshot, compact and release WAL segments (``member_snap``)."""
         self.durable_index = storage.last_index()
@@ -153,6 +172,39 @@ class MemberCore:
             self.durable_index = p.entries[-1].index
         if p.hard_state is not None:
             self.storage.set_hard_state(p.hard_state)
+
+    # ------------------------------------------------------------------ timers
+    def leader_stream_lost(self, peer: int, now: float) -> None:
+        """The stream ``peer`` sent Raft messages on broke at ``now`` (the early campaign
+        watches for silence if ``peer`` leads this member). Then call :meth:`wake` at
+        :meth:`next_wake`."""
+        if self.early is not None:
+            self.early.stream_lost(peer, now)
+
+    def forget_leader(self, now: float) -> None:
+        """Believe the leader gone now and campaign early (unless one shows up)."""
+        if self.early is not None:
+            self.early.leader_gone(now)
+
+    def next_wake(self) -> float | None:
+        """When :meth:`wake` has something to do (None: no timer pending)."""
+        return self.early.next_due() if self.early is not None else None
+
+    def wake(self, now: float, last_heard: Callable[[int], float]) -> list[Timed]:
+        """Act on the timers due at ``now`` (``last_heard(peer)``: when a message from
+        ``peer`` last arrived); returns what happened, for the caller to log and to
+        handle the Ready it may have made."""
+        ec = self.early
+        if ec is None:
+            return []
+        forgotten, campaigns = ec.forgotten, ec.campaigns
+        wakes = ec.fire(now, last_heard)
+        out: list[Timed] = []
+        if ec.forgotten != forgotten:
+            out.append(LeaderLost(ec.last_lost, min(wakes, default=now)))
+        if ec.campaigns != campaigns:
+            out.append(CampaignedEarly())
+        return out
 
     def advance(self) -> None:
         """The current Ready is handled: the core may produce the next."""

@@ -73,7 +73,7 @@ from coord.server.config import ServerConfig, member_id_for
 from coord.server.member_cluster import ClusterOps
 from coord.server.member_core import EarlyCampaign, ReadBatcher
 from coord.server.member_perform import Performing
-from coord.server.member_ready import LogGap, MemberCore
+from coord.server.member_ready import LeaderLost, LogGap, MemberCore
 from coord.server.member_ready import recover as member_recover
 from coord.server.member_state import REQUEST_TIMEOUT, TAG_ATTRS, TAG_REQUEST
 from coord.server.membership import Membership
@@ -154,6 +154,9 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
         self._marking: asyncio.Future[bool] | None = None
         self._marked_at = 0.0
         self._kick = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        """The member's next timer (``_arm_timer``)."""
+        self._timer_due = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = False
         self.removed = False
@@ -244,7 +247,7 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
                       election_tick=cfg.election_ticks, heartbeat_tick=1, applied=base,
                       check_quorum=True, pre_vote=True)
         self.rn = RawNode(rcfg, self.storage)
-        self._core = MemberCore(self.rn, self.storage, self._snapshot_policy())
+        self._core = MemberCore(self.rn, self.storage, self._snapshot_policy(), self._early)
         self._core.snaps.wrote(replayed.entry_seq)
         if snap is not None:
             self._restore(snap, time.monotonic())
@@ -290,6 +293,9 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
             self._snap_build.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._snap_build
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -328,24 +334,33 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
     def _leader_stream_lost(self, peer: int) -> None:
         """The stream ``peer`` was sending us Raft messages on broke: if ``peer`` leads us,
         the early campaign (``member_core.EarlyCampaign``) starts watching for it."""
-        self._wake_at(self._early.stream_lost(peer, time.monotonic()))
+        if self._core is not None:
+            self._core.leader_stream_lost(peer, time.monotonic())
+            self._arm_timer()
 
-    def _wake_at(self, due: float | None) -> None:
-        if due is not None:
-            asyncio.get_running_loop().call_later(max(0.0, due - time.monotonic()),
-                                                  self._fire_early)
+    def _arm_timer(self) -> None:
+        """One timer, at the member's next wake (``MemberCore.next_wake``)."""
+        due = self._core.next_wake() if self._core is not None else None
+        if due is None or (self._timer is not None and self._timer_due <= due):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer = asyncio.get_running_loop().call_later(
+            max(0.0, due - time.monotonic()), self._on_timer)
 
-    def _fire_early(self) -> None:
-        forgotten, campaigns = self._early.forgotten, self._early.campaigns
-        wakes = self._early.fire(time.monotonic(),
-                                 lambda peer: self.transport.last_heard.get(peer, 0.0))
-        for due in wakes:
-            self._wake_at(due)
-        if self._early.forgotten != forgotten:
-            log.info("raftnode.leader_lost", leader=f"{self._early.last_lost:x}",
-                     campaign_in_ms=round(max(0.0, min(wakes) - time.monotonic()) * 1000))
-        if self._early.forgotten != forgotten or self._early.campaigns != campaigns:
+    def _on_timer(self) -> None:
+        self._timer = None
+        assert self._core is not None
+        now = time.monotonic()
+        happened = self._core.wake(now, lambda peer: self.transport.last_heard.get(peer, 0.0))
+        for what in happened:
+            if isinstance(what, LeaderLost):
+                log.info("raftnode.leader_lost", leader=f"{what.leader:x}",
+                         campaign_in_ms=round(max(0.0, what.campaign_at - now) * 1000))
+        if happened:
             self._kick.set()
+        self._arm_timer()
 
     def _report_snapshot(self, peer: int, ok: bool) -> None:
         if self.rn is not None and not self._stopped:

@@ -38,7 +38,7 @@ from coord.raft import (
     StateRole,
 )
 from coord.raft.describe import describe_message
-from coord.server.member_core import ReadBatcher
+from coord.server.member_core import EarlyCampaign, ReadBatcher
 from coord.server.member_ready import LogGap, MemberCore
 from coord.server.member_snap import SnapshotPolicy
 from tests.sim.disk import Disk
@@ -112,6 +112,7 @@ class Cluster(Performing):
         self.disk_rng = sub_rng(opts.seed, "disk")
         self.tick_rng = sub_rng(opts.seed, "ticks")
         self.lat_rng = sub_rng(opts.seed, "disk.latency")
+        self.early_rng = sub_rng(opts.seed, "nemesis.early")  # the early campaign's delays
         skew_rng = sub_rng(opts.seed, "skew")
         self.tick_period = {
             i: max(1, round(opts.tick_ms * (1 + skew_rng.uniform(-opts.tick_skew, opts.tick_skew))))
@@ -162,7 +163,7 @@ class Cluster(Performing):
         n.created = True
         n.storage = MemoryStorage()
         n.raw = RawNode(self._config(nid, 0), n.storage)
-        n.core = MemberCore(n.raw, n.storage, self._policy())
+        n.core = MemberCore(n.raw, n.storage, self._policy(), self._early(n))
         n.reads = self._read_batcher(nid)
         if bootstrap:
             n.raw.bootstrap(self.founders)
@@ -171,6 +172,12 @@ class Cluster(Performing):
         self.trace.log(f"n{nid} start{' (bootstrap)' if bootstrap else ' (joining, empty)'}")
         self.loop.after(self.tick_rng.randrange(self.opts.tick_ms), self._tick, nid, n.incarnation)
         self.drive(n)
+
+    def _early(self, n: SimNode) -> EarlyCampaign:
+        """The member's early campaign, for the node's current incarnation."""
+        inc = n.incarnation
+        return EarlyCampaign(lambda: n.raw if n.incarnation == inc else None,
+                             self.tick_period[n.id], self.early_rng)
 
     def _policy(self) -> SnapshotPolicy:
         """The production member's snapshot rules, by entry count only."""
@@ -226,7 +233,7 @@ class Cluster(Performing):
         n.storage = storage
         n.hs = hs
         n.raw = RawNode(self._config(nid, n.applied), storage)
-        n.core = MemberCore(n.raw, storage, self._policy())
+        n.core = MemberCore(n.raw, storage, self._policy(), self._early(n))
         n.core.snaps.wrote(seqs)
         if snap is not None:
             n.core.snaps.installed(snap.metadata.index, len(snap.data))
