@@ -44,7 +44,6 @@ replaces every earlier-written entry ≥ i) and its latest hard state into a fre
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import os
@@ -76,6 +75,7 @@ from coord.server.member_perform import Performing
 from coord.server.member_ready import LeaderLost, LogGap, MemberCore
 from coord.server.member_ready import recover as member_recover
 from coord.server.member_state import REQUEST_TIMEOUT, TAG_ATTRS, TAG_REQUEST
+from coord.server.member_waiters import Waiters
 from coord.server.membership import Membership
 from coord.server.recovery import finish, gap_error, open_data_dir, os_problem, writable_check
 from coord.server.snapfile import (
@@ -102,6 +102,10 @@ def read_snap_file(path: Path) -> Snapshot:
     """A member's snapshot file, verified and decoded."""
     f = SnapshotStore.load(path)
     return decode_snap_file(f.index, f.term, f.data)
+
+
+def _not_done(fut: asyncio.Future[Any]) -> bool:
+    return not fut.done()
 
 
 READY_FAILED_HINT = (
@@ -162,16 +166,10 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
         self.removed = False
         prefix = (self.member_id & 0xFFFF) << 48 | random.SystemRandom().getrandbits(16) << 32
         self._ids = itertools.count(prefix + 1)
-        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._wait: Waiters[asyncio.Future[Any]] = Waiters(REQUEST_TIMEOUT, _not_done)
         self._props: list[tuple[int, bytes]] = []
         self._conf_waiters: dict[int, asyncio.Future[Any]] = {}
         self._reads: ReadBatcher[asyncio.Future[int]] = self._read_batcher()
-        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        # Every waiter with its deadline, oldest first (one timeout for all, so the order
-        # of deadlines is the order of creation); the ticker fails the expired ones. This
-        # is cheaper on the hot path than a timer handle per request.
-        self._deadlines: collections.deque[tuple[float, asyncio.Future[Any]]] = (
-            collections.deque())
         self._leader_waiters: list[asyncio.Future[None]] = []
         self._applied = 0
         self._unsnapped_bytes = 0

@@ -60,7 +60,7 @@ def test_waiters_past_their_deadline_fail_with_request_timed_out(tmp_path: Path)
         with pytest.raises(RequestTimeout) as err:
             pending.result()
         assert str(err.value.message) == "etcdserver: request timed out"
-        assert not node._deadlines
+        assert not node._wait.deadlines
 
     asyncio.run(body())
 

@@ -41,6 +41,7 @@ from coord.raft.describe import describe_message
 from coord.server.member_core import EarlyCampaign, ReadBatcher
 from coord.server.member_ready import LogGap, MemberCore
 from coord.server.member_snap import SnapshotPolicy
+from coord.server.member_waiters import Waiters
 from tests.sim.disk import Disk
 from tests.sim.eventloop import EventLoop, sub_rng
 from tests.sim.invariants import Invariants, Violation
@@ -76,10 +77,9 @@ class SimNode:
     created: bool = False
     incarnation: int = 0
     snap_index: int = 0
-    pending: dict[int, Call] = field(default_factory=dict)  # request id -> call
+    waits: Waiters[Call] = field(default_factory=lambda: Waiters(0.0))  # the member's
     batch: list[Call] = field(default_factory=list)  # proposals waiting for propose_many
     reads: ReadBatcher[Call] | None = None  # the production member's ReadIndex batching
-    read_waits: list[tuple[int, Call]] = field(default_factory=list)
 
 
 Responder = Callable[[Call, Result | None, int], None]  # (call, result or None=fail, index)
@@ -197,10 +197,9 @@ class Cluster(Performing):
         n.storage = None
         n.core = None
         lost = n.disk.crash(self.disk_rng, torn=self.opts.torn_writes)
-        n.pending.clear()
+        n.waits.clear()
         n.batch.clear()
         n.reads = None
-        n.read_waits.clear()
         n.role, n.leader = StateRole.FOLLOWER, 0
         self.inv.leading[nid] = 0
         n.incarnation += 1
@@ -311,7 +310,7 @@ class Cluster(Performing):
             n.raw.propose(call.req.encode())
         except ProposalDropped:
             return False
-        n.pending[call.req.id] = call
+        n.waits.proposed(call.req.id, call)
         self.drive(n)
         return True
 
@@ -327,7 +326,7 @@ class Cluster(Performing):
                 self.refuse(c)
             return
         for c in calls:
-            n.pending[c.req.id] = c
+            n.waits.proposed(c.req.id, c)
         self.drive(n)
 
     def read_index(self, nid: int, call: Call) -> bool:

@@ -54,7 +54,7 @@ from tests.sim.kv import KVStore, Request
 if TYPE_CHECKING:
     import random
 
-    from tests.sim.cluster import Call, Responder, SimNode
+    from tests.sim.cluster import Responder, SimNode
     from tests.sim.eventloop import EventLoop, Trace
     from tests.sim.network import Network
     from tests.sim.options import SimOptions
@@ -237,7 +237,8 @@ class Performing:
         assert n.reads is not None and n.raw is not None
         for rs in a.states:
             batch = n.reads.done(rs.request_ctx)
-            n.read_waits.extend((rs.index, call) for call in batch)
+            for call in batch:
+                n.waits.wait_applied(rs.index, call)
             if batch:
                 n.reads.issue(n.raw, self.loop.now)
 
@@ -277,20 +278,14 @@ class Performing:
         elif e.data:
             req = Request.decode(e.data)
             res = n.kv.apply(req)
-            call = n.pending.pop(req.id, None)
+            call = n.waits.request_applied(req.id)
             if call is not None:
+                n.waits.forget(req.id)
                 self.respond(call, res, e.index)
 
     def _serve_reads(self, n: SimNode) -> None:
-        if not n.read_waits:
-            return
-        keep: list[tuple[int, Call]] = []
-        for index, call in n.read_waits:
-            if n.applied >= index:
-                self.respond(call, n.kv.read(call.req.key), 0)
-            else:
-                keep.append((index, call))
-        n.read_waits = keep
+        for call in n.waits.applied(n.applied):
+            self.respond(call, n.kv.read(call.req.key), 0)
 
     def _maybe_snapshot(self, n: SimNode, core: MemberCore) -> None:
         """Perform what the production member decides after a Ready (``member_snap``):
