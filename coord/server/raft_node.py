@@ -29,9 +29,12 @@ Parts: this module is the shell that performs I/O (the Ready loop, timers, recov
 the Ready handling without I/O (each Ready as ordered actions, the log mirror, the
 durable index) is ``member_ready.MemberCore``, performed here by ``member_perform``
 (WAL and snapshot writes, the transport, the applier) and by the simulator
-(``tests/sim``) over its simulated disk and network; the other decisions (the early
-campaign, when to snapshot, compaction and WAL release points) are in ``member_core``,
-which the simulator runs too; the WAL
+(``tests/sim``) over its simulated disk and network; the member's other decisions are
+the core's too, and the simulator runs them: its timers (the early campaign, one timer
+armed at ``MemberCore.next_wake``), when to snapshot, how far to compact and which WAL
+segments to release (``member_snap``, performed by ``snapshotter``), who to answer or
+fail (``member_waiters``), and what a restart starts from (``member_ready.recover``);
+the WAL
 records and their one writer in ``coord.storage.records`` and ``wal_writer``; clients'
 waiters in ``member_requests``, applying in ``member_apply``, snapshots in
 ``snapshotter``, lease forwarding and membership in ``member_cluster``.
