@@ -55,3 +55,20 @@ def test_nothing_persisted_is_a_fresh_start_and_commit_is_at_least_the_snapshot(
     assert recover(MemoryStorage(), None, [], HardState()).fresh
     rec = recover(MemoryStorage(), _snap(6, 2), [Entry(1, 3)], HardState(2, 1, 4))
     assert not rec.fresh and rec.entries == [] and rec.hard_state == HardState(2, 1, 6)
+
+
+def test_entries_older_than_an_installed_snapshot_s_term_are_not_recovered() -> None:
+    # The member held 1..8 of terms up to 5, then installed a snapshot from the leader at
+    # index 7, term 8 (its own 7 had another term), and crashed before the leader's next
+    # entries arrived: the WAL still holds its old 8 (term 5), written before the
+    # snapshot. No log has a term-5 entry after a term-8 one: it is not part of the log
+    # (found by the simulator, seed 303204: "log matching violated at 5/8").
+    stale = [Entry(2, i) for i in range(1, 5)] + [Entry(4, 5), Entry(5, 6), Entry(5, 7),
+                                                  Entry(5, 8)]
+    st = MemoryStorage()
+    rec = recover(st, _snap(7, 8), stale, HardState(15, 0, 7))
+    assert rec.entries == [] and st.last_index() == 7 and st.term(7) == 8
+    # entries the leader sent after the snapshot are kept (terms from the snapshot's on)
+    rec = recover(MemoryStorage(), _snap(7, 8), [*stale[:7], Entry(15, 8)],
+                  HardState(15, 0, 8))
+    assert [(e.term, e.index) for e in rec.entries] == [(15, 8)]
