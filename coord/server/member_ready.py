@@ -250,18 +250,29 @@ class Recovered:
     """The snapshot's index (0 without one): the core re-delivers what follows."""
     fresh: bool
     """Nothing was persisted: a founder bootstraps (again)."""
+    stale: int = 0
+    """Entries left out: written before a snapshot from the leader replaced the log."""
 
 
 def recover(storage: MemoryStorage, snapshot: Snapshot | None, entries: Sequence[Entry],
             hard_state: HardState) -> Recovered:
     """A member's start from what it persisted: ``snapshot`` (the newest usable one),
     ``entries`` (its log as last written, see ``coord.storage.records.replay``) and
-    ``hard_state``; rebuilds ``storage`` (empty) from it. Raises :class:`LogGap` (storage
-    untouched) if the log does not reach back to the snapshot."""
+    ``hard_state``; rebuilds ``storage`` (empty) from it. Entries after the snapshot of an
+    older term than its own are left out (written before the snapshot replaced the log).
+    Raises :class:`LogGap` (storage untouched) if the log does not reach back to the
+    snapshot."""
     base = snapshot.metadata.index if snapshot is not None else 0
     after = [e for e in entries if e.index > base]
+    stale = 0
+    if snapshot is not None and after and after[0].term < snapshot.metadata.term:
+        # Written before a snapshot from the leader replaced the whole log (the member
+        # crashed before the leader's next entries replaced them): no log has an entry
+        # of an older term after a newer one, and what the leader sent after the
+        # snapshot starts at base + 1, so none of them is part of the log.
+        stale, after = len(after), []
     if after and after[0].index != base + 1:
         raise LogGap(base, after[0].index)
     fresh = snapshot is None and not after and hard_state == HardState()
     hs = restore_storage(storage, snapshot, after, hard_state)
-    return Recovered(snapshot, after, hs, base, fresh)
+    return Recovered(snapshot, after, hs, base, fresh, stale)

@@ -234,6 +234,9 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
         except LogGap as gap:
             raise gap_error(cfg.data_dir, opened, gap.base, gap.first) from None
         base, entries, hs = rec.applied, rec.entries, rec.hard_state
+        if rec.stale:
+            log.warning("raftnode.stale_entries_dropped", count=rec.stale, snapshot_index=base,
+                        reason="written before the snapshot from the leader replaced the log")
         if opened.broken and snap is not None:
             log.warning("raftnode.older_snapshot_used", index=base,
                         broken=[p.name for p, _ in opened.broken])

@@ -67,7 +67,7 @@ def test_entries_older_than_an_installed_snapshot_s_term_are_not_recovered() -> 
                                                   Entry(5, 8)]
     st = MemoryStorage()
     rec = recover(st, _snap(7, 8), stale, HardState(15, 0, 7))
-    assert rec.entries == [] and st.last_index() == 7 and st.term(7) == 8
+    assert rec.entries == [] and rec.stale == 1 and st.last_index() == 7 and st.term(7) == 8
     # entries the leader sent after the snapshot are kept (terms from the snapshot's on)
     rec = recover(MemoryStorage(), _snap(7, 8), [*stale[:7], Entry(15, 8)],
                   HardState(15, 0, 8))

@@ -259,3 +259,15 @@ the fix."""
 def test_f7_seeds(seed: int) -> None:
     res = run_seed(seed)
     assert res.ok, res.report(trace_lines=0)
+
+
+F8_SEEDS = [303204]
+"""F8 (member, recovery): a member that installed a snapshot from the leader and crashed
+before the leader's next entries arrived restarted with its older-term entries after the
+snapshot (still in the WAL). Fail with ``member_ready.recover`` keeping them."""
+
+
+@pytest.mark.parametrize("seed", F8_SEEDS)
+def test_f8_seeds(seed: int) -> None:
+    res = run_seed(seed)
+    assert res.ok, res.report(trace_lines=0)
