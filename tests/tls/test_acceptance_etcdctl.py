@@ -36,9 +36,13 @@ def pytest_run(tmp_path: Path, *args: str, tls: bool) -> str:
     try:
         out = run.communicate(timeout=840)[0].decode(errors="replace")
     finally:
-        if run.poll() is None:  # timed out or interrupted: its servers go with it
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
+        if run.poll() is None:  # timed out or interrupted: SIGTERM lets its fixtures stop
+            os.killpg(run.pid, signal.SIGTERM)  # its servers (each in its own session)
+            try:
+                run.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
     return out
 
 
