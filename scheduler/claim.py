@@ -318,22 +318,35 @@ class ClaimStore:
                           started_at=rec.claimed_at, lease=self.me.lease)
 
     async def claim(self, job: str, occurrence: str, *, exclusive: bool,
-                    spec_revision: int = 0) -> Claim | None:
+                    spec_revision: int = 0, recorded: str | None = None,
+                    unrecorded: str | None = None) -> Claim | None:
         """Try to claim (job, occurrence). ``None``: someone else has it, the job is busy,
         or it is suspended: the claim also requires ``/cron/suspend/<job>`` absent, so a
         worker whose suspensions view is stale (cut off from the store while the job was
-        suspended) cannot start it; the firing part waits and sees the suspension."""
+        suspended) cannot start it; the firing part waits and sees the suspension.
+
+        Order (``forbid``/``replace``, same txn, no read): ``unrecorded`` names the job's
+        next occurrence, which must have no record yet (an occurrence never starts after
+        a later one was claimed or settled); ``recorded`` names the previous one, which
+        must have a record (a claim sent ahead does not overtake an older occurrence
+        whose claim is still pending, e.g. both waiting out a store outage)."""
         rec = self._new_record(job, occurrence, 1, spec_revision)
         self.attempted.setdefault((job, occurrence), set()).add(rec.run_id)
         rk, lk = run_key(job, occurrence), lock_key(job)
         lock_put = put(lk, self._holder(rec).encode(), lease=self.me.lease)
         not_suspended = Compare.create(suspend_key(job)) == 0
+        order = []
+        if unrecorded is not None:
+            order.append(Compare.create(run_key(job, unrecorded)) == 0)
+        if recorded is not None:
+            order.append(Compare.create(run_key(job, recorded)) > 0)
         if exclusive:
-            compare = [Compare.create(rk) == 0, Compare.create(lk) == 0, not_suspended]
+            compare = [Compare.create(rk) == 0, Compare.create(lk) == 0, not_suspended,
+                       *order]
             success = [put(rk, rec.encode()), lock_put]
         else:
             # Concurrent runs allowed: the lock shows one of them, if it is free.
-            compare = [Compare.create(rk) == 0, not_suspended]
+            compare = [Compare.create(rk) == 0, not_suspended, *order]
             success = [put(rk, rec.encode()), txn_op([Compare.create(lk) == 0], [lock_put], [])]
         self.txns += 1
         res = await self.batcher.submit(job, compare, success)
@@ -345,14 +358,18 @@ class ClaimStore:
         return Claim(job, occurrence, res.revision, res.revision, rec, holds, self.me.lease)
 
     async def takeover(self, job: str, occurrence: str, lost: RunRecord,
-                       seen_revision: int, spec_revision: int = 0) -> Claim | None:
-        """Claim again a run that was lost before it started (``on_lost: rerun``)."""
+                       seen_revision: int, spec_revision: int = 0,
+                       unrecorded: str | None = None) -> Claim | None:
+        """Claim again a run that was lost before it started (``on_lost: rerun``);
+        ``unrecorded`` as for :meth:`claim` (a re-run never starts after a later
+        occurrence of a ``forbid``/``replace`` job was claimed)."""
         rec = self._new_record(job, occurrence, lost.attempt + 1, spec_revision)
         self.attempted.setdefault((job, occurrence), set()).add(rec.run_id)
         rk, lk = run_key(job, occurrence), lock_key(job)
+        order = [] if unrecorded is None else [Compare.create(run_key(job, unrecorded)) == 0]
         self.txns += 1
         res = await self.client.txn(
-            [Compare.mod(rk) == seen_revision, Compare.create(lk) == 0],
+            [Compare.mod(rk) == seen_revision, Compare.create(lk) == 0, *order],
             [put(rk, rec.encode()), put(lk, self._holder(rec).encode(), lease=self.me.lease)], [])
         if not res.succeeded:
             return None

@@ -17,7 +17,14 @@ from enum import Enum
 from scheduler.claim import ACTIVE, LockHolder, RunRecord
 from scheduler.executor import RunResult
 from scheduler.keys import valid_occurrence
-from scheduler.plan import MANUAL_SUFFIX, Timetable, catch_up, occurrence_instant, rank_workers
+from scheduler.plan import (
+    MANUAL_SUFFIX,
+    Timetable,
+    catch_up,
+    occurrence_id,
+    occurrence_instant,
+    rank_workers,
+)
 
 ACTIVE_STATUS = re.compile(rb'"status"\s*:\s*"(?:claimed|running|retrying)"')
 """Matches the bytes of a run record whose status is active (decoded only then)."""
@@ -74,8 +81,52 @@ def busy_note(occ: str, held: str) -> str:
     occurrences race) a later occurrence that won its claim first."""
     mine, theirs = occurrence_instant(occ), occurrence_instant(held)
     if mine is not None and theirs is not None and theirs > mine:
-        return f"a later occurrence {held} was claimed first"
+        return overtaken_note(held)
     return f"previous run {held} still running"
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The occurrences scheduled just before and just after one (ids; None: unknown, or
+    none), for the claim's order compares."""
+
+    prev: str | None = None
+    next: str | None = None
+
+
+ALONE = Neighbours()
+"""No order compares (a manual run, a trigger)."""
+
+
+def claim_order(concurrency: str, occ: str, around: Neighbours, due: bool
+                ) -> tuple[str | None, str | None]:
+    """The order compares of a claim of ``occ``: (the occurrence that must be recorded,
+    the one that must not be). Only scheduled ``forbid``/``replace`` occurrences are
+    ordered. Every claim requires the next occurrence unrecorded, so an occurrence never
+    starts after a later one was claimed or settled (the store decides, whatever the
+    claimant's views show). A claim sent ahead (not ``due`` yet) also requires the
+    previous occurrence recorded, so it cannot overtake the older occurrence's pending
+    claim when both wait out a store outage; once its instant has come it claims without
+    (the previous one may never get a record: its claimant died, or it came before a
+    schedule edit)."""
+    if concurrency not in ("forbid", "replace") or MANUAL_SUFFIX in occ:
+        return None, None
+    return (None if due else around.prev), around.next
+
+
+def next_in_order(concurrency: str, occ: str, timetable: Timetable) -> str | None:
+    """The occurrence after ``occ`` that a claim or re-run of it requires unrecorded
+    (:func:`claim_order`), None if ``occ`` is not ordered (``allow``, a manual run)."""
+    if concurrency not in ("forbid", "replace") or MANUAL_SUFFIX in occ:
+        return None
+    instant = occurrence_instant(occ)
+    after = None if instant is None else timetable.next_after(instant)
+    return None if after is None else occurrence_id(after)
+
+
+def overtaken_note(later: str) -> str:
+    """The note of an occurrence skipped because a later one was claimed or settled."""
+    return f"a later occurrence {later} was claimed first"
 
 
 class Busy(Enum):
