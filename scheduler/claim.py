@@ -328,8 +328,8 @@ class ClaimStore:
         Order (``forbid``/``replace``, same txn, no read): ``unrecorded`` names the job's
         next occurrence, which must have no record yet (an occurrence never starts after
         a later one was claimed or settled); ``recorded`` names the previous one, which
-        must have a record (a claim sent ahead does not overtake an older occurrence
-        whose claim is still pending, e.g. both waiting out a store outage)."""
+        must have a record (a claim does not overtake an older occurrence whose claim is
+        still pending, e.g. both waiting out a store outage)."""
         rec = self._new_record(job, occurrence, 1, spec_revision)
         self.attempted.setdefault((job, occurrence), set()).add(rec.run_id)
         rk, lk = run_key(job, occurrence), lock_key(job)

@@ -98,20 +98,21 @@ ALONE = Neighbours()
 """No order compares (a manual run, a trigger)."""
 
 
-def claim_order(concurrency: str, occ: str, around: Neighbours, due: bool
+def claim_order(concurrency: str, occ: str, around: Neighbours
                 ) -> tuple[str | None, str | None]:
     """The order compares of a claim of ``occ``: (the occurrence that must be recorded,
     the one that must not be). Only scheduled ``forbid``/``replace`` occurrences are
-    ordered. Every claim requires the next occurrence unrecorded, so an occurrence never
+    ordered. A claim requires the next occurrence unrecorded, so an occurrence never
     starts after a later one was claimed or settled (the store decides, whatever the
-    claimant's views show). A claim sent ahead (not ``due`` yet) also requires the
-    previous occurrence recorded, so it cannot overtake the older occurrence's pending
-    claim when both wait out a store outage; once its instant has come it claims without
-    (the previous one may never get a record: its claimant died, or it came before a
-    schedule edit)."""
+    claimant's views show), and the previous one recorded (when this worker's timer fired
+    it too), so it cannot overtake the older occurrence's pending claim when both wait
+    out a store outage: the older one is claimed, started or recorded first. Every live
+    worker that fired the previous occurrence claims it or records it by its starting
+    deadline, so the wait is bounded; the first occurrence a timer fires (after a start,
+    a resume or an edit) has no previous one to wait for."""
     if concurrency not in ("forbid", "replace") or MANUAL_SUFFIX in occ:
         return None, None
-    return (None if due else around.prev), around.next
+    return around.prev, around.next
 
 
 def next_in_order(concurrency: str, occ: str, timetable: Timetable) -> str | None:

@@ -194,8 +194,7 @@ class Firing:
                 await self._skip(spec, occ, f"a later occurrence {later} was claimed first")
                 return None
             entry.lock_freed.clear()
-            recorded, unrecorded = decide.claim_order(
-                spec.concurrency, occ, around, not decide.not_due(occ, ctx.clock.now()))
+            recorded, unrecorded = decide.claim_order(spec.concurrency, occ, around)
             try:
                 claim = await store.claim(spec.name, occ, exclusive=exclusive,
                                           spec_revision=entry.revision, recorded=recorded,
