@@ -459,15 +459,19 @@ class ClaimStore:
 
     async def record_missed(self, job: str, occurrence: str, *, status: str = "missed",
                             note: str = "not started within starting_deadline",
-                            spec_revision: int = 0) -> bool:
+                            spec_revision: int = 0, if_recorded: str | None = None) -> bool:
         """Record an occurrence that will never run (only if no record exists): ``missed``
         (nobody ran it in time) or ``skipped`` (a ``forbid`` job's previous run was still
-        running at its instant), with the reason in ``note``."""
+        running at its instant), with the reason in ``note``. ``if_recorded``: only if that
+        (later) occurrence has a record (then no claim of this one can land)."""
         rk = run_key(job, occurrence)
         rec = RunRecord(job=job, occurrence=occurrence, status=status,
                         worker=self.me.worker, finished_at=time.time(), note=note,
                         spec_revision=spec_revision)
-        res = await self.client.txn([Compare.create(rk) == 0], [put(rk, rec.encode())], [])
+        compare = [Compare.create(rk) == 0]
+        if if_recorded is not None:
+            compare.append(Compare.create(run_key(job, if_recorded)) > 0)
+        res = await self.client.txn(compare, [put(rk, rec.encode())], [])
         return res.succeeded
 
     async def run_exists(self, job: str, occurrence: str) -> bool:

@@ -22,7 +22,13 @@ from coord.client import ClientError, LeaseNotFoundError, WatchBatch
 from scheduler import keys
 from scheduler.claim import Claim, LockHolder
 from scheduler.decode import report_bad
-from scheduler.plan import MANUAL_SUFFIX, catch_up, occurrence_id, occurrence_instant
+from scheduler.plan import (
+    MANUAL_SUFFIX,
+    Timetable,
+    catch_up,
+    occurrence_id,
+    occurrence_instant,
+)
 from scheduler.spec import JobSpec
 from scheduler.worker import decide
 from scheduler.worker.decide import Busy
@@ -55,29 +61,31 @@ class Firing:
         spec = entry.spec
         timetable = spec.timetable()
         now = ctx.clock.now()
-        if since < now - timedelta(seconds=1):
+        prev: datetime | None = None
+        if since < now:
             plan = catch_up(timetable, since=since, now=now,
                             starting_deadline=spec.starting_deadline)
             # Occurrences past their starting deadline are recorded missed now; younger
             # ones may still be claimed by live workers (this worker restarted while others
             # kept going), so they are recorded once their deadline has passed, and only
-            # if nobody claimed them meanwhile (the record is create-only).
+            # if nobody claimed them meanwhile (the record is create-only); for forbid and
+            # replace, as soon as the next occurrence is claimed (none can start then).
             horizon = now - timedelta(seconds=spec.starting_deadline)
             past, young = decide.split_missed(plan.missed, horizon)
             for instant in past:
                 await self.record_missed(spec, instant)
             for instant in young:
                 left = (instant - horizon).total_seconds() + 1.0
-                ctx.spawn(self._record_missed_later(spec, instant, left),
+                ctx.spawn(self._record_missed_later(spec, instant, left, timetable),
                           f"missed:{spec.name}")
             if plan.run is not None:
                 self.fire(entry, plan.run, around=decide.Neighbours(
                     next=_occ_or_none(timetable.next_after(plan.run))))
+                prev = plan.run
         cursor = max(since, now)
         ahead = ctx.config.claim_ahead
-        # The previous occurrence this timer fired (None for the first: this worker did
-        # not see it due) and the one after the next, for the claims' order compares.
-        prev: datetime | None = None
+        # The previous occurrence this timer fired (None if it fired none: its claimant
+        # is unknown) and the one after the next, for the claims' order compares.
         nxt = timetable.next_after(cursor)
         while nxt is not None:
             following = timetable.next_after(nxt)
@@ -89,11 +97,47 @@ class Firing:
             prev, nxt = nxt, following
 
     async def _record_missed_later(self, spec: JobSpec, instant: datetime,
-                                   delay: float) -> None:
-        await asyncio.sleep(delay)
+                                   delay: float, timetable: Timetable) -> None:
+        occ = occurrence_id(instant)
+        nxt = decide.next_in_order(spec.concurrency, occ, timetable)
+        if nxt is None:
+            await asyncio.sleep(delay)
+        elif await self._overtaken_later(spec, occ, nxt, delay):
+            return
         current = self.ctx.jobs.get(spec.name)
         if not self.ctx.stopping and current is not None and current.spec == spec:
             await self.record_missed(spec, instant)
+
+    async def _overtaken_later(self, spec: JobSpec, occ: str, nxt: str,
+                               delay: float) -> bool:
+        """A ``forbid``/``replace`` occurrence missed while this worker was down: it can
+        no longer start once the next one is claimed (the claim requires the next one
+        unrecorded), so it is recorded ``skipped`` then — guarded by that record — rather
+        than a starting deadline later (a worker dying meanwhile left it unrecorded).
+        Watches the locks view (no read) until ``delay`` has passed; True once settled."""
+        ctx = self.ctx
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            current = ctx.jobs.get(spec.name)
+            if ctx.stopping or current is None or current.spec != spec:
+                return True
+            held = decide.held_occurrence(ctx.held.get(spec.name))
+            if held is not None and decide.later_occurrence(
+                    spec.concurrency, held, occ) is not None and ctx.store is not None:
+                try:
+                    if await ctx.store.record_missed(
+                            spec.name, occ, status="skipped",
+                            note=decide.overtaken_note(nxt), spec_revision=ctx.revision(spec),
+                            if_recorded=nxt):
+                        log.info("run.skipped", job=spec.name, occurrence=occ,
+                                 reason=decide.overtaken_note(nxt))
+                        return True
+                    if await ctx.store.run_exists(spec.name, occ):
+                        return True
+                except ClientError:
+                    pass  # try again on the next turn
+            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        return False
 
     async def record_missed(self, spec: JobSpec, instant: datetime) -> None:
         store = self.ctx.store
