@@ -168,6 +168,19 @@ def split_missed(missed: Iterable[datetime], horizon: datetime
     return now, later
 
 
+def missed_settle(instant: datetime, now: datetime, starting_deadline: float,
+                  session_ttl: float) -> float:
+    """Seconds from ``now`` until a restarting worker records ``missed`` an occurrence the
+    catch-up left to live workers (younger than its starting deadline, not the one it
+    runs): one second past the earlier of its starting deadline and two session TTLs after
+    its instant. A live worker that fired it has claimed it by then — its claim does not
+    wait longer for the store (the catch-up just read it) nor for a dead holder's lock
+    (gone with its lease within a TTL) — so after that nobody will, and a record a whole
+    starting deadline later was no record at all when this worker died first."""
+    settle = min(starting_deadline, 2 * session_ttl) + 1.0
+    return max(0.0, (instant - now).total_seconds() + settle)
+
+
 def missed_while_suspended(timetable: Timetable, suspended_at: datetime,
                            resumed_at: datetime) -> datetime | None:
     """The latest occurrence due while the job was suspended (in ``(suspended_at,

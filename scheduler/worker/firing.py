@@ -67,15 +67,17 @@ class Firing:
                             starting_deadline=spec.starting_deadline)
             # Occurrences past their starting deadline are recorded missed now; younger
             # ones may still be claimed by live workers (this worker restarted while others
-            # kept going), so they are recorded once their deadline has passed, and only
-            # if nobody claimed them meanwhile (the record is create-only); for forbid and
-            # replace, as soon as the next occurrence is claimed (none can start then).
+            # kept going), so they are recorded once no live worker can still be claiming
+            # them (``missed_settle``), and only if nobody claimed them meanwhile (the
+            # record is create-only); for forbid and replace as soon as the next
+            # occurrence is claimed (none can start then).
             horizon = now - timedelta(seconds=spec.starting_deadline)
             past, young = decide.split_missed(plan.missed, horizon)
             for instant in past:
                 await self.record_missed(spec, instant)
             for instant in young:
-                left = (instant - horizon).total_seconds() + 1.0
+                left = decide.missed_settle(instant, now, spec.starting_deadline,
+                                            ctx.config.session_ttl)
                 ctx.spawn(self._record_missed_later(spec, instant, left, timetable),
                           f"missed:{spec.name}")
             if plan.run is not None:
