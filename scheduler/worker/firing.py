@@ -114,7 +114,7 @@ class Firing:
                                delay: float) -> bool:
         """A ``forbid``/``replace`` occurrence missed while this worker was down: it can
         no longer start once the next one is claimed (the claim requires the next one
-        unrecorded), so it is recorded ``skipped`` then — guarded by that record — rather
+        unrecorded), so it is recorded ``missed`` then — guarded by that record — rather
         than a starting deadline later (a worker dying meanwhile left it unrecorded).
         Watches the locks view (no read) until ``delay`` has passed; True once settled."""
         ctx = self.ctx
@@ -127,12 +127,11 @@ class Firing:
             if held is not None and decide.later_occurrence(
                     spec.concurrency, held, occ) is not None and ctx.store is not None:
                 try:
+                    note = f"not started before the next occurrence {nxt} was claimed"
                     if await ctx.store.record_missed(
-                            spec.name, occ, status="skipped",
-                            note=decide.overtaken_note(nxt), spec_revision=ctx.revision(spec),
+                            spec.name, occ, note=note, spec_revision=ctx.revision(spec),
                             if_recorded=nxt):
-                        log.info("run.skipped", job=spec.name, occurrence=occ,
-                                 reason=decide.overtaken_note(nxt))
+                        log.info("run.missed", job=spec.name, occurrence=occ, reason=note)
                         return True
                     if await ctx.store.run_exists(spec.name, occ):
                         return True
