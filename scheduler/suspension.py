@@ -17,8 +17,12 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from coord.client import Client, Compare, delete, put
+from coord.client import Client, Compare, delete, put, txn_op
 from scheduler import keys
+from scheduler.claim import RunRecord
+from scheduler.errors import SpecError
+from scheduler.plan import catch_up, occurrence_id
+from scheduler.spec import spec_from_json
 
 
 @dataclass
@@ -73,10 +77,49 @@ async def suspend(client: Client, name: str, reason: str) -> bool:
 
 
 async def resume(client: Client, name: str) -> bool:
-    """Delete the runtime suspension; False if there was none."""
+    """Delete the runtime suspension; False if there was none.
+
+    The same txn records the last occurrence due while the job was suspended (after the
+    suspension's ``at``, up to now by this client's clock, the clock that set ``at``)
+    ``skipped``, create-only: occurrences missed while suspended are not replayed, and
+    a worker that starts later — even if no worker was up at the resume — catches up from
+    that record instead of running it. Nothing is recorded for a job without a valid spec
+    or a suspension without a time (written by hand)."""
     key = keys.suspend_key(name)
+    for _ in range(5):  # the suspension read is replaced meanwhile: read again
+        kv = await client.get_one(key)
+        if kv is None:
+            return False
+        skip = await _last_suspended(client, name, Suspension.decode(kv.value))
+        res = await client.txn([Compare.mod(key) == kv.mod_revision],
+                               [delete(key), *skip], [])
+        if res.succeeded:
+            return True
     res = await client.txn([Compare.create(key) != 0], [delete(key)], [])
     return res.succeeded
+
+
+async def _last_suspended(client: Client, name: str, ended: Suspension) -> list[Any]:
+    """The create-only put of the ``skipped`` record of the last occurrence due while
+    ``ended`` suspended the job (as a nested txn op), or nothing."""
+    job = await client.get_one(keys.job_key(name))
+    if job is None or ended.at <= 0:
+        return []
+    try:
+        spec = spec_from_json(job.value, keys.job_key(name))
+    except (SpecError, ValueError):
+        return []
+    instant = catch_up(spec.timetable(), since=datetime.fromtimestamp(ended.at, UTC),
+                       now=datetime.fromtimestamp(time.time(), UTC), starting_deadline=float("inf"),
+                       max_missed=0).run
+    if instant is None:
+        return []
+    occ = occurrence_id(instant)
+    rk = keys.run_key(name, occ)
+    rec = RunRecord(job=name, occurrence=occ, status="skipped", worker=who(),
+                    finished_at=time.time(), note=f"job suspended {ended.describe()}",
+                    spec_revision=job.mod_revision)
+    return [txn_op([Compare.create(rk) == 0], [put(rk, rec.encode())], [])]
 
 
 async def read_one(client: Client, name: str) -> Suspension | None:
