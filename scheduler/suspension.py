@@ -21,7 +21,7 @@ from coord.client import Client, Compare, delete, put, txn_op
 from scheduler import keys
 from scheduler.claim import RunRecord
 from scheduler.errors import SpecError
-from scheduler.plan import catch_up, occurrence_id
+from scheduler.plan import Timetable, catch_up, occurrence_id
 from scheduler.spec import spec_from_json
 
 
@@ -99,6 +99,16 @@ async def resume(client: Client, name: str) -> bool:
     return res.succeeded
 
 
+def last_due_while_suspended(timetable: Timetable, suspended_at: datetime,
+                             resumed_at: datetime) -> datetime | None:
+    """The latest occurrence due while the job was suspended (in ``(suspended_at,
+    resumed_at]``), None if none was: recorded ``skipped`` by the resume, it is where a
+    worker that starts later resumes the job's timeline from, so the restart catch-up
+    (which starts after the latest record) does not replay it."""
+    return catch_up(timetable, since=suspended_at, now=resumed_at,
+                    starting_deadline=float("inf"), max_missed=0).run
+
+
 async def _last_suspended(client: Client, name: str, ended: Suspension) -> list[Any]:
     """The create-only put of the ``skipped`` record of the last occurrence due while
     ``ended`` suspended the job (as a nested txn op), or nothing."""
@@ -109,9 +119,8 @@ async def _last_suspended(client: Client, name: str, ended: Suspension) -> list[
         spec = spec_from_json(job.value, keys.job_key(name))
     except (SpecError, ValueError):
         return []
-    instant = catch_up(spec.timetable(), since=datetime.fromtimestamp(ended.at, UTC),
-                       now=datetime.fromtimestamp(time.time(), UTC), starting_deadline=float("inf"),
-                       max_missed=0).run
+    instant = last_due_while_suspended(spec.timetable(), datetime.fromtimestamp(ended.at, UTC),
+                                       datetime.fromtimestamp(time.time(), UTC))
     if instant is None:
         return []
     occ = occurrence_id(instant)

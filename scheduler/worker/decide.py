@@ -20,11 +20,11 @@ from scheduler.keys import valid_occurrence
 from scheduler.plan import (
     MANUAL_SUFFIX,
     Timetable,
-    catch_up,
     occurrence_id,
     occurrence_instant,
     rank_workers,
 )
+from scheduler.suspension import last_due_while_suspended
 
 ACTIVE_STATUS = re.compile(rb'"status"\s*:\s*"(?:claimed|running|retrying)"')
 """Matches the bytes of a run record whose status is active (decoded only then)."""
@@ -181,14 +181,8 @@ def missed_settle(instant: datetime, now: datetime, starting_deadline: float,
     return max(0.0, (instant - now).total_seconds() + settle)
 
 
-def missed_while_suspended(timetable: Timetable, suspended_at: datetime,
-                           resumed_at: datetime) -> datetime | None:
-    """The latest occurrence due while the job was suspended (in ``(suspended_at,
-    resumed_at]``), None if none was. Recorded ``skipped`` at the resume, it is where a
-    worker that starts later resumes the job's timeline from, so the restart catch-up
-    (which starts after the latest record) does not replay it."""
-    return catch_up(timetable, since=suspended_at, now=resumed_at,
-                    starting_deadline=float("inf"), max_missed=0).run
+missed_while_suspended = last_due_while_suspended
+"""The occurrence ``jobs resume`` records ``skipped`` (:mod:`scheduler.suspension`)."""
 
 
 def not_due(occ: str, now: datetime) -> bool:
