@@ -7,7 +7,10 @@ Keys (``scheduler.keys``): the run record ``/cron/runs/<job>/<occurrence>`` and 
   job allows concurrent runs, ``create_revision(lock) == 0`` — then put the run record
   (``claimed``) and the lock. The txn's revision is the run's **fencing token**. Because the
   run record outlives the run (until pruned well past the starting deadline), a second claim
-  of the same occurrence fails however late or skewed the second worker is.
+  of the same occurrence fails however late or skewed the second worker is. A ``forbid`` or
+  ``replace`` occurrence is also claimed in order: the next occurrence's record absent, the
+  previous one's present when the claimant fired it (``claim``'s ``unrecorded`` and
+  ``recorded``; docs/scheduling.md, "The order is the store's").
 * **takeover** (``on_lost: rerun`` only): a run found ``lost`` while still ``claimed`` (it
   never started) may be claimed again: ``mod_revision(run) == seen`` and the lock free.
 * **every later write** (start, finish, retry) compares ``mod_revision(run)`` with the revision
