@@ -14,7 +14,7 @@ import json
 import socket
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from coord.client import Client, Compare, delete, put, txn_op
@@ -79,24 +79,48 @@ async def suspend(client: Client, name: str, reason: str) -> bool:
 async def resume(client: Client, name: str) -> bool:
     """Delete the runtime suspension; False if there was none.
 
-    The same txn records the last occurrence due while the job was suspended (after the
+    The same txn records the occurrences due while the job was suspended (after the
     suspension's ``at``, up to now by this client's clock, the clock that set ``at``)
-    ``skipped``, create-only: occurrences missed while suspended are not replayed, and
-    a worker that starts later — even if no worker was up at the resume — catches up from
-    that record instead of running it. Nothing is recorded for a job without a valid spec
-    or a suspension without a time (written by hand)."""
+    ``skipped``, create-only (:func:`due_while_suspended`): they are not replayed — not by
+    a worker that starts later, even if no worker was up at the resume (it catches up from
+    the last of them), nor by a claim that a worker cut off from the store kept retrying
+    through the suspension. Nothing is recorded for a job without a valid spec or a
+    suspension without a time (written by hand)."""
     key = keys.suspend_key(name)
     for _ in range(5):  # the suspension read is replaced meanwhile: read again
         kv = await client.get_one(key)
         if kv is None:
             return False
-        skip = await _last_suspended(client, name, Suspension.decode(kv.value))
+        skip = await _suspended_records(client, name, Suspension.decode(kv.value))
         res = await client.txn([Compare.mod(key) == kv.mod_revision],
                                [delete(key), *skip], [])
         if res.succeeded:
             return True
     res = await client.txn([Compare.create(key) != 0], [delete(key)], [])
     return res.succeeded
+
+
+RECORD_MAX = 100
+"""Most occurrences one resume records (the newest; one nested op each, under etcd's 128
+ops per txn level)."""
+
+
+def due_while_suspended(timetable: Timetable, suspended_at: datetime, resumed_at: datetime,
+                        starting_deadline: float) -> list[datetime]:
+    """The occurrences due while the job was suspended (in ``(suspended_at, resumed_at]``)
+    that a claim could still start — those within ``starting_deadline`` (and a second) of
+    the resume — and
+    always the last one (the restart catch-up resumes the timeline from it); at most
+    ``RECORD_MAX``, the newest."""
+    last = last_due_while_suspended(timetable, suspended_at, resumed_at)
+    if last is None:
+        return []
+    # A claim gives up once its occurrence is more than starting_deadline old by its
+    # worker's clock; a second more covers clocks behind the resuming client's.
+    lower = max(suspended_at, resumed_at - timedelta(seconds=starting_deadline + 1))
+    plan = catch_up(timetable, since=lower, now=resumed_at, starting_deadline=float("inf"),
+                    max_missed=RECORD_MAX - 1)
+    return sorted({*plan.missed, last})
 
 
 def last_due_while_suspended(timetable: Timetable, suspended_at: datetime,
@@ -109,9 +133,9 @@ def last_due_while_suspended(timetable: Timetable, suspended_at: datetime,
                     starting_deadline=float("inf"), max_missed=0).run
 
 
-async def _last_suspended(client: Client, name: str, ended: Suspension) -> list[Any]:
-    """The create-only put of the ``skipped`` record of the last occurrence due while
-    ``ended`` suspended the job (as a nested txn op), or nothing."""
+async def _suspended_records(client: Client, name: str, ended: Suspension) -> list[Any]:
+    """The create-only puts of the ``skipped`` records of the occurrences due while
+    ``ended`` suspended the job (nested txn ops; :func:`due_while_suspended`)."""
     job = await client.get_one(keys.job_key(name))
     if job is None or ended.at <= 0:
         return []
@@ -119,16 +143,18 @@ async def _last_suspended(client: Client, name: str, ended: Suspension) -> list[
         spec = spec_from_json(job.value, keys.job_key(name))
     except (SpecError, ValueError):
         return []
-    instant = last_due_while_suspended(spec.timetable(), datetime.fromtimestamp(ended.at, UTC),
-                                       datetime.fromtimestamp(time.time(), UTC))
-    if instant is None:
-        return []
-    occ = occurrence_id(instant)
-    rk = keys.run_key(name, occ)
-    rec = RunRecord(job=name, occurrence=occ, status="skipped", worker=who(),
-                    finished_at=time.time(), note=f"job suspended {ended.describe()}",
-                    spec_revision=job.mod_revision)
-    return [txn_op([Compare.create(rk) == 0], [put(rk, rec.encode())], [])]
+    now = time.time()
+    ops = []
+    for instant in due_while_suspended(spec.timetable(), datetime.fromtimestamp(ended.at, UTC),
+                                       datetime.fromtimestamp(now, UTC),
+                                       spec.starting_deadline):
+        occ = occurrence_id(instant)
+        rk = keys.run_key(name, occ)
+        rec = RunRecord(job=name, occurrence=occ, status="skipped", worker=who(),
+                        finished_at=now, note=f"job suspended {ended.describe()}",
+                        spec_revision=job.mod_revision)
+        ops.append(txn_op([Compare.create(rk) == 0], [put(rk, rec.encode())], []))
+    return ops
 
 
 async def read_one(client: Client, name: str) -> Suspension | None:
