@@ -146,3 +146,20 @@ def test_a_rerun_is_refused_once_the_next_occurrence_has_a_record(tmp_path: Path
         assert await c2.takeover(J, occ(3), lost, lost.fencing_token,
                                  unrecorded=occ(4)) is not None
     _run(tmp_path, body)
+
+
+# ------------------------------------------------------------------ young missed records
+@pytest.mark.parametrize(("due_ago", "deadline", "ttl", "expected"), [
+    (0.0, 60, 3, 7.0),     # two TTLs after the instant, and a second
+    (5.0, 60, 3, 2.0),     # part of it has passed already
+    (10.0, 60, 3, 0.0),    # all of it: at once
+    (0.0, 4, 3, 5.0),      # a starting deadline shorter than two TTLs bounds it
+    (0.0, 60, 10, 21.0),   # the agent's default TTL (10 s)
+])
+def test_missed_settle(due_ago: float, deadline: float, ttl: float, expected: float) -> None:
+    """Accounting gaps 2452, 6394: a restarted worker records the catch-up's young missed
+    occurrences once no live worker can still be claiming them, not a whole starting
+    deadline later (61 s: past the end of a simulated run, and never if it died first)."""
+    now = T0 + timedelta(seconds=100)
+    instant = now - timedelta(seconds=due_ago)
+    assert decide.missed_settle(instant, now, deadline, ttl) == pytest.approx(expected)
