@@ -103,6 +103,13 @@ def test_doctor_findings_on_a_cluster(procs: ProcessGroup) -> None:
                              for f in skew), report
     assert "NTP" in skew[0]["fix"]
     asyncio.run(_delete(ep, "/cron/workers/skewed"))
+    # ... and one 2 minutes behind: its registration lands after the others' writes (store
+    # order) but reports an earlier time
+    asyncio.run(_put_fake_worker(ep, "late", time.time() - 120))
+    code, report, _ = doctor(ep)
+    assert code == 1 and any("late" in f["message"] and "apart" in f["message"]
+                             for f in bad(report, "clock_skew")), report
+    asyncio.run(_delete(ep, "/cron/workers/late"))
 
     # a job that keeps failing: no success within 2 of its periods
     failing = work / "failing.yaml"
