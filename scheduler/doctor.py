@@ -25,11 +25,10 @@ from typing import Any
 
 from coord.client import Client, ClientError
 from scheduler import keys
-from scheduler.admin import history
 from scheduler.claim import ACTIVE, LockHolder, RunRecord
 from scheduler.decode import BadValue, json_object
 from scheduler.eligibility import ineligible_reason
-from scheduler.joblist import list_jobs
+from scheduler.joblist import list_jobs, scan
 from scheduler.suspension import read_all
 
 QUOTA_BYTES = 2 * 1024**3
@@ -57,14 +56,43 @@ class Options:
     min_free_bytes: int = 1024**3
 
 
+@dataclass
+class JobRuns:
+    """What the doctor needs of one job's run records (read in one paged scan)."""
+
+    newest_revision: int = 0
+    newest: RunRecord | None = None
+    last_success: float = 0.0
+    first_seen: float = 0.0  # the earliest claim among the kept records
+
+
+async def runs_by_job(client: Client) -> dict[str, JobRuns]:
+    out: dict[str, JobRuns] = {}
+    async for _, kv in scan(client, keys.RUNS.encode()):
+        try:
+            rec = RunRecord.decode(kv.value)
+        except (ValueError, TypeError):
+            continue
+        j = out.setdefault(rec.job, JobRuns())
+        if kv.mod_revision > j.newest_revision:
+            j.newest_revision, j.newest = kv.mod_revision, rec
+        if rec.status == "succeeded" and _is_time(rec.finished_at):
+            j.last_success = max(j.last_success, rec.finished_at)
+        begun = rec.claimed_at or rec.started_at
+        if _is_time(begun):
+            j.first_seen = min(j.first_seen or begun, begun)
+    return out
+
+
 async def diagnose(client: Client, opts: Options) -> list[Finding]:
     out: list[Finding] = []
     await members(client, opts, out)
     if opts.data_dir is not None:
         disk(opts.data_dir, opts, out)
     try:
-        live = await workers_and_skew(client, opts, out)
-        await jobs(client, live, opts, out)
+        runs = await runs_by_job(client)
+        live = await workers_and_skew(client, runs, opts, out)
+        await jobs(client, live, runs, opts, out)
     except ClientError as err:
         out.append(Finding("store", "bad", f"the store does not answer reads: {err}",
                            "restore quorum first (see the member findings)"))
@@ -156,12 +184,12 @@ class Stamp:
     what: str
 
 
-async def workers_and_skew(client: Client, opts: Options,
+async def workers_and_skew(client: Client, runs: dict[str, JobRuns], opts: Options,
                            out: list[Finding]) -> dict[str, dict[str, str]]:
     now = time.time()
     stamps: list[Stamp] = []
     live: dict[str, dict[str, str]] = {}
-    for kv in (await client.get(keys.WORKERS, prefix=True)).kvs:
+    async for _, kv in scan(client, keys.WORKERS.encode()):
         name = keys.name_from(kv.key, keys.WORKERS)
         try:
             info = json_object(kv.value)
@@ -172,22 +200,17 @@ async def workers_and_skew(client: Client, opts: Options,
         if _is_time(info.get("started_at")):
             stamps.append(Stamp(kv.create_revision, name, float(info["started_at"]),
                                 "registered"))
-    for kv in (await client.get(keys.LOCKS, prefix=True)).kvs:
+    async for _, kv in scan(client, keys.LOCKS.encode()):
         try:
             h = LockHolder.decode(kv.value)
         except (ValueError, TypeError):
             continue
         if _is_time(h.started_at):
             stamps.append(Stamp(kv.create_revision, h.worker, h.started_at, "claimed"))
-    newest: dict[str, tuple[int, RunRecord]] = {}
-    for kv in (await client.get(keys.RUNS, prefix=True)).kvs:
-        try:
-            rec = RunRecord.decode(kv.value)
-        except (ValueError, TypeError):
+    for j in runs.values():
+        rev, rec = j.newest_revision, j.newest
+        if rec is None:
             continue
-        if rec.job not in newest or kv.mod_revision > newest[rec.job][0]:
-            newest[rec.job] = (kv.mod_revision, rec)
-    for rev, rec in newest.values():
         t = (rec.finished_at if rec.status not in ACTIVE else 0.0) or rec.started_at \
             or rec.claimed_at
         if rec.worker and _is_time(t):
@@ -243,8 +266,8 @@ def _is_time(value: object) -> bool:
 # ---------------------------------------------------------------------- jobs
 
 
-async def jobs(client: Client, live: dict[str, dict[str, str]], opts: Options,
-               out: list[Finding]) -> None:
+async def jobs(client: Client, live: dict[str, dict[str, str]], runs: dict[str, JobRuns],
+               opts: Options, out: list[Finding]) -> None:
     paused = await read_all(client)
     bad = 0
     entries = await list_jobs(client, with_last=False)
@@ -266,9 +289,9 @@ async def jobs(client: Client, live: dict[str, dict[str, str]], opts: Options,
         window = _window(spec, opts)
         if window is None:
             continue
-        runs = await history(client, e.name, 50)
-        ok_at = max((r.finished_at for r in runs if r.status == "succeeded"), default=0.0)
-        since = ok_at or min((r.claimed_at or r.started_at for r in runs), default=0.0)
+        kept = runs.get(e.name, JobRuns())
+        ok_at = kept.last_success
+        since = ok_at or kept.first_seen
         if since and time.time() - since > window:
             last = (f"last success {_iso(ok_at)}" if ok_at
                     else f"no success since {_iso(since)}")
