@@ -66,8 +66,10 @@ class OutputPublisher:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(PUBLISH_EVERY)
-            with contextlib.suppress(ClientError, OSError):
+            try:
                 await self.publish()
+            except (ClientError, OSError) as err:  # the store is away: the next tick retries
+                log.debug("output.publish_failed", key=self.key, error=str(err))
 
     async def publish(self) -> None:
         proc = self.run.process
@@ -88,7 +90,8 @@ class OutputPublisher:
     async def close(self) -> None:
         """After the run's last record write: one last put of what is new, then delete."""
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        # Whatever ended the loop (even a bug) must not fail the run it reports on.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
         if not self.opened:
             return  # ended before its first tick: nothing was written, nothing to delete
