@@ -148,7 +148,8 @@ class Printer:
 
     def show(self, c: Chunk) -> None:
         if c.attempt != self.attempt:
-            self.emit(f"--- attempt {c.attempt} ---\n")
+            if self.attempt or c.attempt > 1:  # a retry: say where its output starts
+                self.emit(f"--- attempt {c.attempt} ---\n")
             self.attempt, self.end = c.attempt, 0
         tail = c.tail.encode()
         new = c.end - self.end
