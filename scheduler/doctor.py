@@ -144,6 +144,15 @@ async def members(client: Client, opts: Options, out: list[Finding]) -> None:
         out.append(Finding("leader", "ok", f"leader {ids.get(leaders.pop(), '?')}"))
     if answers:
         top = max(s.raft_applied_index for s in answers.values())
+        worst = max(top - s.raft_applied_index for s in answers.values())
+        if worst <= opts.max_lag:
+            out.append(Finding("lag", "ok", f"every member that answers is within {worst} "
+                               f"entries of the newest applied index {top}"))
+        sizes = ", ".join(f"{name} {s.db_size / 1024**2:.1f} MiB"
+                          for name, s in answers.items())
+        out.append(Finding("db_size", "ok" if all(s.db_size <= 0.8 * QUOTA_BYTES
+                                                  for s in answers.values()) else "warn",
+                           f"database sizes: {sizes} (etcd's default quota 2 GiB)"))
         for name, s in answers.items():
             lag = top - s.raft_applied_index
             if lag > opts.max_lag:
@@ -154,7 +163,8 @@ async def members(client: Client, opts: Options, out: list[Finding]) -> None:
             if s.db_size > 0.8 * QUOTA_BYTES:
                 out.append(Finding("db_size", "warn", f"member {name}'s database is "
                                    f"{s.db_size} bytes, over 80% of the 2 GiB quota",
-                                   "lower history_limit or compact, then defragment"))
+                                   "lower history_limit or compact, then defragment "
+                                   "(etcdctl defrag)"))
 
 
 def disk(data_dir: Path, opts: Options, out: list[Finding]) -> None:

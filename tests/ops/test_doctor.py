@@ -81,7 +81,8 @@ def test_doctor_findings_on_a_cluster(procs: ProcessGroup) -> None:
     code, report, table = doctor(ep, "--data-dir", str(work / "a1-data"))
     assert code == 0 and report["ok"], report
     checks = {f["check"] for f in report["findings"] if f["level"] == "ok"}
-    assert {"quorum", "leader", "disk", "workers", "clock_skew", "jobs"} <= checks, report
+    assert {"quorum", "leader", "lag", "db_size", "disk", "workers", "clock_skew",
+            "jobs"} <= checks, report
     assert "3 of 3 members answer" in table and table.rstrip().endswith("all good"), table
 
     # a job whose tags match no live worker
