@@ -30,6 +30,7 @@ from coord.server import config as store_config
 from scheduler import (  # noqa: F401
     cli_certs,
     cli_cluster,
+    cli_doctor,
     cli_files,
     cli_jobs,
 )
