@@ -240,8 +240,8 @@ class Notifier:
                   "at": time.time()}
         if not error:
             self.delivered += 1
-        (log.error if error else log.info)("notify.done", entry=suffix, **{
-            k: v for k, v in result.items() if k not in ("target", "at")})
+        (log.error if error else log.info)("notify.done", entry=suffix, result=result["result"],
+                                           tries=tries, error=error)
         await self._settle(suffix, kv, claimed, run if isinstance(run, str) else None, result)
 
     async def _settle(self, suffix: str, kv: KeyValue, claimed: int, run: str | None,
