@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ import pytest
 
 from coord.client import Client
 from scheduler import keys
+from scheduler.plan import parse_occurrence_id
 from tests.helpers.procs import REPO, Proc, ProcessGroup, process_group, start_coord, wait_until
 
 SESSION_TTL = 3
@@ -57,7 +59,7 @@ def receiver() -> Iterator[Receiver]:
     rec = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server name
+        def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if self.path.startswith("/hangs"):
                 with rec.lock:
@@ -96,7 +98,6 @@ def start_worker(group: ProcessGroup, name: str, endpoint: str) -> Proc:
 
 
 def run_cli(group: ProcessGroup, endpoint: str, *args: str) -> str:
-    import subprocess
     res = subprocess.run(cli(*args, "--endpoints", endpoint), capture_output=True, text=True,
                          cwd=REPO, timeout=60, check=False)
     assert res.returncode == 0, res.stderr
@@ -208,3 +209,75 @@ jobs:
         (rec,) = records(endpoint, "once")
         assert rec["notifications"][0]["tries"] == 3
         assert rec["notifications"][0]["result"] == "delivered"
+
+
+def test_a_dead_receiver_never_delays_the_next_run(tmp_path: Path, receiver: Receiver) -> None:
+    """Every run of a 1-second job notifies a receiver that never answers and a port that
+    refuses: the runs still start on time, one per second, while deliveries hang."""
+    jobs = f"""\
+jobs:
+  - name: tick
+    schedule: "@every 1s"
+    command: "true"
+    notify:
+      - on: [success]
+        webhook: http://127.0.0.1:{receiver.port}/hangs
+      - on: [success]
+        webhook: http://127.0.0.1:1/refused
+"""
+    with process_group(tmp_path) as group:
+        endpoint, _ = setup(group, tmp_path, jobs, workers=1)
+        wait_until(lambda: receiver.hanging >= 4, 60, "four deliveries hanging")
+        t0 = time.time()
+        wait_until(lambda: time.time() > t0 + 8, 20, "8 s of runs while deliveries hang")
+        window = sorted((r for r in records(endpoint, "tick")
+                         if t0 + 1 <= parse_occurrence_id(r["occurrence"]).timestamp() <= t0 + 7),
+                        key=lambda r: r["occurrence"])
+        assert len(window) >= 6, [r["occurrence"] for r in window]
+        assert {r["status"] for r in window} <= {"succeeded", "running"}
+        lags = [r["started_at"] - parse_occurrence_id(r["occurrence"]).timestamp()
+                for r in window if r["started_at"]]
+        assert max(lags) < 2.0, lags  # started on time, not behind a hanging delivery
+
+
+def test_dead_man_overdue_once_recovered_once_command_target(tmp_path: Path) -> None:
+    """A job that fails until a flag file exists, expected to succeed within 4 s: `overdue`
+    once, then (flag created) `recovered` once, each seen by a notify command through its
+    RAFTCRON_* environment; a restarted worker does not fire them again."""
+    out, flag = tmp_path / "events.txt", tmp_path / "ok.flag"
+    script = tmp_path / "page.sh"
+    script.write_text('#!/bin/sh\necho "$RAFTCRON_EVENT $RAFTCRON_JOB $RAFTCRON_STATUS '
+                      '$RAFTCRON_SUCCEED_WITHIN" >> ' + str(out) + "\n")
+    script.chmod(0o755)
+    jobs = f"""\
+jobs:
+  - name: nightly
+    schedule: "@every 2s"
+    command: [test, -e, "{flag}"]
+    expect: {{succeed_within: 4s}}
+    notify:
+      - on: [overdue, recovered]
+        command: ["{script}"]
+"""
+
+    def events() -> list[str]:
+        return out.read_text().splitlines() if out.exists() else []
+
+    with process_group(tmp_path) as group:
+        endpoint, procs = setup(group, tmp_path, jobs, workers=2)
+        wait_until(lambda: len(events()) >= 1, 60, "the overdue notification")
+        assert events() == ["overdue nightly overdue 4"]
+        flag.write_text("")
+        wait_until(lambda: len(events()) >= 2, 60, "the recovered notification")
+        assert events()[1] == "recovered nightly succeeded 4"
+        # Restart a worker (once the delivery is settled: a worker killed between a
+        # command's end and its settling txn would see it sent again, at least once);
+        # keep both running through more successes than the window.
+        wait_until(lambda: not outbox(endpoint), 30, "the outbox to drain")
+        procs[0].kill9()
+        start_worker(group, "w0b", endpoint)
+        t0 = time.time()
+        wait_until(lambda: time.time() > t0 + 10 or len(events()) > 2, 30, "10 s more")
+        assert events() == ["overdue nightly overdue 4", "recovered nightly succeeded 4"]
+        recovered = [r for r in records(endpoint, "nightly") if r.get("notifications")]
+        assert [n["event"] for r in recovered for n in r["notifications"]] == ["recovered"]
