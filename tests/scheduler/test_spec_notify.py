@@ -106,3 +106,16 @@ def test_validate_command_reports_notify_errors_exit_2(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "scheduler.cli", "validate", str(f)],
                          capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
     assert res.returncode == 0, res.stderr
+
+
+def test_the_readme_notify_example_validates() -> None:
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("\n## Operating raftcron"):]
+    section = section[:section.index("\n## ", 1)]
+    blocks = [b.split("```")[0] for b in section.split("```yaml\n")[1:]]
+    (example,) = [b for b in blocks if "notify:" in b]
+    (backup,) = load(example)
+    assert backup.expect == 26 * 3600
+    assert [n.on for n in backup.notify] == [("failure", "timeout", "lost"),
+                                             ("overdue", "recovered")]
+    assert backup.notify[0].secret == "change-me"
