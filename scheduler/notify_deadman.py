@@ -1,6 +1,7 @@
 """Dead-man alerts: ``expect: {succeed_within: D}`` → ``overdue`` once, ``recovered`` once.
 
-Every worker looks, every few seconds, at the jobs that have an ``expect:``: their state in
+A worker looks, every few seconds, at the jobs that have an ``expect:`` and rank it first
+among the live workers (rendezvous, as occurrences are spread): their state in
 ``/cron/deadman/<job>`` (``{"overdue": bool, "last_success": t}``) and their run records.
 A job with no success for ``succeed_within`` (since its last success, or since a worker
 first watched it) turns overdue; one that succeeds again recovers. Each change is one txn
@@ -17,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import structlog
@@ -26,6 +27,7 @@ from coord.client import Client, ClientError, Compare, put
 from scheduler.claim import RunRecord
 from scheduler.keys import run_key, runs_prefix
 from scheduler.notify import entry_ops, run_body
+from scheduler.plan import rank_workers
 from scheduler.spec import JobSpec
 
 log = structlog.get_logger("scheduler.notify")
@@ -49,18 +51,25 @@ class DeadMan:
     """The checks of one worker. ``jobs()`` gives the current specs; ``me`` names it."""
 
     def __init__(self, client: Client, me: str, host: str,
-                 jobs: Callable[[], list[JobSpec]]) -> None:
+                 jobs: Callable[[], list[JobSpec]],
+                 workers: Callable[[], Iterable[str]] = lambda: ()) -> None:
         self.client = client
         self.me = me
         self.host = host
         self.jobs = jobs
+        self.workers = workers
+        """The live workers: a job is looked at by the first of them in its rendezvous
+        order only (the others would find the same; the compare makes any overlap safe)."""
         self.fired: list[tuple[str, str]] = []
         """(job, event) this worker recorded, for tests and logs."""
 
     async def run(self) -> None:
         while True:
             specs = [s for s in self.jobs() if s.expect]
+            live = list(self.workers())
             for spec in specs:
+                if self.me in live and rank_workers(spec.name, "deadman", live)[0] != self.me:
+                    continue
                 with contextlib.suppress(ClientError):
                     await self.check(spec, time.time())
             await asyncio.sleep(every(specs))

@@ -168,7 +168,8 @@ class Worker:
         ctx.store.outbox = lambda rec: run_ops(spec_of(rec.job), rec)
         self.notifier = Notifier(self.client, self.config.name, lease)
         self.deadman_alerts = DeadMan(self.client, self.config.name, self.config.host,
-                                      lambda: [e.spec for e in ctx.jobs.values()])
+                                      lambda: [e.spec for e in ctx.jobs.values()],
+                                      lambda: ctx.live().keys())
         return [ctx.spawn(self.notifier.run(), "notify"),
                 ctx.spawn(self.deadman_alerts.run(), "deadman-alerts")]
 
