@@ -155,10 +155,15 @@ class Notifier:
     """The delivery loop of one worker. ``lease()`` is its live session lease (None while
     it has none): claims of outbox entries live on it."""
 
-    def __init__(self, client: Client, worker: str, lease: Callable[[], int | None]) -> None:
+    def __init__(self, client: Client, worker: str, lease: Callable[[], int | None],
+                 wanted: Callable[[], bool] = lambda: True) -> None:
         self.client = client
         self.worker = worker
         self.lease = lease
+        self.wanted = wanted
+        """True while some job has ``notify:`` entries; otherwise the outbox is read only
+        until it is seen empty (entries of jobs since deleted are still delivered)."""
+        self._pending = True
         self.busy: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.delivered = 0
@@ -166,8 +171,9 @@ class Notifier:
     async def run(self) -> None:
         try:
             while True:
-                with contextlib.suppress(ClientError):
-                    await self.scan()
+                if self._pending or self.wanted():
+                    with contextlib.suppress(ClientError):
+                        await self.scan()
                 await asyncio.sleep(POLL)
         finally:
             for t in list(self.tasks):
@@ -179,6 +185,7 @@ class Notifier:
         if lease is None or len(self.busy) >= CONCURRENCY:
             return
         entries = await self.client.get(OUTBOX, prefix=True, limit=256)
+        self._pending = bool(entries.kvs)
         if not entries.kvs:
             return
         held = {kv.key.decode(errors="replace")[len(CLAIMS):] for kv in (

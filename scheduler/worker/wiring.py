@@ -166,7 +166,8 @@ class Worker:
             return s.lease_id if s is not None and not s.lost.is_set() else None
 
         ctx.store.outbox = lambda rec: run_ops(spec_of(rec.job), rec)
-        self.notifier = Notifier(self.client, self.config.name, lease)
+        self.notifier = Notifier(self.client, self.config.name, lease,
+                                 lambda: any(e.spec.notify for e in ctx.jobs.values()))
         self.deadman_alerts = DeadMan(self.client, self.config.name, self.config.host,
                                       lambda: [e.spec for e in ctx.jobs.values()],
                                       lambda: ctx.live().keys())
