@@ -307,6 +307,12 @@ class ClaimStore:
         """(job, occurrence) → run ids of this worker's claim attempts, so a claim whose
         answer was lost can be recognised (and only ours) when read back. The caller drops
         an entry (``forget``) once it is done with the occurrence."""
+        self.outbox: Callable[[RunRecord], list[Any]] | None = None
+        """The notification outbox puts (``scheduler.notify``) that go with a record's
+        final write, in the same txn."""
+
+    def _outbox(self, rec: RunRecord) -> list[Any]:
+        return self.outbox(rec) if self.outbox is not None else []
 
     def _new_record(self, job: str, occurrence: str, attempt: int,
                     spec_revision: int) -> RunRecord:
@@ -413,7 +419,8 @@ class ClaimStore:
         res = await self.batcher.submit(
             claim.job, [Compare.mod(rk) == claim.revision],
             [put(rk, claim.record.encode()),
-             txn_op([Compare.create(lk) == claim.token], [delete(lk)], [])])
+             txn_op([Compare.create(lk) == claim.token], [delete(lk)], []),
+             *self._outbox(claim.record)])
         if res.succeeded:
             claim.revision = res.revision
         return res.succeeded
@@ -454,7 +461,7 @@ class ClaimStore:
         compare = [Compare.mod(rk) == kv.mod_revision]
         if token is not None:
             compare.append(Compare.create(lk) != token)
-        res = await self.client.txn(compare, [put(rk, rec.encode())], [])
+        res = await self.client.txn(compare, [put(rk, rec.encode()), *self._outbox(rec)], [])
         if not res.succeeded:
             return None
         rec.fencing_token = res.revision  # the revision a takeover compares against
@@ -474,7 +481,7 @@ class ClaimStore:
         compare = [Compare.create(rk) == 0]
         if if_recorded is not None:
             compare.append(Compare.create(run_key(job, if_recorded)) > 0)
-        res = await self.client.txn(compare, [put(rk, rec.encode())], [])
+        res = await self.client.txn(compare, [put(rk, rec.encode()), *self._outbox(rec)], [])
         return res.succeeded
 
     async def run_exists(self, job: str, occurrence: str) -> bool:

@@ -29,6 +29,7 @@ from scheduler.claim import ACTIVE, LockHolder, RunRecord
 from scheduler.decode import BadValue, json_object
 from scheduler.eligibility import ineligible_reason
 from scheduler.joblist import list_jobs, scan
+from scheduler.spec import JobSpec
 from scheduler.suspension import read_all
 
 QUOTA_BYTES = 2 * 1024**3
@@ -314,15 +315,11 @@ async def jobs(client: Client, live: dict[str, dict[str, str]], runs: dict[str, 
                            "worker and none is overdue"))
 
 
-def _window(spec: Any, opts: Options) -> float | None:
+def _window(spec: JobSpec, opts: Options) -> float | None:
     """Seconds without a success after which a job is overdue: its ``expect:
     succeed_within`` if it has one, else ``overdue_periods`` times its period."""
-    expect = getattr(spec, "expect", None)
-    within = getattr(expect, "succeed_within", None) if expect is not None else None
-    if isinstance(expect, dict):
-        within = expect.get("succeed_within")
-    if isinstance(within, int | float) and within > 0:
-        return float(within)
+    if spec.expect:  # JobSpec.expect: succeed_within, in seconds
+        return float(spec.expect)
     tt = spec.timetable()
     first = tt.next_after(datetime.now(UTC))
     second = tt.next_after(first) if first is not None else None

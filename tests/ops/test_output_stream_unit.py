@@ -35,3 +35,17 @@ def test_skew_is_found_from_store_order_and_from_now() -> None:
     assert "d's clock is at least 90.0s ahead" in g.message
     # the same worker's own writes never count as skew against itself
     assert skew([Stamp(1, "a", now, "x"), Stamp(2, "a", now - 60, "y")], now, 5.0) == []
+
+
+def test_doctor_overdue_window_is_expect_or_periods() -> None:
+    """A job's ``expect: {succeed_within}`` is its overdue window; without it, the doctor
+    waits ``--overdue-periods`` of the job's period."""
+    from scheduler.doctor import Options, _window
+    from scheduler.spec import load_jobs_text
+
+    with_expect, plain = load_jobs_text(
+        "jobs:\n"
+        "  - {name: a, schedule: '@every 1m', command: [true], expect: {succeed_within: 2h}}\n"
+        "  - {name: b, schedule: '@every 1m', command: [true]}\n")
+    assert _window(with_expect, Options()) == 7200.0
+    assert _window(plain, Options(overdue_periods=3)) == 180.0
