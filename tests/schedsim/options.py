@@ -136,7 +136,7 @@ def _draw_applies(seed: int, o: Options) -> None:
         while t < o.duration - 6:
             o.faults.append(Fault(round(t, 3), "apply", f"op{op}",
                                   file=rng.randrange(1, len(o.files))))
-            if rng.random() < 0.3:  # another operator at the same instant
-                o.faults.append(Fault(round(t, 3), "apply", f"op{(op + 1) % 3}",
-                                      file=rng.randrange(len(o.files))))
+            if rng.random() < 0.5:  # another operator, another file, at the same instant
+                other = (o.faults[-1].file + rng.randrange(1, len(o.files))) % len(o.files)
+                o.faults.append(Fault(round(t, 3), "apply", f"op{(op + 1) % 3}", file=other))
             t += rng.uniform(3.0, 12.0)
