@@ -18,9 +18,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from scheduler.claim import Claim, ClaimStore
 from coord.client import WatchBatch
 from scheduler import keys
+from scheduler.claim import Claim, ClaimStore
 from scheduler.worker import decide
 from scheduler.worker.catalog import Catalog
 
