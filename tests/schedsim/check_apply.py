@@ -1,9 +1,10 @@
 """Checkers for operators applying job files at once (``operators.py``): what a user who
 runs ``raftcron apply -f FILE --prune`` depends on.
 
-* **last writer wins**: at the end ``/cron/jobs/`` is exactly the file of the acknowledged
-  apply that wrote last (by store revision) — apply is compare-and-set, so a concurrent
-  apply fails and is run again rather than merging two files;
+* **last writer wins**: after each acknowledged apply ``/cron/jobs/`` is exactly its file,
+  and at the end the file of the acknowledged apply that wrote last (by store revision) —
+  apply is compare-and-set, so a concurrent apply fails and is run again rather than
+  merging two files;
 * **a deleted job stops**: no run of it starts later than ``FOLLOW`` after its deletion
   committed (its claim may have been sent just before);
 * **an edited schedule is followed**: an occurrence that starts is on the timetable of
@@ -63,24 +64,33 @@ def _on_timetable(spec: JobSpec, instant: float) -> bool:
 
 
 def last_writer_wins(h: History) -> list[str]:
+    """After each acknowledged apply — at the revision of its txn, or of its read when it
+    had nothing to change — the stored jobs are exactly its file (one txn writes a file
+    of this size); at the end they are the file of the one acknowledged last by revision."""
     if not h.applies:
         return []
-    if any(a.acked is None for a in h.applies):
-        return []  # an operator gave up: which file should win is not defined
-    final: dict[str, str] = {}
-    for c in h.commits:
-        if c.key.startswith("/cron/jobs/"):
-            name = c.key[len("/cron/jobs/"):]
-            if c.value is None:
-                final.pop(name, None)
+    bad = []
+    jobs: list[tuple[int, str, str | None]] = [
+        (c.rev, c.key[len("/cron/jobs/"):], c.value.decode() if c.value else None)
+        for c in h.commits if c.key.startswith("/cron/jobs/")]
+    state: dict[str, str] = {}
+    i = 0
+    acked = sorted((a for a in h.applies if a.acked is not None), key=lambda a: a.revision)
+    for a in acked:
+        while i < len(jobs) and jobs[i][0] <= a.revision:
+            _, name, value = jobs[i]
+            if value is None:
+                state.pop(name, None)
             else:
-                final[name] = c.value.decode()
-    last = max(h.applies, key=lambda a: a.revision)
-    if final == last.jobs:
-        return []
-    diff = sorted(n for n in set(final) | set(last.jobs) if final.get(n) != last.jobs.get(n))
-    return [f"the stored jobs differ from file {last.file} applied last by {last.operator} "
-            f"(rev {last.revision}, acknowledged at {last.acked:.3f}) in {diff}"]
+                state[name] = value
+            i += 1
+        if state != a.jobs:
+            diff = sorted(n for n in set(state) | set(a.jobs) if state.get(n) != a.jobs.get(n))
+            bad.append(f"at rev {a.revision}, acknowledging {a.operator}'s apply of file "
+                       f"{a.file} (at {a.acked:.3f}), the stored jobs differ from it in {diff}")
+    if i < len(jobs) and not any(a.acked is None for a in h.applies):
+        bad.append(f"jobs written at rev {jobs[i][0]} after the last acknowledged apply")
+    return bad
 
 
 def spec_followed(h: History) -> list[str]:
