@@ -221,7 +221,7 @@ class World:
             spec = canonical(job) if self.o.files else job.spec_json()
             self.store.applier.store.put_commit(keys.job_key(job.name).encode(),
                                                 spec.encode(), 0)
-        for job in self.o.files[:1] and self.o.files[0]:
+        for job in self.o.files[0] if self.o.files else []:
             self.store.applier.store.put_commit(keys.job_key(job.name).encode(),
                                                 canonical(job).encode(), 0)
         ticker = asyncio.get_running_loop().create_task(self.ticks())
