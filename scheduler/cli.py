@@ -27,8 +27,15 @@ from coord.server import config as store_config
 
 # The commands register in this order (the order of `raftcron --help`): validate, apply,
 # locks, workers, then worker and agent below.
-from scheduler import cli_cluster, cli_files, cli_jobs  # noqa: F401
+from scheduler import (  # noqa: F401
+    cli_certs,
+    cli_cluster,
+    cli_doctor,
+    cli_files,
+    cli_jobs,
+)
 from scheduler.cli_app import EndpointsOpt, TagsOpt, app, coord_app, fail, parse_tags
+from scheduler.cli_ops import MetricsOpt, check_listen_metrics, new_registry, ops_listener
 from scheduler.cli_output import PLAIN_TABLE_OVER, emit
 from scheduler.cli_tls import (
     DEFAULT_MIN_VERSION,
@@ -100,18 +107,31 @@ def store_config_from_flags(name: str, data_dir: Path, listen_client: str, liste
                    if initial_cluster else {})
         tls = server_tls("--", c.cert_file, c.key_file, c.trusted_ca_file,
                          c.client_cert_auth, c.min_version)
+        name = name or socket.gethostname()
         peer_tls = server_tls("--peer-", c.peer_cert_file, c.peer_key_file,
                               c.peer_trusted_ca_file, c.peer_client_cert_auth, c.min_version,
-                              c.peer_allowed_cn)
+                              c.peer_allowed_cn, member_name=name)
         return store_config.ServerConfig(
-            name=name or socket.gethostname(), data_dir=data_dir, listen_client=listen_client,
+            name=name, data_dir=data_dir, listen_client=listen_client,
             listen_peer=listen_peer, initial_cluster=cluster,
             initial_cluster_state=initial_cluster_state, snapshot_count=snapshot_count,
             snapshot_bytes=snapshot_bytes, client_tls=tls, insecure_listen=c.insecure_listen,
             peer_tls=peer_tls,
-            inline_sync=os.environ.get("RAFTCRON_INLINE_SYNC", "1") != "0")
+            inline_sync=os.environ.get("RAFTCRON_INLINE_SYNC", "1") != "0",
+            tls_watch_interval=tls_watch_interval())
     except (store_config.ConfigError, TLSConfigError) as err:
         fail(str(err), 2)
+
+
+def tls_watch_interval() -> float:
+    """Seconds between looks at the certificate files: 2, or ``RAFTCRON_TLS_WATCH_INTERVAL``
+    (0 turns the watch off; SIGHUP still reloads)."""
+    raw = os.environ.get("RAFTCRON_TLS_WATCH_INTERVAL", "")
+    try:
+        return max(0.0, float(raw)) if raw else 2.0
+    except ValueError:
+        fail(f"RAFTCRON_TLS_WATCH_INTERVAL: expected seconds, got {raw!r}", 2)
+        raise  # fail() exits
 
 
 StopTimeoutOpt = Annotated[float, typer.Option(
@@ -192,6 +212,7 @@ def coord_serve(
     peer_trusted_ca_file: PeerTrustedCAOpt = None,
     peer_client_cert_auth: PeerClientCertAuthOpt = False,
     peer_cert_allowed_cn: PeerAllowedCNOpt = "",
+    listen_metrics: MetricsOpt = "",
 ) -> None:
     """Serve the etcd v3 API from a coord member (no scheduler worker).
 
@@ -215,10 +236,18 @@ def coord_serve(
                                          insecure_listen, peer_cert_file, peer_key_file,
                                          peer_trusted_ca_file, peer_client_cert_auth,
                                          peer_cert_allowed_cn))
+    check_listen_metrics(listen_metrics, insecure_listen)
+    registry = new_registry(listen_metrics)
     try:
         setup_process()
-        server = CoordServer(config, freeze_heap=gc_freeze_enabled())
-        run_until_signal(server.serve_until)
+        server = CoordServer(config, freeze_heap=gc_freeze_enabled(), sighup=True,
+                             metrics=registry)
+
+        async def serve(stop: asyncio.Event) -> None:
+            async with ops_listener(listen_metrics, registry, [server.health_check()], []):
+                await server.serve_until(stop)
+
+        run_until_signal(serve)
     except StorageError as err:
         fail(data_dir_failure(data_dir, err), 3)
     except OSError as err:
@@ -270,6 +299,8 @@ def worker_cmd(
     clock_offset: OffsetOpt = 0.0,
     compact_retention: CompactOpt = "10m",
     stop_timeout: StopTimeoutOpt = 30.0,
+    listen_metrics: MetricsOpt = "",
+    insecure_listen: InsecureListenOpt = False,
 ) -> None:
     """Run a scheduler worker against coord members or a real etcd.
 
@@ -289,7 +320,25 @@ def worker_cmd(
     sys.setswitchinterval(SWITCH_INTERVAL)
     cfg = _worker_config(name or socket.gethostname(), endpoints.split(","), tags, session_ttl,
                          log_dir, clock_offset, compact_retention, stop_timeout)
-    run_until_signal(Worker(cfg).run)
+    check_listen_metrics(listen_metrics, insecure_listen)
+    registry = new_registry(listen_metrics)
+    if registry is None:
+        run_until_signal(Worker(cfg).run)
+        return
+    from scheduler.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics(registry)
+    worker = Worker(dataclasses.replace(cfg, metrics=metrics))
+
+    async def run(stop: asyncio.Event) -> None:
+        checks = [metrics.ready_check]
+        async with ops_listener(listen_metrics, registry, checks, checks):
+            await worker.run(stop)
+
+    try:
+        run_until_signal(run)
+    except OSError as err:
+        fail(str(err), 1)
 
 
 @app.command("agent")
@@ -322,6 +371,7 @@ def agent(
     clock_offset: OffsetOpt = 0.0,
     compact_retention: CompactOpt = "10m",
     stop_timeout: StopTimeoutOpt = 30.0,
+    listen_metrics: MetricsOpt = "",
 ) -> None:
     """Run a coord member and a worker in one process (no flags: a single-node cluster).
 
@@ -363,14 +413,26 @@ def agent(
         own = config.client_tls
         cfg = dataclasses.replace(cfg, tls=ClientTLS(own.trusted_ca_file, own.cert_file,
                                                      own.key_file))
+    check_listen_metrics(listen_metrics, insecure_listen)
+    registry = new_registry(listen_metrics)
+    if registry is not None:
+        from scheduler.metrics import WorkerMetrics
+
+        cfg = dataclasses.replace(cfg, metrics=WorkerMetrics(registry))
     try:
         setup_process()
-        server = CoordServer(config, freeze_heap=gc_freeze_enabled())
+        server = CoordServer(config, freeze_heap=gc_freeze_enabled(), sighup=True,
+                             metrics=registry)
     except StorageError as err:
         fail(data_dir_failure(data_dir, err), 3)
         return
 
     async def main(stop: asyncio.Event) -> None:
+        ready = [cfg.metrics.ready_check] if cfg.metrics is not None else []
+        async with ops_listener(listen_metrics, registry, [server.health_check()], ready):
+            await agent_main(stop)
+
+    async def agent_main(stop: asyncio.Event) -> None:
         from coord.client import Client
 
         await server.start_until(stop)

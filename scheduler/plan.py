@@ -8,8 +8,8 @@ Instants are whole milliseconds (finer fractions are floored) and are returned a
 Schedule expressions are parsed in :mod:`scheduler.cron` and occurrence ids live in
 :mod:`scheduler.occurrence`; both are re-exported here.
 
-Time zones and DST (the rules, tested in ``tests/scheduler/test_plan.py``)
--------------------------------------------------------------------------
+Time zones and DST (the rules, tested in ``tests/scheduler/test_plan_dst.py``)
+-----------------------------------------------------------------------------
 A cron schedule is matched against wall-clock time in the job's IANA zone. Each cron
 schedule is one of two kinds, decided from its text the way Vixie cron does:
 

@@ -47,12 +47,13 @@ RULES: tuple[Rule, ...] = (
     Rule("shared leaf modules import nothing of coord", LEAVES, ("coord", "scheduler")),
     Rule("generated protobuf modules are a leaf", (PB,), ("coord", "scheduler"),
          allowed=(PB,)),
-    Rule("storage, mvcc and lease don't import the node, the API, the RPC runtime or the "
-         "client", ("coord.storage", "coord.mvcc", "coord.lease"),
+    Rule("storage, mvcc, lease and auth don't import the node, the API, the RPC runtime or "
+         "the client", ("coord.storage", "coord.mvcc", "coord.lease", "coord.auth"),
          ("coord.server", "coord.api", "coord.rpc", "coord.client", "scheduler"),
          allowed=(PB,)),
-    Rule("mvcc, lease and storage don't build the etcd API's messages (rpc_pb2): the API "
-         "layer builds WatchResponse", ("coord.storage", "coord.mvcc", "coord.lease"),
+    Rule("mvcc, lease, storage and auth don't build the etcd API's messages (rpc_pb2): the "
+         "API layer builds WatchResponse", ("coord.storage", "coord.mvcc", "coord.lease",
+                                           "coord.auth"),
          (f"{PB}.rpc_pb2",)),
     Rule("the RPC runtime knows no service, node or store",
          ("coord.rpc",),
@@ -71,6 +72,14 @@ RULES: tuple[Rule, ...] = (
          ("coord.server", "coord.api", "coord.rpc", "coord.mvcc", "coord.lease",
           "coord.storage", "coord.raft", "scheduler"),
          allowed=(PB,)),
+    Rule("operations (metrics, health: coord.ops) read a member through its accessors and "
+         "are wired by the composition roots; no API adapter, client or scheduler code",
+         ("coord.ops",), ("coord.api", "coord.client", "scheduler"),
+         allowed=(PB,)),
+    Rule("the node's parts take plain hooks from coord.ops, never import it (only the "
+         "composition root, coord.server.server, does)", ("coord.server", "coord.storage",
+         "coord.mvcc", "coord.lease", "coord.rpc", "coord.api", "coord.client"),
+         ("coord.ops",), exempt=("coord.server.server",)),
     Rule("the scheduler talks to coord only through coord.client, except the CLI (the "
          "composition root of agent and coord serve)", ("scheduler",),
          ("coord.server", "coord.api", "coord.rpc", "coord.mvcc", "coord.lease",

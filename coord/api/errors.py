@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import structlog
 
 from coord import errors
+from coord.auth import InvalidAuthToken, PermissionDenied
 from coord.errors import CoordError
 from coord.rpc.handlers import Context
 from coord.rpc.status import StatusCode
@@ -27,6 +28,8 @@ STATUS: dict[type[CoordError], StatusCode] = {
     errors.ResourceExhausted: StatusCode.RESOURCE_EXHAUSTED,
     errors.Internal: StatusCode.INTERNAL,
     errors.Unimplemented: StatusCode.UNIMPLEMENTED,
+    PermissionDenied: StatusCode.PERMISSION_DENIED,
+    InvalidAuthToken: StatusCode.UNAUTHENTICATED,
 }
 """The one table from coord's errors to gRPC status codes: by kind (the nearest base class
 listed here); any other error is UNKNOWN, as etcd answers the errors v3rpc does not map."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from coord.api.auth import AuthService
+from coord.api.auth import AuthMember, AuthService
+from coord.api.auth_guard import guard_handlers
 from coord.api.kv import KVService
 from coord.api.lease import LeaseService
 from coord.api.maintenance import ClusterService, Maintained, MaintenanceService
@@ -17,7 +18,7 @@ from coord.rpc.handlers import Context, MethodHandler, service_handlers
 from coord.rpc.status import StatusCode
 
 
-class Member(RaftKV, Leases, Maintained, ClusterMembers, Protocol):
+class Member(RaftKV, Leases, Maintained, ClusterMembers, AuthMember, Protocol):
     """Everything the client port's services need of the member (``coord.api.ports``)."""
 
 
@@ -31,7 +32,7 @@ def client_handlers(core: Member, watch: object) -> dict[str, MethodHandler]:
     """The client port's method table: every method of etcd's six services
     (``/etcdserverpb.KV/Range`` ... → handler), built from ``rpc.proto``'s descriptors.
     ``watch`` is the Watch service (it lives as long as the member: the composition root
-    builds it)."""
+    builds it). Every handler is behind the auth guard (``coord.api.auth_guard``)."""
     services: dict[str, object] = {
         "KV": KVService(core), "Lease": LeaseService(core), "Watch": watch,
         "Maintenance": MaintenanceService(core), "Cluster": ClusterService(core),
@@ -39,7 +40,7 @@ def client_handlers(core: Member, watch: object) -> dict[str, MethodHandler]:
     table: dict[str, MethodHandler] = {}
     for name, servicer in services.items():
         table.update(service_handlers(rpc_pb2.DESCRIPTOR.services_by_name[name], servicer))
-    return table
+    return guard_handlers(core, table)
 
 
 class ClientHandlers:

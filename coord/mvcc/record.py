@@ -1,9 +1,10 @@
 """The record of one key version, and the shapes built from it.
 
 A record is immutable and one is stored per key version, so it is a NamedTuple: the memory
-of a bare tuple, fields read by name. Building one through its generated ``__new__`` costs
-about seven times a tuple literal, so the store's write paths build records with
-:func:`new_rec` (``tuple.__new__`` directly).
+of a bare tuple, fields read by name. Building one through its generated ``__new__`` runs a
+Python-level function per record, several times the cost of a tuple literal (figures in
+docs/benchmarks.md), so the store's write paths build records with :func:`new_rec`
+(``tuple.__new__`` directly).
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ Changes = tuple[bytes | Rec, ...]
 """The changes of one revision, flat: ``(key0, rec0, key1, rec1, ...)`` in op order."""
 
 mod_rev_of = itemgetter(Rec._fields.index("mod_rev"))
-"""The bisect key of a history: ``rec.mod_rev`` read by position, about half the cost of an
-attrgetter on a NamedTuple (a long history's bisect calls it ~log2(n) times)."""
+"""The bisect key of a history: ``rec.mod_rev`` read by position with a C-level getter, no
+Python frame per call as a lambda would cost (a long history's bisect calls it ~log2(n)
+times)."""
 
 
 def tombstone(rev: int) -> Rec:

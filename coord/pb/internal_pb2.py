@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from coord.pb import rpc_pb2 as coord_dot_pb_dot_rpc__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63oord/pb/internal.proto\x12\nraftcronpb\x1a\x12\x63oord/pb/rpc.proto\"\x1a\n\x0bLeaseExpire\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"4\n\x0fLeaseCheckpoint\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x15\n\rremaining_ttl\x18\x02 \x01(\x03\"\xbb\x03\n\x0fInternalRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x03put\x18\x02 \x01(\x0b\x32\x18.etcdserverpb.PutRequestH\x00\x12\x38\n\x0c\x64\x65lete_range\x18\x03 \x01(\x0b\x32 .etcdserverpb.DeleteRangeRequestH\x00\x12\'\n\x03txn\x18\x04 \x01(\x0b\x32\x18.etcdserverpb.TxnRequestH\x00\x12\x35\n\ncompaction\x18\x05 \x01(\x0b\x32\x1f.etcdserverpb.CompactionRequestH\x00\x12\x36\n\x0blease_grant\x18\x06 \x01(\x0b\x32\x1f.etcdserverpb.LeaseGrantRequestH\x00\x12\x38\n\x0clease_revoke\x18\x07 \x01(\x0b\x32 .etcdserverpb.LeaseRevokeRequestH\x00\x12/\n\x0clease_expire\x18\x08 \x01(\x0b\x32\x17.raftcronpb.LeaseExpireH\x00\x12+\n\x05range\x18\t \x01(\x0b\x32\x1a.etcdserverpb.RangeRequestH\x00\x42\t\n\x07requestb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63oord/pb/internal.proto\x12\nraftcronpb\x1a\x12\x63oord/pb/rpc.proto\"\x1a\n\x0bLeaseExpire\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"4\n\x0fLeaseCheckpoint\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x15\n\rremaining_ttl\x18\x02 \x01(\x03\"1\n\x12\x41uthenticateAssign\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"!\n\rRequestHeader\x12\x10\n\x08username\x18\x02 \x01(\t\"\x96\n\n\x0fInternalRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x03put\x18\x02 \x01(\x0b\x32\x18.etcdserverpb.PutRequestH\x00\x12\x38\n\x0c\x64\x65lete_range\x18\x03 \x01(\x0b\x32 .etcdserverpb.DeleteRangeRequestH\x00\x12\'\n\x03txn\x18\x04 \x01(\x0b\x32\x18.etcdserverpb.TxnRequestH\x00\x12\x35\n\ncompaction\x18\x05 \x01(\x0b\x32\x1f.etcdserverpb.CompactionRequestH\x00\x12\x36\n\x0blease_grant\x18\x06 \x01(\x0b\x32\x1f.etcdserverpb.LeaseGrantRequestH\x00\x12\x38\n\x0clease_revoke\x18\x07 \x01(\x0b\x32 .etcdserverpb.LeaseRevokeRequestH\x00\x12/\n\x0clease_expire\x18\x08 \x01(\x0b\x32\x17.raftcronpb.LeaseExpireH\x00\x12+\n\x05range\x18\t \x01(\x0b\x32\x1a.etcdserverpb.RangeRequestH\x00\x12\x36\n\x0b\x61uth_enable\x18\n \x01(\x0b\x32\x1f.etcdserverpb.AuthEnableRequestH\x00\x12\x38\n\x0c\x61uth_disable\x18\x0b \x01(\x0b\x32 .etcdserverpb.AuthDisableRequestH\x00\x12\x36\n\x0c\x61uthenticate\x18\x0c \x01(\x0b\x32\x1e.raftcronpb.AuthenticateAssignH\x00\x12\x39\n\rauth_user_add\x18\r \x01(\x0b\x32 .etcdserverpb.AuthUserAddRequestH\x00\x12?\n\x10\x61uth_user_delete\x18\x0e \x01(\x0b\x32#.etcdserverpb.AuthUserDeleteRequestH\x00\x12P\n\x19\x61uth_user_change_password\x18\x0f \x01(\x0b\x32+.etcdserverpb.AuthUserChangePasswordRequestH\x00\x12\x46\n\x14\x61uth_user_grant_role\x18\x10 \x01(\x0b\x32&.etcdserverpb.AuthUserGrantRoleRequestH\x00\x12H\n\x15\x61uth_user_revoke_role\x18\x11 \x01(\x0b\x32\'.etcdserverpb.AuthUserRevokeRoleRequestH\x00\x12\x39\n\rauth_role_add\x18\x12 \x01(\x0b\x32 .etcdserverpb.AuthRoleAddRequestH\x00\x12?\n\x10\x61uth_role_delete\x18\x13 \x01(\x0b\x32#.etcdserverpb.AuthRoleDeleteRequestH\x00\x12R\n\x1a\x61uth_role_grant_permission\x18\x14 \x01(\x0b\x32,.etcdserverpb.AuthRoleGrantPermissionRequestH\x00\x12T\n\x1b\x61uth_role_revoke_permission\x18\x15 \x01(\x0b\x32-.etcdserverpb.AuthRoleRevokePermissionRequestH\x00\x12)\n\x06header\x18\x64 \x01(\x0b\x32\x19.raftcronpb.RequestHeaderB\t\n\x07requestb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LEASEEXPIRE']._serialized_end=85
   _globals['_LEASECHECKPOINT']._serialized_start=87
   _globals['_LEASECHECKPOINT']._serialized_end=139
-  _globals['_INTERNALREQUEST']._serialized_start=142
-  _globals['_INTERNALREQUEST']._serialized_end=585
+  _globals['_AUTHENTICATEASSIGN']._serialized_start=141
+  _globals['_AUTHENTICATEASSIGN']._serialized_end=190
+  _globals['_REQUESTHEADER']._serialized_start=192
+  _globals['_REQUESTHEADER']._serialized_end=225
+  _globals['_INTERNALREQUEST']._serialized_start=228
+  _globals['_INTERNALREQUEST']._serialized_end=1530
 # @@protoc_insertion_point(module_scope)

@@ -67,6 +67,54 @@ class LeaseCheckpoint(_message.Message):
 Global___LeaseCheckpoint: _TypeAlias = LeaseCheckpoint  # noqa: Y015
 
 @_typing.final
+class AuthenticateAssign(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A simple token the authenticating member made for a user whose password it checked;
+    every member records it (no password is ever in the log).
+    """
+    token: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthenticateAssign: _TypeAlias = AuthenticateAssign  # noqa: Y015
+
+@_typing.final
+class RequestHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERNAME_FIELD_NUMBER: _builtins.int
+    username: _builtins.str
+    """Who asked (etcd's RequestHeader): the applier checks the request's permissions for
+    this user against the auth state at the request's place in the log (so no auth
+    revision is needed to notice a change since the API's check).
+    """
+    def __init__(
+        self,
+        *,
+        username: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestHeader: _TypeAlias = RequestHeader  # noqa: Y015
+
+@_typing.final
 class InternalRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -79,6 +127,19 @@ class InternalRequest(_message.Message):
     LEASE_REVOKE_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRE_FIELD_NUMBER: _builtins.int
     RANGE_FIELD_NUMBER: _builtins.int
+    AUTH_ENABLE_FIELD_NUMBER: _builtins.int
+    AUTH_DISABLE_FIELD_NUMBER: _builtins.int
+    AUTHENTICATE_FIELD_NUMBER: _builtins.int
+    AUTH_USER_ADD_FIELD_NUMBER: _builtins.int
+    AUTH_USER_DELETE_FIELD_NUMBER: _builtins.int
+    AUTH_USER_CHANGE_PASSWORD_FIELD_NUMBER: _builtins.int
+    AUTH_USER_GRANT_ROLE_FIELD_NUMBER: _builtins.int
+    AUTH_USER_REVOKE_ROLE_FIELD_NUMBER: _builtins.int
+    AUTH_ROLE_ADD_FIELD_NUMBER: _builtins.int
+    AUTH_ROLE_DELETE_FIELD_NUMBER: _builtins.int
+    AUTH_ROLE_GRANT_PERMISSION_FIELD_NUMBER: _builtins.int
+    AUTH_ROLE_REVOKE_PERMISSION_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Proposal id: lets the proposer match the applied entry to its waiting caller."""
     @_builtins.property
@@ -97,6 +158,32 @@ class InternalRequest(_message.Message):
     def lease_expire(self) -> Global___LeaseExpire: ...
     @_builtins.property
     def range(self) -> _rpc_pb2.RangeRequest: ...
+    @_builtins.property
+    def auth_enable(self) -> _rpc_pb2.AuthEnableRequest: ...
+    @_builtins.property
+    def auth_disable(self) -> _rpc_pb2.AuthDisableRequest: ...
+    @_builtins.property
+    def authenticate(self) -> Global___AuthenticateAssign: ...
+    @_builtins.property
+    def auth_user_add(self) -> _rpc_pb2.AuthUserAddRequest: ...
+    @_builtins.property
+    def auth_user_delete(self) -> _rpc_pb2.AuthUserDeleteRequest: ...
+    @_builtins.property
+    def auth_user_change_password(self) -> _rpc_pb2.AuthUserChangePasswordRequest: ...
+    @_builtins.property
+    def auth_user_grant_role(self) -> _rpc_pb2.AuthUserGrantRoleRequest: ...
+    @_builtins.property
+    def auth_user_revoke_role(self) -> _rpc_pb2.AuthUserRevokeRoleRequest: ...
+    @_builtins.property
+    def auth_role_add(self) -> _rpc_pb2.AuthRoleAddRequest: ...
+    @_builtins.property
+    def auth_role_delete(self) -> _rpc_pb2.AuthRoleDeleteRequest: ...
+    @_builtins.property
+    def auth_role_grant_permission(self) -> _rpc_pb2.AuthRoleGrantPermissionRequest: ...
+    @_builtins.property
+    def auth_role_revoke_permission(self) -> _rpc_pb2.AuthRoleRevokePermissionRequest: ...
+    @_builtins.property
+    def header(self) -> Global___RequestHeader: ...
     def __init__(
         self,
         *,
@@ -109,12 +196,25 @@ class InternalRequest(_message.Message):
         lease_revoke: _rpc_pb2.LeaseRevokeRequest | None = ...,
         lease_expire: Global___LeaseExpire | None = ...,
         range: _rpc_pb2.RangeRequest | None = ...,
+        auth_enable: _rpc_pb2.AuthEnableRequest | None = ...,
+        auth_disable: _rpc_pb2.AuthDisableRequest | None = ...,
+        authenticate: Global___AuthenticateAssign | None = ...,
+        auth_user_add: _rpc_pb2.AuthUserAddRequest | None = ...,
+        auth_user_delete: _rpc_pb2.AuthUserDeleteRequest | None = ...,
+        auth_user_change_password: _rpc_pb2.AuthUserChangePasswordRequest | None = ...,
+        auth_user_grant_role: _rpc_pb2.AuthUserGrantRoleRequest | None = ...,
+        auth_user_revoke_role: _rpc_pb2.AuthUserRevokeRoleRequest | None = ...,
+        auth_role_add: _rpc_pb2.AuthRoleAddRequest | None = ...,
+        auth_role_delete: _rpc_pb2.AuthRoleDeleteRequest | None = ...,
+        auth_role_grant_permission: _rpc_pb2.AuthRoleGrantPermissionRequest | None = ...,
+        auth_role_revoke_permission: _rpc_pb2.AuthRoleRevokePermissionRequest | None = ...,
+        header: Global___RequestHeader | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["compaction", b"compaction", "delete_range", b"delete_range", "lease_expire", b"lease_expire", "lease_grant", b"lease_grant", "lease_revoke", b"lease_revoke", "put", b"put", "range", b"range", "request", b"request", "txn", b"txn"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["auth_disable", b"auth_disable", "auth_enable", b"auth_enable", "auth_role_add", b"auth_role_add", "auth_role_delete", b"auth_role_delete", "auth_role_grant_permission", b"auth_role_grant_permission", "auth_role_revoke_permission", b"auth_role_revoke_permission", "auth_user_add", b"auth_user_add", "auth_user_change_password", b"auth_user_change_password", "auth_user_delete", b"auth_user_delete", "auth_user_grant_role", b"auth_user_grant_role", "auth_user_revoke_role", b"auth_user_revoke_role", "authenticate", b"authenticate", "compaction", b"compaction", "delete_range", b"delete_range", "header", b"header", "lease_expire", b"lease_expire", "lease_grant", b"lease_grant", "lease_revoke", b"lease_revoke", "put", b"put", "range", b"range", "request", b"request", "txn", b"txn"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compaction", b"compaction", "delete_range", b"delete_range", "id", b"id", "lease_expire", b"lease_expire", "lease_grant", b"lease_grant", "lease_revoke", b"lease_revoke", "put", b"put", "range", b"range", "request", b"request", "txn", b"txn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_disable", b"auth_disable", "auth_enable", b"auth_enable", "auth_role_add", b"auth_role_add", "auth_role_delete", b"auth_role_delete", "auth_role_grant_permission", b"auth_role_grant_permission", "auth_role_revoke_permission", b"auth_role_revoke_permission", "auth_user_add", b"auth_user_add", "auth_user_change_password", b"auth_user_change_password", "auth_user_delete", b"auth_user_delete", "auth_user_grant_role", b"auth_user_grant_role", "auth_user_revoke_role", b"auth_user_revoke_role", "authenticate", b"authenticate", "compaction", b"compaction", "delete_range", b"delete_range", "header", b"header", "id", b"id", "lease_expire", b"lease_expire", "lease_grant", b"lease_grant", "lease_revoke", b"lease_revoke", "put", b"put", "range", b"range", "request", b"request", "txn", b"txn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "lease_expire", "range"]  # noqa: Y015
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "lease_expire", "range", "auth_enable", "auth_disable", "authenticate", "auth_user_add", "auth_user_delete", "auth_user_change_password", "auth_user_grant_role", "auth_user_revoke_role", "auth_role_add", "auth_role_delete", "auth_role_grant_permission", "auth_role_revoke_permission"]  # noqa: Y015
     _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
 

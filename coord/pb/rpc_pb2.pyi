@@ -1648,6 +1648,21 @@ class AuthDisableRequest(_message.Message):
 Global___AuthDisableRequest: _TypeAlias = AuthDisableRequest  # noqa: Y015
 
 @_typing.final
+class AuthStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthStatusRequest: _TypeAlias = AuthStatusRequest  # noqa: Y015
+
+@_typing.final
 class AuthenticateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1676,8 +1691,11 @@ class AuthUserAddRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    HASHEDPASSWORD_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     password: _builtins.str
+    hashedPassword: _builtins.str
+    """etcd 3.5's field: the bcrypt hash (base64) coord proposes instead of the password."""
     @_builtins.property
     def options(self) -> _auth_pb2.UserAddOptions: ...
     def __init__(
@@ -1686,10 +1704,11 @@ class AuthUserAddRequest(_message.Message):
         name: _builtins.str = ...,
         password: _builtins.str = ...,
         options: _auth_pb2.UserAddOptions | None = ...,
+        hashedPassword: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "options", b"options", "password", b"password"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hashedPassword", b"hashedPassword", "name", b"name", "options", b"options", "password", b"password"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1739,17 +1758,21 @@ class AuthUserChangePasswordRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
+    HASHEDPASSWORD_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     password: _builtins.str
+    hashedPassword: _builtins.str
+    """etcd 3.5's field: the bcrypt hash (base64) coord proposes instead of the password."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         password: _builtins.str = ...,
+        hashedPassword: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "password", b"password"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hashedPassword", b"hashedPassword", "name", b"name", "password", b"password"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1973,6 +1996,32 @@ class AuthDisableResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuthDisableResponse: _TypeAlias = AuthDisableResponse  # noqa: Y015
+
+@_typing.final
+class AuthStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    AUTHREVISION_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    authRevision: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___ResponseHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___ResponseHeader | None = ...,
+        enabled: _builtins.bool = ...,
+        authRevision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authRevision", b"authRevision", "enabled", b"enabled", "header", b"header"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthStatusResponse: _TypeAlias = AuthStatusResponse  # noqa: Y015
 
 @_typing.final
 class AuthenticateResponse(_message.Message):

@@ -1178,6 +1178,11 @@ class AuthStub:
                 request_serializer=coord_dot_pb_dot_rpc__pb2.AuthDisableRequest.SerializeToString,
                 response_deserializer=coord_dot_pb_dot_rpc__pb2.AuthDisableResponse.FromString,
                 _registered_method=True)
+        self.AuthStatus = channel.unary_unary(
+                '/etcdserverpb.Auth/AuthStatus',
+                request_serializer=coord_dot_pb_dot_rpc__pb2.AuthStatusRequest.SerializeToString,
+                response_deserializer=coord_dot_pb_dot_rpc__pb2.AuthStatusResponse.FromString,
+                _registered_method=True)
         self.Authenticate = channel.unary_unary(
                 '/etcdserverpb.Auth/Authenticate',
                 request_serializer=coord_dot_pb_dot_rpc__pb2.AuthenticateRequest.SerializeToString,
@@ -1261,6 +1266,13 @@ class AuthServicer:
 
     def AuthDisable(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuthStatus(self, request, context):
+        """etcd 3.5's: whether auth is enabled, and the auth store's revision.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -1361,6 +1373,11 @@ def add_AuthServicer_to_server(servicer, server):
                     servicer.AuthDisable,
                     request_deserializer=coord_dot_pb_dot_rpc__pb2.AuthDisableRequest.FromString,
                     response_serializer=coord_dot_pb_dot_rpc__pb2.AuthDisableResponse.SerializeToString,
+            ),
+            'AuthStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthStatus,
+                    request_deserializer=coord_dot_pb_dot_rpc__pb2.AuthStatusRequest.FromString,
+                    response_serializer=coord_dot_pb_dot_rpc__pb2.AuthStatusResponse.SerializeToString,
             ),
             'Authenticate': grpc.unary_unary_rpc_method_handler(
                     servicer.Authenticate,
@@ -1487,6 +1504,33 @@ class Auth:
             '/etcdserverpb.Auth/AuthDisable',
             coord_dot_pb_dot_rpc__pb2.AuthDisableRequest.SerializeToString,
             coord_dot_pb_dot_rpc__pb2.AuthDisableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/etcdserverpb.Auth/AuthStatus',
+            coord_dot_pb_dot_rpc__pb2.AuthStatusRequest.SerializeToString,
+            coord_dot_pb_dot_rpc__pb2.AuthStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,10 @@ class Context(Protocol):
 
     def peer(self) -> str: ...
 
+    def auth_context(self) -> dict[str, list[bytes]]:
+        """The connection's verified client certificate (grpc's form,
+        :data:`coord.rpc.h2.tls.AuthContext`); empty without one."""
+
     def time_remaining(self) -> float | None: ...
 
     def set_code(self, code: StatusCode) -> None: ...
@@ -64,11 +68,13 @@ class CallContext:
     headers on first use) and in-process calls (``peer`` "local"). ``deadline`` is on
     ``time.monotonic()``'s clock; ``code`` and ``details`` are what the handler set."""
 
-    __slots__ = ("_decode", "_metadata", "code", "deadline", "details", "peer_address")
+    __slots__ = ("_decode", "_metadata", "auth", "code", "deadline", "details", "peer_address")
 
     def __init__(self, peer: str, deadline: float | None, metadata: Any = (),
-                 decode: Callable[[Any], Metadata] | None = None) -> None:
+                 decode: Callable[[Any], Metadata] | None = None,
+                 auth: dict[str, list[bytes]] | None = None) -> None:
         self.peer_address = peer
+        self.auth = auth or {}
         self.deadline = deadline
         self._metadata = metadata
         self._decode = decode
@@ -85,6 +91,9 @@ class CallContext:
 
     def peer(self) -> str:
         return self.peer_address
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return self.auth
 
     def time_remaining(self) -> float | None:
         deadline = self.deadline

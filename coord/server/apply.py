@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from coord.auth import AuthStore
 from coord.errors import (
     ApplyFailed,
     Compacted,
@@ -37,12 +38,14 @@ from coord.lease.lessor import Lessor
 from coord.mvcc.store import KVStore
 from coord.mvcc.watch import WatchHub
 from coord.pb import internal_pb2, rpc_pb2
+from coord.server.apply_auth import AUTH_REQUESTS, apply_auth, check_request
 from coord.server.apply_read import compare, fill_kv, range_into
 
 _OP_RANGE, _OP_PUT, _OP_DELETE, _OP_TXN, _OP_EMPTY = range(5)
 _Step = tuple[int, Any, Any]
 _Plan = tuple[bool, list[_Step]]
 _SNAP_MAGIC = b"COORDAPPLY1"
+_AUTH_MAGIC = b"AUTH"
 _L = struct.Struct("<Q")
 
 Response = (
@@ -53,6 +56,7 @@ Response = (
     | rpc_pb2.LeaseGrantResponse
     | rpc_pb2.LeaseRevokeResponse
     | rpc_pb2.RangeResponse
+    | Any
 )
 
 
@@ -73,9 +77,12 @@ def lease_id_for(request_id: int) -> int:
 class Applier:
     """Applies InternalRequests to a :class:`KVStore` and a :class:`Lessor`."""
 
-    def __init__(self, store: KVStore | None = None, lessor: Lessor | None = None) -> None:
+    def __init__(self, store: KVStore | None = None, lessor: Lessor | None = None,
+                 auth: AuthStore | None = None) -> None:
         self.store = store if store is not None else KVStore()
         self.lessor = lessor if lessor is not None else Lessor()
+        self.auth = auth if auth is not None else AuthStore()
+        """Users, roles, permissions (replicated: changed only by applied requests)."""
         self.watch_hub = WatchHub(self.store)
         """The store's watchers: its commit observer, told of each new revision."""
         self._dispatch = {
@@ -129,10 +136,14 @@ class Applier:
         if which == "lease_expire":
             self._apply_lease_expire(req.lease_expire)
             return None
+        if which in AUTH_REQUESTS:
+            return apply_auth(self.auth, req, which, now)
+        if self.auth.enabled and req.HasField("header"):
+            check_request(self.auth, self.lessor, req, which)
         if which == "lease_grant":
             return self._apply_lease_grant(req.lease_grant, now, req.id)
         fn = self._dispatch[which]
-        return fn(getattr(req, which))  # type: ignore[no-any-return, operator]
+        return fn(getattr(req, which))  # type: ignore[operator]
 
     def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         """A read outside the log (serializable or after ReadIndex)."""
@@ -416,23 +427,36 @@ class Applier:
     def snapshot(self) -> bytes:
         """Deterministic bytes of the store (with history since the compact revision) and the
         lessor (leases with granted TTLs)."""
-        return self.pack_snapshot(self.store.snapshot(), self.lessor.snapshot())
+        return self.pack_snapshot(self.store.snapshot(), self.lessor.snapshot(),
+                                  self.auth_snapshot())
+
+    def auth_snapshot(self) -> bytes:
+        """The auth state's part of a snapshot: empty while no auth request was ever
+        applied (the snapshot is then byte for byte what it was before auth existed)."""
+        auth = self.auth
+        if not (auth.revision or auth.enabled or auth.users or auth.roles):
+            return b""
+        return auth.snapshot()
 
     @staticmethod
-    def pack_snapshot(store: bytes, lessor: bytes) -> bytes:
-        """The applier snapshot made of a store snapshot and a lessor snapshot taken at the
-        same applied index (:meth:`snapshot` in two steps, for a sliced build)."""
-        return b"".join(Applier.pack_snapshot_parts([store], lessor)[0])
+    def pack_snapshot(store: bytes, lessor: bytes, auth: bytes = b"") -> bytes:
+        """The applier snapshot made of a store snapshot, a lessor snapshot and an auth
+        snapshot taken at the same applied index (:meth:`snapshot` in steps, for a sliced
+        build)."""
+        return b"".join(Applier.pack_snapshot_parts([store], lessor, auth)[0])
 
     @staticmethod
     def pack_snapshot_parts(
-        store: list[bytes | memoryview], lessor: bytes
+        store: list[bytes | memoryview], lessor: bytes, auth: bytes = b""
     ) -> tuple[list[bytes | memoryview], int]:
         """:meth:`pack_snapshot` of the store snapshot's pieces, as pieces to join, and the
-        offset of the store's bytes in the joined result."""
+        offset of the store's bytes in the joined result. The auth part, when there is
+        one, follows the lessor's behind its own tag."""
         size = sum(len(p) for p in store)
         head = _SNAP_MAGIC + _L.pack(size)
-        return [head, *store, _L.pack(len(lessor)), lessor], len(head)
+        tail: list[bytes | memoryview] = (
+            [_AUTH_MAGIC, _L.pack(len(auth)), auth] if auth else [])
+        return [head, *store, _L.pack(len(lessor)), lessor, *tail], len(head)
 
     def restore(self, data: bytes, now: float = 0.0) -> None:
         """Replace the whole state with a :meth:`snapshot`; lease keys are re-attached from
@@ -447,10 +471,20 @@ class Applier:
         (m,) = _L.unpack_from(data, pos)
         pos += 8
         lz = data[pos : pos + m]
-        if pos + m != len(data):
-            raise ValueError("bad applier snapshot length")
+        pos += m
+        auth = b""
+        if pos != len(data):
+            if data[pos : pos + len(_AUTH_MAGIC)] != _AUTH_MAGIC:
+                raise ValueError("bad applier snapshot length")
+            pos += len(_AUTH_MAGIC)
+            (a,) = _L.unpack_from(data, pos)
+            pos += 8
+            auth = data[pos : pos + a]
+            if pos + a != len(data):
+                raise ValueError("bad applier snapshot length")
         self.store.restore(s)
         self.lessor.restore(lz, now)
+        self.auth.restore(auth)
         store = self.store
         for k in store.sorted_keys():
             rec = store.get(k)

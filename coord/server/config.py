@@ -98,6 +98,9 @@ class ServerConfig:
     """TLS on the client port (``--cert-file`` ...; :mod:`coord.rpc.h2.tls`); None: h2c."""
     peer_tls: ServerTLS | None = None
     """TLS on the peer port (``--peer-cert-file`` ...); None: h2c."""
+    tls_watch_interval: float = 2.0
+    """Seconds between two looks at the certificate files for a reload
+    (:mod:`coord.server.tls_reload`); 0: no watch (SIGHUP still reloads)."""
     insecure_listen: bool = False
     """``--insecure-listen``: serve plaintext on an address other hosts can reach. Without
     it such a config is refused (:meth:`plaintext_exposed`); with it the member logs a
@@ -136,6 +139,17 @@ class ServerConfig:
             if tls is None and not is_loopback(parse_hostport(address, flag)[0]):
                 out.append(f"{flag} {address}")
         return out
+
+    @property
+    def client_url(self) -> str:
+        """This member's client URL as ``member list`` shows it: ``https://`` with TLS."""
+        return f"{'https' if self.client_tls is not None else 'http'}://{self.listen_client}"
+
+    @property
+    def peer_scheme(self) -> str:
+        """The scheme of the members' peer URLs (every member is assumed to share this
+        member's peer TLS setting: they could not talk otherwise)."""
+        return "https" if self.peer_tls is not None else "http"
 
     @property
     def member_ids(self) -> dict[str, int]:

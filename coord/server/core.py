@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from coord.auth import AuthStore
+from coord.auth.caller import caller
 from coord.errors import (
     BadLeaderTransferee,
     LearnerNotReady,
@@ -84,7 +86,26 @@ class Core:
             header.revision = self.applier.current_revision
 
     async def propose(self, req: internal_pb2.InternalRequest) -> Any:
+        self._stamp(req)
         return await self.node.propose(req)
+
+    @staticmethod
+    def _stamp(req: internal_pb2.InternalRequest) -> None:
+        """Name the caller the auth guard found (auth enabled) in the request's header, for
+        the applier's permission check at the request's place in the log."""
+        user = caller.get()
+        if user is not None:
+            req.header.username = user
+
+    @property
+    def auth_store(self) -> AuthStore:
+        """The applied auth state (read only: changes go through :meth:`propose`)."""
+        return self.applier.auth
+
+    @property
+    def cert_users(self) -> bool:
+        tls = self.config.client_tls
+        return tls is not None and tls.client_cert_auth
 
     async def state_snapshot(self) -> list[bytes | memoryview]:
         """Maintenance.Snapshot's bytes (the applier's whole state), as pieces."""
@@ -140,6 +161,7 @@ class Core:
 
     def apply_read_only(self, req: internal_pb2.InternalRequest) -> Any:
         """Evaluate a request that cannot write (a read-only txn) on the applied state."""
+        self._stamp(req)
         return self.applier.apply(req, time.monotonic())
 
     def new_lease_id(self) -> int:
@@ -163,18 +185,19 @@ class Core:
     def members(self) -> list[rpc_pb2.Member]:
         table = getattr(self.node, "membership", None)
         if table is not None:
-            out: list[rpc_pb2.Member] = table.to_pb()
+            out: list[rpc_pb2.Member] = table.to_pb(self.config.peer_scheme)
             for m in out:  # this member's own attributes, before its publish is applied
                 if self.node.member_id == m.ID and not m.clientURLs:
                     m.name = self.config.name
-                    m.clientURLs.append(f"http://{self.config.listen_client}")
+                    m.clientURLs.append(self.config.client_url)
             return out
         ids = self.config.member_ids
         out = []
         for name, peer in self.config.initial_cluster.items():
-            m = rpc_pb2.Member(ID=ids[name], name=name, peerURLs=[f"http://{peer}"])
+            m = rpc_pb2.Member(ID=ids[name], name=name,
+                               peerURLs=[f"{self.config.peer_scheme}://{peer}"])
             if name == self.config.name:
-                m.clientURLs.append(f"http://{self.config.listen_client}")
+                m.clientURLs.append(self.config.client_url)
             out.append(m)
         return out
 

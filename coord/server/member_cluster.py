@@ -112,7 +112,7 @@ class ClusterOps(MemberState):
 
     async def _publish(self) -> None:
         """Publish this member's name and client URL through the log (etcd's publish)."""
-        client = f"http://{self.config.listen_client}"
+        client = self.config.client_url
         while True:
             await asyncio.sleep(0.2)
             info = self.membership.members.get(self.member_id)

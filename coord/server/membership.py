@@ -24,7 +24,7 @@ class MemberInfo:
     id: int
     name: str = ""
     peer: str = ""  # host:port
-    clients: list[str] = field(default_factory=list)  # http://host:port
+    clients: list[str] = field(default_factory=list)  # http(s)://host:port
     learner: bool = False
 
 
@@ -84,8 +84,9 @@ class Membership:
                 return info
         return None
 
-    def to_pb(self) -> list[rpc_pb2.Member]:
-        return [rpc_pb2.Member(ID=i.id, name=i.name, peerURLs=[f"http://{i.peer}"],
+    def to_pb(self, peer_scheme: str = "http") -> list[rpc_pb2.Member]:
+        """The table as MemberList answers it; peer URLs with ``peer_scheme``."""
+        return [rpc_pb2.Member(ID=i.id, name=i.name, peerURLs=[f"{peer_scheme}://{i.peer}"],
                                clientURLs=list(i.clients), isLearner=i.learner)
                 for i in sorted(self.members.values(), key=lambda x: x.id)]
 

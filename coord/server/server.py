@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -16,16 +17,19 @@ import structlog
 from coord.api.services import ClientHandlers, client_handlers
 from coord.api.watch import WatchService
 from coord.limits import RECV_LIMIT
+from coord.ops.grpc_health import health_handlers
 from coord.process import freeze_startup_heap
 from coord.rpc.h2.server import H2Server
-from coord.rpc.h2.tls import client_context
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig
 from coord.server.core import Core
 from coord.server.raft_node import RaftNode
-from coord.server.transport import PEER_RECV_LIMIT, PeerService, peer_handlers
+from coord.server.tls_reload import TLSReloader, dialer_context
+from coord.server.transport import PEER_RECV_LIMIT, PeerIdentity, PeerService, peer_handlers
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from coord.rpc.local import LocalTarget
 
 log = structlog.get_logger("coord.server")
@@ -38,21 +42,38 @@ class CoordServer:
 
     ``freeze_heap``: once recovered and ready to serve, freeze the heap it holds then
     (:func:`coord.process.freeze_startup_heap`) — for a member that owns its process (the
-    CLI passes :func:`coord.process.gc_freeze_enabled`); tests sharing a process don't."""
+    CLI passes :func:`coord.process.gc_freeze_enabled`); tests sharing a process don't.
+    ``sighup``: reload the certificates on SIGHUP (the CLI's members, which own their
+    process)."""
 
-    def __init__(self, config: ServerConfig, *, freeze_heap: bool = False) -> None:
+    def __init__(self, config: ServerConfig, *, freeze_heap: bool = False,
+                 sighup: bool = False, metrics: CollectorRegistry | None = None) -> None:
         self.freeze_heap = freeze_heap
+        self.sighup = sighup
         self.config = config
         self.applier = Applier()
+        self.metrics = metrics
+        """etcd's series of this member go here (``coord.ops``); None: no metrics, and
+        the plain node with no counters."""
+        node_class = RaftNode
+        if metrics is not None:
+            from coord.ops.node import MeteredRaftNode  # noqa: PLC0415 - metrics only
+
+            node_class = MeteredRaftNode
         # Every member runs Raft, a one-member cluster too (as etcd does).
-        self.node = RaftNode(config, self.applier, on_applied=self._on_applied,
-                             join=config.initial_cluster_state == "existing")
+        self.node = node_class(config, self.applier, on_applied=self._on_applied,
+                               join=config.initial_cluster_state == "existing")
         self.core = Core(self.node, self.applier, config)
+        if metrics is not None:
+            self._meter(metrics)
         peer = config.peer_tls
         if peer is not None:  # dial peers with this member's peer certificate
-            self.node.transport.peer_ssl = client_context(
-                peer.trusted_ca_file, peer.cert_file, peer.key_file,
-                min_version=peer.min_version)
+            self.node.transport.peer_ssl = dialer_context(peer)
+            if peer.trusted_ca_file is not None:  # peers prove which member they are
+                self.node.transport.identity = PeerIdentity(lambda: self.node.membership,
+                                                            peer.allowed_cn)
+        self.tls_reloader = TLSReloader(config, self.node.transport)
+        self._tls_watch: asyncio.Task[None] | None = None
         self._h2: H2Server | None = None
         self._client: ClientHandlers | None = None
         self._local: LocalTarget | None = None
@@ -63,6 +84,32 @@ class CoordServer:
 
     def _on_applied(self) -> None:
         self.watch.notify()
+
+    def _meter(self, registry: CollectorRegistry) -> None:
+        """Register etcd's series over this member and hook the counters in."""
+        from coord.ops.etcd_metrics import EtcdMetrics  # noqa: PLC0415 - metrics only
+        from coord.ops.node import MeteredRaftNode  # noqa: PLC0415
+
+        node = self.node
+        assert isinstance(node, MeteredRaftNode)
+        applier = self.applier
+        em = EtcdMetrics(registry, node, self.core.approximate_size,
+                         lambda: len(applier.store))
+        node.on_fsync = em.fsync
+        transport = node.transport
+        unreachable = transport.report_unreachable
+
+        def report_unreachable(peer: int) -> None:  # a failed or dropped send to ``peer``
+            em.peer_send_failed(peer)
+            unreachable(peer)
+
+        transport.report_unreachable = report_unreachable
+
+    def health_check(self) -> Any:
+        """etcd's ``/health`` check of this member (a ``coord.ops.health.Check``)."""
+        from coord.ops.health import member_check  # noqa: PLC0415
+
+        return member_check(self.core)
 
     async def start(self) -> None:
         """Recover from disk, then start serving. Raises StorageError on a damaged WAL."""
@@ -83,14 +130,28 @@ class CoordServer:
         await peer_h2.start(self.config.listen_peer)
         self._peer_h2 = peer_h2
         self.node.start()
-        self._client = client = ClientHandlers(self.node, client_handlers(self.core, self.watch))
+        table = client_handlers(self.core, self.watch) | health_handlers(self.node)
+        if self.metrics is not None:
+            from coord.ops.grpc_metrics import HandledCounts, instrument  # noqa: PLC0415
+
+            table = instrument(table, HandledCounts(self.metrics))
+        self._client = client = ClientHandlers(self.node, table)
         if self.freeze_heap:
             freeze_startup_heap()  # before the first client request, not during one
         h2 = H2Server(client.service, max_receive=RECV_LIMIT, tls=self.config.client_tls)
         await h2.start(self.config.listen_client)
         self._h2 = h2
         self.core.start()
-        self._waiting = asyncio.get_running_loop().create_task(self._report_waiting())
+        loop = asyncio.get_running_loop()
+        self._waiting = loop.create_task(self._report_waiting())
+        self._tls_watch = loop.create_task(self.tls_reloader.watch())
+        if self.sighup:
+            loop.add_signal_handler(signal.SIGHUP, self.tls_reloader.reload, "SIGHUP")
+        peer = self.config.peer_tls
+        if peer is not None and peer.trusted_ca_file is None:
+            log.warning("coord.peer_identity_unchecked", name=self.config.name,
+                        hint="without --peer-trusted-ca-file peers' certificates are not "
+                        "verified: anyone who reaches the peer port can speak as a member")
         log.info("coord.serving", name=self.config.name, client=self.config.listen_client,
                  client_tls=self.config.client_tls is not None,
                  peer_tls=self.config.peer_tls is not None,
@@ -146,6 +207,11 @@ class CoordServer:
         self._stopped = True
         if self._waiting is not None:
             self._waiting.cancel()
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
+        if self.sighup:
+            with contextlib.suppress(RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self._local is not None:
             self._local.close()  # in-process streams end as network ones do
         await self.core.stop()

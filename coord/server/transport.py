@@ -39,6 +39,7 @@ import structlog
 from coord.pb import raft_pb2
 from coord.raft import Entry, Message, MessageType
 from coord.rpc.h2.client import StreamCall
+from coord.rpc.h2.tls import AuthContext
 from coord.server.transport_codec import message_to_pb, wire_size
 from coord.server.transport_h2 import (
     CONNECT_TIMEOUT,
@@ -47,6 +48,7 @@ from coord.server.transport_h2 import (
     H2Send,
     rpc_failed,
 )
+from coord.server.transport_identity import PeerIdentity
 from coord.server.transport_intake import (
     MAX_INDEX,
     MAX_TERM,
@@ -65,7 +67,7 @@ from coord.server.transport_snapshot import (
 
 __all__ = [  # what other modules import from here, some of it defined in the helpers
     "MAX_INDEX", "MAX_TERM", "MAX_TERM_STEP", "PEER_RECV_LIMIT",
-    "H2PeerStub", "LinkHook", "PeerRejected", "PeerService", "Transport",
+    "H2PeerStub", "LinkHook", "PeerIdentity", "PeerRejected", "PeerService", "Transport",
     "message_to_pb", "peer_handlers",
 ]
 
@@ -302,7 +304,11 @@ class Transport:
         """Snapshot transfers being received (one per sending member at most)."""
         self.peer_ssl: SSLContext | None = None
         """How this member dials its peers: TLS with its ``--peer-`` certificate (set by
-        the composition root, ``coord.server.server``), None: plaintext."""
+        the composition root, ``coord.server.server``, and again by a reload:
+        :meth:`set_peer_ssl`), None: plaintext."""
+        self.identity: PeerIdentity | None = None
+        """With peer TLS and a CA: the check that a connection's certificate is the member
+        it speaks for (:mod:`coord.server.transport_identity`); None: not checked."""
         self.hook: LinkHook | None = None
         """Fault injection (tests only)."""
         if link_hook_factory is not None:
@@ -319,6 +325,13 @@ class Transport:
         if cur is not None:
             asyncio.get_running_loop().create_task(cur.close())
         self._peers[peer_id] = _PeerSender(self, peer_id, address)
+
+    def set_peer_ssl(self, ctx: SSLContext) -> None:
+        """Dial peers with ``ctx`` from now on (reloaded certificate files); streams open
+        now go on with the certificate they were made with."""
+        self.peer_ssl = ctx
+        for sender in self._peers.values():
+            sender.stub = None
 
     def remove_peer(self, peer_id: int) -> None:
         cur = self._peers.pop(peer_id, None)
@@ -345,13 +358,16 @@ class Transport:
             await p.close()
         self._peers.clear()
 
-    def check(self, batch: raft_pb2.MessageBatch, stream_from: int = 0) -> list[Message]:
+    def check(self, batch: raft_pb2.MessageBatch, stream_from: int = 0,
+              auth: AuthContext | None = None) -> list[Message]:
         """The batch's messages, decoded, if the batch may reach the core; else raises
         :class:`PeerRejected` (counted in :attr:`rejected`, logged rate-limited). Refused:
 
         * another cluster's batch (etcd: 412 "cluster ID mismatch");
         * a sender that is not a member of the current configuration (removed ones
           included), or that is not the one this stream started with (``stream_from``);
+        * with :attr:`identity`, a stream's first batch (or a snapshot's envelope) from a
+          connection whose certificate (``auth``) is not the sender's;
         * a message whose ``from`` is not the batch's, whose ``to`` is not this member, of
           an unknown type or of a type only a member feeds itself (HUP, BEAT, CHECK_QUORUM,
           UNREACHABLE, SNAP_STATUS; etcd-raft's ``IsLocalMsg``, which its node drops when
@@ -373,28 +389,51 @@ class Transport:
             if stream_from and frm != stream_from:
                 raise PeerRejected("sender changed",
                                    f"sender changed from {stream_from:x} to {frm:x}")
+            if self.identity is not None and not stream_from:
+                self.identity.verify(frm, auth or {})
             bound = self.term_bound()
             return [check_message(p, frm, self.member_id, bound) for p in batch.messages]
         except PeerRejected as err:
-            reason = err.kind
-            self.rejected[reason] += 1
-            now = time.monotonic()
-            key = (reason, frm)
-            if now - self._reject_logged.get(key, -REJECT_LOG_INTERVAL) >= REJECT_LOG_INTERVAL:
-                if len(self._reject_logged) > 1024:
-                    self._reject_logged.clear()
-                self._reject_logged[key] = now
-                log.warning("transport.peer_rejected", sender=f"{frm:x}", reason=str(err),
-                            cluster_id=f"{batch.cluster_id:x}", total=self.rejected[reason])
+            self._refused(err, frm, batch.cluster_id)
             raise
 
-    def accept(self, batch: raft_pb2.MessageBatch, stream_from: int = 0) -> None:
+    def check_call(self, method: str, auth: AuthContext, member_id: int = 0) -> None:
+        """With :attr:`identity`, raises :class:`PeerRejected` (counted and logged as a
+        refused batch) unless the certificate of the peer call ``method`` is member
+        ``member_id``'s (0: any current member's)."""
+        if self.identity is None:
+            return
+        try:
+            if member_id:
+                self.identity.verify(member_id, auth)
+            else:
+                self.identity.verify_any(auth)
+        except PeerRejected as err:
+            self._refused(err, member_id, self.cluster_id(), method)
+            raise
+
+    def _refused(self, err: PeerRejected, frm: int, cluster_id: int, call: str = "Send") -> None:
+        """Count a refusal and log it (at most once per interval per reason and sender)."""
+        reason = err.kind
+        self.rejected[reason] += 1
+        now = time.monotonic()
+        key = (reason, frm)
+        if now - self._reject_logged.get(key, -REJECT_LOG_INTERVAL) >= REJECT_LOG_INTERVAL:
+            if len(self._reject_logged) > 1024:
+                self._reject_logged.clear()
+            self._reject_logged[key] = now
+            log.warning("transport.peer_rejected", sender=f"{frm:x}", reason=str(err),
+                        kind=reason, call=call, cluster_id=f"{cluster_id:x}",
+                        total=self.rejected[reason])
+
+    def accept(self, batch: raft_pb2.MessageBatch, stream_from: int = 0,
+               auth: AuthContext | None = None) -> None:
         """Hand a received batch to the core (raises :class:`PeerRejected`, see
         :meth:`check`)."""
         frm = getattr(batch, "from")
         if self.hook is not None and self.hook.cut(frm):
             return
-        self.hand_over(frm, self.check(batch, stream_from))
+        self.hand_over(frm, self.check(batch, stream_from, auth))
 
     def hand_over(self, frm: int, msgs: list[Message]) -> None:
         """Deliver checked messages from member ``frm`` to the core."""

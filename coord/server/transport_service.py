@@ -43,8 +43,15 @@ class PeerEndpoint(Protocol):
     snapshots: SnapshotReceiver
     hook: LinkHook | None
 
-    def accept(self, batch: raft_pb2.MessageBatch, frm: int) -> None:
-        """Check one incoming batch and hand its messages to the node."""
+    def accept(self, batch: raft_pb2.MessageBatch, frm: int,
+               auth: dict[str, list[bytes]] | None = None) -> None:
+        """Check one incoming batch (from a connection whose certificate is ``auth``) and
+        hand its messages to the node."""
+
+    def check_call(self, method: str, auth: dict[str, list[bytes]],
+                   member_id: int = 0) -> None:
+        """Raise PeerRejected unless a peer call's certificate is member ``member_id``'s
+        (0: any member's), when peer identity is checked."""
 
     def stream_lost(self, frm: int) -> None:
         """The ``Send`` stream from member ``frm`` ended."""
@@ -68,10 +75,11 @@ class PeerService:
     async def Send(self, request_iterator: AsyncIterator[raft_pb2.MessageBatch],
                    context: Ctx) -> raft_pb2.SendResponse:
         frm = 0
+        auth = context.auth_context()
         try:
             async for batch in request_iterator:
                 try:
-                    self.t.accept(batch, frm)
+                    self.t.accept(batch, frm, auth)
                 except PeerRejected as err:
                     await context.abort(StatusCode.FAILED_PRECONDITION, str(err))
                 frm = frm or getattr(batch, "from")
@@ -87,7 +95,7 @@ class PeerService:
         """One snapshot in chunks (:mod:`coord.server.transport_snapshot`): handed to the
         core only once complete and verified."""
         try:
-            m = await self.t.snapshots.receive(request_iterator)
+            m = await self.t.snapshots.receive(request_iterator, context.auth_context())
         except PeerRejected as err:
             await context.abort(StatusCode.FAILED_PRECONDITION, str(err))
         except SnapshotRefused as err:
@@ -101,11 +109,13 @@ class PeerService:
 
     async def LeaseRenew(self, request: raft_pb2.LeaseRenewRequest,
                          context: Ctx) -> raft_pb2.LeaseRenewResponse:
+        await self._check(context, "LeaseRenew")
         ttl, not_leader = await self._lease_renew(request.id)
         return raft_pb2.LeaseRenewResponse(ttl=ttl, not_leader=not_leader)
 
     async def LeaseTimeToLive(self, request: raft_pb2.LeaseTTLRequest,
                               context: Ctx) -> raft_pb2.LeaseTTLResponse:
+        await self._check(context, "LeaseTimeToLive")
         got = self._lease_ttl(request.id)
         if got is None:
             return raft_pb2.LeaseTTLResponse(not_leader=True)
@@ -115,8 +125,19 @@ class PeerService:
     async def Join(self, request: raft_pb2.MemberJoinRequest,
                    context: Ctx) -> raft_pb2.MemberJoinResponse:
         member_id, cluster_id = self._join(request.peer)
-        return raft_pb2.MemberJoinResponse(member_id=member_id, cluster_id=cluster_id,
+        if member_id:  # only the member added with that peer URL learns the cluster id
+            await self._check(context, "Join", member_id)
+        return raft_pb2.MemberJoinResponse(member_id=member_id,
+                                           cluster_id=cluster_id if member_id else 0,
                                            found=member_id != 0)
+
+    async def _check(self, context: Ctx, method: str, member_id: int = 0) -> None:
+        """End the call FAILED_PRECONDITION unless its certificate is a member's
+        (``member_id``'s, if given), when peer identity is checked."""
+        try:
+            self.t.check_call(method, context.auth_context(), member_id)
+        except PeerRejected as err:
+            await context.abort(StatusCode.FAILED_PRECONDITION, str(err))
 
     async def Fault(self, request: raft_pb2.FaultRequest,
                     context: Ctx) -> raft_pb2.FaultResponse:

@@ -26,6 +26,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from ssl import SSLContext
+from typing import Any
 
 import structlog
 
@@ -121,7 +122,7 @@ class SnapshotReceiver:
     """The receiving side: at most one transfer per sending member, each bounded in
     size and time. ``check`` is the transport's batch check (raises ``PeerRejected``)."""
 
-    def __init__(self, check: Callable[[raft_pb2.MessageBatch], list[Message]], *,
+    def __init__(self, check: Callable[..., list[Message]], *,
                  max_snapshot: int = MAX_SNAPSHOT) -> None:
         self.check = check
         self.max_snapshot = max_snapshot
@@ -133,8 +134,10 @@ class SnapshotReceiver:
         """Bytes of snapshot data held by transfers in progress."""
         return sum(len(t.buf) for t in self.active.values())
 
-    async def receive(self, chunks: AsyncIterator[raft_pb2.SnapshotChunk]) -> Message:
-        """Read one transfer from ``chunks``: the complete, verified SNAP message. Raises
+    async def receive(self, chunks: AsyncIterator[raft_pb2.SnapshotChunk],
+                      auth: Any = None) -> Message:
+        """Read one transfer from ``chunks`` (on a connection whose certificate is
+        ``auth``, for the check): the complete, verified SNAP message. Raises
         :class:`SnapshotRefused` (or the check's ``PeerRejected``) for a transfer that is
         refused, cut short or too slow; its buffer is freed either way."""
         it = aiter(chunks)
@@ -144,7 +147,7 @@ class SnapshotReceiver:
         frm = getattr(first, "from")
         batch = raft_pb2.MessageBatch(cluster_id=first.cluster_id, messages=[first.message])
         setattr(batch, "from", frm)
-        m = self.check(batch)[0]
+        m = self.check(batch, 0, auth)[0]
         if m.type != MessageType.SNAP or m.snapshot is None:
             raise SnapshotRefused(f"a {m.type.name} message on the snapshot stream")
         if first.total_size > self.max_snapshot:

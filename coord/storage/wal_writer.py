@@ -18,6 +18,7 @@ thread.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -37,6 +38,8 @@ class WalWriter:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._jobs = 0
         """Jobs queued on or running on the thread."""
+        self.on_fsync: Callable[[float], None] | None = None
+        """Told each write's fsync seconds (etcd's wal_fsync_duration_seconds); None: off."""
 
     @property
     def busy(self) -> bool:
@@ -52,18 +55,27 @@ class WalWriter:
         if not self._jobs and ((must_sync and self.inline_sync and lone) or not must_sync):
             last = wal.append(records)
             if must_sync:
-                wal.sync()
+                self._sync()
             return last
 
         def write() -> int:
             last = wal.append(records)
             if must_sync:
-                wal.sync()
+                self._sync()
             return last
 
         # Not counted as a job: the caller awaits it before its next write, and jobs
         # queued after it (``run``) wait for it on the same thread.
         return asyncio.get_running_loop().run_in_executor(self._io, write)
+
+    def _sync(self) -> None:
+        observe = self.on_fsync
+        if observe is None:
+            self.wal.sync()
+            return
+        start = time.perf_counter()
+        self.wal.sync()
+        observe(time.perf_counter() - start)
 
     def run(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         """Run ``fn`` (which may use the WAL) on the WAL thread, after the writes before it."""

@@ -6,9 +6,19 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from coord.client import ChannelFactory, ClientTLS
+from scheduler.claim import ClaimStore
 from scheduler.clock import Clock, SystemClock
+
+
+class MetricsHooks(Protocol):
+    """What the worker calls of its metrics (:class:`scheduler.metrics.WorkerMetrics`)."""
+
+    claim_store: type[ClaimStore]
+    def attach(self, ctx: Any) -> None: ...
+    def session_lost(self, killed: int) -> None: ...
 
 
 @dataclass
@@ -44,6 +54,8 @@ class WorkerConfig:
     channels: ChannelFactory | None = None
     """How the client reaches an endpoint (``coord.client.ChannelFactory``): an agent's
     reaches its own member in the same process without a socket."""
+    metrics: MetricsHooks | None = None
+    """This worker's ``raftcron_*`` series (:mod:`scheduler.metrics`); None: no metrics."""
     tls: ClientTLS | None = None
     """TLS to the endpoints (``--cacert``/``--cert``/``--key``); None: plaintext, or TLS
     with the system's CAs for ``https://`` endpoints."""

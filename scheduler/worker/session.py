@@ -47,7 +47,8 @@ class Session:
                 await asyncio.sleep(1.0)
         ctx.session = ctx.client.keep_alive(grant.id, grant.ttl, granted_at)
         previous = ctx.store
-        ctx.store = ClaimStore(ctx.client, Identity(config.name, grant.id, host=config.host))
+        store_class = ClaimStore if config.metrics is None else config.metrics.claim_store
+        ctx.store = store_class(ctx.client, Identity(config.name, grant.id, host=config.host))
         stats = ctx.stats
         ctx.store.batcher.on_sent = lambda seconds: stats.add("txn", seconds)
         if previous is not None:  # the claim count and the attempts span sessions
@@ -66,6 +67,8 @@ class Session:
             await session.lost.wait()
             victims = [r for r in ctx.running.values() if r.claim.record.worker]
             log.error("worker.session_lost", worker=ctx.config.name, killing=len(victims))
+            if ctx.config.metrics is not None:
+                ctx.config.metrics.session_lost(len(victims))
             for r in victims:
                 r.kill_reason = "deadman: session lease lost"
                 if r.process is not None:

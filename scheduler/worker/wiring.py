@@ -64,6 +64,8 @@ class Worker:
         self.firing = Firing(ctx, self.runner)
         self.reaper = Reaper(ctx, self.runner)
         self.catalog = Catalog(ctx, self.firing, self.reaper)
+        if config.metrics is not None:
+            config.metrics.attach(ctx)
 
     # ------------------------------------------------------------------ state, for tests
     @property

@@ -1,4 +1,4 @@
-"""Documented differences from etcd (FINDINGS.md F7, F8, F11), checked precisely.
+"""Documented differences from etcd (FINDINGS.md F7, F11), checked precisely.
 
 A known difference must not turn any failure into an expected one: the test says which
 command first answers differently and what coord answers instead, and only that

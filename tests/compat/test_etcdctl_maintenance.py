@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from tests.compat.harness import Pair, Side, Var, on_coord
-from tests.compat.known import KnownDifference, expect_known
+from tests.compat.harness import Pair, Side, Var
 
 pytestmark = pytest.mark.etcd
 
@@ -87,11 +86,9 @@ def test_snapshot_save(compat) -> None:
         c.each(save)
 
 
-@pytest.mark.xfail(on_coord(), strict=True, raises=KnownDifference,
-                   reason="coord: users, roles and auth are not implemented yet (FINDINGS F8)")
 def test_auth_enable_fresh(fresh_pair: Pair) -> None:
-    """Turning auth on (a fresh pair: it changes the server for good). On coord the
-    first answer that differs must be ``user add``'s Unimplemented (F8)."""
+    """Turning auth on (a fresh pair: it changes the server for good): coord answers as
+    etcd (FINDINGS F8, fixed; the full script is tests/compat/test_auth_etcdctl.py)."""
     with fresh_pair.case("auth") as c:
         c.ctl("put", "k", "v")
         c.ctl("user", "add", "root", "--new-user-password=rootpw")
@@ -104,5 +101,3 @@ def test_auth_enable_fresh(fresh_pair: Pair) -> None:
         c.ctl("--user=root:rootpw", "role", "list")
         c.ctl("--user=root:rootpw", "auth", "disable")
         c.ctl("get", "k")
-        expect_known(c, "F8", "etcdctl user add root",
-                     "users, roles and authentication are not supported yet")

@@ -1,7 +1,7 @@
 """Our cron matcher agrees with croniter (the reference implementation we depend on) for
 UTC schedules: same next fire times for generated 5-field and 6-field expressions.
 
-DST handling is ours alone (documented in docs/scheduling.md and tested in test_plan.py);
+DST handling is ours alone (documented in docs/scheduling.md and tested in test_plan_dst.py);
 in UTC there are no transitions, so the two must agree exactly.
 """
 

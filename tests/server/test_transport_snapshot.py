@@ -287,8 +287,8 @@ def test_a_far_behind_follower_catches_up_by_a_chunked_snapshot(
             back.node.transport.snapshot_chunk = CHUNK
             receive = back.node.transport.snapshots.receive
 
-            async def counting(chunks):  # type: ignore[no-untyped-def]
-                m = await receive(chunks)
+            async def counting(chunks, auth=None):  # type: ignore[no-untyped-def]
+                m = await receive(chunks, auth)
                 received.append(len(m.snapshot.data))
                 return m
             back.node.transport.snapshots.receive = counting  # type: ignore[method-assign]
