@@ -64,7 +64,9 @@ class Options:
     settle: float = 12.0
 
 
-def draw(seed: int) -> Options:
+def draw(seed: int, extras: bool = True) -> Options:
+    """``extras=False``: without the slow paths and the operators' applies (the layout
+    before them, which the regression seeds of that time replay exactly)."""
     rng = random.Random(seed)
     o = Options(seed=seed)
     o.workers = [f"w{i}" for i in range(rng.choice((2, 3, 3)))]
@@ -77,7 +79,8 @@ def draw(seed: int) -> Options:
         o.jobs.append(JobPlan(f"job{i}", period, conc, low, high,
                               fail=rng.choice((0, 0, 20)), retries=rng.choice((0, 0, 1)),
                               on_lost=rng.choice(("record", "record", "rerun"))))
-    _draw_applies(seed, o)
+    if extras:
+        _draw_applies(seed, o)
     t = rng.uniform(3.0, 8.0)
     while t < o.duration - 6:
         kind = rng.choice(("crash", "crash", "cut", "cut", "outage", "compact", "suspend",
@@ -88,7 +91,8 @@ def draw(seed: int) -> Options:
         o.faults.append(Fault(round(t, 3), kind, rng.choice(o.workers), round(length, 3),
                               rng.choice(o.jobs).name))
         t += rng.uniform(1.5, 7.0)
-    _draw_slow(seed, o)
+    if extras:
+        _draw_slow(seed, o)
     o.faults.sort(key=lambda f: f.at)
     return o
 

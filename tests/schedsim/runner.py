@@ -283,5 +283,5 @@ def run(options: Options, bugs: frozenset[str] = frozenset()) -> History:
                    applies=world.applies)
 
 
-def run_seed(seed: int, bugs: frozenset[str] = frozenset()) -> History:
-    return run(draw(seed), bugs)
+def run_seed(seed: int, bugs: frozenset[str] = frozenset(), extras: bool = True) -> History:
+    return run(draw(seed, extras), bugs)
