@@ -110,14 +110,14 @@ async def _scenario(c: CoordCluster) -> None:
     t = time.monotonic()
     for n in names:
         c.kill9(n)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # the whole cluster down a moment (the fault, not a wait)
     for n in names:
         c.spawn(n)
     for n in names:
         c.wait_listening(n)
     windows["all killed"] = await _window(load, t, "kill -9 of all members + restart", 30)
     await c.wait_leader()
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # a second of history after the restart (not a wait for a condition)
     ops = await load.finish()
     await c.wait_caught_up(timeout=30)
 

@@ -117,7 +117,9 @@ def test_a_huge_declared_peer_message_is_refused_at_once(member: tuple[Proc, int
           f"gets {watch.gets}, limit {PEER_RECV_LIMIT >> 20} MiB")
     assert proc.alive(), proc.log()[-3000:]
     assert state["refused"] >= 10, (state, a.ended)
-    assert max(refusal_times) < 1.0
+    # Refused on the declared length, not after receiving it: at the trickle's 100 KiB/s
+    # the limit would take minutes to reach; a few seconds leaves room for a loaded machine.
+    assert max(refusal_times) < 3.0, max(refusal_times)
     status, message = a.ended[1] if 1 in a.ended else next(iter(a.ended.values()))
     assert status == b"8", (status, message)  # RESOURCE_EXHAUSTED
     assert f"({DECLARED} vs. {PEER_RECV_LIMIT})".encode() in message

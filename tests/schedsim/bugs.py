@@ -5,7 +5,11 @@
 * ``skip_deadman`` — the deadman's kills do nothing (see ``Incarnation.skip_kill_prefix``);
 * ``reuse_token`` — every run of a job gets the fencing token of its first claim;
 * ``queue_forbid`` — a ``forbid`` occurrence due while the previous run runs waits for the
-  lock instead of being recorded skipped.
+  lock instead of being recorded skipped;
+* ``blind_apply`` — ``apply`` forgets its compare-and-set (the operators' txns carry no
+  compares, ``operators._Tracking``): a concurrent apply is merged, not refused;
+* ``stale_jobs`` — a running worker ignores deletions and edits of jobs it already has
+  (their watch events), so it keeps firing the old spec until it restarts.
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from coord.client import WatchBatch
+from scheduler import keys
 from scheduler.claim import Claim, ClaimStore
 from scheduler.worker import decide
+from scheduler.worker.catalog import Catalog
 
-BUGS = ("no_lock_compare", "skip_deadman", "reuse_token", "queue_forbid")
+BUGS = ("no_lock_compare", "skip_deadman", "reuse_token", "queue_forbid", "blind_apply",
+        "stale_jobs")
 
 
 @contextlib.contextmanager
@@ -25,7 +33,7 @@ def injected(bugs: frozenset[str]) -> Iterator[None]:
     unknown = set(bugs) - set(BUGS)
     if unknown:
         raise ValueError(f"unknown bugs {sorted(unknown)}")
-    claim, when_busy = ClaimStore.claim, decide.when_busy
+    claim, when_busy, on_jobs = ClaimStore.claim, decide.when_busy, Catalog.on_job_batch
     first: dict[str, int] = {}
 
     async def claim_bug(self: ClaimStore, job: str, occurrence: str, *, exclusive: bool,
@@ -44,7 +52,14 @@ def injected(bugs: frozenset[str]) -> Iterator[None]:
             return decide.Busy.WAIT
         return when_busy(concurrency, early, holder_known)
 
+    async def jobs_bug(self: Catalog, batch: WatchBatch) -> None:
+        known = [e for e in batch.events
+                 if keys.job_from(e.kv.key, keys.JOBS) not in self.ctx.jobs]
+        await on_jobs(self, WatchBatch(batch.revision, known))
+
     try:
+        if "stale_jobs" in bugs:
+            Catalog.on_job_batch = jobs_bug  # type: ignore[method-assign]
         if {"no_lock_compare", "reuse_token"} & bugs:
             ClaimStore.claim = claim_bug  # type: ignore[method-assign]
         if "queue_forbid" in bugs:
@@ -53,3 +68,4 @@ def injected(bugs: frozenset[str]) -> Iterator[None]:
     finally:
         ClaimStore.claim = claim  # type: ignore[method-assign]
         decide.when_busy = when_busy
+        Catalog.on_job_batch = on_jobs  # type: ignore[method-assign]

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from scheduler.claim import ACTIVE
 from scheduler.plan import MANUAL_SUFFIX, occurrence_id, occurrence_instant, parse_schedule, spread
+from tests.schedsim.check_apply import concurrency, last_writer_wins, spec_followed, versions
 from tests.schedsim.options import JobPlan
 from tests.schedsim.procs import ProcEvent
 from tests.schedsim.runner import History, Window
@@ -54,7 +55,13 @@ def _instant(occ: str) -> float:
 
 
 def _jobs(h: History) -> dict[str, JobPlan]:
-    return {j.name: j for j in h.options.jobs}
+    """The jobs by name; a job the operators apply (``check_apply``) with the policy all
+    its stored versions share, else as ``allow``."""
+    out = {j.name: j for j in h.options.jobs}
+    for name, vs in versions(h).items():
+        if name not in out:
+            out[name] = JobPlan(name, 0, concurrency(vs), 0.0, 0.0, 0, 0, "record")
+    return out
 
 
 def _disturbed(h: History, worker: str, start: float, end: float) -> bool:
@@ -64,7 +71,7 @@ def _disturbed(h: History, worker: str, start: float, end: float) -> bool:
     is kept for the message; any worker's fault counts.)"""
     lo = start - h.options.session_ttl
     return any(w.start <= end and w.end >= lo and w.kind == "outage" for w in h.windows) or any(
-        w.start <= end and w.end >= lo and w.kind in ("crash", "cut") for w in h.windows)
+        w.start <= end and w.end >= lo and w.kind in ("crash", "cut", "slow") for w in h.windows)
 
 
 # ------------------------------------------------------------------ the promises
@@ -231,6 +238,8 @@ CHECKS: dict[str, Callable[[History], list[str]]] = {
     "fencing": fencing,
     "accounted": accounted,
     "suspension": suspension_holds,
+    "apply_last_wins": last_writer_wins,
+    "apply_followed": spec_followed,
 }
 
 

@@ -38,9 +38,10 @@ from scheduler import keys, suspension
 from scheduler.plan import MANUAL_SUFFIX, occurrence_id
 from scheduler.worker import Worker, WorkerConfig
 from tests.schedsim.bugs import injected
+from tests.schedsim.operators import Applied, apply_file, canonical
 from tests.schedsim.options import Fault, Options, draw
 from tests.schedsim.procs import Incarnation, ProcEvent, SimClock, SimProcess
-from tests.schedsim.store import Commit, SimStore
+from tests.schedsim.store import Commit, SimStore, Slow
 from tests.schedsim.vtime import VirtualClock, new_loop, virtual_time
 
 _owner: contextvars.ContextVar[str | None] = contextvars.ContextVar("schedsim_owner",
@@ -70,6 +71,7 @@ class History:
     windows: list[Window]
     end: float
     starts_by_worker: dict[str, int] = field(default_factory=dict)
+    applies: list[Applied] = field(default_factory=list)
 
 
 class World:
@@ -86,6 +88,7 @@ class World:
         self.tasks: dict[str, set[asyncio.Task[Any]]] = {}
         self.requests: set[asyncio.Task[None]] = set()
         self.suspending: set[str] = set()
+        self.applies: list[Applied] = []
 
     # ------------------------------------------------------------------ tasks
     def task_factory(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],
@@ -183,6 +186,14 @@ class World:
             now = self.clock.now
             if f.kind in ("suspend", "trigger", "kill"):
                 self.requests.add(loop.create_task(self.operator(f)))
+            elif f.kind == "apply":
+                self.requests.add(loop.create_task(apply_file(self, f)))
+            elif f.kind == "slow":
+                self.store.slow.setdefault(self.current[f.worker].tag, []).append(
+                    Slow(now, now + f.length, f.delay_in, f.delay_out, f.scope))
+                # Its effects last until the last delayed call has landed and answered.
+                self.windows.append(Window("slow", f.worker, now,
+                                           now + f.length + f.delay_in + f.delay_out))
             elif f.kind == "crash":
                 self.crash(f.worker)
                 self.windows.append(Window("crash", f.worker, now, now + f.length))
@@ -206,8 +217,13 @@ class World:
 
     async def main(self) -> None:
         for job in self.o.jobs:
+            # With operators applying files, the jobs are stored as apply stores them.
+            spec = canonical(job) if self.o.files else job.spec_json()
             self.store.applier.store.put_commit(keys.job_key(job.name).encode(),
-                                                job.spec_json().encode(), 0)
+                                                spec.encode(), 0)
+        for job in self.o.files[0] if self.o.files else []:
+            self.store.applier.store.put_commit(keys.job_key(job.name).encode(),
+                                                canonical(job).encode(), 0)
         ticker = asyncio.get_running_loop().create_task(self.ticks())
         for name in self.o.workers:
             self.start_worker(name)
@@ -263,8 +279,9 @@ def run(options: Options, bugs: frozenset[str] = frozenset()) -> History:
     finally:
         structlog.configure(**saved)
         loop.close()
-    return History(options, world.procs, world.store.commits, world.windows, end)
+    return History(options, world.procs, world.store.commits, world.windows, end,
+                   applies=world.applies)
 
 
-def run_seed(seed: int, bugs: frozenset[str] = frozenset()) -> History:
-    return run(draw(seed), bugs)
+def run_seed(seed: int, bugs: frozenset[str] = frozenset(), extras: bool = True) -> History:
+    return run(draw(seed, extras), bugs)

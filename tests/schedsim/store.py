@@ -12,6 +12,7 @@ from it, and a crashed worker whose calls never return.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import random
 from collections.abc import Callable
@@ -76,6 +77,21 @@ class _Tee:
         self.hub.on_restore(old_rev)
 
 
+@dataclass
+class Slow:
+    """A slow path between one worker and the store over [start, end): each call sent in
+    it (a ``Txn`` only, or any call and keepalive: ``scope``) reaches the store ``delay_in``
+    seconds late and its answer comes back ``delay_out`` seconds late. The request is on
+    the wire: it lands even if the caller gave up (a timeout) or died meanwhile."""
+
+    start: float
+    end: float
+    delay_in: float
+    delay_out: float
+    scope: str
+    """``txn`` or ``all``."""
+
+
 class SimStore:
     def __init__(self, clock: VirtualClock, rng: random.Random) -> None:
         self.clock = clock
@@ -93,6 +109,8 @@ class SimStore:
         self.dead: set[str] = set()
         """Crashed incarnations: their calls never return."""
         self.max_latency = 0.02
+        self.slow: dict[str, list[Slow]] = {}
+        """Incarnation → its slow windows (calls delayed on the way in and/or out)."""
         self._ids = itertools.count(1)
         self._wakes: list[Callable[[], None]] = []
 
@@ -126,6 +144,13 @@ class SimStore:
                 id=next(self._ids), compaction=rpc_pb2.CompactionRequest(revision=rev)),
                 self.clock.now)
             self.notify()
+
+    def slowness(self, who: str, method: str) -> Slow | None:
+        now = self.clock.now
+        for w in self.slow.get(who, ()):
+            if w.start <= now < w.end and (w.scope == "all" or method.endswith("/Txn")):
+                return w
+        return None
 
     def reachable(self, who: str) -> bool:
         return self.clock.now >= self.down_until and self.clock.now >= self.cut.get(who, 0.0)
@@ -185,9 +210,46 @@ class _Channel:
         if not s.reachable(self.who):
             raise _unavailable("failed to connect to all addresses")
 
+    async def slow_call(self, method: str, req: Any, slow: Slow) -> Any:
+        """A call on a slow path: delivered by a task of nobody's (a crash or a timeout of
+        the caller does not recall a request on the wire), answered late."""
+        s = self.store
+        if self.who in s.dead:
+            await asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[tuple[Any, BaseException | None]] = (
+            asyncio.get_running_loop().create_future())
+
+        async def deliver() -> None:
+            await asyncio.sleep(s.rng.uniform(0.0005, s.max_latency) + slow.delay_in)
+            out: Any = None
+            err: BaseException | None = None
+            if not s.reachable(self.who):
+                err = _unavailable("failed to connect to all addresses")
+            else:
+                try:
+                    out = s.handle(method, req)
+                except grpc.aio.AioRpcError as e:
+                    err = e
+                await asyncio.sleep(s.rng.uniform(0.0005, s.max_latency) + slow.delay_out)
+                if not s.reachable(self.who):
+                    err = _unavailable("connection lost before the answer")
+            if not answer.done():
+                answer.set_result((out, err))
+
+        asyncio.get_running_loop().create_task(deliver(), context=contextvars.Context())
+        out, err = await asyncio.shield(answer)
+        if self.who in s.dead:
+            await asyncio.get_running_loop().create_future()
+        if err is not None:
+            raise err
+        return out
+
     def unary_unary(self, method: str, *_a: Any, **_k: Any) -> Callable[..., Any]:
         async def call(req: Any, timeout: float | None = None, **_kw: Any) -> Any:
             async def go() -> Any:
+                slow = self.store.slowness(self.who, method)
+                if slow is not None:
+                    return await self.slow_call(method, req, slow)
                 await self.hop()
                 out = self.store.handle(method, req)
                 await self.hop()  # an answer lost here: applied, outcome unknown to the caller
@@ -232,8 +294,11 @@ class _KeepAliveCall:
         self.answers: list[Any] = []
 
     async def write(self, req: rpc_pb2.LeaseKeepAliveRequest) -> None:
-        await self.ch.hop()
         s = self.ch.store
+        slow = s.slowness(self.ch.who, "/etcdserverpb.Lease/LeaseKeepAlive")
+        if slow is not None:  # a keepalive late on the wire renews the lease late
+            await asyncio.sleep(slow.delay_in + slow.delay_out)
+        await self.ch.hop()
         self.answers.append(s.applier.lease_keepalive(req, s.clock.now))
 
     async def read(self) -> Any:

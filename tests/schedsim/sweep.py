@@ -28,9 +28,10 @@ def parse_range(text: str) -> range:
     return range(int(text), int(text) + 1)
 
 
-def judge(seed: int, bugs: frozenset[str] = frozenset()) -> str:
-    """'' if every checker passed, else what they found (one line per violation)."""
-    found = check(run_seed(seed, bugs))
+def judge(seed: int, bugs: frozenset[str] = frozenset(), extras: bool = True) -> str:
+    """'' if every checker passed, else what they found (one line per violation);
+    ``extras=False`` runs the seed without slow paths and applies (``options.draw``)."""
+    found = check(run_seed(seed, bugs, extras))
     return "\n".join(f"  {name}: {v}" for name, vs in found.items() for v in vs[:5])
 
 

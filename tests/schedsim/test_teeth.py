@@ -15,6 +15,8 @@ CAUGHT_BY = {
     "skip_deadman": "no_overlap",
     "reuse_token": "fencing",
     "queue_forbid": "forbid_order",
+    "blind_apply": "apply_last_wins",
+    "stale_jobs": "apply_followed",
 }
 WITHIN = 300
 

@@ -30,7 +30,7 @@ from scheduler.plan import parse_occurrence_id
 from scheduler.worker import Worker, WorkerConfig
 from tests.helpers.observe import events_during
 from tests.helpers.procs import ProcessGroup, start_coord
-from tests.scheduler.test_worker_faults import apply_text, until
+from tests.scheduler.test_worker_faults import READY, apply_text, until
 
 QUIET = 3.0
 """Seconds a "nothing more happens" check watches the store for."""
@@ -105,7 +105,7 @@ async def _running(endpoint: str, tmp: Path, *names: str,
             w = _worker(name, endpoint, tmp, ahead)
             stop = asyncio.Event()
             runs[name] = _Run(w, stop, asyncio.create_task(w.run(stop)))
-            await w.ready.wait()
+            await asyncio.wait_for(w.ready.wait(), READY)
         yield runs
     finally:
         for r in runs.values():

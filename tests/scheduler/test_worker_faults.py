@@ -32,6 +32,9 @@ from scheduler.worker import Worker, WorkerConfig
 from tests.helpers.procs import REPO, ProcessGroup, start_coord
 from tests.helpers.proxy import Proxy
 
+READY = 30.0
+"""Seconds for a worker to load its view and be ready (it takes well under one)."""
+
 
 async def until(cond: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
@@ -74,7 +77,7 @@ def test_fast_jobs_with_skewed_clocks_start_once(procs: ProcessGroup, tmp_path: 
         ws = [worker(f"skew{o:+d}", coord.endpoint, tmp_path, float(o)) for o in (-2, 0, 2)]
 
         async def body() -> None:
-            await asyncio.gather(*(w.ready.wait() for w in ws))
+            await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in ws)), READY)
             # The scenario is 12 s of schedule: the occurrences due in that window, each
             # waited for until its run record is final (started and finished, or recorded).
             first = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
@@ -135,7 +138,7 @@ def test_deadman_kills_cut_off_worker_job_and_run_is_lost(procs: ProcessGroup,
         os.environ["WHO"] = "w2"
         w2 = worker("w2", coord.endpoint, tmp_path, ttl=ttl)
         t2 = asyncio.create_task(w2.run(stop))
-        await w2.ready.wait()
+        await asyncio.wait_for(w2.ready.wait(), READY)
         cut_at = time.monotonic()
         proxy.cut()
         await until(lambda: _dead(pid), ttl + 2, f"w1's job (pid {pid}) to be killed")

@@ -28,7 +28,14 @@ from scheduler.spec import load_jobs_text
 from scheduler.worker import Worker, WorkerConfig
 from tests.helpers.procs import ProcessGroup, start_coord
 from tests.helpers.proxy import Proxy
-from tests.scheduler.test_worker_faults import _dead, _nonempty, apply_text, run_workers, until
+from tests.scheduler.test_worker_faults import (
+    READY,
+    _dead,
+    _nonempty,
+    apply_text,
+    run_workers,
+    until,
+)
 
 
 def worker(name: str, endpoint: str, tmp: Path, ttl: int = 3, sweep: float = 3600.0) -> Worker:
@@ -63,7 +70,7 @@ def test_lost_run_found_from_the_lock_deletion_alone(procs: ProcessGroup,
         await until(lambda: _nonempty(started()), 15, "the job to start on w1")
         first = (await started())[0]
         occurrence, pid = first.name, int(first.read_text())
-        await w2.ready.wait()
+        await asyncio.wait_for(w2.ready.wait(), READY)
         cut_at = time.monotonic()
         proxy.cut()
         await until(lambda: _dead(pid), ttl + 2, "w1's job to be killed (deadman)")
@@ -103,7 +110,7 @@ def test_normal_finishes_cost_no_lost_check(procs: ProcessGroup, tmp_path: Path,
         ws = [worker(f"n{i}", coord.endpoint, tmp_path, ttl=5) for i in range(3)]
 
         async def body() -> None:
-            await asyncio.gather(*(w.ready.wait() for w in ws))
+            await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in ws)), READY)
 
             async def enough() -> bool:
                 return out.exists() and len(out.read_text().splitlines()) >= 20
@@ -133,7 +140,7 @@ def test_sweep_marks_runs_of_expired_sessions_lost(procs: ProcessGroup, tmp_path
         w = worker("sweeper", coord.endpoint, tmp_path)
         stop = asyncio.Event()
         task = asyncio.create_task(w.run(stop))
-        await w.ready.wait()
+        await asyncio.wait_for(w.ready.wait(), READY)
         async with Client([coord.endpoint]) as c:
             dead = await c.grant(60)
             await c.revoke(dead.id)
@@ -166,7 +173,7 @@ def test_prune_keeps_history_limit_and_active_runs(procs: ProcessGroup, tmp_path
         w = worker("pruner", coord.endpoint, tmp_path)
         stop = asyncio.Event()
         task = asyncio.create_task(w.run(stop))
-        await w.ready.wait()
+        await asyncio.wait_for(w.ready.wait(), READY)
         old = datetime.now(UTC) - timedelta(days=1)
         occs = [occurrence_id(old + timedelta(minutes=i)) for i in range(12)]
         (tmp_path / "logs" / "pruner" / "p").mkdir(parents=True)
