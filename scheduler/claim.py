@@ -23,6 +23,9 @@ Keys (``scheduler.keys``): the run record ``/cron/runs/<job>/<occurrence>`` and 
   ahead of its instant whose job was suspended or deleted meanwhile is undone: the record is
   deleted only if its mod revision is still the claim's (nothing was written about the run:
   it never started), the lock only if its create revision is the token.
+* **spec**: a claim or takeover also compares the job spec's mod revision with the one the
+  occurrence was planned from (``spec_guard``): a deleted or edited job's old occurrences
+  are refused, and nothing is recorded for them (the new spec's timer takes over).
 """
 
 from __future__ import annotations
@@ -49,7 +52,15 @@ from coord.client import (
     put,
     txn_op,
 )
-from scheduler.keys import lock_key, run_key, suspend_key, valid_job, valid_occurrence
+from scheduler.keys import (
+    job_key,
+    lock_key,
+    run_key,
+    suspend_key,
+    valid_job,
+    valid_occurrence,
+)
+from scheduler.occurrence import MANUAL_SUFFIX
 
 BATCH_MAX = 32
 """Most guarded txns coalesced into one store txn (etcd allows 128 ops per level and a
@@ -282,6 +293,20 @@ class TxnBatcher:
                 fut.set_result(result)
 
 
+def spec_guard(job: str, occurrence: str, spec_revision: int) -> list[Any]:
+    """The claim's compare on the job's spec: a scheduled occurrence is claimed only while
+    ``/cron/jobs/<job>`` is still the spec it was planned from (mod revision
+    ``spec_revision``), so a worker whose jobs view is stale (cut off, or its claim late on
+    the wire) cannot start a deleted job (create revision 0, so mod revision 0) or an
+    edited job's old schedule. A manual occurrence (``jobs trigger``) only needs the job to
+    exist. ``spec_revision`` 0: unknown, nothing compared."""
+    if spec_revision <= 0:
+        return []
+    if MANUAL_SUFFIX in occurrence:
+        return [Compare.create(job_key(job)) > 0]
+    return [Compare.mod(job_key(job)) == spec_revision]
+
+
 def _run_from(result: RangeResult) -> tuple[RunRecord | None, KeyValue | None]:
     if not result.kvs:
         return None, None
@@ -332,7 +357,8 @@ class ClaimStore:
         """Try to claim (job, occurrence). ``None``: someone else has it, the job is busy,
         or it is suspended: the claim also requires ``/cron/suspend/<job>`` absent, so a
         worker whose suspensions view is stale (cut off from the store while the job was
-        suspended) cannot start it; the firing part waits and sees the suspension.
+        suspended) cannot start it; the firing part waits and sees the suspension. Nor
+        is it claimed once the job's spec changed or went (:func:`spec_guard`).
 
         Order (``forbid``/``replace``, same txn, no read): ``unrecorded`` names the job's
         next occurrence, which must have no record yet (an occurrence never starts after
@@ -344,7 +370,7 @@ class ClaimStore:
         rk, lk = run_key(job, occurrence), lock_key(job)
         lock_put = put(lk, self._holder(rec).encode(), lease=self.me.lease)
         not_suspended = Compare.create(suspend_key(job)) == 0
-        order = []
+        order = spec_guard(job, occurrence, spec_revision)
         if unrecorded is not None:
             order.append(Compare.create(run_key(job, unrecorded)) == 0)
         if recorded is not None:
@@ -375,7 +401,9 @@ class ClaimStore:
         rec = self._new_record(job, occurrence, lost.attempt + 1, spec_revision)
         self.attempted.setdefault((job, occurrence), set()).add(rec.run_id)
         rk, lk = run_key(job, occurrence), lock_key(job)
-        order = [] if unrecorded is None else [Compare.create(run_key(job, unrecorded)) == 0]
+        order = spec_guard(job, occurrence, spec_revision)
+        if unrecorded is not None:
+            order.append(Compare.create(run_key(job, unrecorded)) == 0)
         self.txns += 1
         res = await self.client.txn(
             [Compare.mod(rk) == seen_revision, Compare.create(lk) == 0, *order],
@@ -492,4 +520,4 @@ class ClaimStore:
         return _run_from(await self.client.get(run_key(job, occurrence)))
 
 
-__all__ = ["ACTIVE", "Claim", "ClaimStore", "Identity", "LockHolder", "RunRecord"]
+__all__ = ["ACTIVE", "Claim", "ClaimStore", "Identity", "LockHolder", "RunRecord", "spec_guard"]

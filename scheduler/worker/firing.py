@@ -248,6 +248,13 @@ class Firing:
                     log.debug("occ.claimed", job=spec.name, occurrence=occ, token=claim.token)
                     return claim
                 rec, kv = await store.get_run_kv(spec.name, occ)
+                if rec is None and await self._spec_moved(entry, occ):
+                    # Refused by the spec compare: the job was deleted or edited since
+                    # this timer planned the occurrence. Nothing is recorded: the
+                    # occurrence is the old spec's; the new spec's timer takes over.
+                    log.info("occ.spec_changed", job=spec.name, occurrence=occ,
+                             spec_revision=entry.revision)
+                    return None
                 overtaken = (rec is None and unrecorded is not None
                              and await store.run_exists(spec.name, unrecorded))
                 holder = await self._holder(spec.name) if rec is None else None
@@ -309,6 +316,16 @@ class Firing:
             with contextlib.suppress(TimeoutError):
                 await within(entry.lock_freed.wait(),
                              timeout=max(0.05, min(ctx.deadline(spec, instant), 2.0)))
+
+    async def _spec_moved(self, entry: JobEntry, occ: str) -> bool:
+        """Whether the claim's spec compare (``claim.spec_guard``) refused it: the job's
+        spec key is gone, or (a scheduled occurrence) no longer at ``entry.revision``."""
+        if entry.revision <= 0:
+            return False
+        kv = await self.ctx.client.get_one(keys.job_key(entry.spec.name))
+        if kv is None:
+            return True
+        return MANUAL_SUFFIX not in occ and kv.mod_revision != entry.revision
 
     async def _holder(self, job: str) -> LockHolder | None:
         kv = await self.ctx.client.get_one(keys.lock_key(job))
