@@ -27,6 +27,7 @@ from scheduler.claim import ACTIVE, Claim
 from scheduler.decode import BadValue, json_object, report_bad
 from scheduler.executor import JobProcess, RunRequest, RunResult
 from scheduler.output_stream import OutputPublisher
+from scheduler.plan import MANUAL_SUFFIX
 from scheduler.spec import JobSpec
 from scheduler.worker import decide
 from scheduler.worker.housekeeping import Housekeeper
@@ -86,27 +87,46 @@ class Runner:
     async def _await_instant(self, run: Running, instant: datetime) -> bool:
         """A claim sent ahead of its instant (``claim_ahead``) starts at the instant, never
         before. False if it was handed back instead, because the job was suspended or
-        deleted while it waited. A worker that begins to stop meanwhile still starts it at
-        the instant (its stop waits for its runs); a kill request or a lost session while
-        waiting is handled by the start checks that follow, as for any claim."""
+        deleted while it waited, or its spec is no longer the one the claim was planned
+        from (``_spec_current``: also checked for a claim whose answer came back late).
+        A worker that begins to stop meanwhile still starts it at the instant (its stop
+        waits for its runs); a kill request or a lost session while waiting is handled by
+        the start checks that follow, as for any claim."""
         ctx = self.ctx
         wait = (instant - ctx.clock.now()).total_seconds()
         if wait <= 0:
-            return True
+            return self._spec_current(run.claim) or await self._hand_back(
+                run.claim, "job deleted or edited since the claim")
         while wait > 0:  # a timer may fire a hair early: never start before the instant
             await asyncio.sleep(wait)
             wait = (instant - ctx.clock.now()).total_seconds()
         claim = run.claim
-        if claim.job in ctx.jobs and not ctx.is_suspended(claim.job):
+        if self._spec_current(claim) and not ctx.is_suspended(claim.job):
             return True
+        return await self._hand_back(claim, "job suspended, deleted or edited")
+
+    def _spec_current(self, claim: Claim) -> bool:
+        """The job is in this worker's view and, for a scheduled occurrence, still at the
+        spec revision the claim was planned from. A claim lands only while that holds
+        (``claim.spec_guard``), but its answer may come back seconds later (a slow path):
+        a job deleted or edited meanwhile, and seen so, must not start its old one."""
+        entry = self.ctx.jobs.get(claim.job)
+        if entry is None:
+            return False
+        planned = claim.record.spec_revision
+        return (planned <= 0 or MANUAL_SUFFIX in claim.occurrence
+                or entry.revision == planned)
+
+    async def _hand_back(self, claim: Claim, reason: str) -> bool:
+        """Undo a claim that must not start; always False (it was not started)."""
         handed = False
-        assert ctx.store is not None
+        assert self.ctx.store is not None
         with contextlib.suppress(ClientError):
-            handed = await ctx.store.hand_back(claim)
+            handed = await self.ctx.store.hand_back(claim)
         # Not handed back: the record moved on (declared lost) or the store did not answer;
         # the lock then goes with the session and the lost-run detection records the run.
         log.info("run.handed_back", job=claim.job, occurrence=claim.occurrence,
-                 reason="job suspended or deleted", done=handed)
+                 reason=reason, done=handed)
         return False
 
     async def attempts(self, spec: JobSpec, run: Running, instant: datetime | None) -> None:
