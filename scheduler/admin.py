@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from coord.client import Client, Compare, delete, put
+from coord.client import Client, Compare, delete, prefix_end, put
 from scheduler import keys, suspension
 from scheduler.claim import ACTIVE, LockHolder, RunRecord
 from scheduler.decode import BadValue, decode_spec, json_object
 from scheduler.errors import SchedulerError
-from scheduler.joblist import stored_raw
+from scheduler.joblist import scan
 from scheduler.limits import split_batches
 from scheduler.plan import (
     normalize_occurrence,
@@ -30,6 +30,8 @@ from scheduler.spec import JobSpec
 
 MAX_TXN_JOBS = 100
 """Jobs changed per apply txn (etcd allows 128 ops per txn)."""
+MAX_TXN_COMPARES = 128
+"""etcd's limit on a txn's compares (counted apart from its operations)."""
 
 
 class AdminError(SchedulerError):
@@ -84,11 +86,13 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
 
     Each txn compares the mod revision of every job it changes with what was read (or
     ``create_revision == 0`` for a new one), so a concurrent edit makes the apply fail
-    instead of being overwritten. Re-applying the same file changes nothing.
+    instead of being overwritten; the first also compares that no other job was added,
+    edited or deleted since the read (:func:`_unchanged_since`). Re-applying the same file
+    changes nothing.
     """
     # Raw JSON and revision only: apply compares text, and parsing every stored spec would
     # be most of its cost.
-    current = {e.name: (None, e.raw, e.revision) for e in await stored_raw(client)}
+    current, read_rev = await _read_jobs(client)
     changes: list[Change] = []
     compares = []
     ops = []
@@ -122,9 +126,12 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
     if dry_run or not ops:
         return plan
     batches = split_batches(sizes, max_ops=MAX_TXN_JOBS)
+    untouched = [(c.name, current[c.name][2]) for c in changes if c.kind == "same"]
     for done, batch in enumerate(batches):
-        res = await client.txn(compares[batch.start:batch.stop], ops[batch.start:batch.stop],
-                               [])
+        guard = compares[batch.start:batch.stop]
+        if done == 0:
+            guard += _unchanged_since(read_rev, untouched, MAX_TXN_COMPARES - len(guard))
+        res = await client.txn(guard, ops[batch.start:batch.stop], [])
         if not res.succeeded:
             raise ApplyConflict(
                 "the stored jobs changed while applying (someone else applied at the same "
@@ -133,6 +140,34 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
     plan.applied = True
     plan.transactions = len(batches)
     return plan
+
+
+async def _read_jobs(client: Client) -> tuple[dict[str, tuple[None, str, int]], int]:
+    """Every stored job as (None, raw JSON, mod revision) by name, and the revision they
+    were read at (0 if there were none)."""
+    current: dict[str, tuple[None, str, int]] = {}
+    read_rev = 0
+    async for rev, kv in scan(client, keys.JOBS.encode()):
+        read_rev = rev
+        current[keys.name_from(kv.key, keys.JOBS)] = (
+            None, kv.value.decode(errors="replace"), kv.mod_revision)
+    return current, read_rev
+
+
+def _unchanged_since(read_rev: int, untouched: list[tuple[str, int]],
+                     room: int) -> list[Any]:
+    """The first apply txn's compares that ``/cron/jobs/`` is still what was read, so a
+    concurrent apply's add or change of a job this one left alone (or, with ``--prune``,
+    never saw) makes it an :class:`ApplyConflict` instead of a store matching no file:
+    one range compare — every job's mod revision at most the read revision (an add or an
+    edit since fails it; with nothing read, no job may exist) — and the mod revision of
+    each job found the same (its deletion fails it: a range compare sees only the keys
+    that exist), as many as etcd's compare limit leaves ``room`` for."""
+    prefix = keys.JOBS.encode()
+    whole = (Compare.mod(prefix) < read_rev + 1) if read_rev else (Compare.version(prefix) == 0)
+    whole.range_end = prefix_end(prefix)
+    return [whole, *[Compare.mod(keys.job_key(name)) == rev
+                     for name, rev in untouched[:max(0, room - 1)]]]
 
 
 async def get_job(client: Client, name: str) -> tuple[JobSpec, int]:
