@@ -204,9 +204,16 @@ class Firing:
 
     async def _claim(self, entry: JobEntry, occ: str, instant: datetime,
                      around: decide.Neighbours) -> Claim | None:
+        key = (entry.spec.name, occ)
+        deciding = self.runner.deciding
+        deciding[key] = deciding.get(key, 0) + 1
         try:
             return await self._claim_loop(entry, occ, instant, around)
         finally:
+            if deciding[key] > 1:
+                deciding[key] -= 1
+            else:
+                del deciding[key]
             if self.ctx.store is not None:
                 self.ctx.store.forget(entry.spec.name, occ)
 

@@ -23,7 +23,7 @@ import structlog
 
 from coord.client import ClientError, Compare, WatchBatch, delete, prefix_end
 from scheduler import keys
-from scheduler.claim import Claim, LockHolder
+from scheduler.claim import Claim, LockHolder, RunRecord
 from scheduler.decode import report_bad
 from scheduler.plan import occurrence_instant
 from scheduler.spec import JobSpec
@@ -202,14 +202,15 @@ class Reaper:
             except ClientError as err:
                 log.debug("sweep.failed", error=str(err))
 
-    def _tracked(self, job: str, occurrence: str) -> bool:
-        """Whether a part of this worker owns the claim of (job, occurrence): it is
-        running, or its claim loop is still deciding about it (an attempt whose answer
-        was lost is adopted there once read back). Such a claim is no orphan: the sweep
-        abandoning it while the loop adopted it started it after its lock was freed."""
-        store = self.ctx.store
-        return ((job, occurrence) in self.ctx.running
-                or (store is not None and (job, occurrence) in store.attempted))
+    def _adoptable(self, job: str, occurrence: str, rec: RunRecord | None) -> bool:
+        """Whether a part of this worker owns the claim of (job, occurrence) just read as
+        ``rec``: it is running, or a claim loop still deciding about it could adopt it
+        (still ``claimed``: an attempt whose answer was lost is adopted once read back). Such a claim is no orphan: the sweep abandoning
+        it while the loop adopted it started it after its lock was freed."""
+        if (job, occurrence) in self.ctx.running:
+            return True
+        return (rec is not None and rec.status == "claimed"
+                and (job, occurrence) in self.runner.deciding)
 
     async def release_orphans(self) -> None:
         """Free locks held on this worker's session for runs it is not running (a claim
@@ -228,15 +229,15 @@ class Reaper:
             except (ValueError, TypeError):
                 continue
             job = keys.job_from(kv.key, keys.LOCKS)
-            if job is None or self._tracked(job, holder.occurrence):
+            if job is None or (job, holder.occurrence) in ctx.running:
                 continue
             # Re-check after a moment: a claim may be between its txn and execute.
             await asyncio.sleep(1.0)
-            if self._tracked(job, holder.occurrence):
+            if (job, holder.occurrence) in ctx.running:
                 continue
             rec, rkv = await store.get_run_kv(job, holder.occurrence)
-            if self._tracked(job, holder.occurrence):
-                continue  # its claim loop began adopting it while we read
+            if self._adoptable(job, holder.occurrence, rec):
+                continue
             action = decide.orphan_action(holder.run_id, rec if rkv is not None else None)
             if action is Orphan.RELEASE or rec is None or rkv is None:
                 res = await ctx.client.txn([Compare.create(kv.key) == kv.create_revision],

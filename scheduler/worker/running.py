@@ -45,6 +45,10 @@ class Runner:
         self.keeper = keeper
         self._base_env = dict(os.environ)
         """The environment jobs inherit: the worker's, read once."""
+        self.deciding: dict[tuple[str, str], int] = {}
+        """(job, occurrence) → claim loops (``Firing``) still running for it: a claim of
+        ours found for it may yet be adopted there, so the orphan sweep leaves it alone
+        (the loop registers it; a run it hands over is then in ``ctx.running``)."""
 
     async def execute(self, entry: JobEntry, claim: Claim,
                       instant: datetime | None = None) -> None:
