@@ -205,8 +205,9 @@ class Reaper:
     def _adoptable(self, job: str, occurrence: str, rec: RunRecord | None) -> bool:
         """Whether a part of this worker owns the claim of (job, occurrence) just read as
         ``rec``: it is running, or a claim loop still deciding about it could adopt it
-        (still ``claimed``: an attempt whose answer was lost is adopted once read back). Such a claim is no orphan: the sweep abandoning
-        it while the loop adopted it started it after its lock was freed."""
+        (still ``claimed``: an attempt whose answer was lost is adopted once read back).
+        Such a claim is no orphan: the sweep abandoning it while the loop adopted it
+        started it after its lock was freed."""
         if (job, occurrence) in self.ctx.running:
             return True
         return (rec is not None and rec.status == "claimed"
