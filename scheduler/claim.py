@@ -202,6 +202,10 @@ class Claim:
     lease: int = 0
     """The session lease the claim was made under: if it is no longer the worker's live
     session, the run must not start."""
+    late: bool = False
+    """Its answer was lost (adopted) or came back late: its lock may have gone meanwhile
+    (the session lease expired while the worker waited), so the run is started only
+    after :meth:`ClaimStore.start_held` says the lock is still its."""
 
 
 class TxnBatcher:
@@ -423,7 +427,7 @@ class ClaimStore:
             return None
         rec.fencing_token = kv.mod_revision
         return Claim(rec.job, rec.occurrence, kv.mod_revision, kv.mod_revision, rec,
-                     exclusive, self.me.lease)
+                     exclusive, self.me.lease, late=True)
 
     def forget(self, job: str, occurrence: str) -> None:
         self.attempted.pop((job, occurrence), None)
@@ -435,6 +439,22 @@ class ClaimStore:
         rk = run_key(claim.job, claim.occurrence)
         res = await self.batcher.submit(claim.job, [Compare.mod(rk) == claim.revision],
                                         [put(rk, claim.record.encode())])
+        if res.succeeded:
+            claim.revision = res.revision
+        return res.succeeded
+
+    async def start_held(self, claim: Claim, **changes: Any) -> bool:
+        """:meth:`update`, also requiring the job's lock still this run's (its create
+        revision the token): the ``running`` mark of a late claim, written before its
+        process exists. False: not ours any more (lost, or its lock gone with an expired
+        session lease and perhaps taken by a later occurrence)."""
+        for k, v in changes.items():
+            setattr(claim.record, k, v)
+        rk = run_key(claim.job, claim.occurrence)
+        res = await self.batcher.submit(
+            claim.job, [Compare.mod(rk) == claim.revision,
+                        Compare.create(lock_key(claim.job)) == claim.token],
+            [put(rk, claim.record.encode())])
         if res.succeeded:
             claim.revision = res.revision
         return res.succeeded

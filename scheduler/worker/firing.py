@@ -42,6 +42,11 @@ GIVE_UP_RETRY = 60.0
 could not claim as ``missed`` (through a store outage)."""
 
 
+LATE_ANSWER = 1.0
+"""Seconds after which a claim's answer is late: its start is then guarded by a write that
+compares its lock (``Claim.late``)."""
+
+
 def _occ_or_none(instant: datetime | None) -> str | None:
     return None if instant is None else occurrence_id(instant)
 
@@ -248,11 +253,13 @@ class Firing:
             entry.lock_freed.clear()
             recorded, unrecorded = decide.claim_order(spec.concurrency, occ, around)
             try:
+                sent = time.monotonic()
                 claim = await store.claim(spec.name, occ, exclusive=exclusive,
                                           spec_revision=entry.revision, recorded=recorded,
                                           unrecorded=unrecorded)
                 if claim is not None:
                     log.debug("occ.claimed", job=spec.name, occurrence=occ, token=claim.token)
+                    claim.late = time.monotonic() - sent > LATE_ANSWER
                     return claim
                 rec, kv = await store.get_run_kv(spec.name, occ)
                 if rec is None and await self._spec_moved(entry, occ):

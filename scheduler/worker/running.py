@@ -159,8 +159,13 @@ class Runner:
             # exists: a lost run is re-run only if it provably never started. Otherwise the
             # mark is written right after the spawn, keeping a store round trip off the
             # fire-lag path (a run lost in between is recorded lost, never re-run).
-            mark_first = spec.on_lost == "rerun"
-            if mark_first and not await self.write(claim, store.update, status="running",
+            # A late claim (its answer lost or slow) is marked first too, with its lock
+            # compared: its session lease may have expired meanwhile, freeing the lock for
+            # a later occurrence, and it must not start then.
+            late = claim.late and claim.holds_lock and attempt == claim.record.attempt
+            mark_first = spec.on_lost == "rerun" or late
+            mark = store.start_held if late else store.update
+            if mark_first and not await self.write(claim, mark, status="running",
                                                    started_at=time.time(), attempt=attempt):
                 bound.warning("run.fenced_out", stage="start")
                 await self.release_settled(claim)
