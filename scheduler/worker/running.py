@@ -170,6 +170,10 @@ class Runner:
                 bound.warning("run.fenced_out", stage="start")
                 await self.release_settled(claim)
                 return
+            if mark_first and run.kill_reason is None and not self._spec_current(claim):
+                # The mark's answer can be seconds late too: a job deleted or edited
+                # meanwhile (and seen so) does not start its old occurrence.
+                run.kill_reason = "job deleted or edited before the start"
             if mark_first and (run.kill_reason is not None
                                or not ctx.session_is(claim.lease)):
                 continue  # killed (or the session lost) while the mark was written
