@@ -28,6 +28,7 @@ from coord.server import config as store_config
 # The commands register in this order (the order of `raftcron --help`): validate, apply,
 # locks, workers, then worker and agent below.
 from scheduler import (  # noqa: F401
+    cli_auth,
     cli_certs,
     cli_cluster,
     cli_files,
@@ -50,6 +51,7 @@ from scheduler.cli_tls import (
     PeerTrustedCAOpt,
     ServerTLSFlags,
     TrustedCAOpt,
+    client_auth,
     client_tls,
 )
 
@@ -273,7 +275,8 @@ def _worker_config(name: str, endpoints: list[str], tags: str, session_ttl: int,
                         session_ttl=session_ttl, log_dir=log_dir,
                         clock=SystemClock(offset=clock_offset),
                         compact_retention=float(retention),
-                        freeze_heap=gc_freeze_enabled(), tls=client_tls())
+                        freeze_heap=gc_freeze_enabled(), tls=client_tls(),
+                        auth=client_auth())
 
 
 SessionOpt = Annotated[int, typer.Option("--session-ttl",
@@ -320,6 +323,7 @@ def worker_cmd(
     cfg = _worker_config(name or socket.gethostname(), endpoints.split(","), tags, session_ttl,
                          log_dir, clock_offset, compact_retention, stop_timeout)
     check_listen_metrics(listen_metrics, insecure_listen)
+    cli_auth.check_worker_identity(cfg.endpoints, cfg.name, cfg.tls, cfg.auth)
     registry = new_registry(listen_metrics)
     if registry is None:
         run_until_signal(Worker(cfg).run)
@@ -445,7 +449,7 @@ def agent(
             if os.environ.get("RAFTCRON_AGENT_LOCAL", "1") != "0":
                 channels = server.channels()
             async with Client([listen_client], timeout=5, channels=channels,
-                              tls=cfg.tls) as c:
+                              tls=cfg.tls, auth=cfg.auth) as c:
                 if specs is not None and jobs is not None:
                     applying = asyncio.ensure_future(apply_at_start(c, specs, jobs))
                 try:
