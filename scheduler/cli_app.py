@@ -4,6 +4,7 @@ client commands share, and how a client command reaches the store and fails."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from typing import Annotated, Any
 
@@ -24,6 +25,7 @@ from scheduler.cli_tls import (
     PasswordOpt,
     SkipVerifyOpt,
     UserOpt,
+    cert_cn,
     client_auth,
     client_tls,
 )
@@ -124,8 +126,19 @@ def client_call(endpoints: str, fn: Any) -> Any:
         fail(f"cannot reach the store at {endpoints}: {why}")
 
     async def body() -> Any:
+        from scheduler.audit import AuditedClient, Identity
+
         async with Client(endpoints, timeout=5, tls=tls, auth=auth) as client:
-            return await fn(client)
+            # Writes of job definitions, triggers, kills and suspensions carry their
+            # audit record (scheduler.audit); reads go through untouched.
+            audited = AuditedClient(client, Identity.of(
+                auth.user if auth else cert_cn(CLIENT_TLS.cert)))
+            result = await fn(audited)
+            if audited.wrote:
+                with contextlib.suppress(ClientError):
+                    # The action is done; the next audited write bounds the trail.
+                    await audited.bound()
+            return result
     try:
         with gc_paused():  # a short-lived process decoding thousands of values (jobs list)
             return asyncio.run(body())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import grpc
 import typer
@@ -135,3 +135,32 @@ def check_worker_identity(endpoints: list[str], worker: str, tls: Any, auth: Any
         return
     if why is not None:
         fail(why)
+
+
+@app.command("audit")
+def audit_cmd(endpoints: EndpointsOpt = "127.0.0.1:2379", output: OutputOpt = "table",
+              job: Annotated[str | None, typer.Option(
+                  "--job", help="Only the records that name this job.")] = None,
+              limit: Annotated[int, typer.Option(
+                  "--limit", help="How many records, newest first (≥ 1).")] = 100) -> None:
+    """Who changed a job, triggered, killed, suspended or resumed it: when, from where.
+
+    Example:  raftcron audit --job nightly
+    """
+    from datetime import UTC, datetime
+
+    from scheduler.audit import records
+    from scheduler.cli_app import check_limit
+    from scheduler.cli_output import emit
+
+    check_output(output)
+    check_limit(limit)
+    rows = client_call(endpoints, lambda c: records(c, job, limit))
+    if output == "table":
+        for row in rows:
+            row["at"] = datetime.fromtimestamp(row.get("at") or 0, UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+            row["jobs"] = ",".join(row.get("jobs") or [])
+            row["from"] = f"{row.get('os_user')}@{row.get('host')} pid {row.get('pid')}"
+            row["detail"] = ",".join(row.get("detail") or [])
+    emit(output, rows, ["at", "who", "action", "jobs", "from", "detail"], "audit")

@@ -171,3 +171,19 @@ def client_auth() -> Any:
     from coord.client import ClientAuth
 
     return ClientAuth(name, given[0])
+
+
+def cert_cn(path: Path | None) -> str | None:
+    """``cn=<common name>`` of the client certificate at ``path`` (the user a store with
+    --client-cert-auth sees), or None."""
+    if path is None:
+        return None
+    try:
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return f"cn={names[0].value!s}" if names else None

@@ -10,11 +10,20 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.procs import REPO, Proc, ProcessGroup, start_coord, start_etcd, wait_until
+from tests.helpers.procs import (
+    REPO,
+    Proc,
+    ProcessGroup,
+    free_port,
+    start_coord,
+    start_etcd,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -23,6 +32,9 @@ JOBS = """jobs:
   - name: nightly
     schedule: "0 3 * * *"
     command: [echo, nightly-ran]
+  - name: slow
+    schedule: "0 3 * * *"
+    command: [sleep, "120"]
 """
 
 
@@ -124,10 +136,12 @@ def test_roles_on_the_cli(store: Proc, procs: ProcessGroup, etcdctl_bin: str,
     assert "raftcron-worker" in line and "permission denied" in line, line
 
     # A worker with the worker role logs in and runs what the admin triggers.
+    metrics = f"127.0.0.1:{free_port()}"
     worker = procs.spawn("worker", [
         sys.executable, "-m", "scheduler.cli", "--user", "wkr:wkr-pw", "worker",
         "--endpoints", ep, "--name", "w1", "--log-dir", str(tmp_path / "logs"),
-        "--compact-retention", "0"], store.client_port, env={"PYTHONPATH": str(REPO)})
+        "--compact-retention", "0", "--listen-metrics", metrics], store.client_port,
+        env={"PYTHONPATH": str(REPO)})
     wait_until(lambda: "w1" in raftcron(ep, "workers", user="view:view-pw").stdout
                or not worker.alive(), 30, "the worker's session")
     assert worker.alive(), worker.log()
@@ -140,5 +154,44 @@ def test_roles_on_the_cli(store: Proc, procs: ProcessGroup, etcdctl_bin: str,
     wait_until(succeeded, 60, "the triggered run recorded as succeeded", step=0.5)
     assert worker.alive(), worker.log()
     assert "permission denied" not in worker.log(), worker.log()
-    assert "adm-pw" not in worker.log() and "wkr-pw" not in worker.log()
+    with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10) as page:
+        scraped = page.read().decode()
+    assert "raftcron_" in scraped
+    assert raftcron(ep, "jobs", "trigger", "slow", user="adm:adm-pw").returncode == 0
+    wait_until(lambda: '"running"' in raftcron(ep, "jobs", "history", "slow", "-o", "json",
+                                               user="view:view-pw").stdout,
+               60, "the slow run started", step=0.5)
+    kill = raftcron(ep, "jobs", "kill", "slow", user="view:view-pw")
+    assert kill.returncode == 1 and "permission denied" in error_line(kill)
+    killed = raftcron(ep, "jobs", "kill", "slow", user="adm:adm-pw")
+    assert killed.returncode == 0, killed.stderr
+
+    # The audit trail names the acting user of every change, and only of those that
+    # happened (the viewer's and the worker identity's were refused).
+    trail = raftcron(ep, "audit", "--job", "nightly", "-o", "json", user="view:view-pw")
+    assert trail.returncode == 0, trail.stderr
+    assert [(r["who"], r["action"]) for r in json.loads(trail.stdout)] == [
+        ("adm", "trigger"), ("adm", "apply")]
+    assert json.loads(trail.stdout)[0]["pid"] > 0
+    slow = raftcron(ep, "audit", "--job", "slow", "-o", "json", user="view:view-pw")
+    assert [(r["who"], r["action"]) for r in json.loads(slow.stdout)] == [
+        ("adm", "kill"), ("adm", "trigger"), ("adm", "apply")], slow.stdout
+    table = raftcron(ep, "audit", user="view:view-pw")
+    assert table.returncode == 0 and "adm" in table.stdout, table.stderr
+    outputs = [anon, bad, denied, applied, listed, env_list, viewer_worker, trig, kill,
+               killed, trail, slow, table]
     assert worker.terminate() == 0
+
+    # No password in any process's output, in the metrics, in the audit trail; nor, on
+    # coord, anywhere in its data dir (etcd 3.4 writes the plain password in its WAL) or
+    # in the jobs' output logs.
+    texts = [worker.log(), store.log(), scraped, *(r.stdout + r.stderr for r in outputs)]
+    for secret in (ROOT_PW, "adm-pw", "wkr-pw", "view-pw", "wrong-pw"):
+        assert not [t for t in texts if secret in t], secret
+    if "scheduler.cli" in " ".join(store.argv):
+        data = [p for d in (procs.workdir / f"{store.name}-data", tmp_path / "logs")
+                for p in d.rglob("*") if p.is_file()]
+        assert data
+        for path in data:
+            blob = path.read_bytes()
+            assert ROOT_PW.encode() not in blob and b"adm-pw" not in blob, path
