@@ -49,7 +49,8 @@ def test_readme_authentication(kind: str, procs: ProcessGroup, etcd_bin: str,
             wait_until(lambda: "w1" in subprocess.run(
                 ["raftcron", "--user", "viewer:V-PW", "workers"], capture_output=True,
                 text=True, env=env, cwd=tmp_path, check=False, timeout=30).stdout
-                or not worker.alive(), 30, "the worker's session")
+                or not worker.alive(), 30,  # noqa: B023 - used within this iteration
+                "the worker's session")
             assert worker.alive(), worker.log()
             continue
         res = subprocess.run(["sh", "-c", line], capture_output=True, text=True, env=env,
