@@ -46,8 +46,9 @@ async def _auth_call(client: Client, name: str, req: Any) -> Any:
     async def run(ep: Endpoint, t: float) -> Any:
         stub: Any = rpc_pb2_grpc.AuthStub(ep.channel)
         md: tuple[tuple[str, str], ...] = ()
-        if ep.tokens is not None:
-            md = (("token", await ep.tokens.get(ep.channel, t)),)
+        token = await ep.tokens.get(ep.channel, t) if ep.tokens is not None else ""
+        if token:
+            md = (("token", token),)
         return await getattr(stub, name)(req, timeout=t, metadata=md)
     return await client._call(run, idempotent=True)
 

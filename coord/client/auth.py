@@ -20,6 +20,11 @@ from coord.pb import rpc_pb2, rpc_pb2_grpc
 
 INVALID_TOKEN = "invalid auth token"
 """What etcd (and coord) answer, with Unauthenticated, for an unknown or expired token."""
+USER_EMPTY = "user name is empty"
+"""The answer to a call without a token once auth is on (it was off at login)."""
+NOT_ENABLED = "authentication is not enabled"
+"""``Authenticate``'s answer while auth is off: the client then sends no token, as
+etcd's clientv3 does, and logs in at the first ``user name is empty``."""
 
 STREAMS = frozenset({"Watch", "LeaseKeepAlive", "Snapshot"})
 """The stub methods that return a stream call at once instead of an awaitable."""
@@ -34,10 +39,12 @@ class ClientAuth:
 
 
 def stale_token(err: BaseException) -> bool:
-    """Whether ``err`` says the token this client sent is no longer valid."""
-    return (isinstance(err, grpc.aio.AioRpcError)
-            and err.code() == grpc.StatusCode.UNAUTHENTICATED
-            and INVALID_TOKEN in (err.details() or ""))
+    """Whether ``err`` says the token this client sent (or its lack) is no longer valid."""
+    if not isinstance(err, grpc.aio.AioRpcError):
+        return False
+    details = err.details() or ""
+    return ((err.code() == grpc.StatusCode.UNAUTHENTICATED and INVALID_TOKEN in details)
+            or (err.code() == grpc.StatusCode.INVALID_ARGUMENT and USER_EMPTY in details))
 
 
 class TokenSource:
@@ -50,13 +57,20 @@ class TokenSource:
         self._lock = asyncio.Lock()
 
     async def get(self, channel: Any, timeout: float | None = None) -> str:
+        """The token ("" while auth is off), logging in first if there is none."""
         async with self._lock:
             if self.token is None:
                 stub: Any = rpc_pb2_grpc.AuthStub(channel)
                 req = rpc_pb2.AuthenticateRequest(name=self.auth.user,
                                                   password=self.auth.password)
-                resp = await stub.Authenticate(req, timeout=timeout)
-                self.token = str(resp.token)
+                try:
+                    resp = await stub.Authenticate(req, timeout=timeout)
+                except grpc.aio.AioRpcError as err:
+                    if NOT_ENABLED not in (err.details() or ""):
+                        raise
+                    self.token = ""  # auth is off: no token until it is on
+                else:
+                    self.token = str(resp.token)
             return self.token
 
     def invalidate(self, token: str | None) -> None:
@@ -80,7 +94,7 @@ class _AuthedStub:
         if name in STREAMS:
             def stream(*args: Any, metadata: Any = (), **kw: Any) -> Any:
                 md = tuple(metadata)
-                if tokens.token is not None:
+                if tokens.token:
                     md += (("token", tokens.token),)
                 return method(*args, metadata=md, **kw)
             return stream
@@ -89,9 +103,9 @@ class _AuthedStub:
                         **kw: Any) -> Any:
             for attempt in (0, 1):
                 token = await tokens.get(channel, timeout)
+                md = (*metadata, ("token", token)) if token else tuple(metadata)
                 try:
-                    return await method(req, timeout=timeout,
-                                        metadata=(*metadata, ("token", token)), **kw)
+                    return await method(req, timeout=timeout, metadata=md, **kw)
                 except grpc.aio.AioRpcError as err:
                     if attempt or not stale_token(err):
                         raise

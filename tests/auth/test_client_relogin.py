@@ -76,3 +76,23 @@ def test_relogin_after_the_token_dies(store: str, etcdctl_bin: str) -> None:
                 "--interactive=false", stdin="apw\n")
             assert (await alice.get_one("app/k")).value == b"v1"  # type: ignore[union-attr]
     asyncio.run(body())
+
+
+def test_credentials_before_auth_is_enabled(store: str, etcdctl_bin: str) -> None:
+    """A client (a worker) given credentials while auth is still off works without a
+    token, as etcd's clientv3 does, and logs in at the first call after `auth enable`."""
+    ep = store
+
+    async def body() -> None:
+        async with Client([ep], auth=ClientAuth("alice", "apw")) as alice:
+            await alice.put("app/k", "v0")  # auth off: no login, no token
+            for args in (["user", "add", "root:rootpw"], ["user", "add", "alice:apw"],
+                         ["role", "add", "app"],
+                         ["role", "grant-permission", "--prefix=true", "app", "readwrite",
+                          "app/"],
+                         ["user", "grant-role", "alice", "app"], ["auth", "enable"]):
+                ctl(etcdctl_bin, ep, *args)
+            await alice.put("app/k", "v1")  # `user name is empty`, then logged in
+            assert alice._tokens is not None and alice._tokens.token
+            assert (await alice.get_one("app/k")).value == b"v1"  # type: ignore[union-attr]
+    asyncio.run(body())
