@@ -450,6 +450,7 @@ def agent(
                 channels = server.channels()
             async with Client([listen_client], timeout=5, channels=channels,
                               tls=cfg.tls, auth=cfg.auth) as c:
+                await cli_auth.agent_identity(c, cfg.name, cfg.auth)
                 if specs is not None and jobs is not None:
                     applying = asyncio.ensure_future(apply_at_start(c, specs, jobs))
                 try:
@@ -464,6 +465,8 @@ def agent(
         run_until_signal(main)
     except StorageError as err:
         fail(data_dir_failure(data_dir, err), 3)
+    except cli_auth.IdentityRefused as err:
+        fail(str(err), 1)
     except OSError as err:
         fail(str(err), 1)
 

@@ -115,6 +115,25 @@ async def may_work(client: Client, worker: str) -> str | None:
     return None
 
 
+class IdentityRefused(Exception):
+    """The agent's worker identity may not do a worker's writes (its message says why)."""
+
+
+async def agent_identity(client: Client, worker: str, auth: Any) -> None:
+    """The agent's check of :func:`check_worker_identity`, once its member serves; a
+    store without a leader yet is left to the worker."""
+    from coord.client import UnavailableError
+
+    if auth is None:
+        return
+    try:
+        why = await may_work(client, worker)
+    except UnavailableError:
+        return
+    if why is not None:
+        raise IdentityRefused(why)
+
+
 def check_worker_identity(endpoints: list[str], worker: str, tls: Any, auth: Any) -> None:
     """Refuse to start a worker whose identity is not allowed its writes (exit 1: the
     store refuses the operation, as for any command; the flags themselves are valid). A
