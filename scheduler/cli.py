@@ -384,6 +384,7 @@ def agent(
     from coord.server.server import CoordServer
     from coord.storage import StorageError
     from scheduler.errors import SpecError
+    from scheduler.roles import IdentityRefused, agent_identity
     from scheduler.spec import load_jobs
     from scheduler.startup import apply_at_start, cancel_and_wait
     from scheduler.worker import Worker
@@ -450,7 +451,7 @@ def agent(
                 channels = server.channels()
             async with Client([listen_client], timeout=5, channels=channels,
                               tls=cfg.tls, auth=cfg.auth) as c:
-                await cli_auth.agent_identity(c, cfg.name, cfg.auth)
+                await agent_identity(c, cfg.name, cfg.auth)
                 if specs is not None and jobs is not None:
                     applying = asyncio.ensure_future(apply_at_start(c, specs, jobs))
                 try:
@@ -465,7 +466,7 @@ def agent(
         run_until_signal(main)
     except StorageError as err:
         fail(data_dir_failure(data_dir, err), 3)
-    except cli_auth.IdentityRefused as err:
+    except IdentityRefused as err:
         fail(str(err), 1)
     except OSError as err:
         fail(str(err), 1)
