@@ -16,8 +16,12 @@ the leader's CPU per op and the sum over all members.
 (``mkdir DIR && git archive REV | tar -x -C DIR``), interleaved with the others — an A/B
 comparison that sees the same background load on both sides.
 
+``--tls`` serves coord's client port over TLS (a throwaway CA and server certificate made
+with ``tests/tls/certs.py``; ``--cert-file``/``--key-file``) and the load generator
+connects with TLS trusting that CA (single coord members only: with ``--only coord``).
+
 Run: ``python -m bench.cpu_per_op [--ops 20000] [--clients 64] [--only coord]
-[--workloads put,get,lock] [--cluster 3] [--repeat 3] [--against DIR]
+[--workloads put,get,lock] [--cluster 3] [--repeat 3] [--against DIR] [--tls]
 [--profile DIR [--native]]``
 """
 
@@ -47,6 +51,7 @@ from tests.helpers.procs import (
     wait_until,
 )
 from tests.process.cluster import CoordCluster, start_etcd_members
+from tests.tls.certs import make_ca
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -94,12 +99,13 @@ def _py_spy(pid: int, out: Path, native: bool) -> subprocess.Popen[bytes]:
 
 
 def measure(server: Server, workload: str, clients: int, ops: int, idle: float,
-            profile: Path | None = None, native: bool = False) -> Sample:
+            profile: Path | None = None, native: bool = False,
+            cacert: str | None = None) -> Sample:
     rates = _idle_rates(server.pids, idle) if idle > 0 else [0.0] * len(server.pids)
     t0 = time.monotonic()
     before = [cpu_seconds(p) for p in server.pids]
     spy = _py_spy(server.pids[0], profile, native) if profile is not None else None
-    r = run(server.endpoint, workload, clients, seconds=600.0, ops=ops)
+    r = run(server.endpoint, workload, clients, seconds=600.0, ops=ops, cacert=cacert)
     after = [cpu_seconds(p) for p in server.pids]
     if spy is not None:
         spy.send_signal(signal.SIGINT)
@@ -112,23 +118,36 @@ def measure(server: Server, workload: str, clients: int, ops: int, idle: float,
                   r.ops_per_s, r.p99_ms, 1000 * used[0] / max(1, r.requests))
 
 
-def _coord_from(group: ProcessGroup, src: Path) -> Server:
+def _coord_from(group: ProcessGroup, src: Path, tls: list[str], which: str = "base") -> Server:
     """A single coord member running the code of another source tree (e.g. a
-    ``git archive`` of an earlier commit), for A/B comparisons on a noisy machine."""
+    ``git archive`` of an earlier commit), for A/B comparisons on a noisy machine;
+    ``tls``: extra arguments (``--cert-file``, ``--key-file``)."""
     name = f"base{len(group.procs)}"
     cport, pport = free_port(), free_port()
-    p = group.spawn(name, coord_argv(name, group.workdir / f"{name}-data", cport, pport),
+    p = group.spawn(name, coord_argv(name, group.workdir / f"{name}-data", cport, pport) + tls,
                     cport, env={"PYTHONPATH": str(src.resolve())})
     wait_until(lambda: port_open(cport) or not p.alive(), 30, f"coord on :{cport}")
     if not p.alive():
         raise RuntimeError(f"coord from {src} exited early:\n{p.log()}")
-    return Server("base", p.endpoint, [p.popen.pid])
-
-
-def _single(group: ProcessGroup, which: str) -> Server:
-    p = (start_etcd(group, name=f"etcd{len(group.procs)}") if which == "etcd"
-         else start_coord(group, name=f"n{len(group.procs)}"))
     return Server(which, p.endpoint, [p.popen.pid])
+
+
+def _single(group: ProcessGroup, which: str, tls: list[str]) -> Server:
+    if which == "etcd":
+        p = start_etcd(group, name=f"etcd{len(group.procs)}")
+    elif tls:
+        return _coord_from(group, Path(__file__).resolve().parent.parent, tls, which)
+    else:
+        p = start_coord(group, name=f"n{len(group.procs)}")
+    return Server(which, p.endpoint, [p.popen.pid])
+
+
+def _tls_args(directory: Path) -> tuple[list[str], str]:
+    """A throwaway CA and a server certificate for 127.0.0.1: coord's arguments and the
+    CA file the clients trust."""
+    ca = make_ca(directory / "certs")
+    pair = ca.issue(directory / "certs", "server")
+    return ["--cert-file", str(pair.cert), "--key-file", str(pair.key)], str(ca.cert)
 
 
 def _cluster(group: ProcessGroup, which: str, size: int) -> Server:
@@ -161,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="record coord with py-spy (pip install py-spy) into "
                          "DIR/<workload>.raw, collapsed stacks (inflates its CPU figures)")
     ap.add_argument("--native", action="store_true", help="with --profile: native frames too")
+    ap.add_argument("--tls", action="store_true",
+                    help="coord's client port and the load over TLS (needs --only coord)")
     ap.add_argument("--against", type=Path, default=None,
                     help="also run a single coord member from this source tree ('base'), "
                          "interleaved with the others (e.g. git archive HEAD | tar -x -C DIR)")
@@ -169,13 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     if "etcd" in which_all and shutil.which("etcd") is None:
         sys.stderr.write("etcd not found: apt-get install -y etcd-server\n")
         return 2
+    if args.tls and (args.only != "coord" or args.cluster != 1):
+        sys.stderr.write("--tls needs --only coord (single members)\n")
+        return 2
     workloads = args.workloads.split(",")
     results: dict[tuple[str, str], Sample] = {}
     with tempfile.TemporaryDirectory() as tmp, process_group(Path(tmp)) as group:
-        servers = {w: (_single(group, w) if args.cluster == 1
+        tls, cacert = _tls_args(Path(tmp)) if args.tls else ([], None)
+        servers = {w: (_single(group, w, tls) if args.cluster == 1
                        else _cluster(group, w, args.cluster)) for w in which_all}
         if args.against is not None:
-            servers["base"] = _coord_from(group, args.against)
+            servers["base"] = _coord_from(group, args.against, tls)
             which_all.append("base")
         for workload in workloads:
             runs: dict[str, list[Sample]] = {w: [] for w in which_all}
@@ -186,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                         args.profile.mkdir(parents=True, exist_ok=True)
                         prof = args.profile / f"{workload}.raw"
                     runs[which].append(measure(servers[which], workload, args.clients,
-                                               args.ops, args.idle, prof, args.native))
+                                               args.ops, args.idle, prof, args.native,
+                                               cacert))
             for which in which_all:
                 samples = sorted(runs[which], key=lambda s: s.cpu_ms_per_op)
                 s = samples[len(samples) // 2]

@@ -83,10 +83,20 @@ async def _client(stub: Any, lease_stub: Any, workload: str, deadline: float,
         lat.append(time.perf_counter() - t0)
 
 
+def _credentials(cacert: str | None) -> grpc.ChannelCredentials | None:
+    """TLS credentials trusting the CA in ``cacert`` (a PEM file), or None: plaintext."""
+    if cacert is None:
+        return None
+    with open(cacert, "rb") as f:
+        return grpc.ssl_channel_credentials(root_certificates=f.read())
+
+
 def _proc_main(endpoint: str, workload: str, clients: int, seconds: float, start_at: float,
-               first_id: int, out: Any, quotas: list[int]) -> None:
+               first_id: int, out: Any, quotas: list[int], cacert: str | None = None) -> None:
     async def main() -> tuple[list[float], int, int, float]:
-        async with grpc.aio.insecure_channel(endpoint) as ch:
+        creds = _credentials(cacert)
+        async with (grpc.aio.insecure_channel(endpoint) if creds is None
+                    else grpc.aio.secure_channel(endpoint, creds)) as ch:
             stub = rpc_pb2_grpc.KVStub(ch)
             lease_stub = rpc_pb2_grpc.LeaseStub(ch)
             await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -101,18 +111,21 @@ def _proc_main(endpoint: str, workload: str, clients: int, seconds: float, start
     out.close()
 
 
-def prepare(endpoint: str) -> None:
-    with grpc.insecure_channel(endpoint) as ch:
+def prepare(endpoint: str, cacert: str | None = None) -> None:
+    creds = _credentials(cacert)
+    with (grpc.insecure_channel(endpoint) if creds is None
+          else grpc.secure_channel(endpoint, creds)) as ch:
         rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"bench/get", value=VALUE),
                                     timeout=10)
 
 
 def run(endpoint: str, workload: str, clients: int, seconds: float = 5.0,
-        procs: int | None = None, ops: int | None = None) -> Result:
+        procs: int | None = None, ops: int | None = None, cacert: str | None = None) -> Result:
     """Drive ``clients`` clients for ``seconds``; with ``ops``, stop as soon as that many
     operations were attempted in all (spread evenly over the clients) — the fixed amount
-    of work ``bench.cpu_per_op`` divides the server's CPU time by."""
-    prepare(endpoint)
+    of work ``bench.cpu_per_op`` divides the server's CPU time by. ``cacert``: connect
+    over TLS, trusting that CA."""
+    prepare(endpoint, cacert)
     nprocs = procs or min(clients, max(1, (os.cpu_count() or 2)))
     per = [clients // nprocs + (1 if i < clients % nprocs else 0) for i in range(nprocs)]
     ctx = mp.get_context("spawn")
@@ -126,7 +139,8 @@ def run(endpoint: str, workload: str, clients: int, seconds: float = 5.0,
     for n in per:
         recv, send = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_proc_main, args=(endpoint, workload, n, seconds, start_at,
-                                                 first, send, quota[first:first + n]))
+                                                 first, send, quota[first:first + n],
+                                                 cacert))
         p.start()
         first += n
         pipes.append(recv)

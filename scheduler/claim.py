@@ -7,7 +7,10 @@ Keys (``scheduler.keys``): the run record ``/cron/runs/<job>/<occurrence>`` and 
   job allows concurrent runs, ``create_revision(lock) == 0`` — then put the run record
   (``claimed``) and the lock. The txn's revision is the run's **fencing token**. Because the
   run record outlives the run (until pruned well past the starting deadline), a second claim
-  of the same occurrence fails however late or skewed the second worker is.
+  of the same occurrence fails however late or skewed the second worker is. A ``forbid`` or
+  ``replace`` occurrence is also claimed in order: the next occurrence's record absent, the
+  previous one's present when the claimant fired it (``claim``'s ``unrecorded`` and
+  ``recorded``; docs/scheduling.md, "The order is the store's").
 * **takeover** (``on_lost: rerun`` only): a run found ``lost`` while still ``claimed`` (it
   never started) may be claimed again: ``mod_revision(run) == seen`` and the lock free.
 * **every later write** (start, finish, retry) compares ``mod_revision(run)`` with the revision
@@ -304,6 +307,12 @@ class ClaimStore:
         """(job, occurrence) → run ids of this worker's claim attempts, so a claim whose
         answer was lost can be recognised (and only ours) when read back. The caller drops
         an entry (``forget``) once it is done with the occurrence."""
+        self.outbox: Callable[[RunRecord], list[Any]] | None = None
+        """The notification outbox puts (``scheduler.notify``) that go with a record's
+        final write, in the same txn."""
+
+    def _outbox(self, rec: RunRecord) -> list[Any]:
+        return self.outbox(rec) if self.outbox is not None else []
 
     def _new_record(self, job: str, occurrence: str, attempt: int,
                     spec_revision: int) -> RunRecord:
@@ -318,22 +327,35 @@ class ClaimStore:
                           started_at=rec.claimed_at, lease=self.me.lease)
 
     async def claim(self, job: str, occurrence: str, *, exclusive: bool,
-                    spec_revision: int = 0) -> Claim | None:
+                    spec_revision: int = 0, recorded: str | None = None,
+                    unrecorded: str | None = None) -> Claim | None:
         """Try to claim (job, occurrence). ``None``: someone else has it, the job is busy,
         or it is suspended: the claim also requires ``/cron/suspend/<job>`` absent, so a
         worker whose suspensions view is stale (cut off from the store while the job was
-        suspended) cannot start it; the firing part waits and sees the suspension."""
+        suspended) cannot start it; the firing part waits and sees the suspension.
+
+        Order (``forbid``/``replace``, same txn, no read): ``unrecorded`` names the job's
+        next occurrence, which must have no record yet (an occurrence never starts after
+        a later one was claimed or settled); ``recorded`` names the previous one, which
+        must have a record (a claim does not overtake an older occurrence whose claim is
+        still pending, e.g. both waiting out a store outage)."""
         rec = self._new_record(job, occurrence, 1, spec_revision)
         self.attempted.setdefault((job, occurrence), set()).add(rec.run_id)
         rk, lk = run_key(job, occurrence), lock_key(job)
         lock_put = put(lk, self._holder(rec).encode(), lease=self.me.lease)
         not_suspended = Compare.create(suspend_key(job)) == 0
+        order = []
+        if unrecorded is not None:
+            order.append(Compare.create(run_key(job, unrecorded)) == 0)
+        if recorded is not None:
+            order.append(Compare.create(run_key(job, recorded)) > 0)
         if exclusive:
-            compare = [Compare.create(rk) == 0, Compare.create(lk) == 0, not_suspended]
+            compare = [Compare.create(rk) == 0, Compare.create(lk) == 0, not_suspended,
+                       *order]
             success = [put(rk, rec.encode()), lock_put]
         else:
             # Concurrent runs allowed: the lock shows one of them, if it is free.
-            compare = [Compare.create(rk) == 0, not_suspended]
+            compare = [Compare.create(rk) == 0, not_suspended, *order]
             success = [put(rk, rec.encode()), txn_op([Compare.create(lk) == 0], [lock_put], [])]
         self.txns += 1
         res = await self.batcher.submit(job, compare, success)
@@ -345,14 +367,18 @@ class ClaimStore:
         return Claim(job, occurrence, res.revision, res.revision, rec, holds, self.me.lease)
 
     async def takeover(self, job: str, occurrence: str, lost: RunRecord,
-                       seen_revision: int, spec_revision: int = 0) -> Claim | None:
-        """Claim again a run that was lost before it started (``on_lost: rerun``)."""
+                       seen_revision: int, spec_revision: int = 0,
+                       unrecorded: str | None = None) -> Claim | None:
+        """Claim again a run that was lost before it started (``on_lost: rerun``);
+        ``unrecorded`` as for :meth:`claim` (a re-run never starts after a later
+        occurrence of a ``forbid``/``replace`` job was claimed)."""
         rec = self._new_record(job, occurrence, lost.attempt + 1, spec_revision)
         self.attempted.setdefault((job, occurrence), set()).add(rec.run_id)
         rk, lk = run_key(job, occurrence), lock_key(job)
+        order = [] if unrecorded is None else [Compare.create(run_key(job, unrecorded)) == 0]
         self.txns += 1
         res = await self.client.txn(
-            [Compare.mod(rk) == seen_revision, Compare.create(lk) == 0],
+            [Compare.mod(rk) == seen_revision, Compare.create(lk) == 0, *order],
             [put(rk, rec.encode()), put(lk, self._holder(rec).encode(), lease=self.me.lease)], [])
         if not res.succeeded:
             return None
@@ -393,7 +419,8 @@ class ClaimStore:
         res = await self.batcher.submit(
             claim.job, [Compare.mod(rk) == claim.revision],
             [put(rk, claim.record.encode()),
-             txn_op([Compare.create(lk) == claim.token], [delete(lk)], [])])
+             txn_op([Compare.create(lk) == claim.token], [delete(lk)], []),
+             *self._outbox(claim.record)])
         if res.succeeded:
             claim.revision = res.revision
         return res.succeeded
@@ -434,7 +461,7 @@ class ClaimStore:
         compare = [Compare.mod(rk) == kv.mod_revision]
         if token is not None:
             compare.append(Compare.create(lk) != token)
-        res = await self.client.txn(compare, [put(rk, rec.encode())], [])
+        res = await self.client.txn(compare, [put(rk, rec.encode()), *self._outbox(rec)], [])
         if not res.succeeded:
             return None
         rec.fencing_token = res.revision  # the revision a takeover compares against
@@ -442,15 +469,19 @@ class ClaimStore:
 
     async def record_missed(self, job: str, occurrence: str, *, status: str = "missed",
                             note: str = "not started within starting_deadline",
-                            spec_revision: int = 0) -> bool:
+                            spec_revision: int = 0, if_recorded: str | None = None) -> bool:
         """Record an occurrence that will never run (only if no record exists): ``missed``
         (nobody ran it in time) or ``skipped`` (a ``forbid`` job's previous run was still
-        running at its instant), with the reason in ``note``."""
+        running at its instant), with the reason in ``note``. ``if_recorded``: only if that
+        (later) occurrence has a record (then no claim of this one can land)."""
         rk = run_key(job, occurrence)
         rec = RunRecord(job=job, occurrence=occurrence, status=status,
                         worker=self.me.worker, finished_at=time.time(), note=note,
                         spec_revision=spec_revision)
-        res = await self.client.txn([Compare.create(rk) == 0], [put(rk, rec.encode())], [])
+        compare = [Compare.create(rk) == 0]
+        if if_recorded is not None:
+            compare.append(Compare.create(run_key(job, if_recorded)) > 0)
+        res = await self.client.txn(compare, [put(rk, rec.encode()), *self._outbox(rec)], [])
         return res.succeeded
 
     async def run_exists(self, job: str, occurrence: str) -> bool:

@@ -31,6 +31,7 @@ from scheduler import (  # noqa: F401
     cli_auth,
     cli_certs,
     cli_cluster,
+    cli_doctor,
     cli_files,
     cli_jobs,
 )

@@ -12,6 +12,7 @@ import re
 from coord.client import ClientError
 from coord.client.errors import ServerError, UnavailableError
 from coord.limits import MAX_REQUEST_BYTES
+from scheduler.cli_tls import handshake_hint
 
 __all__ = ["MAX_REQUEST_BYTES", "client_failure"]
 
@@ -32,4 +33,4 @@ def client_failure(endpoints: str, err: ClientError) -> str:
                     f"of at most {MAX_REQUEST_BYTES:,} bytes (1.5 MiB, etcd's "
                     f"--max-request-bytes) ({err.message})")
         return f"the store at {endpoints} refused the request: {err}"
-    return f"cannot reach the store at {endpoints}: {err}"
+    return f"cannot reach the store at {endpoints}: {err}{handshake_hint(endpoints, str(err))}"

@@ -191,18 +191,56 @@ def jobs_history(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
 def jobs_logs(name: str,
               occurrence: Annotated[str | None, typer.Argument(
                   help="The run's occurrence id (default: the latest run).")] = None,
-              endpoints: EndpointsOpt = "127.0.0.1:2379") -> None:
+              endpoints: EndpointsOpt = "127.0.0.1:2379",
+              follow: Annotated[bool, typer.Option(
+                  "--follow", "-f", help="If the run is running: print its output as it is "
+                  "written, from whichever host runs it, until it ends.")] = False) -> None:
     """Print a run's output (the last 4 KiB, kept in its run record) and where each
-    attempt's full log is (host and path, on the worker that ran it).
+    attempt's full log is (host and path, on the worker that ran it). With --follow, a
+    running run's output streams until the run ends, then its status line; Ctrl-C exits 130.
 
     Example:  raftcron jobs logs heartbeat 20261122T013000Z
+    Example:  raftcron jobs logs backup --follow
     """
     from scheduler.admin import run_record
+    from scheduler.claim import ACTIVE, RunRecord
     from scheduler.cliviews import logs_text
 
-    rec = client_call(endpoints, lambda c: run_record(c, name, occurrence))
+    async def body(c: Any) -> RunRecord:
+        from scheduler.output_stream import follow as follow_run
+
+        rec = await run_record(c, name, occurrence)
+        if not follow or rec.status not in ACTIVE:
+            return rec
+        typer.echo(f"following job {name} occurrence {rec.occurrence} "
+                   f"on {rec.host or rec.worker} (Ctrl-C to stop)")
+
+        def emit(text: str) -> None:
+            typer.echo(text, nl=False)
+        final = await follow_run(c, name, rec.occurrence, emit)
+        try:
+            done = RunRecord.decode(final.encode()) if final is not None else None
+        except ValueError:
+            done = None
+        if done is None:
+            return await run_record(c, name, rec.occurrence)
+        code = "" if done.exit_code is None else f", exit {done.exit_code}"
+        typer.echo(f"--- job {name} occurrence {done.occurrence}: {done.status}{code}"
+                   + (f" ({done.note})" if done.note else ""))
+        raise _Followed
+
+    try:
+        rec = client_call(endpoints, body)
+    except _Followed:
+        return
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     for line in logs_text(rec):
         typer.echo(line)
+
+
+class _Followed(Exception):
+    """The followed run ended and its status line is printed."""
 
 
 @jobs_app.command("trigger")

@@ -187,3 +187,15 @@ def cert_cn(path: Path | None) -> str | None:
         return None
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return f"cn={names[0].value!s}" if names else None
+
+
+def handshake_hint(endpoints: str, message: str) -> str:
+    """What to add to a "cannot reach the store" line when a TLS connection was closed by
+    the server in the handshake: gRPC then reports only ``Socket closed``, whether the
+    server refused this client's certificate (as a member with ``--client-cert-auth``
+    does) or does not speak TLS at all. '' otherwise."""
+    if "Socket closed" not in message or not (CLIENT_TLS.given() or "https://" in endpoints):
+        return ""
+    return ("; the server closed the connection in the TLS handshake: either it refused this "
+            "client's certificate (--cert, --key): none, expired, or not signed by a CA it "
+            "trusts; or it does not serve TLS on that port")

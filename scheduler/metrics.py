@@ -107,14 +107,10 @@ class WorkerMetrics:
                     metrics.recorded(job, "lost")
                 return rec
 
-            async def record_missed(self, job: str, occurrence: str, *,
-                                    status: str = "missed",
-                                    note: str = "not started within starting_deadline",
-                                    spec_revision: int = 0) -> bool:
-                ok = await super().record_missed(job, occurrence, status=status, note=note,
-                                                 spec_revision=spec_revision)
+            async def record_missed(self, job: str, occurrence: str, **kw: Any) -> bool:
+                ok = await super().record_missed(job, occurrence, **kw)
                 if ok:
-                    metrics.recorded(job, status)
+                    metrics.recorded(job, kw.get("status", "missed"))
                 return ok
 
         self.claim_store: type[ClaimStore] = MeteredClaimStore

@@ -9,6 +9,7 @@ import json
 import os
 import pwd
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -17,6 +18,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from scheduler.errors import ScheduleError
+from scheduler.notify_model import ENTRY_KEYS, EVENTS, NotifyEntry
 from scheduler.plan import DURATION_HELP, load_zone, parse_duration
 from scheduler.spec_model import (
     CONCURRENCY_VALUES,
@@ -272,6 +274,76 @@ def _bool(node: Node) -> bool:
     return bool(SafeConstructor().construct_yaml_bool(node))
 
 
+def _fields_of(node: Node, allowed: Sequence[str], what: str) -> dict[str, Node]:
+    """A small mapping's values by key: only ``allowed`` keys, each once."""
+    if not isinstance(node, MappingNode):
+        raise Bad(f"must be {what} {got(node)}", node)
+    out: dict[str, Node] = {}
+    for k, v in node.value:
+        key = _text(k, "a string key")
+        if key not in allowed:
+            raise Bad(f"unknown key {json.dumps(key)}; allowed: {', '.join(allowed)}", k)
+        if key in out:
+            raise Bad(f"{json.dumps(key)} is given twice", k)
+        out[key] = v
+    return out
+
+
+def _notify_entry(node: Node) -> NotifyEntry:
+    f = _fields_of(node, ENTRY_KEYS, "a mapping with 'on:' and a 'webhook:' or 'command:'")
+    if "on" not in f:
+        raise Bad("each notify entry needs 'on: [events]' (events: " + ", ".join(EVENTS) + ")",
+                  node)
+    on_node = f["on"]
+    if not isinstance(on_node, SequenceNode) or not on_node.value:
+        raise Bad(f"'on' must be a non-empty list of events ({', '.join(EVENTS)}) "
+                  f"{got(on_node)}", on_node)
+    events: list[str] = []
+    for item in on_node.value:
+        ev = _choice(item, EVENTS)
+        if ev in events:
+            raise Bad(f"event {json.dumps(ev)} is listed twice", item)
+        events.append(ev)
+    targets = [t for t in ("webhook", "command") if t in f]
+    if len(targets) != 1:
+        raise Bad("each notify entry needs exactly one target, 'webhook: URL' or "
+                  f"'command: [argv]' (got {' and '.join(targets) or 'none'})", node)
+    webhook = command = secret = None
+    if "webhook" in f:
+        webhook = _nonempty_text(f["webhook"], "an http:// or https:// URL")
+        parts = urllib.parse.urlsplit(webhook)
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(
+                c.isspace() for c in webhook):
+            raise Bad(f"'webhook' must be an http:// or https:// URL with a host "
+                      f"{got(f['webhook'])}", f["webhook"])
+    else:
+        cmd = f["command"]
+        if not isinstance(cmd, SequenceNode):
+            raise Bad(f"'command' must be a list of arguments (argv) {got(cmd)}", cmd)
+        argv = _command(cmd)
+        assert isinstance(argv, tuple)
+        command = argv
+    if "secret" in f:
+        if webhook is None:
+            raise Bad("'secret' signs a webhook's body: it needs 'webhook:'", f["secret"])
+        secret = _nonempty_text(f["secret"], "a string (the HMAC-SHA256 key)")
+    return NotifyEntry(on=tuple(events), webhook=webhook, command=command, secret=secret)
+
+
+def _notify(node: Node) -> tuple[NotifyEntry, ...]:
+    if not isinstance(node, SequenceNode):
+        raise Bad(f"must be a list of entries (on: [events] and a webhook: or command:) "
+                  f"{got(node)}", node)
+    return tuple(_notify_entry(item) for item in node.value)
+
+
+def _expect(node: Node) -> int:
+    f = _fields_of(node, ("succeed_within",), "a mapping like {succeed_within: 26h}")
+    if "succeed_within" not in f:
+        raise Bad("needs 'succeed_within: DURATION' (e.g. 26h)", node)
+    return _duration(f["succeed_within"], minimum=1)
+
+
 CONVERTERS: Final[Mapping[str, Callable[[Node], object]]] = {
     "name": _name,
     "schedule": _schedule,
@@ -290,6 +362,8 @@ CONVERTERS: Final[Mapping[str, Callable[[Node], object]]] = {
     "tags": _tags,
     "history_limit": lambda n: _int(n, 1, MAX_HISTORY),
     "suspend": _bool,
+    "notify": _notify,
+    "expect": _expect,
 }
 
 

@@ -177,6 +177,8 @@ class _Checker:
         self.local_users = local_users
         self.problems: list[SpecProblem] = []
         self.check_limits = limits
+        self.defaults: list[tuple[str, Node, Node]] = []
+        """(field, key node, value node) of the file's ``defaults:`` block."""
         """Also check exec and store limits (for files: a stored spec already fit the store,
         and a worker that cannot exec a command records that run as failed)."""
 
@@ -220,11 +222,14 @@ class _Checker:
         for key, k, v in self._pairs(root, None):
             if key == "jobs":
                 jobs_node = v
+            elif key == "defaults":
+                self.defaults = self._defaults(v)
             elif key.startswith("x-"):
                 continue  # free space for YAML anchors shared by jobs (``<<: *defaults``)
             else:
                 self.add(k, None, None, f"unknown top-level key {json.dumps(key)}"
-                         f"{_suggest(key, ('jobs',))}; a job file holds 'jobs:' and 'x-' keys")
+                         f"{_suggest(key, ('jobs', 'defaults'))}; a job file holds 'jobs:', "
+                         "'defaults:' and 'x-' keys")
         if jobs_node is None:
             if not self.problems:
                 self.add(root, None, None, "has no top-level 'jobs:' list")
@@ -250,6 +255,21 @@ class _Checker:
                 specs.append(spec)
         return specs
 
+    def _defaults(self, node: Node) -> list[tuple[str, Node, Node]]:
+        """The ``defaults:`` block: fields every job takes unless it sets them itself."""
+        if not isinstance(node, MappingNode):
+            self.add(node, None, "defaults", f"must be a mapping of job fields {got(node)}")
+            return []
+        out = []
+        for key, k, v in self._pairs(node, None):
+            if key not in CONVERTERS or key == "name":
+                self.add(k, None, "defaults", f"{json.dumps(key)} cannot be a default"
+                         f"{_suggest(key, FIELDS)}; allowed: "
+                         + ", ".join(f for f in FIELDS if f != "name"))
+            else:
+                out.append((key, k, v))
+        return out
+
     def job(self, node: Node, index: int) -> JobSpec | None:
         label = f"#{index}"
         if not isinstance(node, MappingNode):
@@ -257,6 +277,8 @@ class _Checker:
             return None
         before = len(self.problems)
         pairs = self._pairs(node, label)
+        own = {key for key, _, _ in pairs}
+        pairs += [d for d in self.defaults if d[0] not in own]
         # Name first, so every other problem can say which job it is about.
         for key, _, v in pairs:
             if key == "name" and isinstance(v, ScalarNode) and NAME_RE.fullmatch(str(v.value)):

@@ -13,6 +13,7 @@ from functools import cached_property, lru_cache
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from scheduler.notify_model import NotifyEntry
 from scheduler.plan import Timetable, load_zone, parse_schedule, spread
 
 Concurrency = Literal["forbid", "allow", "replace"]
@@ -39,7 +40,7 @@ MAX_DURATION: Final = 366 * 86400
 FIELDS: Final = (
     "name", "schedule", "timezone", "command", "env", "inherit_env", "user", "workdir",
     "timeout", "retries", "retry_backoff", "concurrency", "starting_deadline", "on_lost",
-    "tags", "history_limit", "suspend",
+    "tags", "history_limit", "suspend", "notify", "expect",
 )
 REQUIRED: Final = ("name", "schedule", "command")
 DEFAULTS: Final[Mapping[str, object]] = MappingProxyType({
@@ -57,6 +58,8 @@ DEFAULTS: Final[Mapping[str, object]] = MappingProxyType({
     "tags": {},
     "history_limit": 20,
     "suspend": False,
+    "notify": (),
+    "expect": None,
 })
 
 
@@ -90,6 +93,9 @@ class JobSpec:
     tags: Mapping[str, str] = field(default_factory=dict)
     history_limit: int = 20
     suspend: bool = False
+    notify: tuple[NotifyEntry, ...] = ()
+    expect: int | None = None
+    """``expect: {succeed_within: D}``: seconds without a success before ``overdue``."""
 
     def __post_init__(self) -> None:
         # Freeze the maps (sorted, read-only) so a spec can't change after validation.
@@ -98,6 +104,7 @@ class JobSpec:
         if isinstance(self.command, list):
             object.__setattr__(self, "command", tuple(self.command))
         object.__setattr__(self, "inherit_env", tuple(self.inherit_env))
+        object.__setattr__(self, "notify", tuple(self.notify))
 
     def __hash__(self) -> int:
         return hash(self.to_json())
@@ -120,8 +127,9 @@ class JobSpec:
     # ------------------------------------------------------------------ JSON
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values, every field present."""
-        return {
+        """Plain JSON-able values, every field present (``notify`` and ``expect`` only when
+        set, so that the stored specs of jobs without them keep their bytes)."""
+        out: dict[str, Any] = {
             "name": self.name,
             "schedule": self.schedule,
             "timezone": self.timezone,
@@ -140,6 +148,11 @@ class JobSpec:
             "history_limit": self.history_limit,
             "suspend": self.suspend,
         }
+        if self.notify:
+            out["notify"] = [n.to_dict() for n in self.notify]
+        if self.expect is not None:
+            out["expect"] = {"succeed_within": self.expect}
+        return out
 
     def to_json(self) -> str:
         """Canonical JSON (the value of ``/cron/jobs/<name>``): sorted keys, no spaces."""

@@ -48,15 +48,9 @@ class Applying(MemberState):
                     self.membership.apply_attributes(e.data[1:])
             self._applied = e.index
         self._on_applied()
-        if self._applied_waiters:
-            keep = []
-            for idx, fut in self._applied_waiters:
-                if idx <= self._applied:
-                    if not fut.done():
-                        fut.set_result(None)
-                else:
-                    keep.append((idx, fut))
-            self._applied_waiters = keep
+        for fut in self._wait.applied(self._applied):
+            if not fut.done():
+                fut.set_result(None)
 
     def _apply_request(self, e: Entry, now: float) -> None:
         """Apply one client request entry. The applier is total (a request that fails at
@@ -68,7 +62,7 @@ class Applying(MemberState):
         except DecodeError as err:
             log.error("apply.undecodable_entry", index=e.index, error=str(err))
             return
-        fut = self._waiters.get(req.id)
+        fut = self._wait.request_applied(req.id)
         try:
             resp = self.applier.apply(req, now)
         except CoordError as err:

@@ -89,6 +89,10 @@ class EarlyCampaign:
         self._pending.append(_Pending(due, False, 0, rn.term, now))
         return due
 
+    def next_due(self) -> float | None:
+        """When :meth:`fire` has something to do next (None: nothing pending)."""
+        return min((p.due for p in self._pending), default=None)
+
     def fire(self, now: float, last_heard: Callable[[int], float]) -> list[float]:
         """Act on what is due at ``now`` (``last_heard(peer)``: when a message from
         ``peer`` last arrived); returns the new due times."""

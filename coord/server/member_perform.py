@@ -19,7 +19,6 @@ from coord.server.member_ready import (
     Action,
     Apply,
     InstallSnapshot,
-    MemberCore,
     Persist,
     ReadStates,
     Send,
@@ -47,9 +46,6 @@ class _Write:
 
 
 class Performing(Requests, Applying):
-    _core: MemberCore | None
-    """The Ready handling over ``rn`` (set by ``recover``)."""
-
     async def _perform(self, actions: list[Action]) -> None:
         """Perform one Ready's actions (``MemberCore.ready``) in order: the write runs on
         the WAL writer while the entries already durable here are applied; what must
@@ -115,7 +111,7 @@ class Performing(Requests, Applying):
         if written is not None and not isinstance(written, int):
             written = await written
         if p.entries and written is not None:
-            self._entry_seq.update(record_seqs(w.records, written))
+            self._core.snaps.wrote(record_seqs(w.records, written))
         self._core.persisted(p)
         if p.snapshot is not None:
             assert w.snap_path is not None
@@ -133,13 +129,13 @@ class Performing(Requests, Applying):
         self._on_applied()
 
     def _restore(self, snap: Snapshot, now: float) -> None:
+        assert self._core is not None
         if snap.data:
             membership, state = decode_snapshot_data(snap.data)
             self.applier.restore(state, now)
             membership.cluster_id = membership.cluster_id or self.cluster_id
             self.membership = membership
             self.cluster_id = membership.cluster_id
-            self._snap_size = len(snap.data)
         self._applied = snap.metadata.index
-        self._snap_index = snap.metadata.index
+        self._core.snaps.installed(snap.metadata.index, len(snap.data))
         self._unsnapped_bytes = 0

@@ -20,13 +20,14 @@ the order the Raft contract (docs/raft.md) allows:
 
 then :meth:`MemberCore.advance`. The server (``raft_node``) performs the actions with the
 real WAL writer, transport and applier; the simulator (``tests/sim``) with its simulated
-disk and network, crashing between them. :func:`restore_storage` rebuilds the mirror from
-what a member persisted, for both.
+disk and network, crashing between them. :func:`recover` decides, for both, what a
+restarted member starts from (the entries after its snapshot, its hard state, its
+applied index, whether it bootstraps) and rebuilds the mirror from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from coord.raft import (
@@ -40,10 +41,12 @@ from coord.raft import (
     Snapshot,
     StateRole,
 )
-from coord.server.member_core import split_committed
+from coord.server.member_core import EarlyCampaign, split_committed
+from coord.server.member_snap import SnapshotPlan, SnapshotPolicy
 
-__all__ = ["Action", "Apply", "InstallSnapshot", "MemberCore", "Persist", "ReadStates",
-           "Send", "SoftState", "restore_storage"]
+__all__ = ["Action", "Apply", "CampaignedEarly", "InstallSnapshot", "LeaderLost", "LogGap",
+           "MemberCore", "Persist", "ReadStates", "Recovered", "Send", "SoftState", "Timed",
+           "recover", "restore_storage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,15 +100,36 @@ class ReadStates:
     states: Sequence[ReadState]
 
 
+@dataclass(frozen=True, slots=True)
+class LeaderLost:
+    """The early campaign forgot ``leader`` (its stream broke, then silence); this member
+    campaigns at ``campaign_at`` unless a leader shows up first."""
+
+    leader: int
+    campaign_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignedEarly:
+    """This member campaigned early: its core has a Ready."""
+
+
 Action = SoftState | Send | Persist | Apply | InstallSnapshot | ReadStates
+Timed = LeaderLost | CampaignedEarly
 
 
 class MemberCore:
     """The Raft core of one member and the one Ready it is handling."""
 
-    def __init__(self, rn: RawNode, storage: MemoryStorage) -> None:
+    def __init__(self, rn: RawNode, storage: MemoryStorage,
+                 policy: SnapshotPolicy | None = None,
+                 early: EarlyCampaign | None = None) -> None:
         self.rn = rn
         self.storage = storage
+        self.early = early
+        """The early campaign's timers (None: this member has none)."""
+        self.snaps = SnapshotPlan(policy or SnapshotPolicy(0, 0, 0, 0))
+        """When to snapshot, compact and release WAL segments (``member_snap``)."""
         self.durable_index = storage.last_index()
         """The last log index this member holds durably (what :func:`split_committed`
         may apply during a write)."""
@@ -149,6 +173,39 @@ class MemberCore:
         if p.hard_state is not None:
             self.storage.set_hard_state(p.hard_state)
 
+    # ------------------------------------------------------------------ timers
+    def leader_stream_lost(self, peer: int, now: float) -> None:
+        """The stream ``peer`` sent Raft messages on broke at ``now`` (the early campaign
+        watches for silence if ``peer`` leads this member). Then call :meth:`wake` at
+        :meth:`next_wake`."""
+        if self.early is not None:
+            self.early.stream_lost(peer, now)
+
+    def forget_leader(self, now: float) -> None:
+        """Believe the leader gone now and campaign early (unless one shows up)."""
+        if self.early is not None:
+            self.early.leader_gone(now)
+
+    def next_wake(self) -> float | None:
+        """When :meth:`wake` has something to do (None: no timer pending)."""
+        return self.early.next_due() if self.early is not None else None
+
+    def wake(self, now: float, last_heard: Callable[[int], float]) -> list[Timed]:
+        """Act on the timers due at ``now`` (``last_heard(peer)``: when a message from
+        ``peer`` last arrived); returns what happened, for the caller to log and to
+        handle the Ready it may have made."""
+        ec = self.early
+        if ec is None:
+            return []
+        forgotten, campaigns = ec.forgotten, ec.campaigns
+        wakes = ec.fire(now, last_heard)
+        out: list[Timed] = []
+        if ec.forgotten != forgotten:
+            out.append(LeaderLost(ec.last_lost, min(wakes, default=now)))
+        if ec.campaigns != campaigns:
+            out.append(CampaignedEarly())
+        return out
+
     def advance(self) -> None:
         """The current Ready is handled: the core may produce the next."""
         assert self.current is not None
@@ -168,3 +225,54 @@ def restore_storage(storage: MemoryStorage, snapshot: Snapshot | None,
     storage.set_hard_state(hard_state)
     storage.append(list(entries))
     return hard_state
+
+
+class LogGap(Exception):
+    """The log's first entry after the snapshot is not the next index: entries
+    ``base + 1 .. first - 1`` are in no file."""
+
+    def __init__(self, base: int, first: int) -> None:
+        super().__init__(f"entries {base + 1}..{first - 1} are in no file")
+        self.base = base
+        self.first = first
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What a restarted member starts from."""
+
+    snapshot: Snapshot | None
+    entries: Sequence[Entry]
+    """The entries after the snapshot, from ``applied + 1`` on without a gap."""
+    hard_state: HardState
+    """Its commit at least the snapshot's index."""
+    applied: int
+    """The snapshot's index (0 without one): the core re-delivers what follows."""
+    fresh: bool
+    """Nothing was persisted: a founder bootstraps (again)."""
+    stale: int = 0
+    """Entries left out: written before a snapshot from the leader replaced the log."""
+
+
+def recover(storage: MemoryStorage, snapshot: Snapshot | None, entries: Sequence[Entry],
+            hard_state: HardState) -> Recovered:
+    """A member's start from what it persisted: ``snapshot`` (the newest usable one),
+    ``entries`` (its log as last written, see ``coord.storage.records.replay``) and
+    ``hard_state``; rebuilds ``storage`` (empty) from it. Entries after the snapshot of an
+    older term than its own are left out (written before the snapshot replaced the log).
+    Raises :class:`LogGap` (storage untouched) if the log does not reach back to the
+    snapshot."""
+    base = snapshot.metadata.index if snapshot is not None else 0
+    after = [e for e in entries if e.index > base]
+    stale = 0
+    if snapshot is not None and after and after[0].term < snapshot.metadata.term:
+        # Written before a snapshot from the leader replaced the whole log (the member
+        # crashed before the leader's next entries replaced them): no log has an entry
+        # of an older term after a newer one, and what the leader sent after the
+        # snapshot starts at base + 1, so none of them is part of the log.
+        stale, after = len(after), []
+    if after and after[0].index != base + 1:
+        raise LogGap(base, after[0].index)
+    fresh = snapshot is None and not after and hard_state == HardState()
+    hs = restore_storage(storage, snapshot, after, hard_state)
+    return Recovered(snapshot, after, hs, base, fresh, stale)

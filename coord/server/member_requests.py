@@ -42,7 +42,7 @@ class Requests(MemberState):
         assert self.rn is not None
         req.id = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiters[req.id] = fut
+        self._wait.proposed(req.id, fut)
         try:
             # Queued and stepped in as one PROP per Ready-loop turn: one append message per
             # follower for a whole batch of proposals instead of one per proposal.
@@ -50,7 +50,7 @@ class Requests(MemberState):
             self._kick.set()
             return await self._bounded(fut)
         finally:
-            self._waiters.pop(req.id, None)
+            self._wait.forget(req.id)
 
     def _flush_proposals(self) -> None:
         if not self._props or self.rn is None:
@@ -60,27 +60,23 @@ class Requests(MemberState):
             self.rn.step(Message(MessageType.PROP, self.member_id, self.member_id,
                                  entries=tuple(Entry(0, 0, data=d) for _, d in batch)))
         except ProposalDropped:
-            for rid, _ in batch:  # never appended anywhere: safe for the client to retry
-                fut = self._waiters.get(rid)
-                if fut is not None and not fut.done():
-                    fut.set_exception(NoLeader())
+            # never appended anywhere: safe for the client to retry
+            for fut in self._wait.dropped([rid for rid, _ in batch]):
+                fut.set_exception(NoLeader())
 
-    def _fail_waiters(self, err: CoordError) -> None:
-        for fut in self._waiters.values():
-            if not fut.done():
-                fut.set_exception(err)
+    def _fail_conf_waiters(self, err: CoordError) -> None:
         for fut in self._conf_waiters.values():
             if not fut.done():
                 fut.set_exception(err)
 
     def _fail_all(self, err: CoordError) -> None:
-        self._fail_waiters(err)
+        for fut in self._wait.drain().waiters:
+            if not fut.done():
+                fut.set_exception(err)
+        self._fail_conf_waiters(err)
         for rf in self._reads.drain():
             if not rf.done():
                 rf.set_exception(err)
-        for _, af in self._applied_waiters:
-            if not af.done():
-                af.set_exception(err)
         for lf in self._leader_waiters:
             if not lf.done():
                 lf.set_exception(err)
@@ -125,7 +121,7 @@ class Requests(MemberState):
         if index <= self._applied:
             return
         af: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._applied_waiters.append((index, af))
+        self._wait.wait_applied(index, af)
         await self._bounded(af)
 
     def _issue_read(self) -> None:
@@ -164,7 +160,8 @@ class Requests(MemberState):
             log.info("raftnode.leader", leader=f"{leader:x}", role=role.name,
                      term=self.rn.term if self.rn else 0)
             if old != 0:
-                self._fail_waiters(LeaderChanged())
+                self._fail(self._wait.leader_changed())
+                self._fail_conf_waiters(LeaderChanged())
             self._reads.leader_changed()
             if leader != 0:
                 for f in self._leader_waiters:

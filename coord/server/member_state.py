@@ -6,28 +6,37 @@ few small helpers more than one part uses. ``RaftNode.__init__`` sets every attr
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coord.aiotools import within
-from coord.errors import NoLeader, RequestTimeout
+from coord.errors import CoordError, LeaderChanged, NoLeader, RequestTimeout, Stopped
 from coord.mvcc.store import SnapshotReuse
 from coord.raft import RawNode, StateRole
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig
 from coord.server.member_core import EarlyCampaign, ReadBatcher
+from coord.server.member_waiters import Fail, FailReason, Waiters
 from coord.server.membership import Membership
 from coord.server.snapfile import FileBackedStorage
 from coord.server.transport import Transport
 from coord.storage import WAL, SnapshotStore, Watermark
 from coord.storage.wal_writer import WalWriter
 
+if TYPE_CHECKING:
+    from coord.server.member_ready import MemberCore
+
 REQUEST_TIMEOUT = 7.0
 """Seconds a proposal waits to be applied before ``request timed out``."""
+FAIL_ERRORS: dict[FailReason, Callable[[], CoordError]] = {
+    "leader changed": LeaderChanged,
+    "timed out": RequestTimeout,
+    "stopped": Stopped,
+}
+"""The error a waiter given up on gets."""
 TAG_REQUEST = b"R"
 """Entry data ``b"R" + InternalRequest``: a client request (``id`` matches its waiter)."""
 TAG_ATTRS = b"A"
@@ -44,6 +53,9 @@ class MemberState:
     membership: Membership
     storage: FileBackedStorage
     rn: RawNode | None
+    _core: MemberCore | None
+    """The sans-I/O member over ``rn`` (set by ``recover``): Ready handling, and when to
+    snapshot, compact and release WAL segments (``_core.snaps``)."""
     _early: EarlyCampaign
     transport: Transport
     _snap_io: ThreadPoolExecutor
@@ -60,30 +72,21 @@ class MemberState:
     _watermark: Watermark | None
     _marking: asyncio.Future[bool] | None
     _marked_at: float
-    _entry_seq: dict[int, int]
-    """Entry index -> the WAL sequence number of its record (WAL release points)."""
     _kick: asyncio.Event
     _tasks: list[asyncio.Task[Any]]
     _stopped: bool
     removed: bool
     _ids: itertools.count[int]
-    _waiters: dict[int, asyncio.Future[Any]]
+    _wait: Waiters[asyncio.Future[Any]]
+    """This member's proposal and applied-index waiters, with their deadlines
+    (``member_waiters``: who to answer, who to fail)."""
     _props: list[tuple[int, bytes]]
     _conf_waiters: dict[int, asyncio.Future[Any]]
     _reads: ReadBatcher[asyncio.Future[int]]
-    _applied_waiters: list[tuple[int, asyncio.Future[None]]]
-    _deadlines: collections.deque[tuple[float, asyncio.Future[Any]]]
-    """Every waiter with its deadline, oldest first (one timeout for all, so the order of
-    deadlines is the order of creation); the ticker fails the expired ones. This is
-    cheaper on the hot path than a timer handle per request."""
     _leader_waiters: list[asyncio.Future[None]]
     _applied: int
-    _snap_index: int
     _unsnapped_bytes: int
     """Bytes of the entries applied since the last durable snapshot."""
-    _snap_size: int
-    """Bytes of the last snapshot (the file's payload this member wrote, or the data of
-    the one it restored)."""
     _snap_bytes_at: int
     """``_unsnapped_bytes`` when the snapshot being built or saved was started: the count
     drops by that much only once that snapshot is durable (a build abandoned, or a save
@@ -102,15 +105,22 @@ class MemberState:
     def _bounded(self, fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
         """``fut``, which fails with ``request timed out`` if it is not done within
         ``REQUEST_TIMEOUT`` (checked every tick)."""
-        self._deadlines.append((time.monotonic() + REQUEST_TIMEOUT, fut))
-        return fut
+        return self._wait.bound(fut, time.monotonic())
 
     def _expire_waiters(self, now: float) -> None:
-        d = self._deadlines
-        while d and (d[0][1].done() or d[0][0] <= now):
-            _, fut = d.popleft()
+        """Fail the waiters past their deadline (one timeout for all, so the order of
+        deadlines is the order of creation: cheaper on the hot path than a timer handle
+        per request)."""
+        self._fail(self._wait.expired(now))
+
+    def _fail(self, fail: Fail[asyncio.Future[Any]] | None) -> None:
+        """Perform ``fail`` (``member_waiters``) with its error."""
+        if fail is None:
+            return
+        err = FAIL_ERRORS[fail.reason]()
+        for fut in fail.waiters:
             if not fut.done():
-                fut.set_exception(RequestTimeout())
+                fut.set_exception(err)
 
     def _next_id(self) -> int:
         return next(self._ids)

@@ -29,9 +29,12 @@ Parts: this module is the shell that performs I/O (the Ready loop, timers, recov
 the Ready handling without I/O (each Ready as ordered actions, the log mirror, the
 durable index) is ``member_ready.MemberCore``, performed here by ``member_perform``
 (WAL and snapshot writes, the transport, the applier) and by the simulator
-(``tests/sim``) over its simulated disk and network; the other decisions (the early
-campaign, when to snapshot, compaction and WAL release points) are in ``member_core``,
-which the simulator runs too; the WAL
+(``tests/sim``) over its simulated disk and network; the member's other decisions are
+the core's too, and the simulator runs them: its timers (the early campaign, one timer
+armed at ``MemberCore.next_wake``), when to snapshot, how far to compact and which WAL
+segments to release (``member_snap``, performed by ``snapshotter``), who to answer or
+fail (``member_waiters``), and what a restart starts from (``member_ready.recover``);
+the WAL
 records and their one writer in ``coord.storage.records`` and ``wal_writer``; clients'
 waiters in ``member_requests``, applying in ``member_apply``, snapshots in
 ``snapshotter``, lease forwarding and membership in ``member_cluster``.
@@ -44,7 +47,6 @@ replaces every earlier-written entry ≥ i) and its latest hard state into a fre
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import os
@@ -63,7 +65,6 @@ from coord.errors import (
 from coord.mvcc.store import SnapshotReuse
 from coord.raft import (
     Config,
-    HardState,
     RaftError,
     RawNode,
     Snapshot,
@@ -72,13 +73,12 @@ from coord.raft import (
 from coord.server.apply import Applier
 from coord.server.config import ServerConfig, member_id_for
 from coord.server.member_cluster import ClusterOps
-from coord.server.member_core import EarlyCampaign, ReadBatcher, snapshot_due
+from coord.server.member_core import EarlyCampaign, ReadBatcher
 from coord.server.member_perform import Performing
-from coord.server.member_ready import (
-    MemberCore,
-    restore_storage,
-)
+from coord.server.member_ready import LeaderLost, LogGap, MemberCore
+from coord.server.member_ready import recover as member_recover
 from coord.server.member_state import REQUEST_TIMEOUT, TAG_ATTRS, TAG_REQUEST
+from coord.server.member_waiters import Waiters
 from coord.server.membership import Membership
 from coord.server.recovery import finish, gap_error, open_data_dir, os_problem, writable_check
 from coord.server.snapfile import (
@@ -105,6 +105,10 @@ def read_snap_file(path: Path) -> Snapshot:
     """A member's snapshot file, verified and decoded."""
     f = SnapshotStore.load(path)
     return decode_snap_file(f.index, f.term, f.data)
+
+
+def _not_done(fut: asyncio.Future[Any]) -> bool:
+    return not fut.done()
 
 
 READY_FAILED_HINT = (
@@ -156,31 +160,23 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
         self._watermark: Watermark | None = None
         self._marking: asyncio.Future[bool] | None = None
         self._marked_at = 0.0
-        self._entry_seq: dict[int, int] = {}
         self._kick = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        """The member's next timer (``_arm_timer``)."""
+        self._timer_due = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = False
         self.removed = False
         prefix = (self.member_id & 0xFFFF) << 48 | random.SystemRandom().getrandbits(16) << 32
         self._ids = itertools.count(prefix + 1)
-        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._wait: Waiters[asyncio.Future[Any]] = Waiters(REQUEST_TIMEOUT, _not_done)
         self._props: list[tuple[int, bytes]] = []
         self._conf_waiters: dict[int, asyncio.Future[Any]] = {}
         self._reads: ReadBatcher[asyncio.Future[int]] = self._read_batcher()
-        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        # Every waiter with its deadline, oldest first (one timeout for all, so the order
-        # of deadlines is the order of creation); the ticker fails the expired ones. This
-        # is cheaper on the hot path than a timer handle per request.
-        self._deadlines: collections.deque[tuple[float, asyncio.Future[Any]]] = (
-            collections.deque())
         self._leader_waiters: list[asyncio.Future[None]] = []
         self._applied = 0
-        self._snap_index = 0
         self._unsnapped_bytes = 0
         """Bytes of the entries applied since the last durable snapshot."""
-        self._snap_size = 0
-        """Bytes of the last snapshot (the file's payload this member wrote, or the data of
-        the one it restored)."""
         self._snap_bytes_at = 0
         """``_unsnapped_bytes`` when the snapshot being built or saved was started: the
         count drops by that much only once that snapshot is durable (a build abandoned, or
@@ -229,15 +225,18 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
         self._writer = WalWriter(wal, inline_sync=cfg.inline_sync)
         self._watermark = opened.watermark
         replayed = replay(records, wal.first_seq)
-        entries, hs, meta = replayed.entries, replayed.hard_state, replayed.metadata
-        self._entry_seq.update(replayed.entry_seq)
+        hs, meta = replayed.hard_state, replayed.metadata
         snap: Snapshot | None = None
         if snap_file is not None:
             snap = decode_snap_file(snap_file.index, snap_file.term, snap_file.data)
-        base = snap.metadata.index if snap else 0
-        entries = [e for e in entries if e.index > base]
-        if entries and entries[0].index != base + 1:
-            raise gap_error(cfg.data_dir, opened, base, entries[0].index)
+        try:
+            rec = member_recover(self.storage, snap, replayed.entries, hs)
+        except LogGap as gap:
+            raise gap_error(cfg.data_dir, opened, gap.base, gap.first) from None
+        base, entries, hs = rec.applied, rec.entries, rec.hard_state
+        if rec.stale:
+            log.warning("raftnode.stale_entries_dropped", count=rec.stale, snapshot_index=base,
+                        reason="written before the snapshot from the leader replaced the log")
         if opened.broken and snap is not None:
             log.warning("raftnode.older_snapshot_used", index=base,
                         broken=[p.name for p, _ in opened.broken])
@@ -247,17 +246,17 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
             self.cluster_id = int(meta["cluster_id"])
             self.transport.member_id = self.member_id
             self._reads = self._read_batcher()
-        fresh = snap is None and not entries and hs == HardState()
-        hs = restore_storage(self.storage, snap, entries, hs)
-        if snap is not None:
-            self._restore(snap, time.monotonic())
-            if snap_file is not None and snap_file.path is not None:
-                self.storage.keep_on_disk(base, snap_file.path)
+        fresh = rec.fresh
         rcfg = Config(id=self.member_id, rng=random.Random(),
                       election_tick=cfg.election_ticks, heartbeat_tick=1, applied=base,
                       check_quorum=True, pre_vote=True)
         self.rn = RawNode(rcfg, self.storage)
-        self._core = MemberCore(self.rn, self.storage)
+        self._core = MemberCore(self.rn, self.storage, self._snapshot_policy(), self._early)
+        self._core.snaps.wrote(replayed.entry_seq)
+        if snap is not None:
+            self._restore(snap, time.monotonic())
+            if snap_file is not None and snap_file.path is not None:
+                self.storage.keep_on_disk(base, snap_file.path)
         self._term = hs.term
         self._commit = hs.commit
         if fresh:
@@ -298,6 +297,9 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
             self._snap_build.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._snap_build
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -336,24 +338,33 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
     def _leader_stream_lost(self, peer: int) -> None:
         """The stream ``peer`` was sending us Raft messages on broke: if ``peer`` leads us,
         the early campaign (``member_core.EarlyCampaign``) starts watching for it."""
-        self._wake_at(self._early.stream_lost(peer, time.monotonic()))
+        if self._core is not None:
+            self._core.leader_stream_lost(peer, time.monotonic())
+            self._arm_timer()
 
-    def _wake_at(self, due: float | None) -> None:
-        if due is not None:
-            asyncio.get_running_loop().call_later(max(0.0, due - time.monotonic()),
-                                                  self._fire_early)
+    def _arm_timer(self) -> None:
+        """One timer, at the member's next wake (``MemberCore.next_wake``)."""
+        due = self._core.next_wake() if self._core is not None else None
+        if due is None or (self._timer is not None and self._timer_due <= due):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer = asyncio.get_running_loop().call_later(
+            max(0.0, due - time.monotonic()), self._on_timer)
 
-    def _fire_early(self) -> None:
-        forgotten, campaigns = self._early.forgotten, self._early.campaigns
-        wakes = self._early.fire(time.monotonic(),
-                                 lambda peer: self.transport.last_heard.get(peer, 0.0))
-        for due in wakes:
-            self._wake_at(due)
-        if self._early.forgotten != forgotten:
-            log.info("raftnode.leader_lost", leader=f"{self._early.last_lost:x}",
-                     campaign_in_ms=round(max(0.0, min(wakes) - time.monotonic()) * 1000))
-        if self._early.forgotten != forgotten or self._early.campaigns != campaigns:
+    def _on_timer(self) -> None:
+        self._timer = None
+        assert self._core is not None
+        now = time.monotonic()
+        happened = self._core.wake(now, lambda peer: self.transport.last_heard.get(peer, 0.0))
+        for what in happened:
+            if isinstance(what, LeaderLost):
+                log.info("raftnode.leader_lost", leader=f"{what.leader:x}",
+                         campaign_in_ms=round(max(0.0, what.campaign_at - now) * 1000))
+        if happened:
             self._kick.set()
+        self._arm_timer()
 
     def _report_snapshot(self, peer: int, ok: bool) -> None:
         if self.rn is not None and not self._stopped:
@@ -427,12 +438,11 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
         had, if more: the log in memory stays about the size of the data, and a snapshot
         (which writes the whole store) is written at most once per its own size of new
         entries."""
-        if self._stopped:
+        if self._stopped or self._core is None:
             return
-        cfg = self.config
-        if snapshot_due(self._applied, self._snap_index, cfg.snapshot_count,
-                        self._unsnapped_bytes, cfg.snapshot_bytes, self._snap_size):
-            self._take_snapshot()
+        take = self._core.snaps.due(self._applied, self._unsnapped_bytes)
+        if take is not None:
+            self._take_snapshot(take)
 
     def _term_bound(self) -> int:
         """The highest term this member takes from a peer now (see MAX_TERM_STEP)."""

@@ -1,8 +1,8 @@
 """Snapshots of a member's state: :class:`StateCapture` serialises the applier's state a
 slice per loop turn (used by the member's Raft snapshots and by ``Maintenance.Snapshot``);
 :class:`Snapshotting` writes a member's snapshot on its own thread, then compacts the
-in-memory log and releases the WAL segments it covers (the decisions:
-``coord.server.member_core``)."""
+in-memory log and releases the WAL segments it covers (the decisions, as actions:
+``coord.server.member_snap``)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,7 @@ from coord.raft import (
     RaftError,
 )
 from coord.server.apply import Applier
-from coord.server.member_core import (
-    compact_point,
-    wal_release_point,
-)
+from coord.server.member_snap import ReleaseWal, SnapshotPolicy, TakeSnapshot
 from coord.server.member_state import (
     MemberState,
 )
@@ -64,7 +61,16 @@ class StateCapture:
 
 
 class Snapshotting(MemberState):
-    def _take_snapshot(self) -> None:
+    def _snapshot_policy(self) -> SnapshotPolicy:
+        """Snapshot every ``snapshot_count`` entries or ``snapshot_bytes``; keep up to
+        ``CATCH_UP_ENTRIES`` (at most half of ``snapshot_count``) entries behind a
+        snapshot, no more than ``snapshot_bytes / 2`` of them."""
+        cfg = self.config
+        return SnapshotPolicy(cfg.snapshot_count, cfg.snapshot_bytes,
+                              min(CATCH_UP_ENTRIES, max(1, cfg.snapshot_count // 2)),
+                              cfg.snapshot_bytes // 2)
+
+    def _take_snapshot(self, take: TakeSnapshot) -> None:
         """Start a snapshot of the state at the applied index. The store's part (its whole
         history since the last compaction, in proportion to its revisions) is serialised in
         slices between other work, so a large store never stalls the loop — heartbeats,
@@ -78,7 +84,7 @@ class Snapshotting(MemberState):
             # so a slow disk cannot pile up whole snapshots in memory (the next applied
             # entry tries again).
             return
-        index = self._applied
+        index = take.index
         self._snap_bytes_at = self._unsnapped_bytes
         cs = self.rn.status().conf_state
         # Everything of the state at ``index`` is captured in this loop turn: the membership
@@ -108,26 +114,21 @@ class Snapshotting(MemberState):
 
     def _save_snapshot(self, index: int, cs: ConfState, payload: list[bytes | memoryview],
                        reuse: SnapshotReuse | None, reuse_at: int) -> None:
-        assert self._wal is not None
+        assert self._wal is not None and self._core is not None
         try:
             term = self.storage.term(index)
         except RaftError as err:  # a snapshot from the leader replaced the log meanwhile
             log.warning("raftnode.snapshot_skipped", error=repr(err))
             return
-        self._snap_index = index
-        wal = self._wal
-        release_at = wal_release_point(self._entry_seq, index)
-        for i in [i for i in self._entry_seq if i <= index]:
-            del self._entry_seq[i]
+        self._core.snaps.started(index)
         save = asyncio.ensure_future(self._persist_snapshot(
-            index, term, cs, payload, (reuse, reuse_at), wal, release_at))
+            index, term, cs, payload, (reuse, reuse_at), self._wal))
         self._snap_saves.add(save)
         save.add_done_callback(self._snap_saves.discard)
 
     async def _persist_snapshot(self, index: int, term: int, cs: ConfState,
                                 payload: list[bytes | memoryview],
-                                reuse: tuple[SnapshotReuse | None, int],
-                                wal: WAL, release_at: int) -> None:
+                                reuse: tuple[SnapshotReuse | None, int], wal: WAL) -> None:
         """Write the snapshot file on its own thread — a WAL write does not wait behind it.
         Once it is durable: the core's storage takes the snapshot (its data stays in the
         file, :mod:`coord.server.snapfile`) and drops the log entries it covers, the next
@@ -138,13 +139,15 @@ class Snapshotting(MemberState):
         size = sum(len(p) for p in payload)
 
         watermark = self._watermark
+        core = self._core
+        assert core is not None
 
-        def release() -> None:
+        def release(r: ReleaseWal) -> None:
             wal.cut()
             if watermark is not None:  # the new segment exists: deleting it is now seen
                 watermark.mark(wal.durable_seq)
-            if release_at:
-                wal.release_before(release_at)
+            if r.before:
+                wal.release_before(r.before)
             snaps.purge(keep=2)
 
         try:
@@ -153,29 +156,25 @@ class Snapshotting(MemberState):
             try:
                 self.storage.create_snapshot(index, cs, b"")
             except RaftError as err:  # a snapshot from the leader replaced it meanwhile
+                core.snaps.abandoned(index)
                 log.warning("raftnode.snapshot_skipped", error=repr(err))
                 return
             self.storage.keep_on_disk(index, path)
-            self._snap_size = size
             # What this snapshot covers no longer counts; what was applied since does.
             self._unsnapped_bytes = max(0, self._unsnapped_bytes - self._snap_bytes_at)
-            compact_to = self._compact_point(index)
-            if compact_to > self.storage.first_index():
-                self.storage.compact(compact_to)
+            compact, rel = core.snaps.saved(index, size, self.storage)
+            if compact is not None:
+                self.storage.compact(compact.index)
             base, at = reuse
             if base is not None:
                 self._snap_reuse = base.over(snaps.map_payload(path)[at:])
-            log.info("raftnode.snapshot", index=index, compacted_to=compact_to, bytes=size)
+            log.info("raftnode.snapshot", index=index, bytes=size,
+                     compacted_to=compact.index if compact else self.storage.first_index() - 1)
             assert self._writer is not None
-            await self._writer.run(release)
+            await self._writer.run(lambda: release(rel))
         except Exception as err:  # noqa: BLE001 - logged: the next snapshot tries again
+            core.snaps.abandoned(index)
             log.error("raftnode.snapshot_failed", index=index, error=repr(err))
-
-    def _compact_point(self, index: int) -> int:
-        """Keep up to ``CATCH_UP_ENTRIES`` (at most half of ``snapshot_count``) entries
-        behind a snapshot at ``index``, no more than ``snapshot_bytes / 2`` of them."""
-        keep = min(CATCH_UP_ENTRIES, max(1, self.config.snapshot_count // 2))
-        return compact_point(self.storage, index, keep, self.config.snapshot_bytes // 2)
 
 
 SNAPSHOT_ATTEMPTS = 3

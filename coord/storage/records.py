@@ -94,9 +94,11 @@ def replay(records: Iterable[Record], first_seq: int) -> Replayed:
     for rec in records:
         if rec.type == ENTRY:
             e = decode_entry(rec.data)
-            if entries and e.index <= entries[-1].index:
-                k = e.index - entries[0].index
-                del entries[max(k, 0):]
+            # Drop every earlier-written entry >= e.index. Not by position from the first
+            # entry: the log jumps where a snapshot from the leader was installed (entries
+            # 1..2, then 7.. after a snapshot at 6), so positions are not indexes.
+            while entries and entries[-1].index >= e.index:
+                entries.pop()
             entries.append(e)
             out.entry_seq[e.index] = seq
         elif rec.type == HARD_STATE:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from datetime import UTC, datetime
+from datetime import datetime
 
 import structlog
 
@@ -13,10 +13,9 @@ from coord.client import ClientError, KeyValue, WatchBatch
 from scheduler import keys
 from scheduler.claim import RunRecord
 from scheduler.decode import BadValue, decode_spec, report_bad, worker_tags
-from scheduler.plan import MANUAL_SUFFIX, occurrence_id, parse_occurrence_id
+from scheduler.plan import MANUAL_SUFFIX, parse_occurrence_id
 from scheduler.spec import JobSpec
 from scheduler.suspension import Suspension
-from scheduler.worker import decide
 from scheduler.worker.firing import Firing
 from scheduler.worker.reaping import Reaper
 from scheduler.worker.state import JobEntry, Shared
@@ -150,25 +149,24 @@ class Catalog:
         now = {keys.name_from(kv.key, keys.SUSPENSIONS): Suspension.decode(kv.value)
                for kv in r.kvs}
         changed = set(now) ^ set(ctx.suspended)
-        before, ctx.suspended = ctx.suspended, now
+        ctx.suspended = now
         for name in changed:
-            self._suspension_changed(name, before.get(name))
+            self._suspension_changed(name)
         return r.revision
 
     async def on_suspension_batch(self, batch: WatchBatch) -> None:
         for e in batch.events:
             name = keys.name_from(e.kv.key, keys.SUSPENSIONS)
-            ended: Suspension | None = None
             if e.is_put:
                 self.ctx.suspended[name] = Suspension.decode(e.kv.value)
             else:
-                ended = self.ctx.suspended.pop(name, None)
-            self._suspension_changed(name, ended)
+                self.ctx.suspended.pop(name, None)
+            self._suspension_changed(name)
 
-    def _suspension_changed(self, name: str, ended: Suspension | None = None) -> None:
-        """Stop or restart a job's timer after ``jobs suspend``/``resume`` (``ended``: the
-        suspension a resume ended, if known). A resumed job fires from now on: what it
-        missed while suspended is not replayed."""
+    def _suspension_changed(self, name: str) -> None:
+        """Stop or restart a job's timer after ``jobs suspend``/``resume``. A resumed job
+        fires from now on: what it missed while suspended is not replayed (the resume
+        itself records the last of it ``skipped``, ``scheduler.suspension.resume``)."""
         ctx = self.ctx
         entry = ctx.jobs.get(name)
         if entry is None:
@@ -184,31 +182,6 @@ class Catalog:
             entry.seen_at = ctx.clock.now()
             self.firing.start(entry, entry.seen_at)
             log.info("job.resumed", job=name)
-            if ended is not None and ended.at > 0:
-                ctx.spawn(self._record_suspended(entry, ended, entry.seen_at),
-                          f"resumed:{name}")
-
-    async def _record_suspended(self, entry: JobEntry, ended: Suspension,
-                                resumed_at: datetime) -> None:
-        """Record the last occurrence missed while suspended ``skipped``: a worker that
-        starts after the resume catches up from the latest record, and would otherwise
-        replay it (create-only: the other workers that saw the resume add nothing)."""
-        spec = entry.spec
-        store = self.ctx.store
-        if store is None:
-            return
-        instant = decide.missed_while_suspended(
-            spec.timetable(), datetime.fromtimestamp(ended.at, UTC), resumed_at)
-        if instant is None:
-            return
-        occ = occurrence_id(instant)
-        try:
-            if await store.record_missed(spec.name, occ, status="skipped",
-                                         note=f"job suspended {ended.describe()}",
-                                         spec_revision=entry.revision):
-                log.info("run.skipped", job=spec.name, occurrence=occ, reason="suspended")
-        except ClientError as err:
-            log.warning("run.skip_unrecorded", job=spec.name, occurrence=occ, error=str(err))
 
 
 def _decode_worker(kv: KeyValue) -> tuple[str, dict[str, str]] | None:

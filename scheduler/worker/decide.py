@@ -17,7 +17,14 @@ from enum import Enum
 from scheduler.claim import ACTIVE, LockHolder, RunRecord
 from scheduler.executor import RunResult
 from scheduler.keys import valid_occurrence
-from scheduler.plan import MANUAL_SUFFIX, Timetable, catch_up, occurrence_instant, rank_workers
+from scheduler.plan import (
+    MANUAL_SUFFIX,
+    Timetable,
+    occurrence_id,
+    occurrence_instant,
+    rank_workers,
+)
+from scheduler.suspension import last_due_while_suspended
 
 ACTIVE_STATUS = re.compile(rb'"status"\s*:\s*"(?:claimed|running|retrying)"')
 """Matches the bytes of a run record whose status is active (decoded only then)."""
@@ -74,8 +81,53 @@ def busy_note(occ: str, held: str) -> str:
     occurrences race) a later occurrence that won its claim first."""
     mine, theirs = occurrence_instant(occ), occurrence_instant(held)
     if mine is not None and theirs is not None and theirs > mine:
-        return f"a later occurrence {held} was claimed first"
+        return overtaken_note(held)
     return f"previous run {held} still running"
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The occurrences scheduled just before and just after one (ids; None: unknown, or
+    none), for the claim's order compares."""
+
+    prev: str | None = None
+    next: str | None = None
+
+
+ALONE = Neighbours()
+"""No order compares (a manual run, a trigger)."""
+
+
+def claim_order(concurrency: str, occ: str, around: Neighbours
+                ) -> tuple[str | None, str | None]:
+    """The order compares of a claim of ``occ``: (the occurrence that must be recorded,
+    the one that must not be). Only scheduled ``forbid``/``replace`` occurrences are
+    ordered. A claim requires the next occurrence unrecorded, so an occurrence never
+    starts after a later one was claimed or settled (the store decides, whatever the
+    claimant's views show), and the previous one recorded (when this worker's timer fired
+    it too), so it cannot overtake the older occurrence's pending claim when both wait
+    out a store outage: the older one is claimed, started or recorded first. Every live
+    worker that fired the previous occurrence claims it or records it by its starting
+    deadline, so the wait is bounded; the first occurrence a timer fires (after a start,
+    a resume or an edit) has no previous one to wait for."""
+    if concurrency not in ("forbid", "replace") or MANUAL_SUFFIX in occ:
+        return None, None
+    return around.prev, around.next
+
+
+def next_in_order(concurrency: str, occ: str, timetable: Timetable) -> str | None:
+    """The occurrence after ``occ`` that a claim or re-run of it requires unrecorded
+    (:func:`claim_order`), None if ``occ`` is not ordered (``allow``, a manual run)."""
+    if concurrency not in ("forbid", "replace") or MANUAL_SUFFIX in occ:
+        return None
+    instant = occurrence_instant(occ)
+    after = None if instant is None else timetable.next_after(instant)
+    return None if after is None else occurrence_id(after)
+
+
+def overtaken_note(later: str) -> str:
+    """The note of an occurrence skipped because a later one was claimed or settled."""
+    return f"a later occurrence {later} was claimed first"
 
 
 class Busy(Enum):
@@ -116,14 +168,21 @@ def split_missed(missed: Iterable[datetime], horizon: datetime
     return now, later
 
 
-def missed_while_suspended(timetable: Timetable, suspended_at: datetime,
-                           resumed_at: datetime) -> datetime | None:
-    """The latest occurrence due while the job was suspended (in ``(suspended_at,
-    resumed_at]``), None if none was. Recorded ``skipped`` at the resume, it is where a
-    worker that starts later resumes the job's timeline from, so the restart catch-up
-    (which starts after the latest record) does not replay it."""
-    return catch_up(timetable, since=suspended_at, now=resumed_at,
-                    starting_deadline=float("inf"), max_missed=0).run
+def missed_settle(instant: datetime, now: datetime, starting_deadline: float,
+                  session_ttl: float) -> float:
+    """Seconds from ``now`` until a restarting worker records ``missed`` an occurrence the
+    catch-up left to live workers (younger than its starting deadline, not the one it
+    runs): one second past the earlier of its starting deadline and two session TTLs after
+    its instant. A live worker that fired it has claimed it by then — its claim does not
+    wait longer for the store (the catch-up just read it) nor for a dead holder's lock
+    (gone with its lease within a TTL) — so after that nobody will, and a record a whole
+    starting deadline later was no record at all when this worker died first."""
+    settle = min(starting_deadline, 2 * session_ttl) + 1.0
+    return max(0.0, (instant - now).total_seconds() + settle)
+
+
+missed_while_suspended = last_due_while_suspended
+"""The occurrence ``jobs resume`` records ``skipped`` (:mod:`scheduler.suspension`)."""
 
 
 def not_due(occ: str, now: datetime) -> bool:

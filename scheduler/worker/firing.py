@@ -22,7 +22,13 @@ from coord.client import ClientError, LeaseNotFoundError, WatchBatch
 from scheduler import keys
 from scheduler.claim import Claim, LockHolder
 from scheduler.decode import report_bad
-from scheduler.plan import MANUAL_SUFFIX, catch_up, occurrence_id, occurrence_instant
+from scheduler.plan import (
+    MANUAL_SUFFIX,
+    Timetable,
+    catch_up,
+    occurrence_id,
+    occurrence_instant,
+)
 from scheduler.spec import JobSpec
 from scheduler.worker import decide
 from scheduler.worker.decide import Busy
@@ -34,6 +40,10 @@ log = structlog.get_logger("scheduler.worker")
 GIVE_UP_RETRY = 60.0
 """Seconds past its starting deadline that a worker keeps trying to record an occurrence it
 could not claim as ``missed`` (through a store outage)."""
+
+
+def _occ_or_none(instant: datetime | None) -> str | None:
+    return None if instant is None else occurrence_id(instant)
 
 
 class Firing:
@@ -51,41 +61,84 @@ class Firing:
         spec = entry.spec
         timetable = spec.timetable()
         now = ctx.clock.now()
-        if since < now - timedelta(seconds=1):
+        prev: datetime | None = None
+        if since < now:
             plan = catch_up(timetable, since=since, now=now,
                             starting_deadline=spec.starting_deadline)
             # Occurrences past their starting deadline are recorded missed now; younger
             # ones may still be claimed by live workers (this worker restarted while others
-            # kept going), so they are recorded once their deadline has passed, and only
-            # if nobody claimed them meanwhile (the record is create-only).
+            # kept going), so they are recorded once no live worker can still be claiming
+            # them (``missed_settle``), and only if nobody claimed them meanwhile (the
+            # record is create-only); for forbid and replace as soon as the next
+            # occurrence is claimed (none can start then).
             horizon = now - timedelta(seconds=spec.starting_deadline)
             past, young = decide.split_missed(plan.missed, horizon)
             for instant in past:
                 await self.record_missed(spec, instant)
             for instant in young:
-                left = (instant - horizon).total_seconds() + 1.0
-                ctx.spawn(self._record_missed_later(spec, instant, left),
+                left = decide.missed_settle(instant, now, spec.starting_deadline,
+                                            ctx.config.session_ttl)
+                ctx.spawn(self._record_missed_later(spec, instant, left, timetable),
                           f"missed:{spec.name}")
             if plan.run is not None:
-                self.fire(entry, plan.run)
+                self.fire(entry, plan.run, around=decide.Neighbours(
+                    next=_occ_or_none(timetable.next_after(plan.run))))
+                prev = plan.run
         cursor = max(since, now)
         ahead = ctx.config.claim_ahead
-        while True:
-            nxt = timetable.next_after(cursor)
-            if nxt is None:
-                return
+        # The previous occurrence this timer fired (None if it fired none: its claimant
+        # is unknown) and the one after the next, for the claims' order compares.
+        nxt = timetable.next_after(cursor)
+        while nxt is not None:
+            following = timetable.next_after(nxt)
             delay = (nxt - ctx.clock.now()).total_seconds() - ahead
             if delay > 0:
                 await asyncio.sleep(delay)
-            cursor = nxt
-            self.fire(entry, nxt, ahead=ahead)
+            self.fire(entry, nxt, ahead=ahead, around=decide.Neighbours(
+                _occ_or_none(prev), _occ_or_none(following)))
+            prev, nxt = nxt, following
 
     async def _record_missed_later(self, spec: JobSpec, instant: datetime,
-                                   delay: float) -> None:
-        await asyncio.sleep(delay)
+                                   delay: float, timetable: Timetable) -> None:
+        occ = occurrence_id(instant)
+        nxt = decide.next_in_order(spec.concurrency, occ, timetable)
+        if nxt is None:
+            await asyncio.sleep(delay)
+        elif await self._overtaken_later(spec, occ, nxt, delay):
+            return
         current = self.ctx.jobs.get(spec.name)
         if not self.ctx.stopping and current is not None and current.spec == spec:
             await self.record_missed(spec, instant)
+
+    async def _overtaken_later(self, spec: JobSpec, occ: str, nxt: str,
+                               delay: float) -> bool:
+        """A ``forbid``/``replace`` occurrence missed while this worker was down: it can
+        no longer start once the next one is claimed (the claim requires the next one
+        unrecorded), so it is recorded ``missed`` then — guarded by that record — rather
+        than a starting deadline later (a worker dying meanwhile left it unrecorded).
+        Watches the locks view (no read) until ``delay`` has passed; True once settled."""
+        ctx = self.ctx
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            current = ctx.jobs.get(spec.name)
+            if ctx.stopping or current is None or current.spec != spec:
+                return True
+            held = decide.held_occurrence(ctx.held.get(spec.name))
+            if held is not None and decide.later_occurrence(
+                    spec.concurrency, held, occ) is not None and ctx.store is not None:
+                try:
+                    note = f"not started before the next occurrence {nxt} was claimed"
+                    if await ctx.store.record_missed(
+                            spec.name, occ, note=note, spec_revision=ctx.revision(spec),
+                            if_recorded=nxt):
+                        log.info("run.missed", job=spec.name, occurrence=occ, reason=note)
+                        return True
+                    if await ctx.store.run_exists(spec.name, occ):
+                        return True
+                except ClientError:
+                    pass  # try again on the next turn
+            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        return False
 
     async def record_missed(self, spec: JobSpec, instant: datetime) -> None:
         store = self.ctx.store
@@ -102,7 +155,7 @@ class Firing:
 
     # ------------------------------------------------------------------ occurrences
     def fire(self, entry: JobEntry, instant: datetime, occ: str | None = None,
-             ahead: float = 0.0) -> None:
+             ahead: float = 0.0, around: decide.Neighbours = decide.ALONE) -> None:
         """One fire instant of a job (called ``ahead`` seconds before it by the timers):
         the first-ranked worker claims at once (in a task of its own) and starts the process
         at the instant; the k-th looks again ``k * grace`` after the instant (a timer) and
@@ -116,14 +169,15 @@ class Firing:
         if position is None:
             return
         if position == 0:
-            ctx.spawn(self._occurrence(entry, instant, occ, 0), f"occ:{spec.name}")
+            ctx.spawn(self._occurrence(entry, instant, occ, 0, around), f"occ:{spec.name}")
         else:
             early = max(0.0, (instant - ctx.clock.now()).total_seconds())
             asyncio.get_running_loop().call_later(early + position * ctx.config.grace,
                                                   self._backup_due, entry, instant, occ,
-                                                  position)
+                                                  position, around)
 
-    def _backup_due(self, entry: JobEntry, instant: datetime, occ: str, position: int) -> None:
+    def _backup_due(self, entry: JobEntry, instant: datetime, occ: str, position: int,
+                    around: decide.Neighbours) -> None:
         # A spec edited meanwhile does not cancel an occurrence already due (as the first
         # worker's claim is not cancelled either); a deleted or suspended job does.
         ctx = self.ctx
@@ -131,10 +185,10 @@ class Firing:
         if (ctx.stopping or job not in ctx.jobs or ctx.is_suspended(job)
                 or decide.taken(ctx.held.get(job), occ)):
             return
-        ctx.spawn(self._occurrence(entry, instant, occ, position), f"occ:{job}")
+        ctx.spawn(self._occurrence(entry, instant, occ, position, around), f"occ:{job}")
 
     async def _occurrence(self, entry: JobEntry, instant: datetime, occ: str,
-                          position: int) -> None:
+                          position: int, around: decide.Neighbours) -> None:
         spec = entry.spec
         if position > 0:
             assert self.ctx.store is not None
@@ -143,19 +197,21 @@ class Firing:
                     log.debug("occ.taken", job=spec.name, occurrence=occ, position=position)
                     return
         t0 = time.monotonic()
-        claim = await self._claim(entry, occ, instant)
+        claim = await self._claim(entry, occ, instant, around)
         if claim is not None:
             self.ctx.stats.add("claim", time.monotonic() - t0)
             await self.runner.execute(entry, claim, instant)
 
-    async def _claim(self, entry: JobEntry, occ: str, instant: datetime) -> Claim | None:
+    async def _claim(self, entry: JobEntry, occ: str, instant: datetime,
+                     around: decide.Neighbours) -> Claim | None:
         try:
-            return await self._claim_loop(entry, occ, instant)
+            return await self._claim_loop(entry, occ, instant, around)
         finally:
             if self.ctx.store is not None:
                 self.ctx.store.forget(entry.spec.name, occ)
 
-    async def _claim_loop(self, entry: JobEntry, occ: str, instant: datetime) -> Claim | None:
+    async def _claim_loop(self, entry: JobEntry, occ: str, instant: datetime,
+                          around: decide.Neighbours) -> Claim | None:
         ctx = self.ctx
         spec = entry.spec
         exclusive = spec.concurrency != "allow"
@@ -183,13 +239,17 @@ class Firing:
                 await self._skip(spec, occ, f"a later occurrence {later} was claimed first")
                 return None
             entry.lock_freed.clear()
+            recorded, unrecorded = decide.claim_order(spec.concurrency, occ, around)
             try:
                 claim = await store.claim(spec.name, occ, exclusive=exclusive,
-                                          spec_revision=entry.revision)
+                                          spec_revision=entry.revision, recorded=recorded,
+                                          unrecorded=unrecorded)
                 if claim is not None:
                     log.debug("occ.claimed", job=spec.name, occurrence=occ, token=claim.token)
                     return claim
                 rec, kv = await store.get_run_kv(spec.name, occ)
+                overtaken = (rec is None and unrecorded is not None
+                             and await store.run_exists(spec.name, unrecorded))
                 holder = await self._holder(spec.name) if rec is None else None
             except LeaseNotFoundError:
                 # Our session lease is gone on the server: nothing can be claimed on it.
@@ -213,6 +273,11 @@ class Firing:
                 log.debug("occ.claimed_elsewhere", job=spec.name, occurrence=occ,
                           by=rec.worker, status=rec.status)
                 return None  # another worker has this occurrence
+            if overtaken and unrecorded is not None:
+                # The next occurrence was claimed or settled first (this claim waited out
+                # an outage, or a restart caught it up late): never started after it.
+                await self._skip(spec, occ, decide.overtaken_note(unrecorded))
+                return None
             # The job is busy with an earlier run (forbid/replace).
             log.debug("occ.lock_busy", job=spec.name, occurrence=occ,
                       holder=holder.occurrence if holder else None,

@@ -170,8 +170,10 @@ class Reaper:
                 ctx.deadline(entry.spec, instant)):
             return
         try:
-            claim = await store.takeover(job, occ, lost, lost.fencing_token,
-                                         spec_revision=entry.revision)
+            claim = await store.takeover(
+                job, occ, lost, lost.fencing_token, spec_revision=entry.revision,
+                unrecorded=decide.next_in_order(entry.spec.concurrency, occ,
+                                                entry.spec.timetable()))
         except ClientError:
             rec, kv = None, None
             with contextlib.suppress(ClientError):

@@ -26,6 +26,7 @@ from scheduler.attempts import attempt_entry
 from scheduler.claim import ACTIVE, Claim
 from scheduler.decode import BadValue, json_object, report_bad
 from scheduler.executor import JobProcess, RunRequest, RunResult
+from scheduler.output_stream import OutputPublisher
 from scheduler.spec import JobSpec
 from scheduler.worker import decide
 from scheduler.worker.housekeeping import Housekeeper
@@ -53,6 +54,8 @@ class Runner:
         key = (claim.job, claim.occurrence)
         run = Running(claim)
         ctx.running[key] = run
+        # Live output for `jobs logs --follow`; closed after the run's last record write.
+        follow = OutputPublisher(ctx.client, run)
         task = asyncio.current_task()
         if task is not None:
             task.set_name(f"run:{claim.job}:{claim.occurrence}")
@@ -78,6 +81,7 @@ class Runner:
                 await self.release_settled(claim)
         finally:
             ctx.running.pop(key, None)
+            await follow.close()
 
     async def _await_instant(self, run: Running, instant: datetime) -> bool:
         """A claim sent ahead of its instant (``claim_ahead``) starts at the instant, never

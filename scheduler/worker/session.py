@@ -55,6 +55,7 @@ class Session:
             ctx.store.txns = previous.txns
             ctx.store.attempted = previous.attempted
             ctx.store.batcher.batches = previous.batcher.batches
+            ctx.store.outbox = previous.outbox
         log.info("worker.registered", worker=config.name, lease=f"{grant.id:x}",
                  ttl=grant.ttl)
 

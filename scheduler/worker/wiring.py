@@ -30,6 +30,8 @@ from coord.aiotools import within
 from coord.client import Client, ClientError
 from scheduler import keys
 from scheduler.claim import ClaimStore
+from scheduler.notify import Notifier, run_ops
+from scheduler.notify_deadman import DeadMan
 from scheduler.suspension import Suspension
 from scheduler.worker.catalog import Catalog
 from scheduler.worker.config import WorkerConfig
@@ -142,11 +144,35 @@ class Worker:
             spawn(self.reaper.sweep(), "sweep"),
             spawn(self.reaper.confirm_unsure(), "confirm-lost"),
             spawn(self.keeper.compactor(), "compactor"),
+            *self._notifications(),
         ]
         try:
             await stop.wait()
         finally:
             await self._shutdown(tasks)
+
+    def _notifications(self) -> list[asyncio.Task[Any]]:
+        """The outbox hook of the record txns, the delivery loop and the dead-man checks
+        (:mod:`scheduler.notify`)."""
+        ctx = self.ctx
+        assert ctx.store is not None
+
+        def spec_of(job: str) -> Any:
+            entry = ctx.jobs.get(job)
+            return entry.spec if entry is not None else None
+
+        def lease() -> int | None:
+            s = ctx.session
+            return s.lease_id if s is not None and not s.lost.is_set() else None
+
+        ctx.store.outbox = lambda rec: run_ops(spec_of(rec.job), rec)
+        self.notifier = Notifier(self.client, self.config.name, lease,
+                                 lambda: any(e.spec.notify for e in ctx.jobs.values()))
+        self.deadman_alerts = DeadMan(self.client, self.config.name, self.config.host,
+                                      lambda: [e.spec for e in ctx.jobs.values()],
+                                      lambda: ctx.live().keys())
+        return [ctx.spawn(self.notifier.run(), "notify"),
+                ctx.spawn(self.deadman_alerts.run(), "deadman-alerts")]
 
     async def _shutdown(self, views: list[asyncio.Task[Any]]) -> None:
         ctx = self.ctx

@@ -1,16 +1,19 @@
 """Raw-socket HTTP/2 attackers and the watchers of a member under attack, for
 tests/api/test_h2_attacks.py: a client that gets a key every half second, and a sampler of
-the member's resident memory (``VmRSS`` in ``/proc/<pid>/status``)."""
+the member's resident memory (``VmRSS`` in ``/proc/<pid>/status``). :class:`Target` is the
+member attacked, in plaintext or over TLS (a test CA, ALPN ``h2``)."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -32,6 +35,7 @@ from coord.rpc.h2.server import (
     frame,
     grpc_message,
 )
+from tests.helpers.procs import Proc
 
 CANCEL = 8
 RANGE = b"/etcdserverpb.KV/Range"
@@ -60,6 +64,8 @@ class Watch:
 
     endpoint: str
     pid: int
+    credentials: grpc.ChannelCredentials | None = None
+    """TLS: the test CA to trust (None: plaintext)."""
     get_timeout: float = 5.0
     gets: int = 0
     failures: list[str] = field(default_factory=list)
@@ -68,7 +74,7 @@ class Watch:
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def _get_loop(self) -> None:
-        with grpc.insecure_channel(self.endpoint) as ch:
+        with _channel(self.endpoint, self.credentials) as ch:
             kv = rpc_pb2_grpc.KVStub(ch)
             while not self._stop.is_set():
                 try:
@@ -109,6 +115,8 @@ class Attacker:
 
     port: int
     settings: bytes = b""
+    tls: ssl.SSLContext | None = None
+    """Connect over TLS with this context (None: plaintext h2c)."""
     goaways: list[int] = field(default_factory=list)
     resets: list[int] = field(default_factory=list)
     settings_seen: dict[int, int] = field(default_factory=dict)
@@ -119,8 +127,7 @@ class Attacker:
     _buf: bytearray = field(default_factory=bytearray)
 
     def connect(self) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = connect(self.port, self.tls)
         self.sock.sendall(PREFACE + frame(SETTINGS, 0, 0, self.settings))
         self.conn_window = 65_535
         self._buf.clear()
@@ -136,19 +143,19 @@ class Attacker:
         return self.drain()
 
     def drain(self, wait: float = 0.0) -> bool:
+        """Read what the server sent: for up to ``wait`` seconds for the first bytes, then
+        whatever is there without waiting (a timeout of 0: non-blocking, TLS too)."""
         assert self.sock is not None
-        self.sock.settimeout(wait or None)
+        self.sock.settimeout(wait)
         try:
             while True:
-                chunk = (self.sock.recv(1 << 20) if wait
-                         else self.sock.recv(1 << 20, socket.MSG_DONTWAIT))
+                chunk = self.sock.recv(1 << 20)
                 if not chunk:
                     self._lost()
                     return False
                 self._parse(chunk)
-                wait = 0.0
-                self.sock.settimeout(None)
-        except (BlockingIOError, TimeoutError):
+                self.sock.settimeout(0.0)
+        except (BlockingIOError, TimeoutError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return True
         except OSError:
             self._lost()
@@ -189,6 +196,67 @@ class Attacker:
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
+
+
+def connect(port: int, tls: ssl.SSLContext | None) -> socket.socket:
+    """A TCP connection to the member on 127.0.0.1 (no delay), TLS-wrapped when ``tls``."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls is not None:
+        sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
+    return sock
+
+
+def _channel(endpoint: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
+    return (grpc.insecure_channel(endpoint) if credentials is None
+            else grpc.secure_channel(endpoint, credentials))
+
+
+@dataclass
+class Target:
+    """The member under attack: its process, and the CA to trust when it serves TLS."""
+
+    proc: Proc
+    cacert: Path | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.proc.endpoint
+
+    @property
+    def pid(self) -> int:
+        return self.proc.popen.pid
+
+    @property
+    def port(self) -> int:
+        return self.proc.client_port
+
+    def alive(self) -> bool:
+        return self.proc.alive()
+
+    def log(self) -> str:
+        return self.proc.log()
+
+    def tls(self) -> ssl.SSLContext | None:
+        if self.cacert is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.cacert))
+        context.set_alpn_protocols(["h2"])
+        return context
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        if self.cacert is None:
+            return None
+        return grpc.ssl_channel_credentials(root_certificates=self.cacert.read_bytes())
+
+    def channel(self) -> grpc.Channel:
+        return _channel(self.endpoint, self.credentials())
+
+    def attacker(self, settings: bytes = b"") -> Attacker:
+        return Attacker(self.port, settings, tls=self.tls())
+
+    def watch(self) -> Watch:
+        return Watch(self.endpoint, self.pid, self.credentials())
 
 
 def run_for(seconds: float, step: Callable[[], bool]) -> int:

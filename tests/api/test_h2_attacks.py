@@ -3,7 +3,9 @@
 Each attack runs from raw sockets against a real ``raftcron coord serve`` process, bounded
 in time and frame count, while a normal client gets a key every half second: no get fails,
 the member's RSS stays under :data:`RSS_BOUND_MB`, and the server answers the attack with
-its limit (GOAWAY ENHANCE_YOUR_CALM, a refused or dropped stream, flow control).
+its limit (GOAWAY ENHANCE_YOUR_CALM, a refused or dropped stream, flow control). Every
+single-member attack runs twice: in plaintext and over TLS (``--cert-file``/``--key-file``
+with a test CA; the attacker and the watching client speak TLS with ALPN h2, #16).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from coord.pb import rpc_pb2, rpc_pb2_grpc
@@ -38,7 +39,9 @@ from tests.api.h2_attack import (
     PUT,
     RANGE,
     Attacker,
+    Target,
     Watch,
+    connect,
     indexed_header_bomb,
     ping_batch,
     rapid_reset_batch,
@@ -47,8 +50,17 @@ from tests.api.h2_attack import (
     run_for,
     settings_batch,
 )
-from tests.helpers.procs import Proc, process_group, start_coord
+from tests.helpers.procs import (
+    REPO,
+    Proc,
+    coord_argv,
+    free_port,
+    port_open,
+    process_group,
+    wait_until,
+)
 from tests.process.cluster import CoordCluster
+from tests.tls.certs import make_ca
 
 RSS_BOUND_MB = 250
 """The member's RSS during any one attack (it idles at about 60 MB; before the limits, the
@@ -57,17 +69,28 @@ attacks here took it to 0.5-1 GB and more)."""
 ATTACK_SECONDS = 4.0
 
 
-@pytest.fixture
-def member(tmp_path: Path) -> Iterator[Proc]:
+@pytest.fixture(params=["plain", "tls"])
+def member(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    """A single member, serving its client port in plaintext or over TLS."""
     with process_group(tmp_path) as group:
-        proc = start_coord(group)
-        with grpc.insecure_channel(proc.endpoint) as ch:  # ready to answer
+        argv = coord_argv("n1", tmp_path / "n1-data", free_port(), free_port())
+        cacert = None
+        if request.param == "tls":
+            ca = make_ca(tmp_path / "certs")
+            pair = ca.issue(tmp_path / "certs", "server")
+            argv += ["--cert-file", str(pair.cert), "--key-file", str(pair.key)]
+            cacert = ca.cert
+        cport = int(argv[argv.index("--listen-client") + 1].rsplit(":", 1)[1])
+        proc = group.spawn("n1", argv, cport, env={"PYTHONPATH": str(REPO)})
+        wait_until(lambda: port_open(cport) or not proc.alive(), 30, f"coord on :{cport}")
+        target = Target(proc, cacert)
+        with target.channel() as ch:  # ready to answer
             rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"probe"), timeout=30,
                                           wait_for_ready=True)
-        yield proc
+        yield target
 
 
-def _check(watch: Watch, proc: Proc) -> None:
+def _check(watch: Watch, proc: Proc | Target) -> None:
     assert proc.alive(), proc.log()[-3000:]
     assert watch.gets >= 2, f"only {watch.gets} gets answered"
     assert not watch.failures, watch.failures[:5]
@@ -75,12 +98,8 @@ def _check(watch: Watch, proc: Proc) -> None:
         f"RSS reached {watch.max_rss_kib >> 10} MB (bound {RSS_BOUND_MB} MB)")
 
 
-def _port(proc: Proc) -> int:
-    return proc.client_port
-
-
-def test_rapid_reset_on_four_connections(member: Proc) -> None:
-    attackers = [Attacker(_port(member)) for _ in range(4)]
+def test_rapid_reset_on_four_connections(member: Target) -> None:
+    attackers = [member.attacker() for _ in range(4)]
     counts = [0] * 4
 
     def attack(i: int) -> None:
@@ -100,7 +119,7 @@ def test_rapid_reset_on_four_connections(member: Proc) -> None:
         run_for(ATTACK_SECONDS, step)
         a.close()
 
-    with Watch(member.endpoint, member.popen.pid) as watch:
+    with member.watch() as watch:
         threads = [threading.Thread(target=attack, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
@@ -112,8 +131,8 @@ def test_rapid_reset_on_four_connections(member: Proc) -> None:
     assert any(ENHANCE_YOUR_CALM in a.goaways for a in attackers)
 
 
-def _flood(member: Proc, batch: bytes, what: str) -> Attacker:
-    a = Attacker(_port(member))
+def _flood(member: Target, batch: bytes, what: str) -> Attacker:
+    a = member.attacker()
     a.connect()
     sent = [0]
 
@@ -121,7 +140,7 @@ def _flood(member: Proc, batch: bytes, what: str) -> Attacker:
         a.send(batch)
         sent[0] += 1
         return sent[0] < 200_000
-    with Watch(member.endpoint, member.popen.pid) as watch:
+    with member.watch() as watch:
         run_for(ATTACK_SECONDS, step)
         a.close()
     print(f"{what}: {sent[0]} batches, max RSS {watch.max_rss_kib >> 10} MB, "
@@ -130,18 +149,18 @@ def _flood(member: Proc, batch: bytes, what: str) -> Attacker:
     return a
 
 
-def test_ping_flood(member: Proc) -> None:
+def test_ping_flood(member: Target) -> None:
     a = _flood(member, ping_batch(500), "ping flood")
     assert ENHANCE_YOUR_CALM in a.goaways
 
 
-def test_settings_flood(member: Proc) -> None:
+def test_settings_flood(member: Target) -> None:
     a = _flood(member, settings_batch(500), "settings flood")
     assert ENHANCE_YOUR_CALM in a.goaways
 
 
-def test_hpack_indexed_reference_bomb(member: Proc) -> None:
-    a = Attacker(_port(member))
+def test_hpack_indexed_reference_bomb(member: Target) -> None:
+    a = member.attacker()
     a.connect()
     blocks = [0]
     next_id = [1]
@@ -153,7 +172,7 @@ def test_hpack_indexed_reference_bomb(member: Proc) -> None:
             next_id[0] += 2
         blocks[0] += 1
         return blocks[0] < 20_000
-    with Watch(member.endpoint, member.popen.pid) as watch:
+    with member.watch() as watch:
         run_for(ATTACK_SECONDS, step)
         a.drain(wait=1.0)
         a.close()
@@ -163,8 +182,8 @@ def test_hpack_indexed_reference_bomb(member: Proc) -> None:
     assert ENHANCE_YOUR_CALM in a.goaways
 
 
-def test_unfinished_messages_on_400_streams(member: Proc) -> None:
-    a = Attacker(_port(member))
+def test_unfinished_messages_on_400_streams(member: Target) -> None:
+    a = member.attacker()
     a.connect()
     block = request_headers(PUT)
     declared = (2 << 20) - 64
@@ -197,7 +216,7 @@ def test_unfinished_messages_on_400_streams(member: Proc) -> None:
             state["stream"] += 1
             state["sent"] = 0
         return True
-    with Watch(member.endpoint, member.popen.pid) as watch:
+    with member.watch() as watch:
         run_for(2 * ATTACK_SECONDS, step)
         a.close()
     print(f"unfinished messages: {state['stream']} streams, {state['data'] >> 20} MiB sent, "
@@ -206,11 +225,11 @@ def test_unfinished_messages_on_400_streams(member: Proc) -> None:
     _check(watch, member)
 
 
-def test_window_zero_client_asking_for_large_responses(member: Proc) -> None:
-    with grpc.insecure_channel(member.endpoint) as ch:
+def test_window_zero_client_asking_for_large_responses(member: Target) -> None:
+    with member.channel() as ch:
         rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"big", value=b"v" * (1 << 20)),
                                     timeout=10)
-    a = Attacker(_port(member), settings=struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, 0))
+    a = member.attacker(settings=struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, 0))
     a.connect()
     block = request_headers(RANGE)
     body = grpc_message(rpc_pb2.RangeRequest(key=b"big").SerializeToString())
@@ -227,7 +246,7 @@ def test_window_zero_client_asking_for_large_responses(member: Proc) -> None:
             state["next"] = 1
         state["calls"] += 50
         return state["calls"] < 600
-    with Watch(member.endpoint, member.popen.pid) as watch:
+    with member.watch() as watch:
         run_for(ATTACK_SECONDS, step)
         a.drain(wait=1.0)
         a.close()
@@ -236,10 +255,15 @@ def test_window_zero_client_asking_for_large_responses(member: Proc) -> None:
     _check(watch, member)
 
 
-def test_connection_without_preface_is_closed(member: Proc) -> None:
-    """Connections that never finish the handshake are closed after PREFACE_TIMEOUT."""
-    socks = [socket.create_connection(("127.0.0.1", _port(member)), timeout=30)
+def test_connection_without_preface_is_closed(member: Target) -> None:
+    """Connections that never finish the handshake are closed after PREFACE_TIMEOUT: the
+    HTTP/2 one (a preface and no SETTINGS), and over TLS the TLS one too (sockets that
+    never send a ClientHello)."""
+    socks = [socket.create_connection(("127.0.0.1", member.port), timeout=30)
              for _ in range(3)]
+    socks[1].close()
+    socks[1] = connect(member.port, member.tls())
+    socks[1].settimeout(30)
     socks[1].sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # preface, then no SETTINGS
     start = time.monotonic()
     for s in socks:
@@ -288,14 +312,14 @@ def test_ping_flood_on_the_leader_keeps_leadership(tmp_path: Path) -> None:
         print(f"leader ping flood: RSS {rss_kib(proc.popen.pid) >> 10} MB, gets {watch.gets}")
 
 
-def test_streams_over_the_announced_limit_are_refused(member: Proc) -> None:
+def test_streams_over_the_announced_limit_are_refused(member: Target) -> None:
     """SETTINGS_MAX_CONCURRENT_STREAMS is announced and held: calls opened beyond it get
     RST_STREAM REFUSED_STREAM (gRPC clients retry those), the ones within it are served."""
-    a = Attacker(_port(member))
+    a = member.attacker()
     a.connect()
     block = request_headers(RANGE)  # requests never finished: each call stays open
     a.send(b"".join(frame(HEADERS, END_HEADERS, 1 + 2 * i, block) for i in range(300)))
-    with Watch(member.endpoint, member.popen.pid) as watch:
+    with member.watch() as watch:
         deadline = time.monotonic() + 10
         while len(a.resets) < 50 and time.monotonic() < deadline:
             a.drain(wait=0.2)
@@ -306,10 +330,10 @@ def test_streams_over_the_announced_limit_are_refused(member: Proc) -> None:
     _check(watch, member)
 
 
-def test_many_concurrent_large_puts_on_one_connection_all_succeed(member: Proc) -> None:
+def test_many_concurrent_large_puts_on_one_connection_all_succeed(member: Target) -> None:
     """Connection credit held for incomplete messages does not stall a normal client:
     24 concurrent puts of 1.4 MiB on one channel all succeed."""
-    with grpc.insecure_channel(member.endpoint) as ch:
+    with member.channel() as ch:
         kv = rpc_pb2_grpc.KVStub(ch)
         value = b"v" * (1400 << 10)
         futures = [kv.Put.future(rpc_pb2.PutRequest(key=b"large/%d" % i, value=value),

@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tests.compat.harness_tls import compat_tls, start_tls_side
 from tests.helpers.procs import (
     REPO,
     Proc,
@@ -59,6 +60,8 @@ class Server:
     member_id: int = 0
     # COMPAT_CLUSTER: the other members, name -> (client port, peer port, member id)
     others: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    # COMPAT_TLS: etcdctl's --cacert/--cert/--key for this server (https:// endpoints)
+    tls_flags: list[str] = field(default_factory=list)
 
     @property
     def endpoint(self) -> str:
@@ -69,8 +72,9 @@ class Server:
         return self.proc.client_port
 
     def ctl_argv(self, args: Sequence[str]) -> list[str]:
-        return [self.etcdctl, f"--endpoints={self.endpoint}", f"--command-timeout={CTL_TIMEOUT}",
-                *args]
+        endpoint = f"https://{self.endpoint}" if self.tls_flags else self.endpoint
+        return [self.etcdctl, f"--endpoints={endpoint}", *self.tls_flags,
+                f"--command-timeout={CTL_TIMEOUT}", *args]
 
     def ctl(self, args: Sequence[str], stdin: bytes | None = None,
             timeout: float = STEP_TIMEOUT) -> CtlResult:
@@ -212,6 +216,13 @@ def start_server(kind: str, label: str, group: ProcessGroup, etcd_bin: str,
     """Start a fresh single-member server of ``kind`` (etcd|coord), ready for reads (with
     ``COMPAT_CLUSTER``: a follower of a fresh cluster)."""
     size = compat_cluster_size()
+    if compat_tls():
+        if size > 1:
+            raise ValueError("COMPAT_TLS runs single members only (no COMPAT_CLUSTER)")
+        proc, pport, flags = start_tls_side(kind, "n1", group, etcd_bin)
+        server = Server(label, proc, pport, etcdctl_bin, tls_flags=flags)
+        _wait_ready(server)
+        return server
     if size > 1:
         return start_cluster_server(kind, label, group, etcd_bin, etcdctl_bin, size)
     if kind == "etcd":

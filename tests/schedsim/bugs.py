@@ -29,11 +29,11 @@ def injected(bugs: frozenset[str]) -> Iterator[None]:
     first: dict[str, int] = {}
 
     async def claim_bug(self: ClaimStore, job: str, occurrence: str, *, exclusive: bool,
-                        spec_revision: int = 0) -> Claim | None:
+                        spec_revision: int = 0, **order: str | None) -> Claim | None:
         if "no_lock_compare" in bugs:
             exclusive = False
         got = await claim(self, job, occurrence, exclusive=exclusive,
-                          spec_revision=spec_revision)
+                          spec_revision=spec_revision, **order)
         if got is not None and "reuse_token" in bugs:
             got.token = first.setdefault(job, got.token)
             got.record.fencing_token = got.token

@@ -60,7 +60,7 @@ def test_waiters_past_their_deadline_fail_with_request_timed_out(tmp_path: Path)
         with pytest.raises(RequestTimeout) as err:
             pending.result()
         assert str(err.value.message) == "etcdserver: request timed out"
-        assert not node._deadlines
+        assert not node._wait.deadlines
 
     asyncio.run(body())
 
@@ -146,7 +146,7 @@ def test_writes_go_on_while_a_snapshot_file_is_written(tmp_path: Path) -> None:
                 await again.propose(put(60))
             store = again.applier.store
             assert [store.get(b"k%03d" % i) is not None for i in range(60)] == [True] * 60
-            assert again._snap_index >= 20
+            assert again._core is not None and again._core.snaps.index >= 20
         finally:
             await again.stop()
 
@@ -249,7 +249,8 @@ def test_a_lone_entry_is_written_and_synced_on_the_loop(
                         put=rpc_pb2.PutRequest(key=b"k%d" % i, value=b"v")))
                 last = node.storage.last_index()
             assert (len(submitted) == 0) is inline
-            assert all(i in node._entry_seq for i in range(first, last + 1))
+            assert node._core is not None
+            assert all(i in node._core.snaps.entry_seq for i in range(first, last + 1))
         finally:
             await node.stop()
 

@@ -1,28 +1,16 @@
-"""N Raft cores, their disks and state machines, driven through the Ready contract.
+"""N production members, their disks and state machines, on virtual time.
 
-:class:`Cluster` owns one :class:`SimNode` per node id: a ``RawNode`` over a
-``MemoryStorage`` mirror of its simulated :class:`~tests.sim.disk.Disk`, and a
-:class:`~tests.sim.kv.KVStore` applier. Ticks, message deliveries, proposals and
-crash/restart are events on the run's :class:`~tests.sim.eventloop.EventLoop`; after each
-one the touched node's Readys are handled, one at a time, as docs/raft-api.md prescribes:
+:class:`Cluster` owns one :class:`SimNode` per node id: a ``MemberCore`` (the server's
+sans-I/O member: a ``RawNode`` over a ``MemoryStorage`` mirror) over its simulated
+:class:`~tests.sim.disk.Disk`, and a :class:`~tests.sim.kv.KVStore` applier. Ticks,
+message deliveries, proposals and crash/restart are events on the run's
+:class:`~tests.sim.eventloop.EventLoop`; after each one the touched node's Readys are
+handled (:mod:`tests.sim.perform`). With ``batch_ms`` a node gathers proposals and hands
+them over with one ``propose_many``.
 
-1. persist snapshot, entries, hard state (disk + mirror); fsync if ``must_sync``;
-2. send ``messages``, then ``messages_after_persist``;
-3. apply the snapshot, then committed entries (conf changes via ``apply_conf_change``),
-   answer the clients whose proposals this node made, serve ReadIndex reads;
-4. ``advance()``; then maybe take a snapshot of the state machine and compact the log.
-
-With ``disk_latency`` a Ready stays outstanding for a few virtual ms (its ``messages``
-leave at once, and the committed entries the node already holds durably are applied, as
-the production member decides: ``coord.server.member_core.split_committed``); meanwhile
-the node keeps stepping messages, ticks and proposals, as a server with asynchronous
-writes does. With ``batch_ms`` a node gathers proposals and
-hands them over with one ``propose_many``.
-
-Named crash points (:data:`~tests.sim.options.CRASH_POINTS`) sit between those steps; a
-seed enables some of them, each then fires with a small probability. A crash drops the
-node's volatile disk writes (or keeps a torn prefix), its pending client calls and its
-in-memory state; a restart rebuilds everything from the durable image. The
+A crash drops the node's volatile disk writes (or keeps a torn prefix), its pending client
+calls and its in-memory state; a restart rebuilds everything from the durable image with
+the production recovery decision (``member_ready.recover``). The
 :class:`~tests.sim.invariants.Invariants` hooks are called at each state change.
 
 Clients talk to one node each; a node proposes (a follower's proposal is forwarded to the
@@ -33,16 +21,13 @@ unanswered call times out and is recorded as indeterminate.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 
 from coord.raft import (
     ConfChange,
     Config,
     ConfState,
-    Entry,
-    EntryType,
     HardState,
     MemoryStorage,
     Message,
@@ -50,31 +35,20 @@ from coord.raft import (
     ProposalDropped,
     RawNode,
     ReadOnlyOption,
-    Snapshot,
     StateRole,
 )
-from coord.raft.describe import describe_message, describe_ready
-from coord.server.member_core import ReadBatcher, compact_point, snapshot_due
-from coord.server.member_ready import (
-    Action,
-    Apply,
-    InstallSnapshot,
-    MemberCore,
-    Persist,
-    ReadStates,
-    Send,
-    SoftState,
-)
+from coord.raft.describe import describe_message
+from coord.server.member_core import EarlyCampaign, ReadBatcher
+from coord.server.member_ready import LogGap, MemberCore
+from coord.server.member_snap import SnapshotPolicy
+from coord.server.member_waiters import Waiters
 from tests.sim.disk import Disk
 from tests.sim.eventloop import EventLoop, sub_rng
 from tests.sim.invariants import Invariants, Violation
 from tests.sim.kv import KVStore, Request, Result
 from tests.sim.network import NetOptions, Network
 from tests.sim.options import SimOptions
-
-
-class NodeCrashed(Exception):
-    """Raised at a crash point; the driver turns it into a crash of that node."""
+from tests.sim.perform import Performing
 
 
 @dataclass
@@ -103,16 +77,15 @@ class SimNode:
     created: bool = False
     incarnation: int = 0
     snap_index: int = 0
-    pending: dict[int, Call] = field(default_factory=dict)  # request id -> call
+    waits: Waiters[Call] = field(default_factory=lambda: Waiters(0.0))  # the member's
     batch: list[Call] = field(default_factory=list)  # proposals waiting for propose_many
     reads: ReadBatcher[Call] | None = None  # the production member's ReadIndex batching
-    read_waits: list[tuple[int, Call]] = field(default_factory=list)
 
 
 Responder = Callable[[Call, Result | None, int], None]  # (call, result or None=fail, index)
 
 
-class Cluster:
+class Cluster(Performing):
     def __init__(self, opts: SimOptions, loop: EventLoop) -> None:
         self.opts = opts
         self.loop = loop
@@ -139,6 +112,7 @@ class Cluster:
         self.disk_rng = sub_rng(opts.seed, "disk")
         self.tick_rng = sub_rng(opts.seed, "ticks")
         self.lat_rng = sub_rng(opts.seed, "disk.latency")
+        self.early_rng = sub_rng(opts.seed, "nemesis.early")  # the early campaign's delays
         skew_rng = sub_rng(opts.seed, "skew")
         self.tick_period = {
             i: max(1, round(opts.tick_ms * (1 + skew_rng.uniform(-opts.tick_skew, opts.tick_skew))))
@@ -189,7 +163,7 @@ class Cluster:
         n.created = True
         n.storage = MemoryStorage()
         n.raw = RawNode(self._config(nid, 0), n.storage)
-        n.core = MemberCore(n.raw, n.storage)
+        n.core = MemberCore(n.raw, n.storage, self._policy(), self._early(n))
         n.reads = self._read_batcher(nid)
         if bootstrap:
             n.raw.bootstrap(self.founders)
@@ -198,6 +172,17 @@ class Cluster:
         self.trace.log(f"n{nid} start{' (bootstrap)' if bootstrap else ' (joining, empty)'}")
         self.loop.after(self.tick_rng.randrange(self.opts.tick_ms), self._tick, nid, n.incarnation)
         self.drive(n)
+
+    def _early(self, n: SimNode) -> EarlyCampaign:
+        """The member's early campaign, for the node's current incarnation."""
+        inc = n.incarnation
+        return EarlyCampaign(lambda: n.raw if n.incarnation == inc else None,
+                             self.tick_period[n.id], self.early_rng)
+
+    def _policy(self) -> SnapshotPolicy:
+        """The production member's snapshot rules, by entry count only."""
+        return SnapshotPolicy(self.opts.snapshot_every, sys.maxsize, self.opts.snapshot_keep,
+                              sys.maxsize)
 
     def _read_batcher(self, nid: int) -> ReadBatcher[Call]:
         return ReadBatcher(nid, self.opts.election_tick * self.tick_period[nid],
@@ -212,10 +197,9 @@ class Cluster:
         n.storage = None
         n.core = None
         lost = n.disk.crash(self.disk_rng, torn=self.opts.torn_writes)
-        n.pending.clear()
+        n.waits.clear()
         n.batch.clear()
         n.reads = None
-        n.read_waits.clear()
         n.role, n.leader = StateRole.FOLLOWER, 0
         self.inv.leading[nid] = 0
         n.incarnation += 1
@@ -227,9 +211,16 @@ class Cluster:
         n = self.nodes[nid]
         if n.up or not n.created:
             return
-        storage, hs, snap = n.disk.restore()
+        try:
+            storage, rec, seqs = n.disk.restore()
+        except LogGap as gap:
+            raise Violation(f"n{nid}: restart after WAL release: {gap}") from None
+        hs, snap = rec.hard_state, rec.snapshot
+        last = rec.entries[-1].index if rec.entries else rec.applied
+        if hs.commit > last:
+            raise Violation(f"n{nid}: restarts with commit {hs.commit} beyond its log ({last})")
         self.inv.on_restart(nid, hs)
-        self.inv.restore_chain(nid, snap, list(n.disk.durable.entries))
+        self.inv.restore_chain(nid, snap, list(rec.entries))
         if snap is not None:
             n.kv = KVStore.decode(snap.data, dedup="no_dedup" not in self.opts.sim_bugs)
             n.applied = n.snap_index = snap.metadata.index
@@ -241,8 +232,11 @@ class Cluster:
         n.storage = storage
         n.hs = hs
         n.raw = RawNode(self._config(nid, n.applied), storage)
-        n.core = MemberCore(n.raw, storage)
-        if nid in self.founders and snap is None and hs == HardState() and not storage.last_index():
+        n.core = MemberCore(n.raw, storage, self._policy(), self._early(n))
+        n.core.snaps.wrote(seqs)
+        if snap is not None:
+            n.core.snaps.installed(snap.metadata.index, len(snap.data))
+        if nid in self.founders and rec.fresh:
             # As the server's recovery does: a founder that persisted nothing (it crashed
             # before its bootstrap Ready was durable) bootstraps again.
             n.raw.bootstrap(self.founders)
@@ -251,7 +245,7 @@ class Cluster:
         self.stats["restarts"] += 1
         self.trace.log(
             f"n{nid} RESTART term={hs.term} vote={hs.vote} commit={hs.commit} "
-            f"snap={n.snap_index} last={n.disk.durable.last_index()}"
+            f"snap={n.snap_index} last={last}"
         )
         self.loop.after(self.tick_rng.randrange(self.opts.tick_ms), self._tick, nid, n.incarnation)
         self.drive(n)
@@ -316,7 +310,7 @@ class Cluster:
             n.raw.propose(call.req.encode())
         except ProposalDropped:
             return False
-        n.pending[call.req.id] = call
+        n.waits.proposed(call.req.id, call)
         self.drive(n)
         return True
 
@@ -332,7 +326,7 @@ class Cluster:
                 self.refuse(c)
             return
         for c in calls:
-            n.pending[c.req.id] = c
+            n.waits.proposed(c.req.id, c)
         self.drive(n)
 
     def read_index(self, nid: int, call: Call) -> bool:
@@ -373,228 +367,6 @@ class Cluster:
             return False
         self.drive(n)
         return True
-
-    # -- performing the member's actions -----------------------------------------------
-    def drive(self, n: SimNode) -> None:
-        """Perform ``n``'s Readys (as :class:`MemberCore` lists their actions) until it has
-        none. With ``disk_latency`` the write stays in flight for a few virtual ms: the
-        Ready's ``messages`` leave, its read states are taken and the entries the core
-        lets apply during the write are applied at once, the node keeps stepping
-        messages, ticks and proposals, and the rest of the actions are performed when the
-        write completes."""
-        while n.core is not None:
-            core = n.core
-            actions = core.ready()
-            if actions is None:
-                return
-            self.stats["readys"] += 1
-            if self.trace.on and core.current is not None:
-                self.trace.log(f"n{n.id} ready")
-                self.trace.lines.extend(describe_ready(core.current, " " * 10))
-            if self.opts.disk_latency:
-                if not self._run(n, self._start_write(n, actions)):
-                    return
-                delay = 1 + self.lat_rng.randrange(self.opts.disk_latency)
-                self.loop.after(delay, self._finish_ready, n.id, n.incarnation, actions)
-                return
-            if not self._run(n, partial(self._perform, n, core, actions, started=False)):
-                return
-
-    def _run(self, n: SimNode, step: Callable[[], None]) -> bool:
-        """Run ``step``; False if a crash point fired in it (the node is down)."""
-        try:
-            step()
-        except NodeCrashed as e:
-            self.stats["crash_points"] += 1
-            self.crash(n.id, f"crash point {e}")
-            return False
-        return True
-
-    def _start_write(self, n: SimNode, actions: list[Action]) -> Callable[[], None]:
-        def step() -> None:
-            for a in actions:
-                if isinstance(a, Send) and not a.after_persist:
-                    self._send(a.messages)
-                elif isinstance(a, ReadStates):
-                    self._read_states(n, a)
-                elif isinstance(a, Apply) and a.during_write:
-                    self._apply_all(n, a.entries)
-                    self.stats["applied_during_write"] += len(a.entries)
-            self._serve_reads(n)
-        return step
-
-    def _finish_ready(self, nid: int, incarnation: int, actions: list[Action]) -> None:
-        n = self.nodes[nid]
-        core = n.core
-        if core is None or n.incarnation != incarnation:
-            return  # crashed meanwhile: the Ready is gone with the process
-        self.trace.log(f"n{nid} ready written: persist, send, apply, advance")
-        if self._run(n, partial(self._perform, n, core, actions, started=True)):
-            self.drive(n)
-
-    def _cp(self, name: str) -> None:
-        o = self.opts
-        if not self.calm and name in o.crash_points and self.cp_rng.random() < o.crash_point_p:
-            raise NodeCrashed(name)
-
-    def _send(self, msgs: Sequence[Message]) -> None:
-        for m in msgs:
-            if m.to in self.nodes and self.nodes[m.to].created:
-                self.net.send(m)
-
-    def _perform(self, n: SimNode, core: MemberCore, actions: list[Action], *,
-                 started: bool) -> None:
-        """The actions of one Ready in order (those of the write's start already done if
-        ``started``), then ``advance``. The ``ack_before_fsync`` bug sends the
-        after-persist messages before the write."""
-        ack_early = "ack_before_fsync" in self.opts.sim_bugs
-        soft: SoftState | None = None
-        for a in actions:
-            if isinstance(a, SoftState):
-                soft = a
-            elif isinstance(a, Send):
-                if a.after_persist and not ack_early:
-                    self._send_after_persist(n, a.messages)
-                    self._cp("after_send")
-                elif not a.after_persist and not started:
-                    self._send(a.messages)
-            elif isinstance(a, Persist):
-                self._cp("before_persist")
-                if ack_early:
-                    for s in actions:
-                        if isinstance(s, Send) and s.after_persist:
-                            self._send_after_persist(n, s.messages)
-                    self._cp("after_send")
-                self._persist(n, core, a, soft)
-                self._cp("after_persist")
-            elif isinstance(a, Apply):
-                if not (a.during_write and started):
-                    self._apply_all(n, a.entries)
-            elif isinstance(a, InstallSnapshot):
-                self._install_snapshot(n, a.snapshot)
-            elif isinstance(a, ReadStates) and not started:
-                self._read_states(n, a)
-        self._serve_reads(n)
-        self._cp("before_advance")
-        core.advance()
-        self._maybe_snapshot(n)
-
-    def _persist(self, n: SimNode, core: MemberCore, p: Persist, soft: SoftState | None) -> None:
-        """Write ``p`` to the simulated disk (fsync if asked), report it to the core, and
-        check the invariants on the new state."""
-        if p.snapshot is not None:
-            n.disk.write_snapshot(p.snapshot, keep_log=False)
-        if p.entries:
-            n.disk.write_entries(list(p.entries))
-        old_commit = n.hs.commit
-        if p.hard_state is not None:
-            hs = p.hard_state
-            n.disk.write_hard_state(
-                HardState(hs.term, 0, hs.commit) if "forget_vote" in self.opts.sim_bugs else hs
-            )
-            n.hs = hs
-        self._cp("before_fsync")
-        if p.must_sync:
-            n.disk.fsync()
-        core.persisted(p)
-        if soft is not None and soft.leader != n.leader and n.reads is not None:
-            # as the member does: a read in flight to a leader that is gone goes again
-            n.reads.leader_changed()
-            if soft.leader:
-                n.reads.issue(core.rn, self.loop.now)
-        if soft is not None and soft.role != StateRole.LEADER:
-            # stepped down: the entries of this Ready may legitimately replace its log
-            n.role, n.leader = soft.role, soft.leader
-            self.inv.on_role(n.id, False, n.hs.term)
-        self.inv.on_persist(n.id, p.snapshot, list(p.entries))
-        if soft is not None and soft.role == StateRole.LEADER:
-            if n.role != StateRole.LEADER:
-                self.stats["elections"] += 1
-                self.trace.log(f"n{n.id} LEADER term={n.hs.term}")
-            n.role, n.leader = soft.role, soft.leader
-            self.inv.on_role(n.id, True, n.hs.term)
-        if n.hs.commit > old_commit:
-            self.inv.on_commit(n.id, old_commit, n.hs.commit, n.hs.term)
-
-    def _apply_all(self, n: SimNode, entries: Sequence[Entry]) -> None:
-        assert n.raw is not None
-        for e in entries:
-            if len(entries) > 1:
-                self._cp("mid_apply")
-            self._apply(n, n.raw, e)
-
-    def _read_states(self, n: SimNode, a: ReadStates) -> None:
-        assert n.reads is not None and n.raw is not None
-        for rs in a.states:
-            batch = n.reads.done(rs.request_ctx)
-            n.read_waits.extend((rs.index, call) for call in batch)
-            if batch:
-                n.reads.issue(n.raw, self.loop.now)
-
-    def _send_after_persist(self, n: SimNode, msgs: Sequence[Message]) -> None:
-        if msgs:
-            self.inv.on_send_after_persist(n.id, n.hs, list(msgs))
-            self._send(msgs)
-
-    def _install_snapshot(self, n: SimNode, snap: Snapshot) -> None:
-        md = snap.metadata
-        if md.index <= n.applied and n.applied > 1:
-            raise Violation(
-                f"n{n.id}: snapshot {md.index} to apply is not newer than applied {n.applied}"
-            )
-        n.kv = KVStore.decode(snap.data, dedup="no_dedup" not in self.opts.sim_bugs)
-        n.applied = n.snap_index = md.index
-        n.conf_state = md.conf_state
-        self.stats["snapshots_installed"] += 1
-        # proposals this node made may now never be applied here: their clients time out
-
-    def _apply(self, n: SimNode, raw: RawNode, e: Entry) -> None:
-        if e.index != n.applied + 1:
-            raise Violation(f"n{n.id}: applying index {e.index} after {n.applied} (not in order)")
-        self.inv.on_apply(n.id, e)
-        n.applied = e.index
-        self.stats["applied"] += 1
-        if e.type == EntryType.CONF_CHANGE:
-            cc = ConfChange.decode(e.data)
-            n.conf_state = raw.apply_conf_change(cc)
-            self.stats["conf_changes"] += 1
-            self.trace.log(
-                f"n{n.id} applied conf change {cc.type.name} {cc.node_id} at {e.index}: "
-                f"voters={n.conf_state.voters} learners={n.conf_state.learners}"
-            )
-        elif e.data:
-            req = Request.decode(e.data)
-            res = n.kv.apply(req)
-            call = n.pending.pop(req.id, None)
-            if call is not None:
-                self.respond(call, res, e.index)
-
-    def _serve_reads(self, n: SimNode) -> None:
-        if not n.read_waits:
-            return
-        keep: list[tuple[int, Call]] = []
-        for index, call in n.read_waits:
-            if n.applied >= index:
-                self.respond(call, n.kv.read(call.req.key), 0)
-            else:
-                keep.append((index, call))
-        n.read_waits = keep
-
-    def _maybe_snapshot(self, n: SimNode) -> None:
-        # The production member's rules (coord.server.member_core), by entry count only.
-        every = self.opts.snapshot_every
-        if (not every or n.storage is None
-                or not snapshot_due(n.applied, n.snap_index, every, 0, sys.maxsize, 0)):
-            return
-        snap = n.storage.create_snapshot(n.applied, n.conf_state, n.kv.encode())
-        n.disk.write_snapshot(snap, keep_log=True)
-        n.disk.fsync()
-        n.snap_index = n.applied
-        compact_to = compact_point(n.storage, n.applied, self.opts.snapshot_keep, sys.maxsize)
-        if compact_to > n.storage.first_index() - 1:
-            n.storage.compact(compact_to)
-        self.stats["snapshots_taken"] += 1
-        self.trace.log(f"n{n.id} snapshot at {n.applied}, log compacted to {compact_to}")
 
     # -- views ---------------------------------------------------------------------------
     def leaders(self) -> list[SimNode]:

@@ -1,16 +1,25 @@
-"""A simulated disk per node: a durable image plus the writes not yet fsync'd.
+"""A simulated disk per node, laid out as the server's data dir: snapshot files and a WAL
+of numbered records in segments.
 
-Writes (:meth:`Disk.write_snapshot`, :meth:`Disk.write_entries`,
-:meth:`Disk.write_hard_state`) are queued as records, in order, in the volatile part;
-:meth:`Disk.fsync` applies every queued record to the durable image; :meth:`Disk.crash`
-throws the queue away — or, with ``torn=True``, keeps a random prefix of it (the OS may
-have written some pages back before the crash; records are written in order, so a prefix
-is what a WAL would hold). :meth:`Disk.restore` rebuilds the ``MemoryStorage`` mirror and
-the ``HardState`` from the durable image, as a restarted server does from WAL + snapshot.
+* Snapshot files (:meth:`Disk.write_snapshot`) are durable when written, as the server's
+  are (an atomic, fsync'd file): a snapshot the node took itself (``keep_log=True``)
+  only adds a file; one received from a leader (``keep_log=False``) adds a file and then
+  a marker record to the WAL, in the same Ready's write.
+* WAL records — one per entry, hard states, markers — get consecutive sequence numbers
+  (:meth:`Disk.write_entries` returns those of its entries) and are volatile until
+  :meth:`Disk.fsync`; :meth:`Disk.crash` throws the unsynced ones away, or with
+  ``torn=True`` keeps a random prefix of them (records are written in order).
+* :meth:`Disk.cut` syncs and starts a new segment that begins with a copy of the latest
+  hard state and marker (``coord.storage.wal``'s carry-over); :meth:`Disk.release_before`
+  deletes every segment, but the last, all of whose records are before a sequence number
+  (``WAL.release_before``); :meth:`Disk.purge` keeps the newest snapshot files.
 
-Image semantics mirror ``MemoryStorage``: entries at index ``i`` replace every stored
-entry ≥ ``i``; a snapshot received from a leader replaces the whole log; a snapshot the
-node took itself (``keep_log=True``) only drops the entries it covers.
+:meth:`Disk.restore` reads it back as the server's recovery does: the newest snapshot
+file, the WAL's records replayed by ``coord.storage.records.replay`` itself (an entry at
+index i replaces every earlier-written entry >= i), and the production recovery decision
+(``coord.server.member_ready.recover``), which refuses a log that no longer reaches back
+to the snapshot (:class:`~coord.server.member_ready.LogGap`) — what a wrong WAL release
+would cause.
 """
 
 from __future__ import annotations
@@ -20,21 +29,55 @@ from dataclasses import dataclass, field
 
 from coord.raft.storage import MemoryStorage
 from coord.raft.types import Entry, HardState, Snapshot
-from coord.server.member_ready import restore_storage
+from coord.server.member_ready import Recovered, recover
+from coord.storage.codec import Record as WalRecord
+from coord.storage.records import (
+    entry_record,
+    hard_state_record,
+    replay,
+    snapshot_marker_record,
+)
+
+SNAPSHOT_FILES_KEPT = 2
+"""Snapshot files kept by :meth:`Disk.purge` (the server's ``snaps.purge(keep=2)``)."""
 
 
 class DiskError(Exception):
     """The simulator wrote an inconsistent image (a simulator bug)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    kind: str  # "hs" | "marker" | "ent"
+    hard_state: HardState | None = None
+    entry: Entry | None = None
+    marker: tuple[int, int] = (0, 0)  # snapshot index, term
+
+
+def _encode(rec: Record) -> WalRecord:
+    if rec.kind == "ent":
+        assert rec.entry is not None
+        return entry_record(rec.entry)
+    if rec.kind == "hs":
+        assert rec.hard_state is not None
+        return hard_state_record(rec.hard_state)
+    return snapshot_marker_record(*rec.marker)
+
+
+@dataclass
+class Segment:
+    first_seq: int
+    records: list[tuple[int, Record]] = field(default_factory=list)
+
+
 @dataclass
 class DiskImage:
+    """What a restart would read: the newest snapshot, the log after it, the hard state."""
+
     hard_state: HardState = field(default_factory=HardState)
     snapshot: Snapshot | None = None
     entries: list[Entry] = field(default_factory=list)  # all after the snapshot index
-
-    def copy(self) -> DiskImage:
-        return DiskImage(self.hard_state, self.snapshot, list(self.entries))
+    entry_seq: dict[int, int] = field(default_factory=dict)
 
     @property
     def snap_index(self) -> int:
@@ -43,46 +86,6 @@ class DiskImage:
     def last_index(self) -> int:
         return self.entries[-1].index if self.entries else self.snap_index
 
-    def apply(self, rec: Record) -> None:
-        if rec.kind == "hs":
-            assert rec.hard_state is not None
-            self.hard_state = rec.hard_state
-        elif rec.kind == "snap":
-            assert rec.snapshot is not None
-            snap = rec.snapshot
-            idx = snap.metadata.index
-            self.snapshot = snap
-            if rec.keep_log:
-                self.entries = [e for e in self.entries if e.index > idx]
-            else:
-                self.entries = []
-        else:
-            ents = rec.entries
-            if not ents:
-                return
-            first = self.snap_index + 1
-            if ents[-1].index < first:
-                return
-            if ents[0].index < first:
-                ents = ents[first - ents[0].index :]
-            base = self.entries[0].index if self.entries else first
-            k = ents[0].index - base
-            if k > len(self.entries):
-                raise DiskError(
-                    f"gap in the log: last {self.last_index()}, writing at {ents[0].index}"
-                )
-            del self.entries[k:]
-            self.entries.extend(ents)
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    kind: str  # "hs" | "snap" | "ents"
-    hard_state: HardState | None = None
-    snapshot: Snapshot | None = None
-    entries: tuple[Entry, ...] = ()
-    keep_log: bool = False
-
 
 @dataclass
 class DiskStats:
@@ -90,57 +93,132 @@ class DiskStats:
     fsyncs: int = 0
     crashes: int = 0
     lost_records: int = 0
+    cuts: int = 0
+    segments_released: int = 0
 
 
 class Disk:
-    def __init__(self, image: DiskImage | None = None) -> None:
-        self.durable = image.copy() if image is not None else DiskImage()
-        self.pending: list[Record] = []
+    def __init__(self) -> None:
+        self.segments: list[Segment] = [Segment(1)]
+        """The WAL's durable records (and, in the last segment, nothing volatile)."""
+        self.pending: list[tuple[int, Record]] = []
+        """Records written to the last segment, not yet fsync'd."""
+        self.snapshots: list[Snapshot] = []
+        """Snapshot files, oldest first."""
+        self.next_seq = 1
+        self._last = 0  # the log's last index as written (volatile)
         self.stats = DiskStats()
 
     # -- writes ------------------------------------------------------------------------
     def write_hard_state(self, hs: HardState) -> None:
-        self._write(Record("hs", hard_state=hs))
+        self._append(Record("hs", hard_state=hs))
 
     def write_snapshot(self, snap: Snapshot, *, keep_log: bool) -> None:
-        self._write(Record("snap", snapshot=snap, keep_log=keep_log))
-
-    def write_entries(self, entries: list[Entry]) -> None:
-        if entries:
-            self._write(Record("ents", entries=tuple(entries)))
-
-    def _write(self, rec: Record) -> None:
+        md = snap.metadata
         self.stats.writes += 1
-        self.pending.append(rec)
+        self.snapshots.append(snap)
+        if not keep_log:
+            self._last = md.index
+            self._append(Record("marker", marker=(md.index, md.term)))
+
+    def write_entries(self, entries: list[Entry]) -> dict[int, int]:
+        """Append one record per entry; returns entry index -> sequence number."""
+        if not entries:
+            return {}
+        if entries[0].index > self._last + 1:
+            raise DiskError(f"gap in the log: last {self._last}, writing at {entries[0].index}")
+        self._last = entries[-1].index
+        return {e.index: self._append(Record("ent", entry=e)) for e in entries}
+
+    def _append(self, rec: Record) -> int:
+        self.stats.writes += 1
+        seq = self.next_seq
+        self.next_seq += 1
+        self.pending.append((seq, rec))
+        return seq
 
     def fsync(self) -> None:
         self.stats.fsyncs += 1
-        for rec in self.pending:
-            self.durable.apply(rec)
+        self.segments[-1].records.extend(self.pending)
         self.pending.clear()
 
     def crash(self, rng: random.Random | None = None, *, torn: bool = False) -> int:
         """Lose the unsynced writes (all, or all but a random prefix); returns how many."""
         self.stats.crashes += 1
         keep = rng.randint(0, len(self.pending)) if (torn and rng is not None) else 0
-        for rec in self.pending[:keep]:
-            self.durable.apply(rec)
+        self.segments[-1].records.extend(self.pending[:keep])
         lost = len(self.pending) - keep
         self.stats.lost_records += lost
         self.pending.clear()
+        self.next_seq = self._durable_end()  # the reopened WAL appends after its last record
+        self._last = self.image().last_index()
         return lost
 
+    def _durable_end(self) -> int:
+        """The sequence number after the last durable record."""
+        last = self.segments[-1]
+        return last.records[-1][0] + 1 if last.records else last.first_seq
+
+    # -- segments ------------------------------------------------------------------------
+    def cut(self) -> None:
+        """Sync, then start a new segment holding a copy of the latest hard state and
+        snapshot marker."""
+        self.fsync()
+        self.stats.cuts += 1
+        latest: dict[str, Record] = {}
+        for seg in self.segments:
+            for _, rec in seg.records:
+                if rec.kind in ("hs", "marker"):
+                    latest.pop(rec.kind, None)
+                    latest[rec.kind] = rec
+        seg = Segment(self.next_seq)
+        for rec in latest.values():
+            seg.records.append((self.next_seq, rec))
+            self.next_seq += 1
+        self.segments.append(seg)
+
+    def release_before(self, seq: int) -> int:
+        """Delete every segment but the last all of whose records are before ``seq``;
+        returns how many."""
+        if seq > self._durable_end() - 1:
+            self.fsync()
+        k = 0
+        while k + 1 < len(self.segments) and self.segments[k + 1].first_seq <= seq:
+            k += 1
+        del self.segments[:k]
+        self.stats.segments_released += k
+        return k
+
+    def purge(self, keep: int = SNAPSHOT_FILES_KEPT) -> None:
+        del self.snapshots[:-keep]
+
     # -- views -------------------------------------------------------------------------
-    def volatile(self) -> DiskImage:
-        """The image as the running node sees it (durable + unsynced writes)."""
-        img = self.durable.copy()
-        for rec in self.pending:
-            img.apply(rec)
+    def image(self, *, volatile: bool = False) -> DiskImage:
+        """What a restart reads (``volatile``: as if every write were durable): the
+        newest snapshot file and the WAL's records replayed by the server's own
+        ``coord.storage.records.replay``."""
+        img = DiskImage()
+        img.snapshot = self.snapshots[-1] if self.snapshots else None
+        records = [r for seg in self.segments for _, r in seg.records]
+        if volatile:
+            records += [r for _, r in self.pending]
+        replayed = replay([_encode(r) for r in records], self.segments[0].first_seq)
+        img.hard_state = replayed.hard_state
+        img.entry_seq = replayed.entry_seq
+        img.entries = [e for e in replayed.entries if e.index > img.snap_index]
         return img
 
-    def restore(self) -> tuple[MemoryStorage, HardState, Snapshot | None]:
-        """A fresh ``MemoryStorage`` mirror of the durable image."""
-        img = self.durable
+    @property
+    def durable(self) -> DiskImage:
+        return self.image()
+
+    def volatile(self) -> DiskImage:
+        """The image as the running node sees it (durable + unsynced writes)."""
+        return self.image(volatile=True)
+
+    def restore(self) -> tuple[MemoryStorage, Recovered, dict[int, int]]:
+        """A fresh ``MemoryStorage`` mirror of the durable image, what the member starts
+        from, and the WAL sequence number of each entry record; raises ``LogGap``."""
+        img = self.image()
         st = MemoryStorage()
-        hs = restore_storage(st, img.snapshot, img.entries, img.hard_state)
-        return st, hs, img.snapshot
+        return st, recover(st, img.snapshot, img.entries, img.hard_state), img.entry_seq

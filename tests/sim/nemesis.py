@@ -8,9 +8,10 @@ when :meth:`Nemesis.stop` is called (the liveness phase).
 * partitions: every ~``partition_every`` ms one of: isolate a node (both ways, or in only,
   or out only), split into two random groups (symmetric or not), cut one directed link;
   healed after ~``partition_len`` ms;
-* early campaign (seeds with ``early_campaign``): the server's own reaction to a broken
-  leader stream (``coord.server.member_core.EarlyCampaign``), started by a crash of the
-  leader: each follower that heard nothing more from it for ``CONFIRM_LOSS_TICKS`` ticks
+* early campaign (seeds with ``early_campaign``): the member's own reaction to a broken
+  leader stream (``MemberCore.leader_stream_lost``, its timers woken at
+  ``MemberCore.next_wake``), started by a crash of the leader: each follower that
+  heard nothing more from it for ``CONFIRM_LOSS_TICKS`` ticks
   forgets it and campaigns within ``EARLY_CAMPAIGN_TICKS`` ticks; with
   ``false_alarm_every``, a random follower of a live leader forgets it (a stream that
   broke while the leader lives);
@@ -26,7 +27,7 @@ import random
 from collections.abc import Callable
 
 from coord.raft import ConfChange, ConfChangeType, StateRole
-from coord.server.member_core import EarlyCampaign
+from coord.server.member_ready import LeaderLost
 from tests.sim.cluster import Call, Cluster
 from tests.sim.eventloop import sub_rng
 from tests.sim.kv import Request
@@ -44,7 +45,7 @@ class Nemesis:
         self.member_rng = sub_rng(self.o.seed, "nemesis.membership")
         self.churn_rng = sub_rng(self.o.seed, "nemesis.churn")
         self.transfer_rng = sub_rng(self.o.seed, "nemesis.transfer")
-        self.early_rng = sub_rng(self.o.seed, "nemesis.early")
+        self.early_rng = cluster.early_rng  # also the members' early campaign's
         self.stopped = False
         self.spares = [nid for nid in cluster.ids if nid not in cluster.founders]
         self.removals_left = self.o.removals
@@ -55,7 +56,7 @@ class Nemesis:
             "partitions": 0, "cc_proposed": 0, "transfers": 0, "leader_forgotten": 0,
             "early_campaigns": 0,
         }  # fmt: skip
-        self._campaigns: dict[int, tuple[int, EarlyCampaign]] = {}
+        self._armed: set[tuple[int, int, int]] = set()  # (node, incarnation, time)
         cluster.on_crash = self._crashed
 
     def start(self) -> None:
@@ -96,47 +97,43 @@ class Nemesis:
             self.loop.after(self._exp(self.crash_rng, self.o.down_ms), self._restart, nid)
         if self.o.early_campaign:
             for fid in self.c.ids:
-                raw = self.c.nodes[fid].raw
-                if raw is not None and raw.lead == nid:
-                    self._wake(fid, self._early(fid).stream_lost(nid, self.loop.now))
+                n = self.c.nodes[fid]
+                if n.core is not None and n.core.rn.lead == nid:
+                    n.core.leader_stream_lost(nid, self.loop.now)
+                    self._arm(fid)
 
     def _restart(self, nid: int) -> None:
         if not self.stopped:
             self.c.restart(nid)
 
-    # -- early campaign: the production member's (coord.server.member_core) ------------
-    def _early(self, nid: int) -> EarlyCampaign:
-        """Node ``nid``'s early campaign, for its current incarnation (a crash drops its
-        pending timers with the process)."""
+    # -- the member's timers (the early campaign: coord.server.member_core) --------------
+    def _arm(self, nid: int) -> None:
+        """Wake node ``nid``'s member at its next timer (``MemberCore.next_wake``), as the
+        server's ``_arm_timer`` does; a crash drops its timers with the process."""
         n = self.c.nodes[nid]
-        inc, ec = self._campaigns.get(nid, (-1, None))
-        if ec is None or inc != n.incarnation:
-            inc = n.incarnation
-            ec = EarlyCampaign(lambda: n.raw if n.incarnation == inc else None,
-                               self.c.tick_period[nid], self.early_rng)
-            self._campaigns[nid] = (inc, ec)
-        return ec
-
-    def _wake(self, nid: int, due: float | None) -> None:
-        if due is not None:
-            self.loop.at(math.ceil(due), self._fire, nid, self.c.nodes[nid].incarnation)
-
-    def _fire(self, nid: int, inc: int) -> None:
-        n = self.c.nodes[nid]
-        if n.incarnation != inc:
+        due = n.core.next_wake() if n.core is not None else None
+        if due is None:
             return
-        ec = self._early(nid)
-        forgotten, campaigns = ec.forgotten, ec.campaigns
-        wakes = ec.fire(self.loop.now, lambda peer: self.c.last_heard.get((nid, peer), -1))
-        if ec.forgotten != forgotten:
-            self._forgot(nid, "leader stream lost")
-        if ec.campaigns != campaigns:
-            self.stats["early_campaigns"] += 1
-            self.c.trace.log(f"n{nid} campaigns early")
-        if ec.forgotten != forgotten or ec.campaigns != campaigns:
-            self.c.drive(n)  # may crash the node (crash points): the next _fire checks
-        for due in wakes:
-            self._wake(nid, due)
+        key = (nid, n.incarnation, max(math.ceil(due), self.loop.now))
+        if key not in self._armed:
+            self._armed.add(key)
+            self.loop.at(key[2], self._fire, *key)
+
+    def _fire(self, nid: int, inc: int, at: int) -> None:
+        self._armed.discard((nid, inc, at))
+        n = self.c.nodes[nid]
+        if n.incarnation != inc or n.core is None:
+            return
+        happened = n.core.wake(self.loop.now, lambda peer: self.c.last_heard.get((nid, peer), -1))
+        for what in happened:
+            if isinstance(what, LeaderLost):
+                self._forgot(nid, "leader stream lost")
+            else:
+                self.stats["early_campaigns"] += 1
+                self.c.trace.log(f"n{nid} campaigns early")
+        if happened:
+            self.c.drive(n)  # may crash the node (crash points): _arm checks
+        self._arm(nid)
 
     def _forgot(self, nid: int, why: str) -> None:
         self.stats["leader_forgotten"] += 1
@@ -154,10 +151,12 @@ class Nemesis:
         ]  # fmt: skip
         if followers:
             nid = r.choice(followers)
-            due = self._early(nid).leader_gone(self.loop.now)
+            core = self.c.nodes[nid].core
+            assert core is not None
+            core.forget_leader(self.loop.now)
             self._forgot(nid, "false alarm: the leader is alive")
             self.c.drive(self.c.nodes[nid])  # may crash the node (crash points)
-            self._wake(nid, due)
+            self._arm(nid)
         self.loop.after(self._exp(r, self.o.false_alarm_every), self._false_alarm)
 
     # -- partitions ----------------------------------------------------------------------

@@ -32,6 +32,7 @@ SIM_BUGS = frozenset(
         "ack_before_fsync",  # send messages_after_persist before persisting/fsync
         "no_dedup",  # the applier applies a duplicated proposal twice
         "stale_local_read",  # serve reads from the local node's state, no Raft
+        "release_to_newest",  # a snapshot releases the WAL up to its newest record
     }
 )
 
@@ -75,6 +76,7 @@ class SimOptions:
     torn_writes: bool = False
     snapshot_every: int = 0  # applied entries between snapshots (0 = never)
     snapshot_keep: int = 0  # entries kept behind a snapshot on compaction
+    snapshot_crash: bool = False  # a snapshot save may crash before the WAL release
     read_index: bool = False  # serve gets via ReadIndex instead of through the log
     lease_reads: bool = False  # ReadIndex trusts the leader lease (needs check_quorum)
     tick_skew: float = 0.0  # each node's tick period is tick_ms * (1 ± up to this)
@@ -253,4 +255,5 @@ def _clock(r: random.Random, maybe: Callable[[float], bool]) -> dict[str, Any]:
         "max_committed_size_per_ready": r.choice((1 << 22, 1 << 22, 100)),
         "early_campaign": maybe(0.5),
         "false_alarm_every": r.choice((0, 0, 300, 1000)),
+        "snapshot_crash": maybe(0.3),
     }

@@ -126,6 +126,9 @@ def run(opts: SimOptions, *, trace: bool = False) -> SimResult:
         res.stats.update(cluster.stats)
         res.stats.update({f"net_{k}": v for k, v in vars(cluster.net.stats).items()})
         res.stats["invariant_checks"] = cluster.inv.checks
+        disks = [n.disk.stats for n in cluster.nodes.values()]
+        res.stats["wal_cuts"] = sum(d.cuts for d in disks)
+        res.stats["wal_segments_released"] = sum(d.segments_released for d in disks)
         res.nodes = cluster.describe_nodes()
     if wl is not None:
         res.stats.update({f"ops_{k}": v for k, v in wl.stats.items()})

@@ -30,6 +30,7 @@ def first_violation(
         ("ack_before_fsync", 100, "durability"),
         ("no_dedup", 200, "not linearizable"),  # needs a duplicated PROP: dup > 0 seeds
         ("stale_local_read", 40, "not linearizable"),
+        ("release_to_newest", 60, "restart after WAL release"),
     ],
 )
 def test_sim_bug_is_caught(bug: str, bound: int, expect: str) -> None:

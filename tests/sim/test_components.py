@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coord.raft import ConfState, Entry, HardState, Message, MessageType, Snapshot, SnapshotMetadata
+from coord.server.member_ready import LogGap
 from tests.sim.disk import Disk, DiskError
 from tests.sim.eventloop import EventLoop, sub_rng
 from tests.sim.invariants import BOOT_HASH, Invariants, Violation
@@ -174,9 +175,8 @@ def test_disk_entries_replace_suffix_and_gaps_fail() -> None:
     d.write_entries([_e(2, 2)])
     d.fsync()
     assert [(e.term, e.index) for e in d.durable.entries] == [(1, 1), (2, 2)]
-    d.write_entries([_e(2, 5)])
     with pytest.raises(DiskError):
-        d.fsync()
+        d.write_entries([_e(2, 5)])
 
 
 def test_disk_snapshots_and_restore() -> None:
@@ -188,8 +188,10 @@ def test_disk_snapshots_and_restore() -> None:
     d.fsync()
     assert d.durable.snap_index == 4
     assert [e.index for e in d.durable.entries] == [5, 6, 7]
-    st, hs, snap = d.restore()
+    st, rec, seqs = d.restore()
+    hs, snap = rec.hard_state, rec.snapshot
     assert hs == HardState(3, 2, 7)
+    assert sorted(seqs) == list(range(1, 8))
     assert snap is not None and snap.data == b"kv"
     assert (st.first_index(), st.last_index()) == (5, 7)
     assert st.initial_state() == (hs, cs)
@@ -325,3 +327,23 @@ def test_options_are_a_function_of_the_seed() -> None:
     assert draw_options(5) == draw_options(5)
     assert draw_options(5) != draw_options(6)
     assert "seed=5" in draw_options(5).describe()
+
+
+def test_disk_release_keeps_what_a_restart_needs_and_a_wrong_release_is_a_gap() -> None:
+    cs = ConfState((1, 2, 3))
+    d = Disk()
+    seqs = d.write_entries([_e(1, i) for i in range(1, 6)])
+    d.write_hard_state(HardState(1, 1, 5))
+    d.fsync()
+    d.write_snapshot(Snapshot(SnapshotMetadata(3, 1, cs), b"kv"), keep_log=True)
+    d.cut()  # the new segment starts with the latest hard state
+    more = d.write_entries([_e(1, 6)])
+    d.fsync()
+    # the release point of a snapshot at 3: the record of entry 4 (still needed)
+    assert d.release_before(seqs[4]) == 0 and len(d.segments) == 2
+    _, rec, _ = d.restore()
+    assert [e.index for e in rec.entries] == [4, 5, 6] and rec.hard_state.commit == 5
+    # releasing everything before the newest record loses 4 and 5: the restart refuses
+    assert d.release_before(more[6]) == 1
+    with pytest.raises(LogGap):
+        d.restore()

@@ -246,3 +246,28 @@ restarted with nothing (the server's recovery bootstraps again; the simulator di
 def test_s3_s4_seeds(seed: int) -> None:
     res = run_seed(seed)
     assert res.ok, res.report(trace_lines=0)
+
+
+F7_SEEDS = [300006, 300022, 300100, 300133]
+"""F7 (member, recovery): a WAL replayed after a snapshot from the leader was installed
+(the log jumps there) kept an old entry beside the one that rewrote it; the restarted
+member had two entries at one index. Fail with ``coord.storage.records.replay`` before
+the fix."""
+
+
+@pytest.mark.parametrize("seed", F7_SEEDS)
+def test_f7_seeds(seed: int) -> None:
+    res = run_seed(seed)
+    assert res.ok, res.report(trace_lines=0)
+
+
+F8_SEEDS = [303204]
+"""F8 (member, recovery): a member that installed a snapshot from the leader and crashed
+before the leader's next entries arrived restarted with its older-term entries after the
+snapshot (still in the WAL). Fail with ``member_ready.recover`` keeping them."""
+
+
+@pytest.mark.parametrize("seed", F8_SEEDS)
+def test_f8_seeds(seed: int) -> None:
+    res = run_seed(seed)
+    assert res.ok, res.report(trace_lines=0)

@@ -11,11 +11,23 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from coord.rpc.h2.frames import STREAM_WINDOW
+from coord.rpc.h2.streams import (
+    ENDED,
+    HALF_CLOSED_REMOTE,
+    LOCAL_CLOSED,
+    OPEN,
+)
 from coord.rpc.handlers import CallContext
 from coord.rpc.status import StatusCode
 
 _TIMEOUT_UNITS = {ord("H"): 3600.0, ord("M"): 60.0, ord("S"): 1.0, ord("m"): 1e-3,
                   ord("u"): 1e-6, ord("n"): 1e-9}
+
+
+class StreamOwner(Protocol):
+    """What a stream keeps of its connection (:class:`coord.rpc.h2.core.ServerCore`)."""
+
+    peer: str
 
 
 class CallOwner(Protocol):
@@ -76,12 +88,12 @@ class Stream:
     """One call: its request headers, the request messages received so far, what waits to
     be sent under flow control, and the handler's task."""
 
-    __slots__ = ("buffer", "conn", "deadline", "drain", "handler",
-                 "headers", "headers_sent", "held", "id", "inbox", "local_closed",
-                 "pending", "queued", "recv_window", "remote_closed", "reset", "send_window",
+    __slots__ = ("buffer", "closed_how", "conn", "deadline", "drain", "handler",
+                 "headers", "headers_sent", "held", "id", "inbox",
+                 "pending", "queued", "recv_window", "reset", "send_window", "state",
                  "task", "timer", "trailer", "unacked", "waiter")
 
-    def __init__(self, conn: CallOwner, stream_id: int, headers: list[tuple[bytes, bytes]],
+    def __init__(self, conn: StreamOwner, stream_id: int, headers: list[tuple[bytes, bytes]],
                  send_window: int) -> None:
         self.conn = conn
         self.id = stream_id
@@ -96,9 +108,13 @@ class Stream:
         of incomplete messages and of messages the handler has not taken."""
         self.recv_window = STREAM_WINDOW
         self.waiter: asyncio.Future[None] | None = None
-        self.remote_closed = False
-        self.local_closed = False
+        self.state = OPEN
+        """RFC 9113 5.1 (:mod:`coord.rpc.h2.streams`); a stream in the connection's table
+        is open or half-closed, never idle or reserved."""
+        self.closed_how = ENDED
+        """Once closed: whether by END_STREAM both ways or by whose RST_STREAM."""
         self.reset = False
+        """The call was cancelled (RST_STREAM either way, or the connection was lost)."""
         self.headers_sent = False
         self.send_window = send_window
         self.pending: deque[memoryview] = deque()
@@ -107,6 +123,16 @@ class Stream:
         self.unacked = 0
         self.deadline: float | None = None
         self.timer: asyncio.TimerHandle | None = None
+
+    @property
+    def remote_closed(self) -> bool:
+        """The client sent END_STREAM (or the stream was reset)."""
+        return self.state >= HALF_CLOSED_REMOTE
+
+    @property
+    def local_closed(self) -> bool:
+        """This side sent END_STREAM (or the stream was reset)."""
+        return self.state in LOCAL_CLOSED
 
     def wake(self) -> None:
         waiter = self.waiter

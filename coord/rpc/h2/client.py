@@ -84,7 +84,7 @@ _MESSAGE_HEAD = struct.Struct(">BI")
 """gRPC's message prefix: compressed flag (always 0), length."""
 
 
-class StreamCall(ResponseReader):
+class StreamCall(ResponseReader, asyncio.Protocol):
     """One client-streaming gRPC call on its own connection. Create with :meth:`open`.
 
     Invariants (all state is touched on the event loop only):
@@ -323,6 +323,7 @@ class StreamCall(ResponseReader):
 
     def _on_stream_credit(self, stream_id: int, increment: int) -> None:
         if stream_id != STREAM_ID:
+            self._other_stream(WINDOW_UPDATE, stream_id)
             return
         if not increment:
             self._fail("zero stream window increment", reset=PROTOCOL_ERROR)

@@ -1,12 +1,13 @@
-"""Server dispatch: a call's handler resolved, started and run, its responses sent under
-flow control and its status in trailers (or a trailers-only response), its deadline kept.
-The frames-in half of the connection is :class:`coord.rpc.h2.connection.Connection`."""
+"""Server dispatch on asyncio: a call's handler resolved, started and run as a task, its
+deadline kept, its response stream paced by flow control. The HTTP/2 state below it is the
+sans-I/O :class:`coord.rpc.h2.core.ServerCore`, whose hooks this implements; the protocol
+above it is :class:`coord.rpc.h2.connection.Connection`."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 import structlog
@@ -20,97 +21,56 @@ from coord.rpc.h2.call import (
     metadata,
     parse_timeout,
 )
-from coord.rpc.h2.frames import (
-    DATA,
-    END_HEADERS,
-    END_STREAM,
-    ENHANCE_YOUR_CALM,
-    FLUSH_AT,
-    HEADERS,
-    NO_ERROR,
-    RESPONSE_HEADERS,
-    RST_STREAM,
-    TRAILERS_OK,
-    U32,
-    frame,
-    grpc_message,
-    status_block,
+from coord.rpc.h2.core import CoreServer, ServerCore
+from coord.rpc.h2.frames import PROTOCOL_ERROR
+from coord.rpc.h2.streams import (
+    LOCAL_CLOSED,
 )
-from coord.rpc.h2.limits import (
-    PENDING_RESPONSE_LIMIT,
-)
-from coord.rpc.h2.protocol import FrameHandler
 from coord.rpc.h2.tls import ServerTLS
+from coord.rpc.h2.validate import Head, grpc_content_type
 from coord.rpc.handlers import CallContext, Outcome, RpcAbort, Send, run_call
 from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.rpc.h2")
 
 
-class ServerState(Protocol):
+class ServerState(CoreServer, Protocol):
     """What a connection needs of its server (:class:`coord.rpc.h2.server.H2Server`)."""
 
-    resolve: Callable[[CallDetails], Any]
-    max_receive: int
-    closing: bool
     idle: asyncio.Event
     connections: set[Any]
     tls: ServerTLS | None
 
 
-class CallDispatch(FrameHandler):
-    """The calls of one server connection: everything from a complete request header block
-    to the call's last frame. Its state lives on the connection, which also provides the
-    stream bookkeeping hooks below."""
+class CallDispatch(ServerCore):
+    """The calls of one server connection, from a complete request header block to the
+    call's last frame, as asyncio tasks."""
 
     server: ServerState
     loop: asyncio.AbstractEventLoop
-    transport: asyncio.Transport | None
-    peer: str
-    streams: dict[int, Stream]
-    _out: list[bytes]
-    _out_size: int
-    _closed: bool
-    _paused: bool
-    _pending_bytes: int
-    _blocked: dict[int, Stream]
-    _conn_unacked: int
-    _conn_window: int
-
-    def _credit(self, size: int) -> None:
-        raise NotImplementedError
-
-    def _release(self, stream: Stream, size: int) -> None:
-        raise NotImplementedError
-
-    def _forget(self, stream: Stream) -> None:
-        raise NotImplementedError
-
-    def _ack_stream(self, stream: Stream) -> None:
-        raise NotImplementedError
-
-    def _reset(self, stream: Stream, code: int) -> None:
-        raise NotImplementedError
 
     # -- calls ---------------------------------------------------------------------------
 
-    def _start_call(self, stream: Stream, headers: list[tuple[bytes, bytes]]) -> None:
-        path = b""
-        timeout = b""
-        for name, value in headers:
-            if name == b":path":
-                path = value
-            elif name == b"grpc-timeout":
-                timeout = value
-            elif name == b"grpc-encoding" and value != b"identity":
-                self._finish(stream, StatusCode.UNIMPLEMENTED,
-                             f"grpc: compression {value.decode('latin-1')} is not supported")
-                return
-        method = path.decode("latin-1")
+    def _start_call(self, stream: Stream, headers: list[tuple[bytes, bytes]],
+                    head: Head) -> None:
+        method, path, content_type, timeout, encoding = head
+        if method != b"POST":  # gRPC is POST only; grpc-go resets the stream
+            self._reset(stream, PROTOCOL_ERROR)
+            return
+        if not grpc_content_type(content_type):  # gRPC's PROTOCOL-HTTP2: HTTP 415
+            self._finish(stream, StatusCode.INTERNAL,
+                         f"invalid gRPC request content-type {content_type.decode('latin-1')!r}",
+                         http_status=415)
+            return
+        if encoding and encoding != b"identity":
+            self._finish(stream, StatusCode.UNIMPLEMENTED,
+                         f"grpc: compression {encoding.decode('latin-1')} is not supported")
+            return
+        full_name = path.decode("latin-1")
         try:
-            handler = self.server.resolve(CallDetails(method, headers))
+            handler = self.server.resolve(CallDetails(full_name, headers))
         except Exception:  # a resolver bug must not take the connection down
-            log.exception("h2.resolve_failed", method=method)
+            log.exception("h2.resolve_failed", method=full_name)
             handler = None
         if handler is None:
             self._finish(stream, StatusCode.UNIMPLEMENTED, "Method not found!")
@@ -126,7 +86,7 @@ class CallDispatch(FrameHandler):
 
     def _expire(self, stream: Stream) -> None:
         stream.timer = None
-        if not stream.local_closed:
+        if stream.state not in LOCAL_CLOSED:
             task = stream.task
             self._finish(stream, StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
             if task is not None:
@@ -172,13 +132,13 @@ class CallDispatch(FrameHandler):
     def call_done(self, call: Stream, outcome: Outcome) -> None:
         code, details, response = outcome
         if response is not None:
-            if not call.local_closed:
+            if call.state not in LOCAL_CLOSED:
                 self._send_unary(call, response)
         else:
             self._finish(call, code, details)
 
     def call_cancelled(self, call: Stream) -> None:
-        if not call.local_closed and not call.reset:
+        if call.state not in LOCAL_CLOSED and not call.reset:
             # Cut off by a stopping server: UNAVAILABLE makes etcd's clients retry
             # elsewhere (they give up on a watch that ends CANCELLED).
             if self.server.closing:
@@ -190,7 +150,7 @@ class CallDispatch(FrameHandler):
         """Where a response stream's messages go: queued under flow control, waiting while
         the stream or the connection is full."""
         async def send(data: bytes) -> bool:
-            if stream.local_closed or stream.trailer is not None:
+            if stream.state in LOCAL_CLOSED or stream.trailer is not None:
                 return False
             self._send_message(stream, data)
             if stream.pending or self._paused:
@@ -198,120 +158,28 @@ class CallDispatch(FrameHandler):
             return True
         return send
 
-    # -- frames out ----------------------------------------------------------------------
-
-    def _write(self, data: bytes) -> None:
-        if not self._out:
-            self.loop.call_soon(self._flush)
-        self._out.append(data)
-        self._out_size += len(data)
-        if self._out_size >= FLUSH_AT:
-            self._flush()  # the transport sees the volume now (pause_writing)
-
-    def _flush(self) -> None:
-        if self._out and not self._closed and self.transport is not None:
-            self.transport.write(b"".join(self._out))
-        self._out.clear()
-        self._out_size = 0
-
-    def _send_unary(self, stream: Stream, data: bytes) -> None:
-        """A whole unary response: headers, the message, trailers — one write when the
-        windows allow it."""
-        message = grpc_message(data)
-        size = len(message)
-        if (not stream.pending and size <= stream.send_window and size <= self._send_window
-                and size <= self._peer_max_frame):
-            stream.send_window -= size
-            self._send_window -= size
-            stream.headers_sent = stream.local_closed = True
-            self._write(frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS)
-                        + frame(DATA, 0, stream.id, message)
-                        + frame(HEADERS, END_HEADERS | END_STREAM, stream.id, TRAILERS_OK))
-            self._closed_locally(stream)
-            return
-        self._send_message(stream, data)
-        self._finish(stream, StatusCode.OK, "")
-
-    def _send_message(self, stream: Stream, data: bytes) -> None:
-        if not stream.headers_sent:
-            stream.headers_sent = True
-            self._write(frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS))
-        message = memoryview(grpc_message(data))
-        if (self._pending_bytes and self._pending_bytes + len(message) > PENDING_RESPONSE_LIMIT
-                and (stream.pending or len(message) > min(stream.send_window,
-                                                          self._send_window))):
-            # The client does not take what it asked for: drop this response rather than
-            # hold it (one response of any size may wait when nothing else does).
-            log.info("h2.response_dropped", peer=self.peer, stream=stream.id,
-                     pending=self._pending_bytes)
-            self._reset(stream, ENHANCE_YOUR_CALM)
-            return
-        stream.pending.append(message)
-        self._pending_bytes += len(message)
-        self._send_pending(stream)
-
-    def _send_pending(self, stream: Stream) -> None:
-        """Send what flow control allows of the stream's queued data, then its trailers."""
-        pending = stream.pending
-        while pending:
-            chunk = pending[0]
-            n = min(len(chunk), stream.send_window, self._send_window, self._peer_max_frame)
-            if n <= 0:
-                self._blocked[stream.id] = stream
-                return
-            stream.send_window -= n
-            self._send_window -= n
-            self._pending_bytes -= n
-            if n == len(chunk):
-                pending.popleft()
-                self._write(frame(DATA, 0, stream.id, chunk))
-            else:
-                pending[0] = chunk[n:]  # a view: no copy of the rest
-                self._write(frame(DATA, 0, stream.id, chunk[:n]))
-        self._blocked.pop(stream.id, None)
-        if stream.trailer is not None:
-            self._write(stream.trailer)
-            stream.trailer = None
-            self._closed_locally(stream)
-        self._wake_drain(stream)
-
-    def _unblock(self) -> None:
-        for stream in list(self._blocked.values()):
-            if self._send_window <= 0:
-                return
-            self._send_pending(stream)
-
     async def _drained(self, stream: Stream) -> None:
         while (stream.pending or self._paused) and not stream.reset and not self._closed:
             stream.drain = self.loop.create_future()
             await stream.drain
 
-    def _wake_drain(self, stream: Stream) -> None:
+    # -- the core's hooks ----------------------------------------------------------------
+
+    def _request_complete(self, stream: Stream) -> None:
+        stream.task = self.loop.create_task(self._run(stream))
+
+    def _call_reset(self, stream: Stream) -> None:
+        if stream.timer is not None:
+            stream.timer.cancel()
+            stream.timer = None
+        if stream.task is not None and not stream.task.done():
+            stream.task.cancel()
+        stream.wake()
         drain = stream.drain
-        if drain is not None and not drain.done() and not self._paused:
+        if drain is not None and not drain.done():
             drain.set_result(None)
 
-    def _finish(self, stream: Stream, code: StatusCode, details: str) -> None:
-        """End the call with a status: trailers after any queued data, or a trailers-only
-        response when nothing was sent yet."""
-        if stream.local_closed or stream.trailer is not None or stream.reset:
-            return
-        if not stream.headers_sent:
-            stream.headers_sent = True
-            block = RESPONSE_HEADERS + (TRAILERS_OK if code is StatusCode.OK
-                                         else status_block(code, details))
-            stream.local_closed = True
-            self._write(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, block))
-            self._closed_locally(stream)
-            return
-        block = TRAILERS_OK if code is StatusCode.OK else status_block(code, details)
-        stream.trailer = frame(HEADERS, END_HEADERS | END_STREAM, stream.id, block)
-        self._send_pending(stream)
-
-    def _closed_locally(self, stream: Stream) -> None:
-        stream.local_closed = True
-        if stream.held:
-            self._release(stream, stream.held)
+    def _call_ended(self, stream: Stream) -> None:
         if stream.timer is not None:
             stream.timer.cancel()
             stream.timer = None
@@ -321,9 +189,3 @@ class CallDispatch(FrameHandler):
         drain = stream.drain
         if drain is not None and not drain.done():
             drain.set_result(None)
-        if not stream.remote_closed:
-            # The response is complete; the client need not send the rest (RFC 9113 8.1).
-            self._write(frame(RST_STREAM, 0, stream.id, U32.pack(NO_ERROR)))
-            stream.remote_closed = True
-            stream.wake()
-        self._forget(stream)

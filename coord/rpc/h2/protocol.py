@@ -1,10 +1,9 @@
-"""The asyncio protocol both ends of an HTTP/2 connection share: frames checked, PINGs
-answered, SETTINGS and WINDOW_UPDATEs applied, header blocks reassembled; the rest goes to
-the hooks the server's connection and the peer client implement."""
+"""What both ends of an HTTP/2 connection do with incoming frames, without I/O: frames
+checked, PINGs answered, SETTINGS and WINDOW_UPDATEs applied, header blocks reassembled;
+the rest goes to the hooks the server's core (:mod:`coord.rpc.h2.core`) and the peer
+client (:mod:`coord.rpc.h2.client`) implement. Output is only ever ``_write``."""
 
 from __future__ import annotations
-
-import asyncio
 
 from coord.rpc.h2.frames import (
     ACK,
@@ -18,11 +17,13 @@ from coord.rpc.h2.frames import (
     MAX_FRAME,
     MAX_WINDOW,
     PING,
+    PRIORITY,
     PROTOCOL_ERROR,
     PUSH_PROMISE,
     RST_STREAM,
     SETTING,
     SETTINGS,
+    SETTINGS_ENABLE_PUSH,
     SETTINGS_INITIAL_WINDOW_SIZE,
     SETTINGS_MAX_FRAME_SIZE,
     U32,
@@ -36,7 +37,7 @@ from coord.rpc.h2.limits import (
 )
 
 
-class FrameHandler(asyncio.Protocol):
+class FrameHandler:
     """What both ends of a connection do with incoming frames: check them, answer PINGs,
     reassemble header blocks, and hand the rest to the hooks a subclass implements."""
 
@@ -90,12 +91,20 @@ class FrameHandler(asyncio.Protocol):
                 delta = value - self._peer_initial_window
                 self._peer_initial_window = value
                 self._on_initial_window(delta)
+            elif key == SETTINGS_ENABLE_PUSH:
+                if value > 1:
+                    raise H2ProtocolError(PROTOCOL_ERROR, "bad ENABLE_PUSH")
             elif key == SETTINGS_MAX_FRAME_SIZE:
                 if not MAX_FRAME <= value <= 2**24 - 1:
                     raise H2ProtocolError(PROTOCOL_ERROR, "bad max frame size")
                 self._peer_max_frame = value
         self._write(frame(SETTINGS, ACK, 0))
         self._on_peer_settings()
+
+    def _stream_error(self, stream_id: int, code: int) -> None:
+        """A stream error (RFC 9113 5.4.2): RST_STREAM with ``code``; the subclass ends
+        its side of the stream too."""
+        self._write(frame(RST_STREAM, 0, stream_id, U32.pack(code)))
 
     def _on_connection_credit(self) -> None:
         """The peer gave connection-level credit (``_send_window`` already raised)."""
@@ -168,6 +177,14 @@ class FrameHandler(asyncio.Protocol):
             if len(payload) < 8 or stream_id:
                 raise H2ProtocolError(PROTOCOL_ERROR, "bad GOAWAY")
             self._on_goaway(U32.unpack_from(payload, 4)[0], payload[8:])
+        elif kind == PRIORITY:
+            # Priorities are ignored (RFC 9113 5.3.2), but the frame is still checked (6.3).
+            if not stream_id:
+                raise H2ProtocolError(PROTOCOL_ERROR, "PRIORITY on stream 0")
+            if len(payload) != 5:
+                self._stream_error(stream_id, FRAME_SIZE_ERROR)
+            elif U32.unpack_from(payload)[0] & 0x7FFFFFFF == stream_id:
+                self._stream_error(stream_id, PROTOCOL_ERROR)
         elif kind == PUSH_PROMISE:
             raise H2ProtocolError(PROTOCOL_ERROR, "PUSH_PROMISE (push is disabled)")
-        # PRIORITY and unknown frame types are ignored (RFC 9113 sections 5.5 and 5.3.2).
+        # Unknown frame types are ignored (RFC 9113 5.5).

@@ -9,15 +9,19 @@ import urllib.parse
 from coord.rpc.h2 import hpack
 from coord.rpc.h2.frames import (
     CANCEL,
+    DATA,
     END_STREAM,
+    HEADERS,
     PADDED,
     PROTOCOL_ERROR,
+    RST_STREAM,
     U32,
     WINDOW_UPDATE,
     H2ProtocolError,
     frame,
 )
 from coord.rpc.h2.protocol import FrameHandler
+from coord.rpc.h2.streams import RECEIVE, State, Verdict
 from coord.rpc.status import StatusCode
 
 STREAM_ID = 1
@@ -65,9 +69,26 @@ class ResponseReader(FrameHandler):
               reset: int | None = CANCEL, quiet: bool = False) -> None:
         raise NotImplementedError
 
+    def _other_stream(self, kind: int, stream_id: int) -> None:
+        """A frame for a stream other than the call's. This client opens stream 1 only and
+        disables push, so every other stream is idle (RFC 9113 5.1): PRIORITY is allowed,
+        HEADERS would be a stream the server may not open, the rest as the table says."""
+        verdict, code = ((Verdict.CONNECTION_ERROR, PROTOCOL_ERROR) if kind == HEADERS
+                         else RECEIVE[State.IDLE, kind])
+        if verdict is Verdict.CONNECTION_ERROR:
+            raise H2ProtocolError(code, f"frame type {kind} on idle stream {stream_id}")
+
+    def _stream_error(self, stream_id: int, code: int) -> None:
+        if stream_id != STREAM_ID:  # an idle stream cannot be reset (RFC 9113 6.4)
+            raise H2ProtocolError(code, f"stream error on idle stream {stream_id}")
+        self._fail(f"stream error from the server's frames ({h2_error_name(code)})",
+                   reset=code)
+
     def _on_rst_stream(self, stream_id: int, code: int) -> None:
-        if stream_id == STREAM_ID:
-            self._fail(f"stream reset by the server ({h2_error_name(code)})", reset=None)
+        if stream_id != STREAM_ID:
+            self._other_stream(RST_STREAM, stream_id)
+            return
+        self._fail(f"stream reset by the server ({h2_error_name(code)})", reset=None)
 
     def _on_goaway(self, code: int, debug: bytes) -> None:
         text = debug.decode("utf-8", "replace")
@@ -75,7 +96,9 @@ class ResponseReader(FrameHandler):
 
     def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
         headers = self._decoder.decode(block)  # always, to keep the table in step
-        if stream_id != STREAM_ID or self._error is not None:
+        if stream_id != STREAM_ID:
+            self._other_stream(HEADERS, stream_id)
+        if self._error is not None:
             return
         if not self._headers_seen:
             self._headers_seen = True
@@ -119,7 +142,9 @@ class ResponseReader(FrameHandler):
         if self._conn_unacked >= RECEIVE_WINDOW // 2:
             self._write(frame(WINDOW_UPDATE, 0, 0, U32.pack(self._conn_unacked)))
             self._conn_unacked = 0
-        if stream_id != STREAM_ID or self._error is not None:
+        if stream_id != STREAM_ID:
+            self._other_stream(DATA, stream_id)
+        if self._error is not None:
             return
         if not self._headers_seen:
             self._fail("DATA before the response headers", reset=PROTOCOL_ERROR)

@@ -91,6 +91,7 @@ from coord.rpc.h2.frames import (
     read_frames,
     status_block,
 )
+from coord.rpc.h2.limits import PREFACE_TIMEOUT
 from coord.rpc.h2.protocol import FrameHandler
 from coord.rpc.h2.tls import ServerTLS, server_context
 from coord.rpc.handlers import RpcAbort
@@ -196,8 +197,11 @@ class H2Server:
         host, port = split_address(address)
         loop = asyncio.get_running_loop()
         ssl = server_context(self.tls) if self.tls is not None else None
-        self._server = await loop.create_server(lambda: Connection(self), host, port,
-                                                reuse_address=True, ssl=ssl)
+        # A TLS handshake gets the HTTP/2 preface's time too (asyncio's default is 60 s):
+        # connections that never send a ClientHello must not be held longer than others.
+        self._server = await loop.create_server(
+            lambda: Connection(self), host, port, reuse_address=True, ssl=ssl,
+            ssl_handshake_timeout=PREFACE_TIMEOUT if ssl is not None else None)
         sockets: Iterable[Any] = getattr(self._server, "sockets", None) or ()
         for sock in sockets:
             return int(sock.getsockname()[1])
