@@ -191,10 +191,12 @@ def cert_cn(path: Path | None) -> str | None:
 
 def handshake_hint(endpoints: str, message: str) -> str:
     """What to add to a "cannot reach the store" line when a TLS connection was closed by
-    the server in the handshake: gRPC then reports only ``Socket closed``, whether the
-    server refused this client's certificate (as a member with ``--client-cert-auth``
+    the server in the handshake: gRPC then reports only ``Socket closed`` (or
+    ``Connection reset by peer`` when the server's reset overtakes its TLS alert), whether
+    the server refused this client's certificate (as a member with ``--client-cert-auth``
     does) or does not speak TLS at all. '' otherwise."""
-    if "Socket closed" not in message or not (CLIENT_TLS.given() or "https://" in endpoints):
+    closed = "Socket closed" in message or "Connection reset by peer" in message
+    if not closed or not (CLIENT_TLS.given() or "https://" in endpoints):
         return ""
     return ("; the server closed the connection in the TLS handshake: either it refused this "
             "client's certificate (--cert, --key): none, expired, or not signed by a CA it "
