@@ -13,11 +13,11 @@ from coord.client import ClientError, KeyValue, WatchBatch
 from scheduler import keys
 from scheduler.claim import RunRecord
 from scheduler.decode import BadValue, decode_spec, report_bad, worker_tags
-from scheduler.plan import MANUAL_SUFFIX, parse_occurrence_id
 from scheduler.spec import JobSpec
 from scheduler.suspension import Suspension
 from scheduler.worker.firing import Firing
 from scheduler.worker.reaping import Reaper
+from scheduler.worker.restart import Restart, restart_point
 from scheduler.worker.state import JobEntry, Shared
 
 log = structlog.get_logger("scheduler.worker")
@@ -120,27 +120,26 @@ class Catalog:
         if ctx.workers_loaded and not ctx.eligible(spec):
             ctx.warn_ineligible(spec)  # say it now, not only at its next fire instant
         since = entry.seen_at
+        holes: tuple[datetime, ...] = ()
         if startup and old is None:
-            since = await self._catch_up_start(spec, revision) or since
-        self.firing.start(entry, since)
+            restart = await self._catch_up_start(spec, revision)
+            since = restart.since or since
+            holes = restart.holes
+        self.firing.start(entry, since, holes)
 
-    async def _catch_up_start(self, spec: JobSpec, revision: int) -> datetime | None:
-        """After a restart: where the job's timeline stopped, if its spec is unchanged since."""
+    async def _catch_up_start(self, spec: JobSpec, revision: int) -> Restart:
+        """After a restart: where the job's timeline stopped, if its spec is unchanged since,
+        and the unrecorded occurrences before that a dead worker left (``restart_point``)."""
         try:
             r = await self.ctx.client.get(keys.runs_prefix(spec.name), prefix=True)
         except ClientError:
-            return None
-        last: RunRecord | None = None
+            return Restart(None)
+        records: list[RunRecord] = []
         for kv in r.kvs:  # keys sort by occurrence
             with contextlib.suppress(ValueError, TypeError):
-                rec = RunRecord.decode(kv.value)
-                # Records without a spec revision (missed records written before they
-                # carried it) say nothing about the spec: skip them.
-                if MANUAL_SUFFIX not in rec.occurrence and rec.spec_revision:
-                    last = rec
-        if last is None or last.spec_revision != revision:
-            return None
-        return parse_occurrence_id(last.occurrence)
+                records.append(RunRecord.decode(kv.value))
+        return restart_point(records, revision, spec.timetable(), self.ctx.clock.now(),
+                             spec.starting_deadline)
 
     # ------------------------------------------------------------------ suspensions
     async def load_suspensions(self) -> int:
