@@ -62,3 +62,19 @@ def restart_point(records: Iterable[RunRecord], revision: int, timetable: Timeta
         if occurrence_id(instant) not in recorded:
             holes.append(instant)
     return Restart(since, tuple(holes))
+
+
+def resumed_from(restart: Restart, seen_at: datetime,
+                 suspended_at: datetime | None) -> Restart:
+    """Where a job's timer starts when this worker sees its suspension (set at
+    ``suspended_at``) end, at ``seen_at``: like a restart's, from the last record, if that
+    is not older than the suspension. A worker cut off when ``jobs resume`` landed sees it
+    late; from ``seen_at`` it would skip what fell due in between, unfired if the other
+    workers were down then. The resume recorded the last occurrence due while suspended
+    (``suspension.resume``), so nothing of the suspension is replayed. A last record older
+    than the suspension means none fell due during it, or the key was deleted by hand
+    (nothing recorded): then the timer starts from ``seen_at``, as it always did."""
+    since = restart.since
+    if since is None or (suspended_at is not None and since < suspended_at):
+        return Restart(seen_at, restart.holes)
+    return restart

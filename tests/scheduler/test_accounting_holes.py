@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from scheduler.claim import RunRecord
 from scheduler.plan import MANUAL_SUFFIX, Timetable, occurrence_id
-from scheduler.worker.restart import HOLES_MAX, restart_point
+from scheduler.worker.restart import HOLES_MAX, Restart, restart_point, resumed_from
 
 T0 = datetime(2027, 1, 15, 8, 0, 0, tzinfo=UTC)  # seed 12021: .166 (the spread)
 EVERY2 = Timetable.parse("@every 2s")
@@ -71,3 +71,22 @@ def test_holes_are_bounded() -> None:
 
 def test_no_records() -> None:
     assert restart_point([], 7, EVERY2, now=at(5), starting_deadline=60).since is None
+
+
+# ---------------------------------------------------------------- a resume seen late
+def test_a_resume_seen_late_catches_up_from_the_last_record() -> None:
+    """Seed 31785's other half: job2 resumed at 17.1 while w1 was cut off (until 21.9) and
+    w0 down from 20.39; w1 saw the resume at 22.1 and fired from then: 21.5 was nobody's.
+    From the last record (19.5, claimed after the resume) the catch-up runs 21.5."""
+    restart = Restart(at(19), (at(15),))
+    r = resumed_from(restart, seen_at=at(22.1), suspended_at=at(9.4))
+    assert r == restart
+
+
+def test_a_resume_with_nothing_recorded_since_the_suspension_fires_from_now() -> None:
+    """The last record is older than the suspension: nothing fell due during it, or the key
+    was deleted by hand (no skipped record) — not replayed: from when the worker saw it."""
+    restart = Restart(at(8), ())
+    assert resumed_from(restart, seen_at=at(22.1), suspended_at=at(9.4)).since == at(22.1)
+    assert resumed_from(Restart(None), seen_at=at(22.1), suspended_at=None).since == at(22.1)
+    assert resumed_from(restart, seen_at=at(22.1), suspended_at=None).since == at(8)
