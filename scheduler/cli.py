@@ -28,6 +28,7 @@ from coord.server import config as store_config
 # The commands register in this order (the order of `raftcron --help`): validate, apply,
 # locks, workers, then worker and agent below.
 from scheduler import (  # noqa: F401
+    cli_auth,
     cli_certs,
     cli_cluster,
     cli_doctor,
@@ -51,6 +52,7 @@ from scheduler.cli_tls import (
     PeerTrustedCAOpt,
     ServerTLSFlags,
     TrustedCAOpt,
+    client_auth,
     client_tls,
 )
 
@@ -274,7 +276,8 @@ def _worker_config(name: str, endpoints: list[str], tags: str, session_ttl: int,
                         session_ttl=session_ttl, log_dir=log_dir,
                         clock=SystemClock(offset=clock_offset),
                         compact_retention=float(retention),
-                        freeze_heap=gc_freeze_enabled(), tls=client_tls())
+                        freeze_heap=gc_freeze_enabled(), tls=client_tls(),
+                        auth=client_auth())
 
 
 SessionOpt = Annotated[int, typer.Option("--session-ttl",
@@ -321,6 +324,7 @@ def worker_cmd(
     cfg = _worker_config(name or socket.gethostname(), endpoints.split(","), tags, session_ttl,
                          log_dir, clock_offset, compact_retention, stop_timeout)
     check_listen_metrics(listen_metrics, insecure_listen)
+    cli_auth.check_worker_identity(cfg.endpoints, cfg.name, cfg.tls, cfg.auth)
     registry = new_registry(listen_metrics)
     if registry is None:
         run_until_signal(Worker(cfg).run)
@@ -381,6 +385,7 @@ def agent(
     from coord.server.server import CoordServer
     from coord.storage import StorageError
     from scheduler.errors import SpecError
+    from scheduler.roles import IdentityRefused, agent_identity
     from scheduler.spec import load_jobs
     from scheduler.startup import apply_at_start, cancel_and_wait
     from scheduler.worker import Worker
@@ -446,7 +451,8 @@ def agent(
             if os.environ.get("RAFTCRON_AGENT_LOCAL", "1") != "0":
                 channels = server.channels()
             async with Client([listen_client], timeout=5, channels=channels,
-                              tls=cfg.tls) as c:
+                              tls=cfg.tls, auth=cfg.auth) as c:
+                await agent_identity(c, cfg.name, cfg.auth)
                 if specs is not None and jobs is not None:
                     applying = asyncio.ensure_future(apply_at_start(c, specs, jobs))
                 try:
@@ -461,6 +467,8 @@ def agent(
         run_until_signal(main)
     except StorageError as err:
         fail(data_dir_failure(data_dir, err), 3)
+    except IdentityRefused as err:
+        fail(str(err), 1)
     except OSError as err:
         fail(str(err), 1)
 

@@ -4,6 +4,7 @@ client commands share, and how a client command reaches the store and fails."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from typing import Annotated, Any
 
@@ -14,7 +15,20 @@ import typer
 # store errors itself. Set before anything imports grpc; GRPC_VERBOSITY=ERROR brings it back.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-from scheduler.cli_tls import CLIENT_TLS, CACertOpt, CertOpt, KeyOpt, SkipVerifyOpt, client_tls
+from scheduler.cli_tls import (
+    CLIENT_AUTH,
+    CLIENT_TLS,
+    CACertOpt,
+    CertOpt,
+    KeyOpt,
+    PasswordFileOpt,
+    PasswordOpt,
+    SkipVerifyOpt,
+    UserOpt,
+    cert_cn,
+    client_auth,
+    client_tls,
+)
 
 # Plain help (rich_markup_mode=None): typer's rich help shows every flag, --help included,
 # with a bogus `<bool>` value. --install-completion / --show-completion come from typer.
@@ -48,10 +62,13 @@ def _root(version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True,
         help="Print raftcron's version and exit.")] = False,
           cacert: CACertOpt = None, cert: CertOpt = None, key: KeyOpt = None,
-          insecure_skip_tls_verify: SkipVerifyOpt = False) -> None:
+          insecure_skip_tls_verify: SkipVerifyOpt = False, user: UserOpt = None,
+          password: PasswordOpt = None, password_file: PasswordFileOpt = None) -> None:
     """A distributed cron scheduler on an embedded, Raft-replicated, etcd-compatible store."""
     CLIENT_TLS.cacert, CLIENT_TLS.cert, CLIENT_TLS.key = cacert, cert, key
     CLIENT_TLS.insecure_skip_verify = insecure_skip_tls_verify
+    CLIENT_AUTH.user, CLIENT_AUTH.password = user, password
+    CLIENT_AUTH.password_file = password_file
 
 
 jobs_app = typer.Typer(help="Inspect and control jobs.", no_args_is_help=True,
@@ -103,13 +120,25 @@ def client_call(endpoints: str, fn: Any) -> Any:
     from scheduler.spec import gc_paused
 
     tls = client_tls()
+    auth = client_auth()
     why = refused(endpoints)
     if why is not None:  # nothing listens: say so now, not after the client's retries
         fail(f"cannot reach the store at {endpoints}: {why}")
 
     async def body() -> Any:
-        async with Client(endpoints, timeout=5, tls=tls) as client:
-            return await fn(client)
+        from scheduler.audit import AuditedClient, Identity
+
+        async with Client(endpoints, timeout=5, tls=tls, auth=auth) as client:
+            # Writes of job definitions, triggers, kills and suspensions carry their
+            # audit record (scheduler.audit); reads go through untouched.
+            audited = AuditedClient(client, Identity.of(
+                auth.user if auth else cert_cn(CLIENT_TLS.cert)))
+            result = await fn(audited)
+            if audited.wrote:
+                with contextlib.suppress(ClientError):
+                    # The action is done; the next audited write bounds the trail.
+                    await audited.bound()
+            return result
     try:
         with gc_paused():  # a short-lived process decoding thousands of values (jobs list)
             return asyncio.run(body())

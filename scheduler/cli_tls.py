@@ -113,12 +113,90 @@ def _bad_flag(message: str) -> None:
     raise typer.Exit(2)
 
 
+# The identity flags, etcdctl's (--user, --password), global like the TLS ones; a client
+# certificate (--cert/--key) is the other way to name the user.
+UserOpt = Annotated[str | None, typer.Option(
+    "--user", envvar="RAFTCRON_USER",
+    help="NAME[:PASSWORD] to log in as, on a store with auth enabled.")]
+PasswordOpt = Annotated[str | None, typer.Option(
+    "--password", envvar="RAFTCRON_PASSWORD", show_envvar=False,
+    help="The password of --user (or give it in --user NAME:PASSWORD or --password-file).")]
+PasswordFileOpt = Annotated[Path | None, typer.Option(
+    "--password-file", envvar="RAFTCRON_PASSWORD_FILE",
+    help="A file whose first line is the password of --user.")]
+
+
+@dataclass
+class ClientAuthFlags:
+    """The global identity flags, set by the root command before any command runs."""
+
+    user: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+
+
+CLIENT_AUTH = ClientAuthFlags()
+
+
+def client_auth() -> Any:
+    """The coord client's :class:`coord.client.ClientAuth` from the flags, or None. The
+    password is never echoed in an error."""
+    flags = CLIENT_AUTH
+    if flags.user is None:
+        if flags.password is not None or flags.password_file is not None:
+            _bad_flag("--password and --password-file need --user")
+        return None
+    name, sep, password = flags.user.partition(":")
+    if not name:
+        _bad_flag("--user: expected NAME[:PASSWORD], the name is empty")
+    given = [p for p in (password if sep else None, flags.password) if p is not None]
+    if flags.password_file is not None:
+        try:
+            lines = flags.password_file.read_text().splitlines()
+        except OSError as err:
+            _bad_flag(f"--password-file: cannot read {flags.password_file}: {err.strerror}")
+        given.append(lines[0] if lines else "")
+    if len(given) > 1:
+        _bad_flag("give the password of --user once: NAME:PASSWORD, --password or "
+                  "--password-file")
+    if not given:
+        import sys
+
+        if not sys.stdin.isatty():
+            _bad_flag(f"--user {name}: no password (NAME:PASSWORD, --password or "
+                      "--password-file)")
+        import getpass
+
+        given.append(getpass.getpass("Password: "))
+    from coord.client import ClientAuth
+
+    return ClientAuth(name, given[0])
+
+
+def cert_cn(path: Path | None) -> str | None:
+    """``cn=<common name>`` of the client certificate at ``path`` (the user a store with
+    --client-cert-auth sees), or None."""
+    if path is None:
+        return None
+    try:
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return f"cn={names[0].value!s}" if names else None
+
+
 def handshake_hint(endpoints: str, message: str) -> str:
     """What to add to a "cannot reach the store" line when a TLS connection was closed by
-    the server in the handshake: gRPC then reports only ``Socket closed``, whether the
-    server refused this client's certificate (as a member with ``--client-cert-auth``
+    the server in the handshake: gRPC then reports only ``Socket closed`` (or
+    ``Connection reset by peer`` when the server's reset overtakes its TLS alert), whether
+    the server refused this client's certificate (as a member with ``--client-cert-auth``
     does) or does not speak TLS at all. '' otherwise."""
-    if "Socket closed" not in message or not (CLIENT_TLS.given() or "https://" in endpoints):
+    closed = "Socket closed" in message or "Connection reset by peer" in message
+    if not closed or not (CLIENT_TLS.given() or "https://" in endpoints):
         return ""
     return ("; the server closed the connection in the TLS handshake: either it refused this "
             "client's certificate (--cert, --key): none, expired, or not signed by a CA it "

@@ -37,6 +37,7 @@ from typing import Any, Final
 
 import structlog
 
+from coord.aiotools import within
 from coord.client import Client, ClientError, Compare, KeyValue, delete, put
 from scheduler.claim import RunRecord
 from scheduler.keys import run_key
@@ -140,7 +141,7 @@ async def send(target: dict[str, Any], body: dict[str, Any], delivery: str) -> N
         *entry.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)
     try:
-        _, err = await asyncio.wait_for(proc.communicate(raw), COMMAND_TIMEOUT)
+        _, err = await within(proc.communicate(raw), COMMAND_TIMEOUT)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

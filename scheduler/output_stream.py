@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from coord.aiotools import within
 from coord.client import Client, ClientError, CompactedError
 from coord.client import txn as ops
 from scheduler import keys
@@ -96,9 +97,9 @@ class OutputPublisher:
         if not self.opened:
             return  # ended before its first tick: nothing was written, nothing to delete
         with contextlib.suppress(ClientError, OSError):
-            await asyncio.wait_for(self.publish(), 5)
+            await within(self.publish(), 5)
         with contextlib.suppress(ClientError, TimeoutError):
-            await asyncio.wait_for(self.client.delete(self.key), 5)
+            await within(self.client.delete(self.key), 5)
             self.writes += 1
         log.debug("output.closed", key=self.key, writes=self.writes)
 

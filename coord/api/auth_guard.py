@@ -9,7 +9,9 @@ etcd's v3rpc and ``authApplierV3`` check them.
   proposed requests with it and the applier checks Put, DeleteRange, Txn (every op of
   both branches, compares read) and LeaseRevoke at their place in the log.
 * Checked here: Range (read on its range), each Watch create (read on its range: a denied
-  one is answered created+canceled with etcd's reason, the stream goes on), the admin
+  one is answered created+canceled with etcd's reason, the stream goes on) and every open
+  watch again at each auth change (:mod:`coord.api.auth_watch`), LeaseTimeToLive's key
+  list (only the keys the caller may read are listed), the admin
   calls of Maintenance and Cluster (root only), as etcd 3.4 checks them.
 
 With auth disabled a call costs one attribute read here.
@@ -24,6 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from coord.api.auth import AuthMember
+from coord.api.auth_watch import OpenWatches
 from coord.api.errors import status_code
 from coord.auth import READ, AuthStore, PermissionDenied
 from coord.auth.caller import caller
@@ -50,6 +53,15 @@ _GRPC_NAMES = {StatusCode.PERMISSION_DENIED: "PermissionDenied",
 NO_TOKEN_NEEDED = frozenset({"/etcdserverpb.Auth/Authenticate"})
 RANGE = "/etcdserverpb.KV/Range"
 WATCH = "/etcdserverpb.Watch/Watch"
+LEASE_TTL = "/etcdserverpb.Lease/LeaseTimeToLive"
+
+
+def _may_read(store: AuthStore, user: str | None, key: bytes) -> bool:
+    try:
+        store.check(user or "", key, b"", READ)
+    except CoordError:
+        return False
+    return True
 
 
 def caller_of(store: AuthStore, context: Context, cert_users: bool) -> str:
@@ -147,7 +159,11 @@ def _guard(core: AuthMember, method: str, handler: MethodHandler) -> MethodHandl
         except CoordError as err:
             await refuse(context, err)
         try:
-            return await inner(request, context)
+            resp = await inner(request, context)
+            if method == LEASE_TTL and request.keys:
+                # Only the keys the caller may read are listed.
+                resp.keys[:] = [k for k in resp.keys if _may_read(store, caller.get(), k)]
+            return resp
         finally:
             caller.reset(reset)
 
@@ -171,9 +187,19 @@ def _watch_guard(core: AuthMember, inner: Callable[[Any, Any], Any]
         except CoordError as err:
             await context.abort(status_code(err), err.message)
         out: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
+        incoming: asyncio.Queue[Any] = asyncio.Queue()
+        watches = OpenWatches(store, user, incoming)
+
+        async def read_requests() -> None:
+            try:
+                async for req in requests:
+                    await incoming.put(req)
+            finally:
+                incoming.put_nowait(None)
 
         async def allowed() -> AsyncIterator[Any]:
-            async for req in requests:
+            # The client's requests, and the cancels of revoked watches (OpenWatches).
+            while (req := await incoming.get()) is not None:
                 if req.HasField("create_request"):
                     c = req.create_request
                     try:
@@ -186,26 +212,33 @@ def _watch_guard(core: AuthMember, inner: Callable[[Any, Any], Any]
                         core.fill_header(denied.header)
                         await out.put(denied)
                         continue
+                    watches.creating_watch(c)
                 yield req
 
         async def pump() -> None:
             try:
                 async for resp in inner(allowed(), context):
-                    await out.put(resp)
+                    if (sent := watches.outgoing(resp)) is not None:
+                        await out.put(sent)
             finally:
                 await out.put(None)
 
+        reader = asyncio.ensure_future(read_requests())
         task = asyncio.ensure_future(pump())
         try:
-            while True:
-                resp = await out.get()
-                if resp is None:
-                    break
-                yield resp
-            await task  # the service's own error, if it ended with one
+            with watches:  # re-checked at every auth change while the stream is open
+                while True:
+                    resp = await out.get()
+                    if resp is None:
+                        break
+                    yield resp
+                await task  # the service's own error, if it ended with one
         finally:
             task.cancel()
+            reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
 
     return guarded

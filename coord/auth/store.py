@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coord.auth.errors import (
@@ -112,12 +113,28 @@ def _covers(intervals: list[tuple[bytes, bytes | None]], lo: bytes, hi: bytes | 
 class AuthStore:
     def __init__(self, token_ttl: float = DEFAULT_TOKEN_TTL) -> None:
         self.enabled = False
-        self.revision = 0
+        self._revision = 0
+        self.listeners: set[Callable[[], None]] = set()
+        """Called after every change of users, roles or permissions (the auth revision
+        moves): open watches re-check their permission (coord.api.auth_watch)."""
         self.users: dict[str, User] = {}
         self.roles: dict[str, list[Perm]] = {}
         self.token_ttl = token_ttl
         self._tokens: dict[str, _Token] = {}
         self._assigned = 0
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    @revision.setter
+    def revision(self, value: int) -> None:
+        self._revision = value
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in list(self.listeners):
+            listener()
 
     # ------------------------------------------------------------------ enable / disable
     def enable(self) -> None:
@@ -379,9 +396,10 @@ class AuthStore:
             if pos != len(data):
                 raise ValueError("bad auth snapshot length")
             fresh.enabled = enabled
-            fresh.revision = revision
+            fresh._revision = revision
         self.enabled = fresh.enabled
-        self.revision = fresh.revision
+        self._revision = fresh.revision
         self.users = fresh.users
         self.roles = fresh.roles
         self._tokens = {}
+        self._changed()

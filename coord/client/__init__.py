@@ -1,5 +1,6 @@
 """coord.client: the asyncio etcd-v3 client the scheduler (and tests) use."""
 
+from coord.client.auth import ClientAuth
 from coord.client.channels import ChannelFactory, ClientTLS, network_channel
 from coord.client.client import Client
 from coord.client.errors import (
@@ -29,7 +30,8 @@ from coord.client.types import (
 )
 
 __all__ = [
-    "ChannelFactory", "Client", "ClientError", "ClientTLS", "CompactedError", "Compare",
+    "ChannelFactory", "Client", "ClientAuth", "ClientError", "ClientTLS", "CompactedError",
+    "Compare",
     "DeleteResult", "Event",
     "EventType", "FutureRevisionError", "KeepAlive", "KeyValue", "LeaseGrant",
     "LeaseNotFoundError", "LeaseTTL", "Member", "PutResult", "RangeResult", "ServerError",

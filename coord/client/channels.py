@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from coord.client.auth import TokenSource, authed
 from coord.client.errors import ClientError
 from coord.pb import rpc_pb2_grpc
 
@@ -148,17 +149,25 @@ def network_channel(address: str, tls: ClientTLS | None = None) -> Any:
 
 
 class Endpoint:
-    __slots__ = ("address", "channel", "cluster", "kv", "lease", "maint", "watch")
+    __slots__ = ("address", "channel", "cluster", "kv", "lease", "maint", "tokens", "watch")
 
     def __init__(self, address: str, channels: ChannelFactory | None = None,
-                 tls: ClientTLS | None = None) -> None:
+                 tls: ClientTLS | None = None, tokens: TokenSource | None = None) -> None:
         self.address = address
         channel = channels(address) if channels is not None else None
         self.channel = channel if channel is not None else network_channel(address, tls)
         # The generated stubs are typed for the sync API; on an aio channel every method
         # returns an awaitable or a stream call, so they are held as Any.
-        self.kv: Any = rpc_pb2_grpc.KVStub(self.channel)
-        self.lease: Any = rpc_pb2_grpc.LeaseStub(self.channel)
-        self.maint: Any = rpc_pb2_grpc.MaintenanceStub(self.channel)
-        self.cluster: Any = rpc_pb2_grpc.ClusterStub(self.channel)
-        self.watch: Any = rpc_pb2_grpc.WatchStub(self.channel)
+        # With credentials (``tokens``), every call carries the token (coord.client.auth).
+        self.tokens = tokens
+        ch = self.channel
+        self.kv: Any = authed(rpc_pb2_grpc.KVStub(ch), tokens, ch)
+        self.lease: Any = authed(rpc_pb2_grpc.LeaseStub(ch), tokens, ch)
+        self.maint: Any = authed(rpc_pb2_grpc.MaintenanceStub(ch), tokens, ch)
+        self.cluster: Any = authed(rpc_pb2_grpc.ClusterStub(ch), tokens, ch)
+        self.watch: Any = authed(rpc_pb2_grpc.WatchStub(ch), tokens, ch)
+
+    async def login(self, timeout: float | None = None) -> None:
+        """Fetch the token before a stream call (they cannot wait for it)."""
+        if self.tokens is not None:
+            await self.tokens.get(self.channel, timeout)

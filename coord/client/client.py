@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 
+from coord.client.auth import ClientAuth, TokenSource, stale_token
 from coord.client.channels import (
     CLOSE_GRACE,
     EOF,
@@ -104,7 +105,8 @@ class Client:
     """
 
     def __init__(self, endpoints: Sequence[str] | str, timeout: float = 5.0,
-                 channels: ChannelFactory | None = None, tls: ClientTLS | None = None) -> None:
+                 channels: ChannelFactory | None = None, tls: ClientTLS | None = None,
+                 auth: ClientAuth | None = None) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e]
         if not endpoints:
@@ -121,6 +123,9 @@ class Client:
         self._closed = False
         self._closing: set[Any] = set()
         self._channels = channels
+        self.auth = auth
+        """None: no credentials (a store without auth, or a client certificate's CN)."""
+        self._tokens = TokenSource(auth) if auth is not None else None
 
     async def __aenter__(self) -> Client:
         return self
@@ -146,7 +151,7 @@ class Client:
             raise ClientError("client is closed")
         if self._ep is None:
             address = self.endpoints[self._index]
-            self._ep = Endpoint(address, self._channels, self.tls)
+            self._ep = Endpoint(address, self._channels, self.tls, self._tokens)
         return self._ep
 
     async def _rotate(self, failed: Endpoint) -> None:
@@ -325,8 +330,19 @@ class Client:
             filters.append(rpc_pb2.WatchCreateRequest.NODELETE)
         next_rev = start_revision
         failures = 0
+        relogged = False  # a canceled create is retried once with a fresh token
         while True:
             ep = self._current()
+            try:
+                await ep.login(self.timeout)
+            except grpc.aio.AioRpcError as err:
+                if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    failures += 1
+                    await self._rotate(ep)
+                    await asyncio.sleep(min(0.05 * failures, 1.0))
+                    continue
+                raise from_rpc_error(err) from None
+            sent_token = self._tokens.token if self._tokens is not None else None
             create = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
                 key=k, range_end=end, start_revision=next_rev, prev_kv=prev_kv,
                 filters=filters, progress_notify=progress_notify))
@@ -344,6 +360,13 @@ class Client:
                             grpc.StatusCode.OUT_OF_RANGE,
                             "etcdserver: mvcc: required revision has been compacted",
                             resp.compact_revision)
+                    if resp.canceled and sent_token is not None and not relogged:
+                        # An expired token also reads "permission denied" here: log in
+                        # again once before believing it.
+                        relogged = True
+                        assert self._tokens is not None
+                        self._tokens.invalidate(sent_token)
+                        break
                     if resp.canceled:
                         raise WatchCanceledError(resp.cancel_reason or "watch canceled")
                     if resp.created and next_rev == 0:
@@ -366,6 +389,8 @@ class Client:
                 failures += 1  # the stream was cancelled under us (channel replaced): resume
                 await self._rotate(ep)
             except (grpc.aio.AioRpcError, UnavailableError) as err:
+                if self._tokens is not None and stale_token(err):
+                    self._tokens.invalidate(sent_token)
                 failures += 1
                 log.debug("watch.resume", endpoint=ep.address, error=str(err), from_rev=next_rev)
                 await self._rotate(ep)
@@ -381,7 +406,7 @@ class Client:
                           r.raftTerm, r.raftAppliedIndex)
         if endpoint is None:
             return await self._call(ask, idempotent=True)
-        one = Endpoint(split_scheme(endpoint)[0], tls=self.tls)
+        one = Endpoint(split_scheme(endpoint)[0], tls=self.tls, tokens=self._tokens)
         try:
             return await ask(one, self.timeout)
         except grpc.aio.AioRpcError as err:

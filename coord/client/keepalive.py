@@ -21,6 +21,8 @@ log = structlog.get_logger("coord.client")
 class Endpoints(Protocol):
     """What a keepalive needs of its client: the current endpoint, and moving past one."""
 
+    timeout: float
+
     def _current(self) -> Endpoint: ...
 
     async def _rotate(self, failed: Endpoint) -> None: ...
@@ -74,6 +76,14 @@ class KeepAlive:
         try:
             while not (self.lost.is_set() or self._stopping):
                 ep = self.client._current()
+                try:
+                    await ep.login(self.client.timeout)  # the stream carries the token
+                except grpc.aio.AioRpcError as err:
+                    log.warning("lease.login_failed", lease=f"{self.lease_id:x}",
+                                error=err.details() or str(err.code()))
+                    await self.client._rotate(ep)
+                    await asyncio.sleep(0.1)
+                    continue
                 call = ep.lease.LeaseKeepAlive()
                 try:
                     while not (self.lost.is_set() or self._stopping):

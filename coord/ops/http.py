@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from coord.aiotools import within
 from coord.netaddr import join_hostport, parse_hostport
 
 log = structlog.get_logger("coord.ops")
@@ -81,7 +82,7 @@ class OpsServer:
                     f"Content-Length: {len(reply.body)}\r\n"
                     "X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n")
             writer.write(head.encode("latin-1") + (b"" if head_only else reply.body))
-            await asyncio.wait_for(writer.drain(), HEAD_TIMEOUT)
+            await within(writer.drain(), HEAD_TIMEOUT)
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -90,7 +91,7 @@ class OpsServer:
 
     async def _answer(self, reader: asyncio.StreamReader) -> tuple[Reply, bool]:
         try:
-            raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
+            raw = await within(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
         except asyncio.LimitOverrunError:
             return Reply(431, b"request head too large\n"), False
         parts = raw.split(b"\r\n", 1)[0].split(b" ")

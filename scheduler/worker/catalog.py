@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from datetime import datetime
+from datetime import UTC, datetime
 
 import structlog
 
@@ -13,11 +13,11 @@ from coord.client import ClientError, KeyValue, WatchBatch
 from scheduler import keys
 from scheduler.claim import RunRecord
 from scheduler.decode import BadValue, decode_spec, report_bad, worker_tags
-from scheduler.plan import MANUAL_SUFFIX, parse_occurrence_id
 from scheduler.spec import JobSpec
 from scheduler.suspension import Suspension
 from scheduler.worker.firing import Firing
 from scheduler.worker.reaping import Reaper
+from scheduler.worker.restart import Restart, restart_point, resumed_from
 from scheduler.worker.state import JobEntry, Shared
 
 log = structlog.get_logger("scheduler.worker")
@@ -120,27 +120,26 @@ class Catalog:
         if ctx.workers_loaded and not ctx.eligible(spec):
             ctx.warn_ineligible(spec)  # say it now, not only at its next fire instant
         since = entry.seen_at
+        holes: tuple[datetime, ...] = ()
         if startup and old is None:
-            since = await self._catch_up_start(spec, revision) or since
-        self.firing.start(entry, since)
+            restart = await self._catch_up_start(spec, revision)
+            since = restart.since or since
+            holes = restart.holes
+        self.firing.start(entry, since, holes)
 
-    async def _catch_up_start(self, spec: JobSpec, revision: int) -> datetime | None:
-        """After a restart: where the job's timeline stopped, if its spec is unchanged since."""
+    async def _catch_up_start(self, spec: JobSpec, revision: int) -> Restart:
+        """After a restart: where the job's timeline stopped, if its spec is unchanged since,
+        and the unrecorded occurrences before that a dead worker left (``restart_point``)."""
         try:
             r = await self.ctx.client.get(keys.runs_prefix(spec.name), prefix=True)
         except ClientError:
-            return None
-        last: RunRecord | None = None
+            return Restart(None)
+        records: list[RunRecord] = []
         for kv in r.kvs:  # keys sort by occurrence
             with contextlib.suppress(ValueError, TypeError):
-                rec = RunRecord.decode(kv.value)
-                # Records without a spec revision (missed records written before they
-                # carried it) say nothing about the spec: skip them.
-                if MANUAL_SUFFIX not in rec.occurrence and rec.spec_revision:
-                    last = rec
-        if last is None or last.spec_revision != revision:
-            return None
-        return parse_occurrence_id(last.occurrence)
+                records.append(RunRecord.decode(kv.value))
+        return restart_point(records, revision, spec.timetable(), self.ctx.clock.now(),
+                             spec.starting_deadline)
 
     # ------------------------------------------------------------------ suspensions
     async def load_suspensions(self) -> int:
@@ -149,24 +148,26 @@ class Catalog:
         now = {keys.name_from(kv.key, keys.SUSPENSIONS): Suspension.decode(kv.value)
                for kv in r.kvs}
         changed = set(now) ^ set(ctx.suspended)
-        ctx.suspended = now
+        old, ctx.suspended = ctx.suspended, now
         for name in changed:
-            self._suspension_changed(name)
+            self._suspension_changed(name, old.get(name))
         return r.revision
 
     async def on_suspension_batch(self, batch: WatchBatch) -> None:
         for e in batch.events:
             name = keys.name_from(e.kv.key, keys.SUSPENSIONS)
+            ended = None
             if e.is_put:
                 self.ctx.suspended[name] = Suspension.decode(e.kv.value)
             else:
-                self.ctx.suspended.pop(name, None)
-            self._suspension_changed(name)
+                ended = self.ctx.suspended.pop(name, None)
+            self._suspension_changed(name, ended)
 
-    def _suspension_changed(self, name: str) -> None:
-        """Stop or restart a job's timer after ``jobs suspend``/``resume``. A resumed job
-        fires from now on: what it missed while suspended is not replayed (the resume
-        itself records the last of it ``skipped``, ``scheduler.suspension.resume``)."""
+    def _suspension_changed(self, name: str, ended: Suspension | None = None) -> None:
+        """Stop or restart a job's timer after ``jobs suspend``/``resume`` (``ended``: the
+        suspension that ended). A resumed job catches up from its last record, not from
+        before the suspension (``resumed_from``): what it missed while suspended is not
+        replayed (the resume records it ``skipped``, ``scheduler.suspension.resume``)."""
         ctx = self.ctx
         entry = ctx.jobs.get(name)
         if entry is None:
@@ -180,8 +181,19 @@ class Catalog:
                          reason=why.reason if why else "")
         elif entry.task is None:
             entry.seen_at = ctx.clock.now()
-            self.firing.start(entry, entry.seen_at)
+            at = None
+            if ended is not None:  # a hand-written value may hold any number
+                with contextlib.suppress(ValueError, OverflowError, OSError):
+                    at = datetime.fromtimestamp(ended.at, UTC)
+            entry.task = ctx.spawn(self._resumed(entry, at), f"job:{name}")
             log.info("job.resumed", job=name)
+
+    async def _resumed(self, entry: JobEntry, suspended_at: datetime | None) -> None:
+        """A resumed job's timer: from its last record (``resumed_from``), then as usual."""
+        restart = resumed_from(await self._catch_up_start(entry.spec, entry.revision),
+                               entry.seen_at, suspended_at)
+        assert restart.since is not None
+        await self.firing.job_loop(entry, restart.since, restart.holes)
 
 
 def _decode_worker(kv: KeyValue) -> tuple[str, dict[str, str]] | None:

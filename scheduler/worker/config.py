@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from coord.client import ChannelFactory, ClientTLS
+from coord.client import ChannelFactory, ClientAuth, ClientTLS
 from scheduler.claim import ClaimStore
 from scheduler.clock import Clock, SystemClock
 
@@ -59,3 +59,5 @@ class WorkerConfig:
     tls: ClientTLS | None = None
     """TLS to the endpoints (``--cacert``/``--cert``/``--key``); None: plaintext, or TLS
     with the system's CAs for ``https://`` endpoints."""
+    auth: ClientAuth | None = None
+    """The user the worker logs in as (``--user``) on a store with auth enabled."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import structlog
@@ -56,17 +57,25 @@ class Firing:
         self.ctx = ctx
         self.runner = runner
 
-    def start(self, entry: JobEntry, since: datetime) -> None:
-        """Start the job's timer, catching up from ``since``."""
-        entry.task = self.ctx.spawn(self.job_loop(entry, since), f"job:{entry.spec.name}")
+    def start(self, entry: JobEntry, since: datetime, holes: Sequence[datetime] = ()) -> None:
+        """Start the job's timer, catching up from ``since``; ``holes``: unrecorded young
+        occurrences before it (``restart.restart_point``), recorded as the catch-up's."""
+        entry.task = self.ctx.spawn(self.job_loop(entry, since, holes),
+                                    f"job:{entry.spec.name}")
 
     # ------------------------------------------------------------------ timers
-    async def job_loop(self, entry: JobEntry, since: datetime) -> None:
+    async def job_loop(self, entry: JobEntry, since: datetime,
+                       holes: Sequence[datetime] = ()) -> None:
         ctx = self.ctx
         spec = entry.spec
         timetable = spec.timetable()
         now = ctx.clock.now()
         prev: datetime | None = None
+        for instant in holes:  # young by construction: recorded like the catch-up's below
+            left = decide.missed_settle(instant, now, spec.starting_deadline,
+                                        ctx.config.session_ttl)
+            ctx.spawn(self._record_missed_later(spec, instant, left, timetable),
+                      f"missed:{spec.name}")
         if since < now:
             plan = catch_up(timetable, since=since, now=now,
                             starting_deadline=spec.starting_deadline)

@@ -58,7 +58,7 @@ class Worker:
         self.config = config
         self.clock = config.clock
         self.client = Client(config.endpoints, timeout=5.0, channels=config.channels,
-                             tls=config.tls)
+                             tls=config.tls, auth=config.auth)
         ctx = self.ctx = Shared(config, self.client)
         self.sessions = Session(ctx)
         self.keeper = Housekeeper(ctx)

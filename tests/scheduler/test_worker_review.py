@@ -292,8 +292,8 @@ def test_backup_drops_an_occurrence_of_a_job_suspended_meanwhile(
     turns: list[str] = []
     real_due = Firing._backup_due
 
-    def spy(self: Firing, entry: Any, instant: datetime, occ: str, position: int) -> None:
-        real_due(self, entry, instant, occ, position)
+    def spy(self: Firing, entry: Any, instant: datetime, occ: str, *rest: Any) -> None:
+        real_due(self, entry, instant, occ, *rest)
         turns.append(occ)
     monkeypatch.setattr(Firing, "_backup_due", spy)
 
