@@ -357,7 +357,7 @@ class ClaimStore:
 
     async def claim(self, job: str, occurrence: str, *, exclusive: bool,
                     spec_revision: int = 0, recorded: str | None = None,
-                    unrecorded: str | None = None) -> Claim | None:
+                    unrecorded: str | list[str] | None = None) -> Claim | None:
         """Try to claim (job, occurrence). ``None``: someone else has it, the job is busy,
         or it is suspended: the claim also requires ``/cron/suspend/<job>`` absent, so a
         worker whose suspensions view is stale (cut off from the store while the job was
@@ -365,7 +365,8 @@ class ClaimStore:
         is it claimed once the job's spec changed or went (:func:`spec_guard`).
 
         Order (``forbid``/``replace``, same txn, no read): ``unrecorded`` names the job's
-        next occurrence, which must have no record yet (an occurrence never starts after
+        next occurrence (or a list: the next one and those due after it up to now, for
+        a claim made late), which must have no record yet (an occurrence never starts after
         a later one was claimed or settled); ``recorded`` names the previous one, which
         must have a record (a claim does not overtake an older occurrence whose claim is
         still pending, e.g. both waiting out a store outage)."""
@@ -375,8 +376,8 @@ class ClaimStore:
         lock_put = put(lk, self._holder(rec).encode(), lease=self.me.lease)
         not_suspended = Compare.create(suspend_key(job)) == 0
         order = spec_guard(job, occurrence, spec_revision)
-        if unrecorded is not None:
-            order.append(Compare.create(run_key(job, unrecorded)) == 0)
+        later = [unrecorded] if isinstance(unrecorded, str) else (unrecorded or [])
+        order += [Compare.create(run_key(job, occ)) == 0 for occ in later]
         if recorded is not None:
             order.append(Compare.create(run_key(job, recorded)) > 0)
         if exclusive:

@@ -43,6 +43,8 @@ GIVE_UP_RETRY = 60.0
 could not claim as ``missed`` (through a store outage)."""
 
 
+LATER_MAX = 16
+"""Most later occurrences a late ``forbid``/``replace`` claim requires unrecorded."""
 LATE_ANSWER = 1.0
 """Seconds after which a claim's answer is late: its start is then guarded by a write that
 compares its lock (``Claim.late``)."""
@@ -261,11 +263,12 @@ class Firing:
                 return None
             entry.lock_freed.clear()
             recorded, unrecorded = decide.claim_order(spec.concurrency, occ, around)
+            due_later = self._later_due(spec, unrecorded)
             try:
                 sent = time.monotonic()
                 claim = await store.claim(spec.name, occ, exclusive=exclusive,
                                           spec_revision=entry.revision, recorded=recorded,
-                                          unrecorded=unrecorded)
+                                          unrecorded=due_later or unrecorded)
                 if claim is not None:
                     log.debug("occ.claimed", job=spec.name, occurrence=occ, token=claim.token)
                     claim.late = time.monotonic() - sent > LATE_ANSWER
@@ -278,8 +281,11 @@ class Firing:
                     log.info("occ.spec_changed", job=spec.name, occurrence=occ,
                              spec_revision=entry.revision)
                     return None
-                overtaken = (rec is None and unrecorded is not None
-                             and await store.run_exists(spec.name, unrecorded))
+                overtaken = None
+                for nxt in (due_later if rec is None else []):
+                    if await store.run_exists(spec.name, nxt):
+                        overtaken = nxt
+                        break
                 holder = await self._holder(spec.name) if rec is None else None
             except LeaseNotFoundError:
                 # Our session lease is gone on the server: nothing can be claimed on it.
@@ -303,10 +309,10 @@ class Firing:
                 log.debug("occ.claimed_elsewhere", job=spec.name, occurrence=occ,
                           by=rec.worker, status=rec.status)
                 return None  # another worker has this occurrence
-            if overtaken and unrecorded is not None:
-                # The next occurrence was claimed or settled first (this claim waited out
+            if overtaken is not None:
+                # A later occurrence was claimed or settled first (this claim waited out
                 # an outage, or a restart caught it up late): never started after it.
-                await self._skip(spec, occ, decide.overtaken_note(unrecorded))
+                await self._skip(spec, occ, decide.overtaken_note(overtaken))
                 return None
             # The job is busy with an earlier run (forbid/replace).
             log.debug("occ.lock_busy", job=spec.name, occurrence=occ,
@@ -339,6 +345,25 @@ class Firing:
             with contextlib.suppress(TimeoutError):
                 await within(entry.lock_freed.wait(),
                              timeout=max(0.05, min(ctx.deadline(spec, instant), 2.0)))
+
+    def _later_due(self, spec: JobSpec, nxt: str | None) -> list[str]:
+        """The occurrences a ``forbid``/``replace`` claim requires unrecorded: the next one
+        ``nxt`` and, for a claim made after it fell due, those due after it up to now
+        (at most ``LATER_MAX``). The next one alone did not keep order when a claim
+        retried through slow calls while a restarted worker, whose first claim compares
+        no previous occurrence, claimed one further on (seed 31)."""
+        if nxt is None:
+            return []
+        start = occurrence_instant(nxt)
+        now = self.ctx.clock.now()
+        if start is None or start >= now:
+            return [nxt]
+        out = [nxt]
+        for t in spec.timetable().iter_after(start):
+            if t > now or len(out) >= LATER_MAX:
+                break
+            out.append(occurrence_id(t))
+        return out
 
     async def _spec_moved(self, entry: JobEntry, occ: str) -> bool:
         """Whether the claim's spec compare (``claim.spec_guard``) refused it: the job's
