@@ -303,7 +303,11 @@ class Firing:
                 continue
             if rec is not None and kv is not None:
                 adopted = store.adopt(rec, kv, exclusive)
-                if adopted is not None and (spec.name, occ) not in ctx.running:
+                # Another claim loop of ours for this occurrence (a timer of the job's
+                # previous spec still firing it) may have made that claim: only a lone
+                # loop adopts, or both would start it (seed 1252).
+                if (adopted is not None and (spec.name, occ) not in ctx.running
+                        and self.runner.deciding.get((spec.name, occ), 0) <= 1):
                     log.info("run.adopted", job=spec.name, occurrence=occ)
                     return adopted  # our earlier attempt landed; its answer was lost
                 log.debug("occ.claimed_elsewhere", job=spec.name, occurrence=occ,
