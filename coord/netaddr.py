@@ -1,6 +1,9 @@
-"""The one ``host:port`` parser (a leaf: it imports nothing of coord)."""
+"""The one ``host:port`` parser, and what counts as loopback (a leaf: it imports nothing of
+coord)."""
 
 from __future__ import annotations
+
+import ipaddress
 
 
 def parse_hostport(value: str) -> tuple[str, int]:
@@ -18,3 +21,15 @@ def parse_hostport(value: str) -> tuple[str, int]:
 def join_hostport(host: str, port: int) -> str:
     """The inverse of :func:`parse_hostport` (an IPv6 host in brackets)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listener on ``host`` is reachable from this host only: ``localhost`` or a
+    loopback address. Any other name, and every-interface (empty, ``0.0.0.0``, ``::``), is
+    not (a name may resolve to anything)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

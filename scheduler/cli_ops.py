@@ -4,13 +4,12 @@ and the listener around a command's main coroutine (docs/operations.md)."""
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from coord.netaddr import parse_hostport
+from coord.netaddr import is_loopback, parse_hostport
 from scheduler.cli_app import fail
 
 if TYPE_CHECKING:
@@ -32,19 +31,10 @@ def check_listen_metrics(address: str, insecure_listen: bool) -> None:
         host, _ = parse_hostport(address)
     except ValueError as err:
         fail(f"--listen-metrics: {err}", 2)
-    if not _loopback(host) and not insecure_listen:
+    if not is_loopback(host) and not insecure_listen:
         fail(f"refusing to serve plaintext on --listen-metrics {address}, reachable from "
              "other hosts: listen on 127.0.0.1 (a local Prometheus agent or a proxy), or "
              "pass --insecure-listen", 2)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def new_registry(address: str) -> CollectorRegistry | None:

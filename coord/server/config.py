@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from coord import netaddr
+from coord.netaddr import is_loopback
 from coord.rpc.h2.tls import ServerTLS
 
 DEFAULT_CLIENT = "127.0.0.1:2379"
@@ -28,18 +28,6 @@ def parse_hostport(value: str, flag: str) -> tuple[str, int]:
     if not host or not port:
         raise ConfigError(f"{flag}: expected HOST:PORT, got {value!r}")
     return host, port
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a listener on ``host`` is reachable from this host only: ``localhost`` or a
-    loopback address. Any other name, and every-interface (empty, ``0.0.0.0``, ``::``), is
-    not (a name may resolve to anything)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_initial_cluster(value: str) -> dict[str, str]:
