@@ -74,9 +74,7 @@ def caller_of(store: AuthStore, context: Context, cert_users: bool) -> str:
             token = value.decode() if isinstance(value, bytes) else value
             return store.user_of_token(token, time.monotonic())
     if cert_users:
-        # The RPC layer's grpc-style auth_context (x509_common_name), where it has one.
-        auth_context = getattr(context, "auth_context", None)
-        names = auth_context().get("x509_common_name") if auth_context is not None else None
+        names = context.auth_context().get("x509_common_name")
         if names:
             return str(names[0].decode(errors="replace"))
     return ""
