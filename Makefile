@@ -5,6 +5,9 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-dev
 RSTAMP  := $(VENV)/.installed
 SEEDS   ?= 0..299
+# make test runs the suite over this many pytest-xdist workers: the suite mostly waits on
+# processes and timers, so workers beyond the cores still shorten it (docs/testing.md).
+TEST_WORKERS ?= 3
 PROTO_DIR := coord/pb
 LOCK    := requirements.lock
 PIP     := PIP_CONSTRAINT=$(abspath $(LOCK)) $(BIN)/python -m pip
@@ -46,7 +49,7 @@ run: $(RSTAMP)
 
 ## test: the whole suite (unit, simulation sweep, compatibility, processes)
 test: $(STAMP)
-	PYTHONHASHSEED=0 $(BIN)/python -m pytest -q
+	PYTHONHASHSEED=0 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 ## lint: ruff, mypy --strict, and the layering contract (DESIGN.md "Layers", tests/layering.py)
 lint: $(STAMP)

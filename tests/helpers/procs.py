@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -28,22 +30,52 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-_HANDED_OUT: list[int] = []
+# Ports come from a window below the kernel's ephemeral range (32768-60999 here), so an
+# outgoing connection's source port never takes a port handed to a server that has not bound
+# it yet. Each pytest-xdist worker of one run has its own window (consecutive slots from a
+# base derived from the run's id), so two workers never hand out the same port; a run without
+# xdist, or another run beside this one, picks a random slot and start.
+PORT_LOW = 10000
+PORT_WINDOW = 1000
+PORT_SLOTS = 22  # 10000..31999
+
+
+def _window() -> tuple[int, int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")
+    rng = random.Random()
+    if worker.startswith("gw") and run_id:
+        base = int(hashlib.sha256(run_id.encode()).hexdigest(), 16) % PORT_SLOTS
+        slot = (base + int(worker[2:])) % PORT_SLOTS
+    else:
+        slot = rng.randrange(PORT_SLOTS)
+    return PORT_LOW + slot * PORT_WINDOW, rng.randrange(PORT_WINDOW)
+
+
+_WINDOW_START, _cursor = _window()
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on, and none of the last 64 handed out: the kernel
-    may give the same free port to two calls in a row, and a test allocating ports for
-    several servers before starting them would bind two of them to one port."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _HANDED_OUT:
-            break
-    _HANDED_OUT.append(port)
-    del _HANDED_OUT[:-64]
-    return port
+    """A loopback port nothing is bound to, the next one of this process's window: ports are
+    handed out in turn, so one just handed out is not handed out again for a thousand calls
+    (a test allocating ports for several servers before starting them gets distinct ones)."""
+    global _cursor
+    for _ in range(PORT_WINDOW):
+        port = _WINDOW_START + _cursor
+        _cursor = (_cursor + 1) % PORT_WINDOW
+        if _bindable(port):
+            return port
+    last = _WINDOW_START + PORT_WINDOW - 1
+    raise RuntimeError(f"no free loopback port in {_WINDOW_START}..{last}")
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.02) -> None:
