@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-dev
 RSTAMP  := $(VENV)/.installed
 SEEDS   ?= 0..299
 # make test runs the suite over this many pytest-xdist workers: the suite mostly waits on
-# processes and timers, so workers beyond the cores still shorten it (docs/testing.md).
+# processes and timers, so workers beyond the cores still shorten it (README, "Testing").
 TEST_WORKERS ?= 3
 PROTO_DIR := coord/pb
 LOCK    := requirements.lock
