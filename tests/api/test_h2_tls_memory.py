@@ -3,7 +3,7 @@ docs/security.md "Floods over TLS").
 
 Connections that the server ends (a PING flood gets GOAWAY ENHANCE_YOUR_CALM) are
 reopened at once by four attackers, about a thousand of them, while a normal client gets a
-key every half second. The member's RSS may not grow by more than a few tens of MB: each
+key every half second. The member's RSS may not grow by more than 25 MB: each
 ended connection's TLS state (its 256 KiB read buffer, the OpenSSL object and its memory
 BIOs) must be freed when the connection is gone, not held for a second by the timer that
 cuts off peers which never read their GOAWAY — with hundreds of reconnects a second that
@@ -35,9 +35,9 @@ manage this many in :data:`MAX_SECONDS` fails the test rather than passing it bl
 
 MAX_SECONDS = 30.0
 
-GROWTH_BOUND_MB = 40
-"""How much the member's RSS may grow over its RSS before the attack (it grew by 1-2 MB
-with the fix; 90-350 MB without, depending on the machine's speed)."""
+GROWTH_BOUND_MB = 25
+"""How much the member's RSS may grow over its RSS before the attack (it grows by
+1-5 MB; before #16's fix, 65-350 MB, depending on the machine's speed)."""
 
 
 @pytest.fixture
