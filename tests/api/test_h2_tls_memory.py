@@ -1,14 +1,13 @@
 """A TLS connection the member has closed costs it no memory afterwards (#16,
 docs/security.md "Floods over TLS").
 
-Connections that the server ends (a PING flood gets GOAWAY ENHANCE_YOUR_CALM) are
-reopened at once by four attackers, about a thousand of them, while a normal client gets a
-key every half second. The member's RSS may not grow by more than 25 MB: each
-ended connection's TLS state (its 256 KiB read buffer, the OpenSSL object and its memory
-BIOs) must be freed when the connection is gone, not held for a second by the timer that
-cuts off peers which never read their GOAWAY — with hundreds of reconnects a second that
-held 150-350 MB at once. The bound is on growth, not on speed: a slow machine churns
-fewer connections, so the test counts connections and runs until enough ended.
+Four attackers reopen, at once and about a thousand times, connections that the member
+ends (a PING flood gets GOAWAY ENHANCE_YOUR_CALM), while a normal client gets a key every
+half second. The member's RSS may not grow by more than 25 MB: an ended connection's TLS
+state (its 256 KiB read buffer, the OpenSSL object and its memory BIOs) must be freed when
+the connection is gone, not held for a second by the timer that cuts off peers which never
+read their GOAWAY. The bound is on growth over a count of connections, not over a time: a
+slow machine churns fewer connections a second and would otherwise pass blind.
 """
 
 from __future__ import annotations
