@@ -149,32 +149,17 @@ def _flood(member: Target, batch: bytes, what: str) -> Attacker:
     return a
 
 
-def _tls_flood_memory(member: Target, request: pytest.FixtureRequest) -> None:
-    """Open finding (issue #16, docs/security.md "Not covered yet"): over TLS, a PING or
-    SETTINGS flood and the HPACK reference bomb took the member's RSS to 350-420 MB on a
-    quiet machine (the plaintext runs stay under the bound; on a loaded machine the TLS
-    runs did too, so the attack's speed decides). Expected to fail until asyncio's TLS
-    transport buffering under these floods is bounded; not strict, since a slow machine
-    passes it."""
-    if member.cacert is not None:
-        request.applymarker(pytest.mark.xfail(
-            reason="issue #16: RSS over the bound under a flood over TLS", strict=False))
-
-
-def test_ping_flood(member: Target, request: pytest.FixtureRequest) -> None:
-    _tls_flood_memory(member, request)
+def test_ping_flood(member: Target) -> None:
     a = _flood(member, ping_batch(500), "ping flood")
     assert ENHANCE_YOUR_CALM in a.goaways
 
 
-def test_settings_flood(member: Target, request: pytest.FixtureRequest) -> None:
-    _tls_flood_memory(member, request)
+def test_settings_flood(member: Target) -> None:
     a = _flood(member, settings_batch(500), "settings flood")
     assert ENHANCE_YOUR_CALM in a.goaways
 
 
-def test_hpack_indexed_reference_bomb(member: Target, request: pytest.FixtureRequest) -> None:
-    _tls_flood_memory(member, request)
+def test_hpack_indexed_reference_bomb(member: Target) -> None:
     a = member.attacker()
     a.connect()
     blocks = [0]

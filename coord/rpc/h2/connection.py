@@ -32,6 +32,8 @@ class Connection(CallDispatch, asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
+        """Cuts off a peer that does not take its GOAWAY (see :meth:`_abort_connection`)."""
         self.auth: AuthContext = {}
         """The client's verified certificate, for the calls' ``auth_context()``."""
 
@@ -70,6 +72,13 @@ class Connection(CallDispatch, asyncio.Protocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
+        if self._abort_timer is not None:
+            # The timer holds the transport: over TLS its buffers and OpenSSL state, about
+            # half a MB, which a client reconnecting hundreds of times a second would make
+            # the member hold for every connection of the last second (#16).
+            self._abort_timer.cancel()
+            self._abort_timer = None
+        self.transport = None
         self.server.connections.discard(self)
         streams = list(self.streams.values())
         self.streams.clear()
@@ -132,9 +141,9 @@ class Connection(CallDispatch, asyncio.Protocol):
 
     def _abort_connection(self) -> None:
         transport = self.transport
-        if transport is not None and not self._closed:
+        if transport is not None and not self._closed and self._abort_timer is None:
             transport.close()  # flushes the GOAWAY; a peer that does not read is cut off
-            self.loop.call_later(1.0, transport.abort)
+            self._abort_timer = self.loop.call_later(1.0, transport.abort)
 
     def close(self) -> None:
         self._flush()
