@@ -23,6 +23,7 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from ssl import SSLContext
 from typing import Any
@@ -139,9 +140,9 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
     with tempfile.TemporaryDirectory() as tmp:
         tls = _tls(Path(tmp)) if args.tls else None
-        runs = (("write", lambda: write_calls(args.calls or 50_000)),
-                ("unary" + ("-tls" if tls else ""),
-                 lambda: unary_calls(args.calls or 500, tls)))
+        runs: list[tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = [
+            ("write", lambda: write_calls(args.calls or 50_000)),
+            ("unary" + ("-tls" if tls else ""), lambda: unary_calls(args.calls or 500, tls))]
         for name, fn in runs:
             if args.only in (None, name.split("-")[0]):
                 results = sorted(asyncio.run(fn()) for _ in range(args.repeat))
