@@ -233,6 +233,8 @@ class ClientCore(FrameOutput, ResponseReader):
         """Bytes from the server, each frame acted on at once; nothing is read once the call
         is dead. Raises one of :data:`PROTOCOL_ERRORS` when the server breaks HTTP/2; the
         caller then ends the connection (:meth:`connection_error`)."""
+        if self._error is not None:
+            return
         buf = self._buf
         buf += data
         if not self._settings_seen and len(buf) >= 4 and buf[3] != SETTINGS:
