@@ -172,6 +172,21 @@ class Conversation:
             assert core.ready, "the server's SETTINGS were read: open() must return"
         ending = [f for f in frames if ends_the_call(*f)]
         assert not ending, f"the call lives after {ending[0][:3]}"
+        # The send windows, modelled from the frames both ways (RFC 9113 6.9).
+        initial, stream_credit, conn_credit = DEFAULT_WINDOW, 0, 0
+        for kind, flags, stream, payload in frames:
+            if kind == SETTINGS and not flags & ACK:
+                for key, value in struct.iter_unpack(">HI", payload):
+                    initial = value if key == SETTINGS_INITIAL_WINDOW_SIZE else initial
+            elif kind == WINDOW_UPDATE and stream in (0, 1):
+                increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+                if stream:
+                    stream_credit += increment
+                else:
+                    conn_credit += increment
+        sent = sum(len(f[3]) for f in split_frames(bytes(self.sent))[0] if f[0] == DATA)
+        assert core._stream_window == initial + stream_credit - sent
+        assert core._send_window == DEFAULT_WINDOW + conn_credit - sent
 
     def _check_sent(self) -> None:
         """What the client sent: DATA in order and within the credit, END_STREAM once and
@@ -239,12 +254,42 @@ payloads = {
 
 
 @st.composite
-def server_frames(draw: st.DrawFn) -> bytes:
+def any_frames(draw: st.DrawFn) -> bytes:
+    """A frame of any type, flags, stream and payload: mostly broken."""
     kind = draw(st.sampled_from([*payloads, 10, 0xFF]))
     flags = draw(st.sampled_from([0, END_STREAM, END_HEADERS, END_STREAM | END_HEADERS,
                                   0x08, 0x20, 0xFF]))
     payload = draw(payloads.get(kind, st.binary(max_size=16)))
     return frame(kind, flags, draw(stream_ids), payload)
+
+
+increments = st.one_of(st.integers(1, 70_000), st.integers(1, 2**31 - 1))
+going_on = st.one_of(
+    st.builds(lambda p: frame(SETTINGS, 0, 0, p), st.lists(
+        st.tuples(st.sampled_from([SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE, 3]),
+                  st.integers(0, 70_000)), max_size=3).map(
+            lambda kv: b"".join(struct.pack(">HI", k, v) for k, v in kv))),
+    st.just(frame(SETTINGS, ACK, 0)),
+    st.just(frame(PING, 0, 0, b"12345678")),
+    st.builds(lambda s, n: frame(WINDOW_UPDATE, 0, s, struct.pack(">I", n)),
+              st.sampled_from([0, 1]), increments),
+    st.just(frame(HEADERS, END_HEADERS, 1, RESPONSE)),
+    st.builds(lambda m: frame(DATA, 0, 1, grpc_message(m)), st.binary(max_size=100)),
+    st.just(frame(PRIORITY, 0, 3, struct.pack(">IB", 0, 15))),
+)
+"""Frames a server may send while the call goes on: credit, settings, the response."""
+ending = st.one_of(
+    st.builds(lambda m: frame(DATA, END_STREAM, 1, grpc_message(m)), st.binary(max_size=9)),
+    st.builds(lambda c: frame(HEADERS, END_HEADERS | END_STREAM, 1,
+                              _block((b"grpc-status", c))),
+              st.sampled_from([b"0", b"14"])),
+    st.builds(lambda c: frame(RST_STREAM, 0, 1, struct.pack(">I", c)), st.integers(0, 13)),
+    st.builds(lambda c: frame(GOAWAY, 0, 0, struct.pack(">II", 0, c)), st.integers(0, 13)),
+)
+"""Frames that end the call."""
+
+server_frames = st.one_of(going_on, going_on, going_on, going_on, going_on, going_on,
+                          ending, any_frames())
 
 
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -254,14 +299,15 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 steps = st.one_of(
-    st.tuples(st.just("recv"), st.lists(server_frames(), min_size=1, max_size=4)),
-    st.tuples(st.just("write"), st.sampled_from([0, 1, 200, 16_379, 16_380, 70_000])),
+    st.tuples(st.just("recv"), st.lists(server_frames, min_size=1, max_size=4)),
+    st.tuples(st.just("write"), st.sampled_from([0, 1, 200, 16_379, 16_380, 40_000, 70_000])),
     st.tuples(st.just("finish"), st.none()),
 )
 
 
 @FUZZ
-@given(st.booleans(), st.lists(steps, max_size=20), st.lists(st.integers(0, 4096), max_size=4))
+@given(st.sampled_from([True, True, True, False]), st.lists(steps, max_size=20),
+       st.lists(st.integers(0, 4096), max_size=4))
 def test_random_server_frames_raise_only_protocol_errors_and_the_call_ends(
         settings_first: bool, sequence: list[tuple[str, object]], cuts: list[int]) -> None:
     talk = Conversation()
@@ -278,6 +324,55 @@ def test_random_server_frames_raise_only_protocol_errors_and_the_call_ends(
         else:
             talk.finish()
     talk.end()
+
+
+credit = st.one_of(
+    st.builds(lambda p: frame(SETTINGS, 0, 0, p), st.lists(st.one_of(
+        st.tuples(st.just(SETTINGS_INITIAL_WINDOW_SIZE), st.integers(0, 70_000)),
+        st.tuples(st.just(SETTINGS_MAX_FRAME_SIZE), st.integers(MAX_FRAME, 70_000))),
+        max_size=3).map(lambda kv: b"".join(struct.pack(">HI", k, v) for k, v in kv))),
+    st.just(frame(PING, 0, 0, b"12345678")),
+    st.builds(lambda s, n: frame(WINDOW_UPDATE, 0, s, struct.pack(">I", n)),
+              st.sampled_from([0, 1]), st.integers(1, 70_000)),
+)
+"""What a well-behaved server sends before it answers: settings, pings and credit."""
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.tuples(st.just("recv"), st.lists(credit, min_size=1, max_size=3)),
+                          st.tuples(st.just("write"), st.integers(0, 70_000))),
+                max_size=30),
+       st.booleans())
+def test_a_well_behaved_server_gets_every_byte_within_its_credit(
+        sequence: list[tuple[str, object]], finish_early: bool) -> None:
+    talk = Conversation()
+    talk.receive(frame(SETTINGS, 0, 0))
+    for i, (what, arg) in enumerate(sequence):
+        if finish_early and i == len(sequence) // 2:
+            talk.finish()
+        if what == "recv":
+            assert isinstance(arg, list)
+            talk.receive(b"".join(arg))
+        else:
+            assert isinstance(arg, int)
+            talk.write(arg)
+        assert not talk.core.closed
+    # Enough credit for what waits, then the answer.
+    core = talk.core
+    need = core.buffered + 1
+    talk.receive(frame(SETTINGS, 0, 0, struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20))
+                 + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", need))
+                 + frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", need)))
+    talk.finish()
+    assert core.state == HALF_CLOSED_LOCAL and core.buffered == 0
+    frames, _ = split_frames(bytes(talk.sent))
+    data = b"".join(payload for kind, _, _, payload in frames if kind == DATA)
+    assert data == b"".join(grpc_message(m) for m in talk.written)
+    assert [f for f in frames if f[0] == DATA][-1][1] == END_STREAM
+    talk.receive(frame(HEADERS, END_HEADERS, 1, RESPONSE)
+                 + frame(DATA, 0, 1, grpc_message(b"sum"))
+                 + frame(HEADERS, END_HEADERS | END_STREAM, 1, TRAILERS_OK))
+    assert talk.end() == b"sum"
 
 
 def valid_answer(answer: bytes) -> bytes:
@@ -343,3 +438,34 @@ def test_mutated_conversations_raise_only_protocol_errors_and_the_call_ends(
             del data[pos]
     outcome = converse(bytes(data), cuts).end()
     assert isinstance(outcome, (bytes, StreamCallError))
+
+
+ENDINGS = {
+    "trailers": frame(HEADERS, END_HEADERS | END_STREAM, 1, TRAILERS_OK),
+    "error trailers": frame(HEADERS, END_HEADERS | END_STREAM, 1,
+                            _block((b"grpc-status", b"14"))),
+    "data with END_STREAM": frame(DATA, END_STREAM, 1, grpc_message(b"x")),
+    "rst_stream": frame(RST_STREAM, 0, 1, struct.pack(">I", 8)),
+    "goaway": frame(GOAWAY, 0, 0, struct.pack(">II", 1, 0)),
+    "push_promise": frame(PUSH_PROMISE, END_HEADERS, 1, struct.pack(">I", 2)),
+    "headers on stream 2": frame(HEADERS, END_HEADERS, 2, RESPONSE),
+}
+
+
+@pytest.mark.parametrize("answered", [False, True], ids=["before", "after-headers"])
+@pytest.mark.parametrize("name", list(ENDINGS))
+def test_every_ending_frame_ends_the_call(name: str, answered: bool) -> None:
+    talk = Conversation()
+    talk.write(100)
+    talk.receive(frame(SETTINGS, 0, 0))
+    if answered:
+        talk.receive(frame(HEADERS, END_HEADERS, 1, RESPONSE))
+    assert not talk.core.closed
+    try:
+        talk.core.receive(ENDINGS[name])
+    except PROTOCOL_ERRORS as err:
+        talk.core.connection_error(err)
+    assert talk.core.closed
+    with pytest.raises(StreamCallError):
+        talk.core.send_message(b"more")
+    assert isinstance(talk.end(), StreamCallError)
