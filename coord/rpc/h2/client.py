@@ -29,7 +29,7 @@ connection is closed at once; a new call needs a new :meth:`StreamCall.open`.
 from __future__ import annotations
 
 import asyncio
-from ssl import SSLContext
+from ssl import SSLContext, SSLError
 from typing import cast
 
 import structlog
@@ -68,6 +68,8 @@ class StreamCall(ClientCore, asyncio.Protocol):
         self._waiters: list[asyncio.Future[None]] = []
         self._settings: asyncio.Future[None] = loop.create_future()
         self._done: asyncio.Future[None] = loop.create_future()
+        self._lost: Exception | None = None
+        """Why the transport closed (a TLS alert after the handshake, a reset), if it said."""
 
     # -- public API ----------------------------------------------------------------------
 
@@ -81,7 +83,9 @@ class StreamCall(ClientCore, asyncio.Protocol):
         Returns once the server's SETTINGS arrived (so a non-HTTP/2 or silent peer fails
         here, not on a later write). Raises :class:`StreamCallError` if that does not
         happen within ``connect_timeout`` seconds or the connection fails (a TLS handshake
-        too: then the error's ``__cause__`` is the ``ssl.SSLError``). A response of more
+        too: then its ``tls`` is true, and its ``__cause__`` the ``ssl.SSLError`` if there
+        was one — a server that refuses this side's certificate after a TLS 1.3 handshake
+        just closes). A response of more
         than ``max_response`` bytes fails the call. With ``ssl``
         (:func:`coord.rpc.h2.tls.client_context`) the connection is TLS, the server's
         certificate checked against the address's host.
@@ -105,13 +109,20 @@ class StreamCall(ClientCore, asyncio.Protocol):
         except OSError as err:
             if call is not None:
                 call.close()
-            raise StreamCallError(f"{address}: {err}") from err
+            raise StreamCallError(f"{address}: {err}",
+                                  tls=isinstance(err, SSLError)) from err
         except BaseException:
             if call is not None:
                 call.close()
             raise
         if call.closed:
-            raise call._dead()
+            if ssl is not None and not call._settings_seen and call._lost is None:
+                # TLS 1.3: a server that refuses this side's certificate does so after the
+                # client's handshake is done, and asyncio closes without the alert.
+                raise StreamCallError(
+                    f"{address}: the server closed the TLS connection before HTTP/2 began "
+                    "(did it refuse this side's certificate?)", tls=True)
+            raise call._dead() from call._lost
         return call
 
     write = ClientCore.send_message
@@ -154,6 +165,7 @@ class StreamCall(ClientCore, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._lost = exc
         self.connection_closed(str(exc) if exc else "")
 
     def pause_writing(self) -> None:

@@ -45,11 +45,14 @@ _H2_ERRORS = ("NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERRO
 class StreamCallError(ConnectionError):
     """The call is dead (or could not be opened). ``status`` is the gRPC status the server
     ended the call with, or None when it did not send one (connection lost, GOAWAY,
-    RST_STREAM, protocol error, closed by this side)."""
+    RST_STREAM, protocol error, closed by this side). ``tls``: the dial failed for a TLS
+    reason (then the ``ssl.SSLError`` is the ``__cause__`` when there is one)."""
 
-    def __init__(self, message: str, status: StatusCode | None = None) -> None:
+    def __init__(self, message: str, status: StatusCode | None = None, *,
+                 tls: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.tls = tls
 
 
 class ResponseReader(FrameHandler):
