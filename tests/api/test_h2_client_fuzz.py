@@ -105,7 +105,6 @@ class Conversation:
     written: list[bytes] = field(default_factory=list)
     sent: bytearray = field(default_factory=bytearray)
     """The client's bytes (after the connection preface)."""
-    max_frame: int = MAX_FRAME
     was_closed: bool = False
 
     def __post_init__(self) -> None:
@@ -144,7 +143,6 @@ class Conversation:
 
     def check(self) -> None:
         core = self.core
-        self.max_frame = max(self.max_frame, core._peer_max_frame)
         out = core.data_to_send()
         if core.closed:
             # Ended once; nothing is written after the step that ended it.
@@ -193,12 +191,17 @@ class Conversation:
         last on the stream, nothing after the call ended but its RST_STREAM or GOAWAY."""
         frames, used = split_frames(bytes(self.sent))
         assert used == len(self.sent), "the client writes whole frames"
+        # The largest frame the server allowed at some point (a later SETTINGS may lower it).
+        max_frame = max([MAX_FRAME, *(value for kind, flags, _, payload in split_frames(
+            bytes(self.fed))[0] if kind == SETTINGS and not flags & ACK
+            for key, value in struct.iter_unpack(">HI", payload[:len(payload) // 6 * 6])
+            if key == SETTINGS_MAX_FRAME_SIZE)])
         data = bytearray()
         end_seen = False
         for kind, flags, stream, payload in frames:
             if kind == DATA:
                 assert stream == 1 and not end_seen
-                assert len(payload) <= self.max_frame
+                assert len(payload) <= max_frame
                 data += payload
                 end_seen = bool(flags & END_STREAM)
         assert len(data) <= DEFAULT_WINDOW + self.core._credit_total
