@@ -32,8 +32,6 @@ import asyncio
 from ssl import SSLContext, SSLError
 from typing import cast
 
-import structlog
-
 from coord.netaddr import parse_hostport
 from coord.rpc.h2.client_core import PROTOCOL_ERRORS, USER_AGENT, ClientCore
 from coord.rpc.h2.frames import enable_keepalive
@@ -41,8 +39,6 @@ from coord.rpc.h2.response import MAX_RESPONSE, StreamCallError
 from coord.rpc.status import StatusCode
 
 __all__ = ["USER_AGENT", "StreamCall", "StreamCallError", "unary_call"]
-
-log = structlog.get_logger("coord.rpc.h2.client")
 
 
 class StreamCall(ClientCore, asyncio.Protocol):

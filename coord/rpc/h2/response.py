@@ -1,6 +1,7 @@
-"""The response half of the peer client's call (:class:`coord.rpc.h2.client.StreamCall`):
-the server's response headers, its one message and its trailers read, RST_STREAM and GOAWAY
-turned into the call's death with the reason (:class:`StreamCallError`)."""
+"""The response half of a client call's sans-I/O core
+(:class:`coord.rpc.h2.client_core.ClientCore`): the server's response headers, its one
+message and its trailers read, RST_STREAM and GOAWAY turned into the call's death with the
+reason (:class:`StreamCallError`). No I/O."""
 
 from __future__ import annotations
 
