@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from bench.call_cpu import _Transport as CountingTransport
 from coord.rpc.h2.client import StreamCall, unary_call
 from coord.rpc.h2.server import (
     SETTINGS,
@@ -44,28 +45,9 @@ MESSAGE = b"m" * 200
 CREDIT_EVERY = 64 << 10
 
 
-class _Transport:
-    def __init__(self) -> None:
-        self.written = 0
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.written += len(data)
-
-    def get_extra_info(self, key: str, default: Any = None) -> Any:
-        return default
-
+class _Transport(CountingTransport):
     def get_write_buffer_size(self) -> int:
         return 0
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
 
 
 async def write_calls(n: int) -> float:

@@ -13,7 +13,6 @@ with a fixed number of examples, so CI sees the same cases every time.
 
 from __future__ import annotations
 
-import itertools
 import struct
 from dataclasses import dataclass, field
 
@@ -48,6 +47,7 @@ from coord.rpc.h2.frames import (
 from coord.rpc.h2.response import StreamCallError
 from coord.rpc.h2.streams import CLOSED, HALF_CLOSED_LOCAL, OPEN
 from coord.rpc.status import StatusCode
+from tests.api.h2_fuzz_support import Mutation, mutate, mutations, split
 
 FUZZ = settings(max_examples=400, derandomize=True, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -295,12 +295,6 @@ server_frames = st.one_of(going_on, going_on, going_on, going_on, going_on, goin
                           ending, any_frames())
 
 
-def _split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    edges = [0, *points, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(edges) if b > a]
-
-
 steps = st.one_of(
     st.tuples(st.just("recv"), st.lists(server_frames, min_size=1, max_size=4)),
     st.tuples(st.just("write"), st.sampled_from([0, 1, 200, 16_379, 16_380, 40_000, 70_000])),
@@ -319,7 +313,7 @@ def test_random_server_frames_raise_only_protocol_errors_and_the_call_ends(
     for what, arg in sequence:
         if what == "recv":
             assert isinstance(arg, list)
-            for chunk in _split(b"".join(arg), cuts):
+            for chunk in split(b"".join(arg), cuts):
                 talk.receive(chunk)
         elif what == "write":
             assert isinstance(arg, int)
@@ -401,7 +395,7 @@ def converse(data: bytes, cuts: list[int]) -> Conversation:
     talk = Conversation()
     for size in (100, 5000, 40_000):
         talk.write(size)
-    pieces = _split(data, cuts)
+    pieces = split(data, cuts)
     for i, chunk in enumerate(pieces):
         if i == len(pieces) // 2:
             talk.finish()
@@ -424,22 +418,11 @@ def test_the_valid_conversation_gets_its_answer(cuts: list[int]) -> None:
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, len(VALID)), st.integers(0, 255),
-                          st.sampled_from(["flip", "insert", "delete"])),
-                min_size=1, max_size=8),
-       st.lists(st.integers(0, 4096), max_size=6))
+@given(mutations(len(VALID)), st.lists(st.integers(0, 4096), max_size=6))
 def test_mutated_conversations_raise_only_protocol_errors_and_the_call_ends(
-        mutations: list[tuple[int, int, str]], cuts: list[int]) -> None:
-    data = bytearray(VALID)
-    for where, byte, how in mutations:
-        pos = min(where, len(data))
-        if how == "flip" and pos < len(data):
-            data[pos] ^= byte or 1
-        elif how == "insert":
-            data[pos:pos] = bytes((byte,))
-        elif pos < len(data):
-            del data[pos]
-    outcome = converse(bytes(data), cuts).end()
+        changes: list[Mutation], cuts: list[int]) -> None:
+    data = mutate(VALID, changes)
+    outcome = converse(data, cuts).end()
     assert isinstance(outcome, (bytes, StreamCallError))
 
 
