@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from bench.call_cpu import _HANDLER
 from bench.call_cpu import _Transport as CountingTransport
 from coord.rpc.h2.client import StreamCall, unary_call
 from coord.rpc.h2.server import (
@@ -75,21 +76,8 @@ async def write_calls(n: int) -> float:
     return per_call * 1e6
 
 
-async def _answer(request: bytes, context: Any) -> bytes:
-    return b"answer"
-
-
-class _Handler:
-    request_streaming = False
-    response_streaming = False
-    request_deserializer = None
-    response_serializer = None
-    unary_stream = stream_unary = stream_stream = None
-    unary_unary = staticmethod(_answer)
-
-
 async def unary_calls(n: int, tls: tuple[ServerTLS | None, SSLContext] | None) -> float:
-    server = H2Server(lambda details: _Handler(), 1 << 20, tls[0] if tls else None)
+    server = H2Server(lambda details: _HANDLER, 1 << 20, tls[0] if tls else None)
     port = await server.start("127.0.0.1:0")
     address = f"127.0.0.1:{port}"
     try:
