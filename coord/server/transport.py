@@ -41,6 +41,7 @@ from coord.raft import Entry, Message, MessageType
 from coord.rpc.h2.client import StreamCall
 from coord.rpc.h2.tls import AuthContext
 from coord.server.transport_codec import message_to_pb, wire_size
+from coord.server.transport_dial import DialLog
 from coord.server.transport_h2 import (
     CONNECT_TIMEOUT,
     SEND_METHOD,
@@ -186,6 +187,7 @@ class _PeerSender:
                 try:
                     if call is None:
                         call = await self._open_send()
+                        self.t.dial_log.reached(self.peer_id)
                     await call.write(batch)
                     backoff = 0.05
                 except Exception as err:  # noqa: BLE001 - the sender must outlive any failure
@@ -193,6 +195,7 @@ class _PeerSender:
                         err, (asyncio.InvalidStateError, OSError))
                     (log.debug if expected else log.warning)(
                         "transport.send_failed", to=f"{self.peer_id:x}", error=repr(err))
+                    self.t.dial_log.failed(self.peer_id, self.address, err)
                     if call is not None:
                         call.cancel()
                     call = None
@@ -306,6 +309,8 @@ class Transport:
         """How this member dials its peers: TLS with its ``--peer-`` certificate (set by
         the composition root, ``coord.server.server``, and again by a reload:
         :meth:`set_peer_ssl`), None: plaintext."""
+        self.dial_log = DialLog()
+        """TLS failures of the dials to peers, warned about at most once a minute each."""
         self.identity: PeerIdentity | None = None
         """With peer TLS and a CA: the check that a connection's certificate is the member
         it speaks for (:mod:`coord.server.transport_identity`); None: not checked."""

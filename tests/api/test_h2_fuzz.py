@@ -11,7 +11,6 @@ a fixed number of examples, so CI sees the same cases every time.
 
 from __future__ import annotations
 
-import itertools
 import struct
 from typing import Any
 
@@ -42,6 +41,7 @@ from coord.rpc.h2.frames import (
 from coord.rpc.h2.limits import MAX_CONCURRENT_STREAMS
 from coord.rpc.h2.streams import HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE, LOCAL_CLOSED, OPEN
 from coord.rpc.h2.validate import Head
+from tests.api.h2_fuzz_support import Mutation, mutate, mutations, split
 
 FUZZ = settings(max_examples=400, derandomize=True, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -185,18 +185,12 @@ def frames(draw: st.DrawFn) -> bytes:
     return frame(kind, flags, draw(stream_ids), payload)
 
 
-def _split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    edges = [0, *points, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(edges) if b > a]
-
-
 @FUZZ
 @given(st.lists(frames(), max_size=25), st.lists(st.integers(0, 4096), max_size=6))
 def test_random_frame_sequences_raise_only_protocol_errors(
         sequence: list[bytes], cuts: list[int]) -> None:
     data = PREFACE + frame(SETTINGS, 0, 0) + b"".join(sequence)
-    feed(_split(data, cuts))
+    feed(split(data, cuts))
 
 
 VALID = (PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 1 << 20))
@@ -223,19 +217,7 @@ def test_the_valid_conversation_is_served() -> None:
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, len(VALID)), st.integers(0, 255),
-                          st.sampled_from(["flip", "insert", "delete"])),
-                min_size=1, max_size=8),
-       st.lists(st.integers(0, 4096), max_size=6))
+@given(mutations(len(VALID)), st.lists(st.integers(0, 4096), max_size=6))
 def test_mutated_conversations_raise_only_protocol_errors(
-        mutations: list[tuple[int, int, str]], cuts: list[int]) -> None:
-    data = bytearray(VALID)
-    for where, byte, how in mutations:
-        pos = min(where, len(data))
-        if how == "flip" and pos < len(data):
-            data[pos] ^= byte or 1
-        elif how == "insert":
-            data[pos:pos] = bytes((byte,))
-        elif pos < len(data):
-            del data[pos]
-    feed(_split(bytes(data), cuts))
+        changes: list[Mutation], cuts: list[int]) -> None:
+    feed(split(mutate(VALID, changes), cuts))

@@ -4,11 +4,14 @@ and for unary calls (:func:`unary_call`) the same way.
 Why not ``grpc.aio``: the Raft peer transport writes a ``MessageBatch`` on one never-ending
 ``Peer/Send`` call per peer, and grpc.aio's ``_StreamRequestMixin._write`` (futures and a
 hand-off to its poller thread per message) was the largest single CPU cost of a member.
-This module is the sending half of :mod:`coord.rpc.h2.server`'s protocol: one
-``asyncio.Protocol`` per call, a message becomes a DATA frame appended to an output list,
-and everything written in one loop turn goes to the socket in one ``transport.write``.
 
-Scope: prior-knowledge HTTP/2 without TLS (``h2c``), exactly one stream (id 1) per
+The HTTP/2 of a call is the sans-I/O :class:`coord.rpc.h2.client_core.ClientCore` (frames,
+stream state, flow control, the response); :class:`StreamCall` is the thin asyncio protocol
+that drives it: the transport's bytes go to the core, what the core writes goes to the
+socket in one ``transport.write`` per loop turn, and its hooks resolve the futures that
+:meth:`StreamCall.open`, :meth:`StreamCall.drain` and :meth:`StreamCall.finish` wait on.
+
+Scope: HTTP/2 over TLS or prior-knowledge without (``h2c``), exactly one stream (id 1) per
 connection, request messages not compressed, no metadata, no deadline. The server's
 response (one message and its trailers) is read, and :meth:`StreamCall.finish` returns it;
 the peer transport never finishes its ``Send`` call, it only writes until the call dies.
@@ -26,116 +29,43 @@ connection is closed at once; a new call needs a new :meth:`StreamCall.open`.
 from __future__ import annotations
 
 import asyncio
-import struct
-from collections import deque
-from ssl import SSLContext
+from ssl import SSLContext, SSLError
 from typing import cast
 
-import structlog
-
 from coord.netaddr import parse_hostport
-from coord.rpc.h2 import hpack
-from coord.rpc.h2.frames import (
-    CANCEL,
-    COMPRESSION_ERROR,
-    DATA,
-    DEFAULT_WINDOW,
-    END_HEADERS,
-    END_STREAM,
-    FLOW_CONTROL_ERROR,
-    FLUSH_AT,
-    FRAME_HEADER,
-    GOAWAY,
-    HEADERS,
-    MAX_FRAME,
-    MAX_WINDOW,
-    PREFACE,
-    PROTOCOL_ERROR,
-    RST_STREAM,
-    SETTING,
-    SETTINGS,
-    SETTINGS_ENABLE_PUSH,
-    SETTINGS_INITIAL_WINDOW_SIZE,
-    U32,
-    WINDOW_UPDATE,
-    H2ProtocolError,
-    HeaderBlocks,
-    enable_keepalive,
-    frame,
-    read_frames,
-)
-from coord.rpc.h2.response import (
-    MAX_RESPONSE,
-    RECEIVE_WINDOW,
-    STREAM_ID,
-    ResponseReader,
-    StreamCallError,
-    h2_error_name,
-)
+from coord.rpc.h2.client_core import PROTOCOL_ERRORS, USER_AGENT, ClientCore
+from coord.rpc.h2.frames import enable_keepalive
+from coord.rpc.h2.response import MAX_RESPONSE, StreamCallError
 from coord.rpc.status import StatusCode
 
-log = structlog.get_logger("coord.rpc.h2.client")
-
-USER_AGENT = b"coord-h2-client"
-
-_DATA_HEAD = struct.Struct(">BHBBIBI")
-"""A DATA frame's header and the gRPC message prefix of the message it carries whole."""
-_MESSAGE_HEAD = struct.Struct(">BI")
-"""gRPC's message prefix: compressed flag (always 0), length."""
+__all__ = ["USER_AGENT", "StreamCall", "StreamCallError", "unary_call"]
 
 
-class StreamCall(ResponseReader, asyncio.Protocol):
+class StreamCall(ClientCore, asyncio.Protocol):
     """One client-streaming gRPC call on its own connection. Create with :meth:`open`.
 
-    Invariants (all state is touched on the event loop only):
+    Invariants (all state is touched on the event loop only), beyond the core's:
 
-    * Bytes taken by :meth:`write` go out in order. A message is framed at once when the
-      windows allow, else it waits in ``_pending`` (``buffered`` bytes, gRPC prefixes
-      included) and is framed as WINDOW_UPDATE / SETTINGS frames give credit. Every DATA
-      frame is at most the server's SETTINGS_MAX_FRAME_SIZE and never takes the stream or
-      connection send window below zero (only a SETTINGS decrease can make it negative).
-    * Frames go to ``_out``; the list is handed to the transport in one ``write`` at the
-      end of the loop turn, or as soon as it holds :data:`FLUSH_AT` bytes.
+    * What the core writes is handed to the transport in one ``write`` at the end of the
+      loop turn, or as soon as it holds :data:`~coord.rpc.h2.frames.FLUSH_AT` bytes.
     * Memory is bounded when the caller awaits :meth:`drain` after its writes: ``drain``
       returns only when nothing waits for flow control and the transport is not paused,
-      so ``buffered`` is at most what was written since the last ``drain`` and ``_out``
-      at most ``FLUSH_AT`` plus one frame.
-    * ``_error`` is set exactly once, when the call dies; from then on nothing waits for
-      credit, ``_pending`` is empty, the connection is closed or closing, every drain
-      waiter is woken, and ``write``/``drain`` raise a fresh :class:`StreamCallError`.
+      so ``buffered`` is at most what was written since the last ``drain`` and the output
+      list at most ``FLUSH_AT`` plus one frame.
+    * Once the call is dead the connection is closed or closing, every drain waiter is
+      woken, and ``write``/``drain`` raise a fresh :class:`StreamCallError`.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, address: str, method: str,
                  max_response: int = MAX_RESPONSE) -> None:
+        super().__init__(address, method, max_response)
         self._loop = loop
-        self._max_response = max_response
-        self._address = address
-        self._method = method
         self._transport: asyncio.Transport | None = None
-        self._buf = bytearray()
-        self._decoder = hpack.Decoder()
-        self._out: list[bytes | memoryview] = []
-        self._out_size = 0
-        self._paused = False
-        self._pending: deque[bytes | memoryview] = deque()
-        self._pending_size = 0
         self._waiters: list[asyncio.Future[None]] = []
-        self._send_window = DEFAULT_WINDOW
-        self._stream_window = DEFAULT_WINDOW
-        self._peer_initial_window = DEFAULT_WINDOW
-        self._peer_max_frame = MAX_FRAME
-        self._conn_unacked = 0
-        self._stream_unacked = 0
-        self._settings_seen = False
         self._settings: asyncio.Future[None] = loop.create_future()
         self._done: asyncio.Future[None] = loop.create_future()
-        self._end_queued = False
-        self._end_sent = False
-        self._headers_seen = False
-        self._response_buf = bytearray()
-        self._response: bytes | None = None
-        self._error: StreamCallError | None = None
-        self._blocks = HeaderBlocks()
+        self._lost: Exception | None = None
+        """Why the transport closed (a TLS alert after the handshake, a reset), if it said."""
 
     # -- public API ----------------------------------------------------------------------
 
@@ -149,7 +79,10 @@ class StreamCall(ResponseReader, asyncio.Protocol):
         Returns once the server's SETTINGS arrived (so a non-HTTP/2 or silent peer fails
         here, not on a later write). Raises :class:`StreamCallError` if that does not
         happen within ``connect_timeout`` seconds or the connection fails (a TLS handshake
-        too). A response of more than ``max_response`` bytes fails the call. With ``ssl``
+        too: then its ``tls`` is true, and its ``__cause__`` the ``ssl.SSLError`` if there
+        was one — a server that refuses this side's certificate after a TLS 1.3 handshake
+        just closes). A response of more
+        than ``max_response`` bytes fails the call. With ``ssl``
         (:func:`coord.rpc.h2.tls.client_context`) the connection is TLS, the server's
         certificate checked against the address's host.
         """
@@ -172,42 +105,25 @@ class StreamCall(ResponseReader, asyncio.Protocol):
         except OSError as err:
             if call is not None:
                 call.close()
-            raise StreamCallError(f"{address}: {err}") from err
+            raise StreamCallError(f"{address}: {err}",
+                                  tls=isinstance(err, SSLError)) from err
         except BaseException:
             if call is not None:
                 call.close()
             raise
-        if call._error is not None:
-            raise call._dead()
+        if call.closed:
+            if ssl is not None and not call._settings_seen and call._lost is None:
+                # TLS 1.3: a server that refuses this side's certificate does so after the
+                # client's handshake is done, and asyncio closes without the alert.
+                raise StreamCallError(
+                    f"{address}: the server closed the TLS connection before HTTP/2 began "
+                    "(did it refuse this side's certificate?)", tls=True)
+            raise call._dead() from call._lost
         return call
 
-    def write(self, data: bytes) -> None:
-        """Queue one serialized message (the gRPC prefix is added here). Never blocks; the
-        caller bounds memory by awaiting :meth:`drain`. ``data`` must not be mutated
-        afterwards (it is sent without a copy). Raises :class:`StreamCallError` if the
-        call is dead or :meth:`finish` was called."""
-        if self._error is not None or self._end_queued:
-            raise self._dead()
-        n = len(data)
-        size = n + 5
-        if (not self._pending and size <= self._peer_max_frame and size <= self._stream_window
-                and size <= self._send_window):
-            # The common case: the whole message in one DATA frame, no copy of ``data``.
-            self._stream_window -= size
-            self._send_window -= size
-            out = self._out
-            if not out:
-                self._loop.call_soon(self._flush)
-            out.append(_DATA_HEAD.pack(size >> 16, size & 0xFFFF, DATA, 0, STREAM_ID, 0, n))
-            out.append(data)
-            self._out_size += size + 9
-            if self._out_size >= FLUSH_AT:
-                self._flush()
-            return
-        self._pending.append(_MESSAGE_HEAD.pack(0, n))
-        self._pending.append(data)
-        self._pending_size += size
-        self._send_pending()
+    write = ClientCore.send_message
+    """Queue one serialized message (:meth:`ClientCore.send_message`); await
+    :meth:`drain` to bound memory."""
 
     async def drain(self) -> None:
         """Wait until every written byte is framed within the flow-control windows and the
@@ -226,123 +142,48 @@ class StreamCall(ResponseReader, asyncio.Protocol):
         """End the request stream (after what was written) and wait for the response:
         its message on an OK status, else :class:`StreamCallError` with the status. Wrap
         it in a timeout; the server decides when to answer."""
-        if self._error is None and not self._end_queued:
-            self._end_queued = True
-            self._send_pending()
+        self.end_request()
         await asyncio.shield(self._done)
-        error = self._error
-        assert error is not None  # _done is resolved only by _fail
-        if error.status is StatusCode.OK and self._response is not None:
-            return self._response
-        raise self._dead()
-
-    @property
-    def closed(self) -> bool:
-        """True once the call is dead (see the module docstring) or finished."""
-        return self._error is not None
-
-    @property
-    def blocked(self) -> bool:
-        """Whether ``drain`` would wait: data waiting for credit, or the transport paused."""
-        return bool(self._pending) or self._paused
-
-    @property
-    def buffered(self) -> int:
-        """Bytes written but not yet framed for want of flow-control credit."""
-        return self._pending_size
+        return self.result()
 
     def close(self) -> None:
         """Cancel the call (RST_STREAM CANCEL while the stream is open) and close the
         connection. Idempotent; does nothing to a call that is already dead."""
-        if self._error is None:
-            self._fail("call closed by the client", quiet=True)
+        self.cancel()
 
     # -- transport callbacks -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         enable_keepalive(transport)
-        settings = (SETTING.pack(SETTINGS_ENABLE_PUSH, 0)
-                    + SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, RECEIVE_WINDOW))
-        authority = self._address.encode()
-        block = (hpack.encode_indexed(3)  # :method POST
-                 + hpack.encode_indexed(6)  # :scheme http
-                 + hpack.encode_literal_indexed_name(4, self._method.encode())  # :path
-                 + hpack.encode_literal_indexed_name(1, authority)  # :authority
-                 + hpack.encode_literal_indexed_name(31, b"application/grpc")
-                 + hpack.encode_literal(b"te", b"trailers")
-                 + hpack.encode_literal_indexed_name(58, USER_AGENT))
-        self._write(PREFACE + frame(SETTINGS, 0, 0, settings)
-                    + frame(WINDOW_UPDATE, 0, 0, U32.pack(RECEIVE_WINDOW - DEFAULT_WINDOW))
-                    + frame(HEADERS, END_HEADERS, STREAM_ID, block))
+        self.start()
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        self._out.clear()
-        self._fail(f"connection lost{f': {exc}' if exc else ''}", reset=None)
+        self._lost = exc
+        self.connection_closed(str(exc) if exc else "")
 
     def pause_writing(self) -> None:
         self._paused = True
 
     def resume_writing(self) -> None:
         self._paused = False
-        self._wake()
+        self._on_writable()
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
         try:
-            if not self._settings_seen and len(buf) >= 4 and buf[3] != SETTINGS:
-                raise H2ProtocolError(PROTOCOL_ERROR, "the peer did not start with HTTP/2 "
-                                      "SETTINGS: not an h2c gRPC server")
-            read_frames(buf, self._on_frame, lambda: self._transport is not None)
-        except (H2ProtocolError, hpack.HpackError) as err:
-            code = err.code if isinstance(err, H2ProtocolError) else COMPRESSION_ERROR
-            self._write(frame(GOAWAY, 0, 0, U32.pack(0) + U32.pack(code)
-                              + str(err).encode()[:200]))
-            self._fail(f"HTTP/2 error from the server ({h2_error_name(code)}): {err}",
-                       reset=None)
+            self.receive(data)
+        except PROTOCOL_ERRORS as err:
+            self.connection_error(err)
 
-    # -- frames in (credit; the response: ResponseReader) -------------------------------
+    # -- the core's hooks ----------------------------------------------------------------
 
-    def _on_initial_window(self, delta: int) -> None:
-        self._stream_window += delta
-        if self._stream_window > MAX_WINDOW:
-            raise H2ProtocolError(FLOW_CONTROL_ERROR, "stream window overflow")
+    def _output_pending(self) -> None:
+        self._loop.call_soon(self._flush)
 
-    def _on_peer_settings(self) -> None:
-        if not self._settings_seen:
-            self._settings_seen = True
-            if not self._settings.done():
-                self._settings.set_result(None)
-        self._send_pending()
-
-    def _on_connection_credit(self) -> None:
-        self._send_pending()
-
-    def _on_stream_credit(self, stream_id: int, increment: int) -> None:
-        if stream_id != STREAM_ID:
-            self._other_stream(WINDOW_UPDATE, stream_id)
-            return
-        if not increment:
-            self._fail("zero stream window increment", reset=PROTOCOL_ERROR)
-            return
-        self._stream_window += increment
-        if self._stream_window > MAX_WINDOW:
-            self._fail("stream window overflow", reset=FLOW_CONTROL_ERROR)
-            return
-        self._send_pending()
-
-    # -- frames out ----------------------------------------------------------------------
-
-    def _write(self, data: bytes | memoryview) -> None:
-        if not self._out:
-            self._loop.call_soon(self._flush)
-        self._out.append(data)
-        self._out_size += len(data)
-        if self._out_size >= FLUSH_AT:
-            self._flush()  # the transport sees the volume now (pause_writing)
+    def _output_full(self) -> None:
+        self._flush()  # the transport sees the volume now (pause_writing)
 
     def _flush(self) -> None:
         if self._out and self._transport is not None:
@@ -350,82 +191,29 @@ class StreamCall(ResponseReader, asyncio.Protocol):
         self._out.clear()
         self._out_size = 0
 
-    def _send_pending(self) -> None:
-        """Frame what the windows allow of ``_pending`` (several messages may share a
-        frame), then END_STREAM if :meth:`finish` asked for it and nothing is left."""
-        pending = self._pending
-        while pending:
-            budget = min(self._stream_window, self._send_window, self._peer_max_frame)
-            if budget <= 0:
-                return
-            parts: list[bytes | memoryview] = []
-            size = 0
-            while pending and size < budget:
-                chunk = pending[0]
-                room = budget - size
-                if len(chunk) <= room:
-                    pending.popleft()
-                else:
-                    view = memoryview(chunk)
-                    pending[0] = view[room:]
-                    chunk = view[:room]
-                parts.append(chunk)
-                size += len(chunk)
-            self._stream_window -= size
-            self._send_window -= size
-            self._pending_size -= size
-            self._write(FRAME_HEADER.pack(size >> 16, size & 0xFFFF, DATA, 0, STREAM_ID))
-            for part in parts:
-                self._write(part)
-        if self._end_queued and not self._end_sent and self._error is None:
-            self._end_sent = True
-            self._write(frame(DATA, END_STREAM, STREAM_ID))
-        self._wake()
+    def _on_ready(self) -> None:
+        if not self._settings.done():
+            self._settings.set_result(None)
 
-    def _wake(self) -> None:
+    def _on_writable(self) -> None:
         if self._waiters:
             for waiter in self._waiters:
                 if not waiter.done():
                     waiter.set_result(None)
             self._waiters.clear()
 
-    # -- the end -------------------------------------------------------------------------
-
-    def _fail(self, reason: str, status: StatusCode | None = None, *,
-              reset: int | None = CANCEL, quiet: bool = False) -> None:
-        """The call dies: remember why, send RST_STREAM(``reset``) unless None or the
-        stream is already closed on both sides, close the connection, wake every waiter."""
-        if self._error is not None:
-            return
-        self._error = StreamCallError(f"{self._method} to {self._address}: {reason}", status)
-        if not quiet:
-            log.debug("h2_client.call_ended", address=self._address, method=self._method,
-                      reason=reason, status=status.name if status else None)
-        self._pending.clear()
-        self._pending_size = 0
+    def _on_ended(self) -> None:
         transport = self._transport
         if transport is not None:
-            if reset is not None:
-                self._write(frame(RST_STREAM, 0, STREAM_ID, U32.pack(reset)))
             self._flush()
             self._transport = None
             if transport.get_write_buffer_size():
                 transport.abort()  # a peer not reading must not keep the socket open
             else:
                 transport.close()
-        if not self._settings.done():
-            self._settings.set_result(None)
+        self._on_ready()
         if not self._done.done():
             self._done.set_result(None)
-        self._wake()
-
-    def _dead(self) -> StreamCallError:
-        """A fresh exception for the dead call (re-raising one instance would grow its
-        traceback with every raise)."""
-        error = self._error
-        if error is None:
-            return StreamCallError(f"{self._method} to {self._address}: finish() was called")
-        return StreamCallError(str(error), error.status)
 
 
 async def unary_call(address: str, method: str, request: bytes, *, timeout: float,

@@ -1,6 +1,7 @@
-"""The response half of the peer client's call (:class:`coord.rpc.h2.client.StreamCall`):
-the server's response headers, its one message and its trailers read, RST_STREAM and GOAWAY
-turned into the call's death with the reason (:class:`StreamCallError`)."""
+"""The response half of a client call's sans-I/O core
+(:class:`coord.rpc.h2.client_core.ClientCore`): the server's response headers, its one
+message and its trailers read, RST_STREAM and GOAWAY turned into the call's death with the
+reason (:class:`StreamCallError`). No I/O."""
 
 from __future__ import annotations
 
@@ -45,11 +46,14 @@ _H2_ERRORS = ("NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERRO
 class StreamCallError(ConnectionError):
     """The call is dead (or could not be opened). ``status`` is the gRPC status the server
     ended the call with, or None when it did not send one (connection lost, GOAWAY,
-    RST_STREAM, protocol error, closed by this side)."""
+    RST_STREAM, protocol error, closed by this side). ``tls``: the dial failed for a TLS
+    reason (then the ``ssl.SSLError`` is the ``__cause__`` when there is one)."""
 
-    def __init__(self, message: str, status: StatusCode | None = None) -> None:
+    def __init__(self, message: str, status: StatusCode | None = None, *,
+                 tls: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.tls = tls
 
 
 class ResponseReader(FrameHandler):
