@@ -134,6 +134,8 @@ class ReadModel:
         self.ttls = LeaseTTLs(client)
         self.revision = 0
         """The newest store revision the model has seen (read or watched)."""
+        self.last_error = ""
+        """The last store error a read or watch met ("" once it reads again)."""
         self._ready = asyncio.Event()
         self._loaded: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -200,6 +202,7 @@ class ReadModel:
                                             page=page)]
                 reset([f for f in found if f is not None])
                 self._seen(rev)
+                self.last_error = ""
                 self._loaded.add(prefix)
                 if self._loaded >= set(self._followed):
                     self._ready.set()
@@ -212,6 +215,7 @@ class ReadModel:
             except CompactedError:
                 log.info("dashboard.reread", prefix=prefix, why="compacted")
             except ClientError as err:
+                self.last_error = str(err)
                 log.warning("dashboard.store_error", prefix=prefix, error=str(err),
                             retry_in=delay)
                 await asyncio.sleep(delay)

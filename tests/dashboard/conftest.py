@@ -89,12 +89,12 @@ def start_agent(procs: ProcessGroup, name: str = "a1", jobs: str | None = JOBS,
 
 
 def start_dashboard(procs: ProcessGroup, endpoints: str, *extra: str,
-                    wait: bool = True) -> Dashboard:
-    """`raftcron dashboard --endpoints ENDPOINTS --listen 127.0.0.1:<free port>`; waits
-    until its API answers."""
+                    wait: bool = True, user: str | None = None) -> Dashboard:
+    """`raftcron [--user USER] dashboard --endpoints ENDPOINTS --listen 127.0.0.1:<free
+    port>`; waits until it listens."""
     port = free_port()
-    argv = [sys.executable, "-m", "scheduler.cli", "dashboard", "--endpoints", endpoints,
-            "--listen", f"127.0.0.1:{port}", *extra]
+    argv = [sys.executable, "-m", "scheduler.cli", *(["--user", user] if user else []),
+            "dashboard", "--endpoints", endpoints, "--listen", f"127.0.0.1:{port}", *extra]
     proc = procs.spawn("dashboard", argv, port, env=ENV)
     dash = Dashboard(proc, f"http://127.0.0.1:{port}")
     if wait:
