@@ -146,3 +146,17 @@ def test_bad_requests_get_a_clear_json_error(dashboard: Dashboard, path: str, st
     assert set(body) == {"error"} and body["error"]["code"] == code
     message = body["error"]["message"]
     assert message and "\n" not in message and "Traceback" not in message
+
+
+def test_a_deleted_job_keeps_its_history_view(dashboard: Dashboard, agent: Proc) -> None:
+    wait_until(lambda: _succeeded_tick(dashboard) is not None, 30, "a succeeded tick run",
+               step=0.3)
+    done = cli("jobs", "delete", "tick", "--endpoints", agent.endpoint)
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: dashboard.get("/api/v1/jobs")[1]["total"] == 2, 10,
+               "tick gone from the list", step=0.1)
+    status, job = dashboard.get("/api/v1/jobs/tick")
+    assert status == 200, job
+    assert job["deleted"] is True and job["spec"] is None and job["next_fires"] == []
+    assert any(r["status"] == "succeeded" for r in job["runs"])
+    assert dashboard.get("/api/v1/jobs/ghost")[0] == 404
