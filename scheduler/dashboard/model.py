@@ -168,6 +168,16 @@ class ReadModel:
                 self._follow(prefix, reset, apply, page), name=f"dashboard:{prefix}"))
         self._tasks.append(asyncio.create_task(self._follow_output(),
                                                name="dashboard:output"))
+        self._tasks.append(asyncio.create_task(self._warm(), name="dashboard:warm"))
+
+    async def _warm(self) -> None:
+        """Once read, work out each job's due instant (cached on its row) in slices, so
+        the first overview of a large store does not pay for it (~1.4 s at 20,000 jobs)."""
+        await self._ready.wait()
+        for i, row in enumerate(list(self.jobs.values())):
+            self._due(row)
+            if i % 200 == 199:
+                await asyncio.sleep(0)  # let requests and watch events in
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -459,15 +469,20 @@ class ReadModel:
         last = self.last.get(name)
         return last.status if last is not None else "never"
 
+    def _due(self, row: JobRow) -> datetime | None:
+        """The first fire instant after the job's last finished run (or, before any, after
+        the model first saw it)."""
+        last = self.last.get(row.name)
+        since = (occurrence_instant(last.occurrence) if last is not None else None) \
+            or datetime.fromtimestamp(row.seen_at, UTC)
+        return row.due_after(since)
+
     def overdue(self, row: JobRow, now: datetime, grace: float) -> datetime | None:
         """The instant a job was due at without a run recorded for it, more than ``grace``
         seconds ago; None if it is not overdue (or suspended, or invalid)."""
         if row.spec is None or self.suspension_json(row) is not None:
             return None
-        last = self.last.get(row.name)
-        since = (occurrence_instant(last.occurrence) if last is not None else None) \
-            or datetime.fromtimestamp(row.seen_at, UTC)
-        due = row.due_after(since)
+        due = self._due(row)
         if due is None or (now - due).total_seconds() <= grace:
             return None
         return due
