@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import os
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -137,11 +138,18 @@ async def send(target: dict[str, Any], body: dict[str, Any], delivery: str) -> N
     for k, v in body.items():
         env[f"RAFTCRON_{k.upper()}"] = "" if v is None else str(v)
     env["RAFTCRON_NOTIFICATION"] = raw.decode()
-    proc = await asyncio.create_subprocess_exec(
-        *entry.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)
+    env["RAFTCRON_DELIVERY"] = delivery  # what a webhook gets as X-Raftcron-Delivery
+    # The body reaches stdin from a file, not a pipe: a command that exits without reading
+    # it must not turn its try into a failure (a write to the closed pipe raised under
+    # uvloop, and the retry ran the command again).
+    with tempfile.TemporaryFile() as stdin:
+        stdin.write(raw)
+        stdin.seek(0)
+        proc = await asyncio.create_subprocess_exec(
+            *entry.command, stdin=stdin, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)
     try:
-        _, err = await within(proc.communicate(raw), COMMAND_TIMEOUT)
+        _, err = await within(proc.communicate(), COMMAND_TIMEOUT)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

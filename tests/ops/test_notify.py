@@ -243,11 +243,13 @@ jobs:
 def test_dead_man_overdue_once_recovered_once_command_target(tmp_path: Path) -> None:
     """A job that fails until a flag file exists, expected to succeed within 4 s: `overdue`
     once, then (flag created) `recovered` once, each seen by a notify command through its
-    RAFTCRON_* environment; a restarted worker does not fire them again."""
+    RAFTCRON_* environment; a restarted worker does not fire them again. Each event is one
+    delivery id; the same id seen twice is the documented at-least-once redelivery, allowed
+    only when a worker's session was lost (on a starved machine a 3 s lease can lapse)."""
     out, flag = tmp_path / "events.txt", tmp_path / "ok.flag"
     script = tmp_path / "page.sh"
     script.write_text('#!/bin/sh\necho "$RAFTCRON_EVENT $RAFTCRON_JOB $RAFTCRON_STATUS '
-                      '$RAFTCRON_SUCCEED_WITHIN" >> ' + str(out) + "\n")
+                      '$RAFTCRON_SUCCEED_WITHIN|$RAFTCRON_DELIVERY" >> ' + str(out) + "\n")
     script.chmod(0o755)
     jobs = f"""\
 jobs:
@@ -260,8 +262,24 @@ jobs:
         command: ["{script}"]
 """
 
+    def deliveries() -> list[tuple[str, str]]:
+        lines = out.read_text().splitlines() if out.exists() else []
+        return [(text, delivery) for text, _, delivery in (ln.partition("|") for ln in lines)]
+
     def events() -> list[str]:
-        return out.read_text().splitlines() if out.exists() else []
+        """One line per delivery id, in the order first seen."""
+        seen: dict[str, str] = {}
+        for text, delivery in deliveries():
+            seen.setdefault(delivery, text)
+        return list(seen.values())
+
+    def redeliveries_explained(procs: list[Proc]) -> None:
+        got = deliveries()
+        ids = [d for _, d in got]
+        assert all(ids), f"a command without RAFTCRON_DELIVERY: {got}"
+        if len(set(ids)) != len(ids):
+            lost = [p.name for p in procs if "worker.session_lost" in p.log_path.read_text()]
+            assert lost, f"an event delivered twice with no session lost: {got}"
 
     with process_group(tmp_path) as group:
         endpoint, procs = setup(group, tmp_path, jobs, workers=2)
@@ -275,9 +293,10 @@ jobs:
         # keep both running through more successes than the window.
         wait_until(lambda: not outbox(endpoint), 30, "the outbox to drain")
         procs[0].kill9()
-        start_worker(group, "w0b", endpoint)
+        w0b = start_worker(group, "w0b", endpoint)
         t0 = time.time()
         wait_until(lambda: time.time() > t0 + 10 or len(events()) > 2, 30, "10 s more")
         assert events() == ["overdue nightly overdue 4", "recovered nightly succeeded 4"]
         recovered = [r for r in records(endpoint, "nightly") if r.get("notifications")]
         assert [n["event"] for r in recovered for n in r["notifications"]] == ["recovered"]
+        redeliveries_explained([*procs, w0b])
