@@ -16,28 +16,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import jinja2
 import structlog
 from aiohttp import web
 
 from coord.client import ClientError
-from scheduler import admin, suspension
 from scheduler.admin import AdminError
-from scheduler.attempts import attempts_of, duration
 from scheduler.claim import ACTIVE
-from scheduler.cliviews import attempt_json, tags_text
-from scheduler.clusterview import cluster_members, cluster_status
-from scheduler.dashboard.context import CLIENT, SETTINGS
-from scheduler.plan import Timetable
+from scheduler.cliviews import tags_text
+from scheduler.dashboard import api
+from scheduler.dashboard.context import SETTINGS
+from scheduler.dashboard.errors import ApiError
 
 log = structlog.get_logger("raftcron.dashboard")
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 TEMPLATES = HERE / "templates"
-NEXT_FIRES = 10
-RUNS_SHOWN = 50
 NAV = (("/", "Overview", "overview"), ("/jobs", "Jobs", "jobs"), ("/locks", "Locks", "locks"),
        ("/workers", "Workers", "workers"), ("/cluster", "Cluster", "cluster"))
 
@@ -63,6 +60,29 @@ def when(value: object) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def in_zone(value: object, zone: str) -> str:
+    """An ISO instant as wall time in ``zone`` with its abbreviation (``CEST``)."""
+    try:
+        dt = datetime.fromisoformat(str(value)).astimezone(ZoneInfo(zone))
+    except (ValueError, KeyError):
+        return str(value)
+    return dt.strftime("%Y-%m-%d %H:%M:%S %Z (UTC%z)")
+
+
+def suspension_text(suspension: Mapping[str, Any] | None, reason: str | None) -> str:
+    """``Suspended by u@h at 2026-12-06 23:41:02Z: reason`` (dashboard.js writes the same)."""
+    info = suspension or {}
+    text = "Suspended"
+    if info.get("by"):
+        text += f" by {info['by']}"
+    if info.get("at"):
+        text += f" at {when(info['at'])}"
+    if info.get("by_spec"):
+        text += " (its spec says suspend: true)"
+    why = info.get("reason") or reason
+    return text + (f": {why}" if why else "")
+
+
 def seconds_text(value: object) -> str:
     return "" if value is None or value == "" else f"{float(value):.1f}s"  # type: ignore[arg-type]
 
@@ -85,9 +105,11 @@ def _environment() -> jinja2.Environment:
     versions = _asset_versions()
     env.globals["static"] = lambda name: f"/static/{name}?v={versions.get(name, '0')}"
     env.globals["nav"] = NAV
+    env.globals["suspension_text"] = suspension_text
     env.filters["when"] = when
     env.filters["duration"] = seconds_text
     env.filters["ttl"] = ttl_text
+    env.filters["in_zone"] = in_zone
     env.filters["tags"] = tags_text
     return env
 
@@ -116,10 +138,9 @@ def page(section: str) -> Callable[[Handler], Handler]:
         async def handler(request: web.Request) -> web.StreamResponse:
             try:
                 return await fn(request)
-            except NotFound as err:
-                return _error(request, section, 404, "Not found", str(err))
-            except BadInput as err:
-                return _error(request, section, 400, "Bad request", str(err))
+            except ApiError as err:
+                return _error(request, section, err.status, HEADINGS.get(err.status, "Error"),
+                              err.message)
             except AdminError as err:
                 return _error(request, section, 409, "Refused", str(err))
             except ClientError as err:
@@ -131,12 +152,8 @@ def page(section: str) -> Callable[[Handler], Handler]:
     return wrap
 
 
-class NotFound(Exception):
-    """The page's job or run does not exist."""
-
-
-class BadInput(Exception):
-    """A query parameter of the page is not valid."""
+HEADINGS = {400: "Bad request", 401: "Sign in first", 403: "Forbidden", 404: "Not found",
+            409: "Refused", 503: "The store did not answer"}
 
 
 def _error(request: web.Request, section: str, status: int, heading: str,
@@ -148,72 +165,30 @@ def _error(request: web.Request, section: str, status: int, heading: str,
 # --------------------------------------------------------------------------- data
 
 
-def next_fires(timetable: Timetable, now: datetime,
-               count: int = NEXT_FIRES) -> list[dict[str, Any]]:
-    """The next ``count`` fire instants after ``now``, each with its wall time in the job's
-    zone and whether the zone's UTC offset changed (a DST transition) since the fire before
-    it (or since ``now`` for the first)."""
-    out: list[dict[str, Any]] = []
-    prev_offset = now.astimezone(timetable.zone).utcoffset()
-    for instant in timetable.iter_after(now):
-        local = instant.astimezone(timetable.zone)
-        offset = local.utcoffset()
-        out.append({"at": instant.isoformat(), "dst": offset != prev_offset,
-                    "local": local.strftime("%Y-%m-%d %H:%M:%S %Z (UTC%z)")})
-        prev_offset = offset
-        if len(out) == count:
-            break
-    return out
+async def api_data(handler: Handler, request: web.Request) -> Any:
+    """What the API handler answers for ``request``, decoded: a page shows exactly the
+    API's data (the same model slice, the same store reads), called in-process."""
+    response = await handler(request)
+    assert isinstance(response, web.Response) and response.text is not None
+    return json.loads(response.text)
 
 
-def lock_row(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A lock as the pages and the ``lock`` event show it (admin's ``ttl`` is ``ttl_left``)."""
-    row = dict(item)
-    row.setdefault("ttl_left", row.pop("ttl", -1))
-    return row
-
-
-def run_row(rec: Any) -> dict[str, Any]:
-    return {"job": rec.job, "occurrence": rec.occurrence, "status": rec.status,
-            "worker": rec.worker, "attempt": max(rec.attempt, len(rec.attempts)),
-            "started_at": rec.started_at or None, "duration": duration(rec),
-            "exit_code": rec.exit_code, "note": rec.note}
-
-
-def spec_rows(spec: Any) -> list[tuple[str, str]]:
-    """The spec as (field, text) rows, every field a user can set, in the file's order."""
-    data = json.loads(spec.to_json())
+def spec_rows(spec: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """The spec as (field, text) rows in the file's order; unset fields left out."""
     rows = []
-    for key, value in data.items():
-        if key == "name":
+    for key, value in (spec or {}).items():
+        if key == "name" or value in (None, "", {}, [], ()):
             continue
         if isinstance(value, Mapping):
-            text = tags_text(value) if key == "tags" else ", ".join(
-                f"{k}={v}" for k, v in value.items())
+            text = tags_text(value) if key == "tags" else json.dumps(value, sort_keys=True)
         elif isinstance(value, list | tuple):
-            text = " ".join(str(v) for v in value) if key == "command" else ", ".join(
-                str(v) for v in value)
+            text = (" ".join(str(v) for v in value) if key == "command" else
+                    ", ".join(json.dumps(v) if isinstance(v, Mapping) else str(v)
+                              for v in value))
         else:
-            text = "" if value is None else str(value)
+            text = str(value)
         rows.append((key, text))
     return rows
-
-
-def _query(request: web.Request, name: str) -> str:
-    return request.query.get(name, "").strip()
-
-
-def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = _query(request, name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadInput(f"{name} must be a whole number, not {raw!r}") from None
-    if not lo <= value <= hi:
-        raise BadInput(f"{name} must be between {lo} and {hi}, not {value}")
-    return value
 
 
 def _link(path: str, params: Iterable[tuple[str, object]]) -> str:
@@ -221,108 +196,119 @@ def _link(path: str, params: Iterable[tuple[str, object]]) -> str:
     return f"{path}?{urlencode(kept)}" if kept else path
 
 
+def _leader_name(cluster: Mapping[str, Any]) -> str | None:
+    for m in cluster.get("members") or ():
+        if m.get("id") == cluster.get("leader"):
+            return str(m.get("name"))
+    return None
+
+
 # --------------------------------------------------------------------------- pages
+
+
+@page("overview")
+async def overview_page(request: web.Request) -> web.Response:
+    """Cluster health, workers alive, runs of the last hour, failing and overdue jobs,
+    what runs now (live)."""
+    data = await api_data(api.get_overview, request)
+    cluster = data["cluster"]
+    cluster["leader_name"] = _leader_name(cluster)
+    return render(request, "overview.html", page="overview", section="overview",
+                  topics="runs", **data)
+
+
+@page("jobs")
+async def jobs_page(request: web.Request) -> web.Response:
+    """A page of the jobs (server-side paging, search and filters), rows updated live."""
+    data = await api_data(api.get_jobs, request)
+    offset, limit, total = data["offset"], data["limit"], data["total"]
+    q = request.query.get("q", "")
+    filters = [("q", q), ("tag", request.query.get("tag", "")),
+               ("status", request.query.get("status", "")),
+               ("suspended", request.query.get("suspended", ""))]
+    keep_limit = [("limit", limit if limit != api.LIMIT_DEFAULT else "")]
+    prev_url = (_link("/jobs", [*filters, ("offset", max(0, offset - limit) or ""),
+                                *keep_limit]) if offset > 0 else None)
+    next_url = (_link("/jobs", [*filters, ("offset", offset + limit), *keep_limit])
+                if offset + limit < total else None)
+    statuses = [("", "any"), *((s, s) for s in sorted(api.STATUSES))]
+    return render(request, "jobs.html", page="jobs", section="jobs", topics="jobs,runs",
+                  jobs=data["jobs"], total=total, offset=offset, limit=limit,
+                  prev_url=prev_url, next_url=next_url, statuses=statuses,
+                  **dict(filters))
+
+
+@page("jobs")
+async def job_page(request: web.Request) -> web.Response:
+    """One job: spec, next 10 fires in its zone (DST changes marked), what runs now,
+    recent runs, and the action buttons."""
+    data = await api_data(api.get_job, request)
+    spec = data.get("spec")
+    lock = data.get("lock")
+    return render(
+        request, "job.html", page="job", section="jobs", topics="runs,jobs,locks",
+        live_job=data["name"], name=data["name"], deleted=data["deleted"],
+        spec_rows=spec_rows(spec), timezone=(spec or {}).get("timezone") or "UTC",
+        next_fires=data.get("next_fires") or [], runs=data.get("runs") or [],
+        locks=[lock] if lock and lock.get("worker") else [],
+        suspended=data.get("suspended"), reason=data.get("reason"),
+        suspension=data.get("suspension"))
+
+
+@page("jobs")
+async def run_page(request: web.Request) -> web.Response:
+    """One run: its record, attempts and output (live while it runs)."""
+    run = await api_data(api.get_run, request)
+    record_rows = [(key, run.get(key)) for key in (
+        "status", "worker", "host", "pid", "attempt", "fencing_token", "claimed_at",
+        "started_at", "finished_at", "duration", "exit_code", "signal", "note")]
+    record_rows = [(k, when(v) if k.endswith("_at") else ("" if v is None else str(v)))
+                   for k, v in record_rows]
+    return render(
+        request, "run.html", page="run", section="jobs", topics="runs,output",
+        live_job=run["job"], live_occurrence=run["occurrence"], job=run["job"],
+        occurrence=run["occurrence"], run=run, record_rows=record_rows,
+        attempts=run.get("attempts") or [], output=run.get("output") or "",
+        active=run["status"] in ACTIVE)
 
 
 @page("locks")
 async def locks_page(request: web.Request) -> web.Response:
     """Who holds each job's lock, TTL counting down, updated live."""
-    rows = [lock_row(r) for r in await admin.locks(request.app[CLIENT]) if "worker" in r]
+    data = await api_data(api.get_locks, request)
     return render(request, "locks.html", page="locks", section="locks", topics="locks",
-                  locks=rows)
+                  locks=[row for row in data["locks"] if row.get("worker")])
 
 
 @page("workers")
 async def workers_page(request: web.Request) -> web.Response:
-    rows = await admin.workers(request.app[CLIENT])
-    return render(request, "workers.html", page="workers", section="workers", workers=rows)
+    data = await api_data(api.get_workers, request)
+    return render(request, "workers.html", page="workers", section="workers",
+                  topics="workers", workers=data["workers"])
 
 
 @page("cluster")
 async def cluster_page(request: web.Request) -> web.Response:
-    client = request.app[CLIENT]
-    members = await cluster_members(client)
-    status = await cluster_status(client)
-    ok = [row for row in status if not row.get("error")]
-    leaders = {row["leader_id"] for row in ok}
-    leader = next(iter(leaders)) if len(leaders) == 1 else None
-    names = {m["id"]: m["name"] for m in members}
-    cluster = {"healthy": bool(status) and len(ok) == len(status),
-               "leader": leader, "leader_name": names.get(leader or ""),
-               "raft_term": max((row["raft_term"] for row in ok), default=None)}
+    cluster = await api_data(api.get_cluster, request)
+    cluster["leader_name"] = _leader_name(cluster)
     member_columns = ["id", "name", "peer_urls", "client_urls", "learner"]
     status_columns = ["endpoint", "id", "name", "leader", "raft_term", "raft_index",
                       "applied_index", "version", "db_size", "error"]
     return render(
         request, "cluster.html", page="cluster", section="cluster", cluster=cluster,
         member_columns=member_columns, status_columns=status_columns,
-        member_rows=[[m.get(c, "") for c in member_columns] for m in members],
-        status_rows=[[r.get(c, "") for c in status_columns] for r in status],
+        member_rows=[[m.get(c, "") for c in member_columns] for m in cluster["members"]],
+        status_rows=[[r.get(c, "") for c in status_columns] for r in cluster["status"]],
         endpoints=request.app[SETTINGS].endpoints)
-
-
-@page("jobs")
-async def job_page(request: web.Request) -> web.Response:
-    """One job: spec, next fires in its zone (DST marked), what runs now, recent runs,
-    and the action buttons."""
-    name = request.match_info["name"]
-    client = request.app[CLIENT]
-    if not await admin.job_exists(client, name):
-        raise NotFound(f"no job named {name!r}")
-    try:
-        spec, _ = await admin.get_job(client, name)
-    except AdminError:
-        spec = None  # deleted (its runs and lock may still be there) or invalid
-    runtime = await suspension.read_one(client, name)
-    runs = [run_row(r) for r in await admin.history(client, name, limit=RUNS_SHOWN)]
-    held = [lock_row(r) for r in await admin.locks(client)
-            if r.get("job") == name and "worker" in r]
-    fires = next_fires(spec.timetable(), datetime.now(UTC)) if spec else []
-    suspended = runtime is not None or bool(spec and spec.suspend)
-    reason = runtime.reason if runtime else ("suspend: true in its spec" if suspended else "")
-    return render(
-        request, "job.html", page="job", section="jobs", topics="runs,jobs,locks",
-        live_job=name, name=name, deleted=spec is None,
-        spec_rows=spec_rows(spec) if spec else [],
-        timezone=spec.timezone if spec else "UTC", next_fires=fires, runs=runs,
-        locks=held, suspended=suspended, reason=reason,
-        suspension=runtime.to_json() if runtime else None)
-
-
-@page("jobs")
-async def run_page(request: web.Request) -> web.Response:
-    """One run: its record, attempts and output (live while it runs)."""
-    job, occurrence = request.match_info["job"], request.match_info["occurrence"]
-    try:
-        rec = await admin.run_record(request.app[CLIENT], job, occurrence)
-    except AdminError as err:
-        raise NotFound(str(err)) from None
-    record_rows = [
-        ("status", rec.status), ("worker", rec.worker), ("host", rec.host),
-        ("pid", str(rec.pid or "")), ("attempt", str(max(rec.attempt, len(rec.attempts)))),
-        ("fencing_token", str(rec.fencing_token)),
-        ("claimed_at", when(rec.claimed_at)), ("started_at", when(rec.started_at)),
-        ("finished_at", when(rec.finished_at)),
-        ("exit_code", "" if rec.exit_code is None else str(rec.exit_code)),
-        ("note", rec.note)]
-    attempts = [attempt_json(a) for a in attempts_of(rec)]
-    response = render(
-        request, "run.html", page="run", section="jobs", topics="runs",
-        live_job=job, live_occurrence=rec.occurrence, job=job, occurrence=rec.occurrence, run=rec,
-        record_rows=record_rows, attempts=attempts, output=rec.output_tail,
-        active=rec.status in ACTIVE)
-    return response
-
-
-async def _not_found_job(request: web.Request) -> web.Response:
-    return _error(request, "jobs", 404, "Not found", "no such page")
 
 
 def add_routes(app: web.Application) -> None:
     """Register the page routes and the static assets on ``app``."""
+    app.router.add_get("/", overview_page)
+    app.router.add_get("/jobs", jobs_page)
+    app.router.add_get("/jobs/{name}", job_page)
+    app.router.add_get("/runs/{name}/{occurrence}", run_page)
     app.router.add_get("/locks", locks_page)
     app.router.add_get("/workers", workers_page)
     app.router.add_get("/cluster", cluster_page)
-    app.router.add_get("/jobs/{name}", job_page)
-    app.router.add_get("/runs/{job}/{occurrence}", run_page)
     app.router.add_static("/static/", STATIC, append_version=False)

@@ -71,6 +71,19 @@
                         : [el("span", { class: "empty", text: "never" })])),
         td({ class: "num", text: last ? duration(last.duration_s) : "" }));
     },
+    running(r) {
+      return el("tr", { "data-key": r.job + "/" + r.occurrence },
+        td({}, jobLink(r.job)), td({}, runLink(r.job, r.occurrence)), td({}, badge(r.status)),
+        td({ text: r.worker || "" }), td({ class: "num", text: r.attempt ?? "" }),
+        td({ class: "mono", text: when(r.started_at) }));
+    },
+    worker(w) {
+      return el("tr", { "data-key": w.worker },
+        td({ text: w.worker }), td({ text: w.host || "" }), td({ class: "num", text: w.pid ?? "" }),
+        td({ class: "mono", text: tags(w.tags) }), td({ text: w.version || "" }),
+        td({ class: "mono", text: when(w.started_at) }),
+        td({ class: "num", "data-ttl": w.lease_ttl ?? -1, text: ttl(w.lease_ttl) }));
+    },
     run(r) {
       return el("tr", { "data-key": r.occurrence },
         td({}, runLink(r.job, r.occurrence)), td({}, badge(r.status)),
@@ -107,57 +120,99 @@
   }
   const liveTables = (kind) => document.querySelectorAll(`table[data-live="${kind}"]`);
 
-  // ---- TTL countdown between events: each TTL cell counts down from when it was rendered
+  // ---- TTL countdown between events: each TTL cell counts down from when it was rendered.
+  // A lease is renewed by its holder's keepalives (no store event says so): when a shown
+  // TTL runs out, the table's list is read once from the API (one request for every row,
+  // not one per job) and the cells start again from what the store says.
   function startTtl(root) {
     for (const cell of root.querySelectorAll("[data-ttl]")) {
       const left = Number(cell.dataset.ttl);
       cell.dataset.expires = left >= 0 ? String(Date.now() + left * 1000) : "";
     }
   }
-  function tickTtl() {
+  const TTL_LISTS = { "/api/v1/locks": ["locks", "job", "ttl_left"],
+                      "/api/v1/workers": ["workers", "worker", "lease_ttl"] };
+  let resyncing = false, lastResync = 0;
+  async function resyncTtl(table) {
+    const source = table.dataset.ttlSource;
+    const spec = TTL_LISTS[source];
+    if (!spec || resyncing || Date.now() - lastResync < 2000) return;
+    resyncing = true; lastResync = Date.now();
+    try {
+      const res = await fetch(source, { headers: { "Accept": "application/json" } });
+      if (!res.ok) return;
+      const data = await res.json();
+      const [list, key, field] = spec;
+      for (const item of data[list] || []) {
+        const tr = findRow(table, item[key]);
+        const cell = tr && tr.querySelector("[data-ttl]");
+        if (!cell) continue;
+        cell.dataset.ttl = item[field] ?? -1;
+        startTtl(tr);
+      }
+      tickTtl(false);
+    } catch (e) {
+      /* the next expiry tries again */
+    } finally {
+      resyncing = false;
+    }
+  }
+  function tickTtl(resync) {
     const now = Date.now();
     for (const cell of document.querySelectorAll("[data-expires]")) {
       if (!cell.dataset.expires) continue;
-      cell.textContent = ttl((Number(cell.dataset.expires) - now) / 1000);
+      const left = (Number(cell.dataset.expires) - now) / 1000;
+      cell.textContent = ttl(left);
+      const table = cell.closest("table[data-ttl-source]");
+      if (resync !== false && left <= 0 && table) resyncTtl(table);
     }
   }
 
   // ---- what each event changes on the page
   const currentJob = body.dataset.job || null;
+  const currentOccurrence = body.dataset.occurrence || null;
+  const ACTIVE = new Set(["claimed", "running", "retrying"]);
   function onLock(item) {
     if (currentJob && item.job !== currentJob) return;
     for (const table of liveTables("lock")) {
-      if (item.deleted) remove(table, item.job);
+      if (item.held === false || !item.worker) remove(table, item.job);
       else upsert(table, item.job, () => rows.lock(item), "insert");
     }
-    const count = document.getElementById("running-count");
-    const locks = document.getElementById("locks");
-    if (count && locks) count.textContent = String(locks.tBodies[0].rows.length);
+  }
+  function suspensionText(item) {
+    const s = item.suspension || {};
+    let text = "Suspended";
+    if (s.by) text += " by " + s.by;
+    if (s.at) text += " at " + when(s.at);
+    if (s.by_spec) text += " (its spec says suspend: true)";
+    const why = s.reason || item.reason;
+    return text + (why ? ": " + why : "");
   }
   function onJob(item) {
     for (const table of liveTables("job")) {
       if (item.deleted) remove(table, item.name);
       else upsert(table, item.name, () => rows.job(item), "replace");
     }
-    if (currentJob && item.name === currentJob) {
-      const state = document.getElementById("job-state");
-      state.replaceChildren(...(item.suspended ? [el("span", { class: "badge suspended", text: "suspended" })] : []),
-                            ...(item.deleted ? [" ", el("span", { class: "badge failed", text: "deleted" })] : []));
+    if (currentJob && item.name === currentJob && document.getElementById("job-state")) {
+      document.getElementById("job-state").replaceChildren(
+        ...(item.suspended ? [el("span", { class: "badge suspended", text: "suspended" })] : []),
+        ...(item.deleted ? [" ", el("span", { class: "badge failed", text: "deleted" })] : []));
       const reason = document.getElementById("job-reason");
       reason.hidden = !item.suspended;
-      document.getElementById("job-reason-text").textContent = item.reason || "";
-      reason.firstChild.textContent = "Suspended";
-      if (reason.childNodes.length > 2) {
-        // Drop the server-rendered "by ... at ..." words: the event says only the reason.
-        while (reason.childNodes.length > 2) reason.childNodes[1].remove();
-        reason.insertBefore(document.createTextNode(": "), reason.lastChild);
-      }
+      reason.textContent = item.suspended ? suspensionText(item) : "";
     }
   }
   function onRun(item) {
     if (currentJob && item.job !== currentJob) return;
     for (const table of liveTables("run")) upsert(table, item.occurrence, () => rows.run(item), "insert");
-    // The jobs page: the job's last run, if the row is shown and this run is its latest.
+    for (const table of liveTables("running")) {
+      const key = item.job + "/" + item.occurrence;
+      if (ACTIVE.has(item.status)) upsert(table, key, () => rows.running(item), "insert");
+      else remove(table, key);
+      const count = document.getElementById("running-count");
+      if (count) count.textContent = String(table.tBodies[0].rows.length);
+    }
+    // The jobs page: the job's last run, if its row is shown and this run is its latest.
     for (const table of liveTables("job")) {
       const tr = findRow(table, item.job);
       if (!tr) continue;
@@ -169,28 +224,36 @@
       flash(tr);
     }
     const status = document.getElementById("run-status");
-    if (status && body.dataset.occurrence === item.occurrence) {
+    if (status && currentOccurrence === item.occurrence) {
       status.dataset.status = item.status;
       status.replaceChildren(badge(item.status));
       for (const dd of document.querySelectorAll("#run-record [data-field]")) {
         const v = item[dd.dataset.field];
         if (v !== undefined) dd.textContent = /_at$/.test(dd.dataset.field) ? when(v) : (v ?? "");
       }
-      if (item.output_tail !== undefined && !ACTIVE.has(item.status)) {
+      if (!ACTIVE.has(item.status)) {
         document.getElementById("output").textContent = item.output_tail || "";
         const st = document.getElementById("output-state");
-        if (st) st.textContent = "(finished)";
+        if (st) st.textContent = "(finished: the last 4 KiB the worker stored)";
       }
     }
   }
-  const ACTIVE = new Set(["claimed", "running", "retrying"]);
   function onOutput(item) {
     const pre = document.getElementById("output");
-    if (!pre || body.dataset.occurrence !== item.occurrence || item.job !== currentJob) return;
+    if (!pre || item.job !== currentJob || item.occurrence !== currentOccurrence) return;
+    const status = document.getElementById("run-status");
+    if (status && !ACTIVE.has(status.dataset.status)) return;  // the record's tail is final
     const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-    if (item.text !== undefined) pre.append(document.createTextNode(item.text));
-    else if (item.output !== undefined) pre.textContent = item.output;
+    pre.textContent = item.tail || "";
+    const st = document.getElementById("output-state");
+    if (st) st.textContent = "(live, attempt " + (item.attempt ?? "?") + ")";
     if (atBottom) pre.scrollTop = pre.scrollHeight;
+  }
+  function onWorker(item) {
+    for (const table of liveTables("worker")) {
+      if (item.alive === false) remove(table, item.worker);
+      else upsert(table, item.worker, () => rows.worker(item), "insert");
+    }
   }
 
   function follow() {
@@ -200,7 +263,7 @@
     if (currentJob) url += "&job=" + enc(currentJob);
     const live = document.getElementById("live");
     const source = new EventSource(url);
-    const handlers = { lock: onLock, job: onJob, run: onRun, output: onOutput };
+    const handlers = { lock: onLock, job: onJob, run: onRun, output: onOutput, worker: onWorker };
     for (const [name, fn] of Object.entries(handlers)) {
       source.addEventListener(name, (ev) => {
         let item;
