@@ -31,6 +31,7 @@ from scheduler import (  # noqa: F401
     cli_auth,
     cli_certs,
     cli_cluster,
+    cli_dashboard,
     cli_doctor,
     cli_files,
     cli_jobs,
@@ -471,6 +472,19 @@ def agent(
         fail(str(err), 1)
     except OSError as err:
         fail(str(err), 1)
+
+
+@app.command("dashboard")
+def dashboard(
+    endpoints: EndpointsOpt = "127.0.0.1:2379",
+    listen: cli_dashboard.ListenOpt = cli_dashboard.DEFAULT_LISTEN,
+    insecure_listen: InsecureListenOpt = False,
+) -> None:
+    """Serve the web dashboard and its JSON API (/api/v1/) on a store.
+
+    Example:  raftcron dashboard --endpoints 127.0.0.1:2379 --listen 127.0.0.1:8080
+    """
+    cli_dashboard.dashboard(endpoints, listen, insecure_listen, run_until_signal)
 
 
 def main() -> None:

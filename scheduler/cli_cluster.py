@@ -3,43 +3,10 @@ it."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from scheduler.cli_app import EndpointsOpt, OutputOpt, check_output, client_call, cluster_app
 from scheduler.cli_output import emit
-
-
-async def _cluster_members(client: Any) -> list[dict[str, Any]]:
-    return [{"id": f"{m.id:x}", "name": m.name or "(unstarted)",
-             "peer_urls": ",".join(m.peer_urls), "client_urls": ",".join(m.client_urls),
-             "learner": m.is_learner} for m in await client.members()]
-
-
-async def _cluster_status(client: Any) -> list[dict[str, Any]]:
-    from coord.client import ClientError
-
-    members = await client.members()
-    names = {m.id: m.name for m in members}
-    endpoints: list[str] = []
-    for m in members:
-        endpoints += [u.removeprefix("http://") for u in m.client_urls[:1]]
-    for ep in client.endpoints:
-        if ep not in endpoints:
-            endpoints.append(ep)
-    rows = []
-    for ep in endpoints:
-        try:
-            st = await client.status(ep)
-        except ClientError as err:
-            rows.append({"endpoint": ep, "error": str(err)})
-            continue
-        mid = st.header.member_id
-        rows.append({"endpoint": ep, "id": f"{mid:x}", "name": names.get(mid, ""),
-                     "leader": st.leader == mid, "leader_id": f"{st.leader:x}",
-                     "raft_term": st.raft_term, "raft_index": st.raft_index,
-                     "applied_index": st.raft_applied_index, "version": st.version,
-                     "db_size": st.db_size, "error": ""})
-    return rows
+from scheduler.clusterview import cluster_members as _cluster_members
+from scheduler.clusterview import cluster_status as _cluster_status
 
 
 @cluster_app.command("members")

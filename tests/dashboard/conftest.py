@@ -1,0 +1,114 @@
+"""Fixtures of the dashboard tests: a real single-node agent, and `raftcron dashboard`
+against it, both as processes a user would start (torn down with the process group).
+
+Other dashboard test modules (browser, actions, auth) add their own fixtures in their own
+helper modules; the functions below are for them too.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.procs import REPO, Proc, ProcessGroup, free_port, port_open, wait_until
+
+ENV = {"PYTHONPATH": str(REPO), "RAFTCRON_LOG_LEVEL": "info"}
+
+JOBS = """\
+jobs:
+  - name: tick
+    schedule: '@every 2s'
+    command: 'echo tick $RAFTCRON_OCCURRENCE'
+    tags: {team: core}
+  - name: nightly
+    schedule: '30 2 * * *'
+    timezone: Europe/Berlin
+    command: ['true']
+"""
+"""The agent fixture's jobs: one that runs every 2 s, one that never runs in a test."""
+
+
+@dataclass
+class Dashboard:
+    proc: Proc
+    url: str
+    """``http://127.0.0.1:PORT`` (no trailing slash)."""
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, Any]:
+        """GET ``path``: (status, decoded JSON body)."""
+        return request(self.url + path, timeout=timeout)
+
+
+def request(url: str, method: str = "GET", body: Any = None,
+            headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """One HTTP request: (status, JSON body, or the text when it is not JSON)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={
+        "Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def start_agent(procs: ProcessGroup, name: str = "a1", jobs: str | None = JOBS,
+                *extra: str) -> Proc:
+    """`raftcron agent` (single node) with ``jobs`` applied at start; waits until it listens."""
+    cport, pport = free_port(), free_port()
+    argv = [sys.executable, "-m", "scheduler.cli", "agent", "--name", name,
+            "--data-dir", str(procs.workdir / f"{name}-data"),
+            "--log-dir", str(procs.workdir / f"{name}-logs"),
+            "--listen-client", f"127.0.0.1:{cport}", "--listen-peer", f"127.0.0.1:{pport}",
+            *extra]
+    if jobs is not None:
+        path = procs.workdir / f"{name}-jobs.yaml"
+        path.write_text(jobs)
+        argv += ["--jobs", str(path)]
+    proc = procs.spawn(name, argv, cport, env=ENV)
+    wait_until(lambda: port_open(cport) or not proc.alive(), 30, f"agent on :{cport}")
+    assert proc.alive(), proc.log()
+    return proc
+
+
+def start_dashboard(procs: ProcessGroup, endpoints: str, *extra: str,
+                    wait: bool = True) -> Dashboard:
+    """`raftcron dashboard --endpoints ENDPOINTS --listen 127.0.0.1:<free port>`; waits
+    until its API answers."""
+    port = free_port()
+    argv = [sys.executable, "-m", "scheduler.cli", "dashboard", "--endpoints", endpoints,
+            "--listen", f"127.0.0.1:{port}", *extra]
+    proc = procs.spawn("dashboard", argv, port, env=ENV)
+    dash = Dashboard(proc, f"http://127.0.0.1:{port}")
+    if wait:
+        wait_until(lambda: port_open(port) or not proc.alive(), 30, f"dashboard on :{port}")
+        assert proc.alive(), proc.log()
+    return dash
+
+
+@pytest.fixture
+def agent(procs: ProcessGroup) -> Proc:
+    """A single-node agent running :data:`JOBS`."""
+    return start_agent(procs)
+
+
+@pytest.fixture
+def dashboard(procs: ProcessGroup, agent: Proc) -> Dashboard:
+    """`raftcron dashboard` on the :func:`agent`."""
+    return start_dashboard(procs, agent.endpoint)
+
+
+@pytest.fixture
+def workdir(procs: ProcessGroup) -> Path:
+    return procs.workdir
