@@ -269,17 +269,16 @@ async def add_cookie(request: web.Request, response: web.StreamResponse) -> None
         response.headers["Set-Cookie"] = cookie_header(request, sid)
 
 
-def install(app: web.Application, endpoints: list[str], tls: ClientTLS | None) -> Security:
-    """Put the gate in front of every handler of ``app``."""
-    probe_client = Client(endpoints, timeout=5, tls=tls)
-    sec = Security(list(endpoints), tls, AuthProbe(probe_client))
+def install(app: web.Application, client: Client) -> Security:
+    """Put the gate in front of every handler of ``app``, whose store client is ``client``
+    (it asks whether auth is on; each user's client goes to the same endpoints)."""
+    sec = Security(list(client.endpoints), client.tls, AuthProbe(client))
     app[SECURITY] = sec
     app.middlewares.append(gate)
     app.on_response_prepare.append(add_cookie)
 
     async def close(_app: web.Application) -> None:
-        for client in sec.sessions.drop_all():
-            await client.close()
-        await probe_client.close()
+        for ended in sec.sessions.drop_all():
+            await ended.close()
     app.on_cleanup.append(close)
     return sec

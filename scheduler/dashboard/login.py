@@ -23,8 +23,8 @@ from aiohttp import web
 
 from coord.client import Client, ClientAuth, ClientError, UnavailableError
 from scheduler.dashboard.guard import (
-    SECURITY,
     AUTH_FAILED,
+    SECURITY,
     Security,
     cookie_header,
     json_error,
