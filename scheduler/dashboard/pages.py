@@ -235,7 +235,7 @@ async def jobs_page(request: web.Request) -> web.Response:
     return render(request, "jobs.html", page="jobs", section="jobs", topics="jobs,runs",
                   jobs=data["jobs"], total=total, offset=offset, limit=limit,
                   prev_url=prev_url, next_url=next_url, statuses=statuses,
-                  **dict(filters))
+                  filters=dict(filters))
 
 
 @page("jobs")

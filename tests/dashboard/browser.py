@@ -6,9 +6,10 @@ downloads: ``playwright install`` fetches from the network, which CI does not re
 elsewhere the test is skipped and the reason printed, as tests/helpers/binaries.py does for
 etcd.
 
-Every page a test opens is watched for uncaught JavaScript errors and failed console
-messages: a page whose script throws fails the test at teardown even when what it asserted
-on happened to render.
+Every page a test opens is watched for uncaught JavaScript errors, console errors and
+failed loads of its scripts, styles and API calls: a page whose script throws fails the
+test at teardown even when what it asserted on happened to render. (The page itself may
+answer 4xx: tests navigate to unknown jobs on purpose.)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -73,16 +75,31 @@ class Browser:
 
     context: BrowserContext
     errors: list[str] = field(default_factory=list)
+    expected: set[tuple[int, str]] = field(default_factory=set)
+    """(status, path) of failed loads a test provokes on purpose (an action refused)."""
+
+    def expect_failure(self, status: int, path: str) -> None:
+        self.expected.add((status, path))
 
     def page(self) -> Page:
         page = self.context.new_page()
         page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
 
         def console(msg: Any) -> None:
-            if msg.type == "error":
+            # A failed load is reported (with its URL) by the response hook below; the page
+            # a test navigated to may answer 4xx on purpose.
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
                 self.errors.append(f"console.error: {msg.text}")
 
+        def response(resp: Any) -> None:
+            path = urlsplit(resp.url).path
+            if (resp.status >= 400 and resp.request.resource_type != "document"
+                    and (resp.status, path) not in self.expected):
+                self.errors.append(f"{resp.status} for {resp.request.resource_type} "
+                                   f"{resp.url}")
+
         page.on("console", console)
+        page.on("response", response)
         return page
 
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,10 +69,13 @@ class Site:
         return res
 
     def store(self, fn: Any) -> Any:
+        """``fn(client)`` against the agent's store. In a thread of its own: Playwright's
+        sync API keeps an event loop running in the test's thread."""
         async def body() -> Any:
             async with Client([self.endpoint], timeout=5) as c:
                 return await fn(c)
-        return asyncio.run(body())
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, body()).result(timeout=30)
 
     def lock(self, job: str) -> tuple[LockHolder, int] | None:
         """The job's lock holder and fencing token (None if free)."""

@@ -315,7 +315,7 @@
   function describe(action, data) {
     switch (action) {
       case "trigger": return "Triggered" + (data.occurrence ? ": occurrence " + data.occurrence : "") + ".";
-      case "kill": return "Asked to kill" + (data.occurrences ? ": " + data.occurrences.join(", ") : "") + ".";
+      case "kill": return "Asked to kill" + (data.killed ? ": " + data.killed.join(", ") : "") + ".";
       case "suspend": return data.changed === false ? "Already suspended." : "Suspended.";
       case "resume": return data.changed === false ? "Was not suspended." : "Resumed.";
       default: return "Done.";
