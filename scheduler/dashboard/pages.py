@@ -27,7 +27,7 @@ from scheduler.admin import AdminError
 from scheduler.claim import ACTIVE
 from scheduler.cliviews import tags_text
 from scheduler.dashboard import api
-from scheduler.dashboard.context import SETTINGS
+from scheduler.dashboard.context import MODEL, SETTINGS
 from scheduler.dashboard.errors import ApiError
 
 log = structlog.get_logger("raftcron.dashboard")
@@ -126,6 +126,7 @@ def render(request: web.Request, template: str, *, status: int = 200,
     context.setdefault("topics", "")
     context.setdefault("live_job", None)
     context.setdefault("live_occurrence", None)
+    context.setdefault("revision", request.get("page_revision", 0))
     html = ENV.get_template(template).render(**context)
     return web.Response(text=html, status=status, content_type="text/html",
                         headers={"Cache-Control": "no-store"})
@@ -136,6 +137,9 @@ def page(section: str) -> Callable[[Handler], Handler]:
     400, the store not answering 503 — each one line, never a traceback."""
     def wrap(fn: Handler) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
+            # The model's revision before the page's data is read: the page shows at least
+            # this; dashboard.js compares it with its event stream's (see refreshInPlace).
+            request["page_revision"] = request.app[MODEL].revision
             try:
                 return await fn(request)
             except ApiError as err:

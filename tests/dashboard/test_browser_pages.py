@@ -181,3 +181,30 @@ def test_the_jobs_list_pages_and_filters_on_the_server(site: Site, browser: Brow
     resp = page.goto(site.url + "/jobs/no-such-job")
     assert resp is not None and resp.status == 404
     assert "no-such-job" in page.locator(".message.error").inner_text()
+
+
+def test_a_page_catches_up_after_the_dashboard_is_killed(site: Site, browser: Browser) -> None:
+    """Changes made while the dashboard was down (kill -9) show once it is back: the page's
+    event stream reconnects by itself, sees a newer store revision than the page's, and
+    fetches the page again in place — no reload, nothing typed lost."""
+    page = browser.page()
+    page.goto(site.url + "/jobs/hold")
+    page.wait_for_selector(LIVE)
+    page.fill('input[name="reason"]', "typed before the restart")
+    mark(page)
+
+    site.dashboard.proc.kill9()
+    page.wait_for_selector('#live[data-state="error"]', timeout=10_000)
+    res = site.cli("jobs", "trigger", "hold")
+    assert res.returncode == 0, res.stderr
+    occurrence = res.stdout.split()[-1]
+    wait_until(lambda: site.lock("hold") is not None, 30, "hold to take its lock")
+    site.restart_dashboard()
+
+    page.wait_for_selector('#job-locks tr[data-key="hold"]', timeout=30_000)
+    page.wait_for_selector(f'#runs tr[data-key="{occurrence}"] .badge.running')
+    assert still_marked(page), "the page was reloaded"
+    assert page.input_value('input[name="reason"]') == "typed before the restart"
+    assert site.cli("jobs", "kill", "hold").returncode == 0
+    page.wait_for_selector('#job-locks tr[data-key="hold"]', state="detached",
+                           timeout=30_000)

@@ -256,6 +256,39 @@
     }
   }
 
+  // ---- catching up: a page is rendered at one store revision and its event stream starts
+  // at a later one (and starts again after a reconnect, or after the dashboard dropped a
+  // stream that fell behind). When the stream's "ready" revision is newer than the page's,
+  // the page is fetched again and its live regions ([data-refresh]) swapped in place —
+  // no reload: typed text and messages stay. Events arriving meanwhile are held and
+  // applied after the swap (each carries its whole item, so applying one twice is harmless).
+  let held = null;
+  async function refreshInPlace() {
+    held = held || [];
+    try {
+      const res = await fetch(location.href, { headers: { "Accept": "text/html" }, credentials: "same-origin" });
+      if (res.ok) {
+        const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+        for (const fresh of doc.querySelectorAll("[data-refresh][id]")) {
+          const old = document.getElementById(fresh.id);
+          if (old) old.replaceWith(document.importNode(fresh, true));
+        }
+        body.dataset.revision = doc.body.dataset.revision || body.dataset.revision;
+        for (const table of document.querySelectorAll("table[data-live]")) syncEmpty(table);
+        startTtl(document);
+      }
+    } catch (e) {
+      /* the next ready event tries again */
+    } finally {
+      const pending = held;
+      held = null;
+      for (const [fn, item] of pending) fn(item);
+    }
+  }
+  function dispatch(fn, item) {
+    if (held) held.push([fn, item]); else fn(item);
+  }
+
   function follow() {
     const topics = body.dataset.topics;
     if (!topics || !window.EventSource) return;
@@ -268,10 +301,15 @@
       source.addEventListener(name, (ev) => {
         let item;
         try { item = JSON.parse(ev.data); } catch (e) { return; }
-        fn(item);
+        dispatch(fn, item);
       });
     }
-    source.addEventListener("open", () => { if (live) { live.dataset.state = "open"; live.textContent = "live"; } });
+    source.addEventListener("ready", (ev) => {
+      let info = {};
+      try { info = JSON.parse(ev.data); } catch (e) { /* keep {} */ }
+      if (live) { live.dataset.state = "open"; live.textContent = "live"; }
+      if (Number(info.revision) > Number(body.dataset.revision || 0)) refreshInPlace();
+    });
     // EventSource reconnects by itself; the indicator says so meanwhile.
     source.addEventListener("error", () => { if (live) { live.dataset.state = "error"; live.textContent = "reconnecting"; } });
     window.raftcronEvents = source;
