@@ -184,7 +184,8 @@ def spec_rows(spec: Mapping[str, Any] | None) -> list[tuple[str, str]]:
         if key == "name" or value in (None, "", {}, [], ()):
             continue
         if isinstance(value, Mapping):
-            text = tags_text(value) if key == "tags" else json.dumps(value, sort_keys=True)
+            text = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}"
+                             for k, v in sorted(value.items()))
         elif isinstance(value, list | tuple):
             text = (" ".join(str(v) for v in value) if key == "command" else
                     ", ".join(json.dumps(v) if isinstance(v, Mapping) else str(v)

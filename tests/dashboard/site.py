@@ -34,14 +34,19 @@ jobs:
   - name: chatty
     schedule: '0 0 1 1 *'
     command: 'for i in 1 2 3 4 5 6 7 8 9 10; do echo line $i; sleep 0.5; done'
+  - name: markup
+    schedule: '0 0 1 1 *'
+    command: 'echo "<script>window.__xss=1</script><img src=x1 onerror=window.__xss=2>"'
+    env: {NOTE: '<img src=x3 onerror=window.__xss=3>'}
   - name: monthly
     schedule: '30 2 1 * *'
     timezone: Europe/Berlin
     command: ['true']
     tags: {team: reports}
 """
-"""``tick`` gives the pages history; ``hold`` and ``chatty`` run only when triggered (a lock
-held for a minute; ten lines of output over five seconds); ``monthly``'s next ten fire
+"""``tick`` gives the pages history; ``hold``, ``chatty`` and ``markup`` run only when
+triggered (a lock held for a minute; ten lines of output over five seconds; output and an
+environment value that are markup); ``monthly``'s next ten fire
 times in Berlin always span a DST change (and its tag keeps it off this worker)."""
 
 

@@ -51,7 +51,7 @@ def test_every_page_shows_the_store(site: Site, browser: Browser) -> None:
 
     page.goto(site.url + "/jobs")
     names = page.locator("#jobs tbody tr").evaluate_all("rs => rs.map(r => r.dataset.key)")
-    assert names == ["chatty", "hold", "monthly", "tick"]
+    assert names == ["chatty", "hold", "markup", "monthly", "tick"]
     row = cells(page, '#jobs tr[data-key="monthly"]')
     assert row[:5] == ["monthly", "30 2 1 * *", "Europe/Berlin", "forbid", "team=reports"]
     assert "succeeded" in cells(page, '#jobs tr[data-key="tick"]')[7]
@@ -161,8 +161,12 @@ def test_the_jobs_list_pages_and_filters_on_the_server(site: Site, browser: Brow
         "rs => rs.map(r => r.dataset.key)")
     assert keys() == ["chatty", "hold"]
     page.click("a[rel=next]")
-    assert keys() == ["monthly", "tick"]
-    assert "offset=2" in page.url and page.locator("a[rel=next]").count() == 0
+    assert keys() == ["markup", "monthly"]
+    assert "offset=2" in page.url
+    page.click("a[rel=next]")
+    assert keys() == ["tick"]
+    assert "offset=4" in page.url and page.locator("a[rel=next]").count() == 0
+    page.click("a[rel=prev]")
     page.click("a[rel=prev]")
     assert keys() == ["chatty", "hold"]
 
@@ -181,6 +185,35 @@ def test_the_jobs_list_pages_and_filters_on_the_server(site: Site, browser: Brow
     resp = page.goto(site.url + "/jobs/no-such-job")
     assert resp is not None and resp.status == 404
     assert "no-such-job" in page.locator(".message.error").inner_text()
+
+
+def test_markup_from_the_store_is_shown_as_text(site: Site, browser: Browser) -> None:
+    """Whatever a job prints, an environment value or a suspension reason is text on every
+    page, rendered by the server (autoescaped) or live by the script (textContent): no
+    script of theirs runs, no image of theirs loads (a load would fail the test: x1...)."""
+    page = browser.page()
+    res = site.cli("jobs", "trigger", "markup")
+    assert res.returncode == 0, res.stderr
+    occurrence = res.stdout.split()[-1]
+    wait_until(lambda: any(r.occurrence == occurrence and r.status == "succeeded"
+                           for r in site.runs("markup")), 30, "the markup run")
+    page.goto(f"{site.url}/runs/markup/{occurrence}")
+    assert page.locator("#output").inner_text().strip() == (
+        "<script>window.__xss=1</script><img src=x1 onerror=window.__xss=2>")
+    assert page.locator("#output img, #output script").count() == 0
+
+    page.goto(site.url + "/jobs/markup")
+    page.wait_for_selector(LIVE)
+    assert "NOTE=<img src=x3 onerror=window.__xss=3>" in page.locator("dl.spec").inner_text()
+    reason = "<script>window.__xss=4</script><img src=x4 onerror=window.__xss=5>"
+    assert site.cli("jobs", "suspend", "markup", "--reason", reason).returncode == 0
+    page.wait_for_selector("#job-reason:not([hidden])")  # rendered live, by the script
+    assert page.locator("#job-reason").inner_text().endswith(": " + reason)
+    page.reload()  # rendered by the server
+    assert page.locator("#job-reason").inner_text().endswith(": " + reason)
+    assert page.locator("main img, main script").count() == 0
+    assert page.evaluate("window.__xss") is None
+    assert site.cli("jobs", "resume", "markup").returncode == 0
 
 
 def test_a_page_catches_up_after_the_dashboard_is_killed(site: Site, browser: Browser) -> None:
