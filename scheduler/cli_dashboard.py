@@ -63,4 +63,4 @@ def dashboard(endpoints: str, listen: str, insecure_listen: bool, run: Runner) -
     try:
         run(main)
     except OSError as err:
-        fail(f"cannot serve the dashboard on {listen}: {err.strerror or err}", 1)
+        fail(str(err), 1)

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from coord.client import Client, ClientError
 from scheduler.admin import AdminError
-from scheduler.dashboard import actions, api, pages
+from scheduler.dashboard import actions, api, live, pages
 from scheduler.dashboard.context import CLIENT, MODEL, SETTINGS, Settings
 from scheduler.dashboard.errors import CODES, ApiError
 from scheduler.dashboard.model import ReadModel
@@ -65,10 +65,17 @@ def make_app(client: Client, settings: Settings | None = None, *,
     app[SETTINGS] = settings or Settings()
     app[MODEL] = model or ReadModel(client)
     app.cleanup_ctx.append(_run_model)
+    app.on_shutdown.append(_end_streams)
     api.add_routes(app)
+    live.add_routes(app)
     pages.add_routes(app)
     actions.add_routes(app)
     return app
+
+
+async def _end_streams(app: web.Application) -> None:
+    """Open event streams end when the server stops (else it waits for their clients)."""
+    app[MODEL].hub.close()
 
 
 async def _run_model(app: web.Application) -> AsyncIterator[None]:

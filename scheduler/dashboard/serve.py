@@ -18,6 +18,10 @@ from scheduler.dashboard.context import Settings
 log = structlog.get_logger("raftcron.dashboard")
 
 
+class ListenError(OSError):
+    """The dashboard's address cannot be served (in use, not local...): one line."""
+
+
 @contextlib.asynccontextmanager
 async def serving(client: Client, settings: Settings) -> AsyncIterator[web.AppRunner]:
     """Serve the dashboard on ``settings.listen`` for the duration. A port already in use
@@ -28,7 +32,11 @@ async def serving(client: Client, settings: Settings) -> AsyncIterator[web.AppRu
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as err:
+            raise ListenError(f"cannot serve the dashboard on {settings.listen}: "
+                              f"{err.strerror or err}") from None
         log.info("dashboard.listening", url=f"http://{settings.listen}/")
         yield runner
     finally:

@@ -8,6 +8,8 @@ helper modules; the functions below are for them too.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -31,8 +33,12 @@ jobs:
     schedule: '30 2 * * *'
     timezone: Europe/Berlin
     command: ['true']
+  - name: slow
+    schedule: '0 0 1 1 *'
+    command: 'echo started; sleep 60'
 """
-"""The agent fixture's jobs: one that runs every 2 s, one that never runs in a test."""
+"""The agent fixture's jobs: ``tick`` runs every 2 s; ``nightly`` and ``slow`` do not run
+in a test unless triggered (``slow`` then holds its lock for a minute)."""
 
 
 @dataclass
@@ -97,10 +103,17 @@ def start_dashboard(procs: ProcessGroup, endpoints: str, *extra: str,
     return dash
 
 
+def cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """`raftcron ARGS...` as a user runs it: (returncode, stdout, stderr)."""
+    return subprocess.run([sys.executable, "-m", "scheduler.cli", *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **ENV}, cwd=str(REPO), check=False)
+
+
 @pytest.fixture
 def agent(procs: ProcessGroup) -> Proc:
-    """A single-node agent running :data:`JOBS`."""
-    return start_agent(procs)
+    """A single-node agent (tags ``team=core``) running :data:`JOBS`."""
+    return start_agent(procs, "a1", JOBS, "--tags", "team=core")
 
 
 @pytest.fixture

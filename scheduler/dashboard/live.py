@@ -1,0 +1,81 @@
+"""``GET /api/v1/events``: the model's changes as server-sent events (docs/api.md).
+
+``?topics=locks,runs,jobs,output,workers`` (default: all but ``output``) and ``&job=NAME``
+(only that job's changes). The stream opens with a ``ready`` event (the store revision the
+model has reached), then sends one event per change — ``lock``, ``run``, ``job``,
+``output``, ``worker`` — whose data is the changed item as JSON; nothing is sent that did
+not change, and a comment line every :data:`KEEPALIVE` seconds keeps proxies from closing
+an idle stream. Every subscriber shares the model's watches (:mod:`.hub`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Final
+
+from aiohttp import web
+
+from scheduler.dashboard.api import PREFIX
+from scheduler.dashboard.context import MODEL
+from scheduler.dashboard.errors import bad_request
+from scheduler.dashboard.hub import TOPICS
+from scheduler.keys import valid_job
+
+KEEPALIVE: Final = 15.0
+"""Seconds of silence after which a comment line is sent."""
+DEFAULT_TOPICS: Final = frozenset({"locks", "runs", "jobs", "workers"})
+RETRY_MS: Final = 2000
+"""How long a browser's EventSource waits before reconnecting (sent as ``retry:``)."""
+
+
+def _topics(raw: str) -> frozenset[str]:
+    if not raw.strip():
+        return DEFAULT_TOPICS
+    asked = frozenset(t.strip() for t in raw.split(",") if t.strip())
+    unknown = sorted(asked - set(TOPICS))
+    if unknown:
+        raise bad_request(f"unknown topic(s) {', '.join(unknown)}: use "
+                          f"{', '.join(sorted(TOPICS))}")
+    return asked
+
+
+def frame(event: str, data: object) -> bytes:
+    """One SSE message (JSON has no raw newline, so one ``data:`` line)."""
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    topics = _topics(request.query.get("topics", ""))
+    job = request.query.get("job") or None
+    if job is not None and not valid_job(job):
+        raise bad_request(f"job: {job!r} is not a valid job name")
+    model = request.app[MODEL]
+    # Subscribed before the response starts: no change between the two is missed.
+    sub = model.hub.subscribe(topics, job)
+    try:
+        resp = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no"})
+        await resp.prepare(request)
+        await resp.write(f"retry: {RETRY_MS}\n\n".encode())
+        await resp.write(frame("ready", {"revision": model.revision, "ready": model.ready,
+                                         "topics": sorted(topics), "job": job}))
+        while True:
+            try:
+                event, data = await asyncio.wait_for(sub.queue.get(), KEEPALIVE)
+            except TimeoutError:
+                await resp.write(b": keepalive\n\n")
+                continue
+            if event in ("overflow", "closed"):
+                break
+            await resp.write(frame(event, data))
+    except (ConnectionResetError, ConnectionError):
+        pass  # the browser went away
+    finally:
+        model.hub.unsubscribe(sub)
+    return resp
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(f"{PREFIX}/events", events)
