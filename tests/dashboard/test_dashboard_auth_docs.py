@@ -70,7 +70,7 @@ def test_curl_session_as_documented(kind: str, procs: ProcessGroup, etcd_bin: st
             dash = procs.spawn("dashboard", ["sh", "-c", f"exec {line}"], port,
                                env={**ENV, **{k: env[k] for k in (
                                    "PATH", "RAFTCRON_ENDPOINTS")}})
-            wait_until(lambda: port_open(port) or not dash.alive(), 30, "the dashboard")
+            wait_until(lambda: port_open(port) or not dash.alive(), 30, "the dashboard")  # noqa: B023
             assert dash.alive(), dash.log()
             continue
         run_script(line, env, tmp_path)
