@@ -377,6 +377,7 @@ def agent(
     compact_retention: CompactOpt = "10m",
     stop_timeout: StopTimeoutOpt = 30.0,
     listen_metrics: MetricsOpt = "",
+    listen_http: cli_dashboard.ListenHttpOpt = "",
 ) -> None:
     """Run a coord member and a worker in one process (no flags: a single-node cluster).
 
@@ -420,6 +421,8 @@ def agent(
         cfg = dataclasses.replace(cfg, tls=ClientTLS(own.trusted_ca_file, own.cert_file,
                                                      own.key_file))
     check_listen_metrics(listen_metrics, insecure_listen)
+    if listen_http:
+        cli_dashboard.check_listen("--listen-http", listen_http, insecure_listen)
     registry = new_registry(listen_metrics)
     if registry is not None:
         from scheduler.metrics import WorkerMetrics
@@ -457,7 +460,8 @@ def agent(
                 if specs is not None and jobs is not None:
                     applying = asyncio.ensure_future(apply_at_start(c, specs, jobs))
                 try:
-                    await Worker(dataclasses.replace(cfg, channels=channels)).run(stop)
+                    async with cli_dashboard.http_listener(listen_http, c, listen_client):
+                        await Worker(dataclasses.replace(cfg, channels=channels)).run(stop)
                 finally:
                     # An apply still retrying ends before its client closes.
                     await cancel_and_wait(applying)

@@ -4,8 +4,9 @@ and the ``--listen-http`` flag ``agent`` shares with it (docs/api.md)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Annotated
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -37,6 +38,27 @@ def check_listen(flag: str, address: str, insecure_listen: bool) -> None:
              "--insecure-listen", 2)
 
 
+def settings_for(listen: str, endpoints: str) -> Any:
+    from scheduler.dashboard.context import Settings
+
+    host, _ = parse_hostport(listen)
+    return Settings(listen=listen, loopback_only=is_loopback(host),
+                    endpoints=tuple(e for e in endpoints.split(",") if e))
+
+
+@contextlib.asynccontextmanager
+async def http_listener(listen: str, client: Any, endpoints: str) -> AsyncIterator[None]:
+    """``agent --listen-http``: the dashboard on the agent's own client for the duration
+    (nothing when ``listen`` is empty). A port in use stops the agent with one line."""
+    if not listen:
+        yield
+        return
+    from scheduler.dashboard.serve import serving
+
+    async with serving(client, settings_for(listen, endpoints)):
+        yield
+
+
 Runner = Callable[[Callable[[asyncio.Event], Awaitable[None]]], None]
 """``scheduler.cli.run_until_signal``: runs ``main(stop)`` until SIGINT/SIGTERM."""
 
@@ -46,15 +68,12 @@ def dashboard(endpoints: str, listen: str, insecure_listen: bool, run: Runner) -
     that run a process)."""
     from coord.client import Client
     from coord.logsetup import configure as configure_logging
-    from scheduler.dashboard.context import Settings
     from scheduler.dashboard.serve import serve_until
 
     configure_logging()
     check_listen("--listen", listen, insecure_listen)
     tls, auth = client_tls(), client_auth()
-    host, _ = parse_hostport(listen)
-    settings = Settings(listen=listen, loopback_only=is_loopback(host),
-                        endpoints=tuple(e for e in endpoints.split(",") if e))
+    settings = settings_for(listen, endpoints)
 
     async def main(stop: asyncio.Event) -> None:
         async with Client(endpoints, timeout=5, tls=tls, auth=auth) as client:

@@ -168,7 +168,9 @@ async def get_job(request: web.Request) -> web.Response:
     if row is not None:
         body.update(model.job_json(row, now))
         body["spec"] = row.spec.to_dict() if row.spec is not None else None
-        body["next_fires"] = [] if body["suspended"] else next_fires(row, now, NEXT_FIRES)
+        # Shown while suspended too (when it would fire once resumed); ``next_fire`` is
+        # null then, as the job does not fire.
+        body["next_fires"] = next_fires(row, now, NEXT_FIRES)
     else:
         body.update(spec=None, next_fires=[], suspended=False, reason=None,
                     suspension=None)

@@ -16,7 +16,7 @@ from typing import Final
 
 from aiohttp import web
 
-from scheduler.dashboard.api import PREFIX
+from scheduler.dashboard.api import PREFIX, READY_WAIT
 from scheduler.dashboard.context import MODEL
 from scheduler.dashboard.errors import bad_request
 from scheduler.dashboard.hub import TOPICS
@@ -59,6 +59,9 @@ async def events(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no"})
         await resp.prepare(request)
         await resp.write(f"retry: {RETRY_MS}\n\n".encode())
+        # ``ready`` once the model holds the store's state: what the client reads from
+        # the API after it is at least as new as the changes that follow.
+        await model.wait_ready(READY_WAIT)
         await resp.write(frame("ready", {"revision": model.revision, "ready": model.ready,
                                          "topics": sorted(topics), "job": job}))
         while True:

@@ -69,6 +69,16 @@ class JobRow:
     """When this model first saw the job (the reference for "overdue" before any run)."""
     _next: datetime | None = field(default=None, repr=False)
     _next_checked: bool = field(default=False, repr=False)
+    _due: tuple[datetime, datetime | None] | None = field(default=None, repr=False)
+
+    def due_after(self, since: datetime) -> datetime | None:
+        """The first fire instant after ``since`` (cached for the last ``since`` asked:
+        the overview asks it of every job, with the same last run, again and again)."""
+        if self.spec is None:
+            return None
+        if self._due is None or self._due[0] != since:
+            self._due = (since, self.spec.timetable().next_after(since))
+        return self._due[1]
 
     def next_fire(self, now: datetime) -> datetime | None:
         """The next fire instant after ``now`` (cached until it passes)."""
@@ -488,7 +498,7 @@ class ReadModel:
         last = self.last.get(row.name)
         since = (occurrence_instant(last.occurrence) if last is not None else None) \
             or datetime.fromtimestamp(row.seen_at, UTC)
-        due = row.spec.timetable().next_after(since)
+        due = row.due_after(since)
         if due is None or (now - due).total_seconds() <= grace:
             return None
         return due
