@@ -67,6 +67,7 @@ PROBE_SECONDS = 2.0
 """How long the store's answer to "is auth on?" is reused."""
 NOT_ENABLED = "authentication is not enabled"
 AUTH_FAILED = "authentication failed"
+USER_EMPTY = "user name is empty"
 
 
 def json_error(status: int, code: str, message: str,
@@ -77,17 +78,25 @@ def json_error(status: int, code: str, message: str,
 
 
 class AuthProbe:
-    """Whether the store has authentication on, from ``Authenticate`` with an empty user
-    name: etcd (and coord) answer "authentication is not enabled" while it is off and
-    "authentication failed" while it is on. Asking this way, not with a request without a
-    token, keeps the answer right when the dashboard's connection carries a client
-    certificate (whose common name the store would take as the user)."""
+    """Whether the store has authentication on, asked on a connection of its own with no
+    credentials: a read of the key ``/cron/`` without a token succeeds while auth is off
+    and gets "user name is empty" while it is on (etcd's and coord's answers).
+
+    A connection with a client certificate would be taken as the certificate's user, so
+    with one the probe asks ``Authenticate`` with an empty user name instead ("not
+    enabled" or "failed"; etcd logs each such refusal, hence not the default). Either way
+    an answer the probe does not know is an error, never "no auth"."""
 
     def __init__(self, client: Client, clock: Callable[[], float] = time.monotonic) -> None:
-        self._client = client
+        tls = client.tls
+        self._by_login = tls is not None and tls.cert is not None
+        self._client = Client(client.endpoints, timeout=5, tls=tls)
         self._clock = clock
         self._known: bool | None = None
         self._at = 0.0
+
+    async def close(self) -> None:
+        await self._client.close()
 
     async def enabled(self) -> bool:
         """Raises ClientError when the store cannot be asked and no answer is known yet."""
@@ -95,7 +104,7 @@ class AuthProbe:
         if self._known is not None and now - self._at < PROBE_SECONDS:
             return self._known
         try:
-            self._known = await self._ask()
+            self._known = await (self._ask_login() if self._by_login else self._ask_read())
         except ClientError:
             if self._known is None:
                 raise
@@ -103,7 +112,18 @@ class AuthProbe:
         self._at = now
         return self._known
 
-    async def _ask(self) -> bool:
+    async def _ask_read(self) -> bool:
+        try:
+            await self._client.get(keys.ROOT, count_only=True)
+        except UnavailableError:
+            raise
+        except ServerError as err:
+            if USER_EMPTY in err.message:
+                return True
+            raise
+        return False
+
+    async def _ask_login(self) -> bool:
         async def run(ep: Endpoint, t: float) -> bool:
             stub: Any = rpc_pb2_grpc.AuthStub(ep.channel)
             try:
@@ -280,5 +300,6 @@ def install(app: web.Application, client: Client) -> Security:
     async def close(_app: web.Application) -> None:
         for ended in sec.sessions.drop_all():
             await ended.close()
+        await sec.probe.close()
     app.on_cleanup.append(close)
     return sec

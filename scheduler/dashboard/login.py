@@ -118,6 +118,7 @@ async def _login(request: web.Request, user: object, password: object) -> tuple[
     old = request.get("session")
     if old is not None:
         sec.sessions.drop(old.id)
+    sec.limiter.refund(address)
     session = sec.sessions.create(user, client)
     log.info("dashboard.login", user=user, address=address)
     return session.id, user

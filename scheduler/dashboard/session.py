@@ -138,11 +138,14 @@ class SessionStore:
 
 
 class LoginLimiter:
-    """Login attempts per client address: a token bucket of :attr:`burst` attempts that
-    refills at :attr:`rate` per second. Each attempt costs the store a bcrypt check, and
-    a password guesser must not get more than a few guesses a minute."""
+    """Failed login attempts per client address: a token bucket of :attr:`burst` attempts
+    that refills at :attr:`rate` per second (12 a minute). Each attempt costs the store a
+    bcrypt check, and a password guesser must not get more than a few guesses a minute.
+    An attempt takes its token before it is checked (so a burst of concurrent guesses is
+    bounded too) and gives it back when the login succeeds: users behind one address (a
+    proxy) are not locked out by each other's logins, only by failures."""
 
-    def __init__(self, burst: float = 5.0, rate: float = 0.2,
+    def __init__(self, burst: float = 10.0, rate: float = 0.2,
                  clock: Callable[[], float] = time.monotonic, max_tracked: int = 10_000) -> None:
         self.burst = burst
         self.rate = rate
@@ -163,3 +166,9 @@ class LoginLimiter:
         while len(self._buckets) > self._max:
             self._buckets.popitem(last=False)  # the longest unused: full again by now
         return 0.0
+
+    def refund(self, address: str) -> None:
+        """Give back the token of ``address``'s attempt that succeeded."""
+        got = self._buckets.get(address)
+        if got is not None:
+            self._buckets[address] = (min(self.burst, got[0] + 1.0), got[1])

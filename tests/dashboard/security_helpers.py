@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar
@@ -138,3 +139,52 @@ def audit(endpoint: str, job: str, user: str | None = None) -> list[tuple[str, s
     """(who, action) of the audit records naming ``job``, newest first."""
     return [(r["who"], r["action"])
             for r in cli_json(endpoint, "audit", "--job", job, user=user)]
+
+
+ROOT_PW = "r00t-dash-S3cret"
+USERS = {"adm": "raftcron-admin", "view": "raftcron-viewer", "dash": "raftcron-viewer",
+         "wkr": "raftcron-worker", "nobody": None}
+"""The test users (password ``<name>-pw``) and their roles: ``dash`` is the dashboard's
+own identity for its live view, ``nobody`` has no role."""
+
+
+def etcdctl(bin_: str, ep: str, *args: str) -> None:
+    res = subprocess.run([bin_, f"--endpoints={ep}", "--command-timeout=5s", *args],
+                         capture_output=True, text=True, timeout=30, check=False,
+                         env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, (args, res.stdout, res.stderr)
+
+
+def enable_auth(ctl: str, ep: str) -> None:
+    """root, raftcron's roles (`raftcron auth bootstrap`), the :data:`USERS`, auth on."""
+    etcdctl(ctl, ep, "user", "add", f"root:{ROOT_PW}")
+    boot = cli(ep, "auth", "bootstrap")
+    assert boot.returncode == 0, boot.stderr
+    for user, role in USERS.items():
+        etcdctl(ctl, ep, "user", "add", f"{user}:{user}-pw")
+        if role:
+            etcdctl(ctl, ep, "user", "grant-role", user, role)
+    etcdctl(ctl, ep, "auth", "enable")
+
+
+def spawn_agent(procs: ProcessGroup, name: str, jobs: str | None,
+                *ident: str) -> tuple[Any, str]:
+    """`raftcron [IDENT] agent` (single node, ``jobs`` applied at start if given), waited
+    for; the process and its client endpoint. Ports and data dir are kept across calls by
+    name (a restart)."""
+    ports = procs.workdir / f"{name}.ports"
+    if not ports.exists():
+        ports.write_text(f"{free_port()} {free_port()}")
+    cport, pport = (int(p) for p in ports.read_text().split())
+    argv = [sys.executable, "-m", "scheduler.cli", *ident, "agent", "--name", name,
+            "--data-dir", str(procs.workdir / f"{name}-data"),
+            "--log-dir", str(procs.workdir / f"{name}-logs"),
+            "--listen-client", f"127.0.0.1:{cport}", "--listen-peer", f"127.0.0.1:{pport}"]
+    if jobs is not None:
+        path = procs.workdir / f"{name}-jobs.yaml"
+        path.write_text(jobs)
+        argv += ["--jobs", str(path)]
+    proc = procs.spawn(name, argv, cport, env=ENV)
+    wait_until(lambda: port_open(cport) or not proc.alive(), 30, f"agent on :{cport}")
+    assert proc.alive(), proc.log()
+    return proc, f"127.0.0.1:{cport}"
