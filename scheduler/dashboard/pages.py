@@ -219,7 +219,7 @@ async def overview_page(request: web.Request) -> web.Response:
     cluster = data["cluster"]
     cluster["leader_name"] = _leader_name(cluster)
     return render(request, "overview.html", page="overview", section="overview",
-                  topics="runs", **data)
+                  topics="runs,workers", **data)
 
 
 @page("jobs")

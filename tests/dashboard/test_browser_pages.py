@@ -187,6 +187,30 @@ def test_the_jobs_list_pages_and_filters_on_the_server(site: Site, browser: Brow
     assert "no-such-job" in page.locator(".message.error").inner_text()
 
 
+def test_summaries_and_next_fires_follow_without_a_reload(site: Site, browser: Browser) -> None:
+    """What no single row's event carries: the overview's counts (tick finishes a run every
+    3 s) and a next fire time that has passed (the jobs page fetches itself again, once,
+    not the job)."""
+    page = browser.page()
+    page.goto(site.url + "/")
+    page.wait_for_selector(LIVE)
+    mark(page)
+    total = page.locator("#runs-last-hour .value")
+    before = int(total.inner_text())
+    wait_until(lambda: int(total.inner_text()) > before, 20, "the overview's run count")
+    assert still_marked(page)
+
+    page.goto(site.url + "/jobs")
+    page.wait_for_selector(LIVE)
+    mark(page)
+    cell = page.locator('#jobs tr[data-key="tick"] td[data-next-fire]')
+    first = cell.get_attribute("data-next-fire")
+    wait_until(lambda: cell.get_attribute("data-next-fire") != first, 20,
+               "tick's next fire to move on")
+    assert cell.get_attribute("data-next-fire") > first  # type: ignore[operator]
+    assert still_marked(page)
+
+
 def test_markup_from_the_store_is_shown_as_text(site: Site, browser: Browser) -> None:
     """Whatever a job prints, an environment value or a suspension reason is text on every
     page, rendered by the server (autoescaped) or live by the script (textContent): no

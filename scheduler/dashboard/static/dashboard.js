@@ -66,7 +66,7 @@
         td({ text: j.timezone || "" }), td({ text: j.concurrency || "" }),
         td({ class: "mono", text: tags(j.tags) }),
         td({}, j.suspended ? el("span", { class: "badge suspended", title: j.reason || "", text: "suspended" }) : ""),
-        td({ class: "mono", text: when(j.next_fire) }),
+        td({ class: "mono", "data-next-fire": j.next_fire || null, text: when(j.next_fire) }),
         td({}, ...(last ? [badge(last.outcome), " ", runLink(j.name, last.occurrence)]
                         : [el("span", { class: "empty", text: "never" })])),
         td({ class: "num", text: last ? duration(last.duration_s) : "" }));
@@ -205,6 +205,7 @@
   function onRun(item) {
     if (currentJob && item.job !== currentJob) return;
     for (const table of liveTables("run")) upsert(table, item.occurrence, () => rows.run(item), "insert");
+    if (body.dataset.page === "overview" && !ACTIVE.has(item.status)) scheduleRefresh();
     for (const table of liveTables("running")) {
       const key = item.job + "/" + item.occurrence;
       if (ACTIVE.has(item.status)) upsert(table, key, () => rows.running(item), "insert");
@@ -250,6 +251,7 @@
     if (atBottom) pre.scrollTop = pre.scrollHeight;
   }
   function onWorker(item) {
+    if (body.dataset.page === "overview") scheduleRefresh();
     for (const table of liveTables("worker")) {
       if (item.alive === false) remove(table, item.worker);
       else upsert(table, item.worker, () => rows.worker(item), "insert");
@@ -283,6 +285,27 @@
       const pending = held;
       held = null;
       for (const [fn, item] of pending) fn(item);
+    }
+  }
+  // A change that moves a page's summaries (the overview's counts and lists), or the time
+  // passing a shown job's next fire, is caught up the same way: one fetch of the page, at
+  // most every REFRESH_GAP ms however many changes come (never one request per job).
+  const REFRESH_GAP = 5000;
+  let refreshTimer = null, lastRefresh = 0;
+  function scheduleRefresh() {
+    if (refreshTimer) return;
+    const wait = Math.max(0, lastRefresh + REFRESH_GAP - Date.now());
+    refreshTimer = setTimeout(() => {
+      refreshTimer = null;
+      lastRefresh = Date.now();
+      refreshInPlace();
+    }, wait);
+  }
+  function nextFiresPassed() {
+    const now = Date.now();
+    for (const cell of document.querySelectorAll("[data-next-fire]")) {
+      const at = Date.parse(cell.dataset.nextFire);
+      if (!isNaN(at) && at < now) { scheduleRefresh(); return; }
     }
   }
   function dispatch(fn, item) {
@@ -365,6 +388,6 @@
     if (button) act(button);
   });
   startTtl(document);
-  setInterval(tickTtl, 1000);
+  setInterval(() => { tickTtl(); nextFiresPassed(); }, 1000);
   follow();
 })();
