@@ -125,6 +125,8 @@ def test_a_runs_output_shows_while_it_runs(site: Site, browser: Browser) -> None
     page.wait_for_selector('#run-status[data-status="succeeded"]', timeout=30_000)
     out = page.locator("#output").inner_text()
     assert out.splitlines() == [f"line {i}" for i in range(1, 11)], out
+    page.wait_for_selector("#attempts tbody tr .badge.succeeded")
+    assert cells(page, "#attempts tbody tr")[5] == "0"  # the exit code
     assert still_marked(page)
     # ...and the job page lists it, with what the store recorded.
     page.goto(f"{site.url}/jobs/chatty")

@@ -236,6 +236,7 @@
         document.getElementById("output").textContent = item.output_tail || "";
         const st = document.getElementById("output-state");
         if (st) st.textContent = "(finished: the last 4 KiB the worker stored)";
+        refreshInPlace();  // the attempts table (each attempt's end, exit code, log path)
       }
     }
   }
