@@ -194,11 +194,13 @@ def _local_loopback(request: web.Request) -> bool:
     return is_loopback(str(sock[0]))
 
 
-async def still_allowed(client: Any) -> str | None:
+async def still_allowed(client: Any, *, whole: bool = False) -> str | None:
     """Why the user of ``client`` may not see raftcron's keys (None if it may): a count of
-    ``/cron/`` as that user, which the store refuses without read permission there."""
+    ``/cron/`` as that user, which the store refuses without read permission there — the
+    whole prefix (at login: every key counted once), else the key ``/cron/`` alone (the
+    periodic check: the store checks a permission, not thousands of keys)."""
     try:
-        await client.get(keys.ROOT, prefix=True, count_only=True)
+        await client.get(keys.ROOT, prefix=whole, count_only=True)
     except UnavailableError:
         raise
     except ServerError as err:

@@ -99,7 +99,7 @@ async def _login(request: web.Request, user: object, password: object) -> tuple[
                            "the store's authentication is off: no login is needed")
     client = Client(sec.endpoints, timeout=5, tls=sec.tls, auth=ClientAuth(user, password))
     try:
-        why = await still_allowed(client)
+        why = await still_allowed(client, whole=True)
     except UnavailableError as err:
         await client.close()
         raise LoginRefused(503, "unavailable", f"the store did not answer: {err}") from None
