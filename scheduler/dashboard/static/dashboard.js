@@ -349,6 +349,8 @@
       const reason = box.querySelector('input[name="reason"]').value.trim();
       if (reason) payload.reason = reason;
     }
+    // Killing is the one action that cannot be taken back: ask first.
+    if (action === "kill" && !window.confirm("Kill the running run(s) of " + job + "?")) return;
     const headers = { "Content-Type": "application/json", "Accept": "application/json" };
     const token = document.querySelector('meta[name="csrf-token"]');
     if (token) headers["X-CSRF-Token"] = token.content;
