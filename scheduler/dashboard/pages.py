@@ -1,7 +1,8 @@
-"""The dashboard's HTML pages: server-rendered with Jinja2 (autoescaping) from the read
-model and :mod:`scheduler.admin` — the same data as the JSON API, never by calling it over
-the network — plus a small vendored script (``static/dashboard.js``) that follows
-``/api/v1/events`` and re-renders only the rows that changed (docs/dashboard.md).
+"""The dashboard's HTML pages: server-rendered with Jinja2 (autoescaping) from exactly the
+data the JSON API answers — each page calls its API handler in-process (never over the
+network) and renders the JSON — plus a small vendored script (``static/dashboard.js``)
+that follows ``/api/v1/events``, re-renders only the rows that changed, and catches up
+after a gap by fetching the page again in place (docs/dashboard.md).
 
 Paths (links can be shared): ``/`` overview, ``/jobs``, ``/jobs/<name>``, ``/locks``,
 ``/runs/<job>/<occurrence>``, ``/workers``, ``/cluster``; assets under ``/static/``.
