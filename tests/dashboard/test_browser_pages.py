@@ -10,11 +10,13 @@ The screenshots in docs/dashboard/ are written here (tests/dashboard/browser.py)
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from tests.dashboard.browser import Browser, browser, screenshot
+from tests.dashboard.conftest import ENV
 from tests.dashboard.site import Site, site
 from tests.helpers.procs import wait_until
 
@@ -213,6 +215,27 @@ def test_summaries_and_next_fires_follow_without_a_reload(site: Site, browser: B
     wait_until(lambda: cell.get_attribute("data-next-fire") != first, 20,
                "tick's next fire to move on")
     assert cell.get_attribute("data-next-fire") > first  # type: ignore[operator]
+    assert still_marked(page)
+
+
+def test_workers_come_and_go_live(site: Site, browser: Browser) -> None:
+    """A worker that starts shows on /workers with its lease TTL; killed with kill -9, it
+    goes when its lease runs out — without a reload."""
+    page = browser.page()
+    page.goto(site.url + "/workers")
+    page.wait_for_selector(LIVE)
+    mark(page)
+    w2 = site.group.spawn("w2", [sys.executable, "-m", "scheduler.cli", "worker",
+                                 "--endpoints", site.endpoint, "--name", "w2"],
+                          site.agent.client_port, env=ENV)
+    page.wait_for_selector('#workers tr[data-key="w2"]', timeout=30_000)
+    row = cells(page, '#workers tr[data-key="w2"]')
+    assert row[2] == str(w2.popen.pid), row
+    ttl = page.locator('#workers tr[data-key="w2"] td[data-ttl]')
+    wait_until(lambda: ttl.inner_text().endswith("s"), 10, "w2's lease TTL")
+    w2.kill9()
+    page.wait_for_selector('#workers tr[data-key="w2"]', state="detached", timeout=45_000)
+    assert page.locator('#workers tr[data-key="a1"]').count() == 1
     assert still_marked(page)
 
 

@@ -255,7 +255,10 @@
     if (body.dataset.page === "overview") scheduleRefresh();
     for (const table of liveTables("worker")) {
       if (item.alive === false) remove(table, item.worker);
-      else upsert(table, item.worker, () => rows.worker(item), "insert");
+      else {
+        upsert(table, item.worker, () => rows.worker(item), "insert");
+        if (item.lease_ttl === undefined) resyncTtl(table);  // the event has no TTL
+      }
     }
   }
 
