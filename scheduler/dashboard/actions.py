@@ -34,7 +34,7 @@ from scheduler import admin, keys
 from scheduler.audit import AuditedClient, Identity
 from scheduler.dashboard import guard, login
 from scheduler.dashboard.context import CLIENT
-from scheduler.dashboard.guard import json_error
+from scheduler.dashboard.guard import STORE, json_error
 from scheduler.plan import normalize_occurrence
 
 log = structlog.get_logger("raftcron.dashboard")
@@ -138,7 +138,7 @@ async def act(request: web.Request) -> web.StreamResponse:
     if not keys.valid_job(name):
         return json_error(400, "bad_request", f"{name!r} is not a job name")
     fn, allowed = ACTIONS[action]
-    store = request.get("store") or request.app[CLIENT]
+    store = request.get(STORE) or request.app[CLIENT]
     client = AuditedClient(store, _identity(request))
     user = request.get("user")
     try:

@@ -20,8 +20,10 @@ In order, for each request:
    ``X-CSRF-Token`` or form field ``csrf_token``). Otherwise 403, before any handler runs.
 
 The request then carries ``request["csrf_token"]`` (for pages' ``<meta name="csrf-token">``),
-``request["user"]`` (None without store auth), ``request["session"]`` and ``request["store"]``
-(the user's own store client, None without store auth).
+``request["user"]`` (None without store auth), ``request[SESSION]`` and ``request[STORE]``
+(the user's own store client, None without store auth). A request for no route, or a
+method the route lacks, goes on to the router's 404/405 after step 2: it reaches no
+handler.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from scheduler.dashboard.session import (
     CSRF_FIELD,
     CSRF_HEADER,
     LoginLimiter,
+    Session,
     SessionStore,
     csrf_ok,
     csrf_token,
@@ -154,6 +157,14 @@ class Security:
 
 
 SECURITY = web.AppKey("raftcron_security", Security)
+AUTH_ENABLED = web.RequestKey("auth_enabled", bool)
+SESSION = web.RequestKey[Session | None]("session")
+STORE = web.RequestKey[Any]("store")
+"""The user's own store client (None without store auth)."""
+NEW_COOKIE = web.RequestKey("new_cookie", str)
+"""A binding id the response must set as the cookie (the request came without one)."""
+# The pages read these two by name (the dashboard's contract): ``request["csrf_token"]``
+# and ``request["user"]``.
 
 
 def loopback_host(host_header: str) -> bool:
@@ -226,6 +237,8 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
         return json_error(403, "forbidden",
                           "the store's authentication is off, so this dashboard answers only "
                           "on loopback, to a loopback host name (127.0.0.1, [::1], localhost)")
+    if request.match_info.http_exception is not None:
+        return await handler(request)  # no such route or method: the router's 404/405
     sid = request.cookies.get(COOKIE)
     if not plausible_id(sid):
         sid = None
@@ -243,13 +256,12 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
             sec.sessions.rechecked(session)
     if sid is None:
         sid = new_id()
-        request["set_cookie"] = sid
-    request["auth_enabled"] = auth
-    request["session"] = session
+        request[NEW_COOKIE] = sid
+    request[AUTH_ENABLED] = auth
+    request[SESSION] = session
+    request[STORE] = session.client if session is not None else None
     request["user"] = session.user if session is not None else None
-    request["store"] = session.client if session is not None else None
     request["csrf_token"] = csrf_token(sec.secret, sid)
-    request["binding_id"] = sid
 
     unsafe = request.method not in SAFE_METHODS
     if unsafe and not same_origin(request):
@@ -286,7 +298,7 @@ def cookie_header(request: web.Request, sid: str, *, clear: bool = False) -> str
 
 async def add_cookie(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: send the cookie of a new binding id, streams included."""
-    sid = request.get("set_cookie")
+    sid = request.get(NEW_COOKIE)
     if sid and "Set-Cookie" not in response.headers:
         response.headers["Set-Cookie"] = cookie_header(request, sid)
 

@@ -23,8 +23,10 @@ from aiohttp import web
 
 from coord.client import Client, ClientAuth, ClientError, UnavailableError
 from scheduler.dashboard.guard import (
+    AUTH_ENABLED,
     AUTH_FAILED,
     SECURITY,
+    SESSION,
     Security,
     cookie_header,
     json_error,
@@ -94,7 +96,7 @@ async def _login(request: web.Request, user: object, password: object) -> tuple[
     if not isinstance(password, str) or len(password) > MAX_PASSWORD:
         raise LoginRefused(400, "bad_request",
                            f"password: a string of at most {MAX_PASSWORD} characters")
-    if not request["auth_enabled"]:
+    if not request[AUTH_ENABLED]:
         raise LoginRefused(409, "conflict",
                            "the store's authentication is off: no login is needed")
     client = Client(sec.endpoints, timeout=5, tls=sec.tls, auth=ClientAuth(user, password))
@@ -115,7 +117,7 @@ async def _login(request: web.Request, user: object, password: object) -> tuple[
         raise LoginRefused(403, "forbidden",
                            f"user {user!r} may not read raftcron's keys (/cron/): grant it "
                            f"a raftcron role, e.g. raftcron-viewer ({why})")
-    old = request.get("session")
+    old = request.get(SESSION)
     if old is not None:
         sec.sessions.drop(old.id)
     sec.limiter.refund(address)
@@ -147,7 +149,7 @@ async def api_login(request: web.Request) -> web.StreamResponse:
 def _page(request: web.Request, *, error: str = "", user: str = "", next_: str = "/",
           status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     html = _PAGE.render(csrf=request["csrf_token"], error=error, user=user, next=next_,
-                        auth=request["auth_enabled"])
+                        auth=request[AUTH_ENABLED])
     return web.Response(text=html, content_type="text/html", status=status,
                         headers=headers)
 
@@ -170,7 +172,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 
 def _logout(request: web.Request) -> None:
-    session = request.get("session")
+    session = request.get(SESSION)
     if session is not None:
         request.app[SECURITY].sessions.drop(session.id)
         log.info("dashboard.logout", user=session.user)
@@ -190,7 +192,7 @@ async def logout_form(request: web.Request) -> web.StreamResponse:
 
 
 async def session_info(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"auth": request["auth_enabled"], "user": request["user"],
+    return web.json_response({"auth": request[AUTH_ENABLED], "user": request["user"],
                               "csrf_token": request["csrf_token"]})
 
 
