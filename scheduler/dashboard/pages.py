@@ -40,6 +40,8 @@ NAV = (("/", "Overview", "overview"), ("/jobs", "Jobs", "jobs"), ("/locks", "Loc
        ("/workers", "Workers", "workers"), ("/cluster", "Cluster", "cluster"))
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PAGE_REVISION = web.RequestKey("page_revision", int)
+"""The read model's revision when the page's data was read (``<body data-revision>``)."""
 
 
 # --------------------------------------------------------------------------- rendering
@@ -127,7 +129,7 @@ def render(request: web.Request, template: str, *, status: int = 200,
     context.setdefault("topics", "")
     context.setdefault("live_job", None)
     context.setdefault("live_occurrence", None)
-    context.setdefault("revision", request.get("page_revision", 0))
+    context.setdefault("revision", request.get(PAGE_REVISION, 0))
     html = ENV.get_template(template).render(**context)
     return web.Response(text=html, status=status, content_type="text/html",
                         headers={"Cache-Control": "no-store"})
@@ -140,7 +142,7 @@ def page(section: str) -> Callable[[Handler], Handler]:
         async def handler(request: web.Request) -> web.StreamResponse:
             # The model's revision before the page's data is read: the page shows at least
             # this; dashboard.js compares it with its event stream's (see refreshInPlace).
-            request["page_revision"] = request.app[MODEL].revision
+            request[PAGE_REVISION] = request.app[MODEL].revision
             try:
                 return await fn(request)
             except ApiError as err:
