@@ -28,6 +28,12 @@ LEAVES = ("coord.errors", "coord.limits", "coord.netaddr", "coord.aiotools", "co
 """Modules of coord shared by every layer above coord/raft; they import nothing of coord."""
 
 
+CLI_MODULES = ("scheduler.cli", *sorted(f"scheduler.{p.stem}"
+                                        for p in (ROOT / "scheduler").glob("cli_*.py")))
+"""The command line's modules (scheduler/cli.py, cli_*.py): typer commands, the top layer
+(scheduler/cliviews.py is not one: plain views of records, shared with the dashboard)."""
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
@@ -85,6 +91,13 @@ RULES: tuple[Rule, ...] = (
          ("coord.server", "coord.api", "coord.rpc", "coord.mvcc", "coord.lease",
           "coord.storage", "coord.raft"),
          allowed=(PB,), exempt=("scheduler.cli",)),
+    Rule("the dashboard is a store client beside the CLI commands: nothing below the CLI "
+         "imports it (only scheduler.cli and scheduler.cli_dashboard start it)",
+         ("scheduler",), ("scheduler.dashboard",),
+         exempt=("scheduler.dashboard", "scheduler.cli", "scheduler.cli_dashboard")),
+    Rule("the dashboard imports no CLI module (typer, exits): it shares the CLI's logic "
+         "through scheduler.admin and the modules below", ("scheduler.dashboard",),
+         CLI_MODULES),
 )
 
 ALLOWED: dict[tuple[str, str], str] = {

@@ -44,7 +44,8 @@ STATUSES: Final = frozenset({"claimed", "running", "succeeded", "failed", "timeo
 async def ready_model(request: web.Request) -> ReadModel:
     model = request.app[MODEL]
     if not await model.wait_ready(READY_WAIT):
-        raise ApiError(503, "the dashboard has not read the store yet (is it reachable?)")
+        why = f": {model.last_error}" if model.last_error else " (is it reachable?)"
+        raise ApiError(503, "the dashboard has not read the store yet" + why)
     return model
 
 

@@ -13,13 +13,22 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers.procs import REPO, Proc, ProcessGroup, free_port, port_open, wait_until
+from tests.helpers.procs import (
+    REPO,
+    Proc,
+    ProcessGroup,
+    free_port,
+    port_open,
+    process_group,
+    wait_until,
+)
 
 ENV = {"PYTHONPATH": str(REPO), "RAFTCRON_LOG_LEVEL": "info"}
 
@@ -89,12 +98,12 @@ def start_agent(procs: ProcessGroup, name: str = "a1", jobs: str | None = JOBS,
 
 
 def start_dashboard(procs: ProcessGroup, endpoints: str, *extra: str,
-                    wait: bool = True) -> Dashboard:
-    """`raftcron dashboard --endpoints ENDPOINTS --listen 127.0.0.1:<free port>`; waits
-    until its API answers."""
+                    wait: bool = True, user: str | None = None) -> Dashboard:
+    """`raftcron [--user USER] dashboard --endpoints ENDPOINTS --listen 127.0.0.1:<free
+    port>`; waits until it listens."""
     port = free_port()
-    argv = [sys.executable, "-m", "scheduler.cli", "dashboard", "--endpoints", endpoints,
-            "--listen", f"127.0.0.1:{port}", *extra]
+    argv = [sys.executable, "-m", "scheduler.cli", *(["--user", user] if user else []),
+            "dashboard", "--endpoints", endpoints, "--listen", f"127.0.0.1:{port}", *extra]
     proc = procs.spawn("dashboard", argv, port, env=ENV)
     dash = Dashboard(proc, f"http://127.0.0.1:{port}")
     if wait:
@@ -120,6 +129,15 @@ def agent(procs: ProcessGroup) -> Proc:
 def dashboard(procs: ProcessGroup, agent: Proc) -> Dashboard:
     """`raftcron dashboard` on the :func:`agent`."""
     return start_dashboard(procs, agent.endpoint)
+
+
+@pytest.fixture(scope="module")
+def shared_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """An agent and a dashboard for a whole module, for tests that only read and change
+    nothing (bad requests, for one): one start-up instead of one per test."""
+    with process_group(tmp_path_factory.mktemp("dashboard")) as group:
+        agent = start_agent(group, "a1", JOBS, "--tags", "team=core")
+        yield start_dashboard(group, agent.endpoint)
 
 
 @pytest.fixture

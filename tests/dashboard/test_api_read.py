@@ -18,8 +18,8 @@ def _succeeded_tick(dashboard: Dashboard) -> dict[str, Any] | None:
     return last if last and last["outcome"] == "succeeded" else None
 
 
-def test_cluster_shows_the_single_member_as_leader(dashboard: Dashboard) -> None:
-    status, body = dashboard.get("/api/v1/cluster")
+def test_cluster_shows_the_single_member_as_leader(shared_dashboard: Dashboard) -> None:
+    status, body = shared_dashboard.get("/api/v1/cluster")
     assert status == 200, body
     assert [m["name"] for m in body["members"]] == ["a1"]
     assert body["healthy"] is True
@@ -99,7 +99,9 @@ def test_a_run_has_its_record_and_output(dashboard: Dashboard) -> None:
 
 
 def test_locks_workers_and_overview(dashboard: Dashboard, agent: Proc) -> None:
-    assert dashboard.get("/api/v1/locks") == (200, {"locks": []})
+    status, body = dashboard.get("/api/v1/locks")
+    assert status == 200 and set(body) == {"locks"}
+    assert "slow" not in [lk["job"] for lk in body["locks"]]  # (tick's comes and goes)
     assert cli("jobs", "trigger", "slow", "--endpoints", agent.endpoint).returncode == 0
 
     def held() -> list[dict[str, Any]]:
@@ -137,10 +139,24 @@ def test_locks_workers_and_overview(dashboard: Dashboard, agent: Proc) -> None:
     ("/api/v1/runs/ghost/20200101T000000Z", 404, "not_found"),
     ("/api/v1/events?topics=gossip", 400, "bad_request"),
 ])
-def test_bad_requests_get_a_clear_json_error(dashboard: Dashboard, path: str, status: int,
-                                             code: str) -> None:
-    got, body = dashboard.get(path)
+def test_bad_requests_get_a_clear_json_error(shared_dashboard: Dashboard, path: str,
+                                             status: int, code: str) -> None:
+    got, body = shared_dashboard.get(path)
     assert got == status, body
     assert set(body) == {"error"} and body["error"]["code"] == code
     message = body["error"]["message"]
     assert message and "\n" not in message and "Traceback" not in message
+
+
+def test_a_deleted_job_keeps_its_history_view(dashboard: Dashboard, agent: Proc) -> None:
+    wait_until(lambda: _succeeded_tick(dashboard) is not None, 30, "a succeeded tick run",
+               step=0.3)
+    done = cli("jobs", "delete", "tick", "--endpoints", agent.endpoint)
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: dashboard.get("/api/v1/jobs")[1]["total"] == 2, 10,
+               "tick gone from the list", step=0.1)
+    status, job = dashboard.get("/api/v1/jobs/tick")
+    assert status == 200, job
+    assert job["deleted"] is True and job["spec"] is None and job["next_fires"] == []
+    assert any(r["status"] == "succeeded" for r in job["runs"])
+    assert dashboard.get("/api/v1/jobs/ghost")[0] == 404

@@ -3,13 +3,15 @@ they refuse, how they stop, and what they answer while the store is down."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import subprocess
 import sys
 
 from tests.dashboard.conftest import ENV, Dashboard, cli, request, start_agent, start_dashboard
 from tests.dashboard.sse import EventStream
-from tests.helpers.procs import ProcessGroup, free_port, port_open, wait_until
+from tests.helpers.procs import ProcessGroup, free_port, port_open, start_coord, wait_until
 
 
 def _one_error_line(stderr: str) -> str:
@@ -109,3 +111,28 @@ def test_agent_listen_http_on_a_port_in_use_stops_with_one_line(procs: ProcessGr
 def test_a_wrong_method_is_a_json_405(dashboard: Dashboard) -> None:
     status, body = request(dashboard.url + "/api/v1/jobs", method="DELETE")
     assert status == 405 and body["error"]["code"] == "bad_request"
+
+
+def test_on_a_store_with_auth_it_reads_as_its_user(procs: ProcessGroup,
+                                                   etcdctl_bin: str) -> None:
+    """The dashboard reads as the user it is started with (a viewer is enough); without
+    one, every read answers 503 with the store's reason."""
+    store = start_coord(procs)
+    ctl = {**ENV, "ETCDCTL_API": "3", "ETCDCTL_ENDPOINTS": store.endpoint}
+
+    def etcdctl(*args: str) -> None:
+        r = subprocess.run([etcdctl_bin, *args], env={**os.environ, **ctl},
+                           capture_output=True, text=True, timeout=30, check=False)
+        assert r.returncode == 0, r.stderr
+    etcdctl("user", "add", "root:ROOT-PW")
+    assert cli("auth", "bootstrap", "--endpoints", store.endpoint).returncode == 0
+    etcdctl("user", "add", "viewer:V-PW")
+    etcdctl("user", "grant-role", "viewer", "raftcron-viewer")
+    etcdctl("auth", "enable")
+    viewer = start_dashboard(procs, store.endpoint, user="viewer:V-PW")
+    wait_until(lambda: viewer.get("/api/v1/jobs")[0] == 200, 30, "the viewer's dashboard")
+    assert viewer.get("/api/v1/cluster")[1]["healthy"] is True
+    nobody = start_dashboard(procs, store.endpoint)
+    status, body = nobody.get("/api/v1/jobs", timeout=30)
+    assert status == 503 and body["error"]["code"] == "unavailable", body
+    assert "user name" in body["error"]["message"] or "permission" in body["error"]["message"]

@@ -91,3 +91,56 @@ def test_a_subscriber_that_falls_behind_is_dropped() -> None:
         assert items[-1][0] == "overflow"  # its stream ends; EventSource reconnects
         assert other.queue.empty() and not other.overflowed
     asyncio.run(body())
+
+
+class CompactedOnce(Client):
+    """A client whose first watch of the jobs asks for a revision the store compacted
+    away — as a dashboard that lost its stream for longer than the store keeps history."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.job_reads = 0
+        self.compacted_watch = False
+
+    async def range(self, req: Any) -> Any:
+        if req.key.startswith(keys.JOBS.encode()):
+            self.job_reads += 1
+        return await super().range(req)
+
+    def watch(self, key: Any, **kw: Any) -> Any:  # type: ignore[override]
+        if key == keys.JOBS and not self.compacted_watch:
+            self.compacted_watch = True
+            kw["start_revision"] = 2
+        return super().watch(key, **kw)
+
+
+def _spec(name: str) -> str:
+    return json.dumps({"name": name, "schedule": "0 0 1 1 *", "command": "true"})
+
+
+def test_a_compacted_watch_reads_the_prefix_again(procs: ProcessGroup) -> None:
+    from scheduler.dashboard.model import ReadModel
+
+    endpoint = start_coord(procs).endpoint
+
+    async def body() -> None:
+        async with CompactedOnce([endpoint], timeout=5) as client:
+            for name in ("a", "b", "gone"):
+                await client.put(keys.job_key(name), _spec(name))
+            await client.delete(keys.job_key("gone"))
+            rev = (await client.put(keys.job_key("b"), _spec("b"))).header.revision
+            await client.compact(rev)
+            model = ReadModel(client)
+            await model.start()
+            try:
+                assert await model.wait_ready(10)
+                await client.put(keys.job_key("c"), _spec("c"))
+                for _ in range(200):
+                    if "c" in model.jobs:
+                        break
+                    await asyncio.sleep(0.05)
+                assert list(model.jobs) == ["a", "b", "c"]
+                assert client.compacted_watch and client.job_reads >= 2
+            finally:
+                await model.stop()
+    asyncio.run(body())
