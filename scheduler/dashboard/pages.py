@@ -1,7 +1,8 @@
-"""The dashboard's HTML pages: server-rendered with Jinja2 (autoescaping) from the read
-model and :mod:`scheduler.admin` — the same data as the JSON API, never by calling it over
-the network — plus a small vendored script (``static/dashboard.js``) that follows
-``/api/v1/events`` and re-renders only the rows that changed (docs/dashboard.md).
+"""The dashboard's HTML pages: server-rendered with Jinja2 (autoescaping) from exactly the
+data the JSON API answers — each page calls its API handler in-process (never over the
+network) and renders the JSON — plus a small vendored script (``static/dashboard.js``)
+that follows ``/api/v1/events``, re-renders only the rows that changed, and catches up
+after a gap by fetching the page again in place (docs/dashboard.md).
 
 Paths (links can be shared): ``/`` overview, ``/jobs``, ``/jobs/<name>``, ``/locks``,
 ``/runs/<job>/<occurrence>``, ``/workers``, ``/cluster``; assets under ``/static/``.
@@ -27,7 +28,7 @@ from scheduler.admin import AdminError
 from scheduler.claim import ACTIVE
 from scheduler.cliviews import tags_text
 from scheduler.dashboard import api
-from scheduler.dashboard.context import SETTINGS
+from scheduler.dashboard.context import MODEL, SETTINGS
 from scheduler.dashboard.errors import ApiError
 
 log = structlog.get_logger("raftcron.dashboard")
@@ -126,6 +127,7 @@ def render(request: web.Request, template: str, *, status: int = 200,
     context.setdefault("topics", "")
     context.setdefault("live_job", None)
     context.setdefault("live_occurrence", None)
+    context.setdefault("revision", request.get("page_revision", 0))
     html = ENV.get_template(template).render(**context)
     return web.Response(text=html, status=status, content_type="text/html",
                         headers={"Cache-Control": "no-store"})
@@ -136,6 +138,9 @@ def page(section: str) -> Callable[[Handler], Handler]:
     400, the store not answering 503 — each one line, never a traceback."""
     def wrap(fn: Handler) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
+            # The model's revision before the page's data is read: the page shows at least
+            # this; dashboard.js compares it with its event stream's (see refreshInPlace).
+            request["page_revision"] = request.app[MODEL].revision
             try:
                 return await fn(request)
             except ApiError as err:
@@ -180,7 +185,8 @@ def spec_rows(spec: Mapping[str, Any] | None) -> list[tuple[str, str]]:
         if key == "name" or value in (None, "", {}, [], ()):
             continue
         if isinstance(value, Mapping):
-            text = tags_text(value) if key == "tags" else json.dumps(value, sort_keys=True)
+            text = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}"
+                             for k, v in sorted(value.items()))
         elif isinstance(value, list | tuple):
             text = (" ".join(str(v) for v in value) if key == "command" else
                     ", ".join(json.dumps(v) if isinstance(v, Mapping) else str(v)
@@ -214,7 +220,7 @@ async def overview_page(request: web.Request) -> web.Response:
     cluster = data["cluster"]
     cluster["leader_name"] = _leader_name(cluster)
     return render(request, "overview.html", page="overview", section="overview",
-                  topics="runs", **data)
+                  topics="runs,workers", **data)
 
 
 @page("jobs")

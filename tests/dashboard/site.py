@@ -20,8 +20,8 @@ from coord.client import Client
 from scheduler import keys
 from scheduler.admin import history
 from scheduler.claim import LockHolder, RunRecord
-from tests.dashboard.conftest import Dashboard, start_agent, start_dashboard
-from tests.helpers.procs import REPO, Proc, process_group, wait_until
+from tests.dashboard.conftest import ENV, Dashboard, start_agent, start_dashboard
+from tests.helpers.procs import REPO, Proc, ProcessGroup, port_open, process_group, wait_until
 
 JOBS = """\
 jobs:
@@ -34,14 +34,19 @@ jobs:
   - name: chatty
     schedule: '0 0 1 1 *'
     command: 'for i in 1 2 3 4 5 6 7 8 9 10; do echo line $i; sleep 0.5; done'
+  - name: markup
+    schedule: '0 0 1 1 *'
+    command: 'echo "<script>window.__xss=1</script><img src=x1 onerror=window.__xss=2>"'
+    env: {NOTE: '<img src=x3 onerror=window.__xss=3>'}
   - name: monthly
     schedule: '30 2 1 * *'
     timezone: Europe/Berlin
     command: ['true']
     tags: {team: reports}
 """
-"""``tick`` gives the pages history; ``hold`` and ``chatty`` run only when triggered (a lock
-held for a minute; ten lines of output over five seconds); ``monthly``'s next ten fire
+"""``tick`` gives the pages history; ``hold``, ``chatty`` and ``markup`` run only when
+triggered (a lock held for a minute; ten lines of output over five seconds; output and an
+environment value that are markup); ``monthly``'s next ten fire
 times in Berlin always span a DST change (and its tag keeps it off this worker)."""
 
 
@@ -49,7 +54,19 @@ times in Berlin always span a DST change (and its tag keeps it off this worker).
 class Site:
     agent: Proc
     dashboard: Dashboard
+    group: ProcessGroup
     worker: str = "a1"
+
+    def restart_dashboard(self) -> None:
+        """kill -9 the dashboard, then start it again on the same port (as a supervisor
+        would); returns once it listens."""
+        old = self.dashboard.proc
+        old.kill9()
+        proc = self.group.spawn("dashboard", old.argv, old.client_port, env=ENV)
+        wait_until(lambda: port_open(old.client_port) or not proc.alive(), 30,
+                   "the dashboard to listen again")
+        assert proc.alive(), proc.log()
+        self.dashboard = Dashboard(proc, self.dashboard.url)
 
     @property
     def url(self) -> str:
@@ -103,7 +120,7 @@ def open_site(workdir: Path, jobs: str = JOBS) -> Iterator[Site]:
         wait_until(lambda: dash.get("/api/v1/jobs")[0] == 200 or not dash.proc.alive(), 30,
                    "the dashboard to read the store")
         assert dash.proc.alive(), dash.proc.log()
-        yield Site(agent, dash)
+        yield Site(agent, dash, group)
 
 
 @pytest.fixture(scope="module")

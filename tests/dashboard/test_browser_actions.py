@@ -43,7 +43,17 @@ def test_trigger_kill_suspend_and_resume_from_the_job_page(site: Site,
     run = next(r for r in site.runs("hold") if r.occurrence == occurrence)
     assert run.status == "running" and run.worker == site.worker
 
-    # Kill: the run ends killed (the store's record), the lock goes, live.
+    # Kill asks first: dismissed, nothing is sent and the run goes on.
+    asked: list[str] = []
+    page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+    page.click('button[data-action="kill"]')
+    wait_until(lambda: bool(asked), 5, "the kill confirmation")
+    assert asked == ["Kill the running run(s) of hold?"]
+    assert page.locator("#action-message").inner_text() == message  # the trigger's still
+    assert site.lock("hold") is not None
+
+    # Kill, confirmed: the run ends killed (the store's record), the lock goes, live.
+    page.once("dialog", lambda d: d.accept())
     page.click('button[data-action="kill"]')
     page.wait_for_selector("#action-message.ok")
     assert occurrence in page.locator("#action-message").inner_text()
@@ -55,6 +65,7 @@ def test_trigger_kill_suspend_and_resume_from_the_job_page(site: Site,
 
     # Kill again: nothing runs, the page shows the API's one-line refusal.
     browser.expect_failure(409, "/api/v1/jobs/hold/kill")
+    page.once("dialog", lambda d: d.accept())
     page.click('button[data-action="kill"]')
     page.wait_for_selector("#action-message.error")
     assert "nothing to kill" in page.locator("#action-message").inner_text()

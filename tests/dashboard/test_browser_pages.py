@@ -10,11 +10,13 @@ The screenshots in docs/dashboard/ are written here (tests/dashboard/browser.py)
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from tests.dashboard.browser import Browser, browser, screenshot
+from tests.dashboard.conftest import ENV
 from tests.dashboard.site import Site, site
 from tests.helpers.procs import wait_until
 
@@ -51,10 +53,13 @@ def test_every_page_shows_the_store(site: Site, browser: Browser) -> None:
 
     page.goto(site.url + "/jobs")
     names = page.locator("#jobs tbody tr").evaluate_all("rs => rs.map(r => r.dataset.key)")
-    assert names == ["chatty", "hold", "monthly", "tick"]
+    assert names == ["chatty", "hold", "markup", "monthly", "tick"]
     row = cells(page, '#jobs tr[data-key="monthly"]')
     assert row[:5] == ["monthly", "30 2 1 * *", "Europe/Berlin", "forbid", "team=reports"]
-    assert "succeeded" in cells(page, '#jobs tr[data-key="tick"]')[7]
+    # tick's latest run: finished, going, or claimed ahead of its instant (every 3 s).
+    last = page.locator('#jobs tr[data-key="tick"] td').nth(7)
+    assert last.locator(".badge").inner_text() in {"succeeded", "running", "claimed"}
+    assert last.locator("a").inner_text().endswith("Z")
     screenshot(page, "jobs")
 
     page.goto(site.url + "/workers")
@@ -125,6 +130,8 @@ def test_a_runs_output_shows_while_it_runs(site: Site, browser: Browser) -> None
     page.wait_for_selector('#run-status[data-status="succeeded"]', timeout=30_000)
     out = page.locator("#output").inner_text()
     assert out.splitlines() == [f"line {i}" for i in range(1, 11)], out
+    page.wait_for_selector("#attempts tbody tr .badge.succeeded")
+    assert cells(page, "#attempts tbody tr")[5] == "0"  # the exit code
     assert still_marked(page)
     # ...and the job page lists it, with what the store recorded.
     page.goto(f"{site.url}/jobs/chatty")
@@ -161,8 +168,12 @@ def test_the_jobs_list_pages_and_filters_on_the_server(site: Site, browser: Brow
         "rs => rs.map(r => r.dataset.key)")
     assert keys() == ["chatty", "hold"]
     page.click("a[rel=next]")
-    assert keys() == ["monthly", "tick"]
-    assert "offset=2" in page.url and page.locator("a[rel=next]").count() == 0
+    assert keys() == ["markup", "monthly"]
+    assert "offset=2" in page.url
+    page.click("a[rel=next]")
+    assert keys() == ["tick"]
+    assert "offset=4" in page.url and page.locator("a[rel=next]").count() == 0
+    page.click("a[rel=prev]")
     page.click("a[rel=prev]")
     assert keys() == ["chatty", "hold"]
 
@@ -181,3 +192,104 @@ def test_the_jobs_list_pages_and_filters_on_the_server(site: Site, browser: Brow
     resp = page.goto(site.url + "/jobs/no-such-job")
     assert resp is not None and resp.status == 404
     assert "no-such-job" in page.locator(".message.error").inner_text()
+
+
+def test_summaries_and_next_fires_follow_without_a_reload(site: Site, browser: Browser) -> None:
+    """What no single row's event carries: the overview's counts (tick finishes a run every
+    3 s) and a next fire time that has passed (the jobs page fetches itself again, once,
+    not the job)."""
+    page = browser.page()
+    page.goto(site.url + "/")
+    page.wait_for_selector(LIVE)
+    mark(page)
+    total = page.locator("#runs-last-hour .value")
+    before = int(total.inner_text())
+    wait_until(lambda: int(total.inner_text()) > before, 20, "the overview's run count")
+    assert still_marked(page)
+
+    page.goto(site.url + "/jobs")
+    page.wait_for_selector(LIVE)
+    mark(page)
+    cell = page.locator('#jobs tr[data-key="tick"] td[data-next-fire]')
+    first = cell.get_attribute("data-next-fire")
+    wait_until(lambda: cell.get_attribute("data-next-fire") != first, 20,
+               "tick's next fire to move on")
+    assert cell.get_attribute("data-next-fire") > first  # type: ignore[operator]
+    assert still_marked(page)
+
+
+def test_workers_come_and_go_live(site: Site, browser: Browser) -> None:
+    """A worker that starts shows on /workers with its lease TTL; killed with kill -9, it
+    goes when its lease runs out — without a reload."""
+    page = browser.page()
+    page.goto(site.url + "/workers")
+    page.wait_for_selector(LIVE)
+    mark(page)
+    w2 = site.group.spawn("w2", [sys.executable, "-m", "scheduler.cli", "worker",
+                                 "--endpoints", site.endpoint, "--name", "w2"],
+                          site.agent.client_port, env=ENV)
+    page.wait_for_selector('#workers tr[data-key="w2"]', timeout=30_000)
+    row = cells(page, '#workers tr[data-key="w2"]')
+    assert row[2] == str(w2.popen.pid), row
+    ttl = page.locator('#workers tr[data-key="w2"] td[data-ttl]')
+    wait_until(lambda: ttl.inner_text().endswith("s"), 10, "w2's lease TTL")
+    w2.kill9()
+    page.wait_for_selector('#workers tr[data-key="w2"]', state="detached", timeout=45_000)
+    assert page.locator('#workers tr[data-key="a1"]').count() == 1
+    assert still_marked(page)
+
+
+def test_markup_from_the_store_is_shown_as_text(site: Site, browser: Browser) -> None:
+    """Whatever a job prints, an environment value or a suspension reason is text on every
+    page, rendered by the server (autoescaped) or live by the script (textContent): no
+    script of theirs runs, no image of theirs loads (a load would fail the test: x1...)."""
+    page = browser.page()
+    res = site.cli("jobs", "trigger", "markup")
+    assert res.returncode == 0, res.stderr
+    occurrence = res.stdout.split()[-1]
+    wait_until(lambda: any(r.occurrence == occurrence and r.status == "succeeded"
+                           for r in site.runs("markup")), 30, "the markup run")
+    page.goto(f"{site.url}/runs/markup/{occurrence}")
+    assert page.locator("#output").inner_text().strip() == (
+        "<script>window.__xss=1</script><img src=x1 onerror=window.__xss=2>")
+    assert page.locator("#output img, #output script").count() == 0
+
+    page.goto(site.url + "/jobs/markup")
+    page.wait_for_selector(LIVE)
+    assert "NOTE=<img src=x3 onerror=window.__xss=3>" in page.locator("dl.spec").inner_text()
+    reason = "<script>window.__xss=4</script><img src=x4 onerror=window.__xss=5>"
+    assert site.cli("jobs", "suspend", "markup", "--reason", reason).returncode == 0
+    page.wait_for_selector("#job-reason:not([hidden])")  # rendered live, by the script
+    assert page.locator("#job-reason").inner_text().endswith(": " + reason)
+    page.reload()  # rendered by the server
+    assert page.locator("#job-reason").inner_text().endswith(": " + reason)
+    assert page.locator("main img, main script").count() == 0
+    assert page.evaluate("window.__xss") is None
+    assert site.cli("jobs", "resume", "markup").returncode == 0
+
+
+def test_a_page_catches_up_after_the_dashboard_is_killed(site: Site, browser: Browser) -> None:
+    """Changes made while the dashboard was down (kill -9) show once it is back: the page's
+    event stream reconnects by itself, sees a newer store revision than the page's, and
+    fetches the page again in place — no reload, nothing typed lost."""
+    page = browser.page()
+    page.goto(site.url + "/jobs/hold")
+    page.wait_for_selector(LIVE)
+    page.fill('input[name="reason"]', "typed before the restart")
+    mark(page)
+
+    site.dashboard.proc.kill9()
+    page.wait_for_selector('#live[data-state="error"]', timeout=10_000)
+    res = site.cli("jobs", "trigger", "hold")
+    assert res.returncode == 0, res.stderr
+    occurrence = res.stdout.split()[-1]
+    wait_until(lambda: site.lock("hold") is not None, 30, "hold to take its lock")
+    site.restart_dashboard()
+
+    page.wait_for_selector('#job-locks tr[data-key="hold"]', timeout=30_000)
+    page.wait_for_selector(f'#runs tr[data-key="{occurrence}"] .badge.running')
+    assert still_marked(page), "the page was reloaded"
+    assert page.input_value('input[name="reason"]') == "typed before the restart"
+    assert site.cli("jobs", "kill", "hold").returncode == 0
+    page.wait_for_selector('#job-locks tr[data-key="hold"]', state="detached",
+                           timeout=30_000)

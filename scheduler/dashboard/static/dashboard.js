@@ -66,7 +66,7 @@
         td({ text: j.timezone || "" }), td({ text: j.concurrency || "" }),
         td({ class: "mono", text: tags(j.tags) }),
         td({}, j.suspended ? el("span", { class: "badge suspended", title: j.reason || "", text: "suspended" }) : ""),
-        td({ class: "mono", text: when(j.next_fire) }),
+        td({ class: "mono", "data-next-fire": j.next_fire || null, text: when(j.next_fire) }),
         td({}, ...(last ? [badge(last.outcome), " ", runLink(j.name, last.occurrence)]
                         : [el("span", { class: "empty", text: "never" })])),
         td({ class: "num", text: last ? duration(last.duration_s) : "" }));
@@ -205,6 +205,7 @@
   function onRun(item) {
     if (currentJob && item.job !== currentJob) return;
     for (const table of liveTables("run")) upsert(table, item.occurrence, () => rows.run(item), "insert");
+    if (body.dataset.page === "overview" && !ACTIVE.has(item.status)) scheduleRefresh();
     for (const table of liveTables("running")) {
       const key = item.job + "/" + item.occurrence;
       if (ACTIVE.has(item.status)) upsert(table, key, () => rows.running(item), "insert");
@@ -235,6 +236,7 @@
         document.getElementById("output").textContent = item.output_tail || "";
         const st = document.getElementById("output-state");
         if (st) st.textContent = "(finished: the last 4 KiB the worker stored)";
+        refreshInPlace();  // the attempts table (each attempt's end, exit code, log path)
       }
     }
   }
@@ -250,10 +252,68 @@
     if (atBottom) pre.scrollTop = pre.scrollHeight;
   }
   function onWorker(item) {
+    if (body.dataset.page === "overview") scheduleRefresh();
     for (const table of liveTables("worker")) {
       if (item.alive === false) remove(table, item.worker);
-      else upsert(table, item.worker, () => rows.worker(item), "insert");
+      else {
+        upsert(table, item.worker, () => rows.worker(item), "insert");
+        if (item.lease_ttl === undefined) resyncTtl(table);  // the event has no TTL
+      }
     }
+  }
+
+  // ---- catching up: a page is rendered at one store revision and its event stream starts
+  // at a later one (and starts again after a reconnect, or after the dashboard dropped a
+  // stream that fell behind). When the stream's "ready" revision is newer than the page's,
+  // the page is fetched again and its live regions ([data-refresh]) swapped in place —
+  // no reload: typed text and messages stay. Events arriving meanwhile are held and
+  // applied after the swap (each carries its whole item, so applying one twice is harmless).
+  let held = null;
+  async function refreshInPlace() {
+    held = held || [];
+    try {
+      const res = await fetch(location.href, { headers: { "Accept": "text/html" }, credentials: "same-origin" });
+      if (res.ok) {
+        const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+        for (const fresh of doc.querySelectorAll("[data-refresh][id]")) {
+          const old = document.getElementById(fresh.id);
+          if (old) old.replaceWith(document.importNode(fresh, true));
+        }
+        body.dataset.revision = doc.body.dataset.revision || body.dataset.revision;
+        for (const table of document.querySelectorAll("table[data-live]")) syncEmpty(table);
+        startTtl(document);
+      }
+    } catch (e) {
+      /* the next ready event tries again */
+    } finally {
+      const pending = held;
+      held = null;
+      for (const [fn, item] of pending) fn(item);
+    }
+  }
+  // A change that moves a page's summaries (the overview's counts and lists), or the time
+  // passing a shown job's next fire, is caught up the same way: one fetch of the page, at
+  // most every REFRESH_GAP ms however many changes come (never one request per job).
+  const REFRESH_GAP = 5000;
+  let refreshTimer = null, lastRefresh = 0;
+  function scheduleRefresh() {
+    if (refreshTimer) return;
+    const wait = Math.max(0, lastRefresh + REFRESH_GAP - Date.now());
+    refreshTimer = setTimeout(() => {
+      refreshTimer = null;
+      lastRefresh = Date.now();
+      refreshInPlace();
+    }, wait);
+  }
+  function nextFiresPassed() {
+    const now = Date.now();
+    for (const cell of document.querySelectorAll("[data-next-fire]")) {
+      const at = Date.parse(cell.dataset.nextFire);
+      if (!isNaN(at) && at < now) { scheduleRefresh(); return; }
+    }
+  }
+  function dispatch(fn, item) {
+    if (held) held.push([fn, item]); else fn(item);
   }
 
   function follow() {
@@ -268,10 +328,15 @@
       source.addEventListener(name, (ev) => {
         let item;
         try { item = JSON.parse(ev.data); } catch (e) { return; }
-        fn(item);
+        dispatch(fn, item);
       });
     }
-    source.addEventListener("open", () => { if (live) { live.dataset.state = "open"; live.textContent = "live"; } });
+    source.addEventListener("ready", (ev) => {
+      let info = {};
+      try { info = JSON.parse(ev.data); } catch (e) { /* keep {} */ }
+      if (live) { live.dataset.state = "open"; live.textContent = "live"; }
+      if (Number(info.revision) > Number(body.dataset.revision || 0)) refreshInPlace();
+    });
     // EventSource reconnects by itself; the indicator says so meanwhile.
     source.addEventListener("error", () => { if (live) { live.dataset.state = "error"; live.textContent = "reconnecting"; } });
     window.raftcronEvents = source;
@@ -287,6 +352,8 @@
       const reason = box.querySelector('input[name="reason"]').value.trim();
       if (reason) payload.reason = reason;
     }
+    // Killing is the one action that cannot be taken back: ask first.
+    if (action === "kill" && !window.confirm("Kill the running run(s) of " + job + "?")) return;
     const headers = { "Content-Type": "application/json", "Accept": "application/json" };
     const token = document.querySelector('meta[name="csrf-token"]');
     if (token) headers["X-CSRF-Token"] = token.content;
@@ -327,6 +394,6 @@
     if (button) act(button);
   });
   startTtl(document);
-  setInterval(tickTtl, 1000);
+  setInterval(() => { tickTtl(); nextFiresPassed(); }, 1000);
   follow();
 })();
