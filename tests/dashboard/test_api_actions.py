@@ -28,6 +28,10 @@ jobs:
   - name: doomed
     schedule: '30 2 * * *'
     command: ['true']
+  - name: parked
+    schedule: '30 2 * * *'
+    command: ['true']
+    suspend: true
 """
 
 
@@ -86,6 +90,10 @@ def test_suspend_with_a_reason_shows_in_the_cli_and_resume(web: Web, agent: Proc
     assert resumed.status == 200 and resumed.body["changed"] is True, resumed
     assert cli_json(ep, "jobs", "show", "nightly")["suspension"] is None
     assert web.post("/api/v1/jobs/nightly/resume").body["changed"] is False
+    # A job its file suspends (`suspend: true`) is resumed by the file only, as by the CLI.
+    parked = web.post("/api/v1/jobs/parked/resume")
+    assert (parked.status, parked.code) == (409, "conflict"), parked
+    assert "suspend: true" in parked.body["error"]["message"]
     # The agent's --jobs apply is not an audited client's: only the dashboard's actions.
     assert audit(ep, "nightly") == [("anonymous", "resume"), ("anonymous", "suspend")]
 
@@ -99,6 +107,10 @@ def test_kill_ends_the_running_process(web: Web, agent: Proc, procs: ProcessGrou
                60, "the sleeper running", step=0.3)
     pid = int(pidfile.read_text())
     assert Path(f"/proc/{pid}").exists()
+    # concurrency: forbid (the default): a second trigger while it runs starts nothing.
+    busy = web.post("/api/v1/jobs/sleeper/trigger")
+    assert (busy.status, busy.code) == (409, "conflict"), busy
+    assert "forbid" in busy.body["error"]["message"]
     bad_occ = web.post("/api/v1/jobs/sleeper/kill", {"occurrence": "yesterday"})
     assert bad_occ.status == 400 and bad_occ.code == "bad_request", bad_occ
     reply = web.post("/api/v1/jobs/sleeper/kill", {})
