@@ -12,7 +12,7 @@ PROTO_DIR := coord/pb
 LOCK    := requirements.lock
 PIP     := PIP_CONSTRAINT=$(abspath $(LOCK)) $(BIN)/python -m pip
 
-.PHONY: run test lint proto sim schedsim bench clean venv dev lock
+.PHONY: run test lint proto sim schedsim bench clean venv dev lock screenshots
 
 # Every install goes through the committed lock: PIP_CONSTRAINT pins the packages and the
 # build backend's too, so a new release on PyPI cannot change what make run/test install.
@@ -50,6 +50,11 @@ run: $(RSTAMP)
 ## test: the whole suite (unit, simulation sweep, compatibility, processes)
 test: $(STAMP)
 	PYTHONHASHSEED=0 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
+## screenshots: re-make docs/dashboard/*.png with the dashboard's browser tests
+screenshots: $(STAMP)
+	RAFTCRON_SCREENSHOTS=1 PYTHONHASHSEED=0 $(BIN)/python -m pytest -q -n 0 \
+	  tests/dashboard/test_browser_pages.py tests/dashboard/test_browser_scale.py
 
 ## lint: ruff, mypy --strict, and the layering contract (DESIGN.md "Layers", tests/layering.py)
 lint: $(STAMP)

@@ -33,7 +33,7 @@ from coord.client import ClientError, ServerError, UnavailableError
 from scheduler import admin, keys
 from scheduler.audit import AuditedClient, Identity
 from scheduler.dashboard import guard, login
-from scheduler.dashboard.context import CLIENT
+from scheduler.dashboard.context import CLIENT, USER
 from scheduler.dashboard.guard import STORE, json_error
 from scheduler.plan import normalize_occurrence
 
@@ -73,7 +73,7 @@ async def _body(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]
 def _identity(request: web.Request) -> Identity:
     """The audit record's who (the store user; ``anonymous`` without store auth, as the
     CLI without ``--user``) and from where (the browser's address, via the dashboard)."""
-    return Identity(who=request.get("user") or "anonymous", host=request.remote or "?",
+    return Identity(who=request.get(USER) or "anonymous", host=request.remote or "?",
                     pid=os.getpid(), os_user="dashboard")
 
 
@@ -140,7 +140,7 @@ async def act(request: web.Request) -> web.StreamResponse:
     fn, allowed = ACTIONS[action]
     store = request.get(STORE) or request.app[CLIENT]
     client = AuditedClient(store, _identity(request))
-    user = request.get("user")
+    user = request.get(USER)
     try:
         body = await _body(request, allowed)
         result = await fn(client, name, body)

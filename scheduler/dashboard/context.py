@@ -2,7 +2,7 @@
 
 A handler reads ``request.app[CLIENT]`` (the store client, for one-off reads and actions),
 ``request.app[MODEL]`` (the live read model: jobs, locks, workers, recent runs) and
-``request.app[SETTINGS]``.
+``request.app[SETTINGS]``; ``request[USER]`` and ``request[CSRF_TOKEN]`` per request.
 """
 
 from __future__ import annotations
@@ -30,3 +30,9 @@ class Settings:
 CLIENT = web.AppKey("client", Client)
 MODEL = web.AppKey("model", ReadModel)
 SETTINGS = web.AppKey("settings", Settings)
+
+# Set on each request by the guard (scheduler.dashboard.guard), read by pages and actions.
+USER = web.RequestKey[str | None]("user")
+"""The logged-in user (None without store auth)."""
+CSRF_TOKEN = web.RequestKey("csrf_token", str)
+"""This browser's CSRF token, for forms and the pages' ``<meta name="csrf-token">``."""

@@ -19,8 +19,8 @@ In order, for each request:
    but for the login itself, carry the CSRF token bound to the cookie (header
    ``X-CSRF-Token`` or form field ``csrf_token``). Otherwise 403, before any handler runs.
 
-The request then carries ``request["csrf_token"]`` (for pages' ``<meta name="csrf-token">``),
-``request["user"]`` (None without store auth), ``request[SESSION]`` and ``request[STORE]``
+The request then carries ``request[CSRF_TOKEN]`` (for pages' ``<meta name="csrf-token">``),
+``request[USER]`` (None without store auth), ``request[SESSION]`` and ``request[STORE]``
 (the user's own store client, None without store auth). A request for no route, or a
 method the route lacks, goes on to the router's 404/405 after step 2: it reaches no
 handler.
@@ -43,6 +43,7 @@ from coord.client.channels import Endpoint
 from coord.netaddr import is_loopback
 from coord.pb import rpc_pb2, rpc_pb2_grpc
 from scheduler import keys
+from scheduler.dashboard.context import CSRF_TOKEN, USER
 from scheduler.dashboard.session import (
     COOKIE,
     CSRF_FIELD,
@@ -163,8 +164,7 @@ STORE = web.RequestKey[Any]("store")
 """The user's own store client (None without store auth)."""
 NEW_COOKIE = web.RequestKey("new_cookie", str)
 """A binding id the response must set as the cookie (the request came without one)."""
-# The pages read these two by name (the dashboard's contract): ``request["csrf_token"]``
-# and ``request["user"]``.
+# The user and the CSRF token the pages and actions read are context.USER / CSRF_TOKEN.
 
 
 def loopback_host(host_header: str) -> bool:
@@ -260,8 +260,8 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[AUTH_ENABLED] = auth
     request[SESSION] = session
     request[STORE] = session.client if session is not None else None
-    request["user"] = session.user if session is not None else None
-    request["csrf_token"] = csrf_token(sec.secret, sid)
+    request[USER] = session.user if session is not None else None
+    request[CSRF_TOKEN] = csrf_token(sec.secret, sid)
 
     unsafe = request.method not in SAFE_METHODS
     if unsafe and not same_origin(request):

@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 
 from coord.client import Client, ClientAuth, ClientError, UnavailableError
+from scheduler.dashboard.context import CSRF_TOKEN, USER
 from scheduler.dashboard.guard import (
     AUTH_ENABLED,
     AUTH_FAILED,
@@ -148,7 +149,7 @@ async def api_login(request: web.Request) -> web.StreamResponse:
 
 def _page(request: web.Request, *, error: str = "", user: str = "", next_: str = "/",
           status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    html = _PAGE.render(csrf=request["csrf_token"], error=error, user=user, next=next_,
+    html = _PAGE.render(csrf=request[CSRF_TOKEN], error=error, user=user, next=next_,
                         auth=request[AUTH_ENABLED])
     return web.Response(text=html, content_type="text/html", status=status,
                         headers=headers)
@@ -192,8 +193,8 @@ async def logout_form(request: web.Request) -> web.StreamResponse:
 
 
 async def session_info(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"auth": request[AUTH_ENABLED], "user": request["user"],
-                              "csrf_token": request["csrf_token"]})
+    return web.json_response({"auth": request[AUTH_ENABLED], "user": request[USER],
+                              "csrf_token": request[CSRF_TOKEN]})
 
 
 def add_routes(app: web.Application) -> None:

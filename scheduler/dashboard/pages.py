@@ -28,7 +28,7 @@ from scheduler.admin import AdminError
 from scheduler.claim import ACTIVE
 from scheduler.cliviews import tags_text
 from scheduler.dashboard import api
-from scheduler.dashboard.context import MODEL, SETTINGS
+from scheduler.dashboard.context import CSRF_TOKEN, MODEL, SETTINGS, USER
 from scheduler.dashboard.errors import ApiError
 
 log = structlog.get_logger("raftcron.dashboard")
@@ -124,8 +124,8 @@ def render(request: web.Request, template: str, *, status: int = 200,
            **context: Any) -> web.Response:
     """The page ``template`` with ``context``, the CSRF token and the user of the session
     (when the security layer put them on the request)."""
-    context.setdefault("csrf_token", request.get("csrf_token"))
-    context.setdefault("user", request.get("user"))
+    context.setdefault("csrf_token", request.get(CSRF_TOKEN))
+    context.setdefault("user", request.get(USER))
     context.setdefault("topics", "")
     context.setdefault("live_job", None)
     context.setdefault("live_occurrence", None)
