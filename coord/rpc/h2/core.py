@@ -80,7 +80,7 @@ from coord.rpc.h2.streams import (
     State,
     Verdict,
 )
-from coord.rpc.h2.validate import Head, request_head
+from coord.rpc.h2.validate import Head, field_verdict, request_head
 from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.rpc.h2")
@@ -102,7 +102,7 @@ class ServerCore(StreamSender):
         self.peer = ""
         self._buf = bytearray()
         self._preface = False
-        self._decoder = hpack.Decoder(max_list_size=MAX_HEADER_LIST_SIZE)
+        self._decoder = hpack.Decoder(max_list_size=MAX_HEADER_LIST_SIZE, check=field_verdict)
         self.streams: dict[int, Stream] = {}
         self._last_id = 0
         self._out: list[bytes] = []
@@ -240,7 +240,9 @@ class ServerCore(StreamSender):
         self._send_pending(stream)
 
     def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
-        headers = self._decoder.decode(block)  # always, to keep the table in step
+        # Always decoded, to keep the table in step; each field comes with its section 8
+        # verdict, kept with its table entry (a field sent indexed is not checked again).
+        headers, verdicts = self._decoder.decode_checked(block)
         stream = self.streams.get(stream_id)
         if stream is not None:  # trailers from the client end its side
             if stream.state >= HALF_CLOSED_REMOTE:  # half-closed (remote): the client ended
@@ -259,7 +261,7 @@ class ServerCore(StreamSender):
             self._late_frame(HEADERS, stream_id)
             return
         self._last_id = stream_id  # idle -> open: every lower idle stream is closed (5.1.1)
-        head = request_head(headers)
+        head = request_head(headers, verdicts)
         if isinstance(head, str):  # RFC 9113 8.1.1: a stream error, the connection goes on
             log.debug("h2.malformed_request", peer=self.peer, stream=stream_id, reason=head)
             self._write(frame(RST_STREAM, 0, stream_id, U32.pack(PROTOCOL_ERROR)))
