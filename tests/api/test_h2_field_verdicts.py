@@ -101,15 +101,75 @@ _VALUES = st.one_of(st.sampled_from([b"", b"trailers", b"POST", b"/s/M", b"gzip"
 _FIELDS = st.tuples(_NAMES, _VALUES)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(_FIELDS, max_size=30))
-def test_a_field_s_verdict_is_the_full_check_s(fields: list[Field]) -> None:
-    """Judged twice (the second time from the caches), every field gets what
-    ``validate.problem`` says; a well-formed request's head is the same either way."""
-    for field in fields + fields:
-        assert validate.field_verdict(field) == _reference(field), field
-    assert validate.request_head(fields) == validate.request_head(
-        fields, [_reference(f) for f in fields])
+def _reference_head(headers: list[Field]) -> validate.Head | str:
+    """RFC 9113 8.1.1, 8.2 and 8.3.1 over a field list, written plainly from the full
+    check (what request_head did before verdicts and shapes were cached)."""
+    seen: set[bytes] = set()
+    regular = False
+    got: dict[bytes, bytes] = {}
+    for name, value in headers:
+        why = validate.problem(name, value)
+        if isinstance(why, str):
+            return why
+        if name[:1] != b":":
+            regular = True
+            got[name] = value
+            continue
+        if regular:
+            return f"pseudo-header {name!r} after a regular field"
+        if name in seen:
+            return f"duplicate pseudo-header {name!r}"
+        seen.add(name)
+        got[name] = value
+    method = got.get(b":method", b"")
+    if not method:
+        return "no :method"
+    if method == b"CONNECT":
+        if seen != {b":authority"}:
+            return "CONNECT with :scheme or :path, or without :authority"
+    elif not {b":scheme", b":path"} <= seen:
+        return "no :scheme or :path"
+    elif not got.get(b":path"):
+        return "empty :path"
+    return (method, got.get(b":path", b""), got.get(b"content-type", b""),
+            got.get(b"grpc-timeout", b""), got.get(b"grpc-encoding", b""))
+
+
+_REQUEST_FIELDS = st.one_of(
+    st.sampled_from([(b":method", b"POST"), (b":method", b"CONNECT"), (b":method", b""),
+                     (b":scheme", b"http"), (b":path", b"/s/M"), (b":path", b""),
+                     (b":authority", b"x"), (b"content-type", b"application/grpc"),
+                     (b"content-type", b"text/plain"), (b"grpc-timeout", b"5S"),
+                     (b"grpc-encoding", b"gzip"), (b"te", b"trailers"),
+                     (b"user-agent", b"u")]), _FIELDS)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_REQUEST_FIELDS, max_size=12))
+def test_a_request_s_head_is_the_full_check_s(fields: list[Field]) -> None:
+    """Judged twice (the second time from the cached verdicts and shape), a field list
+    reads as the plain rules say: the same head, or the same reason it is malformed."""
+    expected = _reference_head(fields)
+    for _ in range(2):
+        for field in fields:
+            assert validate.field_verdict(field) == _reference(field), field
+        assert validate.request_head(fields) == expected
+        assert validate.request_head(fields, [_reference(f) for f in fields]) == expected
+
+
+def test_a_cached_shape_still_reads_each_request_s_values() -> None:
+    """Two requests of one shape (the same verdicts in the same order) with different
+    values: each gets its own head, and an empty :path or :method is still refused."""
+    good = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/a"),
+            (b"content-type", b"application/grpc"), (b"grpc-timeout", b"1S")]
+    assert validate.request_head(good) == (b"POST", b"/a", b"application/grpc", b"1S", b"")
+    other = [(b":method", b"PUT"), (b":scheme", b"https"), (b":path", b"/b"),
+             (b"content-type", b"application/grpc+proto"), (b"grpc-timeout", b"2m")]
+    assert validate.request_head(other) == (b"PUT", b"/b", b"application/grpc+proto",
+                                            b"2m", b"")
+    assert validate.request_head([good[0], good[1], (b":path", b""), *good[3:]]) \
+        == "empty :path"
+    assert validate.request_head([(b":method", b""), *good[1:]]) == "no :method"
 
 
 # A block: a table size update (or none), then entries sent indexed (by position among

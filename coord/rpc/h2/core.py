@@ -97,6 +97,18 @@ class CoreServer(Protocol):
 class ServerCore(StreamSender):
     """One client connection's HTTP/2 state, without I/O."""
 
+    # The core's state in slots, not in the instance dict. CPython 3.11 keeps an instance's
+    # attributes in a compact, shared-key layout only up to 30 of them; a connection (this
+    # state, the frame handler's and the asyncio side's) has more, and past the limit every
+    # attribute access on the per-frame paths goes through a real dict lookup (about 1 µs
+    # per call in bench.call_cpu, docs/benchmarks.md "HTTP/2 core").
+    __slots__ = ("_blocked", "_blocks", "_buf", "_closed", "_closed_streams", "_conn_unacked",
+                 "_conn_window", "_credit_total", "_decoder", "_going_away", "_last_id",
+                 "_out", "_out_size", "_paused", "_peer_initial_window", "_peer_max_frame",
+                 "_pending_bytes", "_pings", "_preface", "_recv_window", "_resets",
+                 "_send_window", "_sent_at_ping", "_settings_frames", "_settings_seen", "peer",
+                 "server", "streams")
+
     def __init__(self, server: CoreServer) -> None:
         self.server = server
         self.peer = ""
@@ -131,6 +143,7 @@ class ServerCore(StreamSender):
         self._closed_streams = ClosedStreams()
         self._settings_seen = False
         """The client's first frame, SETTINGS, arrived (RFC 9113 3.4)."""
+        self._credit_total = self._sent_at_ping = 0  # the frame handler's PING accounting
 
     def start(self) -> None:
         """This side's connection preface: SETTINGS (RFC 9113 3.4) and the connection

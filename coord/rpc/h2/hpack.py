@@ -284,6 +284,7 @@ class Decoder:
         headers: list[tuple[bytes, bytes]] = []
         verdicts: list[int] = []
         table, known, check = self._table, self._verdicts, self._check
+        add_field, add_verdict = headers.append, verdicts.append
         pos, end = 0, len(block)
         name: bytes
         value: bytes
@@ -297,10 +298,13 @@ class Decoder:
                         index, pos = decode_int(block, pos, 7)
                     else:
                         pos += 1
-                    if not 0 < index < len(table):
+                    if not index:
                         raise HpackError(_bad_index(index))
-                    headers.append(table[index])
-                    verdicts.append(known[index])
+                    try:
+                        add_field(table[index])
+                    except IndexError:
+                        raise HpackError(_bad_index(index)) from None
+                    add_verdict(known[index])
                     continue
                 if first & 0x40:  # literal with incremental indexing
                     index, pos = (decode_int(block, pos, 6) if first & 0x3F == 0x3F
@@ -348,8 +352,8 @@ class Decoder:
                 verdict = check(entry)
                 if first & 0x40:
                     self._insert(entry, verdict)
-                headers.append(entry)
-                verdicts.append(verdict)
+                add_field(entry)
+                add_verdict(verdict)
             if end > CHECK_EVERY and (len(headers) > self.max_list_size // 32 or sum(
                     len(n) + len(v) + 32 for n, v in headers) > self.max_list_size):
                 raise HeaderListTooLarge(f"header list over {self.max_list_size} bytes")

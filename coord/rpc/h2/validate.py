@@ -112,27 +112,33 @@ def problem(name: bytes, value: bytes) -> int | str:
     return _REGULAR_BITS.get(name, 0)
 
 
-def request_head(headers: list[tuple[bytes, bytes]],
-                 verdicts: list[int] | None = None) -> Head | str:
-    """The fields a gRPC server reads from a well-formed request, or why ``headers`` is
-    not one (8.1.1, 8.2, 8.3.1). ``verdicts``: each field's :func:`field_verdict`, as the
-    HPACK decoder gives them (computed here when not given)."""
-    if verdicts is None:
-        verdicts = [field_verdict(field) for field in headers]
+Plan = tuple[int, int, int, int, int, int]
+"""A request's shape as :func:`request_head` reads it: the pseudo-headers it has (bits),
+and the positions of ``:method``, ``:path``, ``content-type``, ``grpc-timeout`` and
+``grpc-encoding`` (-1 when absent)."""
+
+_plans: dict[tuple[int, ...], Plan] = {}
+"""Shapes already found well-formed, by the fields' verdicts in order: a client sends its
+fields in the same order on every call, so a request is read without a loop over it."""
+_PLANS_MAX, _PLAN_FIELDS = 256, 32
+
+
+def _plan(headers: list[tuple[bytes, bytes]], verdicts: list[int]) -> Plan | str:
+    """The shape of a request, or what is wrong with it (8.1.1, 8.2, 8.3.1)."""
     seen = 0  # the pseudo-headers seen, as _PSEUDO_BITS
     regular = False
-    method = path = content_type = timeout = encoding = b""
+    method = path = content_type = timeout = encoding = -1
     for i, bit in enumerate(verdicts):
         if not bit:
             regular = True
         elif bit > _PSEUDO:
             regular = True
             if bit == _CONTENT_TYPE:
-                content_type = headers[i][1]
+                content_type = i
             elif bit == _TIMEOUT:
-                timeout = headers[i][1]
+                timeout = i
             else:
-                encoding = headers[i][1]
+                encoding = i
         elif bit < 0:
             why = problem(*headers[i])
             return why if isinstance(why, str) else f"bad field {headers[i][0]!r}"
@@ -143,11 +149,35 @@ def request_head(headers: list[tuple[bytes, bytes]],
         else:
             seen |= bit
             if bit == _METHOD:
-                method = headers[i][1]
+                method = i
             elif bit == _PATH:
-                path = headers[i][1]
+                path = i
+    return seen, method, path, content_type, timeout, encoding
+
+
+def request_head(headers: list[tuple[bytes, bytes]],
+                 verdicts: list[int] | None = None) -> Head | str:
+    """The fields a gRPC server reads from a well-formed request, or why ``headers`` is
+    not one (8.1.1, 8.2, 8.3.1). ``verdicts``: each field's :func:`field_verdict`, as the
+    HPACK decoder gives them (computed here when not given)."""
+    if verdicts is None:
+        verdicts = [field_verdict(field) for field in headers]
+    shape = tuple(verdicts)
+    plan = _plans.get(shape)
+    if plan is None:
+        found = _plan(headers, verdicts)
+        if isinstance(found, str):
+            return found
+        plan = found
+        if len(shape) <= _PLAN_FIELDS:
+            if len(_plans) >= _PLANS_MAX:
+                _plans.clear()
+            _plans[shape] = plan
+    seen, at_method, at_path, at_type, at_timeout, at_encoding = plan
+    method = headers[at_method][1] if at_method >= 0 else b""
     if not method:
         return "no :method"
+    path = headers[at_path][1] if at_path >= 0 else b""
     if method == b"CONNECT":
         # CONNECT (8.5): :authority only. gRPC never sends it; the call fails as not POST.
         if seen != _AUTHORITY:
@@ -156,7 +186,9 @@ def request_head(headers: list[tuple[bytes, bytes]],
         return "no :scheme or :path"
     elif not path:
         return "empty :path"
-    return method, path, content_type, timeout, encoding
+    return (method, path, headers[at_type][1] if at_type >= 0 else b"",
+            headers[at_timeout][1] if at_timeout >= 0 else b"",
+            headers[at_encoding][1] if at_encoding >= 0 else b"")
 
 
 def grpc_content_type(value: bytes) -> bool:
