@@ -74,6 +74,7 @@ from coord.rpc.h2.streams import (
     OPEN,
     RECEIVE,
     RECEIVED_END,
+    REMEMBERED,
     RESET_RECEIVED,
     RESET_SENT,
     ClosedStreams,
@@ -436,7 +437,10 @@ class ServerCore(StreamSender):
     def _forget(self, stream: Stream) -> None:
         if stream.state == CLOSED:
             if self.streams.pop(stream.id, None) is not None:
-                self._closed_streams.add(stream.id, stream.closed_how)
+                closed = self._closed_streams  # its add(), inline: once per call
+                closed.recent[stream.id] = stream.closed_how
+                if len(closed.recent) >= REMEMBERED:
+                    closed.age()
             self._blocked.pop(stream.id, None)
             if not self.streams and (self._going_away or self.server.closing):
                 self._streams_gone()
