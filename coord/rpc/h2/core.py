@@ -98,11 +98,11 @@ class CoreServer(Protocol):
 class ServerCore(StreamSender):
     """One client connection's HTTP/2 state, without I/O."""
 
-    # The core's state in slots, not in the instance dict. CPython 3.11 keeps an instance's
-    # attributes in a compact, shared-key layout only up to 30 of them; a connection (this
-    # state, the frame handler's and the asyncio side's) has more, and past the limit every
-    # attribute access on the per-frame paths goes through a real dict lookup (about 1 µs
-    # per call in bench.call_cpu, docs/benchmarks.md "HTTP/2 core").
+    # The core's state in slots, not in the instance dict: CPython 3.11 keeps an instance's
+    # attributes in its compact shared-key layout only up to about 30 of them, and a
+    # connection (this state, the frame handler's and the asyncio side's) has more; past
+    # the limit every access to ``self`` on the per-frame paths is a plain dict lookup.
+    # Attributes added later without a slot still work (the bases have no slots).
     __slots__ = ("_blocked", "_blocks", "_buf", "_closed", "_closed_streams", "_conn_unacked",
                  "_conn_window", "_credit_total", "_decoder", "_going_away", "_last_id",
                  "_out", "_out_size", "_paused", "_peer_initial_window", "_peer_max_frame",
