@@ -40,3 +40,23 @@ def test_cpu_per_op_tls_needs_a_single_coord_member() -> None:
 def test_call_cpu_runs_the_h2_path() -> None:
     out = _run("bench.call_cpu", "--calls", "500", "--repeat", "1", "--only", "h2")
     assert re.match(r"h2\s+\d+\.\d+ µs per call", out), out
+
+
+@pytest.mark.parametrize("args", [["--tls"], ["--headers", "indexed"],
+                                  ["--headers", "indexed", "--tls"]],
+                         ids=["tls", "indexed", "indexed-tls"])
+def test_call_cpu_over_tls_and_with_indexed_headers(args: list[str]) -> None:
+    out = _run("bench.call_cpu", "--calls", "300", "--repeat", "1", "--only", "h2", *args)
+    assert re.match(r"h2\s+\d+\.\d+ µs per call", out), out
+
+
+def test_call_cpu_against_another_tree_alternates_rounds() -> None:
+    """``--against DIR``: every round a fresh process of this tree's runtime or DIR's (here
+    the same tree), each figure listed."""
+    out = _run("bench.call_cpu", "--calls", "300", "--repeat", "2", "--only", "h2",
+               "--headers", "indexed", "--tls", "--against", str(REPO))
+    lines = out.splitlines()
+    assert [line.split()[3] for line in lines] == ["this", "base"], out
+    for line in lines:
+        assert re.match(r"h2 indexed tls (this|base) best +\d+\.\d+ median +\d+\.\d+ µs per "
+                        r"call  \[\d+\.\d+ \d+\.\d+\]", line), out

@@ -74,13 +74,14 @@ from coord.rpc.h2.streams import (
     OPEN,
     RECEIVE,
     RECEIVED_END,
+    REMEMBERED,
     RESET_RECEIVED,
     RESET_SENT,
     ClosedStreams,
     State,
     Verdict,
 )
-from coord.rpc.h2.validate import Head, request_head
+from coord.rpc.h2.validate import Head, field_verdict, request_head
 from coord.rpc.status import StatusCode
 
 log = structlog.get_logger("coord.rpc.h2")
@@ -97,12 +98,24 @@ class CoreServer(Protocol):
 class ServerCore(StreamSender):
     """One client connection's HTTP/2 state, without I/O."""
 
+    # The core's state in slots, not in the instance dict: CPython 3.11 keeps an instance's
+    # attributes in its compact shared-key layout only up to about 30 of them, and a
+    # connection (this state, the frame handler's and the asyncio side's) has more; past
+    # the limit every access to ``self`` on the per-frame paths is a plain dict lookup.
+    # Attributes added later without a slot still work (the bases have no slots).
+    __slots__ = ("_blocked", "_blocks", "_buf", "_closed", "_closed_streams", "_conn_unacked",
+                 "_conn_window", "_credit_total", "_decoder", "_going_away", "_last_id",
+                 "_out", "_out_size", "_paused", "_peer_initial_window", "_peer_max_frame",
+                 "_pending_bytes", "_pings", "_preface", "_recv_window", "_resets",
+                 "_send_window", "_sent_at_ping", "_settings_frames", "_settings_seen", "peer",
+                 "server", "streams")
+
     def __init__(self, server: CoreServer) -> None:
         self.server = server
         self.peer = ""
         self._buf = bytearray()
         self._preface = False
-        self._decoder = hpack.Decoder(max_list_size=MAX_HEADER_LIST_SIZE)
+        self._decoder = hpack.Decoder(max_list_size=MAX_HEADER_LIST_SIZE, check=field_verdict)
         self.streams: dict[int, Stream] = {}
         self._last_id = 0
         self._out: list[bytes] = []
@@ -131,6 +144,7 @@ class ServerCore(StreamSender):
         self._closed_streams = ClosedStreams()
         self._settings_seen = False
         """The client's first frame, SETTINGS, arrived (RFC 9113 3.4)."""
+        self._credit_total = self._sent_at_ping = 0  # the frame handler's PING accounting
 
     def start(self) -> None:
         """This side's connection preface: SETTINGS (RFC 9113 3.4) and the connection
@@ -240,7 +254,9 @@ class ServerCore(StreamSender):
         self._send_pending(stream)
 
     def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
-        headers = self._decoder.decode(block)  # always, to keep the table in step
+        # Always decoded, to keep the table in step; each field comes with its section 8
+        # verdict, kept with its table entry (a field sent indexed is not checked again).
+        headers, verdicts = self._decoder.decode_checked(block)
         stream = self.streams.get(stream_id)
         if stream is not None:  # trailers from the client end its side
             if stream.state >= HALF_CLOSED_REMOTE:  # half-closed (remote): the client ended
@@ -259,7 +275,7 @@ class ServerCore(StreamSender):
             self._late_frame(HEADERS, stream_id)
             return
         self._last_id = stream_id  # idle -> open: every lower idle stream is closed (5.1.1)
-        head = request_head(headers)
+        head = request_head(headers, verdicts)
         if isinstance(head, str):  # RFC 9113 8.1.1: a stream error, the connection goes on
             log.debug("h2.malformed_request", peer=self.peer, stream=stream_id, reason=head)
             self._write(frame(RST_STREAM, 0, stream_id, U32.pack(PROTOCOL_ERROR)))
@@ -421,7 +437,10 @@ class ServerCore(StreamSender):
     def _forget(self, stream: Stream) -> None:
         if stream.state == CLOSED:
             if self.streams.pop(stream.id, None) is not None:
-                self._closed_streams.add(stream.id, stream.closed_how)
+                closed = self._closed_streams  # its add(), inline: once per call
+                closed.recent[stream.id] = stream.closed_how
+                if len(closed.recent) >= REMEMBERED:
+                    closed.age()
             self._blocked.pop(stream.id, None)
             if not self.streams and (self._going_away or self.server.closing):
                 self._streams_gone()

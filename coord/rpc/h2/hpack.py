@@ -4,10 +4,15 @@ writes literals without indexing (so the peer's decoder table is never touched).
 The decoder keeps the dynamic table the peer's encoder fills (RFC 7541 section 2.3.2) and
 decodes Huffman-coded strings (Appendix B). Decoded Huffman strings are cached by their
 encoded bytes: a client sends the same few header values on every call, so after the first
-calls a decode is a dict lookup.
+calls a decode is a dict lookup. A server's decoder also judges each field (RFC 9113
+section 8, :mod:`coord.rpc.h2.validate`) when it decodes it as a literal, and keeps the
+verdict with the field's table entry: a request whose fields are all indexed is not
+checked again.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 STATIC_TABLE: tuple[tuple[bytes, bytes], ...] = (
     (b":authority", b""), (b":method", b"GET"), (b":method", b"POST"), (b":path", b"/"),
@@ -204,16 +209,20 @@ def encode_int(value: int, prefix: int, first: int = 0) -> bytes:
     return bytes(out)
 
 
-def _decode_str(data: bytes, pos: int) -> tuple[bytes, int]:
-    if pos >= len(data):
-        raise HpackError("truncated string")
-    huffman = data[pos] & 0x80
-    length, pos = decode_int(data, pos, 7)
-    end = pos + length
-    if end > len(data):
-        raise HpackError("truncated string")
-    raw = data[pos:end]
-    return (huffman_decode(raw) if huffman else raw), end
+Check = Callable[[tuple[bytes, bytes]], int]
+"""A header field's verdict (``field_verdict`` of :mod:`coord.rpc.h2.validate` for a
+server): the decoder computes it once per field it decodes as a literal and keeps it with
+the table entry, so a field sent indexed costs no check at all."""
+
+
+def _unchecked(field: tuple[bytes, bytes]) -> int:
+    return 0
+
+
+_NO_ENTRY = (b"", b"")
+"""Slot 0 of a decoder's table: index 0 is an error (RFC 7541 6.1), never looked up."""
+_STATIC_VERDICTS: dict[Check, tuple[int, ...]] = {}
+"""Each check's verdicts on the static table, computed once per process."""
 
 
 class Decoder:
@@ -221,14 +230,26 @@ class Decoder:
 
     ``max_table_size`` is the limit this side announced (SETTINGS_HEADER_TABLE_SIZE); the
     peer's encoder may shrink the table below it with a size update, never grow past it.
+    ``check`` gives each field a verdict (:meth:`decode_checked`): computed when a literal
+    is decoded, kept with its dynamic table entry, and once per process for the static
+    table.
     """
 
     def __init__(self, max_table_size: int = DEFAULT_TABLE_SIZE,
-                 max_list_size: int = 1 << 62) -> None:
+                 max_list_size: int = 1 << 62, check: Check | None = None) -> None:
         self.max_list_size = max_list_size
         """Decoding stops with :class:`HeaderListTooLarge` once the fields decoded so far
         (names, values, 32 bytes each) pass this (SETTINGS_MAX_HEADER_LIST_SIZE)."""
-        self._dynamic: list[tuple[bytes, bytes]] = []
+        self._check = _unchecked if check is None else check
+        static = _STATIC_VERDICTS.get(self._check)
+        if static is None:
+            static = tuple(map(self._check, STATIC_TABLE))
+            _STATIC_VERDICTS[self._check] = static
+        self._table: list[tuple[bytes, bytes]] = [_NO_ENTRY, *STATIC_TABLE]
+        """Index ``i`` of RFC 7541 2.3.3 at position ``i``: the static table, then the
+        dynamic one, newest first."""
+        self._verdicts: list[int] = [0, *static]
+        """Each entry's verdict, at the entry's position."""
         self._size = 0
         self._limit = max_table_size
         self._max = max_table_size
@@ -237,33 +258,33 @@ class Decoder:
     def table_size(self) -> int:
         return self._size
 
-    def _entry(self, index: int) -> tuple[bytes, bytes]:
-        if index <= 0:
-            raise HpackError("header index 0")
-        if index <= len(STATIC_TABLE):
-            return STATIC_TABLE[index - 1]
-        i = index - len(STATIC_TABLE) - 1
-        if i >= len(self._dynamic):
-            raise HpackError(f"header index {index} is not in the table")
-        return self._dynamic[i]
-
-    def _insert(self, name: bytes, value: bytes) -> None:
-        self._dynamic.insert(0, (name, value))
-        self._size += len(name) + len(value) + 32
+    def _insert(self, entry: tuple[bytes, bytes], verdict: int) -> None:
+        self._table.insert(_FIRST_DYNAMIC, entry)
+        self._verdicts.insert(_FIRST_DYNAMIC, verdict)
+        self._size += len(entry[0]) + len(entry[1]) + 32
         self._evict()
 
     def _evict(self) -> None:
-        while self._size > self._max and self._dynamic:
-            name, value = self._dynamic.pop()
+        table = self._table
+        while self._size > self._max and len(table) > _FIRST_DYNAMIC:
+            name, value = table.pop()
+            self._verdicts.pop()
             self._size -= len(name) + len(value) + 32
 
     def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        """Decode one complete header block (HEADERS + CONTINUATION payloads joined).
+        """Decode one complete header block (HEADERS + CONTINUATION payloads joined)."""
+        return self.decode_checked(block)[0]
+
+    def decode_checked(self, block: bytes) -> tuple[list[tuple[bytes, bytes]], list[int]]:
+        """Decode one complete header block: its fields, and the ``check`` verdict of each.
 
         The list-size limit is checked between slices of :data:`CHECK_EVERY` bytes of the
         block rather than per field (a field takes at least one byte, so the work past the
         limit is bounded by a slice; blocks of real calls are a single slice)."""
         headers: list[tuple[bytes, bytes]] = []
+        verdicts: list[int] = []
+        table, known, check = self._table, self._verdicts, self._check
+        add_field, add_verdict = headers.append, verdicts.append
         pos, end = 0, len(block)
         name: bytes
         value: bytes
@@ -271,12 +292,23 @@ class Decoder:
             stop = end if end - pos <= CHECK_EVERY else pos + CHECK_EVERY
             while pos < stop:
                 first = block[pos]
-                if first & 0x80:  # indexed field
-                    index, pos = decode_int(block, pos, 7)
-                    headers.append(self._entry(index))
+                if first & 0x80:  # indexed field: the common case, inlined
+                    index = first & 0x7F
+                    if index == 0x7F:
+                        index, pos = decode_int(block, pos, 7)
+                    else:
+                        pos += 1
+                    if not index:
+                        raise HpackError(_bad_index(index))
+                    try:
+                        add_field(table[index])
+                    except IndexError:
+                        raise HpackError(_bad_index(index)) from None
+                    add_verdict(known[index])
                     continue
                 if first & 0x40:  # literal with incremental indexing
-                    index, pos = decode_int(block, pos, 6)
+                    index, pos = (decode_int(block, pos, 6) if first & 0x3F == 0x3F
+                                  else (first & 0x3F, pos + 1))
                 elif first & 0x20:  # dynamic table size update: only before the first field
                     if headers:
                         raise HpackError("table size update after a header field")
@@ -287,19 +319,53 @@ class Decoder:
                     self._evict()
                     continue
                 else:  # literal without indexing / never indexed
-                    index, pos = decode_int(block, pos, 4)
+                    index, pos = (decode_int(block, pos, 4) if first & 0x0F == 0x0F
+                                  else (first & 0x0F, pos + 1))
                 if index:
-                    name = self._entry(index)[0]
-                else:
-                    name, pos = _decode_str(block, pos)
-                value, pos = _decode_str(block, pos)
+                    if index >= len(table):
+                        raise HpackError(_bad_index(index))
+                    name = table[index][0]
+                else:  # a literal name (strings are decoded inline: the hot path)
+                    if pos >= end:
+                        raise HpackError("truncated string")
+                    first_byte = block[pos]
+                    length, pos = (decode_int(block, pos, 7) if first_byte & 0x7F == 0x7F
+                                   else (first_byte & 0x7F, pos + 1))
+                    if pos + length > end:
+                        raise HpackError("truncated string")
+                    name = block[pos:pos + length]
+                    pos += length
+                    if first_byte & 0x80:
+                        name = huffman_decode(name)
+                if pos >= end:  # the value
+                    raise HpackError("truncated string")
+                first_byte = block[pos]
+                length, pos = (decode_int(block, pos, 7) if first_byte & 0x7F == 0x7F
+                               else (first_byte & 0x7F, pos + 1))
+                if pos + length > end:
+                    raise HpackError("truncated string")
+                value = block[pos:pos + length]
+                pos += length
+                if first_byte & 0x80:
+                    value = huffman_decode(value)
+                entry = (name, value)
+                verdict = check(entry)
                 if first & 0x40:
-                    self._insert(name, value)
-                headers.append((name, value))
+                    self._insert(entry, verdict)
+                add_field(entry)
+                add_verdict(verdict)
             if end > CHECK_EVERY and (len(headers) > self.max_list_size // 32 or sum(
                     len(n) + len(v) + 32 for n, v in headers) > self.max_list_size):
                 raise HeaderListTooLarge(f"header list over {self.max_list_size} bytes")
-        return headers
+        return headers, verdicts
+
+
+_FIRST_DYNAMIC = len(STATIC_TABLE) + 1
+"""The index of the newest dynamic table entry."""
+
+
+def _bad_index(index: int) -> str:
+    return "header index 0" if not index else f"header index {index} is not in the table"
 
 
 def encode_literal(name: bytes, value: bytes) -> bytes:

@@ -154,29 +154,42 @@ def opened(end_stream: bool) -> int:
 
 REMEMBERED = 1024
 """Closed streams whose cause is kept, at least (RFC 9113 5.1 lets an endpoint limit for
-how long it tells "reset by me" from "ended"; between this and twice as many, dropped in
-batches); older ones are :attr:`Closed.FORGOTTEN`."""
+how long it tells "reset by me" from "ended"; between this and twice as many, in two
+generations); older ones are :attr:`Closed.FORGOTTEN`."""
 
 
 class ClosedStreams:
-    """How recently closed streams closed: the last :data:`REMEMBERED` at least."""
+    """How recently closed streams closed: the last :data:`REMEMBERED` at least.
 
-    __slots__ = ("_causes",)
+    Two generations of at most :data:`REMEMBERED` each: when the newer one is full it
+    becomes the older one and the older one is dropped whole (no copy: a stream's close
+    costs one dict store; the connection's hot path does it inline, see
+    :meth:`coord.rpc.h2.core.ServerCore._forget`)."""
+
+    __slots__ = ("older", "recent")
 
     def __init__(self) -> None:
-        self._causes: dict[int, int] = {}
+        self.recent: dict[int, int] = {}
+        self.older: dict[int, int] = {}
 
     def add(self, stream_id: int, how: int) -> None:
-        causes = self._causes
-        causes[stream_id] = how
-        if len(causes) >= 2 * REMEMBERED:  # keep the newest (dicts keep insertion order)
-            self._causes = dict(list(causes.items())[REMEMBERED:])
+        recent = self.recent
+        recent[stream_id] = how
+        if len(recent) >= REMEMBERED:
+            self.age()
+
+    def age(self) -> None:
+        """The newer generation becomes the older one; the older one is forgotten."""
+        self.older, self.recent = self.recent, {}
 
     def cause(self, stream_id: int) -> Closed:
-        return Closed(self._causes.get(stream_id, Closed.FORGOTTEN))
+        how = self.recent.get(stream_id)
+        if how is None:
+            how = self.older.get(stream_id, Closed.FORGOTTEN)
+        return Closed(how)
 
     def __len__(self) -> int:
-        return len(self._causes)
+        return len(self.recent) + len(self.older)
 
 
 def received(state: int, kind: int, closed: Closed = Closed.FORGOTTEN) -> Answer:

@@ -39,17 +39,61 @@ def _bad_value(value: bytes) -> bool:
             or (bool(value) and (value[0] in (0x20, 0x09) or value[-1] in (0x20, 0x09))))
 
 
+BAD = -1
+"""The verdict on a malformed field (:func:`problem` says what is wrong with it)."""
+_TE = 128
+"""A name's verdict for ``te``, whose only allowed value is ``trailers``."""
+
 _known: dict[tuple[bytes, bytes], int] = {}
-"""Fields already found well-formed, each with its pseudo-header bit (0: a regular field).
-Clients send the same few fields on every call, so most of a request is checked by one
-dict lookup per field."""
+"""Fields already judged, with their verdicts: clients send the same few fields on every
+call, so a field sent as a literal is mostly judged by one dict lookup (a field sent
+indexed is not judged at all: its verdict is kept with its HPACK table entry)."""
+_names: dict[bytes, int] = {}
+"""Each field name judged: its pseudo-header or gRPC bit, 0 for another good name,
+:data:`_TE` or :data:`BAD` (a new value of a known name costs a look at its characters)."""
 _KNOWN_MAX, _KNOWN_FIELD = 1024, 128
-"""At most so many fields of at most so many bytes are kept (128 KiB in all)."""
+"""At most so many fields (and names) of at most so many bytes are kept (128 KiB each)."""
 
 
-def _check_field(name: bytes, value: bytes) -> int | str:
-    """A field never seen before: its bit (a pseudo-header's, a field gRPC reads, or 0),
-    or what is wrong with it."""
+def _name_verdict(name: bytes) -> int:
+    if name[:1] == b":":
+        return _PSEUDO_BITS.get(name, BAD)
+    if not name or name.translate(None, _NAME_BYTES) or name in CONNECTION_SPECIFIC:
+        return BAD
+    return _TE if name == b"te" else _REGULAR_BITS.get(name, 0)
+
+
+def field_verdict(field: tuple[bytes, bytes]) -> int:
+    """A ``(name, value)`` field's verdict (8.2.1, 8.2.2, 8.3): :data:`BAD`, its
+    pseudo-header bit, the bit of a field gRPC reads, or 0. The HPACK decoder calls it once
+    per field it decodes as a literal and keeps it with the field's table entry
+    (:meth:`hpack.Decoder.decode_checked`); it depends on nothing but the field."""
+    verdict = _known.get(field)
+    if verdict is not None:
+        return verdict
+    name, value = field
+    bit = _names.get(name)
+    if bit is None:
+        bit = _name_verdict(name)
+        if len(name) <= _KNOWN_FIELD:
+            if len(_names) >= _KNOWN_MAX:
+                _names.clear()
+            _names[name] = bit
+    if bit < 0 or _bad_value(value):
+        verdict = BAD
+    elif bit == _TE:
+        verdict = 0 if value == b"trailers" else BAD
+    else:
+        verdict = bit
+    if bit != _TIMEOUT and len(name) + len(value) <= _KNOWN_FIELD:  # a timeout rarely repeats
+        if len(_known) >= _KNOWN_MAX:
+            _known.clear()
+        _known[field] = verdict
+    return verdict
+
+
+def problem(name: bytes, value: bytes) -> int | str:
+    """What is wrong with a field (a message), or its bit as :func:`field_verdict` gives it."""
     if name[:1] == b":":
         bit = _PSEUDO_BITS.get(name)
         if bit is None:
@@ -68,44 +112,72 @@ def _check_field(name: bytes, value: bytes) -> int | str:
     return _REGULAR_BITS.get(name, 0)
 
 
-def request_head(headers: list[tuple[bytes, bytes]]) -> Head | str:
-    """The fields a gRPC server reads from a well-formed request, or why ``headers`` is
-    not one (8.1.1, 8.2, 8.3.1): a single pass, most fields one dict lookup."""
+Plan = tuple[int, int, int, int, int, int]
+"""A request's shape as :func:`request_head` reads it: the pseudo-headers it has (bits),
+and the positions of ``:method``, ``:path``, ``content-type``, ``grpc-timeout`` and
+``grpc-encoding`` (-1 when absent)."""
+
+_plans: dict[tuple[int, ...], Plan] = {}
+"""Shapes already found well-formed, by the fields' verdicts in order: a client sends its
+fields in the same order on every call, so a request is read without a loop over it."""
+_PLANS_MAX, _PLAN_FIELDS = 256, 32
+
+
+def _plan(headers: list[tuple[bytes, bytes]], verdicts: list[int]) -> Plan | str:
+    """The shape of a request, or what is wrong with it (8.1.1, 8.2, 8.3.1)."""
     seen = 0  # the pseudo-headers seen, as _PSEUDO_BITS
     regular = False
-    method = path = content_type = timeout = encoding = b""
-    known = _known
-    for field in headers:
-        bit = known.get(field)
-        if bit is None:
-            checked = _check_field(*field)
-            if isinstance(checked, str):
-                return checked
-            bit = checked
-            if len(field[0]) + len(field[1]) <= _KNOWN_FIELD and bit != _TIMEOUT:
-                if len(known) >= _KNOWN_MAX:
-                    known.clear()
-                known[field] = bit
-        if not bit & _PSEUDO:
+    method = path = content_type = timeout = encoding = -1
+    for i, bit in enumerate(verdicts):
+        if not bit:
+            regular = True
+        elif bit > _PSEUDO:
             regular = True
             if bit == _CONTENT_TYPE:
-                content_type = field[1]
+                content_type = i
             elif bit == _TIMEOUT:
-                timeout = field[1]
-            elif bit == _ENCODING:
-                encoding = field[1]
-            continue
-        if regular:
-            return f"pseudo-header {field[0]!r} after a regular field"
-        if seen & bit:
-            return f"duplicate pseudo-header {field[0]!r}"
-        seen |= bit
-        if bit == _METHOD:
-            method = field[1]
-        elif bit == _PATH:
-            path = field[1]
+                timeout = i
+            else:
+                encoding = i
+        elif bit < 0:
+            why = problem(*headers[i])
+            return why if isinstance(why, str) else f"bad field {headers[i][0]!r}"
+        elif regular:
+            return f"pseudo-header {headers[i][0]!r} after a regular field"
+        elif seen & bit:
+            return f"duplicate pseudo-header {headers[i][0]!r}"
+        else:
+            seen |= bit
+            if bit == _METHOD:
+                method = i
+            elif bit == _PATH:
+                path = i
+    return seen, method, path, content_type, timeout, encoding
+
+
+def request_head(headers: list[tuple[bytes, bytes]],
+                 verdicts: list[int] | None = None) -> Head | str:
+    """The fields a gRPC server reads from a well-formed request, or why ``headers`` is
+    not one (8.1.1, 8.2, 8.3.1). ``verdicts``: each field's :func:`field_verdict`, as the
+    HPACK decoder gives them (computed here when not given)."""
+    if verdicts is None:
+        verdicts = [field_verdict(field) for field in headers]
+    shape = tuple(verdicts)
+    plan = _plans.get(shape)
+    if plan is None:
+        found = _plan(headers, verdicts)
+        if isinstance(found, str):
+            return found
+        plan = found
+        if len(shape) <= _PLAN_FIELDS:
+            if len(_plans) >= _PLANS_MAX:
+                _plans.clear()
+            _plans[shape] = plan
+    seen, at_method, at_path, at_type, at_timeout, at_encoding = plan
+    method = headers[at_method][1] if at_method >= 0 else b""
     if not method:
         return "no :method"
+    path = headers[at_path][1] if at_path >= 0 else b""
     if method == b"CONNECT":
         # CONNECT (8.5): :authority only. gRPC never sends it; the call fails as not POST.
         if seen != _AUTHORITY:
@@ -114,7 +186,9 @@ def request_head(headers: list[tuple[bytes, bytes]]) -> Head | str:
         return "no :scheme or :path"
     elif not path:
         return "empty :path"
-    return method, path, content_type, timeout, encoding
+    return (method, path, headers[at_type][1] if at_type >= 0 else b"",
+            headers[at_timeout][1] if at_timeout >= 0 else b"",
+            headers[at_encoding][1] if at_encoding >= 0 else b"")
 
 
 def grpc_content_type(value: bytes) -> bool:
