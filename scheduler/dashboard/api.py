@@ -7,12 +7,12 @@ functions the CLI uses (:mod:`scheduler.admin`, :mod:`scheduler.clusterview`).
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from aiohttp import web
 
+from coord.aiotools import within
 from coord.client import ClientError
 from scheduler import admin, keys
 from scheduler.claim import ACTIVE
@@ -249,7 +249,7 @@ async def get_overview(request: web.Request) -> web.Response:
     overdue, what runs now."""
     model = await ready_model(request)
     try:
-        cluster: dict[str, Any] = await asyncio.wait_for(
+        cluster: dict[str, Any] = await within(
             cluster_view(request.app[CLIENT]), READY_WAIT)
     except (ClientError, TimeoutError) as err:
         cluster = {"healthy": False, "error": str(err) or "the store did not answer"}

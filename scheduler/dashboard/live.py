@@ -10,12 +10,12 @@ an idle stream. Every subscriber shares the model's watches (:mod:`.hub`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Final
 
 from aiohttp import web
 
+from coord.aiotools import within
 from scheduler.dashboard.api import PREFIX, READY_WAIT
 from scheduler.dashboard.context import MODEL
 from scheduler.dashboard.errors import bad_request
@@ -66,7 +66,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                                          "topics": sorted(topics), "job": job}))
         while True:
             try:
-                event, data = await asyncio.wait_for(sub.queue.get(), KEEPALIVE)
+                event, data = await within(sub.queue.get(), KEEPALIVE)
             except TimeoutError:
                 await resp.write(b": keepalive\n\n")
                 continue

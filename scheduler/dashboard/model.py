@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 from sortedcontainers import SortedDict
 
+from coord.aiotools import within
 from coord.client import Client, ClientError, CompactedError, EventType, KeyValue
 from scheduler import keys
 from scheduler.attempts import attempt_count
@@ -194,7 +195,7 @@ class ReadModel:
     async def wait_ready(self, timeout: float) -> bool:
         """Whether every prefix has been read once, waiting up to ``timeout`` seconds."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            await within(self._ready.wait(), timeout)
         return self._ready.is_set()
 
     async def _follow(self, prefix: str, reset: Follower, apply: Applier, page: int) -> None:
