@@ -22,6 +22,7 @@ from coord.rpc.h2.server import (
     DATA,
     END_HEADERS,
     END_STREAM,
+    FLOW_CONTROL_ERROR,
     FRAME_SIZE_ERROR,
     GOAWAY,
     HEADERS,
@@ -296,6 +297,26 @@ def test_data_after_the_client_reset_a_stream_is_a_stream_closed_error() -> None
             await _answers(client, 3)
 
     run(body())
+
+
+def test_settings_that_push_a_stream_window_past_the_maximum_is_a_flow_control_error() -> None:
+    """RFC 9113 6.9.2: a new SETTINGS_INITIAL_WINDOW_SIZE that takes any stream's window
+    over 2^31-1 is a connection error FLOW_CONTROL_ERROR."""
+    held = Held()
+
+    async def body() -> int:
+        async with raw(_holding(held)) as (client, _):
+            client.send(frame(HEADERS, END_HEADERS, 1, request_block(HOLD.encode())),
+                        frame(DATA, END_STREAM, 1, grpc_message(b"x")))
+            await held.started.wait()
+            # Stream 1's send window: 65,535 (the default) + this = 2^31-1, the maximum.
+            client.send(frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 2**31 - 1 - 65_535)))
+            seen = await barrier(client)  # the maximum itself is allowed
+            assert not [f for f in seen if f.kind in (GOAWAY, RST_STREAM)], seen
+            client.send(frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 65_536)))  # +1
+            return (await _goaway(client))[0]
+
+    assert run(body()) == FLOW_CONTROL_ERROR
 
 
 def test_priority_frames_are_checked_and_otherwise_ignored() -> None:

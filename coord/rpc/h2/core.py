@@ -234,6 +234,8 @@ class ServerCore(StreamSender):
     def _on_initial_window(self, delta: int) -> None:
         for stream in self.streams.values():
             stream.send_window += delta
+            if stream.send_window > MAX_WINDOW:  # RFC 9113 6.9.2
+                raise H2ProtocolError(FLOW_CONTROL_ERROR, "stream window overflow")
 
     def _on_peer_settings(self) -> None:
         self._handshake_done()
