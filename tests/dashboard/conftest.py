@@ -13,7 +13,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,10 +79,12 @@ def request(url: str, method: str = "GET", body: Any = None,
 
 
 def start_agent(procs: ProcessGroup, name: str = "a1", jobs: str | None = JOBS,
-                *extra: str) -> Proc:
-    """`raftcron agent` (single node) with ``jobs`` applied at start; waits until it listens."""
-    cport, pport = free_port(), free_port()
-    argv = [sys.executable, "-m", "scheduler.cli", "agent", "--name", name,
+                *extra: str, ident: Sequence[str] = (),
+                ports: tuple[int, int] | None = None) -> Proc:
+    """`raftcron [IDENT] agent` (single node) with ``jobs`` applied at start; waits until
+    it listens. ``ports`` (client, peer) are free ones unless given."""
+    cport, pport = ports or (free_port(), free_port())
+    argv = [sys.executable, "-m", "scheduler.cli", *ident, "agent", "--name", name,
             "--data-dir", str(procs.workdir / f"{name}-data"),
             "--log-dir", str(procs.workdir / f"{name}-logs"),
             "--listen-client", f"127.0.0.1:{cport}", "--listen-peer", f"127.0.0.1:{pport}",

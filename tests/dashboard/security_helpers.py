@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from http.cookiejar import CookieJar
 from typing import Any
 
-from tests.dashboard.conftest import ENV, Dashboard
+from tests.dashboard.conftest import ENV, Dashboard, start_agent
 from tests.helpers.procs import REPO, ProcessGroup, free_port, port_open, wait_until
 
 
@@ -176,15 +176,5 @@ def spawn_agent(procs: ProcessGroup, name: str, jobs: str | None,
     if not ports.exists():
         ports.write_text(f"{free_port()} {free_port()}")
     cport, pport = (int(p) for p in ports.read_text().split())
-    argv = [sys.executable, "-m", "scheduler.cli", *ident, "agent", "--name", name,
-            "--data-dir", str(procs.workdir / f"{name}-data"),
-            "--log-dir", str(procs.workdir / f"{name}-logs"),
-            "--listen-client", f"127.0.0.1:{cport}", "--listen-peer", f"127.0.0.1:{pport}"]
-    if jobs is not None:
-        path = procs.workdir / f"{name}-jobs.yaml"
-        path.write_text(jobs)
-        argv += ["--jobs", str(path)]
-    proc = procs.spawn(name, argv, cport, env=ENV)
-    wait_until(lambda: port_open(cport) or not proc.alive(), 30, f"agent on :{cport}")
-    assert proc.alive(), proc.log()
+    proc = start_agent(procs, name, jobs, ident=ident, ports=(cport, pport))
     return proc, f"127.0.0.1:{cport}"
