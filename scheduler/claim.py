@@ -104,6 +104,10 @@ class RunRecord:
     """Every finished attempt, oldest first (``scheduler.attempts``): start, end, exit code,
     status and log path of each. Absent from records of older workers (read as empty), and
     ignored by them (they decode known fields only)."""
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    """How each ``notify:`` delivery for this run ended (``scheduler.notify``: event, target,
+    result, tries, error, worker, at), appended by the delivering worker; kept when the
+    record is rewritten."""
 
     def encode(self) -> bytes:
         # Not dataclasses.asdict (a recursive deep copy): every field is a plain value.
@@ -117,6 +121,7 @@ class RunRecord:
         if not valid_job(rec.job) or not valid_occurrence(rec.occurrence):
             raise ValueError("a run record with an invalid job name or occurrence id")
         rec.attempts = [a for a in rec.attempts if isinstance(a, dict)]  # skip what is not
+        rec.notifications = [n for n in rec.notifications if isinstance(n, dict)]
         return rec
 
 
@@ -151,7 +156,7 @@ _RUN_TYPES: dict[str, tuple[type, ...]] = {
     "pid": _INT, "run_id": _STR, "attempt": _INT, "fencing_token": _INT, "lease": _INT,
     "spec_revision": _INT, "claimed_at": _FLOAT, "started_at": _FLOAT,
     "finished_at": _FLOAT, "exit_code": _OPT_INT, "signal": _OPT_INT, "output_tail": _STR,
-    "note": _STR, "attempts": (list,)}
+    "note": _STR, "attempts": (list,), "notifications": (list,)}
 _HOLDER_TYPES: dict[str, tuple[type, ...]] = {
     "worker": _STR, "host": _STR, "pid": _INT, "occurrence": _STR, "run_id": _STR,
     "started_at": _FLOAT, "lease": _INT}

@@ -151,6 +151,11 @@ def jobs_show(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
     last = info["last_run"]
     typer.echo(f"{'last run':18} " + (f"{last['occurrence']} {last['status']} "
                                       f"(attempt {last['attempt']})" if last else "none"))
+    if last and last.get("notifications"):
+        typer.echo(f"{'notified':18} " + ", ".join(
+            f"{n.get('event')} {n.get('result')} ({n.get('tries')} "
+            f"{'try' if n.get('tries') == 1 else 'tries'})"
+            for n in last["notifications"]))
 
 
 LimitOpt = Annotated[int, typer.Option("--limit", help="How many runs, newest first (≥ 1).")]
@@ -183,8 +188,10 @@ def jobs_history(name: str, endpoints: EndpointsOpt = "127.0.0.1:2379",
     for r in rows:
         r["started_at"] = r["first_started_at"]
         r["attempts"], r["duration"] = r["attempts_text"], r["duration_text"]
+        r["notified"] = r["notified_text"]
     emit(output, rows, ["occurrence", "status", "attempts", "worker", "exit_code",
-                        "started_at", "duration", "fencing_token", "note"], f"runs of {name}")
+                        "started_at", "duration", "fencing_token", "note", "notified"],
+         f"runs of {name}")
 
 
 @jobs_app.command("logs")

@@ -85,7 +85,16 @@ def history_row(rec: RunRecord) -> dict[str, Any]:
     first = row["attempts"][0]["started_at"] if row["attempts"] else row["started_at"]
     row["first_started_at"] = first
     row["duration_text"] = seconds(row["duration"])
+    row["notified_text"] = notified_text(rec) or None
     return row
+
+
+def notified_text(rec: RunRecord) -> str:
+    """How the run's notifications went: ``failure:delivered overdue:failed(5)``."""
+    return " ".join(
+        f"{n.get('event')}:{n.get('result')}"
+        + (f"({n.get('tries')})" if n.get("result") != "delivered" else "")
+        for n in rec.notifications)
 
 
 def logs_text(rec: RunRecord) -> list[str]:

@@ -178,6 +178,16 @@ jobs:
         for r in failed:  # the result is in the run record
             (note,) = r["notifications"]
             assert note["result"] == "delivered" and note["event"] == "failure"
+        # ... and the CLI shows it (history's `notified` column, show's last run).
+        shown = json.loads(run_cli(group, endpoint, "jobs", "history", "boom", "-o", "json"))
+        assert {r["occurrence"]: [n["result"] for n in r["notifications"]] for r in shown
+                if r["status"] == "failed"} == {r["occurrence"]: ["delivered"] for r in failed}
+        table = run_cli(group, endpoint, "jobs", "history", "boom")
+        assert table.count("failure:delivered") == len(failed), table
+        last = json.loads(run_cli(group, endpoint, "jobs", "show", "boom", "-o", "json"))
+        assert last["last_run"]["status"] == "failed"  # every run failed, then suspended
+        assert "notified           failure delivered (1 try)" in run_cli(
+            group, endpoint, "jobs", "show", "boom")
 
 
 def test_a_receiver_answering_500_twice_gets_the_signed_event_on_the_third_try(
