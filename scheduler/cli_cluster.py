@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from scheduler.cli_app import EndpointsOpt, OutputOpt, check_output, client_call, cluster_app
 from scheduler.cli_output import emit
-from scheduler.clusterview import cluster_members as _cluster_members
-from scheduler.clusterview import cluster_status as _cluster_status
+
+# scheduler.clusterview imports coord.client (and so grpc): imported inside the commands, so
+# that a member started by this CLI never loads grpc (tests/server/test_no_grpc_import.py).
 
 
 @cluster_app.command("members")
@@ -17,7 +18,8 @@ def cluster_members(endpoints: EndpointsOpt = "127.0.0.1:2379",
     Example:  raftcron cluster members --endpoints 127.0.0.1:2379 -o json
     """
     check_output(output)
-    rows = client_call(endpoints, _cluster_members)
+    from scheduler.clusterview import cluster_members as members
+    rows = client_call(endpoints, members)
     emit(output, rows, ["id", "name", "peer_urls", "client_urls", "learner"], "members")
 
 
@@ -29,6 +31,7 @@ def cluster_status(endpoints: EndpointsOpt = "127.0.0.1:2379",
     Example:  raftcron cluster status --endpoints 127.0.0.1:2379,127.0.0.1:22379
     """
     check_output(output)
-    rows = client_call(endpoints, _cluster_status)
+    from scheduler.clusterview import cluster_status as status
+    rows = client_call(endpoints, status)
     emit(output, rows, ["endpoint", "id", "name", "leader", "raft_term", "raft_index",
                         "applied_index", "version", "error"], "cluster status")
