@@ -118,7 +118,7 @@ class ServerCore(StreamSender):
         self._decoder = hpack.Decoder(max_list_size=MAX_HEADER_LIST_SIZE, check=field_verdict)
         self.streams: dict[int, Stream] = {}
         self._last_id = 0
-        self._out: list[bytes] = []
+        self._out = []
         self._out_size = 0
         self._send_window = DEFAULT_WINDOW
         self._peer_initial_window = DEFAULT_WINDOW

@@ -16,7 +16,6 @@ from coord.rpc.h2.frames import (
     END_HEADERS,
     END_STREAM,
     ENHANCE_YOUR_CALM,
-    FLUSH_AT,
     HEADERS,
     NO_ERROR,
     RESPONSE_HEADERS,
@@ -28,6 +27,7 @@ from coord.rpc.h2.frames import (
     status_block,
 )
 from coord.rpc.h2.limits import PENDING_RESPONSE_LIMIT
+from coord.rpc.h2.output import FrameOutput
 from coord.rpc.h2.protocol import FrameHandler
 from coord.rpc.h2.streams import (
     CLOSED,
@@ -41,14 +41,12 @@ from coord.rpc.status import StatusCode
 log = structlog.get_logger("coord.rpc.h2")
 
 
-class StreamSender(FrameHandler):
+class StreamSender(FrameOutput, FrameHandler):
     """Responses out, under the peer's flow control. The state is the connection's
     (:class:`coord.rpc.h2.core.ServerCore`)."""
 
     peer: str
     streams: dict[int, Stream]
-    _out: list[bytes]
-    _out_size: int
     _paused: bool
     _pending_bytes: int
     _blocked: dict[int, Stream]
@@ -62,35 +60,12 @@ class StreamSender(FrameHandler):
     def _forget(self, stream: Stream) -> None:
         raise NotImplementedError
 
-    # -- what the I/O side provides (no-ops for a bare core) -------------------------------
-
-    def _output_pending(self) -> None:
-        """The output list just stopped being empty (the asyncio side flushes it at the end
-        of the loop turn)."""
-
-    def _output_full(self) -> None:
-        """The output list holds :data:`FLUSH_AT` bytes: hand them over now."""
+    # -- what the I/O side provides (no-ops for a bare core; the output list's hooks are
+    # FrameOutput's) ---------------------------------------------------------------------
 
     def _call_ended(self, stream: Stream) -> None:
         """This side ended the stream: stop its handler, timer and waiters (unless it is
         the handler ending itself)."""
-
-    # -- frames out ------------------------------------------------------------------------
-
-    def data_to_send(self) -> bytes:
-        """Everything written since the last call, in order; the list is emptied."""
-        data = b"".join(self._out)
-        self._out.clear()
-        self._out_size = 0
-        return data
-
-    def _write(self, data: bytes) -> None:
-        if not self._out:
-            self._output_pending()
-        self._out.append(data)
-        self._out_size += len(data)
-        if self._out_size >= FLUSH_AT:
-            self._output_full()  # the transport sees the volume now (pause_writing)
 
     def _send_unary(self, stream: Stream, data: bytes) -> None:
         """A whole unary response: headers, the message, trailers — one write when the
