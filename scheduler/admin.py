@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from coord.client import Client, Compare, delete, prefix_end, put
+from coord.client import Client, Compare, delete, prefix_end, put, txn_op
 from scheduler import keys, suspension
 from scheduler.claim import ACTIVE, LockHolder, RunRecord
 from scheduler.decode import BadValue, decode_spec, json_object
@@ -120,7 +120,9 @@ async def apply_jobs(client: Client, specs: list[JobSpec], *, prune: bool,
             if name not in wanted:
                 changes.append(Change("delete", name))
                 compares.append(Compare.mod(keys.job_key(name)) == rev)
-                ops.append(delete(keys.job_key(name)))
+                # One op (a nested txn) so that ops and compares stay one per job.
+                ops.append(txn_op([], [delete(keys.job_key(name)),
+                                       delete(keys.deadman_key(name))], []))
                 sizes.append(len(name))
     plan = ApplyPlan(changes)
     if dry_run or not ops:
@@ -207,7 +209,7 @@ async def delete_job(client: Client, name: str) -> None:
         raise AdminError(f"no job named {name!r} (see `raftcron jobs list`)")
     rev = kv.mod_revision
     res = await client.txn([Compare.mod(keys.job_key(name)) == rev],
-                           [delete(keys.job_key(name))], [])
+                           [delete(keys.job_key(name)), delete(keys.deadman_key(name))], [])
     if not res.succeeded:
         raise AdminError(f"job {name!r} changed meanwhile; try again")
 

@@ -19,6 +19,8 @@ WORKERS = "/cron/workers/"
 KILLERS = "/cron/killer/"
 TRIGGERS = "/cron/trigger/"
 SUSPENSIONS = "/cron/suspend/"
+DEADMAN = "/cron/deadman/"
+"""A job's dead-man state (``scheduler.notify_deadman``); deleted with the job."""
 
 JOB_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """A job name (the same rule as ``scheduler.spec.NAME_RE``): safe as a key and a file name."""
@@ -63,6 +65,10 @@ def killer_key(job: str) -> str:
 def trigger_key(job: str, occurrence: str) -> str:
     """A manual run request (``raftcron jobs trigger``), on a short lease."""
     return f"{TRIGGERS}{job}/{occurrence}"
+
+
+def deadman_key(job: str) -> str:
+    return DEADMAN + job
 
 
 def suspend_key(job: str) -> str:

@@ -25,14 +25,14 @@ import structlog
 
 from coord.client import Client, ClientError, Compare, put
 from scheduler.claim import RunRecord
-from scheduler.keys import run_key, runs_prefix
+from scheduler.keys import DEADMAN, deadman_key, run_key, runs_prefix
 from scheduler.notify import entry_ops, run_body
 from scheduler.plan import rank_workers
 from scheduler.spec import JobSpec
 
 log = structlog.get_logger("scheduler.notify")
 
-STATE: Final = "/cron/deadman/"
+STATE: Final = DEADMAN
 MIN_EVERY: Final = 1.0
 MAX_EVERY: Final = 30.0
 
@@ -78,7 +78,7 @@ class DeadMan:
         """One look at ``spec``; returns the event it recorded (``overdue``/``recovered``),
         if any."""
         assert spec.expect is not None
-        key = f"{STATE}{spec.name}"
+        key = deadman_key(spec.name)
         cur = await self.client.get(key)
         runs = await self.client.get(runs_prefix(spec.name), prefix=True)
         best: RunRecord | None = None
