@@ -18,7 +18,7 @@ from aiohttp import web
 from coord.aiotools import within
 from scheduler.dashboard.api import PREFIX, READY_WAIT
 from scheduler.dashboard.context import MODEL
-from scheduler.dashboard.errors import bad_request
+from scheduler.dashboard.errors import ApiError, bad_request
 from scheduler.dashboard.hub import TOPICS
 from scheduler.keys import valid_job
 
@@ -27,6 +27,9 @@ KEEPALIVE: Final = 15.0
 DEFAULT_TOPICS: Final = frozenset({"locks", "runs", "jobs", "workers"})
 RETRY_MS: Final = 2000
 """How long a browser's EventSource waits before reconnecting (sent as ``retry:``)."""
+MAX_STREAMS: Final = 256
+"""Event streams served at once; past it a new one gets 503 (a browser opens one per tab,
+so this is many users; it bounds the memory of queues and connections a flood can take)."""
 
 
 def _topics(raw: str) -> frozenset[str]:
@@ -51,6 +54,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     if job is not None and not valid_job(job):
         raise bad_request(f"job: {job!r} is not a valid job name")
     model = request.app[MODEL]
+    if len(model.hub) >= MAX_STREAMS:
+        raise ApiError(503, f"too many open event streams ({MAX_STREAMS}): close a page's "
+                       "tab or try again later")
     # Subscribed before the response starts: no change between the two is missed.
     sub = model.hub.subscribe(topics, job)
     try:
