@@ -114,6 +114,18 @@ class SessionStore:
         self._by_id.move_to_end(sid)
         return session
 
+    def alive(self, sid: str) -> bool:
+        """Whether ``sid`` is still a live session, without touching it (an open event
+        stream asks: it is no request, so it does not keep the session from idling out)."""
+        session = self._by_id.get(sid)
+        if session is None:
+            return False
+        now = self._clock()
+        if now - session.last_seen > IDLE_SECONDS or now - session.created > LIFETIME_SECONDS:
+            self.drop(sid)
+            return False
+        return True
+
     def drop(self, sid: str) -> None:
         session = self._by_id.pop(sid, None)
         if session is not None:

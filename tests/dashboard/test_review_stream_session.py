@@ -6,6 +6,7 @@ Against a real coord agent with auth on and a real dashboard process."""
 from __future__ import annotations
 
 import http.client
+import queue
 import threading
 import time
 from urllib.parse import urlsplit
@@ -23,10 +24,9 @@ pytestmark = pytest.mark.timeout(240)
 class CookieStream(EventStream):
     """An event stream sent with a browser's session cookie."""
 
-    def __init__(self, url: str, cookie: str) -> None:  # noqa: D107
-        import queue
+    def __init__(self, url: str, cookie: str) -> None:
         parts = urlsplit(url)
-        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
         self.conn.request("GET", f"{parts.path}?{parts.query}", headers={
             "Accept": "text/event-stream", "Cookie": f"raftcron_session={cookie}"})
         self.response = self.conn.getresponse()
