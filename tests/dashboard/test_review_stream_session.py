@@ -26,7 +26,8 @@ class CookieStream(EventStream):
 
     def __init__(self, url: str, cookie: str) -> None:
         parts = urlsplit(url)
-        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
+                                               timeout=60)
         self.conn.request("GET", f"{parts.path}?{parts.query}", headers={
             "Accept": "text/event-stream", "Cookie": f"raftcron_session={cookie}"})
         self.response = self.conn.getresponse()
