@@ -4,6 +4,7 @@ of every part and the JSON error middleware."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Final
 
 import structlog
 from aiohttp import web
@@ -51,6 +52,22 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             ApiError(503, f"the store did not answer: {err}").body(), status=503)
 
 
+HARDENING: Final = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+"""Sent with every answer: no page of another site may frame the dashboard (clickjacking
+its action buttons), no answer is sniffed as another content type, and no URL (job names,
+search terms) leaks to other sites in a Referer."""
+
+
+async def _harden(_request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in HARDENING.items():
+        response.headers.setdefault(name, value)
+
+
 def _allow(err: web.HTTPException) -> dict[str, str]:
     allow = err.headers.get("Allow")
     return {"Allow": allow} if allow else {}
@@ -66,6 +83,7 @@ def make_app(client: Client, settings: Settings | None = None, *,
     app[MODEL] = model or ReadModel(client)
     app.cleanup_ctx.append(_run_model)
     app.on_shutdown.append(_end_streams)
+    app.on_response_prepare.append(_harden)
     api.add_routes(app)
     live.add_routes(app)
     pages.add_routes(app)

@@ -14,11 +14,17 @@ CODES: Final = {
 }
 """HTTP status → the error code the API documents (docs/api.md)."""
 
+MAX_MESSAGE: Final = 300
+"""The longest error message: a bad value of thousands of characters (a parameter, a job
+name, an occurrence id) is cut, not echoed back whole."""
+
 
 class ApiError(Exception):
     """A request the API answers with an error status and a one-line message."""
 
     def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE - 1] + "…"
         super().__init__(message)
         self.status = status
         self.code = code or CODES.get(status, "bad_request")

@@ -15,7 +15,8 @@ In order, for each request:
    again every :data:`~scheduler.dashboard.session.RECHECK_SECONDS` whether the store still
    lets it read raftcron's keys.
 4. A state-changing request (any method but GET, HEAD, OPTIONS) must come from the
-   dashboard's own origin (``Origin``, else ``Referer``, equal to ``scheme://Host``) and,
+   dashboard's own origin (``Origin``, else ``Referer``, equal to ``scheme://Host``, the
+   scheme ``https`` also, for a TLS proxy in front) and,
    but for the login itself, carry the CSRF token bound to the cookie (header
    ``X-CSRF-Token`` or form field ``csrf_token``). Otherwise 403, before any handler runs.
 
@@ -178,16 +179,20 @@ def loopback_host(host_header: str) -> bool:
 
 
 def same_origin(request: web.Request) -> bool:
-    """Whether ``Origin`` (else ``Referer``) names ``scheme://Host`` of this request."""
-    expected = f"{request.scheme}://{request.host}".lower()
+    """Whether ``Origin`` (else ``Referer``) names ``scheme://Host`` of this request. The
+    scheme may be ``https`` while the dashboard sees plain HTTP — a TLS proxy in front of
+    it, as the docs advise, passes the browser's ``https://`` origin on — but the
+    ``Host`` (name and port) must be the request's own, and the CSRF token is still
+    required: no other site's page can send either."""
+    schemes = {f"{scheme}://{request.host}".lower() for scheme in (request.scheme, "https")}
     origin = request.headers.get("Origin")
     if origin is not None:
-        return origin.strip().lower() == expected
+        return origin.strip().lower() in schemes
     referer = request.headers.get("Referer")
     if not referer:
         return False
     parts = urlsplit(referer.strip())
-    return f"{parts.scheme}://{parts.netloc}".lower() == expected
+    return f"{parts.scheme}://{parts.netloc}".lower() in schemes
 
 
 def _public(path: str) -> bool:

@@ -13,7 +13,8 @@ token bound to it, and a state-changing request must present both.
 
 Sessions end after :data:`IDLE_SECONDS` without a request, :data:`LIFETIME_SECONDS` after
 login, at logout, and when the process stops; at most :data:`MAX_SESSIONS` are kept (the
-least recently used one goes first).
+least recently used one goes first), at most :data:`MAX_PER_USER` of one user (that user's
+oldest login goes first).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ CSRF_FIELD = "csrf_token"
 IDLE_SECONDS = 30 * 60.0
 LIFETIME_SECONDS = 12 * 3600.0
 MAX_SESSIONS = 1000
+MAX_PER_USER = 20
+"""Sessions one user may hold; a further login ends that user's oldest, so no user can
+push the others out of the :data:`MAX_SESSIONS` by logging in again and again."""
 RECHECK_SECONDS = 15.0
 """How often a session's store identity is asked again whether it may still read
 raftcron's keys (a revoked role ends the session within this)."""
@@ -81,9 +85,10 @@ class SessionStore:
     """The sessions of one dashboard process, by id; ``clock`` is monotonic seconds."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 max_sessions: int = MAX_SESSIONS) -> None:
+                 max_sessions: int = MAX_SESSIONS, max_per_user: int = MAX_PER_USER) -> None:
         self._clock = clock
         self._max = max_sessions
+        self._per_user = max_per_user
         self._by_id: OrderedDict[str, Session] = OrderedDict()
         self._closing: list[Any] = []
 
@@ -93,6 +98,10 @@ class SessionStore:
     def create(self, user: str, client: Any) -> Session:
         now = self._clock()
         session = Session(new_id(), user, client, now, now, now)
+        mine = [s for s in self._by_id.values() if s.user == user]
+        if len(mine) >= self._per_user:
+            for old in sorted(mine, key=lambda s: s.created)[:len(mine) - self._per_user + 1]:
+                self.drop(old.id)
         self._by_id[session.id] = session
         while len(self._by_id) > self._max:
             _, oldest = self._by_id.popitem(last=False)
@@ -113,6 +122,18 @@ class SessionStore:
         session.last_seen = now
         self._by_id.move_to_end(sid)
         return session
+
+    def alive(self, sid: str) -> bool:
+        """Whether ``sid`` is still a live session, without touching it (an open event
+        stream asks: it is no request, so it does not keep the session from idling out)."""
+        session = self._by_id.get(sid)
+        if session is None:
+            return False
+        now = self._clock()
+        if now - session.last_seen > IDLE_SECONDS or now - session.created > LIFETIME_SECONDS:
+            self.drop(sid)
+            return False
+        return True
 
     def drop(self, sid: str) -> None:
         session = self._by_id.pop(sid, None)
