@@ -84,6 +84,8 @@ def _scenario(procs: ProcessGroup, tmp_path: Path, stale_first: bool) -> list[ob
 def test_a_stale_claims_end_leaves_the_live_run_tracked(
         procs: ProcessGroup, tmp_path: Path, stale_first: bool) -> None:
     during, locked, after = _scenario(procs, tmp_path, stale_first)
-    assert during == "running"  # not recorded lost by the orphan sweep
+    # Still active (its `running` mark may not be written yet), not recorded lost by the
+    # orphan sweep.
+    assert during in ("claimed", "running")
     assert locked  # its lock kept: no later occurrence can start beside it
     assert after == "succeeded"
