@@ -58,7 +58,14 @@ class Runner:
         spec = entry.spec
         key = (claim.job, claim.occurrence)
         run = Running(claim)
-        ctx.running[key] = run
+        # Two claims of one occurrence can both get here: a stale one (its answer came back
+        # after the session that made it was lost) and the re-run that took it over (a
+        # higher token). The newer one is tracked; the stale one never starts (its session
+        # or fenced writes stop it) and, ending, leaves the other's entry alone: untracked,
+        # a live run's lock would be freed by the orphan sweep (seeds 405565, 411299).
+        tracked = ctx.running.get(key)
+        if tracked is None or tracked.claim.token < claim.token:
+            ctx.running[key] = run
         # Live output for `jobs logs --follow`; closed after the run's last record write.
         follow = OutputPublisher(ctx.client, run)
         task = asyncio.current_task()
@@ -85,7 +92,8 @@ class Runner:
             if not finished:
                 await self.release_settled(claim)
         finally:
-            ctx.running.pop(key, None)
+            if ctx.running.get(key) is run:
+                del ctx.running[key]
             await follow.close()
 
     async def _await_instant(self, run: Running, instant: datetime) -> bool:
