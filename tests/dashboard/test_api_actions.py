@@ -20,16 +20,16 @@ def jobs_yaml(workdir: Path) -> str:
     return f"""\
 jobs:
   - name: nightly
-    schedule: '30 2 * * *'
+    schedule: '30 2 1 1 *'
     command: ['true']
   - name: sleeper
-    schedule: '30 2 * * *'
+    schedule: '30 2 1 1 *'
     command: "echo $$ > {pidfile}; exec sleep 120"
   - name: doomed
-    schedule: '30 2 * * *'
+    schedule: '30 2 1 1 *'
     command: ['true']
   - name: parked
-    schedule: '30 2 * * *'
+    schedule: '30 2 1 1 *'
     command: ['true']
     suspend: true
 """

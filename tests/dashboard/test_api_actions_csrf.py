@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(120)
 JOBS = """\
 jobs:
   - name: nightly
-    schedule: '30 2 * * *'
+    schedule: '30 2 1 1 *'
     command: ['true']
 """
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(240)
 JOBS = """\
 jobs:
   - name: nightly
-    schedule: '30 2 * * *'
+    schedule: '30 2 1 1 *'
     command: ['true']
 """
 VIEW = "view:view-pw"
