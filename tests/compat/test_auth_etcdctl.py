@@ -4,6 +4,7 @@ outputs and exit codes at every step (issue #17, FINDINGS F8 fixed)."""
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -149,8 +150,11 @@ def _watch_denied_and_allowed(c: Case) -> None:
         denied = side.spawn("wdenied", [ALICE, "watch", "pub/", "--prefix"])
         side.transcript.append(f"# denied watch ended: {denied.wait_exit(10) is not None}")
         denied.record(denied.proc.popen.returncode)
-        ok = side.spawn("wok", [ALICE, "watch", "app/", "--prefix"])
-        side.ctl([ALICE, "put", "app/w", "1"], record=False)
+        put = side.ctl([ALICE, "put", "app/w", "1", "-w", "json"], record=False)
+        side.vars["W"] = str(json.loads(put.out)["header"]["revision"])
+        # From the put's revision: the event is in the watch's history, so whether it is
+        # delivered does not hang on the watch being established before the put.
+        ok = side.spawn("wok", [ALICE, "watch", "app/", "--prefix", "--rev", Var("W")])
         seen = ok.wait_output(lambda s: "app/w\n1\n" in s, "watched put", 10)
         side.transcript.append(f"# watched put seen: {seen}")
         ok.record(ok.stop(signal.SIGINT))
