@@ -130,7 +130,8 @@ def test_deadman_kills_cut_off_worker_job_and_run_is_lost(procs: ProcessGroup,
         t1 = asyncio.create_task(w1.run(stop))
 
         async def started_on(who: str) -> list[Path]:
-            return sorted(pids.glob(f"*.{who}"))
+            # A pid file exists from the shell's `>` before `echo` has written to it.
+            return sorted(p for p in pids.glob(f"*.{who}") if p.read_text().strip())
         await until(lambda: _nonempty(started_on("w1")), 15, "the job to start on w1")
         first = (await started_on("w1"))[0]
         pid = int(first.read_text())

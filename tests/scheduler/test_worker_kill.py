@@ -35,8 +35,12 @@ from tests.helpers.procs import ProcessGroup, start_coord
 from tests.scheduler.test_worker_faults import _dead, apply_text, until
 from tests.scheduler.worker_util import _reaped, _start, _status, _true, _worker
 
-
 # ---------------------------------------------------------------- executor
+
+def _has_pid(path: Path) -> bool:
+    """The job wrote its pid (the file exists from the shell's `>` before `echo` writes)."""
+    return path.exists() and path.read_text().strip() != ""
+
 def test_start_cancelled_twice_still_kills_what_it_spawned(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both cancellations land while the spawn thread is held (a slow filesystem while the
@@ -130,7 +134,7 @@ def test_graceful_stop_kills_a_run_the_sweep_reran(procs: ProcessGroup, tmp_path
                                     log_dir=tmp_path / "logs", sweep_interval=1.0,
                                     stop_timeout=2))
             stop, tasks = await _start([w])
-            await until(lambda: _true(pidf.exists()), 10, "the sweep to re-run the job")
+            await until(lambda: _true(_has_pid(pidf)), 10, "the sweep to re-run the job")
             pid = int(pidf.read_text())
             stop.set()
             await asyncio.gather(*tasks)
@@ -159,7 +163,7 @@ def test_a_cancelled_run_kills_its_process(procs: ProcessGroup, tmp_path: Path) 
             claim = await w.store.claim("j", occurrence_id(datetime.now(UTC)), exclusive=True)
             assert claim is not None
             run = asyncio.create_task(w.runner.execute(w.jobs["j"], claim))
-            await until(lambda: _true(pidf.exists()), 10, "the job to start")
+            await until(lambda: _true(_has_pid(pidf)), 10, "the job to start")
             pid = int(pidf.read_text())
             run.cancel()
             with contextlib.suppress(asyncio.CancelledError):

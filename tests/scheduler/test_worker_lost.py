@@ -66,7 +66,8 @@ def test_lost_run_found_from_the_lock_deletion_alone(procs: ProcessGroup,
         tasks = [asyncio.create_task(w.run(stop)) for w in (w1, w2)]
 
         async def started() -> list[Path]:
-            return sorted(pids.iterdir())
+            # A pid file exists from the shell's `>` before `echo` has written to it.
+            return sorted(p for p in pids.iterdir() if p.read_text().strip())
         await until(lambda: _nonempty(started()), 15, "the job to start on w1")
         first = (await started())[0]
         occurrence, pid = first.name, int(first.read_text())
