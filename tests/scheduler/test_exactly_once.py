@@ -40,6 +40,7 @@ import pytest
 from coord.client import Client, ClientError
 from scheduler import keys
 from scheduler.plan import Timetable, occurrence_id, parse_occurrence_id, parse_schedule, spread
+from scheduler.records import LockHolder
 from tests.helpers.binaries import require_binary
 from tests.helpers.procs import REPO, Proc, ProcessGroup, free_port, start_etcd_cluster
 
@@ -96,6 +97,35 @@ def start_worker(procs: ProcessGroup, name: str, endpoints: str) -> Proc:
         name, cli("worker", "--endpoints", endpoints, "--name", name,
                   "--session-ttl", str(SESSION_TTL), "--log-dir", str(procs.workdir / "logs")),
         0, env={"PYTHONPATH": str(REPO), "WORKER_NAME": name, "RAFTCRON_LOG_LEVEL": "debug"})
+
+
+async def young_long_holder(endpoints: str, max_age: float) -> str | None:
+    """The worker holding a long job's lock for a run that started under ``max_age`` s ago,
+    if any: killing it cuts that run short early enough that the job's next start comes
+    within LONG_RUN s (its lock expires with the dead worker's session, SESSION_TTL s)."""
+    async with Client(endpoints.split(","), timeout=3) as c:
+        r = await c.get(keys.LOCKS + "long", prefix=True)
+    now = time.time()
+    for kv in r.kvs:
+        holder = LockHolder.decode(kv.value)
+        if now - holder.started_at < max_age:
+            return holder.worker
+    return None
+
+
+def pick_long_holder(endpoints: str, timeout: float) -> str | None:
+    """Poll until some long job's run is young (a long job starts a run every ~LONG_RUN s,
+    the three of them one every ~LONG_RUN/3 s on average); None if none was by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            name = asyncio.run(young_long_holder(endpoints, max_age=4.0))
+        except ClientError:
+            name = None
+        if name is not None:
+            return name
+        time.sleep(0.2)
+    return None
 
 
 async def wait_registered(endpoints: str, names: set[str], timeout: float = 30) -> None:
@@ -235,10 +265,15 @@ def scenario(fleet: Fleet, tmp: Path, seed: int) -> None:
     kills = 0
     t_end = time.monotonic() + DURATION
     next_kill = time.monotonic() + rng.uniform(0.6, 1.0) * KILL_EVERY
-    while time.monotonic() < t_end:
+    while time.monotonic() < t_end or kills < 4:  # a targeted kill may wait a while
         time.sleep(0.05)
         if time.monotonic() >= next_kill:
-            victim = fleet.pick_victim(kills)
+            # Every other kill (the agents' rotation takes the coord leader on the even
+            # ones) goes to a worker whose long job run has just started, so the flock
+            # check below always has a case: left to the rotation, four kills can all
+            # miss the long jobs' holders (CI, seed 230319868).
+            victim = (pick_long_holder(endpoints, timeout=LONG_RUN + 5) if kills % 2
+                      else None) or fleet.pick_victim(kills)
             workers[victim].kill9()
             kills += 1
             time.sleep(rng.uniform(0.5, 2.0))  # down for a while, then back
