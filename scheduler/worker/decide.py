@@ -130,6 +130,22 @@ def overtaken_note(later: str) -> str:
     return f"a later occurrence {later} was claimed first"
 
 
+def superseded(concurrency: str, occ: str, nxt: str | None, now: datetime) -> str | None:
+    """``nxt`` if a scheduled ``replace`` occurrence ``occ`` has been overtaken by time
+    while it waited for the lock: its next occurrence ``nxt`` is due too, and the newest
+    due occurrence is the one that replaces the run. ``occ`` is recorded skipped rather
+    than started only to be killed at once by ``nxt`` (a backlog of waiters after slow
+    calls drained oldest first that way, one kill per step: seed 414817)."""
+    if concurrency != "replace" or nxt is None or MANUAL_SUFFIX in occ:
+        return None
+    due = occurrence_instant(nxt)
+    return nxt if due is not None and due <= now else None
+
+
+def superseded_note(nxt: str) -> str:
+    return f"superseded by occurrence {nxt}, due before it could start"
+
+
 class Busy(Enum):
     """What a claim does when the job's lock is held by an earlier run."""
 

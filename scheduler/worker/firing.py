@@ -261,6 +261,11 @@ class Firing:
                 # after it.
                 await self._skip(spec, occ, f"a later occurrence {later} was claimed first")
                 return None
+            newer = (decide.superseded(spec.concurrency, occ, around.next, ctx.clock.now())
+                     if not uncertain else None)
+            if newer is not None:
+                await self._skip(spec, occ, decide.superseded_note(newer))
+                return None
             entry.lock_freed.clear()
             recorded, unrecorded = decide.claim_order(spec.concurrency, occ, around)
             due_later = self._later_due(spec, unrecorded)

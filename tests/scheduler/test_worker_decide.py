@@ -84,6 +84,21 @@ def test_later_occurrence(concurrency: str, held: str | None, expected: str | No
     assert decide.later_occurrence(concurrency, held, occ()) == expected
 
 
+@pytest.mark.parametrize(("concurrency", "occurrence", "nxt", "now", "expected"), [
+    ("replace", occ(), occ(2), 2.0, occ(2)),    # the next one is due: it replaces
+    ("replace", occ(), occ(2), 5.0, occ(2)),
+    ("replace", occ(), occ(2), 1.9, None),      # still the newest due occurrence
+    ("replace", occ(), None, 5.0, None),        # the next one unknown (a timer's first)
+    ("replace", occ() + MANUAL_SUFFIX + "-0001", occ(2), 5.0, None),  # manual: as asked
+    ("forbid", occ(), occ(2), 5.0, None),       # forbid skips by its own rule
+    ("allow", occ(), occ(2), 5.0, None),
+])
+def test_superseded(concurrency: str, occurrence: str, nxt: str | None, now: float,
+                    expected: str | None) -> None:
+    assert decide.superseded(concurrency, occurrence, nxt,
+                             T0 + timedelta(seconds=now)) == expected
+
+
 @pytest.mark.parametrize(("concurrency", "early", "holder_known", "expected"), [
     ("forbid", 0.2, True, Busy.WAIT_FOR_INSTANT),
     ("forbid", 0.2, False, Busy.WAIT_FOR_INSTANT),
