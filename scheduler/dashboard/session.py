@@ -110,30 +110,27 @@ class SessionStore:
 
     def get(self, sid: str | None) -> Session | None:
         """The live session ``sid`` (touched), or None; an expired one is dropped."""
-        if sid is None:
-            return None
-        session = self._by_id.get(sid)
-        if session is None:
-            return None
-        now = self._clock()
-        if now - session.last_seen > IDLE_SECONDS or now - session.created > LIFETIME_SECONDS:
-            self.drop(sid)
-            return None
-        session.last_seen = now
-        self._by_id.move_to_end(sid)
+        session = None if sid is None else self._live(sid)
+        if session is not None:
+            session.last_seen = self._clock()
+            self._by_id.move_to_end(session.id)
         return session
 
     def alive(self, sid: str) -> bool:
         """Whether ``sid`` is still a live session, without touching it (an open event
         stream asks: it is no request, so it does not keep the session from idling out)."""
+        return self._live(sid) is not None
+
+    def _live(self, sid: str) -> Session | None:
+        """The session ``sid`` unless it is unknown or expired (idle or too old: dropped)."""
         session = self._by_id.get(sid)
         if session is None:
-            return False
+            return None
         now = self._clock()
         if now - session.last_seen > IDLE_SECONDS or now - session.created > LIFETIME_SECONDS:
             self.drop(sid)
-            return False
-        return True
+            return None
+        return session
 
     def drop(self, sid: str) -> None:
         session = self._by_id.pop(sid, None)
