@@ -149,6 +149,9 @@ class Catalog:
                for kv in r.kvs}
         changed = set(now) ^ set(ctx.suspended)
         old, ctx.suspended = ctx.suspended, now
+        seen = ctx.clock.now().timestamp()
+        for name in set(old) - set(now):
+            ctx.suspension_ended[name] = (old[name].at, seen)
         for name in changed:
             self._suspension_changed(name, old.get(name))
         return r.revision
@@ -161,6 +164,9 @@ class Catalog:
                 self.ctx.suspended[name] = Suspension.decode(e.kv.value)
             else:
                 ended = self.ctx.suspended.pop(name, None)
+                if ended is not None:
+                    self.ctx.suspension_ended[name] = (
+                        ended.at, self.ctx.clock.now().timestamp())
             self._suspension_changed(name, ended)
 
     def _suspension_changed(self, name: str, ended: Suspension | None = None) -> None:

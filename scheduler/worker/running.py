@@ -107,6 +107,12 @@ class Runner:
         ctx = self.ctx
         wait = (instant - ctx.clock.now()).total_seconds()
         if wait <= 0:
+            if ctx.suspended_at(run.claim.job, instant):
+                # The claim's answer came back after the instant, and the job was
+                # suspended at it: not started late (the resume's skipped records pass
+                # over an occurrence already claimed, seed 510512), recorded skipped.
+                await self._not_started(run.claim, "skipped", "job suspended at its instant")
+                return False
             return self._spec_current(run.claim) or await self._hand_back(
                 run.claim, "job deleted or edited since the claim")
         while wait > 0:  # a timer may fire a hair early: never start before the instant
@@ -128,6 +134,16 @@ class Runner:
         planned = claim.record.spec_revision
         return (planned <= 0 or MANUAL_SUFFIX in claim.occurrence
                 or entry.revision == planned)
+
+    async def _not_started(self, claim: Claim, status: str, note: str) -> None:
+        """Settle a claimed run that will not start: its final record, then the lock."""
+        assert self.ctx.store is not None
+        if not await self.write(claim, self.ctx.store.finish, status=status,
+                                finished_at=time.time(), note=note):
+            await self.release_settled(claim)
+        log.warning("run.not_started", job=claim.job, occurrence=claim.occurrence,
+                    token=claim.token, run_id=claim.record.run_id, status=status,
+                    reason=note)
 
     async def _hand_back(self, claim: Claim, reason: str) -> bool:
         """Undo a claim that must not start; always False (it was not started)."""
@@ -156,12 +172,8 @@ class Runner:
             if not ctx.session_is(claim.lease) or run.kill_reason is not None:
                 # The session this claim lives on is gone (deadman) or the run was killed
                 # while waiting: starting now could overlap a run elsewhere.
-                if not await self.write(claim, store.finish,
-                                        status=decide.not_started_status(run.kill_reason),
-                                        finished_at=time.time(),
-                                        note=run.kill_reason or "session lost before the start"):
-                    await self.release_settled(claim)
-                bound.warning("run.not_started", reason=run.kill_reason or "session lost")
+                await self._not_started(claim, decide.not_started_status(run.kill_reason),
+                                        run.kill_reason or "session lost before the start")
                 return
             # With `on_lost: rerun` the record must say `running` *before* the process
             # exists: a lost run is re-run only if it provably never started. Otherwise the

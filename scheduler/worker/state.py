@@ -93,6 +93,9 @@ class Shared:
         self.store: ClaimStore | None = None
         self.suspended: dict[str, Suspension] = {}
         """job → its runtime suspension (``/cron/suspend/``), from the view: not spec."""
+        self.suspension_ended: dict[str, tuple[float, float]] = {}
+        """job → (since, until) of the last runtime suspension seen to end: its ``at`` and
+        when the view saw the resume (Unix seconds, this worker's clock)."""
         self.held: dict[str, bytes] = {}
         """job → the holder value of the latest lock PUT seen on the locks watch: a backup
         learns from it that the occurrence is taken, without reading the store."""
@@ -160,6 +163,17 @@ class Shared:
     def is_suspended(self, name: str) -> bool:
         entry = self.jobs.get(name)
         return name in self.suspended or (entry is not None and entry.spec.suspend)
+
+    def suspended_at(self, name: str, instant: datetime) -> bool:
+        """Whether the view shows job ``name`` suspended at ``instant`` (past): suspended
+        since before it and still, or by the last suspension seen to end, which began
+        before it and ended after it."""
+        t = instant.timestamp()
+        current = self.suspended.get(name)
+        if current is not None:
+            return current.at <= t
+        since, until = self.suspension_ended.get(name, (0.0, 0.0))
+        return since <= t < until
 
     def revision(self, spec: JobSpec) -> int:
         """The store revision of ``spec`` if it is the job's current one (records remember
