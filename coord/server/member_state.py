@@ -64,7 +64,7 @@ class MemberState:
     """The snapshot being built (at most one; see ``_take_snapshot``)."""
     _snap_reuse: SnapshotReuse | None
     """What the last snapshot serialised, for the next build to copy."""
-    _snap_saves: set[asyncio.Task[None]]
+    _snap_saves: set[asyncio.Task[bool]]
     _wal: WAL | None
     _writer: WalWriter | None
     """The one writer of ``_wal`` (where each write runs: on the loop or its thread)."""

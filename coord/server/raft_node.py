@@ -148,7 +148,7 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
         self._snap_build: asyncio.Future[None] | None = None
         """The snapshot being built (at most one; see ``_take_snapshot``)."""
         self._snap_reuse: SnapshotReuse | None = None  # the last snapshot's, for the next
-        self._snap_saves: set[asyncio.Task[None]] = set()
+        self._snap_saves: set[asyncio.Task[bool]] = set()
         self._wal: WAL | None = None
         self._writer: WalWriter | None = None
         """The one writer of ``_wal`` (where each write runs: on the loop or its thread)."""
@@ -430,19 +430,7 @@ class RaftNode(Performing, Snapshotting, ClusterOps):
                     os._exit(70)  # a member that cannot persist must not keep voting
                 core.advance()
                 self._flush_proposals()
-            self._after_advance()
-
-    def _after_advance(self) -> None:
-        """Snapshot every ``snapshot_count`` entries, or sooner once the entries applied
-        since the last snapshot hold ``snapshot_bytes`` — or as many bytes as that snapshot
-        had, if more: the log in memory stays about the size of the data, and a snapshot
-        (which writes the whole store) is written at most once per its own size of new
-        entries."""
-        if self._stopped or self._core is None:
-            return
-        take = self._core.snaps.due(self._applied, self._unsnapped_bytes)
-        if take is not None:
-            self._take_snapshot(take)
+            self._snapshot_if_due()
 
     def _term_bound(self) -> int:
         """The highest term this member takes from a peer now (see MAX_TERM_STEP)."""

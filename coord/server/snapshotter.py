@@ -70,6 +70,25 @@ class Snapshotting(MemberState):
                               min(CATCH_UP_ENTRIES, max(1, cfg.snapshot_count // 2)),
                               cfg.snapshot_bytes // 2)
 
+    def _after_save(self, save: asyncio.Task[bool]) -> None:
+        """A snapshot was saved: the entries applied while it was built and written may
+        make the next one due already, and no further entry may come to ask. (Not after a
+        failed save: a broken disk would be retried in a loop; the next entry asks.)"""
+        if not save.cancelled() and save.exception() is None and save.result():
+            self._snapshot_if_due()
+
+    def _snapshot_if_due(self) -> None:
+        """Snapshot every ``snapshot_count`` entries, or sooner once the entries applied
+        since the last snapshot hold ``snapshot_bytes`` — or as many bytes as that snapshot
+        had, if more: the log in memory stays about the size of the data, and a snapshot
+        (which writes the whole store) is written at most once per its own size of new
+        entries. Asked after every applied batch and after each saved snapshot."""
+        if self._stopped or self._core is None:
+            return
+        take = self._core.snaps.due(self._applied, self._unsnapped_bytes)
+        if take is not None:
+            self._take_snapshot(take)
+
     def _take_snapshot(self, take: TakeSnapshot) -> None:
         """Start a snapshot of the state at the applied index. The store's part (its whole
         history since the last compaction, in proportion to its revisions) is serialised in
@@ -81,8 +100,8 @@ class Snapshotting(MemberState):
         assert self.rn is not None
         if self._snap_build is not None or self._snap_saves:
             # One at a time: a build waits until the previous snapshot's file is written,
-            # so a slow disk cannot pile up whole snapshots in memory (the next applied
-            # entry tries again).
+            # so a slow disk cannot pile up whole snapshots in memory (the save's end
+            # and the next applied entry try again).
             return
         index = take.index
         self._snap_bytes_at = self._unsnapped_bytes
@@ -125,10 +144,11 @@ class Snapshotting(MemberState):
             index, term, cs, payload, (reuse, reuse_at), self._wal))
         self._snap_saves.add(save)
         save.add_done_callback(self._snap_saves.discard)
+        save.add_done_callback(self._after_save)  # after the discard: one at a time
 
     async def _persist_snapshot(self, index: int, term: int, cs: ConfState,
                                 payload: list[bytes | memoryview],
-                                reuse: tuple[SnapshotReuse | None, int], wal: WAL) -> None:
+                                reuse: tuple[SnapshotReuse | None, int], wal: WAL) -> bool:
         """Write the snapshot file on its own thread — a WAL write does not wait behind it.
         Once it is durable: the core's storage takes the snapshot (its data stays in the
         file, :mod:`coord.server.snapfile`) and drops the log entries it covers, the next
@@ -158,7 +178,7 @@ class Snapshotting(MemberState):
             except RaftError as err:  # a snapshot from the leader replaced it meanwhile
                 core.snaps.abandoned(index)
                 log.warning("raftnode.snapshot_skipped", error=repr(err))
-                return
+                return False
             self.storage.keep_on_disk(index, path)
             # What this snapshot covers no longer counts; what was applied since does.
             self._unsnapped_bytes = max(0, self._unsnapped_bytes - self._snap_bytes_at)
@@ -175,6 +195,8 @@ class Snapshotting(MemberState):
         except Exception as err:  # noqa: BLE001 - logged: the next snapshot tries again
             core.snaps.abandoned(index)
             log.error("raftnode.snapshot_failed", index=index, error=repr(err))
+            return False
+        return True
 
 
 SNAPSHOT_ATTEMPTS = 3

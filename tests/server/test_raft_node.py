@@ -153,6 +153,60 @@ def test_writes_go_on_while_a_snapshot_file_is_written(tmp_path: Path) -> None:
     asyncio.run(body())
 
 
+def test_a_snapshot_due_while_one_was_saved_follows_without_another_write(
+        tmp_path: Path) -> None:
+    """Entries applied while a snapshot is written (a slow disk) can make the next one due,
+    but none is built meanwhile (one at a time). It used to wait for the next applied entry;
+    when the writes stop there, the log kept every byte of them in memory (a full run under
+    load: the early snapshots of the large-entries test below stopped at index 10)."""
+    import threading
+
+    budget = 64 * 1024
+    config = _config(tmp_path, snapshot_count=100_000, snapshot_bytes=budget)
+    gate = threading.Event()
+    saving = threading.Event()
+
+    async def body() -> None:
+        node = _started(config)
+        real_save = node._snaps.save
+
+        def slow_save(index: int, term: int, data: Payload) -> Path:
+            if index > 2:  # not the bootstrap snapshot
+                saving.set()
+                assert gate.wait(20), "test gate never opened"
+            return real_save(index, term, data)
+
+        node._snaps.save = slow_save  # type: ignore[method-assign]
+        try:
+            async with asyncio.timeout(20):
+                await _elected(node)
+                i = 0
+                while not saving.is_set():  # 8 KiB entries until a snapshot is written
+                    await node.propose(internal_pb2.InternalRequest(put=rpc_pb2.PutRequest(
+                        key=b"k%03d" % i, value=bytes(8192))))
+                    i += 1
+                first = node._core.snaps.index if node._core else 0
+                for j in range(i, i + 12):  # 96 KiB more while it is being written
+                    await node.propose(internal_pb2.InternalRequest(put=rpc_pb2.PutRequest(
+                        key=b"k%03d" % j, value=bytes(8192))))
+                last = node._applied
+                saved = set(node._snap_saves)
+                assert len(saved) == 1 and node._snap_build is None  # one at a time
+                gate.set()
+                await asyncio.wait(saved)
+                # No further write: the save's end itself found the next snapshot due
+                # and started it (its done callbacks ran in the same loop turn).
+                assert node._snap_build is not None or node._snap_saves
+                while node._core is None or node._core.snaps.index < last:
+                    await asyncio.sleep(0.01)
+                assert first < last
+        finally:
+            gate.set()
+            await node.stop()
+
+    asyncio.run(body())
+
+
 def _value(applier: Applier, key: bytes) -> bytes | None:
     rec = applier.store.get(key)
     return None if rec is None else rec[4]
