@@ -17,7 +17,7 @@ from scheduler.spec import JobSpec
 from scheduler.suspension import Suspension
 from scheduler.worker.firing import Firing
 from scheduler.worker.reaping import Reaper
-from scheduler.worker.restart import Restart, restart_point, resumed_from
+from scheduler.worker.restart import Restart, restart_point, resumed_from, started_from
 from scheduler.worker.state import JobEntry, Shared
 
 log = structlog.get_logger("scheduler.worker")
@@ -122,7 +122,7 @@ class Catalog:
         since = entry.seen_at
         holes: tuple[datetime, ...] = ()
         if startup and old is None:
-            restart = await self._catch_up_start(spec, revision)
+            restart = started_from(await self._catch_up_start(spec, revision), since)
             since = restart.since or since
             holes = restart.holes
         self.firing.start(entry, since, holes)

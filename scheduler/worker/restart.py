@@ -64,6 +64,21 @@ def restart_point(records: Iterable[RunRecord], revision: int, timetable: Timeta
     return Restart(since, tuple(holes))
 
 
+def started_from(restart: Restart, seen_at: datetime) -> Restart:
+    """Where a job's timer starts when this worker starts (``seen_at``: its clock's now):
+    from the last record (:func:`restart_point`), but never after ``seen_at``. A record
+    of an occurrence after it was claimed ahead — by a worker whose clock runs ahead, or
+    whose claim is sent ``claim_ahead`` early; starting after it would leave the
+    occurrences due between ``seen_at`` and it unfired by this worker, and by the worker
+    ahead too if its timer started past them: never run and never recorded (a whole
+    fleet started at once, one clock 2 s ahead). From ``seen_at``, those are fired as
+    usual: claimed, or skipped once a later one was claimed; a recorded one is refused
+    by the create-only claim."""
+    if restart.since is None or restart.since <= seen_at:
+        return restart
+    return Restart(seen_at, tuple(h for h in restart.holes if h < seen_at))
+
+
 def resumed_from(restart: Restart, seen_at: datetime,
                  suspended_at: datetime | None) -> Restart:
     """Where a job's timer starts when this worker sees its suspension (set at

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from scheduler.claim import RunRecord
 from scheduler.plan import MANUAL_SUFFIX, Timetable, occurrence_id
-from scheduler.worker.restart import HOLES_MAX, Restart, restart_point, resumed_from
+from scheduler.worker.restart import HOLES_MAX, Restart, restart_point, resumed_from, started_from
 
 T0 = datetime(2027, 1, 15, 8, 0, 0, tzinfo=UTC)  # seed 12021: .166 (the spread)
 EVERY2 = Timetable.parse("@every 2s")
@@ -90,3 +90,27 @@ def test_a_resume_with_nothing_recorded_since_the_suspension_fires_from_now() ->
     assert resumed_from(restart, seen_at=at(22.1), suspended_at=at(9.4)).since == at(22.1)
     assert resumed_from(Restart(None), seen_at=at(22.1), suspended_at=None).since == at(22.1)
     assert resumed_from(restart, seen_at=at(22.1), suspended_at=None).since == at(8)
+
+
+# ---------------------------------------------------------------- a record ahead of the start
+def test_a_start_behind_the_newest_record_fires_from_its_own_now() -> None:
+    """A full run (issue 20, session 12): three workers started at once, clocks -2, 0 and
+    +2 s, a job every second. The +2 s worker claimed 04:09:02 at 04:08:59.9 (real) before
+    the others read the job's records; they started the job's timeline after that record,
+    and the +2 s worker's own timer began at 04:09:02: 04:09:00 and :01 were nobody's,
+    never run and never recorded. A start never begins after its own now."""
+    records = [rec(2, status="claimed")]
+    restart = restart_point(records, 7, EVERY2, now=at(-0.1), starting_deadline=60)
+    assert restart.since == at(2)
+    assert started_from(restart, seen_at=at(-0.1)) == Restart(at(-0.1), ())
+
+
+def test_a_start_keeps_the_holes_before_its_own_now() -> None:
+    restart = Restart(at(30), (at(20), at(24), at(28)))
+    assert started_from(restart, seen_at=at(25)) == Restart(at(25), (at(20), at(24)))
+
+
+def test_a_start_after_the_newest_record_is_a_restart_as_before() -> None:
+    restart = Restart(at(26), (at(22),))
+    assert started_from(restart, seen_at=at(26.05)) == restart
+    assert started_from(Restart(None), seen_at=at(26.05)) == Restart(None)

@@ -101,6 +101,53 @@ def test_fast_jobs_with_skewed_clocks_start_once(procs: ProcessGroup, tmp_path: 
     assert all(n >= 9 for n in per_job.values()), per_job
 
 
+def test_a_worker_started_behind_a_claim_made_ahead_still_fires_from_its_start(
+        procs: ProcessGroup, tmp_path: Path) -> None:
+    """A worker whose clock is 4 s ahead claims the job's occurrences from its own now;
+    a worker with a true clock started after that first claim must fire what falls due
+    from its own start on — before, it began the job's timeline after the newest record
+    (as a restart does), and the occurrences due between its start and that record were
+    nobody's: never run, never recorded (a full run of the skewed-clocks test above)."""
+    coord = start_coord(procs)
+    out = tmp_path / "starts.txt"
+    jobs = (f"jobs:\n  - name: fast\n    schedule: '* * * * * *'\n"
+            f"    command: 'echo \"$RAFTCRON_OCCURRENCE\" >> {out}'\n")
+
+    async def main() -> None:
+        await apply_text(coord.endpoint, jobs)
+        ahead = worker("ahead", coord.endpoint, tmp_path, 4.0)
+        behind = worker("behind", coord.endpoint, tmp_path)
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(ahead.run(stop))]
+        try:
+            async with Client([coord.endpoint]) as c:
+                async def recorded() -> set[str]:
+                    r = await c.get(keys.runs_prefix("fast"), prefix=True)
+                    return {json.loads(kv.value)["occurrence"] for kv in r.kvs}
+
+                async def claimed_ahead() -> bool:
+                    return any(o > occurrence_id(datetime.now(UTC) + timedelta(seconds=1))
+                               for o in await recorded())
+                await until(claimed_ahead, READY, "the worker ahead to claim ahead")
+                first = min(await recorded())
+                tasks.append(asyncio.create_task(behind.run(stop)))
+                await asyncio.wait_for(behind.ready.wait(), READY)
+                since = datetime.now(UTC)  # the worker behind saw the job before this
+                window = [occurrence_id(since.replace(microsecond=0) + timedelta(seconds=k))
+                          for k in range(1, 4)]
+                window = [o for o in window if o < first]
+                print(f"first claim ahead {first}; due after the start behind: {window}")
+                assert window, "the worker behind took too long to start (no case)"
+
+                async def settled() -> bool:
+                    return set(window) <= await recorded()
+                await until(settled, 15, f"records of {window}")
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+    asyncio.run(main())
+
+
 def test_deadman_kills_cut_off_worker_job_and_run_is_lost(procs: ProcessGroup,
                                                          tmp_path: Path) -> None:
     coord = start_coord(procs)
