@@ -5,6 +5,7 @@ one-member cluster serves linearizable reads without a ReadIndex round."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,23 @@ def _started(config: ServerConfig) -> RaftNode:
     node.recover()
     node.start()
     return node
+
+
+def _gated_saves(node: RaftNode, from_index: int) -> tuple[threading.Event, threading.Event]:
+    """Hold every snapshot save from ``from_index`` on (not the bootstrap snapshot) until
+    the returned gate is set; the second event says a save is waiting at the gate."""
+    gate = threading.Event()
+    saving = threading.Event()
+    real_save = node._snaps.save
+
+    def slow_save(index: int, term: int, data: Payload) -> Path:
+        if index >= from_index:
+            saving.set()
+            assert gate.wait(20), "test gate never opened"
+        return real_save(index, term, data)
+
+    node._snaps.save = slow_save  # type: ignore[method-assign]
+    return gate, saving
 
 
 async def _elected(node: RaftNode) -> None:
@@ -95,8 +113,6 @@ def test_writes_go_on_while_a_snapshot_file_is_written(tmp_path: Path) -> None:
     must not wait behind it — they did while it shared the WAL thread, a 100 ms stall every
     ``snapshot_count`` entries — and the WAL segments it covers go only once it is durable.
     A member restarted afterwards has every write, through the new snapshot."""
-    import threading
-
     config = _config(tmp_path, snapshot_count=20)
 
     def put(i: int) -> internal_pb2.InternalRequest:
@@ -109,17 +125,7 @@ def test_writes_go_on_while_a_snapshot_file_is_written(tmp_path: Path) -> None:
 
     async def body() -> None:
         node = _started(config)
-        gate = threading.Event()
-        saving = threading.Event()
-        real_save = node._snaps.save
-
-        def slow_save(index: int, term: int, data: Payload) -> Path:
-            if index >= 20:  # not the bootstrap snapshot
-                saving.set()
-                assert gate.wait(20), "test gate never opened"
-            return real_save(index, term, data)
-
-        node._snaps.save = slow_save  # type: ignore[method-assign]
+        gate, saving = _gated_saves(node, from_index=20)
         try:
             async with asyncio.timeout(20):
                 await _elected(node)
@@ -159,24 +165,13 @@ def test_a_snapshot_due_while_one_was_saved_follows_without_another_write(
     but none is built meanwhile (one at a time). It used to wait for the next applied entry;
     when the writes stop there, the log kept every byte of them in memory (a full run under
     load: the early snapshots of the large-entries test below stopped at index 10)."""
-    import threading
 
     budget = 64 * 1024
     config = _config(tmp_path, snapshot_count=100_000, snapshot_bytes=budget)
-    gate = threading.Event()
-    saving = threading.Event()
 
     async def body() -> None:
         node = _started(config)
-        real_save = node._snaps.save
-
-        def slow_save(index: int, term: int, data: Payload) -> Path:
-            if index > 2:  # not the bootstrap snapshot
-                saving.set()
-                assert gate.wait(20), "test gate never opened"
-            return real_save(index, term, data)
-
-        node._snaps.save = slow_save  # type: ignore[method-assign]
+        gate, saving = _gated_saves(node, from_index=3)
         try:
             async with asyncio.timeout(20):
                 await _elected(node)
