@@ -308,8 +308,12 @@ class ClaimStore:
         if rec.status != "claimed" or rec.run_id not in self.attempted.get(key, ()):
             return None
         rec.fencing_token = kv.mod_revision
+        # The lease the claim was made on (its record says), not this store's: the
+        # attempts carry over to a new session's store, and a claim of the lost session
+        # labelled with the new lease passed the start's session check while its lock
+        # expired with the old lease (schedsim seed 545205, F17).
         return Claim(rec.job, rec.occurrence, kv.mod_revision, kv.mod_revision, rec,
-                     exclusive, self.me.lease, late=True)
+                     exclusive, rec.lease or self.me.lease, late=True)
 
     def forget(self, job: str, occurrence: str) -> None:
         self.attempted.pop((job, occurrence), None)

@@ -62,7 +62,8 @@ def test_regression_seeds(seed: int) -> None:
     assert not found, f"seed {seed} ({REGRESSIONS[seed]}) fails again:\n{found}"
 
 
-REGRESSIONS_WITH_EXTRAS = {405565: "F13", 411299: "F13", 414817: "F14", 510512: "F15"}
+REGRESSIONS_WITH_EXTRAS = {405565: "F13", 411299: "F13", 414817: "F14", 510512: "F15",
+                           545205: "F17"}
 """Seeds found with the slow paths and applies drawn (their failure needs them), replayed
 so: fixed, kept."""
 

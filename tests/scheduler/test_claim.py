@@ -325,6 +325,23 @@ def test_adopt_recognises_only_our_own_unanswered_claim(tmp_path: Path) -> None:
     _run(tmp_path, body)
 
 
+def test_an_adopted_claim_keeps_the_lease_it_was_made_on(tmp_path: Path) -> None:
+    """A worker's next session (a new store, its attempts carried over) adopting a claim
+    its lost session made: the claim lives on the old lease (so does its lock), and the
+    start's session check must see that (schedsim seed 545205, F17)."""
+    async def body(c: Client, new_store: Callable[[str], Awaitable[ClaimStore]]) -> None:
+        old = await new_store("a")
+        cl = await old.claim(J, OCC[0], exclusive=True)
+        assert cl is not None and cl.lease == old.me.lease
+        new = await new_store("a")
+        new.attempted = old.attempted
+        rec, kv = await new.get_run_kv(J, OCC[0])
+        assert rec is not None and kv is not None
+        adopted = new.adopt(rec, kv, exclusive=True)
+        assert adopted is not None and adopted.lease == old.me.lease != new.me.lease
+    _run(tmp_path, body)
+
+
 def test_hand_back_undoes_an_unstarted_claim_only(tmp_path: Path) -> None:
     """A claim handed back frees the occurrence and the job for anyone; one that was
     written since (started) is not handed back and keeps its lock."""
