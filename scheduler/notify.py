@@ -28,17 +28,17 @@ import hashlib
 import hmac
 import json
 import os
+import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import structlog
 
-from coord.aiotools import within
 from coord.client import Client, ClientError, Compare, KeyValue, delete, put
 from scheduler.claim import RunRecord
 from scheduler.keys import run_key
@@ -139,25 +139,32 @@ async def send(target: dict[str, Any], body: dict[str, Any], delivery: str) -> N
         env[f"RAFTCRON_{k.upper()}"] = "" if v is None else str(v)
     env["RAFTCRON_NOTIFICATION"] = raw.decode()
     env["RAFTCRON_DELIVERY"] = delivery  # what a webhook gets as X-Raftcron-Delivery
-    # The body reaches stdin from a file, not a pipe: a command that exits without reading
-    # it must not turn its try into a failure (a write to the closed pipe raised under
-    # uvloop, and the retry ran the command again).
+    returncode, err = await asyncio.get_running_loop().run_in_executor(
+        _POSTERS, _run_command, entry.command, raw, env)
+    if returncode != 0:
+        raise RuntimeError(f"command exited {returncode}: "
+                           f"{err.decode(errors='replace')[-200:].strip()}")
+
+
+def _run_command(argv: Sequence[str], raw: bytes, env: dict[str, str]) -> tuple[int, bytes]:
+    """Run a notify command on a delivery thread: the exit code and the end of stderr.
+
+    The body reaches stdin from a file, not a pipe: a command that exits without reading
+    it must not turn its try into a failure (a write to the closed pipe raised under
+    uvloop, and the retry ran the command again). CPython's own spawn (no Python code in
+    the child), not the event loop's: uvloop's, asked for a new session, crashed the child
+    with SIGSEGV now and then in this threaded process (`command exited -11`, a full run
+    under load, session 12)."""
     with tempfile.TemporaryFile() as stdin:
         stdin.write(raw)
         stdin.seek(0)
-        proc = await asyncio.create_subprocess_exec(
-            *entry.command, stdin=stdin, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)
-    try:
-        _, err = await within(proc.communicate(), COMMAND_TIMEOUT)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise TimeoutError(f"command ran over {COMMAND_TIMEOUT:.0f}s") from None
-    if proc.returncode != 0:
-        raise RuntimeError(f"command exited {proc.returncode}: "
-                           f"{err.decode(errors='replace')[-200:].strip()}")
+        try:
+            done = subprocess.run(list(argv), stdin=stdin, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, env=env, start_new_session=True,
+                                  timeout=COMMAND_TIMEOUT, check=False)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"command ran over {COMMAND_TIMEOUT:.0f}s") from None
+    return done.returncode, done.stderr[-4096:]
 
 
 class Notifier:
