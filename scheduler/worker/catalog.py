@@ -149,9 +149,8 @@ class Catalog:
                for kv in r.kvs}
         changed = set(now) ^ set(ctx.suspended)
         old, ctx.suspended = ctx.suspended, now
-        seen = ctx.clock.now().timestamp()
         for name in set(old) - set(now):
-            ctx.suspension_ended[name] = (old[name].at, seen)
+            ctx.suspension_ended(name, old[name])
         for name in changed:
             self._suspension_changed(name, old.get(name))
         return r.revision
@@ -165,8 +164,7 @@ class Catalog:
             else:
                 ended = self.ctx.suspended.pop(name, None)
                 if ended is not None:
-                    self.ctx.suspension_ended[name] = (
-                        ended.at, self.ctx.clock.now().timestamp())
+                    self.ctx.suspension_ended(name, ended)
             self._suspension_changed(name, ended)
 
     def _suspension_changed(self, name: str, ended: Suspension | None = None) -> None:

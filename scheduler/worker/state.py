@@ -93,7 +93,7 @@ class Shared:
         self.store: ClaimStore | None = None
         self.suspended: dict[str, Suspension] = {}
         """job → its runtime suspension (``/cron/suspend/``), from the view: not spec."""
-        self.suspension_ended: dict[str, tuple[float, float]] = {}
+        self.suspension_ends: dict[str, tuple[float, float]] = {}
         """job → (since, until) of the last runtime suspension seen to end: its ``at`` and
         when the view saw the resume (Unix seconds, this worker's clock)."""
         self.held: dict[str, bytes] = {}
@@ -164,6 +164,10 @@ class Shared:
         entry = self.jobs.get(name)
         return name in self.suspended or (entry is not None and entry.spec.suspend)
 
+    def suspension_ended(self, name: str, ended: Suspension) -> None:
+        """The view saw job ``name``'s runtime suspension ``ended`` go (a resume), now."""
+        self.suspension_ends[name] = (ended.at, self.clock.now().timestamp())
+
     def suspended_at(self, name: str, instant: datetime) -> bool:
         """Whether the view shows job ``name`` suspended at ``instant`` (past): suspended
         since before it and still, or by the last suspension seen to end, which began
@@ -172,7 +176,7 @@ class Shared:
         current = self.suspended.get(name)
         if current is not None:
             return current.at <= t
-        since, until = self.suspension_ended.get(name, (0.0, 0.0))
+        since, until = self.suspension_ends.get(name, (0.0, 0.0))
         return since <= t < until
 
     def revision(self, spec: JobSpec) -> int:

@@ -46,7 +46,7 @@ def test_a_current_suspension(since: float, instant: float, expected: bool) -> N
 def test_the_last_suspension_seen_to_end(since: float, until: float, instant: float,
                                          expected: bool) -> None:
     s = shared()
-    s.suspension_ended["j"] = (at(since).timestamp(), at(until).timestamp())
+    s.suspension_ends["j"] = (at(since).timestamp(), at(until).timestamp())
     assert s.suspended_at("j", at(instant)) is expected
 
 

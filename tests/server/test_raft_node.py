@@ -165,7 +165,6 @@ def test_a_snapshot_due_while_one_was_saved_follows_without_another_write(
     but none is built meanwhile (one at a time). It used to wait for the next applied entry;
     when the writes stop there, the log kept every byte of them in memory (a full run under
     load: the early snapshots of the large-entries test below stopped at index 10)."""
-
     budget = 64 * 1024
     config = _config(tmp_path, snapshot_count=100_000, snapshot_bytes=budget)
 
