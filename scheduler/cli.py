@@ -23,7 +23,6 @@ import structlog
 import typer
 
 from coord.logsetup import configure as configure_logging
-from coord.server import config as store_config
 
 # The commands register in this order (the order of `raftcron --help`): validate, apply,
 # locks, workers, then worker and agent below.
@@ -39,6 +38,26 @@ from scheduler import (  # noqa: F401
 from scheduler.cli_app import EndpointsOpt, TagsOpt, app, coord_app, fail, parse_tags
 from scheduler.cli_ops import MetricsOpt, check_listen_metrics, new_registry, ops_listener
 from scheduler.cli_output import PLAIN_TABLE_OVER, emit
+from scheduler.cli_store import (
+    DEFAULT_CLIENT,
+    DEFAULT_CLUSTER_STATE,
+    DEFAULT_DATA_DIR,
+    DEFAULT_NAME,
+    DEFAULT_PEER,
+    DEFAULT_SNAPSHOT_BYTES,
+    DEFAULT_SNAPSHOT_COUNT,
+    DEFAULT_TOKEN_TTL,
+    AuthTokenTTLOpt,
+    ClientOpt,
+    ClusterOpt,
+    ClusterStateOpt,
+    DataDirOpt,
+    NameOpt,
+    PeerOpt,
+    SnapshotBytesOpt,
+    SnapshotCountOpt,
+    store_config_from_flags,
+)
 from scheduler.cli_tls import (
     DEFAULT_MIN_VERSION,
     CertFileOpt,
@@ -65,77 +84,6 @@ log = structlog.get_logger("raftcron")
 
 SWITCH_INTERVAL = 0.0005
 """Seconds a thread may hold the GIL while another waits for it, in `raftcron worker`."""
-
-# The store flags: one definition (option and default) for `coord serve` and `agent`, whose
-# store is the same member; the defaults are coord.server.config's.
-NameOpt = Annotated[str, typer.Option("--name", help="Member name, unique in the cluster "
-                                      "(an agent's worker has the same name).",
-                                      show_default="the host name")]
-DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Where the WAL and snapshots live.")]
-ClientOpt = Annotated[str, typer.Option("--listen-client",
-                                        help="HOST:PORT for etcd-v3 clients (etcdctl, workers).")]
-PeerOpt = Annotated[str, typer.Option("--listen-peer", help="HOST:PORT for Raft peer traffic.")]
-ClusterOpt = Annotated[str | None, typer.Option(
-    "--initial-cluster", help="NAME=HOST:PORT,... of every member's peer address "
-    "(default: this member alone).")]
-ClusterStateOpt = Annotated[str, typer.Option(
-    "--initial-cluster-state",
-    help="'new' bootstraps a cluster from --initial-cluster; 'existing' joins a running "
-    "cluster after `etcdctl member add`.")]
-SnapshotCountOpt = Annotated[int, typer.Option(
-    "--snapshot-count", help="Applied entries between snapshots (log compaction).")]
-SnapshotBytesOpt = Annotated[int, typer.Option(
-    "--snapshot-bytes", help="Also snapshot once the entries applied since the last "
-    "snapshot hold this many bytes (or the last snapshot's size, if larger).")]
-DEFAULT_NAME = ""  # the host name
-DEFAULT_DATA_DIR = Path("raftcron-data")
-DEFAULT_CLIENT = store_config.DEFAULT_CLIENT
-DEFAULT_PEER = store_config.DEFAULT_PEER
-DEFAULT_CLUSTER_STATE = store_config.ServerConfig.initial_cluster_state
-DEFAULT_SNAPSHOT_COUNT = store_config.ServerConfig.snapshot_count
-DEFAULT_SNAPSHOT_BYTES = store_config.ServerConfig.snapshot_bytes
-
-
-def store_config_from_flags(name: str, data_dir: Path, listen_client: str, listen_peer: str,
-                            initial_cluster: str | None, initial_cluster_state: str,
-                            snapshot_count: int, snapshot_bytes: int,
-                            client_tls: ServerTLSFlags | None = None) -> Any:
-    """The member's ServerConfig from the store flags (``coord serve`` and ``agent``); a
-    bad flag is exit 2, before anything touches the data dir."""
-    from coord.rpc.h2.tls import TLSConfigError, server_tls
-
-    c = client_tls or ServerTLSFlags()
-    try:
-        cluster = (store_config.parse_initial_cluster(initial_cluster)
-                   if initial_cluster else {})
-        tls = server_tls("--", c.cert_file, c.key_file, c.trusted_ca_file,
-                         c.client_cert_auth, c.min_version)
-        name = name or socket.gethostname()
-        peer_tls = server_tls("--peer-", c.peer_cert_file, c.peer_key_file,
-                              c.peer_trusted_ca_file, c.peer_client_cert_auth, c.min_version,
-                              c.peer_allowed_cn, member_name=name)
-        return store_config.ServerConfig(
-            name=name, data_dir=data_dir, listen_client=listen_client,
-            listen_peer=listen_peer, initial_cluster=cluster,
-            initial_cluster_state=initial_cluster_state, snapshot_count=snapshot_count,
-            snapshot_bytes=snapshot_bytes, client_tls=tls, insecure_listen=c.insecure_listen,
-            peer_tls=peer_tls,
-            inline_sync=os.environ.get("RAFTCRON_INLINE_SYNC", "1") != "0",
-            tls_watch_interval=tls_watch_interval())
-    except (store_config.ConfigError, TLSConfigError) as err:
-        fail(str(err), 2)
-
-
-def tls_watch_interval() -> float:
-    """Seconds between looks at the certificate files: 2, or ``RAFTCRON_TLS_WATCH_INTERVAL``
-    (0 turns the watch off; SIGHUP still reloads)."""
-    raw = os.environ.get("RAFTCRON_TLS_WATCH_INTERVAL", "")
-    try:
-        return max(0.0, float(raw)) if raw else 2.0
-    except ValueError:
-        fail(f"RAFTCRON_TLS_WATCH_INTERVAL: expected seconds, got {raw!r}", 2)
-        raise  # fail() exits
-
 
 StopTimeoutOpt = Annotated[float, typer.Option(
     "--stop-timeout", help="Seconds a graceful stop (SIGINT/SIGTERM) waits for running jobs "
@@ -204,6 +152,7 @@ def coord_serve(
     initial_cluster_state: ClusterStateOpt = DEFAULT_CLUSTER_STATE,
     snapshot_count: SnapshotCountOpt = DEFAULT_SNAPSHOT_COUNT,
     snapshot_bytes: SnapshotBytesOpt = DEFAULT_SNAPSHOT_BYTES,
+    auth_token_ttl: AuthTokenTTLOpt = DEFAULT_TOKEN_TTL,
     cert_file: CertFileOpt = None,
     key_file: KeyFileOpt = None,
     trusted_ca_file: TrustedCAOpt = None,
@@ -238,7 +187,7 @@ def coord_serve(
                                          client_cert_auth, tls_min_version,
                                          insecure_listen, peer_cert_file, peer_key_file,
                                          peer_trusted_ca_file, peer_client_cert_auth,
-                                         peer_cert_allowed_cn))
+                                         peer_cert_allowed_cn), auth_token_ttl)
     check_listen_metrics(listen_metrics, insecure_listen)
     registry = new_registry(listen_metrics)
     try:
@@ -356,6 +305,7 @@ def agent(
     initial_cluster_state: ClusterStateOpt = DEFAULT_CLUSTER_STATE,
     snapshot_count: SnapshotCountOpt = DEFAULT_SNAPSHOT_COUNT,
     snapshot_bytes: SnapshotBytesOpt = DEFAULT_SNAPSHOT_BYTES,
+    auth_token_ttl: AuthTokenTTLOpt = DEFAULT_TOKEN_TTL,
     cert_file: CertFileOpt = None,
     key_file: KeyFileOpt = None,
     trusted_ca_file: TrustedCAOpt = None,
@@ -408,7 +358,7 @@ def agent(
                                          client_cert_auth, tls_min_version,
                                          insecure_listen, peer_cert_file, peer_key_file,
                                          peer_trusted_ca_file, peer_client_cert_auth,
-                                         peer_cert_allowed_cn))
+                                         peer_cert_allowed_cn), auth_token_ttl)
     # Every flag is checked before the member touches its data dir.
     cfg = _worker_config(member, [listen_client], tags, session_ttl, log_dir, clock_offset,
                          compact_retention, stop_timeout)

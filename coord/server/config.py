@@ -89,6 +89,9 @@ class ServerConfig:
     tls_watch_interval: float = 2.0
     """Seconds between two looks at the certificate files for a reload
     (:mod:`coord.server.tls_reload`); 0: no watch (SIGHUP still reloads)."""
+    auth_token_ttl: int = 300
+    """``--auth-token-ttl``: seconds an idle simple auth token lives (etcd's default; each
+    use renews it)."""
     insecure_listen: bool = False
     """``--insecure-listen``: serve plaintext on an address other hosts can reach. Without
     it such a config is refused (:meth:`plaintext_exposed`); with it the member logs a
@@ -110,6 +113,9 @@ class ServerConfig:
             raise ConfigError("snapshot count must be positive")
         if self.snapshot_bytes < 1:
             raise ConfigError("snapshot bytes must be positive")
+        if self.auth_token_ttl < 1:
+            raise ConfigError(f"--auth-token-ttl: expected at least 1 second, got "
+                              f"{self.auth_token_ttl}")
         exposed = self.plaintext_exposed()
         if exposed and not self.insecure_listen:
             raise ConfigError(

@@ -16,6 +16,7 @@ import structlog
 
 from coord.api.services import ClientHandlers, client_handlers
 from coord.api.watch import WatchService
+from coord.auth.store import AuthStore
 from coord.limits import RECV_LIMIT
 from coord.ops.grpc_health import health_handlers
 from coord.process import freeze_startup_heap
@@ -51,7 +52,7 @@ class CoordServer:
         self.freeze_heap = freeze_heap
         self.sighup = sighup
         self.config = config
-        self.applier = Applier()
+        self.applier = Applier(auth=AuthStore(config.auth_token_ttl))
         self.metrics = metrics
         """etcd's series of this member go here (``coord.ops``); None: no metrics, and
         the plain node with no counters."""

@@ -1,5 +1,5 @@
-"""Simple tokens over gRPC against an in-process member (its token TTL shortened to 3 s,
-etcd's ``--auth-token-ttl`` is not a flag of ``coord serve`` yet): a token used within its
+"""Simple tokens over gRPC against an in-process member (its token TTL shortened to 3 s:
+``ServerConfig.auth_token_ttl``, the ``--auth-token-ttl`` flag): a token used within its
 TTL stays valid, an idle one expires with ``invalid auth token`` and no data, a new login
 works; AuthStatus reports the enabled flag and the auth revision; a watch on a range the
 user may not read is refused at creation while the stream serves the user's permitted
@@ -20,7 +20,7 @@ from coord.server.server import CoordServer
 from tests.helpers.member import member_config
 
 pytestmark = pytest.mark.timeout(60)
-TTL = 3.0
+TTL = 3
 
 
 async def _setup(stubs: dict[str, Any]) -> None:
@@ -100,8 +100,9 @@ async def _scenario(server: CoordServer) -> None:
 
 def test_token_ttl_renewal_expiry_and_watch_checks(tmp_path: Path) -> None:
     async def main() -> None:
-        server = CoordServer(member_config(tmp_path / "n1"))
-        server.applier.auth.token_ttl = TTL
+        config = member_config(tmp_path / "n1")
+        config.auth_token_ttl = TTL
+        server = CoordServer(config)
         await server.start()
         try:
             await _scenario(server)

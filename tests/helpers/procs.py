@@ -214,8 +214,10 @@ def process_group(workdir: Path) -> Iterator[ProcessGroup]:
         group.close()
 
 
-def start_etcd(group: ProcessGroup, name: str = "etcd", etcd_bin: str = "etcd") -> Proc:
-    """Start a fresh single-member real etcd on loopback and wait until it listens."""
+def start_etcd(group: ProcessGroup, name: str = "etcd", etcd_bin: str = "etcd",
+               flags: Sequence[str] = ()) -> Proc:
+    """Start a fresh single-member real etcd on loopback (``flags`` added to its command
+    line) and wait until it listens."""
     cport, pport = free_port(), free_port()
     data = group.workdir / f"{name}-data"
     argv = [
@@ -228,6 +230,7 @@ def start_etcd(group: ProcessGroup, name: str = "etcd", etcd_bin: str = "etcd") 
         "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
         "--initial-cluster", f"{name}=http://127.0.0.1:{pport}",
         "--log-level", "error",
+        *flags,
     ]
     proc = group.spawn(name, argv, cport, env={"ETCD_UNSUPPORTED_ARCH": "", "ETCDCTL_API": "3"})
     wait_until(lambda: port_open(cport) or not proc.alive(), 30, f"etcd on :{cport}")
@@ -249,12 +252,14 @@ def coord_argv(name: str, data_dir: Path, cport: int, pport: int,
 
 
 def start_coord(group: ProcessGroup, name: str = "n1", data_dir: Path | None = None,
-                cport: int | None = None, pport: int | None = None) -> Proc:
-    """Start ``raftcron coord serve`` as a single member and wait until it listens."""
+                cport: int | None = None, pport: int | None = None,
+                flags: Sequence[str] = ()) -> Proc:
+    """Start ``raftcron coord serve`` as a single member (``flags`` added to its command
+    line) and wait until it listens."""
     cport = cport or free_port()
     pport = pport or free_port()
     data = data_dir or (group.workdir / f"{name}-data")
-    proc = group.spawn(name, coord_argv(name, data, cport, pport), cport,
+    proc = group.spawn(name, [*coord_argv(name, data, cport, pport), *flags], cport,
                        env={"PYTHONPATH": str(REPO)})
     wait_until(lambda: port_open(cport) or not proc.alive(), 30, f"coord on :{cport}")
     if not proc.alive():
