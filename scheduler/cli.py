@@ -3,9 +3,10 @@
 This module is the entry point (``raftcron = scheduler.cli:main``, ``python -m
 scheduler.cli``) and holds the commands that run a process: ``coord serve``, ``worker`` and
 ``agent``. The others live beside it and register on the same app when imported here:
-:mod:`scheduler.cli_app` (the app, shared options, the store call), :mod:`scheduler.cli_output`
-(tables and JSON), :mod:`scheduler.cli_files` (validate, apply), :mod:`scheduler.cli_jobs`
-(jobs, locks, workers) and :mod:`scheduler.cli_cluster` (cluster).
+:mod:`scheduler.cli_app` (the app, shared options, the store call), :mod:`scheduler.cli_store`
+(the member's flags), :mod:`scheduler.cli_output` (tables and JSON), :mod:`scheduler.cli_files`
+(validate, apply), :mod:`scheduler.cli_jobs` (jobs, locks, workers) and
+:mod:`scheduler.cli_cluster` (cluster).
 """
 
 from __future__ import annotations
