@@ -52,7 +52,7 @@ from coord.pb import auth_pb2
 ROOT = "root"
 READ, WRITE, READWRITE = (auth_pb2.Permission.READ, auth_pb2.Permission.WRITE,
                           auth_pb2.Permission.READWRITE)
-DEFAULT_TOKEN_TTL = 300.0
+DEFAULT_TOKEN_TTL = 300
 """etcd's ``--auth-token-ttl`` default, in seconds; each use of a token renews it."""
 
 SWEEP_EVERY = 256

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coord import netaddr
+from coord.auth.store import DEFAULT_TOKEN_TTL
 from coord.netaddr import is_loopback
 from coord.rpc.h2.tls import ServerTLS
 
@@ -89,9 +90,8 @@ class ServerConfig:
     tls_watch_interval: float = 2.0
     """Seconds between two looks at the certificate files for a reload
     (:mod:`coord.server.tls_reload`); 0: no watch (SIGHUP still reloads)."""
-    auth_token_ttl: int = 300
-    """``--auth-token-ttl``: seconds an idle simple auth token lives (etcd's default; each
-    use renews it)."""
+    auth_token_ttl: int = DEFAULT_TOKEN_TTL
+    """``--auth-token-ttl``: seconds an idle simple auth token lives (each use renews it)."""
     insecure_listen: bool = False
     """``--insecure-listen``: serve plaintext on an address other hosts can reach. Without
     it such a config is refused (:meth:`plaintext_exposed`); with it the member logs a
